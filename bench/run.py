@@ -1,0 +1,980 @@
+#!/usr/bin/env python3
+"""moongate vs nginx, side by side, in one run (SPEC §11).
+
+    python3 bench/run.py [--scenarios proxy,proxy-tls] [--rounds 5] [--duration 5]
+                         [--connections 50] [--threads 1] [--check]
+                         [--moongate target/release/moongate] [--out bench/out]
+
+One origin nginx (bench/nginx/origin.conf) serves every scenario.  For each
+scenario an nginx (bench/nginx/<scenario>.conf, 1 worker) and a moongate
+(bench/moongate/<scenario>.toml as its conf.d, workers = 1) proxy to it; wrk
+measures them alternately (nginx, moongate, nginx, moongate, ...).  For every
+run: requests/sec, p50/p99 latency, errors, and requests per CPU-second of the
+server's process tree (utime+stime from /proc).  Standard library only.
+
+See bench/README.md.  To add a scenario: a template in bench/nginx/, one in
+bench/moongate/, and an entry in SCENARIOS below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STOP_GRACE_S = 5.0          # SIGTERM, then SIGKILL after this long
+WARMUP_S = 1
+SERVERS = ("nginx", "moongate")  # A, B: the order of every round
+
+INSTALL_HINT = "apt-get install -y nginx wrk openssl"
+
+
+# --------------------------------------------------------------------------
+# Scenarios
+# --------------------------------------------------------------------------
+
+@dataclass
+class Scenario:
+    """One side-by-side comparison.
+
+    nginx     template in bench/nginx/ (@LISTEN@, @ORIGIN@, @CERT@, @KEY@, + vars)
+    moongate  template in bench/moongate/, rendered to <conf.d>/00-bench.toml
+              (@LISTEN@, @ORIGIN@, @WORKERS@, @CERT@, @KEY@, + vars)
+    path, headers, wrk_script   what wrk sends (wrk_script: a Lua file in bench/wrk/, wrk -s)
+    tls       serve HTTPS (run.py makes a self-signed cert)
+    vars      extra @NAME@ substitutions for both templates (e.g. RL_RATE)
+    """
+    name: str
+    summary: str
+    nginx: str
+    moongate: str
+    path: str = "/hello"
+    headers: dict[str, str] = field(default_factory=dict)
+    tls: bool = False
+    wrk_script: str | None = None
+    vars: dict[str, str] = field(default_factory=dict)
+    expect_status: int = 200
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario(
+        name="proxy",
+        summary="plain reverse proxy to a keep-alive upstream pool (64), GET /hello (100 B body)",
+        nginx="proxy.conf",
+        moongate="proxy.toml",
+    ),
+    Scenario(
+        name="proxy-tls",
+        summary="the proxy scenario behind TLS (HTTP/1.1 over TLS, self-signed cert)",
+        nginx="proxy-tls.conf",
+        moongate="proxy-tls.toml",
+        tls=True,
+    ),
+    # Later: lua-access, lua-ratelimit, cache-hot, cache-1000 (see bench/README.md).
+]}
+DEFAULT_SCENARIOS = "proxy,proxy-tls"
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------
+
+def log(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def warn(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def which(tool: str) -> str | None:
+    # nginx lives in /usr/sbin, which is not on a normal user's PATH on Debian.
+    return shutil.which(tool) or shutil.which(
+        tool, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+TEMPLATE_VAR = re.compile(r"@([A-Z][A-Z0-9_]*)@")
+
+
+def render(template: Path, dest: Path, values: dict[str, str]) -> None:
+    text = template.read_text()
+    missing = sorted({m for m in TEMPLATE_VAR.findall(text) if m not in values})
+    if missing:
+        raise BenchError(f"{template}: no value for {', '.join('@%s@' % m for m in missing)}")
+    text = TEMPLATE_VAR.sub(lambda m: str(values[m.group(1)]), text)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        data = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    | " + line for line in data[-lines:]) or "    | (empty)"
+
+
+def cmd_output(argv: list[str], timeout: float = 5, ok_codes=(0,)) -> str:
+    """stdout+stderr of a short command ("" if it fails; nginx -v and wrk -v
+    print to stderr, and wrk -v exits 1)."""
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return (p.stdout + p.stderr).strip() if p.returncode in ok_codes else ""
+
+
+class BenchError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------
+# /proc: process trees, CPU time, memory
+# --------------------------------------------------------------------------
+
+def proc_stat(pid: int) -> dict | None:
+    """Fields of /proc/PID/stat we need; None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm (field 2) may hold spaces and parens: split after the last ')'.
+    rest = data[data.rindex(b")") + 2:].split()
+    # rest[i] is field i+3 of proc(5): 3 state, 4 ppid, 14 utime, 15 stime,
+    # 16 cutime, 17 cstime, 22 starttime.  For a thread group leader these
+    # already add up every thread (live and exited) of the process.
+    return {
+        "state": rest[0].decode(),
+        "ppid": int(rest[1]),
+        "ticks": int(rest[11]) + int(rest[12]),
+        "child_ticks": int(rest[13]) + int(rest[14]),
+        "start": int(rest[19]),
+    }
+
+
+def children_map() -> dict[int, list[int]]:
+    """ppid -> [pid] over every process (threads' children have ppid = the tgid)."""
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = proc_stat(int(name))
+            if st is not None:
+                kids.setdefault(st["ppid"], []).append(int(name))
+    return kids
+
+
+def process_tree(root: int) -> list[int]:
+    """root and all its descendants (breadth first)."""
+    kids = children_map()
+    tree, seen, i = [root], {root}, 0
+    while i < len(tree):                      # bounded: each pid enters once
+        for c in kids.get(tree[i], ()):
+            if c not in seen:
+                seen.add(c)
+                tree.append(c)
+        i += 1
+    return tree
+
+
+def tree_cpu_ticks(pids: list[int]) -> int:
+    """utime+stime of a process tree, plus cutime+cstime (descendants that exited
+    and were reaped inside the tree move there), in clock ticks."""
+    total = 0
+    for pid in pids:
+        st = proc_stat(pid)
+        if st is not None:
+            total += st["ticks"] + st["child_ticks"]
+    return total
+
+
+def _status_kb(path: str, key: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def tree_memory_kb(pids: list[int]) -> dict:
+    """VmRSS summed over a process tree (what the anchors README quotes), plus
+    PSS (shared pages split between the processes) and the per-process RSS."""
+    rss, pss, per = 0, 0, []
+    for pid in pids:
+        r = _status_kb(f"/proc/{pid}/status", "VmRSS")
+        rss += r
+        pss += _status_kb(f"/proc/{pid}/smaps_rollup", "Pss")
+        per.append({"pid": pid, "rss_kb": r})
+    return {"rss_kb": rss, "pss_kb": pss, "processes": per}
+
+
+# --------------------------------------------------------------------------
+# Server processes: started with a handle, stopped by PID, never left behind
+# --------------------------------------------------------------------------
+
+try:  # parent-death signal: servers get SIGTERM even if run.py is SIGKILLed
+    import ctypes
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+except (OSError, ImportError):
+    _LIBC = None
+
+
+def _child_setup() -> None:
+    if _LIBC is not None:
+        try:
+            _LIBC.prctl(1, int(signal.SIGTERM), 0, 0, 0)   # PR_SET_PDEATHSIG
+        except Exception:
+            pass
+
+
+_LIVE: list["Server"] = []
+
+
+class StartError(BenchError):
+    pass
+
+
+class Server:
+    def __init__(self, label: str, argv: list[str], cwd: Path, log_path: Path,
+                 port: int, tls: bool, ready_text: str | None = None):
+        self.label, self.argv, self.cwd, self.log_path = label, argv, cwd, log_path
+        self.port, self.tls, self.ready_text = port, tls, ready_text
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+        self.seen: set[tuple[int, int]] = set()   # (pid, start time) of descendants seen so far
+
+    def tree(self) -> list[int]:
+        """The process tree (root first); remembers the descendants, so that
+        stop() can find them even if the root dies and they are re-parented."""
+        pids = process_tree(self.pid)
+        for pid in pids[1:]:
+            st = proc_stat(pid)
+            if st is not None:
+                self.seen.add((pid, st["start"]))
+        return pids
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def url(self, path: str) -> str:
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}{path}"
+
+    def start(self, timeout: float) -> None:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.argv, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_child_setup)
+        _LIVE.append(self)
+        deadline = time.monotonic() + timeout
+        while True:                            # bounded by the deadline
+            rc = self.proc.poll()
+            if rc is not None:
+                raise StartError(f"{self.label} exited with status {rc} while starting "
+                                 f"({shlex.join(self.argv)}); log {self.log_path}:\n"
+                                 f"{tail(self.log_path)}")
+            if self.ready_text and self.ready_text in self.log_path.read_text(errors="replace"):
+                break
+            if port_open(self.port):
+                break
+            if time.monotonic() > deadline:
+                self.stop()
+                raise StartError(f"{self.label} did not listen on {HOST}:{self.port} within "
+                                 f"{timeout:.0f}s; log {self.log_path}:\n{tail(self.log_path)}")
+            time.sleep(0.05)
+        # the ready line can come a moment before accept() works
+        for _ in range(100):
+            if port_open(self.port):
+                self.tree()
+                return
+            time.sleep(0.05)
+        raise StartError(f"{self.label} printed it was ready but {HOST}:{self.port} refuses "
+                         f"connections; log {self.log_path}:\n{tail(self.log_path)}")
+
+    def stop(self) -> None:
+        """SIGTERM to the PID, SIGKILL after STOP_GRACE_S; then any descendant
+        that outlived it (same pid *and* start time, so never a reused pid)."""
+        if self.proc is None:
+            return
+        proc = self.proc
+        if proc.poll() is None:
+            self.tree()
+        descendants = sorted(self.seen)
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                warn(f"  {self.label} (pid {proc.pid}) ignored SIGTERM for {STOP_GRACE_S:.0f}s: SIGKILL")
+                proc.kill()
+                proc.wait(5)
+        for _ in range(50):                    # up to ~2.5 s for children to follow
+            alive = [(p, s) for p, s in descendants if _alive(p, s)]
+            if not alive:
+                break
+            time.sleep(0.05)
+        for pid, start in descendants:
+            if _alive(pid, start):
+                warn(f"  {self.label}: descendant pid {pid} outlived its parent: SIGKILL")
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        if self._log:
+            self._log.close()
+        if self in _LIVE:
+            _LIVE.remove(self)
+
+
+def _alive(pid: int, start: int) -> bool:
+    st = proc_stat(pid)
+    return st is not None and st["start"] == start and st["state"] not in ("Z", "X")
+
+
+def stop_all() -> None:
+    if not _LIVE:
+        return
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        for server in reversed(list(_LIVE)):
+            try:
+                server.stop()
+            except Exception as e:             # keep stopping the others
+                warn(f"  could not stop {server.label}: {e}")
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _on_signal(signum, _frame):
+    raise SystemExit(128 + signum)            # unwinds through the finally blocks
+
+
+# --------------------------------------------------------------------------
+# HTTP checks (urllib, no proxies from the environment: loopback only)
+# --------------------------------------------------------------------------
+
+_TLS_CTX = ssl.create_default_context()
+_TLS_CTX.check_hostname = False
+_TLS_CTX.verify_mode = ssl.CERT_NONE
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                      urllib.request.HTTPSHandler(context=_TLS_CTX))
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with _OPENER.open(req, timeout=timeout) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def origin_counters(port: int) -> dict | None:
+    """nginx stub_status of the origin: connections accepted, requests served."""
+    try:
+        _, body, _ = http_get(f"http://{HOST}:{port}/__stats", timeout=2)
+        m = re.search(rb"\n\s*(\d+)\s+(\d+)\s+(\d+)\s*\n", body)
+        if m:
+            return {"accepts": int(m.group(1)), "requests": int(m.group(3))}
+    except OSError:
+        pass
+    return None
+
+
+# --------------------------------------------------------------------------
+# wrk
+# --------------------------------------------------------------------------
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * _UNIT_MS[unit]
+
+
+def parse_wrk(text: str) -> dict:
+    out: dict = {"requests": None, "rps": None, "p50_ms": None, "p75_ms": None,
+                 "p90_ms": None, "p99_ms": None, "avg_ms": None, "max_ms": None,
+                 "non2xx": 0, "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0}}
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h)", text, re.M)
+    if m:
+        out["requests"] = int(m.group(1))
+        out["wrk_seconds"] = _ms(m.group(2), m.group(3)) / 1000
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    if m:
+        out["rps"] = float(m.group(1))
+    m = re.search(r"^\s*Latency\s+([\d.]+)(us|ms|s|m|h)\s+[\d.]+\w+\s+([\d.]+)(us|ms|s|m|h)", text, re.M)
+    if m:
+        out["avg_ms"], out["max_ms"] = _ms(m.group(1), m.group(2)), _ms(m.group(3), m.group(4))
+    dist = text.split("Latency Distribution", 1)
+    if len(dist) == 2:
+        for pct, val, unit in re.findall(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)", dist[1], re.M):
+            out[f"p{pct}_ms"] = _ms(val, unit)
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        out["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        out["non2xx"] = int(m.group(1))
+    return out
+
+
+def wrk_argv(args, sc: Scenario, url: str, duration: float) -> list[str]:
+    argv = [which("wrk") or "wrk", f"-t{args.threads}", f"-c{args.connections}",
+            f"-d{duration}s", "--latency"]
+    for k, v in sc.headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    if sc.wrk_script:
+        argv += ["-s", str(BENCH_DIR / "wrk" / sc.wrk_script)]
+    return argv + [url]
+
+
+def measure(args, sc: Scenario, server: Server, origin_port: int, origin_pid: int,
+            duration: float) -> dict:
+    argv = wrk_argv(args, sc, server.url(sc.path), duration)
+    o0 = origin_counters(origin_port)
+    oc0 = tree_cpu_ticks(process_tree(origin_pid))
+    c0 = tree_cpu_ticks(server.tree())
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           timeout=duration + 30, preexec_fn=_child_setup)
+        text, rc = p.stdout + p.stderr, p.returncode
+    except subprocess.TimeoutExpired as e:
+        text, rc = f"wrk timed out: {e}", -1
+    wall = time.monotonic() - t0
+    c1 = tree_cpu_ticks(server.tree())
+    oc1 = tree_cpu_ticks(process_tree(origin_pid))
+    o1 = origin_counters(origin_port)
+
+    r = parse_wrk(text)
+    cpu_s = (c1 - c0) / CLK_TCK
+    r.update({
+        "server": server.label,
+        "wrk_exit": rc,
+        "wall_s": round(wall, 3),
+        "cpu_s": cpu_s,
+        "cpu_cores": cpu_s / r["wrk_seconds"] if r.get("wrk_seconds") else None,
+        "rpcs": (r["requests"] / cpu_s) if r["requests"] and cpu_s > 0 else None,
+        "origin_cpu_s": (oc1 - oc0) / CLK_TCK,
+    })
+    if o0 and o1:   # minus this measure()'s own /__stats request and connection
+        r["origin_requests"] = o1["requests"] - o0["requests"] - 1
+        r["origin_new_conns"] = o1["accepts"] - o0["accepts"] - 1
+    problems = []
+    if rc != 0:
+        problems.append(f"wrk exit status {rc}")
+    if not r["requests"]:
+        problems.append("no requests completed")
+    if r["non2xx"]:
+        problems.append(f"{r['non2xx']} non-2xx/3xx responses")
+    if any(r["socket_errors"].values()):
+        problems.append("socket errors " + ", ".join(f"{k} {v}" for k, v in r["socket_errors"].items()))
+    if r["requests"] and cpu_s <= 0:
+        problems.append("no server CPU time measured")
+    r["problems"] = problems
+    r["flagged"] = bool(problems)
+    if problems:
+        r["wrk_output"] = text
+    return r
+
+
+# --------------------------------------------------------------------------
+# Summaries and tables
+# --------------------------------------------------------------------------
+
+# key, label, better, format
+METRICS = [
+    ("rpcs", "req/CPU-s", "higher", "int"),
+    ("rps", "req/s", "higher", "int"),
+    ("p99_ms", "p99 ms", "lower", "ms"),
+    ("p50_ms", "p50 ms", "lower", "ms"),
+    ("cpu_cores", "server CPU (cores)", None, "f2"),
+]
+
+
+def fmt(v, kind: str) -> str:
+    if v is None:
+        return "-"
+    if kind == "int":
+        return f"{v:,.0f}".replace(",", " ")
+    if kind == "ms":
+        return f"{v:.2f}"
+    if kind == "mb":
+        return f"{v / 1024:.1f}"
+    return f"{v:.2f}"
+
+
+def spread(values: list, kind: str) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return fmt(med, kind)
+    return f"{fmt(med, kind)} ({fmt(min(vals), kind)}–{fmt(max(vals), kind)})"
+
+
+def summarize(result: dict) -> dict:
+    runs = result["servers"]
+    summary: dict = {}
+    for key, _, _, _ in METRICS:
+        entry = {}
+        for srv in SERVERS:
+            vals = [r[key] for r in runs[srv]["runs"] if r.get(key) is not None]
+            entry[srv] = ({"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+                          if vals else None)
+        n, m = entry["nginx"], entry["moongate"]
+        entry["ratio"] = (m["median"] / n["median"]) if n and m and n["median"] else None
+        paired = []
+        for rn, rm in zip(runs["nginx"]["runs"], runs["moongate"]["runs"]):
+            if rn.get(key) and rm.get(key) is not None:
+                paired.append(rm[key] / rn[key])
+        entry["paired"] = ({"median": statistics.median(paired), "min": min(paired), "max": max(paired)}
+                           if paired else None)
+        summary[key] = entry
+    summary["idle_rss_kb"] = {srv: runs[srv].get("idle_memory", {}).get("rss_kb") for srv in SERVERS}
+    n_rss, m_rss = summary["idle_rss_kb"]["nginx"], summary["idle_rss_kb"]["moongate"]
+    summary["idle_rss_kb"]["ratio"] = (m_rss / n_rss) if n_rss and m_rss else None
+    summary["flagged_runs"] = {srv: sum(1 for r in runs[srv]["runs"] if r["flagged"]) for srv in SERVERS}
+    return summary
+
+
+def text_table(sc: Scenario, result: dict, args) -> str:
+    runs, s = result["servers"], result["summary"]
+    rows = [["metric", "nginx  median (min–max)", "moongate  median (min–max)",
+             "moongate/nginx", "per-round ratio (min–max)"]]
+    for key, label, better, kind in METRICS:
+        e = s[key]
+        ratio = f"{e['ratio']:.2f}x" if e["ratio"] else "-"
+        if better and e["ratio"]:
+            ratio += f" ({better} is better)"
+        paired = (f"{e['paired']['median']:.2f}x ({e['paired']['min']:.2f}–{e['paired']['max']:.2f})"
+                  if e["paired"] else "-")
+        rows.append([label, spread([r.get(key) for r in runs["nginx"]["runs"]], kind),
+                     spread([r.get(key) for r in runs["moongate"]["runs"]], kind), ratio, paired])
+    rss = s["idle_rss_kb"]
+    rows.append(["idle RSS MB (tree)", fmt(rss["nginx"], "mb"), fmt(rss["moongate"], "mb"),
+                 f"{rss['ratio']:.2f}x" if rss["ratio"] else "-", ""])
+    for label, key in (("upstream conns opened", "origin_new_conns"),):
+        rows.append([label] + [str(sum(r.get(key) or 0 for r in runs[srv]["runs"])) for srv in SERVERS] + ["", ""])
+    rows.append(["flagged runs", *(f"{s['flagged_runs'][srv]}/{len(runs[srv]['runs'])}" for srv in SERVERS), "", ""])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"== {sc.name}: {sc.summary}",
+             f"   GET {sc.path}  wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+             f"{args.rounds} round(s) A B A B (A = nginx {args.nginx_workers} worker(s), "
+             f"B = moongate workers={args.moongate_workers})"]
+    for i, r in enumerate(rows):
+        lines.append("   " + "  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
+        if i == 0:
+            lines.append("   " + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown(results: list[dict], meta: dict, args) -> str:
+    out = [f"### {meta['date']} — `{meta['command']}`", "",
+           f"Machine: {meta['machine']['cpus']} CPUs ({meta['machine']['cpu_model']}), "
+           f"load {meta['machine']['loadavg_start']} → {meta['machine']['loadavg_end']}, "
+           f"kernel {meta['machine']['kernel']}. {meta['versions']['nginx']}, {meta['versions']['wrk']}, "
+           f"{meta['versions']['moongate'] or 'moongate ?'} (repo {meta['versions']['git']}). "
+           f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} round(s) A B A B; "
+           f"median (min–max).", "",
+           "| scenario | server | req/CPU-s | req/s | p99 ms | p50 ms | CPU cores | idle RSS MB | flagged |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for res in results:
+        if "summary" not in res:
+            out.append(f"| {res['scenario']} | (failed: {res.get('error', '?').splitlines()[0]}) |||||||")
+            continue
+        runs, s = res["servers"], res["summary"]
+        for srv, label in (("nginx", f"nginx ({args.nginx_workers} worker{'s' if args.nginx_workers > 1 else ''})"),
+                           ("moongate", f"moongate (workers={args.moongate_workers})")):
+            cells = [spread([r.get(k) for r in runs[srv]["runs"]], kind) for k, _, _, kind in METRICS]
+            out.append(f"| {res['scenario']} | {label} | " + " | ".join(cells) +
+                       f" | {fmt(s['idle_rss_kb'][srv], 'mb')} | {s['flagged_runs'][srv]} |")
+        ratios = [f"**{s[k]['ratio']:.2f}x**" if s[k]["ratio"] else "-" for k, _, _, _ in METRICS]
+        rr = s["idle_rss_kb"]["ratio"]
+        out.append(f"| {res['scenario']} | moongate/nginx | " + " | ".join(ratios) +
+                   f" | {f'{rr:.2f}x' if rr else '-'} | |")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------
+
+class Run:
+    def __init__(self, args):
+        self.args = args
+        self.dir = Path(tempfile.mkdtemp(prefix="moongate-bench-"))
+        # nginx workers run as "nobody" when started by root: let them in.
+        os.chmod(self.dir, 0o755)
+        self.nginx = which("nginx")
+        self.cert: tuple[Path, Path] | None = None
+        self.origin: Server | None = None
+        self.origin_port = 0
+
+    # -- pieces -------------------------------------------------------------
+
+    def tls_cert(self) -> tuple[Path, Path]:
+        if self.cert is None:
+            d = self.dir / "tls"
+            d.mkdir()
+            cert, key = d / "cert.pem", d / "key.pem"
+            if self.args.cert_type == "rsa":
+                newkey = ["-newkey", "rsa:2048"]
+            else:
+                newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+            argv = [which("openssl") or "openssl", "req", "-x509", *newkey, "-nodes",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-days", "2", "-keyout", str(key), "-out", str(cert)]
+            p = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+            if p.returncode != 0:
+                raise BenchError(f"openssl failed ({shlex.join(argv)}):\n{p.stderr}")
+            for f in (cert, key):
+                os.chmod(f, 0o644)   # throwaway self-signed pair; moongate may run as another user
+            self.cert = (cert, key)
+        return self.cert
+
+    def start_with_port(self, make, attempts: int = 3) -> Server:
+        """make(port) -> Server; retry with a new port if someone took ours."""
+        for attempt in range(attempts):
+            server = make(free_port())
+            try:
+                server.start(self.args.start_timeout)
+                return server
+            except StartError as e:
+                server.stop()
+                if "in use" in str(e).lower() and attempt + 1 < attempts:
+                    warn(f"  {server.label}: port {server.port} taken, trying another")
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def nginx_server(self, label: str, template: str, d: Path, values: dict,
+                     workers: int | None, tls: bool = False) -> callable:
+        def make(port: int) -> Server:
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "logs").mkdir(exist_ok=True)
+            v = dict(values, LISTEN=f"{HOST}:{port}", ORIGIN_LISTEN=f"{HOST}:{port}")
+            render(BENCH_DIR / "nginx" / template, d / "nginx.conf", v)
+            argv = [self.nginx, "-p", f"{d}/", "-c", str(d / "nginx.conf")]
+            if workers is not None:
+                argv += ["-g", f"worker_processes {workers};"]
+            return Server(label, argv, d, d / "logs" / "stdout.log", port, tls)
+        return make
+
+    def moongate_server(self, sc: Scenario, d: Path, values: dict) -> callable:
+        def make(port: int) -> Server:
+            confd = d / "conf.d"
+            confd.mkdir(parents=True, exist_ok=True)
+            render(BENCH_DIR / "moongate" / sc.moongate, confd / "00-bench.toml",
+                   dict(values, LISTEN=f"{HOST}:{port}"))
+            scheme = "https" if sc.tls else "http"
+            return Server("moongate", [str(self.args.moongate), "run", "-c", str(confd)], d,
+                          d / "moongate.log", port, sc.tls,
+                          ready_text=f"listening on {scheme}://{HOST}:{port}")
+        return make
+
+    def start_origin(self) -> None:
+        d = self.dir / "origin"
+        self.origin = self.start_with_port(self.nginx_server("origin", "origin.conf", d, {}, None))
+        self.origin_port = self.origin.port
+        status, body, _ = http_get(f"http://{HOST}:{self.origin_port}/hello")
+        if status != 200 or len(body) != 100:
+            raise BenchError(f"origin /hello answered {status} with {len(body)} bytes (want 200, 100 B)")
+        log(f"origin: nginx pid {self.origin.pid} on {HOST}:{self.origin_port}")
+
+    def check(self, sc: Scenario, servers: dict[str, Server], thorough: bool) -> list[str]:
+        """Both servers answer sc.expect_status with the same body (like for like)."""
+        problems, bodies = [], {}
+        for srv, server in servers.items():
+            for i in range(5 if thorough else 1):
+                try:
+                    status, body, _ = http_get(server.url(sc.path), sc.headers)
+                except OSError as e:
+                    problems.append(f"{srv}: GET {server.url(sc.path)} failed: {e}")
+                    break
+                if status != sc.expect_status:
+                    problems.append(f"{srv}: GET {sc.path} -> {status} (want {sc.expect_status}): "
+                                    f"{body[:200]!r}")
+                    break
+                if srv in bodies and bodies[srv] != body:
+                    problems.append(f"{srv}: body changed between requests")
+                bodies[srv] = body
+        if thorough and len(bodies) == 2 and bodies["nginx"] != bodies["moongate"]:
+            problems.append(f"bodies differ: nginx {len(bodies['nginx'])} B {bodies['nginx'][:120]!r} / "
+                            f"moongate {len(bodies['moongate'])} B {bodies['moongate'][:120]!r}")
+        return problems
+
+    def still_running(self, server: Server, when: str) -> None:
+        for s in (server, self.origin):
+            if s.proc.poll() is not None:
+                raise BenchError(f"{s.label} (pid {s.pid}) exited with status {s.proc.returncode} "
+                                 f"during {when}; log {s.log_path}:\n{tail(s.log_path)}")
+
+    # -- one scenario --------------------------------------------------------
+
+    def scenario(self, sc: Scenario) -> dict:
+        args = self.args
+        d = self.dir / sc.name
+        d.mkdir()
+        os.chmod(d, 0o755)
+        values = {"ORIGIN": f"{HOST}:{self.origin_port}", "WORKERS": args.moongate_workers_toml,
+                  "RUN_DIR": str(d), "BENCH_DIR": str(BENCH_DIR), **sc.vars}
+        if sc.tls:
+            cert, key = self.tls_cert()
+            values.update(CERT=str(cert), KEY=str(key))
+        result: dict = {"scenario": sc.name, "summary_text": sc.summary, "path": sc.path,
+                        "headers": sc.headers, "tls": sc.tls, "servers": {}}
+        servers: dict[str, Server] = {}
+        try:
+            servers["nginx"] = self.start_with_port(
+                self.nginx_server("nginx", sc.nginx, d / "nginx", values, args.nginx_workers, sc.tls))
+            servers["moongate"] = self.start_with_port(self.moongate_server(sc, d, values))
+            for srv, server in servers.items():
+                result["servers"][srv] = {"pid": server.pid, "url": server.url(sc.path),
+                                          "argv": server.argv, "runs": []}
+            log(f"\n== {sc.name}: nginx pid {servers['nginx'].pid} {servers['nginx'].url(sc.path)} | "
+                f"moongate pid {servers['moongate'].pid} {servers['moongate'].url(sc.path)}")
+
+            problems = self.check(sc, servers, thorough=args.check)
+            if problems:
+                raise BenchError("check failed (" + ("--check" if args.check else "smoke test") +
+                                 "):\n  " + "\n  ".join(problems))
+            log(f"   {'check: same status and body from both' if args.check else 'smoke test'}: ok")
+
+            for srv, server in servers.items():
+                mem = tree_memory_kb(server.tree())
+                result["servers"][srv]["idle_memory"] = mem
+                log(f"   idle RSS {srv}: {mem['rss_kb'] / 1024:.1f} MB over {len(mem['processes'])} "
+                    f"process(es) (PSS {mem['pss_kb'] / 1024:.1f} MB)")
+
+            for srv, server in servers.items():
+                w = measure(args, sc, server, self.origin_port, self.origin.pid, WARMUP_S)
+                self.still_running(server, "warm-up")
+                result["servers"][srv]["warmup"] = {k: w.get(k) for k in ("requests", "rps", "problems")}
+                if w["flagged"]:
+                    warn(f"   !!! warm-up {srv}: {'; '.join(w['problems'])}")
+
+            for rnd in range(1, args.rounds + 1):
+                for srv in SERVERS:
+                    r = measure(args, sc, servers[srv], self.origin_port, self.origin.pid, args.duration)
+                    r["round"] = rnd
+                    result["servers"][srv]["runs"].append(r)
+                    self.still_running(servers[srv], f"round {rnd}")
+                    log(f"   round {rnd}/{args.rounds}  {srv:<8}  {fmt(r['rps'], 'int'):>9} req/s  "
+                        f"p50 {fmt(r['p50_ms'], 'ms'):>6} ms  p99 {fmt(r['p99_ms'], 'ms'):>6} ms  "
+                        f"{fmt(r['rpcs'], 'int'):>9} req/CPU-s  cpu {fmt(r['cpu_cores'], 'f2')} cores  "
+                        f"upstream conns +{r.get('origin_new_conns', '?')}"
+                        f"{'  FLAGGED' if r['flagged'] else ''}")
+                    if r["flagged"]:
+                        warn(f"   !!! FLAGGED {sc.name} round {rnd} {srv}: {'; '.join(r['problems'])}")
+
+            for srv, server in servers.items():
+                result["servers"][srv]["memory_after"] = tree_memory_kb(server.tree())
+            result["summary"] = summarize(result)
+        except BenchError as e:
+            result["error"] = str(e)
+            warn(f"!!! scenario {sc.name} failed: {e}")
+        finally:
+            for server in servers.values():
+                server.stop()
+        return result
+
+
+def machine_info() -> dict:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "host": platform.node(), "mem_total_kb": _status_kb("/proc/meminfo", "MemTotal"),
+            "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+
+
+def versions(moongate: Path) -> dict:
+    mg = cmd_output([str(moongate), "--version"]).splitlines()
+    git = cmd_output(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"]) or "no commit"
+    if cmd_output(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--untracked-files=no"]):
+        git += "+dirty"
+    return {
+        "nginx": (cmd_output([which("nginx") or "nginx", "-v"]).splitlines() or ["nginx ?"])[0]
+        .replace("nginx version: ", ""),
+        "wrk": " ".join((cmd_output([which("wrk") or "wrk", "-v"], ok_codes=(0, 1)).splitlines()
+                         or ["wrk ?"])[0].split()[:2]),
+        "openssl": cmd_output([which("openssl") or "openssl", "version"]),
+        "moongate": mg[0] if mg and "moongate" in mg[0].lower() else None,
+        "git": git,
+    }
+
+
+def parse_args(argv: list[str] | None = None):
+    p = argparse.ArgumentParser(
+        description="moongate vs nginx side by side (SPEC §11). See bench/README.md.")
+    p.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
+                   help=f"comma-separated, from: {', '.join(SCENARIOS)} (default {DEFAULT_SCENARIOS})")
+    p.add_argument("--rounds", type=int, default=5, help="A B rounds per scenario (default 5)")
+    p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    p.add_argument("--connections", type=int, default=50, help="wrk -c (default 50)")
+    p.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
+    p.add_argument("--moongate", default="target/release/moongate",
+                   help="moongate binary (relative: to the current directory, else to the repo root)")
+    p.add_argument("--moongate-workers", default="1", help='moongate [server] workers (default 1; or "auto")')
+    p.add_argument("--nginx-workers", type=int, default=1, help="nginx worker_processes (default 1)")
+    p.add_argument("--out", default=str(BENCH_DIR / "out"), help="where the JSON and Markdown go (default bench/out)")
+    p.add_argument("--check", action="store_true",
+                   help="before measuring, check both servers return the same status and body")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the run directory in /tmp (rendered configs, server logs)")
+    p.add_argument("--cert-type", choices=("ec", "rsa"), default="ec",
+                   help="self-signed key for the TLS scenarios: ec (P-256, default) or rsa (2048)")
+    p.add_argument("--start-timeout", type=float, default=30.0, help="seconds a server may take to listen")
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    args = p.parse_args(argv)
+    if args.list:
+        for sc in SCENARIOS.values():
+            print(f"{sc.name:<12} {sc.summary}\n{'':<12} nginx/{sc.nginx}  moongate/{sc.moongate}  "
+                  f"GET {sc.path}{'  (TLS)' if sc.tls else ''}")
+        sys.exit(0)
+    names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or not names:
+        p.error(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(SCENARIOS)}")
+    args.scenario_list = [SCENARIOS[n] for n in names]
+    if args.rounds < 1 or args.duration < 1 or args.threads < 1 or args.connections < args.threads:
+        p.error("need --rounds >= 1, --duration >= 1, --threads >= 1, --connections >= --threads")
+    w = args.moongate_workers
+    if not (w == "auto" or (w.isdigit() and int(w) > 0)):
+        p.error('--moongate-workers: a positive number or "auto"')
+    args.moongate_workers_toml = w if w.isdigit() else f'"{w}"'
+    return args
+
+
+def resolve_moongate(arg: str) -> Path:
+    p = Path(arg)
+    if not p.is_absolute():
+        p = (Path.cwd() / p) if (Path.cwd() / p).exists() else (REPO_DIR / p)
+    return p.resolve()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    missing = [t for t in ("nginx", "wrk", "openssl") if which(t) is None]
+    if missing:
+        warn(f"missing tool(s): {', '.join(missing)}. Install them with:\n    {INSTALL_HINT}")
+        return 2
+    args.moongate = resolve_moongate(args.moongate)
+    if not (args.moongate.is_file() and os.access(args.moongate, os.X_OK)):
+        warn(f"no moongate binary at {args.moongate}: build it with `cargo build --release`, "
+             f"or pass --moongate PATH")
+        return 2
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _on_signal)
+    atexit.register(stop_all)
+
+    meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": "python3 bench/run.py" + ("".join(" " + shlex.quote(a) for a in (argv or sys.argv[1:]))),
+            "machine": machine_info(), "versions": versions(args.moongate),
+            "clk_tck": CLK_TCK,
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                         if k not in ("scenario_list", "list")}}
+    run = Run(args)
+    log(f"run dir {run.dir}; moongate {args.moongate}; {meta['versions']['nginx']}, {meta['versions']['wrk']}; "
+        f"load {meta['machine']['loadavg_start']}")
+    results: list[dict] = []
+    status = 0
+    try:
+        run.start_origin()
+        for sc in args.scenario_list:
+            results.append(run.scenario(sc))
+    except KeyboardInterrupt:
+        warn("\ninterrupted: stopping servers")
+        status = 130
+    except BenchError as e:
+        warn(f"!!! {e}")
+        status = 1
+    finally:
+        stop_all()
+        if args.keep:
+            log(f"run dir kept: {run.dir}")
+        else:
+            shutil.rmtree(run.dir, ignore_errors=True)
+
+    meta["machine"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    done = [r for r in results if "summary" in r]
+    if done:
+        log("")
+        for res in done:
+            log(text_table(SCENARIOS[res["scenario"]], res, args))
+            log("")
+    flagged = sum(sum(r["summary"]["flagged_runs"].values()) for r in done)
+    failed = [r["scenario"] for r in results if "error" in r]
+    if results:
+        md = markdown(results, meta, args)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = "bench-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
+        (out / f"{stem}.md").write_text(md + "\n")
+        log("Markdown (for bench/RESULTS.md):\n")
+        log(md)
+        log(f"\nraw numbers: {out / stem}.json")
+    if flagged:
+        warn(f"\n!!! {flagged} run(s) had errors (non-2xx responses, socket errors or wrk failures); "
+             f"their figures are flagged in the tables and the JSON")
+    if failed:
+        warn(f"!!! scenario(s) failed: {', '.join(failed)}")
+    if status == 0 and (flagged or failed):
+        status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

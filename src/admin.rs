@@ -1,0 +1,178 @@
+//! The admin listener: `GET /status` (JSON: version, uptime, config
+//! generation, last reload and its error, listeners, upstream peers with
+//! their health) and `POST /reload`. It runs on the control thread, apart
+//! from request traffic. When `[admin] token` is set every call needs
+//! `Authorization: Bearer TOKEN`; config validation requires a token when
+//! the admin listener is not on loopback.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::reload::Control;
+
+/// A running admin listener.
+pub struct AdminServer {
+    key: SocketAddr,
+    bound: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl AdminServer {
+    /// Binds `addr` and starts serving on the current runtime.
+    pub fn bind(addr: SocketAddr, control: Arc<Control>) -> std::io::Result<AdminServer> {
+        let socket = crate::listener::bind_one(addr)?;
+        let listener = TcpListener::from_std(socket)?;
+        let bound = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        tracing::info!("admin listening on http://{bound}");
+        tokio::spawn(accept(listener, control, stop.clone()));
+        Ok(AdminServer {
+            key: addr,
+            bound,
+            stop,
+        })
+    }
+
+    /// The configured address.
+    pub fn key(&self) -> SocketAddr {
+        self.key
+    }
+
+    /// The bound address.
+    pub fn bound(&self) -> SocketAddr {
+        self.bound
+    }
+
+    /// Stops accepting.
+    pub fn stop(self) {
+        self.stop.cancel();
+    }
+}
+
+async fn accept(listener: TcpListener, control: Arc<Control>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let Ok((stream, _)) = r else { continue };
+                let control = control.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(req, control.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            _ = stop.cancelled() => break,
+        }
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    control: Arc<Control>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let token = control
+        .shared
+        .snapshot
+        .load()
+        .admin
+        .as_ref()
+        .and_then(|a| a.token.clone());
+    if let Some(token) = token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return Ok(json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "admin token required: send Authorization: Bearer <token>"}),
+            ));
+        }
+    }
+    let resp = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/status") => json_response(StatusCode::OK, &status(&control)),
+        (&Method::POST, "/reload") => match control.reload("admin").await {
+            Ok(generation) => json_response(
+                StatusCode::OK,
+                &json!({"ok": true, "generation": generation}),
+            ),
+            Err(error) => json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"ok": false, "error": error, "generation": control.shared.snapshot.load().generation}),
+            ),
+        },
+        (_, "/status") | (_, "/reload") => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "use GET /status or POST /reload"}),
+        ),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not found; try GET /status"}),
+        ),
+    };
+    Ok(resp)
+}
+
+fn status(control: &Control) -> Value {
+    let shared = &control.shared;
+    let snap = shared.snapshot.load();
+    let now = Instant::now();
+    let upstreams: serde_json::Map<String, Value> = snap
+        .upstreams
+        .iter()
+        .map(|(name, up)| {
+            let peers: Vec<Value> = up
+                .peers
+                .iter()
+                .zip(&up.def.servers)
+                .map(|(peer, def)| {
+                    let mut v = serde_json::to_value(peer.health(now)).unwrap_or(Value::Null);
+                    if let Value::Object(m) = &mut v {
+                        m.insert("addr".into(), json!(def.addr.to_string()));
+                        m.insert("weight".into(), json!(def.weight));
+                        m.insert("backup".into(), json!(def.backup));
+                    }
+                    v
+                })
+                .collect();
+            (
+                name.clone(),
+                json!({"balance": up.def.balance.as_str(), "peers": peers}),
+            )
+        })
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": shared.started.elapsed().as_secs_f64(),
+        "generation": snap.generation,
+        "workers": shared.workers,
+        "files": snap.files,
+        "listeners": control.bound(),
+        "reload": shared.reload_status(),
+        "upstreams": upstreams,
+    })
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}

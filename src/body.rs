@@ -1,0 +1,343 @@
+//! Body types of the request path. [`ResponseBody`] is what every response
+//! carries back to the client: one of the body kinds below, plus a
+//! completion hook that runs once when the body ends or is dropped (the
+//! access log, and telling the connection the exchange is over).
+//! [`RequestBody`] is the client's body on its way upstream, with the
+//! `client_max_body_size` and `client_body_timeout` limits applied while it
+//! streams (nothing is buffered whole).
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use crate::static_files::StaticBody;
+use crate::upstream::UpstreamBody;
+
+/// Boxed error used by bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The kinds of response body moongate sends.
+pub enum Kind {
+    /// No body.
+    Empty,
+    /// A body held in memory (error pages, admin answers, Lua output).
+    Full(Option<Bytes>),
+    /// Streamed from an upstream peer.
+    Upstream(UpstreamBody),
+    /// Streamed from a static file.
+    Static(StaticBody),
+}
+
+/// Runs once when a response body has been sent in full, or abandoned.
+pub trait OnComplete: Send {
+    /// `bytes` is how many body bytes were handed to the connection;
+    /// `complete` is false when the body was dropped before its end.
+    fn complete(self: Box<Self>, bytes: u64, complete: bool);
+}
+
+/// A response body: the kind plus its completion hook.
+pub struct ResponseBody {
+    kind: Kind,
+    sent: u64,
+    on_complete: Option<Box<dyn OnComplete>>,
+}
+
+impl ResponseBody {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::from_kind(Kind::Empty)
+    }
+
+    /// A body held in memory.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        if bytes.is_empty() {
+            return Self::empty();
+        }
+        Self::from_kind(Kind::Full(Some(bytes)))
+    }
+
+    /// Wraps one of the body kinds.
+    pub fn from_kind(kind: Kind) -> Self {
+        ResponseBody {
+            kind,
+            sent: 0,
+            on_complete: None,
+        }
+    }
+
+    /// Sets the hook that runs when the body ends or is dropped.
+    pub fn set_on_complete(&mut self, hook: Box<dyn OnComplete>) {
+        self.on_complete = Some(hook);
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(hook) = self.on_complete.take() {
+            hook.complete(self.sent, complete);
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // hyper stops polling once `is_end_stream` says so: that is a
+        // complete body too.
+        let complete = self.is_end_stream();
+        self.finish(complete);
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled: Option<Result<Frame<Bytes>, BoxError>> = match &mut this.kind {
+            Kind::Empty => None,
+            Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
+            Kind::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
+            Kind::Static(body) => {
+                ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(BoxError::from))
+            }
+        };
+        match &polled {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+                if this.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            None => this.finish(true),
+            Some(Err(_)) => this.finish(false),
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Static(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(body) => body.size_hint(),
+            Kind::Static(body) => body.size_hint(),
+        }
+    }
+}
+
+/// Why a request body stopped early; read back by the proxy to answer
+/// 413 or 408 instead of a generic 502.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BodyFault {
+    /// Nothing went wrong (yet).
+    None = 0,
+    /// More than `client_max_body_size` arrived.
+    TooLarge = 1,
+    /// The client paused longer than `client_body_timeout`.
+    Timeout = 2,
+}
+
+/// Shared cell where a [`RequestBody`] records its fault, and whether it
+/// has been sent in full (the upstream read timeout starts only then).
+#[derive(Debug, Clone, Default)]
+pub struct FaultCell(Arc<AtomicU8>);
+
+const DONE: u8 = 0x80;
+
+impl FaultCell {
+    /// The recorded fault.
+    pub fn get(&self) -> BodyFault {
+        match self.0.load(Ordering::Relaxed) & !DONE {
+            1 => BodyFault::TooLarge,
+            2 => BodyFault::Timeout,
+            _ => BodyFault::None,
+        }
+    }
+
+    /// True once the body has ended (fully sent, or failed).
+    pub fn is_done(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & DONE != 0
+    }
+
+    fn set(&self, fault: BodyFault) {
+        self.0.store(fault as u8 | DONE, Ordering::Relaxed);
+    }
+
+    fn mark_done(&self) {
+        self.0.fetch_or(DONE, Ordering::Relaxed);
+    }
+}
+
+/// The error a [`RequestBody`] ends with.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    /// See [`BodyFault::TooLarge`].
+    #[error("request body larger than client_max_body_size")]
+    TooLarge,
+    /// See [`BodyFault::Timeout`].
+    #[error("client body timeout")]
+    Timeout,
+    /// The client connection failed.
+    #[error("client body: {0}")]
+    Client(#[from] hyper::Error),
+}
+
+/// The client's request body on its way upstream, limited in size and in
+/// the time between chunks.
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    limit: u64,
+    seen: u64,
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+    fault: FaultCell,
+}
+
+impl RequestBody {
+    /// No body.
+    pub fn empty() -> Self {
+        let fault = FaultCell::default();
+        fault.mark_done();
+        RequestBody {
+            inner: None,
+            limit: u64::MAX,
+            seen: 0,
+            timeout: Duration::MAX,
+            sleep: None,
+            armed: false,
+            fault,
+        }
+    }
+
+    /// The cell this body reports its state to.
+    pub fn state(&self) -> FaultCell {
+        self.fault.clone()
+    }
+
+    /// The client's body with its limits; faults are recorded in `fault`.
+    pub fn limited(body: Incoming, limit: u64, timeout: Duration, fault: FaultCell) -> Self {
+        if body.is_end_stream() {
+            fault.mark_done();
+            return RequestBody {
+                fault,
+                ..Self::empty()
+            };
+        }
+        RequestBody {
+            inner: Some(body),
+            limit,
+            seen: 0,
+            timeout,
+            sleep: None,
+            armed: false,
+            fault,
+        }
+    }
+
+    /// True when no body bytes will be sent (so a retry can resend it).
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_none()
+    }
+
+    fn fail(&mut self, fault: BodyFault) -> RequestBodyError {
+        self.fault.set(fault);
+        self.inner = None;
+        match fault {
+            BodyFault::TooLarge => RequestBodyError::TooLarge,
+            _ => RequestBodyError::Timeout,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            this.fault.mark_done();
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Pending => {
+                // Arm the inactivity timer only when the client makes us wait.
+                if !this.armed {
+                    let deadline = tokio::time::Instant::now() + this.timeout;
+                    match this.sleep.as_mut() {
+                        Some(sleep) => sleep.as_mut().reset(deadline),
+                        None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                    this.armed = true;
+                }
+                if let Some(sleep) = this.sleep.as_mut()
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    let err = this.fail(BodyFault::Timeout);
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(None) => {
+                this.inner = None;
+                this.fault.mark_done();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.inner = None;
+                this.fault.mark_done();
+                Poll::Ready(Some(Err(RequestBodyError::Client(e))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.armed = false;
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.seen > this.limit {
+                        let err = this.fail(BodyFault::TooLarge);
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                }
+                if this.inner.as_ref().is_some_and(|b| b.is_end_stream()) {
+                    this.fault.mark_done();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}

@@ -1,0 +1,364 @@
+//! The conf.d file format: serde types that mirror one TOML file exactly.
+//!
+//! Every table denies unknown keys, so a typo is an error rather than a silent default.
+//! Values that validation must point back at are kept as `Spanned`. Nothing here checks
+//! meaning (addresses, regexes, cross-references); `validate` does, and turns these into
+//! the model. Field order is the order error messages list the keys in.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Unexpected, Visitor};
+use toml::Spanned;
+
+use super::units::{Dur, Size};
+
+/// One conf.d file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    /// `[server]` and `[[server.tls]]`.
+    pub server: Option<Spanned<RawServer>>,
+    /// `[admin]`.
+    pub admin: Option<Spanned<RawAdmin>>,
+    /// `[upstream.NAME]`, keyed by the spanned name so duplicates can point at it.
+    #[serde(default)]
+    pub upstream: BTreeMap<Spanned<String>, Spanned<RawUpstream>>,
+    /// `[[route]]`, in file order.
+    #[serde(default)]
+    pub route: Vec<Spanned<RawRoute>>,
+}
+
+/// `[server]`: every key optional, so a file may hold only `[[server.tls]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Plain-HTTP listen addresses, "ip:port".
+    pub listen: Option<Spanned<Vec<Spanned<String>>>>,
+    /// "auto" or a thread count.
+    pub workers: Option<Workers>,
+    /// Whether to send the version in `Server:` and error pages.
+    pub server_tokens: Option<bool>,
+    /// Time allowed to receive request headers.
+    pub client_header_timeout: Option<Dur>,
+    /// Time allowed between body reads.
+    pub client_body_timeout: Option<Dur>,
+    /// How long an idle keep-alive connection is kept.
+    pub keepalive_timeout: Option<Dur>,
+    /// Time allowed between writes to the client.
+    pub send_timeout: Option<Dur>,
+    /// Largest request head accepted; bounded in validation.
+    pub max_header_size: Option<Spanned<Size>>,
+    /// Largest request body accepted; 0 = unlimited.
+    pub client_max_body_size: Option<Size>,
+    /// Grace period for in-flight requests on stop.
+    pub shutdown_timeout: Option<Dur>,
+    /// CIDRs or IPs whose X-Forwarded-For is believed.
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    /// "off", "stdout" or a path.
+    pub access_log: Option<Spanned<String>>,
+    /// Where to write the pid for `moongate reload`.
+    pub pid_file: Option<Spanned<String>>,
+    /// `[[server.tls]]`, appended across files.
+    #[serde(default)]
+    pub tls: Vec<Spanned<RawTls>>,
+}
+
+impl RawServer {
+    /// Whether this file sets any `[server]` key other than `tls`: only one file may.
+    pub fn sets_keys(&self) -> bool {
+        let RawServer {
+            listen,
+            workers,
+            server_tokens,
+            client_header_timeout,
+            client_body_timeout,
+            keepalive_timeout,
+            send_timeout,
+            max_header_size,
+            client_max_body_size,
+            shutdown_timeout,
+            trusted_proxies,
+            access_log,
+            pid_file,
+            tls: _,
+        } = self;
+        listen.is_some()
+            || workers.is_some()
+            || server_tokens.is_some()
+            || client_header_timeout.is_some()
+            || client_body_timeout.is_some()
+            || keepalive_timeout.is_some()
+            || send_timeout.is_some()
+            || max_header_size.is_some()
+            || client_max_body_size.is_some()
+            || shutdown_timeout.is_some()
+            || trusted_proxies.is_some()
+            || access_log.is_some()
+            || pid_file.is_some()
+    }
+}
+
+/// `[[server.tls]]`: one TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// "ip:port".
+    pub listen: Spanned<String>,
+    /// Certificate/key pairs; SNI picks among them.
+    pub certs: Spanned<Vec<Spanned<RawCert>>>,
+    /// ALPN protocols offered, in order.
+    pub alpn: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `{ cert = "...", key = "..." }` in `[[server.tls]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCert {
+    /// PEM certificate chain path.
+    pub cert: Spanned<String>,
+    /// PEM private key path.
+    pub key: Spanned<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// "ip:port".
+    pub listen: Spanned<String>,
+    /// Bearer token; "" = none.
+    pub token: Option<String>,
+}
+
+/// `[upstream.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Balancing method name.
+    pub balance: Option<Spanned<String>>,
+    /// `$var` template hashed by `balance = "hash"`.
+    pub key: Option<Spanned<String>>,
+    /// Idle pooled connections per worker thread.
+    pub keepalive: Option<usize>,
+    /// How long a pooled connection may idle.
+    pub keepalive_timeout: Option<Dur>,
+    /// Time allowed to connect to a peer.
+    pub connect_timeout: Option<Dur>,
+    /// Time allowed between reads from a peer.
+    pub read_timeout: Option<Dur>,
+    /// Time allowed between writes to a peer.
+    pub send_timeout: Option<Dur>,
+    /// Extra tries on another peer.
+    pub retries: Option<u32>,
+    /// The peers.
+    pub servers: Spanned<Vec<Spanned<RawPeer>>>,
+}
+
+/// One entry of `servers` in `[upstream.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    /// "ip:port", "host:port" or "unix:/path".
+    pub addr: Spanned<String>,
+    /// Relative share of traffic, ≥ 1.
+    pub weight: Option<Spanned<u32>>,
+    /// Failures within `fail_timeout` that mark the peer down; 0 = never.
+    pub max_fails: Option<u32>,
+    /// Window for `max_fails`, and how long the peer then rests.
+    pub fail_timeout: Option<Dur>,
+    /// Used only when every primary peer is down.
+    #[serde(default)]
+    pub backup: bool,
+    /// Kept in the list but sent no traffic.
+    #[serde(default)]
+    pub down: bool,
+}
+
+/// `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// One host pattern or several.
+    pub host: Option<Spanned<Hosts>>,
+    /// Prefix match.
+    pub path: Option<Spanned<String>>,
+    /// Exact match.
+    pub path_exact: Option<Spanned<String>>,
+    /// Regex match.
+    pub path_regex: Option<Spanned<String>>,
+    /// Allowed methods; absent = all.
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Proxy to this upstream.
+    pub upstream: Option<Spanned<String>>,
+    /// Serve static files from this directory.
+    pub root: Option<Spanned<String>>,
+    /// Path rewrite before proxying.
+    pub rewrite: Option<Spanned<RawRewrite>>,
+    /// Cache lifetime for static files.
+    pub expires: Option<Spanned<Dur>>,
+}
+
+/// `rewrite = { from = "...", to = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewrite {
+    /// Regex matched against the path.
+    pub from: Spanned<String>,
+    /// Replacement, with `$1` / `${name}` references.
+    pub to: Spanned<String>,
+}
+
+/// `workers`: `"auto"` (None) or a thread count ≥ 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workers(pub Option<usize>);
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(WorkersVisitor)
+    }
+}
+
+struct WorkersVisitor;
+
+impl Visitor<'_> for WorkersVisitor {
+    type Value = Workers;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("\"auto\" or a whole number of 1 or more")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Workers, E> {
+        match v {
+            "auto" => Ok(Workers(None)),
+            _ => Err(E::invalid_value(Unexpected::Str(v), &self)),
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Workers, E> {
+        match usize::try_from(v) {
+            Ok(n) if n >= 1 => Ok(Workers(Some(n))),
+            _ => Err(E::invalid_value(Unexpected::Unsigned(v), &self)),
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Workers, E> {
+        match u64::try_from(v) {
+            Ok(n) => self.visit_u64(n),
+            Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+        }
+    }
+}
+
+/// `host`: one pattern (spanned by the outer `Spanned`) or an array of spanned patterns.
+#[derive(Debug)]
+pub enum Hosts {
+    /// `host = "example.com"`.
+    One(String),
+    /// `host = ["a.example", "*.b.example"]`.
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for Hosts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(HostsVisitor)
+    }
+}
+
+struct HostsVisitor;
+
+impl<'de> Visitor<'de> for HostsVisitor {
+    type Value = Hosts;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a host name or an array of host names")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Hosts, E> {
+        Ok(Hosts::One(v.to_owned()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Hosts, A::Error> {
+        let mut hosts = Vec::new();
+        while let Some(host) = seq.next_element::<Spanned<String>>()? {
+            hosts.push(host);
+        }
+        Ok(Hosts::Many(hosts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_table() {
+        let text = r#"
+            [server]
+            workers = 4
+            [[server.tls]]
+            listen = "0.0.0.0:8443"
+            certs = [{ cert = "c.pem", key = "k.pem" }]
+            [admin]
+            listen = "127.0.0.1:9901"
+            [upstream.app]
+            servers = [{ addr = "127.0.0.1:8001", backup = true }]
+            [[route]]
+            host = ["a.example", "*.b.example"]
+            path = "/"
+            upstream = "app"
+        "#;
+        let file: RawFile = toml::from_str(text).unwrap();
+        let server = file.server.unwrap().into_inner();
+        assert_eq!(server.workers, Some(Workers(Some(4))));
+        assert!(server.sets_keys());
+        assert_eq!(server.tls.len(), 1);
+        assert!(file.admin.is_some());
+        let (name, up) = file.upstream.into_iter().next().unwrap();
+        assert_eq!(name.get_ref(), "app");
+        assert!(up.get_ref().servers.get_ref()[0].get_ref().backup);
+        match &file.route[0].get_ref().host.as_ref().unwrap().get_ref() {
+            Hosts::Many(h) => assert_eq!(h[1].get_ref(), "*.b.example"),
+            other => panic!("wanted many hosts, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_only_file_does_not_set_server_keys() {
+        let text = "[[server.tls]]\nlisten = \"0.0.0.0:8443\"\ncerts = []\n";
+        let file: RawFile = toml::from_str(text).unwrap();
+        assert!(!file.server.unwrap().get_ref().sets_keys());
+    }
+
+    #[test]
+    fn workers_accepts_auto_or_positive_numbers_only() {
+        #[derive(Deserialize)]
+        struct W {
+            workers: Workers,
+        }
+        let w = |t: &str| toml::from_str::<W>(t).map(|w| w.workers);
+        assert_eq!(w("workers = \"auto\"").unwrap(), Workers(None));
+        assert_eq!(w("workers = 2").unwrap(), Workers(Some(2)));
+        for bad in [
+            "workers = 0",
+            "workers = -1",
+            "workers = \"many\"",
+            "workers = true",
+        ] {
+            let e = w(bad).unwrap_err();
+            assert!(
+                e.message().contains("\"auto\" or a whole number"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_single_host_string_is_accepted() {
+        let file: RawFile = toml::from_str("[[route]]\nhost = \"x.example\"\n").unwrap();
+        let host = file.route[0].get_ref().host.as_ref().unwrap();
+        assert!(matches!(host.get_ref(), Hosts::One(h) if h == "x.example"));
+        assert_eq!(host.span(), (17..28));
+    }
+}

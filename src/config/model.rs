@@ -1,0 +1,306 @@
+//! The validated configuration: what the server compiles into a snapshot.
+//!
+//! Every value here has been checked: addresses parsed, regexes compiled, names resolved,
+//! defaults filled in. Places are kept where a later stage may still have to report a
+//! problem (binding a listener, loading a certificate) or show where a route came from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::Place;
+
+/// The whole validated conf.d.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`: listeners and connection limits.
+    pub server: Server,
+    /// `[[server.tls]]` listeners, in file order.
+    pub tls: Vec<TlsListener>,
+    /// `[admin]`, if configured.
+    pub admin: Option<Admin>,
+    /// `[upstream.NAME]` by name; a reload keeps a pool whose `Upstream` compares equal.
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// `[[route]]` in file-name then file order, which is the order they are tried in.
+    pub routes: Vec<Route>,
+    /// The files read, in merge order (for `check` output and the status page).
+    pub files: Vec<PathBuf>,
+}
+
+/// `[server]`, with nginx-like defaults for whatever is not set.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Plain HTTP/1.1 (+ h2c prior knowledge) listeners.
+    pub listen: Vec<Listen>,
+    /// Tokio worker threads; `None` = one per core.
+    pub workers: Option<usize>,
+    /// Whether `Server:` and error pages carry the version.
+    pub server_tokens: bool,
+    /// Time allowed to receive the request head (408 after).
+    pub client_header_timeout: Duration,
+    /// Time allowed between two reads of the request body.
+    pub client_body_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open.
+    pub keepalive_timeout: Duration,
+    /// Time allowed between two writes to the client.
+    pub send_timeout: Duration,
+    /// Largest request head in bytes (431 above).
+    pub max_header_size: usize,
+    /// Largest request body in bytes (413 above); `u64::MAX` = unlimited.
+    pub client_max_body_size: u64,
+    /// How long a graceful stop waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` is believed for the real client address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where access-log lines go.
+    pub access_log: AccessLog,
+    /// Where to write the pid, so `moongate reload` can signal us.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// One listen address and where it was written (bind errors are reported there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// The socket address to bind; port 0 asks the OS for a free port.
+    pub addr: SocketAddr,
+    /// Where in conf.d it came from.
+    pub place: Place,
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// No access log.
+    Off,
+    /// JSON lines on standard output.
+    Stdout,
+    /// JSON lines appended to this file.
+    File(PathBuf),
+}
+
+/// One `[[server.tls]]` listener.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    /// Where to bind.
+    pub listen: Listen,
+    /// Certificates offered; SNI picks among them (the first is the fallback).
+    pub certs: Vec<CertPair>,
+    /// ALPN protocols offered, in preference order.
+    pub alpn: Vec<String>,
+}
+
+/// A certificate chain and its key, with the place to report load errors at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Where the `{ cert, key }` entry is.
+    pub place: Place,
+}
+
+/// `[admin]`: status page, metrics, reload and purge.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Where to bind.
+    pub listen: Listen,
+    /// Bearer token required on every admin request; `None` only on loopback.
+    pub token: Option<String>,
+}
+
+/// One `[upstream.NAME]`.
+///
+/// `PartialEq` decides whether a reload may keep the pool, health marks and counters, so it
+/// ignores [`Upstream::place`]: moving a definition to another line or file changes nothing.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The NAME in `[upstream.NAME]`.
+    pub name: String,
+    /// Where the definition starts, for errors found while building the pool.
+    pub place: Place,
+    /// How a peer is picked.
+    pub balance: Balance,
+    /// The `$var` template hashed when `balance` is [`Balance::Hash`].
+    pub key: Option<String>,
+    /// Idle pooled connections per worker thread; 0 = no pooling.
+    pub keepalive: usize,
+    /// How long a pooled connection may stay idle.
+    pub keepalive_timeout: Duration,
+    /// Time allowed to connect to a peer (then the next peer is tried).
+    pub connect_timeout: Duration,
+    /// Time allowed between two reads from a peer (504 after).
+    pub read_timeout: Duration,
+    /// Time allowed between two writes to a peer.
+    pub send_timeout: Duration,
+    /// How many other peers to try after a failure (idempotent requests only).
+    pub retries: u32,
+    /// The peers, in file order; at least one is neither backup nor down.
+    pub servers: Vec<ServerPeer>,
+}
+
+impl PartialEq for Upstream {
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured so a new field cannot be forgotten here.
+        let Upstream {
+            name,
+            place: _,
+            balance,
+            key,
+            keepalive,
+            keepalive_timeout,
+            connect_timeout,
+            read_timeout,
+            send_timeout,
+            retries,
+            servers,
+        } = self;
+        *name == other.name
+            && *balance == other.balance
+            && *key == other.key
+            && *keepalive == other.keepalive
+            && *keepalive_timeout == other.keepalive_timeout
+            && *connect_timeout == other.connect_timeout
+            && *read_timeout == other.read_timeout
+            && *send_timeout == other.send_timeout
+            && *retries == other.retries
+            && *servers == other.servers
+    }
+}
+
+/// Balancing method of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's default).
+    RoundRobin,
+    /// Fewest active requests, weighted.
+    LeastConn,
+    /// Sticky by client address.
+    IpHash,
+    /// Consistent hash of `key`.
+    Hash,
+    /// Power of two random choices, by active requests.
+    Random2,
+}
+
+impl Balance {
+    /// The conf.d spelling, for messages and the status page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastConn => "least_conn",
+            Balance::IpHash => "ip_hash",
+            Balance::Hash => "hash",
+            Balance::Random2 => "random2",
+        }
+    }
+}
+
+/// One peer of an upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerPeer {
+    /// Where to connect.
+    pub addr: PeerAddr,
+    /// Relative share of traffic, ≥ 1.
+    pub weight: u32,
+    /// Failures within `fail_timeout` that take the peer out; 0 = never.
+    pub max_fails: u32,
+    /// Window for counting failures, and how long a failed peer rests.
+    pub fail_timeout: Duration,
+    /// Only used when every non-backup peer is unavailable.
+    pub backup: bool,
+    /// Configured out: listed but sent nothing.
+    pub down: bool,
+}
+
+/// A peer's address: TCP (host names resolved at load) or a Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PeerAddr {
+    /// `ip:port`, or the first address `host:port` resolved to.
+    Tcp(SocketAddr),
+    /// `unix:/path`.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAddr::Tcp(addr) => write!(f, "{addr}"),
+            PeerAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Where the `[[route]]` table starts: names the route in logs and the status page.
+    pub place: Place,
+    /// Host patterns, lowercased: `"*"`, `"*.suffix"` or an exact name.
+    pub hosts: Vec<String>,
+    /// How the path is matched.
+    pub path: PathMatch,
+    /// Allowed methods; `None` = any.
+    pub methods: Option<Vec<http::Method>>,
+    /// Where matching requests go.
+    pub target: RouteTarget,
+    /// Path rewrite applied before the target sees the request.
+    pub rewrite: Option<Rewrite>,
+    /// Cache lifetime sent for static files (`root` routes only).
+    pub expires: Option<Duration>,
+}
+
+/// How a route matches the request path.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    /// `path`: the request path starts with this.
+    Prefix(String),
+    /// `path_exact`: the request path is exactly this.
+    Exact(String),
+    /// `path_regex`: the request path matches this.
+    Regex(regex::Regex),
+}
+
+/// Where a route sends requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// Proxy to the named upstream (known to exist in [`Config::upstreams`]).
+    Upstream(String),
+    /// Serve files from a directory.
+    Static {
+        /// The directory, as written (relative paths are relative to the working directory).
+        root: PathBuf,
+    },
+}
+
+/// `rewrite = { from, to }`.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    /// Matched against the path.
+    pub from: regex::Regex,
+    /// Replacement in `regex` syntax (`$1`, `${name}`); its references are checked.
+    pub to: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addr_display() {
+        let tcp = PeerAddr::Tcp("127.0.0.1:8001".parse().unwrap());
+        assert_eq!(tcp.to_string(), "127.0.0.1:8001");
+        let v6 = PeerAddr::Tcp("[::1]:80".parse().unwrap());
+        assert_eq!(v6.to_string(), "[::1]:80");
+        let unix = PeerAddr::Unix("/run/todo.sock".into());
+        assert_eq!(unix.to_string(), "unix:/run/todo.sock");
+    }
+
+    #[test]
+    fn balance_names_round_trip_the_conf_spelling() {
+        assert_eq!(Balance::LeastConn.as_str(), "least_conn");
+        assert_eq!(Balance::Random2.as_str(), "random2");
+    }
+}

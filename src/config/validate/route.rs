@@ -1,0 +1,296 @@
+//! `[[route]]` → [`Route`]: host patterns, one path matcher, methods, one target, rewrite.
+//!
+//! Upstream names are checked against every upstream of every file, so a route may live in
+//! a different file from its upstream.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use toml::Spanned;
+
+use super::matchers::{check_replacement, compile, host_pattern, method, path_match};
+
+use crate::config::error::{ConfigError, Source};
+use crate::config::file::{Hosts, RawRoute};
+use crate::config::model::{Rewrite, Route, RouteTarget, Upstream};
+
+/// Validates one route against the upstreams defined anywhere in conf.d.
+pub(super) fn route(
+    src: &Source<'_>,
+    def: &Spanned<RawRoute>,
+    upstreams: &BTreeMap<String, Upstream>,
+) -> Result<Route, ConfigError> {
+    let raw = def.get_ref();
+    let place = src.place(def.span());
+    let hosts = hosts(src, raw)?;
+
+    let given: Vec<(&str, &Spanned<String>)> = [
+        ("path", &raw.path),
+        ("path_exact", &raw.path_exact),
+        ("path_regex", &raw.path_regex),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, v.as_ref()?)))
+    .collect();
+    let path = match given.as_slice() {
+        [] => {
+            let message = "a [[route]] needs one of `path`, `path_exact` or `path_regex`";
+            return Err(ConfigError::at(&place, message));
+        }
+        [(kind, value)] => {
+            path_match(kind, value.get_ref()).map_err(|m| src.err(value.span(), m))?
+        }
+        [(first, _), (second, value), ..] => {
+            let message = format!(
+                "a [[route]] takes only one of `path`, `path_exact` or `path_regex`, but has both `{first}` and `{second}`"
+            );
+            return Err(src.err(value.span(), message));
+        }
+    };
+
+    let methods = match &raw.methods {
+        None => None,
+        Some(list) if list.get_ref().is_empty() => {
+            let message = "`methods` is empty, so the route would match nothing; leave it out to allow every method";
+            return Err(src.err(list.span(), message));
+        }
+        Some(list) => {
+            let mut out: Vec<http::Method> = Vec::new();
+            for m in list.get_ref() {
+                let method = method(m.get_ref()).map_err(|e| src.err(m.span(), e))?;
+                if !out.contains(&method) {
+                    out.push(method);
+                }
+            }
+            Some(out)
+        }
+    };
+
+    let target = match (&raw.upstream, &raw.root) {
+        (Some(name), None) => {
+            if !upstreams.contains_key(name.get_ref()) {
+                let defined = if upstreams.is_empty() {
+                    "no upstreams are defined".to_owned()
+                } else {
+                    let names: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                    format!("defined upstreams: {}", names.join(", "))
+                };
+                let message = format!(
+                    "route names upstream `{}`, which is not defined ({defined})",
+                    name.get_ref()
+                );
+                return Err(src.err(name.span(), message));
+            }
+            RouteTarget::Upstream(name.get_ref().clone())
+        }
+        (None, Some(root)) => {
+            if root.get_ref().is_empty() {
+                return Err(src.err(root.span(), "`root` is empty; give the directory to serve"));
+            }
+            RouteTarget::Static {
+                root: PathBuf::from(root.get_ref()),
+            }
+        }
+        (Some(_), Some(root)) => {
+            let message = "a [[route]] takes `upstream` or `root`, not both";
+            return Err(src.err(root.span(), message));
+        }
+        (None, None) => {
+            let message = "a [[route]] needs `upstream` (proxy) or `root` (static files) to say where requests go";
+            return Err(ConfigError::at(&place, message));
+        }
+    };
+
+    let rewrite = match &raw.rewrite {
+        None => None,
+        Some(rw) => {
+            let rw = rw.get_ref();
+            let from = compile(rw.from.get_ref(), "`from` in `rewrite`")
+                .map_err(|m| src.err(rw.from.span(), m))?;
+            check_replacement(&from, rw.to.get_ref()).map_err(|m| src.err(rw.to.span(), m))?;
+            Some(Rewrite {
+                from,
+                to: rw.to.get_ref().clone(),
+            })
+        }
+    };
+
+    let expires = match (&raw.expires, &target) {
+        (None, _) => None,
+        (Some(e), RouteTarget::Static { .. }) => Some(e.get_ref().0),
+        (Some(e), RouteTarget::Upstream(_)) => {
+            let message = "`expires` only applies to static files (`root`); upstream responses keep their own caching headers";
+            return Err(src.err(e.span(), message));
+        }
+    };
+
+    Ok(Route {
+        place,
+        hosts,
+        path,
+        methods,
+        target,
+        rewrite,
+        expires,
+    })
+}
+
+fn hosts(src: &Source<'_>, raw: &RawRoute) -> Result<Vec<String>, ConfigError> {
+    let Some(host) = &raw.host else {
+        return Ok(vec!["*".to_owned()]);
+    };
+    match host.get_ref() {
+        Hosts::One(one) => Ok(vec![
+            host_pattern(one).map_err(|m| src.err(host.span(), m))?,
+        ]),
+        Hosts::Many(many) if many.is_empty() => {
+            let message = "`host` is empty; leave it out (or write \"*\") to match every host";
+            Err(src.err(host.span(), message))
+        }
+        Hosts::Many(many) => many
+            .iter()
+            .map(|h| host_pattern(h.get_ref()).map_err(|m| src.err(h.span(), m)))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+    use crate::config::model::PathMatch;
+
+    const APP: &str = "[upstream.app]\nservers = [{ addr = \"127.0.0.1:8001\" }]\n";
+
+    /// Loads one route (written first, so its lines are 1-based from the top) plus `APP`.
+    fn route_of(text: &str) -> Result<Route, String> {
+        load_str("t.toml", &format!("{text}\n{APP}"))
+            .map(|mut c| c.routes.remove(0))
+            .map_err(|e| e.to_string())
+    }
+
+    fn err(text: &str) -> String {
+        route_of(text).expect_err("the route should be rejected")
+    }
+
+    #[test]
+    fn defaults_and_every_key() {
+        let r = route_of("[[route]]\npath = \"/\"\nupstream = \"app\"").unwrap();
+        assert_eq!(r.hosts, ["*"]);
+        assert!(matches!(&r.path, PathMatch::Prefix(p) if p == "/"));
+        assert!(r.methods.is_none() && r.rewrite.is_none() && r.expires.is_none());
+        assert_eq!(r.place.to_string(), "t.toml:1:1");
+
+        let r = route_of(
+            "[[route]]\nhost = [\"Api.Example.com\", \"*.example.org\"]\npath_exact = \"/hello\"\n\
+             methods = [\"GET\", \"POST\", \"GET\"]\nupstream = \"app\"\n\
+             rewrite = { from = \"^/v1/(.*)$\", to = \"/$1\" }",
+        )
+        .unwrap();
+        assert_eq!(r.hosts, ["api.example.com", "*.example.org"]);
+        assert!(matches!(&r.path, PathMatch::Exact(p) if p == "/hello"));
+        assert_eq!(r.methods, Some(vec![http::Method::GET, http::Method::POST]));
+        assert_eq!(r.target, RouteTarget::Upstream("app".into()));
+        let rw = r.rewrite.unwrap();
+        assert_eq!(rw.from.replace("/v1/todo", rw.to.as_str()), "/todo");
+
+        let r =
+            route_of("[[route]]\npath = \"/s/\"\nroot = \"static\"\nexpires = \"30d\"").unwrap();
+        assert_eq!(
+            r.target,
+            RouteTarget::Static {
+                root: "static".into()
+            }
+        );
+        assert_eq!(r.expires, Some(std::time::Duration::from_secs(30 * 86_400)));
+    }
+
+    #[test]
+    fn host_wildcards_are_validated_at_their_place() {
+        let e = err(
+            "[[route]]\nhost = [\"ok.example\", \"api.*.example\"]\npath = \"/\"\nupstream = \"app\"",
+        );
+        assert!(
+            e.starts_with("t.toml:2:23: host \"api.*.example\" has a `*` in the wrong place"),
+            "{e}"
+        );
+        let e = err("[[route]]\nhost = \"*example.com\"\npath = \"/\"\nupstream = \"app\"");
+        assert!(
+            e.starts_with("t.toml:2:8: host \"*example.com\" has a `*`"),
+            "{e}"
+        );
+        let e = err("[[route]]\nhost = []\npath = \"/\"\nupstream = \"app\"");
+        assert!(e.starts_with("t.toml:2:8: `host` is empty"), "{e}");
+    }
+
+    #[test]
+    fn exactly_one_path_kind() {
+        assert_eq!(
+            err("[[route]]\nupstream = \"app\""),
+            "t.toml:1:1: a [[route]] needs one of `path`, `path_exact` or `path_regex`"
+        );
+        assert_eq!(
+            err("[[route]]\npath = \"/\"\npath_regex = \"^/\"\nupstream = \"app\""),
+            "t.toml:3:14: a [[route]] takes only one of `path`, `path_exact` or `path_regex`, but has both `path` and `path_regex`"
+        );
+        assert_eq!(
+            err("[[route]]\npath_exact = \"x\"\nupstream = \"app\""),
+            "t.toml:2:14: `path_exact` must start with \"/\", found \"x\""
+        );
+        assert_eq!(
+            err("[[route]]\npath_regex = \"^/(v1\"\nupstream = \"app\""),
+            "t.toml:2:14: `path_regex` is not a valid regular expression: unclosed group"
+        );
+    }
+
+    #[test]
+    fn exactly_one_target() {
+        assert_eq!(
+            err("[[route]]\npath = \"/\""),
+            "t.toml:1:1: a [[route]] needs `upstream` (proxy) or `root` (static files) to say where requests go"
+        );
+        assert_eq!(
+            err("[[route]]\npath = \"/\"\nupstream = \"app\"\nroot = \"s\""),
+            "t.toml:4:8: a [[route]] takes `upstream` or `root`, not both"
+        );
+        assert_eq!(
+            err("[[route]]\npath = \"/\"\nupstream = \"nope\""),
+            "t.toml:3:12: route names upstream `nope`, which is not defined (defined upstreams: app)"
+        );
+        let e = load_str("t.toml", "[[route]]\npath = \"/\"\nupstream = \"nope\"").unwrap_err();
+        assert!(e.message.ends_with("(no upstreams are defined)"), "{e}");
+        assert!(
+            err("[[route]]\npath = \"/\"\nroot = \"\"").starts_with("t.toml:3:8: `root` is empty")
+        );
+    }
+
+    #[test]
+    fn methods_expires_and_rewrite_are_checked() {
+        let e = err("[[route]]\npath = \"/\"\nmethods = [\"GET\", \"post\"]\nupstream = \"app\"");
+        assert_eq!(
+            e,
+            "t.toml:3:19: method \"post\" must be written in capitals: \"POST\""
+        );
+        let e = err("[[route]]\npath = \"/\"\nmethods = []\nupstream = \"app\"");
+        assert!(e.starts_with("t.toml:3:11: `methods` is empty"), "{e}");
+        let e = err("[[route]]\npath = \"/\"\nupstream = \"app\"\nexpires = \"1h\"");
+        assert!(
+            e.starts_with("t.toml:4:11: `expires` only applies to static files (`root`)"),
+            "{e}"
+        );
+        let e = err(
+            "[[route]]\npath = \"/\"\nupstream = \"app\"\nrewrite = { from = \"[\", to = \"/\" }",
+        );
+        assert!(e.starts_with("t.toml:4:20: `from` in `rewrite` is not a valid regular expression: unclosed character class"), "{e}");
+        let e = err(
+            "[[route]]\npath = \"/\"\nupstream = \"app\"\nrewrite = { from = \"^/(.*)\", to = \"/$2\" }",
+        );
+        assert!(
+            e.starts_with("t.toml:4:35: `to` refers to group `2`"),
+            "{e}"
+        );
+        let e = err("[[route]]\npath = \"/\"\nupstream = \"app\"\nrewrite = { from = \"^/\" }");
+        assert_eq!(e, "t.toml:4:11: the rewrite of a [[route]] is missing `to`");
+    }
+}

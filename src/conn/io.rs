@@ -1,0 +1,376 @@
+//! The client socket as hyper sees it. hyper closes a slow connection
+//! silently and, for a request carrying both `Content-Length` and
+//! `Transfer-Encoding`, quietly drops the length; moongate must answer 408
+//! and 400 instead (SPEC §10). So the socket is wrapped in [`ClientIo`],
+//! which follows each HTTP/1 exchange through three phases:
+//!
+//! - *in head*: bytes of a request head are arriving; the head must be
+//!   complete within `client_header_timeout` (counted from accept, or from
+//!   the first byte of a keep-alive request), else 408 is written and the
+//!   connection closed. The head is scanned for the two framing headers.
+//! - *in request*: the head is complete; the request is being served.
+//! - *idle*: the response ended ([`ConnWatch::request_done`]); an idle
+//!   keep-alive connection is closed quietly after `keepalive_timeout`.
+//!
+//! Writes that make no progress for `send_timeout` fail the connection.
+//! An HTTP/2 connection (prior-knowledge preface) is passed through with
+//! only the write timeout: hyper's h2 handles its own streams.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+const IN_HEAD: u8 = 0;
+const IN_REQUEST: u8 = 1;
+const IDLE: u8 = 2;
+const H2: u8 = 3;
+
+const RESPONSE_408: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// What the connection's IO and its request handling tell each other.
+#[derive(Debug)]
+pub struct ConnWatch {
+    phase: AtomicU8,
+    conflict: AtomicBool,
+}
+
+impl ConnWatch {
+    /// A watch for a fresh connection (a request head is expected).
+    pub fn new() -> Arc<Self> {
+        Arc::new(ConnWatch {
+            phase: AtomicU8::new(IN_HEAD),
+            conflict: AtomicBool::new(false),
+        })
+    }
+
+    /// The response of the current request has ended: the connection is idle.
+    pub fn request_done(&self) {
+        let _ = self
+            .phase
+            .compare_exchange(IN_REQUEST, IDLE, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// The connection leaves HTTP (a 101 upgrade): no more deadlines or
+    /// head scanning; the tunnel lasts as long as both sides keep it open.
+    pub fn passthrough(&self) {
+        self.phase.store(H2, Ordering::Release);
+    }
+
+    /// Whether a request head on this connection carried both
+    /// `Content-Length` and `Transfer-Encoding`.
+    pub fn saw_conflicting_framing(&self) -> bool {
+        self.conflict.load(Ordering::Relaxed)
+    }
+}
+
+/// Arms a timer while writes make no progress.
+pub struct WriteTimer {
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl WriteTimer {
+    /// A timer that fails writes stalled for `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        WriteTimer {
+            timeout,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// Passes `result` through, turning a stall past the timeout into an error.
+    pub fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Ready(r) => {
+                self.armed = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if !self.armed {
+                    self.armed = true;
+                    let deadline = Instant::now() + self.timeout;
+                    match self.sleep.as_mut() {
+                        Some(s) => s.as_mut().reset(deadline),
+                        None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                let fired = self
+                    .sleep
+                    .as_mut()
+                    .is_some_and(|s| s.as_mut().poll(cx).is_ready());
+                if fired {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "send timeout: the peer is not reading",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Timeouts applied to one client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnTimeouts {
+    /// A request head must arrive within this.
+    pub header: Duration,
+    /// An idle keep-alive connection is closed after this.
+    pub keepalive: Duration,
+    /// A stalled write fails after this.
+    pub send: Duration,
+}
+
+/// The client socket with request-phase deadlines; see the module docs.
+pub struct ClientIo<S> {
+    inner: S,
+    watch: Arc<ConnWatch>,
+    timeouts: ConnTimeouts,
+    timer_phase: u8,
+    timer: Pin<Box<Sleep>>,
+    writes: WriteTimer,
+    first_read: bool,
+    scan: HeadScan,
+    wrote_408: bool,
+}
+
+impl<S> ClientIo<S> {
+    /// Wraps a freshly accepted (and, for TLS, handshaken) socket.
+    pub fn new(inner: S, watch: Arc<ConnWatch>, timeouts: ConnTimeouts) -> Self {
+        ClientIo {
+            inner,
+            watch,
+            timeouts,
+            timer_phase: IN_HEAD,
+            timer: Box::pin(tokio::time::sleep(timeouts.header)),
+            writes: WriteTimer::new(timeouts.send),
+            first_read: true,
+            scan: HeadScan::default(),
+            wrote_408: false,
+        }
+    }
+
+    fn set_phase(&mut self, phase: u8) {
+        self.watch.phase.store(phase, Ordering::Release);
+        self.sync_timer(phase);
+    }
+
+    fn sync_timer(&mut self, phase: u8) {
+        if phase == self.timer_phase {
+            return;
+        }
+        self.timer_phase = phase;
+        match phase {
+            IN_HEAD => self
+                .timer
+                .as_mut()
+                .reset(Instant::now() + self.timeouts.header),
+            IDLE => self
+                .timer
+                .as_mut()
+                .reset(Instant::now() + self.timeouts.keepalive),
+            _ => {}
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let phase = this.watch.phase.load(Ordering::Acquire);
+        this.sync_timer(phase);
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                if new.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                let mut phase = phase;
+                if this.first_read {
+                    this.first_read = false;
+                    if new.starts_with(b"PRI ") {
+                        this.set_phase(H2);
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                if phase == IDLE {
+                    this.scan = HeadScan::default();
+                    this.set_phase(IN_HEAD);
+                    phase = IN_HEAD;
+                }
+                if phase == IN_HEAD && this.scan.feed(new) {
+                    if this.scan.conflict() {
+                        this.watch.conflict.store(true, Ordering::Relaxed);
+                    }
+                    this.scan = HeadScan::default();
+                    this.set_phase(IN_REQUEST);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                if (phase == IN_HEAD || phase == IDLE) && this.timer.as_mut().poll(cx).is_ready() {
+                    if phase == IDLE {
+                        // Quiet close of an idle keep-alive connection: EOF.
+                        return Poll::Ready(Ok(()));
+                    }
+                    if !this.wrote_408 {
+                        this.wrote_408 = true;
+                        let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+                        let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                    }
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client_header_timeout: request head incomplete",
+                    )));
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.writes.check(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.writes.check(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.writes.check(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Finds the end of an HTTP/1 request head in a byte stream and notes
+/// whether it named both `Content-Length` and `Transfer-Encoding`.
+#[derive(Default)]
+struct HeadScan {
+    name: [u8; 20],
+    name_len: usize,
+    in_name: bool,
+    line_has_text: bool,
+    lines: u32,
+    cl: bool,
+    te: bool,
+}
+
+impl HeadScan {
+    /// Feeds bytes; true once the blank line ending the head was seen.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        if self.lines == 0 && !self.line_has_text {
+            self.in_name = true;
+        }
+        for &b in bytes {
+            match b {
+                b'\n' => {
+                    if !self.line_has_text {
+                        if self.lines > 0 {
+                            return true;
+                        }
+                        // Blank lines before the request line are ignored (RFC 9112 §2.2).
+                        continue;
+                    }
+                    self.lines += 1;
+                    self.line_has_text = false;
+                    self.in_name = true;
+                    self.name_len = 0;
+                }
+                b'\r' => {}
+                _ => {
+                    self.line_has_text = true;
+                    if !self.in_name {
+                        continue;
+                    }
+                    if b == b':' {
+                        self.in_name = false;
+                        if self.lines > 0 {
+                            match &self.name[..self.name_len] {
+                                b"content-length" => self.cl = true,
+                                b"transfer-encoding" => self.te = true,
+                                _ => {}
+                            }
+                        }
+                    } else if self.name_len < self.name.len() {
+                        self.name[self.name_len] = b.to_ascii_lowercase();
+                        self.name_len += 1;
+                    } else {
+                        self.in_name = false;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    fn conflict(&self) -> bool {
+        self.cl && self.te
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_finds_head_end_across_reads() {
+        let mut s = HeadScan::default();
+        assert!(!s.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r"));
+        assert!(!s.feed(b"\nTransfer-Encoding: chunked\r\n"));
+        assert!(s.feed(b"\r\n0\r\n\r\n"));
+        assert!(s.conflict());
+    }
+
+    #[test]
+    fn scan_plain_head_has_no_conflict() {
+        let mut s = HeadScan::default();
+        assert!(s.feed(b"\r\nGET /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        assert!(!s.conflict());
+        let mut s = HeadScan::default();
+        assert!(s.feed(b"GET /content-length: HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encoding: chunked\n\n"));
+        assert!(!s.conflict());
+    }
+}

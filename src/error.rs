@@ -1,0 +1,125 @@
+//! The one error type of the request path: what failed, who is to blame, and
+//! whether another peer may be tried. `status()` is the single place that
+//! decides which status a client sees for a failure ("why did I get a 504"
+//! is answered here). Normal outcomes (a 404, a Lua `ngx.exit(403)`, a
+//! rate-limit denial) are not errors and never pass through this type.
+
+use http::StatusCode;
+
+/// Who caused a failure: decides log level and whether a peer's health suffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The client sent something wrong or too slowly.
+    Client,
+    /// The upstream peer failed or was too slow.
+    Upstream,
+    /// moongate itself (configuration, resources).
+    Internal,
+}
+
+/// A failure while serving one request.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Every peer of the upstream is down, failed or already tried.
+    #[error("no live peer in upstream `{0}`")]
+    NoPeer(String),
+    /// Connecting to a peer failed (refused, unreachable, reset).
+    #[error("connecting to {addr} failed: {source}")]
+    Connect {
+        /// The peer's address.
+        addr: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// Connecting to a peer took longer than `connect_timeout`.
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(String),
+    /// The peer sent no response headers within `read_timeout`.
+    #[error("{0} sent no response within read_timeout")]
+    ReadTimeout(String),
+    /// The peer broke the HTTP exchange (closed early, invalid response).
+    #[error("{addr}: {source}")]
+    Upstream {
+        /// The peer's address.
+        addr: String,
+        /// What hyper reported.
+        source: hyper::Error,
+    },
+    /// The request body passed `client_max_body_size`.
+    #[error("request body is larger than client_max_body_size")]
+    BodyTooLarge,
+    /// The client stopped sending its body for longer than `client_body_timeout`.
+    #[error("the client sent no body data within client_body_timeout")]
+    ClientBodyTimeout,
+    /// The request cannot be served as sent.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    /// The status the client sees.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoPeer(_) | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::ConnectTimeout(_) | ProxyError::ReadTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Who is at fault.
+    pub fn blame(&self) -> Blame {
+        match self {
+            ProxyError::NoPeer(_) => Blame::Internal,
+            ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout(_)
+            | ProxyError::ReadTimeout(_)
+            | ProxyError::Upstream { .. } => Blame::Upstream,
+            ProxyError::BodyTooLarge
+            | ProxyError::ClientBodyTimeout
+            | ProxyError::BadRequest(_) => Blame::Client,
+        }
+    }
+
+    /// Whether the same request may be sent to another peer (for idempotent
+    /// requests whose body can be sent again).
+    pub fn retryable(&self) -> bool {
+        self.blame() == Blame::Upstream
+    }
+
+    /// Whether the client connection should be closed after the answer.
+    pub fn closes_connection(&self) -> bool {
+        self.blame() == Blame::Client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_stage_that_failed() {
+        let refused = ProxyError::Connect {
+            addr: "127.0.0.1:1".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+        assert!(refused.retryable());
+        assert_eq!(
+            ProxyError::ReadTimeout("x".into()).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ProxyError::BodyTooLarge.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert!(!ProxyError::BodyTooLarge.retryable());
+        assert!(ProxyError::ClientBodyTimeout.closes_connection());
+        assert_eq!(ProxyError::NoPeer("a".into()).blame(), Blame::Internal);
+    }
+}

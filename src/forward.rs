@@ -1,0 +1,222 @@
+//! Header rules for a request forwarded upstream and for the response that
+//! comes back: hop-by-hop headers stripped (including those named in
+//! `Connection`), `X-Forwarded-For` appended, `X-Real-IP`,
+//! `X-Forwarded-Proto` and `Forwarded` set, `Host` kept, and the real
+//! client address taken from `X-Forwarded-For` only when the connection
+//! comes from a trusted proxy.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// The client address to believe: the connection's peer, unless the peer is
+/// a trusted proxy, in which case the right-most address of
+/// `X-Forwarded-For` that is not itself trusted (nginx's `real_ip_recursive`).
+pub fn real_client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if trusted.is_empty() || !is_trusted(&peer) {
+        return peer;
+    }
+    let mut real = peer;
+    let chain = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in chain.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else { break };
+        real = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    real
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket and the like).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers and those named in `Connection`. When
+/// `upgrade` is true the `Upgrade` header is kept and `Connection: upgrade`
+/// is set again, so the upgrade handshake passes through.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(upgrade && name == header::UPGRADE) {
+            headers.remove(&name);
+        }
+    }
+    let saved_upgrade = if upgrade {
+        headers.remove(header::UPGRADE)
+    } else {
+        None
+    };
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let Some(proto) = saved_upgrade {
+        headers.insert(header::UPGRADE, proto);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Sets the forwarding headers on a request about to go upstream.
+pub fn set_forwarding_headers(headers: &mut HeaderMap, peer: IpAddr, real: IpAddr, scheme: &str) {
+    let peer_text = peer.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer_text}"),
+        _ => peer_text.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&real.to_string()) {
+        headers.insert(X_REAL_IP.clone(), v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
+    );
+    let node = match peer {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let fwd = format!("for={node};proto={scheme}");
+    let fwd = match headers.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {fwd}"),
+        _ => fwd,
+    };
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        headers.insert(FORWARDED.clone(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+
+    #[test]
+    fn xff_believed_only_from_trusted_peers() {
+        let h = map(&[("x-forwarded-for", "203.0.113.9, 10.0.0.2")]);
+        let trusted: Vec<IpNet> = vec![
+            "127.0.0.1/32".parse().unwrap_or_default(),
+            "10.0.0.0/8".parse().unwrap_or_default(),
+        ];
+        assert_eq!(
+            real_client_ip(ip("127.0.0.1"), &h, &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            real_client_ip(ip("192.0.2.1"), &h, &trusted),
+            ip("192.0.2.1")
+        );
+        assert_eq!(real_client_ip(ip("127.0.0.1"), &h, &[]), ip("127.0.0.1"));
+        let junk = map(&[("x-forwarded-for", "nonsense")]);
+        assert_eq!(
+            real_client_ip(ip("127.0.0.1"), &junk, &trusted),
+            ip("127.0.0.1")
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("connection").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get("te").is_none());
+        assert_eq!(h.get("x-kept").map(|v| v.as_bytes()), Some(&b"yes"[..]));
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(
+            h.get("upgrade").map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            h.get("connection").map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
+    }
+
+    #[test]
+    fn forwarding_headers_append() {
+        let mut h = map(&[("x-forwarded-for", "198.51.100.1")]);
+        set_forwarding_headers(&mut h, ip("127.0.0.1"), ip("198.51.100.1"), "https");
+        assert_eq!(
+            h.get("x-forwarded-for").map(|v| v.as_bytes()),
+            Some(&b"198.51.100.1, 127.0.0.1"[..])
+        );
+        assert_eq!(
+            h.get("x-real-ip").map(|v| v.as_bytes()),
+            Some(&b"198.51.100.1"[..])
+        );
+        assert_eq!(
+            h.get("x-forwarded-proto").map(|v| v.as_bytes()),
+            Some(&b"https"[..])
+        );
+        assert_eq!(
+            h.get("forwarded").map(|v| v.as_bytes()),
+            Some(&b"for=127.0.0.1;proto=https"[..])
+        );
+    }
+}

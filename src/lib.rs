@@ -1,0 +1,71 @@
+//! moongate: an edge server and API gateway in the tradition of nginx +
+//! ngx_lua. Operators describe listeners, routes and upstreams in a
+//! `conf.d/` directory of TOML files; moongate serves them from one
+//! `current_thread` runtime per core and reloads them live.
+//!
+//! # Layout
+//!
+//! Modules are listed in the order a request meets them; reading them top
+//! to bottom follows a request through the server.
+//!
+//! - [`listener`]: binds each address once per worker (SO_REUSEPORT)
+//! - [`runtime`]: the worker threads and their accept loops
+//! - [`tls`]: rustls, certificates by SNI, ALPN
+//! - [`conn`]: one client connection (HTTP/1.1, h2, deadlines, 408)
+//! - [`proxy`]: **the order of the phases** for one request
+//! - [`route`]: host/path/method routing table and rewrites
+//! - [`forward`]: forwarding and hop-by-hop header rules
+//! - [`vars`]: nginx-style `$variables`
+//! - [`upstream`]: peers, balancers, pooled connections, retries
+//! - [`static_files`]: `root` routes
+//! - [`body`]: request/response body types and their limits
+//! - [`error`]: the request path's error type and its status mapping
+//! - [`access_log`]: one JSON line per request
+//!
+//! Side modules: [`config`] (conf.d → validated model), [`snapshot`]
+//! (model → immutable compiled snapshot), [`state`] (what outlives
+//! reloads), [`reload`] (building, checking and swapping snapshots;
+//! watching conf.d), [`admin`] (status and reload API), [`server`] (the
+//! embedding API and the control thread).
+//!
+//! # Embedding
+//!
+//! ```no_run
+//! let running = moongate::Server::from_toml(r#"
+//!     [server]
+//!     listen = ["127.0.0.1:0"]
+//!     [upstream.app]
+//!     servers = [{ addr = "127.0.0.1:3000" }]
+//!     [[route]]
+//!     path = "/"
+//!     upstream = "app"
+//! "#).start()?;
+//! println!("serving on {:?}", running.listeners());
+//! running.stop()?;
+//! # Ok::<(), moongate::ServerError>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod listener;
+pub mod runtime;
+pub mod tls;
+pub mod conn;
+pub mod proxy;
+pub mod route;
+pub mod forward;
+pub mod vars;
+pub mod upstream;
+pub mod static_files;
+pub mod body;
+pub mod error;
+pub mod access_log;
+
+pub mod config;
+pub mod snapshot;
+pub mod state;
+pub mod reload;
+pub mod admin;
+pub mod server;
+
+pub use server::{Running, Server, ServerError};

@@ -1,0 +1,136 @@
+//! The set of open listeners, kept by the control thread. Each configured
+//! address is bound once per worker with SO_REUSEPORT (port 0 is resolved
+//! by the first bind, and the rest bind the port it got). A reload binds
+//! every new address first — if one fails, nothing changes and the reload
+//! fails — then hands the sockets to the workers and stops the listeners
+//! that are gone. Connections already accepted are not touched.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{Command, Workers};
+use crate::snapshot::ListenerSpec;
+
+struct Open {
+    bound: SocketAddr,
+    tls: bool,
+    stop: CancellationToken,
+}
+
+/// Addresses being listened on, by configured address.
+#[derive(Default)]
+pub struct Listeners {
+    open: HashMap<SocketAddr, Open>,
+}
+
+/// A listener as reported in logs and `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Bound {
+    /// "http" or "https".
+    pub scheme: &'static str,
+    /// The address actually bound (port 0 resolved).
+    pub addr: SocketAddr,
+}
+
+impl Listeners {
+    /// Makes the open listeners match `specs`.
+    pub fn apply(&mut self, specs: &[ListenerSpec], workers: &Workers) -> io::Result<()> {
+        let mut fresh = Vec::new();
+        for spec in specs {
+            let tls = spec.tls.is_some();
+            if self.open.get(&spec.addr).is_some_and(|o| o.tls == tls) {
+                continue;
+            }
+            let sockets = bind_all(spec.addr, workers.len()).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", spec.addr))
+            })?;
+            fresh.push((spec.addr, tls, sockets));
+        }
+        let wanted: Vec<(SocketAddr, bool)> =
+            specs.iter().map(|s| (s.addr, s.tls.is_some())).collect();
+        self.open.retain(|addr, o| {
+            let keep = wanted.contains(&(*addr, o.tls));
+            if !keep {
+                o.stop.cancel();
+                tracing::info!("stopped listening on {}://{}", scheme(o.tls), o.bound);
+            }
+            keep
+        });
+        for (key, tls, sockets) in fresh {
+            let stop = CancellationToken::new();
+            let bound = sockets
+                .first()
+                .and_then(|s| s.local_addr().ok())
+                .unwrap_or(key);
+            for (i, socket) in sockets.into_iter().enumerate() {
+                workers.send(
+                    i,
+                    Command::Listen {
+                        key,
+                        socket,
+                        stop: stop.clone(),
+                    },
+                );
+            }
+            tracing::info!("listening on {}://{}", scheme(tls), bound);
+            self.open.insert(key, Open { bound, tls, stop });
+        }
+        Ok(())
+    }
+
+    /// What is open now.
+    pub fn bound(&self) -> Vec<Bound> {
+        let mut v: Vec<Bound> = self
+            .open
+            .values()
+            .map(|o| Bound {
+                scheme: scheme(o.tls),
+                addr: o.bound,
+            })
+            .collect();
+        v.sort_by_key(|b| b.addr);
+        v
+    }
+
+    /// Stops every listener.
+    pub fn close_all(&mut self) {
+        for (_, o) in self.open.drain() {
+            o.stop.cancel();
+        }
+    }
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
+}
+
+/// Binds `n` SO_REUSEPORT sockets to `addr` (port 0: all on the port the
+/// first one got).
+fn bind_all(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_one(addr)?;
+    let actual = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..n.max(1) {
+        all.push(bind_one(actual)?);
+    }
+    Ok(all)
+}
+
+/// One listening socket with SO_REUSEPORT, ready for tokio.
+pub fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,174 @@
+//! The `moongate` command: `run` (the default), `check` and `reload`.
+
+use std::io::{IsTerminal, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use moongate::access_log::AccessLog;
+use moongate::reload::ConfigSource;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+/// An edge server and API gateway: conf.d routes and upstreams, hot reload.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The configuration directory (for the default `run`).
+    #[arg(short = 'c', long = "conf", default_value = "conf.d", global = true)]
+    conf: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve, using the configuration directory (the default command).
+    Run,
+    /// Parse and validate every file; exit 1 with file:line:column on the first error.
+    Check,
+    /// Ask the running instance to reload (admin API, else pid file + SIGHUP).
+    Reload,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(cli.conf),
+        Command::Check => check(cli.conf),
+        Command::Reload => reload(cli.conf),
+    }
+}
+
+fn run(conf: PathBuf) -> ExitCode {
+    let access = AccessLog::new();
+    let human = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.target() != moongate::access_log::TARGET
+        }))
+        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+    tracing_subscriber::registry()
+        .with(human)
+        .with(access.layer())
+        .init();
+    match moongate::Server::from_dir(&conf)
+        .with_access_log(access)
+        .run()
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("moongate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(conf: PathBuf) -> ExitCode {
+    match ConfigSource::Dir(conf.clone()).check() {
+        Ok(snap) => {
+            println!(
+                "{}: configuration OK ({} files, {} routes, {} upstreams)",
+                conf.display(),
+                snap.files.len(),
+                snap.router.len(),
+                snap.upstreams.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reload(conf: PathBuf) -> ExitCode {
+    let config = match ConfigSource::Dir(conf).load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(admin) = &config.admin {
+        return match post_reload(admin.listen.addr, admin.token.as_deref()) {
+            Ok((status, body)) if (200..300).contains(&status) => {
+                println!("{body}");
+                ExitCode::SUCCESS
+            }
+            Ok((_, body)) => {
+                eprintln!("reload refused: {body}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!(
+                    "cannot reach the admin listener on {}: {e}",
+                    admin.listen.addr
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(pid_file) = &config.server.pid_file {
+        return match signal_hup(pid_file) {
+            Ok(pid) => {
+                println!("sent SIGHUP to {pid}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    eprintln!(
+        "no [admin] listener and no server.pid_file configured: nothing to reach the running server with"
+    );
+    ExitCode::FAILURE
+}
+
+/// POST /reload with a plain HTTP/1.1 exchange; returns status and body.
+fn post_reload(addr: std::net::SocketAddr, token: Option<&str>) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "POST /reload HTTP/1.1\r\nhost: {addr}\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .trim()
+        .to_string();
+    Ok((status, body))
+}
+
+fn signal_hup(pid_file: &std::path::Path) -> Result<i32, String> {
+    let text = std::fs::read_to_string(pid_file)
+        .map_err(|e| format!("cannot read pid file {}: {e}", pid_file.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("pid file {} does not hold a process id", pid_file.display()))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|e| format!("cannot signal process {pid}: {e}"))?;
+    Ok(pid)
+}

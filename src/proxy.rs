@@ -1,0 +1,352 @@
+//! The order of the phases for one request — the only module that knows
+//! it. Each step below returns a value this function acts on; the steps
+//! don't call each other.
+//!
+//! 1. request checks (SPEC §10): framing conflicts, Host, body size
+//! 2. route (host, path, method) → 404 / 405 / a [`RouteEntry`]
+//! 3. rewrite
+//! 4. target: static files, or an upstream (forwarding headers, balance,
+//!    pool, retries), with protocol upgrades tunnelled both ways
+//! 5. response headers; the access log runs when the body has been sent
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::access_log::AccessRecord;
+use crate::body::{FaultCell, Kind, RequestBody, ResponseBody};
+use crate::conn::io::ConnWatch;
+use crate::error::ProxyError;
+use crate::forward;
+use crate::route::RouteMatch;
+use crate::snapshot::{Snapshot, Target};
+use crate::state::Shared;
+use crate::upstream::balance::PickKey;
+use crate::upstream::call::{self, Outgoing};
+use crate::vars::RequestVars;
+
+/// What one client connection tells the requests it carries.
+pub struct ConnCtx {
+    /// The client's socket address.
+    pub peer: SocketAddr,
+    /// Our socket address (`$server_port`).
+    pub local: SocketAddr,
+    /// "http" or "https".
+    pub scheme: &'static str,
+    /// The connection's phase tracking (see [`crate::conn::io`]).
+    pub watch: Arc<ConnWatch>,
+    /// State shared by the whole server.
+    pub shared: Arc<Shared>,
+}
+
+/// What the log needs to know about how a request was served.
+#[derive(Default)]
+struct Served {
+    route: Option<String>,
+    upstream_addr: Option<String>,
+    upstream_time: Option<Duration>,
+}
+
+/// Serves one request (the hyper service function).
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Rc<ConnCtx>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let snap = conn.shared.snapshot.load_full();
+    let method = req.method().clone();
+    let version = req.version();
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let mut served = Served::default();
+    let mut resp = match serve(req, &conn, &snap, &mut served).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e, &snap),
+    };
+    // Answer in the client's protocol version, whatever the peer spoke.
+    *resp.version_mut() = version;
+    if !resp.headers().contains_key(header::SERVER) {
+        let server = if snap.server.server_tokens {
+            HeaderValue::from_static(concat!("moongate/", env!("CARGO_PKG_VERSION")))
+        } else {
+            HeaderValue::from_static("moongate")
+        };
+        resp.headers_mut().insert(header::SERVER, server);
+    }
+    let record = AccessRecord {
+        enabled: conn.shared.access_log.enabled(),
+        watch: conn.watch.clone(),
+        started,
+        client: conn.peer.ip(),
+        method,
+        uri,
+        status: resp.status().as_u16(),
+        route: served.route,
+        upstream_addr: served.upstream_addr,
+        upstream_time: served.upstream_time,
+    };
+    resp.body_mut().set_on_complete(Box::new(record));
+    Ok(resp)
+}
+
+async fn serve(
+    mut req: Request<Incoming>,
+    conn: &ConnCtx,
+    snap: &Snapshot,
+    served: &mut Served,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    // 1. Request checks.
+    if conn.watch.saw_conflicting_framing() && req.headers().contains_key(header::TRANSFER_ENCODING)
+    {
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let host = match host_of(&req) {
+        Some(h) => h,
+        None if req.version() == Version::HTTP_11 => {
+            return Err(ProxyError::BadRequest("missing Host header"));
+        }
+        None => String::new(),
+    };
+    let max_body = snap.server.client_max_body_size;
+    if content_length(&req).is_some_and(|n| n > max_body) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+
+    // 2. Route.
+    let path = req.uri().path().to_string();
+    let entry = match snap.router.find(&host, &path, req.method()) {
+        RouteMatch::Found(e) => e,
+        RouteMatch::NotFound => return Ok(plain(StatusCode::NOT_FOUND)),
+        RouteMatch::MethodNotAllowed { allow } => {
+            let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED);
+            let list = allow
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Ok(v) = HeaderValue::from_str(&list) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            return Ok(resp);
+        }
+    };
+    served.route = Some(entry.name.clone());
+
+    // 3. Rewrite.
+    let request_uri = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    if let Some(new_path) = entry.rewrite.as_ref().and_then(|r| r.apply(&path)) {
+        let query = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let uri: Uri = format!("{new_path}{query}")
+            .parse()
+            .map_err(|_| ProxyError::BadRequest("rewrite produced an invalid URI"))?;
+        *req.uri_mut() = uri;
+    }
+
+    // 4. Target.
+    match &entry.target {
+        Target::Static { prefix, options } => {
+            let path = req.uri().path();
+            let rel = path.strip_prefix(prefix.as_str()).unwrap_or(path);
+            let resp = crate::static_files::serve(options, rel, req.method(), req.headers()).await;
+            Ok(resp.map(|b| ResponseBody::from_kind(Kind::Static(b))))
+        }
+        Target::Upstream { name, upstream } => {
+            let upgrade =
+                req.version() == Version::HTTP_11 && forward::wants_upgrade(req.headers());
+            let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+            let (mut parts, body) = req.into_parts();
+            let real_ip = forward::real_client_ip(
+                conn.peer.ip(),
+                &parts.headers,
+                &snap.server.trusted_proxies,
+            );
+            if !parts.headers.contains_key(header::HOST)
+                && let Ok(v) = HeaderValue::from_str(&host)
+            {
+                parts.headers.insert(header::HOST, v);
+            }
+            forward::strip_hop_by_hop(&mut parts.headers, upgrade);
+            forward::set_forwarding_headers(
+                &mut parts.headers,
+                conn.peer.ip(),
+                real_ip,
+                conn.scheme,
+            );
+            let hash_key = upstream.hash_key.as_ref().map(|t| {
+                t.render(&RequestVars {
+                    parts: &parts,
+                    request_uri: &request_uri,
+                    host: &host,
+                    client: real_ip,
+                    scheme: conn.scheme,
+                    server_port: conn.local.port(),
+                })
+            });
+            parts.uri = origin_form(&parts.uri);
+            parts.version = Version::HTTP_11;
+            let body = if upgrade {
+                RequestBody::empty()
+            } else {
+                RequestBody::limited(
+                    body,
+                    max_body,
+                    snap.server.client_body_timeout,
+                    FaultCell::default(),
+                )
+            };
+            let key = match (&hash_key, upstream.def.balance) {
+                (Some(k), _) => PickKey::Bytes(k.as_bytes()),
+                (None, crate::config::Balance::IpHash) => PickKey::Ip(real_ip),
+                _ => PickKey::None,
+            };
+            let idempotent = is_idempotent(&parts.method);
+            let out = Outgoing {
+                parts,
+                body,
+                key,
+                idempotent,
+            };
+            let exchange = call::forward(upstream, name, out).await?;
+            served.upstream_addr = Some(exchange.peer);
+            served.upstream_time = Some(exchange.elapsed);
+            let mut resp = exchange.response;
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(client_upgrade) = client_upgrade {
+                    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                    conn.watch.passthrough();
+                    tokio::task::spawn_local(tunnel(client_upgrade, upstream_upgrade));
+                }
+                forward::strip_hop_by_hop(resp.headers_mut(), true);
+            } else {
+                forward::strip_hop_by_hop(resp.headers_mut(), false);
+            }
+            Ok(resp.map(|b| ResponseBody::from_kind(Kind::Upstream(b))))
+        }
+    }
+}
+
+/// Copies bytes both ways between an upgraded client connection and the
+/// upgraded upstream connection, for as long as both keep it open.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = tokio::join!(client, upstream);
+    match (client, upstream) {
+        (Ok(c), Ok(u)) => {
+            let mut c = TokioIo::new(c);
+            let mut u = TokioIo::new(u);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %e, "protocol upgrade failed"),
+    }
+}
+
+/// The request's host, lowercased, without port: Host header, else the
+/// URI's authority (HTTP/2).
+fn host_of(req: &Request<Incoming>) -> Option<String> {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
+    let no_port = match raw.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => raw.split(':').next().unwrap_or(raw),
+    };
+    Some(no_port.to_ascii_lowercase())
+}
+
+fn content_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(pq) if uri.scheme().is_none() => Uri::from(pq.clone()),
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// A small text response for a status moongate produces itself.
+pub fn plain(status: StatusCode) -> Response<ResponseBody> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(ResponseBody::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn error_response(err: &ProxyError, _snap: &Snapshot) -> Response<ResponseBody> {
+    match err.blame() {
+        crate::error::Blame::Client => tracing::info!(error = %err, "request refused"),
+        _ => tracing::warn!(error = %err, "request failed"),
+    }
+    let mut resp = plain(err.status());
+    if err.closes_connection() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_form_drops_scheme_and_authority() {
+        let u: Uri = "http://example.com:8080/a/b?x=1"
+            .parse()
+            .unwrap_or_default();
+        assert_eq!(origin_form(&u).to_string(), "/a/b?x=1");
+        let u: Uri = "/only?q".parse().unwrap_or_default();
+        assert_eq!(origin_form(&u).to_string(), "/only?q");
+    }
+
+    #[test]
+    fn idempotency_follows_rfc_9110() {
+        assert!(is_idempotent(&Method::GET));
+        assert!(is_idempotent(&Method::PUT));
+        assert!(!is_idempotent(&Method::POST));
+        assert!(!is_idempotent(&Method::PATCH));
+    }
+}

@@ -1,0 +1,221 @@
+//! Reloading: where a configuration comes from, building and checking a
+//! new snapshot off to the side, and swapping it in only when everything
+//! (parsing, validation, TLS files, binding new listeners) succeeded.
+//! On any error the old snapshot keeps serving and the error, with its
+//! file:line:column, is logged and kept for `/status`. Reloads are asked
+//! for by the conf.d watcher (debounced), SIGHUP and `POST /reload`, and
+//! run one at a time.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::admin::AdminServer;
+use crate::config::{self, Config, ConfigError};
+use crate::listener::{Bound, Listeners};
+use crate::runtime::Workers;
+use crate::snapshot::{self, Snapshot};
+use crate::state::Shared;
+
+/// Where the configuration is read from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A conf.d directory of `*.toml` files.
+    Dir(PathBuf),
+    /// One TOML document held in memory (embedding, tests).
+    Toml {
+        /// A name used in error messages in place of a file name.
+        name: String,
+        /// The TOML text.
+        text: String,
+    },
+}
+
+impl ConfigSource {
+    /// Reads and validates the configuration.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            ConfigSource::Dir(dir) => config::load_dir(dir),
+            ConfigSource::Toml { name, text } => config::load_str(name, text),
+        }
+    }
+
+    /// Reads, validates and compiles (loading TLS files): what `moongate
+    /// check` runs.
+    pub fn check(&self) -> Result<Snapshot, ConfigError> {
+        snapshot::compile(self.load()?, None, 1)
+    }
+}
+
+/// The control thread's handle on the running server.
+pub struct Control {
+    /// State shared with the workers.
+    pub shared: Arc<Shared>,
+    source: ConfigSource,
+    workers: Workers,
+    serving: tokio::sync::Mutex<Serving>,
+    bound: Mutex<Vec<Bound>>,
+}
+
+struct Serving {
+    listeners: Listeners,
+    admin: Option<AdminServer>,
+}
+
+impl Control {
+    /// Wraps the running parts; nothing is bound yet.
+    pub fn new(shared: Arc<Shared>, source: ConfigSource, workers: Workers) -> Arc<Control> {
+        Arc::new(Control {
+            shared,
+            source,
+            workers,
+            serving: tokio::sync::Mutex::new(Serving {
+                listeners: Listeners::default(),
+                admin: None,
+            }),
+            bound: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Opens the current snapshot's listeners and admin listener.
+    pub async fn open(self: &Arc<Self>) -> Result<(), String> {
+        let snap = self.shared.snapshot.load_full();
+        let mut serving = self.serving.lock().await;
+        self.apply(&mut serving, &snap).await
+    }
+
+    async fn apply(self: &Arc<Self>, serving: &mut Serving, snap: &Snapshot) -> Result<(), String> {
+        let admin_addr = snap.admin.as_ref().map(|a| a.listen.addr);
+        let new_admin = if serving.admin.as_ref().map(AdminServer::key) != admin_addr {
+            match admin_addr {
+                Some(addr) => Some(Some(
+                    AdminServer::bind(addr, self.clone()).map_err(|e| e.to_string())?,
+                )),
+                None => Some(None),
+            }
+        } else {
+            None
+        };
+        serving
+            .listeners
+            .apply(&snap.listeners, &self.workers)
+            .map_err(|e| e.to_string())?;
+        if let Some(admin) = new_admin {
+            if let Some(old) = serving.admin.take() {
+                old.stop();
+            }
+            serving.admin = admin;
+        }
+        self.shared
+            .access_log
+            .configure(&snap.server.access_log)
+            .map_err(|e| format!("cannot open the access log: {e}"))?;
+        let bound = serving.listeners.bound();
+        match self.bound.lock() {
+            Ok(mut b) => *b = bound,
+            Err(p) => *p.into_inner() = bound,
+        }
+        Ok(())
+    }
+
+    /// Reloads the configuration; returns the generation now serving.
+    pub async fn reload(self: &Arc<Self>, trigger: &str) -> Result<u64, String> {
+        let mut serving = self.serving.lock().await;
+        let result = self.try_reload(&mut serving).await;
+        let generation = self.shared.snapshot.load().generation;
+        match &result {
+            Ok(g) => tracing::info!(generation = g, trigger, "configuration reloaded"),
+            Err(e) => tracing::error!(
+                trigger,
+                "reload failed; still serving generation {generation}: {e}"
+            ),
+        }
+        self.shared.record_reload(trigger, result.clone());
+        result
+    }
+
+    async fn try_reload(self: &Arc<Self>, serving: &mut Serving) -> Result<u64, String> {
+        let source = self.source.clone();
+        let config = tokio::task::spawn_blocking(move || source.load())
+            .await
+            .map_err(|e| format!("config loader failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let prev = self.shared.snapshot.load_full();
+        let next = snapshot::compile(config, Some(&prev), prev.generation + 1)
+            .map_err(|e| e.to_string())?;
+        if next
+            .server
+            .workers
+            .is_some_and(|n| n != self.shared.workers)
+        {
+            tracing::warn!(
+                running = self.shared.workers,
+                "a change of `workers` takes effect at the next restart"
+            );
+        }
+        self.apply(serving, &next).await?;
+        let generation = next.generation;
+        self.shared.snapshot.store(Arc::new(next));
+        Ok(generation)
+    }
+
+    /// The listeners open now.
+    pub fn bound(&self) -> Vec<Bound> {
+        match self.bound.lock() {
+            Ok(b) => b.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The admin listener's bound address.
+    pub async fn admin_addr(&self) -> Option<SocketAddr> {
+        self.serving
+            .lock()
+            .await
+            .admin
+            .as_ref()
+            .map(AdminServer::bound)
+    }
+
+    /// Stops accepting everywhere (graceful stop).
+    pub async fn close(&self) {
+        let mut serving = self.serving.lock().await;
+        serving.listeners.close_all();
+        if let Some(admin) = serving.admin.take() {
+            admin.stop();
+        }
+    }
+}
+
+/// Watches a conf.d directory and reloads after changes settle
+/// (debounced: a burst of writes makes one reload).
+pub fn watch(dir: &Path, control: Arc<Control>) -> notify::Result<notify::RecommendedWatcher> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            let relevant = !ev.kind.is_access()
+                && ev
+                    .paths
+                    .iter()
+                    .any(|p| p.extension().is_some_and(|e| e == "toml"));
+            if relevant {
+                let _ = tx.send(());
+            }
+        }
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: wait until 200 ms pass with no further change.
+            while let Ok(Some(())) =
+                tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+            {}
+            let _ = control.reload("watch").await;
+        }
+    });
+    Ok(watcher)
+}

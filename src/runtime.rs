@@ -1,0 +1,166 @@
+//! Worker threads. Each worker is an OS thread running a `current_thread`
+//! tokio runtime with a `LocalSet`, and accepts from its own SO_REUSEPORT
+//! socket for every listener, so the kernel spreads connections and a
+//! request never changes thread.
+//!
+//! Why this layout: measured on this machine (shared/notes/deps.md §4-5),
+//! one runtime per core with SO_REUSEPORT listeners gave the best req/s and
+//! the lowest p99 of the layouts tried (e.g. 39.6k req/s and p99 1.6-3.7 ms
+//! against 34.7k and 3.5-4.0 ms for the multi-thread runtime with
+//! thread-local Lua VMs), and it lets each thread own a Lua VM whose
+//! coroutines never migrate. The cost — no work stealing, a pool of
+//! upstream connections per thread — is what nginx's workers pay too.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::state::Shared;
+
+/// Orders sent from the control thread to a worker.
+pub enum Command {
+    /// Start accepting on this socket (this worker's SO_REUSEPORT copy).
+    Listen {
+        /// The configured address (the key TLS settings are found by).
+        key: SocketAddr,
+        /// The bound, listening, non-blocking socket.
+        socket: std::net::TcpListener,
+        /// Fires when a reload removes the listener.
+        stop: CancellationToken,
+    },
+}
+
+/// How the control thread reaches the running workers.
+#[derive(Clone)]
+pub struct Workers {
+    senders: Vec<mpsc::UnboundedSender<Command>>,
+}
+
+/// The worker threads themselves, joined at shutdown.
+pub struct Threads {
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `n` worker threads. `drain` fires on graceful stop: workers
+    /// stop accepting, let connections finish, and exit.
+    pub fn spawn(
+        n: usize,
+        shared: Arc<Shared>,
+        drain: CancellationToken,
+    ) -> std::io::Result<(Workers, Threads)> {
+        let mut senders = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for id in 0..n {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let shared = shared.clone();
+            let drain = drain.clone();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = std::thread::Builder::new()
+                .name(format!("moongate-w{id}"))
+                .spawn(move || {
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&rt, worker_main(rx, shared, drain));
+                })?;
+            senders.push(tx);
+            threads.push(handle);
+        }
+        Ok((Workers { senders }, Threads { threads }))
+    }
+
+    /// How many workers run.
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// True when there are no workers.
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
+    }
+
+    /// Sends a command to worker `i`.
+    pub fn send(&self, i: usize, cmd: Command) -> bool {
+        self.senders.get(i).is_some_and(|tx| tx.send(cmd).is_ok())
+    }
+}
+
+impl Threads {
+    /// Waits (blocking) for every worker thread to finish.
+    pub fn join(self) {
+        for t in self.threads {
+            if t.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
+        }
+    }
+}
+
+async fn worker_main(
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+) {
+    let connections = TaskTracker::new();
+    let mut sweep = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(Command::Listen { key, socket, stop }) => {
+                    match TcpListener::from_std(socket) {
+                        Ok(listener) => {
+                            tokio::task::spawn_local(accept_loop(
+                                listener, key, stop, drain.clone(), shared.clone(), connections.clone(),
+                            ));
+                        }
+                        Err(e) => tracing::error!(%key, error = %e, "cannot use listener socket"),
+                    }
+                }
+                None => break,
+            },
+            _ = drain.cancelled() => break,
+            _ = sweep.tick() => {
+                let snap = shared.snapshot.load();
+                let live = |id: u64| snap.upstreams.values().any(|u| u.peers.iter().any(|p| p.id() == id));
+                crate::upstream::pool::sweep(&live, Duration::from_secs(300));
+            }
+        }
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    key: SocketAddr,
+    stop: CancellationToken,
+    drain: CancellationToken,
+    shared: Arc<Shared>,
+    connections: TaskTracker,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let local = key;
+                    connections.spawn_local(crate::conn::serve(stream, peer, local, shared.clone(), drain.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly
+                    // instead of spinning.
+                    tracing::warn!(%key, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            _ = stop.cancelled() => break,
+            _ = drain.cancelled() => break,
+        }
+    }
+}

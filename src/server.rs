@@ -1,0 +1,267 @@
+//! The embedding API and the control thread. [`Server`] is built from a
+//! conf.d directory or a TOML string; [`Server::run`] serves until SIGTERM
+//! or SIGINT (what the `moongate` binary does), [`Server::start`] serves
+//! in the background and returns a [`Running`] handle (for programs that
+//! embed moongate, and for tests).
+//!
+//! Start-up: load + compile generation 1, start the worker threads, bind
+//! listeners and the admin listener, then wait for signals, conf.d changes
+//! and admin calls. Graceful stop: stop accepting, let in-flight requests
+//! finish (up to `shutdown_timeout`), exit.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::access_log::AccessLog;
+use crate::config::ConfigError;
+use crate::listener::Bound;
+use crate::reload::{self, ConfigSource, Control};
+use crate::runtime::Workers;
+use crate::snapshot;
+use crate::state::{ReloadStatus, Shared};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A socket, thread or file could not be set up.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Listeners could not be opened.
+    #[error("{0}")]
+    Start(String),
+}
+
+/// A moongate server, not yet running.
+pub struct Server {
+    source: ConfigSource,
+    access_log: AccessLog,
+}
+
+/// A server started with [`Server::start`].
+pub struct Running {
+    listeners: Vec<Bound>,
+    admin: Option<std::net::SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), ServerError>>>,
+}
+
+impl Running {
+    /// The listeners it opened (port 0 resolved).
+    pub fn listeners(&self) -> &[Bound] {
+        &self.listeners
+    }
+
+    /// The admin listener's address, if configured.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin
+    }
+
+    /// Stops gracefully and waits for the server to finish.
+    pub fn stop(mut self) -> Result<(), ServerError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(ServerError::Start("the server thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
+
+impl Server {
+    /// A server configured by every `*.toml` in `dir` (watched for changes).
+    pub fn from_dir(dir: impl Into<PathBuf>) -> Server {
+        Self::with_source(ConfigSource::Dir(dir.into()))
+    }
+
+    /// A server configured by one TOML document.
+    pub fn from_toml(text: impl Into<String>) -> Server {
+        Self::with_source(ConfigSource::Toml {
+            name: "<config>".into(),
+            text: text.into(),
+        })
+    }
+
+    fn with_source(source: ConfigSource) -> Server {
+        Server {
+            source,
+            access_log: AccessLog::new(),
+        }
+    }
+
+    /// Uses `log` for access lines (the binary installs its tracing layer).
+    pub fn with_access_log(mut self, log: AccessLog) -> Server {
+        self.access_log = log;
+        self
+    }
+
+    /// Validates everything `run` would load, without serving.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.source.check().map(|_| ())
+    }
+
+    /// Serves until SIGTERM/SIGINT (graceful) or SIGQUIT (immediate);
+    /// SIGHUP reloads.
+    pub fn run(self) -> Result<(), ServerError> {
+        run(self.source, self.access_log, Trigger::Signals, None)
+    }
+
+    /// Serves on background threads; returns once listeners are open.
+    pub fn start(self) -> Result<Running, ServerError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let source = self.source;
+        let log = self.access_log;
+        let thread = std::thread::Builder::new()
+            .name("moongate-control".into())
+            .spawn(move || run(source, log, Trigger::Channel(stop_rx), Some(ready_tx)))?;
+        match ready_rx.recv() {
+            Ok(Ok((listeners, admin))) => Ok(Running {
+                listeners,
+                admin,
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(ServerError::Start(e))
+            }
+            Err(_) => match thread.join() {
+                Ok(Err(e)) => Err(e),
+                _ => Err(ServerError::Start(
+                    "the server stopped while starting".into(),
+                )),
+            },
+        }
+    }
+}
+
+enum Trigger {
+    Signals,
+    Channel(oneshot::Receiver<()>),
+}
+
+type Ready = std::sync::mpsc::Sender<Result<(Vec<Bound>, Option<std::net::SocketAddr>), String>>;
+
+fn run(
+    source: ConfigSource,
+    access_log: AccessLog,
+    trigger: Trigger,
+    ready: Option<Ready>,
+) -> Result<(), ServerError> {
+    let snap = snapshot::compile(source.load()?, None, 1)?;
+    let workers = snap
+        .server
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let shutdown_timeout = snap.server.shutdown_timeout;
+    let pid_file = snap.server.pid_file.clone();
+    access_log.configure(&snap.server.access_log)?;
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(snap),
+        access_log,
+        started: Instant::now(),
+        workers,
+        reloads: Mutex::new(ReloadStatus::default()),
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let drain = CancellationToken::new();
+    let (handles, threads) = Workers::spawn(workers, shared.clone(), drain.clone())?;
+
+    let result = rt.block_on(async {
+        let control = Control::new(shared.clone(), source.clone(), handles);
+        if let Err(e) = control.open().await {
+            if let Some(r) = &ready {
+                let _ = r.send(Err(e.clone()));
+            }
+            return Err(ServerError::Start(e));
+        }
+        shared.record_reload("start", Ok(1));
+        if let Some(path) = &pid_file
+            && let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the pid file");
+            }
+        let _watcher = match &source {
+            ConfigSource::Dir(dir) => match reload::watch(dir, control.clone()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the config directory; reload with SIGHUP or the admin API");
+                    None
+                }
+            },
+            ConfigSource::Toml { .. } => None,
+        };
+        tracing::info!(
+            generation = 1,
+            workers,
+            "moongate ready (pid {})",
+            std::process::id()
+        );
+        if let Some(r) = &ready {
+            let _ = r.send(Ok((control.bound(), control.admin_addr().await)));
+        }
+        match trigger {
+            Trigger::Signals => wait_for_signals(&control).await?,
+            Trigger::Channel(rx) => {
+                let _ = rx.await;
+            }
+        }
+        tracing::info!("stopping: no new connections; finishing requests in flight");
+        control.close().await;
+        Ok(())
+    });
+
+    drain.cancel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        threads.join();
+        let _ = done_tx.send(());
+    });
+    if done_rx.recv_timeout(shutdown_timeout).is_err() {
+        tracing::warn!("shutdown_timeout passed with requests still in flight; exiting anyway");
+    }
+    if let Some(path) = &pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+async fn wait_for_signals(control: &Arc<Control>) -> Result<(), ServerError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => { let _ = control.reload("signal").await; }
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = quit.recv() => {
+                tracing::info!("SIGQUIT: stopping at once");
+                std::process::exit(0);
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The compiled configuration: an immutable [`Snapshot`] built from a
+//! validated [`Config`] and swapped in whole behind an `ArcSwap`. A request
+//! loads one snapshot when it starts and uses it to its end, so a reload
+//! never changes the rules under a request in flight.
+//!
+//! Compiling is where a new configuration meets the state that outlives
+//! reloads: an upstream whose definition is unchanged is taken over from
+//! the previous snapshot as the same `Arc<Upstream>` — same peers, health
+//! marks, in-flight counts and (via peer ids) pooled connections.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{self, Config, ConfigError, RouteTarget};
+use crate::route::{PathMatch, Rewrite, RouteSpec, Router};
+use crate::static_files::StaticOptions;
+use crate::upstream::Upstream;
+
+/// One compiled configuration.
+pub struct Snapshot {
+    /// Counts successful loads, starting at 1.
+    pub generation: u64,
+    /// `[server]` settings (timeouts, limits, trusted proxies, logging).
+    pub server: config::Server,
+    /// The routing table.
+    pub router: Router<RouteEntry>,
+    /// Upstreams by name.
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// Every listener to keep open.
+    pub listeners: Vec<ListenerSpec>,
+    /// The admin listener, if any.
+    pub admin: Option<config::Admin>,
+    /// The files this configuration came from.
+    pub files: Vec<PathBuf>,
+}
+
+/// What a route leads to, plus its own per-route settings.
+pub struct RouteEntry {
+    /// A readable name for logs and metrics: `file:line`.
+    pub name: String,
+    /// Where the request goes.
+    pub target: Target,
+    /// Optional regex rewrite of the path.
+    pub rewrite: Option<Rewrite>,
+}
+
+/// Where a routed request goes.
+pub enum Target {
+    /// Proxied to an upstream.
+    Upstream {
+        /// The upstream's name.
+        name: String,
+        /// The upstream.
+        upstream: Arc<Upstream>,
+    },
+    /// Served from a directory.
+    Static {
+        /// The route's prefix, removed from the path before the file is
+        /// looked up under `root` (like nginx's `alias`).
+        prefix: String,
+        /// Root directory, index files, expires.
+        options: StaticOptions,
+    },
+}
+
+/// One listening address.
+#[derive(Clone)]
+pub struct ListenerSpec {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// TLS settings, for `[[server.tls]]` listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Snapshot {
+    /// The TLS configuration of the listener on `addr`, if it is a TLS one.
+    pub fn tls_for(&self, addr: SocketAddr) -> Option<Arc<rustls::ServerConfig>> {
+        self.listeners
+            .iter()
+            .find(|l| l.addr == addr)
+            .and_then(|l| l.tls.clone())
+    }
+}
+
+/// Compiles `config`, reusing unchanged upstreams of `previous`.
+pub fn compile(
+    config: Config,
+    previous: Option<&Snapshot>,
+    generation: u64,
+) -> Result<Snapshot, ConfigError> {
+    let mut upstreams = BTreeMap::new();
+    for (name, def) in config.upstreams {
+        let kept = previous
+            .and_then(|p| p.upstreams.get(&name))
+            .filter(|u| u.def == def)
+            .cloned();
+        let up = match kept {
+            Some(u) => u,
+            None => {
+                let place = def.place.clone();
+                Arc::new(Upstream::new(def).map_err(|e| ConfigError::at(&place, e))?)
+            }
+        };
+        upstreams.insert(name, up);
+    }
+
+    let mut specs = Vec::with_capacity(config.routes.len());
+    for route in config.routes {
+        let name = format!("{}:{}", route.place.file.display(), route.place.line);
+        let target = match route.target {
+            RouteTarget::Upstream(up_name) => {
+                let Some(upstream) = upstreams.get(&up_name).cloned() else {
+                    return Err(ConfigError::at(
+                        &route.place,
+                        format!("route names upstream `{up_name}`, which is not defined"),
+                    ));
+                };
+                Target::Upstream {
+                    name: up_name,
+                    upstream,
+                }
+            }
+            RouteTarget::Static { root } => Target::Static {
+                prefix: match &route.path {
+                    config::PathMatch::Prefix(p) => p.clone(),
+                    _ => String::new(),
+                },
+                options: StaticOptions {
+                    root,
+                    expires: route.expires,
+                    index: vec!["index.html".to_string()],
+                },
+            },
+        };
+        let path = match route.path {
+            config::PathMatch::Prefix(p) => PathMatch::Prefix(p),
+            config::PathMatch::Exact(p) => PathMatch::Exact(p),
+            config::PathMatch::Regex(r) => PathMatch::Regex(r),
+        };
+        let rewrite = route.rewrite.map(|r| Rewrite {
+            from: r.from,
+            to: r.to,
+        });
+        specs.push(RouteSpec {
+            hosts: route.hosts,
+            path,
+            methods: route.methods,
+            value: RouteEntry {
+                name,
+                target,
+                rewrite,
+            },
+        });
+    }
+
+    let mut listeners = Vec::new();
+    for l in &config.server.listen {
+        listeners.push(ListenerSpec {
+            addr: l.addr,
+            tls: None,
+        });
+    }
+    for t in &config.tls {
+        listeners.push(ListenerSpec {
+            addr: t.listen.addr,
+            tls: Some(crate::tls::server_config(t)?),
+        });
+    }
+
+    Ok(Snapshot {
+        generation,
+        server: config.server,
+        router: Router::new(specs),
+        upstreams,
+        listeners,
+        admin: config.admin,
+        files: config.files,
+    })
+}

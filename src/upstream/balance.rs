@@ -1,0 +1,789 @@
+//! Choosing a peer for a request: nginx's balancers (smooth weighted round
+//! robin, `least_conn`, `ip_hash`, consistent hash) and "power of two choices".
+//!
+//! A [`Balancer`] is built once per upstream per config snapshot and shared
+//! by every worker thread. It only returns an index into the peer list; it
+//! knows nothing of addresses, connections or retries (the caller keeps a
+//! [`Tried`] per request), and takes the time as an argument.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use super::peer::Peer;
+
+/// Points per unit of weight on the consistent-hash ring (as ketama/nginx).
+const POINTS_PER_WEIGHT: u64 = 160;
+
+/// How many times `ip_hash` rehashes past an unusable peer before it falls
+/// back to round robin (nginx's limit).
+const IP_HASH_TRIES: usize = 20;
+
+/// The balancing method of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// nginx's smooth weighted round robin (the default).
+    RoundRobin,
+    /// Fewest requests in flight relative to weight; ties by round robin.
+    LeastConn,
+    /// The client address picks the peer, so a client sticks to one peer.
+    IpHash,
+    /// Consistent hashing of a request key (URI, header, ...).
+    Hash,
+    /// Two peers at random (weighted), the less loaded of the two.
+    Random2,
+}
+
+/// What the hashing balancers hash; the others ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickKey<'a> {
+    /// No key: `ip_hash` and `hash` fall back to round robin.
+    None,
+    /// The client address (IPv4-mapped IPv6 counts as the IPv4 address).
+    Ip(IpAddr),
+    /// Any bytes, such as the expanded `key` of a `hash` upstream.
+    Bytes(&'a [u8]),
+}
+
+/// The peer indexes one request has already tried, so a retry goes
+/// elsewhere. A bitset: no heap for indexes below 64.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tried {
+    /// Indexes 0..64.
+    low: u64,
+    /// Indexes from 64 on, 64 per word; empty (no allocation) until needed.
+    high: Vec<u64>,
+}
+
+impl Tried {
+    /// An empty set for a list of `n` peers (allocates only when n > 64).
+    pub fn new(n: usize) -> Self {
+        Tried {
+            low: 0,
+            high: Vec::with_capacity(n.saturating_sub(64).div_ceil(64)),
+        }
+    }
+
+    /// Adds `index`; returns true when it was not there yet.
+    pub fn insert(&mut self, index: usize) -> bool {
+        let (word, bit) = match index.checked_sub(64) {
+            None => (&mut self.low, index),
+            Some(i) => {
+                let w = i / 64;
+                if self.high.len() <= w {
+                    self.high.resize(w + 1, 0);
+                }
+                match self.high.get_mut(w) {
+                    Some(word) => (word, i % 64),
+                    None => return false,
+                }
+            }
+        };
+        let mask = 1u64 << bit;
+        let fresh = *word & mask == 0;
+        *word |= mask;
+        fresh
+    }
+
+    /// Whether `index` was tried.
+    pub fn contains(&self, index: usize) -> bool {
+        match index.checked_sub(64) {
+            None => self.low & (1u64 << index) != 0,
+            Some(i) => self
+                .high
+                .get(i / 64)
+                .is_some_and(|w| w & (1u64 << (i % 64)) != 0),
+        }
+    }
+
+    /// How many peers were tried.
+    pub fn len(&self) -> usize {
+        let high: u32 = self.high.iter().map(|w| w.count_ones()).sum();
+        (self.low.count_ones() + high) as usize
+    }
+
+    /// True when nothing was tried yet.
+    pub fn is_empty(&self) -> bool {
+        self.low == 0 && self.high.iter().all(|&w| w == 0)
+    }
+}
+
+/// Picks peers for one upstream. `Send + Sync`: one per upstream, shared by
+/// all worker threads. Build it from the same peer list later given to
+/// [`Balancer::pick`].
+pub struct Balancer {
+    /// The method in use.
+    kind: Balance,
+    /// Smooth weighted round robin's `current_weight` per peer, shared by all
+    /// threads so the split is exact across them. Round robin also serves
+    /// backups, `least_conn` ties and the hashing balancers' fallback.
+    current: Mutex<Vec<i64>>,
+    /// `ip_hash`: `(cumulative weight end, peer index)` over every primary,
+    /// available or not, so a client's peer does not move when another
+    /// peer fails or is marked `down`.
+    ip_table: Vec<(u64, usize)>,
+    /// `ip_hash`: total weight of the primaries.
+    ip_total: u64,
+    /// hash: the ring of `(point, peer index)`, sorted by point.
+    ring: Vec<(u64, usize)>,
+    /// hash: distinct peers on the ring, to stop a walk that found none.
+    ring_peers: usize,
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer")
+            .field("kind", &self.kind)
+            .field("peers", &self.lock_current().len())
+            .field("ring_points", &self.ring.len())
+            .finish()
+    }
+}
+
+impl Balancer {
+    /// Prepares the balancer's state for `peers`: the round-robin weights,
+    /// and for `IpHash` / `Hash` the weighted table / consistent-hash ring.
+    pub fn new(kind: Balance, peers: &[Arc<Peer>]) -> Self {
+        let primaries = || peers.iter().enumerate().filter(|(_, p)| !p.config.backup);
+        let mut ip_table = Vec::new();
+        let mut ip_total = 0;
+        let mut ring = Vec::new();
+        let mut ring_peers = 0;
+        match kind {
+            Balance::IpHash => {
+                for (i, peer) in primaries() {
+                    ip_total += weight(peer);
+                    ip_table.push((ip_total, i));
+                }
+            }
+            Balance::Hash => {
+                for (i, peer) in primaries() {
+                    ring_peers += 1;
+                    for point in 0..POINTS_PER_WEIGHT * weight(peer) {
+                        ring.push((ring_point(peer, i, point), i));
+                    }
+                }
+                ring.sort_unstable();
+            }
+            Balance::RoundRobin | Balance::LeastConn | Balance::Random2 => {}
+        }
+        Balancer {
+            kind,
+            current: Mutex::new(vec![0; peers.len()]),
+            ip_table,
+            ip_total,
+            ring,
+            ring_peers,
+        }
+    }
+
+    /// The method this balancer was built for.
+    pub fn kind(&self) -> Balance {
+        self.kind
+    }
+
+    /// The index in `peers` of an available peer not in `tried`: primaries
+    /// by the balancing method; backups, by round robin, only when no
+    /// primary is left. `None` when no peer is left.
+    pub fn pick(
+        &self,
+        peers: &[Arc<Peer>],
+        key: PickKey<'_>,
+        tried: &Tried,
+        now: Instant,
+    ) -> Option<usize> {
+        let usable =
+            |i: usize| !tried.contains(i) && peers.get(i).is_some_and(|p| p.is_available(now));
+        let primary = |i: usize| usable(i) && peers.get(i).is_some_and(|p| !p.config.backup);
+        let backup = |i: usize| usable(i) && peers.get(i).is_some_and(|p| p.config.backup);
+        let chosen = match self.kind {
+            Balance::RoundRobin => self.round_robin(peers, primary),
+            Balance::LeastConn => self.least_conn(peers, primary),
+            Balance::Random2 => random2(peers, primary),
+            Balance::IpHash => match key_hash(key) {
+                Some(hash) => self
+                    .ip_hash(hash, primary)
+                    .or_else(|| self.round_robin(peers, primary)),
+                None => self.round_robin(peers, primary),
+            },
+            Balance::Hash => match key_hash(key) {
+                Some(hash) => self.ring_walk(peers.len(), hash, primary),
+                None => self.round_robin(peers, primary),
+            },
+        };
+        chosen.or_else(|| self.round_robin(peers, backup))
+    }
+
+    /// nginx's smooth weighted round robin over the peers `eligible` lets
+    /// through: each gains its weight, the highest is chosen and loses the
+    /// total. Spreads a heavy peer's turns out instead of bunching them.
+    fn round_robin(&self, peers: &[Arc<Peer>], eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut current = self.lock_current();
+        if current.len() != peers.len() {
+            current.resize(peers.len(), 0);
+        }
+        let mut total: i64 = 0;
+        let mut best: Option<(usize, i64)> = None;
+        for (i, (peer, cw)) in peers.iter().zip(current.iter_mut()).enumerate() {
+            if !eligible(i) {
+                continue;
+            }
+            let w = i64::from(peer.config.weight.max(1));
+            *cw += w;
+            total += w;
+            if best.is_none_or(|(_, b)| *cw > b) {
+                best = Some((i, *cw));
+            }
+        }
+        let (chosen, _) = best?;
+        if let Some(cw) = current.get_mut(chosen) {
+            *cw -= total;
+        }
+        Some(chosen)
+    }
+
+    /// Fewest requests in flight per unit of weight; round robin among ties.
+    fn least_conn(&self, peers: &[Arc<Peer>], eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut best: Option<(usize, u64, u64)> = None;
+        for (i, peer) in peers.iter().enumerate() {
+            if !eligible(i) {
+                continue;
+            }
+            let (a, w) = (u64::from(peer.active()), weight(peer));
+            if best.is_none_or(|(_, ba, bw)| a * bw < ba * w) {
+                best = Some((i, a, w));
+            }
+        }
+        let (first, ba, bw) = best?;
+        let tied = |i: usize| {
+            eligible(i)
+                && peers
+                    .get(i)
+                    .is_some_and(|p| u64::from(p.active()) * bw == ba * weight(p))
+        };
+        // Counts may move between the passes; then the first pass's best.
+        Some(self.round_robin(peers, tied).unwrap_or(first))
+    }
+
+    /// nginx's `ip_hash`: the hash picks a slot in the weighted table; past an
+    /// unusable peer, rehash, up to [`IP_HASH_TRIES`] times.
+    fn ip_hash(&self, hash: u64, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        if self.ip_total == 0 {
+            return None;
+        }
+        let mut h = hash;
+        for _ in 0..=IP_HASH_TRIES {
+            let w = h % self.ip_total;
+            let slot = self.ip_table.partition_point(|&(end, _)| end <= w);
+            if let Some(&(_, i)) = self.ip_table.get(slot)
+                && eligible(i)
+            {
+                return Some(i);
+            }
+            h = mix(h.wrapping_add(0x9e37_79b9_7f4a_7c15));
+        }
+        None
+    }
+
+    /// Consistent hashing: the first ring point clockwise from `hash` whose
+    /// peer is usable.
+    fn ring_walk(&self, n: usize, hash: u64, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let len = self.ring.len();
+        let start = self.ring.partition_point(|&(point, _)| point < hash);
+        let mut rejected = Tried::new(n);
+        for step in 0..len {
+            let Some(&(_, i)) = self.ring.get((start + step) % len) else {
+                continue;
+            };
+            if rejected.contains(i) {
+                continue;
+            }
+            if eligible(i) {
+                return Some(i);
+            }
+            rejected.insert(i);
+            if rejected.len() >= self.ring_peers {
+                break;
+            }
+        }
+        None
+    }
+
+    fn lock_current(&self) -> MutexGuard<'_, Vec<i64>> {
+        // Nothing panics under this lock; a poisoned one is still usable.
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Power of two choices: two distinct peers drawn at random, in proportion
+/// to weight; the one with fewer requests in flight per unit of weight.
+fn random2(peers: &[Arc<Peer>], eligible: impl Fn(usize) -> bool) -> Option<usize> {
+    let total: u64 = (0..peers.len())
+        .filter(|&i| eligible(i))
+        .filter_map(|i| peers.get(i))
+        .map(|p| weight(p))
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    // Availability can change between passes; then take any eligible peer.
+    let Some(first) = weighted_nth(peers, &eligible, fastrand::u64(0..total)) else {
+        return (0..peers.len()).find(|&i| eligible(i));
+    };
+    let first_peer = peers.get(first)?;
+    let rest = total.saturating_sub(weight(first_peer));
+    if rest == 0 {
+        return Some(first);
+    }
+    let others = |i: usize| i != first && eligible(i);
+    let Some(second) = weighted_nth(peers, &others, fastrand::u64(0..rest)) else {
+        return Some(first);
+    };
+    let second_peer = peers.get(second)?;
+    let lighter = u64::from(second_peer.active()) * weight(first_peer)
+        < u64::from(first_peer.active()) * weight(second_peer);
+    Some(if lighter { second } else { first })
+}
+
+/// The eligible peer whose weight span contains `r` (0 ≤ r < total weight).
+fn weighted_nth(
+    peers: &[Arc<Peer>],
+    eligible: &impl Fn(usize) -> bool,
+    mut r: u64,
+) -> Option<usize> {
+    for (i, peer) in peers.iter().enumerate() {
+        if !eligible(i) {
+            continue;
+        }
+        let w = weight(peer);
+        if r < w {
+            return Some(i);
+        }
+        r -= w;
+    }
+    None
+}
+
+/// A peer's weight, with 0 counting as 1.
+fn weight(peer: &Peer) -> u64 {
+    u64::from(peer.config.weight.max(1))
+}
+
+/// The stable hash of a pick key, or `None` when there is none.
+fn key_hash(key: PickKey<'_>) -> Option<u64> {
+    match key {
+        PickKey::None => None,
+        PickKey::Ip(ip) => Some(match ip.to_canonical() {
+            IpAddr::V4(v4) => stable_hash(&[&v4.octets()]),
+            IpAddr::V6(v6) => stable_hash(&[&v6.octets()]),
+        }),
+        PickKey::Bytes(bytes) => Some(stable_hash(&[bytes])),
+    }
+}
+
+/// Where point number `point` of a peer sits on the ring: derived from the
+/// peer's name, or from its position when it has none, never from anything
+/// random, so the ring is the same after a restart.
+fn ring_point(peer: &Peer, index: usize, point: u64) -> u64 {
+    let point = point.to_le_bytes();
+    if peer.name().is_empty() {
+        let index = (index as u64).to_le_bytes();
+        stable_hash(&[b"#", &index, b"-", &point])
+    } else {
+        stable_hash(&[peer.name().as_bytes(), b"-", &point])
+    }
+}
+
+/// FNV-1a over the parts, then a murmur3 finaliser so that keys differing
+/// only in their last bytes still land far apart. No seed: stable across
+/// processes, restarts and machines.
+fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in parts.iter().flat_map(|p| p.iter()) {
+        h ^= u64::from(*byte);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(h)
+}
+
+/// murmur3's 64-bit finaliser.
+fn mix(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^= k >> 33;
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::peer::PeerConfig;
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    const _: () = {
+        const fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Balancer>();
+    };
+
+    fn cfg(weight: u32) -> PeerConfig {
+        PeerConfig {
+            weight,
+            ..PeerConfig::default()
+        }
+    }
+
+    fn peers(configs: Vec<PeerConfig>) -> Vec<Arc<Peer>> {
+        configs
+            .into_iter()
+            .map(|c| Arc::new(Peer::new(c)))
+            .collect()
+    }
+
+    fn weighted(weights: &[u32]) -> Vec<Arc<Peer>> {
+        peers(weights.iter().map(|&w| cfg(w)).collect())
+    }
+
+    /// `n` picks with nothing tried; panics if a pick finds no peer.
+    fn picks(b: &Balancer, ps: &[Arc<Peer>], n: usize, now: Instant) -> Vec<usize> {
+        (0..n)
+            .map(|_| {
+                b.pick(ps, PickKey::None, &Tried::new(ps.len()), now)
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn counts(seq: &[usize], n: usize) -> Vec<usize> {
+        let mut c = vec![0; n];
+        for &i in seq {
+            c[i] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn tried_is_a_set() {
+        let mut t = Tried::new(200);
+        assert!(t.is_empty());
+        assert!(t.insert(3));
+        assert!(!t.insert(3));
+        assert!(t.insert(63));
+        assert!(t.insert(64));
+        assert!(t.insert(199));
+        assert!(t.contains(3) && t.contains(63) && t.contains(64) && t.contains(199));
+        assert!(!t.contains(4) && !t.contains(65) && !t.contains(1000));
+        assert_eq!(t.len(), 4);
+        assert!(!t.is_empty());
+        assert_eq!(Tried::new(64).high.capacity(), 0, "no heap for n <= 64");
+    }
+
+    #[test]
+    fn round_robin_weights_5_to_1_split_exactly() {
+        let ps = weighted(&[5, 1]);
+        let b = Balancer::new(Balance::RoundRobin, &ps);
+        let seq = picks(&b, &ps, 300, Instant::now());
+        assert_eq!(counts(&seq, 2), vec![250, 50]);
+    }
+
+    #[test]
+    fn round_robin_is_smooth() {
+        // nginx's documented order for weights 5, 1, 1.
+        let ps = weighted(&[5, 1, 1]);
+        let b = Balancer::new(Balance::RoundRobin, &ps);
+        let seq = picks(&b, &ps, 700, Instant::now());
+        assert_eq!(&seq[..7], &[0, 0, 1, 0, 2, 0, 0]);
+        // A plain weighted round robin would send 5 in a row to peer 0.
+        let longest_run = seq
+            .chunk_by(|a, b| a == b)
+            .filter(|run| run[0] == 0)
+            .map(<[usize]>::len)
+            .max();
+        assert_eq!(longest_run, Some(4));
+        assert_eq!(counts(&seq, 3), vec![500, 100, 100]);
+    }
+
+    #[test]
+    fn down_peer_is_never_picked() {
+        let ps = peers(vec![
+            cfg(1),
+            PeerConfig {
+                down: true,
+                ..cfg(10)
+            },
+            cfg(1),
+        ]);
+        for kind in [Balance::RoundRobin, Balance::LeastConn, Balance::Random2] {
+            let b = Balancer::new(kind, &ps);
+            let seq = picks(&b, &ps, 100, Instant::now());
+            assert_eq!(counts(&seq, 3)[1], 0, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn failed_peer_is_skipped_until_fail_timeout_passes() {
+        let ps = peers(vec![
+            PeerConfig {
+                max_fails: 2,
+                fail_timeout: Duration::from_secs(10),
+                ..cfg(1)
+            },
+            cfg(1),
+        ]);
+        let b = Balancer::new(Balance::RoundRobin, &ps);
+        let t0 = Instant::now();
+        ps[0].record_failure(t0);
+        assert!(
+            counts(&picks(&b, &ps, 10, t0), 2)[0] > 0,
+            "one failure is not enough"
+        );
+        ps[0].record_failure(t0 + Duration::from_secs(3));
+        let during = picks(&b, &ps, 10, t0 + Duration::from_secs(12));
+        assert_eq!(counts(&during, 2), vec![0, 10]);
+        let after = picks(&b, &ps, 10, t0 + Duration::from_secs(13));
+        assert_eq!(counts(&after, 2), vec![5, 5]);
+    }
+
+    #[test]
+    fn backup_only_when_every_primary_is_unavailable() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(10);
+        let ps = peers(vec![
+            PeerConfig {
+                fail_timeout: timeout,
+                ..cfg(1)
+            },
+            PeerConfig {
+                fail_timeout: timeout,
+                ..cfg(1)
+            },
+            PeerConfig {
+                backup: true,
+                ..cfg(3)
+            },
+            PeerConfig {
+                backup: true,
+                ..cfg(1)
+            },
+        ]);
+        for kind in [
+            Balance::RoundRobin,
+            Balance::LeastConn,
+            Balance::IpHash,
+            Balance::Hash,
+            Balance::Random2,
+        ] {
+            let b = Balancer::new(kind, &ps);
+            let key = PickKey::Bytes(b"/some/key");
+            let pick = |now| b.pick(&ps, key, &Tried::new(4), now);
+            let now = t0;
+            assert!(matches!(pick(now), Some(0 | 1)), "{kind:?}");
+            ps[0].record_failure(now);
+            assert_eq!(pick(now), Some(1), "{kind:?}");
+            ps[1].record_failure(now + Duration::from_secs(1));
+            // Every primary down: the backups, 3:1 by round robin.
+            let backups: Vec<_> = (0..8).map(|_| pick(now)).collect();
+            let threes = backups.iter().filter(|&&p| p == Some(2)).count();
+            let fours = backups.iter().filter(|&&p| p == Some(3)).count();
+            assert_eq!((threes, fours), (6, 2), "{kind:?}");
+            // A primary back: backups are dropped again.
+            let later = now + timeout;
+            ps[0].record_success(later);
+            for _ in 0..10 {
+                assert_eq!(pick(later), Some(0), "{kind:?}");
+            }
+            ps[1].record_success(later + Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn tried_peers_are_excluded_and_all_tried_is_none() {
+        let ps = weighted(&[1, 1, 1]);
+        for kind in [
+            Balance::RoundRobin,
+            Balance::LeastConn,
+            Balance::IpHash,
+            Balance::Hash,
+            Balance::Random2,
+        ] {
+            let b = Balancer::new(kind, &ps);
+            let key = PickKey::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+            let now = Instant::now();
+            let mut tried = Tried::new(3);
+            for _ in 0..3 {
+                let i = b.pick(&ps, key, &tried, now).unwrap();
+                assert!(tried.insert(i), "{kind:?} picked a tried peer");
+            }
+            assert_eq!(b.pick(&ps, key, &tried, now), None, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn least_conn_follows_active_counts() {
+        let ps = weighted(&[1, 1, 2]);
+        let b = Balancer::new(Balance::LeastConn, &ps);
+        let now = Instant::now();
+        let pick = || b.pick(&ps, PickKey::None, &Tried::new(3), now).unwrap();
+        let _a = [ps[0].begin(), ps[0].begin()];
+        let _c = [ps[2].begin(), ps[2].begin()];
+        // active/weight: 2/1, 0/1, 2/2.
+        assert_eq!(pick(), 1);
+        let b1 = [ps[1].begin(), ps[1].begin()];
+        // 2/1, 2/1, 2/2: the weighted one is least loaded.
+        assert_eq!(pick(), 2);
+        drop(b1);
+        assert_eq!(pick(), 1);
+        // Ties take turns, by weight.
+        let idle = weighted(&[1, 1, 2]);
+        let fresh = Balancer::new(Balance::LeastConn, &idle);
+        let seq: Vec<_> = (0..8)
+            .map(|_| {
+                fresh
+                    .pick(&idle, PickKey::None, &Tried::new(3), now)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(counts(&seq, 3), vec![2, 2, 4]);
+    }
+
+    #[test]
+    fn ip_hash_is_stable_per_ip_and_spreads() {
+        let ps = weighted(&[1, 1, 1]);
+        let b = Balancer::new(Balance::IpHash, &ps);
+        let now = Instant::now();
+        let ip = |n: u8| PickKey::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)));
+        let mut spread = vec![0; 3];
+        for n in 1..=100 {
+            let first = b.pick(&ps, ip(n), &Tried::new(3), now).unwrap();
+            for _ in 0..5 {
+                assert_eq!(b.pick(&ps, ip(n), &Tried::new(3), now), Some(first));
+            }
+            spread[first] += 1;
+        }
+        assert!(spread.iter().all(|&c| c >= 15), "{spread:?}");
+        // The same client over IPv4-mapped IPv6 is the same client.
+        let mapped = PickKey::Ip(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()));
+        assert_eq!(
+            b.pick(&ps, mapped, &Tried::new(3), now),
+            b.pick(&ps, ip(1), &Tried::new(3), now)
+        );
+    }
+
+    #[test]
+    fn ip_hash_moves_only_the_clients_of_a_failed_peer() {
+        let ps = weighted(&[1, 1, 1]);
+        let b = Balancer::new(Balance::IpHash, &ps);
+        let t0 = Instant::now();
+        let ip = |n: u8| PickKey::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, n)));
+        let before: Vec<_> = (0..100)
+            .map(|n| b.pick(&ps, ip(n), &Tried::new(3), t0).unwrap())
+            .collect();
+        ps[2].record_failure(t0);
+        for (n, &was) in (0..100).zip(&before) {
+            let now = b.pick(&ps, ip(n), &Tried::new(3), t0).unwrap();
+            if was == 2 {
+                assert_ne!(now, 2);
+            } else {
+                assert_eq!(now, was);
+            }
+        }
+    }
+
+    #[test]
+    fn hash_is_stable_and_consistent() {
+        let named = |names: &[&str]| -> Vec<Arc<Peer>> {
+            names
+                .iter()
+                .map(|n| Arc::new(Peer::with_name(PeerConfig::default(), *n)))
+                .collect()
+        };
+        let all = named(&["a:80", "b:80", "c:80", "d:80"]);
+        let three = named(&["a:80", "c:80", "d:80"]);
+        let (b4, b3) = (
+            Balancer::new(Balance::Hash, &all),
+            Balancer::new(Balance::Hash, &three),
+        );
+        // New peer objects with the same names, as after a restart.
+        let restarted = named(&["a:80", "b:80", "c:80", "d:80"]);
+        let b4_again = Balancer::new(Balance::Hash, &restarted);
+        let now = Instant::now();
+        let owner = |b: &Balancer, ps: &[Arc<Peer>], key: &str| {
+            let i = b
+                .pick(
+                    ps,
+                    PickKey::Bytes(key.as_bytes()),
+                    &Tried::new(ps.len()),
+                    now,
+                )
+                .unwrap();
+            ps[i].name().to_owned()
+        };
+        let keys: Vec<String> = (0..1000).map(|k| format!("/item/{k}")).collect();
+        let mut moved = 0;
+        let mut per_peer = std::collections::HashMap::new();
+        for key in &keys {
+            let before = owner(&b4, &all, key);
+            assert_eq!(owner(&b4, &all, key), before, "stable per key");
+            assert_eq!(
+                owner(&b4_again, &restarted, key),
+                before,
+                "stable across restarts"
+            );
+            let after = owner(&b3, &three, key);
+            if before != after {
+                assert_eq!(before, "b:80", "only the removed peer's keys move");
+                moved += 1;
+            }
+            *per_peer.entry(before).or_insert(0) += 1;
+        }
+        assert!(moved < 400, "{moved} of 1000 keys moved");
+        assert!(per_peer.values().all(|&c| c > 150), "{per_peer:?}");
+    }
+
+    #[test]
+    fn hash_walks_past_unusable_peers() {
+        let ps = weighted(&[1, 1, 1, 1]);
+        let b = Balancer::new(Balance::Hash, &ps);
+        let now = Instant::now();
+        let key = PickKey::Bytes(b"/cart");
+        let mut tried = Tried::new(4);
+        let first = b.pick(&ps, key, &tried, now).unwrap();
+        tried.insert(first);
+        let second = b.pick(&ps, key, &tried, now).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(
+            b.pick(&ps, key, &tried, now),
+            Some(second),
+            "the walk is deterministic"
+        );
+    }
+
+    #[test]
+    fn missing_key_falls_back_to_round_robin() {
+        let ps = weighted(&[1, 1]);
+        for kind in [Balance::IpHash, Balance::Hash] {
+            let b = Balancer::new(kind, &ps);
+            let seq = picks(&b, &ps, 10, Instant::now());
+            assert_eq!(counts(&seq, 2), vec![5, 5], "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn random2_prefers_the_idle_peer() {
+        let ps = weighted(&[1, 1, 1]);
+        let b = Balancer::new(Balance::Random2, &ps);
+        let now = Instant::now();
+        let _load: Vec<_> = (0..5).map(|_| ps[0].begin()).collect();
+        let seq = picks(&b, &ps, 300, now);
+        let c = counts(&seq, 3);
+        assert_eq!(c[0], 0, "{c:?}");
+        assert!(c[1] > 0 && c[2] > 0, "{c:?}");
+        // With two peers both are always drawn, so the idle one always wins.
+        let two = weighted(&[1, 1]);
+        let b2 = Balancer::new(Balance::Random2, &two);
+        let _busy = two[1].begin();
+        assert_eq!(counts(&picks(&b2, &two, 50, now), 2), vec![50, 0]);
+    }
+}

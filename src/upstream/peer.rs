@@ -1,0 +1,408 @@
+//! One upstream peer's shared state: its configuration, passive health
+//! (nginx's `max_fails` within `fail_timeout`) and its requests in flight.
+//!
+//! Every worker thread shares one `Arc<Peer>`, and it should outlive config
+//! reloads while its definition is unchanged, so health marks survive. It
+//! knows nothing of addresses, sockets or HTTP: the proxy reports outcomes,
+//! and time is passed in as an `Instant` so tests need no sleeps.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Source of [`Peer::id`]: unique for the life of the process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A peer's settings, as in an nginx `server` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Share of the traffic relative to the other peers; 0 counts as 1.
+    pub weight: u32,
+    /// Failures within `fail_timeout` that mark the peer failed; 0 turns
+    /// passive health off for this peer.
+    pub max_fails: u32,
+    /// Both the window in which failures are counted and how long a failed
+    /// peer is left alone before requests are let through again.
+    pub fail_timeout: Duration,
+    /// Used only when no primary (non-backup) peer is available.
+    pub backup: bool,
+    /// Taken out of rotation by the operator; never picked.
+    pub down: bool,
+}
+
+impl Default for PeerConfig {
+    /// nginx's defaults: `weight=1 max_fails=1 fail_timeout=10s`.
+    fn default() -> Self {
+        PeerConfig {
+            weight: 1,
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+            backup: false,
+            down: false,
+        }
+    }
+}
+
+/// One upstream peer, shared by all worker threads.
+#[derive(Debug)]
+pub struct Peer {
+    /// The settings this peer was built with.
+    pub config: PeerConfig,
+    /// Process-unique, for logs and for telling peers apart across reloads.
+    id: u64,
+    /// Stable identity (usually the address) that places the peer on the
+    /// consistent-hash ring; empty when none was given.
+    name: String,
+    /// Mirrors `health.failed_at.is_some()`, so the common "healthy" check
+    /// in [`Peer::is_available`] takes no lock.
+    marked: AtomicBool,
+    /// Passive health accounting; short critical sections only.
+    health: Mutex<Health>,
+    /// Requests in flight, kept by [`ActiveGuard`].
+    active: AtomicU32,
+}
+
+/// Passive health, nginx-style.
+#[derive(Debug, Default)]
+struct Health {
+    /// Failures counted in the current window (or since the peer was marked).
+    fails: u32,
+    /// When the current counting window began (its first failure).
+    window_start: Option<Instant>,
+    /// When the peer was last marked failed. Stays set after the down period
+    /// ends, until a success proves it healthy: a failure then re-marks it
+    /// at once (the failed probe).
+    failed_at: Option<Instant>,
+}
+
+impl Peer {
+    /// A peer with no name; on a hash ring it is placed by its position in
+    /// the peer list. Prefer [`Peer::with_name`] for `hash` upstreams.
+    pub fn new(config: PeerConfig) -> Self {
+        Self::with_name(config, String::new())
+    }
+
+    /// A peer with a stable name (its address, say) that places it on the
+    /// consistent-hash ring, so adding or removing other peers, or a restart,
+    /// does not move its keys.
+    pub fn with_name(config: PeerConfig, name: impl Into<String>) -> Self {
+        Peer {
+            config,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name: name.into(),
+            marked: AtomicBool::new(false),
+            health: Mutex::new(Health::default()),
+            active: AtomicU32::new(0),
+        }
+    }
+
+    /// Process-unique id of this peer.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The name given to [`Peer::with_name`], or `""`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// False when the operator marked the peer `down`, or when it was marked
+    /// failed and `fail_timeout` has not yet passed since.
+    pub fn is_available(&self, now: Instant) -> bool {
+        if self.config.down {
+            return false;
+        }
+        if !self.marked.load(Ordering::Acquire) {
+            return true;
+        }
+        !self.is_failed(&self.lock(), now)
+    }
+
+    /// Counts a failed attempt (connect error, timeout, 502/504). When
+    /// `max_fails` failures fall within one `fail_timeout` window, the peer
+    /// is unavailable for `fail_timeout`; after that a single failure marks
+    /// it again. Returns true when this call marked the peer failed.
+    pub fn record_failure(&self, now: Instant) -> bool {
+        let max_fails = self.config.max_fails;
+        if max_fails == 0 {
+            return false;
+        }
+        let timeout = self.config.fail_timeout;
+        let mut health = self.lock();
+        health.fails = health.fails.saturating_add(1);
+        if let Some(failed_at) = health.failed_at {
+            if self.is_failed(&health, now) {
+                // Requests that were in flight when it was marked: fresh
+                // evidence, so the down period runs from the latest one.
+                health.failed_at = Some(failed_at.max(now));
+                return false;
+            }
+            // The first requests let through after the down period failed.
+            health.failed_at = Some(now);
+            return true;
+        }
+        let window_over = health
+            .window_start
+            .is_none_or(|start| now.saturating_duration_since(start) >= timeout);
+        if window_over {
+            health.window_start = Some(now);
+            health.fails = 1;
+        }
+        if health.fails >= max_fails {
+            health.failed_at = Some(now);
+            self.marked.store(true, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// Counts a successful attempt. After the down period has ended this
+    /// clears the failure count and the mark; within a counting window it
+    /// changes nothing (as in nginx, successes do not forgive failures).
+    pub fn record_success(&self, now: Instant) {
+        if !self.marked.load(Ordering::Acquire) {
+            return;
+        }
+        let mut health = self.lock();
+        if health.failed_at.is_some() && !self.is_failed(&health, now) {
+            *health = Health::default();
+            self.marked.store(false, Ordering::Release);
+        }
+    }
+
+    /// Requests in flight to this peer.
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the returned guard is dropped.
+    pub fn begin(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard {
+            peer: Arc::clone(self),
+        }
+    }
+
+    /// A snapshot for the status page.
+    pub fn health(&self, now: Instant) -> PeerHealth {
+        let health = self.lock();
+        let timeout = self.config.fail_timeout;
+        let failed = self.is_failed(&health, now);
+        let window_live = health
+            .window_start
+            .is_some_and(|start| now.saturating_duration_since(start) < timeout);
+        let fails = if health.failed_at.is_some() || window_live {
+            health.fails
+        } else {
+            0
+        };
+        let retry_in_ms = match health.failed_at {
+            Some(at) if failed => {
+                let left = timeout.saturating_sub(now.saturating_duration_since(at));
+                // Round up, so a peer still failed never shows 0.
+                Some(u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX))
+            }
+            _ => None,
+        };
+        let state = if self.config.down {
+            "down"
+        } else if failed {
+            "failed"
+        } else {
+            "up"
+        };
+        PeerHealth {
+            state,
+            fails,
+            retry_in_ms: if self.config.down { None } else { retry_in_ms },
+            active: self.active(),
+        }
+    }
+
+    /// Whether the peer is within its down period at `now`. An `Instant`
+    /// earlier than the mark (another thread's clock read) counts as within.
+    fn is_failed(&self, health: &Health, now: Instant) -> bool {
+        health
+            .failed_at
+            .is_some_and(|at| now.saturating_duration_since(at) < self.config.fail_timeout)
+    }
+
+    /// The critical sections cannot panic, but a poisoned lock must not
+    /// take the peer out for good either.
+    fn lock(&self) -> MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Holds one request "in flight" on a peer; dropping it ends the request.
+#[derive(Debug)]
+#[must_use = "the request counts as active only while the guard is alive"]
+pub struct ActiveGuard {
+    peer: Arc<Peer>,
+}
+
+impl ActiveGuard {
+    /// The peer this request is on.
+    pub fn peer(&self) -> &Arc<Peer> {
+        &self.peer
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.peer.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A peer's health as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerHealth {
+    /// `"up"`, `"down"` (taken out by config) or `"failed"` (passive health).
+    pub state: &'static str,
+    /// Failures counted in the current window.
+    pub fails: u32,
+    /// While failed: milliseconds until requests are let through again.
+    pub retry_in_ms: Option<u64>,
+    /// Requests in flight.
+    pub active: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn peer(max_fails: u32, fail_timeout: Duration) -> Peer {
+        Peer::new(PeerConfig {
+            max_fails,
+            fail_timeout,
+            ..PeerConfig::default()
+        })
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let a = Peer::new(PeerConfig::default());
+        let b = Peer::new(PeerConfig::default());
+        assert_ne!(a.id(), b.id());
+        assert_eq!(
+            Peer::with_name(PeerConfig::default(), "10.0.0.1:80").name(),
+            "10.0.0.1:80"
+        );
+    }
+
+    #[test]
+    fn config_down_is_never_available() {
+        let p = Peer::new(PeerConfig {
+            down: true,
+            ..PeerConfig::default()
+        });
+        let t0 = Instant::now();
+        assert!(!p.is_available(t0));
+        p.record_success(t0);
+        assert!(!p.is_available(t0 + 3600 * SEC));
+        assert_eq!(p.health(t0).state, "down");
+        assert_eq!(p.health(t0).retry_in_ms, None);
+    }
+
+    #[test]
+    fn max_fails_within_window_marks_failed_until_timeout() {
+        let p = peer(3, 10 * SEC);
+        let t0 = Instant::now();
+        assert!(!p.record_failure(t0));
+        assert!(!p.record_failure(t0 + 2 * SEC));
+        assert!(p.is_available(t0 + 3 * SEC));
+        assert!(
+            p.record_failure(t0 + 4 * SEC),
+            "third failure within 10s marks it"
+        );
+        assert!(!p.is_available(t0 + 4 * SEC));
+        assert!(!p.is_available(t0 + 13 * SEC));
+        let h = p.health(t0 + 13 * SEC);
+        assert_eq!((h.state, h.fails, h.retry_in_ms), ("failed", 3, Some(1000)));
+        // The down period is over: requests go through again.
+        assert!(p.is_available(t0 + 14 * SEC));
+        assert_eq!(p.health(t0 + 14 * SEC).state, "up");
+    }
+
+    #[test]
+    fn failed_probe_marks_again_and_success_clears() {
+        let p = peer(2, 10 * SEC);
+        let t0 = Instant::now();
+        p.record_failure(t0);
+        assert!(p.record_failure(t0));
+        // A straggler failing during the down period extends it.
+        assert!(!p.record_failure(t0 + 5 * SEC));
+        assert!(!p.is_available(t0 + 12 * SEC));
+        // A success inside the down period forgives nothing.
+        p.record_success(t0 + 12 * SEC);
+        assert!(!p.is_available(t0 + 14 * SEC));
+        assert!(p.is_available(t0 + 15 * SEC));
+        // One failure of the probe is enough to mark it again.
+        assert!(p.record_failure(t0 + 15 * SEC));
+        assert!(!p.is_available(t0 + 24 * SEC));
+        assert!(p.is_available(t0 + 25 * SEC));
+        // A successful probe clears the count: it takes max_fails again.
+        p.record_success(t0 + 25 * SEC);
+        assert_eq!(p.health(t0 + 25 * SEC).fails, 0);
+        assert!(!p.record_failure(t0 + 26 * SEC));
+        assert!(p.is_available(t0 + 26 * SEC));
+        assert!(p.record_failure(t0 + 27 * SEC));
+    }
+
+    #[test]
+    fn failures_spread_wider_than_timeout_do_not_mark() {
+        let p = peer(3, 10 * SEC);
+        let t0 = Instant::now();
+        for i in 0..10u32 {
+            assert!(!p.record_failure(t0 + i * 6 * SEC), "failure {i}");
+        }
+        assert!(p.is_available(t0 + 60 * SEC));
+        assert_eq!(p.health(t0 + 80 * SEC).fails, 0, "the window has lapsed");
+    }
+
+    #[test]
+    fn max_fails_zero_disables_accounting() {
+        let p = peer(0, 10 * SEC);
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            assert!(!p.record_failure(t0));
+        }
+        assert!(p.is_available(t0));
+        assert_eq!(p.health(t0).fails, 0);
+    }
+
+    #[test]
+    fn active_guard_counts_requests_in_flight() {
+        let p = Arc::new(Peer::new(PeerConfig::default()));
+        let a = p.begin();
+        let b = p.begin();
+        assert_eq!(p.active(), 2);
+        assert_eq!(a.peer().id(), p.id());
+        drop(a);
+        assert_eq!(p.active(), 1);
+        assert_eq!(p.health(Instant::now()).active, 1);
+        drop(b);
+        assert_eq!(p.active(), 0);
+    }
+
+    #[test]
+    fn health_serializes_for_status() {
+        fn assert_serialize<T: serde::Serialize>(_: &T) {}
+        let p = peer(1, 10 * SEC);
+        let t0 = Instant::now();
+        p.record_failure(t0);
+        let h = p.health(t0 + SEC);
+        assert_eq!(
+            h,
+            PeerHealth {
+                state: "failed",
+                fails: 1,
+                retry_in_ms: Some(9000),
+                active: 0
+            }
+        );
+        assert_serialize(&h);
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests: the real moongate binary on loopback in front of real
+//! origins, driven by real HTTP clients. One test binary (link time on 2
+//! cores), one module per feature.
+
+mod support;

@@ -1,0 +1,358 @@
+//! Test support: the real `moongate` binary started on port 0 from a
+//! conf.d written into a temp dir (killed on drop), fake origins built on
+//! hyper (TCP or unix socket, port 0), and HTTP clients.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+/// A running `moongate run` process.
+pub struct Moongate {
+    child: Option<Child>,
+    /// The conf.d directory (a temp dir).
+    pub dir: tempfile::TempDir,
+    /// Every `http://` listener, in the order logged.
+    pub http: Vec<SocketAddr>,
+    /// Every `https://` listener.
+    pub https: Vec<SocketAddr>,
+    /// The admin listener, if configured.
+    pub admin: Option<SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Moongate {
+    /// Writes `conf` as conf.d/00-test.toml and starts moongate on it.
+    pub fn start(conf: &str) -> Moongate {
+        Self::start_files(&[("00-test.toml", conf)])
+    }
+
+    /// Starts moongate on a conf.d made of these files.
+    pub fn start_files(files: &[(&str, &str)]) -> Moongate {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write conf");
+        }
+        Self::start_in(dir)
+    }
+
+    /// Starts moongate on an already written conf.d.
+    pub fn start_in(dir: tempfile::TempDir) -> Moongate {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_moongate"))
+            .arg("run")
+            .arg("-c")
+            .arg(dir.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn moongate");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("MOONGATE_TEST_LOG").is_some() {
+                    eprintln!("[moongate] {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut mg = Moongate {
+            child: Some(child),
+            dir,
+            http: Vec::new(),
+            https: Vec::new(),
+            admin: None,
+            log,
+        };
+        mg.wait_log("moongate ready", Duration::from_secs(20));
+        for line in mg.log_lines() {
+            if let Some(rest) = line.split("admin listening on http://").nth(1) {
+                mg.admin = rest.trim().parse().ok();
+            } else if let Some(rest) = line.split("listening on http://").nth(1) {
+                mg.http.push(rest.trim().parse().expect("http addr"));
+            } else if let Some(rest) = line.split("listening on https://").nth(1) {
+                mg.https.push(rest.trim().parse().expect("https addr"));
+            }
+        }
+        mg
+    }
+
+    /// The first plain listener as a base URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http[0], path)
+    }
+
+    /// The admin base URL.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin.expect("admin listener"), path)
+    }
+
+    /// The conf.d path.
+    pub fn conf_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Lines logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains `needle`; panics with the log otherwise.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_log_after(0, needle, timeout)
+    }
+
+    /// Like `wait_log`, considering only lines after the first `skip`.
+    pub fn wait_log_after(&self, skip: usize, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self
+                .log_lines()
+                .iter()
+                .skip(skip)
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no log line containing {needle:?} within {timeout:?}; log:\n{}",
+                    self.log_lines().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).expect("running")
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replaces a conf.d file (atomically, as editors and deploy tools do).
+    pub fn write_conf(&self, name: &str, text: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write tmp conf");
+        std::fs::rename(&tmp, self.dir.path().join(name)).expect("rename conf");
+    }
+}
+
+impl Drop for Moongate {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What an origin's handler returns.
+pub type Reply = Response<Full<Bytes>>;
+
+/// A fake origin on loopback: counts requests, answers with `handler`.
+pub struct Origin {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests served.
+    pub hits: Arc<AtomicUsize>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Origin {
+    /// Starts an origin on 127.0.0.1:0 on the current tokio runtime.
+    pub async fn start<F, Fut>(handler: F) -> Origin
+    where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Reply> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = listener.accept() => {
+                        let Ok((stream, _)) = r else { continue };
+                        let _ = stream.set_nodelay(true);
+                        serve_origin_conn(TokioIo::new(stream), handler.clone(), counter.clone());
+                    }
+                    _ = stopped.changed() => break,
+                }
+            }
+        });
+        Origin { addr, hits, stop }
+    }
+
+    /// An origin that answers every request with 200 and body `name`,
+    /// plus an `x-origin: name` header.
+    pub async fn named(name: &'static str) -> Origin {
+        Self::start(move |_req| async move { text(200, name) }).await
+    }
+
+    /// Requests served so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting (open connections stay).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn serve_origin_conn<I, F, Fut>(io: I, handler: F, hits: Arc<AtomicUsize>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Reply> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = service_fn(move |req| {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let fut = handler(req);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await;
+    });
+}
+
+/// An origin on a unix socket at `path`.
+pub async fn unix_origin<F, Fut>(path: &Path, handler: F) -> Arc<AtomicUsize>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Reply> + Send + 'static,
+{
+    let listener = tokio::net::UnixListener::bind(path).expect("bind unix origin");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            serve_origin_conn(TokioIo::new(stream), handler.clone(), counter.clone());
+        }
+    });
+    hits
+}
+
+/// A text reply with `x-origin` set to the body.
+pub fn text(status: u16, body: &str) -> Reply {
+    Response::builder()
+        .status(status)
+        .header("x-origin", body)
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("reply")
+}
+
+/// Replies with the request's method, URI and headers as JSON.
+pub async fn echo(req: Request<Incoming>) -> Reply {
+    let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in req.headers() {
+        headers
+            .entry(k.as_str().to_string())
+            .or_default()
+            .push(v.to_str().unwrap_or("").to_string());
+    }
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let json = serde_json::json!({
+        "method": method,
+        "uri": uri,
+        "headers": headers,
+        "body_len": body.len(),
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(json.to_string())))
+        .expect("reply")
+}
+
+/// A reqwest client for plain HTTP/1.1 (no proxy from the environment).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client")
+}
+
+/// Installs ring as rustls' provider for test clients (once).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A fresh temp path for a unix socket.
+pub fn sock_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+/// Sends raw bytes on a new connection and reads until the server closes
+/// it or `timeout` passes; returns everything read.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(timeout, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw HTTP/1.1 answer.
+pub fn raw_status(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
