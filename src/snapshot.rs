@@ -124,7 +124,7 @@ pub fn compile(
             }
             RouteTarget::Static { root } => Target::Static {
                 prefix: match &route.path {
-                    config::PathMatch::Prefix(p) => p.clone(),
+                    PathMatch::Prefix(p) => p.clone(),
                     _ => String::new(),
                 },
                 options: StaticOptions {

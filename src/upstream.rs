@@ -67,7 +67,7 @@ impl Upstream {
             Some(k) => Some(VarTemplate::parse(k)?),
             None => None,
         };
-        let balancer = Balancer::new(balance_kind(def.balance), &peers);
+        let balancer = Balancer::new(def.balance, &peers);
         Ok(Upstream {
             def,
             peers,
@@ -79,16 +79,6 @@ impl Upstream {
     /// The address of peer `i`.
     pub fn addr(&self, i: usize) -> Option<&PeerAddr> {
         self.def.servers.get(i).map(|s| &s.addr)
-    }
-}
-
-fn balance_kind(b: config::Balance) -> balance::Balance {
-    match b {
-        config::Balance::RoundRobin => balance::Balance::RoundRobin,
-        config::Balance::LeastConn => balance::Balance::LeastConn,
-        config::Balance::IpHash => balance::Balance::IpHash,
-        config::Balance::Hash => balance::Balance::Hash,
-        config::Balance::Random2 => balance::Balance::Random2,
     }
 }
 

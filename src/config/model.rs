@@ -170,33 +170,8 @@ impl PartialEq for Upstream {
     }
 }
 
-/// Balancing method of an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Balance {
-    /// Smooth weighted round robin (nginx's default).
-    RoundRobin,
-    /// Fewest active requests, weighted.
-    LeastConn,
-    /// Sticky by client address.
-    IpHash,
-    /// Consistent hash of `key`.
-    Hash,
-    /// Power of two random choices, by active requests.
-    Random2,
-}
-
-impl Balance {
-    /// The conf.d spelling, for messages and the status page.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Balance::RoundRobin => "round_robin",
-            Balance::LeastConn => "least_conn",
-            Balance::IpHash => "ip_hash",
-            Balance::Hash => "hash",
-            Balance::Random2 => "random2",
-        }
-    }
-}
+/// Balancing method of an upstream (the balancer's own type).
+pub use crate::upstream::balance::Balance;
 
 /// One peer of an upstream.
 #[derive(Debug, Clone, PartialEq)]
@@ -252,16 +227,8 @@ pub struct Route {
     pub expires: Option<Duration>,
 }
 
-/// How a route matches the request path.
-#[derive(Debug, Clone)]
-pub enum PathMatch {
-    /// `path`: the request path starts with this.
-    Prefix(String),
-    /// `path_exact`: the request path is exactly this.
-    Exact(String),
-    /// `path_regex`: the request path matches this.
-    Regex(regex::Regex),
-}
+/// How a route matches the request path (the router's own type).
+pub use crate::route::PathMatch;
 
 /// Where a route sends requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,14 +242,8 @@ pub enum RouteTarget {
     },
 }
 
-/// `rewrite = { from, to }`.
-#[derive(Debug, Clone)]
-pub struct Rewrite {
-    /// Matched against the path.
-    pub from: regex::Regex,
-    /// Replacement in `regex` syntax (`$1`, `${name}`); its references are checked.
-    pub to: String,
-}
+/// `rewrite = { from, to }` (the router's own type).
+pub use crate::route::Rewrite;
 
 #[cfg(test)]
 mod tests {

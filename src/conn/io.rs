@@ -72,7 +72,7 @@ impl ConnWatch {
 }
 
 /// Arms a timer while writes make no progress.
-pub struct WriteTimer {
+struct WriteTimer {
     timeout: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
@@ -80,7 +80,7 @@ pub struct WriteTimer {
 
 impl WriteTimer {
     /// A timer that fails writes stalled for `timeout`.
-    pub fn new(timeout: Duration) -> Self {
+    fn new(timeout: Duration) -> Self {
         WriteTimer {
             timeout,
             sleep: None,
@@ -89,7 +89,7 @@ impl WriteTimer {
     }
 
     /// Passes `result` through, turning a stall past the timeout into an error.
-    pub fn check<T>(
+    fn check<T>(
         &mut self,
         cx: &mut Context<'_>,
         result: Poll<io::Result<T>>,
@@ -124,6 +124,68 @@ impl WriteTimer {
     }
 }
 
+/// A socket whose stalled writes fail after a timeout (reads pass through).
+pub struct WriteTimed<S> {
+    inner: S,
+    writes: WriteTimer,
+}
+
+impl<S> WriteTimed<S> {
+    /// Wraps `inner`; a write making no progress for `timeout` fails.
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        WriteTimed {
+            inner,
+            writes: WriteTimer::new(timeout),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.writes.check(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.writes.check(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.writes.check(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Timeouts applied to one client connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnTimeouts {
@@ -137,12 +199,11 @@ pub struct ConnTimeouts {
 
 /// The client socket with request-phase deadlines; see the module docs.
 pub struct ClientIo<S> {
-    inner: S,
+    inner: WriteTimed<S>,
     watch: Arc<ConnWatch>,
     timeouts: ConnTimeouts,
     timer_phase: u8,
     timer: Pin<Box<Sleep>>,
-    writes: WriteTimer,
     first_read: bool,
     scan: HeadScan,
     wrote_408: bool,
@@ -152,12 +213,11 @@ impl<S> ClientIo<S> {
     /// Wraps a freshly accepted (and, for TLS, handshaken) socket.
     pub fn new(inner: S, watch: Arc<ConnWatch>, timeouts: ConnTimeouts) -> Self {
         ClientIo {
-            inner,
+            inner: WriteTimed::new(inner, timeouts.send),
             watch,
             timeouts,
             timer_phase: IN_HEAD,
             timer: Box::pin(tokio::time::sleep(timeouts.header)),
-            writes: WriteTimer::new(timeouts.send),
             first_read: true,
             scan: HeadScan::default(),
             wrote_408: false,
@@ -234,8 +294,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                     }
                     if !this.wrote_408 {
                         this.wrote_408 = true;
-                        let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
-                        let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                        let raw = &mut this.inner.inner;
+                        let _ = Pin::new(&mut *raw).poll_write(cx, RESPONSE_408);
+                        let _ = Pin::new(raw).poll_flush(cx);
                     }
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -255,9 +316,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_write(cx, data);
-        this.writes.check(cx, r)
+        Pin::new(&mut self.inner).poll_write(cx, data)
     }
 
     fn poll_write_vectored(
@@ -265,9 +324,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.writes.check(cx, r)
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -275,9 +332,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_flush(cx);
-        this.writes.check(cx, r)
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -34,6 +34,19 @@ pub enum Balance {
     Random2,
 }
 
+impl Balance {
+    /// The conf.d spelling, for messages and the status page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastConn => "least_conn",
+            Balance::IpHash => "ip_hash",
+            Balance::Hash => "hash",
+            Balance::Random2 => "random2",
+        }
+    }
+}
+
 /// What the hashing balancers hash; the others ignore it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PickKey<'a> {

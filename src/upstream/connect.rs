@@ -3,17 +3,15 @@
 //! that stall for the upstream's `send_timeout` fail it.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::pool::Sender;
 use crate::config::PeerAddr;
-use crate::conn::io::WriteTimer;
+use crate::conn::io::WriteTimed;
 use crate::error::ProxyError;
 
 /// Connects to `addr` within `connect_timeout` and starts the HTTP/1.1
@@ -33,10 +31,7 @@ pub async fn connect(
         }
         Ok(Ok(s)) => s,
     };
-    let io = TokioIo::new(UpstreamIo {
-        inner: stream,
-        writes: WriteTimer::new(send_timeout),
-    });
+    let io = TokioIo::new(WriteTimed::new(stream, send_timeout));
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(io)
         .await
@@ -52,88 +47,18 @@ pub async fn connect(
     Ok(sender)
 }
 
-async fn open(addr: &PeerAddr) -> io::Result<Stream> {
+/// Any connected byte stream (TCP or unix socket).
+trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Socket for T {}
+
+async fn open(addr: &PeerAddr) -> io::Result<Box<dyn Socket>> {
     match addr {
         PeerAddr::Tcp(sa) => {
             let s = TcpStream::connect(sa).await?;
             s.set_nodelay(true)?;
-            Ok(Stream::Tcp(s))
+            Ok(Box::new(s))
         }
-        PeerAddr::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
-    }
-}
-
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-/// A peer socket whose stalled writes time out.
-struct UpstreamIo {
-    inner: Stream,
-    writes: WriteTimer,
-}
-
-impl AsyncRead for UpstreamIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match &mut self.inner {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let r = match &mut this.inner {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, data),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, data),
-        };
-        this.writes.check(cx, r)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let r = match &mut this.inner {
-            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        };
-        this.writes.check(cx, r)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match &self.inner {
-            Stream::Tcp(s) => s.is_write_vectored(),
-            Stream::Unix(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let r = match &mut this.inner {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
-        };
-        this.writes.check(cx, r)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        PeerAddr::Unix(path) => Ok(Box::new(UnixStream::connect(path).await?)),
     }
 }

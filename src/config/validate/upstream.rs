@@ -108,6 +108,7 @@ fn balance(name: &str) -> Result<Balance, String> {
 
 /// A hash key must use at least one `$variable`, or every request lands on one peer.
 fn check_key(key: &str) -> Result<(), String> {
+    crate::vars::VarTemplate::parse(key)?;
     let uses_var = key
         .split('$')
         .skip(1)
