@@ -37,14 +37,17 @@ where
 }
 
 /// Serves one accepted TCP connection until it closes or `stop` fires.
+/// `listener` is the configured address it was accepted on (the key its
+/// TLS settings are found by).
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    local: SocketAddr,
+    listener: SocketAddr,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(listener);
     let snap = shared.snapshot.load_full();
     let timeouts = ConnTimeouts {
         header: snap.server.client_header_timeout,
@@ -52,7 +55,7 @@ pub async fn serve(
         send: snap.server.send_timeout,
     };
     let max_header = snap.server.max_header_size;
-    match snap.tls_for(local) {
+    match snap.tls_for(listener) {
         None => {
             drop(snap);
             run_http(

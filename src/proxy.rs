@@ -185,6 +185,9 @@ async fn serve(
                 parts.headers.insert(header::HOST, v);
             }
             forward::strip_hop_by_hop(&mut parts.headers, upgrade);
+            // moongate answers `Expect: 100-continue` itself (hyper sends the
+            // 100 when the body is first read); the peer must not wait for it.
+            parts.headers.remove(header::EXPECT);
             forward::set_forwarding_headers(
                 &mut parts.headers,
                 conn.peer.ip(),
@@ -284,12 +287,11 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
         .ok()
 }
 
+/// The URI as sent upstream: path and query only (absolute-form and h2
+/// authorities dropped; the Host header carries the host).
 fn origin_form(uri: &Uri) -> Uri {
-    match uri.path_and_query() {
-        Some(pq) if uri.scheme().is_none() => Uri::from(pq.clone()),
-        Some(pq) => Uri::from(pq.clone()),
-        None => Uri::from_static("/"),
-    }
+    uri.path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()))
 }
 
 fn is_idempotent(m: &Method) -> bool {

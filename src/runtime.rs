@@ -149,8 +149,7 @@ async fn accept_loop(
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    let local = key;
-                    connections.spawn_local(crate::conn::serve(stream, peer, local, shared.clone(), drain.clone()));
+                    connections.spawn_local(crate::conn::serve(stream, peer, key, shared.clone(), drain.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly
