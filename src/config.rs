@@ -99,6 +99,15 @@ pub fn load_files(files: &[(PathBuf, String)]) -> Result<Config, ConfigError> {
     validate::validate(files)
 }
 
+/// The message a config made of `text` is rejected with (test helper).
+#[cfg(test)]
+pub(crate) fn rejected(text: &str) -> String {
+    match load_str("t.toml", text) {
+        Ok(_) => panic!("the config should be rejected:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,11 +151,7 @@ mod tests {
             .collect()
     }
 
-    fn err(text: &str) -> String {
-        load_str("t.toml", text)
-            .expect_err("the config should be rejected")
-            .to_string()
-    }
+    use crate::config::rejected as err;
 
     #[test]
     fn server_keys_in_two_files_is_an_error_naming_both() {

@@ -147,16 +147,11 @@ pub(super) fn admin(parsed: &[(&Source<'_>, &RawFile)]) -> Result<Option<Admin>,
 }
 
 #[cfg(test)]
-#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{load_files, load_str};
 
-    fn err(text: &str) -> String {
-        load_str("t.toml", text)
-            .expect_err("the config should be rejected")
-            .to_string()
-    }
+    use crate::config::rejected as err;
 
     #[test]
     fn tls_entries_are_checked() {

@@ -155,7 +155,6 @@ fn hosts(src: &Source<'_>, raw: &RawRoute) -> Result<Vec<String>, ConfigError> {
 }
 
 #[cfg(test)]
-#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::load_str;

@@ -121,16 +121,11 @@ fn proxy_net(text: &str) -> Result<ipnet::IpNet, String> {
 }
 
 #[cfg(test)]
-#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::load_str;
 
-    fn err(text: &str) -> String {
-        load_str("t.toml", text)
-            .expect_err("the config should be rejected")
-            .to_string()
-    }
+    use crate::config::rejected as err;
 
     #[test]
     fn defaults_without_any_server_table() {

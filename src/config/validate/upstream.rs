@@ -210,11 +210,7 @@ mod tests {
         config.upstreams.into_values().next().expect("one upstream")
     }
 
-    fn err(text: &str) -> String {
-        load_str("t.toml", text)
-            .expect_err("the upstream should be rejected")
-            .to_string()
-    }
+    use crate::config::rejected as err;
 
     const ONE: &str = "servers = [{ addr = \"127.0.0.1:8001\" }]\n";
 
