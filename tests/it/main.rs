@@ -3,3 +3,5 @@
 //! cores), one module per feature.
 
 mod support;
+mod balance;
+mod proxying;

@@ -320,6 +320,7 @@ pub async fn echo(req: Request<Incoming>) -> Reply {
 
 /// A reqwest client for plain HTTP/1.1 (no proxy from the environment).
 pub fn client() -> reqwest::Client {
+    install_crypto();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(15))
@@ -355,4 +356,30 @@ pub fn raw_status(answer: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+/// What `moongate check -c DIR` printed, and its exit code.
+pub struct CheckRun {
+    /// The exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `moongate check -c dir` to completion.
+pub fn moongate_check(dir: &Path) -> CheckRun {
+    let out = Command::new(env!("CARGO_BIN_EXE_moongate"))
+        .arg("check")
+        .arg("-c")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run moongate check");
+    CheckRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
