@@ -126,7 +126,7 @@ pub struct AccessRecord {
     /// The request method.
     pub method: http::Method,
     /// The original request URI.
-    pub uri: String,
+    pub uri: http::Uri,
     /// The response status.
     pub status: u16,
     /// The route that served it (`file:line`).
@@ -147,7 +147,7 @@ impl OnComplete for AccessRecord {
             target: TARGET,
             client = %self.client,
             method = %self.method,
-            uri = %self.uri,
+            uri = self.uri.path_and_query().map_or("/", |p| p.as_str()),
             status = self.status,
             bytes,
             request_time = self.started.elapsed().as_secs_f64(),

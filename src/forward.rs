@@ -98,31 +98,59 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 
 /// Sets the forwarding headers on a request about to go upstream.
 pub fn set_forwarding_headers(headers: &mut HeaderMap, peer: IpAddr, real: IpAddr, scheme: &str) {
-    let peer_text = peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer_text}"),
-        _ => peer_text.clone(),
+    use std::io::Write as _;
+    // Formatted on the stack: this runs for every proxied request.
+    let mut buf = [0u8; 48];
+    let peer_text = {
+        let mut w = &mut buf[..];
+        let _ = write!(w, "{peer}");
+        let left = w.len();
+        &buf[..buf.len() - left]
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(prev) if !prev.as_bytes().iter().all(u8::is_ascii_whitespace) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + peer_text.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(peer_text);
+            HeaderValue::from_bytes(&v)
+        }
+        _ => HeaderValue::from_bytes(peer_text),
+    };
+    if let Ok(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&real.to_string()) {
+    let real_value = if real == peer {
+        HeaderValue::from_bytes(peer_text)
+    } else {
+        HeaderValue::from_str(&real.to_string())
+    };
+    if let Ok(v) = real_value {
         headers.insert(X_REAL_IP.clone(), v);
     }
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
     );
-    let node = match peer {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let fwd = format!("for={node};proto={scheme}");
-    let fwd = match headers.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {fwd}"),
-        _ => fwd,
-    };
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
+    let mut fwd = Vec::with_capacity(64);
+    if let Some(prev) = headers.get(&FORWARDED)
+        && !prev.as_bytes().iter().all(u8::is_ascii_whitespace)
+    {
+        fwd.extend_from_slice(prev.as_bytes());
+        fwd.extend_from_slice(b", ");
+    }
+    fwd.extend_from_slice(b"for=");
+    match peer {
+        IpAddr::V4(_) => fwd.extend_from_slice(peer_text),
+        IpAddr::V6(_) => {
+            fwd.extend_from_slice(b"\"[");
+            fwd.extend_from_slice(peer_text);
+            fwd.extend_from_slice(b"]\"");
+        }
+    }
+    fwd.extend_from_slice(b";proto=");
+    fwd.extend_from_slice(scheme.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&fwd) {
         headers.insert(FORWARDED.clone(), v);
     }
 }
@@ -218,5 +246,12 @@ mod tests {
             h.get("forwarded").map(|v| v.as_bytes()),
             Some(&b"for=127.0.0.1;proto=https"[..])
         );
+        let mut h = map(&[("forwarded", "for=192.0.2.60")]);
+        set_forwarding_headers(&mut h, ip("::1"), ip("::1"), "http");
+        assert_eq!(
+            h.get("forwarded").map(|v| v.as_bytes()),
+            Some(&b"for=192.0.2.60, for=\"[::1]\";proto=http"[..])
+        );
+        assert_eq!(h.get("x-real-ip").map(|v| v.as_bytes()), Some(&b"::1"[..]));
     }
 }

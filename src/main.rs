@@ -95,7 +95,9 @@ fn reload(conf: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(admin) = &config.admin {
+    // An admin listener on port 0 cannot be found from the config alone;
+    // the pid file (if any) still can.
+    if let Some(admin) = config.admin.as_ref().filter(|a| a.listen.addr.port() != 0) {
         return match post_reload(admin.listen.addr, admin.token.as_deref()) {
             Ok((status, body)) if (200..300).contains(&status) => {
                 println!("{body}");

@@ -63,10 +63,7 @@ pub async fn handle(
     let snap = conn.shared.snapshot.load_full();
     let method = req.method().clone();
     let version = req.version();
-    let uri = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let uri = req.uri().clone();
     let mut served = Served::default();
     let mut resp = match serve(req, &conn, &snap, &mut served).await {
         Ok(r) => r,
@@ -124,8 +121,7 @@ async fn serve(
     }
 
     // 2. Route.
-    let path = req.uri().path().to_string();
-    let entry = match snap.router.find(&host, &path, req.method()) {
+    let entry = match snap.router.find(&host, req.uri().path(), req.method()) {
         RouteMatch::Found(e) => e,
         RouteMatch::NotFound => return Ok(plain(StatusCode::NOT_FOUND)),
         RouteMatch::MethodNotAllowed { allow } => {
@@ -144,12 +140,12 @@ async fn serve(
     served.route = Some(entry.name.clone());
 
     // 3. Rewrite.
-    let request_uri = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    if let Some(new_path) = entry.rewrite.as_ref().and_then(|r| r.apply(&path)) {
+    let original_uri = req.uri().clone();
+    if let Some(new_path) = entry
+        .rewrite
+        .as_ref()
+        .and_then(|r| r.apply(req.uri().path()))
+    {
         let query = req
             .uri()
             .query()
@@ -197,7 +193,7 @@ async fn serve(
             let hash_key = upstream.hash_key.as_ref().map(|t| {
                 t.render(&RequestVars {
                     parts: &parts,
-                    request_uri: &request_uri,
+                    request_uri: original_uri.path_and_query().map_or("/", |p| p.as_str()),
                     host: &host,
                     client: real_ip,
                     scheme: conn.scheme,

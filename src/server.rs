@@ -173,7 +173,6 @@ fn run(
         .server
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let shutdown_timeout = snap.server.shutdown_timeout;
     let pid_file = snap.server.pid_file.clone();
     access_log.configure(&snap.server.access_log)?;
     let shared = Arc::new(Shared {
@@ -190,6 +189,13 @@ fn run(
     let (handles, threads) = Workers::spawn(workers, shared.clone(), drain.clone())?;
 
     let result = rt.block_on(async {
+        // Handlers go in before the pid file and the "ready" line exist, so a
+        // SIGHUP or SIGTERM sent as soon as either appears is handled instead
+        // of killing the process (the signals' default action).
+        let signals = match &trigger {
+            Trigger::Signals => Some(Signals::register()?),
+            Trigger::Channel(_) => None,
+        };
         let control = Control::new(shared.clone(), source.clone(), handles);
         if let Err(e) = control.open().await {
             if let Some(r) = &ready {
@@ -222,7 +228,11 @@ fn run(
             let _ = r.send(Ok((control.bound(), control.admin_addr().await)));
         }
         match trigger {
-            Trigger::Signals => wait_for_signals(&control).await?,
+            Trigger::Signals => {
+                if let Some(signals) = signals {
+                    signals.wait(&control).await;
+                }
+            }
             Trigger::Channel(rx) => {
                 let _ = rx.await;
             }
@@ -238,6 +248,8 @@ fn run(
         threads.join();
         let _ = done_tx.send(());
     });
+    // The value of the configuration serving now: a reload may have changed it.
+    let shutdown_timeout = shared.snapshot.load().server.shutdown_timeout;
     if done_rx.recv_timeout(shutdown_timeout).is_err() {
         tracing::warn!("shutdown_timeout passed with requests still in flight; exiting anyway");
     }
@@ -247,20 +259,38 @@ fn run(
     result
 }
 
-async fn wait_for_signals(control: &Arc<Control>) -> Result<(), ServerError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut quit = signal(SignalKind::quit())?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => { let _ = control.reload("signal").await; }
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = quit.recv() => {
-                tracing::info!("SIGQUIT: stopping at once");
-                std::process::exit(0);
+/// The signals `moongate run` answers: SIGHUP reloads, SIGTERM/SIGINT stop
+/// gracefully, SIGQUIT stops at once.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (on the current runtime).
+    fn register() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+    async fn wait(mut self, control: &Arc<Control>) {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => { let _ = control.reload("signal").await; }
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.quit.recv() => {
+                    tracing::info!("SIGQUIT: stopping at once");
+                    std::process::exit(0);
+                }
             }
         }
     }

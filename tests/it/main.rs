@@ -5,3 +5,7 @@
 mod support;
 mod balance;
 mod proxying;
+mod reload;
+mod shutdown;
+mod websocket;
+mod embed;
