@@ -9,3 +9,4 @@ mod reload;
 mod shutdown;
 mod websocket;
 mod embed;
+mod access_log;
