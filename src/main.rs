@@ -33,6 +33,11 @@ enum Command {
     Reload,
 }
 
+/// mimalloc: allocation is a visible share of the per-request CPU with
+/// glibc's malloc (measured in bench/RESULTS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
