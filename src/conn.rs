@@ -43,6 +43,7 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     listener: SocketAddr,
+    tls: bool,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
@@ -55,7 +56,17 @@ pub async fn serve(
         send: snap.server.send_timeout,
     };
     let max_header = snap.server.max_header_size;
-    match snap.tls_for(listener) {
+    let tls_config = if tls {
+        match snap.tls_for(listener) {
+            Some(c) => Some(c),
+            // The listener's TLS settings are gone (a reload is removing it):
+            // refuse rather than answer in plain text.
+            None => return,
+        }
+    } else {
+        None
+    };
+    match tls_config {
         None => {
             drop(snap);
             run_http(

@@ -24,7 +24,7 @@ struct Open {
 /// Addresses being listened on, by configured address.
 #[derive(Default)]
 pub struct Listeners {
-    open: HashMap<SocketAddr, Open>,
+    open: HashMap<(SocketAddr, bool), Open>,
 }
 
 /// A listener as reported in logs and `/status`.
@@ -42,7 +42,7 @@ impl Listeners {
         let mut fresh = Vec::new();
         for spec in specs {
             let tls = spec.tls.is_some();
-            if self.open.get(&spec.addr).is_some_and(|o| o.tls == tls) {
+            if self.open.contains_key(&(spec.addr, tls)) {
                 continue;
             }
             let sockets = bind_all(spec.addr, workers.len()).map_err(|e| {
@@ -52,8 +52,8 @@ impl Listeners {
         }
         let wanted: Vec<(SocketAddr, bool)> =
             specs.iter().map(|s| (s.addr, s.tls.is_some())).collect();
-        self.open.retain(|addr, o| {
-            let keep = wanted.contains(&(*addr, o.tls));
+        self.open.retain(|key, o| {
+            let keep = wanted.contains(key);
             if !keep {
                 o.stop.cancel();
                 tracing::info!("stopped listening on {}://{}", scheme(o.tls), o.bound);
@@ -71,13 +71,14 @@ impl Listeners {
                     i,
                     Command::Listen {
                         key,
+                        tls,
                         socket,
                         stop: stop.clone(),
                     },
                 );
             }
             tracing::info!("listening on {}://{}", scheme(tls), bound);
-            self.open.insert(key, Open { bound, tls, stop });
+            self.open.insert((key, tls), Open { bound, tls, stop });
         }
         Ok(())
     }

@@ -29,6 +29,8 @@ pub enum Command {
     Listen {
         /// The configured address (the key TLS settings are found by).
         key: SocketAddr,
+        /// Whether it is a `[[server.tls]]` listener.
+        tls: bool,
         /// The bound, listening, non-blocking socket.
         socket: std::net::TcpListener,
         /// Fires when a reload removes the listener.
@@ -113,11 +115,11 @@ async fn worker_main(
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
-                Some(Command::Listen { key, socket, stop }) => {
+                Some(Command::Listen { key, tls, socket, stop }) => {
                     match TcpListener::from_std(socket) {
                         Ok(listener) => {
                             tokio::task::spawn_local(accept_loop(
-                                listener, key, stop, drain.clone(), shared.clone(), connections.clone(),
+                                listener, key, tls, stop, drain.clone(), shared.clone(), connections.clone(),
                             ));
                         }
                         Err(e) => tracing::error!(%key, error = %e, "cannot use listener socket"),
@@ -140,6 +142,7 @@ async fn worker_main(
 async fn accept_loop(
     listener: TcpListener,
     key: SocketAddr,
+    tls: bool,
     stop: CancellationToken,
     drain: CancellationToken,
     shared: Arc<Shared>,
@@ -149,7 +152,7 @@ async fn accept_loop(
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    connections.spawn_local(crate::conn::serve(stream, peer, key, shared.clone(), drain.clone()));
+                    connections.spawn_local(crate::conn::serve(stream, peer, key, tls, shared.clone(), drain.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly

@@ -79,8 +79,7 @@ impl Snapshot {
     pub fn tls_for(&self, addr: SocketAddr) -> Option<Arc<rustls::ServerConfig>> {
         self.listeners
             .iter()
-            .find(|l| l.addr == addr)
-            .and_then(|l| l.tls.clone())
+            .find_map(|l| l.tls.clone().filter(|_| l.addr == addr))
     }
 }
 

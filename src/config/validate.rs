@@ -100,8 +100,9 @@ fn only_one<'a, T>(
     Ok(found)
 }
 
-/// No address may be bound twice (port 0 excepted: each asks the OS for a fresh port),
-/// and there must be something to listen on.
+/// No address may be bound twice, and there must be something to listen on. Port 0
+/// asks the OS for a fresh port, so a plain and a TLS listener may both say
+/// `127.0.0.1:0`; two of the same kind could not be told apart on reload.
 fn check_listeners(
     parsed: &[(&Source<'_>, &RawFile)],
     server: &Server,
@@ -113,12 +114,21 @@ fn check_listeners(
         Some(src.place(list.span()))
     });
     let serving = server.listen.iter().chain(tls.iter().map(|t| &t.listen));
-    let all: Vec<&Listen> = serving.clone().chain(admin.map(|a| &a.listen)).collect();
-    for (i, later) in all.iter().enumerate() {
-        if later.addr.port() == 0 {
-            continue;
-        }
-        let Some(first) = all[..i].iter().position(|l| l.addr == later.addr) else {
+    let kinds = server
+        .listen
+        .iter()
+        .map(|_| "plain")
+        .chain(tls.iter().map(|_| "tls"));
+    let all: Vec<(&Listen, &str)> = serving
+        .clone()
+        .zip(kinds)
+        .chain(admin.map(|a| (&a.listen, "admin")))
+        .collect();
+    for (i, (later, kind)) in all.iter().enumerate() {
+        let clash = |(l, k): &(&Listen, &str)| {
+            l.addr == later.addr && (later.addr.port() != 0 || k == kind)
+        };
+        let Some(first) = all[..i].iter().position(clash) else {
             continue;
         };
         if written_listen.is_none() && first < server.listen.len() {
@@ -129,7 +139,7 @@ fn check_listeners(
             return Err(ConfigError::at(&later.place, message));
         }
         let message = format!("listen address {} is used twice", later.addr);
-        return Err(ConfigError::at(&later.place, message).also_at(&all[first].place));
+        return Err(ConfigError::at(&later.place, message).also_at(&all[first].0.place));
     }
     if serving.count() == 0 {
         let place =
@@ -247,13 +257,11 @@ mod tests {
             e.contains("is already the default plain-HTTP listener"),
             "{e}"
         );
-        // Port 0 means "any free port", so it may repeat.
-        assert!(
-            load_str(
-                "t",
-                "[server]\nlisten = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n"
-            )
-            .is_ok()
-        );
+        // Port 0 means "any free port": a plain and a TLS listener may both
+        // say it, two of the same kind may not (they could not be told apart).
+        let e = err("[server]\nlisten = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n");
+        assert!(e.contains("127.0.0.1:0 is used twice"), "{e}");
+        let both = "[server]\nlisten = [\"127.0.0.1:0\"]\n[[server.tls]]\nlisten = \"127.0.0.1:0\"\ncerts = [{ cert = \"c\", key = \"k\" }]\n";
+        assert!(load_str("t", both).is_ok());
     }
 }

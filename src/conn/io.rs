@@ -19,9 +19,9 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -40,6 +40,10 @@ const RESPONSE_408: &[u8] =
 pub struct ConnWatch {
     phase: AtomicU8,
     conflict: AtomicBool,
+    /// The reader parked while a request is served: hyper may poll the
+    /// socket for the next head before the response body reports its end,
+    /// and must be woken then to start the keep-alive timer.
+    reader: Mutex<Option<Waker>>,
 }
 
 impl ConnWatch {
@@ -48,14 +52,29 @@ impl ConnWatch {
         Arc::new(ConnWatch {
             phase: AtomicU8::new(IN_HEAD),
             conflict: AtomicBool::new(false),
+            reader: Mutex::new(None),
         })
     }
 
     /// The response of the current request has ended: the connection is idle.
     pub fn request_done(&self) {
-        let _ = self
+        let idle = self
             .phase
-            .compare_exchange(IN_REQUEST, IDLE, Ordering::AcqRel, Ordering::Relaxed);
+            .compare_exchange(IN_REQUEST, IDLE, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        let parked = self.reader.lock().ok().and_then(|mut w| w.take());
+        if idle && let Some(waker) = parked {
+            waker.wake();
+        }
+    }
+
+    /// Remembers the reader to wake when the request is done.
+    fn park_reader(&self, waker: &Waker) {
+        if let Ok(mut slot) = self.reader.lock()
+            && !slot.as_ref().is_some_and(|w| w.will_wake(waker))
+        {
+            *slot = Some(waker.clone());
+        }
     }
 
     /// The connection leaves HTTP (a 101 upgrade): no more deadlines or
@@ -302,6 +321,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                         io::ErrorKind::TimedOut,
                         "client_header_timeout: request head incomplete",
                     )));
+                }
+                if phase == IN_REQUEST {
+                    this.watch.park_reader(cx.waker());
                 }
                 Poll::Pending
             }

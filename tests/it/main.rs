@@ -10,3 +10,7 @@ mod shutdown;
 mod websocket;
 mod embed;
 mod access_log;
+mod limits;
+mod static_files;
+mod tls;
+mod check;
