@@ -16,4 +16,4 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked --all-targets 2>&1
+cargo test --locked 2>&1
