@@ -66,25 +66,22 @@ pub async fn serve(
     } else {
         None
     };
+    drop(snap);
+    let ctx = |scheme| ConnCtx {
+        peer,
+        local,
+        scheme,
+        watch: ConnWatch::new(),
+        shared,
+    };
+    let limits = (timeouts, max_header);
     match tls_config {
-        None => {
-            drop(snap);
-            run_http(
-                stream, "http", peer, local, shared, stop, timeouts, max_header,
-            )
-            .await
-        }
+        None => run_http(stream, ctx("http"), stop, limits).await,
         Some(tls) => {
-            drop(snap);
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             let handshake = tokio::time::timeout(timeouts.header, acceptor.accept(stream));
             match handshake.await {
-                Ok(Ok(tls_stream)) => {
-                    run_http(
-                        tls_stream, "https", peer, local, shared, stop, timeouts, max_header,
-                    )
-                    .await
-                }
+                Ok(Ok(tls_stream)) => run_http(tls_stream, ctx("https"), stop, limits).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -92,28 +89,19 @@ pub async fn serve(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Serves HTTP on an established (plain or TLS) stream; `limits` are the
+/// connection's timeouts and the request head size limit.
 async fn run_http<S>(
     stream: S,
-    scheme: &'static str,
-    peer: SocketAddr,
-    local: SocketAddr,
-    shared: Arc<Shared>,
+    ctx: ConnCtx,
     stop: CancellationToken,
-    timeouts: ConnTimeouts,
-    max_header: usize,
+    (timeouts, max_header): (ConnTimeouts, usize),
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let watch = ConnWatch::new();
-    let io = TokioIo::new(ClientIo::new(stream, watch.clone(), timeouts));
-    let ctx = Rc::new(ConnCtx {
-        peer,
-        local,
-        scheme,
-        watch,
-        shared,
-    });
+    let peer = ctx.peer;
+    let io = TokioIo::new(ClientIo::new(stream, ctx.watch.clone(), timeouts));
+    let ctx = Rc::new(ctx);
     let service = service_fn(move |req| proxy::handle(req, ctx.clone()));
 
     let mut builder = auto::Builder::new(LocalExec);

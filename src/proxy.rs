@@ -67,7 +67,7 @@ pub async fn handle(
     let mut served = Served::default();
     let mut resp = match serve(req, &conn, &snap, &mut served).await {
         Ok(r) => r,
-        Err(e) => error_response(&e, &snap),
+        Err(e) => error_response(&e),
     };
     // Answer in the client's protocol version, whatever the peer spoke.
     *resp.version_mut() = version;
@@ -313,7 +313,7 @@ pub fn plain(status: StatusCode) -> Response<ResponseBody> {
     resp
 }
 
-fn error_response(err: &ProxyError, _snap: &Snapshot) -> Response<ResponseBody> {
+fn error_response(err: &ProxyError) -> Response<ResponseBody> {
     match err.blame() {
         crate::error::Blame::Client => tracing::info!(error = %err, "request refused"),
         _ => tracing::warn!(error = %err, "request failed"),
