@@ -4,12 +4,11 @@
 //! access log, and telling the connection the exchange is over).
 //! [`RequestBody`] is the client's body on its way upstream, with the
 //! `client_max_body_size` and `client_body_timeout` limits applied while it
-//! streams (nothing is buffered whole).
+//! streams (nothing is buffered whole); it ends with a
+//! [`RequestBodyError`] that says which limit was hit.
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -146,50 +145,6 @@ impl Body for ResponseBody {
     }
 }
 
-/// Why a request body stopped early; read back by the proxy to answer
-/// 413 or 408 instead of a generic 502.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum BodyFault {
-    /// Nothing went wrong (yet).
-    None = 0,
-    /// More than `client_max_body_size` arrived.
-    TooLarge = 1,
-    /// The client paused longer than `client_body_timeout`.
-    Timeout = 2,
-}
-
-/// Shared cell where a [`RequestBody`] records its fault, and whether it
-/// has been sent in full (the upstream read timeout starts only then).
-#[derive(Debug, Clone, Default)]
-pub struct FaultCell(Arc<AtomicU8>);
-
-const DONE: u8 = 0x80;
-
-impl FaultCell {
-    /// The recorded fault.
-    pub fn get(&self) -> BodyFault {
-        match self.0.load(Ordering::Relaxed) & !DONE {
-            1 => BodyFault::TooLarge,
-            2 => BodyFault::Timeout,
-            _ => BodyFault::None,
-        }
-    }
-
-    /// True once the body has ended (fully sent, or failed).
-    pub fn is_done(&self) -> bool {
-        self.0.load(Ordering::Relaxed) & DONE != 0
-    }
-
-    fn set(&self, fault: BodyFault) {
-        self.0.store(fault as u8 | DONE, Ordering::Relaxed);
-    }
-
-    fn mark_done(&self) {
-        self.0.fetch_or(DONE, Ordering::Relaxed);
-    }
-}
-
 /// The error a [`RequestBody`] ends with.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestBodyError {
@@ -213,14 +168,11 @@ pub struct RequestBody {
     timeout: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
-    fault: FaultCell,
 }
 
 impl RequestBody {
     /// No body.
     pub fn empty() -> Self {
-        let fault = FaultCell::default();
-        fault.mark_done();
         RequestBody {
             inner: None,
             limit: u64::MAX,
@@ -228,47 +180,34 @@ impl RequestBody {
             timeout: Duration::MAX,
             sleep: None,
             armed: false,
-            fault,
         }
     }
 
-    /// The cell this body reports its state to.
-    pub fn state(&self) -> FaultCell {
-        self.fault.clone()
-    }
-
-    /// The client's body with its limits; faults are recorded in `fault`.
-    pub fn limited(body: Incoming, limit: u64, timeout: Duration, fault: FaultCell) -> Self {
+    /// The client's body with its limits.
+    pub fn limited(body: Incoming, limit: u64, timeout: Duration) -> Self {
         if body.is_end_stream() {
-            fault.mark_done();
-            return RequestBody {
-                fault,
-                ..Self::empty()
-            };
+            return Self::empty();
         }
         RequestBody {
             inner: Some(body),
             limit,
-            seen: 0,
             timeout,
-            sleep: None,
-            armed: false,
-            fault,
+            ..Self::empty()
         }
     }
 
-    /// True when no body bytes will be sent (so a retry can resend it).
+    /// True when no body bytes are left to send (none at all, or all sent).
     pub fn is_empty(&self) -> bool {
         self.inner.is_none()
     }
 
-    fn fail(&mut self, fault: BodyFault) -> RequestBodyError {
-        self.fault.set(fault);
+    /// Ends the body with `err`.
+    fn fail(
+        &mut self,
+        err: RequestBodyError,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         self.inner = None;
-        match fault {
-            BodyFault::TooLarge => RequestBodyError::TooLarge,
-            _ => RequestBodyError::Timeout,
-        }
+        Poll::Ready(Some(Err(err)))
     }
 }
 
@@ -282,7 +221,6 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let this = &mut *self;
         let Some(inner) = this.inner.as_mut() else {
-            this.fault.mark_done();
             return Poll::Ready(None);
         };
         match Pin::new(inner).poll_frame(cx) {
@@ -299,32 +237,25 @@ impl Body for RequestBody {
                 if let Some(sleep) = this.sleep.as_mut()
                     && sleep.as_mut().poll(cx).is_ready()
                 {
-                    let err = this.fail(BodyFault::Timeout);
-                    return Poll::Ready(Some(Err(err)));
+                    return this.fail(RequestBodyError::Timeout);
                 }
                 Poll::Pending
             }
             Poll::Ready(None) => {
                 this.inner = None;
-                this.fault.mark_done();
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => {
-                this.inner = None;
-                this.fault.mark_done();
-                Poll::Ready(Some(Err(RequestBodyError::Client(e))))
-            }
+            Poll::Ready(Some(Err(e))) => this.fail(RequestBodyError::Client(e)),
             Poll::Ready(Some(Ok(frame))) => {
                 this.armed = false;
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if this.seen > this.limit {
-                        let err = this.fail(BodyFault::TooLarge);
-                        return Poll::Ready(Some(Err(err)));
+                        return this.fail(RequestBodyError::TooLarge);
                     }
                 }
                 if this.inner.as_ref().is_some_and(|b| b.is_end_stream()) {
-                    this.fault.mark_done();
+                    this.inner = None;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

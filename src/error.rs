@@ -42,8 +42,8 @@ pub enum ProxyError {
     Upstream {
         /// The peer's address.
         addr: String,
-        /// What hyper reported.
-        source: hyper::Error,
+        /// What went wrong.
+        source: crate::upstream::h1::ExchangeError,
     },
     /// The request body passed `client_max_body_size`.
     #[error("request body is larger than client_max_body_size")]

@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::access_log::AccessRecord;
-use crate::body::{FaultCell, Kind, RequestBody, ResponseBody};
+use crate::body::{Kind, RequestBody, ResponseBody};
 use crate::conn::io::ConnWatch;
 use crate::error::ProxyError;
 use crate::forward;
@@ -205,12 +205,7 @@ async fn serve(
             let body = if upgrade {
                 RequestBody::empty()
             } else {
-                RequestBody::limited(
-                    body,
-                    max_body,
-                    snap.server.client_body_timeout,
-                    FaultCell::default(),
-                )
+                RequestBody::limited(body, max_body, snap.server.client_body_timeout)
             };
             let key = match (&hash_key, upstream.def.balance) {
                 (Some(k), _) => PickKey::Bytes(k.as_bytes()),
@@ -228,12 +223,9 @@ async fn serve(
             served.upstream_addr = Some(exchange.peer);
             served.upstream_time = Some(exchange.elapsed);
             let mut resp = exchange.response;
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                if let Some(client_upgrade) = client_upgrade {
-                    let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                    conn.watch.passthrough();
-                    tokio::task::spawn_local(tunnel(client_upgrade, upstream_upgrade));
-                }
+            if let (Some(peer_conn), Some(client_upgrade)) = (exchange.upgraded, client_upgrade) {
+                conn.watch.passthrough();
+                tokio::task::spawn_local(tunnel(client_upgrade, peer_conn));
                 forward::strip_hop_by_hop(resp.headers_mut(), true);
             } else {
                 forward::strip_hop_by_hop(resp.headers_mut(), false);
@@ -244,18 +236,24 @@ async fn serve(
 }
 
 /// Copies bytes both ways between an upgraded client connection and the
-/// upgraded upstream connection, for as long as both keep it open.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = tokio::join!(client, upstream);
-    match (client, upstream) {
-        (Ok(c), Ok(u)) => {
-            let mut c = TokioIo::new(c);
-            let mut u = TokioIo::new(u);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                tracing::debug!(error = %e, "upgraded connection ended");
-            }
+/// peer connection that answered 101, for as long as both keep it open.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, peer: crate::upstream::h1::Conn) {
+    use tokio::io::AsyncWriteExt;
+    let client = match client.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "protocol upgrade failed");
+            return;
         }
-        (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %e, "protocol upgrade failed"),
+    };
+    let mut client = TokioIo::new(client);
+    let (mut peer, early) = peer.into_upgraded();
+    // Bytes the peer sent right after its 101 belong to the client.
+    if !early.is_empty() && client.write_all(&early).await.is_err() {
+        return;
+    }
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut peer).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
     }
 }
 

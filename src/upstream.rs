@@ -7,13 +7,15 @@
 //!
 //! Request order inside this module: [`call::forward`] picks a peer
 //! (balance), takes an idle connection or opens one ([`pool`],
-//! [`connect`]), sends the request, and hands back the response with an
-//! [`UpstreamBody`] that returns the connection to the pool at its end.
+//! [`connect`]), runs the exchange ([`h1`]), and hands back the response
+//! with an [`UpstreamBody`] that returns the connection to the pool at its
+//! end.
 
 pub mod balance;
 pub mod peer;
 pub mod pool;
 pub mod connect;
+pub mod h1;
 pub mod call;
 
 use std::pin::Pin;
@@ -23,12 +25,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::config::{self, PeerAddr};
 use crate::vars::VarTemplate;
 use balance::Balancer;
+use h1::Conn;
+use h1::framing::{Decoder, Framing};
 use peer::{ActiveGuard, Peer, PeerConfig};
 
 /// One compiled `[upstream.NAME]`.
@@ -82,55 +85,52 @@ impl Upstream {
     }
 }
 
-/// Where a finished response hands its connection back.
-struct Return {
-    peer_id: u64,
-    sender: pool::Sender,
-    max_idle: usize,
-}
-
-/// A response body streamed from a peer. Between frames the peer may stay
-/// silent at most `read_timeout`; at the end the connection goes back to
-/// this thread's pool, and the peer's in-flight count drops.
+/// A response body read straight from the peer's connection. Between
+/// reads the peer may stay silent at most `read_timeout`; when the body is
+/// complete the connection goes back to this thread's pool (if the
+/// exchange allows reuse), and the peer's in-flight count drops.
 pub struct UpstreamBody {
-    inner: Incoming,
-    back: Option<Return>,
+    conn: Option<Conn>,
+    decoder: Decoder,
+    /// Peer id and pool size, when the connection may be reused.
+    back: Option<(u64, usize)>,
     read_timeout: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
-    _active: Option<ActiveGuard>,
+    active: Option<ActiveGuard>,
 }
 
 impl UpstreamBody {
-    fn new(
-        inner: Incoming,
-        back: Option<(u64, pool::Sender, usize)>,
+    /// The body of a response whose head was read from `conn`.
+    pub fn new(
+        conn: Option<Conn>,
+        framing: Framing,
+        back: Option<(u64, usize)>,
         read_timeout: Duration,
         active: ActiveGuard,
     ) -> Self {
         let mut body = UpstreamBody {
-            inner,
-            back: back.map(|(peer_id, sender, max_idle)| Return {
-                peer_id,
-                sender,
-                max_idle,
-            }),
+            conn,
+            decoder: Decoder::new(framing),
+            back,
             read_timeout,
             sleep: None,
             armed: false,
-            _active: Some(active),
+            active: Some(active),
         };
         body.release_if_done();
         body
     }
 
     fn release_if_done(&mut self) {
-        if self.inner.is_end_stream() {
-            if let Some(r) = self.back.take() {
-                pool::checkin(r.peer_id, r.sender, r.max_idle);
-            }
-            self._active = None;
+        if !self.decoder.is_done() {
+            return;
         }
+        if let (Some(conn), Some((peer_id, max_idle))) = (self.conn.take(), self.back.take()) {
+            pool::checkin(peer_id, conn, max_idle);
+        }
+        self.conn = None;
+        self.active = None;
     }
 }
 
@@ -149,7 +149,23 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match conn.poll_body(cx, &mut this.decoder) {
+            Poll::Ready(Some(Ok(data))) => {
+                this.armed = false;
+                this.release_if_done();
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(None) => {
+                this.release_if_done();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
             Poll::Pending => {
                 if !this.armed {
                     this.armed = true;
@@ -162,32 +178,21 @@ impl Body for UpstreamBody {
                 if let Some(s) = this.sleep.as_mut()
                     && std::future::Future::poll(s.as_mut(), cx).is_ready()
                 {
-                    this.back = None;
+                    this.conn = None;
                     return Poll::Ready(Some(Err("upstream read timeout in body".into())));
                 }
                 Poll::Pending
-            }
-            Poll::Ready(None) => {
-                this.release_if_done();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                this.armed = false;
-                this.release_if_done();
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.back = None;
-                Poll::Ready(Some(Err(e.into())))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.decoder
+            .remaining()
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }

@@ -157,6 +157,11 @@ impl<S> WriteTimed<S> {
             writes: WriteTimer::new(timeout),
         }
     }
+
+    /// The wrapped socket.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for WriteTimed<S> {

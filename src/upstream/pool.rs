@@ -1,21 +1,17 @@
 //! Idle keep-alive connections to peers, one pool per worker thread (no
 //! locks on the hot path; SPEC: `keepalive` idle connections per worker
-//! thread). Keyed by peer id, so a reload that keeps an upstream keeps its
-//! connections, and a changed upstream's old connections simply age out.
+//! thread, here per peer). Keyed by peer id, so a reload that keeps an
+//! upstream keeps its connections, and a changed upstream's old
+//! connections simply age out.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::SendRequest;
-
-use crate::body::RequestBody;
-
-/// The sending half of one HTTP/1.1 connection to a peer.
-pub type Sender = SendRequest<RequestBody>;
+use super::h1::Conn;
 
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -25,13 +21,15 @@ thread_local! {
 
 /// Takes the most recently used idle connection to `peer_id` that is
 /// still open and was idle less than `idle_timeout`.
-pub fn checkout(peer_id: u64, idle_timeout: Duration) -> Option<Sender> {
+pub fn checkout(peer_id: u64, idle_timeout: Duration) -> Option<Conn> {
     IDLE.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.get_mut(&peer_id)?;
         while let Some(idle) = list.pop() {
-            if !idle.sender.is_closed() && idle.since.elapsed() < idle_timeout {
-                return Some(idle.sender);
+            if idle.since.elapsed() < idle_timeout && idle.conn.is_alive() {
+                let mut conn = idle.conn;
+                conn.reused = true;
+                return Some(conn);
             }
         }
         None
@@ -40,8 +38,8 @@ pub fn checkout(peer_id: u64, idle_timeout: Duration) -> Option<Sender> {
 
 /// Returns a connection whose exchange completed; dropped (closed) when the
 /// pool for that peer already holds `max_idle`.
-pub fn checkin(peer_id: u64, sender: Sender, max_idle: usize) {
-    if max_idle == 0 || sender.is_closed() {
+pub fn checkin(peer_id: u64, conn: Conn, max_idle: usize) {
+    if max_idle == 0 || !conn.is_clean() {
         return;
     }
     IDLE.with(|pool| {
@@ -51,19 +49,19 @@ pub fn checkin(peer_id: u64, sender: Sender, max_idle: usize) {
             list.remove(0);
         }
         list.push(Idle {
-            sender,
+            conn,
             since: Instant::now(),
         });
     });
 }
 
-/// Drops idle connections older than `max_age` and pools of peers not in
-/// `live` (called periodically by each worker).
+/// Drops idle connections older than `max_age` or closed by their peer,
+/// and pools of peers not in `live` (called periodically by each worker).
 pub fn sweep(live: &dyn Fn(u64) -> bool, max_age: Duration) {
     IDLE.with(|pool| {
         let mut pool = pool.borrow_mut();
         pool.retain(|id, list| {
-            list.retain(|i| !i.sender.is_closed() && i.since.elapsed() < max_age);
+            list.retain(|i| i.since.elapsed() < max_age && i.conn.is_alive());
             live(*id) && !list.is_empty()
         });
     });

@@ -567,3 +567,66 @@ upstream = "get-only"
     let (s, o, _) = ask(reqwest::Method::PUT, "other.test", "/only/x").await;
     assert_eq!((s, o.as_str()), (200, "get-only"), "PUT /only/x");
 }
+
+/// An origin that answers one request per connection as keep-alive, then
+/// closes the idle connection shortly after (as servers with a short
+/// keep-alive timeout do): moongate must notice or retry, never fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_closed_by_the_origin_are_not_reused() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                // Read one request head (and a small body, if any).
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            });
+        }
+    });
+    let mg = Moongate::start(&format!(
+        r#"
+{}
+[upstream.app]
+servers = [{{ addr = "{addr}", max_fails = 0 }}]
+
+[[route]]
+path = "/"
+upstream = "app"
+"#,
+        server("")
+    ));
+    let http = client();
+    for i in 0..6 {
+        let get = http.get(mg.url("/")).send().await.expect("GET");
+        assert_eq!(get.status(), 200, "GET {i}");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let post = http
+            .post(mg.url("/"))
+            .body("payload")
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(post.status(), 200, "POST {i}");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 12,
+        "every request needed a new connection"
+    );
+}

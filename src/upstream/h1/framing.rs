@@ -1,0 +1,308 @@
+//! Response body framing for the upstream HTTP/1.1 client (RFC 9112 §6):
+//! a pure decoder over a read buffer — `Content-Length`, chunked (with
+//! extensions and trailers, which are dropped), or delimited by the peer
+//! closing. Data comes out as `Bytes` split off the buffer, never copied.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 1xx, 204, 304, or `Content-Length: 0`).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the peer closes (the connection cannot be reused).
+    Close,
+}
+
+/// One step of decoding.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Body bytes.
+    Data(Bytes),
+    /// The buffer holds no complete piece: read more.
+    NeedMore,
+    /// The body is complete.
+    Done,
+}
+
+/// Why a body could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A chunk size line is not hexadecimal or too long.
+    #[error("invalid chunk size line")]
+    ChunkSize,
+    /// Chunk data is not followed by CRLF.
+    #[error("chunk data not followed by CRLF")]
+    ChunkEnd,
+    /// The peer closed before the body was complete.
+    #[error("the peer closed the connection before the body was complete")]
+    Truncated,
+}
+
+#[derive(Debug)]
+enum State {
+    Length(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd,
+    Trailers,
+    Close,
+    Done,
+}
+
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4096;
+
+/// Decodes one response body.
+#[derive(Debug)]
+pub struct Decoder {
+    state: State,
+}
+
+impl Decoder {
+    /// A decoder for a body framed as `framing`.
+    pub fn new(framing: Framing) -> Decoder {
+        let state = match framing {
+            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::Close => State::Close,
+        };
+        Decoder { state }
+    }
+
+    /// True once the whole body has been decoded.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// Bytes still expected, when known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Takes the next piece of body from `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, DecodeError> {
+        loop {
+            match self.state {
+                State::Done => return Ok(Step::Done),
+                State::Length(left) => {
+                    if buf.is_empty() {
+                        return Ok(Step::NeedMore);
+                    }
+                    let n = left.min(buf.len() as u64);
+                    let left = left - n;
+                    self.state = if left == 0 {
+                        State::Done
+                    } else {
+                        State::Length(left)
+                    };
+                    return Ok(Step::Data(buf.split_to(n as usize).freeze()));
+                }
+                State::Close => {
+                    if buf.is_empty() {
+                        return Ok(Step::NeedMore);
+                    }
+                    return Ok(Step::Data(buf.split().freeze()));
+                }
+                State::ChunkSize => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Step::NeedMore);
+                    };
+                    let size = chunk_size(&line)?;
+                    self.state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::ChunkData(size)
+                    };
+                }
+                State::ChunkData(left) => {
+                    if buf.is_empty() {
+                        return Ok(Step::NeedMore);
+                    }
+                    let n = left.min(buf.len() as u64);
+                    let left = left - n;
+                    self.state = if left == 0 {
+                        State::ChunkEnd
+                    } else {
+                        State::ChunkData(left)
+                    };
+                    return Ok(Step::Data(buf.split_to(n as usize).freeze()));
+                }
+                State::ChunkEnd => {
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                    } else if buf.starts_with(b"\n") {
+                        buf.advance(1);
+                    } else if buf.is_empty() || buf[..] == b"\r"[..] {
+                        return Ok(Step::NeedMore);
+                    } else {
+                        return Err(DecodeError::ChunkEnd);
+                    }
+                    self.state = State::ChunkSize;
+                }
+                State::Trailers => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Step::NeedMore);
+                    };
+                    if line.is_empty() {
+                        self.state = State::Done;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The peer closed the connection: fine for a close-delimited body,
+    /// a truncation for any other unfinished one.
+    pub fn eof(&mut self) -> Result<(), DecodeError> {
+        match self.state {
+            State::Close | State::Done => {
+                self.state = State::Done;
+                Ok(())
+            }
+            _ => Err(DecodeError::Truncated),
+        }
+    }
+}
+
+/// Splits one line (without its CRLF or LF) off `buf`, if complete.
+fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, DecodeError> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(pos) => {
+            let mut line = buf.split_to(pos + 1);
+            line.truncate(pos);
+            if line.last() == Some(&b'\r') {
+                line.truncate(pos - 1);
+            }
+            Ok(Some(line.freeze()))
+        }
+        None if buf.len() > MAX_LINE => Err(DecodeError::ChunkSize),
+        None => Ok(None),
+    }
+}
+
+fn chunk_size(line: &[u8]) -> Result<u64, DecodeError> {
+    let hex = line.split(|&b| b == b';').next().unwrap_or(&[]);
+    let hex = hex.trim_ascii();
+    if hex.is_empty() || hex.len() > 15 {
+        return Err(DecodeError::ChunkSize);
+    }
+    let mut n: u64 = 0;
+    for &b in hex {
+        let d = (b as char).to_digit(16).ok_or(DecodeError::ChunkSize)?;
+        n = n * 16 + u64::from(d);
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in pieces of `step` bytes; returns the body.
+    fn decode_all(framing: Framing, input: &[u8], step: usize) -> Result<Vec<u8>, DecodeError> {
+        let mut d = Decoder::new(framing);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut fed = 0;
+        loop {
+            match d.decode(&mut buf)? {
+                Step::Data(b) => out.extend_from_slice(&b),
+                Step::Done => return Ok(out),
+                Step::NeedMore => {
+                    if fed >= input.len() {
+                        d.eof()?;
+                        return Ok(out);
+                    }
+                    let end = (fed + step).min(input.len());
+                    buf.extend_from_slice(&input[fed..end]);
+                    fed = end;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_with_extensions_and_trailers_in_any_split() {
+        let wire = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        for step in 1..wire.len() {
+            assert_eq!(
+                decode_all(Framing::Chunked, wire, step).as_deref(),
+                Ok(&b"hello world"[..]),
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_leaves_the_next_response_in_the_buffer() {
+        let mut d = Decoder::new(Framing::Chunked);
+        let mut buf = BytesMut::from(&b"3\r\nabc\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n"[..]);
+        assert_eq!(
+            d.decode(&mut buf),
+            Ok(Step::Data(Bytes::from_static(b"abc")))
+        );
+        assert_eq!(d.decode(&mut buf), Ok(Step::Done));
+        assert_eq!(&buf[..], b"HTTP/1.1 200 OK\r\n");
+    }
+
+    #[test]
+    fn length_stops_at_the_length() {
+        let mut d = Decoder::new(Framing::Length(4));
+        let mut buf = BytesMut::from(&b"abcdEXTRA"[..]);
+        assert_eq!(d.remaining(), Some(4));
+        assert_eq!(
+            d.decode(&mut buf),
+            Ok(Step::Data(Bytes::from_static(b"abcd")))
+        );
+        assert!(d.is_done());
+        assert_eq!(&buf[..], b"EXTRA");
+    }
+
+    #[test]
+    fn truncated_bodies_are_errors_but_close_delimited_ones_end() {
+        assert_eq!(
+            decode_all(Framing::Length(10), b"abc", 2),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            decode_all(Framing::Chunked, b"5\r\nab", 2),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            decode_all(Framing::Close, b"all of it", 4).as_deref(),
+            Ok(&b"all of it"[..])
+        );
+        assert_eq!(decode_all(Framing::Empty, b"", 1).as_deref(), Ok(&b""[..]));
+    }
+
+    #[test]
+    fn bad_chunks_are_errors() {
+        assert_eq!(
+            decode_all(Framing::Chunked, b"zz\r\n", 8),
+            Err(DecodeError::ChunkSize)
+        );
+        assert_eq!(
+            decode_all(Framing::Chunked, b"2\r\nabX\r\n", 8),
+            Err(DecodeError::ChunkEnd)
+        );
+        let long = vec![b'1'; MAX_LINE + 10];
+        assert_eq!(
+            decode_all(Framing::Chunked, &long, long.len()),
+            Err(DecodeError::ChunkSize)
+        );
+        assert_eq!(
+            decode_all(Framing::Chunked, b"ffffffffffffffff\r\n", 32),
+            Err(DecodeError::ChunkSize)
+        );
+    }
+}
