@@ -14,3 +14,5 @@ mod limits;
 mod static_files;
 mod tls;
 mod check;
+mod timeouts;
+mod admin;

@@ -10,11 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{Moongate, Origin, client, echo, text, unix_origin};
+use crate::support::{Moongate, Origin, client, counting_origin, echo, text, unix_origin};
 
 /// `[server]` for these tests, plus `extra` keys in it.
 fn server(extra: &str) -> String {
@@ -408,29 +406,6 @@ async fn large_bodies_stream_both_ways_intact() {
     assert_eq!(got.len(), SIZE);
     let first_bad = got.iter().enumerate().position(|(i, b)| *b != pattern(i));
     assert_eq!(first_bad, None, "response body differs");
-}
-
-/// An origin that counts the connections it accepts and answers 200 "ok"
-/// with keep-alive.
-async fn counting_origin() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let service = service_fn(|_req| async { Ok::<_, Infallible>(text(200, "ok")) });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, accepted)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

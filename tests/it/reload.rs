@@ -521,3 +521,45 @@ upstream = "bad"
     assert_eq!(peer_state(&st), "up", "{st}");
     assert_eq!(st["upstreams"]["bad"]["peers"][0]["fails"], 0, "{st}");
 }
+
+/// A reload that leaves an upstream's definition alone keeps its pooled
+/// connections open and in use; changing the definition starts a new pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_upstream_keeps_its_pooled_connections() {
+    let (origin, accepted) = crate::support::counting_origin().await;
+    let (quiet, mg) = tokio::task::block_in_place(|| QuietConf::start(&conf(origin)));
+    let http = client();
+    let burst = || async {
+        for _ in 0..10 {
+            let r = http.get(mg.url("/")).send().await.expect("GET");
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.text().await.expect("body"), "ok");
+        }
+    };
+    burst().await;
+    let before = accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&before),
+        "{before} connections for one keep-alive client"
+    );
+
+    let extra_route = "\n[[route]]\npath_exact = \"/new\"\nupstream = \"app\"\n";
+    quiet.write(&conf_with(origin, extra_route));
+    assert_eq!(admin_reload(&mg).await.0, 200);
+    burst().await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        before,
+        "an unrelated reload must not reopen upstream connections"
+    );
+
+    let changed =
+        conf_with(origin, extra_route).replace("servers = [", "keepalive = 16\nservers = [");
+    quiet.write(&changed);
+    assert_eq!(admin_reload(&mg).await.0, 200);
+    burst().await;
+    assert!(
+        accepted.load(Ordering::SeqCst) > before,
+        "a changed upstream definition gets a fresh pool"
+    );
+}
