@@ -23,6 +23,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::body::{RequestBody, RequestBodyError};
 use crate::conn::io::WriteTimed;
+use crate::forward::connection_has;
 use framing::{DecodeError, Decoder, Framing, Step};
 
 /// Largest response head accepted.
@@ -372,15 +373,6 @@ fn framing_of(
         length = Some(n);
     }
     Ok(length.map_or(Framing::Close, Framing::Length))
-}
-
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]

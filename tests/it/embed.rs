@@ -2,9 +2,9 @@
 //! this process on background threads; `stop()` stops it gracefully.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{Origin, client};
+use crate::support::{Origin, client, wait_refused};
 
 fn conf(origin: SocketAddr) -> String {
     format!(
@@ -21,23 +21,6 @@ path = "/"
 upstream = "app"
 "#
     )
-}
-
-/// Polls until connecting to `addr` is refused; panics after `timeout`.
-async fn wait_refused(addr: SocketAddr, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match tokio::net::TcpStream::connect(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{addr} still accepts connections after {timeout:?}: {other:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
 }
 
 /// The single plain listener of a running embedded server.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::support::{Moongate, Origin, client};
+use crate::support::{Moongate, Origin, client, wait_refused};
 
 /// One listener, an admin listener on port 0, and `/` proxied to `origin`.
 fn conf(origin: SocketAddr) -> String {
@@ -86,23 +86,6 @@ async fn wait_body(url: &str, want: &str, timeout: Duration) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("{url} did not answer 200 {want:?} within {timeout:?}; last answer: {last:?}");
-}
-
-/// Polls until connecting to `addr` is refused; panics after `timeout`.
-async fn wait_refused(addr: SocketAddr, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match tokio::net::TcpStream::connect(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{addr} still accepts connections after {timeout:?}: {other:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
 }
 
 /// A loopback port nobody listens on right now (bound, then released).

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt;
 
-use crate::support::{Moongate, Origin, client, text};
+use crate::support::{Moongate, Origin, client, text, wait_refused};
 
 fn conf(origin: SocketAddr, server_extra: &str) -> String {
     format!(
@@ -46,23 +46,6 @@ async fn wait_hit(origin: &Origin, timeout: Duration) {
             "the request never reached the origin"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Polls until connecting to `addr` is refused; panics after `timeout`.
-async fn wait_refused(addr: SocketAddr, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match tokio::net::TcpStream::connect(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{addr} still accepts connections after {timeout:?}: {other:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
     }
 }
 

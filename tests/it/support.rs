@@ -406,3 +406,20 @@ pub async fn counting_origin() -> (SocketAddr, Arc<AtomicUsize>) {
     });
     (addr, accepted)
 }
+
+/// Polls until connecting to `addr` is refused; panics after `timeout`.
+pub async fn wait_refused(addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{addr} still accepts connections after {timeout:?}: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
