@@ -16,7 +16,8 @@
 //! - [`route`]: host/path/method routing table and rewrites
 //! - [`forward`]: forwarding and hop-by-hop header rules
 //! - [`vars`]: nginx-style `$variables`
-//! - [`upstream`]: peers, balancers, pooled connections, retries
+//! - [`upstream`]: peers, balancers, pooled connections, our HTTP/1.1
+//!   client, retries
 //! - [`static_files`]: `root` routes
 //! - [`body`]: request/response body types and their limits
 //! - [`error`]: the request path's error type and its status mapping
