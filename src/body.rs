@@ -148,10 +148,10 @@ impl Body for ResponseBody {
 /// The error a [`RequestBody`] ends with.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestBodyError {
-    /// See [`BodyFault::TooLarge`].
+    /// More than `client_max_body_size` arrived.
     #[error("request body larger than client_max_body_size")]
     TooLarge,
-    /// See [`BodyFault::Timeout`].
+    /// The client paused longer than `client_body_timeout`.
     #[error("client body timeout")]
     Timeout,
     /// The client connection failed.

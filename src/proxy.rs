@@ -3,7 +3,7 @@
 //! don't call each other.
 //!
 //! 1. request checks (SPEC §10): framing conflicts, Host, body size
-//! 2. route (host, path, method) → 404 / 405 / a [`RouteEntry`]
+//! 2. route (host, path, method) → 404 / 405 / a [`RouteEntry`](crate::snapshot::RouteEntry)
 //! 3. rewrite
 //! 4. target: static files, or an upstream (forwarding headers, balance,
 //!    pool, retries), with protocol upgrades tunnelled both ways
