@@ -36,7 +36,7 @@ pub enum Kind {
 }
 
 /// Runs once when a response body has been sent in full, or abandoned.
-pub trait OnComplete: Send {
+pub trait OnComplete {
     /// `bytes` is how many body bytes were handed to the connection;
     /// `complete` is false when the body was dropped before its end.
     fn complete(self: Box<Self>, bytes: u64, complete: bool);

@@ -54,6 +54,10 @@ pub enum ProxyError {
     /// The request cannot be served as sent.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// A Lua handler raised an error or ran past its budget (the message
+    /// names the route, the script, the line and what went wrong).
+    #[error("Lua: {0}")]
+    Lua(String),
 }
 
 impl ProxyError {
@@ -69,13 +73,14 @@ impl ProxyError {
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Lua(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Who is at fault.
     pub fn blame(&self) -> Blame {
         match self {
-            ProxyError::NoPeer(_) => Blame::Internal,
+            ProxyError::NoPeer(_) | ProxyError::Lua(_) => Blame::Internal,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout(_)
             | ProxyError::ReadTimeout(_)

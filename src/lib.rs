@@ -14,6 +14,8 @@
 //! - [`conn`]: one client connection (HTTP/1.1, h2, deadlines, 408)
 //! - [`proxy`]: **the order of the phases** for one request
 //! - [`route`]: host/path/method routing table and rewrites
+//! - [`lua`]: ngx_lua-style phase handlers (rewrite, access, content,
+//!   header_filter, log) and the `ngx` API
 //! - [`forward`]: forwarding and hop-by-hop header rules
 //! - [`vars`]: nginx-style `$variables`
 //! - [`upstream`]: peers, balancers, pooled connections, our HTTP/1.1
@@ -54,6 +56,7 @@ pub mod tls;
 pub mod conn;
 pub mod proxy;
 pub mod route;
+pub mod lua;
 pub mod forward;
 pub mod vars;
 pub mod upstream;

@@ -5,9 +5,11 @@
 //! 1. request checks (SPEC §10): framing conflicts, Host, body size
 //! 2. route (host, path, method) → 404 / 405 / a [`RouteEntry`](crate::snapshot::RouteEntry)
 //! 3. rewrite
-//! 4. target: static files, or an upstream (forwarding headers, balance,
+//! 4. Lua `rewrite`, `access`, `content` handlers (may answer themselves)
+//! 5. target: static files, or an upstream (forwarding headers, balance,
 //!    pool, retries), with protocol upgrades tunnelled both ways
-//! 5. response headers; the access log runs when the body has been sent
+//! 6. Lua `header_filter`; the Lua `log` handler and the access log run
+//!    when the body has been sent
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,10 +23,15 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::access_log::AccessRecord;
-use crate::body::{Kind, RequestBody, ResponseBody};
+use crate::body::{Kind, OnComplete, RequestBody, ResponseBody};
 use crate::conn::io::ConnWatch;
 use crate::error::ProxyError;
 use crate::forward;
+use crate::lua::{
+    self,
+    request::ReqCtx,
+    respond::{Flow, LogPhase},
+};
 use crate::route::RouteMatch;
 use crate::snapshot::{Snapshot, Target};
 use crate::state::Shared;
@@ -52,6 +59,8 @@ struct Served {
     route: Option<String>,
     upstream_addr: Option<String>,
     upstream_time: Option<Duration>,
+    /// The route's Lua `log` handler, with the VM and request state it runs on.
+    lua_log: Option<(Rc<lua::vm::Vm>, Rc<ReqCtx>, lua::ScriptId)>,
 }
 
 /// Serves one request (the hyper service function).
@@ -79,6 +88,7 @@ pub async fn handle(
         };
         resp.headers_mut().insert(header::SERVER, server);
     }
+    let status = resp.status().as_u16();
     let record = AccessRecord {
         enabled: conn.shared.access_log.enabled(),
         watch: conn.watch.clone(),
@@ -86,12 +96,22 @@ pub async fn handle(
         client: conn.peer.ip(),
         method,
         uri,
-        status: resp.status().as_u16(),
+        status,
         route: served.route,
         upstream_addr: served.upstream_addr,
         upstream_time: served.upstream_time,
     };
-    resp.body_mut().set_on_complete(Box::new(record));
+    let hook: Box<dyn OnComplete> = match served.lua_log {
+        Some((vm, ctx, id)) => Box::new(LogPhase {
+            vm,
+            id,
+            ctx,
+            status,
+            next: Box::new(record),
+        }),
+        None => Box::new(record),
+    };
+    resp.body_mut().set_on_complete(hook);
     Ok(resp)
 }
 
@@ -157,82 +177,149 @@ async fn serve(
         *req.uri_mut() = uri;
     }
 
-    // 4. Target.
-    match &entry.target {
-        Target::Static { prefix, options } => {
+    let real_ip =
+        forward::real_client_ip(conn.peer.ip(), req.headers(), &snap.server.trusted_proxies);
+
+    // 4. Lua rewrite, access and content handlers.
+    let mut lua_response = None;
+    let lua = if entry.lua.is_empty() {
+        None
+    } else {
+        let vm = lua::vm::for_program(&snap.lua).map_err(ProxyError::Lua)?;
+        let (parts, body) = req.into_parts();
+        let ctx = Rc::new(ReqCtx::new(
+            parts,
+            host.clone(),
+            real_ip,
+            conn.scheme,
+            conn.local.port(),
+        ));
+        match lua::respond::request_phases(&vm, &entry.lua, &ctx).await {
+            Flow::Continue => {}
+            Flow::Respond(resp) => lua_response = Some(*resp),
+            Flow::Failed(m) => return Err(ProxyError::Lua(format!("{}: {m}", entry.name))),
+        }
+        req = Request::from_parts(ctx.take_head(), body);
+        Some((vm, ctx))
+    };
+
+    // 5. Target.
+    let mut resp = match (lua_response, &entry.target) {
+        (Some(resp), _) => resp,
+        (None, Target::Static { prefix, options }) => {
             let path = req.uri().path();
             let rel = path.strip_prefix(prefix.as_str()).unwrap_or(path);
             let resp = crate::static_files::serve(options, rel, req.method(), req.headers()).await;
-            Ok(resp.map(|b| ResponseBody::from_kind(Kind::Static(b))))
+            resp.map(|b| ResponseBody::from_kind(Kind::Static(b)))
         }
-        Target::Upstream { name, upstream } => {
-            let upgrade =
-                req.version() == Version::HTTP_11 && forward::wants_upgrade(req.headers());
-            let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-            let (mut parts, body) = req.into_parts();
-            let real_ip = forward::real_client_ip(
-                conn.peer.ip(),
-                &parts.headers,
-                &snap.server.trusted_proxies,
-            );
-            if !parts.headers.contains_key(header::HOST)
-                && let Ok(v) = HeaderValue::from_str(&host)
-            {
-                parts.headers.insert(header::HOST, v);
-            }
-            forward::strip_hop_by_hop(&mut parts.headers, upgrade);
-            // moongate answers `Expect: 100-continue` itself (hyper sends the
-            // 100 when the body is first read); the peer must not wait for it.
-            parts.headers.remove(header::EXPECT);
-            forward::set_forwarding_headers(
-                &mut parts.headers,
-                conn.peer.ip(),
+        (None, Target::Upstream { name, upstream }) => {
+            let to = Upstream {
+                name,
+                upstream,
+                host: &host,
                 real_ip,
-                conn.scheme,
-            );
-            let hash_key = upstream.hash_key.as_ref().map(|t| {
-                t.render(&RequestVars {
-                    parts: &parts,
-                    request_uri: original_uri.path_and_query().map_or("/", |p| p.as_str()),
-                    host: &host,
-                    client: real_ip,
-                    scheme: conn.scheme,
-                    server_port: conn.local.port(),
-                })
-            });
-            parts.uri = origin_form(&parts.uri);
-            parts.version = Version::HTTP_11;
-            let body = if upgrade {
-                RequestBody::empty()
-            } else {
-                RequestBody::limited(body, max_body, snap.server.client_body_timeout)
+                original_uri: &original_uri,
             };
-            let key = match (&hash_key, upstream.def.balance) {
-                (Some(k), _) => PickKey::Bytes(k.as_bytes()),
-                (None, crate::config::Balance::IpHash) => PickKey::Ip(real_ip),
-                _ => PickKey::None,
-            };
-            let idempotent = is_idempotent(&parts.method);
-            let out = Outgoing {
-                parts,
-                body,
-                key,
-                idempotent,
-            };
-            let exchange = call::forward(upstream, name, out).await?;
-            served.upstream_addr = Some(exchange.peer);
-            served.upstream_time = Some(exchange.elapsed);
-            let mut resp = exchange.response;
-            if let (Some(peer_conn), Some(client_upgrade)) = (exchange.upgraded, client_upgrade) {
-                conn.watch.passthrough();
-                tokio::task::spawn_local(tunnel(client_upgrade, peer_conn));
-                forward::strip_hop_by_hop(resp.headers_mut(), true);
-            } else {
-                forward::strip_hop_by_hop(resp.headers_mut(), false);
-            }
-            Ok(resp.map(|b| ResponseBody::from_kind(Kind::Upstream(b))))
+            proxy_upstream(req, to, conn, snap, served).await?
         }
+        (None, Target::Lua) => {
+            return Err(ProxyError::Lua(format!(
+                "{}: the content handler sent no response",
+                entry.name
+            )));
+        }
+    };
+
+    // 6. Lua header filter; the log handler runs when the body is sent.
+    if let (Some((vm, ctx)), Some(id)) = (&lua, entry.lua.header_filter) {
+        lua::respond::header_filter(vm, id, ctx, &mut resp)
+            .await
+            .map_err(|m| ProxyError::Lua(format!("{}: {m}", entry.name)))?;
     }
+    served.lua_log = lua.and_then(|(vm, ctx)| entry.lua.log.map(|id| (vm, ctx, id)));
+    Ok(resp)
+}
+
+/// Where an upstream-bound request goes, and what it carries from routing.
+struct Upstream<'a> {
+    name: &'a str,
+    upstream: &'a Arc<crate::upstream::Upstream>,
+    host: &'a str,
+    real_ip: std::net::IpAddr,
+    original_uri: &'a Uri,
+}
+
+/// Forwards the request to the upstream (forwarding headers, balance,
+/// pool, retries), tunnelling a protocol upgrade both ways.
+async fn proxy_upstream(
+    mut req: Request<Incoming>,
+    to: Upstream<'_>,
+    conn: &ConnCtx,
+    snap: &Snapshot,
+    served: &mut Served,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let Upstream {
+        name,
+        upstream,
+        host,
+        real_ip,
+        original_uri,
+    } = to;
+    let max_body = snap.server.client_max_body_size;
+    let upgrade = req.version() == Version::HTTP_11 && forward::wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    forward::strip_hop_by_hop(&mut parts.headers, upgrade);
+    // moongate answers `Expect: 100-continue` itself (hyper sends the
+    // 100 when the body is first read); the peer must not wait for it.
+    parts.headers.remove(header::EXPECT);
+    forward::set_forwarding_headers(&mut parts.headers, conn.peer.ip(), real_ip, conn.scheme);
+    let hash_key = upstream.hash_key.as_ref().map(|t| {
+        t.render(&RequestVars {
+            parts: &parts,
+            request_uri: original_uri.path_and_query().map_or("/", |p| p.as_str()),
+            host,
+            client: real_ip,
+            scheme: conn.scheme,
+            server_port: conn.local.port(),
+        })
+    });
+    parts.uri = origin_form(&parts.uri);
+    parts.version = Version::HTTP_11;
+    let body = if upgrade {
+        RequestBody::empty()
+    } else {
+        RequestBody::limited(body, max_body, snap.server.client_body_timeout)
+    };
+    let key = match (&hash_key, upstream.def.balance) {
+        (Some(k), _) => PickKey::Bytes(k.as_bytes()),
+        (None, crate::config::Balance::IpHash) => PickKey::Ip(real_ip),
+        _ => PickKey::None,
+    };
+    let idempotent = is_idempotent(&parts.method);
+    let out = Outgoing {
+        parts,
+        body,
+        key,
+        idempotent,
+    };
+    let exchange = call::forward(upstream, name, out).await?;
+    served.upstream_addr = Some(exchange.peer);
+    served.upstream_time = Some(exchange.elapsed);
+    let mut resp = exchange.response;
+    if let (Some(peer_conn), Some(client_upgrade)) = (exchange.upgraded, client_upgrade) {
+        conn.watch.passthrough();
+        tokio::task::spawn_local(tunnel(client_upgrade, peer_conn));
+        forward::strip_hop_by_hop(resp.headers_mut(), true);
+    } else {
+        forward::strip_hop_by_hop(resp.headers_mut(), false);
+    }
+    Ok(resp.map(|b| ResponseBody::from_kind(Kind::Upstream(b))))
 }
 
 /// Copies bytes both ways between an upgraded client connection and the
@@ -312,8 +399,9 @@ pub fn plain(status: StatusCode) -> Response<ResponseBody> {
 }
 
 fn error_response(err: &ProxyError) -> Response<ResponseBody> {
-    match err.blame() {
-        crate::error::Blame::Client => tracing::info!(error = %err, "request refused"),
+    match (err, err.blame()) {
+        (ProxyError::Lua(_), _) => tracing::error!(error = %err, "Lua handler failed"),
+        (_, crate::error::Blame::Client) => tracing::info!(error = %err, "request refused"),
         _ => tracing::warn!(error = %err, "request failed"),
     }
     let mut resp = plain(err.status());

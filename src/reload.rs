@@ -191,9 +191,11 @@ impl Control {
     }
 }
 
-/// Watches a conf.d directory and reloads after changes settle
-/// (debounced: a burst of writes makes one reload).
-pub fn watch(dir: &Path, control: Arc<Control>) -> notify::Result<notify::RecommendedWatcher> {
+/// Watches a conf.d directory (its `*.toml`) and the directories of the
+/// Lua scripts the configuration uses (their `*.lua`), and reloads after
+/// changes settle (debounced: a burst of writes makes one reload). Script
+/// directories are re-read after every reload, whatever triggered it.
+pub fn watch(dir: &Path, control: Arc<Control>) -> notify::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
@@ -201,7 +203,7 @@ pub fn watch(dir: &Path, control: Arc<Control>) -> notify::Result<notify::Recomm
                 && ev
                     .paths
                     .iter()
-                    .any(|p| p.extension().is_some_and(|e| e == "toml"));
+                    .any(|p| p.extension().is_some_and(|e| e == "toml" || e == "lua"));
             if relevant {
                 let _ = tx.send(());
             }
@@ -209,13 +211,35 @@ pub fn watch(dir: &Path, control: Arc<Control>) -> notify::Result<notify::Recomm
     })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Debounce: wait until 200 ms pass with no further change.
-            while let Ok(Some(())) =
-                tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
-            {}
-            let _ = control.reload("watch").await;
+        let mut watched: Vec<PathBuf> = Vec::new();
+        let mut synced = 0;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                ev = rx.recv() => {
+                    if ev.is_none() {
+                        break;
+                    }
+                    // Debounce: wait until 200 ms pass with no further change.
+                    while let Ok(Some(())) =
+                        tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+                    {}
+                    let _ = control.reload("watch").await;
+                }
+                _ = tick.tick() => {}
+            }
+            let snap = control.shared.snapshot.load();
+            if snap.generation != synced {
+                synced = snap.generation;
+                for d in snap.lua.script_dirs() {
+                    if !watched.contains(&d)
+                        && watcher.watch(&d, RecursiveMode::NonRecursive).is_ok()
+                    {
+                        watched.push(d);
+                    }
+                }
+            }
         }
     });
-    Ok(watcher)
+    Ok(())
 }

@@ -69,6 +69,7 @@ impl Workers {
             let handle = std::thread::Builder::new()
                 .name(format!("moongate-w{id}"))
                 .spawn(move || {
+                    crate::lua::vm::set_worker(crate::lua::api::WorkerInfo { id, count: n });
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&rt, worker_main(rx, shared, drain));
                 })?;

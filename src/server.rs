@@ -208,16 +208,11 @@ fn run(
             && let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write the pid file");
             }
-        let _watcher = match &source {
-            ConfigSource::Dir(dir) => match reload::watch(dir, control.clone()) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the config directory; reload with SIGHUP or the admin API");
-                    None
-                }
-            },
-            ConfigSource::Toml { .. } => None,
-        };
+        if let ConfigSource::Dir(dir) = &source
+            && let Err(e) = reload::watch(dir, control.clone())
+        {
+            tracing::warn!(error = %e, "cannot watch the config directory; reload with SIGHUP or the admin API");
+        }
         tracing::info!(
             generation = 1,
             workers,

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{self, Config, ConfigError, RouteTarget};
+use crate::lua::{LuaProgram, RoutePhases};
 use crate::route::{PathMatch, Rewrite, RouteSpec, Router};
 use crate::static_files::StaticOptions;
 use crate::upstream::Upstream;
@@ -34,6 +35,8 @@ pub struct Snapshot {
     pub admin: Option<config::Admin>,
     /// The files this configuration came from.
     pub files: Vec<PathBuf>,
+    /// Every Lua script of this configuration.
+    pub lua: Arc<LuaProgram>,
 }
 
 /// What a route leads to, plus its own per-route settings.
@@ -44,6 +47,8 @@ pub struct RouteEntry {
     pub target: Target,
     /// Optional regex rewrite of the path.
     pub rewrite: Option<Rewrite>,
+    /// Lua handlers by phase.
+    pub lua: RoutePhases,
 }
 
 /// Where a routed request goes.
@@ -63,6 +68,8 @@ pub enum Target {
         /// Root directory, index files, expires.
         options: StaticOptions,
     },
+    /// Answered by the route's `lua.content` handler.
+    Lua,
 }
 
 /// One listening address.
@@ -105,8 +112,10 @@ pub fn compile(
         upstreams.insert(name, up);
     }
 
+    let route_lua: Vec<&config::RouteLua> = config.routes.iter().map(|r| &r.lua).collect();
+    let (lua, phases) = LuaProgram::compile(&config.lua, &route_lua)?;
     let mut specs = Vec::with_capacity(config.routes.len());
-    for route in config.routes {
+    for (route, lua_phases) in config.routes.into_iter().zip(phases) {
         let name = format!("{}:{}", route.place.file.display(), route.place.line);
         let target = match route.target {
             RouteTarget::Upstream(up_name) => {
@@ -121,6 +130,7 @@ pub fn compile(
                     upstream,
                 }
             }
+            RouteTarget::Lua => Target::Lua,
             RouteTarget::Static { root } => Target::Static {
                 prefix: match &route.path {
                     PathMatch::Prefix(p) => p.clone(),
@@ -133,23 +143,15 @@ pub fn compile(
                 },
             },
         };
-        let path = match route.path {
-            config::PathMatch::Prefix(p) => PathMatch::Prefix(p),
-            config::PathMatch::Exact(p) => PathMatch::Exact(p),
-            config::PathMatch::Regex(r) => PathMatch::Regex(r),
-        };
-        let rewrite = route.rewrite.map(|r| Rewrite {
-            from: r.from,
-            to: r.to,
-        });
         specs.push(RouteSpec {
             hosts: route.hosts,
-            path,
+            path: route.path,
             methods: route.methods,
             value: RouteEntry {
                 name,
                 target,
-                rewrite,
+                rewrite: route.rewrite,
+                lua: lua_phases,
             },
         });
     }
@@ -176,5 +178,6 @@ pub fn compile(
         listeners,
         admin: config.admin,
         files: config.files,
+        lua,
     })
 }

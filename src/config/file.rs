@@ -28,6 +28,53 @@ pub struct RawFile {
     /// `[[route]]`, in file order.
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
+    /// `[lua]` and `[lua.shared_dict]`.
+    pub lua: Option<Spanned<RawLua>>,
+}
+
+/// `[lua]`: settings for every Lua VM.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLua {
+    /// Where `require` looks, `;`-separated `?` templates.
+    pub package_path: Option<Spanned<String>>,
+    /// A script run once in every VM when it is created.
+    pub init: Option<Spanned<String>>,
+    /// How long one phase handler may run before it is stopped.
+    pub time_budget: Option<Spanned<Dur>>,
+    /// Remove process and file-writing functions from scripts.
+    pub sandbox: Option<bool>,
+    /// Offer LuaJIT's `ffi` module.
+    pub ffi: Option<bool>,
+    /// `[lua.shared_dict]`: name = size.
+    #[serde(default)]
+    pub shared_dict: BTreeMap<Spanned<String>, Spanned<Size>>,
+}
+
+/// `lua.PHASE` (a file) or `lua.PHASE_inline` (code) keys of a route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteLua {
+    /// Rewrite phase script file.
+    pub rewrite: Option<Spanned<String>>,
+    /// Rewrite phase code.
+    pub rewrite_inline: Option<Spanned<String>>,
+    /// Access phase script file.
+    pub access: Option<Spanned<String>>,
+    /// Access phase code.
+    pub access_inline: Option<Spanned<String>>,
+    /// Content phase script file (the route answers from Lua).
+    pub content: Option<Spanned<String>>,
+    /// Content phase code.
+    pub content_inline: Option<Spanned<String>>,
+    /// Header filter script file.
+    pub header_filter: Option<Spanned<String>>,
+    /// Header filter code.
+    pub header_filter_inline: Option<Spanned<String>>,
+    /// Log phase script file.
+    pub log: Option<Spanned<String>>,
+    /// Log phase code.
+    pub log_inline: Option<Spanned<String>>,
 }
 
 /// `[server]`: every key optional, so a file may hold only `[[server.tls]]`.
@@ -198,6 +245,8 @@ pub struct RawRoute {
     pub rewrite: Option<Spanned<RawRewrite>>,
     /// Cache lifetime for static files.
     pub expires: Option<Spanned<Dur>>,
+    /// Lua phase handlers.
+    pub lua: Option<Spanned<RawRouteLua>>,
 }
 
 /// `rewrite = { from = "...", to = "..." }`.

@@ -25,6 +25,8 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     /// `[[route]]` in file-name then file order, which is the order they are tried in.
     pub routes: Vec<Route>,
+    /// `[lua]`, with defaults when absent.
+    pub lua: LuaSettings,
     /// The files read, in merge order (for `check` output and the status page).
     pub files: Vec<PathBuf>,
 }
@@ -208,6 +210,79 @@ impl fmt::Display for PeerAddr {
     }
 }
 
+/// `[lua]`: settings shared by every Lua VM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LuaSettings {
+    /// `require` search path (`;`-separated templates with `?`).
+    pub package_path: String,
+    /// Run once in every VM when it is created (and on reload).
+    pub init: Option<Script>,
+    /// A phase handler running longer than this (CPU, one slice between
+    /// yields) is stopped with a 500.
+    pub time_budget: Duration,
+    /// Without `os.execute`, `io.popen`, writing files, `loadfile`/`dofile`
+    /// outside `package_path`.
+    pub sandbox: bool,
+    /// LuaJIT's `ffi` is offered.
+    pub ffi: bool,
+    /// `[lua.shared_dict]`: name, size in bytes, place.
+    pub shared_dicts: Vec<SharedDictDef>,
+}
+
+/// One `[lua.shared_dict]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedDictDef {
+    /// `ngx.shared.NAME`.
+    pub name: String,
+    /// Capacity in bytes.
+    pub size: usize,
+}
+
+/// A Lua script: a file, or code written inline in conf.d.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// Where the code is.
+    pub source: ScriptSource,
+    /// The conf.d value that names it (errors in inline code count lines
+    /// from here).
+    pub place: Place,
+}
+
+/// Where a script's code is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptSource {
+    /// A file path (relative to the working directory).
+    File(PathBuf),
+    /// The code itself.
+    Inline(String),
+}
+
+/// The Lua handlers of one route, by phase.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteLua {
+    /// Runs first: may change the URI, headers, method.
+    pub rewrite: Option<Script>,
+    /// Runs next: may refuse the request.
+    pub access: Option<Script>,
+    /// Answers the request (no upstream).
+    pub content: Option<Script>,
+    /// Sees and may change the response status and headers.
+    pub header_filter: Option<Script>,
+    /// Runs after the response was sent.
+    pub log: Option<Script>,
+}
+
+impl RouteLua {
+    /// True when no phase has a handler.
+    pub fn is_empty(&self) -> bool {
+        self.rewrite.is_none()
+            && self.access.is_none()
+            && self.content.is_none()
+            && self.header_filter.is_none()
+            && self.log.is_none()
+    }
+}
+
 /// One `[[route]]`.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -225,6 +300,8 @@ pub struct Route {
     pub rewrite: Option<Rewrite>,
     /// Cache lifetime sent for static files (`root` routes only).
     pub expires: Option<Duration>,
+    /// Lua handlers by phase.
+    pub lua: RouteLua,
 }
 
 /// How a route matches the request path (the router's own type).
@@ -240,6 +317,8 @@ pub enum RouteTarget {
         /// The directory, as written (relative paths are relative to the working directory).
         root: PathBuf,
     },
+    /// Answered by the route's `lua.content` handler.
+    Lua,
 }
 
 /// `rewrite = { from, to }` (the router's own type).

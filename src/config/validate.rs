@@ -8,6 +8,7 @@
 //! upstream from any file. The rules for each table live in the submodules.
 
 mod listeners;
+mod lua;
 mod matchers;
 mod route;
 mod server;
@@ -54,6 +55,8 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
         }
     }
 
+    let lua = lua::settings(&parsed)?;
+
     let mut routes = Vec::new();
     for (src, raw) in &parsed {
         for def in &raw.route {
@@ -67,6 +70,7 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
         admin,
         upstreams,
         routes,
+        lua,
         files: files.iter().map(|(name, _)| name.clone()).collect(),
     })
 }

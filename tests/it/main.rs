@@ -16,3 +16,4 @@ mod tls;
 mod check;
 mod timeouts;
 mod admin;
+mod lua;

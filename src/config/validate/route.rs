@@ -66,7 +66,19 @@ pub(super) fn route(
         }
     };
 
+    let lua = super::lua::route_lua(src, raw.lua.as_ref())?;
     let target = match (&raw.upstream, &raw.root) {
+        (Some(_), _) | (_, Some(_)) if lua.content.is_some() => {
+            let at = raw
+                .upstream
+                .as_ref()
+                .or(raw.root.as_ref())
+                .map_or(def.span(), |v| v.span());
+            let message =
+                "a route with `lua.content` answers from Lua; it takes no `upstream` or `root`";
+            return Err(src.err(at, message));
+        }
+        (None, None) if lua.content.is_some() => RouteTarget::Lua,
         (Some(name), None) => {
             if !upstreams.contains_key(name.get_ref()) {
                 let defined = if upstreams.is_empty() {
@@ -96,7 +108,7 @@ pub(super) fn route(
             return Err(src.err(root.span(), message));
         }
         (None, None) => {
-            let message = "a [[route]] needs `upstream` (proxy) or `root` (static files) to say where requests go";
+            let message = "a [[route]] needs `upstream` (proxy), `root` (static files) or `lua.content` to say where requests go";
             return Err(ConfigError::at(&place, message));
         }
     };
@@ -118,7 +130,7 @@ pub(super) fn route(
     let expires = match (&raw.expires, &target) {
         (None, _) => None,
         (Some(e), RouteTarget::Static { .. }) => Some(e.get_ref().0),
-        (Some(e), RouteTarget::Upstream(_)) => {
+        (Some(e), RouteTarget::Upstream(_) | RouteTarget::Lua) => {
             let message = "`expires` only applies to static files (`root`); upstream responses keep their own caching headers";
             return Err(src.err(e.span(), message));
         }
@@ -132,6 +144,7 @@ pub(super) fn route(
         target,
         rewrite,
         expires,
+        lua,
     })
 }
 
@@ -247,7 +260,7 @@ mod tests {
     fn exactly_one_target() {
         assert_eq!(
             err("[[route]]\npath = \"/\""),
-            "t.toml:1:1: a [[route]] needs `upstream` (proxy) or `root` (static files) to say where requests go"
+            "t.toml:1:1: a [[route]] needs `upstream` (proxy), `root` (static files) or `lua.content` to say where requests go"
         );
         assert_eq!(
             err("[[route]]\npath = \"/\"\nupstream = \"app\"\nroot = \"s\""),

@@ -1,0 +1,260 @@
+//! The Lua side of a configuration: every script read and compiled (to
+//! check its syntax) while the snapshot is built, so a missing file or a
+//! syntax error is a config error with its place and the old
+//! configuration keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::{ConfigError, LuaSettings, Place, RouteLua, Script, ScriptSource};
+
+/// Index of a script in [`LuaProgram::scripts`].
+pub type ScriptId = usize;
+
+/// One script, ready to load into a VM.
+#[derive(Debug)]
+pub struct LoadedScript {
+    /// The chunk name (`@path` for files, `=conf.d file` for inline code),
+    /// which Lua puts in front of error messages.
+    pub chunk_name: String,
+    /// The code. Inline code is preceded by blank lines so that Lua's line
+    /// numbers are those of the conf.d file.
+    pub code: String,
+    /// The file it was read from (watched for changes).
+    pub path: Option<PathBuf>,
+}
+
+/// The handlers of one route, as script ids.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoutePhases {
+    /// `lua.rewrite`.
+    pub rewrite: Option<ScriptId>,
+    /// `lua.access`.
+    pub access: Option<ScriptId>,
+    /// `lua.content`.
+    pub content: Option<ScriptId>,
+    /// `lua.header_filter`.
+    pub header_filter: Option<ScriptId>,
+    /// `lua.log`.
+    pub log: Option<ScriptId>,
+}
+
+impl RoutePhases {
+    /// True when the route has no Lua at all.
+    pub fn is_empty(&self) -> bool {
+        *self == RoutePhases::default()
+    }
+}
+
+/// All the Lua of one configuration generation.
+#[derive(Debug)]
+pub struct LuaProgram {
+    /// Unique per compiled program: threads key their VMs by it.
+    pub id: u64,
+    /// `[lua]`.
+    pub settings: LuaSettings,
+    /// Every script, routes' and `init`.
+    pub scripts: Vec<LoadedScript>,
+    /// `[lua] init`.
+    pub init: Option<ScriptId>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl LuaProgram {
+    /// The directories holding this program's script files and the
+    /// `package_path` directories that exist (watched for changes).
+    pub fn script_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let from_scripts = self
+            .scripts
+            .iter()
+            .filter_map(|s| s.path.as_ref()?.parent().map(Path::to_path_buf));
+        let from_path = self
+            .settings
+            .package_path
+            .split(';')
+            .filter_map(|t| Path::new(t).parent().map(Path::to_path_buf));
+        for d in from_scripts.chain(from_path) {
+            let d = if d.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                d
+            };
+            if d.is_dir() && !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+        dirs
+    }
+
+    /// Reads and checks `settings.init` and every route's handlers;
+    /// returns the program and each route's phases (in route order).
+    pub fn compile(
+        settings: &LuaSettings,
+        routes: &[&RouteLua],
+    ) -> Result<(Arc<LuaProgram>, Vec<RoutePhases>), ConfigError> {
+        let checker = mlua::Lua::new();
+        let mut scripts = Vec::new();
+        let mut add = |script: &Option<Script>| -> Result<Option<ScriptId>, ConfigError> {
+            let Some(script) = script else {
+                return Ok(None);
+            };
+            let loaded = load(script)?;
+            check_syntax(&checker, &loaded, &script.place)?;
+            scripts.push(loaded);
+            Ok(Some(scripts.len() - 1))
+        };
+        let init = add(&settings.init)?;
+        let mut phases = Vec::with_capacity(routes.len());
+        for r in routes {
+            phases.push(RoutePhases {
+                rewrite: add(&r.rewrite)?,
+                access: add(&r.access)?,
+                content: add(&r.content)?,
+                header_filter: add(&r.header_filter)?,
+                log: add(&r.log)?,
+            });
+        }
+        let program = LuaProgram {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            settings: settings.clone(),
+            scripts,
+            init,
+        };
+        Ok((Arc::new(program), phases))
+    }
+}
+
+fn load(script: &Script) -> Result<LoadedScript, ConfigError> {
+    match &script.source {
+        ScriptSource::File(path) => {
+            let code = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::at(
+                    &script.place,
+                    format!("cannot read Lua script {}: {e}", path.display()),
+                )
+            })?;
+            Ok(LoadedScript {
+                chunk_name: format!("@{}", path.display()),
+                code,
+                path: Some(path.clone()),
+            })
+        }
+        ScriptSource::Inline(code) => Ok(LoadedScript {
+            chunk_name: format!("={}", script.place.file.display()),
+            code: format!("{}{code}", "\n".repeat(script.place.line.saturating_sub(1))),
+            path: None,
+        }),
+    }
+}
+
+/// Compiles without running; a syntax error becomes a config error at the
+/// script's own file and line (`lua/x.lua:3: '=' expected near 'y'`).
+fn check_syntax(lua: &mlua::Lua, script: &LoadedScript, place: &Place) -> Result<(), ConfigError> {
+    let compiled = lua
+        .load(script.code.as_str())
+        .set_name(script.chunk_name.as_str())
+        .into_function();
+    let Err(e) = compiled else { return Ok(()) };
+    let message = match &e {
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    Err(error_place(&message).map_or_else(
+        || ConfigError::at(place, format!("Lua syntax error: {message}")),
+        |(at, text)| ConfigError::at(&at, format!("Lua syntax error: {text}")),
+    ))
+}
+
+/// Splits Lua's `file:line: message` into a place and the message.
+pub fn error_place(message: &str) -> Option<(Place, String)> {
+    let (file, rest) = message.split_once(':')?;
+    let (line, text) = rest.split_once(':')?;
+    let line: usize = line.trim().parse().ok()?;
+    Some((
+        Place {
+            file: file.into(),
+            line,
+            column: 1,
+        },
+        text.trim().to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn settings() -> LuaSettings {
+        LuaSettings {
+            package_path: "lua/?.lua".into(),
+            init: None,
+            time_budget: Duration::from_millis(50),
+            sandbox: true,
+            ffi: true,
+            shared_dicts: Vec::new(),
+        }
+    }
+
+    fn inline(code: &str, line: usize) -> Option<Script> {
+        Some(Script {
+            source: ScriptSource::Inline(code.into()),
+            place: Place {
+                file: "conf.d/10-x.toml".into(),
+                line,
+                column: 20,
+            },
+        })
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_conf_d_line() {
+        let bad = RouteLua {
+            access: inline("local x = = 1", 7),
+            ..RouteLua::default()
+        };
+        let e = LuaProgram::compile(&settings(), &[&bad])
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.place.file, std::path::PathBuf::from("conf.d/10-x.toml"));
+        assert_eq!(e.place.line, 7);
+        assert!(e.message.contains("Lua syntax error"), "{e}");
+    }
+
+    #[test]
+    fn missing_files_are_config_errors_and_good_scripts_get_ids() {
+        let missing = RouteLua {
+            content: Some(Script {
+                source: ScriptSource::File("no/such.lua".into()),
+                place: Place {
+                    file: "c.toml".into(),
+                    line: 3,
+                    column: 1,
+                },
+            }),
+            ..RouteLua::default()
+        };
+        let e = LuaProgram::compile(&settings(), &[&missing])
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("c.toml:3:1: cannot read Lua script no/such.lua"),
+            "{e}"
+        );
+        let good = RouteLua {
+            rewrite: inline("ngx.req.set_uri('/x')", 2),
+            log: inline("ngx.log(ngx.INFO, 'done')", 3),
+            ..RouteLua::default()
+        };
+        let (program, phases) =
+            LuaProgram::compile(&settings(), &[&good]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(program.scripts.len(), 2);
+        assert_eq!(phases[0].rewrite, Some(0));
+        assert_eq!(phases[0].log, Some(1));
+        assert!(phases[0].access.is_none());
+    }
+}

@@ -1,0 +1,119 @@
+//! Per-request state that Lua handlers read and change: the request head
+//! (`ngx.req.*`, `ngx.var`), the response being built (`ngx.status`,
+//! `ngx.header`, `ngx.say`), `ngx.ctx`, and how the handler ended
+//! (`ngx.exit`). One per request, never shared: nothing leaks between
+//! requests.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
+
+use http::HeaderMap;
+use http::request::Parts;
+
+use super::Phase;
+
+/// The state of one request as its Lua handlers see it.
+pub struct ReqCtx {
+    /// The running phase (`ngx.get_phase()`).
+    pub phase: Cell<Phase>,
+    /// The request head; handlers may change method, URI and headers.
+    pub head: RefCell<Parts>,
+    /// The URI as the client sent it (`ngx.var.request_uri`).
+    pub request_uri: String,
+    /// Host without port, lowercased (`ngx.var.host`).
+    pub host: String,
+    /// The real client address (`ngx.var.remote_addr`).
+    pub client: IpAddr,
+    /// "http" or "https".
+    pub scheme: &'static str,
+    /// The local port.
+    pub server_port: u16,
+    /// When the request started (`ngx.req.start_time`, `$request_time`).
+    pub started: Instant,
+    /// Wall-clock start, seconds since the epoch.
+    pub started_wall: f64,
+    /// `ngx.status` (0 = not set).
+    pub status: Cell<u16>,
+    /// `ngx.header`: headers for the response.
+    pub resp_headers: RefCell<HeaderMap>,
+    /// What `ngx.say` / `ngx.print` produced.
+    pub out: RefCell<Vec<u8>>,
+    /// Set by `ngx.exit` / `ngx.redirect`.
+    exit: Cell<Option<i64>>,
+    /// Variables set by handlers (`ngx.var.NAME = ...` for new names).
+    pub vars: RefCell<HashMap<String, String>>,
+    /// `ngx.ctx`, created on first use.
+    pub ctx: RefCell<Option<mlua::RegistryKey>>,
+    /// The upstream peer that answered (`$upstream_addr`).
+    pub upstream_addr: RefCell<Option<String>>,
+    /// The upstream response status (`$upstream_status`).
+    pub upstream_status: Cell<u16>,
+}
+
+impl ReqCtx {
+    /// State for a request with this head.
+    pub fn new(
+        head: Parts,
+        host: String,
+        client: IpAddr,
+        scheme: &'static str,
+        server_port: u16,
+    ) -> ReqCtx {
+        let request_uri = head
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let started_wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        ReqCtx {
+            phase: Cell::new(Phase::Rewrite),
+            head: RefCell::new(head),
+            request_uri,
+            host,
+            client,
+            scheme,
+            server_port,
+            started: Instant::now(),
+            started_wall,
+            status: Cell::new(0),
+            resp_headers: RefCell::new(HeaderMap::new()),
+            out: RefCell::new(Vec::new()),
+            exit: Cell::new(None),
+            vars: RefCell::new(HashMap::new()),
+            ctx: RefCell::new(None),
+            upstream_addr: RefCell::new(None),
+            upstream_status: Cell::new(0),
+        }
+    }
+
+    /// Records `ngx.exit(status)`.
+    pub fn set_exit(&self, status: i64) {
+        self.exit.set(Some(status));
+    }
+
+    /// The status given to `ngx.exit`, if it was called in this phase.
+    pub fn exit_status(&self) -> Option<i64> {
+        self.exit.get()
+    }
+
+    /// Hands the (possibly changed) request head back for proxying,
+    /// keeping a copy for later phases (`ngx.var` in header_filter and log).
+    pub fn take_head(&self) -> Parts {
+        let mut head = self.head.borrow_mut();
+        let mut copy = http::Request::new(()).into_parts().0;
+        copy.method = head.method.clone();
+        copy.uri = head.uri.clone();
+        copy.version = head.version;
+        copy.headers = head.headers.clone();
+        std::mem::replace(&mut *head, copy)
+    }
+
+    /// Forgets an `ngx.exit(ngx.OK)` between phases.
+    pub fn clear_exit(&self) {
+        self.exit.set(None);
+    }
+}

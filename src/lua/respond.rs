@@ -1,0 +1,131 @@
+//! What a request's Lua handlers produce for the proxy: a response built
+//! from `ngx.status`, `ngx.header` and `ngx.say` output when a handler ends
+//! the request, and the `log` phase run once the response has been sent.
+
+use std::rc::Rc;
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::Phase;
+use super::program::{RoutePhases, ScriptId};
+use super::request::ReqCtx;
+use super::vm::{Outcome, Vm};
+use crate::body::{OnComplete, ResponseBody};
+
+/// What the rewrite, access and content handlers decided.
+pub enum Flow {
+    /// Go on to the route's target (upstream, static files).
+    Continue,
+    /// Answer with this response (ngx.exit, or the content phase).
+    Respond(Box<Response<ResponseBody>>),
+    /// A handler failed (error or budget): the message, for the log.
+    Failed(String),
+}
+
+/// Runs the `rewrite`, `access` and `content` handlers in that order.
+pub async fn request_phases(vm: &Vm, phases: &RoutePhases, ctx: &Rc<ReqCtx>) -> Flow {
+    for (phase, id) in [
+        (Phase::Rewrite, phases.rewrite),
+        (Phase::Access, phases.access),
+    ] {
+        let Some(id) = id else { continue };
+        match vm.run(id, phase, ctx).await {
+            Outcome::Next => {}
+            // ngx.exit(ngx.OK) ends this phase only.
+            Outcome::Exit(0) => {}
+            Outcome::Exit(code) => return Flow::Respond(Box::new(exit_response(ctx, code))),
+            Outcome::Failed(m) => return Flow::Failed(m),
+        }
+    }
+    let Some(id) = phases.content else {
+        return Flow::Continue;
+    };
+    match vm.run(id, Phase::Content, ctx).await {
+        Outcome::Next | Outcome::Exit(0) => Flow::Respond(Box::new(exit_response(ctx, 0))),
+        Outcome::Exit(code) => Flow::Respond(Box::new(exit_response(ctx, code))),
+        Outcome::Failed(m) => Flow::Failed(m),
+    }
+}
+
+/// Runs the `header_filter` handler on a response's status and headers.
+pub async fn header_filter(
+    vm: &Vm,
+    id: ScriptId,
+    ctx: &Rc<ReqCtx>,
+    resp: &mut Response<ResponseBody>,
+) -> Result<(), String> {
+    ctx.status.set(resp.status().as_u16());
+    *ctx.resp_headers.borrow_mut() = std::mem::take(resp.headers_mut());
+    let outcome = vm.run(id, Phase::HeaderFilter, ctx).await;
+    *resp.headers_mut() = std::mem::take(&mut *ctx.resp_headers.borrow_mut());
+    if let Ok(status) = StatusCode::from_u16(ctx.status.get()) {
+        *resp.status_mut() = status;
+    }
+    match outcome {
+        Outcome::Failed(m) => Err(m),
+        _ => Ok(()),
+    }
+}
+
+/// The response for `ngx.exit(code)` (0 in the content phase: "done").
+fn exit_response(ctx: &ReqCtx, code: i64) -> Response<ResponseBody> {
+    let out = std::mem::take(&mut *ctx.out.borrow_mut());
+    let status = match code {
+        200..=999 => code as u16,
+        _ if ctx.status.get() > 0 => ctx.status.get(),
+        -1 => 500,
+        _ => 200,
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = std::mem::take(&mut *ctx.resp_headers.borrow_mut());
+    // An error status with nothing printed gets moongate's own error page.
+    let mut resp = if out.is_empty() && status.as_u16() >= 300 {
+        crate::proxy::plain(status)
+    } else {
+        Response::new(ResponseBody::full(out))
+    };
+    *resp.status_mut() = status;
+    resp.headers_mut().extend(headers);
+    if !resp.headers().contains_key(header::CONTENT_TYPE) && status.as_u16() < 300 {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    resp
+}
+
+/// Runs the `log` handler after the response was sent (off the request's
+/// path: a task of its own), then the next completion hook.
+pub struct LogPhase {
+    /// The VM the request ran on.
+    pub vm: Rc<Vm>,
+    /// The `log` handler.
+    pub id: ScriptId,
+    /// The request's state.
+    pub ctx: Rc<ReqCtx>,
+    /// The final status (`ngx.var.status`).
+    pub status: u16,
+    /// What runs after (the access log).
+    pub next: Box<dyn OnComplete>,
+}
+
+impl OnComplete for LogPhase {
+    fn complete(self: Box<Self>, bytes: u64, complete: bool) {
+        let LogPhase {
+            vm,
+            id,
+            ctx,
+            status,
+            next,
+        } = *self;
+        next.complete(bytes, complete);
+        ctx.status.set(status);
+        tokio::task::spawn_local(async move {
+            if let Outcome::Failed(m) = vm.run(id, Phase::Log, &ctx).await {
+                tracing::error!(target: "moongate::lua", "log phase: {m}");
+            }
+        });
+    }
+}

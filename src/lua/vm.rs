@@ -1,0 +1,192 @@
+//! The Lua VMs of one worker thread, one per configuration generation
+//! still in use, and running a phase handler as a coroutine under its time
+//! budget.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib};
+
+use super::Phase;
+use super::api::{self, WorkerInfo};
+use super::budget::{self, Budgeted, Ran};
+use super::program::{LuaProgram, ScriptId};
+use super::request::ReqCtx;
+
+thread_local! {
+    static VMS: RefCell<Vec<Rc<Vm>>> = const { RefCell::new(Vec::new()) };
+    static WORKER: Cell<WorkerInfo> = const { Cell::new(WorkerInfo { id: 0, count: 1 }) };
+}
+
+/// VMs kept per thread: the current generation's and the previous one's
+/// (for requests still in flight across a reload).
+const KEPT: usize = 2;
+
+/// Tells this thread's future VMs which worker they run on.
+pub fn set_worker(info: WorkerInfo) {
+    WORKER.with(|w| w.set(info));
+}
+
+/// One Lua VM with a program's scripts.
+pub struct Vm {
+    lua: Lua,
+    program: Arc<LuaProgram>,
+    functions: RefCell<HashMap<ScriptId, Function>>,
+}
+
+/// This thread's VM for `program`, created (and its `init` run) on first use.
+pub fn for_program(program: &Arc<LuaProgram>) -> Result<Rc<Vm>, String> {
+    if let Some(vm) = VMS.with(|v| {
+        v.borrow()
+            .iter()
+            .find(|vm| vm.program.id == program.id)
+            .cloned()
+    }) {
+        return Ok(vm);
+    }
+    let vm = Rc::new(Vm::new(program.clone())?);
+    VMS.with(|v| {
+        let mut v = v.borrow_mut();
+        v.push(vm.clone());
+        if v.len() > KEPT {
+            v.remove(0);
+        }
+    });
+    Ok(vm)
+}
+
+/// How a phase handler ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It returned: go on to the next phase.
+    Next,
+    /// It called `ngx.exit(status)` (or `ngx.redirect`).
+    Exit(i64),
+    /// It raised an error or ran past its budget (the message says which).
+    Failed(String),
+}
+
+impl Vm {
+    fn new(program: Arc<LuaProgram>) -> Result<Vm, String> {
+        let libs = StdLib::ALL_SAFE;
+        let lua = Lua::new_with(libs, LuaOptions::new()).map_err(|e| e.to_string())?;
+        let settings = &program.settings;
+        setup(&lua, settings.sandbox, &settings.package_path).map_err(|e| e.to_string())?;
+        api::install(&lua, WORKER.with(Cell::get)).map_err(|e| e.to_string())?;
+        api::guard_protected_calls(&lua).map_err(|e| e.to_string())?;
+        let vm = Vm {
+            lua,
+            program,
+            functions: RefCell::new(HashMap::new()),
+        };
+        if let Some(init) = vm.program.init {
+            let f = vm.function(init).map_err(|e| e.to_string())?;
+            budget::with_deadline(vm.program.settings.time_budget, || f.call::<()>(()))
+                .map_err(|e| format!("[lua] init failed: {e}"))?;
+        }
+        Ok(vm)
+    }
+
+    /// The compiled function of script `id`, loaded on first use.
+    fn function(&self, id: ScriptId) -> mlua::Result<Function> {
+        if let Some(f) = self.functions.borrow().get(&id) {
+            return Ok(f.clone());
+        }
+        let script = self
+            .program
+            .scripts
+            .get(id)
+            .ok_or_else(|| mlua::Error::runtime(format!("no script {id}")))?;
+        let f = self
+            .lua
+            .load(script.code.as_str())
+            .set_name(script.chunk_name.as_str())
+            .into_function()?;
+        self.functions.borrow_mut().insert(id, f.clone());
+        Ok(f)
+    }
+
+    /// Runs script `id` as the `phase` handler of `req`.
+    pub async fn run(&self, id: ScriptId, phase: Phase, req: &Rc<ReqCtx>) -> Outcome {
+        req.phase.set(phase);
+        req.clear_exit();
+        let started = match self
+            .function(id)
+            .and_then(|f| self.lua.create_thread(f))
+            .and_then(|t| t.into_async::<()>(()))
+        {
+            Ok(fut) => fut,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        match Budgeted::new(started, req.clone(), self.program.settings.time_budget).await {
+            Ran::Done(Ok(())) => Outcome::Next,
+            Ran::Done(Err(e)) => Outcome::Failed(e.to_string()),
+            Ran::Exited => Outcome::Exit(req.exit_status().unwrap_or(0)),
+            Ran::TimedOut => Outcome::Failed(format!(
+                "{} (time_budget = {:?})",
+                budget::TIMEOUT_MESSAGE,
+                self.program.settings.time_budget
+            )),
+        }
+    }
+}
+
+/// JIT off and the budget hook on (so runaway loops can be stopped),
+/// `package.path`, the sandbox, and the shims OpenResty code expects.
+fn setup(lua: &Lua, sandbox: bool, package_path: &str) -> mlua::Result<()> {
+    lua.load("if jit then jit.off() end")
+        .set_name("=moongate")
+        .exec()?;
+    lua.set_global_hook(HookTriggers::new().every_nth_instruction(1000), |_, _| {
+        budget::check()
+    })?;
+    let package: mlua::Table = lua.globals().get("package")?;
+    package.set("path", package_path)?;
+    package.set("cpath", "")?;
+    lua.load(
+        r#"
+        package.preload["resty.core"] = function() return {} end
+        package.preload["resty.core.base"] = function() return { version = "0.1.28" } end
+        "#,
+    )
+    .set_name("=moongate")
+    .exec()?;
+    if sandbox {
+        lua.load(SANDBOX).set_name("=moongate").exec()?;
+    }
+    Ok(())
+}
+
+/// `[lua] sandbox = true`: no processes, no writing files, no loading code
+/// from outside `package_path`.
+const SANDBOX: &str = r#"
+    local dirs = {}
+    for template in package.path:gmatch("[^;]+") do
+        local dir = template:match("^(.*/)[^/]*$")
+        if dir then dirs[#dirs + 1] = dir end
+    end
+    local function inside(path)
+        if type(path) ~= "string" or path:find("..", 1, true) then return false end
+        for _, dir in ipairs(dirs) do
+            if path:sub(1, #dir) == dir then return true end
+        end
+        return false
+    end
+    local raw_loadfile, raw_dofile, raw_open = loadfile, dofile, io.open
+    loadfile = function(path, ...)
+        if not inside(path) then return nil, "loadfile outside package_path is not allowed (sandbox)" end
+        return raw_loadfile(path, ...)
+    end
+    dofile = function(path)
+        if not inside(path) then error("dofile outside package_path is not allowed (sandbox)", 2) end
+        return raw_dofile(path)
+    end
+    io.open = function(path, mode)
+        if mode and mode:find("[wa+]") then return nil, "io.open for writing is not allowed (sandbox)" end
+        return raw_open(path, mode)
+    end
+    io.popen, io.output, io.lines = nil, nil, nil
+    os.execute, os.exit, os.remove, os.rename, os.tmpname, os.setlocale = nil, nil, nil, nil, nil, nil
+"#;

@@ -1,0 +1,372 @@
+//! Lua handlers through real requests: phases and their order, ngx.ctx,
+//! the ngx API, errors, budgets, the sandbox, sleeping without blocking,
+//! and live edits of scripts.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{Moongate, Origin, client, echo};
+
+/// A server with one upstream route `/` to `origin` carrying `lua` keys,
+/// plus `extra` TOML.
+fn conf(origin: std::net::SocketAddr, lua: &str, extra: &str) -> String {
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 2
+access_log = "off"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[upstream.app]
+servers = [{{ addr = "{origin}" }}]
+
+[[route]]
+path = "/"
+upstream = "app"
+{lua}
+
+{extra}"#
+    )
+}
+
+async fn get(url: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = client().get(url).send().await.expect("GET");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phases_run_in_order_and_share_ngx_ctx() {
+    let origin = Origin::start(echo).await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"lua.rewrite_inline = "ngx.ctx.seen = { ngx.get_phase() }"
+lua.access_inline = "table.insert(ngx.ctx.seen, ngx.get_phase())"
+lua.header_filter_inline = "table.insert(ngx.ctx.seen, ngx.get_phase()); ngx.header['X-Phases'] = table.concat(ngx.ctx.seen, ',')""#,
+        "",
+    ));
+    let (status, headers, _) = get(&mg.url("/x")).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-phases"], "rewrite,access,header_filter");
+    // ngx.ctx is per request: a second request starts empty again.
+    let (_, headers, _) = get(&mg.url("/y")).await;
+    assert_eq!(headers["x-phases"], "rewrite,access,header_filter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_handlers_answer_from_lua() {
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        "",
+        r#"[[route]]
+path_exact = "/hello"
+lua.content_inline = """
+ngx.status = 201
+ngx.header["X-A"] = "1"
+ngx.header.content_type = "text/x-test"
+ngx.say("hello ", ngx.var.arg_name, " ", 42, " ", true)
+ngx.print({"a", {"b", "c"}})
+"""
+"#,
+    ));
+    let (status, headers, body) = get(&mg.url("/hello?name=bob")).await;
+    assert_eq!(status, 201);
+    assert_eq!(headers["x-a"], "1");
+    assert_eq!(headers["content-type"], "text/x-test");
+    assert_eq!(body, "hello bob 42 true\nabc");
+    assert_eq!(origin.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_redirect_and_ok() {
+    let origin = Origin::named("app").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"lua.access_inline = """
+local p = ngx.var.uri
+if p == "/deny" then return ngx.exit(ngx.HTTP_FORBIDDEN) end
+if p == "/teapot" then ngx.status = 418; ngx.say("short and stout"); return ngx.exit(418) end
+if p == "/go" then return ngx.redirect("/elsewhere") end
+if p == "/ok" then ngx.exit(ngx.OK); error("not reached") end
+""""#,
+        "",
+    ));
+    let (status, _, body) = get(&mg.url("/deny")).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("403"), "{body}");
+    let (status, _, body) = get(&mg.url("/teapot")).await;
+    assert_eq!((status, body.as_str()), (418, "short and stout\n"));
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(mg.url("/go"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/elsewhere");
+    assert_eq!(origin.hits(), 0, "denied requests never reach the upstream");
+    let (status, _, body) = get(&mg.url("/ok")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "app"),
+        "ngx.exit(ngx.OK) ends the phase only"
+    );
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lua_access_scenario_rewrites_and_sets_headers() {
+    let origin = Origin::start(echo).await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"lua.access_inline = """
+local tokens = { ["t-alice"] = "alice" }
+local auth = ngx.var.http_authorization
+if not auth or auth:sub(1, 7) ~= "Bearer " then return ngx.exit(ngx.HTTP_FORBIDDEN) end
+local user = tokens[auth:sub(8)]
+if not user then return ngx.exit(ngx.HTTP_FORBIDDEN) end
+local uri = ngx.var.uri
+if uri:sub(1, 4) == "/v1/" then ngx.req.set_uri("/api/" .. uri:sub(5)) end
+ngx.req.set_header("X-User", user)
+ngx.req.clear_header("X-Secret")
+""""#,
+        "",
+    ));
+    let http = client();
+    let denied = http.get(mg.url("/v1/items")).send().await.expect("GET");
+    assert_eq!(denied.status(), 403);
+    let wrong = http
+        .get(mg.url("/v1/items"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(wrong.status(), 403);
+    let ok = http
+        .get(mg.url("/v1/items?page=2"))
+        .bearer_auth("t-alice")
+        .header("x-secret", "s")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(ok.status(), 200);
+    let seen: serde_json::Value =
+        serde_json::from_str(&ok.text().await.expect("body")).expect("JSON");
+    assert_eq!(seen["uri"], "/api/items?page=2");
+    assert_eq!(seen["headers"]["x-user"][0], "alice");
+    assert!(seen["headers"].get("x-secret").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ngx_var_and_ngx_req_read_the_request() {
+    let origin = Origin::named("app").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        "",
+        r#"[[route]]
+path_exact = "/vars"
+lua.content_inline = """
+local v = ngx.var
+ngx.say(v.uri, "|", v.request_uri, "|", v.args, "|", v.arg_b, "|", v.http_x_test, "|", v.cookie_sid)
+ngx.say(v.host, "|", v.scheme, "|", v.request_method, "|", v.remote_addr, "|", v.server_port == ngx.var.server_port)
+ngx.say(tostring(v.no_such_thing), "|", #v.binary_remote_addr)
+v.args = "x=1&x=2&flag"
+local args = ngx.req.get_uri_args()
+ngx.say(v.args, "|", args.x[1], args.x[2], "|", tostring(args.flag))
+ngx.req.set_uri_args({ z = "a b" })
+ngx.say(v.args)
+local h = ngx.req.get_headers()
+ngx.say(h["x-test"], "|", h.x_test, "|", ngx.req.get_method(), "|", ngx.req.http_version())
+ngx.var.my_var = "mine"
+ngx.say(v.my_var, "|", type(ngx.req.start_time()), "|", type(ngx.now()), "|", ngx.time() > 0)
+"""
+"#,
+    ));
+    let r = client()
+        .get(mg.url("/vars?a=1&b=two"))
+        .header("x-test", "yes")
+        .header("cookie", "a=1; sid=abc")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.expect("body");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines[0], "/vars|/vars?a=1&b=two|a=1&b=two|two|yes|abc");
+    assert_eq!(lines[1], "127.0.0.1|http|GET|127.0.0.1|true");
+    assert_eq!(lines[2], "nil|4");
+    assert_eq!(lines[3], "x=1&x=2&flag|12|true");
+    assert_eq!(lines[4], "z=a%20b");
+    assert_eq!(lines[5], "yes|yes|GET|1.1");
+    assert_eq!(lines[6], "mine|number|number|true");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_500_for_that_request_only() {
+    let origin = Origin::named("app").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let script = dir.path().join("boom.lua");
+    std::fs::write(
+        &script,
+        "local x = nil\nif ngx.var.arg_boom then\n  return x.field\nend\n",
+    )
+    .expect("script");
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        &format!("lua.access = \"{}\"", script.display()),
+        "",
+    ));
+    let (status, _, _) = get(&mg.url("/?boom=1")).await;
+    assert_eq!(status, 500);
+    let line = mg.wait_log("boom.lua:3:", Duration::from_secs(5));
+    assert!(line.contains("attempt to index"), "{line}");
+    let (status, _, body) = get(&mg.url("/")).await;
+    assert_eq!((status, body.as_str()), (200, "app"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_loops_are_stopped_by_the_budget() {
+    let origin = Origin::named("app").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"lua.access_inline = """
+local p = ngx.var.uri
+if p == "/spin" then local i = 0; while true do i = i + 1 end end
+if p == "/sneaky" then while true do pcall(function() while true do end end) end end
+""""#,
+        "[lua]\ntime_budget = \"50ms\"\n",
+    ));
+    for path in ["/spin", "/sneaky"] {
+        let started = Instant::now();
+        let (status, _, _) = get(&mg.url(path)).await;
+        assert_eq!(status, 500, "{path}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path} was not stopped"
+        );
+    }
+    mg.wait_log("time budget exceeded", Duration::from_secs(5));
+    let (status, _, body) = get(&mg.url("/fine")).await;
+    assert_eq!((status, body.as_str()), (200, "app"), "the VM stays usable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_requests_do_not_block_each_other() {
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        "",
+        "[[route]]\npath_exact = \"/nap\"\nlua.content_inline = \"ngx.sleep(0.3); ngx.say('rested')\"\n",
+    ));
+    let started = Instant::now();
+    let naps: Vec<_> = (0..20)
+        .map(|_| {
+            let url = mg.url("/nap");
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for nap in naps {
+        let (status, _, body) = nap.await.expect("task");
+        assert_eq!((status, body.as_str()), (200, "rested\n"));
+    }
+    // 20 sleeps of 0.3 s on 2 threads: about one sleep, far from the sum (6 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_keeps_scripts_in() {
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        "",
+        r#"[[route]]
+path_exact = "/escape"
+lua.content_inline = """
+local f, err = io.open("/tmp/moongate-sandbox-test", "w")
+ngx.say(tostring(os.execute), "|", tostring(io.popen), "|", tostring(f), "|", err)
+local g, lerr = loadfile("/etc/hostname")
+ngx.say(tostring(g), "|", lerr)
+"""
+"#,
+    ));
+    let (status, _, body) = get(&mg.url("/escape")).await;
+    assert_eq!(status, 200);
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(
+        lines[0],
+        "nil|nil|nil|io.open for writing is not allowed (sandbox)"
+    );
+    assert_eq!(
+        lines[1],
+        "nil|loadfile outside package_path is not allowed (sandbox)"
+    );
+    assert!(!std::path::Path::new("/tmp/moongate-sandbox-test").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_edits_are_picked_up_and_syntax_errors_keep_the_old_script() {
+    let origin = Origin::named("unused").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let script = dir.path().join("hello.lua");
+    std::fs::write(&script, "ngx.say('v1')\n").expect("script");
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        "",
+        &format!(
+            "[[route]]\npath_exact = \"/v\"\nlua.content = \"{}\"\n",
+            script.display()
+        ),
+    ));
+    assert_eq!(get(&mg.url("/v")).await.2, "v1\n");
+
+    let write = |text: &str| {
+        let tmp = dir.path().join(".hello.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, &script).expect("rename");
+    };
+    write("ngx.say('v2')\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&mg.url("/v")).await.2 != "v2\n" {
+        assert!(Instant::now() < deadline, "the edit was not picked up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let before = mg.log_lines().len();
+    write("ngx.say('v3'\n");
+    mg.wait_log_after(before, "reload failed", Duration::from_secs(10));
+    let failure = mg.wait_log_after(before, "hello.lua:", Duration::from_secs(5));
+    assert!(failure.contains("Lua syntax error"), "{failure}");
+    assert_eq!(
+        get(&mg.url("/v")).await.2,
+        "v2\n",
+        "the old script keeps serving"
+    );
+}
+
+#[tokio::test]
+async fn check_compiles_every_script() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("bad.lua"), "local a = \nngx.say(\n").expect("script");
+    std::fs::write(
+        dir.path().join("10-x.toml"),
+        format!(
+            "[[route]]\npath = \"/\"\nlua.content = \"{}\"\n",
+            dir.path().join("bad.lua").display()
+        ),
+    )
+    .expect("conf");
+    let run = crate::support::moongate_check(dir.path());
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("bad.lua:"), "{}", run.stderr);
+    assert!(run.stderr.contains("Lua syntax error"), "{}", run.stderr);
+}
