@@ -1,0 +1,183 @@
+//! `ngx.req.*`: the request's method, URI, arguments and headers.
+
+use mlua::{Lua, MultiValue, Table, Value};
+
+use super::METHODS;
+use super::header::{header_name, headers_to_table, set_header_values};
+use super::output::push_value;
+use super::var::{set_path, set_query};
+use super::{err, req};
+
+pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set(
+        "get_method",
+        lua.create_function(|_, ()| Ok(req()?.head.borrow().method.to_string()))?,
+    )?;
+    t.set(
+        "set_method",
+        lua.create_function(|_, code: i64| {
+            let r = req()?;
+            let name = METHODS
+                .iter()
+                .find(|(_, c)| *c == code)
+                .map(|(n, _)| *n)
+                .ok_or_else(|| err(format!("unsupported HTTP method: {code}")))?;
+            r.head.borrow_mut().method = http::Method::from_bytes(name.as_bytes()).map_err(err)?;
+            Ok(())
+        })?,
+    )?;
+    t.set(
+        "http_version",
+        lua.create_function(|_, ()| {
+            Ok(match req()?.head.borrow().version {
+                http::Version::HTTP_10 => 1.0,
+                http::Version::HTTP_2 => 2.0,
+                _ => 1.1,
+            })
+        })?,
+    )?;
+    t.set(
+        "start_time",
+        lua.create_function(|_, ()| Ok(req()?.started_wall))?,
+    )?;
+    t.set(
+        "set_uri",
+        lua.create_function(|_, (uri, _jump): (String, Option<bool>)| {
+            let r = req()?;
+            set_path(&r, &uri)
+        })?,
+    )?;
+    t.set(
+        "set_uri_args",
+        lua.create_function(|_, args: Value| {
+            let query = match args {
+                Value::String(s) => s.to_str()?.to_string(),
+                Value::Table(t) => encode_args(&t)?,
+                Value::Nil => String::new(),
+                other => {
+                    return Err(err(format!(
+                        "bad argument: {} not a string or table",
+                        other.type_name()
+                    )));
+                }
+            };
+            let r = req()?;
+            set_query(&r, Some(&query))
+        })?,
+    )?;
+    t.set(
+        "get_uri_args",
+        lua.create_function(|lua, max: Option<usize>| {
+            let r = req()?;
+            let query = r.head.borrow().uri.query().unwrap_or("").to_string();
+            decode_args(lua, &query, max.unwrap_or(100))
+        })?,
+    )?;
+    t.set(
+        "get_headers",
+        lua.create_function(|lua, _: MultiValue| {
+            let r = req()?;
+            let headers = headers_to_table(lua, &r.head.borrow().headers)?;
+            // ngx_lua's table looks names up case-insensitively, `_` for `-`.
+            let meta = lua.create_table()?;
+            meta.set(
+                "__index",
+                lua.create_function(|_, (t, key): (Table, String)| {
+                    t.raw_get::<Value>(key.to_ascii_lowercase().replace('_', "-"))
+                })?,
+            )?;
+            headers.set_metatable(Some(meta))?;
+            Ok(headers)
+        })?,
+    )?;
+    t.set(
+        "set_header",
+        lua.create_function(|_, (name, value): (String, Value)| {
+            let r = req()?;
+            let name = header_name(&name)?;
+            set_header_values(&mut r.head.borrow_mut().headers, name, value)
+        })?,
+    )?;
+    t.set(
+        "clear_header",
+        lua.create_function(|_, name: String| {
+            let r = req()?;
+            r.head.borrow_mut().headers.remove(header_name(&name)?);
+            Ok(())
+        })?,
+    )?;
+    // The body is streamed to the upstream, never buffered whole: reading
+    // it from Lua is not supported yet (ngx_lua's behaviour without
+    // `lua_need_request_body`: get_body_data returns nil).
+    t.set("read_body", lua.create_function(|_, ()| Ok(()))?)?;
+    t.set("discard_body", lua.create_function(|_, ()| Ok(()))?)?;
+    t.set(
+        "get_body_data",
+        lua.create_function(|_, ()| Ok(Value::Nil))?,
+    )?;
+    Ok(t)
+}
+
+pub(super) fn encode_args(t: &Table) -> mlua::Result<String> {
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut parts = Vec::new();
+    for pair in t.clone().pairs::<String, Value>() {
+        let (k, v) = pair?;
+        let mut push = |v: &Value| -> mlua::Result<()> {
+            match v {
+                Value::Boolean(true) => parts.push(enc(&k)),
+                Value::Boolean(false) => {}
+                other => {
+                    let mut out = Vec::new();
+                    push_value(other, &mut out)?;
+                    parts.push(format!(
+                        "{}={}",
+                        enc(&k),
+                        enc(&String::from_utf8_lossy(&out))
+                    ));
+                }
+            }
+            Ok(())
+        };
+        match &v {
+            Value::Table(list) => {
+                for item in list.clone().sequence_values::<Value>() {
+                    push(&item?)?;
+                }
+            }
+            other => push(other)?,
+        }
+    }
+    Ok(parts.join("&"))
+}
+
+pub(super) fn decode_args(lua: &Lua, query: &str, max: usize) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let unescape = |s: &str| -> Vec<u8> {
+        percent_encoding::percent_decode(s.replace('+', " ").as_bytes()).collect()
+    };
+    for (i, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
+        if max > 0 && i >= max {
+            break;
+        }
+        let (key, value) = match pair.split_once('=') {
+            Some((k, v)) => (unescape(k), Value::String(lua.create_string(unescape(v))?)),
+            None => (unescape(pair), Value::Boolean(true)),
+        };
+        let key = lua.create_string(key)?;
+        match t.raw_get::<Value>(&key)? {
+            Value::Nil => t.raw_set(key, value)?,
+            Value::Table(list) => list.push(value)?,
+            first => {
+                let list = lua.create_table()?;
+                list.push(first)?;
+                list.push(value)?;
+                t.raw_set(key, list)?;
+            }
+        }
+    }
+    Ok(t)
+}
