@@ -70,8 +70,7 @@ pub enum Outcome {
 
 impl Vm {
     fn new(program: Arc<LuaProgram>) -> Result<Vm, String> {
-        let libs = StdLib::ALL_SAFE;
-        let lua = Lua::new_with(libs, LuaOptions::new()).map_err(|e| e.to_string())?;
+        let lua = new_state(program.settings.ffi).map_err(|e| e.to_string())?;
         let settings = &program.settings;
         setup(&lua, settings.sandbox, &settings.package_path).map_err(|e| e.to_string())?;
         api::install(&lua, WORKER.with(Cell::get)).map_err(|e| e.to_string())?;
@@ -131,6 +130,21 @@ impl Vm {
             )),
         }
     }
+}
+
+/// A new Lua state with the standard libraries, plus LuaJIT's `ffi` when
+/// `[lua] ffi = true` (OpenResty libraries such as resty.lrucache and
+/// resty.limit.req need it).
+#[allow(unsafe_code)]
+fn new_state(ffi: bool) -> mlua::Result<Lua> {
+    if !ffi {
+        return Lua::new_with(StdLib::ALL_SAFE, LuaOptions::new());
+    }
+    // SAFETY: mlua marks loading `ffi` unsafe because FFI code can break
+    // memory safety; offering it is an explicit operator choice
+    // (`[lua] ffi`, as in OpenResty), and the state is otherwise set up
+    // exactly as `Lua::new_with` does.
+    Ok(unsafe { Lua::unsafe_new_with(StdLib::ALL_SAFE | StdLib::FFI, LuaOptions::new()) })
 }
 
 /// JIT off and the budget hook on (so runaway loops can be stopped),

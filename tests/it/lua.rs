@@ -370,3 +370,50 @@ async fn check_compiles_every_script() {
     assert!(run.stderr.contains("bad.lua:"), "{}", run.stderr);
     assert!(run.stderr.contains("Lua syntax error"), "{}", run.stderr);
 }
+
+/// lua-resty-lrucache from Debian's package (`resty.lrucache` and
+/// `resty.lrucache.pureffi`), loaded unchanged, behaves as documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_resty_lrucache_runs_unchanged() {
+    assert!(
+        std::path::Path::new("/usr/share/lua/5.1/resty/lrucache.lua").exists(),
+        "install Debian's lua-resty-lrucache (test.sh does)"
+    );
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        "",
+        r#"[lua]
+package_path = "/usr/share/lua/5.1/?.lua;lua/?.lua"
+
+[[route]]
+path_exact = "/lru"
+lua.content_inline = '''
+local out = {}
+for _, name in ipairs({ "resty.lrucache", "resty.lrucache.pureffi" }) do
+    local lrucache = require(name)
+    local c = assert(lrucache.new(2))
+    c:set("dog", 32)
+    c:set("cat", 56)
+    local dog = c:get("dog")          -- dog is now the most recently used
+    c:set("fish", 1)                  -- so cat is evicted
+    local t = assert(lrucache.new(10))
+    t:set("short", "s", 0.001)
+    ngx.sleep(0.02)
+    local gone, stale = t:get("short")
+    t:set("k", "v")
+    t:delete("k")
+    out[#out + 1] = table.concat({ name, tostring(dog), tostring(c:get("cat")),
+        tostring(c:get("fish")), tostring(gone), tostring(stale), tostring(t:get("k")) }, ",")
+end
+ngx.say(table.concat(out, "\n"))
+'''
+"#,
+    ));
+    let (status, _, body) = get(&mg.url("/lru")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        "resty.lrucache,32,nil,1,nil,s,nil\nresty.lrucache.pureffi,32,nil,1,nil,s,nil\n"
+    );
+}
