@@ -35,6 +35,7 @@ pub mod program;
 pub mod budget;
 pub mod request;
 pub mod api;
+pub mod cjson;
 pub mod vm;
 pub mod respond;
 

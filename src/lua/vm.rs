@@ -159,19 +159,50 @@ fn setup(lua: &Lua, sandbox: bool, package_path: &str) -> mlua::Result<()> {
     let package: mlua::Table = lua.globals().get("package")?;
     package.set("path", package_path)?;
     package.set("cpath", "")?;
-    lua.load(
-        r#"
-        package.preload["resty.core"] = function() return {} end
-        package.preload["resty.core.base"] = function() return { version = "0.1.28" } end
-        "#,
-    )
-    .set_name("=moongate")
-    .exec()?;
+    lua.load(SHIMS).set_name("=moongate").exec()?;
+    super::cjson::install(lua)?;
     if sandbox {
         lua.load(SANDBOX).set_name("=moongate").exec()?;
     }
     Ok(())
 }
+
+/// What OpenResty's LuaJIT and lua-resty-core provide that plain LuaJIT
+/// does not: `resty.core` (a no-op here: the API is native already) and
+/// the `table.*` extensions, both as fields and as `require`-able modules.
+const SHIMS: &str = r#"
+    package.preload["resty.core"] = function() return {} end
+    package.preload["resty.core.base"] = function() return { version = "0.1.28" } end
+    local ok_new, new_tab = pcall(require, "table.new")
+    local ok_clear, clear_tab = pcall(require, "table.clear")
+    table.new = ok_new and new_tab or function() return {} end
+    table.clear = ok_clear and clear_tab or function(t) for k in pairs(t) do t[k] = nil end end
+    table.nkeys = function(t)
+        local n = 0
+        for _ in pairs(t) do n = n + 1 end
+        return n
+    end
+    table.isempty = function(t) return next(t) == nil end
+    table.isarray = function(t)
+        local n = 0
+        for k in pairs(t) do
+            if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then return false end
+            n = n + 1
+        end
+        for i = 1, n do
+            if t[i] == nil then return false end
+        end
+        return true
+    end
+    table.clone = function(t)
+        local c = {}
+        for k, v in pairs(t) do c[k] = v end
+        return setmetatable(c, getmetatable(t))
+    end
+    for _, name in ipairs({ "nkeys", "isempty", "isarray", "clone" }) do
+        package.preload["table." .. name] = function() return table[name] end
+    end
+"#;
 
 /// `[lua] sandbox = true`: no processes, no writing files, no loading code
 /// from outside `package_path`.

@@ -417,3 +417,40 @@ ngx.say(table.concat(out, "\n"))
         "resty.lrucache,32,nil,1,nil,s,nil\nresty.lrucache.pureffi,32,nil,1,nil,s,nil\n"
     );
 }
+
+/// cjson / cjson.safe and the table shims OpenResty code relies on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cjson_and_table_shims() {
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        "",
+        r#"[[route]]
+path_exact = "/shims"
+lua.content_inline = '''
+require "resty.core"
+local cjson = require "cjson"
+local safe = require "cjson.safe"
+local t = cjson.decode('{"list":[1,2,3],"none":null}')
+ngx.say(#t.list, "|", tostring(t.none == ngx.null), "|", tostring(cjson.null == ngx.null))
+ngx.say(cjson.encode({ ok = true }), "|", cjson.encode({ "a", "b" }))
+local v, err = safe.decode("{oops")
+ngx.say(tostring(v), "|", tostring(err ~= nil))
+local n = table.new(4, 0)
+n[1] = "x"
+table.clear(n)
+local nkeys = require "table.nkeys"
+ngx.say(tostring(n[1]), "|", nkeys({ a = 1, b = 2 }), "|", tostring(table.isempty({})),
+    "|", tostring(table.isarray({ 1, 2 })), "|", tostring(table.isarray({ a = 1 })),
+    "|", table.clone({ k = "v" }).k)
+'''
+"#,
+    ));
+    let (status, _, body) = get(&mg.url("/shims")).await;
+    assert_eq!(status, 200, "{body}");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines[0], "3|true|true");
+    assert_eq!(lines[1], r#"{"ok":true}|["a","b"]"#);
+    assert_eq!(lines[2], "nil|true");
+    assert_eq!(lines[3], "nil|2|true|true|false|v");
+}
