@@ -36,6 +36,7 @@ pub mod budget;
 pub mod request;
 pub mod api;
 pub mod cjson;
+pub mod moongate;
 pub mod vm;
 pub mod respond;
 

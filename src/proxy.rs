@@ -202,17 +202,22 @@ async fn serve(
         req = Request::from_parts(ctx.take_head(), body);
         Some((vm, ctx))
     };
+    // `mg.upstream.set(name)` replaces the route's target.
+    let chosen = lua
+        .as_ref()
+        .and_then(|(_, ctx)| ctx.upstream.borrow().clone())
+        .and_then(|name| snap.upstreams.get(&name).cloned().map(|u| (name, u)));
+    let to_upstream = match (&chosen, &entry.target) {
+        (Some((name, upstream)), _) | (None, Target::Upstream { name, upstream }) => {
+            Some((name.as_str(), upstream))
+        }
+        _ => None,
+    };
 
     // 5. Target.
-    let mut resp = match (lua_response, &entry.target) {
-        (Some(resp), _) => resp,
-        (None, Target::Static { prefix, options }) => {
-            let path = req.uri().path();
-            let rel = path.strip_prefix(prefix.as_str()).unwrap_or(path);
-            let resp = crate::static_files::serve(options, rel, req.method(), req.headers()).await;
-            resp.map(|b| ResponseBody::from_kind(Kind::Static(b)))
-        }
-        (None, Target::Upstream { name, upstream }) => {
+    let mut resp = match (lua_response, to_upstream, &entry.target) {
+        (Some(resp), _, _) => resp,
+        (None, Some((name, upstream)), _) => {
             let to = Upstream {
                 name,
                 upstream,
@@ -222,7 +227,13 @@ async fn serve(
             };
             proxy_upstream(req, to, conn, snap, served).await?
         }
-        (None, Target::Lua) => {
+        (None, None, Target::Static { prefix, options }) => {
+            let path = req.uri().path();
+            let rel = path.strip_prefix(prefix.as_str()).unwrap_or(path);
+            let resp = crate::static_files::serve(options, rel, req.method(), req.headers()).await;
+            resp.map(|b| ResponseBody::from_kind(Kind::Static(b)))
+        }
+        (None, None, _) => {
             return Err(ProxyError::Lua(format!(
                 "{}: the content handler sent no response",
                 entry.name

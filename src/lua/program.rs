@@ -58,6 +58,8 @@ pub struct LuaProgram {
     pub scripts: Vec<LoadedScript>,
     /// `[lua] init`.
     pub init: Option<ScriptId>,
+    /// The upstreams `mg.upstream.set` may choose.
+    pub upstreams: Arc<Vec<String>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -91,9 +93,11 @@ impl LuaProgram {
 
     /// Reads and checks `settings.init` and every route's handlers;
     /// returns the program and each route's phases (in route order).
+    /// `upstreams` are the names `mg.upstream.set` may choose.
     pub fn compile(
         settings: &LuaSettings,
         routes: &[&RouteLua],
+        upstreams: Vec<String>,
     ) -> Result<(Arc<LuaProgram>, Vec<RoutePhases>), ConfigError> {
         let checker = mlua::Lua::new();
         let mut scripts = Vec::new();
@@ -122,6 +126,7 @@ impl LuaProgram {
             settings: settings.clone(),
             scripts,
             init,
+            upstreams: Arc::new(upstreams),
         };
         Ok((Arc::new(program), phases))
     }
@@ -216,7 +221,7 @@ mod tests {
             access: inline("local x = = 1", 7),
             ..RouteLua::default()
         };
-        let e = LuaProgram::compile(&settings(), &[&bad])
+        let e = LuaProgram::compile(&settings(), &[&bad], Vec::new())
             .map(|_| ())
             .unwrap_err();
         assert_eq!(e.place.file, std::path::PathBuf::from("conf.d/10-x.toml"));
@@ -237,7 +242,7 @@ mod tests {
             }),
             ..RouteLua::default()
         };
-        let e = LuaProgram::compile(&settings(), &[&missing])
+        let e = LuaProgram::compile(&settings(), &[&missing], Vec::new())
             .map(|_| ())
             .unwrap_err();
         assert!(
@@ -250,8 +255,8 @@ mod tests {
             log: inline("ngx.log(ngx.INFO, 'done')", 3),
             ..RouteLua::default()
         };
-        let (program, phases) =
-            LuaProgram::compile(&settings(), &[&good]).unwrap_or_else(|e| panic!("{e}"));
+        let (program, phases) = LuaProgram::compile(&settings(), &[&good], Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(program.scripts.len(), 2);
         assert_eq!(phases[0].rewrite, Some(0));
         assert_eq!(phases[0].log, Some(1));

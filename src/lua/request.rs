@@ -50,6 +50,8 @@ pub struct ReqCtx {
     pub upstream_addr: RefCell<Option<String>>,
     /// The upstream response status (`$upstream_status`).
     pub upstream_status: Cell<u16>,
+    /// The upstream chosen by `mg.upstream.set`, replacing the route's.
+    pub upstream: RefCell<Option<String>>,
 }
 
 impl ReqCtx {
@@ -87,6 +89,7 @@ impl ReqCtx {
             ctx: RefCell::new(None),
             upstream_addr: RefCell::new(None),
             upstream_status: Cell::new(0),
+            upstream: RefCell::new(None),
         }
     }
 

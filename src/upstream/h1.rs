@@ -173,6 +173,15 @@ impl Conn {
         Ok(())
     }
 
+    /// Writes a request whose whole body is in memory (`parts` must carry
+    /// its Content-Length when `body` is not empty).
+    pub async fn send_full(&mut self, parts: &Parts, body: &[u8]) -> Result<(), ExchangeError> {
+        write_head(&mut self.out, parts, body.is_empty());
+        self.out.extend_from_slice(body);
+        self.io.write_all(&self.out).await?;
+        Ok(())
+    }
+
     /// Reads the response head (skipping interim 1xx responses but 101).
     pub async fn read_head(
         &mut self,
