@@ -57,6 +57,8 @@ pub enum Phase {
     HeaderFilter,
     /// `log`.
     Log,
+    /// `timer` (callbacks of `ngx.timer.at` / `every`).
+    Timer,
 }
 
 impl Phase {
@@ -69,6 +71,7 @@ impl Phase {
             Phase::Content => "content",
             Phase::HeaderFilter => "header_filter",
             Phase::Log => "log",
+            Phase::Timer => "timer",
         }
     }
 }

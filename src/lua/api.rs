@@ -10,10 +10,10 @@ use mlua::{Function, Lua, Table, Value, Variadic};
 mod header;
 mod output;
 mod req;
+mod tasks;
 mod time;
 mod var;
 
-use super::Phase;
 use super::budget;
 use super::request::ReqCtx;
 
@@ -98,7 +98,7 @@ pub(super) fn err<E: std::fmt::Display>(e: E) -> mlua::Error {
 }
 
 /// Installs the `ngx` global.
-pub fn install(lua: &Lua, worker: WorkerInfo) -> mlua::Result<()> {
+pub fn install(lua: &Lua, worker: WorkerInfo, budget: std::time::Duration) -> mlua::Result<()> {
     let ngx = lua.create_table()?;
     for (name, v) in STATUSES {
         ngx.set(name, v)?;
@@ -129,13 +129,14 @@ pub fn install(lua: &Lua, worker: WorkerInfo) -> mlua::Result<()> {
     )?;
     ngx.set("resp", resp)?;
     output::output_functions(lua, &ngx)?;
+    tasks::install(lua, &ngx, budget)?;
     time::time_functions(lua, &ngx)?;
 
     ngx.set(
         "get_phase",
         lua.create_function(|_, ()| {
             Ok(budget::current()
-                .map_or(Phase::Init, |r| r.phase.get())
+                .map_or_else(tasks::phase_outside_requests, |r| r.phase.get())
                 .name())
         })?,
     )?;

@@ -55,13 +55,14 @@ pub fn timed_out() -> bool {
 /// and `budget` as the time it may run per poll.
 pub struct Budgeted<F> {
     inner: Pin<Box<F>>,
-    req: Rc<ReqCtx>,
+    req: Option<Rc<ReqCtx>>,
     budget: Duration,
 }
 
 impl<F> Budgeted<F> {
-    /// Wraps a coroutine's future.
-    pub fn new(inner: F, req: Rc<ReqCtx>, budget: Duration) -> Self {
+    /// Wraps a coroutine's future; `req` is `None` for timers, which run
+    /// outside any request.
+    pub fn new(inner: F, req: Option<Rc<ReqCtx>>, budget: Duration) -> Self {
         Budgeted {
             inner: Box::pin(inner),
             req,
@@ -86,7 +87,7 @@ impl<F: Future> Future for Budgeted<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let previous = CURRENT.with(|c| c.replace(Some(this.req.clone())));
+        let previous = CURRENT.with(|c| c.replace(this.req.clone()));
         let previous_deadline = DEADLINE.with(|d| d.replace(Some(Instant::now() + this.budget)));
         TIMED_OUT.with(|t| t.set(false));
         let polled = this.inner.as_mut().poll(cx);
@@ -96,7 +97,7 @@ impl<F: Future> Future for Budgeted<F> {
         if timed_out {
             return Poll::Ready(Ran::TimedOut);
         }
-        if this.req.exit_status().is_some() {
+        if this.req.as_ref().is_some_and(|r| r.exit_status().is_some()) {
             return Poll::Ready(Ran::Exited);
         }
         polled.map(Ran::Done)

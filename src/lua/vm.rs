@@ -73,7 +73,8 @@ impl Vm {
         let lua = new_state(program.settings.ffi).map_err(|e| e.to_string())?;
         let settings = &program.settings;
         setup(&lua, settings.sandbox, &settings.package_path).map_err(|e| e.to_string())?;
-        api::install(&lua, WORKER.with(Cell::get)).map_err(|e| e.to_string())?;
+        let budget = program.settings.time_budget;
+        api::install(&lua, WORKER.with(Cell::get), budget).map_err(|e| e.to_string())?;
         super::moongate::install(&lua, program.upstreams.clone()).map_err(|e| e.to_string())?;
         api::guard_protected_calls(&lua).map_err(|e| e.to_string())?;
         let vm = Vm {
@@ -120,7 +121,13 @@ impl Vm {
             Ok(fut) => fut,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        match Budgeted::new(started, req.clone(), self.program.settings.time_budget).await {
+        match Budgeted::new(
+            started,
+            Some(req.clone()),
+            self.program.settings.time_budget,
+        )
+        .await
+        {
             Ran::Done(Ok(())) => Outcome::Next,
             Ran::Done(Err(e)) => Outcome::Failed(e.to_string()),
             Ran::Exited => Outcome::Exit(req.exit_status().unwrap_or(0)),

@@ -530,3 +530,57 @@ ngx.say(tostring(r3), "|", err3)
         "nil|https:// is not supported by mg.http.request yet (http:// only)"
     );
 }
+
+/// ngx.timer.at / every run callbacks in the timer phase; ngx.thread.spawn
+/// runs light threads that share the request, wait returns the first to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_and_light_threads() {
+    let mg = Moongate::start(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 1
+access_log = "off"
+
+[[route]]
+path_exact = "/arm"
+lua.content_inline = '''
+local ok = ngx.timer.at(0.05, function(premature, x)
+    _G.fired = x .. ":" .. ngx.get_phase() .. ":" .. tostring(premature)
+end, "a")
+ngx.timer.every(0.05, function() _G.ticks = (_G.ticks or 0) + 1 end)
+ngx.say(tostring(ok))
+'''
+
+[[route]]
+path_exact = "/check"
+lua.content_inline = '''
+ngx.sleep(0.4)
+ngx.say(tostring(_G.fired), "|", tostring((_G.ticks or 0) >= 3))
+'''
+
+[[route]]
+path_exact = "/threads"
+lua.content_inline = '''
+local t1 = ngx.thread.spawn(function(a) ngx.sleep(0.1); return "slow", a end, 1)
+local t2 = ngx.thread.spawn(function() return "fast" end)
+local ok, r = ngx.thread.wait(t1, t2)
+ngx.say(tostring(ok), "|", r)
+local ok1, s, a = ngx.thread.wait(t1)
+ngx.say(tostring(ok1), "|", s, "|", a)
+local t3 = ngx.thread.spawn(function() error("bad thing") end)
+local ok3, e = ngx.thread.wait(t3)
+ngx.say(tostring(ok3), "|", tostring(string.find(e, "bad thing", 1, true) ~= nil))
+local t4 = ngx.thread.spawn(function() ngx.sleep(10) end)
+ngx.say(tostring(ngx.thread.kill(t4)))
+local t5 = ngx.thread.spawn(function() return ngx.var.uri end)
+local _, uri = ngx.thread.wait(t5)
+ngx.say(uri)
+'''
+"#,
+    );
+    assert_eq!(get(&mg.url("/arm")).await.2, "true\n");
+    assert_eq!(get(&mg.url("/check")).await.2, "a:timer:false|true\n");
+    let (status, _, body) = get(&mg.url("/threads")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "true|fast\ntrue|slow|1\nfalse|true\ntrue\n/threads\n");
+}
