@@ -163,6 +163,8 @@ pub enum RequestBodyError {
 /// the time between chunks.
 pub struct RequestBody {
     inner: Option<Incoming>,
+    /// A body already read into memory (by a Lua handler), sent as is.
+    held: Option<Bytes>,
     limit: u64,
     seen: u64,
     timeout: Duration,
@@ -175,6 +177,7 @@ impl RequestBody {
     pub fn empty() -> Self {
         RequestBody {
             inner: None,
+            held: None,
             limit: u64::MAX,
             seen: 0,
             timeout: Duration::MAX,
@@ -196,9 +199,29 @@ impl RequestBody {
         }
     }
 
+    /// A body held in memory.
+    pub fn buffered(bytes: Bytes) -> Self {
+        RequestBody {
+            held: (!bytes.is_empty()).then_some(bytes),
+            ..Self::empty()
+        }
+    }
+
     /// True when no body bytes are left to send (none at all, or all sent).
     pub fn is_empty(&self) -> bool {
-        self.inner.is_none()
+        self.inner.is_none() && self.held.is_none()
+    }
+
+    /// Reads the whole body into memory, under the same limits.
+    pub async fn read_all(mut self) -> Result<Bytes, RequestBodyError> {
+        use http_body_util::BodyExt;
+        let mut out = bytes::BytesMut::new();
+        while let Some(frame) = self.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out.freeze())
     }
 
     /// Ends the body with `err`.
@@ -220,6 +243,9 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let this = &mut *self;
+        if let Some(held) = this.held.take() {
+            return Poll::Ready(Some(Ok(Frame::data(held))));
+        }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -263,12 +289,14 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.held.is_none() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+        match (&self.held, &self.inner) {
+            (Some(b), _) => SizeHint::with_exact(b.len() as u64),
+            (None, Some(i)) => i.size_hint(),
+            (None, None) => SizeHint::with_exact(0),
+        }
     }
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -179,6 +180,12 @@ async fn serve(
 
     let real_ip =
         forward::real_client_ip(conn.peer.ip(), req.headers(), &snap.server.trusted_proxies);
+    let (mut parts, body) = req.into_parts();
+    let mut body = RequestBody::limited(
+        body,
+        snap.server.client_max_body_size,
+        snap.server.client_body_timeout,
+    );
 
     // 4. Lua rewrite, access and content handlers.
     let mut lua_response = None;
@@ -186,9 +193,9 @@ async fn serve(
         None
     } else {
         let vm = lua::vm::for_program(&snap.lua).map_err(ProxyError::Lua)?;
-        let (parts, body) = req.into_parts();
         let ctx = Rc::new(ReqCtx::new(
             parts,
+            body,
             host.clone(),
             real_ip,
             conn.scheme,
@@ -199,7 +206,7 @@ async fn serve(
             Flow::Respond(resp) => lua_response = Some(*resp),
             Flow::Failed(m) => return Err(ProxyError::Lua(format!("{}: {m}", entry.name))),
         }
-        req = Request::from_parts(ctx.take_head(), body);
+        (parts, body) = ctx.take_request();
         Some((vm, ctx))
     };
     // `mg.upstream.set(name)` replaces the route's target.
@@ -225,12 +232,13 @@ async fn serve(
                 real_ip,
                 original_uri: &original_uri,
             };
-            proxy_upstream(req, to, conn, snap, served).await?
+            proxy_upstream(parts, body, to, conn, served).await?
         }
         (None, None, Target::Static { prefix, options }) => {
-            let path = req.uri().path();
+            let path = parts.uri.path();
             let rel = path.strip_prefix(prefix.as_str()).unwrap_or(path);
-            let resp = crate::static_files::serve(options, rel, req.method(), req.headers()).await;
+            let resp =
+                crate::static_files::serve(options, rel, &parts.method, &parts.headers).await;
             resp.map(|b| ResponseBody::from_kind(Kind::Static(b)))
         }
         (None, None, _) => {
@@ -263,10 +271,10 @@ struct Upstream<'a> {
 /// Forwards the request to the upstream (forwarding headers, balance,
 /// pool, retries), tunnelling a protocol upgrade both ways.
 async fn proxy_upstream(
-    mut req: Request<Incoming>,
+    mut parts: Parts,
+    body: RequestBody,
     to: Upstream<'_>,
     conn: &ConnCtx,
-    snap: &Snapshot,
     served: &mut Served,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let Upstream {
@@ -276,10 +284,10 @@ async fn proxy_upstream(
         real_ip,
         original_uri,
     } = to;
-    let max_body = snap.server.client_max_body_size;
-    let upgrade = req.version() == Version::HTTP_11 && forward::wants_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+    let upgrade = parts.version == Version::HTTP_11 && forward::wants_upgrade(&parts.headers);
+    let client_upgrade = upgrade
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
     if !parts.headers.contains_key(header::HOST)
         && let Ok(v) = HeaderValue::from_str(host)
     {
@@ -302,11 +310,7 @@ async fn proxy_upstream(
     });
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
-    let body = if upgrade {
-        RequestBody::empty()
-    } else {
-        RequestBody::limited(body, max_body, snap.server.client_body_timeout)
-    };
+    let body = if upgrade { RequestBody::empty() } else { body };
     let key = match (&hash_key, upstream.def.balance) {
         (Some(k), _) => PickKey::Bytes(k.as_bytes()),
         (None, crate::config::Balance::IpHash) => PickKey::Ip(real_ip),

@@ -9,10 +9,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 
+use bytes::Bytes;
 use http::HeaderMap;
 use http::request::Parts;
 
 use super::Phase;
+use crate::body::RequestBody;
 
 /// The state of one request as its Lua handlers see it.
 pub struct ReqCtx {
@@ -52,12 +54,18 @@ pub struct ReqCtx {
     pub upstream_status: Cell<u16>,
     /// The upstream chosen by `mg.upstream.set`, replacing the route's.
     pub upstream: RefCell<Option<String>>,
+    /// The client's body, still streaming (sent upstream as it arrives)
+    /// until a handler calls `ngx.req.read_body`.
+    pub body: RefCell<RequestBody>,
+    /// The body once read (or set) by a handler.
+    pub body_data: RefCell<Option<Bytes>>,
 }
 
 impl ReqCtx {
-    /// State for a request with this head.
+    /// State for a request with this head and body.
     pub fn new(
         head: Parts,
+        body: RequestBody,
         host: String,
         client: IpAddr,
         scheme: &'static str,
@@ -90,6 +98,8 @@ impl ReqCtx {
             upstream_addr: RefCell::new(None),
             upstream_status: Cell::new(0),
             upstream: RefCell::new(None),
+            body: RefCell::new(body),
+            body_data: RefCell::new(None),
         }
     }
 
@@ -103,9 +113,28 @@ impl ReqCtx {
         self.exit.get()
     }
 
-    /// Hands the (possibly changed) request head back for proxying,
-    /// keeping a copy for later phases (`ngx.var` in header_filter and log).
-    pub fn take_head(&self) -> Parts {
+    /// Hands the (possibly changed) request back for proxying: the head,
+    /// and the body (from memory, with its Content-Length, if a handler
+    /// read or replaced it).
+    pub fn take_request(&self) -> (Parts, RequestBody) {
+        let body = match self.body_data.borrow_mut().take() {
+            Some(data) => {
+                let mut head = self.head.borrow_mut();
+                head.headers.remove(http::header::TRANSFER_ENCODING);
+                head.headers.insert(
+                    http::header::CONTENT_LENGTH,
+                    http::HeaderValue::from(data.len()),
+                );
+                RequestBody::buffered(data)
+            }
+            None => std::mem::replace(&mut *self.body.borrow_mut(), RequestBody::empty()),
+        };
+        (self.take_head(), body)
+    }
+
+    /// Hands the request head back, keeping a copy for later phases
+    /// (`ngx.var` in header_filter and log).
+    fn take_head(&self) -> Parts {
         let mut head = self.head.borrow_mut();
         let mut copy = http::Request::new(()).into_parts().0;
         copy.method = head.method.clone();

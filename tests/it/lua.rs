@@ -584,3 +584,69 @@ ngx.say(uri)
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "true|fast\ntrue|slow|1\nfalse|true\ntrue\n/threads\n");
 }
+
+/// ngx.req.read_body / get_body_data / get_post_args / set_body_data: the
+/// body is read only when asked, and what a handler sets is what the
+/// upstream receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_in_lua() {
+    let origin = Origin::start(echo).await;
+    let mg = Moongate::start(
+        &conf(
+            origin.addr,
+            r#"lua.access_inline = '''
+local before = ngx.req.get_post_args()
+ngx.req.read_body()
+local args = ngx.req.get_post_args()
+ngx.req.set_header("X-Before", tostring(before))
+ngx.req.set_header("X-Name", args.name or "none")
+ngx.req.set_header("X-Raw", ngx.req.get_body_data() or "nil")
+if args.replace then ngx.req.set_body_data("replaced!") end
+'''"#,
+            "[server.extra]\n",
+        )
+        .replace("[server.extra]\n", "")
+        .replace(
+            "access_log = \"off\"",
+            "access_log = \"off\"\nclient_max_body_size = \"1KiB\"",
+        ),
+    );
+    let http = client();
+    let r = http
+        .post(mg.url("/form"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("name=moon%20gate&x=1")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 200);
+    let seen: serde_json::Value =
+        serde_json::from_str(&r.text().await.expect("body")).expect("JSON");
+    assert_eq!(seen["headers"]["x-before"][0], "nil");
+    assert_eq!(seen["headers"]["x-name"][0], "moon gate");
+    assert_eq!(seen["headers"]["x-raw"][0], "name=moon%20gate&x=1");
+    assert_eq!(seen["body_len"], 20, "the read body is still sent upstream");
+
+    let r = http
+        .post(mg.url("/form"))
+        .body("replace=1")
+        .send()
+        .await
+        .expect("POST");
+    let seen: serde_json::Value =
+        serde_json::from_str(&r.text().await.expect("body")).expect("JSON");
+    assert_eq!(
+        seen["body_len"], 9,
+        "set_body_data replaces what the upstream gets"
+    );
+    assert_eq!(seen["headers"]["content-length"][0], "9");
+
+    let big = "a=".to_string() + &"x".repeat(4096);
+    let r = http
+        .post(mg.url("/form"))
+        .body(big)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 413);
+}

@@ -1,6 +1,9 @@
 //! `ngx.req.*`: the request's method, URI, arguments and headers.
 
+use bytes::Bytes;
 use mlua::{Lua, MultiValue, Table, Value};
+
+use crate::body::{RequestBody, RequestBodyError};
 
 use super::METHODS;
 use super::header::{header_name, headers_to_table, set_header_values};
@@ -107,14 +110,74 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
             Ok(())
         })?,
     )?;
-    // The body is streamed to the upstream, never buffered whole: reading
-    // it from Lua is not supported yet (ngx_lua's behaviour without
-    // `lua_need_request_body`: get_body_data returns nil).
-    t.set("read_body", lua.create_function(|_, ()| Ok(()))?)?;
-    t.set("discard_body", lua.create_function(|_, ()| Ok(()))?)?;
+    // The body streams to the upstream as it arrives unless a handler
+    // reads it: then it is held in memory (within client_max_body_size).
+    t.set(
+        "read_body",
+        lua.create_async_function(|_, ()| async move {
+            let r = req()?;
+            if r.body_data.borrow().is_some() {
+                return Ok(());
+            }
+            let body = std::mem::replace(&mut *r.body.borrow_mut(), RequestBody::empty());
+            let status = match body.read_all().await {
+                Ok(data) => {
+                    *r.body_data.borrow_mut() = Some(data);
+                    return Ok(());
+                }
+                Err(RequestBodyError::TooLarge) => 413,
+                Err(RequestBodyError::Timeout) => 408,
+                Err(e) => return Err(err(e)),
+            };
+            // As ngx_lua: the request ends with that status.
+            r.set_exit(status);
+            std::future::pending::<()>().await;
+            Ok(())
+        })?,
+    )?;
+    t.set(
+        "discard_body",
+        lua.create_function(|_, ()| {
+            let r = req()?;
+            *r.body.borrow_mut() = RequestBody::empty();
+            *r.body_data.borrow_mut() = Some(Bytes::new());
+            Ok(())
+        })?,
+    )?;
     t.set(
         "get_body_data",
-        lua.create_function(|_, ()| Ok(Value::Nil))?,
+        lua.create_function(|lua, ()| {
+            let r = req()?;
+            match r.body_data.borrow().as_ref() {
+                Some(data) if !data.is_empty() => lua.create_string(data).map(Value::String),
+                _ => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    t.set(
+        "set_body_data",
+        lua.create_function(|_, data: mlua::LuaString| {
+            let r = req()?;
+            *r.body.borrow_mut() = RequestBody::empty();
+            *r.body_data.borrow_mut() = Some(Bytes::copy_from_slice(&data.as_bytes()));
+            Ok(())
+        })?,
+    )?;
+    t.set(
+        "get_post_args",
+        lua.create_function(|lua, max: Option<usize>| {
+            let r = req()?;
+            let Some(data) = r.body_data.borrow().clone() else {
+                let e =
+                    lua.create_string("request body not read yet: call ngx.req.read_body() first")?;
+                return Ok((Value::Nil, Value::String(e)));
+            };
+            let form = String::from_utf8_lossy(&data).into_owned();
+            Ok((
+                Value::Table(decode_args(lua, &form, max.unwrap_or(100))?),
+                Value::Nil,
+            ))
+        })?,
     )?;
     Ok(t)
 }
