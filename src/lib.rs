@@ -16,6 +16,7 @@
 //! - [`route`]: host/path/method routing table and rewrites
 //! - [`lua`]: ngx_lua-style phase handlers (rewrite, access, content,
 //!   header_filter, log) and the `ngx` API
+//! - [`ngx`]: codecs, times and regexes behind that API (no Lua)
 //! - [`forward`]: forwarding and hop-by-hop header rules
 //! - [`vars`]: nginx-style `$variables`
 //! - [`upstream`]: peers, balancers, pooled connections, our HTTP/1.1
@@ -59,6 +60,7 @@ pub mod conn;
 pub mod proxy;
 pub mod route;
 pub mod lua;
+pub mod ngx;
 pub mod forward;
 pub mod vars;
 pub mod upstream;
