@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use mlua::{Function, Lua, Table, Value, Variadic};
 
+mod codec;
 mod header;
 mod output;
 mod req;
@@ -130,6 +131,7 @@ pub fn install(lua: &Lua, worker: WorkerInfo, budget: std::time::Duration) -> ml
     ngx.set("resp", resp)?;
     output::output_functions(lua, &ngx)?;
     tasks::install(lua, &ngx, budget)?;
+    codec::install(lua, &ngx)?;
     time::time_functions(lua, &ngx)?;
 
     ngx.set(

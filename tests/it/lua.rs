@@ -650,3 +650,45 @@ if args.replace then ngx.req.set_body_data("replaced!") end
         .expect("POST");
     assert_eq!(r.status(), 413);
 }
+
+/// The codecs and time functions of SPEC §4, with known vectors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codecs_and_times() {
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        "",
+        r#"[[route]]
+path_exact = "/codecs"
+lua.content_inline = '''
+local function hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
+ngx.say(ngx.md5("abc"), "|", hex(ngx.md5_bin("")), "|", hex(ngx.sha1_bin("abc")))
+ngx.say(hex(ngx.hmac_sha1("key", "The quick brown fox jumps over the lazy dog")))
+ngx.say(ngx.crc32_short("The quick brown fox jumps over the lazy dog"), "|", ngx.crc32_long("hello"))
+ngx.say(ngx.encode_base64("hello?"), "|", ngx.encode_base64("a", true), "|", ngx.decode_base64("aGVsbG8/"), "|", tostring(ngx.decode_base64("!!!")))
+ngx.say(ngx.escape_uri("a b/c?d=e&f"), "|", ngx.unescape_uri("a%20b+c"), "|", ngx.escape_uri("a b/c", 0))
+local args = ngx.decode_args("a=1&b&c=&a=2")
+ngx.say(args.a[1], args.a[2], "|", tostring(args.b), "|", args.c == "", "|", ngx.encode_args({ x = "y z" }))
+ngx.say(ngx.http_time(1290079655), "|", ngx.cookie_time(1290079655), "|", ngx.parse_http_time("Thu, 18 Nov 2010 11:27:35 GMT"))
+ngx.say(#ngx.today(), "|", #ngx.localtime(), "|", #ngx.utctime(), "|", tostring(ngx.parse_http_time("nonsense")))
+'''
+"#,
+    ));
+    let (status, _, body) = get(&mg.url("/codecs")).await;
+    assert_eq!(status, 200, "{body}");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(
+        lines[0],
+        "900150983cd24fb0d6963f7d28e17f72|d41d8cd98f00b204e9800998ecf8427e|a9993e364706816aba3e25717850c26c9cd0d89d"
+    );
+    assert_eq!(lines[1], "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9");
+    assert_eq!(lines[2], "1095738169|907060870");
+    assert_eq!(lines[3], "aGVsbG8/|YQ|hello?|nil");
+    assert_eq!(lines[4], "a%20b%2Fc%3Fd%3De%26f|a b c|a%20b/c");
+    assert_eq!(lines[5], "12|true|true|x=y%20z");
+    assert_eq!(
+        lines[6],
+        "Thu, 18 Nov 2010 11:27:35 GMT|Thu, 18-Nov-10 11:27:35 GMT|1290079655"
+    );
+    assert_eq!(lines[7], "10|19|19|nil");
+}

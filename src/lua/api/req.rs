@@ -6,8 +6,8 @@ use mlua::{Lua, MultiValue, Table, Value};
 use crate::body::{RequestBody, RequestBodyError};
 
 use super::METHODS;
+use super::codec::{decode_args, encode_args};
 use super::header::{header_name, headers_to_table, set_header_values};
-use super::output::push_value;
 use super::var::{set_path, set_query};
 use super::{err, req};
 
@@ -56,7 +56,7 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
         lua.create_function(|_, args: Value| {
             let query = match args {
                 Value::String(s) => s.to_str()?.to_string(),
-                Value::Table(t) => encode_args(&t)?,
+                Value::Table(t) => String::from_utf8_lossy(&encode_args(&t)?).into_owned(),
                 Value::Nil => String::new(),
                 other => {
                     return Err(err(format!(
@@ -71,10 +71,10 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "get_uri_args",
-        lua.create_function(|lua, max: Option<usize>| {
+        lua.create_function(|lua, max: Option<i64>| {
             let r = req()?;
             let query = r.head.borrow().uri.query().unwrap_or("").to_string();
-            decode_args(lua, &query, max.unwrap_or(100))
+            decode_args(lua, query.as_bytes(), max)
         })?,
     )?;
     t.set(
@@ -165,82 +165,16 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "get_post_args",
-        lua.create_function(|lua, max: Option<usize>| {
+        lua.create_function(|lua, max: Option<i64>| {
             let r = req()?;
             let Some(data) = r.body_data.borrow().clone() else {
                 let e =
                     lua.create_string("request body not read yet: call ngx.req.read_body() first")?;
                 return Ok((Value::Nil, Value::String(e)));
             };
-            let form = String::from_utf8_lossy(&data).into_owned();
-            Ok((
-                Value::Table(decode_args(lua, &form, max.unwrap_or(100))?),
-                Value::Nil,
-            ))
+            let (args, truncated) = decode_args(lua, &data, max)?;
+            Ok((Value::Table(args), truncated))
         })?,
     )?;
-    Ok(t)
-}
-
-pub(super) fn encode_args(t: &Table) -> mlua::Result<String> {
-    let enc = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    let mut parts = Vec::new();
-    for pair in t.clone().pairs::<String, Value>() {
-        let (k, v) = pair?;
-        let mut push = |v: &Value| -> mlua::Result<()> {
-            match v {
-                Value::Boolean(true) => parts.push(enc(&k)),
-                Value::Boolean(false) => {}
-                other => {
-                    let mut out = Vec::new();
-                    push_value(other, &mut out)?;
-                    parts.push(format!(
-                        "{}={}",
-                        enc(&k),
-                        enc(&String::from_utf8_lossy(&out))
-                    ));
-                }
-            }
-            Ok(())
-        };
-        match &v {
-            Value::Table(list) => {
-                for item in list.clone().sequence_values::<Value>() {
-                    push(&item?)?;
-                }
-            }
-            other => push(other)?,
-        }
-    }
-    Ok(parts.join("&"))
-}
-
-pub(super) fn decode_args(lua: &Lua, query: &str, max: usize) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    let unescape = |s: &str| -> Vec<u8> {
-        percent_encoding::percent_decode(s.replace('+', " ").as_bytes()).collect()
-    };
-    for (i, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
-        if max > 0 && i >= max {
-            break;
-        }
-        let (key, value) = match pair.split_once('=') {
-            Some((k, v)) => (unescape(k), Value::String(lua.create_string(unescape(v))?)),
-            None => (unescape(pair), Value::Boolean(true)),
-        };
-        let key = lua.create_string(key)?;
-        match t.raw_get::<Value>(&key)? {
-            Value::Nil => t.raw_set(key, value)?,
-            Value::Table(list) => list.push(value)?,
-            first => {
-                let list = lua.create_table()?;
-                list.push(first)?;
-                list.push(value)?;
-                t.raw_set(key, list)?;
-            }
-        }
-    }
     Ok(t)
 }

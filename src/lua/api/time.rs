@@ -23,13 +23,6 @@ pub(super) fn time_functions(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     )?;
     ngx.set("update_time", lua.create_function(|_, ()| Ok(()))?)?;
     ngx.set(
-        "http_time",
-        lua.create_function(|_, secs: i64| {
-            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-            Ok(httpdate::fmt_http_date(t))
-        })?,
-    )?;
-    ngx.set(
         "sleep",
         lua.create_async_function(|_, secs: f64| async move {
             if secs.is_nan() || secs < 0.0 || !secs.is_finite() {
