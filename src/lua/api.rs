@@ -10,6 +10,7 @@ use mlua::{Function, Lua, Table, Value, Variadic};
 mod codec;
 mod header;
 mod output;
+mod re;
 mod req;
 mod tasks;
 mod time;
@@ -132,6 +133,7 @@ pub fn install(lua: &Lua, worker: WorkerInfo, budget: std::time::Duration) -> ml
     output::output_functions(lua, &ngx)?;
     tasks::install(lua, &ngx, budget)?;
     codec::install(lua, &ngx)?;
+    re::install(lua, &ngx)?;
     time::time_functions(lua, &ngx)?;
 
     ngx.set(
@@ -253,15 +255,21 @@ pub(super) fn lua_int(v: &Value) -> Option<i64> {
 
 /// Replaces `pcall`, `xpcall` and `coroutine.resume` with versions that
 /// re-raise once the running handler was stopped by its budget, so a
-/// script cannot catch the stop and go on.
+/// script cannot catch the stop and go on, and that hand errors raised by
+/// the Rust side to the script as strings.
 pub fn guard_protected_calls(lua: &Lua) -> mlua::Result<()> {
     let stopped: Function = lua.create_function(|_, ()| Ok(budget::timed_out()))?;
     lua.load(
         r#"
         local stopped, raw_pcall, raw_xpcall, raw_resume = ...
-        local function check(...)
+        local function check(ok, ...)
             if stopped() then error("time budget exceeded", 0) end
-            return ...
+            -- Errors raised by the Rust side are objects; OpenResty code
+            -- expects the message string, as ngx_lua gives it.
+            if not ok and type((...)) == "userdata" then
+                return ok, tostring((...)), select(2, ...)
+            end
+            return ok, ...
         end
         pcall = function(...) return check(raw_pcall(...)) end
         xpcall = function(...) return check(raw_xpcall(...)) end

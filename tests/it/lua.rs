@@ -692,3 +692,55 @@ ngx.say(#ngx.today(), "|", #ngx.localtime(), "|", #ngx.utctime(), "|", tostring(
     );
     assert_eq!(lines[7], "10|19|19|nil");
 }
+
+/// ngx.re.match / find / gmatch / sub / gsub with PCRE syntax, options,
+/// ctx.pos and ngx_lua's return conventions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ngx_re() {
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        "",
+        r#"[[route]]
+path_exact = "/re"
+lua.content_inline = '''
+local m = ngx.re.match("hello, 1234 and 56", [[(\d+)\D+(?<second>\d+)]], "jo")
+ngx.say(m[0], "|", m[1], "|", m.second, "|", m[2])
+ngx.say(tostring(ngx.re.match("abc", "X", "i")), "|", ngx.re.match("ABC", "b", "i")[0])
+local from, to = ngx.re.find("hello world", "wor")
+ngx.say(from, "|", to)
+local ctx = { pos = 7 }
+local m2 = ngx.re.match("ab ab ab", "ab", "", ctx)
+ngx.say(m2[0], "|", ctx.pos)
+local out = {}
+for w in ngx.re.gmatch("one two  three", [[\w+]]) do out[#out + 1] = w[0] end
+ngx.say(table.concat(out, ","))
+ngx.say(ngx.re.sub("hello world", "o", "0"), "|", (ngx.re.gsub("hello world", "o", "0")), "|", select(2, ngx.re.gsub("hello world", "o", "0")))
+ngx.say((ngx.re.gsub("abc", "b*", "-")), "|", (ngx.re.gsub("a1b22", [[\d+]], function(m) return "<" .. m[0] .. ">" end)))
+ngx.say((ngx.re.sub("john smith", [[(\w+) (\w+)]], "$2, ${1}!")), "|", (ngx.re.sub("x", "x", "$$")))
+ngx.say(tostring(ngx.re.match("aa", [[(a)\1]])[0]), "|", tostring(ngx.re.match("foobar", "foo(?=bar)")[0]))
+local bad, err = ngx.re.match("x", "(unclosed")
+ngx.say(tostring(bad), "|", tostring(err ~= nil))
+local ok, flag_err = pcall(ngx.re.match, "x", "x", "z")
+ngx.say(tostring(ok), "|", tostring(string.find(flag_err, "unknown flag", 1, true) ~= nil))
+local unmatched = ngx.re.match("a", "(a)|(b)")
+ngx.say(tostring(unmatched[2]))
+'''
+"#,
+    ));
+    let (status, _, body) = get(&mg.url("/re")).await;
+    assert_eq!(status, 200, "{body}");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines[0], "1234 and 56|1234|56|56");
+    assert_eq!(lines[1], "nil|B");
+    assert_eq!(lines[2], "7|9");
+    assert_eq!(lines[3], "ab|9");
+    assert_eq!(lines[4], "one,two,three");
+    assert_eq!(lines[5], "hell0 world|hell0 w0rld|2");
+    assert_eq!(lines[6], "-a--c-|a<1>b<22>");
+    assert_eq!(lines[7], "smith, john!|$");
+    assert_eq!(lines[8], "aa|foo");
+    assert_eq!(lines[9], "nil|true");
+    assert_eq!(lines[10], "false|true");
+    assert_eq!(lines[11], "false");
+}
