@@ -37,6 +37,7 @@ pub mod request;
 pub mod api;
 pub mod cjson;
 pub mod moongate;
+pub mod resty;
 pub mod vm;
 pub mod respond;
 

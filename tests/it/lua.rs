@@ -744,3 +744,48 @@ ngx.say(tostring(unmatched[2]))
     assert_eq!(lines[10], "false|true");
     assert_eq!(lines[11], "false");
 }
+
+/// resty.sha1 / sha256 / md5 / random / string, with lua-resty-string's API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_resty_string_modules() {
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        "",
+        r#"[[route]]
+path_exact = "/resty"
+lua.content_inline = '''
+local str = require "resty.string"
+local sha1 = require("resty.sha1"):new()
+sha1:update("ab")
+sha1:update("c")
+ngx.say(str.to_hex(sha1:final()))
+local sha256 = require("resty.sha256"):new()
+sha256:update("abc")
+ngx.say(str.to_hex(sha256:final()))
+local md5 = require("resty.md5"):new()
+md5:update("abc")
+local d = md5:final()
+md5:reset()
+md5:update("")
+ngx.say(str.to_hex(d), "|", str.to_hex(md5:final()))
+local random = require "resty.random"
+local a, b = random.bytes(16), random.bytes(16, true)
+ngx.say(#a, "|", #b, "|", tostring(a ~= b), "|", str.atoi("42"))
+'''
+"#,
+    ));
+    let (status, _, body) = get(&mg.url("/resty")).await;
+    assert_eq!(status, 200, "{body}");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines[0], "a9993e364706816aba3e25717850c26c9cd0d89d");
+    assert_eq!(
+        lines[1],
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(
+        lines[2],
+        "900150983cd24fb0d6963f7d28e17f72|d41d8cd98f00b204e9800998ecf8427e"
+    );
+    assert_eq!(lines[3], "16|16|true|42");
+}
