@@ -61,7 +61,7 @@ struct Served {
     upstream_addr: Option<String>,
     upstream_time: Option<Duration>,
     /// The route's Lua `log` handler, with the VM and request state it runs on.
-    lua_log: Option<(Rc<lua::vm::Vm>, Rc<ReqCtx>, lua::ScriptId)>,
+    lua_log: Option<(Rc<lua::vm::Vm>, Rc<ReqCtx>, Vec<lua::ScriptId>)>,
 }
 
 /// Serves one request (the hyper service function).
@@ -103,9 +103,9 @@ pub async fn handle(
         upstream_time: served.upstream_time,
     };
     let hook: Box<dyn OnComplete> = match served.lua_log {
-        Some((vm, ctx, id)) => Box::new(LogPhase {
+        Some((vm, ctx, ids)) => Box::new(LogPhase {
             vm,
-            id,
+            ids,
             ctx,
             status,
             next: Box::new(record),
@@ -250,12 +250,14 @@ async fn serve(
     };
 
     // 6. Lua header filter; the log handler runs when the body is sent.
-    if let (Some((vm, ctx)), Some(id)) = (&lua, entry.lua.header_filter) {
-        lua::respond::header_filter(vm, id, ctx, &mut resp)
+    if let Some((vm, ctx)) = lua.as_ref().filter(|_| !entry.lua.header_filter.is_empty()) {
+        lua::respond::header_filter(vm, &entry.lua.header_filter, ctx, &mut resp)
             .await
             .map_err(|m| ProxyError::Lua(format!("{}: {m}", entry.name)))?;
     }
-    served.lua_log = lua.and_then(|(vm, ctx)| entry.lua.log.map(|id| (vm, ctx, id)));
+    served.lua_log = lua
+        .filter(|_| !entry.lua.log.is_empty())
+        .map(|(vm, ctx)| (vm, ctx, entry.lua.log.clone()));
     Ok(resp)
 }
 

@@ -25,19 +25,20 @@ pub struct LoadedScript {
     pub path: Option<PathBuf>,
 }
 
-/// The handlers of one route, as script ids.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The handlers of one route, as script ids, in the order they run
+/// (bundled policies first, then the route's own scripts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoutePhases {
-    /// `lua.rewrite`.
-    pub rewrite: Option<ScriptId>,
-    /// `lua.access`.
-    pub access: Option<ScriptId>,
+    /// `rewrite` handlers.
+    pub rewrite: Vec<ScriptId>,
+    /// `access` handlers.
+    pub access: Vec<ScriptId>,
     /// `lua.content`.
     pub content: Option<ScriptId>,
-    /// `lua.header_filter`.
-    pub header_filter: Option<ScriptId>,
-    /// `lua.log`.
-    pub log: Option<ScriptId>,
+    /// `header_filter` handlers.
+    pub header_filter: Vec<ScriptId>,
+    /// `log` handlers.
+    pub log: Vec<ScriptId>,
 }
 
 impl RoutePhases {
@@ -114,11 +115,11 @@ impl LuaProgram {
         let mut phases = Vec::with_capacity(routes.len());
         for r in routes {
             phases.push(RoutePhases {
-                rewrite: add(&r.rewrite)?,
-                access: add(&r.access)?,
+                rewrite: add(&r.rewrite)?.into_iter().collect(),
+                access: add(&r.access)?.into_iter().collect(),
                 content: add(&r.content)?,
-                header_filter: add(&r.header_filter)?,
-                log: add(&r.log)?,
+                header_filter: add(&r.header_filter)?.into_iter().collect(),
+                log: add(&r.log)?.into_iter().collect(),
             });
         }
         let program = LuaProgram {
@@ -258,8 +259,8 @@ mod tests {
         let (program, phases) = LuaProgram::compile(&settings(), &[&good], Vec::new())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(program.scripts.len(), 2);
-        assert_eq!(phases[0].rewrite, Some(0));
-        assert_eq!(phases[0].log, Some(1));
-        assert!(phases[0].access.is_none());
+        assert_eq!(phases[0].rewrite, [0]);
+        assert_eq!(phases[0].log, [1]);
+        assert!(phases[0].access.is_empty());
     }
 }

@@ -25,11 +25,12 @@ pub enum Flow {
 
 /// Runs the `rewrite`, `access` and `content` handlers in that order.
 pub async fn request_phases(vm: &Vm, phases: &RoutePhases, ctx: &Rc<ReqCtx>) -> Flow {
-    for (phase, id) in [
-        (Phase::Rewrite, phases.rewrite),
-        (Phase::Access, phases.access),
-    ] {
-        let Some(id) = id else { continue };
+    let handlers = phases
+        .rewrite
+        .iter()
+        .map(|id| (Phase::Rewrite, *id))
+        .chain(phases.access.iter().map(|id| (Phase::Access, *id)));
+    for (phase, id) in handlers {
         match vm.run(id, phase, ctx).await {
             Outcome::Next => {}
             // ngx.exit(ngx.OK) ends this phase only.
@@ -48,16 +49,22 @@ pub async fn request_phases(vm: &Vm, phases: &RoutePhases, ctx: &Rc<ReqCtx>) -> 
     }
 }
 
-/// Runs the `header_filter` handler on a response's status and headers.
+/// Runs the `header_filter` handlers on a response's status and headers.
 pub async fn header_filter(
     vm: &Vm,
-    id: ScriptId,
+    ids: &[ScriptId],
     ctx: &Rc<ReqCtx>,
     resp: &mut Response<ResponseBody>,
 ) -> Result<(), String> {
     ctx.status.set(resp.status().as_u16());
     *ctx.resp_headers.borrow_mut() = std::mem::take(resp.headers_mut());
-    let outcome = vm.run(id, Phase::HeaderFilter, ctx).await;
+    let mut outcome = Outcome::Next;
+    for id in ids {
+        outcome = vm.run(*id, Phase::HeaderFilter, ctx).await;
+        if matches!(outcome, Outcome::Failed(_)) {
+            break;
+        }
+    }
     *resp.headers_mut() = std::mem::take(&mut *ctx.resp_headers.borrow_mut());
     if let Ok(status) = StatusCode::from_u16(ctx.status.get()) {
         *resp.status_mut() = status;
@@ -101,8 +108,8 @@ fn exit_response(ctx: &ReqCtx, code: i64) -> Response<ResponseBody> {
 pub struct LogPhase {
     /// The VM the request ran on.
     pub vm: Rc<Vm>,
-    /// The `log` handler.
-    pub id: ScriptId,
+    /// The `log` handlers.
+    pub ids: Vec<ScriptId>,
     /// The request's state.
     pub ctx: Rc<ReqCtx>,
     /// The final status (`ngx.var.status`).
@@ -115,7 +122,7 @@ impl OnComplete for LogPhase {
     fn complete(self: Box<Self>, bytes: u64, complete: bool) {
         let LogPhase {
             vm,
-            id,
+            ids,
             ctx,
             status,
             next,
@@ -123,8 +130,10 @@ impl OnComplete for LogPhase {
         next.complete(bytes, complete);
         ctx.status.set(status);
         tokio::task::spawn_local(async move {
-            if let Outcome::Failed(m) = vm.run(id, Phase::Log, &ctx).await {
-                tracing::error!(target: "moongate::lua", "log phase: {m}");
+            for id in ids {
+                if let Outcome::Failed(m) = vm.run(id, Phase::Log, &ctx).await {
+                    tracing::error!(target: "moongate::lua", "log phase: {m}");
+                }
             }
         });
     }
