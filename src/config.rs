@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Place};
 pub use model::{
-    AccessLog, Admin, Balance, CertPair, Config, Listen, LuaSettings, PathMatch, PeerAddr, Rewrite,
-    Route, RouteLua, RouteTarget, Script, ScriptSource, Server, ServerPeer, SharedDictDef,
+    AccessLog, Admin, Balance, CertPair, Config, Listen, LuaSettings, PathMatch, PeerAddr, Policy,
+    Rewrite, Route, RouteLua, RouteTarget, Script, ScriptSource, Server, ServerPeer, SharedDictDef,
     TlsListener, Upstream,
 };
 pub use units::{parse_duration, parse_size};

@@ -38,6 +38,7 @@ pub mod api;
 pub mod cjson;
 pub mod moongate;
 pub mod resty;
+pub mod policies;
 pub mod vm;
 pub mod respond;
 

@@ -247,6 +247,8 @@ pub struct RawRoute {
     pub expires: Option<Spanned<Dur>>,
     /// Lua phase handlers.
     pub lua: Option<Spanned<RawRouteLua>>,
+    /// Bundled policies: `[{ use = "NAME", ...options }]`.
+    pub policies: Option<Vec<Spanned<toml::Table>>>,
 }
 
 /// `rewrite = { from = "...", to = "..." }`.

@@ -257,9 +257,22 @@ pub enum ScriptSource {
     Inline(String),
 }
 
+/// One bundled policy on a route (`lua/policies/NAME.lua`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// The policy (`use = "NAME"`).
+    pub name: String,
+    /// Its options, as written.
+    pub options: toml::Table,
+    /// Where it is configured.
+    pub place: Place,
+}
+
 /// The Lua handlers of one route, by phase.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RouteLua {
+    /// Bundled policies, run before the route's own handlers.
+    pub policies: Vec<Policy>,
     /// Runs first: may change the URI, headers, method.
     pub rewrite: Option<Script>,
     /// Runs next: may refuse the request.
@@ -275,7 +288,8 @@ pub struct RouteLua {
 impl RouteLua {
     /// True when no phase has a handler.
     pub fn is_empty(&self) -> bool {
-        self.rewrite.is_none()
+        self.policies.is_empty()
+            && self.rewrite.is_none()
             && self.access.is_none()
             && self.content.is_none()
             && self.header_filter.is_none()

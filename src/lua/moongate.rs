@@ -66,10 +66,47 @@ fn module(lua: &Lua, upstreams: Arc<Vec<String>>) -> mlua::Result<Table> {
         })?,
     )?;
     mg.set("http", http)?;
+    let ip = lua.create_table()?;
+    ip.set(
+        "matcher",
+        lua.create_function(|lua, list: Vec<String>| {
+            let mut nets = Vec::with_capacity(list.len());
+            for item in &list {
+                let net = item
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        mlua::Error::runtime(format!("\"{item}\" is not an IP address or CIDR"))
+                    })?;
+                nets.push(net);
+            }
+            lua.create_userdata(IpMatcher(nets))
+        })?,
+    )?;
+    mg.set("ip", ip)?;
     // Extension points for the rate-limit and cache features.
     mg.set("limit", lua.create_table()?)?;
     mg.set("cache", lua.create_table()?)?;
     Ok(mg)
+}
+
+/// `mg.ip.matcher{...}`: a set of networks; `:contains(addr)` tells
+/// whether an address is in one of them (IPv4-mapped IPv6 counts as IPv4).
+struct IpMatcher(Vec<ipnet::IpNet>);
+
+impl mlua::UserData for IpMatcher {
+    fn add_methods<M: mlua::UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("contains", |_, this, addr: String| {
+            let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
+                return Ok(false);
+            };
+            let ip = match ip {
+                std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+                v4 => v4,
+            };
+            Ok(this.0.iter().any(|net| net.contains(&ip)))
+        });
+    }
 }
 
 /// `mg.http.request{ method, url, headers, body, timeout }`.

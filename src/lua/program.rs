@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::Phase;
 use crate::config::{ConfigError, LuaSettings, Place, RouteLua, Script, ScriptSource};
 
 /// Index of a script in [`LuaProgram::scripts`].
@@ -101,8 +102,10 @@ impl LuaProgram {
         upstreams: Vec<String>,
     ) -> Result<(Arc<LuaProgram>, Vec<RoutePhases>), ConfigError> {
         let checker = mlua::Lua::new();
-        let mut scripts = Vec::new();
-        let mut add = |script: &Option<Script>| -> Result<Option<ScriptId>, ConfigError> {
+        let mut scripts: Vec<LoadedScript> = Vec::new();
+        let add = |scripts: &mut Vec<LoadedScript>,
+                   script: &Option<Script>|
+         -> Result<Option<ScriptId>, ConfigError> {
             let Some(script) = script else {
                 return Ok(None);
             };
@@ -111,16 +114,34 @@ impl LuaProgram {
             scripts.push(loaded);
             Ok(Some(scripts.len() - 1))
         };
-        let init = add(&settings.init)?;
+        let init = add(&mut scripts, &settings.init)?;
+        let mut policy_count = 0;
         let mut phases = Vec::with_capacity(routes.len());
         for r in routes {
-            phases.push(RoutePhases {
-                rewrite: add(&r.rewrite)?.into_iter().collect(),
-                access: add(&r.access)?.into_iter().collect(),
-                content: add(&r.content)?,
-                header_filter: add(&r.header_filter)?.into_iter().collect(),
-                log: add(&r.log)?.into_iter().collect(),
-            });
+            let mut route = RoutePhases::default();
+            for policy in &r.policies {
+                let id = policy_count;
+                policy_count += 1;
+                for (phase, script) in super::policies::handlers(policy, id) {
+                    check_syntax(&checker, &script, &policy.place)?;
+                    scripts.push(script);
+                    let sid = scripts.len() - 1;
+                    match phase {
+                        Phase::Rewrite => route.rewrite.push(sid),
+                        Phase::HeaderFilter => route.header_filter.push(sid),
+                        Phase::Log => route.log.push(sid),
+                        _ => route.access.push(sid),
+                    }
+                }
+            }
+            route.rewrite.extend(add(&mut scripts, &r.rewrite)?);
+            route.access.extend(add(&mut scripts, &r.access)?);
+            route.content = add(&mut scripts, &r.content)?;
+            route
+                .header_filter
+                .extend(add(&mut scripts, &r.header_filter)?);
+            route.log.extend(add(&mut scripts, &r.log)?);
+            phases.push(route);
         }
         let program = LuaProgram {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),

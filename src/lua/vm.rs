@@ -170,6 +170,7 @@ fn setup(lua: &Lua, sandbox: bool, package_path: &str) -> mlua::Result<()> {
     lua.load(SHIMS).set_name("=moongate").exec()?;
     super::cjson::install(lua)?;
     super::resty::install(lua)?;
+    super::policies::install(lua)?;
     if sandbox {
         lua.load(SANDBOX).set_name("=moongate").exec()?;
     }

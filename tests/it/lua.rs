@@ -789,3 +789,109 @@ ngx.say(#a, "|", #b, "|", tostring(a ~= b), "|", str.atoi("42"))
     );
     assert_eq!(lines[3], "16|16|true|42");
 }
+
+/// Bundled policies configured from a route, without writing Lua.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundled_policies() {
+    let origin = Origin::start(echo).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let keys = dir.path().join("keys.txt");
+    std::fs::write(&keys, "# key consumer\nk-alice alice\nk-bob\n").expect("keys");
+    let mg = Moongate::start(&format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 2
+access_log = "off"
+
+[upstream.app]
+servers = [{{ addr = "{}" }}]
+
+[[route]]
+path = "/"
+upstream = "app"
+policies = [
+  {{ use = "request_id" }},
+  {{ use = "ip", allow = ["127.0.0.0/8", "::1"], deny = ["10.0.0.0/8"] }},
+  {{ use = "api_key", keys_file = "{}", query_arg = "key" }},
+]
+
+[[route]]
+path = "/internal/"
+upstream = "app"
+policies = [{{ use = "ip", allow = ["10.0.0.0/8"] }}]
+"#,
+        origin.addr,
+        keys.display()
+    ));
+    let http = client();
+    let none = http.get(mg.url("/x")).send().await.expect("GET");
+    assert_eq!(none.status(), 401);
+    assert!(
+        none.headers()["www-authenticate"]
+            .to_str()
+            .unwrap_or("")
+            .contains("X-Api-Key")
+    );
+    let bad = http
+        .get(mg.url("/x"))
+        .header("x-api-key", "nope")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(bad.status(), 403);
+
+    let ok = http
+        .get(mg.url("/x"))
+        .header("x-api-key", "k-alice")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(ok.status(), 200);
+    let id = ok.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(id.len(), 32, "{id}");
+    let seen: serde_json::Value =
+        serde_json::from_str(&ok.text().await.expect("body")).expect("JSON");
+    assert_eq!(seen["headers"]["x-consumer"][0], "alice");
+    assert!(
+        seen["headers"].get("x-api-key").is_none(),
+        "the key is not forwarded"
+    );
+    assert_eq!(seen["headers"]["x-request-id"][0], id.as_str());
+
+    let passed = http
+        .get(mg.url("/x?key=k-bob"))
+        .header("x-request-id", "req-123.abc")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(passed.status(), 200);
+    assert_eq!(passed.headers()["x-request-id"], "req-123.abc");
+    let seen: serde_json::Value =
+        serde_json::from_str(&passed.text().await.expect("body")).expect("JSON");
+    assert_eq!(seen["headers"]["x-consumer"][0], "k-bob");
+
+    let internal = http.get(mg.url("/internal/x")).send().await.expect("GET");
+    assert_eq!(
+        internal.status(),
+        403,
+        "127.0.0.1 is outside the allow list"
+    );
+
+    // A policy that does not exist is a config error with its place.
+    let bad_dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        bad_dir.path().join("10-x.toml"),
+        "[[route]]\npath = \"/\"\nroot = \".\"\npolicies = [{ use = \"jwt_magic\" }]\n",
+    )
+    .expect("conf");
+    let run = crate::support::moongate_check(bad_dir.path());
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("10-x.toml:4:") && run.stderr.contains("unknown policy `jwt_magic`"),
+        "{}",
+        run.stderr
+    );
+}

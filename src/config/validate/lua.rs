@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::Source;
 use crate::config::error::ConfigError;
 use crate::config::file::{RawFile, RawRouteLua};
-use crate::config::model::{LuaSettings, RouteLua, Script, ScriptSource, SharedDictDef};
+use crate::config::model::{LuaSettings, Policy, RouteLua, Script, ScriptSource, SharedDictDef};
 
 /// The default `require` path: the bundled and the operator's scripts.
 pub const DEFAULT_PACKAGE_PATH: &str = "lua/?.lua;lua/?/init.lua";
@@ -65,16 +65,100 @@ pub(super) fn settings(parsed: &[(&Source<'_>, &RawFile)]) -> Result<LuaSettings
     Ok(out)
 }
 
-/// The `lua.*` handlers of a route.
+/// The bundled policies and the options each accepts.
+pub const POLICIES: [(&str, &[&str]); 3] = [
+    (
+        "api_key",
+        &[
+            "header",
+            "query_arg",
+            "keys",
+            "keys_file",
+            "dict",
+            "consumer_header",
+        ],
+    ),
+    ("ip", &["allow", "deny", "status"]),
+    ("request_id", &["header"]),
+];
+
+/// A route's `policies = [{ use = "NAME", ... }]`.
+fn policies(
+    src: &Source<'_>,
+    raw: Option<&Vec<Spanned<toml::Table>>>,
+) -> Result<Vec<Policy>, ConfigError> {
+    let known: Vec<&str> = POLICIES.iter().map(|(n, _)| *n).collect();
+    let mut out = Vec::new();
+    for entry in raw.into_iter().flatten() {
+        let place = src.place(entry.span());
+        let mut options = entry.get_ref().clone();
+        let name = match options.remove("use") {
+            Some(toml::Value::String(n)) => n,
+            _ => {
+                let message = format!(
+                    "a policy needs `use = \"NAME\"`, one of {}",
+                    known.join(", ")
+                );
+                return Err(ConfigError::at(&place, message));
+            }
+        };
+        let Some((_, keys)) = POLICIES.iter().find(|(n, _)| *n == name) else {
+            let message = format!(
+                "unknown policy `{name}`; bundled policies: {}",
+                known.join(", ")
+            );
+            return Err(ConfigError::at(&place, message));
+        };
+        if let Some(key) = options.keys().find(|k| !keys.contains(&k.as_str())) {
+            let message = format!(
+                "unknown option `{key}` for policy `{name}`; expected one of {}",
+                keys.join(", ")
+            );
+            return Err(ConfigError::at(&place, message));
+        }
+        for list in ["allow", "deny"] {
+            let Some(value) = options.get(list) else {
+                continue;
+            };
+            let cidrs: Option<Vec<&str>> = value
+                .as_array()
+                .and_then(|a| a.iter().map(|v| v.as_str()).collect());
+            let Some(cidrs) = cidrs else {
+                let message = format!("`{list}` is a list of addresses or CIDRs");
+                return Err(ConfigError::at(&place, message));
+            };
+            if let Some(bad) = cidrs.iter().find(|c| {
+                c.parse::<ipnet::IpNet>().is_err() && c.parse::<std::net::IpAddr>().is_err()
+            }) {
+                let message = format!("`{bad}` in `{list}` is not an IP address or CIDR");
+                return Err(ConfigError::at(&place, message));
+            }
+        }
+        out.push(Policy {
+            name,
+            options,
+            place,
+        });
+    }
+    Ok(out)
+}
+
+/// The `lua.*` handlers and bundled policies of a route.
 pub(super) fn route_lua(
     src: &Source<'_>,
     raw: Option<&Spanned<RawRouteLua>>,
+    raw_policies: Option<&Vec<Spanned<toml::Table>>>,
 ) -> Result<RouteLua, ConfigError> {
+    let policies = policies(src, raw_policies)?;
     let Some(raw) = raw else {
-        return Ok(RouteLua::default());
+        return Ok(RouteLua {
+            policies,
+            ..RouteLua::default()
+        });
     };
     let r = raw.get_ref();
     Ok(RouteLua {
+        policies,
         rewrite: phase(src, "rewrite", &r.rewrite, &r.rewrite_inline)?,
         access: phase(src, "access", &r.access, &r.access_inline)?,
         content: phase(src, "content", &r.content, &r.content_inline)?,

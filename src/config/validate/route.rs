@@ -66,7 +66,7 @@ pub(super) fn route(
         }
     };
 
-    let lua = super::lua::route_lua(src, raw.lua.as_ref())?;
+    let lua = super::lua::route_lua(src, raw.lua.as_ref(), raw.policies.as_ref())?;
     let target = match (&raw.upstream, &raw.root) {
         (Some(_), _) | (_, Some(_)) if lua.content.is_some() => {
             let at = raw
