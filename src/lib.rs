@@ -17,6 +17,7 @@
 //! - [`lua`]: ngx_lua-style phase handlers (rewrite, access, content,
 //!   header_filter, log) and the `ngx` API
 //! - [`ngx`]: codecs, times and regexes behind that API (no Lua)
+//! - [`shdict`]: the stores behind `ngx.shared.DICT` (kept across reloads)
 //! - [`forward`]: forwarding and hop-by-hop header rules
 //! - [`vars`]: nginx-style `$variables`
 //! - [`upstream`]: peers, balancers, pooled connections, our HTTP/1.1
@@ -61,6 +62,7 @@ pub mod proxy;
 pub mod route;
 pub mod lua;
 pub mod ngx;
+pub mod shdict;
 pub mod forward;
 pub mod vars;
 pub mod upstream;

@@ -113,8 +113,12 @@ pub fn compile(
     }
 
     let route_lua: Vec<&config::RouteLua> = config.routes.iter().map(|r| &r.lua).collect();
-    let (lua, phases) =
-        LuaProgram::compile(&config.lua, &route_lua, upstreams.keys().cloned().collect())?;
+    let (lua, phases) = LuaProgram::compile(
+        &config.lua,
+        &route_lua,
+        upstreams.keys().cloned().collect(),
+        previous.map(|p| p.lua.as_ref()),
+    )?;
     let mut specs = Vec::with_capacity(config.routes.len());
     for (route, lua_phases) in config.routes.into_iter().zip(phases) {
         let name = format!("{}:{}", route.place.file.display(), route.place.line);

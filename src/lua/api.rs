@@ -12,6 +12,7 @@ mod header;
 mod output;
 mod re;
 mod req;
+mod shared;
 mod tasks;
 mod time;
 mod var;
@@ -100,7 +101,12 @@ pub(super) fn err<E: std::fmt::Display>(e: E) -> mlua::Error {
 }
 
 /// Installs the `ngx` global.
-pub fn install(lua: &Lua, worker: WorkerInfo, budget: std::time::Duration) -> mlua::Result<()> {
+pub fn install(
+    lua: &Lua,
+    worker: WorkerInfo,
+    budget: std::time::Duration,
+    dicts: &std::collections::BTreeMap<String, std::sync::Arc<crate::shdict::SharedDict>>,
+) -> mlua::Result<()> {
     let ngx = lua.create_table()?;
     for (name, v) in STATUSES {
         ngx.set(name, v)?;
@@ -134,6 +140,7 @@ pub fn install(lua: &Lua, worker: WorkerInfo, budget: std::time::Duration) -> ml
     tasks::install(lua, &ngx, budget)?;
     codec::install(lua, &ngx)?;
     re::install(lua, &ngx)?;
+    shared::install(lua, &ngx, dicts)?;
     time::time_functions(lua, &ngx)?;
 
     ngx.set(

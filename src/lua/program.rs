@@ -3,12 +3,14 @@
 //! syntax error is a config error with its place and the old
 //! configuration keeps serving.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Phase;
 use crate::config::{ConfigError, LuaSettings, Place, RouteLua, Script, ScriptSource};
+use crate::shdict::SharedDict;
 
 /// Index of a script in [`LuaProgram::scripts`].
 pub type ScriptId = usize;
@@ -62,6 +64,10 @@ pub struct LuaProgram {
     pub init: Option<ScriptId>,
     /// The upstreams `mg.upstream.set` may choose.
     pub upstreams: Arc<Vec<String>>,
+    /// `ngx.shared.NAME` stores, shared by every VM of every thread; a
+    /// reload keeps a store (and its data) whose name and size are
+    /// unchanged.
+    pub dicts: BTreeMap<String, Arc<SharedDict>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -95,11 +101,13 @@ impl LuaProgram {
 
     /// Reads and checks `settings.init` and every route's handlers;
     /// returns the program and each route's phases (in route order).
-    /// `upstreams` are the names `mg.upstream.set` may choose.
+    /// `upstreams` are the names `mg.upstream.set` may choose; shared
+    /// dicts unchanged since `previous` are taken over with their data.
     pub fn compile(
         settings: &LuaSettings,
         routes: &[&RouteLua],
         upstreams: Vec<String>,
+        previous: Option<&LuaProgram>,
     ) -> Result<(Arc<LuaProgram>, Vec<RoutePhases>), ConfigError> {
         let checker = mlua::Lua::new();
         let mut scripts: Vec<LoadedScript> = Vec::new();
@@ -149,6 +157,18 @@ impl LuaProgram {
             scripts,
             init,
             upstreams: Arc::new(upstreams),
+            dicts: settings
+                .shared_dicts
+                .iter()
+                .map(|d| {
+                    let kept = previous
+                        .and_then(|p| p.dicts.get(&d.name))
+                        .filter(|old| old.capacity() == d.size)
+                        .cloned();
+                    let dict = kept.unwrap_or_else(|| Arc::new(SharedDict::new(&d.name, d.size)));
+                    (d.name.clone(), dict)
+                })
+                .collect(),
         };
         Ok((Arc::new(program), phases))
     }
@@ -243,7 +263,7 @@ mod tests {
             access: inline("local x = = 1", 7),
             ..RouteLua::default()
         };
-        let e = LuaProgram::compile(&settings(), &[&bad], Vec::new())
+        let e = LuaProgram::compile(&settings(), &[&bad], Vec::new(), None)
             .map(|_| ())
             .unwrap_err();
         assert_eq!(e.place.file, std::path::PathBuf::from("conf.d/10-x.toml"));
@@ -264,7 +284,7 @@ mod tests {
             }),
             ..RouteLua::default()
         };
-        let e = LuaProgram::compile(&settings(), &[&missing], Vec::new())
+        let e = LuaProgram::compile(&settings(), &[&missing], Vec::new(), None)
             .map(|_| ())
             .unwrap_err();
         assert!(
@@ -277,7 +297,7 @@ mod tests {
             log: inline("ngx.log(ngx.INFO, 'done')", 3),
             ..RouteLua::default()
         };
-        let (program, phases) = LuaProgram::compile(&settings(), &[&good], Vec::new())
+        let (program, phases) = LuaProgram::compile(&settings(), &[&good], Vec::new(), None)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(program.scripts.len(), 2);
         assert_eq!(phases[0].rewrite, [0]);

@@ -895,3 +895,106 @@ policies = [{{ use = "ip", allow = ["10.0.0.0/8"] }}]
         run.stderr
     );
 }
+
+/// ngx.shared.DICT: one store for every worker, bounded with LRU eviction
+/// (`forcible`), TTLs, incr with init / init_ttl, lists, errors, and data
+/// kept across a reload that leaves the dict unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_dicts() {
+    let origin = Origin::named("unused").await;
+    let conf_text = |extra: &str| {
+        conf(
+            origin.addr,
+            "",
+            &format!(
+                r#"[lua.shared_dict]
+cache = "16KiB"
+{extra}
+
+[[route]]
+path_exact = "/put"
+lua.content_inline = '''
+local d = ngx.shared.cache
+ngx.say(tostring(d:set("who", "moon", 0, 7)), "|", tostring(d:add("who", "x")), "|", (select(2, d:add("who", "x"))))
+'''
+
+[[route]]
+path_exact = "/get"
+lua.content_inline = '''
+local v, flags = ngx.shared.cache:get("who")
+ngx.say(tostring(v), "|", tostring(flags))
+'''
+
+[[route]]
+path_exact = "/ops"
+lua.content_inline = '''
+local d = ngx.shared.cache
+ngx.say(tostring(d:incr("n", 1)), "|", select(2, d:incr("n", 1)))
+ngx.say(d:incr("n", 5, 10), "|", d:incr("n", 1), "|", d:ttl("n"))
+d:incr("t", 1, 0, 0.05)
+ngx.say(string.format("%.2f", d:ttl("t")))
+d:set("bin", "a\0b")
+ngx.say(#d:get("bin"), "|", tostring(d:get("missing")))
+d:set("short", "s", 0.01)
+ngx.sleep(0.03)
+local v, _, stale = d:get_stale("short")
+ngx.say(tostring(d:get("short")), "|", v, "|", tostring(stale))
+ngx.say(d:rpush("l", "a"), d:rpush("l", "b"), d:lpush("l", "z"), "|", d:lpop("l"), d:rpop("l"), "|", d:llen("l"))
+d:set("str", "x")
+ngx.say(select(2, d:lpush("str", "y")), "|", select(2, d:incr("str", 1)), "|", select(2, d:get("")))
+ngx.say(d:capacity(), "|", tostring(d:free_space() < d:capacity()))
+local evicted = false
+for i = 1, 40 do
+    d:get("bin")
+    local ok, err, forcible = d:set("big" .. i, string.rep("x", 1024))
+    if forcible then evicted = true end
+end
+ngx.say(tostring(evicted), "|", tostring(d:get("bin") ~= nil), "|", tostring(d:get("big1")))
+local ok, err = d:safe_set("huge", string.rep("x", 64 * 1024))
+ngx.say(tostring(ok), "|", err)
+d:flush_all()
+ngx.say(tostring(d:get("bin")), "|", #d:get_keys(0))
+'''
+"#
+            ),
+        )
+    };
+    let mg = Moongate::start(&conf_text(""));
+    assert_eq!(get(&mg.url("/put")).await.2, "true|false|exists\n");
+    // Every request, whichever worker thread serves it, sees the same store.
+    for _ in 0..6 {
+        assert_eq!(get(&mg.url("/get")).await.2, "moon|7\n");
+    }
+    let (status, _, body) = get(&mg.url("/ops")).await;
+    assert_eq!(status, 200, "{body}");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines[0], "nil|not found");
+    assert_eq!(lines[1], "15|16|0");
+    assert_eq!(lines[2], "0.05");
+    assert_eq!(lines[3], "3|nil");
+    assert_eq!(lines[4], "nil|s|true");
+    assert_eq!(lines[5], "123|zb|1");
+    assert_eq!(lines[6], "value not a list|not a number|empty key");
+    assert_eq!(lines[7], "16384|true");
+    assert_eq!(
+        lines[8], "true|true|nil",
+        "LRU evicts the oldest, keeps the one in use"
+    );
+    assert_eq!(lines[9], "false|no memory");
+    assert_eq!(lines[10], "nil|0");
+
+    // A reload that keeps the dict keeps its data.
+    assert_eq!(get(&mg.url("/put")).await.2, "true|false|exists\n");
+    let admin = std::fs::read_to_string(mg.conf_dir().join("00-test.toml")).expect("conf");
+    mg.write_conf("00-test.toml", &format!("{admin}\n# touched\n"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !mg
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("configuration reloaded"))
+    {
+        assert!(std::time::Instant::now() < deadline, "no reload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&mg.url("/get")).await.2, "moon|7\n");
+}

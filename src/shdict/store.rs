@@ -1,0 +1,369 @@
+//! The state behind one [`SharedDict`](super::SharedDict)'s lock: the key
+//! map, the LRU order, the expiry index and the byte accounting.
+//!
+//! Everything here runs with the dict's mutex held and is ignorant of Lua and
+//! of which operation asked; it keeps the three indexes and `used` in step.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{DictError, Value};
+
+/// Bytes charged for every item on top of its key and value, standing in for
+/// ngx_lua's rbtree node, LRU links and slab rounding, so that a dict of
+/// tiny items still fills up.
+pub(super) const ITEM_OVERHEAD: usize = 64;
+
+/// Bytes charged for every list element on top of its value (ngx_lua keeps a
+/// queue node per element).
+pub(super) const LIST_NODE_OVERHEAD: usize = 16;
+
+/// When an item stops being live.
+///
+/// `Flushed` sorts before every instant, so `flush_all`ed items are the first
+/// the expiry index gives back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Deadline {
+    /// Expired by `flush_all`, whatever the clock says.
+    Flushed,
+    /// Expired from this instant on.
+    At(Instant),
+}
+
+impl Deadline {
+    fn passed(self, now: Instant) -> bool {
+        match self {
+            Deadline::Flushed => true,
+            Deadline::At(t) => t <= now,
+        }
+    }
+}
+
+/// What an item holds.
+pub(super) enum Data {
+    Scalar(Value),
+    List(VecDeque<Value>),
+}
+
+/// One item; its key lives in the map (and, shared, in the indexes).
+pub(super) struct Entry {
+    pub(super) data: Data,
+    pub(super) flags: u32,
+    /// `None`: never expires.
+    pub(super) deadline: Option<Deadline>,
+    /// Position in the LRU order; larger is more recent.
+    seq: u64,
+    /// Bytes charged against the capacity.
+    cost: usize,
+}
+
+impl Entry {
+    /// An item ready for [`Store::put`], its cost computed from `key_len`.
+    pub(super) fn new(data: Data, flags: u32, deadline: Option<Deadline>, key_len: usize) -> Self {
+        let data_cost = match &data {
+            Data::Scalar(v) => value_bytes(v),
+            Data::List(l) => l.iter().map(elem_cost).fold(0, usize::saturating_add),
+        };
+        Entry {
+            data,
+            flags,
+            deadline,
+            seq: 0,
+            cost: ITEM_OVERHEAD
+                .saturating_add(key_len)
+                .saturating_add(data_cost),
+        }
+    }
+
+    /// Not expired (and not flushed) at `now`.
+    pub(super) fn is_live(&self, now: Instant) -> bool {
+        self.deadline.is_none_or(|d| !d.passed(now))
+    }
+}
+
+/// Bytes a value occupies: ngx_lua stores numbers as doubles and booleans as
+/// one byte.
+pub(super) fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::Bool(_) => 1,
+        Value::Number(_) => 8,
+        Value::Str(s) => s.len(),
+    }
+}
+
+/// Bytes one list element is charged.
+pub(super) fn elem_cost(v: &Value) -> usize {
+    LIST_NODE_OVERHEAD.saturating_add(value_bytes(v))
+}
+
+/// The map and its indexes. Invariants: every map entry has exactly one
+/// `lru` slot at its `seq`, one `expiry` slot iff it has a deadline, and
+/// `used` is the sum of the entries' costs.
+pub(super) struct Store {
+    capacity: usize,
+    used: usize,
+    next_seq: u64,
+    map: HashMap<Bytes, Entry>,
+    lru: BTreeMap<u64, Bytes>,
+    expiry: BTreeSet<(Deadline, Bytes)>,
+}
+
+impl Store {
+    pub(super) fn new(capacity: usize) -> Self {
+        Store {
+            capacity,
+            used: 0,
+            next_seq: 0,
+            map: HashMap::new(),
+            lru: BTreeMap::new(),
+            expiry: BTreeSet::new(),
+        }
+    }
+
+    pub(super) fn used(&self) -> usize {
+        self.used
+    }
+
+    fn free(&self) -> usize {
+        self.capacity.saturating_sub(self.used)
+    }
+
+    /// The item, live or not, without touching the LRU order.
+    pub(super) fn peek(&self, key: &[u8]) -> Option<&Entry> {
+        self.map.get(key)
+    }
+
+    /// The item if it is live (or, with `stale_ok`, present at all), made the
+    /// most recently used.
+    pub(super) fn touch(&mut self, key: &[u8], now: Instant, stale_ok: bool) -> Option<&mut Entry> {
+        let e = self.map.get_mut(key)?;
+        if !stale_ok && !e.is_live(now) {
+            return None;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(k) = self.lru.remove(&e.seq) {
+            self.lru.insert(seq, k);
+        }
+        e.seq = seq;
+        Some(e)
+    }
+
+    /// Inserts `entry` under `key` (replacing any old item), first making
+    /// room: expired items go first, then, if `evict_live`, the least
+    /// recently used live ones. Returns whether live items were evicted.
+    /// On failure the old item, if any, is left as it was.
+    pub(super) fn put(
+        &mut self,
+        key: &[u8],
+        entry: Entry,
+        now: Instant,
+        evict_live: bool,
+    ) -> Result<bool, DictError> {
+        if entry.cost > self.capacity {
+            return Err(DictError::NoMemory);
+        }
+        let old = self.remove(key);
+        match self.make_room(entry.cost, now, evict_live) {
+            Ok(forcible) => {
+                let k = match old {
+                    Some((k, _)) => k,
+                    None => Bytes::copy_from_slice(key),
+                };
+                let mut entry = entry;
+                entry.seq = self.next_seq;
+                self.next_seq += 1;
+                self.place(k, entry);
+                Ok(forcible)
+            }
+            Err(e) => {
+                if let Some((k, o)) = old {
+                    self.place(k, o);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts an entry into the map and indexes at its own `seq`.
+    fn place(&mut self, key: Bytes, entry: Entry) {
+        self.used = self.used.saturating_add(entry.cost);
+        self.lru.insert(entry.seq, key.clone());
+        if let Some(d) = entry.deadline {
+            self.expiry.insert((d, key.clone()));
+        }
+        self.map.insert(key, entry);
+    }
+
+    /// Removes an item, live or not, returning it with its stored key.
+    pub(super) fn remove(&mut self, key: &[u8]) -> Option<(Bytes, Entry)> {
+        let (k, e) = self.map.remove_entry(key)?;
+        self.lru.remove(&e.seq);
+        if let Some(d) = e.deadline {
+            self.expiry.remove(&(d, k.clone()));
+        }
+        self.used = self.used.saturating_sub(e.cost);
+        Some((k, e))
+    }
+
+    /// Frees room for `need` more bytes; see [`Store::put`].
+    fn make_room(
+        &mut self,
+        need: usize,
+        now: Instant,
+        evict_live: bool,
+    ) -> Result<bool, DictError> {
+        if need > self.capacity {
+            return Err(DictError::NoMemory);
+        }
+        while self.free() < need && self.pop_expired(now) {}
+        let mut forcible = false;
+        while self.free() < need {
+            if !evict_live {
+                return Err(DictError::NoMemory);
+            }
+            let Some((_, k)) = self.lru.pop_first() else {
+                return Err(DictError::NoMemory);
+            };
+            self.remove(&k);
+            forcible = true;
+        }
+        Ok(forcible)
+    }
+
+    /// Frees the earliest-expiring item if it has expired. The slot is taken
+    /// out before the item, so loops over this always make progress.
+    fn pop_expired(&mut self, now: Instant) -> bool {
+        match self.expiry.first() {
+            Some((d, _)) if d.passed(now) => {}
+            _ => return false,
+        }
+        let Some((d, k)) = self.expiry.pop_first() else {
+            return false;
+        };
+        if self.map.get(&k).is_some_and(|e| e.deadline == Some(d)) {
+            self.remove(&k);
+        }
+        true
+    }
+
+    /// Frees up to `max` expired items (0 = all), returning how many.
+    pub(super) fn flush_expired(&mut self, max: usize, now: Instant) -> usize {
+        let mut n = 0;
+        while (max == 0 || n < max) && self.pop_expired(now) {
+            n += 1;
+        }
+        n
+    }
+
+    /// Marks every item expired; memory comes back lazily.
+    pub(super) fn flush_all(&mut self) {
+        self.expiry.clear();
+        for (k, e) in &mut self.map {
+            e.deadline = Some(Deadline::Flushed);
+            self.expiry.insert((Deadline::Flushed, k.clone()));
+        }
+    }
+
+    /// Gives a present item a new deadline (`None` = never expires).
+    pub(super) fn set_deadline(&mut self, key: &[u8], deadline: Option<Deadline>) {
+        let Some(e) = self.map.get_mut(key) else {
+            return;
+        };
+        let Some(k) = self.lru.get(&e.seq) else {
+            return;
+        };
+        if let Some(old) = e.deadline {
+            self.expiry.remove(&(old, k.clone()));
+        }
+        if let Some(new) = deadline {
+            self.expiry.insert((new, k.clone()));
+        }
+        e.deadline = deadline;
+    }
+
+    /// Pushes onto a live list, charging the element; never evicts live
+    /// items (ngx_lua's push answers "no memory" instead). Returns the new
+    /// length, or `None` if `key` is not a live list.
+    pub(super) fn push_live(
+        &mut self,
+        key: &[u8],
+        value: Value,
+        front: bool,
+        now: Instant,
+    ) -> Result<Option<usize>, DictError> {
+        match self.peek(key) {
+            Some(e) if e.is_live(now) => {
+                if !matches!(e.data, Data::List(_)) {
+                    return Err(DictError::WrongType);
+                }
+            }
+            _ => return Ok(None),
+        }
+        let extra = elem_cost(&value);
+        // The list is live, so freeing expired items cannot take it away.
+        self.make_room(extra, now, false)?;
+        let Some(e) = self.touch(key, now, false) else {
+            return Ok(None);
+        };
+        let Data::List(list) = &mut e.data else {
+            return Err(DictError::WrongType);
+        };
+        if front {
+            list.push_front(value);
+        } else {
+            list.push_back(value);
+        }
+        let len = list.len();
+        e.cost = e.cost.saturating_add(extra);
+        self.used = self.used.saturating_add(extra);
+        Ok(Some(len))
+    }
+
+    /// Pops from a live list, dropping the key when the list empties.
+    pub(super) fn pop(
+        &mut self,
+        key: &[u8],
+        front: bool,
+        now: Instant,
+    ) -> Result<Option<Value>, DictError> {
+        let Some(e) = self.touch(key, now, false) else {
+            return Ok(None);
+        };
+        let Data::List(list) = &mut e.data else {
+            return Err(DictError::WrongType);
+        };
+        let popped = if front {
+            list.pop_front()
+        } else {
+            list.pop_back()
+        };
+        let empty = list.is_empty();
+        if let Some(v) = &popped {
+            let freed = elem_cost(v);
+            e.cost = e.cost.saturating_sub(freed);
+            self.used = self.used.saturating_sub(freed);
+        }
+        if empty {
+            self.remove(key);
+        }
+        Ok(popped)
+    }
+
+    /// Live keys, most recently used first, at most `max` (0 = all).
+    pub(super) fn live_keys(&self, max: usize, now: Instant) -> Vec<Bytes> {
+        let live = self
+            .lru
+            .values()
+            .rev()
+            .filter(|k| self.map.get(*k).is_some_and(|e| e.is_live(now)))
+            .cloned();
+        if max == 0 {
+            live.collect()
+        } else {
+            live.take(max).collect()
+        }
+    }
+}
