@@ -232,7 +232,13 @@ async fn serve(
                 real_ip,
                 original_uri: &original_uri,
             };
-            proxy_upstream(parts, body, to, conn, served).await?
+            let resp = proxy_upstream(parts, body, to, conn, served).await?;
+            if let (Some((_, ctx)), Some(addr), Some(elapsed)) =
+                (&lua, &served.upstream_addr, served.upstream_time)
+            {
+                ctx.set_upstream(addr, resp.status().as_u16(), elapsed);
+            }
+            resp
         }
         (None, None, Target::Static { prefix, options }) => {
             let path = parts.uri.path();

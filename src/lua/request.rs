@@ -48,10 +48,6 @@ pub struct ReqCtx {
     pub vars: RefCell<HashMap<String, String>>,
     /// `ngx.ctx`, created on first use.
     pub ctx: RefCell<Option<mlua::RegistryKey>>,
-    /// The upstream peer that answered (`$upstream_addr`).
-    pub upstream_addr: RefCell<Option<String>>,
-    /// The upstream response status (`$upstream_status`).
-    pub upstream_status: Cell<u16>,
     /// The upstream chosen by `mg.upstream.set`, replacing the route's.
     pub upstream: RefCell<Option<String>>,
     /// The client's body, still streaming (sent upstream as it arrives)
@@ -95,8 +91,6 @@ impl ReqCtx {
             exit: Cell::new(None),
             vars: RefCell::new(HashMap::new()),
             ctx: RefCell::new(None),
-            upstream_addr: RefCell::new(None),
-            upstream_status: Cell::new(0),
             upstream: RefCell::new(None),
             body: RefCell::new(body),
             body_data: RefCell::new(None),
@@ -142,6 +136,18 @@ impl ReqCtx {
         copy.version = head.version;
         copy.headers = head.headers.clone();
         std::mem::replace(&mut *head, copy)
+    }
+
+    /// Records what the upstream exchange produced, for `ngx.var` in the
+    /// header_filter and log phases.
+    pub fn set_upstream(&self, addr: &str, status: u16, elapsed: std::time::Duration) {
+        let mut vars = self.vars.borrow_mut();
+        vars.insert("upstream_addr".into(), addr.to_string());
+        vars.insert("upstream_status".into(), status.to_string());
+        vars.insert(
+            "upstream_response_time".into(),
+            format!("{:.3}", elapsed.as_secs_f64()),
+        );
     }
 
     /// Forgets an `ngx.exit(ngx.OK)` between phases.

@@ -998,3 +998,71 @@ ngx.say(tostring(d:get("bin")), "|", #d:get_keys(0))
     }
     assert_eq!(get(&mg.url("/get")).await.2, "moon|7\n");
 }
+
+/// The rest of SPEC §4's list: log, worker, config, constants, flush,
+/// resp.get_headers, set_method, and the upstream variables seen by the
+/// header_filter and log phases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_of_the_ngx_api() {
+    let origin = Origin::start(echo).await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"lua.access_inline = '''
+if ngx.var.arg_m == "put" then ngx.req.set_method(ngx.HTTP_PUT) end
+ngx.log(ngx.WARN, "corpus access ", ngx.var.uri, " ", 42)
+'''
+lua.header_filter_inline = '''
+ngx.header["X-Up"] = ngx.var.upstream_addr .. " " .. ngx.var.upstream_status .. " " .. tostring(tonumber(ngx.var.upstream_response_time) >= 0)
+local h = ngx.resp.get_headers()
+ngx.header["X-Has-CT"] = tostring(h["content-type"] ~= nil)
+'''
+lua.log_inline = '''
+ngx.shared.seen:set("last", ngx.var.uri .. " " .. ngx.var.status .. " " .. ngx.get_phase())
+'''"#,
+        r#"[lua.shared_dict]
+seen = "64KiB"
+
+[[route]]
+path_exact = "/misc"
+lua.content_inline = '''
+ngx.print("a")
+ngx.flush(true)
+ngx.say("b")
+ngx.update_time()
+ngx.say(type(ngx.worker.id()), "|", ngx.worker.count(), "|", ngx.worker.pid() > 0)
+ngx.say(ngx.config.subsystem, "|", tostring(ngx.config.ngx_lua_version >= 10012), "|", type(ngx.config.prefix()))
+ngx.say(ngx.OK, ngx.ERROR, ngx.DECLINED, "|", ngx.HTTP_OK, ngx.HTTP_NOT_FOUND, ngx.HTTP_GET, ngx.HTTP_POST)
+ngx.say(tostring(ngx.null == require("cjson").null), "|", ngx.shared.seen:get("last"))
+'''
+"#,
+    ));
+    let http = client();
+    let r = http.get(mg.url("/thing?m=put")).send().await.expect("GET");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-up"],
+        format!("{} 200 true", origin.addr).as_str()
+    );
+    assert_eq!(r.headers()["x-has-ct"], "true");
+    let seen: serde_json::Value =
+        serde_json::from_str(&r.text().await.expect("body")).expect("JSON");
+    assert_eq!(seen["method"], "PUT", "ngx.req.set_method");
+    mg.wait_log("corpus access /thing 42", Duration::from_secs(5));
+
+    // The log phase ran after the response: its note is there for the next request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let body = loop {
+        let (status, _, body) = get(&mg.url("/misc")).await;
+        assert_eq!(status, 200, "{body}");
+        if body.contains("/thing 200 log") || std::time::Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines[0], "ab");
+    assert_eq!(lines[1], "number|2|true");
+    assert_eq!(lines[2], "http|true|string");
+    assert_eq!(lines[3], "0-1-5|20040428");
+    assert_eq!(lines[4], "true|/thing 200 log");
+}

@@ -56,11 +56,7 @@ pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<Value
         "is_args" => Some(if head.uri.query().is_some() { "?" } else { "" }.to_string()),
         "server_protocol" => Some(format!("{:?}", head.version)),
         "request_time" => Some(format!("{:.3}", r.started.elapsed().as_secs_f64())),
-        "status" => Some(r.status.get().max(r.upstream_status.get()).to_string()),
-        "upstream_addr" => r.upstream_addr.borrow().clone(),
-        "upstream_status" => {
-            (r.upstream_status.get() > 0).then(|| r.upstream_status.get().to_string())
-        }
+        "status" => (r.status.get() > 0).then(|| r.status.get().to_string()),
         "content_type" => head
             .headers
             .get(http::header::CONTENT_TYPE)
