@@ -49,11 +49,27 @@ WARMUP_S = 1
 SERVERS = ("nginx", "moongate")  # A, B: the order of every round
 
 INSTALL_HINT = "apt-get install -y nginx wrk openssl"
+# The Lua scenarios' nginx side: Debian's ngx_lua (+ NDK, which it needs) and resty.core.
+LUA_FILES = ("/usr/lib/nginx/modules/ndk_http_module.so",
+             "/usr/lib/nginx/modules/ngx_http_lua_module.so",
+             "/usr/share/lua/5.1/resty/core.lua",
+             "/usr/share/lua/5.1/resty/lrucache.lua")
+LUA_INSTALL_HINT = "apt-get install -y libnginx-mod-http-lua lua-resty-core lua-resty-lrucache"
 
 
 # --------------------------------------------------------------------------
 # Scenarios
 # --------------------------------------------------------------------------
+
+@dataclass
+class Probe:
+    """An extra request the check sends to both servers; only the status is
+    compared (error pages differ between the two servers)."""
+    what: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    expect_status: int = 403
+
 
 @dataclass
 class Scenario:
@@ -65,6 +81,13 @@ class Scenario:
     path, headers, wrk_script   what wrk sends (wrk_script: a Lua file in bench/wrk/, wrk -s)
     tls       serve HTTPS (run.py makes a self-signed cert)
     vars      extra @NAME@ substitutions for both templates (e.g. RL_RATE)
+    files     files written into the scenario's run directory (@RUN_DIR@) before
+              the servers start: {name: content}
+    expect_headers  response headers both servers must send on the check requests
+    probes    more check requests (e.g. without a token: 403 from both)
+    needs, needs_hint  files the nginx side needs, and the command that installs them
+    baseline  a scenario whose req/CPU-s this one is compared with, when both ran
+              (lua-access vs proxy: the cost of the Lua handler)
     """
     name: str
     summary: str
@@ -76,6 +99,15 @@ class Scenario:
     wrk_script: str | None = None
     vars: dict[str, str] = field(default_factory=dict)
     expect_status: int = 200
+    files: dict[str, str] = field(default_factory=dict)
+    expect_headers: dict[str, str] = field(default_factory=dict)
+    probes: list[Probe] = field(default_factory=list)
+    needs: tuple[str, ...] = ()
+    needs_hint: str = ""
+    baseline: str | None = None
+
+
+BENCH_TOKEN = "bench-token-alice"   # -> user "alice", in both servers' token tables
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
@@ -92,7 +124,26 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
         moongate="proxy-tls.toml",
         tls=True,
     ),
-    # Later: lua-access, lua-ratelimit, cache-hot, cache-1000 (see bench/README.md).
+    Scenario(
+        name="lua-access",
+        summary="the proxy plus a Lua access handler: bearer token from a Lua table (403 otherwise), "
+                "/v1/* -> /api/* rewrite, X-User request header; GET /v1/item/1 (~1 KB JSON)",
+        nginx="lua-access.conf",
+        moongate="lua-access.toml",
+        path="/v1/item/1",
+        headers={"Authorization": f"Bearer {BENCH_TOKEN}"},
+        # moongate's [lua] init; nginx has the same table in its init_by_lua_block
+        files={"tokens.lua": 'package.loaded.bench_tokens = { ["bench-token-alice"] = "alice", '
+                             '["bench-token-bob"] = "bob", ["bench-token-carol"] = "carol" }\n'},
+        # the origin echoes X-User as X-Origin-User
+        expect_headers={"X-Origin-User": "alice"},
+        probes=[Probe("no token", "/v1/item/1", {}, 403),
+                Probe("unknown token", "/v1/item/1", {"Authorization": "Bearer nope"}, 403)],
+        needs=LUA_FILES,
+        needs_hint=LUA_INSTALL_HINT,
+        baseline="proxy",
+    ),
+    # Later: lua-ratelimit, cache-hot, cache-1000 (see bench/README.md).
 ]}
 DEFAULT_SCENARIOS = "proxy,proxy-tls"
 
@@ -613,6 +664,28 @@ def text_table(sc: Scenario, result: dict, args) -> str:
     return "\n".join(lines)
 
 
+def baseline_costs(results: list[dict]) -> list[str]:
+    """For each scenario with a baseline that ran in the same run: the extra cost
+    per request of what the scenario adds, as 1 - (req/CPU-s ÷ baseline's req/CPU-s)
+    of the medians, for each server."""
+    done = {r["scenario"]: r for r in results if "summary" in r}
+    lines = []
+    for name, res in done.items():
+        base = SCENARIOS[name].baseline
+        if not base or base not in done:
+            continue
+        parts = []
+        for srv in ("moongate", "nginx"):
+            a, b = res["summary"]["rpcs"][srv], done[base]["summary"]["rpcs"][srv]
+            if a and b and b["median"]:
+                parts.append(f"{srv} {1 - a['median'] / b['median']:.1%} "
+                             f"(1 - {fmt(a['median'], 'int')} / {fmt(b['median'], 'int')})")
+        if parts:
+            lines.append(f"{name} cost over {base}, 1 - req/CPU-s ÷ {base}'s req/CPU-s (medians): "
+                         + "; ".join(parts))
+    return lines
+
+
 def markdown(results: list[dict], meta: dict, args) -> str:
     out = [f"### {meta['date']} — `{meta['command']}`", "",
            f"Machine: {meta['machine']['cpus']} CPUs ({meta['machine']['cpu_model']}), "
@@ -637,6 +710,9 @@ def markdown(results: list[dict], meta: dict, args) -> str:
         rr = s["idle_rss_kb"]["ratio"]
         out.append(f"| {res['scenario']} | moongate/nginx | " + " | ".join(ratios) +
                    f" | {f'{rr:.2f}x' if rr else '-'} | |")
+    costs = baseline_costs(results)
+    if costs:
+        out += [""] + [f"- {c}" for c in costs]
     return "\n".join(out)
 
 
@@ -727,12 +803,13 @@ class Run:
         log(f"origin: nginx pid {self.origin.pid} on {HOST}:{self.origin_port}")
 
     def check(self, sc: Scenario, servers: dict[str, Server], thorough: bool) -> list[str]:
-        """Both servers answer sc.expect_status with the same body (like for like)."""
+        """Both servers answer sc.expect_status with the same body (like for like),
+        send sc.expect_headers, and answer each of sc.probes as expected."""
         problems, bodies = [], {}
         for srv, server in servers.items():
             for i in range(5 if thorough else 1):
                 try:
-                    status, body, _ = http_get(server.url(sc.path), sc.headers)
+                    status, body, hdrs = http_get(server.url(sc.path), sc.headers)
                 except OSError as e:
                     problems.append(f"{srv}: GET {server.url(sc.path)} failed: {e}")
                     break
@@ -740,9 +817,23 @@ class Run:
                     problems.append(f"{srv}: GET {sc.path} -> {status} (want {sc.expect_status}): "
                                     f"{body[:200]!r}")
                     break
+                lower = {k.lower(): v for k, v in hdrs.items()}
+                for k, want in sc.expect_headers.items():
+                    if lower.get(k.lower()) != want:
+                        problems.append(f"{srv}: GET {sc.path} -> {k}: {lower.get(k.lower())!r} "
+                                        f"(want {want!r})")
                 if srv in bodies and bodies[srv] != body:
                     problems.append(f"{srv}: body changed between requests")
                 bodies[srv] = body
+            for pr in sc.probes:
+                try:
+                    status, body, _ = http_get(server.url(pr.path), pr.headers)
+                except OSError as e:
+                    problems.append(f"{srv}: GET {pr.path} ({pr.what}) failed: {e}")
+                    continue
+                if status != pr.expect_status:
+                    problems.append(f"{srv}: GET {pr.path} ({pr.what}) -> {status} "
+                                    f"(want {pr.expect_status}): {body[:200]!r}")
         if thorough and len(bodies) == 2 and bodies["nginx"] != bodies["moongate"]:
             problems.append(f"bodies differ: nginx {len(bodies['nginx'])} B {bodies['nginx'][:120]!r} / "
                             f"moongate {len(bodies['moongate'])} B {bodies['moongate'][:120]!r}")
@@ -766,6 +857,9 @@ class Run:
         if sc.tls:
             cert, key = self.tls_cert()
             values.update(CERT=str(cert), KEY=str(key))
+        for name, content in sc.files.items():
+            (d / name).write_text(content)
+            os.chmod(d / name, 0o644)
         result: dict = {"scenario": sc.name, "summary_text": sc.summary, "path": sc.path,
                         "headers": sc.headers, "tls": sc.tls, "servers": {}}
         servers: dict[str, Server] = {}
@@ -783,7 +877,11 @@ class Run:
             if problems:
                 raise BenchError("check failed (" + ("--check" if args.check else "smoke test") +
                                  "):\n  " + "\n  ".join(problems))
-            log(f"   {'check: same status and body from both' if args.check else 'smoke test'}: ok")
+            extra = "".join([", " + ", ".join(f"{k}: {v}" for k, v in sc.expect_headers.items())
+                             if sc.expect_headers else "",
+                             *(f", {pr.what} -> {pr.expect_status}" for pr in sc.probes)])
+            log(f"   {'check: same status and body from both' if args.check else 'smoke test'}"
+                f"{extra}: ok")
 
             for srv, server in servers.items():
                 mem = tree_memory_kb(server.tree())
@@ -880,7 +978,8 @@ def parse_args(argv: list[str] | None = None):
     if args.list:
         for sc in SCENARIOS.values():
             print(f"{sc.name:<12} {sc.summary}\n{'':<12} nginx/{sc.nginx}  moongate/{sc.moongate}  "
-                  f"GET {sc.path}{'  (TLS)' if sc.tls else ''}")
+                  f"GET {sc.path}{''.join('  -H ' + repr(k + ': ' + v) for k, v in sc.headers.items())}"
+                  f"{'  (TLS)' if sc.tls else ''}")
         sys.exit(0)
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [n for n in names if n not in SCENARIOS]
@@ -909,6 +1008,11 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         warn(f"missing tool(s): {', '.join(missing)}. Install them with:\n    {INSTALL_HINT}")
         return 2
+    for sc in args.scenario_list:
+        absent = [f for f in sc.needs if not os.path.exists(f)]
+        if absent:
+            warn(f"scenario {sc.name} needs {', '.join(absent)}. Install with:\n    {sc.needs_hint}")
+            return 2
     args.moongate = resolve_moongate(args.moongate)
     if not (args.moongate.is_file() and os.access(args.moongate, os.X_OK)):
         warn(f"no moongate binary at {args.moongate}: build it with `cargo build --release`, "
@@ -953,6 +1057,10 @@ def main(argv: list[str] | None = None) -> int:
         log("")
         for res in done:
             log(text_table(SCENARIOS[res["scenario"]], res, args))
+            log("")
+        for c in baseline_costs(results):
+            log(c)
+        if baseline_costs(results):
             log("")
     flagged = sum(sum(r["summary"]["flagged_runs"].values()) for r in done)
     failed = [r["scenario"] for r in results if "error" in r]
