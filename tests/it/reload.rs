@@ -510,7 +510,10 @@ upstream = "bad"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_upstream_keeps_its_pooled_connections() {
     let (origin, accepted) = crate::support::counting_origin().await;
-    let (quiet, mg) = tokio::task::block_in_place(|| QuietConf::start(&conf(origin)));
+    // One worker: pools are per worker thread, and a second client
+    // connection could otherwise land on the other worker's empty pool.
+    let one_worker = |text: String| text.replace("workers = 2", "workers = 1");
+    let (quiet, mg) = tokio::task::block_in_place(|| QuietConf::start(&one_worker(conf(origin))));
     let http = client();
     let burst = || async {
         for _ in 0..10 {
@@ -527,7 +530,7 @@ async fn unchanged_upstream_keeps_its_pooled_connections() {
     );
 
     let extra_route = "\n[[route]]\npath_exact = \"/new\"\nupstream = \"app\"\n";
-    quiet.write(&conf_with(origin, extra_route));
+    quiet.write(&one_worker(conf_with(origin, extra_route)));
     assert_eq!(admin_reload(&mg).await.0, 200);
     burst().await;
     assert_eq!(
@@ -536,8 +539,8 @@ async fn unchanged_upstream_keeps_its_pooled_connections() {
         "an unrelated reload must not reopen upstream connections"
     );
 
-    let changed =
-        conf_with(origin, extra_route).replace("servers = [", "keepalive = 16\nservers = [");
+    let changed = one_worker(conf_with(origin, extra_route))
+        .replace("servers = [", "keepalive = 16\nservers = [");
     quiet.write(&changed);
     assert_eq!(admin_reload(&mg).await.0, 200);
     burst().await;

@@ -73,6 +73,18 @@ async fn fire(lua: Lua, callback: Function, args: MultiValue, budget: Duration) 
     RUNNING.with(|r| r.set(r.get().saturating_sub(1)));
 }
 
+/// Counts one more pending timer, unless the limit is reached.
+fn reserve_timer() -> bool {
+    PENDING.with(|p| {
+        let n = p.get();
+        if n >= MAX_PENDING_TIMERS {
+            return false;
+        }
+        p.set(n + 1);
+        true
+    })
+}
+
 fn delay(secs: f64) -> mlua::Result<Duration> {
     Duration::try_from_secs_f64(secs).map_err(|_| err("bad delay"))
 }
@@ -93,13 +105,12 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
         lua.create_function(
             move |lua, (secs, callback, args): (f64, Function, MultiValue)| {
                 let wait = delay(secs)?;
-                if PENDING.with(Cell::get) >= MAX_PENDING_TIMERS {
+                if !reserve_timer() {
                     return Ok((
                         Value::Nil,
                         Value::String(lua.create_string("too many pending timers")?),
                     ));
                 }
-                PENDING.with(|p| p.set(p.get() + 1));
                 let lua = lua.clone();
                 tokio::task::spawn_local(async move {
                     tokio::time::sleep(wait).await;
@@ -118,13 +129,12 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
                 if every.is_zero() {
                     return Err(err("bad delay: the interval must be above 0"));
                 }
-                if PENDING.with(Cell::get) >= MAX_PENDING_TIMERS {
+                if !reserve_timer() {
                     return Ok((
                         Value::Nil,
                         Value::String(lua.create_string("too many pending timers")?),
                     ));
                 }
-                PENDING.with(|p| p.set(p.get() + 1));
                 let lua = lua.clone();
                 tokio::task::spawn_local(async move {
                     let mut tick =
