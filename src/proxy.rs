@@ -206,7 +206,8 @@ async fn serve(
             Flow::Respond(resp) => lua_response = Some(*resp),
             Flow::Failed(m) => return Err(ProxyError::Lua(format!("{}: {m}", entry.name))),
         }
-        (parts, body) = ctx.take_request();
+        let later = !entry.lua.header_filter.is_empty() || !entry.lua.log.is_empty();
+        (parts, body) = ctx.take_request(later);
         Some((vm, ctx))
     };
     // `mg.upstream.set(name)` replaces the route's target.
@@ -225,7 +226,7 @@ async fn serve(
     let mut resp = match (lua_response, to_upstream, &entry.target) {
         (Some(resp), _, _) => resp,
         (None, Some((name, upstream)), _) => {
-            let to = Upstream {
+            let to = UpstreamTarget {
                 name,
                 upstream,
                 host: &host,
@@ -268,7 +269,7 @@ async fn serve(
 }
 
 /// Where an upstream-bound request goes, and what it carries from routing.
-struct Upstream<'a> {
+struct UpstreamTarget<'a> {
     name: &'a str,
     upstream: &'a Arc<crate::upstream::Upstream>,
     host: &'a str,
@@ -281,11 +282,11 @@ struct Upstream<'a> {
 async fn proxy_upstream(
     mut parts: Parts,
     body: RequestBody,
-    to: Upstream<'_>,
+    to: UpstreamTarget<'_>,
     conn: &ConnCtx,
     served: &mut Served,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let Upstream {
+    let UpstreamTarget {
         name,
         upstream,
         host,

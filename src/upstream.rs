@@ -129,7 +129,6 @@ impl UpstreamBody {
         if let (Some(conn), Some((peer_id, max_idle))) = (self.conn.take(), self.back.take()) {
             pool::checkin(peer_id, conn, max_idle);
         }
-        self.conn = None;
         self.active = None;
     }
 }

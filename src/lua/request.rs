@@ -110,7 +110,9 @@ impl ReqCtx {
     /// Hands the (possibly changed) request back for proxying: the head,
     /// and the body (from memory, with its Content-Length, if a handler
     /// read or replaced it).
-    pub fn take_request(&self) -> (Parts, RequestBody) {
+    /// `keep_copy`: later phases (header_filter, log) will read `ngx.var`,
+    /// so a copy of the head stays behind.
+    pub fn take_request(&self, keep_copy: bool) -> (Parts, RequestBody) {
         let body = match self.body_data.borrow_mut().take() {
             Some(data) => {
                 let mut head = self.head.borrow_mut();
@@ -123,13 +125,16 @@ impl ReqCtx {
             }
             None => std::mem::replace(&mut *self.body.borrow_mut(), RequestBody::empty()),
         };
-        (self.take_head(), body)
+        (self.take_head(keep_copy), body)
     }
 
     /// Hands the request head back, keeping a copy for later phases
     /// (`ngx.var` in header_filter and log).
-    fn take_head(&self) -> Parts {
+    fn take_head(&self, keep_copy: bool) -> Parts {
         let mut head = self.head.borrow_mut();
+        if !keep_copy {
+            return std::mem::replace(&mut *head, http::Request::new(()).into_parts().0);
+        }
         let mut copy = http::Request::new(()).into_parts().0;
         copy.method = head.method.clone();
         copy.uri = head.uri.clone();

@@ -80,8 +80,8 @@ fn exit_response(ctx: &ReqCtx, code: i64) -> Response<ResponseBody> {
     let out = std::mem::take(&mut *ctx.out.borrow_mut());
     let status = match code {
         200..=999 => code as u16,
-        _ if ctx.status.get() > 0 => ctx.status.get(),
         -1 => 500,
+        _ if ctx.status.get() > 0 => ctx.status.get(),
         _ => 200,
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -66,8 +66,3 @@ pub fn sweep(live: &dyn Fn(u64) -> bool, max_age: Duration) {
         });
     });
 }
-
-/// How many idle connections this thread holds to `peer_id`.
-pub fn idle_count(peer_id: u64) -> usize {
-    IDLE.with(|pool| pool.borrow().get(&peer_id).map_or(0, Vec::len))
-}

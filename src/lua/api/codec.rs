@@ -8,9 +8,7 @@ use crate::ngx::codec::{self, ArgValue};
 use crate::ngx::time;
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    super::time::now_secs() as i64
 }
 
 pub(super) fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
