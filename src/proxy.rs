@@ -206,8 +206,7 @@ async fn serve(
             Flow::Respond(resp) => lua_response = Some(*resp),
             Flow::Failed(m) => return Err(ProxyError::Lua(format!("{}: {m}", entry.name))),
         }
-        let later = !entry.lua.header_filter.is_empty() || !entry.lua.log.is_empty();
-        (parts, body) = ctx.take_request(later);
+        (parts, body) = ctx.take_request(entry.lua.runs_after_response());
         Some((vm, ctx))
     };
     // `mg.upstream.set(name)` replaces the route's target.
@@ -234,8 +233,9 @@ async fn serve(
                 original_uri: &original_uri,
             };
             let resp = proxy_upstream(parts, body, to, conn, served).await?;
+            let later = lua.as_ref().filter(|_| entry.lua.runs_after_response());
             if let (Some((_, ctx)), Some(addr), Some(elapsed)) =
-                (&lua, &served.upstream_addr, served.upstream_time)
+                (later, &served.upstream_addr, served.upstream_time)
             {
                 ctx.set_upstream(addr, resp.status().as_u16(), elapsed);
             }

@@ -49,6 +49,13 @@ impl RoutePhases {
     pub fn is_empty(&self) -> bool {
         *self == RoutePhases::default()
     }
+
+    /// True when handlers run after the upstream answered (header_filter,
+    /// log): they may read `ngx.var`, so the request head and the upstream
+    /// variables must be kept for them.
+    pub fn runs_after_response(&self) -> bool {
+        !self.header_filter.is_empty() || !self.log.is_empty()
+    }
 }
 
 /// All the Lua of one configuration generation.

@@ -24,6 +24,10 @@ thread_local! {
 /// (for requests still in flight across a reload).
 const KEPT: usize = 2;
 
+/// Finished coroutines a VM keeps for reuse: about the handlers one
+/// worker thread runs at once under load; more than that are allocated.
+const THREAD_POOL: usize = 256;
+
 /// Tells this thread's future VMs which worker they run on.
 pub fn set_worker(info: WorkerInfo) {
     WORKER.with(|w| w.set(info));
@@ -114,12 +118,10 @@ impl Vm {
     pub async fn run(&self, id: ScriptId, phase: Phase, req: &Rc<ReqCtx>) -> Outcome {
         req.phase.set(phase);
         req.clear_exit();
-        let started = match self
-            .function(id)
-            .and_then(|f| self.lua.create_thread(f))
-            .and_then(|t| t.into_async::<()>(()))
-        {
-            Ok(fut) => fut,
+        // `call_async` runs the handler on a coroutine taken from the VM's
+        // pool of finished ones (reset and reused), not a new one.
+        let started = match self.function(id) {
+            Ok(f) => f.call_async::<()>(()),
             Err(e) => return Outcome::Failed(e.to_string()),
         };
         match Budgeted::new(
@@ -146,14 +148,17 @@ impl Vm {
 /// resty.limit.req need it).
 #[allow(unsafe_code)]
 fn new_state(ffi: bool) -> mlua::Result<Lua> {
+    // Finished handler coroutines are kept for reuse (up to this many),
+    // so a request does not allocate a new Lua thread per phase.
+    let options = LuaOptions::new().thread_pool_size(THREAD_POOL);
     if !ffi {
-        return Lua::new_with(StdLib::ALL_SAFE, LuaOptions::new());
+        return Lua::new_with(StdLib::ALL_SAFE, options);
     }
     // SAFETY: mlua marks loading `ffi` unsafe because FFI code can break
     // memory safety; offering it is an explicit operator choice
     // (`[lua] ffi`, as in OpenResty), and the state is otherwise set up
     // exactly as `Lua::new_with` does.
-    Ok(unsafe { Lua::unsafe_new_with(StdLib::ALL_SAFE | StdLib::FFI, LuaOptions::new()) })
+    Ok(unsafe { Lua::unsafe_new_with(StdLib::ALL_SAFE | StdLib::FFI, options) })
 }
 
 /// JIT off and the budget hook on (so runaway loops can be stopped),

@@ -955,6 +955,23 @@ ngx.say(tostring(ok), "|", err)
 d:flush_all()
 ngx.say(tostring(d:get("bin")), "|", #d:get_keys(0))
 '''
+
+[[route]]
+path_exact = "/more"
+lua.content_inline = '''
+local d = ngx.shared.cache
+d:flush_all()   -- marks everything expired; flush_expired frees it
+d:flush_expired()
+ngx.say(tostring(d:safe_add("a", 1)), "|", select(2, d:safe_add("a", 2)), "|", d:get("a"))
+ngx.say(tostring(d:replace("nope", 1)), "|", select(2, d:replace("nope", 1)), "|", tostring(d:replace("a", 3)), "|", d:get("a"))
+ngx.say(tostring(d:expire("a", 0.01)), "|", select(2, d:expire("gone", 1)))
+d:set("b", 1, 0.01)
+d:set("c", 1)
+ngx.sleep(0.03)
+ngx.say(d:flush_expired(), "|", tostring(d:get("c")), "|", #d:get_keys(0))
+local t = tonumber(ngx.var.request_time)
+ngx.say(tostring(t >= 0.03 and t < 5), "|", tostring(d:delete("c")), "|", tostring(d:get("c")), "|", select(2, d:delete("")))
+'''
 "#
             ),
         )
@@ -982,6 +999,16 @@ ngx.say(tostring(d:get("bin")), "|", #d:get_keys(0))
     );
     assert_eq!(lines[9], "false|no memory");
     assert_eq!(lines[10], "nil|0");
+
+    // safe_add, replace, expire, flush_expired, delete, $request_time.
+    let (status, _, body) = get(&mg.url("/more")).await;
+    assert_eq!(status, 200, "{body}");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines[0], "true|exists|1");
+    assert_eq!(lines[1], "false|not found|true|3");
+    assert_eq!(lines[2], "true|not found");
+    assert_eq!(lines[3], "2|1|1", "the two expired keys are freed, c stays");
+    assert_eq!(lines[4], "true|true|nil|empty key");
 
     // A reload that keeps the dict keeps its data.
     assert_eq!(get(&mg.url("/put")).await.2, "true|false|exists\n");

@@ -25,7 +25,12 @@ pub(super) fn headers_to_table(lua: &Lua, headers: &http::HeaderMap) -> mlua::Re
 
 /// `ngx.header.content_type` means `Content-Type`.
 pub(super) fn header_name(key: &str) -> mlua::Result<HeaderName> {
-    HeaderName::from_bytes(key.replace('_', "-").as_bytes())
+    let dashed = if key.contains('_') {
+        std::borrow::Cow::Owned(key.replace('_', "-"))
+    } else {
+        std::borrow::Cow::Borrowed(key)
+    };
+    HeaderName::from_bytes(dashed.as_bytes())
         .map_err(|_| err(format!("invalid header name {key:?}")))
 }
 
@@ -37,7 +42,11 @@ pub(super) fn set_header_values(
     headers.remove(&name);
     let mut add = |v: &Value| -> mlua::Result<()> {
         let text = match v {
-            Value::String(s) => s.to_str()?.to_string(),
+            Value::String(s) => {
+                let value = HeaderValue::from_bytes(&s.as_bytes()).map_err(err)?;
+                headers.append(name.clone(), value);
+                return Ok(());
+            }
             Value::Integer(i) => i.to_string(),
             Value::Number(n) => format_number(*n),
             Value::Boolean(b) => b.to_string(),

@@ -1,6 +1,7 @@
 //! `ngx.req.*`: the request's method, URI, arguments and headers.
 
 use bytes::Bytes;
+use http::HeaderValue;
 use mlua::{Lua, MultiValue, Table, Value};
 
 use crate::body::{RequestBody, RequestBodyError};
@@ -96,9 +97,19 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "set_header",
-        lua.create_function(|_, (name, value): (String, Value)| {
+        // A string value (the usual case) crosses as a plain string.
+        lua.create_function(|_, (name, value): (String, mlua::Either<String, Value>)| {
             let r = req()?;
             let name = header_name(&name)?;
+            let value = match value {
+                mlua::Either::Left(text) => {
+                    let value = HeaderValue::try_from(text).map_err(super::err)?;
+                    let mut head = r.head.borrow_mut();
+                    head.headers.insert(name, value);
+                    return Ok(());
+                }
+                mlua::Either::Right(v) => v,
+            };
             set_header_values(&mut r.head.borrow_mut().headers, name, value)
         })?,
     )?;

@@ -159,11 +159,14 @@ impl UserData for Dict {
                 },
             );
         }
-        m.add_method("delete", |_, d, k: Value| {
-            if let Ok(k) = key(&k) {
+        // As lua-resty-core's: `set(key, nil)`, so `true`, or
+        // `false, err` for a bad key.
+        m.add_method("delete", |lua, d, k: Value| match key(&k) {
+            Ok(k) => {
                 d.0.delete(&k);
+                Ok(values(vec![Value::Boolean(true)]))
             }
-            Ok(())
+            Err(e) => Ok(values(vec![Value::Boolean(false), text(lua, e)?])),
         });
         m.add_method(
             "incr",

@@ -1,6 +1,6 @@
 //! `ngx.var`: request variables by name.
 
-use mlua::{Lua, Table, Value};
+use mlua::{Either, Lua, Table, Value};
 
 use super::{err, req};
 use crate::lua::request::ReqCtx;
@@ -8,50 +8,89 @@ use crate::vars::{RequestVars, Var};
 
 /// `ngx.var`: request variables by name, read and (for uri, args and new
 /// names) written.
+///
+/// The metamethods are small Lua functions that pass only the name (and
+/// value) to Rust: a table or `LuaString` argument would cost a reference
+/// on mlua's side, and names and values cross as plain strings instead.
 pub(super) fn var_table(lua: &Lua) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    let meta = lua.create_table()?;
-    meta.set(
-        "__index",
-        lua.create_function(|lua, (_, name): (Table, String)| {
-            let r = req()?;
-            var_value(lua, &r, &name)
-        })?,
-    )?;
-    meta.set(
-        "__newindex",
-        lua.create_function(|_, (_, name, value): (Table, String, Option<String>)| {
-            let r = req()?;
-            match name.as_str() {
-                "uri" => set_path(&r, value.as_deref().unwrap_or("/")),
-                "args" | "query_string" => set_query(&r, value.as_deref()),
-                _ => {
-                    let mut vars = r.vars.borrow_mut();
-                    match value {
-                        Some(v) => vars.insert(name, v),
-                        None => vars.remove(&name),
-                    };
-                    Ok(())
-                }
+    let get = lua.create_function(|lua, name: String| {
+        let r = req()?;
+        var_value(lua, &r, &name)
+    })?;
+    let set = lua.create_function(|_, (name, value): (String, Option<String>)| {
+        let r = req()?;
+        match name.as_str() {
+            "uri" => set_path(&r, value.as_deref().unwrap_or("/")),
+            "args" | "query_string" => set_query(&r, value.as_deref()),
+            _ => {
+                let mut vars = r.vars.borrow_mut();
+                match value {
+                    Some(v) => vars.insert(name, v),
+                    None => vars.remove(&name),
+                };
+                Ok(())
             }
-        })?,
-    )?;
-    t.set_metatable(Some(meta))?;
-    Ok(t)
+        }
+    })?;
+    lua.load(
+        r#"
+        local get, set = ...
+        return setmetatable({}, {
+            __index = function(_, name) return get(name) end,
+            __newindex = function(_, name, value) return set(name, value) end,
+        })
+        "#,
+    )
+    .set_name("=ngx.var")
+    .call((get, set))
 }
 
-pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<Value> {
+/// A variable's value for Lua: text crosses as a plain string (pushed
+/// straight onto the Lua stack), bytes that are not UTF-8 as a Lua string.
+pub(super) type VarOut = Either<Option<String>, Value>;
+
+fn text_or_bytes(lua: &Lua, bytes: &[u8]) -> mlua::Result<VarOut> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(Either::Left(Some(text.to_owned()))),
+        Err(_) => lua
+            .create_string(bytes)
+            .map(|s| Either::Right(Value::String(s))),
+    }
+}
+
+pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOut> {
     if let Some(v) = r.vars.borrow().get(name) {
-        return lua.create_string(v).map(Value::String);
+        return Ok(Either::Left(Some(v.clone())));
     }
     let head = r.head.borrow();
+    // The common ones straight from the request head (`$args` is nil
+    // without a query, as in nginx).
+    let direct: Option<Option<&[u8]>> = match name {
+        "uri" => Some(Some(head.uri.path().as_bytes())),
+        "host" => Some(Some(r.host.as_bytes())),
+        "request_uri" => Some(Some(r.request_uri.as_bytes())),
+        "request_method" => Some(Some(head.method.as_str().as_bytes())),
+        "scheme" => Some(Some(r.scheme.as_bytes())),
+        "args" | "query_string" => Some(head.uri.query().map(str::as_bytes)),
+        _ => name
+            .strip_prefix("http_")
+            .and_then(|h| request_header(&head.headers, h)),
+    };
+    if let Some(bytes) = direct {
+        return match bytes {
+            Some(b) => text_or_bytes(lua, b),
+            None => Ok(Either::Left(None)),
+        };
+    }
     let text: Option<String> = match name {
         "binary_remote_addr" => {
             let bytes = match r.client {
                 std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
                 std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
             };
-            return lua.create_string(bytes).map(Value::String);
+            return lua
+                .create_string(bytes)
+                .map(|s| Either::Right(Value::String(s)));
         }
         "is_args" => Some(if head.uri.query().is_some() { "?" } else { "" }.to_string()),
         "server_protocol" => Some(format!("{:?}", head.version)),
@@ -89,10 +128,20 @@ pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<Value
             Err(_) => None,
         },
     };
-    match text {
-        Some(t) => lua.create_string(t).map(Value::String),
-        None => Ok(Value::Nil),
+    Ok(Either::Left(text))
+}
+
+/// `$http_NAME` (`_` for `-`, any case): `Some(None)` when the request
+/// has no such header, `None` when `NAME` is too long for the fast path.
+fn request_header<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<Option<&'h [u8]>> {
+    let mut buf = [0u8; 64];
+    let dst = buf.get_mut(..name.len())?;
+    for (d, s) in dst.iter_mut().zip(name.bytes()) {
+        *d = if s == b'_' { b'-' } else { s };
     }
+    // Only `_` became `-`: still valid UTF-8.
+    let header = std::str::from_utf8(dst).ok()?;
+    Some(headers.get(header).map(http::HeaderValue::as_bytes))
 }
 
 pub(super) fn set_path(r: &ReqCtx, path: &str) -> mlua::Result<()> {
@@ -105,8 +154,14 @@ pub(super) fn set_path(r: &ReqCtx, path: &str) -> mlua::Result<()> {
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let escaped = percent_encoding::utf8_percent_encode(path, PATH_UNSAFE).to_string();
-    head.uri = format!("{escaped}{query}").parse().map_err(err)?;
+    let escaped: std::borrow::Cow<'_, str> =
+        percent_encoding::utf8_percent_encode(path, PATH_UNSAFE).into();
+    head.uri = if query.is_empty() {
+        http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(escaped.as_bytes()))
+    } else {
+        format!("{escaped}{query}").parse()
+    }
+    .map_err(err)?;
     Ok(())
 }
 
