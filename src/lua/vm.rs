@@ -164,7 +164,9 @@ fn new_state(ffi: bool) -> mlua::Result<Lua> {
 /// JIT off and the budget hook on (so runaway loops can be stopped),
 /// `package.path`, the sandbox, and the shims OpenResty code expects.
 fn setup(lua: &Lua, sandbox: bool, package_path: &str) -> mlua::Result<()> {
-    lua.load("if jit then jit.off() end")
+    // A script must not turn the JIT back on: a compiled loop never meets
+    // the count hook, so `jit.on` is a no-op here.
+    lua.load("if jit then jit.off(); jit.on = function() end end")
         .set_name("=moongate")
         .exec()?;
     lua.set_global_hook(HookTriggers::new().every_nth_instruction(1000), |_, _| {
