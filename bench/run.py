@@ -12,6 +12,11 @@ measures them alternately (nginx, moongate, nginx, moongate, ...).  For every
 run: requests/sec, p50/p99 latency, errors, and requests per CPU-second of the
 server's process tree (utime+stime from /proc).  Standard library only.
 
+    python3 bench/run.py --instructions [--scenarios proxy,lua-access] [--rounds 3] [--duration 5]
+
+measures instead moongate alone under valgrind's callgrind: user-space
+instructions per request, a figure that barely moves on a noisy machine.
+
 See bench/README.md.  To add a scenario: a template in bench/nginx/, one in
 bench/moongate/, and an entry in SCENARIOS below.
 """
@@ -330,6 +335,7 @@ class Server:
                  port: int, tls: bool, ready_text: str | None = None):
         self.label, self.argv, self.cwd, self.log_path = label, argv, cwd, log_path
         self.port, self.tls, self.ready_text = port, tls, ready_text
+        self.grace = STOP_GRACE_S              # SIGTERM, then SIGKILL after this long
         self.proc: subprocess.Popen | None = None
         self._log = None
         self.seen: set[tuple[int, int]] = set()   # (pid, start time) of descendants seen so far
@@ -384,7 +390,7 @@ class Server:
                          f"connections; log {self.log_path}:\n{tail(self.log_path)}")
 
     def stop(self) -> None:
-        """SIGTERM to the PID, SIGKILL after STOP_GRACE_S; then any descendant
+        """SIGTERM to the PID, SIGKILL after self.grace; then any descendant
         that outlived it (same pid *and* start time, so never a reused pid)."""
         if self.proc is None:
             return
@@ -395,9 +401,9 @@ class Server:
         if proc.poll() is None:
             try:
                 proc.send_signal(signal.SIGTERM)
-                proc.wait(STOP_GRACE_S)
+                proc.wait(self.grace)
             except subprocess.TimeoutExpired:
-                warn(f"  {self.label} (pid {proc.pid}) ignored SIGTERM for {STOP_GRACE_S:.0f}s: SIGKILL")
+                warn(f"  {self.label} (pid {proc.pid}) ignored SIGTERM for {self.grace:.0f}s: SIGKILL")
                 proc.kill()
                 proc.wait(5)
         for _ in range(50):                    # up to ~2.5 s for children to follow
@@ -512,14 +518,41 @@ def parse_wrk(text: str) -> dict:
     return out
 
 
-def wrk_argv(args, sc: Scenario, url: str, duration: float) -> list[str]:
-    argv = [which("wrk") or "wrk", f"-t{args.threads}", f"-c{args.connections}",
-            f"-d{duration}s", "--latency"]
+def wrk_argv(args, sc: Scenario, url: str, duration: float,
+             threads: int | None = None, connections: int | None = None) -> list[str]:
+    """wrk's command line for sc (-t/-c from args unless given)."""
+    argv = [which("wrk") or "wrk", f"-t{threads or args.threads}",
+            f"-c{connections or args.connections}", f"-d{duration}s", "--latency"]
     for k, v in sc.headers.items():
         argv += ["-H", f"{k}: {v}"]
     if sc.wrk_script:
         argv += ["-s", str(BENCH_DIR / "wrk" / sc.wrk_script)]
     return argv + [url]
+
+
+def run_wrk(argv: list[str], duration: float) -> tuple[str, int]:
+    """wrk's output (stdout+stderr) and exit status; -1 if it overran duration + 30 s."""
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           timeout=duration + 30, preexec_fn=_child_setup)
+        return p.stdout + p.stderr, p.returncode
+    except subprocess.TimeoutExpired as e:
+        return f"wrk timed out: {e}", -1
+
+
+def wrk_problems(r: dict, rc: int) -> list[str]:
+    """Why a wrk run (parse_wrk's r, exit status rc) is not a clean result:
+    wrk failed, nothing completed, non-2xx/3xx responses, socket errors."""
+    problems = []
+    if rc != 0:
+        problems.append(f"wrk exit status {rc}")
+    if not r["requests"]:
+        problems.append("no requests completed")
+    if r["non2xx"]:
+        problems.append(f"{r['non2xx']} non-2xx/3xx responses")
+    if any(r["socket_errors"].values()):
+        problems.append("socket errors " + ", ".join(f"{k} {v}" for k, v in r["socket_errors"].items()))
+    return problems
 
 
 def measure(args, sc: Scenario, server: Server, origin_port: int, origin_pid: int,
@@ -529,12 +562,7 @@ def measure(args, sc: Scenario, server: Server, origin_port: int, origin_pid: in
     oc0 = tree_cpu_ticks(process_tree(origin_pid))
     c0 = tree_cpu_ticks(server.tree())
     t0 = time.monotonic()
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                           timeout=duration + 30, preexec_fn=_child_setup)
-        text, rc = p.stdout + p.stderr, p.returncode
-    except subprocess.TimeoutExpired as e:
-        text, rc = f"wrk timed out: {e}", -1
+    text, rc = run_wrk(argv, duration)
     wall = time.monotonic() - t0
     c1 = tree_cpu_ticks(server.tree())
     oc1 = tree_cpu_ticks(process_tree(origin_pid))
@@ -554,15 +582,7 @@ def measure(args, sc: Scenario, server: Server, origin_port: int, origin_pid: in
     if o0 and o1:   # minus this measure()'s own /__stats request and connection
         r["origin_requests"] = o1["requests"] - o0["requests"] - 1
         r["origin_new_conns"] = o1["accepts"] - o0["accepts"] - 1
-    problems = []
-    if rc != 0:
-        problems.append(f"wrk exit status {rc}")
-    if not r["requests"]:
-        problems.append("no requests completed")
-    if r["non2xx"]:
-        problems.append(f"{r['non2xx']} non-2xx/3xx responses")
-    if any(r["socket_errors"].values()):
-        problems.append("socket errors " + ", ".join(f"{k} {v}" for k, v in r["socket_errors"].items()))
+    problems = wrk_problems(r, rc)
     if r["requests"] and cpu_s <= 0:
         problems.append("no server CPU time measured")
     r["problems"] = problems
@@ -570,6 +590,67 @@ def measure(args, sc: Scenario, server: Server, origin_port: int, origin_pid: in
     if problems:
         r["wrk_output"] = text
     return r
+
+
+# --------------------------------------------------------------------------
+# callgrind (--instructions): user-space instructions per request
+# --------------------------------------------------------------------------
+
+VALGRIND_HINT = "apt-get install -y valgrind"
+INSTR_THREADS, INSTR_CONNECTIONS = 1, 4   # wrk -t1 -c4: keeps a server under valgrind busy
+INSTR_WARMUP_S = 3
+INSTR_START_TIMEOUT_S = 120.0             # valgrind starts slowly
+INSTR_CHECK_TIMEOUT_S = 30.0              # the first requests translate a lot of code
+INSTR_STOP_GRACE_S = 30.0                 # callgrind writes its last dump on the way out
+CALLGRIND_CONTROL_TIMEOUT_S = 60.0
+DUMP_WAIT_S = 60.0
+CALLGRIND_TOTAL = re.compile(r"^(totals|summary):\s+(\d+)", re.M)
+
+
+def callgrind_prefix(out_dir: Path) -> list[str]:
+    """What goes in front of a command to run it under callgrind.  valgrind runs
+    the program in its own process, so the PID is the program's, and the dumps
+    are out_dir/callgrind.out.<pid>.<n> (n = 1, 2, ... one per callgrind_control -d)."""
+    return [which("valgrind") or "valgrind", "--tool=callgrind",
+            f"--callgrind-out-file={out_dir}/callgrind.out.%p", "--dump-instr=no"]
+
+
+def callgrind_control(option: str, pid: int) -> None:
+    """callgrind_control -z (zero the counters) or -d (dump them) for pid.  It
+    returns once callgrind has done it, and exits 0 even when it fails, so its
+    "OK." is what counts."""
+    argv = [which("callgrind_control") or "callgrind_control", option, str(pid)]
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           timeout=CALLGRIND_CONTROL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{shlex.join(argv)} did not answer within {CALLGRIND_CONTROL_TIMEOUT_S:.0f}s")
+    if p.returncode != 0 or not re.search(r"^\s*OK\.", p.stdout, re.M):
+        raise BenchError(f"{shlex.join(argv)} failed (exit {p.returncode}):\n{p.stdout}{p.stderr}")
+
+
+def callgrind_totals(path: Path) -> dict | None:
+    """The totals of a callgrind output file: {"totals": Ir, "summary": Ir}
+    (either may be missing), or None while the file is absent or unfinished
+    (totals: is the last line callgrind writes)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    found = {k: int(v) for k, v in CALLGRIND_TOTAL.findall(text)}
+    return found if "totals" in found else None
+
+
+def wait_for_dump(path: Path, timeout: float = DUMP_WAIT_S) -> dict:
+    """callgrind_totals(path) once the dump is complete; BenchError after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:                                # bounded by the deadline
+        found = callgrind_totals(path)
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise BenchError(f"no complete callgrind dump at {path} after {timeout:.0f}s")
+        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------
@@ -716,6 +797,90 @@ def markdown(results: list[dict], meta: dict, args) -> str:
     return "\n".join(out)
 
 
+# -- --instructions -----------------------------------------------------------
+
+def median_range(values: list) -> dict | None:
+    """{"median", "min", "max"} of the values that are not None (None if none are)."""
+    vals = [v for v in values if v is not None]
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)} if vals else None
+
+
+def summarize_instructions(result: dict) -> dict:
+    runs = result["servers"]["moongate"]["runs"]
+    return {
+        "ir_per_request": median_range([r.get("ir_per_request") for r in runs]),
+        "requests": median_range([r.get("requests") for r in runs]),
+        "flagged_runs": {"moongate": sum(1 for r in runs if r["flagged"])},
+    }
+
+
+def instr_settings(args) -> str:
+    return (f"moongate workers={args.moongate_workers} under callgrind, "
+            f"wrk -t{INSTR_THREADS} -c{INSTR_CONNECTIONS} -d{args.duration}s after a {INSTR_WARMUP_S} s "
+            f"warm-up, counters zeroed before each of {args.rounds} round(s)")
+
+
+def instr_text_table(results: list[dict], args) -> str:
+    """One row per scenario: Ir/request and requests per round, median (min–max)."""
+    rows = [["scenario", "Ir/request  median (min–max)", "requests/round  median (min–max)", "flagged runs"]]
+    for res in results:
+        if "summary" not in res:
+            rows.append([res["scenario"], "(failed)", "", ""])
+            continue
+        runs = res["servers"]["moongate"]["runs"]
+        rows.append([res["scenario"], spread([r.get("ir_per_request") for r in runs], "int"),
+                     spread([r.get("requests") for r in runs], "int"),
+                     f"{res['summary']['flagged_runs']['moongate']}/{len(runs)}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["== user-space instructions per request (callgrind Ir; kernel time not included)",
+             f"   {instr_settings(args)}"]
+    for i, r in enumerate(rows):
+        lines.append("   " + "  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
+        if i == 0:
+            lines.append("   " + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def instr_baseline_costs(results: list[dict]) -> list[str]:
+    """For each scenario with a baseline that ran in the same run: the share of
+    its instructions that its extra work adds, 1 - baseline Ir/request ÷ its
+    Ir/request (medians)."""
+    done = {r["scenario"]: r for r in results if "summary" in r}
+    lines = []
+    for name, res in done.items():
+        base = SCENARIOS[name].baseline
+        if not base or base not in done:
+            continue
+        a, b = res["summary"]["ir_per_request"], done[base]["summary"]["ir_per_request"]
+        if a and b and a["median"]:
+            lines.append(f"{name} adds {1 - b['median'] / a['median']:.1%} instructions over {base} "
+                         f"({fmt(a['median'], 'int')} vs {fmt(b['median'], 'int')} Ir/request, medians)")
+    return lines
+
+
+def instr_markdown(results: list[dict], meta: dict, args) -> str:
+    v, m = meta["versions"], meta["machine"]
+    out = [f"### {meta['date']} — `{meta['command']}`", "",
+           f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), load {m['loadavg_start']} → {m['loadavg_end']}, "
+           f"kernel {m['kernel']}. {v.get('valgrind') or 'valgrind ?'}, {v['wrk']}, "
+           f"{v['moongate'] or 'moongate ?'} (repo {v['git']}). User-space instructions (callgrind Ir) "
+           f"per request, kernel not included; {instr_settings(args)}; median (min–max).", "",
+           "| scenario | Ir/request | requests/round | flagged |",
+           "|---|---:|---:|---:|"]
+    for res in results:
+        if "summary" not in res:
+            out.append(f"| {res['scenario']} | (failed: {res.get('error', '?').splitlines()[0]}) | | |")
+            continue
+        runs = res["servers"]["moongate"]["runs"]
+        out.append(f"| {res['scenario']} | {spread([r.get('ir_per_request') for r in runs], 'int')} | "
+                   f"{spread([r.get('requests') for r in runs], 'int')} | "
+                   f"{res['summary']['flagged_runs']['moongate']} |")
+    costs = instr_baseline_costs(results)
+    if costs:
+        out += [""] + [f"- {c}" for c in costs]
+    return "\n".join(out)
+
+
 # --------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------
@@ -753,12 +918,13 @@ class Run:
             self.cert = (cert, key)
         return self.cert
 
-    def start_with_port(self, make, attempts: int = 3) -> Server:
-        """make(port) -> Server; retry with a new port if someone took ours."""
+    def start_with_port(self, make, attempts: int = 3, timeout: float | None = None) -> Server:
+        """make(port) -> Server; retry with a new port if someone took ours.
+        timeout: how long it may take to listen (default --start-timeout)."""
         for attempt in range(attempts):
             server = make(free_port())
             try:
-                server.start(self.args.start_timeout)
+                server.start(timeout or self.args.start_timeout)
                 return server
             except StartError as e:
                 server.stop()
@@ -781,14 +947,17 @@ class Run:
             return Server(label, argv, d, d / "logs" / "stdout.log", port, tls)
         return make
 
-    def moongate_server(self, sc: Scenario, d: Path, values: dict) -> callable:
+    def moongate_server(self, sc: Scenario, d: Path, values: dict,
+                        prefix: list[str] | None = None) -> callable:
+        """moongate on sc's conf.d template; prefix goes in front of the command
+        (e.g. valgrind's)."""
         def make(port: int) -> Server:
             confd = d / "conf.d"
             confd.mkdir(parents=True, exist_ok=True)
             render(BENCH_DIR / "moongate" / sc.moongate, confd / "00-bench.toml",
                    dict(values, LISTEN=f"{HOST}:{port}"))
             scheme = "https" if sc.tls else "http"
-            return Server("moongate", [str(self.args.moongate), "run", "-c", str(confd)], d,
+            return Server("moongate", [*(prefix or []), str(self.args.moongate), "run", "-c", str(confd)], d,
                           d / "moongate.log", port, sc.tls,
                           ready_text=f"listening on {scheme}://{HOST}:{port}")
         return make
@@ -802,14 +971,17 @@ class Run:
             raise BenchError(f"origin /hello answered {status} with {len(body)} bytes (want 200, 100 B)")
         log(f"origin: nginx pid {self.origin.pid} on {HOST}:{self.origin_port}")
 
-    def check(self, sc: Scenario, servers: dict[str, Server], thorough: bool) -> list[str]:
+    def check(self, sc: Scenario, servers: dict[str, Server], thorough: bool,
+              timeout: float = 5) -> list[str]:
         """Both servers answer sc.expect_status with the same body (like for like),
-        send sc.expect_headers, and answer each of sc.probes as expected."""
+        send sc.expect_headers, and answer each of sc.probes as expected.  With one
+        server, only the status, headers and probes (the bodies are compared
+        between requests, not between servers)."""
         problems, bodies = [], {}
         for srv, server in servers.items():
             for i in range(5 if thorough else 1):
                 try:
-                    status, body, hdrs = http_get(server.url(sc.path), sc.headers)
+                    status, body, hdrs = http_get(server.url(sc.path), sc.headers, timeout)
                 except OSError as e:
                     problems.append(f"{srv}: GET {server.url(sc.path)} failed: {e}")
                     break
@@ -827,7 +999,7 @@ class Run:
                 bodies[srv] = body
             for pr in sc.probes:
                 try:
-                    status, body, _ = http_get(server.url(pr.path), pr.headers)
+                    status, body, _ = http_get(server.url(pr.path), pr.headers, timeout)
                 except OSError as e:
                     problems.append(f"{srv}: GET {pr.path} ({pr.what}) failed: {e}")
                     continue
@@ -847,12 +1019,12 @@ class Run:
 
     # -- one scenario --------------------------------------------------------
 
-    def scenario(self, sc: Scenario) -> dict:
-        args = self.args
+    def prepare(self, sc: Scenario) -> tuple[Path, dict]:
+        """sc's run directory, with sc.files written there, and the template values."""
         d = self.dir / sc.name
         d.mkdir()
         os.chmod(d, 0o755)
-        values = {"ORIGIN": f"{HOST}:{self.origin_port}", "WORKERS": args.moongate_workers_toml,
+        values = {"ORIGIN": f"{HOST}:{self.origin_port}", "WORKERS": self.args.moongate_workers_toml,
                   "RUN_DIR": str(d), "BENCH_DIR": str(BENCH_DIR), **sc.vars}
         if sc.tls:
             cert, key = self.tls_cert()
@@ -860,6 +1032,27 @@ class Run:
         for name, content in sc.files.items():
             (d / name).write_text(content)
             os.chmod(d / name, 0o644)
+        return d, values
+
+    def check_ok(self, sc: Scenario, servers: dict[str, Server], timeout: float = 5) -> None:
+        """check(), logged; BenchError if it found anything."""
+        args = self.args
+        problems = self.check(sc, servers, thorough=args.check, timeout=timeout)
+        if problems:
+            raise BenchError("check failed (" + ("--check" if args.check else "smoke test") +
+                             "):\n  " + "\n  ".join(problems))
+        extra = "".join([", " + ", ".join(f"{k}: {v}" for k, v in sc.expect_headers.items())
+                         if sc.expect_headers else "",
+                         *(f", {pr.what} -> {pr.expect_status}" for pr in sc.probes)])
+        what = "smoke test"
+        if args.check:
+            what = ("check: same status and body from both" if len(servers) > 1
+                    else "check: same status and body every time")
+        log(f"   {what}{extra}: ok")
+
+    def scenario(self, sc: Scenario) -> dict:
+        args = self.args
+        d, values = self.prepare(sc)
         result: dict = {"scenario": sc.name, "summary_text": sc.summary, "path": sc.path,
                         "headers": sc.headers, "tls": sc.tls, "servers": {}}
         servers: dict[str, Server] = {}
@@ -873,15 +1066,7 @@ class Run:
             log(f"\n== {sc.name}: nginx pid {servers['nginx'].pid} {servers['nginx'].url(sc.path)} | "
                 f"moongate pid {servers['moongate'].pid} {servers['moongate'].url(sc.path)}")
 
-            problems = self.check(sc, servers, thorough=args.check)
-            if problems:
-                raise BenchError("check failed (" + ("--check" if args.check else "smoke test") +
-                                 "):\n  " + "\n  ".join(problems))
-            extra = "".join([", " + ", ".join(f"{k}: {v}" for k, v in sc.expect_headers.items())
-                             if sc.expect_headers else "",
-                             *(f", {pr.what} -> {pr.expect_status}" for pr in sc.probes)])
-            log(f"   {'check: same status and body from both' if args.check else 'smoke test'}"
-                f"{extra}: ok")
+            self.check_ok(sc, servers)
 
             for srv, server in servers.items():
                 mem = tree_memory_kb(server.tree())
@@ -920,6 +1105,79 @@ class Run:
             for server in servers.values():
                 server.stop()
         return result
+
+    # -- one scenario, --instructions ------------------------------------------
+
+    def instructions(self, sc: Scenario) -> dict:
+        """moongate alone under callgrind: a warm-up, then --rounds times zero the
+        counters, run wrk, dump them, and divide the dump's Ir by the requests."""
+        args = self.args
+        d, values = self.prepare(sc)
+        result: dict = {"scenario": sc.name, "summary_text": sc.summary, "path": sc.path,
+                        "headers": sc.headers, "tls": sc.tls, "servers": {}}
+        server: Server | None = None
+        try:
+            server = self.start_with_port(self.moongate_server(sc, d, values, callgrind_prefix(d)),
+                                          timeout=max(args.start_timeout, INSTR_START_TIMEOUT_S))
+            server.grace = INSTR_STOP_GRACE_S
+            result["servers"]["moongate"] = {"pid": server.pid, "url": server.url(sc.path),
+                                             "argv": server.argv, "runs": []}
+            log(f"\n== {sc.name}: moongate under callgrind, pid {server.pid} {server.url(sc.path)}")
+            self.check_ok(sc, {"moongate": server}, timeout=INSTR_CHECK_TIMEOUT_S)
+
+            argv = wrk_argv(args, sc, server.url(sc.path), INSTR_WARMUP_S, INSTR_THREADS, INSTR_CONNECTIONS)
+            text, rc = run_wrk(argv, INSTR_WARMUP_S)
+            self.still_running(server, "warm-up")
+            w = parse_wrk(text)
+            w["problems"] = wrk_problems(w, rc)
+            result["servers"]["moongate"]["warmup"] = {k: w.get(k) for k in ("requests", "rps", "problems")}
+            if w["problems"]:
+                warn(f"   !!! warm-up moongate: {'; '.join(w['problems'])}")
+
+            for rnd in range(1, args.rounds + 1):
+                r = self.callgrind_round(sc, server, d, rnd)
+                r["round"] = rnd
+                result["servers"]["moongate"]["runs"].append(r)
+                self.still_running(server, f"round {rnd}")
+                log(f"   round {rnd}/{args.rounds}  {fmt(r['requests'], 'int'):>7} requests  "
+                    f"{fmt(r['ir'], 'int'):>15} Ir  {fmt(r['ir_per_request'], 'int'):>8} Ir/request"
+                    f"{'  FLAGGED' if r['flagged'] else ''}")
+                if r["flagged"]:
+                    warn(f"   !!! FLAGGED {sc.name} round {rnd}: {'; '.join(r['problems'])}")
+            result["summary"] = summarize_instructions(result)
+        except BenchError as e:
+            result["error"] = str(e)
+            warn(f"!!! scenario {sc.name} failed: {e}")
+        finally:
+            if server is not None:
+                server.stop()
+        return result
+
+    def callgrind_round(self, sc: Scenario, server: Server, d: Path, part: int) -> dict:
+        """Zero callgrind's counters, run wrk -t1 -c4, dump the counters (dump
+        number part, i.e. callgrind.out.<pid>.<part>) and read the Ir it counted."""
+        args = self.args
+        argv = wrk_argv(args, sc, server.url(sc.path), args.duration, INSTR_THREADS, INSTR_CONNECTIONS)
+        callgrind_control("-z", server.pid)
+        text, rc = run_wrk(argv, args.duration)
+        callgrind_control("-d", server.pid)
+        dump = d / f"callgrind.out.{server.pid}.{part}"
+        totals = wait_for_dump(dump)
+        r = parse_wrk(text)
+        ir = totals["totals"]
+        r.update({
+            "server": server.label,
+            "wrk_exit": rc,
+            "dump": str(dump),
+            "ir": ir,
+            "ir_summary_line": totals.get("summary"),
+            "ir_per_request": ir / r["requests"] if r["requests"] else None,
+        })
+        r["problems"] = wrk_problems(r, rc)
+        r["flagged"] = bool(r["problems"])
+        if r["problems"]:
+            r["wrk_output"] = text
+        return r
 
 
 def machine_info() -> dict:
@@ -973,6 +1231,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--cert-type", choices=("ec", "rsa"), default="ec",
                    help="self-signed key for the TLS scenarios: ec (P-256, default) or rsa (2048)")
     p.add_argument("--start-timeout", type=float, default=30.0, help="seconds a server may take to listen")
+    p.add_argument("--instructions", action="store_true",
+                   help="instead: moongate alone under valgrind's callgrind, user-space instructions per "
+                        f"request (wrk -t{INSTR_THREADS} -c{INSTR_CONNECTIONS}; ignores --threads/--connections)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = p.parse_args(argv)
     if args.list:
@@ -1008,7 +1269,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         warn(f"missing tool(s): {', '.join(missing)}. Install them with:\n    {INSTALL_HINT}")
         return 2
-    for sc in args.scenario_list:
+    if args.instructions:
+        missing = [t for t in ("valgrind", "callgrind_control") if which(t) is None]
+        if missing:
+            warn(f"missing tool(s): {', '.join(missing)}. Install them with:\n    {VALGRIND_HINT}")
+            return 2
+    for sc in args.scenario_list if not args.instructions else ():   # needs: the nginx side only
         absent = [f for f in sc.needs if not os.path.exists(f)]
         if absent:
             warn(f"scenario {sc.name} needs {', '.join(absent)}. Install with:\n    {sc.needs_hint}")
@@ -1029,6 +1295,8 @@ def main(argv: list[str] | None = None) -> int:
             "clk_tck": CLK_TCK,
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                          if k not in ("scenario_list", "list")}}
+    if args.instructions:
+        meta["versions"]["valgrind"] = cmd_output([which("valgrind") or "valgrind", "--version"])
     run = Run(args)
     log(f"run dir {run.dir}; moongate {args.moongate}; {meta['versions']['nginx']}, {meta['versions']['wrk']}; "
         f"load {meta['machine']['loadavg_start']}")
@@ -1037,7 +1305,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run.start_origin()
         for sc in args.scenario_list:
-            results.append(run.scenario(sc))
+            results.append(run.instructions(sc) if args.instructions else run.scenario(sc))
     except KeyboardInterrupt:
         warn("\ninterrupted: stopping servers")
         status = 130
@@ -1053,7 +1321,11 @@ def main(argv: list[str] | None = None) -> int:
 
     meta["machine"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     done = [r for r in results if "summary" in r]
-    if done:
+    if done and args.instructions:
+        log("\n" + instr_text_table(results, args) + "\n")
+        for c in instr_baseline_costs(results):
+            log(c + "\n")
+    elif done:
         log("")
         for res in done:
             log(text_table(SCENARIOS[res["scenario"]], res, args))
@@ -1065,10 +1337,11 @@ def main(argv: list[str] | None = None) -> int:
     flagged = sum(sum(r["summary"]["flagged_runs"].values()) for r in done)
     failed = [r["scenario"] for r in results if "error" in r]
     if results:
-        md = markdown(results, meta, args)
+        md = (instr_markdown if args.instructions else markdown)(results, meta, args)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        stem = "bench-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        stem = (("instructions-" if args.instructions else "bench-") +
+                dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
         (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
         (out / f"{stem}.md").write_text(md + "\n")
         log("Markdown (for bench/RESULTS.md):\n")
