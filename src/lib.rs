@@ -16,8 +16,10 @@
 //! - [`route`]: host/path/method routing table and rewrites
 //! - [`lua`]: ngx_lua-style phase handlers (rewrite, access, content,
 //!   header_filter, log) and the `ngx` API
+//! - [`throttle`]: a route's rate-limit zones on the request path
 //! - [`ngx`]: codecs, times and regexes behind that API (no Lua)
 //! - [`shdict`]: the stores behind `ngx.shared.DICT` (kept across reloads)
+//! - [`limit`]: token buckets and concurrency counters behind rate-limit zones
 //! - [`forward`]: forwarding and hop-by-hop header rules
 //! - [`vars`]: nginx-style `$variables`
 //! - [`upstream`]: peers, balancers, pooled connections, our HTTP/1.1
@@ -61,8 +63,10 @@ pub mod conn;
 pub mod proxy;
 pub mod route;
 pub mod lua;
+pub mod throttle;
 pub mod ngx;
 pub mod shdict;
+pub mod limit;
 pub mod forward;
 pub mod vars;
 pub mod upstream;

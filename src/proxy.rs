@@ -5,11 +5,14 @@
 //! 1. request checks (SPEC §10): framing conflicts, Host, body size
 //! 2. route (host, path, method) → 404 / 405 / a [`RouteEntry`](crate::snapshot::RouteEntry)
 //! 3. rewrite
-//! 4. Lua `rewrite`, `access`, `content` handlers (may answer themselves)
-//! 5. target: static files, or an upstream (forwarding headers, balance,
+//! 4. Lua `rewrite`, `access` handlers (may answer themselves)
+//! 5. rate limits (`[limit.NAME]` zones): 429 + `Retry-After`, or
+//!    `RateLimit-*` headers and places held in concurrency zones
+//! 6. Lua `content` handler (answers instead of a target)
+//! 7. target: static files, or an upstream (forwarding headers, balance,
 //!    pool, retries), with protocol upgrades tunnelled both ways
-//! 6. Lua `header_filter`; the Lua `log` handler and the access log run
-//!    when the body has been sent
+//! 8. Lua `header_filter`; the Lua `log` handler and the access log run
+//!    when the body has been sent (concurrency places are released then)
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +31,7 @@ use crate::body::{Kind, OnComplete, RequestBody, ResponseBody};
 use crate::conn::io::ConnWatch;
 use crate::error::ProxyError;
 use crate::forward;
+use crate::limit::Permit;
 use crate::lua::{
     self,
     request::ReqCtx,
@@ -36,6 +40,7 @@ use crate::lua::{
 use crate::route::RouteMatch;
 use crate::snapshot::{Snapshot, Target};
 use crate::state::Shared;
+use crate::throttle::{self, Verdict};
 use crate::upstream::balance::PickKey;
 use crate::upstream::call::{self, Outgoing};
 use crate::vars::RequestVars;
@@ -62,6 +67,8 @@ struct Served {
     upstream_time: Option<Duration>,
     /// The route's Lua `log` handler, with the VM and request state it runs on.
     lua_log: Option<(Rc<lua::vm::Vm>, Rc<ReqCtx>, Vec<lua::ScriptId>)>,
+    /// Places held in concurrency zones, released when the response is done.
+    permits: Vec<Permit>,
 }
 
 /// Serves one request (the hyper service function).
@@ -111,6 +118,14 @@ pub async fn handle(
             next: Box::new(record),
         }),
         None => Box::new(record),
+    };
+    let hook: Box<dyn OnComplete> = if served.permits.is_empty() {
+        hook
+    } else {
+        Box::new(Release {
+            permits: served.permits,
+            next: hook,
+        })
     };
     resp.body_mut().set_on_complete(hook);
     Ok(resp)
@@ -187,9 +202,22 @@ async fn serve(
         snap.server.client_body_timeout,
     );
 
-    // 4. Lua rewrite, access and content handlers.
+    // 4. Lua rewrite and access handlers; 5. rate limits, after the access
+    // phase (so it may refuse or pick first, as API gateways do) and before
+    // 6. the Lua content handler or the target.
+    let limits = Limits {
+        entry,
+        request_uri: original_uri.path_and_query().map_or("/", |p| p.as_str()),
+        host: &host,
+        client: real_ip,
+        conn,
+    };
     let mut lua_response = None;
+    let mut limit_headers = http::HeaderMap::new();
     let lua = if entry.lua.is_empty() {
+        if let Err(refused) = limits.check(&parts, served, &mut limit_headers) {
+            return Ok(*refused);
+        }
         None
     } else {
         let vm = lua::vm::for_program(&snap.lua).map_err(ProxyError::Lua)?;
@@ -201,7 +229,15 @@ async fn serve(
             conn.scheme,
             conn.local.port(),
         ));
-        match lua::respond::request_phases(&vm, &entry.lua, &ctx).await {
+        let mut flow = lua::respond::access_phases(&vm, &entry.lua, &ctx).await;
+        if matches!(flow, Flow::Continue) {
+            let checked = limits.check(&ctx.head.borrow(), served, &mut limit_headers);
+            if let Err(refused) = checked {
+                return Ok(*refused);
+            }
+            flow = lua::respond::content_phase(&vm, &entry.lua, &ctx).await;
+        }
+        match flow {
             Flow::Continue => {}
             Flow::Respond(resp) => lua_response = Some(*resp),
             Flow::Failed(m) => return Err(ProxyError::Lua(format!("{}: {m}", entry.name))),
@@ -221,7 +257,7 @@ async fn serve(
         _ => None,
     };
 
-    // 5. Target.
+    // 7. Target.
     let mut resp = match (lua_response, to_upstream, &entry.target) {
         (Some(resp), _, _) => resp,
         (None, Some((name, upstream)), _) => {
@@ -256,7 +292,11 @@ async fn serve(
         }
     };
 
-    // 6. Lua header filter; the log handler runs when the body is sent.
+    if !limit_headers.is_empty() {
+        resp.headers_mut().extend(limit_headers);
+    }
+
+    // 8. Lua header filter; the log handler runs when the body is sent.
     if let Some((vm, ctx)) = lua.as_ref().filter(|_| !entry.lua.header_filter.is_empty()) {
         lua::respond::header_filter(vm, &entry.lua.header_filter, ctx, &mut resp)
             .await
@@ -266,6 +306,75 @@ async fn serve(
         .filter(|_| !entry.lua.log.is_empty())
         .map(|(vm, ctx)| (vm, ctx, entry.lua.log.clone()));
     Ok(resp)
+}
+
+/// What a route's rate-limit zones need to know about a request.
+struct Limits<'a> {
+    entry: &'a crate::snapshot::RouteEntry,
+    request_uri: &'a str,
+    host: &'a str,
+    client: std::net::IpAddr,
+    conn: &'a ConnCtx,
+}
+
+impl Limits<'_> {
+    /// Takes from the route's zones for a request with head `head`: the
+    /// `RateLimit-*` headers for the response go to `headers` and places in
+    /// concurrency zones to `served` (held until the response is done); a
+    /// refusal is the response to send.
+    fn check(
+        &self,
+        head: &Parts,
+        served: &mut Served,
+        headers: &mut http::HeaderMap,
+    ) -> Result<(), Box<Response<ResponseBody>>> {
+        if self.entry.limits.is_empty() {
+            return Ok(());
+        }
+        let vars = RequestVars {
+            parts: head,
+            request_uri: self.request_uri,
+            host: self.host,
+            client: self.client,
+            scheme: self.conn.scheme,
+            server_port: self.conn.local.port(),
+        };
+        match throttle::check(&self.entry.limits, &vars) {
+            Verdict::Pass {
+                headers: h,
+                permits,
+            } => {
+                *headers = h;
+                served.permits = permits;
+                Ok(())
+            }
+            Verdict::Deny {
+                zone,
+                status,
+                headers: h,
+            } => {
+                tracing::info!(zone = %zone, client = %self.client, "rate limited");
+                let mut resp = plain(status);
+                resp.headers_mut().extend(h);
+                Err(Box::new(resp))
+            }
+        }
+    }
+}
+
+/// Holds a request's places in concurrency zones until its response has
+/// been sent or abandoned, then hands over to the next hook.
+struct Release {
+    permits: Vec<Permit>,
+    next: Box<dyn OnComplete>,
+}
+
+impl OnComplete for Release {
+    fn complete(self: Box<Self>, bytes: u64, complete: bool) {
+        let Release { permits, next } = *self;
+        drop(permits);
+        next.complete(bytes, complete);
+    }
 }
 
 /// Where an upstream-bound request goes, and what it carries from routing.

@@ -204,6 +204,7 @@ fn run(
             return Err(ServerError::Start(e));
         }
         shared.record_reload("start", Ok(1));
+        tokio::spawn(forget_idle_keys(shared.clone()));
         if let Some(path) = &pid_file
             && let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write the pid file");
@@ -252,6 +253,21 @@ fn run(
         let _ = std::fs::remove_file(path);
     }
     result
+}
+
+/// How often rate-limit zones drop the buckets of keys gone idle.
+const IDLE_SWEEP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Drops the buckets of idle keys from every zone now serving, so a zone's
+/// memory follows its active keys however many distinct keys arrive.
+async fn forget_idle_keys(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(IDLE_SWEEP);
+    loop {
+        tick.tick().await;
+        for zone in shared.snapshot.load().limits.values() {
+            zone.forget_idle();
+        }
+    }
 }
 
 /// The signals `moongate run` answers: SIGHUP reloads, SIGTERM/SIGINT stop

@@ -6,7 +6,8 @@
 //! Compiling is where a new configuration meets the state that outlives
 //! reloads: an upstream whose definition is unchanged is taken over from
 //! the previous snapshot as the same `Arc<Upstream>` — same peers, health
-//! marks, in-flight counts and (via peer ids) pooled connections.
+//! marks, in-flight counts and (via peer ids) pooled connections. Rate-limit
+//! zones are taken over the same way, with their buckets.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use crate::config::{self, Config, ConfigError, RouteTarget};
 use crate::lua::{LuaProgram, RoutePhases};
 use crate::route::{PathMatch, Rewrite, RouteSpec, Router};
 use crate::static_files::StaticOptions;
+use crate::throttle::Zone;
 use crate::upstream::Upstream;
 
 /// One compiled configuration.
@@ -37,6 +39,8 @@ pub struct Snapshot {
     pub files: Vec<PathBuf>,
     /// Every Lua script of this configuration.
     pub lua: Arc<LuaProgram>,
+    /// `[limit.NAME]` zones by name (`mg.limit.take` finds them here too).
+    pub limits: Arc<BTreeMap<String, Arc<Zone>>>,
 }
 
 /// What a route leads to, plus its own per-route settings.
@@ -49,6 +53,8 @@ pub struct RouteEntry {
     pub rewrite: Option<Rewrite>,
     /// Lua handlers by phase.
     pub lua: RoutePhases,
+    /// Rate-limit zones checked after the Lua access phase, in order.
+    pub limits: Vec<Arc<Zone>>,
 }
 
 /// Where a routed request goes.
@@ -112,11 +118,29 @@ pub fn compile(
         upstreams.insert(name, up);
     }
 
+    let mut limits = BTreeMap::new();
+    for (name, def) in config.limits {
+        let kept = previous
+            .and_then(|p| p.limits.get(&name))
+            .filter(|z| z.def.same_definition(&def))
+            .cloned();
+        let zone = match kept {
+            Some(z) => z,
+            None => {
+                let place = def.place.clone();
+                Arc::new(Zone::new(def).map_err(|e| ConfigError::at(&place, e))?)
+            }
+        };
+        limits.insert(name, zone);
+    }
+    let limits = Arc::new(limits);
+
     let route_lua: Vec<&config::RouteLua> = config.routes.iter().map(|r| &r.lua).collect();
     let (lua, phases) = LuaProgram::compile(
         &config.lua,
         &route_lua,
         upstreams.keys().cloned().collect(),
+        limits.clone(),
         previous.map(|p| p.lua.as_ref()),
     )?;
     let mut specs = Vec::with_capacity(config.routes.len());
@@ -148,6 +172,16 @@ pub fn compile(
                 },
             },
         };
+        let mut route_limits = Vec::with_capacity(route.limits.len());
+        for zone_name in &route.limits {
+            let Some(zone) = limits.get(zone_name).cloned() else {
+                return Err(ConfigError::at(
+                    &route.place,
+                    format!("route names limit zone `{zone_name}`, which is not defined"),
+                ));
+            };
+            route_limits.push(zone);
+        }
         specs.push(RouteSpec {
             hosts: route.hosts,
             path: route.path,
@@ -157,6 +191,7 @@ pub fn compile(
                 target,
                 rewrite: route.rewrite,
                 lua: lua_phases,
+                limits: route_limits,
             },
         });
     }
@@ -184,5 +219,6 @@ pub fn compile(
         admin: config.admin,
         files: config.files,
         lua,
+        limits,
     })
 }

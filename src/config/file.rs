@@ -30,6 +30,34 @@ pub struct RawFile {
     pub route: Vec<Spanned<RawRoute>>,
     /// `[lua]` and `[lua.shared_dict]`.
     pub lua: Option<Spanned<RawLua>>,
+    /// `[limit.NAME]`: rate-limit zones, keyed by the spanned name.
+    #[serde(default)]
+    pub limit: BTreeMap<Spanned<String>, Spanned<RawLimit>>,
+}
+
+/// `[limit.NAME]`: a token-bucket zone (`rate`, `burst`) or, with
+/// `kind = "conn"`, a concurrency zone (`max`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    /// "rate" (default) or "conn".
+    pub kind: Option<Spanned<String>>,
+    /// Refill rate, "100/s" or "600/m" (rate zones).
+    pub rate: Option<Spanned<String>>,
+    /// Bucket size: how many at once from a full bucket (rate zones).
+    pub burst: Option<Spanned<i64>>,
+    /// Requests in flight per key (conn zones).
+    pub max: Option<Spanned<i64>>,
+    /// `$var` template naming the bucket, default `$remote_addr`.
+    pub key: Option<Spanned<String>>,
+    /// Status of a denied request, default 429.
+    pub status: Option<Spanned<i64>>,
+    /// "local" (default) or "redis".
+    pub scope: Option<Spanned<String>>,
+    /// Send `RateLimit-*` headers (default true).
+    pub headers: Option<bool>,
+    /// With scope = "redis": "local" (default), "allow" or "deny" when Redis fails.
+    pub on_redis_error: Option<Spanned<String>>,
 }
 
 /// `[lua]`: settings for every Lua VM.
@@ -228,7 +256,7 @@ pub struct RawPeer {
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     /// One host pattern or several.
-    pub host: Option<Spanned<Hosts>>,
+    pub host: Option<Spanned<OneOrMany>>,
     /// Prefix match.
     pub path: Option<Spanned<String>>,
     /// Exact match.
@@ -249,6 +277,8 @@ pub struct RawRoute {
     pub lua: Option<Spanned<RawRouteLua>>,
     /// Bundled policies: `[{ use = "NAME", ...options }]`.
     pub policies: Option<Vec<Spanned<toml::Table>>>,
+    /// Rate-limit zones (`[limit.NAME]`) applied to the route.
+    pub limit: Option<Spanned<OneOrMany>>,
 }
 
 /// `rewrite = { from = "...", to = "..." }`.
@@ -302,40 +332,55 @@ impl Visitor<'_> for WorkersVisitor {
     }
 }
 
-/// `host`: one pattern (spanned by the outer `Spanned`) or an array of spanned patterns.
+/// One name (spanned by the outer `Spanned`) or an array of spanned names:
+/// `host = "example.com"` or `host = ["a.example", "*.b.example"]`,
+/// `limit = "per_client"` or `limit = ["per_client", "per_key"]`.
 #[derive(Debug)]
-pub enum Hosts {
-    /// `host = "example.com"`.
+pub enum OneOrMany {
+    /// A single string.
     One(String),
-    /// `host = ["a.example", "*.b.example"]`.
+    /// An array of strings.
     Many(Vec<Spanned<String>>),
 }
 
-impl<'de> Deserialize<'de> for Hosts {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(HostsVisitor)
+impl OneOrMany {
+    /// The names with their spans (`whole` for the single form).
+    pub fn spanned(&self, whole: std::ops::Range<usize>) -> Vec<(String, std::ops::Range<usize>)> {
+        match self {
+            OneOrMany::One(one) => vec![(one.clone(), whole)],
+            OneOrMany::Many(many) => many
+                .iter()
+                .map(|s| (s.get_ref().clone(), s.span()))
+                .collect(),
+        }
     }
 }
 
-struct HostsVisitor;
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(OneOrManyVisitor)
+    }
+}
 
-impl<'de> Visitor<'de> for HostsVisitor {
-    type Value = Hosts;
+struct OneOrManyVisitor;
+
+impl<'de> Visitor<'de> for OneOrManyVisitor {
+    type Value = OneOrMany;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a host name or an array of host names")
+        f.write_str("a string or an array of strings")
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Hosts, E> {
-        Ok(Hosts::One(v.to_owned()))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+        Ok(OneOrMany::One(v.to_owned()))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Hosts, A::Error> {
-        let mut hosts = Vec::new();
-        while let Some(host) = seq.next_element::<Spanned<String>>()? {
-            hosts.push(host);
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+        let mut names = Vec::new();
+        while let Some(name) = seq.next_element::<Spanned<String>>()? {
+            names.push(name);
         }
-        Ok(Hosts::Many(hosts))
+        Ok(OneOrMany::Many(names))
     }
 }
 
@@ -370,7 +415,7 @@ mod tests {
         assert_eq!(name.get_ref(), "app");
         assert!(up.get_ref().servers.get_ref()[0].get_ref().backup);
         match &file.route[0].get_ref().host.as_ref().unwrap().get_ref() {
-            Hosts::Many(h) => assert_eq!(h[1].get_ref(), "*.b.example"),
+            OneOrMany::Many(h) => assert_eq!(h[1].get_ref(), "*.b.example"),
             other => panic!("wanted many hosts, got {other:?}"),
         }
     }
@@ -409,7 +454,7 @@ mod tests {
     fn a_single_host_string_is_accepted() {
         let file: RawFile = toml::from_str("[[route]]\nhost = \"x.example\"\n").unwrap();
         let host = file.route[0].get_ref().host.as_ref().unwrap();
-        assert!(matches!(host.get_ref(), Hosts::One(h) if h == "x.example"));
+        assert!(matches!(host.get_ref(), OneOrMany::One(h) if h == "x.example"));
         assert_eq!(host.span(), (17..28));
     }
 }

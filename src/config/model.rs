@@ -27,6 +27,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[lua]`, with defaults when absent.
     pub lua: LuaSettings,
+    /// `[limit.NAME]` by name.
+    pub limits: BTreeMap<String, LimitZone>,
     /// The files read, in merge order (for `check` output and the status page).
     pub files: Vec<PathBuf>,
 }
@@ -316,6 +318,55 @@ pub struct Route {
     pub expires: Option<Duration>,
     /// Lua handlers by phase.
     pub lua: RouteLua,
+    /// Rate-limit zones checked after the Lua access phase, in order
+    /// (names known to exist in [`Config::limits`]).
+    pub limits: Vec<String>,
+}
+
+/// `[limit.NAME]`: a rate-limit zone.
+#[derive(Debug, Clone)]
+pub struct LimitZone {
+    /// The zone's name (`limit = "NAME"`, `mg.limit.take("NAME", ...)`).
+    pub name: String,
+    /// Token bucket or concurrency counter.
+    pub kind: LimitKind,
+    /// `$var` template naming the bucket a request takes from.
+    pub key: String,
+    /// The status a denied request gets.
+    pub status: u16,
+    /// Whether responses carry `RateLimit-*` headers.
+    pub headers: bool,
+    /// Where the `[limit.NAME]` table is.
+    pub place: Place,
+}
+
+impl LimitZone {
+    /// True when `other` defines the same zone (wherever it is written):
+    /// a reload then keeps the zone's buckets.
+    pub fn same_definition(&self, other: &LimitZone) -> bool {
+        self.name == other.name
+            && self.kind == other.kind
+            && self.key == other.key
+            && self.status == other.status
+            && self.headers == other.headers
+    }
+}
+
+/// What a zone counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// A token bucket per key: `burst` at once from a full bucket, refilled at `rate`.
+    Rate {
+        /// Refill rate.
+        rate: crate::limit::Rate,
+        /// Bucket size.
+        burst: u32,
+    },
+    /// At most `max` requests in flight per key (`kind = "conn"`).
+    Conn {
+        /// Requests in flight allowed per key.
+        max: u32,
+    },
 }
 
 /// How a route matches the request path (the router's own type).

@@ -7,6 +7,7 @@
 //! names both places. Upstreams are validated before routes so routes can refer to an
 //! upstream from any file. The rules for each table live in the submodules.
 
+mod limit;
 mod listeners;
 mod lua;
 mod matchers;
@@ -22,7 +23,7 @@ use toml::Spanned;
 use super::error::{ConfigError, Place, Source};
 use super::explain::explain;
 use super::file::RawFile;
-use super::model::{Admin, Config, Listen, Server, TlsListener, Upstream};
+use super::model::{Admin, Config, LimitZone, Listen, Server, TlsListener, Upstream};
 
 /// Parses and validates conf.d files (display name, text) into a [`Config`].
 pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigError> {
@@ -57,10 +58,23 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
 
     let lua = lua::settings(&parsed)?;
 
+    let mut limits: BTreeMap<String, LimitZone> = BTreeMap::new();
+    for (src, raw) in &parsed {
+        for (name, def) in &raw.limit {
+            let place = table_place(src, name, def);
+            if let Some(first) = limits.get(name.get_ref()) {
+                let message = format!("limit zone `{}` is defined twice", name.get_ref());
+                return Err(ConfigError::at(&place, message).also_at(&first.place));
+            }
+            let validated = limit::zone(src, name, def, place)?;
+            limits.insert(name.get_ref().clone(), validated);
+        }
+    }
+
     let mut routes = Vec::new();
     for (src, raw) in &parsed {
         for def in &raw.route {
-            routes.push(route::route(src, def, &upstreams)?);
+            routes.push(route::route(src, def, &upstreams, &limits)?);
         }
     }
 
@@ -71,6 +85,7 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
         upstreams,
         routes,
         lua,
+        limits,
         files: files.iter().map(|(name, _)| name.clone()).collect(),
     })
 }

@@ -1,9 +1,11 @@
 //! `require "moongate"`: what ngx_lua does through nginx directives.
 //! `mg.upstream.set(name)` picks the upstream for this request;
 //! `mg.http.request{...}` is an HTTP/1.1 call that yields the coroutine
-//! while it waits (it reuses the upstream client). `mg.limit` and
-//! `mg.cache` are filled in by the rate-limit and cache features.
+//! while it waits (it reuses the upstream client).
+//! `mg.limit.take(zone, key, cost)` takes tokens from a `[limit.NAME]`
+//! zone's bucket. `mg.cache` is filled in by the cache feature.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +15,8 @@ use mlua::{Lua, MultiValue, Table, Value};
 
 use super::budget;
 use crate::config::PeerAddr;
+use crate::limit::Decision;
+use crate::throttle::{Taken, Zone};
 use crate::upstream::connect::connect;
 use crate::upstream::h1::framing::Decoder;
 
@@ -22,18 +26,27 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 const DEFAULT_TIMEOUT: f64 = 10.0;
 
 /// Registers the module in `package.preload`; `upstreams` are the names
-/// `mg.upstream.set` accepts.
-pub fn install(lua: &Lua, upstreams: Arc<Vec<String>>) -> mlua::Result<()> {
+/// `mg.upstream.set` accepts, `limits` the zones `mg.limit.take` takes from.
+pub fn install(
+    lua: &Lua,
+    upstreams: Arc<Vec<String>>,
+    limits: Arc<BTreeMap<String, Arc<Zone>>>,
+) -> mlua::Result<()> {
     let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
     preload.set(
         "moongate",
-        lua.create_function(move |lua, ()| module(lua, upstreams.clone()))?,
+        lua.create_function(move |lua, ()| module(lua, upstreams.clone(), limits.clone()))?,
     )?;
     Ok(())
 }
 
-fn module(lua: &Lua, upstreams: Arc<Vec<String>>) -> mlua::Result<Table> {
+fn module(
+    lua: &Lua,
+    upstreams: Arc<Vec<String>>,
+    limits: Arc<BTreeMap<String, Arc<Zone>>>,
+) -> mlua::Result<Table> {
     let mg = lua.create_table()?;
+    mg.set("limit", limit_table(lua, limits)?)?;
     let upstream = lua.create_table()?;
     upstream.set(
         "set",
@@ -84,8 +97,7 @@ fn module(lua: &Lua, upstreams: Arc<Vec<String>>) -> mlua::Result<Table> {
         })?,
     )?;
     mg.set("ip", ip)?;
-    // Extension points for the rate-limit and cache features.
-    mg.set("limit", lua.create_table()?)?;
+    // Extension point for the cache feature.
     mg.set("cache", lua.create_table()?)?;
     Ok(mg)
 }
@@ -208,4 +220,57 @@ async fn request(lua: &Lua, opts: Table) -> Result<Table, String> {
     };
     table().map_err(|e| e.to_string())?;
     Ok(res)
+}
+
+/// `mg.limit`: `take(zone, key, cost)` → `true, remaining, 0` when allowed,
+/// `false, 0, retry_after` (seconds) when the bucket is short, and
+/// `nil, err` for an unknown zone, a concurrency zone, or a cost above the
+/// zone's burst (which no wait could ever allow).
+fn limit_table(lua: &Lua, limits: Arc<BTreeMap<String, Arc<Zone>>>) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set(
+        "take",
+        lua.create_function(
+            move |lua, (zone, key, cost): (String, mlua::BString, Option<f64>)| {
+                let fail = |msg: String| -> mlua::Result<MultiValue> {
+                    Ok(MultiValue::from_vec(vec![
+                        Value::Nil,
+                        Value::String(lua.create_string(msg)?),
+                    ]))
+                };
+                let Some(z) = limits.get(&zone) else {
+                    return fail(format!("no limit zone named \"{zone}\""));
+                };
+                let cost = match cost {
+                    None => 1,
+                    Some(c) if c >= 1.0 && c <= f64::from(u32::MAX) && c.fract() == 0.0 => c as u32,
+                    Some(c) => return fail(format!("cost must be a whole number of 1 or more, got {c}")),
+                };
+                let out = match z.take(&key, cost) {
+                    Taken::NotARateZone => {
+                        return fail(format!(
+                            "limit zone \"{zone}\" counts requests in flight (kind = \"conn\"); mg.limit.take needs a rate zone"
+                        ));
+                    }
+                    Taken::Rate(Decision::TooCostly { limit, cost }) => {
+                        return fail(format!(
+                            "cost {cost} is more than limit zone \"{zone}\" ever allows at once (burst {limit})"
+                        ));
+                    }
+                    Taken::Rate(Decision::Allowed { remaining, .. }) => vec![
+                        Value::Boolean(true),
+                        Value::Integer(i64::from(remaining)),
+                        Value::Integer(0),
+                    ],
+                    Taken::Rate(Decision::Denied { retry_after, .. }) => vec![
+                        Value::Boolean(false),
+                        Value::Integer(0),
+                        Value::Number(retry_after.as_secs_f64()),
+                    ],
+                };
+                Ok(MultiValue::from_vec(out))
+            },
+        )?,
+    )?;
+    Ok(t)
 }

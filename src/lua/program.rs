@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::Phase;
 use crate::config::{ConfigError, LuaSettings, Place, RouteLua, Script, ScriptSource};
 use crate::shdict::SharedDict;
+use crate::throttle::Zone;
 
 /// Index of a script in [`LuaProgram::scripts`].
 pub type ScriptId = usize;
@@ -71,6 +72,8 @@ pub struct LuaProgram {
     pub init: Option<ScriptId>,
     /// The upstreams `mg.upstream.set` may choose.
     pub upstreams: Arc<Vec<String>>,
+    /// The zones `mg.limit.take` may take from.
+    pub limits: Arc<BTreeMap<String, Arc<Zone>>>,
     /// `ngx.shared.NAME` stores, shared by every VM of every thread; a
     /// reload keeps a store (and its data) whose name and size are
     /// unchanged.
@@ -108,12 +111,14 @@ impl LuaProgram {
 
     /// Reads and checks `settings.init` and every route's handlers;
     /// returns the program and each route's phases (in route order).
-    /// `upstreams` are the names `mg.upstream.set` may choose; shared
+    /// `upstreams` are the names `mg.upstream.set` may choose, `limits`
+    /// the zones `mg.limit.take` may take from; shared
     /// dicts unchanged since `previous` are taken over with their data.
     pub fn compile(
         settings: &LuaSettings,
         routes: &[&RouteLua],
         upstreams: Vec<String>,
+        limits: Arc<BTreeMap<String, Arc<Zone>>>,
         previous: Option<&LuaProgram>,
     ) -> Result<(Arc<LuaProgram>, Vec<RoutePhases>), ConfigError> {
         let checker = mlua::Lua::new();
@@ -164,6 +169,7 @@ impl LuaProgram {
             scripts,
             init,
             upstreams: Arc::new(upstreams),
+            limits,
             dicts: settings
                 .shared_dicts
                 .iter()
@@ -270,7 +276,7 @@ mod tests {
             access: inline("local x = = 1", 7),
             ..RouteLua::default()
         };
-        let e = LuaProgram::compile(&settings(), &[&bad], Vec::new(), None)
+        let e = LuaProgram::compile(&settings(), &[&bad], Vec::new(), Default::default(), None)
             .map(|_| ())
             .unwrap_err();
         assert_eq!(e.place.file, std::path::PathBuf::from("conf.d/10-x.toml"));
@@ -291,9 +297,15 @@ mod tests {
             }),
             ..RouteLua::default()
         };
-        let e = LuaProgram::compile(&settings(), &[&missing], Vec::new(), None)
-            .map(|_| ())
-            .unwrap_err();
+        let e = LuaProgram::compile(
+            &settings(),
+            &[&missing],
+            Vec::new(),
+            Default::default(),
+            None,
+        )
+        .map(|_| ())
+        .unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("c.toml:3:1: cannot read Lua script no/such.lua"),
@@ -304,8 +316,9 @@ mod tests {
             log: inline("ngx.log(ngx.INFO, 'done')", 3),
             ..RouteLua::default()
         };
-        let (program, phases) = LuaProgram::compile(&settings(), &[&good], Vec::new(), None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (program, phases) =
+            LuaProgram::compile(&settings(), &[&good], Vec::new(), Default::default(), None)
+                .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(program.scripts.len(), 2);
         assert_eq!(phases[0].rewrite, [0]);
         assert_eq!(phases[0].log, [1]);

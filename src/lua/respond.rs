@@ -23,8 +23,8 @@ pub enum Flow {
     Failed(String),
 }
 
-/// Runs the `rewrite`, `access` and `content` handlers in that order.
-pub async fn request_phases(vm: &Vm, phases: &RoutePhases, ctx: &Rc<ReqCtx>) -> Flow {
+/// Runs the `rewrite` and `access` handlers in that order.
+pub async fn access_phases(vm: &Vm, phases: &RoutePhases, ctx: &Rc<ReqCtx>) -> Flow {
     let handlers = phases
         .rewrite
         .iter()
@@ -39,6 +39,11 @@ pub async fn request_phases(vm: &Vm, phases: &RoutePhases, ctx: &Rc<ReqCtx>) -> 
             Outcome::Failed(m) => return Flow::Failed(m),
         }
     }
+    Flow::Continue
+}
+
+/// Runs the `content` handler, if the route has one: it answers the request.
+pub async fn content_phase(vm: &Vm, phases: &RoutePhases, ctx: &Rc<ReqCtx>) -> Flow {
     let Some(id) = phases.content else {
         return Flow::Continue;
     };

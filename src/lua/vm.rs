@@ -80,7 +80,8 @@ impl Vm {
         let budget = program.settings.time_budget;
         api::install(&lua, WORKER.with(Cell::get), budget, &program.dicts)
             .map_err(|e| e.to_string())?;
-        super::moongate::install(&lua, program.upstreams.clone()).map_err(|e| e.to_string())?;
+        super::moongate::install(&lua, program.upstreams.clone(), program.limits.clone())
+            .map_err(|e| e.to_string())?;
         api::guard_protected_calls(&lua).map_err(|e| e.to_string())?;
         let vm = Vm {
             lua,

@@ -17,3 +17,4 @@ mod check;
 mod timeouts;
 mod admin;
 mod lua;
+mod ratelimit;

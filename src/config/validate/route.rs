@@ -11,14 +11,15 @@ use toml::Spanned;
 use super::matchers::{check_replacement, compile, host_pattern, method, path_match};
 
 use crate::config::error::{ConfigError, Source};
-use crate::config::file::{Hosts, RawRoute};
-use crate::config::model::{Rewrite, Route, RouteTarget, Upstream};
+use crate::config::file::{OneOrMany, RawRoute};
+use crate::config::model::{LimitZone, Rewrite, Route, RouteTarget, Upstream};
 
 /// Validates one route against the upstreams defined anywhere in conf.d.
 pub(super) fn route(
     src: &Source<'_>,
     def: &Spanned<RawRoute>,
     upstreams: &BTreeMap<String, Upstream>,
+    zones: &BTreeMap<String, LimitZone>,
 ) -> Result<Route, ConfigError> {
     let raw = def.get_ref();
     let place = src.place(def.span());
@@ -136,7 +137,10 @@ pub(super) fn route(
         }
     };
 
+    let limits = limit_zones(src, raw, zones)?;
+
     Ok(Route {
+        limits,
         place,
         hosts,
         path,
@@ -148,19 +152,48 @@ pub(super) fn route(
     })
 }
 
+/// `limit = "NAME"` or a list: zones defined anywhere in conf.d, each once.
+fn limit_zones(
+    src: &Source<'_>,
+    raw: &RawRoute,
+    zones: &BTreeMap<String, LimitZone>,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(limit) = &raw.limit else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<String> = Vec::new();
+    for (name, span) in limit.get_ref().spanned(limit.span()) {
+        if !zones.contains_key(&name) {
+            let defined = if zones.is_empty() {
+                "no [limit.NAME] zones are defined".to_owned()
+            } else {
+                let names: Vec<&str> = zones.keys().map(String::as_str).collect();
+                format!("defined zones: {}", names.join(", "))
+            };
+            let message =
+                format!("route names limit zone `{name}`, which is not defined ({defined})");
+            return Err(src.err(span, message));
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
 fn hosts(src: &Source<'_>, raw: &RawRoute) -> Result<Vec<String>, ConfigError> {
     let Some(host) = &raw.host else {
         return Ok(vec!["*".to_owned()]);
     };
     match host.get_ref() {
-        Hosts::One(one) => Ok(vec![
+        OneOrMany::One(one) => Ok(vec![
             host_pattern(one).map_err(|m| src.err(host.span(), m))?,
         ]),
-        Hosts::Many(many) if many.is_empty() => {
+        OneOrMany::Many(many) if many.is_empty() => {
             let message = "`host` is empty; leave it out (or write \"*\") to match every host";
             Err(src.err(host.span(), message))
         }
-        Hosts::Many(many) => many
+        OneOrMany::Many(many) => many
             .iter()
             .map(|h| host_pattern(h.get_ref()).map_err(|m| src.err(h.span(), m)))
             .collect(),
