@@ -8,6 +8,9 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 # OpenResty's lua-resty-lrucache, loaded unchanged by the Lua tests.
 [ -f /usr/share/lua/5.1/resty/lrucache.lua ] || need_apt+=(lua-resty-lrucache)
+# A real Redis for the scope = "redis" rate-limit tests; they start their own
+# redis-server on a free loopback port (no system service is used).
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"

@@ -1,6 +1,7 @@
 //! The admin listener: `GET /status` (JSON: version, uptime, config
 //! generation, last reload and its error, listeners, upstream peers with
-//! their health) and `POST /reload`. It runs on the control thread, apart
+//! their health, rate-limit zones with their Redis state and fallback
+//! count) and `POST /reload`. It runs on the control thread, apart
 //! from request traffic. When `[admin] token` is set every call needs
 //! `Authorization: Bearer TOKEN`; config validation requires a token when
 //! the admin listener is not on loopback.
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::LimitScope;
 use crate::reload::Control;
 
 /// A running admin listener.
@@ -155,6 +157,21 @@ fn status(control: &Control) -> Value {
             )
         })
         .collect();
+    let limits: serde_json::Map<String, Value> = snap
+        .limits
+        .iter()
+        .map(|(name, zone)| {
+            let v = match (&zone.def.scope, zone.redis_status()) {
+                (LimitScope::Redis { on_error, .. }, Some(redis)) => json!({
+                    "scope": "redis",
+                    "on_redis_error": on_error.as_str(),
+                    "redis": redis,
+                }),
+                _ => json!({"scope": "local"}),
+            };
+            (name.clone(), v)
+        })
+        .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": shared.started.elapsed().as_secs_f64(),
@@ -164,6 +181,7 @@ fn status(control: &Control) -> Value {
         "listeners": control.bound(),
         "reload": shared.reload_status(),
         "upstreams": upstreams,
+        "limits": limits,
     })
 }
 

@@ -20,6 +20,7 @@
 //! - [`ngx`]: codecs, times and regexes behind that API (no Lua)
 //! - [`shdict`]: the stores behind `ngx.shared.DICT` (kept across reloads)
 //! - [`limit`]: token buckets and concurrency counters behind rate-limit zones
+//! - [`cluster`]: cluster-wide buckets in Redis (`scope = "redis"` zones)
 //! - [`forward`]: forwarding and hop-by-hop header rules
 //! - [`vars`]: nginx-style `$variables`
 //! - [`upstream`]: peers, balancers, pooled connections, our HTTP/1.1
@@ -67,6 +68,7 @@ pub mod throttle;
 pub mod ngx;
 pub mod shdict;
 pub mod limit;
+pub mod cluster;
 pub mod forward;
 pub mod vars;
 pub mod upstream;

@@ -215,7 +215,7 @@ async fn serve(
     let mut lua_response = None;
     let mut limit_headers = http::HeaderMap::new();
     let lua = if entry.lua.is_empty() {
-        if let Err(refused) = limits.check(&parts, served, &mut limit_headers) {
+        if let Err(refused) = limits.check(&parts, served, &mut limit_headers).await {
             return Ok(*refused);
         }
         None
@@ -231,7 +231,8 @@ async fn serve(
         ));
         let mut flow = lua::respond::access_phases(&vm, &entry.lua, &ctx).await;
         if matches!(flow, Flow::Continue) {
-            let checked = limits.check(&ctx.head.borrow(), served, &mut limit_headers);
+            let pending = limits.start(&ctx.head.borrow());
+            let checked = limits.finish(pending, served, &mut limit_headers).await;
             if let Err(refused) = checked {
                 return Ok(*refused);
             }
@@ -317,19 +318,26 @@ struct Limits<'a> {
     conn: &'a ConnCtx,
 }
 
-impl Limits<'_> {
+impl<'a> Limits<'a> {
     /// Takes from the route's zones for a request with head `head`: the
     /// `RateLimit-*` headers for the response go to `headers` and places in
     /// concurrency zones to `served` (held until the response is done); a
     /// refusal is the response to send.
-    fn check(
+    async fn check(
         &self,
         head: &Parts,
         served: &mut Served,
         headers: &mut http::HeaderMap,
     ) -> Result<(), Box<Response<ResponseBody>>> {
+        let pending = self.start(head);
+        self.finish(pending, served, headers).await
+    }
+
+    /// The zones' verdict if it needs no waiting, else their keys, rendered
+    /// from `head` (which is not borrowed past this call).
+    fn start(&self, head: &Parts) -> Option<throttle::Check<'a>> {
         if self.entry.limits.is_empty() {
-            return Ok(());
+            return None;
         }
         let vars = RequestVars {
             parts: head,
@@ -339,7 +347,23 @@ impl Limits<'_> {
             scheme: self.conn.scheme,
             server_port: self.conn.local.port(),
         };
-        match throttle::check(&self.entry.limits, &vars) {
+        Some(throttle::check(&self.entry.limits, &vars))
+    }
+
+    /// Acts on what [`Limits::start`] found, waiting for Redis if a zone
+    /// lives there.
+    async fn finish(
+        &self,
+        check: Option<throttle::Check<'a>>,
+        served: &mut Served,
+        headers: &mut http::HeaderMap,
+    ) -> Result<(), Box<Response<ResponseBody>>> {
+        let verdict = match check {
+            None => return Ok(()),
+            Some(throttle::Check::Done(v)) => v,
+            Some(throttle::Check::Waits(p)) => p.verdict().await,
+        };
+        match verdict {
             Verdict::Pass {
                 headers: h,
                 permits,

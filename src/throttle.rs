@@ -10,7 +10,8 @@ use std::time::Duration;
 use http::StatusCode;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{LimitKind, LimitZone};
+use crate::cluster::{HealthStatus, RedisBuckets};
+use crate::config::{LimitKind, LimitScope, LimitZone, OnRedisError};
 use crate::limit::{Buckets, Concurrency, Decision, Permit};
 use crate::vars::{RequestVars, VarTemplate};
 
@@ -40,7 +41,51 @@ impl std::fmt::Debug for Zone {
 
 enum Store {
     Rate(Buckets),
+    Redis(Box<Remote>),
     Conn(Arc<Concurrency>),
+}
+
+/// A redis-scope zone: its buckets in Redis and what to do without them.
+struct Remote {
+    redis: RedisBuckets,
+    /// The fallback bucket for `on_redis_error = "local"` (same rate and
+    /// burst; empty otherwise).
+    local: Buckets,
+    on_error: OnRedisError,
+}
+
+/// A refused fallback (`on_redis_error = "deny"`) tells the client to come
+/// back after this long, when Redis may answer again.
+const DENY_RETRY: Duration = Duration::from_secs(1);
+
+impl Remote {
+    /// Takes from Redis, or from the fallback when Redis does not answer
+    /// (or is known to be failing and this take is not the probe).
+    async fn take(&self, key: &[u8], cost: u32) -> Decision {
+        let (limit, cost) = (self.redis.burst(), cost.max(1));
+        if cost > limit {
+            return Decision::TooCostly { limit, cost };
+        }
+        if self.redis.health.should_try()
+            && let Ok(d) = self.redis.take(key, cost).await
+        {
+            return d;
+        }
+        self.redis.health.fell_back();
+        match self.on_error {
+            OnRedisError::Local => self.local.take(key, cost),
+            OnRedisError::Allow => Decision::Allowed {
+                limit,
+                remaining: limit - cost,
+                reset: Duration::ZERO,
+            },
+            OnRedisError::Deny => Decision::Denied {
+                limit,
+                retry_after: DENY_RETRY,
+                reset: DENY_RETRY,
+            },
+        }
+    }
 }
 
 /// What taking from a zone decided, for `mg.limit.take`.
@@ -50,33 +95,71 @@ pub enum Taken {
     Rate(Decision),
     /// The zone counts requests in flight, not tokens.
     NotARateZone,
+    /// A redis-scope zone: ask [`Zone::take_remote`], which waits.
+    Remote,
 }
 
 impl Zone {
     /// Builds the zone's (empty) buckets or counters.
     pub fn new(def: LimitZone) -> Result<Zone, String> {
         let key = VarTemplate::parse(&def.key)?;
-        let store = match def.kind {
-            LimitKind::Rate { rate, burst } => Store::Rate(Buckets::new(rate, burst)),
-            LimitKind::Conn { max } => Store::Conn(Arc::new(Concurrency::new(max))),
+        let store = match (def.kind, &def.scope) {
+            (LimitKind::Rate { rate, burst }, LimitScope::Local) => {
+                Store::Rate(Buckets::new(rate, burst))
+            }
+            (LimitKind::Rate { rate, burst }, LimitScope::Redis { redis, on_error }) => {
+                let local = Buckets::new(rate, burst);
+                let redis = RedisBuckets::new(&def.name, redis, &local)?;
+                Store::Redis(Box::new(Remote {
+                    redis,
+                    local,
+                    on_error: *on_error,
+                }))
+            }
+            (LimitKind::Conn { max }, _) => Store::Conn(Arc::new(Concurrency::new(max))),
         };
         Ok(Zone { def, key, store })
     }
 
-    /// Takes `cost` tokens from `key`'s bucket (rate zones only).
+    /// Whether takes from this zone wait for Redis.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.store, Store::Redis(_))
+    }
+
+    /// Takes `cost` tokens from `key`'s bucket (rate zones only) without
+    /// waiting; a redis-scope zone answers [`Taken::Remote`].
     pub fn take(&self, key: &[u8], cost: u32) -> Taken {
         match &self.store {
             Store::Rate(b) => Taken::Rate(b.take(key, cost)),
+            Store::Redis(_) => Taken::Remote,
             Store::Conn(_) => Taken::NotARateZone,
         }
     }
 
+    /// Like [`Zone::take`], and for a redis-scope zone asks Redis (or the
+    /// fallback when Redis fails): never [`Taken::Remote`].
+    pub async fn take_remote(&self, key: &[u8], cost: u32) -> Taken {
+        match &self.store {
+            Store::Redis(r) => Taken::Rate(r.take(key, cost).await),
+            _ => self.take(key, cost),
+        }
+    }
+
     /// Drops buckets of keys that went idle (full again); returns the keys
-    /// still tracked.
+    /// still tracked (locally: a redis zone's keys expire in Redis).
     pub fn forget_idle(&self) -> usize {
         match &self.store {
             Store::Rate(b) => b.forget_idle(),
+            Store::Redis(r) => r.local.forget_idle(),
             Store::Conn(c) => c.len(),
+        }
+    }
+
+    /// A redis-scope zone's Redis health (`None` for local zones).
+    pub fn redis_status(&self) -> Option<HealthStatus> {
+        match &self.store {
+            Store::Redis(r) => Some(r.redis.health.status()),
+            _ => None,
         }
     }
 }
@@ -104,30 +187,107 @@ pub enum Verdict {
     },
 }
 
+/// A route's zones checked, or ready to be once Redis answers.
+pub enum Check<'z> {
+    /// Every zone is local: decided without waiting.
+    Done(Verdict),
+    /// A zone is redis-scoped: await [`Pending::verdict`].
+    Waits(Pending<'z>),
+}
+
+/// Zones with their keys rendered, waiting to be taken from.
+pub struct Pending<'z> {
+    zones: &'z [Arc<Zone>],
+    keys: Vec<String>,
+}
+
 /// Takes one token from every rate zone, and a place in every concurrency
-/// zone, of a request whose variables are `vars`.
-pub fn check(zones: &[Arc<Zone>], vars: &RequestVars<'_>) -> Verdict {
-    let mut permits = Vec::new();
-    let mut fewest: Option<(u32, &Zone, Decision)> = None;
+/// zone, of a request whose variables are `vars`; zones are taken in order
+/// and the first refusal stops the rest.
+pub fn check<'z>(zones: &'z [Arc<Zone>], vars: &RequestVars<'_>) -> Check<'z> {
+    if zones.iter().any(|z| z.is_remote()) {
+        let keys = zones.iter().map(|z| z.key.render(vars)).collect();
+        return Check::Waits(Pending { zones, keys });
+    }
+    let mut tally = Tally::default();
     for zone in zones {
         let key = zone.key.render(vars);
-        match &zone.store {
-            Store::Conn(c) => match c.acquire(key.as_bytes()) {
-                Some(p) => permits.push(p),
-                None => return deny(zone, HeaderMap::new()),
-            },
-            Store::Rate(b) => match b.take(key.as_bytes(), 1) {
-                d @ Decision::Allowed { remaining, .. } => {
-                    if zone.def.headers && fewest.as_ref().is_none_or(|(r, _, _)| remaining < *r) {
-                        fewest = Some((remaining, zone, d));
-                    }
-                }
-                d => return deny(zone, headers_for(zone, &d)),
-            },
+        let step = match &zone.store {
+            Store::Conn(c) => tally.conn(zone, c, &key),
+            Store::Rate(b) => tally.rate(zone, b.take(key.as_bytes(), 1)),
+            // Not reached: routes with a redis zone wait.
+            Store::Redis(_) => Ok(()),
+        };
+        if let Err(refused) = step {
+            return Check::Done(refused);
         }
     }
-    let headers = fewest.map_or_else(HeaderMap::new, |(_, zone, d)| headers_for(zone, &d));
-    Verdict::Pass { headers, permits }
+    Check::Done(tally.pass())
+}
+
+impl Pending<'_> {
+    /// Takes from every zone, waiting for Redis where a zone lives there.
+    pub async fn verdict(self) -> Verdict {
+        let mut tally = Tally::default();
+        for (zone, key) in self.zones.iter().zip(&self.keys) {
+            let step = match &zone.store {
+                Store::Conn(c) => tally.conn(zone, c, key),
+                Store::Rate(b) => tally.rate(zone, b.take(key.as_bytes(), 1)),
+                Store::Redis(r) => {
+                    // Boxed so a local-only route's future stays small.
+                    let d = Box::pin(r.take(key.as_bytes(), 1)).await;
+                    tally.rate(zone, d)
+                }
+            };
+            if let Err(refused) = step {
+                return refused;
+            }
+        }
+        tally.pass()
+    }
+}
+
+/// What the zones taken so far decided.
+#[derive(Default)]
+struct Tally<'z> {
+    permits: Vec<Permit>,
+    /// The allowed decision with the fewest tokens left (of zones that
+    /// send headers).
+    fewest: Option<(u32, &'z Zone, Decision)>,
+}
+
+impl<'z> Tally<'z> {
+    fn conn(&mut self, zone: &Zone, c: &Arc<Concurrency>, key: &str) -> Result<(), Verdict> {
+        match c.acquire(key.as_bytes()) {
+            Some(p) => {
+                self.permits.push(p);
+                Ok(())
+            }
+            None => Err(deny(zone, HeaderMap::new())),
+        }
+    }
+
+    fn rate(&mut self, zone: &'z Zone, d: Decision) -> Result<(), Verdict> {
+        match d {
+            Decision::Allowed { remaining, .. } => {
+                if zone.def.headers && self.fewest.as_ref().is_none_or(|(r, _, _)| remaining < *r) {
+                    self.fewest = Some((remaining, zone, d));
+                }
+                Ok(())
+            }
+            d => Err(deny(zone, headers_for(zone, &d))),
+        }
+    }
+
+    fn pass(self) -> Verdict {
+        let headers = self
+            .fewest
+            .map_or_else(HeaderMap::new, |(_, zone, d)| headers_for(zone, &d));
+        Verdict::Pass {
+            headers,
+            permits: self.permits,
+        }
+    }
 }
 
 fn deny(zone: &Zone, headers: HeaderMap) -> Verdict {
@@ -194,6 +354,7 @@ mod tests {
             key: "$remote_addr".into(),
             status: 429,
             headers,
+            scope: LimitScope::Local,
             place: Place::whole(std::path::Path::new("t.toml")),
         };
         Arc::new(Zone::new(def).expect("zone"))
@@ -207,6 +368,14 @@ mod tests {
             client: ip.parse().expect("ip"),
             scheme: "http",
             server_port: 80,
+        }
+    }
+
+    /// Checks local zones (which never wait).
+    fn check(zones: &[Arc<Zone>], v: &RequestVars<'_>) -> Verdict {
+        match super::check(zones, v) {
+            Check::Done(v) => v,
+            Check::Waits(_) => panic!("local zones wait for nothing"),
         }
     }
 

@@ -33,6 +33,18 @@ pub struct RawFile {
     /// `[limit.NAME]`: rate-limit zones, keyed by the spanned name.
     #[serde(default)]
     pub limit: BTreeMap<Spanned<String>, Spanned<RawLimit>>,
+    /// `[redis]`: the Redis shared by every node (scope = "redis" zones).
+    pub redis: Option<Spanned<RawRedis>>,
+}
+
+/// `[redis]`: where state shared by many moongate nodes lives.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// "redis://host:port[/db]" (or "rediss://", "redis+unix://").
+    pub url: Spanned<String>,
+    /// Time allowed for one call before the caller falls back (default 50ms).
+    pub timeout: Option<Spanned<Dur>>,
 }
 
 /// `[limit.NAME]`: a token-bucket zone (`rate`, `burst`) or, with

@@ -29,6 +29,8 @@ pub struct Config {
     pub lua: LuaSettings,
     /// `[limit.NAME]` by name.
     pub limits: BTreeMap<String, LimitZone>,
+    /// `[redis]`, if configured.
+    pub redis: Option<RedisSettings>,
     /// The files read, in merge order (for `check` output and the status page).
     pub files: Vec<PathBuf>,
 }
@@ -336,6 +338,8 @@ pub struct LimitZone {
     pub status: u16,
     /// Whether responses carry `RateLimit-*` headers.
     pub headers: bool,
+    /// Where the buckets live: this node, or the Redis every node shares.
+    pub scope: LimitScope,
     /// Where the `[limit.NAME]` table is.
     pub place: Place,
 }
@@ -349,7 +353,56 @@ impl LimitZone {
             && self.key == other.key
             && self.status == other.status
             && self.headers == other.headers
+            && self.scope == other.scope
     }
+}
+
+/// `scope` of a `[limit.NAME]` zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitScope {
+    /// Buckets in this process (the default).
+    Local,
+    /// One bucket per key in Redis, shared by every node pointed at it
+    /// (rate zones only).
+    Redis {
+        /// The `[redis]` table the zone uses (part of its definition: a
+        /// reload that changes it starts the zone afresh).
+        redis: RedisSettings,
+        /// What a take does when Redis fails or is slow.
+        on_error: OnRedisError,
+    },
+}
+
+/// `on_redis_error`: what a redis-scope take does when Redis does not answer
+/// in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// Take from the zone's local bucket (same rate and burst) instead.
+    Local,
+    /// Allow the request.
+    Allow,
+    /// Deny the request with the zone's status.
+    Deny,
+}
+
+impl OnRedisError {
+    /// The conf.d spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnRedisError::Local => "local",
+            OnRedisError::Allow => "allow",
+            OnRedisError::Deny => "deny",
+        }
+    }
+}
+
+/// `[redis]`: the Redis that nodes share state through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port[/db]` as written (checked to parse).
+    pub url: String,
+    /// Time allowed for one call; past it the caller falls back.
+    pub timeout: Duration,
 }
 
 /// What a zone counts.

@@ -11,6 +11,7 @@ mod limit;
 mod listeners;
 mod lua;
 mod matchers;
+mod redis;
 mod route;
 mod server;
 mod upstream;
@@ -57,6 +58,7 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
     }
 
     let lua = lua::settings(&parsed)?;
+    let redis = redis::settings(&parsed)?;
 
     let mut limits: BTreeMap<String, LimitZone> = BTreeMap::new();
     for (src, raw) in &parsed {
@@ -66,7 +68,7 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
                 let message = format!("limit zone `{}` is defined twice", name.get_ref());
                 return Err(ConfigError::at(&place, message).also_at(&first.place));
             }
-            let validated = limit::zone(src, name, def, place)?;
+            let validated = limit::zone(src, name, def, place, redis.as_ref())?;
             limits.insert(name.get_ref().clone(), validated);
         }
     }
@@ -86,6 +88,7 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
         routes,
         lua,
         limits,
+        redis,
         files: files.iter().map(|(name, _)| name.clone()).collect(),
     })
 }

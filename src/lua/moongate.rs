@@ -3,7 +3,7 @@
 //! `mg.http.request{...}` is an HTTP/1.1 call that yields the coroutine
 //! while it waits (it reuses the upstream client).
 //! `mg.limit.take(zone, key, cost)` takes tokens from a `[limit.NAME]`
-//! zone's bucket. `mg.cache` is filled in by the cache feature.
+//! zone's bucket (yielding while Redis answers for `scope = "redis"`). `mg.cache` is filled in by the cache feature.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -226,51 +226,123 @@ async fn request(lua: &Lua, opts: Table) -> Result<Table, String> {
 /// `false, 0, retry_after` (seconds) when the bucket is short, and
 /// `nil, err` for an unknown zone, a concurrency zone, or a cost above the
 /// zone's burst (which no wait could ever allow).
+///
+/// A take from a `scope = "redis"` zone yields the coroutine while Redis
+/// answers (an async function); a take from a local zone stays a plain
+/// call without coroutine machinery. [`DISPATCH`] picks one by zone name.
 fn limit_table(lua: &Lua, limits: Arc<BTreeMap<String, Arc<Zone>>>) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    t.set(
-        "take",
-        lua.create_function(
-            move |lua, (zone, key, cost): (String, mlua::BString, Option<f64>)| {
-                let fail = |msg: String| -> mlua::Result<MultiValue> {
-                    Ok(MultiValue::from_vec(vec![
-                        Value::Nil,
-                        Value::String(lua.create_string(msg)?),
-                    ]))
-                };
-                let Some(z) = limits.get(&zone) else {
-                    return fail(format!("no limit zone named \"{zone}\""));
-                };
-                let cost = match cost {
-                    None => 1,
-                    Some(c) if c >= 1.0 && c <= f64::from(u32::MAX) && c.fract() == 0.0 => c as u32,
-                    Some(c) => return fail(format!("cost must be a whole number of 1 or more, got {c}")),
-                };
-                let out = match z.take(&key, cost) {
-                    Taken::NotARateZone => {
-                        return fail(format!(
-                            "limit zone \"{zone}\" counts requests in flight (kind = \"conn\"); mg.limit.take needs a rate zone"
-                        ));
-                    }
-                    Taken::Rate(Decision::TooCostly { limit, cost }) => {
-                        return fail(format!(
-                            "cost {cost} is more than limit zone \"{zone}\" ever allows at once (burst {limit})"
-                        ));
-                    }
-                    Taken::Rate(Decision::Allowed { remaining, .. }) => vec![
-                        Value::Boolean(true),
-                        Value::Integer(i64::from(remaining)),
-                        Value::Integer(0),
-                    ],
-                    Taken::Rate(Decision::Denied { retry_after, .. }) => vec![
-                        Value::Boolean(false),
-                        Value::Integer(0),
-                        Value::Number(retry_after.as_secs_f64()),
-                    ],
-                };
-                Ok(MultiValue::from_vec(out))
-            },
-        )?,
+    let remote_zones = lua.create_table()?;
+    for (name, zone) in limits.iter() {
+        if zone.is_remote() {
+            remote_zones.set(name.as_str(), true)?;
+        }
+    }
+    let local_zones = limits.clone();
+    let local = lua.create_function(
+        move |lua, (zone, key, cost): (String, mlua::BString, Option<f64>)| match take_args(
+            &local_zones,
+            &zone,
+            cost,
+        ) {
+            Ok((z, cost)) => answer(lua, &zone, z.take(&key, cost)),
+            Err(msg) => failure(lua, msg),
+        },
     )?;
+    let remote = lua.create_async_function(
+        move |lua, (zone, key, cost): (String, mlua::BString, Option<f64>)| {
+            let limits = limits.clone();
+            async move {
+                match take_args(&limits, &zone, cost) {
+                    Ok((z, cost)) => {
+                        let taken = z.take_remote(&key, cost).await;
+                        answer(&lua, &zone, taken)
+                    }
+                    Err(msg) => failure(&lua, msg),
+                }
+            }
+        },
+    )?;
+    let take: mlua::Function =
+        lua.load(DISPATCH)
+            .set_name("=mg.limit.take")
+            .call((local, remote, remote_zones))?;
+    let t = lua.create_table()?;
+    t.set("take", take)?;
     Ok(t)
+}
+
+/// `mg.limit.take`: the async take for redis-scope zones, the plain one
+/// for the rest.
+const DISPATCH: &str = r"
+local take_local, take_remote, remote = ...
+return function(zone, key, cost)
+    if remote[zone] then
+        return take_remote(zone, key, cost)
+    end
+    return take_local(zone, key, cost)
+end
+";
+
+/// The zone named `zone` and the cost as a whole number, or why not.
+fn take_args(
+    limits: &BTreeMap<String, Arc<Zone>>,
+    zone: &str,
+    cost: Option<f64>,
+) -> Result<(Arc<Zone>, u32), String> {
+    let Some(z) = limits.get(zone) else {
+        return Err(format!("no limit zone named \"{zone}\""));
+    };
+    let cost = match cost {
+        None => 1,
+        Some(c) if c >= 1.0 && c <= f64::from(u32::MAX) && c.fract() == 0.0 => c as u32,
+        Some(c) => return Err(format!("cost must be a whole number of 1 or more, got {c}")),
+    };
+    Ok((z.clone(), cost))
+}
+
+/// `nil, msg`.
+fn failure(lua: &Lua, msg: String) -> mlua::Result<MultiValue> {
+    Ok(MultiValue::from_vec(vec![
+        Value::Nil,
+        Value::String(lua.create_string(msg)?),
+    ]))
+}
+
+/// What a take returns to Lua.
+fn answer(lua: &Lua, zone: &str, taken: Taken) -> mlua::Result<MultiValue> {
+    let out = match taken {
+        Taken::NotARateZone => {
+            return failure(
+                lua,
+                format!(
+                    "limit zone \"{zone}\" counts requests in flight (kind = \"conn\"); mg.limit.take needs a rate zone"
+                ),
+            );
+        }
+        Taken::Remote => {
+            return failure(
+                lua,
+                format!("limit zone \"{zone}\" lives in redis; take from it through mg.limit.take"),
+            );
+        }
+        Taken::Rate(Decision::TooCostly { limit, cost }) => {
+            return failure(
+                lua,
+                format!(
+                    "cost {cost} is more than limit zone \"{zone}\" ever allows at once (burst {limit})"
+                ),
+            );
+        }
+        Taken::Rate(Decision::Allowed { remaining, .. }) => vec![
+            Value::Boolean(true),
+            Value::Integer(i64::from(remaining)),
+            Value::Integer(0),
+        ],
+        Taken::Rate(Decision::Denied { retry_after, .. }) => vec![
+            Value::Boolean(false),
+            Value::Integer(0),
+            Value::Number(retry_after.as_secs_f64()),
+        ],
+    };
+    Ok(MultiValue::from_vec(out))
 }

@@ -18,3 +18,4 @@ mod timeouts;
 mod admin;
 mod lua;
 mod ratelimit;
+mod ratelimit_redis;

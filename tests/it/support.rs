@@ -423,3 +423,110 @@ pub async fn wait_refused(addr: SocketAddr, timeout: Duration) {
         }
     }
 }
+
+/// A real `redis-server` on a free loopback port, in its own temp dir, with
+/// no persistence; killed (by its own PID) on drop.
+pub struct Redis {
+    child: Option<Child>,
+    /// The port it listens on (kept across [`Redis::restart`]).
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts redis-server on a free port; panics (naming ./test.sh) when
+    /// it is not installed.
+    pub fn start() -> Redis {
+        let installed = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            installed,
+            "redis-server is not installed: run ./test.sh (it installs Debian's redis-server)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut redis = Redis {
+            child: None,
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        redis.restart();
+        redis
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL to its PID) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server (again) on the same port, empty; returns once it
+    /// answers PING.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port.to_string();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.command(&["PING"]).as_deref() != Some("+PONG") {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not answer PING within 10 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends one command; returns the first line of the reply, if any.
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).ok()?;
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        text.lines().next().map(str::to_owned)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

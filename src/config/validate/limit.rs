@@ -1,11 +1,12 @@
 //! `[limit.NAME]` → [`LimitZone`]: a token-bucket zone (`rate`, `burst`) or a
-//! concurrency zone (`kind = "conn"`, `max`), its key template and status.
+//! concurrency zone (`kind = "conn"`, `max`), its key template, status and
+//! scope (`"redis"` needs a `[redis]` table and a rate zone).
 
 use toml::Spanned;
 
 use crate::config::error::{ConfigError, Place, Source};
 use crate::config::file::RawLimit;
-use crate::config::model::{LimitKind, LimitZone};
+use crate::config::model::{LimitKind, LimitScope, LimitZone, OnRedisError, RedisSettings};
 use crate::limit::Rate;
 use crate::vars::VarTemplate;
 
@@ -18,6 +19,7 @@ pub(super) fn zone(
     name: &Spanned<String>,
     def: &Spanned<RawLimit>,
     place: Place,
+    redis: Option<&RedisSettings>,
 ) -> Result<LimitZone, ConfigError> {
     let raw = def.get_ref();
     let ok_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
@@ -58,28 +60,66 @@ pub(super) fn zone(
             }
         },
     };
-    match raw.scope.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
-        None | Some(("local", _)) => {}
-        Some(("redis", span)) => {
-            let message = "scope = \"redis\" (limits shared by every node) is not available in this version yet; use scope = \"local\"";
-            return Err(src.err(span, message));
-        }
-        Some((other, span)) => {
-            let message = format!("unknown scope \"{other}\"; use \"local\" or \"redis\"");
-            return Err(src.err(span, message));
-        }
-    }
-    if let Some(e) = &raw.on_redis_error {
-        let message = "`on_redis_error` only applies to zones with scope = \"redis\"";
-        return Err(src.err(e.span(), message));
-    }
+    let scope = scope(src, raw, &kind, redis)?;
     Ok(LimitZone {
         name: name.get_ref().clone(),
         kind,
         key,
         status,
         headers: raw.headers.unwrap_or(true),
+        scope,
         place,
+    })
+}
+
+/// `scope` and `on_redis_error`: a redis-scope zone is a rate zone and
+/// needs `[redis]`; `on_redis_error` means nothing elsewhere.
+fn scope(
+    src: &Source<'_>,
+    raw: &RawLimit,
+    kind: &LimitKind,
+    redis: Option<&RedisSettings>,
+) -> Result<LimitScope, ConfigError> {
+    let span = match raw.scope.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("local", _)) => {
+            if let Some(e) = &raw.on_redis_error {
+                let message = "`on_redis_error` only applies to zones with scope = \"redis\"";
+                return Err(src.err(e.span(), message));
+            }
+            return Ok(LimitScope::Local);
+        }
+        Some(("redis", span)) => span,
+        Some((other, span)) => {
+            let message = format!("unknown scope \"{other}\"; use \"local\" or \"redis\"");
+            return Err(src.err(span, message));
+        }
+    };
+    if let LimitKind::Conn { .. } = kind {
+        let message = "scope = \"redis\" is not supported for kind = \"conn\" zones: requests in flight are counted on each node; use scope = \"local\"";
+        return Err(src.err(span, message));
+    }
+    let Some(redis) = redis else {
+        let message = "scope = \"redis\" needs a [redis] table with the server every node shares, like [redis] url = \"redis://127.0.0.1:6379\"";
+        return Err(src.err(span, message));
+    };
+    let on_error = match raw
+        .on_redis_error
+        .as_ref()
+        .map(|e| (e.get_ref().as_str(), e.span()))
+    {
+        None | Some(("local", _)) => OnRedisError::Local,
+        Some(("allow", _)) => OnRedisError::Allow,
+        Some(("deny", _)) => OnRedisError::Deny,
+        Some((other, span)) => {
+            let message = format!(
+                "unknown on_redis_error \"{other}\"; use \"local\" (this node's bucket), \"allow\" or \"deny\""
+            );
+            return Err(src.err(span, message));
+        }
+    };
+    Ok(LimitScope::Redis {
+        redis: redis.clone(),
+        on_error,
     })
 }
 
@@ -183,6 +223,40 @@ mod tests {
     }
 
     #[test]
+    fn redis_zones_carry_the_redis_table_and_their_fallback() {
+        use crate::config::model::{LimitScope, OnRedisError};
+        let c = load_str(
+            "t",
+            "[redis]\nurl = \"redis://127.0.0.1:6379\"\ntimeout = \"30ms\"\n[limit.a]\nrate = \"10/s\"\nscope = \"redis\"\n[limit.b]\nrate = \"10/s\"\nscope = \"redis\"\non_redis_error = \"deny\"\n[limit.c]\nrate = \"10/s\"\n",
+        )
+        .expect("valid");
+        match &c.limits["a"].scope {
+            LimitScope::Redis { redis, on_error } => {
+                assert_eq!(redis.url, "redis://127.0.0.1:6379");
+                assert_eq!(redis.timeout, std::time::Duration::from_millis(30));
+                assert_eq!(*on_error, OnRedisError::Local);
+            }
+            LimitScope::Local => panic!("a is a redis zone"),
+        }
+        assert!(matches!(
+            c.limits["b"].scope,
+            LimitScope::Redis {
+                on_error: OnRedisError::Deny,
+                ..
+            }
+        ));
+        assert_eq!(c.limits["c"].scope, LimitScope::Local);
+        // The zone's definition includes the Redis it uses.
+        let other = load_str(
+            "t",
+            "[redis]\nurl = \"redis://127.0.0.1:6380\"\ntimeout = \"30ms\"\n[limit.a]\nrate = \"10/s\"\nscope = \"redis\"\n",
+        )
+        .expect("valid");
+        assert!(!c.limits["a"].same_definition(&other.limits["a"]));
+        assert!(c.limits["a"].same_definition(&c.limits["a"].clone()));
+    }
+
+    #[test]
     fn mistakes_name_their_place() {
         let e = err("[limit.a]\nrate = \"100 per second\"\n");
         assert!(e.starts_with("t.toml:2:8: rate must look like"), "{e}");
@@ -205,9 +279,28 @@ mod tests {
             err("[limit.a]\nrate = \"1/s\"\nkey = \"$nope\"\n")
                 .contains("unknown variable `$nope`")
         );
+        assert_eq!(
+            err("[limit.a]\nrate = \"1/s\"\nscope = \"redis\"\n"),
+            "t.toml:3:9: scope = \"redis\" needs a [redis] table with the server every node shares, like [redis] url = \"redis://127.0.0.1:6379\""
+        );
+        let redis = "[redis]\nurl = \"redis://127.0.0.1:6379\"\n";
         assert!(
-            err("[limit.a]\nrate = \"1/s\"\nscope = \"redis\"\n")
-                .contains("not available in this version yet")
+            err(&format!(
+                "{redis}[limit.a]\nkind = \"conn\"\nmax = 2\nscope = \"redis\"\n"
+            ))
+            .contains("not supported for kind = \"conn\"")
+        );
+        assert!(
+            err(&format!(
+                "{redis}[limit.a]\nrate = \"1/s\"\nscope = \"redis\"\non_redis_error = \"panic\"\n"
+            ))
+            .starts_with("t.toml:6:18: unknown on_redis_error \"panic\"")
+        );
+        assert!(
+            err(&format!(
+                "{redis}[limit.a]\nrate = \"1/s\"\nscope = \"global\"\n"
+            ))
+            .contains("unknown scope \"global\"")
         );
         assert!(
             err("[limit.a]\nrate = \"1/s\"\non_redis_error = \"allow\"\n")

@@ -1,0 +1,305 @@
+//! Cluster-wide rate limits (`scope = "redis"`) against a real
+//! redis-server on loopback: two moongate processes share one bucket per
+//! key; with Redis killed, each `on_redis_error` does what it says and no
+//! request gets a 5xx; Redis restarted on the same port is used again;
+//! `mg.limit.take` on a redis zone from Lua.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{Moongate, Origin, Redis, client};
+
+/// A server with `[redis]` at `redis`, an admin listener, and `extra`.
+fn conf(redis: &Redis, timeout: &str, extra: &str) -> String {
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 2
+access_log = "off"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[redis]
+url = "{url}"
+timeout = "{timeout}"
+
+{extra}"#,
+        url = redis.url()
+    )
+}
+
+fn route(origin: std::net::SocketAddr, path: &str, zone: &str) -> String {
+    format!(
+        "[upstream.app_{zone}]\nservers = [{{ addr = \"{origin}\" }}]\n\n[[route]]\npath = \"{path}\"\nupstream = \"app_{zone}\"\nlimit = \"{zone}\"\n\n"
+    )
+}
+
+async fn status_json(mg: &Moongate) -> serde_json::Value {
+    let text = client()
+        .get(mg.admin_url("/status"))
+        .send()
+        .await
+        .expect("GET /status")
+        .text()
+        .await
+        .expect("body");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+/// Two nodes on one Redis, a client alternating between them as fast as
+/// it can for 2 s: together they allow one bucket's worth, b + r·t (±10%),
+/// not twice that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_bucket() {
+    let redis = Redis::start();
+    let origin = Origin::named("app").await;
+    // A generous timeout: this test is about sharing, not about fallbacks
+    // on a busy test machine.
+    let zone =
+        "[limit.shared]\nrate = \"10/s\"\nburst = 20\nkey = \"$http_x_key\"\nscope = \"redis\"\n";
+    let text = conf(
+        &redis,
+        "2s",
+        &format!("{}{zone}", route(origin.addr, "/", "shared")),
+    );
+    let (a, b) = (Moongate::start(&text), Moongate::start(&text));
+    let urls = [a.url("/"), b.url("/")];
+    let http = client();
+    let started = Instant::now();
+    let run_for = Duration::from_secs(2);
+    let mut tasks = Vec::new();
+    for t in 0..2 {
+        let (http, urls) = (http.clone(), urls.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut limited, mut i) = (0u32, 0u32, t);
+            while started.elapsed() < run_for {
+                let r = http
+                    .get(&urls[i % 2])
+                    .header("x-key", "shared-client")
+                    .send()
+                    .await
+                    .expect("GET");
+                i += 1;
+                match r.status().as_u16() {
+                    200 => ok += 1,
+                    429 => limited += 1,
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            (ok, limited)
+        }));
+    }
+    let (mut ok, mut limited) = (0u32, 0u32);
+    for t in tasks {
+        let (o, l) = t.await.expect("task");
+        ok += o;
+        limited += l;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let expected = 20.0 + 10.0 * elapsed;
+    assert!(limited > 0, "nothing was limited");
+    assert!(
+        (f64::from(ok) - expected).abs() <= expected * 0.10,
+        "two nodes allowed {ok} in {elapsed:.2}s, one bucket is {expected:.0} ±10% ({limited} limited)"
+    );
+    // Both nodes answered from Redis all along.
+    for mg in [&a, &b] {
+        let st = status_json(mg).await;
+        let z = &st["limits"]["shared"];
+        assert_eq!(z["scope"], "redis", "{st}");
+        assert_eq!(z["redis"]["state"], "ok", "{st}");
+        assert_eq!(z["redis"]["fallbacks"], 0, "{st}");
+    }
+    assert_eq!(
+        redis
+            .command(&["EXISTS", "mg:{shared:shared-client}"])
+            .as_deref(),
+        Some(":1"),
+        "the bucket is a hash-tagged key in Redis"
+    );
+    let ttl: i64 = redis
+        .command(&["PTTL", "mg:{shared:shared-client}"])
+        .and_then(|l| l.trim_start_matches(':').parse().ok())
+        .expect("PTTL");
+    assert!(
+        (1..=2_100).contains(&ttl),
+        "the key expires when the bucket is full again (≤ 2 s): {ttl} ms"
+    );
+}
+
+/// Redis killed mid-test: no 5xx; "local" limits with the node's own
+/// bucket, "allow" allows, "deny" answers the zone's status; each zone
+/// logs the failure once. Redis restarted on the same port: the zones go
+/// back to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_falls_back_per_zone_and_recovers() {
+    let mut redis = Redis::start();
+    let origin = Origin::named("app").await;
+    let zone = |name: &str, on_error: &str| {
+        format!(
+            "[limit.{name}]\nrate = \"1/m\"\nburst = 3\nkey = \"$http_x_key\"\nscope = \"redis\"\non_redis_error = \"{on_error}\"\nstatus = 429\n\n"
+        )
+    };
+    let extra = [
+        route(origin.addr, "/local", "z_local"),
+        route(origin.addr, "/allow", "z_allow"),
+        route(origin.addr, "/deny", "z_deny"),
+        zone("z_local", "local"),
+        zone("z_allow", "allow"),
+        zone("z_deny", "deny"),
+    ]
+    .concat();
+    let mg = Moongate::start(&conf(&redis, "200ms", &extra));
+    let http = client();
+    let get = |path: &str, key: &str| {
+        let req = http.get(mg.url(path)).header("x-key", key.to_owned());
+        async move {
+            let r = req.send().await.expect("GET");
+            let status = r.status().as_u16();
+            assert!(
+                status == 200 || status == 429,
+                "only 200 or 429, never a 5xx: got {status}"
+            );
+            (status, r.headers().get("retry-after").cloned())
+        }
+    };
+    let statuses = |n: usize, path: &'static str, key: &'static str| {
+        let get = &get;
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(get(path, key).await.0);
+            }
+            out
+        }
+    };
+
+    // Redis up: every zone takes from Redis.
+    assert_eq!(statuses(4, "/local", "k1").await, [200, 200, 200, 429]);
+    assert_eq!(statuses(4, "/deny", "k1").await, [200, 200, 200, 429]);
+    let st = status_json(&mg).await;
+    assert_eq!(st["limits"]["z_local"]["redis"]["state"], "ok", "{st}");
+
+    redis.kill();
+    // "allow": everything passes while Redis is away.
+    assert_eq!(statuses(5, "/allow", "k1").await, [200; 5]);
+    // "deny": the zone's status, with a Retry-After.
+    let (status, retry) = get("/deny", "k2").await;
+    assert_eq!(status, 429);
+    assert!(retry.is_some(), "a fallback refusal says when to retry");
+    assert_eq!(statuses(3, "/deny", "k2").await, [429; 3]);
+    // "local": this node's bucket, same rate and burst (k1's local bucket
+    // is full: it was never used while Redis answered).
+    assert_eq!(statuses(4, "/local", "k1").await, [200, 200, 200, 429]);
+    // After a probe interval, still failing, still limited, still no 5xx.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(statuses(2, "/local", "k1").await, [429, 429]);
+    assert_eq!(statuses(2, "/allow", "k1").await, [200, 200]);
+
+    let st = status_json(&mg).await;
+    for z in ["z_local", "z_allow", "z_deny"] {
+        let r = &st["limits"][z]["redis"];
+        assert_eq!(r["state"], "failing", "{z}: {st}");
+        assert!(r["fallbacks"].as_u64().unwrap_or(0) >= 2, "{z}: {st}");
+        assert!(r["last_error"].is_string(), "{z}: {st}");
+        let logged = mg
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("redis unreachable") && l.contains(&format!("zone={z}")))
+            .count();
+        assert_eq!(logged, 1, "{z}: the failure is logged once");
+    }
+
+    // Back on the same port (empty): the zones return to Redis.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // "deny" answers 200 only when Redis does.
+        if get("/deny", "k3").await.0 == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deny zone did not go back to Redis within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    mg.wait_log("limit zone back on redis", Duration::from_secs(5));
+    // Every zone recovers on its next takes (a probe each PROBE_EVERY).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        get("/local", "k4").await;
+        get("/allow", "k4").await;
+        let st = status_json(&mg).await;
+        let ok = ["z_local", "z_allow", "z_deny"]
+            .iter()
+            .all(|z| st["limits"][z]["redis"]["state"] == "ok");
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "zones still failing: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        redis.command(&["EXISTS", "mg:{z_local:k4}"]).as_deref(),
+        Some(":1"),
+        "takes reach Redis again"
+    );
+}
+
+/// `mg.limit.take` on a redis zone: a coroutine that yields while Redis
+/// answers; costs, refusals and the too-costly error as for local zones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_takes_from_a_redis_zone() {
+    let redis = Redis::start();
+    let mg = Moongate::start(&conf(
+        &redis,
+        "2s",
+        r#"[limit.lz]
+rate = "1/m"
+burst = 3
+scope = "redis"
+
+[limit.near]
+rate = "1/m"
+burst = 3
+
+[[route]]
+path_exact = "/take"
+lua.content_inline = '''
+local mg = require "moongate"
+local out = {}
+for _, zone in ipairs({ "lz", "near" }) do
+    local a, ra = mg.limit.take(zone, "k", 2)
+    local b, rb, wait = mg.limit.take(zone, "k", 2)
+    local c, err = mg.limit.take(zone, "k", 4)
+    out[#out + 1] = table.concat({ zone, tostring(a), ra, tostring(b), rb,
+        tostring(wait > 50 and wait <= 60), tostring(c), err }, ",")
+end
+ngx.say(table.concat(out, "\n"))
+'''
+"#,
+    ));
+    let body = client()
+        .get(mg.url("/take"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(
+        body,
+        "lz,true,1,false,0,true,nil,cost 4 is more than limit zone \"lz\" ever allows at once (burst 3)\n\
+         near,true,1,false,0,true,nil,cost 4 is more than limit zone \"near\" ever allows at once (burst 3)\n"
+    );
+    assert_eq!(
+        redis.command(&["EXISTS", "mg:{lz:k}"]).as_deref(),
+        Some(":1"),
+        "the take went to Redis"
+    );
+    assert_eq!(
+        redis.command(&["EXISTS", "mg:{near:k}"]).as_deref(),
+        Some(":0")
+    );
+}
