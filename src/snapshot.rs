@@ -222,3 +222,42 @@ pub fn compile(
         limits,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compiled(redis_url: &str, rate: &str, previous: Option<&Snapshot>) -> Snapshot {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[redis]\nurl = \"{redis_url}\"\n[limit.shared]\nrate = \"{rate}\"\nscope = \"redis\"\n[limit.here]\nrate = \"{rate}\"\n"
+        );
+        let config = config::load_str("t.toml", &text).expect("valid");
+        compile(config, previous, previous.map_or(1, |p| p.generation + 1)).expect("compiles")
+    }
+
+    #[test]
+    fn a_reload_keeps_zones_whose_definition_and_redis_are_unchanged() {
+        let first = compiled("redis://127.0.0.1:6379", "10/s", None);
+        let same = compiled("redis://127.0.0.1:6379", "10/s", Some(&first));
+        for zone in ["shared", "here"] {
+            assert!(
+                Arc::ptr_eq(&first.limits[zone], &same.limits[zone]),
+                "{zone}"
+            );
+        }
+        assert!(same.limits["shared"].is_remote());
+        // Another Redis: the redis zone starts afresh, the local one stays.
+        let moved = compiled("redis://127.0.0.1:6380", "10/s", Some(&same));
+        assert!(!Arc::ptr_eq(
+            &same.limits["shared"],
+            &moved.limits["shared"]
+        ));
+        assert!(Arc::ptr_eq(&same.limits["here"], &moved.limits["here"]));
+        // A changed rate takes effect at once.
+        let faster = compiled("redis://127.0.0.1:6380", "20/s", Some(&moved));
+        assert!(!Arc::ptr_eq(
+            &moved.limits["shared"],
+            &faster.limits["shared"]
+        ));
+    }
+}

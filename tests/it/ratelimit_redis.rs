@@ -303,3 +303,61 @@ ngx.say(table.concat(out, "\n"))
         Some(":0")
     );
 }
+
+/// A Redis that stops answering (but keeps its connections) is cut off by
+/// the per-call timeout: the request is answered by the fallback, late by
+/// at most about the timeout, and the zone goes back to Redis when it
+/// answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_times_out_into_the_fallback() {
+    let redis = Redis::start();
+    let origin = Origin::named("app").await;
+    let extra = format!(
+        "{}[limit.slow]\nrate = \"1/m\"\nburst = 2\nkey = \"$http_x_key\"\nscope = \"redis\"\non_redis_error = \"allow\"\n",
+        route(origin.addr, "/", "slow")
+    );
+    let mg = Moongate::start(&conf(&redis, "100ms", &extra));
+    let http = client();
+    let get = || async {
+        let r = http
+            .get(mg.url("/"))
+            .header("x-key", "k")
+            .send()
+            .await
+            .expect("GET");
+        r.status().as_u16()
+    };
+    assert_eq!([get().await, get().await, get().await], [200, 200, 429]);
+
+    redis.set_running(false);
+    let started = Instant::now();
+    assert_eq!(get().await, 200, "allowed by the fallback");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the take gave up after its timeout: {:?}",
+        started.elapsed()
+    );
+    let st = status_json(&mg).await;
+    let z = &st["limits"]["slow"]["redis"];
+    assert_eq!(z["state"], "failing", "{st}");
+    assert!(
+        z["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no answer within"),
+        "{st}"
+    );
+    mg.wait_log("redis unreachable", Duration::from_secs(2));
+
+    redis.set_running(true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Back on Redis, where the bucket is still empty: 429 again.
+    while get().await != 429 {
+        assert!(
+            Instant::now() < deadline,
+            "the zone did not go back to Redis within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    mg.wait_log("limit zone back on redis", Duration::from_secs(5));
+}

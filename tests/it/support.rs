@@ -508,6 +508,19 @@ impl Redis {
         }
     }
 
+    /// Stops (`false`: SIGSTOP) or resumes (`true`: SIGCONT) the server's
+    /// process: a Redis that accepts but does not answer.
+    pub fn set_running(&self, running: bool) {
+        use nix::sys::signal::{Signal, kill};
+        let pid = self.child.as_ref().expect("running redis").id() as i32;
+        let sig = if running {
+            Signal::SIGCONT
+        } else {
+            Signal::SIGSTOP
+        };
+        kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal redis-server");
+    }
+
     /// Sends one command; returns the first line of the reply, if any.
     pub fn command(&self, args: &[&str]) -> Option<String> {
         use std::io::{Read, Write};
