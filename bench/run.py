@@ -54,6 +54,7 @@ WARMUP_S = 1
 SERVERS = ("nginx", "moongate")  # A, B: the order of every round
 
 INSTALL_HINT = "apt-get install -y nginx wrk openssl"
+REDIS_HINT = "apt-get install -y redis-server"
 # The Lua scenarios' nginx side: Debian's ngx_lua (+ NDK, which it needs) and resty.core.
 LUA_FILES = ("/usr/lib/nginx/modules/ndk_http_module.so",
              "/usr/lib/nginx/modules/ngx_http_lua_module.so",
@@ -93,6 +94,8 @@ class Scenario:
     needs, needs_hint  files the nginx side needs, and the command that installs them
     baseline  a scenario whose req/CPU-s this one is compared with, when both ran
               (lua-access vs proxy: the cost of the Lua handler)
+    redis     run.py starts a redis-server on a free loopback port for the scenario
+              (@REDIS_URL@ in the templates) and stops it by PID afterwards
     """
     name: str
     summary: str
@@ -110,6 +113,7 @@ class Scenario:
     needs: tuple[str, ...] = ()
     needs_hint: str = ""
     baseline: str | None = None
+    redis: bool = False
 
 
 BENCH_TOKEN = "bench-token-alice"   # -> user "alice", in both servers' token tables
@@ -176,6 +180,26 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
         needs=LUA_FILES,
         needs_hint=LUA_INSTALL_HINT,
         baseline="lua-access",
+    ),
+    Scenario(
+        name="lua-ratelimit-redis",
+        summary="lua-ratelimit with the moongate zone in scope = \"redis\" (one GCRA script per request "
+                "on a local redis-server, shared by every node); nginx keeps its local ngx.shared.DICT "
+                "bucket (ngx_lua has no cluster-wide equivalent in Debian)",
+        nginx="lua-ratelimit.conf",
+        moongate="lua-ratelimit-redis.toml",
+        path="/v1/item/1",
+        headers={"Authorization": f"Bearer {BENCH_TOKEN}"},
+        vars={"RL_RATE": "1000000", "RL_BURST": "1000000"},
+        files={"tokens.lua": 'package.loaded.bench_tokens = { ["bench-token-alice"] = "alice", '
+                             '["bench-token-bob"] = "bob", ["bench-token-carol"] = "carol" }\n'},
+        expect_headers={"X-Origin-User": "alice"},
+        probes=[Probe("no token", "/v1/item/1", {}, 403),
+                Probe("unknown token", "/v1/item/1", {"Authorization": "Bearer nope"}, 403)],
+        needs=LUA_FILES,
+        needs_hint=LUA_INSTALL_HINT,
+        baseline="lua-ratelimit",
+        redis=True,
     ),
     # Later: cache-hot, cache-1000 (see bench/README.md).
 ]}
@@ -585,15 +609,20 @@ def wrk_problems(r: dict, rc: int) -> list[str]:
 
 
 def measure(args, sc: Scenario, server: Server, origin_port: int, origin_pid: int,
-            duration: float) -> dict:
+            duration: float, helpers: tuple["Server", ...] = ()) -> dict:
+    """One wrk run against server. The CPU of `helpers` (a redis-server only
+    this server uses) counts as the server's: that work is part of its answer."""
     argv = wrk_argv(args, sc, server.url(sc.path), duration)
     o0 = origin_counters(origin_port)
     oc0 = tree_cpu_ticks(process_tree(origin_pid))
-    c0 = tree_cpu_ticks(server.tree())
+    helper_pids = [pid for h in helpers for pid in h.tree()]
+    h0 = tree_cpu_ticks(helper_pids)
+    c0 = tree_cpu_ticks(server.tree()) + h0
     t0 = time.monotonic()
     text, rc = run_wrk(argv, duration)
     wall = time.monotonic() - t0
-    c1 = tree_cpu_ticks(server.tree())
+    h1 = tree_cpu_ticks(helper_pids)
+    c1 = tree_cpu_ticks(server.tree()) + h1
     oc1 = tree_cpu_ticks(process_tree(origin_pid))
     o1 = origin_counters(origin_port)
 
@@ -607,6 +636,7 @@ def measure(args, sc: Scenario, server: Server, origin_port: int, origin_pid: in
         "cpu_cores": cpu_s / r["wrk_seconds"] if r.get("wrk_seconds") else None,
         "rpcs": (r["requests"] / cpu_s) if r["requests"] and cpu_s > 0 else None,
         "origin_cpu_s": (oc1 - oc0) / CLK_TCK,
+        "helper_cpu_s": (h1 - h0) / CLK_TCK,
     })
     if o0 and o1:   # minus this measure()'s own /__stats request and connection
         r["origin_requests"] = o1["requests"] - o0["requests"] - 1
@@ -925,6 +955,7 @@ class Run:
         self.cert: tuple[Path, Path] | None = None
         self.origin: Server | None = None
         self.origin_port = 0
+        self.services: list[Server] = []   # per scenario (redis), see prepare()
 
     # -- pieces -------------------------------------------------------------
 
@@ -1062,7 +1093,29 @@ class Run:
         for name, content in sc.files.items():
             (d / name).write_text(content)
             os.chmod(d / name, 0o644)
+        if sc.redis:
+            redis = self.start_redis(d / "redis")
+            values["REDIS_URL"] = f"redis://{HOST}:{redis.port}"
         return d, values
+
+    def start_redis(self, d: Path) -> Server:
+        """A redis-server for one scenario, in d, on a free loopback port (no
+        persistence); stop_services() stops it by PID."""
+        d.mkdir(parents=True, exist_ok=True)
+
+        def make(port: int) -> Server:
+            argv = [which("redis-server") or "redis-server", "--port", str(port), "--bind", HOST,
+                    "--save", "", "--appendonly", "no", "--dir", str(d)]
+            return Server("redis", argv, d, d / "redis.log", port, False)
+        server = self.start_with_port(make)
+        self.services.append(server)
+        log(f"   redis: redis-server pid {server.pid} on {HOST}:{server.port}")
+        return server
+
+    def stop_services(self) -> None:
+        """Stops what prepare() started for a scenario (redis)."""
+        while self.services:
+            self.services.pop().stop()
 
     def check_ok(self, sc: Scenario, servers: dict[str, Server], timeout: float = 5) -> None:
         """check(), logged; BenchError if it found anything."""
@@ -1113,7 +1166,9 @@ class Run:
 
             for rnd in range(1, args.rounds + 1):
                 for srv in SERVERS:
-                    r = measure(args, sc, servers[srv], self.origin_port, self.origin.pid, args.duration)
+                    helpers = tuple(self.services) if srv == "moongate" else ()
+                    r = measure(args, sc, servers[srv], self.origin_port, self.origin.pid,
+                                args.duration, helpers)
                     r["round"] = rnd
                     result["servers"][srv]["runs"].append(r)
                     self.still_running(servers[srv], f"round {rnd}")
@@ -1134,6 +1189,7 @@ class Run:
         finally:
             for server in servers.values():
                 server.stop()
+            self.stop_services()
         return result
 
     # -- one scenario, --instructions ------------------------------------------
@@ -1181,6 +1237,7 @@ class Run:
         finally:
             if server is not None:
                 server.stop()
+            self.stop_services()
         return result
 
     def callgrind_round(self, sc: Scenario, server: Server, d: Path, part: int) -> dict:
@@ -1304,6 +1361,9 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             warn(f"missing tool(s): {', '.join(missing)}. Install them with:\n    {VALGRIND_HINT}")
             return 2
+    if any(sc.redis for sc in args.scenario_list) and which("redis-server") is None:
+        warn(f"missing tool: redis-server. Install it with:\n    {REDIS_HINT}")
+        return 2
     for sc in args.scenario_list if not args.instructions else ():   # needs: the nginx side only
         absent = [f for f in sc.needs if not os.path.exists(f)]
         if absent:

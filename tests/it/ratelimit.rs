@@ -309,32 +309,27 @@ async fn concurrency_zones_count_requests_in_flight() {
                 .as_u16()
         })
     };
+    let fast = |key: &'static str| {
+        let (http, url) = (http.clone(), mg.url("/fast"));
+        async move {
+            http.get(url)
+                .header("x-key", key)
+                .send()
+                .await
+                .expect("GET")
+        }
+    };
     let a = slow("k");
     let b = slow("k");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let third = http
-        .get(mg.url("/fast"))
-        .header("x-key", "k")
-        .send()
-        .await
-        .expect("GET");
+    let third = fast("k").await;
     assert_eq!(third.status(), 429, "a third request in flight is refused");
-    let other = http
-        .get(mg.url("/fast"))
-        .header("x-key", "other")
-        .send()
-        .await
-        .expect("GET");
+    let other = fast("other").await;
     assert_eq!(other.status(), 200, "another key is counted apart");
     assert_eq!(a.await.expect("task"), 200);
     assert_eq!(b.await.expect("task"), 200);
     for _ in 0..3 {
-        let r = http
-            .get(mg.url("/fast"))
-            .header("x-key", "k")
-            .send()
-            .await
-            .expect("GET");
+        let r = fast("k").await;
         assert_eq!(r.status(), 200, "places are given back after the responses");
     }
 
@@ -352,24 +347,14 @@ async fn concurrency_zones_count_requests_in_flight() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = http
-        .get(mg.url("/fast"))
-        .header("x-key", "q")
-        .send()
-        .await
-        .expect("GET");
+    let r = fast("q").await;
     assert_eq!(r.status(), 429, "the stuck requests hold both places");
     for q in quitters {
         q.await.expect("task");
     }
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let r = http
-            .get(mg.url("/fast"))
-            .header("x-key", "q")
-            .send()
-            .await
-            .expect("GET");
+        let r = fast("q").await;
         if r.status() == 200 {
             break;
         }
