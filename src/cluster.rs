@@ -1,5 +1,7 @@
 //! Cluster-wide token buckets in Redis, for `scope = "redis"` zones: every
-//! node pointed at the same Redis takes from one bucket per key.
+//! node pointed at the same Redis takes from one bucket per key. That
+//! Redis is one server (`[redis] url`) or a Redis Cluster (`[redis]
+//! cluster`, its seed nodes); the take is the same for both.
 //!
 //! One take is one atomic server-side script ([`GCRA`]): it reads the
 //! key's "theoretical arrival time", compares it with Redis's own clock
@@ -7,20 +9,28 @@
 //! the new one or refuses. It answers with what a local
 //! [`Buckets`](crate::limit::Buckets) take answers (allowed or not,
 //! remaining, retry-after, reset), so the same [`Decision`] and headers
-//! come out. A key is `mg:{ZONE:KEY}`: one key per script, hash-tagged, so
-//! it is fine on Redis Cluster too; it expires when its bucket would be
-//! full again, so Redis holds only keys active within one refill.
+//! come out. A key is `mg:{ZONE:KEY}`: one key per script, hash-tagged
+//! (the slot is that of `ZONE:KEY`), so on a Redis Cluster the script runs
+//! on the master that owns the key and different keys spread over the
+//! masters; it expires when its bucket would be full again, so Redis holds
+//! only keys active within one refill. The script goes by EVALSHA, and by
+//! SCRIPT LOAD (to every master, on a cluster) and EVALSHA again when a
+//! server lacks it.
 //!
 //! **Connections: one multiplexed connection per worker thread, made on
 //! that thread the first time it takes.** Worker threads each run their
-//! own current_thread runtime; a redis `ConnectionManager` spawns its
-//! driver and reconnect tasks on the runtime it is created on. Created on
-//! the thread that uses it, the connection's tasks run beside the requests
-//! that wait on it (no cross-thread wake-up per take) and die with that
-//! runtime, and a stalled thread cannot stall another's Redis calls. The
-//! cost is one connection per worker thread per node, as nginx workers
-//! have. When the connection breaks, the manager reconnects in the
-//! background; meanwhile takes fail fast and the caller falls back.
+//! own current_thread runtime; a redis `ConnectionManager` (one server) or
+//! `cluster_async::ClusterConnection` (a cluster: one connection per
+//! master, routed by slot) spawns its driver and reconnect tasks on the
+//! runtime it is created on. Created on the thread that uses it, the
+//! connection's tasks run beside the requests that wait on it (no
+//! cross-thread wake-up per take) and die with that runtime, and a stalled
+//! thread cannot stall another's Redis calls. The cost is one connection
+//! per worker thread per Redis node, as nginx workers have. Both kinds sit
+//! behind one [`Connection`] enum, so the take has one code path. When a
+//! connection breaks, it reconnects in the background (a cluster
+//! connection also refreshes its slot map when a slot moves); meanwhile
+//! takes fail or time out and the caller falls back.
 //!
 //! [`Health`] is per zone: whether Redis answered the last take, how many
 //! takes fell back, and a probe gate so a node that lost Redis sends one
@@ -38,10 +48,11 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 
-use crate::config::RedisSettings;
+use crate::config::{RedisSettings, RedisTarget};
 use crate::limit::{Buckets, Decision};
-
 /// The take script: GCRA over one key, on the server's clock.
 ///
 /// `KEYS[1]` is the bucket; `ARGV` are the time one token takes to refill
@@ -83,38 +94,132 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// still bounds every take).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-thread_local! {
-    /// This thread's connection to each Redis, by URL (see the module doc).
-    static CONNECTIONS: RefCell<HashMap<String, ConnectionManager>> = RefCell::new(HashMap::new());
+/// How many times the cluster client retries one command on its own
+/// (after a `MOVED`, a refreshed slot map or a reconnect); the caller's
+/// timeout still bounds the whole take.
+const CLUSTER_RETRIES: u32 = 2;
+
+/// The configured Redis, ready to make connections (no connection yet).
+#[derive(Clone)]
+enum Client {
+    /// `[redis] url`: one server.
+    Server(redis::Client),
+    /// `[redis] cluster`: a Redis Cluster, from its seed nodes.
+    Cluster(Box<ClusterClient>),
 }
 
-/// This thread's connection to `url`, made (lazily: it connects in the
+impl Client {
+    /// The client for `target`; parses, never connects.
+    fn new(target: &RedisTarget) -> Result<Client, String> {
+        match target {
+            RedisTarget::Server(url) => redis::Client::open(url.as_str())
+                .map(Client::Server)
+                .map_err(|e| format!("redis url \"{url}\": {e}")),
+            RedisTarget::Cluster(nodes) => ClusterClient::builder(nodes.iter().map(String::as_str))
+                .retries(CLUSTER_RETRIES)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .build()
+                .map(|c| Client::Cluster(Box::new(c)))
+                .map_err(|e| format!("redis cluster nodes: {e}")),
+        }
+    }
+
+    /// A new connection that connects in the background (the first take
+    /// waits for it, within its timeout). Must run inside a tokio runtime:
+    /// the connection's tasks are spawned on it.
+    fn connect_lazily(&self) -> redis::RedisResult<Connection> {
+        match self {
+            Client::Server(client) => {
+                // No retries inside the manager: a failed take triggers the
+                // next reconnect, and the probe gate paces them.
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(0)
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT));
+                let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+                // Connect now, in the background, rather than on the first take.
+                let mut warm = conn.clone();
+                tokio::spawn(async move {
+                    let _: redis::RedisResult<()> = redis::cmd("PING").query_async(&mut warm).await;
+                });
+                Ok(Connection::Server(conn))
+            }
+            // Pending: it fetches the slot map and connects to the masters
+            // in the background; it reconnects (and refreshes the slot map)
+            // by itself when a node fails or a slot moves.
+            Client::Cluster(client) => Ok(Connection::Cluster(
+                client.get_pending_async_connection_with_config(
+                    ClusterConfig::new().set_connection_timeout(CONNECT_TIMEOUT),
+                ),
+            )),
+        }
+    }
+}
+
+/// One worker thread's connection to one configured Redis: multiplexed,
+/// cheap to clone (clones share it). The take script runs over either kind
+/// the same way; on a cluster the script's one key picks the master.
+#[derive(Clone)]
+enum Connection {
+    /// To one server; reconnects in the background.
+    Server(ConnectionManager),
+    /// To every master of a Redis Cluster, routed by key slot.
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::Server(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::Server(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Server(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's connection to each configured Redis (see the module
+    /// doc).
+    static CONNECTIONS: RefCell<HashMap<RedisTarget, Connection>> = RefCell::new(HashMap::new());
+}
+
+/// This thread's connection to `target`, made (lazily: it connects in the
 /// background) on first use. Must run inside a tokio runtime.
-fn connection(url: &str, client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+fn connection(target: &RedisTarget, client: &Client) -> redis::RedisResult<Connection> {
     CONNECTIONS.with_borrow_mut(|conns| {
-        if let Some(c) = conns.get(url) {
+        if let Some(c) = conns.get(target) {
             return Ok(c.clone());
         }
-        // No retries inside the manager: a failed take triggers the next
-        // reconnect, and the probe gate paces them.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(CONNECT_TIMEOUT));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        // Connect now, in the background, rather than on the first take.
-        let mut warm = conn.clone();
-        tokio::spawn(async move {
-            let _: redis::RedisResult<()> = redis::cmd("PING").query_async(&mut warm).await;
-        });
-        conns.insert(url.to_owned(), conn.clone());
+        let conn = client.connect_lazily()?;
+        conns.insert(target.clone(), conn.clone());
         Ok(conn)
     })
 }
 
 /// A rate zone's buckets in Redis.
 pub struct RedisBuckets {
-    url: String,
-    client: redis::Client,
+    target: RedisTarget,
+    client: Client,
     timeout: Duration,
     /// `mg:{ZONE:`; the key and `}` follow.
     prefix: String,
@@ -140,11 +245,10 @@ impl RedisBuckets {
     /// clamping, so a fallback to `local` counts the same way). Does not
     /// connect.
     pub fn new(zone: &str, settings: &RedisSettings, local: &Buckets) -> Result<Self, String> {
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| format!("redis url \"{}\": {e}", settings.url))?;
+        let client = Client::new(&settings.target)?;
         let interval_us = local.rate().interval().as_nanos() as f64 / 1000.0;
         Ok(RedisBuckets {
-            url: settings.url.clone(),
+            target: settings.target.clone(),
             client,
             timeout: settings.timeout,
             prefix: format!("mg:{{{zone}:"),
@@ -184,7 +288,7 @@ impl RedisBuckets {
     }
 
     async fn call(&self, key: &[u8], cost: u32) -> redis::RedisResult<Vec<i64>> {
-        let mut conn = connection(&self.url, &self.client)?;
+        let mut conn = connection(&self.target, &self.client)?;
         let mut bucket = Vec::with_capacity(self.prefix.len() + key.len() + 1);
         bucket.extend_from_slice(self.prefix.as_bytes());
         bucket.extend_from_slice(key);
@@ -196,7 +300,8 @@ impl RedisBuckets {
             .arg(cost);
         match invocation.invoke_async(&mut conn).await {
             // The connection this thread had broke (Redis restarted, say):
-            // the manager has started a new one; wait for it once.
+            // the manager (or the cluster connection, for that node) has
+            // started a new one; wait for it once.
             Err(e) if e.is_unrecoverable_error() || e.is_io_error() => {
                 invocation.invoke_async(&mut conn).await
             }
@@ -322,11 +427,40 @@ mod tests {
 
     fn buckets(rate: &str, burst: u32) -> RedisBuckets {
         let settings = RedisSettings {
-            url: "redis://127.0.0.1:1".into(),
+            target: RedisTarget::Server("redis://127.0.0.1:1".into()),
             timeout: Duration::from_millis(50),
         };
         let local = Buckets::new(Rate::parse(rate).expect("rate"), burst);
         RedisBuckets::new("z", &settings, &local).expect("buckets")
+    }
+
+    #[test]
+    fn cluster_settings_make_a_cluster_client_without_connecting() {
+        let settings = RedisSettings {
+            target: RedisTarget::Cluster(vec![
+                "redis://127.0.0.1:1".into(),
+                "redis://127.0.0.1:2".into(),
+            ]),
+            timeout: Duration::from_millis(50),
+        };
+        let local = Buckets::new(Rate::parse("10/s").expect("rate"), 5);
+        let b = RedisBuckets::new("z", &settings, &local).expect("buckets");
+        assert!(matches!(b.client, Client::Cluster(_)));
+        assert_eq!(b.prefix, "mg:{z:");
+    }
+
+    #[tokio::test]
+    async fn a_dead_cluster_is_an_error_within_the_timeout() {
+        let settings = RedisSettings {
+            target: RedisTarget::Cluster(vec!["redis://127.0.0.1:1".into()]),
+            timeout: Duration::from_millis(200),
+        };
+        let local = Buckets::new(Rate::parse("10/s").expect("rate"), 5);
+        let b = RedisBuckets::new("z", &settings, &local).expect("buckets");
+        let started = Instant::now();
+        assert!(b.take(b"k", 1).await.is_err());
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(b.health.status().state, "failing");
     }
 
     #[test]

@@ -29,9 +29,9 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, Place};
 pub use model::{
     AccessLog, Admin, Balance, CertPair, Config, LimitKind, LimitScope, LimitZone, Listen,
-    LuaSettings, OnRedisError, PathMatch, PeerAddr, Policy, RedisSettings, Rewrite, Route,
-    RouteLua, RouteTarget, Script, ScriptSource, Server, ServerPeer, SharedDictDef, TlsListener,
-    Upstream,
+    LuaSettings, OnRedisError, PathMatch, PeerAddr, Policy, RedisSettings, RedisTarget, Rewrite,
+    Route, RouteLua, RouteTarget, Script, ScriptSource, Server, ServerPeer, SharedDictDef,
+    TlsListener, Upstream,
 };
 pub use units::{parse_duration, parse_size};
 

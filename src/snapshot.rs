@@ -227,18 +227,22 @@ pub fn compile(
 mod tests {
     use super::*;
 
-    fn compiled(redis_url: &str, rate: &str, previous: Option<&Snapshot>) -> Snapshot {
+    /// `redis` is `[redis]`'s `url = ...` or `cluster = [...]` line.
+    fn compiled(redis: &str, rate: &str, previous: Option<&Snapshot>) -> Snapshot {
         let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\n[redis]\nurl = \"{redis_url}\"\n[limit.shared]\nrate = \"{rate}\"\nscope = \"redis\"\n[limit.here]\nrate = \"{rate}\"\n"
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[redis]\n{redis}\n[limit.shared]\nrate = \"{rate}\"\nscope = \"redis\"\n[limit.here]\nrate = \"{rate}\"\n"
         );
         let config = config::load_str("t.toml", &text).expect("valid");
         compile(config, previous, previous.map_or(1, |p| p.generation + 1)).expect("compiles")
     }
 
+    const R6379: &str = "url = \"redis://127.0.0.1:6379\"";
+    const R6380: &str = "url = \"redis://127.0.0.1:6380\"";
+
     #[test]
     fn a_reload_keeps_zones_whose_definition_and_redis_are_unchanged() {
-        let first = compiled("redis://127.0.0.1:6379", "10/s", None);
-        let same = compiled("redis://127.0.0.1:6379", "10/s", Some(&first));
+        let first = compiled(R6379, "10/s", None);
+        let same = compiled(R6379, "10/s", Some(&first));
         for zone in ["shared", "here"] {
             assert!(
                 Arc::ptr_eq(&first.limits[zone], &same.limits[zone]),
@@ -247,17 +251,39 @@ mod tests {
         }
         assert!(same.limits["shared"].is_remote());
         // Another Redis: the redis zone starts afresh, the local one stays.
-        let moved = compiled("redis://127.0.0.1:6380", "10/s", Some(&same));
+        let moved = compiled(R6380, "10/s", Some(&same));
         assert!(!Arc::ptr_eq(
             &same.limits["shared"],
             &moved.limits["shared"]
         ));
         assert!(Arc::ptr_eq(&same.limits["here"], &moved.limits["here"]));
         // A changed rate takes effect at once.
-        let faster = compiled("redis://127.0.0.1:6380", "20/s", Some(&moved));
+        let faster = compiled(R6380, "20/s", Some(&moved));
         assert!(!Arc::ptr_eq(
             &moved.limits["shared"],
             &faster.limits["shared"]
+        ));
+    }
+
+    #[test]
+    fn a_reload_keeps_redis_zones_only_while_the_cluster_nodes_are_unchanged() {
+        let two = "cluster = [\"redis://127.0.0.1:7000\", \"redis://127.0.0.1:7001\"]";
+        let first = compiled(two, "10/s", None);
+        assert!(first.limits["shared"].is_remote());
+        let same = compiled(two, "10/s", Some(&first));
+        assert!(Arc::ptr_eq(&first.limits["shared"], &same.limits["shared"]));
+        // Another seed list, or one server instead: a changed definition.
+        let three = "cluster = [\"redis://127.0.0.1:7000\", \"redis://127.0.0.1:7001\", \"redis://127.0.0.1:7002\"]";
+        let grown = compiled(three, "10/s", Some(&same));
+        assert!(!Arc::ptr_eq(
+            &same.limits["shared"],
+            &grown.limits["shared"]
+        ));
+        assert!(Arc::ptr_eq(&same.limits["here"], &grown.limits["here"]));
+        let single = compiled(R6379, "10/s", Some(&grown));
+        assert!(!Arc::ptr_eq(
+            &grown.limits["shared"],
+            &single.limits["shared"]
         ));
     }
 }

@@ -41,8 +41,10 @@ pub struct RawFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    /// "redis://host:port[/db]" (or "rediss://", "redis+unix://").
-    pub url: Spanned<String>,
+    /// One server: "redis://host:port[/db]" (or "rediss://", "redis+unix://").
+    pub url: Option<Spanned<String>>,
+    /// A Redis Cluster instead: seed nodes, "redis://host:port" each.
+    pub cluster: Option<Spanned<Vec<Spanned<String>>>>,
     /// Time allowed for one call before the caller falls back (default 50ms).
     pub timeout: Option<Spanned<Dur>>,
 }

@@ -399,10 +399,22 @@ impl OnRedisError {
 /// `[redis]`: the Redis that nodes share state through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// `redis://host:port[/db]` as written (checked to parse).
-    pub url: String,
+    /// Where it is: one server or a Redis Cluster.
+    pub target: RedisTarget,
     /// Time allowed for one call; past it the caller falls back.
     pub timeout: Duration,
+}
+
+/// `url` or `cluster` of `[redis]`: exactly one is written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RedisTarget {
+    /// `url`: one server, `redis://host:port[/db]` as written (checked to
+    /// parse).
+    Server(String),
+    /// `cluster`: seed nodes of a Redis Cluster, `redis://host:port` each,
+    /// as written (checked to parse, in order). The client learns the
+    /// other nodes and the slot map from any of them.
+    Cluster(Vec<String>),
 }
 
 /// What a zone counts.

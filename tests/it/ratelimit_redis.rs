@@ -2,14 +2,22 @@
 //! redis-server on loopback: two moongate processes share one bucket per
 //! key; with Redis killed, each `on_redis_error` does what it says and no
 //! request gets a 5xx; Redis restarted on the same port is used again;
-//! `mg.limit.take` on a redis zone from Lua.
+//! `mg.limit.take` on a redis zone from Lua. Against a real 3-master
+//! Redis Cluster: two nodes given different seed nodes share one bucket
+//! per key, and the keys spread over the masters by their hash tags.
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Moongate, Origin, Redis, client};
+use crate::support::{Moongate, Origin, Redis, RedisCluster, client};
 
 /// A server with `[redis]` at `redis`, an admin listener, and `extra`.
 fn conf(redis: &Redis, timeout: &str, extra: &str) -> String {
+    conf_at(&format!("url = \"{}\"", redis.url()), timeout, extra)
+}
+
+/// A server with `[redis]` `target` (its `url = ...` or `cluster = [...]`
+/// line), an admin listener, and `extra`.
+fn conf_at(target: &str, timeout: &str, extra: &str) -> String {
     format!(
         r#"[server]
 listen = ["127.0.0.1:0"]
@@ -20,11 +28,10 @@ access_log = "off"
 listen = "127.0.0.1:0"
 
 [redis]
-url = "{url}"
+{target}
 timeout = "{timeout}"
 
-{extra}"#,
-        url = redis.url()
+{extra}"#
     )
 }
 
@@ -46,23 +53,17 @@ async fn status_json(mg: &Moongate) -> serde_json::Value {
     serde_json::from_str(&text).expect("JSON")
 }
 
-/// Two nodes on one Redis, a client alternating between them as fast as
-/// it can for 2 s: together they allow one bucket's worth, b + r·t (±10%),
-/// not twice that.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_share_one_bucket() {
-    let redis = Redis::start();
-    let origin = Origin::named("app").await;
-    // A generous timeout: this test is about sharing, not about fallbacks
-    // on a busy test machine.
-    let zone =
-        "[limit.shared]\nrate = \"10/s\"\nburst = 20\nkey = \"$http_x_key\"\nscope = \"redis\"\n";
-    let text = conf(
-        &redis,
-        "2s",
-        &format!("{}{zone}", route(origin.addr, "/", "shared")),
-    );
-    let (a, b) = (Moongate::start(&text), Moongate::start(&text));
+/// The zone [`share_one_bucket`] fills: 10/s, burst 20, keyed by `x-key`.
+const SHARED_ZONE: &str =
+    "[limit.shared]\nrate = \"10/s\"\nburst = 20\nkey = \"$http_x_key\"\nscope = \"redis\"\n";
+
+/// Two nodes started from `conf_a` and `conf_b` (each with
+/// [`SHARED_ZONE`] on "/"), a client alternating between them as fast as
+/// it can for 2 s with one key: together they allow one bucket's worth,
+/// b + r·t (±10%), not twice that; both answered from Redis all along.
+/// Returns the two nodes.
+async fn share_one_bucket(conf_a: &str, conf_b: &str) -> (Moongate, Moongate) {
+    let (a, b) = (Moongate::start(conf_a), Moongate::start(conf_b));
     let urls = [a.url("/"), b.url("/")];
     let http = client();
     let started = Instant::now();
@@ -110,6 +111,24 @@ async fn two_nodes_share_one_bucket() {
         assert_eq!(z["redis"]["state"], "ok", "{st}");
         assert_eq!(z["redis"]["fallbacks"], 0, "{st}");
     }
+    (a, b)
+}
+
+/// Two nodes on one Redis, a client alternating between them as fast as
+/// it can for 2 s: together they allow one bucket's worth, b + r·t (±10%),
+/// not twice that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_bucket() {
+    let redis = Redis::start();
+    let origin = Origin::named("app").await;
+    // A generous timeout: this test is about sharing, not about fallbacks
+    // on a busy test machine.
+    let text = conf(
+        &redis,
+        "2s",
+        &format!("{}{SHARED_ZONE}", route(origin.addr, "/", "shared")),
+    );
+    share_one_bucket(&text, &text).await;
     assert_eq!(
         redis
             .command(&["EXISTS", "mg:{shared:shared-client}"])
@@ -360,4 +379,89 @@ async fn a_slow_redis_times_out_into_the_fallback() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     mg.wait_log("limit zone back on redis", Duration::from_secs(5));
+}
+
+/// A real 3-master Redis Cluster: two nodes, each given a different seed
+/// node, share one bucket per key (b + r·t ±10% together, as on one
+/// server), and the buckets of different keys land on different masters
+/// by their hash tags, each on the master that owns its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_bucket_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let origin = Origin::named("app").await;
+    // Long-lived buckets (1/m: a key lives a minute) to count keys by node.
+    let extra = format!(
+        "{}{}{SHARED_ZONE}[limit.spread]\nrate = \"1/m\"\nburst = 5\nkey = \"$http_x_key\"\nscope = \"redis\"\n",
+        route(origin.addr, "/", "shared"),
+        route(origin.addr, "/spread", "spread"),
+    );
+    let seeded = |seed: &str| conf_at(&format!("cluster = [\"{seed}\"]"), "2s", &extra);
+    let (a, b) = share_one_bucket(&seeded(&urls[0]), &seeded(&urls[1])).await;
+
+    let http = client();
+    let keys: Vec<String> = (0..12).map(|i| format!("user-{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let mg = if i % 2 == 0 { &a } else { &b };
+        for expected in [200, 200, 200, 200, 200, 429] {
+            let status = http
+                .get(mg.url("/spread"))
+                .header("x-key", key.as_str())
+                .send()
+                .await
+                .expect("GET")
+                .status()
+                .as_u16();
+            assert_eq!(status, expected, "key {key}: one bucket of 5 per key");
+        }
+    }
+    for key in &keys {
+        let bucket = format!("mg:{{spread:{key}}}");
+        assert_eq!(
+            cluster.owner(&bucket).integer(&["EXISTS", &bucket]),
+            Some(1),
+            "{bucket} is on the master that owns its slot"
+        );
+    }
+    let sizes = cluster.dbsizes();
+    assert!(
+        sizes.iter().filter(|&&n| n > 0).count() >= 2,
+        "the buckets spread over the masters: keys per node {sizes:?}"
+    );
+    assert!(
+        sizes.iter().sum::<i64>() >= 12,
+        "every bucket is in the cluster: keys per node {sizes:?}"
+    );
+    for mg in [&a, &b] {
+        let st = status_json(mg).await;
+        let z = &st["limits"]["spread"]["redis"];
+        assert_eq!(z["state"], "ok", "{st}");
+        assert_eq!(z["fallbacks"], 0, "{st}");
+    }
+
+    // The whole cluster stops answering: the take times out into the
+    // zone's local bucket (full: 200), and the zone goes back to the
+    // cluster once it answers again (the key's bucket there is empty).
+    let get = |key: &'static str| {
+        let req = http.get(a.url("/spread")).header("x-key", key);
+        async move { req.send().await.expect("GET").status().as_u16() }
+    };
+    for node in &cluster.nodes {
+        node.set_running(false);
+    }
+    assert_eq!(get("user-0").await, 200, "the local fallback allows");
+    let st = status_json(&a).await;
+    assert_eq!(st["limits"]["spread"]["redis"]["state"], "failing", "{st}");
+    for node in &cluster.nodes {
+        node.set_running(true);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get("user-0").await != 429 {
+        assert!(
+            Instant::now() < deadline,
+            "the zone did not go back to the cluster within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.wait_log("limit zone back on redis", Duration::from_secs(5));
 }

@@ -431,30 +431,49 @@ pub struct Redis {
     /// The port it listens on (kept across [`Redis::restart`]).
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Arguments beyond the port, bind address and persistence.
+    extra: Vec<String>,
+}
+
+/// Panics (naming ./test.sh) when `program` is not installed.
+fn require_installed(program: &str, package: &str) {
+    let installed = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        installed,
+        "{program} is not installed: run ./test.sh (it installs Debian's {package})"
+    );
 }
 
 impl Redis {
     /// Starts redis-server on a free port; panics (naming ./test.sh) when
     /// it is not installed.
     pub fn start() -> Redis {
-        let installed = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            installed,
-            "redis-server is not installed: run ./test.sh (it installs Debian's redis-server)"
-        );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
+        Redis::start_on(port, Vec::new())
+    }
+
+    /// Starts redis-server on `port` with `extra` arguments (a path in
+    /// them may use `{dir}`, the server's temp dir).
+    fn start_on(port: u16, extra: Vec<String>) -> Redis {
+        require_installed("redis-server", "redis-server");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dir_text = dir.path().display().to_string();
         let mut redis = Redis {
             child: None,
             port,
-            dir: tempfile::tempdir().expect("temp dir"),
+            extra: extra
+                .into_iter()
+                .map(|a| a.replace("{dir}", &dir_text))
+                .collect(),
+            dir,
         };
         redis.restart();
         redis
@@ -491,6 +510,7 @@ impl Redis {
             ])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -523,6 +543,12 @@ impl Redis {
 
     /// Sends one command; returns the first line of the reply, if any.
     pub fn command(&self, args: &[&str]) -> Option<String> {
+        self.reply(args)
+            .and_then(|text| text.lines().next().map(str::to_owned))
+    }
+
+    /// Sends one command; returns the raw reply (up to 4 KiB), if any.
+    pub fn reply(&self, args: &[&str]) -> Option<String> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -531,11 +557,133 @@ impl Redis {
             req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
         s.write_all(req.as_bytes()).ok()?;
-        let mut buf = [0u8; 512];
+        let mut buf = [0u8; 4096];
         let n = s.read(&mut buf).ok()?;
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        text.lines().next().map(str::to_owned)
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
+
+    /// An integer reply (`:N`), if the command answers one.
+    pub fn integer(&self, args: &[&str]) -> Option<i64> {
+        self.command(args)?.strip_prefix(':')?.parse().ok()
+    }
+}
+
+/// A real 3-master Redis Cluster on loopback (no replicas): three
+/// `redis-server --cluster-enabled yes` on free ports whose cluster bus
+/// ports (+10000) are free too, joined by `redis-cli --cluster create`;
+/// ready once every node says `cluster_state:ok`. Each node is killed by
+/// its PID on drop.
+pub struct RedisCluster {
+    /// The masters, in the order given to `--cluster create` (so they own
+    /// slots 0-5460, 5461-10922 and 10923-16383).
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    /// Starts and joins the cluster; panics (naming ./test.sh) when
+    /// redis-server or redis-cli is missing.
+    pub fn start() -> RedisCluster {
+        require_installed("redis-server", "redis-server");
+        require_installed("redis-cli", "redis-tools");
+        let nodes: Vec<Redis> = cluster_ports(3)
+            .into_iter()
+            .map(|port| {
+                let extra = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "{dir}/nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ];
+                Redis::start_on(port, extra.iter().map(|a| a.to_string()).collect())
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = nodes.iter().all(|n| {
+                n.reply(&["CLUSTER", "INFO"])
+                    .is_some_and(|info| info.contains("cluster_state:ok"))
+            });
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster on {addrs:?} did not reach cluster_state:ok within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisCluster { nodes }
+    }
+
+    /// `redis://127.0.0.1:PORT` of each node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Redis::url).collect()
+    }
+
+    /// How many keys each node holds.
+    pub fn dbsizes(&self) -> Vec<i64> {
+        self.nodes
+            .iter()
+            .map(|n| n.integer(&["DBSIZE"]).expect("DBSIZE"))
+            .collect()
+    }
+
+    /// The node that owns `key`'s slot (by `CLUSTER KEYSLOT`).
+    pub fn owner(&self, key: &str) -> &Redis {
+        let slot = self.nodes[0]
+            .integer(&["CLUSTER", "KEYSLOT", key])
+            .expect("CLUSTER KEYSLOT");
+        // Slots as `--cluster create` splits them among three masters.
+        &self.nodes[match slot {
+            0..=5460 => 0,
+            5461..=10922 => 1,
+            _ => 2,
+        }]
+    }
+}
+
+/// `n` loopback ports P that are free with their cluster bus port P+10000
+/// too. P is below 22768 so neither is in Linux's ephemeral range (32768
+/// and up), where clients' ports could take them meanwhile.
+fn cluster_ports(n: usize) -> Vec<u16> {
+    let bindable = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    // Start somewhere different per process and per call.
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let seed = std::process::id() as usize * 7919 + CALLS.fetch_add(1, Ordering::Relaxed) * 101;
+    let (low, span) = (10_000usize, 12_000usize);
+    let mut ports = Vec::new();
+    for i in 0..span {
+        let port = u16::try_from(low + (seed + i * 37) % span).expect("port");
+        if !ports.contains(&port) && bindable(port) && bindable(port + 10_000) {
+            ports.push(port);
+            if ports.len() == n {
+                return ports;
+            }
+        }
+    }
+    panic!(
+        "no {n} free loopback ports with free bus ports in {low}..{}",
+        low + span
+    );
 }
 
 impl Drop for Redis {

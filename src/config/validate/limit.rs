@@ -99,7 +99,7 @@ fn scope(
         return Err(src.err(span, message));
     }
     let Some(redis) = redis else {
-        let message = "scope = \"redis\" needs a [redis] table with the server every node shares, like [redis] url = \"redis://127.0.0.1:6379\"";
+        let message = "scope = \"redis\" needs a [redis] table with the Redis every node shares, like [redis] url = \"redis://127.0.0.1:6379\" (or cluster = [...] for a Redis Cluster)";
         return Err(src.err(span, message));
     };
     let on_error = match raw
@@ -232,7 +232,10 @@ mod tests {
         .expect("valid");
         match &c.limits["a"].scope {
             LimitScope::Redis { redis, on_error } => {
-                assert_eq!(redis.url, "redis://127.0.0.1:6379");
+                assert_eq!(
+                    redis.target,
+                    crate::config::RedisTarget::Server("redis://127.0.0.1:6379".into())
+                );
                 assert_eq!(redis.timeout, std::time::Duration::from_millis(30));
                 assert_eq!(*on_error, OnRedisError::Local);
             }
@@ -281,7 +284,7 @@ mod tests {
         );
         assert_eq!(
             err("[limit.a]\nrate = \"1/s\"\nscope = \"redis\"\n"),
-            "t.toml:3:9: scope = \"redis\" needs a [redis] table with the server every node shares, like [redis] url = \"redis://127.0.0.1:6379\""
+            "t.toml:3:9: scope = \"redis\" needs a [redis] table with the Redis every node shares, like [redis] url = \"redis://127.0.0.1:6379\" (or cluster = [...] for a Redis Cluster)"
         );
         let redis = "[redis]\nurl = \"redis://127.0.0.1:6379\"\n";
         assert!(

@@ -1,17 +1,23 @@
 //! `[redis]` → [`RedisSettings`]: the Redis that `scope = "redis"` zones
-//! share. The URL is parsed here (so a typo is a config error with its
-//! place), never connected to: nodes connect when they first need it.
+//! share, either one server (`url`) or a Redis Cluster (`cluster`, its
+//! seed nodes): exactly one of the two. The URLs are parsed here (so a
+//! typo is a config error with its place), never connected to: nodes
+//! connect when they first need it.
 
 use std::time::Duration;
 
 use redis::IntoConnectionInfo;
+use toml::Spanned;
 
 use crate::config::error::{ConfigError, Source};
 use crate::config::file::RawFile;
-use crate::config::model::RedisSettings;
+use crate::config::model::{RedisSettings, RedisTarget};
 
 /// Time allowed for one Redis call when `timeout` is not set.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// How a `url` is written, for error messages.
+const URL_EXAMPLE: &str = "\"redis://127.0.0.1:6379\" or \"redis://:password@host:6379/0\"";
 
 /// The one `[redis]` table of conf.d, if any file has it.
 pub(super) fn settings(
@@ -21,17 +27,18 @@ pub(super) fn settings(
         return Ok(None);
     };
     let raw = def.get_ref();
-    let url = raw.url.get_ref().trim();
-    if url.is_empty() {
-        let message = "`url` in [redis] is empty; write it like \"redis://127.0.0.1:6379\"";
-        return Err(src.err(raw.url.span(), message));
-    }
-    if let Err(e) = url.into_connection_info() {
-        let message = format!(
-            "`url` \"{url}\" is not a Redis URL ({e}); write it like \"redis://127.0.0.1:6379\" or \"redis://:password@host:6379/0\""
-        );
-        return Err(src.err(raw.url.span(), message));
-    }
+    let target = match (&raw.url, &raw.cluster) {
+        (Some(url), None) => RedisTarget::Server(server(src, url)?),
+        (None, Some(nodes)) => RedisTarget::Cluster(cluster(src, nodes)?),
+        (None, None) => {
+            let message = "[redis] needs `url` (one server, like url = \"redis://127.0.0.1:6379\") or `cluster` (a Redis Cluster's seed nodes, like cluster = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"])";
+            return Err(src.err(def.span(), message));
+        }
+        (Some(_), Some(nodes)) => {
+            let message = "[redis] has both `url` and `cluster`; write `url` for one server or `cluster` for the seed nodes of a Redis Cluster, not both";
+            return Err(src.err(nodes.span(), message));
+        }
+    };
     let timeout = match &raw.timeout {
         None => DEFAULT_TIMEOUT,
         Some(t) if t.get_ref().0.is_zero() => {
@@ -39,23 +46,90 @@ pub(super) fn settings(
         }
         Some(t) => t.get_ref().0,
     };
-    Ok(Some(RedisSettings {
-        url: url.to_owned(),
-        timeout,
-    }))
+    Ok(Some(RedisSettings { target, timeout }))
+}
+
+/// `url`: one server.
+fn server(src: &Source<'_>, url: &Spanned<String>) -> Result<String, ConfigError> {
+    let text = url.get_ref().trim();
+    if text.is_empty() {
+        let message = "`url` in [redis] is empty; write it like \"redis://127.0.0.1:6379\"";
+        return Err(src.err(url.span(), message));
+    }
+    if let Err(e) = text.into_connection_info() {
+        let message =
+            format!("`url` \"{text}\" is not a Redis URL ({e}); write it like {URL_EXAMPLE}");
+        return Err(src.err(url.span(), message));
+    }
+    Ok(text.to_owned())
+}
+
+/// `cluster`: seed nodes, each a TCP `redis://` (or `rediss://`) URL on
+/// database 0 (the only one a Redis Cluster has), all with the same
+/// credentials (the client uses them for every node it finds).
+fn cluster(
+    src: &Source<'_>,
+    nodes: &Spanned<Vec<Spanned<String>>>,
+) -> Result<Vec<String>, ConfigError> {
+    if nodes.get_ref().is_empty() {
+        let message = "`cluster` in [redis] is empty; list one or more seed nodes of the Redis Cluster, like cluster = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]";
+        return Err(src.err(nodes.span(), message));
+    }
+    let mut out = Vec::with_capacity(nodes.get_ref().len());
+    for node in nodes.get_ref() {
+        let text = node.get_ref().trim();
+        let info = match text.into_connection_info() {
+            Ok(info) => info,
+            Err(e) if text.is_empty() => {
+                let message = format!(
+                    "a node of `cluster` in [redis] is empty ({e}); write it like \"redis://10.0.0.1:7000\""
+                );
+                return Err(src.err(node.span(), message));
+            }
+            Err(e) => {
+                let message = format!(
+                    "`cluster` node \"{text}\" is not a Redis URL ({e}); write it like \"redis://10.0.0.1:7000\""
+                );
+                return Err(src.err(node.span(), message));
+            }
+        };
+        if info.redis_settings().db() != 0 {
+            let message = format!(
+                "`cluster` node \"{text}\" names database {}; a Redis Cluster has only database 0",
+                info.redis_settings().db()
+            );
+            return Err(src.err(node.span(), message));
+        }
+        if out.iter().any(|seen| seen == text) {
+            let message = format!("`cluster` node \"{text}\" is listed twice");
+            return Err(src.err(node.span(), message));
+        }
+        out.push(text.to_owned());
+    }
+    // Unix sockets, mixed credentials or TLS: what the cluster client
+    // itself refuses.
+    if let Err(e) = redis::cluster::ClusterClient::new(out.iter().map(String::as_str)) {
+        let message = format!("`cluster` in [redis] cannot be used: {e}");
+        return Err(src.err(nodes.span(), message));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use crate::config::RedisTarget;
     use crate::config::{load_str, rejected as err};
 
     #[test]
     fn url_and_timeout_with_a_default() {
         let c = load_str("t", "[redis]\nurl = \"redis://127.0.0.1:6379\"\n").expect("valid");
         let r = c.redis.expect("[redis]");
-        assert_eq!(r.url, "redis://127.0.0.1:6379");
+        assert_eq!(
+            r.target,
+            RedisTarget::Server("redis://127.0.0.1:6379".into())
+        );
         assert_eq!(r.timeout, Duration::from_millis(50));
         let c = load_str(
             "t",
@@ -68,9 +142,11 @@ mod tests {
 
     #[test]
     fn mistakes_name_their_place() {
-        assert_eq!(
-            err("[redis]\ntimeout = \"1s\"\n"),
-            "t.toml:1:1: [redis] is missing `url`"
+        assert!(
+            err("[redis]\ntimeout = \"1s\"\n")
+                .starts_with("t.toml:1:1: [redis] needs `url` (one server"),
+            "{}",
+            err("[redis]\ntimeout = \"1s\"\n")
         );
         let e = err("[redis]\nurl = \"http://127.0.0.1:6379\"\n");
         assert!(
@@ -86,5 +162,58 @@ mod tests {
             err("[redis]\nurl = \"redis://h\"\ntimeout = \"soon\"\n").contains("not a duration")
         );
         assert!(err("[redis]\nurl = \"redis://h\"\npool = 3\n").contains("pool"));
+    }
+
+    #[test]
+    fn cluster_lists_seed_nodes() {
+        let c = load_str(
+            "t",
+            "[redis]\ncluster = [\"redis://127.0.0.1:7000\", \" redis://127.0.0.1:7001 \"]\ntimeout = \"30ms\"\n",
+        )
+        .expect("valid");
+        let r = c.redis.expect("[redis]");
+        assert_eq!(
+            r.target,
+            RedisTarget::Cluster(vec![
+                "redis://127.0.0.1:7000".into(),
+                "redis://127.0.0.1:7001".into()
+            ])
+        );
+        assert_eq!(r.timeout, Duration::from_millis(30));
+    }
+
+    #[test]
+    fn cluster_mistakes_name_their_place() {
+        let e = err("[redis]\nurl = \"redis://h\"\ncluster = [\"redis://h:7000\"]\n");
+        assert!(
+            e.starts_with("t.toml:3:11: [redis] has both `url` and `cluster`"),
+            "{e}"
+        );
+        let e = err("[redis]\ncluster = []\n");
+        assert!(
+            e.starts_with("t.toml:2:11: `cluster` in [redis] is empty"),
+            "{e}"
+        );
+        let e = err("[redis]\ncluster = [\"redis://h:7000\", \"http://h:7001\"]\n");
+        assert!(
+            e.starts_with("t.toml:2:30: `cluster` node \"http://h:7001\" is not a Redis URL"),
+            "{e}"
+        );
+        let e = err("[redis]\ncluster = [\"\"]\n");
+        assert!(
+            e.starts_with("t.toml:2:12: a node of `cluster` in [redis] is empty"),
+            "{e}"
+        );
+        let e = err("[redis]\ncluster = [\"redis://h:7000/2\"]\n");
+        assert!(e.contains("has only database 0"), "{e}");
+        let e = err("[redis]\ncluster = [\"redis://h:7000\", \"redis://h:7000\"]\n");
+        assert!(e.contains("listed twice"), "{e}");
+        let e = err("[redis]\ncluster = [\"redis://:a@h:7000\", \"redis://:b@h:7001\"]\n");
+        assert!(
+            e.starts_with("t.toml:2:11: `cluster` in [redis] cannot be used")
+                && e.contains("password"),
+            "{e}"
+        );
+        assert!(err("[redis]\ncluster = \"redis://h:7000\"\n").contains("cluster"));
     }
 }
