@@ -43,6 +43,16 @@ fn check_fails_at(files: &[(&str, &str)], file: &str, line: usize, column: usize
     run.stderr
 }
 
+/// The default gateway (the repository's conf.d, what `cargo run --release`
+/// serves) is valid, its rate-limit zone and policies included.
+#[test]
+fn the_default_conf_d_is_ok() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf.d");
+    let run = support::moongate_check(&dir);
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("configuration OK"), "{}", run.stdout);
+}
+
 #[test]
 fn valid_conf_d_is_ok() {
     let root = tempfile::tempdir().expect("static root");
