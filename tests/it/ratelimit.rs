@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Moongate, Origin, client, text};
+use crate::support::{Moongate, Origin, client, fire, text};
 
 /// A server with one upstream route `/` to `origin` carrying `route_extra`,
 /// plus `extra` TOML.
@@ -51,33 +51,7 @@ async fn a_token_bucket_allows_burst_plus_rate_over_time() {
         r#"limit = "per_client""#,
         "[limit.per_client]\nrate = \"40/s\"\nburst = 20\n",
     ));
-    let url = mg.url("/");
-    let http = client();
-    let started = Instant::now();
-    let run_for = Duration::from_secs(2);
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let (http, url) = (http.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            let (mut ok, mut limited) = (0u32, 0u32);
-            while started.elapsed() < run_for {
-                let r = http.get(&url).send().await.expect("GET");
-                match r.status().as_u16() {
-                    200 => ok += 1,
-                    429 => limited += 1,
-                    other => panic!("unexpected status {other}"),
-                }
-            }
-            (ok, limited)
-        }));
-    }
-    let (mut ok, mut limited) = (0u32, 0u32);
-    for t in tasks {
-        let (o, l) = t.await.expect("task");
-        ok += o;
-        limited += l;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let (ok, limited, elapsed) = fire(&[mg.url("/")], None, 4, Duration::from_secs(2)).await;
     let expected = 20.0 + 40.0 * elapsed;
     assert!(
         limited > 0,

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Moongate, Origin, Redis, RedisCluster, client};
+use crate::support::{Moongate, Origin, Redis, RedisCluster, client, fire};
 
 /// A server with `[redis]` at `redis`, an admin listener, and `extra`.
 fn conf(redis: &Redis, timeout: &str, extra: &str) -> String {
@@ -65,38 +65,8 @@ const SHARED_ZONE: &str =
 async fn share_one_bucket(conf_a: &str, conf_b: &str) -> (Moongate, Moongate) {
     let (a, b) = (Moongate::start(conf_a), Moongate::start(conf_b));
     let urls = [a.url("/"), b.url("/")];
-    let http = client();
-    let started = Instant::now();
-    let run_for = Duration::from_secs(2);
-    let mut tasks = Vec::new();
-    for t in 0..2 {
-        let (http, urls) = (http.clone(), urls.clone());
-        tasks.push(tokio::spawn(async move {
-            let (mut ok, mut limited, mut i) = (0u32, 0u32, t);
-            while started.elapsed() < run_for {
-                let r = http
-                    .get(&urls[i % 2])
-                    .header("x-key", "shared-client")
-                    .send()
-                    .await
-                    .expect("GET");
-                i += 1;
-                match r.status().as_u16() {
-                    200 => ok += 1,
-                    429 => limited += 1,
-                    other => panic!("unexpected status {other}"),
-                }
-            }
-            (ok, limited)
-        }));
-    }
-    let (mut ok, mut limited) = (0u32, 0u32);
-    for t in tasks {
-        let (o, l) = t.await.expect("task");
-        ok += o;
-        limited += l;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let (ok, limited, elapsed) =
+        fire(&urls, Some("shared-client"), 2, Duration::from_secs(2)).await;
     let expected = 20.0 + 10.0 * elapsed;
     assert!(limited > 0, "nothing was limited");
     assert!(

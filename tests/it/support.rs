@@ -691,3 +691,44 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// Fires GETs as fast as `clients` concurrent clients can for `run_for`,
+/// each going round `urls` in turn (with `x-key: key` when given), and
+/// counts the 200s and 429s; any other status fails the test. Returns
+/// (allowed, limited, seconds it took).
+pub async fn fire(
+    urls: &[String],
+    key: Option<&'static str>,
+    clients: usize,
+    run_for: Duration,
+) -> (u32, u32, f64) {
+    let http = client();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (http, urls) = (http.clone(), urls.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut limited, mut i) = (0u32, 0u32, c);
+            while started.elapsed() < run_for {
+                let mut req = http.get(&urls[i % urls.len()]);
+                if let Some(k) = key {
+                    req = req.header("x-key", k);
+                }
+                i += 1;
+                match req.send().await.expect("GET").status().as_u16() {
+                    200 => ok += 1,
+                    429 => limited += 1,
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            (ok, limited)
+        }));
+    }
+    let (mut ok, mut limited) = (0u32, 0u32);
+    for t in tasks {
+        let (o, l) = t.await.expect("client task");
+        ok += o;
+        limited += l;
+    }
+    (ok, limited, started.elapsed().as_secs_f64())
+}
