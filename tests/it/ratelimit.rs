@@ -340,6 +340,24 @@ async fn concurrency_zones_count_requests_in_flight() {
     }
 }
 
+/// A request that ends in an upstream error (here: nothing listens) gives
+/// its place in a concurrency zone back like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_places_are_given_back_after_upstream_errors() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let mg = Moongate::start(&conf(
+        addr,
+        r#"limit = "one""#,
+        "[limit.one]\nkind = \"conn\"\nmax = 1\n",
+    ));
+    for _ in 0..3 {
+        let r = client().get(mg.url("/")).send().await.expect("GET");
+        assert_eq!(r.status(), 502, "the upstream is down, the place is free again");
+    }
+}
+
 /// A reload that leaves a zone unchanged keeps its buckets; a changed rate
 /// takes effect at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
