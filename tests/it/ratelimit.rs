@@ -354,7 +354,11 @@ async fn concurrency_places_are_given_back_after_upstream_errors() {
     ));
     for _ in 0..3 {
         let r = client().get(mg.url("/")).send().await.expect("GET");
-        assert_eq!(r.status(), 502, "the upstream is down, the place is free again");
+        assert_eq!(
+            r.status(),
+            502,
+            "the upstream is down, the place is free again"
+        );
     }
 }
 
