@@ -17,6 +17,7 @@
 //! - [`lua`]: ngx_lua-style phase handlers (rewrite, access, content,
 //!   header_filter, log) and the `ngx` API
 //! - [`throttle`]: a route's rate-limit zones on the request path
+//! - [`cache`]: the two-level proxy cache (its leaves so far)
 //! - [`ngx`]: codecs, times and regexes behind that API (no Lua)
 //! - [`shdict`]: the stores behind `ngx.shared.DICT` (kept across reloads)
 //! - [`limit`]: token buckets and concurrency counters behind rate-limit zones
@@ -65,6 +66,7 @@ pub mod proxy;
 pub mod route;
 pub mod lua;
 pub mod throttle;
+pub mod cache;
 pub mod ngx;
 pub mod shdict;
 pub mod limit;
