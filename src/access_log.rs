@@ -135,6 +135,8 @@ pub struct AccessRecord {
     pub upstream_addr: Option<String>,
     /// Time to the upstream's response head.
     pub upstream_time: Option<Duration>,
+    /// What the route's cache did (`X-Cache-Status`), if it has one.
+    pub cache_status: Option<String>,
 }
 
 impl OnComplete for AccessRecord {
@@ -153,7 +155,7 @@ impl OnComplete for AccessRecord {
             request_time = self.started.elapsed().as_secs_f64(),
             upstream_addr = self.upstream_addr.as_deref().unwrap_or(""),
             upstream_time = self.upstream_time.map(|d| d.as_secs_f64()),
-            cache_status = "",
+            cache_status = self.cache_status.as_deref().unwrap_or(""),
             route = self.route.as_deref().unwrap_or(""),
             aborted = !complete,
         );

@@ -1,9 +1,18 @@
-//! The two-level proxy cache (SPEC §6), built up in leaves that know
-//! nothing of sockets or Lua: [`policy`] (RFC 9111 shared-cache rules:
-//! what may be stored, for how long, which variant a request wants, how a
-//! 304 updates an entry) and [`disk`] (the L2 tier: checksummed entry
-//! files bounded in size, an index rebuilt on start, writes off the
-//! request path). The request path and the memory tier come later.
+//! The two-level proxy cache (SPEC §6). Leaves that know nothing of
+//! sockets or Lua: [`policy`] (RFC 9111 shared-cache rules: what may be
+//! stored, for how long, which variant a request wants, how a 304 updates
+//! an entry), [`disk`] (the L2 tier: checksummed entry files bounded in
+//! size, an index rebuilt on start, writes off the request path) and
+//! [`entry`] (what is stored, and its encoding for L2). [`zone`] joins
+//! them into one `[cache.NAME]` zone (L1 in memory + L2), kept across
+//! reloads; [`step`] is the request path's cache step, which `proxy`
+//! calls before and after the upstream.
 
 pub mod policy;
 pub mod disk;
+pub mod entry;
+pub mod zone;
+pub mod step;
+
+pub use step::{CacheStatus, Lookup, Pending};
+pub use zone::Zone;

@@ -45,6 +45,9 @@ pub enum ProxyError {
         /// What went wrong.
         source: crate::upstream::h1::ExchangeError,
     },
+    /// The peer's body failed while it was read whole (to be cached).
+    #[error("reading the upstream body: {0}")]
+    UpstreamBody(String),
     /// The request body passed `client_max_body_size`.
     #[error("request body is larger than client_max_body_size")]
     BodyTooLarge,
@@ -64,9 +67,10 @@ impl ProxyError {
     /// The status the client sees.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoPeer(_) | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::NoPeer(_)
+            | ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout(_) | ProxyError::ReadTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -84,7 +88,8 @@ impl ProxyError {
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout(_)
             | ProxyError::ReadTimeout(_)
-            | ProxyError::Upstream { .. } => Blame::Upstream,
+            | ProxyError::Upstream { .. }
+            | ProxyError::UpstreamBody(_) => Blame::Upstream,
             ProxyError::BodyTooLarge
             | ProxyError::ClientBodyTimeout
             | ProxyError::BadRequest(_) => Blame::Client,

@@ -17,7 +17,8 @@
 //! - [`lua`]: ngx_lua-style phase handlers (rewrite, access, content,
 //!   header_filter, log) and the `ngx` API
 //! - [`throttle`]: a route's rate-limit zones on the request path
-//! - [`cache`]: the two-level proxy cache (its leaves so far)
+//! - [`cache`]: the two-level proxy cache (`[cache.NAME]` zones: L1 in
+//!   memory, L2 on disk; looked up before the upstream, stored after)
 //! - [`ngx`]: codecs, times and regexes behind that API (no Lua)
 //! - [`shdict`]: the stores behind `ngx.shared.DICT` (kept across reloads)
 //! - [`limit`]: token buckets and concurrency counters behind rate-limit zones

@@ -10,7 +10,9 @@
 //!    `RateLimit-*` headers and places held in concurrency zones
 //! 6. Lua `content` handler (answers instead of a target)
 //! 7. target: static files, or an upstream (forwarding headers, balance,
-//!    pool, retries), with protocol upgrades tunnelled both ways
+//!    pool, retries), with protocol upgrades tunnelled both ways; on a
+//!    route with `cache = "NAME"` the cache is looked up first (a fresh
+//!    hit answers) and the upstream's answer handed to it after
 //! 8. Lua `header_filter`; the Lua `log` handler and the access log run
 //!    when the body has been sent (concurrency places are released then)
 
@@ -69,6 +71,8 @@ struct Served {
     lua_log: Option<(Rc<lua::vm::Vm>, Rc<ReqCtx>, Vec<lua::ScriptId>)>,
     /// Places held in concurrency zones, released when the response is done.
     permits: Vec<Permit>,
+    /// What the route's cache did (`$cache_status`).
+    cache_status: Option<String>,
 }
 
 /// Serves one request (the hyper service function).
@@ -108,6 +112,7 @@ pub async fn handle(
         route: served.route,
         upstream_addr: served.upstream_addr,
         upstream_time: served.upstream_time,
+        cache_status: served.cache_status,
     };
     let hook: Box<dyn OnComplete> = match served.lua_log {
         Some((vm, ctx, ids)) => Box::new(LogPhase {
@@ -269,7 +274,10 @@ async fn serve(
                 real_ip,
                 original_uri: &original_uri,
             };
-            let resp = proxy_upstream(parts, body, to, conn, served).await?;
+            let resp = match &entry.cache {
+                None => proxy_upstream(parts, body, to, conn, served).await?,
+                Some(zone) => cached_upstream(zone, parts, body, to, conn, served).await?,
+            };
             let later = lua.as_ref().filter(|_| entry.lua.runs_after_response());
             if let (Some((_, ctx)), Some(addr), Some(elapsed)) =
                 (later, &served.upstream_addr, served.upstream_time)
@@ -295,6 +303,10 @@ async fn serve(
 
     if !limit_headers.is_empty() {
         resp.headers_mut().extend(limit_headers);
+    }
+    served.cache_status = cache_status(&resp).map(str::to_owned);
+    if let (Some((_, ctx)), Some(status)) = (&lua, &served.cache_status) {
+        ctx.set_cache_status(status);
     }
 
     // 8. Lua header filter; the log handler runs when the body is sent.
@@ -477,6 +489,40 @@ async fn proxy_upstream(
         forward::strip_hop_by_hop(resp.headers_mut(), false);
     }
     Ok(resp.map(|b| ResponseBody::from_kind(Kind::Upstream(b))))
+}
+
+/// [`proxy_upstream`] behind the route's cache zone: a fresh hit answers
+/// without the upstream; otherwise the upstream's answer goes through the
+/// cache step (stored, invalidating, or passed through).
+async fn cached_upstream(
+    zone: &Arc<crate::cache::Zone>,
+    parts: Parts,
+    body: RequestBody,
+    to: UpstreamTarget<'_>,
+    conn: &ConnCtx,
+    served: &mut Served,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let vars = RequestVars {
+        parts: &parts,
+        request_uri: to.original_uri.path_and_query().map_or("/", |p| p.as_str()),
+        host: to.host,
+        client: to.real_ip,
+        scheme: conn.scheme,
+        server_port: conn.local.port(),
+    };
+    match crate::cache::step::lookup(zone, &vars).await {
+        crate::cache::Lookup::Hit(resp) => Ok(resp),
+        crate::cache::Lookup::Fetch(pending) => {
+            let resp = proxy_upstream(parts, body, to, conn, served).await?;
+            crate::cache::step::finish(pending, resp).await
+        }
+    }
+}
+
+/// The `X-Cache-Status` the cache step put on a response.
+fn cache_status(resp: &Response<ResponseBody>) -> Option<&str> {
+    let value = resp.headers().get(crate::cache::step::STATUS_HEADER)?;
+    value.to_str().ok()
 }
 
 /// Copies bytes both ways between an upgraded client connection and the

@@ -249,11 +249,21 @@ fn run(
     if done_rx.recv_timeout(shutdown_timeout).is_err() {
         tracing::warn!("shutdown_timeout passed with requests still in flight; exiting anyway");
     }
+    // Queued disk-cache writes reach the disk before the process ends, so
+    // a restart finds them.
+    for (name, zone) in &shared.snapshot.load().caches {
+        if !zone.flush_blocking(CACHE_FLUSH_TIMEOUT) {
+            tracing::warn!(zone = %name, "disk cache writes still queued at exit were lost");
+        }
+    }
     if let Some(path) = &pid_file {
         let _ = std::fs::remove_file(path);
     }
     result
 }
+
+/// How long a graceful stop waits for each cache zone's queued disk writes.
+const CACHE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often rate-limit zones drop the buckets of keys gone idle.
 const IDLE_SWEEP: std::time::Duration = std::time::Duration::from_secs(10);

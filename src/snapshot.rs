@@ -7,13 +7,16 @@
 //! reloads: an upstream whose definition is unchanged is taken over from
 //! the previous snapshot as the same `Arc<Upstream>` — same peers, health
 //! marks, in-flight counts and (via peer ids) pooled connections. Rate-limit
-//! zones are taken over the same way, with their buckets.
+//! zones are taken over the same way, with their buckets, and cache zones
+//! with their contents (a changed cache zone keeps its disk store when its
+//! `disk` is unchanged, since a directory must not be opened twice).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::cache;
 use crate::config::{self, Config, ConfigError, RouteTarget};
 use crate::lua::{LuaProgram, RoutePhases};
 use crate::route::{PathMatch, Rewrite, RouteSpec, Router};
@@ -41,6 +44,8 @@ pub struct Snapshot {
     pub lua: Arc<LuaProgram>,
     /// `[limit.NAME]` zones by name (`mg.limit.take` finds them here too).
     pub limits: Arc<BTreeMap<String, Arc<Zone>>>,
+    /// `[cache.NAME]` zones by name.
+    pub caches: BTreeMap<String, Arc<cache::Zone>>,
 }
 
 /// What a route leads to, plus its own per-route settings.
@@ -55,6 +60,8 @@ pub struct RouteEntry {
     pub lua: RoutePhases,
     /// Rate-limit zones checked after the Lua access phase, in order.
     pub limits: Vec<Arc<Zone>>,
+    /// The proxy cache zone for upstream responses.
+    pub cache: Option<Arc<cache::Zone>>,
 }
 
 /// Where a routed request goes.
@@ -135,6 +142,22 @@ pub fn compile(
     }
     let limits = Arc::new(limits);
 
+    let mut caches = BTreeMap::new();
+    for (name, def) in config.caches {
+        let old = previous.and_then(|p| p.caches.get(&name));
+        let zone = match old.filter(|z| z.def.same_definition(&def)) {
+            Some(z) => z.clone(),
+            None => {
+                let disk = old
+                    .filter(|z| z.def.disk == def.disk)
+                    .and_then(|z| z.disk().cloned());
+                let place = def.place.clone();
+                Arc::new(cache::Zone::new(def, disk).map_err(|e| ConfigError::at(&place, e))?)
+            }
+        };
+        caches.insert(name, zone);
+    }
+
     let route_lua: Vec<&config::RouteLua> = config.routes.iter().map(|r| &r.lua).collect();
     let (lua, phases) = LuaProgram::compile(
         &config.lua,
@@ -182,6 +205,18 @@ pub fn compile(
             };
             route_limits.push(zone);
         }
+        let route_cache = match &route.cache {
+            None => None,
+            Some(zone_name) => match caches.get(zone_name) {
+                Some(z) => Some(z.clone()),
+                None => {
+                    return Err(ConfigError::at(
+                        &route.place,
+                        format!("route names cache zone `{zone_name}`, which is not defined"),
+                    ));
+                }
+            },
+        };
         specs.push(RouteSpec {
             hosts: route.hosts,
             path: route.path,
@@ -192,6 +227,7 @@ pub fn compile(
                 rewrite: route.rewrite,
                 lua: lua_phases,
                 limits: route_limits,
+                cache: route_cache,
             },
         });
     }
@@ -220,6 +256,7 @@ pub fn compile(
         files: config.files,
         lua,
         limits,
+        caches,
     })
 }
 
@@ -263,6 +300,22 @@ mod tests {
             &moved.limits["shared"],
             &faster.limits["shared"]
         ));
+    }
+
+    fn with_cache(memory: &str, previous: Option<&Snapshot>) -> Snapshot {
+        let text =
+            format!("[server]\nlisten = [\"127.0.0.1:0\"]\n[cache.pages]\nmemory = \"{memory}\"\n");
+        let config = config::load_str("t.toml", &text).expect("valid");
+        compile(config, previous, previous.map_or(1, |p| p.generation + 1)).expect("compiles")
+    }
+
+    #[test]
+    fn a_reload_keeps_cache_zones_whose_definition_is_unchanged() {
+        let first = with_cache("1MiB", None);
+        let same = with_cache("1MiB", Some(&first));
+        assert!(Arc::ptr_eq(&first.caches["pages"], &same.caches["pages"]));
+        let bigger = with_cache("2MiB", Some(&same));
+        assert!(!Arc::ptr_eq(&same.caches["pages"], &bigger.caches["pages"]));
     }
 
     #[test]

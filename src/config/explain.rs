@@ -265,8 +265,8 @@ mod tests {
     #[test]
     fn unknown_top_level_table() {
         assert_eq!(
-            err("\n[cache]\nx = 1\n"),
-            "t.toml:2:2: unknown top-level table `cache`; expected one of server, admin, upstream, route, lua, limit, redis"
+            err("\n[proxy]\nx = 1\n"),
+            "t.toml:2:2: unknown top-level table `proxy`; expected one of server, admin, upstream, route, lua, limit, redis, cache"
         );
     }
 
@@ -274,7 +274,7 @@ mod tests {
     fn unknown_top_level_key() {
         assert_eq!(
             err("title = \"x\"\n"),
-            "t.toml:1:1: unknown top-level key `title`; expected one of server, admin, upstream, route, lua, limit, redis"
+            "t.toml:1:1: unknown top-level key `title`; expected one of server, admin, upstream, route, lua, limit, redis, cache"
         );
     }
 

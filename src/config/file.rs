@@ -35,6 +35,45 @@ pub struct RawFile {
     pub limit: BTreeMap<Spanned<String>, Spanned<RawLimit>>,
     /// `[redis]`: the Redis shared by every node (scope = "redis" zones).
     pub redis: Option<Spanned<RawRedis>>,
+    /// `[cache.NAME]`: proxy cache zones, keyed by the spanned name.
+    #[serde(default)]
+    pub cache: BTreeMap<Spanned<String>, Spanned<RawCache>>,
+}
+
+/// `[cache.NAME]`: a two-level proxy cache zone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// L1 size in memory (required).
+    pub memory: Option<Spanned<Size>>,
+    /// L2 on disk: `{ path, size }`.
+    pub disk: Option<Spanned<RawCacheDisk>>,
+    /// `$var` template naming an entry, default `$scheme$host$request_uri`.
+    pub key: Option<Spanned<String>>,
+    /// Freshness of a storable response that states none (default 0s).
+    pub default_ttl: Option<Spanned<Dur>>,
+    /// Default stale-while-revalidate window (default 0s).
+    pub stale_while_revalidate: Option<Spanned<Dur>>,
+    /// Default stale-if-error window (default 0s).
+    pub stale_if_error: Option<Spanned<Dur>>,
+    /// Largest body stored (default 8MiB).
+    pub max_object_size: Option<Spanned<Size>>,
+    /// Methods looked up and stored (default GET, HEAD).
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    /// One origin request per key (parsed; not acting yet).
+    pub lock: Option<bool>,
+    /// How long others wait for the lock (parsed; not acting yet).
+    pub lock_timeout: Option<Spanned<Dur>>,
+}
+
+/// `disk = { path, size }` of a cache zone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCacheDisk {
+    /// The directory the L2 tier owns.
+    pub path: Spanned<String>,
+    /// Bound on the bytes its files take.
+    pub size: Spanned<Size>,
 }
 
 /// `[redis]`: where state shared by many moongate nodes lives.
@@ -293,6 +332,8 @@ pub struct RawRoute {
     pub policies: Option<Vec<Spanned<toml::Table>>>,
     /// Rate-limit zones (`[limit.NAME]`) applied to the route.
     pub limit: Option<Spanned<OneOrMany>>,
+    /// The proxy cache zone (`[cache.NAME]`) for the route's upstream responses.
+    pub cache: Option<Spanned<String>>,
 }
 
 /// `rewrite = { from = "...", to = "..." }`.

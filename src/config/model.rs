@@ -31,6 +31,8 @@ pub struct Config {
     pub limits: BTreeMap<String, LimitZone>,
     /// `[redis]`, if configured.
     pub redis: Option<RedisSettings>,
+    /// `[cache.NAME]` by name.
+    pub caches: BTreeMap<String, CacheZone>,
     /// The files read, in merge order (for `check` output and the status page).
     pub files: Vec<PathBuf>,
 }
@@ -323,6 +325,66 @@ pub struct Route {
     /// Rate-limit zones checked after the Lua access phase, in order
     /// (names known to exist in [`Config::limits`]).
     pub limits: Vec<String>,
+    /// The proxy cache zone for upstream responses (a name known to exist
+    /// in [`Config::caches`]).
+    pub cache: Option<String>,
+}
+
+/// `[cache.NAME]`: a two-level proxy cache zone.
+#[derive(Debug, Clone)]
+pub struct CacheZone {
+    /// The zone's name (`cache = "NAME"`).
+    pub name: String,
+    /// L1 bound in bytes (keys, headers and bodies weighed).
+    pub memory: u64,
+    /// The L2 tier on disk, if any.
+    pub disk: Option<CacheDisk>,
+    /// `$var` template naming an entry (before the Vary variant).
+    pub key: String,
+    /// Freshness of a storable response that states none.
+    pub default_ttl: Duration,
+    /// Default stale-while-revalidate window (carried; not acting yet).
+    pub stale_while_revalidate: Duration,
+    /// Default stale-if-error window (carried; not acting yet).
+    pub stale_if_error: Duration,
+    /// Largest body stored, in bytes; larger responses pass through.
+    pub max_object_size: u64,
+    /// Methods looked up (GET and HEAD at most; only GET responses are stored).
+    pub methods: Vec<http::Method>,
+    /// One origin request per key (validated; not acting yet).
+    pub lock: bool,
+    /// How long a request waits for the lock (validated; not acting yet).
+    pub lock_timeout: Duration,
+    /// Where the `[cache.NAME]` table is.
+    pub place: Place,
+}
+
+impl CacheZone {
+    /// True when `other` defines the same zone (wherever it is written): a
+    /// reload then keeps the zone's tiers and their contents.
+    pub fn same_definition(&self, other: &CacheZone) -> bool {
+        let CacheZone { place: _, .. } = self;
+        self.name == other.name
+            && self.memory == other.memory
+            && self.disk == other.disk
+            && self.key == other.key
+            && self.default_ttl == other.default_ttl
+            && self.stale_while_revalidate == other.stale_while_revalidate
+            && self.stale_if_error == other.stale_if_error
+            && self.max_object_size == other.max_object_size
+            && self.methods == other.methods
+            && self.lock == other.lock
+            && self.lock_timeout == other.lock_timeout
+    }
+}
+
+/// `disk = { path, size }` of a cache zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheDisk {
+    /// The directory the L2 tier owns.
+    pub path: std::path::PathBuf,
+    /// Bound on the bytes its files take.
+    pub size: u64,
 }
 
 /// `[limit.NAME]`: a rate-limit zone.

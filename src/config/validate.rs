@@ -7,6 +7,7 @@
 //! names both places. Upstreams are validated before routes so routes can refer to an
 //! upstream from any file. The rules for each table live in the submodules.
 
+mod cache;
 mod limit;
 mod listeners;
 mod lua;
@@ -24,7 +25,7 @@ use toml::Spanned;
 use super::error::{ConfigError, Place, Source};
 use super::explain::explain;
 use super::file::RawFile;
-use super::model::{Admin, Config, LimitZone, Listen, Server, TlsListener, Upstream};
+use super::model::{Admin, CacheZone, Config, LimitZone, Listen, Server, TlsListener, Upstream};
 
 /// Parses and validates conf.d files (display name, text) into a [`Config`].
 pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigError> {
@@ -73,10 +74,34 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
         }
     }
 
+    let mut caches: BTreeMap<String, CacheZone> = BTreeMap::new();
+    for (src, raw) in &parsed {
+        for (name, def) in &raw.cache {
+            let place = table_place(src, name, def);
+            if let Some(first) = caches.get(name.get_ref()) {
+                let message = format!("cache zone `{}` is defined twice", name.get_ref());
+                return Err(ConfigError::at(&place, message).also_at(&first.place));
+            }
+            let validated = cache::zone(src, name, def, place)?;
+            let same_dir = caches.values().find(|z| {
+                z.disk.is_some()
+                    && z.disk.as_ref().map(|d| &d.path) == validated.disk.as_ref().map(|d| &d.path)
+            });
+            if let Some(other) = same_dir {
+                let message = format!(
+                    "cache zones `{}` and `{}` use the same disk path; each zone needs its own directory",
+                    other.name, validated.name
+                );
+                return Err(ConfigError::at(&validated.place, message).also_at(&other.place));
+            }
+            caches.insert(name.get_ref().clone(), validated);
+        }
+    }
+
     let mut routes = Vec::new();
     for (src, raw) in &parsed {
         for def in &raw.route {
-            routes.push(route::route(src, def, &upstreams, &limits)?);
+            routes.push(route::route(src, def, &upstreams, &limits, &caches)?);
         }
     }
 
@@ -89,6 +114,7 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
         lua,
         limits,
         redis,
+        caches,
         files: files.iter().map(|(name, _)| name.clone()).collect(),
     })
 }

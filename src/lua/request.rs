@@ -155,6 +155,14 @@ impl ReqCtx {
         );
     }
 
+    /// Records what the cache did (`ngx.var.cache_status`), for the
+    /// header_filter and log phases.
+    pub fn set_cache_status(&self, status: &str) {
+        self.vars
+            .borrow_mut()
+            .insert("cache_status".into(), status.to_string());
+    }
+
     /// Forgets an `ngx.exit(ngx.OK)` between phases.
     pub fn clear_exit(&self) {
         self.exit.set(None);

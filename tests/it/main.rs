@@ -19,3 +19,4 @@ mod admin;
 mod lua;
 mod ratelimit;
 mod ratelimit_redis;
+mod cache;

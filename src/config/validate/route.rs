@@ -12,7 +12,7 @@ use super::matchers::{check_replacement, compile, host_pattern, method, path_mat
 
 use crate::config::error::{ConfigError, Source};
 use crate::config::file::{OneOrMany, RawRoute};
-use crate::config::model::{LimitZone, Rewrite, Route, RouteTarget, Upstream};
+use crate::config::model::{CacheZone, LimitZone, Rewrite, Route, RouteTarget, Upstream};
 
 /// Validates one route against the upstreams defined anywhere in conf.d.
 pub(super) fn route(
@@ -20,6 +20,7 @@ pub(super) fn route(
     def: &Spanned<RawRoute>,
     upstreams: &BTreeMap<String, Upstream>,
     zones: &BTreeMap<String, LimitZone>,
+    caches: &BTreeMap<String, CacheZone>,
 ) -> Result<Route, ConfigError> {
     let raw = def.get_ref();
     let place = src.place(def.span());
@@ -138,9 +139,11 @@ pub(super) fn route(
     };
 
     let limits = limit_zones(src, raw, zones)?;
+    let cache = cache_zone(src, raw, &target, caches)?;
 
     Ok(Route {
         limits,
+        cache,
         place,
         hosts,
         path,
@@ -179,6 +182,38 @@ fn limit_zones(
         }
     }
     Ok(out)
+}
+
+/// `cache = "NAME"`: a zone defined anywhere in conf.d, on a route whose
+/// answers come from an upstream (static files and Lua content are not
+/// cached).
+fn cache_zone(
+    src: &Source<'_>,
+    raw: &RawRoute,
+    target: &RouteTarget,
+    caches: &BTreeMap<String, CacheZone>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(name) = &raw.cache else {
+        return Ok(None);
+    };
+    if !caches.contains_key(name.get_ref()) {
+        let defined = if caches.is_empty() {
+            "no [cache.NAME] zones are defined".to_owned()
+        } else {
+            let names: Vec<&str> = caches.keys().map(String::as_str).collect();
+            format!("defined zones: {}", names.join(", "))
+        };
+        let message = format!(
+            "route names cache zone `{}`, which is not defined ({defined})",
+            name.get_ref()
+        );
+        return Err(src.err(name.span(), message));
+    }
+    if !matches!(target, RouteTarget::Upstream(_)) {
+        let message = "`cache` applies to routes with an `upstream`; static files and `lua.content` answers are not cached";
+        return Err(src.err(name.span(), message));
+    }
+    Ok(Some(name.get_ref().clone()))
 }
 
 fn hosts(src: &Source<'_>, raw: &RawRoute) -> Result<Vec<String>, ConfigError> {

@@ -1,0 +1,264 @@
+//! The proxy cache's first step through real requests: MISS then HIT with
+//! one origin request, responses that must not be stored, max-age expiry,
+//! Vary variants, HEAD from a cached GET, invalidation by POST, the disk
+//! tier across a graceful restart (and a corrupted entry file), and an
+//! unknown `cache = "x"` refused with its place.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Response;
+
+use crate::support::{self, Moongate, Origin, client};
+
+/// An origin whose answers depend on the path, each body carrying a
+/// serial number so two origin answers never look alike:
+/// `/pub` max-age=60, `/nostore` no-store, `/private` private, `/short`
+/// max-age=1, `/vary` max-age=60 varying on Accept-Language (echoed).
+async fn origin() -> Origin {
+    let serial = Arc::new(AtomicUsize::new(0));
+    Origin::start(move |req| {
+        let serial = serial.clone();
+        async move {
+            let n = serial.fetch_add(1, Ordering::SeqCst);
+            let path = req.uri().path().to_owned();
+            let lang = req
+                .headers()
+                .get("accept-language")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
+            let cc = match path.as_str() {
+                "/nostore" => "no-store",
+                "/private" => "private, max-age=60",
+                "/short" => "max-age=1",
+                _ => "max-age=60",
+            };
+            let mut reply = Response::builder()
+                .status(200)
+                .header("cache-control", cc)
+                .header("content-type", "text/plain");
+            if path == "/vary" {
+                reply = reply.header("vary", "Accept-Language");
+            }
+            let body = format!("{} {path} {n} {lang}", req.method());
+            reply.body(Full::new(Bytes::from(body))).expect("reply")
+        }
+    })
+    .await
+}
+
+fn conf(origin: std::net::SocketAddr, disk: Option<&std::path::Path>) -> String {
+    let disk = disk.map_or(String::new(), |d| {
+        format!(
+            "disk = {{ path = \"{}\", size = \"16MiB\" }}\n",
+            d.display()
+        )
+    });
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 2
+access_log = "off"
+
+[upstream.app]
+servers = [{{ addr = "{origin}" }}]
+
+[[route]]
+path = "/"
+upstream = "app"
+cache = "pages"
+
+[cache.pages]
+memory = "4MiB"
+{disk}"#
+    )
+}
+
+/// Status, X-Cache-Status and body of one request.
+async fn get(url: &str, lang: Option<&str>) -> (u16, String, String) {
+    let mut req = client().get(url);
+    if let Some(l) = lang {
+        req = req.header("accept-language", l);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let cache = resp
+        .headers()
+        .get("x-cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (status, cache, resp.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_then_a_hit_with_one_origin_request_and_the_same_bytes() {
+    let origin = origin().await;
+    let mg = Moongate::start(&conf(origin.addr, None));
+    let (s1, c1, b1) = get(&mg.url("/pub?a=1"), None).await;
+    let resp = client().get(mg.url("/pub?a=1")).send().await.expect("hit");
+    let age = resp.headers().get("age").cloned();
+    let c2 = resp.headers()["x-cache-status"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let b2 = resp.text().await.expect("body");
+    assert_eq!((s1, c1.as_str(), c2.as_str()), (200, "MISS", "HIT"));
+    assert_eq!(b1, b2);
+    assert!(age.is_some(), "a hit carries Age");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_store_and_private_responses_are_not_stored() {
+    let origin = origin().await;
+    let mg = Moongate::start(&conf(origin.addr, None));
+    for path in ["/nostore", "/private"] {
+        let before = origin.hits();
+        let (_, c1, b1) = get(&mg.url(path), None).await;
+        let (_, c2, b2) = get(&mg.url(path), None).await;
+        assert_eq!((c1.as_str(), c2.as_str()), ("MISS", "MISS"), "{path}");
+        assert_ne!(b1, b2, "{path}: both from the origin");
+        assert_eq!(origin.hits() - before, 2, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_entry_goes_back_to_the_origin() {
+    let origin = origin().await;
+    let mg = Moongate::start(&conf(origin.addr, None));
+    let (_, c1, _) = get(&mg.url("/short"), None).await;
+    assert_eq!(c1, "MISS");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_, c2, _) = get(&mg.url("/short"), None).await;
+    assert_eq!(c2, "EXPIRED");
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_keeps_variants_apart() {
+    let origin = origin().await;
+    let mg = Moongate::start(&conf(origin.addr, None));
+    let (_, c_en, en) = get(&mg.url("/vary"), Some("en")).await;
+    let (_, c_fr, fr) = get(&mg.url("/vary"), Some("fr")).await;
+    assert_eq!((c_en.as_str(), c_fr.as_str()), ("MISS", "MISS"));
+    assert!(en.ends_with(" en") && fr.ends_with(" fr"), "{en} / {fr}");
+    let (_, h_en, en2) = get(&mg.url("/vary"), Some("en")).await;
+    let (_, h_fr, fr2) = get(&mg.url("/vary"), Some("fr")).await;
+    assert_eq!((h_en.as_str(), h_fr.as_str()), ("HIT", "HIT"));
+    assert_eq!((en2, fr2), (en, fr));
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_after_get_is_a_hit_without_a_body() {
+    let origin = origin().await;
+    let mg = Moongate::start(&conf(origin.addr, None));
+    let (_, _, body) = get(&mg.url("/pub"), None).await;
+    let resp = client().head(mg.url("/pub")).send().await.expect("head");
+    assert_eq!(resp.headers()["x-cache-status"], "HIT");
+    assert_eq!(
+        resp.headers()["content-length"].to_str().expect("ascii"),
+        body.len().to_string()
+    );
+    assert!(resp.bytes().await.expect("body").is_empty());
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_invalidates_the_url() {
+    let origin = origin().await;
+    let mg = Moongate::start(&conf(origin.addr, None));
+    get(&mg.url("/pub"), None).await;
+    assert_eq!(get(&mg.url("/pub"), None).await.1, "HIT");
+    let posted = client()
+        .post(mg.url("/pub"))
+        .body("x")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(posted.status(), 200);
+    assert_eq!(posted.headers()["x-cache-status"], "BYPASS");
+    let (_, after, body) = get(&mg.url("/pub"), None).await;
+    assert_eq!(after, "MISS");
+    assert!(body.starts_with("GET /pub "), "{body}");
+    assert_eq!(origin.hits(), 3);
+}
+
+/// Stops `mg` with SIGTERM and waits for it (the disk tier is flushed).
+fn stop(mut mg: Moongate) {
+    mg.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(mg.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_serves_from_disk_without_the_origin() {
+    let origin = origin().await;
+    let disk = tempfile::tempdir().expect("disk dir");
+    let path = disk.path().join("pages");
+    let mg = Moongate::start(&conf(origin.addr, Some(&path)));
+    let (_, c1, b1) = get(&mg.url("/pub"), None).await;
+    assert_eq!(c1, "MISS");
+    stop(mg);
+    let mg = Moongate::start(&conf(origin.addr, Some(&path)));
+    let (_, c2, b2) = get(&mg.url("/pub"), None).await;
+    assert_eq!(c2, "HIT");
+    assert_eq!(b1, b2);
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_disk_entry_is_a_miss_with_correct_bytes() {
+    let origin = origin().await;
+    let disk = tempfile::tempdir().expect("disk dir");
+    let path = disk.path().join("pages");
+    let mg = Moongate::start(&conf(origin.addr, Some(&path)));
+    get(&mg.url("/pub"), None).await;
+    stop(mg);
+    let mut flipped = 0;
+    for file in walk(&path) {
+        let mut bytes = std::fs::read(&file).expect("read entry");
+        if bytes.len() > 8 {
+            let at = bytes.len() - 3;
+            bytes[at] ^= 0x55;
+            std::fs::write(&file, &bytes).expect("write entry");
+            flipped += 1;
+        }
+    }
+    assert!(flipped > 0, "no entry file under {}", path.display());
+    let mg = Moongate::start(&conf(origin.addr, Some(&path)));
+    let (_, c, body) = get(&mg.url("/pub"), None).await;
+    assert_eq!(c, "MISS");
+    assert_eq!(body, "GET /pub 1 -");
+    assert_eq!(get(&mg.url("/pub"), None).await, (200, "HIT".into(), body));
+    assert_eq!(origin.hits(), 2);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn an_unknown_cache_zone_is_a_config_error_with_its_place() {
+    let dir = tempfile::tempdir().expect("conf dir");
+    let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[upstream.app]\nservers = [{ addr = \"127.0.0.1:9\" }]\n[[route]]\npath = \"/\"\nupstream = \"app\"\ncache = \"x\"\n";
+    std::fs::write(dir.path().join("00-test.toml"), text).expect("write conf");
+    let run = support::moongate_check(dir.path());
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let place = format!("{}:8:", dir.path().join("00-test.toml").display());
+    assert!(run.stderr.starts_with(&place), "{}", run.stderr);
+    assert!(run.stderr.contains("cache zone `x`"), "{}", run.stderr);
+}
