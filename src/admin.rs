@@ -1,7 +1,9 @@
 //! The admin listener: `GET /status` (JSON: version, uptime, config
 //! generation, last reload and its error, listeners, upstream peers with
 //! their health, rate-limit zones with their Redis state and fallback
-//! count) and `POST /reload`. It runs on the control thread, apart
+//! count), `POST /reload` and `DELETE /cache/{zone}?key=..|prefix=..`
+//! (a purge: [`crate::cache::purge`] here, [`crate::fanout`] to the other
+//! nodes when `[redis]` is configured). It runs on the control thread, apart
 //! from request traffic. When `[admin] token` is set every call needs
 //! `Authorization: Bearer TOKEN`; config validation requires a token when
 //! the admin listener is not on loopback.
@@ -21,7 +23,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::{self, purge::Target};
 use crate::config::LimitScope;
+use crate::fanout;
 use crate::reload::Control;
 
 /// A running admin listener.
@@ -117,6 +121,10 @@ async fn handle(
                 &json!({"ok": false, "error": error, "generation": control.shared.snapshot.load().generation}),
             ),
         },
+        (method, path) if path.starts_with("/cache/") => {
+            let zone = &path["/cache/".len()..];
+            purge(method, zone, req.uri().query(), &control).await
+        }
         (_, "/status") | (_, "/reload") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "use GET /status or POST /reload"}),
@@ -127,6 +135,65 @@ async fn handle(
         ),
     };
     Ok(resp)
+}
+
+/// `DELETE /cache/{zone}?key=..|prefix=..`: purges here, then publishes
+/// to the other nodes (a Redis failure is reported, not an error: the
+/// local purge stands).
+async fn purge(
+    method: &Method,
+    zone: &str,
+    query: Option<&str>,
+    control: &Control,
+) -> Response<Full<Bytes>> {
+    if method != Method::DELETE {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "use DELETE /cache/{zone}?key=KEY or ?prefix=PREFIX"}),
+        );
+    }
+    let snap = control.shared.snapshot.load_full();
+    let Some(cache) = snap.caches.get(zone).cloned() else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no cache zone `{zone}`"), "zones": snap.caches.keys().collect::<Vec<_>>()}),
+        );
+    };
+    let target = match Target::from_query(query) {
+        Ok(t) => t,
+        Err(error) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": error})),
+    };
+    let local = target.clone();
+    let Ok(purged) = tokio::task::spawn_blocking(move || cache::purge::purge(&cache, &local)).await
+    else {
+        return json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": "the purge task failed"}),
+        );
+    };
+    let mut body = json!({
+        "zone": zone,
+        "purged": purged.total(),
+        "memory": purged.memory,
+        "disk": purged.disk,
+        "fanout": "off",
+    });
+    if let Some(redis) = &snap.redis {
+        let message = fanout::Message {
+            zone: zone.to_owned(),
+            target,
+            origin: control.shared.node_id.clone(),
+        };
+        match fanout::publish(redis, &message).await {
+            Ok(_) => body["fanout"] = json!("published"),
+            Err(e) => {
+                tracing::warn!(zone, error = %e, "purge done here but not published to other nodes");
+                body["fanout"] = json!("failed");
+                body["fanout_error"] = json!(e);
+            }
+        }
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 fn status(control: &Control) -> Value {

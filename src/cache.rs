@@ -6,13 +6,15 @@
 //! [`entry`] (what is stored, and its encoding for L2). [`zone`] joins
 //! them into one `[cache.NAME]` zone (L1 in memory + L2), kept across
 //! reloads; [`step`] is the request path's cache step, which `proxy`
-//! calls before and after the upstream.
+//! calls before and after the upstream; [`purge`] drops keys or prefixes
+//! from both tiers (the admin API's `DELETE /cache/{zone}`).
 
 pub mod policy;
 pub mod disk;
 pub mod entry;
 pub mod zone;
 pub mod step;
+pub mod purge;
 
 pub use step::{CacheStatus, Lookup, Pending};
 pub use zone::Zone;

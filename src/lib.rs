@@ -35,7 +35,8 @@
 //! Side modules: [`config`] (conf.d → validated model), [`snapshot`]
 //! (model → immutable compiled snapshot), [`state`] (what outlives
 //! reloads), [`reload`] (building, checking and swapping snapshots;
-//! watching conf.d), [`admin`] (status and reload API), [`server`] (the
+//! watching conf.d), [`admin`] (status, reload and purge API), [`fanout`]
+//! (purges to and from other nodes over Redis pub/sub), [`server`] (the
 //! embedding API and the control thread).
 //!
 //! # Embedding
@@ -85,6 +86,7 @@ pub mod snapshot;
 pub mod state;
 pub mod reload;
 pub mod admin;
+pub mod fanout;
 pub mod server;
 
 pub use server::{Running, Server, ServerError};

@@ -181,6 +181,7 @@ fn run(
         started: Instant::now(),
         workers,
         reloads: Mutex::new(ReloadStatus::default()),
+        node_id: node_id(),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -205,6 +206,7 @@ fn run(
         }
         shared.record_reload("start", Ok(1));
         tokio::spawn(forget_idle_keys(shared.clone()));
+        tokio::spawn(crate::fanout::subscribe(shared.clone()));
         if let Some(path) = &pid_file
             && let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write the pid file");
@@ -260,6 +262,14 @@ fn run(
         let _ = std::fs::remove_file(path);
     }
     result
+}
+
+/// This node's id for purge fan-out: unique per process run.
+fn node_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos:x}", std::process::id())
 }
 
 /// How long a graceful stop waits for each cache zone's queued disk writes.

@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub limits: Arc<BTreeMap<String, Arc<Zone>>>,
     /// `[cache.NAME]` zones by name.
     pub caches: BTreeMap<String, Arc<cache::Zone>>,
+    /// `[redis]`, if configured (purges fan out through it).
+    pub redis: Option<config::RedisSettings>,
 }
 
 /// What a route leads to, plus its own per-route settings.
@@ -257,6 +259,7 @@ pub fn compile(
         lua,
         limits,
         caches,
+        redis: config.redis,
     })
 }
 

@@ -24,6 +24,9 @@ pub struct Shared {
     pub workers: usize,
     /// The outcome of reloads, for `/status`.
     pub reloads: Mutex<ReloadStatus>,
+    /// This process's id among nodes (pid and start time), so a purge it
+    /// fans out is not applied twice here.
+    pub node_id: String,
 }
 
 /// What `/status` says about reloads.

@@ -111,6 +111,11 @@ impl Zone {
         }
     }
 
+    /// Both tiers, for [`super::purge`] (which walks L1's keys).
+    pub(super) fn tiers(&self) -> (&moka::sync::Cache<String, Arc<Entry>>, Option<&DiskStore>) {
+        (&self.l1, self.l2.as_deref())
+    }
+
     /// Waits until queued L2 writes are on disk, at most `timeout`.
     pub fn flush_blocking(&self, timeout: Duration) -> bool {
         self.l2.as_ref().is_none_or(|l2| l2.flush_blocking(timeout))

@@ -20,3 +20,4 @@ mod lua;
 mod ratelimit;
 mod ratelimit_redis;
 mod cache;
+mod cache_purge;
