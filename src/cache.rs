@@ -13,6 +13,7 @@ pub mod policy;
 pub mod disk;
 pub mod entry;
 pub mod zone;
+pub mod lock;
 pub mod step;
 pub mod purge;
 

@@ -512,11 +512,53 @@ async fn cached_upstream(
     };
     match crate::cache::step::lookup(zone, &vars).await {
         crate::cache::Lookup::Hit(resp) => Ok(resp),
+        crate::cache::Lookup::Stale(resp, refresh) => {
+            if let Some(refresh) = refresh {
+                spawn_refresh(refresh, &to, conn);
+            }
+            Ok(resp)
+        }
         crate::cache::Lookup::Fetch(pending) => {
-            let resp = proxy_upstream(parts, body, to, conn, served).await?;
+            let mut parts = parts;
+            pending.prepare(&mut parts.headers);
+            let resp = proxy_upstream(parts, body, to, conn, served).await;
             crate::cache::step::finish(pending, resp).await
         }
     }
+}
+
+/// Sends a stale entry's refresh upstream in the background, on this
+/// worker's task set; the key's lock (in the refresh) is held until the
+/// answer is stored or given up.
+fn spawn_refresh(
+    refresh: Box<crate::cache::step::Refresh>,
+    to: &UpstreamTarget<'_>,
+    conn: &ConnCtx,
+) {
+    let (name, upstream, host) = (to.name.to_owned(), to.upstream.clone(), to.host.to_owned());
+    let (real_ip, uri) = (to.real_ip, to.original_uri.clone());
+    let conn = ConnCtx {
+        peer: conn.peer,
+        local: conn.local,
+        scheme: conn.scheme,
+        watch: conn.watch.clone(),
+        shared: conn.shared.clone(),
+    };
+    tokio::task::spawn_local(async move {
+        let to = UpstreamTarget {
+            name: &name,
+            upstream: &upstream,
+            host: &host,
+            real_ip,
+            original_uri: &uri,
+        };
+        let mut served = Served::default();
+        let resp =
+            proxy_upstream(refresh.parts, RequestBody::empty(), to, &conn, &mut served).await;
+        if let Err(e) = crate::cache::step::finish(refresh.pending, resp).await {
+            tracing::warn!(upstream = %name, "cache refresh failed: {e}");
+        }
+    });
 }
 
 /// The `X-Cache-Status` the cache step put on a response.

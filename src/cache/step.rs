@@ -1,16 +1,27 @@
 //! The cache step of the request path, for routes with `cache = "NAME"`:
 //! [`lookup`] before the upstream (a fresh hit answers at once), then
 //! [`finish`] with the upstream's response (stored when the rules allow,
-//! entries invalidated by unsafe methods). `proxy` calls both and knows
-//! nothing else of caching.
+//! entries invalidated by unsafe methods). `proxy` calls both, sends a
+//! [`Refresh`] upstream in the background, and knows nothing else of
+//! caching.
 //!
 //! What this step does, and what it does not do yet:
 //! - `X-Cache-Status`: HIT (fresh entry), MISS (looked up, not found; the
 //!   origin's answer is stored if it may be), EXPIRED (found but stale,
-//!   or the request's own directives ask for a fresher one: treated as a
-//!   miss), BYPASS (not looked up nor stored: a method outside the zone's
-//!   `methods`, an unsafe method, or a request with `Cache-Control:
-//!   no-store`).
+//!   or the request's own directives ask for a fresher one: refetched or
+//!   revalidated), STALE (a stale entry served at once while this
+//!   request's background refresh runs, or in place of a failed origin
+//!   within stale-if-error), UPDATING (a stale entry served while another
+//!   request refreshes it), REVALIDATED (the origin answered 304 to the
+//!   entry's validators: the entry's headers are updated and it is
+//!   served), BYPASS (not looked up nor stored: a method outside the
+//!   zone's `methods`, an unsafe method, or a request with
+//!   `Cache-Control: no-store`).
+//! - The lock ([`super::lock`]): with `lock = true`, concurrent misses and
+//!   expired lookups of one key send one request upstream; the others
+//!   wait for it (at most `lock_timeout`) and look up again, going to the
+//!   origin themselves if there is still nothing to serve. Background
+//!   refreshes always take the same lock, so one runs per key.
 //! - Only GET responses are stored; a HEAD is answered from a stored GET,
 //!   and a HEAD miss goes to the origin as HEAD and is not stored (a HEAD
 //!   answer must never stand in for a GET).
@@ -18,18 +29,20 @@
 //!   at most `max_object_size`; others stream through unchanged (MISS).
 //! - `Vary`: the base key holds a small [`Entry::Variants`] marker with
 //!   the header names; each variant lives under `base \n id \n variant`.
-//! - Not yet: the lock, stale serving, revalidation (304), Lua decisions,
-//!   storing while streaming.
+//! - Not yet: Lua decisions, storing while streaming (waiters are served
+//!   once the leader's whole body is stored).
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::BytesMut;
-use http::header::{AGE, CONTENT_LENGTH, HeaderValue};
-use http::{HeaderMap, HeaderName, Method, Response};
+use http::header::{self, AGE, CONTENT_LENGTH, HeaderValue};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::entry::{Entry, Stored, new_variants_id, variant_key};
+use super::lock::{Acquired, Guard};
 use super::policy::{self, CacheControl, Freshness, Lifetime, Overrides};
 use super::zone::Zone;
 use crate::body::ResponseBody;
@@ -48,6 +61,12 @@ pub enum CacheStatus {
     Miss,
     /// Found stale; went to the origin.
     Expired,
+    /// A stale entry answered (being refreshed, or the origin failed).
+    Stale,
+    /// A stale entry answered while another request refreshes it.
+    Updating,
+    /// A stale entry answered after the origin confirmed it (304).
+    Revalidated,
     /// Not looked up nor stored.
     Bypass,
 }
@@ -59,9 +78,21 @@ impl CacheStatus {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",
             CacheStatus::Expired => "EXPIRED",
+            CacheStatus::Stale => "STALE",
+            CacheStatus::Updating => "UPDATING",
+            CacheStatus::Revalidated => "REVALIDATED",
             CacheStatus::Bypass => "BYPASS",
         }
     }
+}
+
+/// A stale entry found by [`lookup`].
+struct Found {
+    /// The key it is stored under (a variant's key under Vary).
+    key: String,
+    stored: Stored,
+    /// It may stand in for a failed origin (stale-if-error).
+    on_error: bool,
 }
 
 /// A request that goes to the origin, with what [`finish`] needs.
@@ -74,17 +105,59 @@ pub struct Pending {
     status: CacheStatus,
     /// The Vary marker found under the base key, if any.
     marker: Option<(u64, Vec<HeaderName>)>,
+    /// The stale entry this request refetches or revalidates.
+    stale: Option<Box<Found>>,
+    /// The stale entry's validators, for the upstream request.
+    conditional: HeaderMap,
+    /// Held while this request fetches the key: dropped (waking the
+    /// waiters) once [`finish`] stored the answer or gave up, or when the
+    /// request is cancelled.
+    _guard: Option<Guard>,
+}
+
+impl Pending {
+    /// Adds what the cache asks of the upstream request: the stale
+    /// entry's validators (If-None-Match / If-Modified-Since), if any.
+    pub fn prepare(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.conditional {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// A stale entry's background refresh: send `parts` (a bodiless GET)
+/// upstream, then hand the answer to [`finish`] with `pending`.
+pub struct Refresh {
+    /// The request head to send upstream.
+    pub parts: Parts,
+    /// What [`finish`] needs; holds the key's lock.
+    pub pending: Pending,
 }
 
 /// The outcome of [`lookup`].
 pub enum Lookup {
     /// A fresh entry answers.
     Hit(Response<ResponseBody>),
-    /// Go to the origin, then call [`finish`].
+    /// A stale entry answers now; send the refresh (if this request won
+    /// the lock) upstream in the background.
+    Stale(Response<ResponseBody>, Option<Box<Refresh>>),
+    /// Go to the origin (after [`Pending::prepare`]), then call [`finish`].
     Fetch(Pending),
 }
 
-/// Looks the request (`vars.parts`) up in `zone`.
+/// Request headers the client's own conditions or framing put there,
+/// which a cache's own upstream request must not carry.
+const CLIENT_CONDITIONS: &[HeaderName] = &[
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
+/// Looks the request (`vars.parts`) up in `zone`, waiting for the key's
+/// lock when another request is fetching it.
 pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>) -> Lookup {
     let head = vars.parts;
     let mut pending = Pending {
@@ -95,27 +168,153 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>) -> Lookup {
         request_time: SystemTime::now(),
         status: CacheStatus::Bypass,
         marker: None,
+        stale: None,
+        conditional: HeaderMap::new(),
+        _guard: None,
     };
     let request_cc = CacheControl::parse(&head.headers);
     if !zone.def.methods.contains(&head.method) || request_cc.no_store {
         return Lookup::Fetch(pending);
     }
-    pending.status = CacheStatus::Miss;
-    let mut found = zone.get(&pending.base).await;
+    let client_conditional = CLIENT_CONDITIONS
+        .iter()
+        .any(|n| head.headers.contains_key(n));
+    let mut waited = false;
+    loop {
+        let (key, found) = find(zone, &mut pending, &head.headers).await;
+        let now = SystemTime::now();
+        pending.request_time = now;
+        pending.status = CacheStatus::Miss;
+        pending.stale = None;
+        pending.conditional.clear();
+        if let Some(Entry::Response(stored)) = found.as_deref() {
+            match stored.lifetime.freshness(&request_cc, now) {
+                Freshness::Fresh => {
+                    return Lookup::Hit(serve(stored, &head.method, CacheStatus::Hit, now));
+                }
+                Freshness::StaleWhileRevalidate => {
+                    let refresh = zone
+                        .locks
+                        .try_lead(&key)
+                        .map(|guard| refresh(&pending, head, &key, stored, guard));
+                    let status = match refresh {
+                        Some(_) => CacheStatus::Stale,
+                        None => CacheStatus::Updating,
+                    };
+                    let resp = serve(stored, &head.method, status, now);
+                    return Lookup::Stale(resp, refresh);
+                }
+                Freshness::Stale { serve_on_error } => {
+                    pending.status = CacheStatus::Expired;
+                    if head.method == Method::GET && !client_conditional {
+                        pending.conditional = policy::conditional_headers(&stored.headers);
+                    }
+                    pending.stale = Some(Box::new(Found {
+                        key: key.clone(),
+                        stored: stored.clone(),
+                        on_error: serve_on_error,
+                    }));
+                }
+            }
+        }
+        if !zone.def.lock || waited {
+            return Lookup::Fetch(pending);
+        }
+        match zone.locks.acquire(&key) {
+            Acquired::Leader(guard) => {
+                pending._guard = Some(guard);
+                return Lookup::Fetch(pending);
+            }
+            Acquired::Wait(waiter) => {
+                waited = true;
+                if !waiter.wait(zone.def.lock_timeout).await {
+                    return Lookup::Fetch(pending);
+                }
+            }
+        }
+    }
+}
+
+/// The key a request's entry lives under, and the entry there; records
+/// the Vary marker in `pending`.
+async fn find(
+    zone: &Zone,
+    pending: &mut Pending,
+    headers: &HeaderMap,
+) -> (String, Option<Arc<Entry>>) {
+    let mut key = pending.base.clone();
+    let mut found = zone.get(&key).await;
+    pending.marker = None;
     if let Some(Entry::Variants { id, names }) = found.as_deref() {
-        let variant = policy::variant_key(names, &head.headers);
+        let variant = policy::variant_key(names, headers);
         pending.marker = Some((*id, names.clone()));
-        found = zone.get(&variant_key(&pending.base, *id, &variant)).await;
+        key = variant_key(&pending.base, *id, &variant);
+        found = zone.get(&key).await;
     }
-    let Some(Entry::Response(stored)) = found.as_deref() else {
-        return Lookup::Fetch(pending);
+    (key, found)
+}
+
+/// The background refresh of the stale entry `stored` under `key`: a GET
+/// carrying the request's headers (so its key and Vary'd headers are the
+/// same) minus the client's own conditions and framing, plus the entry's
+/// validators.
+fn refresh(
+    pending: &Pending,
+    head: &Parts,
+    key: &str,
+    stored: &Stored,
+    guard: Guard,
+) -> Box<Refresh> {
+    let mut headers = head.headers.clone();
+    for name in CLIENT_CONDITIONS {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::EXPECT,
+        header::UPGRADE,
+        header::CONNECTION,
+    ] {
+        headers.remove(name);
+    }
+    let conditional = policy::conditional_headers(&stored.headers);
+    let mut req = Request::new(());
+    *req.method_mut() = Method::GET;
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    *req.headers_mut() = headers.clone();
+    for (name, value) in &conditional {
+        req.headers_mut().insert(name.clone(), value.clone());
+    }
+    let (parts, ()) = req.into_parts();
+    let pending = Pending {
+        zone: pending.zone.clone(),
+        base: pending.base.clone(),
+        method: Method::GET,
+        req_headers: headers,
+        request_time: SystemTime::now(),
+        status: CacheStatus::Expired,
+        marker: pending.marker.clone(),
+        stale: Some(Box::new(Found {
+            key: key.to_owned(),
+            stored: stored.clone(),
+            on_error: false,
+        })),
+        conditional,
+        _guard: Some(guard),
     };
-    let now = SystemTime::now();
-    if stored.lifetime.freshness(&request_cc, now) != Freshness::Fresh {
-        pending.status = CacheStatus::Expired;
-        return Lookup::Fetch(pending);
-    }
-    let mut resp = Response::new(if head.method == Method::HEAD {
+    Box::new(Refresh { parts, pending })
+}
+
+/// A response from a stored entry, with its Age and `status`.
+fn serve(
+    stored: &Stored,
+    method: &Method,
+    status: CacheStatus,
+    now: SystemTime,
+) -> Response<ResponseBody> {
+    let mut resp = Response::new(if *method == Method::HEAD {
         ResponseBody::empty()
     } else {
         ResponseBody::full(stored.body.clone())
@@ -124,18 +323,38 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>) -> Lookup {
     *resp.headers_mut() = stored.headers.clone();
     let age = policy::age_header(stored.lifetime.age(now));
     resp.headers_mut().insert(AGE, age);
-    set_status(&mut resp, CacheStatus::Hit);
-    Lookup::Hit(resp)
+    set_status(&mut resp, status);
+    resp
 }
 
-/// Acts on the origin's response to a request [`lookup`] sent there:
-/// invalidates on an unsafe method's success, stores what may be stored,
-/// and says what was done in `X-Cache-Status`.
+/// Acts on the origin's answer (or failure) to a request [`lookup`] sent
+/// there: invalidates on an unsafe method's success, serves a stale entry
+/// in place of a failure within stale-if-error, updates a revalidated
+/// entry on a 304, stores what may be stored, and says what was done in
+/// `X-Cache-Status`.
 pub async fn finish(
     pending: Pending,
-    mut resp: Response<ResponseBody>,
+    resp: Result<Response<ResponseBody>, ProxyError>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let zone = &pending.zone;
+    let stand_in = || {
+        let found = pending.stale.as_ref().filter(|f| f.on_error)?;
+        let now = SystemTime::now();
+        Some(serve(
+            &found.stored,
+            &pending.method,
+            CacheStatus::Stale,
+            now,
+        ))
+    };
+    let mut resp = match resp {
+        Err(e) => return stand_in().ok_or(e),
+        Ok(r) if r.status().is_server_error() => match stand_in() {
+            Some(stale) => return Ok(stale),
+            None => r,
+        },
+        Ok(r) => r,
+    };
     if !pending.method.is_safe() {
         if policy::invalidates(&pending.method, resp.status()) {
             zone.invalidate(&pending.base);
@@ -144,6 +363,13 @@ pub async fn finish(
         return Ok(resp);
     }
     let status = pending.status;
+    if let (StatusCode::NOT_MODIFIED, Some(found), false) = (
+        resp.status(),
+        &pending.stale,
+        pending.conditional.is_empty(),
+    ) {
+        return Ok(revalidated(&pending, found, resp.headers()));
+    }
     if status == CacheStatus::Bypass || pending.method != Method::GET {
         set_status(&mut resp, status);
         return Ok(resp);
@@ -238,4 +464,27 @@ fn set_status(resp: &mut Response<ResponseBody>, status: CacheStatus) {
         http::header::HeaderName::from_static(STATUS_HEADER),
         HeaderValue::from_static(status.as_str()),
     );
+}
+
+/// The stale entry `found`, confirmed by the origin's 304 (headers
+/// `not_modified`): its headers updated, its lifetime recomputed, stored
+/// again and served as REVALIDATED.
+fn revalidated(
+    pending: &Pending,
+    found: &Found,
+    not_modified: &HeaderMap,
+) -> Response<ResponseBody> {
+    let now = SystemTime::now();
+    let mut stored = found.stored.clone();
+    policy::merge_304(&mut stored.headers, not_modified);
+    stored.lifetime = Lifetime::new(
+        &stored.headers,
+        pending.request_time,
+        now,
+        &pending.zone.settings,
+        &Overrides::default(),
+    );
+    let resp = serve(&stored, &pending.method, CacheStatus::Revalidated, now);
+    pending.zone.put(found.key.clone(), Entry::Response(stored));
+    resp
 }

@@ -24,6 +24,9 @@ pub struct Zone {
     pub key: VarTemplate,
     /// Defaults for the RFC 9111 rules.
     pub settings: Settings,
+    /// Keys being fetched from the origin (the cache lock), shared by
+    /// every worker thread.
+    pub locks: super::lock::Locks,
     l1: moka::sync::Cache<String, Arc<Entry>>,
     l2: Option<Arc<DiskStore>>,
 }
@@ -63,6 +66,7 @@ impl Zone {
             def,
             key,
             settings,
+            locks: Default::default(),
             l1,
             l2,
         })

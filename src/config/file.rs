@@ -60,9 +60,9 @@ pub struct RawCache {
     pub max_object_size: Option<Spanned<Size>>,
     /// Methods looked up and stored (default GET, HEAD).
     pub methods: Option<Spanned<Vec<Spanned<String>>>>,
-    /// One origin request per key (parsed; not acting yet).
+    /// One origin request per key at a time (see `cache::lock`).
     pub lock: Option<bool>,
-    /// How long others wait for the lock (parsed; not acting yet).
+    /// How long others wait for the lock before going to the origin.
     pub lock_timeout: Option<Spanned<Dur>>,
 }
 

@@ -343,17 +343,17 @@ pub struct CacheZone {
     pub key: String,
     /// Freshness of a storable response that states none.
     pub default_ttl: Duration,
-    /// Default stale-while-revalidate window (carried; not acting yet).
+    /// Default stale-while-revalidate window.
     pub stale_while_revalidate: Duration,
-    /// Default stale-if-error window (carried; not acting yet).
+    /// Default stale-if-error window.
     pub stale_if_error: Duration,
     /// Largest body stored, in bytes; larger responses pass through.
     pub max_object_size: u64,
     /// Methods looked up (GET and HEAD at most; only GET responses are stored).
     pub methods: Vec<http::Method>,
-    /// One origin request per key (validated; not acting yet).
+    /// One origin request per key at a time (see `cache::lock`).
     pub lock: bool,
-    /// How long a request waits for the lock (validated; not acting yet).
+    /// How long a request waits for the lock before going to the origin.
     pub lock_timeout: Duration,
     /// Where the `[cache.NAME]` table is.
     pub place: Place,

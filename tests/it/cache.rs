@@ -1,8 +1,11 @@
 //! The proxy cache's first step through real requests: MISS then HIT with
 //! one origin request, responses that must not be stored, max-age expiry,
 //! Vary variants, HEAD from a cached GET, invalidation by POST, the disk
-//! tier across a graceful restart (and a corrupted entry file), and an
-//! unknown `cache = "x"` refused with its place.
+//! tier across a graceful restart (and a corrupted entry file), an
+//! unknown `cache = "x"` refused with its place; the lock (40 concurrent
+//! cold misses, and a hot key expiring under load, each one origin
+//! request), stale-while-revalidate, stale-if-error (origin 500 and
+//! origin down) and revalidation with a 304.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -261,4 +264,205 @@ fn an_unknown_cache_zone_is_a_config_error_with_its_place() {
     let place = format!("{}:8:", dir.path().join("00-test.toml").display());
     assert!(run.stderr.starts_with(&place), "{}", run.stderr);
     assert!(run.stderr.contains("cache zone `x`"), "{}", run.stderr);
+}
+
+/// A zone with the lock on (or off), for the lock and stale tests.
+fn locked_conf(origin: std::net::SocketAddr, lock: bool) -> String {
+    let lock = if lock {
+        "lock = true\nlock_timeout = \"10s\"\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 2
+access_log = "off"
+
+[upstream.app]
+servers = [{{ addr = "{origin}" }}]
+
+[[route]]
+path = "/"
+upstream = "app"
+cache = "pages"
+
+[cache.pages]
+memory = "4MiB"
+{lock}"#
+    )
+}
+
+/// An origin that waits `delay` before each answer, with `cache-control`
+/// `cc` and a serial-numbered body; `connection: close` so that stopping
+/// it leaves no pooled connection behind.
+async fn slow_origin(delay: Duration, cc: &'static str) -> Origin {
+    let serial = Arc::new(AtomicUsize::new(0));
+    Origin::start(move |_req| {
+        let serial = serial.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            let n = serial.fetch_add(1, Ordering::SeqCst);
+            Response::builder()
+                .status(200)
+                .header("cache-control", cc)
+                .header("connection", "close")
+                .body(Full::new(Bytes::from(format!("body {n}"))))
+                .expect("reply")
+        }
+    })
+    .await
+}
+
+/// `n` concurrent GETs of `url`: (status, X-Cache-Status, body) each.
+async fn concurrent(url: &str, n: usize) -> Vec<(u16, String, String)> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move { get(&url, None).await }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lock_sends_forty_concurrent_cold_misses_to_the_origin_once() {
+    let origin = slow_origin(Duration::from_millis(300), "max-age=60").await;
+    let mg = Moongate::start(&locked_conf(origin.addr, true));
+    let answers = concurrent(&mg.url("/hot"), 40).await;
+    assert_eq!(origin.hits(), 1, "{answers:?}");
+    for (status, _, body) in &answers {
+        assert_eq!((*status, body.as_str()), (200, "body 0"));
+    }
+    let misses = answers.iter().filter(|a| a.1 == "MISS").count();
+    let hits = answers.iter().filter(|a| a.1 == "HIT").count();
+    assert_eq!((misses, hits), (1, 39), "{answers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hot_key_expiring_under_load_goes_to_the_origin_once() {
+    let origin = slow_origin(Duration::from_millis(300), "max-age=1").await;
+    let mg = Moongate::start(&locked_conf(origin.addr, true));
+    assert_eq!(get(&mg.url("/hot"), None).await.2, "body 0");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let answers = concurrent(&mg.url("/hot"), 40).await;
+    assert_eq!(origin.hits(), 2, "{answers:?}");
+    for (status, _, body) in &answers {
+        assert_eq!((*status, body.as_str()), (200, "body 1"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
+    let origin = slow_origin(
+        Duration::from_millis(500),
+        "max-age=1, stale-while-revalidate=30",
+    )
+    .await;
+    let mg = Moongate::start(&locked_conf(origin.addr, false));
+    assert_eq!(get(&mg.url("/s"), None).await.2, "body 0");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, cache, body) = get(&mg.url("/s"), None).await;
+    assert_eq!(
+        (status, cache.as_str(), body.as_str()),
+        (200, "STALE", "body 0")
+    );
+    // The old body: served without waiting for the refresh's answer.
+    let (_, again, old) = get(&mg.url("/s"), None).await;
+    assert!(
+        (again.as_str(), old.as_str()) == ("UPDATING", "body 0")
+            || (again.as_str(), old.as_str()) == ("HIT", "body 1"),
+        "{again} {old}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, cache, body) = get(&mg.url("/s"), None).await;
+        if cache == "HIT" {
+            assert_eq!(body, "body 1");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never refreshed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_serves_the_stale_entry_on_a_500_and_when_the_origin_is_down() {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fail = failing.clone();
+    let origin = Origin::start(move |_req| {
+        let fail = fail.load(Ordering::SeqCst);
+        async move {
+            Response::builder()
+                .status(if fail { 500 } else { 200 })
+                .header("cache-control", "max-age=1, stale-if-error=60")
+                .header("connection", "close")
+                .body(Full::new(Bytes::from(if fail { "broken" } else { "good" })))
+                .expect("reply")
+        }
+    })
+    .await;
+    let mg = Moongate::start(&locked_conf(origin.addr, true));
+    assert_eq!(get(&mg.url("/e"), None).await.2, "good");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    failing.store(true, Ordering::SeqCst);
+    let (status, cache, body) = get(&mg.url("/e"), None).await;
+    assert_eq!(
+        (status, cache.as_str(), body.as_str()),
+        (200, "STALE", "good")
+    );
+    assert_eq!(origin.hits(), 2);
+    origin.stop();
+    support::wait_refused(origin.addr, Duration::from_secs(5)).await;
+    let (status, cache, body) = get(&mg.url("/e"), None).await;
+    assert_eq!(
+        (status, cache.as_str(), body.as_str()),
+        (200, "STALE", "good")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_revalidates_the_entry_with_the_new_headers() {
+    let origin = Origin::start(move |req| {
+        let validated = req
+            .headers()
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"v1\"");
+        async move {
+            let reply = Response::builder()
+                .header("cache-control", "max-age=1")
+                .header("etag", "\"v1\"");
+            if validated {
+                reply
+                    .status(304)
+                    .header("x-version", "2")
+                    .body(Full::new(Bytes::new()))
+                    .expect("reply")
+            } else {
+                reply
+                    .status(200)
+                    .header("x-version", "1")
+                    .body(Full::new(Bytes::from("the body")))
+                    .expect("reply")
+            }
+        }
+    })
+    .await;
+    let mg = Moongate::start(&locked_conf(origin.addr, true));
+    assert_eq!(get(&mg.url("/r"), None).await.2, "the body");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let resp = client().get(mg.url("/r")).send().await.expect("revalidate");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-cache-status"], "REVALIDATED");
+    assert_eq!(resp.headers()["x-version"], "2");
+    assert_eq!(resp.text().await.expect("body"), "the body");
+    assert_eq!(origin.hits(), 2);
+    let resp = client().get(mg.url("/r")).send().await.expect("hit");
+    assert_eq!(resp.headers()["x-cache-status"], "HIT");
+    assert_eq!(resp.headers()["x-version"], "2");
+    assert_eq!(origin.hits(), 2);
 }
