@@ -96,6 +96,14 @@ class Scenario:
               (lua-access vs proxy: the cost of the Lua handler)
     redis     run.py starts a redis-server on a free loopback port for the scenario
               (@REDIS_URL@ in the templates) and stops it by PID afterwards
+    warm_headers  response headers both servers must send on every check request but the
+              first (which may be a cache MISS): X-Cache-Status: HIT.  With warm_headers the
+              check sends at least two requests to each server, also without --check
+    slow_origin  run.py starts nginx/origin-slow.conf (nginx + ngx_lua, ngx.sleep(@DELAY_S@)
+              then proxy to the fast origin) for the scenario, and @ORIGIN@ points at it
+
+    A var's value may contain @RUN_DIR@ (replaced by the scenario's run directory), e.g.
+    CACHE_DIR = "@RUN_DIR@/nginx-cache".
     """
     name: str
     summary: str
@@ -114,9 +122,13 @@ class Scenario:
     needs_hint: str = ""
     baseline: str | None = None
     redis: bool = False
+    warm_headers: dict[str, str] = field(default_factory=dict)
+    slow_origin: bool = False
 
 
 BENCH_TOKEN = "bench-token-alice"   # -> user "alice", in both servers' token tables
+# the two caches' directories, one per server, in the scenario's run directory
+CACHE_VARS = {"CACHE_DIR": "@RUN_DIR@/nginx-cache", "MG_CACHE_DIR": "@RUN_DIR@/moongate-cache"}
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
@@ -181,7 +193,56 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
         needs_hint=LUA_INSTALL_HINT,
         baseline="lua-access",
     ),
-    # Later: cache-hot, cache-1000 (see bench/README.md).
+    Scenario(
+        name="cache-hot",
+        summary="proxy cache, one URL: GET /api/item/1 (~1 KB JSON, the origin sends "
+                "Cache-Control: max-age=60); after warm-up every request is a HIT on both "
+                "(nginx proxy_cache + proxy_cache_lock; moongate [cache.bench] memory 256MiB + disk, "
+                "lock = true)",
+        nginx="cache.conf",
+        moongate="cache.toml",
+        path="/api/item/1",
+        vars=CACHE_VARS,
+        warm_headers={"X-Cache-Status": "HIT"},
+    ),
+    Scenario(
+        name="cache-1000",
+        summary="proxy cache, 1000 URLs: GET /api/item/1 ... /api/item/1000 round-robin "
+                "(bench/wrk/cache-1000.lua); all HITs after warm-up, on 1000 keys",
+        nginx="cache.conf",
+        moongate="cache.toml",
+        path="/api/item/1",
+        wrk_script="cache-1000.lua",
+        vars=CACHE_VARS,
+        warm_headers={"X-Cache-Status": "HIT"},
+    ),
+    Scenario(
+        name="proxy-slow",
+        summary="the plain proxy in front of a slow origin (every answer 20 ms late; "
+                "nginx/origin-slow.conf), GET /api/item/1 ... /1000: what cache-slow is compared with",
+        nginx="proxy.conf",
+        moongate="proxy.toml",
+        path="/api/item/1",
+        wrk_script="cache-1000.lua",
+        vars={"DELAY_S": "0.02"},
+        needs=LUA_FILES,
+        needs_hint=LUA_INSTALL_HINT,
+        slow_origin=True,
+    ),
+    Scenario(
+        name="cache-slow",
+        summary="cache-1000 in front of the slow origin (20 ms per answer): the cache's effect, "
+                "read next to proxy-slow",
+        nginx="cache.conf",
+        moongate="cache.toml",
+        path="/api/item/1",
+        wrk_script="cache-1000.lua",
+        vars={**CACHE_VARS, "DELAY_S": "0.02"},
+        warm_headers={"X-Cache-Status": "HIT"},
+        needs=LUA_FILES,
+        needs_hint=LUA_INSTALL_HINT,
+        slow_origin=True,
+    ),
 ]}
 SCENARIOS["lua-ratelimit-redis"] = replace(
     SCENARIOS["lua-ratelimit"],
@@ -779,7 +840,7 @@ def text_table(sc: Scenario, result: dict, args) -> str:
     rss = s["idle_rss_kb"]
     rows.append(["idle RSS MB (tree)", fmt(rss["nginx"], "mb"), fmt(rss["moongate"], "mb"),
                  f"{rss['ratio']:.2f}x" if rss["ratio"] else "-", ""])
-    for label, key in (("upstream conns opened", "origin_new_conns"),):
+    for label, key in (("upstream conns opened", "origin_new_conns"), ("origin requests", "origin_requests")):
         rows.append([label] + [str(sum(r.get(key) or 0 for r in runs[srv]["runs"])) for srv in SERVERS] + ["", ""])
     rows.append(["flagged runs", *(f"{s['flagged_runs'][srv]}/{len(runs[srv]['runs'])}" for srv in SERVERS), "", ""])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -1030,7 +1091,7 @@ class Run:
         between requests, not between servers)."""
         problems, bodies = [], {}
         for srv, server in servers.items():
-            for i in range(5 if thorough else 1):
+            for i in range(max(5 if thorough else 1, 2 if sc.warm_headers else 1)):
                 try:
                     status, body, hdrs = http_get(server.url(sc.path), sc.headers, timeout)
                 except OSError as e:
@@ -1045,6 +1106,10 @@ class Run:
                     if lower.get(k.lower()) != want:
                         problems.append(f"{srv}: GET {sc.path} -> {k}: {lower.get(k.lower())!r} "
                                         f"(want {want!r})")
+                for k, want in (sc.warm_headers.items() if i > 0 else ()):
+                    if lower.get(k.lower()) != want:
+                        problems.append(f"{srv}: GET {sc.path} (request {i + 1}) -> {k}: "
+                                        f"{lower.get(k.lower())!r} (want {want!r})")
                 if srv in bodies and bodies[srv] != body:
                     problems.append(f"{srv}: body changed between requests")
                 bodies[srv] = body
@@ -1076,7 +1141,8 @@ class Run:
         d.mkdir()
         os.chmod(d, 0o755)
         values = {"ORIGIN": f"{HOST}:{self.origin_port}", "WORKERS": self.args.moongate_workers_toml,
-                  "RUN_DIR": str(d), "BENCH_DIR": str(BENCH_DIR), **sc.vars}
+                  "RUN_DIR": str(d), "BENCH_DIR": str(BENCH_DIR),
+                  **{k: v.replace("@RUN_DIR@", str(d)) for k, v in sc.vars.items()}}
         if sc.tls:
             cert, key = self.tls_cert()
             values.update(CERT=str(cert), KEY=str(key))
@@ -1086,6 +1152,13 @@ class Run:
         if sc.redis:
             redis = self.start_redis(d / "redis")
             values["REDIS_URL"] = f"redis://{HOST}:{redis.port}"
+        if sc.slow_origin:
+            slow = self.start_with_port(self.nginx_server("slow-origin", "origin-slow.conf",
+                                                          d / "slow-origin", values, None))
+            self.services.append(slow)
+            values["ORIGIN"] = f"{HOST}:{slow.port}"
+            log(f"   slow origin: nginx pid {slow.pid} on {HOST}:{slow.port} "
+                f"(+{values['DELAY_S']} s per request, then the origin)")
         return d, values
 
     def start_redis(self, d: Path) -> Server:
@@ -1103,7 +1176,7 @@ class Run:
         return server
 
     def stop_services(self) -> None:
-        """Stops what prepare() started for a scenario (redis)."""
+        """Stops what prepare() started for a scenario (redis, the slow origin)."""
         while self.services:
             self.services.pop().stop()
 
@@ -1156,7 +1229,9 @@ class Run:
 
             for rnd in range(1, args.rounds + 1):
                 for srv in SERVERS:
-                    helpers = tuple(self.services) if srv == "moongate" else ()
+                    # redis serves only moongate; the slow origin serves both, so it is nobody's
+                    helpers = (tuple(h for h in self.services if h.label == "redis")
+                               if srv == "moongate" else ())
                     r = measure(args, sc, servers[srv], self.origin_port, self.origin.pid,
                                 args.duration, helpers)
                     r["round"] = rnd
@@ -1354,7 +1429,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(sc.redis for sc in args.scenario_list) and which("redis-server") is None:
         warn(f"missing tool: redis-server. Install it with:\n    {REDIS_HINT}")
         return 2
-    for sc in args.scenario_list if not args.instructions else ():   # needs: the nginx side only
+    for sc in args.scenario_list:   # needs: the nginx side, and the slow origin (in both modes)
+        if args.instructions and not sc.slow_origin:
+            continue
         absent = [f for f in sc.needs if not os.path.exists(f)]
         if absent:
             warn(f"scenario {sc.name} needs {', '.join(absent)}. Install with:\n    {sc.needs_hint}")
