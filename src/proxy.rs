@@ -234,6 +234,7 @@ async fn serve(
             conn.scheme,
             conn.local.port(),
         ));
+        ctx.cache_zone.set(entry.cache.is_some());
         let mut flow = lua::respond::access_phases(&vm, &entry.lua, &ctx).await;
         if matches!(flow, Flow::Continue) {
             let pending = limits.start(&ctx.head.borrow());
@@ -264,6 +265,7 @@ async fn serve(
     };
 
     // 7. Target.
+    let mut to_store = None;
     let mut resp = match (lua_response, to_upstream, &entry.target) {
         (Some(resp), _, _) => resp,
         (None, Some((name, upstream)), _) => {
@@ -274,10 +276,16 @@ async fn serve(
                 real_ip,
                 original_uri: &original_uri,
             };
-            let resp = match &entry.cache {
-                None => proxy_upstream(parts, body, to, conn, served).await?,
-                Some(zone) => cached_upstream(zone, parts, body, to, conn, served).await?,
+            let (resp, store) = match &entry.cache {
+                None => (proxy_upstream(parts, body, to, conn, served).await?, None),
+                Some(zone) => {
+                    let decisions = lua.as_ref().map(|(_, ctx)| ctx.cache.borrow().clone());
+                    let filtered = lua.is_some() && !entry.lua.header_filter.is_empty();
+                    let cache = (decisions.unwrap_or_default(), filtered);
+                    cached_upstream(zone, parts, body, to, conn, served, cache).await?
+                }
             };
+            to_store = store;
             let later = lua.as_ref().filter(|_| entry.lua.runs_after_response());
             if let (Some((_, ctx)), Some(addr), Some(elapsed)) =
                 (later, &served.upstream_addr, served.upstream_time)
@@ -314,6 +322,11 @@ async fn serve(
         lua::respond::header_filter(vm, &entry.lua.header_filter, ctx, &mut resp)
             .await
             .map_err(|m| ProxyError::Lua(format!("{}: {m}", entry.name)))?;
+    }
+    // The cache stores with header_filter's `mg.cache.*` decisions.
+    if let Some(store) = to_store {
+        let later = lua.as_ref().map(|(_, ctx)| ctx.cache_late.get());
+        store.commit(&later.unwrap_or_default());
     }
     served.lua_log = lua
         .filter(|_| !entry.lua.log.is_empty())
@@ -493,7 +506,9 @@ async fn proxy_upstream(
 
 /// [`proxy_upstream`] behind the route's cache zone: a fresh hit answers
 /// without the upstream; otherwise the upstream's answer goes through the
-/// cache step (stored, invalidating, or passed through).
+/// cache step (invalidating, or passed through, and what may be stored
+/// handed back to commit after header_filter). `cache`: Lua's decisions
+/// and whether header_filter handlers run.
 async fn cached_upstream(
     zone: &Arc<crate::cache::Zone>,
     parts: Parts,
@@ -501,7 +516,8 @@ async fn cached_upstream(
     to: UpstreamTarget<'_>,
     conn: &ConnCtx,
     served: &mut Served,
-) -> Result<Response<ResponseBody>, ProxyError> {
+    cache: (crate::cache::step::CacheDecisions, bool),
+) -> Result<(Response<ResponseBody>, Option<crate::cache::step::Store>), ProxyError> {
     let vars = RequestVars {
         parts: &parts,
         request_uri: to.original_uri.path_and_query().map_or("/", |p| p.as_str()),
@@ -510,19 +526,20 @@ async fn cached_upstream(
         scheme: conn.scheme,
         server_port: conn.local.port(),
     };
-    match crate::cache::step::lookup(zone, &vars).await {
-        crate::cache::Lookup::Hit(resp) => Ok(resp),
+    let (decisions, filtered) = cache;
+    match crate::cache::step::lookup(zone, &vars, &decisions).await {
+        crate::cache::Lookup::Hit(resp) => Ok((resp, None)),
         crate::cache::Lookup::Stale(resp, refresh) => {
             if let Some(refresh) = refresh {
                 spawn_refresh(refresh, &to, conn);
             }
-            Ok(resp)
+            Ok((resp, None))
         }
         crate::cache::Lookup::Fetch(pending) => {
             let mut parts = parts;
             pending.prepare(&mut parts.headers);
             let resp = proxy_upstream(parts, body, to, conn, served).await;
-            crate::cache::step::finish(pending, resp).await
+            crate::cache::step::finish(pending, resp, filtered).await
         }
     }
 }
@@ -555,8 +572,10 @@ fn spawn_refresh(
         let mut served = Served::default();
         let resp =
             proxy_upstream(refresh.parts, RequestBody::empty(), to, &conn, &mut served).await;
-        if let Err(e) = crate::cache::step::finish(refresh.pending, resp).await {
-            tracing::warn!(upstream = %name, "cache refresh failed: {e}");
+        match crate::cache::step::finish(refresh.pending, resp, false).await {
+            Ok((_, Some(store))) => store.commit(&Default::default()),
+            Ok((_, None)) => {}
+            Err(e) => tracing::warn!(upstream = %name, "cache refresh failed: {e}"),
         }
     });
 }

@@ -29,11 +29,18 @@
 //!   at most `max_object_size`; others stream through unchanged (MISS).
 //! - `Vary`: the base key holds a small [`Entry::Variants`] marker with
 //!   the header names; each variant lives under `base \n id \n variant`.
-//! - Not yet: Lua decisions, storing while streaming (waiters are served
-//!   once the leader's whole body is stored).
+//! - Lua decisions ([`CacheDecisions`], `mg.cache.*`): `key` replaces the
+//!   rendered key; `bypass` skips the lookup (BYPASS, no lock) but still
+//!   stores; `no_store` and `ttl` become [`Overrides`]. Those made in
+//!   header_filter count too: [`finish`] hands back a [`Store`] that the
+//!   caller commits after header_filter ran, with its decisions. The
+//!   stored headers are the upstream's, before header_filter changed them.
+//!   A background refresh uses the rewrite/access decisions only.
+//! - Not yet: storing while streaming (waiters are served once the
+//!   leader's whole body is stored).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use http::header::{self, AGE, CONTENT_LENGTH, HeaderValue};
@@ -86,6 +93,17 @@ impl CacheStatus {
     }
 }
 
+/// What a request's Lua handlers decided about caching (`mg.cache.*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheDecisions {
+    /// `mg.cache.key(k)`: the key instead of the zone's rendered one.
+    pub key: Option<String>,
+    /// `mg.cache.bypass()`: don't look up, still store.
+    pub bypass: bool,
+    /// `mg.cache.no_store()` and `mg.cache.ttl(sec)`.
+    pub overrides: Overrides,
+}
+
 /// A stale entry found by [`lookup`].
 struct Found {
     /// The key it is stored under (a variant's key under Vary).
@@ -103,6 +121,10 @@ pub struct Pending {
     req_headers: HeaderMap,
     request_time: SystemTime,
     status: CacheStatus,
+    /// Lua's bypass: stored although not looked up.
+    store_bypassed: bool,
+    /// Lua's rewrite/access decisions.
+    overrides: Overrides,
     /// The Vary marker found under the base key, if any.
     marker: Option<(u64, Vec<HeaderName>)>,
     /// The stale entry this request refetches or revalidates.
@@ -158,15 +180,18 @@ const CLIENT_CONDITIONS: &[HeaderName] = &[
 
 /// Looks the request (`vars.parts`) up in `zone`, waiting for the key's
 /// lock when another request is fetching it.
-pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>) -> Lookup {
+/// `lua` holds the request's `mg.cache.*` decisions.
+pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisions) -> Lookup {
     let head = vars.parts;
     let mut pending = Pending {
         zone: zone.clone(),
-        base: zone.key.render(vars),
+        base: lua.key.clone().unwrap_or_else(|| zone.key.render(vars)),
         method: head.method.clone(),
         req_headers: head.headers.clone(),
         request_time: SystemTime::now(),
         status: CacheStatus::Bypass,
+        store_bypassed: false,
+        overrides: lua.overrides,
         marker: None,
         stale: None,
         conditional: HeaderMap::new(),
@@ -174,6 +199,10 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>) -> Lookup {
     };
     let request_cc = CacheControl::parse(&head.headers);
     if !zone.def.methods.contains(&head.method) || request_cc.no_store {
+        return Lookup::Fetch(pending);
+    }
+    if lua.bypass {
+        pending.store_bypassed = true;
         return Lookup::Fetch(pending);
     }
     let client_conditional = CLIENT_CONDITIONS
@@ -295,6 +324,8 @@ fn refresh(
         req_headers: headers,
         request_time: SystemTime::now(),
         status: CacheStatus::Expired,
+        store_bypassed: false,
+        overrides: pending.overrides,
         marker: pending.marker.clone(),
         stale: Some(Box::new(Found {
             key: key.to_owned(),
@@ -330,12 +361,16 @@ fn serve(
 /// Acts on the origin's answer (or failure) to a request [`lookup`] sent
 /// there: invalidates on an unsafe method's success, serves a stale entry
 /// in place of a failure within stale-if-error, updates a revalidated
-/// entry on a 304, stores what may be stored, and says what was done in
-/// `X-Cache-Status`.
+/// entry on a 304, reads what may be stored whole, and says what was done
+/// in `X-Cache-Status`. What may be stored comes back as a [`Store`]:
+/// commit it (after header_filter, with its decisions) to store it.
+/// `filtered`: header_filter handlers may still call `mg.cache.ttl`, so a
+/// response only their ttl would make storable is read whole too.
 pub async fn finish(
     pending: Pending,
     resp: Result<Response<ResponseBody>, ProxyError>,
-) -> Result<Response<ResponseBody>, ProxyError> {
+    filtered: bool,
+) -> Result<(Response<ResponseBody>, Option<Store>), ProxyError> {
     let zone = &pending.zone;
     let stand_in = || {
         let found = pending.stale.as_ref().filter(|f| f.on_error)?;
@@ -348,9 +383,9 @@ pub async fn finish(
         ))
     };
     let mut resp = match resp {
-        Err(e) => return stand_in().ok_or(e),
+        Err(e) => return stand_in().map(|r| (r, None)).ok_or(e),
         Ok(r) if r.status().is_server_error() => match stand_in() {
-            Some(stale) => return Ok(stale),
+            Some(stale) => return Ok((stale, None)),
             None => r,
         },
         Ok(r) => r,
@@ -360,7 +395,7 @@ pub async fn finish(
             zone.invalidate(&pending.base);
         }
         set_status(&mut resp, CacheStatus::Bypass);
-        return Ok(resp);
+        return Ok((resp, None));
     }
     let status = pending.status;
     if let (StatusCode::NOT_MODIFIED, Some(found), false) = (
@@ -368,11 +403,17 @@ pub async fn finish(
         &pending.stale,
         pending.conditional.is_empty(),
     ) {
-        return Ok(revalidated(&pending, found, resp.headers()));
+        return Ok((revalidated(&pending, found, resp.headers()), None));
     }
-    if status == CacheStatus::Bypass || pending.method != Method::GET {
+    let skipped = status == CacheStatus::Bypass && !pending.store_bypassed;
+    if skipped || pending.method != Method::GET {
         set_status(&mut resp, status);
-        return Ok(resp);
+        return Ok((resp, None));
+    }
+    // A header_filter ttl may still make the response storable.
+    let mut maybe = pending.overrides;
+    if filtered && maybe.ttl.is_none() {
+        maybe.ttl = Some(Duration::ZERO);
     }
     let allowed = policy::storable(
         &pending.method,
@@ -380,7 +421,7 @@ pub async fn finish(
         resp.status(),
         resp.headers(),
         &zone.settings,
-        &Overrides::default(),
+        &maybe,
     );
     let length = resp
         .headers()
@@ -390,7 +431,7 @@ pub async fn finish(
     let fits = length.filter(|n| *n <= zone.def.max_object_size);
     let (Ok(()), Some(length)) = (allowed, fits) else {
         set_status(&mut resp, status);
-        return Ok(resp);
+        return Ok((resp, None));
     };
     let response_time = SystemTime::now();
     let (mut parts, body) = resp.into_parts();
@@ -398,44 +439,95 @@ pub async fn finish(
 
     let mut headers = parts.headers.clone();
     policy::strip_unstorable(&mut headers);
-    let lifetime = Lifetime::new(
-        &headers,
-        pending.request_time,
-        response_time,
-        &zone.settings,
-        &Overrides::default(),
-    );
-    let names = policy::vary_names(&headers).unwrap_or_default();
-    let key = if names.is_empty() {
-        pending.base.clone()
-    } else {
-        let id = match pending.marker {
-            Some((id, known)) if known == names => id,
-            _ => {
-                let id = new_variants_id(response_time);
-                let marker = Entry::Variants {
-                    id,
-                    names: names.clone(),
-                };
-                zone.put(pending.base.clone(), marker);
-                id
-            }
-        };
-        let variant = policy::variant_key(&names, &pending.req_headers);
-        variant_key(&pending.base, id, &variant)
-    };
-    let stored = Stored {
-        status: parts.status,
-        headers,
-        body: body.clone(),
-        lifetime,
-    };
-    zone.put(key, Entry::Response(stored));
     parts.headers.insert(
         http::header::HeaderName::from_static(STATUS_HEADER),
         HeaderValue::from_static(status.as_str()),
     );
-    Ok(Response::from_parts(parts, ResponseBody::full(body)))
+    let store = Store {
+        status: parts.status,
+        headers,
+        body: body.clone(),
+        response_time,
+        pending,
+    };
+    Ok((
+        Response::from_parts(parts, ResponseBody::full(body)),
+        Some(store),
+    ))
+}
+
+/// A response [`finish`] read whole and may store; holds the key's lock
+/// until committed or dropped.
+pub struct Store {
+    status: StatusCode,
+    /// The upstream's headers, minus what is never stored.
+    headers: HeaderMap,
+    body: bytes::Bytes,
+    response_time: SystemTime,
+    pending: Pending,
+}
+
+impl Store {
+    /// Stores the response unless the rules, with Lua's rewrite/access
+    /// decisions and `later` ones (header_filter) on top, refuse.
+    pub fn commit(self, later: &Overrides) {
+        let Store {
+            status,
+            headers,
+            body,
+            response_time,
+            pending,
+        } = self;
+        let zone = &pending.zone;
+        let overrides = Overrides {
+            ttl: later.ttl.or(pending.overrides.ttl),
+            no_store: pending.overrides.no_store || later.no_store,
+        };
+        let allowed = policy::storable(
+            &pending.method,
+            &pending.req_headers,
+            status,
+            &headers,
+            &zone.settings,
+            &overrides,
+        );
+        if allowed.is_err() {
+            return;
+        }
+        let lifetime = Lifetime::new(
+            &headers,
+            pending.request_time,
+            response_time,
+            &zone.settings,
+            &overrides,
+        );
+        let names = policy::vary_names(&headers).unwrap_or_default();
+        let key = if names.is_empty() {
+            pending.base.clone()
+        } else {
+            let id = match &pending.marker {
+                Some((id, known)) if *known == names => *id,
+                _ => {
+                    let id = new_variants_id(response_time);
+                    let marker = Entry::Variants {
+                        id,
+                        names: names.clone(),
+                    };
+                    zone.put(pending.base.clone(), marker);
+                    id
+                }
+            };
+            let variant = policy::variant_key(&names, &pending.req_headers);
+            variant_key(&pending.base, id, &variant)
+        };
+        let stored = Stored {
+            status,
+            headers,
+            body,
+            lifetime,
+        };
+        zone.put(key, Entry::Response(stored));
+    }
 }
 
 /// Reads a body of `length` bytes, refusing more than `max`.
@@ -482,7 +574,7 @@ fn revalidated(
         pending.request_time,
         now,
         &pending.zone.settings,
-        &Overrides::default(),
+        &pending.overrides,
     );
     let resp = serve(&stored, &pending.method, CacheStatus::Revalidated, now);
     pending.zone.put(found.key.clone(), Entry::Response(stored));

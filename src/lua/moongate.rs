@@ -3,7 +3,8 @@
 //! `mg.http.request{...}` is an HTTP/1.1 call that yields the coroutine
 //! while it waits (it reuses the upstream client).
 //! `mg.limit.take(zone, key, cost)` takes tokens from a `[limit.NAME]`
-//! zone's bucket (yielding while Redis answers for `scope = "redis"`). `mg.cache` is filled in by the cache feature.
+//! zone's bucket (yielding while Redis answers for `scope = "redis"`).
+//! `mg.cache.key/bypass/no_store/ttl` record the request's cache decisions.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -97,9 +98,112 @@ fn module(
         })?,
     )?;
     mg.set("ip", ip)?;
-    // Extension point for the cache feature.
-    mg.set("cache", lua.create_table()?)?;
+    mg.set("cache", cache_table(lua)?)?;
     Ok(mg)
+}
+
+/// `mg.cache`: the request's cache decisions, read by the cache step.
+/// `key(k)` (a string) and `bypass()` from rewrite/access; `no_store()`
+/// and `ttl(sec)` (a number ≥ 0) from rewrite/access and header_filter.
+/// Each returns `true`; wrong argument types raise an error, while a call
+/// outside a request, from another phase, or on a route without a cache
+/// zone returns `nil, err` and changes nothing (as ngx_lua's context
+/// errors are harmless to check).
+fn cache_table(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set(
+        "key",
+        lua.create_function(|lua, k: Value| {
+            let Value::String(k) = k else {
+                return Err(mlua::Error::runtime(format!(
+                    "mg.cache.key: string expected, got {}",
+                    k.type_name()
+                )));
+            };
+            let k = k.to_str()?.to_string();
+            cache_call(lua, "key", false, |ctx| {
+                ctx.cache.borrow_mut().key = Some(k);
+            })
+        })?,
+    )?;
+    t.set(
+        "bypass",
+        lua.create_function(|lua, ()| {
+            cache_call(lua, "bypass", false, |ctx| {
+                ctx.cache.borrow_mut().bypass = true
+            })
+        })?,
+    )?;
+    t.set(
+        "no_store",
+        lua.create_function(|lua, ()| {
+            cache_call(lua, "no_store", true, |ctx| {
+                if ctx.phase.get() == super::Phase::HeaderFilter {
+                    let mut late = ctx.cache_late.get();
+                    late.no_store = true;
+                    ctx.cache_late.set(late);
+                } else {
+                    ctx.cache.borrow_mut().overrides.no_store = true;
+                }
+            })
+        })?,
+    )?;
+    t.set(
+        "ttl",
+        lua.create_function(|lua, sec: Value| {
+            let secs = match sec {
+                Value::Integer(i) => i as f64,
+                Value::Number(n) => n,
+                other => {
+                    return Err(mlua::Error::runtime(format!(
+                        "mg.cache.ttl: number expected, got {}",
+                        other.type_name()
+                    )));
+                }
+            };
+            let ttl = Duration::try_from_secs_f64(secs).map_err(|_| {
+                mlua::Error::runtime(format!("mg.cache.ttl: seconds must be ≥ 0, got {secs}"))
+            })?;
+            cache_call(lua, "ttl", true, |ctx| {
+                if ctx.phase.get() == super::Phase::HeaderFilter {
+                    let mut late = ctx.cache_late.get();
+                    late.ttl = Some(ttl);
+                    ctx.cache_late.set(late);
+                } else {
+                    ctx.cache.borrow_mut().overrides.ttl = Some(ttl);
+                }
+            })
+        })?,
+    )?;
+    Ok(t)
+}
+
+/// Applies `set` to the running request's state when `mg.cache.NAME`
+/// may act here: `true`, else `nil, err`.
+fn cache_call(
+    lua: &Lua,
+    name: &str,
+    in_header_filter: bool,
+    set: impl FnOnce(&super::request::ReqCtx),
+) -> mlua::Result<MultiValue> {
+    use super::Phase;
+    let Some(ctx) = budget::current() else {
+        return failure(lua, format!("mg.cache.{name} needs a request"));
+    };
+    if !ctx.cache_zone.get() {
+        return failure(lua, "no cache zone on this route".to_string());
+    }
+    let allowed = match ctx.phase.get() {
+        Phase::Rewrite | Phase::Access => true,
+        Phase::HeaderFilter => in_header_filter,
+        _ => false,
+    };
+    if !allowed {
+        let phase = ctx.phase.get().name();
+        return failure(lua, format!("mg.cache.{name} cannot be called in {phase}"));
+    }
+    set(&ctx);
+    Ok(MultiValue::from_vec(vec![Value::Boolean(true)]))
 }
 
 /// `mg.ip.matcher{...}`: a set of networks; `:contains(addr)` tells

@@ -15,6 +15,8 @@ use http::request::Parts;
 
 use super::Phase;
 use crate::body::RequestBody;
+use crate::cache::policy::Overrides;
+use crate::cache::step::CacheDecisions;
 
 /// The state of one request as its Lua handlers see it.
 pub struct ReqCtx {
@@ -55,6 +57,12 @@ pub struct ReqCtx {
     pub body: RefCell<RequestBody>,
     /// The body once read (or set) by a handler.
     pub body_data: RefCell<Option<Bytes>>,
+    /// The route has a cache zone (`mg.cache.*` act only then).
+    pub cache_zone: Cell<bool>,
+    /// `mg.cache.*` decisions from rewrite/access.
+    pub cache: RefCell<CacheDecisions>,
+    /// `mg.cache.ttl` / `no_store` from header_filter.
+    pub cache_late: Cell<Overrides>,
 }
 
 impl ReqCtx {
@@ -94,6 +102,9 @@ impl ReqCtx {
             upstream: RefCell::new(None),
             body: RefCell::new(body),
             body_data: RefCell::new(None),
+            cache_zone: Cell::new(false),
+            cache: RefCell::new(CacheDecisions::default()),
+            cache_late: Cell::new(Overrides::default()),
         }
     }
 

@@ -20,4 +20,5 @@ mod lua;
 mod ratelimit;
 mod ratelimit_redis;
 mod cache;
+mod cache_lua;
 mod cache_purge;
