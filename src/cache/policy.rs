@@ -28,13 +28,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{
-    AUTHORIZATION, CACHE_CONTROL, DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    LAST_MODIFIED, SET_COOKIE, VARY,
-};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-
-use crate::forward;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, DATE, EXPIRES, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 /// The largest delta-seconds we represent; larger values (and overflows)
 /// become this, as RFC 9111 §1.2.2 asks.
@@ -542,131 +537,6 @@ impl Lifetime {
     }
 }
 
-/// The request header names a response varies on, lowercased, sorted and
-/// deduplicated across all `Vary` lines; `None` for `Vary: *`. Names that
-/// are not valid header names are dropped: no request can carry them.
-pub fn vary_names(resp_headers: &HeaderMap) -> Option<Vec<HeaderName>> {
-    let mut names = Vec::new();
-    for line in resp_headers.get_all(VARY) {
-        for item in line.as_bytes().split(|b| *b == b',') {
-            let item = item.trim_ascii();
-            if item == b"*" {
-                return None;
-            }
-            if let Ok(name) = HeaderName::from_bytes(item) {
-                names.push(name);
-            }
-        }
-    }
-    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    names.dedup();
-    Some(names)
-}
-
-/// A string that is equal for two requests exactly when they select the
-/// same variant. One `name:value` line per name, sorted; an absent header
-/// is `name` alone (absent and empty differ). Values of all lines are
-/// joined with `,`, whitespace around elements trimmed; bytes outside
-/// printable ASCII and `%` are `%XX`-escaped so the key is unambiguous.
-pub fn variant_key(vary_names: &[HeaderName], req_headers: &HeaderMap) -> String {
-    let mut names: Vec<&HeaderName> = vary_names.iter().collect();
-    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    names.dedup();
-    let mut key = String::new();
-    for name in names {
-        key.push_str(name.as_str());
-        let mut values = req_headers.get_all(name).iter().peekable();
-        if values.peek().is_some() {
-            key.push(':');
-            let elements = values.flat_map(|v| v.as_bytes().split(|b| *b == b','));
-            let elements = elements.map(<[u8]>::trim_ascii).filter(|e| !e.is_empty());
-            for (i, element) in elements.enumerate() {
-                if i > 0 {
-                    key.push(',');
-                }
-                escape_into(&mut key, element);
-            }
-        }
-        key.push('\n');
-    }
-    key
-}
-
-fn escape_into(out: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        if (b.is_ascii_graphic() || b == b' ') && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-}
-
-/// Headers for revalidating an entry: If-None-Match from its ETag,
-/// If-Modified-Since from its Last-Modified (both when both exist; the
-/// origin gives the ETag precedence). Empty when it has no validator.
-pub fn conditional_headers(entry_headers: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    if let Some(etag) = entry_headers.get(ETAG) {
-        out.insert(IF_NONE_MATCH, etag.clone());
-    }
-    if let Some(modified) = entry_headers.get(LAST_MODIFIED) {
-        out.insert(IF_MODIFIED_SINCE, modified.clone());
-    }
-    out
-}
-
-/// Besides the hop-by-hop headers ([`forward::HOP_BY_HOP`]), what a shared
-/// cache never stores nor takes from a 304: proxy authentication (RFC 9111
-/// §3.1).
-const PROXY_AUTH: &[&str] = &[
-    "proxy-authenticate",
-    "proxy-authentication-info",
-    "proxy-authorization",
-];
-
-/// True for a header a shared cache never stores nor takes from a 304.
-fn unstorable(name: &str) -> bool {
-    forward::HOP_BY_HOP.contains(&name) || PROXY_AUTH.contains(&name)
-}
-
-/// Headers describing the stored bytes rather than the resource: a 304
-/// must not change them (RFC 9111 §3.2 lets a cache keep them for the
-/// stored response's integrity).
-const BODY_FRAMING: &[&str] = &["content-length", "content-encoding", "content-range"];
-
-/// Updates an entry's headers from a 304 (RFC 9111 §4.3.4, §3.2): every
-/// header the 304 carries replaces all stored values of that name, except
-/// hop-by-hop ones (including those its `Connection` lists) and
-/// Content-Length / Content-Encoding / Content-Range, which describe the
-/// stored body. Recompute the [`Lifetime`] afterwards; the caller sets
-/// its own `Age` when serving.
-pub fn merge_304(entry_headers: &mut HeaderMap, not_modified_headers: &HeaderMap) {
-    let listed = forward::connection_listed(not_modified_headers);
-    for name in not_modified_headers.keys() {
-        let kept = unstorable(name.as_str()) || BODY_FRAMING.contains(&name.as_str());
-        if kept || listed.contains(name) {
-            continue;
-        }
-        entry_headers.remove(name);
-        for value in not_modified_headers.get_all(name) {
-            entry_headers.append(name.clone(), value.clone());
-        }
-    }
-}
-
-/// Removes what a shared cache must not store from a response's headers
-/// (RFC 9111 §3.1): hop-by-hop headers, those `Connection` lists, proxy
-/// authentication. Content-Length and the content headers stay.
-pub fn strip_unstorable(headers: &mut HeaderMap) {
-    for name in forward::connection_listed(headers) {
-        headers.remove(name);
-    }
-    for name in forward::HOP_BY_HOP.iter().chain(PROXY_AUTH) {
-        headers.remove(*name);
-    }
-}
-
 /// The `Age` header for an entry of this age: whole seconds, rounded
 /// down, at most 2^31.
 pub fn age_header(age: Duration) -> HeaderValue {
@@ -681,6 +551,12 @@ pub fn invalidates(method: &Method, status: StatusCode) -> bool {
     let unsafe_method = !method.is_safe() && method != Method::CONNECT;
     unsafe_method && (status.is_success() || status.is_redirection())
 }
+
+mod revalidate;
+mod vary;
+
+pub use revalidate::{conditional_headers, merge_304, strip_unstorable};
+pub use vary::{variant_key, vary_names};
 
 #[cfg(test)]
 mod tests;

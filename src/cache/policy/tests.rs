@@ -2,6 +2,8 @@
 //! clock is read and nothing sleeps.
 
 use super::*;
+use http::HeaderName;
+use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use std::time::UNIX_EPOCH;
 
 fn secs(n: u64) -> Duration {
