@@ -7,7 +7,7 @@
 //! key's "theoretical arrival time", compares it with Redis's own clock
 //! (`redis.call('TIME')`, so node clocks never matter), and either stores
 //! the new one or refuses. It answers with what a local
-//! [`Buckets`](crate::limit::Buckets) take answers (allowed or not,
+//! [`crate::limit::Buckets`] take answers (allowed or not,
 //! remaining, retry-after, reset), so the same [`Decision`] and headers
 //! come out. A key is `mg:{ZONE:KEY}`: one key per script, hash-tagged
 //! (the slot is that of `ZONE:KEY`), so on a Redis Cluster the script runs
@@ -27,7 +27,7 @@
 //! cross-thread wake-up per take) and die with that runtime, and a stalled
 //! thread cannot stall another's Redis calls. The cost is one connection
 //! per worker thread per Redis node, as nginx workers have. Both kinds sit
-//! behind one [`Connection`] enum, so the take has one code path. When a
+//! behind one `Connection` enum, so the take has one code path. When a
 //! connection breaks, it reconnects in the background (a cluster
 //! connection also refreshes its slot map when a slot moves); meanwhile
 //! takes fail or time out and the caller falls back.
