@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Response;
 
-use crate::support::{self, Moongate, Origin, client};
+use crate::support::{self, Moongate, Origin, app_conf, client};
 
 /// An origin whose answers depend on the path, each body carrying a
 /// serial number so two origin answers never look alike:
@@ -54,30 +54,20 @@ async fn origin() -> Origin {
     .await
 }
 
-fn conf(origin: std::net::SocketAddr, disk: Option<&std::path::Path>) -> String {
-    let disk = disk.map_or(String::new(), |d| {
-        format!(
-            "disk = {{ path = \"{}\", size = \"16MiB\" }}\n",
-            d.display()
-        )
-    });
+/// One cached route `/` in front of `origin` (zone `pages`, 4 MiB in
+/// memory), the zone taking `zone_extra` too.
+fn conf(origin: std::net::SocketAddr, zone_extra: &str) -> String {
     format!(
-        r#"[server]
-listen = ["127.0.0.1:0"]
-workers = 2
-access_log = "off"
+        "{}\n[[route]]\npath = \"/\"\nupstream = \"app\"\ncache = \"pages\"\n\n[cache.pages]\nmemory = \"4MiB\"\n{zone_extra}",
+        app_conf(origin, 2)
+    )
+}
 
-[upstream.app]
-servers = [{{ addr = "{origin}" }}]
-
-[[route]]
-path = "/"
-upstream = "app"
-cache = "pages"
-
-[cache.pages]
-memory = "4MiB"
-{disk}"#
+/// The zone's L2 tier in `dir`.
+fn disk_tier(dir: &std::path::Path) -> String {
+    format!(
+        "disk = {{ path = \"{}\", size = \"16MiB\" }}\n",
+        dir.display()
     )
 }
 
@@ -101,7 +91,7 @@ async fn get(url: &str, lang: Option<&str>) -> (u16, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_then_a_hit_with_one_origin_request_and_the_same_bytes() {
     let origin = origin().await;
-    let mg = Moongate::start(&conf(origin.addr, None));
+    let mg = Moongate::start(&conf(origin.addr, ""));
     let (s1, c1, b1) = get(&mg.url("/pub?a=1"), None).await;
     let resp = client().get(mg.url("/pub?a=1")).send().await.expect("hit");
     let age = resp.headers().get("age").cloned();
@@ -119,7 +109,7 @@ async fn a_miss_then_a_hit_with_one_origin_request_and_the_same_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_store_and_private_responses_are_not_stored() {
     let origin = origin().await;
-    let mg = Moongate::start(&conf(origin.addr, None));
+    let mg = Moongate::start(&conf(origin.addr, ""));
     for path in ["/nostore", "/private"] {
         let before = origin.hits();
         let (_, c1, b1) = get(&mg.url(path), None).await;
@@ -133,7 +123,7 @@ async fn no_store_and_private_responses_are_not_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_entry_goes_back_to_the_origin() {
     let origin = origin().await;
-    let mg = Moongate::start(&conf(origin.addr, None));
+    let mg = Moongate::start(&conf(origin.addr, ""));
     let (_, c1, _) = get(&mg.url("/short"), None).await;
     assert_eq!(c1, "MISS");
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -145,7 +135,7 @@ async fn an_expired_entry_goes_back_to_the_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vary_keeps_variants_apart() {
     let origin = origin().await;
-    let mg = Moongate::start(&conf(origin.addr, None));
+    let mg = Moongate::start(&conf(origin.addr, ""));
     let (_, c_en, en) = get(&mg.url("/vary"), Some("en")).await;
     let (_, c_fr, fr) = get(&mg.url("/vary"), Some("fr")).await;
     assert_eq!((c_en.as_str(), c_fr.as_str()), ("MISS", "MISS"));
@@ -160,7 +150,7 @@ async fn vary_keeps_variants_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_after_get_is_a_hit_without_a_body() {
     let origin = origin().await;
-    let mg = Moongate::start(&conf(origin.addr, None));
+    let mg = Moongate::start(&conf(origin.addr, ""));
     let (_, _, body) = get(&mg.url("/pub"), None).await;
     let resp = client().head(mg.url("/pub")).send().await.expect("head");
     assert_eq!(resp.headers()["x-cache-status"], "HIT");
@@ -175,7 +165,7 @@ async fn head_after_get_is_a_hit_without_a_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_invalidates_the_url() {
     let origin = origin().await;
-    let mg = Moongate::start(&conf(origin.addr, None));
+    let mg = Moongate::start(&conf(origin.addr, ""));
     get(&mg.url("/pub"), None).await;
     assert_eq!(get(&mg.url("/pub"), None).await.1, "HIT");
     let posted = client()
@@ -203,11 +193,11 @@ async fn a_restart_serves_from_disk_without_the_origin() {
     let origin = origin().await;
     let disk = tempfile::tempdir().expect("disk dir");
     let path = disk.path().join("pages");
-    let mg = Moongate::start(&conf(origin.addr, Some(&path)));
+    let mg = Moongate::start(&conf(origin.addr, &disk_tier(&path)));
     let (_, c1, b1) = get(&mg.url("/pub"), None).await;
     assert_eq!(c1, "MISS");
     stop(mg);
-    let mg = Moongate::start(&conf(origin.addr, Some(&path)));
+    let mg = Moongate::start(&conf(origin.addr, &disk_tier(&path)));
     let (_, c2, b2) = get(&mg.url("/pub"), None).await;
     assert_eq!(c2, "HIT");
     assert_eq!(b1, b2);
@@ -219,7 +209,7 @@ async fn a_corrupted_disk_entry_is_a_miss_with_correct_bytes() {
     let origin = origin().await;
     let disk = tempfile::tempdir().expect("disk dir");
     let path = disk.path().join("pages");
-    let mg = Moongate::start(&conf(origin.addr, Some(&path)));
+    let mg = Moongate::start(&conf(origin.addr, &disk_tier(&path)));
     get(&mg.url("/pub"), None).await;
     stop(mg);
     let mut flipped = 0;
@@ -233,7 +223,7 @@ async fn a_corrupted_disk_entry_is_a_miss_with_correct_bytes() {
         }
     }
     assert!(flipped > 0, "no entry file under {}", path.display());
-    let mg = Moongate::start(&conf(origin.addr, Some(&path)));
+    let mg = Moongate::start(&conf(origin.addr, &disk_tier(&path)));
     let (_, c, body) = get(&mg.url("/pub"), None).await;
     assert_eq!(c, "MISS");
     assert_eq!(body, "GET /pub 1 -");
@@ -273,24 +263,7 @@ fn locked_conf(origin: std::net::SocketAddr, lock: bool) -> String {
     } else {
         ""
     };
-    format!(
-        r#"[server]
-listen = ["127.0.0.1:0"]
-workers = 2
-access_log = "off"
-
-[upstream.app]
-servers = [{{ addr = "{origin}" }}]
-
-[[route]]
-path = "/"
-upstream = "app"
-cache = "pages"
-
-[cache.pages]
-memory = "4MiB"
-{lock}"#
-    )
+    conf(origin, lock)
 }
 
 /// An origin that waits `delay` before each answer, with `cache-control`

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Response;
 
-use crate::support::{Moongate, Origin, client};
+use crate::support::{Moongate, Origin, app_conf, client};
 
 /// Paths ending in `/nocc` carry no Cache-Control, `/hf-no` says
 /// `X-Cacheable: no`, `/hf-ttl` says `X-Ttl: 60` without Cache-Control;
@@ -43,14 +43,7 @@ async fn origin() -> Origin {
 
 fn conf(origin: std::net::SocketAddr) -> String {
     format!(
-        r#"[server]
-listen = ["127.0.0.1:0"]
-workers = 1
-access_log = "off"
-
-[upstream.app]
-servers = [{{ addr = "{origin}" }}]
-
+        r#"{}
 [[route]]
 path = "/k/"
 upstream = "app"
@@ -112,7 +105,8 @@ cache = "pages"
 
 [cache.pages]
 memory = "4MiB"
-"#
+"#,
+        app_conf(origin, 1)
     )
 }
 

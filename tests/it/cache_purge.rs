@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::Response;
 use serde_json::Value;
 
-use crate::support::{Moongate, Origin, Redis, client};
+use crate::support::{Moongate, Origin, Redis, app_conf, client};
 
 /// An origin answering every path with `max-age=60` and a body naming
 /// the path (`/vary...` varies on Accept-Language); `Origin::hits` counts
@@ -34,17 +34,10 @@ async fn origin() -> Origin {
 /// and `extra` (a disk tier, `[redis]`).
 fn conf(origin: std::net::SocketAddr, extra: &str) -> String {
     format!(
-        r#"[server]
-listen = ["127.0.0.1:0"]
-workers = 2
-access_log = "off"
-
+        r#"{}
 [admin]
 listen = "127.0.0.1:0"
 token = "t0k"
-
-[upstream.app]
-servers = [{{ addr = "{origin}" }}]
 
 [[route]]
 path = "/"
@@ -54,7 +47,8 @@ cache = "pages"
 [cache.pages]
 memory = "4MiB"
 {extra}
-"#
+"#,
+        app_conf(origin, 2)
     )
 }
 

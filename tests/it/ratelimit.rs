@@ -5,26 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Moongate, Origin, client, fire, text};
+use crate::support::{Moongate, Origin, app_conf, client, fire, text};
 
 /// A server with one upstream route `/` to `origin` carrying `route_extra`,
 /// plus `extra` TOML.
 fn conf(origin: std::net::SocketAddr, route_extra: &str, extra: &str) -> String {
     format!(
-        r#"[server]
-listen = ["127.0.0.1:0"]
-workers = 2
-access_log = "off"
-
-[upstream.app]
-servers = [{{ addr = "{origin}" }}]
-
-[[route]]
-path = "/"
-upstream = "app"
-{route_extra}
-
-{extra}"#
+        "{}\n[[route]]\npath = \"/\"\nupstream = \"app\"\n{route_extra}\n\n{extra}",
+        app_conf(origin, 2)
     )
 }
 

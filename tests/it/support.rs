@@ -732,3 +732,13 @@ pub async fn fire(
     }
     (ok, limited, started.elapsed().as_secs_f64())
 }
+
+/// The start of most test configs: a plain listener on a free port,
+/// `workers` threads, no access log, and `[upstream.app]` with `origin` as
+/// its one server.
+pub fn app_conf(origin: SocketAddr, workers: usize) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = {workers}\naccess_log = \"off\"\n\n\
+         [upstream.app]\nservers = [{{ addr = \"{origin}\" }}]\n"
+    )
+}
