@@ -204,16 +204,17 @@ fn status(control: &Control) -> Value {
         .upstreams
         .iter()
         .map(|(name, up)| {
-            let peers: Vec<Value> = up
+            let members = up.members();
+            let peers: Vec<Value> = members
                 .peers
                 .iter()
-                .zip(&up.def.servers)
-                .map(|(peer, def)| {
+                .zip(&members.addrs)
+                .map(|(peer, addr)| {
                     let mut v = serde_json::to_value(peer.health(now)).unwrap_or(Value::Null);
                     if let Value::Object(m) = &mut v {
-                        m.insert("addr".into(), json!(def.addr.to_string()));
-                        m.insert("weight".into(), json!(def.weight));
-                        m.insert("backup".into(), json!(def.backup));
+                        m.insert("addr".into(), json!(addr.to_string()));
+                        m.insert("weight".into(), json!(peer.config.weight));
+                        m.insert("backup".into(), json!(peer.config.backup));
                     }
                     v
                 })

@@ -131,7 +131,7 @@ async fn worker_main(
             _ = drain.cancelled() => break,
             _ = sweep.tick() => {
                 let snap = shared.snapshot.load();
-                let live = |id: u64| snap.upstreams.values().any(|u| u.peers.iter().any(|p| p.id() == id));
+                let live = |id: u64| snap.upstreams.values().any(|u| u.has_peer(id));
                 crate::upstream::pool::sweep(&live, Duration::from_secs(300));
             }
         }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
@@ -40,18 +41,40 @@ pub struct Upstream {
     /// (and so its health marks and pooled connections) when the new
     /// definition is equal.
     pub def: config::Upstream,
-    /// The peers' shared state, in the order of `def.servers`.
-    pub peers: Vec<Arc<Peer>>,
-    /// Chooses a peer per request.
-    pub balancer: Balancer,
+    /// The peers taking traffic now: fixed for `servers`, replaced by the
+    /// worker supervisor as managed workers come and go.
+    members: ArcSwap<Members>,
     /// The `hash` balancer's key.
     pub hash_key: Option<VarTemplate>,
 }
 
+/// The peers of an upstream at one moment, and the balancer built over them.
+pub struct Members {
+    /// The peers' shared state.
+    pub peers: Vec<Arc<Peer>>,
+    /// Their addresses, in the same order.
+    pub addrs: Vec<PeerAddr>,
+    /// Chooses a peer per request.
+    pub balancer: Balancer,
+}
+
+impl Members {
+    fn new(kind: config::Balance, list: Vec<(Arc<Peer>, PeerAddr)>) -> Members {
+        let (peers, addrs): (Vec<_>, Vec<_>) = list.into_iter().unzip();
+        let balancer = Balancer::new(kind, &peers);
+        Members {
+            peers,
+            addrs,
+            balancer,
+        }
+    }
+}
+
 impl Upstream {
-    /// Builds the runtime pool for a definition.
+    /// Builds the runtime pool for a definition. An upstream of managed
+    /// workers starts with no peers until its supervisor adds them.
     pub fn new(def: config::Upstream) -> Result<Upstream, String> {
-        let peers: Vec<Arc<Peer>> = def
+        let list: Vec<(Arc<Peer>, PeerAddr)> = def
             .servers
             .iter()
             .map(|s| {
@@ -63,25 +86,37 @@ impl Upstream {
                     down: s.down,
                 };
                 // Named by address so the hash ring is stable across restarts.
-                Arc::new(Peer::with_name(config, s.addr.to_string()))
+                let peer = Arc::new(Peer::with_name(config, s.addr.to_string()));
+                (peer, s.addr.clone())
             })
             .collect();
         let hash_key = match &def.key {
             Some(k) => Some(VarTemplate::parse(k)?),
             None => None,
         };
-        let balancer = Balancer::new(def.balance, &peers);
+        let members = ArcSwap::from_pointee(Members::new(def.balance, list));
         Ok(Upstream {
             def,
-            peers,
-            balancer,
+            members,
             hash_key,
         })
     }
 
-    /// The address of peer `i`.
-    pub fn addr(&self, i: usize) -> Option<&PeerAddr> {
-        self.def.servers.get(i).map(|s| &s.addr)
+    /// The peers taking traffic now.
+    pub fn members(&self) -> arc_swap::Guard<Arc<Members>> {
+        self.members.load()
+    }
+
+    /// Replaces the peers (managed workers joining or leaving). Requests
+    /// already sent keep their peer; new ones see the new list.
+    pub fn set_members(&self, list: Vec<(Arc<Peer>, PeerAddr)>) {
+        self.members
+            .store(Arc::new(Members::new(self.def.balance, list)));
+    }
+
+    /// Whether `peer_id` is one of the peers now.
+    pub fn has_peer(&self, peer_id: u64) -> bool {
+        self.members.load().peers.iter().any(|p| p.id() == peer_id)
     }
 }
 

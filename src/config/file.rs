@@ -280,8 +280,38 @@ pub struct RawUpstream {
     pub send_timeout: Option<Dur>,
     /// Extra tries on another peer.
     pub retries: Option<u32>,
-    /// The peers.
-    pub servers: Spanned<Vec<Spanned<RawPeer>>>,
+    /// The peers; absent when `workers` supplies them.
+    pub servers: Option<Spanned<Vec<Spanned<RawPeer>>>>,
+    /// `[upstream.NAME.workers]`: app processes moongate runs itself.
+    pub workers: Option<Spanned<RawWorkers>>,
+}
+
+/// `[upstream.NAME.workers]`: a pool of app processes moongate spawns and
+/// supervises.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkers {
+    /// argv; `{socket}` and `{port}` are filled in per worker.
+    pub command: Spanned<Vec<String>>,
+    /// A number, or "auto" (2 × cores + 1).
+    pub count: Option<Spanned<toml::Value>>,
+    /// Working directory of the workers.
+    pub dir: Option<Spanned<String>>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Path that must answer 2xx before a worker takes traffic.
+    pub ready: Option<Spanned<String>>,
+    /// How long a worker may take to become ready.
+    pub start_timeout: Option<Spanned<Dur>>,
+    /// Requests after which a worker is recycled; 0 = never.
+    pub max_requests: Option<Spanned<u64>>,
+    /// Resident memory past which a worker is recycled.
+    pub max_rss: Option<Spanned<Size>>,
+    /// "MIN..MAX": the first and the largest delay before a restart.
+    pub restart_backoff: Option<Spanned<String>>,
+    /// Time between SIGTERM and SIGKILL when a worker is stopped.
+    pub stop_timeout: Option<Spanned<Dur>>,
 }
 
 /// One entry of `servers` in `[upstream.NAME]`.
@@ -468,7 +498,11 @@ mod tests {
         assert!(file.admin.is_some());
         let (name, up) = file.upstream.into_iter().next().unwrap();
         assert_eq!(name.get_ref(), "app");
-        assert!(up.get_ref().servers.get_ref()[0].get_ref().backup);
+        assert!(
+            up.get_ref().servers.as_ref().unwrap().get_ref()[0]
+                .get_ref()
+                .backup
+        );
         match &file.route[0].get_ref().host.as_ref().unwrap().get_ref() {
             OneOrMany::Many(h) => assert_eq!(h[1].get_ref(), "*.b.example"),
             other => panic!("wanted many hosts, got {other:?}"),

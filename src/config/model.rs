@@ -146,7 +146,55 @@ pub struct Upstream {
     /// How many other peers to try after a failure (idempotent requests only).
     pub retries: u32,
     /// The peers, in file order; at least one is neither backup nor down.
+    /// Empty when `workers` supplies the peers.
     pub servers: Vec<ServerPeer>,
+    /// `[upstream.NAME.workers]`: app processes moongate runs and whose
+    /// sockets are this upstream's peers.
+    pub workers: Option<Workers>,
+}
+
+/// `[upstream.NAME.workers]`: a pool of app processes moongate spawns,
+/// supervises, recycles and rolls (gunicorn's master, supervisor-style).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workers {
+    /// argv; `{socket}` becomes a unix socket path moongate owns, `{port}`
+    /// a free loopback port (the worker is reached where it was told to listen).
+    pub command: Vec<String>,
+    /// How many processes run ("auto" resolved to 2 × cores + 1).
+    pub count: usize,
+    /// Working directory; `None` = moongate's own.
+    pub dir: Option<PathBuf>,
+    /// Extra environment variables (added to moongate's own environment).
+    pub env: BTreeMap<String, String>,
+    /// A path that must answer 2xx before a worker takes traffic; without
+    /// it a worker is ready once its socket accepts.
+    pub ready: Option<String>,
+    /// How long a new worker may take to become ready before it is killed
+    /// and started again.
+    pub start_timeout: Duration,
+    /// Requests after which a worker is drained and replaced; 0 = never.
+    pub max_requests: u64,
+    /// Resident memory in bytes past which a worker is drained and replaced.
+    pub max_rss: Option<u64>,
+    /// The first delay before restarting a worker that failed; doubled on
+    /// each failure in a row.
+    pub backoff_min: Duration,
+    /// The largest delay before restarting a failed worker.
+    pub backoff_max: Duration,
+    /// Time between SIGTERM and SIGKILL when a worker is stopped.
+    pub stop_timeout: Duration,
+}
+
+impl Workers {
+    /// Whether `other` runs the same processes, so that only the number of
+    /// workers may differ (a count change adds or removes workers instead
+    /// of rolling the pool).
+    pub fn same_processes(&self, other: &Workers) -> bool {
+        Workers {
+            count: other.count,
+            ..self.clone()
+        } == *other
+    }
 }
 
 impl PartialEq for Upstream {
@@ -164,6 +212,7 @@ impl PartialEq for Upstream {
             send_timeout,
             retries,
             servers,
+            workers,
         } = self;
         *name == other.name
             && *balance == other.balance
@@ -175,6 +224,7 @@ impl PartialEq for Upstream {
             && *send_timeout == other.send_timeout
             && *retries == other.retries
             && *servers == other.servers
+            && *workers == other.workers
     }
 }
 

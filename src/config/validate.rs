@@ -16,6 +16,7 @@ mod redis;
 mod route;
 mod server;
 mod upstream;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

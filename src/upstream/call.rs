@@ -62,23 +62,27 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
     } = out;
     // Only a request without a body can be sent a second time.
     let replayable = body.is_empty();
-    let mut tried = Tried::new(up.peers.len());
+    let members = up.members();
+    let mut tried = Tried::new(members.peers.len());
     let mut retries_left = up.def.retries;
     let mut last_err: Option<ProxyError> = None;
     let no_peer =
         |last: Option<ProxyError>| last.unwrap_or_else(|| ProxyError::NoPeer(name.to_string()));
 
     loop {
-        let Some(idx) = up.balancer.pick(&up.peers, key, &tried, Instant::now()) else {
+        let Some(idx) = members
+            .balancer
+            .pick(&members.peers, key, &tried, Instant::now())
+        else {
             return Err(no_peer(last_err));
         };
         tried.insert(idx);
-        let (Some(peer), Some(addr)) = (up.peers.get(idx), up.addr(idx)) else {
+        let (Some(peer), Some(addr)) = (members.peers.get(idx), members.addrs.get(idx)) else {
             return Err(no_peer(last_err));
         };
         let active = peer.begin();
         let may_retry =
-            |left: u32| idempotent && replayable && left > 0 && tried.len() < up.peers.len();
+            |left: u32| idempotent && replayable && left > 0 && tried.len() < members.peers.len();
         match exchange(peer.id(), addr, &parts, &mut body, replayable, up).await {
             Ok((head, conn)) => {
                 let gateway_error = head.status == StatusCode::BAD_GATEWAY

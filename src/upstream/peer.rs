@@ -60,6 +60,8 @@ pub struct Peer {
     health: Mutex<Health>,
     /// Requests in flight, kept by [`ActiveGuard`].
     active: AtomicU32,
+    /// Requests sent to this peer since it was made (tries included).
+    served: AtomicU64,
 }
 
 /// Passive health, nginx-style.
@@ -93,6 +95,7 @@ impl Peer {
             marked: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
             active: AtomicU32::new(0),
+            served: AtomicU64::new(0),
         }
     }
 
@@ -175,9 +178,15 @@ impl Peer {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// Requests sent to this peer so far (what `max_requests` counts).
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
     /// Counts a request in flight until the returned guard is dropped.
     pub fn begin(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
+        self.served.fetch_add(1, Ordering::Relaxed);
         ActiveGuard {
             peer: Arc::clone(self),
         }

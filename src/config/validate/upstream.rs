@@ -53,25 +53,30 @@ pub(super) fn upstream(
         (None, _) => None,
     };
 
-    let list = &raw.servers;
-    if list.get_ref().is_empty() {
-        let message = format!(
-            "`servers` in [upstream.{}] is empty; list at least one {{ addr = \"ip:port\" }}",
-            name.get_ref()
-        );
-        return Err(src.err(list.span(), message));
-    }
-    let mut servers = Vec::with_capacity(list.get_ref().len());
-    for peer in list.get_ref() {
-        servers.push(server_peer(src, peer, balance)?);
-    }
-    if servers.iter().all(|p| p.backup || p.down) {
-        let message = format!(
-            "every server of [upstream.{}] is `backup` or `down`, so none would take traffic",
-            name.get_ref()
-        );
-        return Err(src.err(list.span(), message));
-    }
+    let workers = match &raw.workers {
+        Some(w) => Some(super::workers::workers(src, name.get_ref(), w)?),
+        None => None,
+    };
+    let servers = match (&raw.servers, &workers) {
+        (Some(list), Some(_)) => {
+            let message = format!(
+                "[upstream.{}] has both `servers` and [upstream.{}.workers]; the workers are its servers, so remove `servers`",
+                name.get_ref(),
+                name.get_ref()
+            );
+            return Err(src.err(list.span(), message));
+        }
+        (None, Some(_)) => Vec::new(),
+        (None, None) => {
+            let message = format!(
+                "[upstream.{}] needs `servers = [{{ addr = \"ip:port\" }}]` or a [upstream.{}.workers] table",
+                name.get_ref(),
+                name.get_ref()
+            );
+            return Err(src.err(def.span(), message));
+        }
+        (Some(list), None) => servers(src, name.get_ref(), list, balance)?,
+    };
 
     let dur = |v: Option<crate::config::units::Dur>, default: u64| {
         v.map_or(Duration::from_secs(default), |d| d.0)
@@ -86,9 +91,38 @@ pub(super) fn upstream(
         connect_timeout: dur(raw.connect_timeout, 5),
         read_timeout: dur(raw.read_timeout, 60),
         send_timeout: dur(raw.send_timeout, 60),
-        retries: raw.retries.unwrap_or(0),
+        // A managed worker may die with requests in flight: retry those
+        // (idempotent ones) on another worker unless told otherwise.
+        retries: raw.retries.unwrap_or(if workers.is_some() { 1 } else { 0 }),
         servers,
+        workers,
     })
+}
+
+/// `servers = [...]`: at least one peer that takes traffic.
+fn servers(
+    src: &Source<'_>,
+    name: &str,
+    list: &Spanned<Vec<Spanned<RawPeer>>>,
+    balance: Balance,
+) -> Result<Vec<ServerPeer>, ConfigError> {
+    if list.get_ref().is_empty() {
+        let message = format!(
+            "`servers` in [upstream.{name}] is empty; list at least one {{ addr = \"ip:port\" }}"
+        );
+        return Err(src.err(list.span(), message));
+    }
+    let mut servers = Vec::with_capacity(list.get_ref().len());
+    for peer in list.get_ref() {
+        servers.push(server_peer(src, peer, balance)?);
+    }
+    if servers.iter().all(|p| p.backup || p.down) {
+        let message = format!(
+            "every server of [upstream.{name}] is `backup` or `down`, so none would take traffic"
+        );
+        return Err(src.err(list.span(), message));
+    }
+    Ok(servers)
 }
 
 fn balance(name: &str) -> Result<Balance, String> {
