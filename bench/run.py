@@ -246,6 +246,18 @@ SCENARIOS["lua-ratelimit-redis"] = replace(
     baseline="lua-ratelimit",
     redis=True,
 )
+SCENARIOS["cache-expiry"] = replace(
+    SCENARIOS["cache-slow"],
+    name="cache-expiry",
+    summary="no stampede at expiry: one hot URL fresh for 1 s only (the origin sends "
+            "Cache-Control: max-age=1 for /short/*), behind the slow origin (20 ms per answer); "
+            "run with --connections 256. moongate's lock also covers an entry that expires under "
+            "load (one origin request per expiry); nginx's proxy_cache_lock does not (anchor "
+            "README: without proxy_cache_use_stale updating every waiting request goes). "
+            "Read origin requests and p99",
+    path="/short/item/1",
+    wrk_script=None,
+)
 DEFAULT_SCENARIOS = "proxy,proxy-tls"
 
 
