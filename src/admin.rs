@@ -1,12 +1,14 @@
 //! The admin listener: `GET /status` (JSON: version, uptime, config
 //! generation, last reload and its error, listeners, upstream peers with
 //! their health, rate-limit zones with their Redis state and fallback
-//! count), `POST /reload` and `DELETE /cache/{zone}?key=..|prefix=..`
-//! (a purge: [`crate::cache::purge`] here, [`crate::fanout`] to the other
-//! nodes when `[redis]` is configured). It runs on the control thread, apart
-//! from request traffic. When `[admin] token` is set every call needs
-//! `Authorization: Bearer TOKEN`; config validation requires a token when
-//! the admin listener is not on loopback.
+//! count, managed worker pools with their processes), `POST /reload`,
+//! `DELETE /cache/{zone}?key=..|prefix=..` (a purge: [`crate::cache::purge`]
+//! here, [`crate::fanout`] to the other nodes when `[redis]` is configured)
+//! and `POST /workers/{pool}/restart` (a rolling restart of a managed
+//! pool). It runs on the control thread, apart from request traffic. When
+//! `[admin] token` is set every call needs `Authorization: Bearer TOKEN`;
+//! config validation requires a token when the admin listener is not on
+//! loopback.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -125,6 +127,9 @@ async fn handle(
             let zone = &path["/cache/".len()..];
             purge(method, zone, req.uri().query(), &control).await
         }
+        (method, path) if path.starts_with("/workers/") => {
+            restart_workers(method, &path["/workers/".len()..], &control)
+        }
         (_, "/status") | (_, "/reload") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "use GET /status or POST /reload"}),
@@ -196,6 +201,34 @@ async fn purge(
     json_response(StatusCode::OK, &body)
 }
 
+/// `POST /workers/{pool}/restart`: a rolling restart of a managed pool with
+/// its current definition (202: it goes on in the background).
+fn restart_workers(method: &Method, rest: &str, control: &Control) -> Response<Full<Bytes>> {
+    let Some(pool) = rest.strip_suffix("/restart").filter(|p| !p.contains('/')) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not found; try POST /workers/{pool}/restart"}),
+        );
+    };
+    if method != Method::POST {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "use POST /workers/{pool}/restart"}),
+        );
+    }
+    let registry = &control.shared.app_workers;
+    match registry.restart(pool) {
+        Some(generation) => json_response(
+            StatusCode::ACCEPTED,
+            &json!({"ok": true, "pool": pool, "generation": generation}),
+        ),
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no managed workers pool `{pool}`"), "pools": registry.names()}),
+        ),
+    }
+}
+
 fn status(control: &Control) -> Value {
     let shared = &control.shared;
     let snap = shared.snapshot.load();
@@ -244,12 +277,13 @@ fn status(control: &Control) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": shared.started.elapsed().as_secs_f64(),
         "generation": snap.generation,
-        "workers": shared.workers,
+        "threads": shared.workers,
         "files": snap.files,
         "listeners": control.bound(),
         "reload": shared.reload_status(),
         "upstreams": upstreams,
         "limits": limits,
+        "workers": shared.app_workers.status(),
     })
 }
 

@@ -35,9 +35,11 @@
 //! Side modules: [`config`] (conf.d → validated model), [`snapshot`]
 //! (model → immutable compiled snapshot), [`state`] (what outlives
 //! reloads), [`reload`] (building, checking and swapping snapshots;
-//! watching conf.d), [`admin`] (status, reload and purge API), [`fanout`]
-//! (purges to and from other nodes over Redis pub/sub), [`server`] (the
-//! embedding API and the control thread).
+//! watching conf.d), [`workers`] (the app processes of managed upstreams:
+//! spawned, supervised, recycled, rolled and stopped), [`admin`] (status,
+//! reload, purge and worker restart API), [`fanout`] (purges to and from
+//! other nodes over Redis pub/sub), [`server`] (the embedding API and the
+//! control thread).
 //!
 //! # Embedding
 //!
@@ -56,8 +58,9 @@
 //! # Ok::<(), moongate::ServerError>(())
 //! ```
 
-// `unsafe` is denied everywhere but one function: loading LuaJIT's `ffi`
-// (see `lua::vm::new_state`).
+// `unsafe` is denied everywhere but two functions: loading LuaJIT's `ffi`
+// (see `lua::vm::new_state`), and setting a worker process's parent-death
+// signal between fork and exec (see `workers::spawn::die_with_parent`).
 #![deny(unsafe_code)]
 
 pub mod listener;
@@ -85,6 +88,7 @@ pub mod config;
 pub mod snapshot;
 pub mod state;
 pub mod reload;
+pub mod workers;
 pub mod admin;
 pub mod fanout;
 pub mod server;

@@ -159,6 +159,8 @@ impl Control {
         }
         self.apply(serving, &next).await?;
         let generation = next.generation;
+        // Managed upstreams get their ready workers before anyone sees them.
+        self.shared.app_workers.apply(&next.upstreams);
         self.shared.snapshot.store(Arc::new(next));
         Ok(generation)
     }

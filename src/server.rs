@@ -7,7 +7,8 @@
 //! Start-up: load + compile generation 1, start the worker threads, bind
 //! listeners and the admin listener, then wait for signals, conf.d changes
 //! and admin calls. Graceful stop: stop accepting, let in-flight requests
-//! finish (up to `shutdown_timeout`), exit.
+//! finish (up to `shutdown_timeout`), stop the managed app workers (drained,
+//! SIGTERM, SIGKILL after their `stop_timeout`), exit.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use crate::reload::{self, ConfigSource, Control};
 use crate::runtime::Workers;
 use crate::snapshot;
 use crate::state::{ReloadStatus, Shared};
+use crate::workers::Registry;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +184,7 @@ fn run(
         workers,
         reloads: Mutex::new(ReloadStatus::default()),
         node_id: node_id(),
+        app_workers: Arc::new(Registry::new()),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -198,6 +201,9 @@ fn run(
             Trigger::Channel(_) => None,
         };
         let control = Control::new(shared.clone(), source.clone(), handles);
+        // Workers start on this thread, which lives as long as the server:
+        // their parent-death signal is tied to it.
+        shared.app_workers.apply(&shared.snapshot.load().upstreams);
         if let Err(e) = control.open().await {
             if let Some(r) = &ready {
                 let _ = r.send(Err(e.clone()));
@@ -241,16 +247,24 @@ fn run(
     });
 
     drain.cancel();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = oneshot::channel();
     std::thread::spawn(move || {
         threads.join();
         let _ = done_tx.send(());
     });
     // The value of the configuration serving now: a reload may have changed it.
     let shutdown_timeout = shared.snapshot.load().server.shutdown_timeout;
-    if done_rx.recv_timeout(shutdown_timeout).is_err() {
-        tracing::warn!("shutdown_timeout passed with requests still in flight; exiting anyway");
-    }
+    // Driven on the control runtime, so the workers stay supervised while
+    // the last requests finish on them; then they are stopped.
+    rt.block_on(async {
+        if tokio::time::timeout(shutdown_timeout, done_rx)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown_timeout passed with requests still in flight; exiting anyway");
+        }
+        shared.app_workers.stop_all().await;
+    });
     // Queued disk-cache writes reach the disk before the process ends, so
     // a restart finds them.
     for (name, zone) in &shared.snapshot.load().caches {

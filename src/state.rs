@@ -1,16 +1,17 @@
 //! State shared by every thread for the life of the process: the current
-//! snapshot (swapped by reloads), the access log sink, and what `/status`
-//! reports about reloads. Per-thread state (pooled connections) lives with
-//! each worker; per-upstream state lives in the `Arc<Upstream>`s that
-//! snapshots share.
+//! snapshot (swapped by reloads), the access log sink, what `/status`
+//! reports about reloads, and the managed app workers. Per-thread state
+//! (pooled connections) lives with each worker; per-upstream state lives in
+//! the `Arc<Upstream>`s that snapshots share.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
 use crate::access_log::AccessLog;
 use crate::snapshot::Snapshot;
+use crate::workers::Registry;
 
 /// Shared by the control thread and every worker.
 pub struct Shared {
@@ -27,6 +28,9 @@ pub struct Shared {
     /// This process's id among nodes (pid and start time), so a purge it
     /// fans out is not applied twice here.
     pub node_id: String,
+    /// The pools of managed app workers (`[upstream.NAME.workers]`); they
+    /// outlive reloads and are stopped with the server.
+    pub app_workers: Arc<Registry>,
 }
 
 /// What `/status` says about reloads.
