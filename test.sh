@@ -13,12 +13,24 @@ command -v python3 >/dev/null || need_apt+=(python3)
 # 3-master Redis Cluster joined with redis-cli (Debian's redis-tools).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
-if [ ${#need_apt[@]} -gt 0 ]; then
+apt_install() {
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+    apt-get update -qq && apt-get install -y -qq "$@"
   else
-    sudo apt-get update -qq && sudo apt-get install -y -qq "${need_apt[@]}"
+    sudo apt-get update -qq && sudo apt-get install -y -qq "$@"
   fi
+}
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt_install "${need_apt[@]}"
+fi
+# Flask under gunicorn as a managed pool (tests/it/examples.rs, examples/flask):
+# from PyPI with pip; where pip is missing or refuses (an externally managed
+# Python), Debian's packages.
+if ! python3 -c 'import flask, gunicorn' 2>/dev/null; then
+  python3 -m pip install --quiet flask gunicorn 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages flask gunicorn 2>/dev/null \
+    || apt_install python3-flask python3-gunicorn
+  python3 -c 'import flask, gunicorn'
 fi
 
 cargo fmt --all -- --check
