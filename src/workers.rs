@@ -191,6 +191,9 @@ impl Registry {
             }
         }
         self.ctx.sockets.remove();
+        if !entries.is_empty() {
+            tracing::info!("managed workers stopped");
+        }
     }
 }
 

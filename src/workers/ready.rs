@@ -20,6 +20,14 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The status line must arrive within this many bytes.
 const MAX_HEAD: usize = 1024;
 
+/// After the status line, the rest of the answer is read (so the app never
+/// writes into a closed socket and logs a broken pipe) up to this many
+/// bytes or [`REST_TIMEOUT`], whichever comes first.
+const MAX_REST: usize = 64 * 1024;
+
+/// See [`MAX_REST`]: for an app that keeps the connection open anyway.
+const REST_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// Probes `addr` until it is ready or `deadline` passes; the error is the
 /// last probe's outcome, for the log and `/status`.
 pub(super) async fn wait_ready(
@@ -87,7 +95,20 @@ async fn ask<S: AsyncRead + AsyncWrite + Unpin>(
         }
         head.extend_from_slice(&buf[..n]);
     }
-    match status_code(&head) {
+    let code = status_code(&head);
+    if code.is_some() {
+        let rest = async {
+            let mut total = head.len();
+            while total < MAX_REST {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(REST_TIMEOUT, rest).await;
+    }
+    match code {
         Some(code) if (200..300).contains(&code) => Ok(()),
         Some(code) => Err(format!("GET {path} answered {code}")),
         None => Err(format!("GET {path} got no HTTP status line")),

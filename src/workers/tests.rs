@@ -141,8 +141,14 @@ async fn get(addr: &PeerAddr) -> Reply {
     }
 }
 
+/// Whether `pid` runs (a zombie waiting for its reaper does not count).
 fn alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(") ").next().and_then(|r| r.chars().next());
+    !matches!(state, None | Some('Z') | Some('X'))
 }
 
 /// Pids of the pool's workers in `state`, in `generation` if given.
@@ -447,4 +453,36 @@ async fn reloads_keep_resize_and_roll_the_pool() {
     })
     .await;
     registry.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_worker_ignoring_sigterm_is_killed_with_what_it_forked() {
+    let app = App::new();
+    let forked = app.dir.path().join("forked.pid");
+    // The shell starts a `sleep` in the worker's process group, then becomes
+    // the app; both ignore SIGTERM.
+    let snap = compile(
+        &format!(
+            "command = [\"sh\", \"-c\", \"trap '' TERM; sleep 600 & echo $! > {}; exec python3 {} --unix \\\"$0\\\"\", \"{{socket}}\"]\ncount = 1\nstop_timeout = \"300ms\"",
+            forked.display(),
+            app.script()
+        ),
+        None,
+    );
+    let registry = Registry::new();
+    registry.apply(&snap.upstreams);
+    let addrs = members(&snap.upstreams["app"], 1).await;
+    let worker = get(&addrs[0]).await.pid;
+    let sleeper: i32 = std::fs::read_to_string(&forked)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(worker) && alive(sleeper));
+    registry.stop_all().await;
+    assert!(!alive(worker), "SIGKILL after stop_timeout");
+    until("the forked sleep to be gone", || {
+        (!alive(sleeper)).then_some(())
+    })
+    .await;
 }
