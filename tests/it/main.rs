@@ -22,4 +22,5 @@ mod ratelimit_redis;
 mod cache;
 mod cache_lua;
 mod cache_purge;
+mod workers;
 mod examples;

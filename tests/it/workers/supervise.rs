@@ -1,0 +1,183 @@
+//! Supervision: a killed worker is replaced under load without a failed
+//! request, a crash-looping command backs off and is reported while other
+//! routes serve, and `max_requests` recycles workers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::{Gate, Load, client, get_app, get_n, per_pid, pids, pool, pool_on, settled, wait_gone};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_worker_under_load_fails_no_request() {
+    let gate = Gate::start(&pool("app", 3, ""));
+    let before = gate.wait_settled("app", 3).await;
+    let load = Load::start(gate.url("/app/slow?ms=20"), 8);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let victim = *pids(&before).iter().next().expect("a worker");
+    kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill -9 a worker");
+    let after = gate
+        .wait_pool(
+            "app",
+            "replacing the killed worker",
+            Duration::from_secs(10),
+            |p| settled(p, 3) && !pids(p).contains(&victim),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = load.finish().await;
+    report.assert_clean(100);
+
+    let old: BTreeSet<i32> = pids(&before);
+    let new: Vec<i32> = pids(&after).difference(&old).copied().collect();
+    assert_eq!(new.len(), 1, "exactly one replacement: {after:#}");
+    assert_eq!(
+        pids(&after).intersection(&old).count(),
+        2,
+        "the others were left alone: {after:#}"
+    );
+    assert!(after["restarts"].as_u64() >= Some(1), "{after:#}");
+    assert!(
+        report.answers.iter().any(|a| a.pid == new[0]) || {
+            let a = get_n(&gate.url("/app/"), 6).await;
+            a.iter().any(|a| a.pid == new[0])
+        },
+        "the replacement takes traffic"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_command_backs_off_and_is_reported() {
+    let gate = Gate::start(&format!(
+        "{}{}",
+        pool("good", 1, ""),
+        pool_on(
+            "bad",
+            "--unix",
+            "{socket}",
+            2,
+            "env = { CRASH = \"1\" }\nrestart_backoff = \"100ms..1s\""
+        )
+    ));
+    gate.wait_settled("good", 1).await;
+    let load = Load::start(gate.url("/good/"), 4);
+    let bad = gate
+        .wait_pool("bad", "failing", Duration::from_secs(15), |p| {
+            p["state"] == "failing"
+        })
+        .await;
+    let error = bad["last_error"].as_str().unwrap_or("");
+    assert!(
+        error.contains('3'),
+        "last_error names exit status 3: {bad:#}"
+    );
+
+    // Over 4 s the two workers are started again a few times, not in a
+    // tight loop (python exits in ~50 ms: ~160 starts without backoff).
+    let crashes = |gate: &Gate| {
+        gate.log_lines()
+            .iter()
+            .filter(|l| l.contains("crashing on purpose"))
+            .count()
+    };
+    let (first, restarts) = (crashes(&gate), bad["restarts"].as_u64().unwrap_or(0));
+    let http = client();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let e = get_app(&http, &gate.url("/bad/"))
+            .await
+            .expect_err("no worker");
+        assert!(
+            e.starts_with("502") || e.starts_with("503"),
+            "a failing pool's route: want 502/503, got {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = crashes(&gate) - first;
+    assert!(
+        (1..=16).contains(&again),
+        "{again} starts of the crashing command in 4 s with backoff 100ms..1s (want 1..=16)"
+    );
+    let bad = gate.pool("bad").await;
+    assert!(
+        bad["restarts"].as_u64().unwrap_or(0) > restarts,
+        "restarts grow: {bad:#}"
+    );
+    assert_eq!(bad["state"], "failing", "{bad:#}");
+    // The failure is in the log (beyond the app's own stderr lines).
+    let reported = gate.log_lines().iter().any(|l| {
+        (l.contains("WARN") || l.contains("ERROR"))
+            && l.contains("bad")
+            && !l.contains("crashing on purpose")
+    });
+    assert!(
+        reported,
+        "no WARN/ERROR line about pool bad; log:\n{}",
+        gate.log_lines().join("\n")
+    );
+    // The rest of the server kept serving.
+    load.finish().await.assert_clean(50);
+    assert_eq!(gate.pool("good").await["state"], "ok");
+}
+
+/// A worker is replaced because of the number of requests it served (no
+/// request is sent while the replacement happens), not before; under load
+/// workers keep being recycled without a failed request. A worker past its
+/// limit may serve on until its successor is ready, so the test does not
+/// bound how far past the limit it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_recycles_workers_without_a_failed_request() {
+    // Limits of 10 or 11 (10% jitter).
+    let gate = Gate::start(&pool("app", 2, "max_requests = 10"));
+    let first = pids(&gate.wait_settled("app", 2).await);
+    let url = gate.url("/app/");
+
+    // 4 requests each: below the limit, nothing is recycled.
+    let mut answers = get_n(&url, 8).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let p = gate.wait_settled("app", 2).await;
+    assert_eq!(pids(&p), first, "recycled below max_requests: {p:#}");
+
+    // 12 each: both past their limit; then no more requests.
+    answers.extend(get_n(&url, 16).await);
+    let p = gate
+        .wait_pool("app", "recycled", Duration::from_secs(15), |p| {
+            settled(p, 2) && pids(p).is_disjoint(&first)
+        })
+        .await;
+    wait_gone(&first, Duration::from_secs(5)).await;
+    assert_eq!(p["restarts"], 0, "recycling is not a failure: {p:#}");
+    let counts = per_pid(&answers);
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert!(counts.values().all(|&n| n == 12), "{counts:?}");
+
+    // Under load: both recycled again, nothing fails, none early.
+    let second = pids(&p);
+    let load = Load::start(gate.url("/app/slow?ms=5"), 4);
+    gate.wait_pool("app", "recycled under load", Duration::from_secs(20), |p| {
+        pids(p).is_disjoint(&second)
+    })
+    .await;
+    let report = load.finish().await;
+    report.assert_clean(40);
+    let p = gate.wait_settled("app", 2).await;
+    let current = pids(&p);
+    let counts = per_pid(&report.answers);
+    assert!(
+        second.iter().all(|pid| counts.contains_key(pid)),
+        "{second:?} served under load: {counts:?}"
+    );
+    let retired: BTreeMap<_, _> = counts
+        .iter()
+        .filter(|(pid, _)| !current.contains(pid))
+        .collect();
+    assert!(
+        retired.values().all(|&&n| n >= 10),
+        "a worker was recycled before max_requests: {counts:?}"
+    );
+    assert_eq!(p["restarts"], 0, "{p:#}");
+    wait_gone(&second, Duration::from_secs(5)).await;
+}
