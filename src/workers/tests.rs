@@ -332,36 +332,6 @@ async fn a_worker_not_ready_in_time_is_killed_and_reported() {
 }
 
 #[tokio::test]
-async fn a_worker_past_max_requests_is_replaced_after_its_successor_is_ready() {
-    let app = App::new();
-    let snap = compile(&app.unix("count = 1\nmax_requests = 3"), None);
-    let registry = Registry::new();
-    registry.apply(&snap.upstreams);
-    let up = &snap.upstreams["app"];
-    let first = members(up, 1).await;
-    let old = get(&first[0]).await;
-    let peer = up.members().peers[0].clone();
-    for _ in 0..3 {
-        drop(peer.begin());
-    }
-    let next = until("the successor", || {
-        let m = up.members();
-        (m.addrs.len() == 1 && m.addrs[0] != first[0]).then(|| m.addrs[0].clone())
-    })
-    .await;
-    let new = get(&next).await;
-    assert_ne!(new.pid, old.pid);
-    until("the recycled worker to be gone", || {
-        (!alive(old.pid)).then_some(())
-    })
-    .await;
-    let status = registry.status()["app"].clone();
-    assert_eq!(status["restarts"], 0, "recycling is no failure: {status}");
-    assert_eq!(status["state"], "ok");
-    registry.stop_all().await;
-}
-
-#[tokio::test]
 async fn reloads_keep_resize_and_roll_the_pool() {
     let app = App::new();
     let def = |version: u32, count: u32| {
@@ -486,3 +456,5 @@ async fn a_worker_ignoring_sigterm_is_killed_with_what_it_forked() {
     })
     .await;
 }
+
+mod recycle;
