@@ -11,8 +11,9 @@
 //! drains and stops the pools whose upstream is gone.
 //! [`Registry::stop_all`] ends them all on a graceful stop.
 //!
-//! Layout: `spawn` starts one process (argv, process group,
-//! parent-death signal, log forwarding), `ready` probes a new one,
+//! Layout: `sockets` owns the private socket directory, `spawn` starts
+//! one process (argv, process group, parent-death signal, log
+//! forwarding), `ready` probes a new one,
 //! `process` runs one process's life (ready, serve, drain, stop, reap),
 //! `pool` is one pool's state machine (slots, generations, backoff,
 //! recycling, rolling restarts, members, status).
@@ -22,6 +23,7 @@
 //! killed) is tied to the thread that forked the worker, and the control
 //! thread lives as long as the server.
 
+mod sockets;
 mod spawn;
 mod ready;
 mod process;
@@ -37,7 +39,7 @@ use tokio::task::JoinHandle;
 
 use crate::upstream::Upstream;
 use pool::{Ctx, PoolShared};
-use spawn::SocketDir;
+use sockets::SocketDir;
 
 /// Added to the longest stop of a pool before [`Registry::stop_all`] gives
 /// up waiting and kills what is left.

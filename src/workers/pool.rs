@@ -22,7 +22,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::process::{self, Event, Life};
-use super::spawn::{self, Ident, SocketDir};
+use super::sockets::SocketDir;
+use super::spawn::{self, Ident};
 use crate::config::PeerAddr;
 use crate::config::model::Workers as WorkersDef;
 use crate::upstream::Upstream;

@@ -1,23 +1,22 @@
 //! Starting one worker process: the argv with `{socket}` / `{port}` filled
 //! in, its own process group, a parent-death signal so it never outlives
 //! moongate, `dir` and `env`, and its stdout/stderr forwarded line by line
-//! to the log. Also the signals sent to a worker's group, the private
-//! socket directory and the resident-memory reading used for recycling.
+//! to the log. Also the signals sent to a worker's group and the
+//! resident-memory reading used for recycling.
 //! Nothing here knows about pools or readiness.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
+use super::sockets::SocketDir;
 use crate::config::PeerAddr;
 use crate::config::model::Workers as WorkersDef;
 
@@ -27,58 +26,6 @@ const MAX_LINE: usize = 8 * 1024;
 /// Pool names are cut to this many characters in socket file names, so
 /// paths stay under the 108-byte limit of a unix socket address.
 const MAX_NAME_IN_PATH: usize = 24;
-
-/// Tells registries in one process apart (embedding, tests).
-static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
-
-/// The private directory (mode 0700) holding the workers' unix sockets:
-/// `{tmp}/moongate-{pid}/`, created at first use and removed when the
-/// registry stops.
-#[derive(Debug)]
-pub(super) struct SocketDir {
-    path: PathBuf,
-}
-
-impl SocketDir {
-    /// The directory for this process (a second registry in the same
-    /// process gets its own, suffixed).
-    pub(super) fn new() -> SocketDir {
-        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let name = if n == 0 {
-            format!("moongate-{pid}")
-        } else {
-            format!("moongate-{pid}-{n}")
-        };
-        SocketDir {
-            path: std::env::temp_dir().join(name),
-        }
-    }
-
-    /// Creates the directory if needed and returns it.
-    fn ensure(&self) -> io::Result<&Path> {
-        match std::fs::DirBuilder::new().mode(0o700).create(&self.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                // Left by an earlier process with our pid: make it ours again.
-                std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o700))?;
-            }
-            Err(e) => return Err(e),
-        }
-        Ok(&self.path)
-    }
-
-    /// Removes the directory and whatever is left in it.
-    pub(super) fn remove(&self) {
-        match std::fs::remove_dir_all(&self.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the workers' socket directory")
-            }
-        }
-    }
-}
 
 /// A started worker process.
 pub(super) struct Spawned {
