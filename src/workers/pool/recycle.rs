@@ -1,7 +1,11 @@
 //! The pool's periodic look at its workers: a slot whose worker stayed up
 //! gets its backoff and failure count back, and a ready worker past
-//! `max_requests` (plus its jitter) or `max_rss` is marked for recycling
-//! (its successor is started by the next reconcile).
+//! `max_requests` (plus its jitter) or `max_rss` is recycled. While another
+//! worker takes traffic, it leaves the members at once and drains (what
+//! gunicorn does: the worker stops taking requests at its limit) and the
+//! next reconcile starts its successor; the last worker taking traffic
+//! keeps serving until its successor is ready instead, so recycling never
+//! leaves a pool without a worker.
 
 use std::time::Instant;
 
@@ -59,10 +63,26 @@ impl Pool {
             } else {
                 None
             };
-            if let Some(why) = why {
-                tracing::info!(pool = %self.name, worker = p.slot, pid = p.pid, "recycling worker: {why}");
-                p.recycle = Some(why);
+            let Some(why) = why else { continue };
+            tracing::info!(pool = %self.name, worker = p.slot, pid = p.pid, "recycling worker: {why}");
+            p.recycle = Some(why);
+            let slot = p.slot;
+            if self.others_serving(key) {
+                self.retire(key);
+                if let Some(s) = self.slots.get_mut(slot)
+                    && s.serving == Some(key)
+                {
+                    s.serving = None;
+                }
             }
         }
+    }
+
+    /// Whether a ready worker other than `key`, not itself being recycled,
+    /// takes traffic now.
+    fn others_serving(&self, key: u64) -> bool {
+        self.procs
+            .iter()
+            .any(|(k, p)| *k != key && p.state == ProcState::Ready && p.recycle.is_none())
     }
 }

@@ -181,3 +181,34 @@ async fn max_requests_recycles_workers_without_a_failed_request() {
     assert_eq!(p["restarts"], 0, "{p:#}");
     wait_gone(&second, Duration::from_secs(5)).await;
 }
+
+/// A worker that reaches `max_requests` while another one takes traffic
+/// stops taking requests then (it drains while its successor starts), as a
+/// gunicorn worker does; only the last worker taking traffic serves on
+/// until its successor is ready. One request at a time, 20 ms each: the
+/// first worker to reach its limit (10 or 11) serves at most a few more,
+/// those that arrive before the supervisor's next look (every 100 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_at_max_requests_leaves_the_pool_while_another_serves() {
+    let gate = Gate::start(&pool("app", 2, "max_requests = 10"));
+    let first = pids(&gate.wait_settled("app", 2).await);
+    let url = gate.url("/app/slow?ms=20");
+    let answers = get_n(&url, 40).await;
+    let counts = per_pid(&answers);
+    let fewest = first
+        .iter()
+        .map(|pid| counts.get(pid).copied().unwrap_or(0))
+        .min()
+        .unwrap_or(0);
+    let recycling: Vec<String> = gate
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("recycl") || l.contains("ready"))
+        .collect();
+    assert!(
+        (10..=15).contains(&fewest),
+        "the first worker to reach its limit served {fewest} requests: {counts:?}\n{recycling:#?}"
+    );
+    let p = gate.wait_settled("app", 2).await;
+    assert_eq!(p["restarts"], 0, "recycling is not a failure: {p:#}");
+}
