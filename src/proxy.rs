@@ -572,10 +572,8 @@ fn spawn_refresh(
         let mut served = Served::default();
         let resp =
             proxy_upstream(refresh.parts, RequestBody::empty(), to, &conn, &mut served).await;
-        match crate::cache::step::finish(refresh.pending, resp, false).await {
-            Ok((_, Some(store))) => store.commit(&Default::default()),
-            Ok((_, None)) => {}
-            Err(e) => tracing::warn!(upstream = %name, "cache refresh failed: {e}"),
+        if let Err(e) = crate::cache::step::refreshed(refresh.pending, resp).await {
+            tracing::warn!(upstream = %name, "cache refresh failed: {e}");
         }
     });
 }
