@@ -1,7 +1,7 @@
 //! The admin listener: `GET /status` (JSON: version, uptime, config
 //! generation, last reload and its error, listeners, upstream peers with
 //! their health, rate-limit zones with their Redis state and fallback
-//! count), `POST /reload` and `DELETE /cache/{zone}?key=..|prefix=..`
+//! count, cache zones with their figures), `POST /reload` and `DELETE /cache/{zone}?key=..|prefix=..`
 //! (a purge: [`crate::cache::purge`] here, [`crate::fanout`] to the other
 //! nodes when `[redis]` is configured). It runs on the control thread, apart
 //! from request traffic. When `[admin] token` is set every call needs
@@ -240,6 +240,11 @@ fn status(control: &Control) -> Value {
             (name.clone(), v)
         })
         .collect();
+    let caches: serde_json::Map<String, Value> = snap
+        .caches
+        .iter()
+        .map(|(name, zone)| (name.clone(), zone.stats()))
+        .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": shared.started.elapsed().as_secs_f64(),
@@ -250,6 +255,7 @@ fn status(control: &Control) -> Value {
         "reload": shared.reload_status(),
         "upstreams": upstreams,
         "limits": limits,
+        "caches": caches,
     })
 }
 

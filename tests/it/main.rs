@@ -22,3 +22,4 @@ mod ratelimit_redis;
 mod cache;
 mod cache_lua;
 mod cache_purge;
+mod cache_stream;
