@@ -407,7 +407,7 @@ async fn a_304_revalidates_the_entry_with_the_new_headers() {
             .is_some_and(|v| v == "\"v1\"");
         async move {
             let reply = Response::builder()
-                .header("cache-control", "max-age=1")
+                .header("cache-control", "max-age=2")
                 .header("etag", "\"v1\"");
             if validated {
                 reply
@@ -427,7 +427,9 @@ async fn a_304_revalidates_the_entry_with_the_new_headers() {
     .await;
     let mg = Moongate::start(&locked_conf(origin.addr, true));
     assert_eq!(get(&mg.url("/r"), None).await.2, "the body");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Date has whole seconds: the entry's age on arrival may be up to 1 s,
+    // so max-age=2 leaves the revalidated entry at least 1 s of freshness.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let resp = client().get(mg.url("/r")).send().await.expect("revalidate");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-cache-status"], "REVALIDATED");

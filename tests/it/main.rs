@@ -23,3 +23,4 @@ mod cache;
 mod cache_lua;
 mod cache_purge;
 mod cache_stream;
+mod cache_refresh;

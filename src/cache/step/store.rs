@@ -240,20 +240,24 @@ impl Drop for Store {
 /// A background refresh's answer (`resp` to the request `pending`
 /// describes): handled like a client's, stored with the rewrite/access
 /// decisions, its body read to the end so that it is stored (and the
-/// lock's waiters follow it).
+/// lock's waiters follow it). Returns how many body bytes were read.
 pub async fn refreshed(
     pending: Pending,
     resp: Result<Response<ResponseBody>, ProxyError>,
-) -> Result<(), ProxyError> {
+) -> Result<u64, ProxyError> {
     let (resp, store) = finish(pending, resp, false).await?;
     if let Some(store) = store {
         store.commit(&Overrides::default());
     }
     let mut body = resp.into_body();
+    let mut read = 0;
     while let Some(frame) = body.frame().await {
-        frame.map_err(|e| ProxyError::UpstreamBody(e.to_string()))?;
+        let frame = frame.map_err(|e| ProxyError::UpstreamBody(e.to_string()))?;
+        if let Some(data) = frame.data_ref() {
+            read += data.len() as u64;
+        }
     }
-    Ok(())
+    Ok(read)
 }
 
 /// The stale entry `found`, confirmed by the origin's 304 (headers
