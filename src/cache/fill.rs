@@ -14,6 +14,12 @@
 //! its waiters to the origin (or, once streaming, ends their bodies with
 //! an error: they had the same answer as the leader's client).
 //!
+//! The leader's client sets the pace: the upstream is read as that client
+//! takes the body (nothing is read ahead of it), so followers get chunks
+//! no faster, and when that client goes away mid-body the fill fails for
+//! all (the body is not stored, and following it further would need a
+//! task reading the upstream on nobody's behalf).
+//!
 //! Shared by every worker thread (a std mutex around small state; wakers,
 //! not channels). Knows chunks and the [`Head`] to answer with, not
 //! sockets, Lua or the request path.
@@ -189,6 +195,11 @@ impl Fill {
         if st.phase != Phase::Waiting {
             return;
         }
+        if st.total > 0 {
+            // Bytes passed before the head was committed: what would be
+            // stored would lack them.
+            return self.end(st);
+        }
         st.phase = Phase::Streaming;
         st.head = Some(head);
         st.plan = Some(plan);
@@ -232,6 +243,9 @@ impl Fill {
     /// when this chunk made the body too large to store.
     pub fn push(&self, data: &Bytes) -> bool {
         let mut st = self.state();
+        if st.phase == Phase::Waiting {
+            st.total += data.len() as u64;
+        }
         if st.phase != Phase::Streaming {
             return true;
         }
@@ -350,11 +364,9 @@ impl State {
     }
 }
 
-/// The chunks as one buffer (no copy for a single chunk).
+/// The chunks as one buffer of their exact size: a chunk may share a
+/// larger read buffer, which a stored entry must not keep alive.
 fn concat(chunks: &VecDeque<Bytes>, len: u64) -> Bytes {
-    if chunks.len() == 1 {
-        return chunks[0].clone();
-    }
     let mut buf = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
     for c in chunks {
         buf.extend_from_slice(c);

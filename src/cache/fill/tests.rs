@@ -159,3 +159,16 @@ async fn an_abandoned_head_sends_waiters_away() {
     fill.abandon();
     assert!(matches!(waited.await.ok(), Some(Waited::Gone)));
 }
+
+#[tokio::test]
+async fn bytes_passed_before_the_commit_mean_nothing_is_stored() {
+    let zone = zone();
+    let fill = Arc::new(Fill::new(10, None));
+    let lead = Lead::new(fill.clone());
+    fill.push(&Bytes::from_static(b"ab"));
+    fill.commit(head(), plan(&zone));
+    fill.push(&Bytes::from_static(b"cd"));
+    fill.complete();
+    drop(lead);
+    assert_eq!(stored_body(&zone), None);
+}
