@@ -288,14 +288,18 @@ impl Fill {
         st.phase = Phase::Complete;
         let plan = st.plan.take();
         let head = st.head.clone();
-        let body = match &plan {
-            Some(_) => concat(&st.chunks, st.kept),
-            None => Bytes::new(),
+        // References under the lock; the copy outside it.
+        let chunks = match &plan {
+            Some(_) => st.chunks.clone(),
+            None => VecDeque::new(),
         };
+        let kept = st.kept;
         let wake = st.wake_all();
         drop(st);
         wake.run();
         if let (Some(plan), Some(head)) = (plan, head) {
+            let body = concat(&chunks, kept);
+            drop(chunks);
             let Plan { zone, key, marker } = plan;
             if let Some((base, marker)) = marker {
                 zone.put(base, marker);
