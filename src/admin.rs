@@ -1,14 +1,14 @@
 //! The admin listener: `GET /status` (JSON: version, uptime, config
 //! generation, last reload and its error, listeners, upstream peers with
 //! their health, rate-limit zones with their Redis state and fallback
-//! count, managed worker pools with their processes), `POST /reload`,
-//! `DELETE /cache/{zone}?key=..|prefix=..` (a purge: [`crate::cache::purge`]
-//! here, [`crate::fanout`] to the other nodes when `[redis]` is configured)
-//! and `POST /workers/{pool}/restart` (a rolling restart of a managed
-//! pool). It runs on the control thread, apart from request traffic. When
-//! `[admin] token` is set every call needs `Authorization: Bearer TOKEN`;
-//! config validation requires a token when the admin listener is not on
-//! loopback.
+//! count, managed worker pools with their processes, cache zones with
+//! their figures), `POST /reload`, `DELETE /cache/{zone}?key=..|prefix=..`
+//! (a purge: [`crate::cache::purge`] here, [`crate::fanout`] to the other
+//! nodes when `[redis]` is configured) and `POST /workers/{pool}/restart`
+//! (a rolling restart of a managed pool). It runs on the control thread,
+//! apart from request traffic. When `[admin] token` is set every call needs
+//! `Authorization: Bearer TOKEN`; config validation requires a token when
+//! the admin listener is not on loopback.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -273,6 +273,11 @@ fn status(control: &Control) -> Value {
             (name.clone(), v)
         })
         .collect();
+    let caches: serde_json::Map<String, Value> = snap
+        .caches
+        .iter()
+        .map(|(name, zone)| (name.clone(), zone.stats()))
+        .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": shared.started.elapsed().as_secs_f64(),
@@ -284,6 +289,7 @@ fn status(control: &Control) -> Value {
         "upstreams": upstreams,
         "limits": limits,
         "workers": shared.app_workers.status(),
+        "caches": caches,
     })
 }
 

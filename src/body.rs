@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use crate::cache::stream::CacheBody;
 use crate::static_files::StaticBody;
 use crate::upstream::UpstreamBody;
 
@@ -33,6 +34,9 @@ pub enum Kind {
     Upstream(UpstreamBody),
     /// Streamed from a static file.
     Static(StaticBody),
+    /// Streamed through the proxy cache (stored while sent, or another
+    /// request's response followed).
+    Cache(Box<CacheBody>),
 }
 
 /// Runs once when a response body has been sent in full, or abandoned.
@@ -110,6 +114,7 @@ impl Body for ResponseBody {
             Kind::Static(body) => {
                 ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(BoxError::from))
             }
+            Kind::Cache(body) => ready!(Pin::new(body.as_mut()).poll_frame(cx)),
         };
         match &polled {
             Some(Ok(frame)) => {
@@ -132,6 +137,7 @@ impl Body for ResponseBody {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream(body) => body.is_end_stream(),
             Kind::Static(body) => body.is_end_stream(),
+            Kind::Cache(body) => body.is_end_stream(),
         }
     }
 
@@ -141,6 +147,7 @@ impl Body for ResponseBody {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(body) => body.size_hint(),
             Kind::Static(body) => body.size_hint(),
+            Kind::Cache(body) => body.size_hint(),
         }
     }
 }

@@ -5,15 +5,21 @@
 //! size, an index rebuilt on start, writes off the request path) and
 //! [`entry`] (what is stored, and its encoding for L2). [`zone`] joins
 //! them into one `[cache.NAME]` zone (L1 in memory + L2), kept across
-//! reloads; [`step`] is the request path's cache step, which `proxy`
-//! calls before and after the upstream; [`purge`] drops keys or prefixes
-//! from both tiers (the admin API's `DELETE /cache/{zone}`).
+//! reloads, with its [`stats`]; [`lock`] and [`fill`] make one origin
+//! request per key and share its response while it streams, which
+//! [`stream`] turns into response bodies; [`step`] is the request path's
+//! cache step, which `proxy` calls before and after the upstream;
+//! [`purge`] drops keys or prefixes from both tiers (the admin API's
+//! `DELETE /cache/{zone}`).
 
 pub mod policy;
 pub mod disk;
 pub mod entry;
 pub mod zone;
+pub mod stats;
 pub mod lock;
+pub mod fill;
+pub mod stream;
 pub mod step;
 pub mod purge;
 

@@ -531,7 +531,7 @@ async fn cached_upstream(
         crate::cache::Lookup::Hit(resp) => Ok((resp, None)),
         crate::cache::Lookup::Stale(resp, refresh) => {
             if let Some(refresh) = refresh {
-                spawn_refresh(refresh, &to, conn);
+                spawn_refresh(refresh, &to, conn, served.route.clone());
             }
             Ok((resp, None))
         }
@@ -546,11 +546,13 @@ async fn cached_upstream(
 
 /// Sends a stale entry's refresh upstream in the background, on this
 /// worker's task set; the key's lock (in the refresh) is held until the
-/// answer is stored or given up.
+/// answer is stored or given up. The refresh writes its own access log
+/// line (`cache_status` REFRESH, the upstream's status), for `route`.
 fn spawn_refresh(
     refresh: Box<crate::cache::step::Refresh>,
     to: &UpstreamTarget<'_>,
     conn: &ConnCtx,
+    route: Option<String>,
 ) {
     let (name, upstream, host) = (to.name.to_owned(), to.upstream.clone(), to.host.to_owned());
     let (real_ip, uri) = (to.real_ip, to.original_uri.clone());
@@ -569,14 +571,33 @@ fn spawn_refresh(
             real_ip,
             original_uri: &uri,
         };
+        let started = Instant::now();
         let mut served = Served::default();
         let resp =
             proxy_upstream(refresh.parts, RequestBody::empty(), to, &conn, &mut served).await;
-        match crate::cache::step::finish(refresh.pending, resp, false).await {
-            Ok((_, Some(store))) => store.commit(&Default::default()),
-            Ok((_, None)) => {}
-            Err(e) => tracing::warn!(upstream = %name, "cache refresh failed: {e}"),
+        let status = match &resp {
+            Ok(r) => r.status().as_u16(),
+            Err(e) => e.status().as_u16(),
+        };
+        let read = crate::cache::step::refreshed(refresh.pending, resp).await;
+        if let Err(e) = &read {
+            tracing::warn!(upstream = %name, "cache refresh failed: {e}");
         }
+        let record = AccessRecord {
+            enabled: conn.shared.access_log.enabled(),
+            // Its own: no client connection waits for this exchange.
+            watch: crate::conn::io::ConnWatch::new(),
+            started,
+            client: conn.peer.ip(),
+            method: Method::GET,
+            uri,
+            status,
+            route,
+            upstream_addr: served.upstream_addr,
+            upstream_time: served.upstream_time,
+            cache_status: Some("REFRESH".into()),
+        };
+        Box::new(record).complete(*read.as_ref().unwrap_or(&0), read.is_ok());
     });
 }
 

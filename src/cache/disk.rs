@@ -222,7 +222,15 @@ impl DiskStore {
         let s = &self.shared;
         let size = entry::file_len(key.len() as u64, meta.len() as u64, body.len() as u64);
         if size > s.max_bytes || u32::try_from(key.len().max(meta.len())).is_err() {
-            s.oversized.fetch_add(1, Ordering::Relaxed);
+            if s.oversized.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    dir = %s.dir.display(),
+                    size,
+                    max_bytes = s.max_bytes,
+                    "cache disk: entry larger than the disk tier, kept in memory only \
+                     (logged once; see oversized on /status)"
+                );
+            }
             return;
         }
         let Some(tx) = &self.tx else { return };

@@ -2,74 +2,84 @@
 //! expired entries and background refreshes alike (SPEC §6, and §11's
 //! "no stampede at expiry", which nginx's proxy_cache_lock leaves out).
 //!
-//! A zone's [`Locks`] table is shared by every worker thread. The first
-//! request on a key becomes the leader and holds a [`Guard`]; later ones
-//! get a [`Waiter`] that wakes when the guard is dropped: after the
-//! leader stored (or gave up on) the response, or when the leader's
-//! request was cancelled. Knows keys, not HTTP.
+//! A zone's [`Locks`] table is shared by every worker thread and maps a
+//! key to the [`Fill`] of the request fetching it. The first request on
+//! a key becomes the leader ([`Lead`]); later ones attach to its fill as
+//! [`Follower`]s, answered from the response while it streams (or sent
+//! elsewhere if it is not shared). The fill keeps the key's [`Guard`]
+//! until the response is stored or given up, so that requests arriving
+//! meanwhile follow it too; the guard is dropped, freeing the key, also
+//! when the leader's request is cancelled. Knows keys, not HTTP.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use tokio::sync::watch;
+use super::fill::{Fill, Follower, Lead};
 
 /// The keys being fetched right now, shared by every worker thread.
 #[derive(Default, Clone)]
 pub struct Locks {
-    held: Arc<Mutex<HashMap<String, watch::Receiver<()>>>>,
+    held: Arc<Mutex<HashMap<String, Weak<Fill>>>>,
 }
 
 /// What [`Locks::acquire`] gave.
 pub enum Acquired {
-    /// This request fetches the key; the others wait for the guard.
-    Leader(Guard),
-    /// Another request is fetching the key.
-    Wait(Waiter),
+    /// This request fetches the key, filling the [`Fill`] the others
+    /// follow.
+    Leader(Lead),
+    /// Another request is fetching the key: follow its fill.
+    Wait(Follower),
 }
 
-/// Held by the request fetching a key; dropping it wakes the waiters and
-/// frees the key (also when the request is cancelled).
+/// A key's place in the table, kept by its [`Fill`] until the response
+/// is stored or given up; dropping it frees the key.
 pub struct Guard {
     locks: Locks,
     key: String,
-    /// Never sends: its drop is the signal.
-    tx: watch::Sender<()>,
-}
-
-/// Waits for a key's leader to finish.
-pub struct Waiter {
-    rx: watch::Receiver<()>,
+    fill: Weak<Fill>,
 }
 
 impl Locks {
-    fn table(&self) -> MutexGuard<'_, HashMap<String, watch::Receiver<()>>> {
+    fn table(&self) -> MutexGuard<'_, HashMap<String, Weak<Fill>>> {
         // A panic while holding this lock cannot leave the map half
         // changed (single inserts and removes): go on with it.
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Leads the fetch of `key`, or waits for the request that does.
-    pub fn acquire(&self, key: &str) -> Acquired {
+    /// Leads the fetch of `key` (a fill bounded by `max` bytes), or
+    /// follows the request that does.
+    pub fn acquire(&self, key: &str, max: u64) -> Acquired {
         let mut table = self.table();
-        if let Some(rx) = table.get(key) {
-            return Acquired::Wait(Waiter { rx: rx.clone() });
+        if let Some(follower) = table
+            .get(key)
+            .and_then(Weak::upgrade)
+            .and_then(|fill| fill.attach())
+        {
+            return Acquired::Wait(follower);
         }
-        let (tx, rx) = watch::channel(());
-        table.insert(key.to_owned(), rx);
-        Acquired::Leader(Guard {
-            locks: self.clone(),
-            key: key.to_owned(),
-            tx,
-        })
+        Acquired::Leader(self.lead(&mut table, key, max))
     }
 
     /// Leads the fetch of `key` if nobody does.
-    pub fn try_lead(&self, key: &str) -> Option<Guard> {
-        match self.acquire(key) {
-            Acquired::Leader(guard) => Some(guard),
-            Acquired::Wait(_) => None,
+    pub fn try_lead(&self, key: &str, max: u64) -> Option<Lead> {
+        let mut table = self.table();
+        if table.get(key).and_then(Weak::upgrade).is_some() {
+            return None;
         }
+        Some(self.lead(&mut table, key, max))
+    }
+
+    fn lead(&self, table: &mut HashMap<String, Weak<Fill>>, key: &str, max: u64) -> Lead {
+        let fill = Arc::new_cyclic(|me| {
+            let guard = Guard {
+                locks: self.clone(),
+                key: key.to_owned(),
+                fill: me.clone(),
+            };
+            Fill::new(max, Some(guard))
+        });
+        table.insert(key.to_owned(), Arc::downgrade(&fill));
+        Lead::new(fill)
     }
 
     /// How many keys are held (for tests).
@@ -83,24 +93,11 @@ impl Locks {
     }
 }
 
-impl Waiter {
-    /// Waits until the leader is done, at most `timeout`; false on timeout.
-    pub async fn wait(mut self, timeout: Duration) -> bool {
-        // `changed` fails once the sender (in the guard) is dropped.
-        tokio::time::timeout(timeout, async { while self.rx.changed().await.is_ok() {} })
-            .await
-            .is_ok()
-    }
-}
-
 impl Drop for Guard {
     fn drop(&mut self) {
         let mut table = self.locks.table();
         // Only our own entry: the key may have been taken anew since.
-        if table
-            .get(&self.key)
-            .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()))
-        {
+        if table.get(&self.key).is_some_and(|w| w.ptr_eq(&self.fill)) {
             table.remove(&self.key);
         }
     }
@@ -108,34 +105,41 @@ impl Drop for Guard {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::cache::fill::Waited;
 
     #[tokio::test]
-    async fn one_leader_and_waiters_wake_when_it_is_dropped() {
+    async fn one_leader_and_followers_are_told_when_it_gives_up() {
         let locks = Locks::default();
-        let Acquired::Leader(guard) = locks.acquire("k") else {
+        let Acquired::Leader(lead) = locks.acquire("k", 100) else {
             panic!("first is the leader");
         };
-        let Acquired::Wait(waiter) = locks.acquire("k") else {
-            panic!("second waits");
+        let Acquired::Wait(mut follower) = locks.acquire("k", 100) else {
+            panic!("second follows");
         };
-        assert!(locks.try_lead("k").is_none());
-        assert!(locks.try_lead("other").is_some());
-        let woke = tokio::spawn(waiter.wait(Duration::from_secs(5)));
+        assert!(locks.try_lead("k", 100).is_none());
+        assert!(locks.try_lead("other", 100).is_some());
+        let woke = tokio::spawn(async move {
+            matches!(follower.head(Duration::from_secs(5)).await, Waited::Gone)
+        });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        drop(guard);
+        lead.fill().abandon();
         assert!(woke.await.unwrap_or(false));
         assert!(locks.is_empty());
+        drop(lead);
     }
 
     #[tokio::test]
-    async fn a_waiter_gives_up_after_its_timeout() {
+    async fn a_follower_gives_up_after_its_timeout() {
         let locks = Locks::default();
-        let _guard = locks.try_lead("k");
-        let Acquired::Wait(waiter) = locks.acquire("k") else {
-            panic!("second waits");
+        let _lead = locks.try_lead("k", 100);
+        let Acquired::Wait(mut follower) = locks.acquire("k", 100) else {
+            panic!("second follows");
         };
-        assert!(!waiter.wait(Duration::from_millis(100)).await);
+        let waited = follower.head(Duration::from_millis(100)).await;
+        assert!(matches!(waited, Waited::TimedOut));
     }
 
     #[tokio::test]
@@ -143,12 +147,12 @@ mod tests {
         let locks = Locks::default();
         let held = locks.clone();
         let task = tokio::spawn(async move {
-            let _guard = held.try_lead("k");
+            let _lead = held.try_lead("k", 100);
             std::future::pending::<()>().await;
         });
         tokio::task::yield_now().await;
         task.abort();
         let _ = task.await;
-        assert!(locks.try_lead("k").is_some());
+        assert!(locks.try_lead("k", 100).is_some());
     }
 }

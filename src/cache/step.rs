@@ -1,9 +1,9 @@
 //! The cache step of the request path, for routes with `cache = "NAME"`:
 //! [`lookup`] before the upstream (a fresh hit answers at once), then
-//! [`finish`] with the upstream's response (stored when the rules allow,
-//! entries invalidated by unsafe methods). `proxy` calls both, sends a
-//! [`Refresh`] upstream in the background, and knows nothing else of
-//! caching.
+//! [`finish`] with the upstream's response (stored as it streams when the
+//! rules allow, entries invalidated by unsafe methods; the `store`
+//! submodule). `proxy` calls both, sends a [`Refresh`] upstream in the
+//! background ([`refreshed`]), and knows nothing else of caching.
 //!
 //! What this step does, and what it does not do yet:
 //! - `X-Cache-Status`: HIT (fresh entry), MISS (looked up, not found; the
@@ -19,14 +19,21 @@
 //!   `Cache-Control: no-store`).
 //! - The lock ([`super::lock`]): with `lock = true`, concurrent misses and
 //!   expired lookups of one key send one request upstream; the others
-//!   wait for it (at most `lock_timeout`) and look up again, going to the
+//!   wait (at most `lock_timeout`) for its head and are answered (HIT)
+//!   from its response while it streams ([`super::fill`]). If it is not
+//!   shared (not storable, too large before it started, failed, or
+//!   selecting another Vary variant) they look up again and go to the
 //!   origin themselves if there is still nothing to serve. Background
 //!   refreshes always take the same lock, so one runs per key.
 //! - Only GET responses are stored; a HEAD is answered from a stored GET,
 //!   and a HEAD miss goes to the origin as HEAD and is not stored (a HEAD
-//!   answer must never stand in for a GET).
-//! - A response is stored only whole, when it states a Content-Length of
-//!   at most `max_object_size`; others stream through unchanged (MISS).
+//!   answer must never stand in for a GET). A HEAD finding a stale entry
+//!   revalidates it like a GET (a 304 updates the entry).
+//! - A response is stored while it streams to the client (any framing):
+//!   kept while it stays within `max_object_size`, stored when it ends
+//!   cleanly; a larger one (or one whose Content-Length says so) passes
+//!   through uncached, and one whose body fails or whose client goes
+//!   away is not stored.
 //! - `Vary`: the base key holds a small [`Entry::Variants`] marker with
 //!   the header names; each variant lives under `base \n id \n variant`.
 //! - Lua decisions ([`CacheDecisions`], `mg.cache.*`): `key` replaces the
@@ -36,25 +43,28 @@
 //!   caller commits after header_filter ran, with its decisions. The
 //!   stored headers are the upstream's, before header_filter changed them.
 //!   A background refresh uses the rewrite/access decisions only.
-//! - Not yet: storing while streaming (waiters are served once the
-//!   leader's whole body is stored).
+//! - Every answer is counted by its status in the zone's counters
+//!   ([`super::stats`]); a background refresh is not an answer.
+
+mod store;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use bytes::BytesMut;
-use http::header::{self, AGE, CONTENT_LENGTH, HeaderValue};
+use http::header::{self, AGE, HeaderValue};
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{HeaderMap, HeaderName, Method, Request, Response};
 
-use super::entry::{Entry, Stored, new_variants_id, variant_key};
-use super::lock::{Acquired, Guard};
-use super::policy::{self, CacheControl, Freshness, Lifetime, Overrides};
+use super::entry::{Entry, Stored, variant_key};
+use super::fill::{Follower, Head, Lead, Waited};
+use super::lock::Acquired;
+use super::policy::{self, CacheControl, Freshness, Overrides};
+use super::stream::CacheBody;
 use super::zone::Zone;
-use crate::body::ResponseBody;
-use crate::error::ProxyError;
+use crate::body::{Kind, ResponseBody};
 use crate::vars::RequestVars;
+
+pub use store::{Store, finish, refreshed};
 
 /// The response header saying what the cache did.
 pub const STATUS_HEADER: &str = "x-cache-status";
@@ -131,10 +141,13 @@ pub struct Pending {
     stale: Option<Box<Found>>,
     /// The stale entry's validators, for the upstream request.
     conditional: HeaderMap,
-    /// Held while this request fetches the key: dropped (waking the
-    /// waiters) once [`finish`] stored the answer or gave up, or when the
-    /// request is cancelled.
-    _guard: Option<Guard>,
+    /// The fill this request leads when it holds the key's lock: the
+    /// waiters follow it; dropped (sending them elsewhere) if the answer
+    /// is not stored, or when the request is cancelled.
+    lead: Option<Lead>,
+    /// A background refresh: its answer reaches no client, so it is not
+    /// counted.
+    background: bool,
 }
 
 impl Pending {
@@ -195,7 +208,8 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
         marker: None,
         stale: None,
         conditional: HeaderMap::new(),
-        _guard: None,
+        lead: None,
+        background: false,
     };
     let request_cc = CacheControl::parse(&head.headers);
     if !zone.def.methods.contains(&head.method) || request_cc.no_store {
@@ -205,6 +219,7 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
         pending.store_bypassed = true;
         return Lookup::Fetch(pending);
     }
+    let max = zone.def.max_object_size;
     let client_conditional = CLIENT_CONDITIONS
         .iter()
         .any(|n| head.headers.contains_key(n));
@@ -219,23 +234,25 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
         if let Some(Entry::Response(stored)) = found.as_deref() {
             match stored.lifetime.freshness(&request_cc, now) {
                 Freshness::Fresh => {
+                    zone.counters.lookup(CacheStatus::Hit);
                     return Lookup::Hit(serve(stored, &head.method, CacheStatus::Hit, now));
                 }
                 Freshness::StaleWhileRevalidate => {
                     let refresh = zone
                         .locks
-                        .try_lead(&key)
-                        .map(|guard| refresh(&pending, head, &key, stored, guard));
+                        .try_lead(&key, max)
+                        .map(|lead| refresh(&pending, head, &key, stored, lead));
                     let status = match refresh {
                         Some(_) => CacheStatus::Stale,
                         None => CacheStatus::Updating,
                     };
+                    zone.counters.lookup(status);
                     let resp = serve(stored, &head.method, status, now);
                     return Lookup::Stale(resp, refresh);
                 }
                 Freshness::Stale { serve_on_error } => {
                     pending.status = CacheStatus::Expired;
-                    if head.method == Method::GET && !client_conditional {
+                    if !client_conditional {
                         pending.conditional = policy::conditional_headers(&stored.headers);
                     }
                     pending.stale = Some(Box::new(Found {
@@ -249,15 +266,21 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
         if !zone.def.lock || waited {
             return Lookup::Fetch(pending);
         }
-        match zone.locks.acquire(&key) {
-            Acquired::Leader(guard) => {
-                pending._guard = Some(guard);
+        match zone.locks.acquire(&key, max) {
+            Acquired::Leader(lead) => {
+                pending.lead = Some(lead);
                 return Lookup::Fetch(pending);
             }
-            Acquired::Wait(waiter) => {
+            Acquired::Wait(mut follower) => {
                 waited = true;
-                if !waiter.wait(zone.def.lock_timeout).await {
-                    return Lookup::Fetch(pending);
+                match follower.head(zone.def.lock_timeout).await {
+                    Waited::Head(h) if h.matches(&head.headers) => {
+                        zone.counters.lookup(CacheStatus::Hit);
+                        return Lookup::Hit(follow(&h, follower, &head.method));
+                    }
+                    // Another variant, or nothing shared: look again.
+                    Waited::Head(_) | Waited::Gone => {}
+                    Waited::TimedOut => return Lookup::Fetch(pending),
                 }
             }
         }
@@ -292,7 +315,7 @@ fn refresh(
     head: &Parts,
     key: &str,
     stored: &Stored,
-    guard: Guard,
+    lead: Lead,
 ) -> Box<Refresh> {
     let mut headers = head.headers.clone();
     for name in CLIENT_CONDITIONS {
@@ -333,7 +356,8 @@ fn refresh(
             on_error: false,
         })),
         conditional,
-        _guard: Some(guard),
+        lead: Some(lead),
+        background: true,
     };
     Box::new(Refresh { parts, pending })
 }
@@ -358,197 +382,21 @@ fn serve(
     resp
 }
 
-/// Acts on the origin's answer (or failure) to a request [`lookup`] sent
-/// there: invalidates on an unsafe method's success, serves a stale entry
-/// in place of a failure within stale-if-error, updates a revalidated
-/// entry on a 304, reads what may be stored whole, and says what was done
-/// in `X-Cache-Status`. What may be stored comes back as a [`Store`]:
-/// commit it (after header_filter, with its decisions) to store it.
-/// `filtered`: header_filter handlers may still call `mg.cache.ttl`, so a
-/// response only their ttl would make storable is read whole too.
-pub async fn finish(
-    pending: Pending,
-    resp: Result<Response<ResponseBody>, ProxyError>,
-    filtered: bool,
-) -> Result<(Response<ResponseBody>, Option<Store>), ProxyError> {
-    let zone = &pending.zone;
-    let stand_in = || {
-        let found = pending.stale.as_ref().filter(|f| f.on_error)?;
-        let now = SystemTime::now();
-        Some(serve(
-            &found.stored,
-            &pending.method,
-            CacheStatus::Stale,
-            now,
-        ))
+/// A response from another request's fill (`head`), its body following
+/// the fill; answered as HIT, with the Age of the head.
+fn follow(head: &Head, follower: Follower, method: &Method) -> Response<ResponseBody> {
+    let body = if *method == Method::HEAD {
+        ResponseBody::empty()
+    } else {
+        ResponseBody::from_kind(Kind::Cache(Box::new(CacheBody::follow(follower))))
     };
-    let mut resp = match resp {
-        Err(e) => return stand_in().map(|r| (r, None)).ok_or(e),
-        Ok(r) if r.status().is_server_error() => match stand_in() {
-            Some(stale) => return Ok((stale, None)),
-            None => r,
-        },
-        Ok(r) => r,
-    };
-    if !pending.method.is_safe() {
-        if policy::invalidates(&pending.method, resp.status()) {
-            zone.invalidate(&pending.base);
-        }
-        set_status(&mut resp, CacheStatus::Bypass);
-        return Ok((resp, None));
-    }
-    let status = pending.status;
-    if let (StatusCode::NOT_MODIFIED, Some(found), false) = (
-        resp.status(),
-        &pending.stale,
-        pending.conditional.is_empty(),
-    ) {
-        return Ok((revalidated(&pending, found, resp.headers()), None));
-    }
-    let skipped = status == CacheStatus::Bypass && !pending.store_bypassed;
-    if skipped || pending.method != Method::GET {
-        set_status(&mut resp, status);
-        return Ok((resp, None));
-    }
-    // A header_filter ttl may still make the response storable.
-    let mut maybe = pending.overrides;
-    if filtered && maybe.ttl.is_none() {
-        maybe.ttl = Some(Duration::ZERO);
-    }
-    let allowed = policy::storable(
-        &pending.method,
-        &pending.req_headers,
-        resp.status(),
-        resp.headers(),
-        &zone.settings,
-        &maybe,
-    );
-    let length = resp
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let fits = length.filter(|n| *n <= zone.def.max_object_size);
-    let (Ok(()), Some(length)) = (allowed, fits) else {
-        set_status(&mut resp, status);
-        return Ok((resp, None));
-    };
-    let response_time = SystemTime::now();
-    let (mut parts, body) = resp.into_parts();
-    let body = read_whole(body, length, zone.def.max_object_size).await?;
-
-    let mut headers = parts.headers.clone();
-    policy::strip_unstorable(&mut headers);
-    parts.headers.insert(
-        http::header::HeaderName::from_static(STATUS_HEADER),
-        HeaderValue::from_static(status.as_str()),
-    );
-    let store = Store {
-        status: parts.status,
-        headers,
-        body: body.clone(),
-        response_time,
-        pending,
-    };
-    Ok((
-        Response::from_parts(parts, ResponseBody::full(body)),
-        Some(store),
-    ))
-}
-
-/// A response [`finish`] read whole and may store; holds the key's lock
-/// until committed or dropped.
-pub struct Store {
-    status: StatusCode,
-    /// The upstream's headers, minus what is never stored.
-    headers: HeaderMap,
-    body: bytes::Bytes,
-    response_time: SystemTime,
-    pending: Pending,
-}
-
-impl Store {
-    /// Stores the response unless the rules, with Lua's rewrite/access
-    /// decisions and `later` ones (header_filter) on top, refuse.
-    pub fn commit(self, later: &Overrides) {
-        let Store {
-            status,
-            headers,
-            body,
-            response_time,
-            pending,
-        } = self;
-        let zone = &pending.zone;
-        let overrides = Overrides {
-            ttl: later.ttl.or(pending.overrides.ttl),
-            no_store: pending.overrides.no_store || later.no_store,
-        };
-        let allowed = policy::storable(
-            &pending.method,
-            &pending.req_headers,
-            status,
-            &headers,
-            &zone.settings,
-            &overrides,
-        );
-        if allowed.is_err() {
-            return;
-        }
-        let lifetime = Lifetime::new(
-            &headers,
-            pending.request_time,
-            response_time,
-            &zone.settings,
-            &overrides,
-        );
-        let names = policy::vary_names(&headers).unwrap_or_default();
-        let key = if names.is_empty() {
-            pending.base.clone()
-        } else {
-            let id = match &pending.marker {
-                Some((id, known)) if *known == names => *id,
-                _ => {
-                    let id = new_variants_id(response_time);
-                    let marker = Entry::Variants {
-                        id,
-                        names: names.clone(),
-                    };
-                    zone.put(pending.base.clone(), marker);
-                    id
-                }
-            };
-            let variant = policy::variant_key(&names, &pending.req_headers);
-            variant_key(&pending.base, id, &variant)
-        };
-        let stored = Stored {
-            status,
-            headers,
-            body,
-            lifetime,
-        };
-        zone.put(key, Entry::Response(stored));
-    }
-}
-
-/// Reads a body of `length` bytes, refusing more than `max`.
-async fn read_whole(
-    mut body: ResponseBody,
-    length: u64,
-    max: u64,
-) -> Result<bytes::Bytes, ProxyError> {
-    let mut buf = BytesMut::with_capacity(usize::try_from(length).unwrap_or(0));
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ProxyError::UpstreamBody(e.to_string()))?;
-        if let Ok(data) = frame.into_data() {
-            if (buf.len() + data.len()) as u64 > max {
-                return Err(ProxyError::UpstreamBody(
-                    "body longer than its Content-Length".into(),
-                ));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
+    let mut resp = Response::new(body);
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = head.headers.clone();
+    let age = policy::age_header(head.lifetime.age(SystemTime::now()));
+    resp.headers_mut().insert(AGE, age);
+    set_status(&mut resp, CacheStatus::Hit);
+    resp
 }
 
 fn set_status(resp: &mut Response<ResponseBody>, status: CacheStatus) {
@@ -556,27 +404,4 @@ fn set_status(resp: &mut Response<ResponseBody>, status: CacheStatus) {
         http::header::HeaderName::from_static(STATUS_HEADER),
         HeaderValue::from_static(status.as_str()),
     );
-}
-
-/// The stale entry `found`, confirmed by the origin's 304 (headers
-/// `not_modified`): its headers updated, its lifetime recomputed, stored
-/// again and served as REVALIDATED.
-fn revalidated(
-    pending: &Pending,
-    found: &Found,
-    not_modified: &HeaderMap,
-) -> Response<ResponseBody> {
-    let now = SystemTime::now();
-    let mut stored = found.stored.clone();
-    policy::merge_304(&mut stored.headers, not_modified);
-    stored.lifetime = Lifetime::new(
-        &stored.headers,
-        pending.request_time,
-        now,
-        &pending.zone.settings,
-        &pending.overrides,
-    );
-    let resp = serve(&stored, &pending.method, CacheStatus::Revalidated, now);
-    pending.zone.put(found.key.clone(), Entry::Response(stored));
-    resp
 }

@@ -27,6 +27,8 @@ pub struct Zone {
     /// Keys being fetched from the origin (the cache lock), shared by
     /// every worker thread.
     pub locks: super::lock::Locks,
+    /// Lookups by outcome, stores and store skips (for `/status`).
+    pub counters: super::stats::Counters,
     l1: moka::sync::Cache<String, Arc<Entry>>,
     l2: Option<Arc<DiskStore>>,
 }
@@ -67,6 +69,7 @@ impl Zone {
             key,
             settings,
             locks: Default::default(),
+            counters: Default::default(),
             l1,
             l2,
         })
@@ -115,7 +118,13 @@ impl Zone {
         }
     }
 
-    /// Both tiers, for [`super::purge`] (which walks L1's keys).
+    /// The zone's figures for `/status` ([`super::stats::report`]).
+    pub fn stats(&self) -> serde_json::Value {
+        super::stats::report(self)
+    }
+
+    /// Both tiers, for [`super::purge`] (which walks L1's keys) and
+    /// [`super::stats`].
     pub(super) fn tiers(&self) -> (&moka::sync::Cache<String, Arc<Entry>>, Option<&DiskStore>) {
         (&self.l1, self.l2.as_deref())
     }

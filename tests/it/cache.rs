@@ -330,14 +330,16 @@ async fn a_hot_key_expiring_under_load_goes_to_the_origin_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
+    // max-age=2: a whole-second Date may take up to 1 s of it, and the
+    // refreshed entry must stay fresh until the loop below sees it.
     let origin = slow_origin(
         Duration::from_millis(500),
-        "max-age=1, stale-while-revalidate=30",
+        "max-age=2, stale-while-revalidate=30",
     )
     .await;
     let mg = Moongate::start(&locked_conf(origin.addr, false));
     assert_eq!(get(&mg.url("/s"), None).await.2, "body 0");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let (status, cache, body) = get(&mg.url("/s"), None).await;
     assert_eq!(
         (status, cache.as_str(), body.as_str()),
@@ -407,7 +409,7 @@ async fn a_304_revalidates_the_entry_with_the_new_headers() {
             .is_some_and(|v| v == "\"v1\"");
         async move {
             let reply = Response::builder()
-                .header("cache-control", "max-age=1")
+                .header("cache-control", "max-age=2")
                 .header("etag", "\"v1\"");
             if validated {
                 reply
@@ -427,7 +429,9 @@ async fn a_304_revalidates_the_entry_with_the_new_headers() {
     .await;
     let mg = Moongate::start(&locked_conf(origin.addr, true));
     assert_eq!(get(&mg.url("/r"), None).await.2, "the body");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Date has whole seconds: the entry's age on arrival may be up to 1 s,
+    // so max-age=2 leaves the revalidated entry at least 1 s of freshness.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let resp = client().get(mg.url("/r")).send().await.expect("revalidate");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-cache-status"], "REVALIDATED");

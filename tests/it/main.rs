@@ -22,5 +22,7 @@ mod ratelimit_redis;
 mod cache;
 mod cache_lua;
 mod cache_purge;
+mod cache_stream;
+mod cache_refresh;
 mod workers;
 mod examples;

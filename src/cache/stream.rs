@@ -1,0 +1,122 @@
+//! The response bodies the cache streams ([`CacheBody`]): a tee on the
+//! fetching request's upstream body, whose chunks go into its
+//! [`Fill`](super::fill::Fill) as they pass to the client (stored when
+//! the body ends cleanly, given up when it fails or the client goes
+//! away), and another request's fill replayed and followed. Nothing is
+//! buffered before it is sent. The edge between the fill and hyper's
+//! body trait; `crate::body` wraps it as one of its kinds.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use super::fill::{Follower, Lead};
+use crate::body::{BoxError, ResponseBody};
+
+/// A body streamed through the cache.
+// `crate::body::Kind` boxes it whole: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum CacheBody {
+    /// The upstream's body on its way to the client and into the fill.
+    Tee(Tee),
+    /// Another request's fill, from its first chunk.
+    Follow(Follower),
+}
+
+/// The upstream's body, with its chunks copied (by reference) into the
+/// fill the request leads.
+pub struct Tee {
+    inner: ResponseBody,
+    lead: Lead,
+    /// The fill was told how the body ended.
+    done: bool,
+}
+
+impl CacheBody {
+    /// Tees `inner` into `lead`'s fill.
+    pub fn tee(inner: ResponseBody, lead: Lead) -> CacheBody {
+        CacheBody::Tee(Tee {
+            inner,
+            lead,
+            done: false,
+        })
+    }
+
+    /// Follows another request's fill.
+    pub fn follow(follower: Follower) -> CacheBody {
+        CacheBody::Follow(follower)
+    }
+}
+
+impl Tee {
+    fn complete(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.lead.fill().complete();
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &polled {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    self.lead.fill().push(data);
+                }
+                if self.inner.is_end_stream() {
+                    self.complete();
+                }
+            }
+            None => self.complete(),
+            Some(Err(_)) => {
+                self.done = true;
+                self.lead.fill().fail();
+            }
+        }
+        Poll::Ready(polled)
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        // hyper stops polling once the body says it ended: complete.
+        // Otherwise dropping `lead` fails the fill (client gone).
+        if self.inner.is_end_stream() {
+            self.complete();
+        }
+    }
+}
+
+impl Body for CacheBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            CacheBody::Tee(tee) => tee.poll(cx),
+            CacheBody::Follow(follower) => {
+                let chunk = ready!(follower.poll_chunk(cx));
+                Poll::Ready(chunk.map(|r| r.map(Frame::data).map_err(BoxError::from)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            CacheBody::Tee(tee) => tee.done || tee.inner.is_end_stream(),
+            CacheBody::Follow(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            CacheBody::Tee(tee) => tee.inner.size_hint(),
+            CacheBody::Follow(_) => SizeHint::default(),
+        }
+    }
+}
