@@ -23,6 +23,18 @@ use tokio_util::task::TaskTracker;
 
 use crate::state::Shared;
 
+thread_local! {
+    /// Set while a worker's `LocalSet` runs its tasks.
+    static IN_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the caller runs inside a worker thread's `LocalSet`, where
+/// `tokio::task::spawn_local` may be called (not, e.g., while the set's
+/// leftover tasks are dropped at exit).
+pub fn in_worker() -> bool {
+    IN_WORKER.with(std::cell::Cell::get)
+}
+
 /// Orders sent from the control thread to a worker.
 pub enum Command {
     /// Start accepting on this socket (this worker's SO_REUSEPORT copy).
@@ -71,7 +83,11 @@ impl Workers {
                 .spawn(move || {
                     crate::lua::vm::set_worker(crate::lua::api::WorkerInfo { id, count: n });
                     let local = tokio::task::LocalSet::new();
-                    local.block_on(&rt, worker_main(rx, shared, drain));
+                    local.block_on(&rt, async {
+                        IN_WORKER.set(true);
+                        worker_main(rx, shared, drain).await;
+                        IN_WORKER.set(false);
+                    });
                 })?;
             senders.push(tx);
             threads.push(handle);

@@ -277,6 +277,15 @@ impl Fill {
         fits
     }
 
+    /// Whether reading the rest of the body is still worth it when the
+    /// leader's client has gone: the body is still to be stored, or other
+    /// requests follow it.
+    pub fn worth_finishing(&self) -> bool {
+        let st = self.state();
+        st.phase == Phase::Streaming
+            && (st.plan.is_some() || st.followers.iter().flatten().any(|s| !s.cut))
+    }
+
     /// The body ended cleanly: stores it (when it still fits) and ends
     /// the followers' bodies after their last chunk.
     pub fn complete(&self) {

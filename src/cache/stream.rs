@@ -5,6 +5,12 @@
 //! away), and another request's fill replayed and followed. Nothing is
 //! buffered before it is sent. The edge between the fill and hyper's
 //! body trait; `crate::body` wraps it as one of its kinds.
+//!
+//! When the leader's client goes away before the body ended while the
+//! body is still to be stored or other requests follow it, the rest is
+//! read in a task of its own on the same worker thread (as nginx keeps
+//! reading a cacheable response after a client abort), so one client
+//! leaving never cuts the answers of those waiting on it short.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -29,7 +35,8 @@ pub enum CacheBody {
 /// fill the request leads.
 pub struct Tee {
     inner: ResponseBody,
-    lead: Lead,
+    /// `None` once handed to the task finishing the body.
+    lead: Option<Lead>,
     /// The fill was told how the body ended.
     done: bool,
 }
@@ -39,7 +46,7 @@ impl CacheBody {
     pub fn tee(inner: ResponseBody, lead: Lead) -> CacheBody {
         CacheBody::Tee(Tee {
             inner,
-            lead,
+            lead: Some(lead),
             done: false,
         })
     }
@@ -54,7 +61,9 @@ impl Tee {
     fn complete(&mut self) {
         if !self.done {
             self.done = true;
-            self.lead.fill().complete();
+            if let Some(lead) = &self.lead {
+                lead.fill().complete();
+            }
         }
     }
 
@@ -62,8 +71,10 @@ impl Tee {
         let polled = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         match &polled {
             Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    self.lead.fill().push(data);
+                if let Some(data) = frame.data_ref()
+                    && let Some(lead) = &self.lead
+                {
+                    lead.fill().push(data);
                 }
                 if self.inner.is_end_stream() {
                     self.complete();
@@ -72,19 +83,56 @@ impl Tee {
             None => self.complete(),
             Some(Err(_)) => {
                 self.done = true;
-                self.lead.fill().fail();
+                if let Some(lead) = &self.lead {
+                    lead.fill().fail();
+                }
             }
         }
         Poll::Ready(polled)
     }
 }
 
+impl Tee {
+    /// Reads the rest of the body into the fill, with nobody to send it
+    /// to; stops once the body is neither to be stored nor followed.
+    async fn finish(mut self) {
+        loop {
+            match std::future::poll_fn(|cx| self.poll(cx)).await {
+                Some(Ok(_)) if !self.done => {
+                    let worth = self
+                        .lead
+                        .as_ref()
+                        .is_some_and(|l| l.fill().worth_finishing());
+                    if !worth {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
 impl Drop for Tee {
     fn drop(&mut self) {
         // hyper stops polling once the body says it ended: complete.
-        // Otherwise dropping `lead` fails the fill (client gone).
         if self.inner.is_end_stream() {
-            self.complete();
+            return self.complete();
+        }
+        // The client left mid-body: finish reading it for the cache and
+        // the followers, on this worker thread. Otherwise dropping `lead`
+        // fails the fill.
+        let worth = self
+            .lead
+            .as_ref()
+            .is_some_and(|l| l.fill().worth_finishing());
+        if !self.done && worth && crate::runtime::in_worker() {
+            let rest = Tee {
+                inner: std::mem::replace(&mut self.inner, ResponseBody::empty()),
+                lead: self.lead.take(),
+                done: false,
+            };
+            tokio::task::spawn_local(rest.finish());
         }
     }
 }

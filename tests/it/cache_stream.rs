@@ -240,20 +240,19 @@ async fn bodies_are_stored_while_they_stream_and_larger_ones_pass_through() {
     assert_eq!(f["store_skips"]["aborted"], 2, "{f}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_going_away_mid_body_stores_nothing() {
-    let release = Arc::new(Notify::new());
+/// An origin that sends a chunked head and 1 KiB, then waits for
+/// `release` (at most 10 s) before 2 MiB more (so moongate finds out when
+/// a client has gone: writes to it fail), for the first request only.
+async fn pausing_origin(release: Arc<Notify>) -> RawOrigin {
     let first = Arc::new(AtomicBool::new(true));
-    let (gate, once) = (release.clone(), first.clone());
-    let origin = RawOrigin::start(move |_path, mut s| {
-        let (gate, once) = (gate.clone(), once.clone());
+    RawOrigin::start(move |_path, mut s| {
+        let (gate, once) = (release.clone(), first.clone());
         async move {
             let _ = s.write_all(&head("transfer-encoding: chunked\r\n")).await;
             let _ = s.write_all(&chunk(&part(0, 1024))).await;
             if once.swap(false, Ordering::SeqCst) {
-                gate.notified().await;
+                let _ = tokio::time::timeout(Duration::from_secs(10), gate.notified()).await;
             }
-            // 2 MiB more: moongate finds out the client is gone.
             for p in 1..=32 {
                 if s.write_all(&chunk(&part(p, 64 << 10))).await.is_err() {
                     return;
@@ -262,20 +261,104 @@ async fn a_client_going_away_mid_body_stores_nothing() {
             let _ = s.write_all(b"0\r\n\r\n").await;
         }
     })
-    .await;
+    .await
+}
+
+/// What [`pausing_origin`] sends.
+fn paused_body() -> Vec<u8> {
+    let mut want = part(0, 1024);
+    for p in 1..=32 {
+        want.extend(part(p, 64 << 10));
+    }
+    want
+}
+
+/// A client leaving mid-body does not stop the store: the rest of a
+/// cacheable body is read and stored without it, as nginx does with
+/// `proxy_cache` (it keeps reading a cacheable response after the client
+/// closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_going_away_mid_body_still_stores_it() {
+    let release = Arc::new(Notify::new());
+    let origin = pausing_origin(release.clone()).await;
     let mg = Moongate::start(&conf(origin.addr, ""));
     let mut resp = client().get(mg.url("/big")).send().await.expect("request");
     assert_eq!(resp.headers()["x-cache-status"], "MISS");
     assert!(resp.chunk().await.expect("first chunk").is_some());
     drop(resp);
     release.notify_one();
-    let f = figures_until(&mg, "pages", |f| f["store_skips"]["aborted"] == 1).await;
-    assert_eq!(f["stores"], 0, "{f}");
+    let f = figures_until(&mg, "pages", |f| f["stores"] == 1).await;
+    assert_eq!(f["store_skips"]["aborted"], 0, "{f}");
     let (status, cache, body) = get(&mg.url("/big")).await;
-    assert_eq!((status, cache.as_str()), (200, "MISS"));
-    assert_eq!(body.map(|b| b.len()), Ok(1024 + 32 * (64 << 10)));
-    assert_eq!(origin.hits("/big"), 2);
-    assert_eq!(get(&mg.url("/big")).await.1, "HIT");
+    assert_eq!((status, cache.as_str()), (200, "HIT"));
+    assert!(body == Ok(paused_body()), "the stored body is whole");
+    assert_eq!(origin.hits("/big"), 1);
+}
+
+/// Lock waiters following the leader's response get all of it when the
+/// leader's client goes away mid-body: the rest is read for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiters_get_the_whole_body_when_the_leaders_client_goes_away() {
+    const WAITERS: usize = 8;
+    let release = Arc::new(Notify::new());
+    let origin = pausing_origin(release.clone()).await;
+    let mg = Moongate::start(&conf(origin.addr, "lock = true\nlock_timeout = \"10s\"\n"));
+    let mut leader = client().get(mg.url("/big")).send().await.expect("request");
+    assert_eq!(leader.headers()["x-cache-status"], "MISS");
+    assert!(leader.chunk().await.expect("first chunk").is_some());
+
+    let (firsts, mut got_first) = tokio::sync::mpsc::channel(WAITERS);
+    let mut tasks = Vec::new();
+    for _ in 0..WAITERS {
+        let (url, firsts) = (mg.url("/big"), firsts.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut resp = client().get(url).send().await.expect("request");
+            let cache = resp.headers()["x-cache-status"]
+                .to_str()
+                .expect("ascii")
+                .to_owned();
+            let mut body = Vec::new();
+            if let Some(first) = resp.chunk().await.expect("first chunk") {
+                body.extend_from_slice(&first);
+            }
+            let _ = firsts.send(()).await;
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(more)) => body.extend_from_slice(&more),
+                    Ok(None) => return (cache, Ok(body)),
+                    Err(e) => return (cache, Err(format!("{e} after {} bytes", body.len()))),
+                }
+            }
+        }));
+    }
+    drop(firsts);
+    for _ in 0..WAITERS {
+        let got = tokio::time::timeout(Duration::from_secs(15), got_first.recv()).await;
+        assert!(
+            matches!(got, Ok(Some(()))),
+            "a waiter never got its first bytes"
+        );
+    }
+    // Every waiter follows the fill; now the leader's client leaves.
+    drop(leader);
+    release.notify_one();
+    let want = paused_body();
+    for t in tasks {
+        let (cache, body) = t.await.expect("waiter");
+        assert_eq!(cache, "HIT");
+        match body {
+            Ok(b) => assert!(
+                b == want,
+                "a waiter got {} bytes, not the whole body",
+                b.len()
+            ),
+            Err(e) => panic!("a waiter's body was cut short: {e}"),
+        }
+    }
+    assert_eq!(origin.hits("/big"), 1);
+    let (_, cache, body) = get(&mg.url("/big")).await;
+    assert_eq!(cache, "HIT");
+    assert!(body == Ok(want), "the stored body is whole");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
