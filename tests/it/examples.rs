@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Moongate, client};
+use crate::support::{Moongate, client, gone, wait_gone};
 
 const KEY: &str = "demo-key-123";
 
@@ -84,16 +84,6 @@ impl Drop for Leftovers {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
-    }
-}
-
-/// Whether a process is gone: no /proc entry, or a zombie.
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
 }
 
@@ -196,18 +186,7 @@ async fn stop_and_check_gone(mg: &mut Moongate, pids: &BTreeSet<i32>) {
     mg.signal(Signal::SIGTERM);
     let code = tokio::task::block_in_place(|| mg.wait_exit(Duration::from_secs(60)));
     assert_eq!(code, Some(0), "log:\n{}", mg.log_lines().join("\n"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let alive: Vec<i32> = pids.iter().copied().filter(|&p| !gone(p)).collect();
-        if alive.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workers still running after moongate stopped: {alive:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_gone(pids, Duration::from_secs(20)).await;
 }
 
 fn titles(list: &Value) -> Vec<&str> {

@@ -742,3 +742,29 @@ pub fn app_conf(origin: SocketAddr, workers: usize) -> String {
          [upstream.app]\nservers = [{{ addr = \"{origin}\" }}]\n"
     )
 }
+
+/// Whether a process is gone: no /proc entry, or a zombie ('Z').
+pub fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Polls until every pid is gone (or a zombie); panics naming the living.
+pub async fn wait_gone(pids: &std::collections::BTreeSet<i32>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let alive: Vec<i32> = pids.iter().copied().filter(|&p| !gone(p)).collect();
+        if alive.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker processes {alive:?} still running {timeout:?} later"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

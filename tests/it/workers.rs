@@ -23,7 +23,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::support::{Moongate, client};
+use crate::support::{Moongate, client, gone, wait_gone};
 
 mod lifecycle;
 mod roll;
@@ -193,32 +193,6 @@ fn pids(p: &Value) -> BTreeSet<i32> {
         .filter_map(|w| w["pid"].as_i64())
         .map(|p| p as i32)
         .collect()
-}
-
-/// Whether a process is gone: no /proc entry, or a zombie ('Z').
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
-
-/// Polls until every pid is gone (or a zombie); panics naming the living.
-async fn wait_gone(pids: &BTreeSet<i32>, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let alive: Vec<i32> = pids.iter().copied().filter(|&p| !gone(p)).collect();
-        if alive.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "worker processes {alive:?} still running {timeout:?} later"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// What the fixture app answered.
