@@ -141,7 +141,9 @@ async fn max_requests_recycles_workers_without_a_failed_request() {
     let p = gate.wait_settled("app", 2).await;
     assert_eq!(pids(&p), first, "recycled below max_requests: {p:#}");
 
-    // 12 each: both past their limit; then no more requests.
+    // 24 in all: both past their limit (round robin gives 12 each, or
+    // fewer to one that reached its limit and left the pool during the
+    // burst); then no more requests.
     answers.extend(get_n(&url, 16).await);
     let p = gate
         .wait_pool("app", "recycled", Duration::from_secs(15), |p| {
@@ -152,7 +154,8 @@ async fn max_requests_recycles_workers_without_a_failed_request() {
     assert_eq!(p["restarts"], 0, "recycling is not a failure: {p:#}");
     let counts = per_pid(&answers);
     assert_eq!(counts.len(), 2, "{counts:?}");
-    assert!(counts.values().all(|&n| n == 12), "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 24, "{counts:?}");
+    assert!(counts.values().all(|&n| n >= 10), "{counts:?}");
 
     // Under load: both recycled again, nothing fails, none early.
     let second = pids(&p);
