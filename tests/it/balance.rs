@@ -278,15 +278,7 @@ async fn passive_health_marks_a_failing_peer_and_requests_still_succeed() {
             let (status, origin) = get_origin(&c, &mg.url("/")).await;
             assert_eq!((status, origin.as_str()), (200, "good"));
         }
-        last = c
-            .get(mg.admin_url("/status"))
-            .send()
-            .await
-            .expect("status")
-            .bytes()
-            .await
-            .map(|b| serde_json::from_slice(&b).expect("status json"))
-            .expect("status body");
+        last = mg.status().await;
         let peers = last["upstreams"]["app"]["peers"]
             .as_array()
             .expect("peers array")

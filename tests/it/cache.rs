@@ -79,12 +79,7 @@ async fn get(url: &str, lang: Option<&str>) -> (u16, String, String) {
     }
     let resp = req.send().await.expect("request");
     let status = resp.status().as_u16();
-    let cache = resp
-        .headers()
-        .get("x-cache-status")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let cache = crate::support::cache_status(&resp);
     (status, cache, resp.text().await.expect("body"))
 }
 

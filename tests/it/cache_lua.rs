@@ -117,12 +117,7 @@ async fn get(url: &str, bypass: bool) -> (String, String) {
         req = req.header("x-bypass", "1");
     }
     let resp = req.send().await.expect("request");
-    let cache = resp
-        .headers()
-        .get("x-cache-status")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let cache = crate::support::cache_status(&resp);
     (cache, resp.text().await.expect("body"))
 }
 

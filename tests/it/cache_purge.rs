@@ -73,11 +73,7 @@ async fn cache_status_lang(url: &str, lang: &str) -> String {
         .await
         .expect("request");
     assert_eq!(resp.status(), 200);
-    resp.headers()
-        .get("x-cache-status")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
+    crate::support::cache_status(&resp)
 }
 
 /// The rendered cache key of `path` (`$scheme$host$request_uri`; `$host`

@@ -134,12 +134,7 @@ fn conf(origin: SocketAddr, zone_extra: &str) -> String {
 async fn get(url: &str) -> (u16, String, Result<Vec<u8>, String>) {
     let resp = client().get(url).send().await.expect("request");
     let status = resp.status().as_u16();
-    let cache = resp
-        .headers()
-        .get("x-cache-status")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let cache = crate::support::cache_status(&resp);
     let body = resp
         .bytes()
         .await
@@ -150,16 +145,7 @@ async fn get(url: &str) -> (u16, String, Result<Vec<u8>, String>) {
 
 /// The zone's figures from `/status`.
 async fn figures(mg: &Moongate, zone: &str) -> serde_json::Value {
-    let text = client()
-        .get(mg.admin_url("/status"))
-        .send()
-        .await
-        .expect("status")
-        .text()
-        .await
-        .expect("status body");
-    let status: serde_json::Value = serde_json::from_str(&text).expect("status json");
-    status["caches"][zone].clone()
+    mg.status().await["caches"][zone].clone()
 }
 
 /// Polls the zone's figures until `ready` holds; panics with them after 10 s.

@@ -139,16 +139,7 @@ async fn get(mg: &Moongate, path: &str) -> Answer {
 async fn wait_ready(mg: &Moongate, pool: &str, count: usize, seen: &Leftovers) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let text = client()
-            .get(mg.admin_url("/status"))
-            .send()
-            .await
-            .expect("GET /status")
-            .text()
-            .await
-            .expect("status body");
-        let status: Value = serde_json::from_str(&text).expect("status JSON");
-        let p = status["workers"][pool].clone();
+        let p = mg.status().await["workers"][pool].clone();
         let workers = p["workers"].as_array().cloned().unwrap_or_default();
         seen.add(
             workers

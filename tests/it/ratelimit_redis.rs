@@ -41,18 +41,6 @@ fn route(origin: std::net::SocketAddr, path: &str, zone: &str) -> String {
     )
 }
 
-async fn status_json(mg: &Moongate) -> serde_json::Value {
-    let text = client()
-        .get(mg.admin_url("/status"))
-        .send()
-        .await
-        .expect("GET /status")
-        .text()
-        .await
-        .expect("body");
-    serde_json::from_str(&text).expect("JSON")
-}
-
 /// The zone [`share_one_bucket`] fills: 10/s, burst 20, keyed by `x-key`.
 const SHARED_ZONE: &str =
     "[limit.shared]\nrate = \"10/s\"\nburst = 20\nkey = \"$http_x_key\"\nscope = \"redis\"\n";
@@ -75,7 +63,7 @@ async fn share_one_bucket(conf_a: &str, conf_b: &str) -> (Moongate, Moongate) {
     );
     // Both nodes answered from Redis all along.
     for mg in [&a, &b] {
-        let st = status_json(mg).await;
+        let st = mg.status().await;
         let z = &st["limits"]["shared"];
         assert_eq!(z["scope"], "redis", "{st}");
         assert_eq!(z["redis"]["state"], "ok", "{st}");
@@ -166,7 +154,7 @@ async fn redis_down_falls_back_per_zone_and_recovers() {
     // Redis up: every zone takes from Redis.
     assert_eq!(statuses(4, "/local", "k1").await, [200, 200, 200, 429]);
     assert_eq!(statuses(4, "/deny", "k1").await, [200, 200, 200, 429]);
-    let st = status_json(&mg).await;
+    let st = mg.status().await;
     assert_eq!(st["limits"]["z_local"]["redis"]["state"], "ok", "{st}");
 
     redis.kill();
@@ -185,7 +173,7 @@ async fn redis_down_falls_back_per_zone_and_recovers() {
     assert_eq!(statuses(2, "/local", "k1").await, [429, 429]);
     assert_eq!(statuses(2, "/allow", "k1").await, [200, 200]);
 
-    let st = status_json(&mg).await;
+    let st = mg.status().await;
     for z in ["z_local", "z_allow", "z_deny"] {
         let r = &st["limits"][z]["redis"];
         assert_eq!(r["state"], "failing", "{z}: {st}");
@@ -219,7 +207,7 @@ async fn redis_down_falls_back_per_zone_and_recovers() {
     loop {
         get("/local", "k4").await;
         get("/allow", "k4").await;
-        let st = status_json(&mg).await;
+        let st = mg.status().await;
         let ok = ["z_local", "z_allow", "z_deny"]
             .iter()
             .all(|z| st["limits"][z]["redis"]["state"] == "ok");
@@ -326,7 +314,7 @@ async fn a_slow_redis_times_out_into_the_fallback() {
         "the take gave up after its timeout: {:?}",
         started.elapsed()
     );
-    let st = status_json(&mg).await;
+    let st = mg.status().await;
     let z = &st["limits"]["slow"]["redis"];
     assert_eq!(z["state"], "failing", "{st}");
     assert!(
@@ -403,7 +391,7 @@ async fn two_nodes_share_one_bucket_on_a_redis_cluster() {
         "every bucket is in the cluster: keys per node {sizes:?}"
     );
     for mg in [&a, &b] {
-        let st = status_json(mg).await;
+        let st = mg.status().await;
         let z = &st["limits"]["spread"]["redis"];
         assert_eq!(z["state"], "ok", "{st}");
         assert_eq!(z["fallbacks"], 0, "{st}");
@@ -420,7 +408,7 @@ async fn two_nodes_share_one_bucket_on_a_redis_cluster() {
         node.set_running(false);
     }
     assert_eq!(get("user-0").await, 200, "the local fallback allows");
-    let st = status_json(&a).await;
+    let st = a.status().await;
     assert_eq!(st["limits"]["spread"]["redis"]["state"], "failing", "{st}");
     for node in &cluster.nodes {
         node.set_running(true);

@@ -51,17 +51,6 @@ async fn get(url: &str) -> (u16, String) {
     (status, resp.text().await.expect("body"))
 }
 
-/// The admin `/status` document.
-async fn status(mg: &Moongate) -> Value {
-    let resp = client()
-        .get(mg.admin_url("/status"))
-        .send()
-        .await
-        .expect("GET /status");
-    assert_eq!(resp.status(), 200);
-    serde_json::from_str(&resp.text().await.expect("status body")).expect("status JSON")
-}
-
 /// `POST /reload` on the admin listener: status and JSON body.
 async fn admin_reload(mg: &Moongate) -> (u16, Value) {
     let resp = client()
@@ -137,14 +126,14 @@ async fn reload_by_file_edit() {
     let mut mg = tokio::task::block_in_place(|| Moongate::start(&conf(a.addr)));
     let pid = mg.pid();
     assert_eq!(get(&mg.url("/")).await, (200, "a".to_string()));
-    assert_eq!(status(&mg).await["generation"], 1);
+    assert_eq!(mg.status().await["generation"], 1);
 
     mg.write_conf("00-test.toml", &conf(b.addr));
     wait_body(&mg.url("/"), "b", Duration::from_secs(10)).await;
 
     assert_eq!(mg.pid(), pid);
     assert!(still_running(&mut mg), "moongate exited during the reload");
-    let st = status(&mg).await;
+    let st = mg.status().await;
     assert!(st["generation"].as_u64().unwrap_or(0) >= 2, "{st}");
     assert_eq!(st["reload"]["last"]["ok"], true, "{st}");
     assert_eq!(st["reload"]["last"]["trigger"], "watch", "{st}");
@@ -180,7 +169,7 @@ async fn reload_by_sighup() {
     assert_eq!(get(&mg.url("/")).await, (200, "b".to_string()));
     assert_eq!(mg.pid(), pid);
     assert!(still_running(&mut mg), "SIGHUP stopped moongate");
-    let st = status(&mg).await;
+    let st = mg.status().await;
     assert_eq!(st["generation"], 2, "{st}");
     assert_eq!(st["reload"]["last"]["trigger"], "signal", "{st}");
     assert!(
@@ -206,7 +195,7 @@ async fn reload_by_admin_api() {
     // The answer comes after the swap: new requests see the new config.
     assert_eq!(get(&mg.url("/")).await, (200, "b".to_string()));
 
-    let st = status(&mg).await;
+    let st = mg.status().await;
     assert_eq!(st["generation"], 2, "{st}");
     assert_eq!(st["reload"]["last"]["trigger"], "admin", "{st}");
     assert_eq!(st["reload"]["reloads"], 2, "start + one reload: {st}");
@@ -218,7 +207,7 @@ async fn reload_by_admin_api() {
         .await
         .expect("GET /reload");
     assert_eq!(resp.status(), 405);
-    assert_eq!(status(&mg).await["generation"], 2);
+    assert_eq!(mg.status().await["generation"], 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +240,7 @@ async fn reload_by_cli_command() {
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(answer["generation"], 2, "{answer}");
     assert_eq!(get(&mg.url("/")).await, (200, "b".to_string()));
-    assert_eq!(status(&mg).await["reload"]["last"]["trigger"], "admin");
+    assert_eq!(mg.status().await["reload"]["last"]["trigger"], "admin");
 }
 
 /// Runs the moongate binary with `args` followed by `dir`.
@@ -290,7 +279,7 @@ async fn broken_file_keeps_the_old_config() {
     assert_eq!(get(&mg.url("/")).await, (200, "a".to_string()));
     let deadline = Instant::now() + Duration::from_secs(5);
     let st = loop {
-        let st = status(&mg).await;
+        let st = mg.status().await;
         if st["reload"]["last"]["ok"] == false || Instant::now() > deadline {
             break st;
         }
@@ -322,7 +311,7 @@ async fn broken_file_keeps_the_old_config() {
     // Fixed: the new configuration serves.
     mg.write_conf("00-test.toml", &conf(b.addr));
     wait_body(&mg.url("/"), "b", Duration::from_secs(10)).await;
-    let st = status(&mg).await;
+    let st = mg.status().await;
     assert!(st["generation"].as_u64().unwrap_or(0) >= 2, "{st}");
 }
 
@@ -367,7 +356,7 @@ async fn reload_under_load_loses_nothing() {
         }));
     }
 
-    let base = status(&mg).await["generation"].as_u64().unwrap_or(0);
+    let base = mg.status().await["generation"].as_u64().unwrap_or(0);
     let mut ok_reloads = 0;
     for i in 0..RELOADS {
         // Spread the reloads over the traffic.
@@ -403,7 +392,7 @@ async fn reload_under_load_loses_nothing() {
         "only {total} requests ran before the deadline"
     );
     assert_eq!(ok_reloads, RELOADS);
-    let generation = status(&mg).await["generation"].as_u64().unwrap_or(0);
+    let generation = mg.status().await["generation"].as_u64().unwrap_or(0);
     assert!(
         generation >= base + RELOADS as u64,
         "generation went from {base} to {generation} over {RELOADS} reloads"
@@ -428,7 +417,7 @@ async fn reload_adds_and_removes_listeners() {
     let url = format!("http://{extra}/");
     assert_eq!(get(&url).await, (200, "a".to_string()));
     assert_eq!(get(&mg.url("/")).await, (200, "a".to_string()));
-    let st = status(&mg).await;
+    let st = mg.status().await;
     let listed = |st: &Value, addr: SocketAddr| {
         st["listeners"]
             .as_array()
@@ -443,7 +432,7 @@ async fn reload_adds_and_removes_listeners() {
     wait_refused(extra, Duration::from_secs(5)).await;
     // The listener that stayed was not touched.
     assert_eq!(get(&mg.url("/")).await, (200, "a".to_string()));
-    let st = status(&mg).await;
+    let st = mg.status().await;
     assert!(!listed(&st, extra), "{st}");
     assert!(listed(&st, mg.http[0]), "{st}");
 }
@@ -467,11 +456,11 @@ upstream = "bad"
     let (quiet, mg) =
         tokio::task::block_in_place(|| QuietConf::start(&conf_with(a.addr, &bad("30s"))));
     let peer_state = |st: &Value| st["upstreams"]["bad"]["peers"][0]["state"].clone();
-    assert_eq!(peer_state(&status(&mg).await), "up");
+    assert_eq!(peer_state(&mg.status().await), "up");
 
     let (code, _) = get(&mg.url("/bad/x")).await;
     assert_eq!(code, 502);
-    let st = status(&mg).await;
+    let st = mg.status().await;
     assert_eq!(peer_state(&st), "failed", "{st}");
 
     // An unrelated change (a new route): the upstream is kept, mark and all.
@@ -486,7 +475,7 @@ upstream = "bad"
         "{body}"
     );
     assert_eq!(get(&mg.url("/new")).await, (200, "a".to_string()));
-    let st = status(&mg).await;
+    let st = mg.status().await;
     assert_eq!(peer_state(&st), "failed", "{st}");
     assert_eq!(st["upstreams"]["bad"]["peers"][0]["fails"], 1, "{st}");
 
@@ -500,7 +489,7 @@ upstream = "bad"
         (200, &Value::from(3)),
         "{body}"
     );
-    let st = status(&mg).await;
+    let st = mg.status().await;
     assert_eq!(peer_state(&st), "up", "{st}");
     assert_eq!(st["upstreams"]["bad"]["peers"][0]["fails"], 0, "{st}");
 }

@@ -104,6 +104,18 @@ impl Moongate {
         format!("http://{}{}", self.admin.expect("admin listener"), path)
     }
 
+    /// The admin `GET /status` document (asserts a 200 with JSON).
+    pub async fn status(&self) -> serde_json::Value {
+        let resp = client()
+            .get(self.admin_url("/status"))
+            .send()
+            .await
+            .expect("GET /status");
+        assert_eq!(resp.status(), 200, "GET /status");
+        let text = resp.text().await.expect("status body");
+        serde_json::from_str(&text).expect("status JSON")
+    }
+
     /// The conf.d path.
     pub fn conf_dir(&self) -> &Path {
         self.dir.path()
@@ -767,4 +779,13 @@ pub async fn wait_gone(pids: &std::collections::BTreeSet<i32>, timeout: Duration
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A response's `X-Cache-Status` ("" when absent).
+pub fn cache_status(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("x-cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }

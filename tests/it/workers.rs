@@ -101,13 +101,7 @@ impl Gate {
 
     /// The admin `/status` document.
     async fn status(&self) -> Value {
-        let resp = client()
-            .get(self.admin_url("/status"))
-            .send()
-            .await
-            .expect("GET /status");
-        assert_eq!(resp.status(), 200);
-        let st: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("JSON");
+        let st = self.mg.as_ref().expect("moongate").status().await;
         let mut seen = self.seen.lock().unwrap();
         for pool in st["workers"].as_object().into_iter().flatten() {
             for w in pool.1["workers"].as_array().into_iter().flatten() {
