@@ -40,6 +40,7 @@ pub struct AdminServer {
 impl AdminServer {
     /// Binds `addr` and starts serving on the current runtime.
     pub fn bind(addr: SocketAddr, control: Arc<Control>) -> std::io::Result<AdminServer> {
+        crate::listener::ensure_free(addr)?;
         let socket = crate::listener::bind_one(addr)?;
         let listener = TcpListener::from_std(socket)?;
         let bound = listener.local_addr()?;

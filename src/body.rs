@@ -2,6 +2,8 @@
 //! carries back to the client: one of the body kinds below, plus a
 //! completion hook that runs once when the body ends or is dropped (the
 //! access log, and telling the connection the exchange is over).
+//! [`ClientBody`] is a request body as the connection delivers it (hyper's
+//! HTTP/1 body, or an HTTP/2 stream's data), and
 //! [`RequestBody`] is the client's body on its way upstream, with the
 //! `client_max_body_size` and `client_body_timeout` limits applied while it
 //! streams (nothing is buffered whole); it ends with a
@@ -161,15 +163,75 @@ pub enum RequestBodyError {
     /// The client paused longer than `client_body_timeout`.
     #[error("client body timeout")]
     Timeout,
-    /// The client connection failed.
+    /// The client connection failed (or reset its stream).
     #[error("client body: {0}")]
-    Client(#[from] hyper::Error),
+    Client(BoxError),
+}
+
+/// A request body as the client connection delivers it.
+pub enum ClientBody {
+    /// An HTTP/1 body, read by hyper.
+    H1(Incoming),
+    /// The data of an HTTP/2 stream; flow-control credit is given back as
+    /// data is taken, so the client may send more.
+    H2(h2::RecvStream),
+}
+
+impl From<Incoming> for ClientBody {
+    fn from(body: Incoming) -> Self {
+        ClientBody::H1(body)
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            ClientBody::H2(stream) => {
+                if !stream.is_end_stream() {
+                    match ready!(stream.poll_data(cx)) {
+                        Some(Ok(data)) => {
+                            let _ = stream.flow_control().release_capacity(data.len());
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                        None => {}
+                    }
+                }
+                match ready!(stream.poll_trailers(cx)) {
+                    Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+                    Ok(None) => Poll::Ready(None),
+                    Err(e) => Poll::Ready(Some(Err(e.into()))),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::H2(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::H2(_) => SizeHint::default(),
+        }
+    }
 }
 
 /// The client's request body on its way upstream, limited in size and in
 /// the time between chunks.
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: Option<ClientBody>,
     /// A body already read into memory (by a Lua handler), sent as is.
     held: Option<Bytes>,
     limit: u64,
@@ -194,7 +256,7 @@ impl RequestBody {
     }
 
     /// The client's body with its limits.
-    pub fn limited(body: Incoming, limit: u64, timeout: Duration) -> Self {
+    pub fn limited(body: ClientBody, limit: u64, timeout: Duration) -> Self {
         if body.is_end_stream() {
             return Self::empty();
         }

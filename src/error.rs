@@ -57,6 +57,16 @@ pub enum ProxyError {
     /// The request cannot be served as sent.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request head passed `max_header_size` or `max_header_count`.
+    #[error("request head too large: {0}")]
+    HeadTooLarge(&'static str),
+    /// A `Transfer-Encoding` other than exactly `chunked` (nginx: 501).
+    #[error("Transfer-Encoding other than \"chunked\" is not supported")]
+    UnsupportedTransferEncoding,
+    /// The peer switched protocols though no upgrade was forwarded to it,
+    /// or to one the client did not ask for.
+    #[error("{0} switched protocols without being asked to")]
+    UnaskedUpgrade(String),
     /// A Lua handler raised an error or ran past its budget (the message
     /// names the route, the script, the line and what went wrong).
     #[error("Lua: {0}")]
@@ -70,13 +80,16 @@ impl ProxyError {
             ProxyError::NoPeer(_)
             | ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
-            | ProxyError::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
+            | ProxyError::UpstreamBody(_)
+            | ProxyError::UnaskedUpgrade(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout(_) | ProxyError::ReadTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::Lua(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,17 +102,30 @@ impl ProxyError {
             | ProxyError::ConnectTimeout(_)
             | ProxyError::ReadTimeout(_)
             | ProxyError::Upstream { .. }
-            | ProxyError::UpstreamBody(_) => Blame::Upstream,
+            | ProxyError::UpstreamBody(_)
+            | ProxyError::UnaskedUpgrade(_) => Blame::Upstream,
             ProxyError::BodyTooLarge
             | ProxyError::ClientBodyTimeout
-            | ProxyError::BadRequest(_) => Blame::Client,
+            | ProxyError::BadRequest(_)
+            | ProxyError::HeadTooLarge(_)
+            | ProxyError::UnsupportedTransferEncoding => Blame::Client,
         }
     }
 
     /// Whether the same request may be sent to another peer (for idempotent
     /// requests whose body can be sent again).
     pub fn retryable(&self) -> bool {
-        self.blame() == Blame::Upstream
+        self.blame() == Blame::Upstream && !matches!(self, ProxyError::UnaskedUpgrade(_))
+    }
+
+    /// What the client is told about it: the message for its own
+    /// mistakes, only the status's reason for the rest (upstream addresses
+    /// and internals stay in the log).
+    pub fn client_message(&self) -> String {
+        match self.blame() {
+            Blame::Client => self.to_string(),
+            _ => String::new(),
+        }
     }
 
     /// Whether the client connection should be closed after the answer.

@@ -57,6 +57,63 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
 }
 
+/// Keeps in `Upgrade` only the protocols listed in `allowed` (lowercase
+/// names; a token's `/version` is ignored for the comparison), never
+/// `h2c`; returns whether any is left. When none is, `Upgrade` is removed.
+pub fn keep_allowed_upgrades(headers: &mut HeaderMap, allowed: &[String]) -> bool {
+    let kept: Vec<&str> = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|token| {
+            let name = protocol_name(token);
+            !name.eq_ignore_ascii_case("h2c")
+                && allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
+        .collect();
+    let value = (!kept.is_empty())
+        .then(|| HeaderValue::from_str(&kept.join(", ")).ok())
+        .flatten();
+    match value {
+        Some(v) => {
+            headers.insert(header::UPGRADE, v);
+            true
+        }
+        None => {
+            headers.remove(header::UPGRADE);
+            false
+        }
+    }
+}
+
+/// Whether a 101 response switched to a protocol the request asked for
+/// (`asked`: the `Upgrade` sent upstream).
+pub fn switched_to_asked(response: &HeaderMap, asked: Option<&HeaderValue>) -> bool {
+    let Some(asked) = asked.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut chosen = response
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| protocol_name(t.trim()))
+        .peekable();
+    chosen.peek().is_some()
+        && chosen.all(|name| {
+            asked
+                .split(',')
+                .any(|a| protocol_name(a.trim()).eq_ignore_ascii_case(name))
+        })
+}
+
+/// The name part of an `Upgrade` token (`websocket` of `websocket/13`).
+fn protocol_name(token: &str) -> &str {
+    token.split('/').next().unwrap_or(token).trim()
+}
+
 /// Whether a `Connection` header lists `token` (case-insensitive).
 pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
@@ -228,6 +285,42 @@ mod tests {
             h.get("connection").map(|v| v.as_bytes()),
             Some(&b"upgrade"[..])
         );
+    }
+
+    #[test]
+    fn only_allowed_upgrades_pass_and_h2c_never() {
+        let ws = vec!["websocket".to_owned()];
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "h2c")]);
+        assert!(!keep_allowed_upgrades(&mut h, &ws));
+        assert!(h.get("upgrade").is_none());
+        let anything = vec!["h2c".to_owned(), "websocket".to_owned()];
+        let mut h = map(&[("upgrade", "h2c, WebSocket/13")]);
+        assert!(keep_allowed_upgrades(&mut h, &anything));
+        assert_eq!(
+            h.get("upgrade").map(|v| v.as_bytes()),
+            Some(&b"WebSocket/13"[..])
+        );
+        let mut h = map(&[("upgrade", "TLS/1.2, websocket")]);
+        assert!(keep_allowed_upgrades(&mut h, &ws));
+        assert_eq!(
+            h.get("upgrade").map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+    }
+
+    #[test]
+    fn a_switch_must_be_to_what_was_asked() {
+        let asked = HeaderValue::from_static("websocket");
+        assert!(switched_to_asked(
+            &map(&[("upgrade", "WebSocket")]),
+            Some(&asked)
+        ));
+        assert!(!switched_to_asked(
+            &map(&[("upgrade", "h2c")]),
+            Some(&asked)
+        ));
+        assert!(!switched_to_asked(&map(&[]), Some(&asked)));
+        assert!(!switched_to_asked(&map(&[("upgrade", "websocket")]), None));
     }
 
     #[test]

@@ -30,6 +30,7 @@
 //! - [`static_files`]: `root` routes
 //! - [`body`]: request/response body types and their limits
 //! - [`error`]: the request path's error type and its status mapping
+//! - [`error_page`]: the one format of moongate's own error answers
 //! - [`access_log`]: one JSON line per request
 //!
 //! Side modules: [`config`] (conf.d → validated model), [`snapshot`]
@@ -82,6 +83,7 @@ pub mod upstream;
 pub mod static_files;
 pub mod body;
 pub mod error;
+pub mod error_page;
 pub mod access_log;
 
 pub mod config;

@@ -1,6 +1,10 @@
 //! The set of open listeners, kept by the control thread. Each configured
 //! address is bound once per worker with SO_REUSEPORT (port 0 is resolved
-//! by the first bind, and the rest bind the port it got). A reload binds
+//! by the first bind, and the rest bind the port it got). SO_REUSEPORT
+//! would also let a second moongate bind the same address beside this one
+//! (and then share its traffic at random), so every new address is first
+//! probed with a socket that does not set it: if another process listens
+//! there, start-up or the reload fails with "address in use". A reload binds
 //! every new address first — if one fails, nothing changes and the reload
 //! fails — then hands the sockets to the workers and stops the listeners
 //! that are gone. Connections already accepted are not touched.
@@ -45,7 +49,11 @@ impl Listeners {
             if self.open.contains_key(&(spec.addr, tls)) {
                 continue;
             }
-            let sockets = bind_all(spec.addr, workers.len()).map_err(|e| {
+            let ours = self
+                .open
+                .values()
+                .any(|o| o.bound.port() == spec.addr.port());
+            let sockets = bind_all(spec.addr, workers.len(), !ours).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", spec.addr))
             })?;
             fresh.push((spec.addr, tls, sockets));
@@ -110,8 +118,13 @@ fn scheme(tls: bool) -> &'static str {
 }
 
 /// Binds `n` SO_REUSEPORT sockets to `addr` (port 0: all on the port the
-/// first one got).
-fn bind_all(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+/// first one got), after checking that no other process listens there
+/// when `probe` is set (it is not when this process already listens on
+/// the port, which the probe would mistake for another process).
+fn bind_all(addr: SocketAddr, n: usize, probe: bool) -> io::Result<Vec<std::net::TcpListener>> {
+    if probe {
+        ensure_free(addr)?;
+    }
     let first = bind_one(addr)?;
     let actual = first.local_addr()?;
     let mut all = vec![first];
@@ -119,6 +132,32 @@ fn bind_all(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>
         all.push(bind_one(actual)?);
     }
     Ok(all)
+}
+
+/// Fails with `AddrInUse` when a socket of another process is bound to
+/// `addr` (or to the wildcard address of its port): a bind without
+/// SO_REUSEPORT conflicts with any such socket, listening ones included,
+/// while SO_REUSEADDR still lets it pass connections in TIME_WAIT. Port 0
+/// needs no check.
+pub fn ensure_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.bind(&addr.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                e.kind(),
+                format!("address in use: another process listens on {addr}"),
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// One listening socket with SO_REUSEPORT, ready for tokio.

@@ -2,7 +2,8 @@
 //! it. Each step below returns a value this function acts on; the steps
 //! don't call each other.
 //!
-//! 1. request checks (SPEC §10): framing conflicts, Host, body size
+//! 1. request checks (SPEC §10; [`checks`]): framing, head limits, the
+//!    host (authority over `Host`), underscored names, body size
 //! 2. route (host, path, method) → 404 / 405 / a [`RouteEntry`](crate::snapshot::RouteEntry)
 //! 3. rewrite
 //! 4. Lua `rewrite`, `access` handlers (may answer themselves)
@@ -15,6 +16,11 @@
 //!    hit answers) and the upstream's answer handed to it after
 //! 8. Lua `header_filter`; the Lua `log` handler and the access log run
 //!    when the body has been sent (concurrency places are released then)
+//!
+//! moongate's own error answers get their body last, in the format the
+//! client's `Accept` prefers ([`crate::error_page`]).
+
+mod checks;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,13 +31,14 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::access_log::AccessRecord;
-use crate::body::{Kind, OnComplete, RequestBody, ResponseBody};
+use crate::body::{ClientBody, Kind, OnComplete, RequestBody, ResponseBody};
+use crate::conn::interim::Interim;
 use crate::conn::io::ConnWatch;
 use crate::error::ProxyError;
+use crate::error_page;
 use crate::forward;
 use crate::limit::Permit;
 use crate::lua::{
@@ -75,30 +82,36 @@ struct Served {
     cache_status: Option<String>,
 }
 
-/// Serves one request (the hyper service function).
+/// Serves one request (the connection's service function). `interim`
+/// takes interim responses (103 Early Hints) for a client that can
+/// receive them.
 pub async fn handle(
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     conn: Rc<ConnCtx>,
+    interim: Option<Arc<Interim>>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let snap = conn.shared.snapshot.load_full();
     let method = req.method().clone();
     let version = req.version();
     let uri = req.uri().clone();
+    let accept = req.headers().get(header::ACCEPT).cloned();
     let mut served = Served::default();
-    let mut resp = match serve(req, &conn, &snap, &mut served).await {
+    let mut resp = match serve(req, &conn, &snap, &mut served, interim.as_deref()).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
     // Answer in the client's protocol version, whatever the peer spoke.
     *resp.version_mut() = version;
+    let server = if snap.server.server_tokens {
+        concat!("moongate/", env!("CARGO_PKG_VERSION"))
+    } else {
+        "moongate"
+    };
+    error_page::render(&mut resp, accept.as_ref(), server);
     if !resp.headers().contains_key(header::SERVER) {
-        let server = if snap.server.server_tokens {
-            HeaderValue::from_static(concat!("moongate/", env!("CARGO_PKG_VERSION")))
-        } else {
-            HeaderValue::from_static("moongate")
-        };
-        resp.headers_mut().insert(header::SERVER, server);
+        resp.headers_mut()
+            .insert(header::SERVER, HeaderValue::from_static(server));
     }
     let status = resp.status().as_u16();
     let record = AccessRecord {
@@ -137,36 +150,26 @@ pub async fn handle(
 }
 
 async fn serve(
-    mut req: Request<Incoming>,
+    req: Request<ClientBody>,
     conn: &ConnCtx,
     snap: &Snapshot,
     served: &mut Served,
+    interim: Option<&Interim>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     // 1. Request checks.
-    if conn.watch.saw_conflicting_framing() && req.headers().contains_key(header::TRANSFER_ENCODING)
-    {
-        return Err(ProxyError::BadRequest(
-            "both Content-Length and Transfer-Encoding",
-        ));
-    }
-    let host = match host_of(&req) {
-        Some(h) => h,
-        None if req.version() == Version::HTTP_11 => {
-            return Err(ProxyError::BadRequest("missing Host header"));
-        }
-        None => String::new(),
-    };
-    let max_body = snap.server.client_max_body_size;
-    if content_length(&req).is_some_and(|n| n > max_body) {
-        return Err(ProxyError::BodyTooLarge);
-    }
+    let (mut parts, body) = req.into_parts();
+    let host = checks::check(
+        &mut parts,
+        &snap.server,
+        conn.watch.saw_conflicting_framing(),
+    )?;
 
     // 2. Route.
-    let entry = match snap.router.find(&host, req.uri().path(), req.method()) {
+    let entry = match snap.router.find(&host, parts.uri.path(), &parts.method) {
         RouteMatch::Found(e) => e,
-        RouteMatch::NotFound => return Ok(plain(StatusCode::NOT_FOUND)),
+        RouteMatch::NotFound => return Ok(error_page::response(StatusCode::NOT_FOUND)),
         RouteMatch::MethodNotAllowed { allow } => {
-            let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED);
+            let mut resp = error_page::response(StatusCode::METHOD_NOT_ALLOWED);
             let list = allow
                 .iter()
                 .map(Method::as_str)
@@ -181,26 +184,25 @@ async fn serve(
     served.route = Some(entry.name.clone());
 
     // 3. Rewrite.
-    let original_uri = req.uri().clone();
+    let original_uri = parts.uri.clone();
     if let Some(new_path) = entry
         .rewrite
         .as_ref()
-        .and_then(|r| r.apply(req.uri().path()))
+        .and_then(|r| r.apply(parts.uri.path()))
     {
-        let query = req
-            .uri()
+        let query = parts
+            .uri
             .query()
             .map(|q| format!("?{q}"))
             .unwrap_or_default();
         let uri: Uri = format!("{new_path}{query}")
             .parse()
             .map_err(|_| ProxyError::BadRequest("rewrite produced an invalid URI"))?;
-        *req.uri_mut() = uri;
+        parts.uri = uri;
     }
 
     let real_ip =
-        forward::real_client_ip(conn.peer.ip(), req.headers(), &snap.server.trusted_proxies);
-    let (mut parts, body) = req.into_parts();
+        forward::real_client_ip(conn.peer.ip(), &parts.headers, &snap.server.trusted_proxies);
     let mut body = RequestBody::limited(
         body,
         snap.server.client_max_body_size,
@@ -275,6 +277,8 @@ async fn serve(
                 host: &host,
                 real_ip,
                 original_uri: &original_uri,
+                upgrade: &entry.upgrade,
+                interim,
             };
             let (resp, store) = match &entry.cache {
                 None => (proxy_upstream(parts, body, to, conn, served).await?, None),
@@ -403,7 +407,7 @@ impl<'a> Limits<'a> {
                 headers: h,
             } => {
                 tracing::info!(zone = %zone, client = %self.client, "rate limited");
-                let mut resp = plain(status);
+                let mut resp = error_page::response(status);
                 resp.headers_mut().extend(h);
                 Err(Box::new(resp))
             }
@@ -433,6 +437,10 @@ struct UpstreamTarget<'a> {
     host: &'a str,
     real_ip: std::net::IpAddr,
     original_uri: &'a Uri,
+    /// Protocols the route lets a client upgrade to.
+    upgrade: &'a [String],
+    /// Where the peer's interim responses go, if the client takes them.
+    interim: Option<&'a Interim>,
 }
 
 /// Forwards the request to the upstream (forwarding headers, balance,
@@ -450,8 +458,15 @@ async fn proxy_upstream(
         host,
         real_ip,
         original_uri,
+        upgrade: allowed,
+        interim,
     } = to;
-    let upgrade = parts.version == Version::HTTP_11 && forward::wants_upgrade(&parts.headers);
+    // Only protocols the route allows are asked for upstream (websocket by
+    // default, never h2c); any other `Upgrade` is dropped with the
+    // hop-by-hop fields and the request goes as a plain one.
+    let upgrade = parts.version == Version::HTTP_11
+        && forward::wants_upgrade(&parts.headers)
+        && forward::keep_allowed_upgrades(&mut parts.headers, allowed);
     let client_upgrade = upgrade
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
@@ -460,6 +475,9 @@ async fn proxy_upstream(
     {
         parts.headers.insert(header::HOST, v);
     }
+    let asked = upgrade
+        .then(|| parts.headers.get(header::UPGRADE).cloned())
+        .flatten();
     forward::strip_hop_by_hop(&mut parts.headers, upgrade);
     // moongate answers `Expect: 100-continue` itself (hyper sends the
     // 100 when the body is first read); the peer must not wait for it.
@@ -484,22 +502,38 @@ async fn proxy_upstream(
         _ => PickKey::None,
     };
     let idempotent = is_idempotent(&parts.method);
+    let mut relay = |status: StatusCode, headers: http::HeaderMap| {
+        if let Some(q) = interim {
+            q.push(status, headers);
+        }
+    };
     let out = Outgoing {
         parts,
         body,
         key,
         idempotent,
+        interim: interim.is_some().then_some(&mut relay as _),
     };
     let exchange = call::forward(upstream, name, out).await?;
     served.upstream_addr = Some(exchange.peer);
     served.upstream_time = Some(exchange.elapsed);
     let mut resp = exchange.response;
-    if let (Some(peer_conn), Some(client_upgrade)) = (exchange.upgraded, client_upgrade) {
-        conn.watch.passthrough();
-        tokio::task::spawn_local(tunnel(client_upgrade, peer_conn));
-        forward::strip_hop_by_hop(resp.headers_mut(), true);
-    } else {
-        forward::strip_hop_by_hop(resp.headers_mut(), false);
+    match (exchange.upgraded, client_upgrade) {
+        (Some(peer_conn), Some(client_upgrade))
+            if forward::switched_to_asked(resp.headers(), asked.as_ref()) =>
+        {
+            conn.watch.passthrough();
+            tokio::task::spawn_local(tunnel(client_upgrade, peer_conn));
+            forward::strip_hop_by_hop(resp.headers_mut(), true);
+        }
+        (Some(_), _) => {
+            // A 101 nobody asked for (or to another protocol) would hand
+            // the client a raw connection to the peer: refuse it.
+            return Err(ProxyError::UnaskedUpgrade(
+                served.upstream_addr.clone().unwrap_or_default(),
+            ));
+        }
+        (None, _) => forward::strip_hop_by_hop(resp.headers_mut(), false),
     }
     Ok(resp.map(|b| ResponseBody::from_kind(Kind::Upstream(b))))
 }
@@ -570,6 +604,8 @@ fn spawn_refresh(
             host: &host,
             real_ip,
             original_uri: &uri,
+            upgrade: &[],
+            interim: None,
         };
         let started = Instant::now();
         let mut served = Served::default();
@@ -629,30 +665,6 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, peer: crate::upstream::h1::Co
     }
 }
 
-/// The request's host, lowercased, without port: Host header, else the
-/// URI's authority (HTTP/2).
-fn host_of(req: &Request<Incoming>) -> Option<String> {
-    let raw = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
-    let no_port = match raw.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => raw.split(':').next().unwrap_or(raw),
-    };
-    Some(no_port.to_ascii_lowercase())
-}
-
-fn content_length(req: &Request<Incoming>) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
 /// The URI as sent upstream: path and query only (absolute-form and h2
 /// authorities dropped; the Host header carries the host).
 fn origin_form(uri: &Uri) -> Uri {
@@ -667,29 +679,13 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-/// A small text response for a status moongate produces itself.
-pub fn plain(status: StatusCode) -> Response<ResponseBody> {
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut resp = Response::new(ResponseBody::full(text));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
-
 fn error_response(err: &ProxyError) -> Response<ResponseBody> {
     match (err, err.blame()) {
         (ProxyError::Lua(_), _) => tracing::error!(error = %err, "Lua handler failed"),
         (_, crate::error::Blame::Client) => tracing::info!(error = %err, "request refused"),
         _ => tracing::warn!(error = %err, "request failed"),
     }
-    let mut resp = plain(err.status());
+    let mut resp = error_page::with_message(err.status(), err.client_message());
     if err.closes_connection() {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -64,6 +64,8 @@ pub struct RouteEntry {
     pub limits: Vec<Arc<Zone>>,
     /// The proxy cache zone for upstream responses.
     pub cache: Option<Arc<cache::Zone>>,
+    /// Protocols a client may upgrade to (lowercase, never `h2c`).
+    pub upgrade: Vec<String>,
 }
 
 /// Where a routed request goes.
@@ -230,6 +232,7 @@ pub fn compile(
                 lua: lua_phases,
                 limits: route_limits,
                 cache: route_cache,
+                upgrade: route.upgrade,
             },
         });
     }

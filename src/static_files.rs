@@ -344,8 +344,16 @@ fn rejected(reject: Reject) -> Response<StaticBody> {
     })
 }
 
+/// A bodiless answer; an error among them is one of moongate's own, its
+/// body rendered in the client's format (`crate::error_page`).
 fn status(code: StatusCode) -> Response<StaticBody> {
-    with_headers(code, HeaderMap::new(), StaticBody::empty())
+    let mut response = with_headers(code, HeaderMap::new(), StaticBody::empty());
+    if code.is_client_error() || code.is_server_error() {
+        response
+            .extensions_mut()
+            .insert(crate::error_page::OwnError { message: "".into() });
+    }
+    response
 }
 
 fn with_headers(code: StatusCode, headers: HeaderMap, body: StaticBody) -> Response<StaticBody> {

@@ -178,6 +178,10 @@ pub struct RawServer {
     pub send_timeout: Option<Dur>,
     /// Largest request head accepted; bounded in validation.
     pub max_header_size: Option<Spanned<Size>>,
+    /// Most header lines in a request head; bounded in validation.
+    pub max_header_count: Option<Spanned<u64>>,
+    /// Whether header names with underscores are kept (nginx's directive).
+    pub underscores_in_headers: Option<bool>,
     /// Largest request body accepted; 0 = unlimited.
     pub client_max_body_size: Option<Size>,
     /// Grace period for in-flight requests on stop.
@@ -205,6 +209,8 @@ impl RawServer {
             keepalive_timeout,
             send_timeout,
             max_header_size,
+            max_header_count,
+            underscores_in_headers,
             client_max_body_size,
             shutdown_timeout,
             trusted_proxies,
@@ -220,6 +226,8 @@ impl RawServer {
             || keepalive_timeout.is_some()
             || send_timeout.is_some()
             || max_header_size.is_some()
+            || max_header_count.is_some()
+            || underscores_in_headers.is_some()
             || client_max_body_size.is_some()
             || shutdown_timeout.is_some()
             || trusted_proxies.is_some()
@@ -364,6 +372,8 @@ pub struct RawRoute {
     pub limit: Option<Spanned<OneOrMany>>,
     /// The proxy cache zone (`[cache.NAME]`) for the route's upstream responses.
     pub cache: Option<Spanned<String>>,
+    /// Protocols a client may upgrade to through the route (default: websocket).
+    pub upgrade: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `rewrite = { from = "...", to = "..." }`.

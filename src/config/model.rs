@@ -54,8 +54,15 @@ pub struct Server {
     pub keepalive_timeout: Duration,
     /// Time allowed between two writes to the client.
     pub send_timeout: Duration,
-    /// Largest request head in bytes (431 above).
+    /// Largest request head in bytes (431 above): the request line and
+    /// every header line, each counted with its CRLF.
     pub max_header_size: usize,
+    /// Most header lines in a request head (431 above).
+    pub max_header_count: usize,
+    /// Whether header names with underscores are passed on; by default
+    /// they are dropped (nginx's `underscores_in_headers off`), since a
+    /// WSGI/CGI app cannot tell `X_Forwarded_For` from `X-Forwarded-For`.
+    pub underscores_in_headers: bool,
     /// Largest request body in bytes (413 above); `u64::MAX` = unlimited.
     pub client_max_body_size: u64,
     /// How long a graceful stop waits for in-flight requests.
@@ -378,6 +385,10 @@ pub struct Route {
     /// The proxy cache zone for upstream responses (a name known to exist
     /// in [`Config::caches`]).
     pub cache: Option<String>,
+    /// Protocols (lowercase `Upgrade` tokens without version) a client may
+    /// switch to through this route; any other `Upgrade` is not forwarded.
+    /// Never `h2c`.
+    pub upgrade: Vec<String>,
 }
 
 /// `[cache.NAME]`: a two-level proxy cache zone.

@@ -13,14 +13,20 @@
 //!   keep-alive connection is closed quietly after `keepalive_timeout`.
 //!
 //! Writes that make no progress for `send_timeout` fail the connection.
-//! An HTTP/2 connection (prior-knowledge preface) is passed through with
-//! only the write timeout: hyper's h2 handles its own streams.
+//! Before anything else, [`ClientIo::sniff_h2`] reads far enough to tell
+//! an HTTP/2 preface from an HTTP/1 request (the bytes are replayed to
+//! whichever server takes the connection). An HTTP/2 connection is passed
+//! through with only the write timeout: [`super::h2`] handles its streams.
+//! On HTTP/1.1, interim responses queued by the request being served
+//! ([`super::interim`]) are written ahead of anything hyper writes.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+
+use http::StatusCode;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -32,8 +38,10 @@ const IN_REQUEST: u8 = 1;
 const IDLE: u8 = 2;
 const H2: u8 = 3;
 
-const RESPONSE_408: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+use super::interim::Interim;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What the connection's IO and its request handling tell each other.
 #[derive(Debug)]
@@ -228,9 +236,16 @@ pub struct ClientIo<S> {
     timeouts: ConnTimeouts,
     timer_phase: u8,
     timer: Pin<Box<Sleep>>,
-    first_read: bool,
     scan: HeadScan,
     wrote_408: bool,
+    /// Bytes read by [`ClientIo::sniff_h2`], handed out again first.
+    replay: Vec<u8>,
+    replayed: usize,
+    /// The current request's interim responses (HTTP/1.1 only).
+    interim: Option<Arc<Interim>>,
+    /// Interim responses being written, and how much of them went out.
+    interim_out: Vec<u8>,
+    interim_sent: usize,
 }
 
 impl<S> ClientIo<S> {
@@ -242,9 +257,13 @@ impl<S> ClientIo<S> {
             timeouts,
             timer_phase: IN_HEAD,
             timer: Box::pin(tokio::time::sleep(timeouts.header)),
-            first_read: true,
             scan: HeadScan::default(),
             wrote_408: false,
+            replay: Vec::new(),
+            replayed: 0,
+            interim: None,
+            interim_out: Vec::new(),
+            interim_sent: 0,
         }
     }
 
@@ -270,15 +289,87 @@ impl<S> ClientIo<S> {
             _ => {}
         }
     }
+
+    /// Writes interim responses queued in `interim` ahead of whatever is
+    /// written next (HTTP/1.1 connections).
+    pub fn set_interim(&mut self, interim: Arc<Interim>) {
+        self.interim = Some(interim);
+    }
+
+    /// The connection speaks HTTP/2 from now on: no head scanning or
+    /// request deadlines (h2 has its own streams).
+    pub fn enter_h2(&mut self) {
+        self.set_phase(H2);
+    }
+
+    /// Writes queued interim responses; ready when all are out.
+    fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        if let Some(q) = &self.interim
+            && q.is_queued()
+        {
+            q.write_h1(&mut self.interim_out);
+        }
+        while self.interim_sent < self.interim_out.len() {
+            let rest = &self.interim_out[self.interim_sent..];
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, rest))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.interim_sent += n;
+        }
+        if !self.interim_out.is_empty() {
+            self.interim_out.clear();
+            self.interim_sent = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
+impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
+    /// Reads until the first bytes tell whether this is an HTTP/2
+    /// connection (the prior-knowledge preface) or HTTP/1; what was read
+    /// is replayed to the server that takes the connection. Fails like a
+    /// read (408 after `client_header_timeout`).
+    pub async fn sniff_h2(&mut self) -> io::Result<bool> {
+        loop {
+            let seen = &self.replay[..];
+            if seen.len() >= PREFACE.len() || !PREFACE.starts_with(seen) {
+                return Ok(seen.starts_with(PREFACE));
+            }
+            let mut chunk = [0u8; 2048];
+            let n = std::future::poll_fn(|cx| {
+                let mut buf = ReadBuf::new(&mut chunk);
+                std::task::ready!(self.poll_read_socket(cx, &mut buf))?;
+                Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
+            })
+            .await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.replay.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Answers a connection that cannot be served (an HTTP/2 preface where
+    /// ALPN chose HTTP/1.1) with `status`, then closes it.
+    pub async fn refuse(&mut self, status: StatusCode) {
+        use tokio::io::AsyncWriteExt;
+        let raw = crate::error_page::raw_h1(status);
+        let _ = self.inner.write_all(&raw).await;
+        let _ = self.inner.shutdown().await;
+    }
+
+    /// Reads from the socket, following the request phases (see the
+    /// module docs).
+    fn poll_read_socket(
+        &mut self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
+        let this = self;
         let phase = this.watch.phase.load(Ordering::Acquire);
         this.sync_timer(phase);
         let before = buf.filled().len();
@@ -289,12 +380,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                     return Poll::Ready(Ok(()));
                 }
                 let mut phase = phase;
-                if this.first_read {
-                    this.first_read = false;
-                    if new.starts_with(b"PRI ") {
-                        this.set_phase(H2);
-                        return Poll::Ready(Ok(()));
-                    }
+                if phase == H2 {
+                    return Poll::Ready(Ok(()));
                 }
                 if phase == IDLE {
                     this.scan = HeadScan::default();
@@ -319,7 +406,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                     if !this.wrote_408 {
                         this.wrote_408 = true;
                         let raw = &mut this.inner.inner;
-                        let _ = Pin::new(&mut *raw).poll_write(cx, RESPONSE_408);
+                        let answer = crate::error_page::raw_h1(StatusCode::REQUEST_TIMEOUT);
+                        let _ = Pin::new(&mut *raw).poll_write(cx, &answer);
                         let _ = Pin::new(raw).poll_flush(cx);
                     }
                     return Poll::Ready(Err(io::Error::new(
@@ -337,12 +425,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.replayed < this.replay.len() {
+            let rest = &this.replay[this.replayed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.replayed += n;
+            if this.replayed == this.replay.len() {
+                this.replay = Vec::new();
+                this.replayed = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        this.poll_read_socket(cx, buf)
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.poll_interim(cx))?;
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
 
@@ -351,6 +462,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.poll_interim(cx))?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -359,6 +471,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper flushes after each turn of its loop, also while the
+        // request's future waits: that is when queued interim responses go.
+        std::task::ready!(self.poll_interim(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 

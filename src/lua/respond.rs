@@ -93,7 +93,7 @@ fn exit_response(ctx: &ReqCtx, code: i64) -> Response<ResponseBody> {
     let headers = std::mem::take(&mut *ctx.resp_headers.borrow_mut());
     // An error status with nothing printed gets moongate's own error page.
     let mut resp = if out.is_empty() && status.as_u16() >= 300 {
-        crate::proxy::plain(status)
+        crate::error_page::response(status)
     } else {
         Response::new(ResponseBody::full(out))
     };

@@ -14,7 +14,7 @@ use http::{Response, StatusCode};
 use super::balance::{PickKey, Tried};
 use super::connect::connect;
 use super::h1::framing::Framing;
-use super::h1::{Conn, ExchangeError, ResponseHead};
+use super::h1::{Conn, ExchangeError, InterimSink, ResponseHead};
 use super::{Upstream, UpstreamBody, pool};
 use crate::body::{RequestBody, RequestBodyError};
 use crate::config::PeerAddr;
@@ -30,6 +30,9 @@ pub struct Outgoing<'a> {
     pub key: PickKey<'a>,
     /// Whether the method is idempotent (may be retried after sending).
     pub idempotent: bool,
+    /// Where interim responses (103 Early Hints …) go, if the client can
+    /// take them.
+    pub interim: Option<InterimSink<'a>>,
 }
 
 /// A response from a peer.
@@ -59,6 +62,7 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
         mut body,
         key,
         idempotent,
+        mut interim,
     } = out;
     // Only a request without a body can be sent a second time.
     let replayable = body.is_empty();
@@ -83,7 +87,17 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
         let active = peer.begin();
         let may_retry =
             |left: u32| idempotent && replayable && left > 0 && tried.len() < members.peers.len();
-        match exchange(peer.id(), addr, &parts, &mut body, replayable, up).await {
+        match exchange(
+            peer.id(),
+            addr,
+            &parts,
+            &mut body,
+            replayable,
+            up,
+            &mut interim,
+        )
+        .await
+        {
             Ok((head, conn)) => {
                 let gateway_error = head.status == StatusCode::BAD_GATEWAY
                     || head.status == StatusCode::GATEWAY_TIMEOUT;
@@ -164,9 +178,10 @@ async fn exchange(
     body: &mut RequestBody,
     replayable: bool,
     up: &Upstream,
+    interim: &mut Option<InterimSink<'_>>,
 ) -> Result<(ResponseHead, Conn), Failure> {
     if let Some(mut conn) = pool::checkout(peer_id, up.def.keepalive_timeout) {
-        match run(&mut conn, parts, body, up.def.read_timeout).await {
+        match run(&mut conn, parts, body, up.def.read_timeout, interim).await {
             Ok(head) => return Ok((head, conn)),
             Err(ExchangeError::Closed | ExchangeError::Io(_)) if replayable => {
                 tracing::debug!(peer = %addr, "pooled connection was closed by the peer; reconnecting");
@@ -177,7 +192,7 @@ async fn exchange(
     let mut conn = connect(addr, up.def.connect_timeout, up.def.send_timeout)
         .await
         .map_err(Failure::NotSent)?;
-    match run(&mut conn, parts, body, up.def.read_timeout).await {
+    match run(&mut conn, parts, body, up.def.read_timeout, interim).await {
         Ok(head) => Ok((head, conn)),
         Err(e) => Err(Failure::Sent(to_proxy_error(e, addr))),
     }
@@ -188,9 +203,11 @@ async fn run(
     parts: &Parts,
     body: &mut RequestBody,
     read_timeout: Duration,
+    interim: &mut Option<InterimSink<'_>>,
 ) -> Result<ResponseHead, ExchangeError> {
     conn.send(parts, body).await?;
-    conn.read_head(&parts.method, read_timeout).await
+    let sink = interim.as_mut().map(|s| &mut **s as InterimSink<'_>);
+    conn.read_head_with(&parts.method, read_timeout, sink).await
 }
 
 fn to_proxy_error(e: ExchangeError, addr: &PeerAddr) -> ProxyError {

@@ -33,6 +33,9 @@ const MAX_HEADERS: usize = 128;
 /// How much to read at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Receives the interim responses of an exchange as they are read.
+pub type InterimSink<'a> = &'a mut dyn FnMut(StatusCode, HeaderMap);
+
 /// A connected byte stream to a peer (TCP or unix socket).
 pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {
     /// Whether an idle connection is still open with nothing unread: the
@@ -188,10 +191,22 @@ impl Conn {
         method: &Method,
         read_timeout: Duration,
     ) -> Result<ResponseHead, ExchangeError> {
+        self.read_head_with(method, read_timeout, None).await
+    }
+
+    /// Reads the response head; interim responses (1xx but 100 and 101:
+    /// 103 Early Hints and the like) go to `on_interim` as they arrive,
+    /// without their hop-by-hop fields.
+    pub async fn read_head_with(
+        &mut self,
+        method: &Method,
+        read_timeout: Duration,
+        mut on_interim: Option<InterimSink<'_>>,
+    ) -> Result<ResponseHead, ExchangeError> {
         let deadline = tokio::time::Instant::now() + read_timeout;
         loop {
             if !self.buf.is_empty() {
-                if let Some(head) = self.parse_head(method)? {
+                if let Some(head) = self.parse_head(method, &mut on_interim)? {
                     return Ok(head);
                 }
                 if self.buf.len() > MAX_HEAD {
@@ -214,7 +229,11 @@ impl Conn {
     }
 
     /// Parses a complete head off the buffer; `None` when more is needed.
-    fn parse_head(&mut self, method: &Method) -> Result<Option<ResponseHead>, ExchangeError> {
+    fn parse_head(
+        &mut self,
+        method: &Method,
+        on_interim: &mut Option<InterimSink<'_>>,
+    ) -> Result<Option<ResponseHead>, ExchangeError> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut slots);
         let len = match resp.parse(&self.buf) {
@@ -244,10 +263,6 @@ impl Conn {
             })
             .collect();
         let raw = self.buf.split_to(len).freeze();
-        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-            // 100 Continue, 103 Early Hints: the final response follows.
-            return self.parse_head(method);
-        }
         let mut headers = HeaderMap::with_capacity(ranges.len());
         for (name, value) in ranges {
             let name = HeaderName::from_bytes(&raw[name])
@@ -255,6 +270,17 @@ impl Conn {
             let value = HeaderValue::from_maybe_shared(raw.slice(value))
                 .map_err(|_| ExchangeError::Invalid("bad header value"))?;
             headers.append(name, value);
+        }
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            // 100 Continue (moongate answers the client's Expect itself),
+            // 103 Early Hints: the final response follows.
+            if status != StatusCode::CONTINUE
+                && let Some(sink) = on_interim.as_mut()
+            {
+                crate::forward::strip_hop_by_hop(&mut headers, false);
+                sink(status, headers);
+            }
+            return self.parse_head(method, on_interim);
         }
         let framing = framing_of(method, status, &headers)?;
         let keep_alive = framing != Framing::Close

@@ -26,3 +26,6 @@ mod cache_stream;
 mod cache_refresh;
 mod workers;
 mod examples;
+mod upgrade;
+mod http1_strict;
+mod h2;

@@ -140,10 +140,12 @@ pub(super) fn route(
 
     let limits = limit_zones(src, raw, zones)?;
     let cache = cache_zone(src, raw, &target, caches)?;
+    let upgrade = upgrade_protocols(src, raw)?;
 
     Ok(Route {
         limits,
         cache,
+        upgrade,
         place,
         hosts,
         path,
@@ -153,6 +155,38 @@ pub(super) fn route(
         expires,
         lua,
     })
+}
+
+/// `upgrade = [...]`: the protocols a client may switch to through the
+/// route, `["websocket"]` when absent. `h2c` is refused: an upgraded h2c
+/// connection would carry requests for any path past routing and Lua.
+fn upgrade_protocols(src: &Source<'_>, raw: &RawRoute) -> Result<Vec<String>, ConfigError> {
+    let Some(list) = &raw.upgrade else {
+        return Ok(vec!["websocket".to_owned()]);
+    };
+    let mut out = Vec::new();
+    for proto in list.get_ref() {
+        let name = proto.get_ref().trim().to_ascii_lowercase();
+        let is_token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !is_token {
+            let message = format!(
+                "`upgrade` lists {:?}, which is not a protocol name like \"websocket\"",
+                proto.get_ref()
+            );
+            return Err(src.err(proto.span(), message));
+        }
+        if name == "h2c" {
+            let message = "`upgrade` cannot list \"h2c\": an upgraded HTTP/2 connection would carry requests for any path past routing and Lua policies (clients reach HTTP/2 with prior knowledge or TLS ALPN instead)";
+            return Err(src.err(proto.span(), message));
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
 }
 
 /// `limit = "NAME"` or a list: zones defined anywhere in conf.d, each once.

@@ -16,6 +16,10 @@ pub(super) const DEFAULT_LISTEN: SocketAddr =
 pub(super) const DEFAULT_PLACE: &str = "(built-in default)";
 /// `max_header_size` bounds: below 1KiB nothing real fits, above 1MiB is an attack surface.
 const HEADER_SIZE_RANGE: std::ops::RangeInclusive<u64> = 1024..=1024 * 1024;
+/// `max_header_count` bounds (nginx has no such limit; hyper's default is 100).
+const HEADER_COUNT_RANGE: std::ops::RangeInclusive<u64> = 8..=1000;
+/// The default `max_header_count`.
+const DEFAULT_HEADER_COUNT: usize = 100;
 
 /// `[server]` from the one file that sets its keys, or every default when none does.
 pub(super) fn server(parsed: &[(&Source<'_>, &RawFile)]) -> Result<Server, ConfigError> {
@@ -60,6 +64,19 @@ fn server_from(
         (_, Some(size)) => size.get_ref().0 as usize,
         (_, None) => 16 * 1024,
     };
+    let max_header_count = match (src, &raw.max_header_count) {
+        (Some(src), Some(n)) if !HEADER_COUNT_RANGE.contains(n.get_ref()) => {
+            let message = format!(
+                "`max_header_count` must be between {} and {}, found {}",
+                HEADER_COUNT_RANGE.start(),
+                HEADER_COUNT_RANGE.end(),
+                n.get_ref()
+            );
+            return Err(src.err(n.span(), message));
+        }
+        (_, Some(n)) => *n.get_ref() as usize,
+        (_, None) => DEFAULT_HEADER_COUNT,
+    };
     let client_max_body_size = match raw.client_max_body_size {
         Some(size) if size.0 == 0 => u64::MAX,
         Some(size) => size.0,
@@ -102,6 +119,8 @@ fn server_from(
         keepalive_timeout: dur(raw.keepalive_timeout, 75),
         send_timeout: dur(raw.send_timeout, 30),
         max_header_size,
+        max_header_count,
+        underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
         client_max_body_size,
         shutdown_timeout: dur(raw.shutdown_timeout, 30),
         trusted_proxies,
@@ -141,6 +160,8 @@ mod tests {
         assert_eq!(s.keepalive_timeout, Duration::from_secs(75));
         assert_eq!(s.send_timeout, Duration::from_secs(30));
         assert_eq!(s.max_header_size, 16 * 1024);
+        assert_eq!(s.max_header_count, 100);
+        assert!(!s.underscores_in_headers);
         assert_eq!(s.client_max_body_size, 1024 * 1024);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
         assert!(s.trusted_proxies.is_empty());
@@ -164,6 +185,8 @@ mod tests {
             keepalive_timeout = "0"
             send_timeout = "250ms"
             max_header_size = "8k"
+            max_header_count = 40
+            underscores_in_headers = true
             client_max_body_size = "0"
             shutdown_timeout = "1m"
             trusted_proxies = ["10.1.2.3/8", "192.168.0.7", "fd00::/8"]
@@ -186,6 +209,8 @@ mod tests {
         assert_eq!(s.keepalive_timeout, Duration::ZERO);
         assert_eq!(s.send_timeout, Duration::from_millis(250));
         assert_eq!(s.max_header_size, 8192);
+        assert_eq!(s.max_header_count, 40);
+        assert!(s.underscores_in_headers);
         assert_eq!(s.client_max_body_size, u64::MAX);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(60));
         let nets: Vec<String> = s.trusted_proxies.iter().map(|n| n.to_string()).collect();
@@ -220,6 +245,10 @@ mod tests {
         );
         assert!(load_str("t", "[server]\nmax_header_size = \"1MiB\"").is_ok());
         assert!(err("[server]\nmax_header_size = 1023\n").contains("between 1KiB and 1MiB"));
+        assert_eq!(
+            err("[server]\nmax_header_count = 5000\n"),
+            "t.toml:2:20: `max_header_count` must be between 8 and 1000, found 5000"
+        );
         let e = err("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy.lan\"]\n");
         assert_eq!(
             e,
