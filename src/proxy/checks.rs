@@ -39,13 +39,14 @@ pub fn check(
     if parts.headers.len() > server.max_header_count {
         return Err(ProxyError::HeadTooLarge("too many header lines"));
     }
-    if head_size(parts) > server.max_header_size {
+    let (size, underscored) = measure(parts);
+    if size > server.max_header_size {
         return Err(ProxyError::HeadTooLarge(
             "request head larger than max_header_size",
         ));
     }
     let host = settle_host(parts)?;
-    if !server.underscores_in_headers {
+    if underscored && !server.underscores_in_headers {
         drop_underscored(&mut parts.headers);
     }
     if content_length(parts).is_some_and(|n| n > server.client_max_body_size) {
@@ -69,17 +70,18 @@ fn transfer_encoding(parts: &Parts) -> Option<bool> {
     Some(only_chunked)
 }
 
-/// The head's size as it would be sent: the request line and each header
-/// line as `name: value`, with their CRLFs, and the blank line.
-fn head_size(parts: &Parts) -> usize {
+/// In one pass over the fields: the head's size as it would be sent (the
+/// request line and each header line as `name: value`, with their CRLFs,
+/// and the blank line), and whether a field name has an underscore.
+fn measure(parts: &Parts) -> (usize, bool) {
     let target = parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
-    let line = parts.method.as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
-    let fields: usize = parts
-        .headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
-        .sum();
-    line + fields + 2
+    let mut size = parts.method.as_str().len() + 1 + target + " HTTP/1.1\r\n".len() + 2;
+    let mut underscored = false;
+    for (name, value) in &parts.headers {
+        size += name.as_str().len() + 2 + value.len() + 2;
+        underscored |= name.as_str().as_bytes().contains(&b'_');
+    }
+    (size, underscored)
 }
 
 /// Decides the request's host (see the module docs) and makes the `Host`
@@ -135,9 +137,6 @@ fn routing_host(host_port: &str) -> String {
 /// Removes header fields whose names contain `_` (nginx's
 /// `underscores_in_headers off`: ignored, so no one downstream sees them).
 fn drop_underscored(headers: &mut http::HeaderMap) {
-    if !headers.keys().any(|n| n.as_str().contains('_')) {
-        return;
-    }
     let names: Vec<_> = headers
         .keys()
         .filter(|n| n.as_str().contains('_'))
@@ -276,7 +275,7 @@ mod tests {
                 .header("host", "a")
                 .header("x", "v".repeat(fits)),
         );
-        assert_eq!(head_size(&p), 1024);
+        assert_eq!(measure(&p), (1024, false));
         assert_eq!(status(check(&mut p, &s, false)), 200);
         let mut p = parts(
             Request::get("/")

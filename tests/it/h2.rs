@@ -16,7 +16,8 @@ use crate::support::{self, Moongate, Origin, echo, raw_status};
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 struct Tls {
-    dir: tempfile::TempDir,
+    /// Holds the certificate files for as long as the test runs.
+    _dir: tempfile::TempDir,
     cert_pem: String,
     entry: String,
 }
@@ -33,7 +34,7 @@ fn tls_files() -> Tls {
         key.display()
     );
     Tls {
-        dir,
+        _dir: dir,
         cert_pem: ck.cert.pem(),
         entry,
     }
@@ -79,6 +80,7 @@ async fn tls_connect(
 ) -> (tokio_rustls::client::TlsStream<TcpStream>, Option<Vec<u8>>) {
     support::install_crypto();
     let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes()) {
         roots.add(cert.expect("pem")).expect("root");
     }
@@ -123,19 +125,16 @@ async fn h2_get(
     *send = ready;
     let (mut fut, _) = send.send_request(req, true).expect("send request");
     let mut interim = Vec::new();
-    let resp = loop {
-        tokio::select! {
-            info = std::future::poll_fn(|cx| fut.poll_informational(cx)) => {
-                if let Some(Ok(r)) = info {
-                    let link = r.headers().get("link").map_or(String::new(), |v| v.to_str().unwrap_or("").to_string());
-                    interim.push((r.status().as_u16(), link));
-                } else {
-                    break (&mut fut).await.expect("response");
-                }
-            }
-            r = &mut fut => break r.expect("response"),
-        }
-    };
+    // Interim responses first (the stream yields none once the final
+    // head is in), then the response itself.
+    while let Some(Ok(r)) = std::future::poll_fn(|cx| fut.poll_informational(cx)).await {
+        let link = r
+            .headers()
+            .get("link")
+            .map_or(String::new(), |v| v.to_str().unwrap_or("").to_string());
+        interim.push((r.status().as_u16(), link));
+    }
+    let resp = fut.await.expect("response");
     let (parts, mut body) = resp.into_parts();
     let mut bytes = Vec::new();
     while let Some(chunk) = body.data().await {

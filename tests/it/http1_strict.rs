@@ -196,8 +196,12 @@ async fn head_size_and_count_limits_are_enforced_as_configured() {
 
 #[tokio::test]
 async fn the_default_header_count_is_one_hundred() {
-    let origin = Origin::start(echo).await;
-    let mg = Moongate::start(&conf(origin.addr, ""));
+    // Answered by Lua: a test origin has its own limit of 100, which the
+    // forwarding headers would pass.
+    let mg = Moongate::start(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\naccess_log = \"off\"\n\
+         [[route]]\npath = \"/\"\nlua.content_inline = \"ngx.say('ok')\"\n",
+    );
     let mut head = String::from("GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n");
     for i in 0..98 {
         head.push_str(&format!("X-H{i}: 1\r\n"));
@@ -222,7 +226,8 @@ async fn assert_json_error(resp: reqwest::Response, status: u16) {
         "application/json",
         "{status}"
     );
-    let v: serde_json::Value = resp.json().await.expect("JSON error body");
+    let text = resp.text().await.expect("error body");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON error body");
     assert_eq!(v["status"], status);
     assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
 }
@@ -281,7 +286,11 @@ path = "/dead"
 upstream = "dead"
 
 [[route]]
-path = "/"
+path = "/any"
+upstream = "app"
+
+[[route]]
+path = "/slow"
 upstream = "app"
 "#,
         origin = origin.addr,
@@ -293,7 +302,7 @@ upstream = "app"
     assert_json_error(get("/keyed").await.expect("GET"), 401).await;
     assert_json_error(get("/denied").await.expect("GET"), 403).await;
     let resp = http.post(mg.url("/get-only")).send().await.expect("POST");
-    assert_eq!(resp.headers()["allow"], "GET");
+    assert_eq!(resp.headers()["allow"], "GET, HEAD");
     assert_json_error(resp, 405).await;
     let big = http
         .post(mg.url("/any"))

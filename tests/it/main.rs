@@ -29,3 +29,4 @@ mod examples;
 mod upgrade;
 mod http1_strict;
 mod h2;
+mod listen;
