@@ -124,6 +124,7 @@ class Scenario:
     redis: bool = False
     warm_headers: dict[str, str] = field(default_factory=dict)
     slow_origin: bool = False
+    h2: bool = False
 
 
 BENCH_TOKEN = "bench-token-alice"   # -> user "alice", in both servers' token tables
@@ -144,6 +145,17 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
         nginx="proxy-tls.conf",
         moongate="proxy-tls.toml",
         tls=True,
+    ),
+    Scenario(
+        name="proxy-h2c",
+        summary="the proxy scenario with HTTP/2 clients: h2load, h2c with prior knowledge, "
+                "10 streams per connection (-m 10; --connections / 10 connections, so as many "
+                "requests in flight as wrk), GET /hello; upstreams stay HTTP/1.1",
+        nginx="proxy-h2c.conf",
+        moongate="proxy.toml",
+        h2=True,
+        needs=("/usr/bin/h2load",),
+        needs_hint="apt-get install -y nghttp2-client",
     ),
     Scenario(
         name="proxy-api",
@@ -638,6 +650,49 @@ def wrk_argv(args, sc: Scenario, url: str, duration: float,
     return argv + [url]
 
 
+H2_STREAMS = 10   # h2load -m: concurrent streams per HTTP/2 connection
+
+
+def h2load_argv(args, sc: Scenario, url: str, duration: float,
+                threads: int | None = None, connections: int | None = None) -> list[str]:
+    """h2load's command line for an h2 scenario (h2c with prior knowledge): as
+    many requests in flight as wrk would have (--connections), H2_STREAMS per
+    connection."""
+    conns = max(1, (connections or args.connections) // H2_STREAMS)
+    argv = [which("h2load") or "h2load", f"-t{threads or args.threads}",
+            f"-c{conns}", f"-m{H2_STREAMS}", f"-D{duration}"]
+    for k, v in sc.headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    return argv + [url]
+
+
+def parse_h2load(text: str) -> dict:
+    """parse_wrk's keys from h2load's output; h2load reports no percentiles,
+    so the p* fields stay None (mean and max latency are kept)."""
+    out: dict = {"requests": None, "rps": None, "p50_ms": None, "p75_ms": None,
+                 "p90_ms": None, "p99_ms": None, "avg_ms": None, "max_ms": None,
+                 "non2xx": 0, "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0}}
+    m = re.search(r"finished in ([\d.]+)(us|ms|s|m|h), ([\d.]+) req/s", text)
+    if m:
+        out["wrk_seconds"] = _ms(m.group(1), m.group(2)) / 1000
+        out["rps"] = float(m.group(3))
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", text)
+    if m:
+        done, ok, failed, errored, timeout = map(int, m.groups())
+        out["requests"] = ok
+        out["socket_errors"] = {"connect": 0, "read": errored, "write": failed, "timeout": timeout}
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    if m:
+        out["non2xx"] = int(m.group(3)) + int(m.group(4))
+    m = re.search(r"^time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)",
+                  text, re.M)
+    if m:
+        out["max_ms"] = _ms(m.group(3), m.group(4))
+        out["avg_ms"] = _ms(m.group(5), m.group(6))
+    return out
+
+
 def run_wrk(argv: list[str], duration: float) -> tuple[str, int]:
     """wrk's output (stdout+stderr) and exit status; -1 if it overran duration + 30 s."""
     try:
@@ -667,7 +722,8 @@ def measure(args, sc: Scenario, server: Server, origin_port: int, origin_pid: in
             duration: float, helpers: tuple["Server", ...] = ()) -> dict:
     """One wrk run against server. The CPU of `helpers` (a redis-server only
     this server uses) counts as the server's: that work is part of its answer."""
-    argv = wrk_argv(args, sc, server.url(sc.path), duration)
+    make_argv = h2load_argv if sc.h2 else wrk_argv
+    argv = make_argv(args, sc, server.url(sc.path), duration)
     o0 = origin_counters(origin_port)
     oc0 = tree_cpu_ticks(process_tree(origin_pid))
     helper_pids = [pid for h in helpers for pid in h.tree()]
@@ -681,7 +737,7 @@ def measure(args, sc: Scenario, server: Server, origin_port: int, origin_pid: in
     oc1 = tree_cpu_ticks(process_tree(origin_pid))
     o1 = origin_counters(origin_port)
 
-    r = parse_wrk(text)
+    r = parse_h2load(text) if sc.h2 else parse_wrk(text)
     cpu_s = (c1 - c0) / CLK_TCK
     r.update({
         "server": server.label,
@@ -1094,6 +1150,18 @@ class Run:
         server, only the status, headers and probes (the bodies are compared
         between requests, not between servers)."""
         problems, bodies = [], {}
+        if sc.h2:
+            # nginx 1.22 speaks only HTTP/2 on an `http2` plain listener:
+            # h2load itself checks (statuses only; bodies are not compared).
+            for srv, server in servers.items():
+                argv = [which("h2load") or "h2load", "-n5", "-c1"]
+                for k, v in sc.headers.items():
+                    argv += ["-H", f"{k}: {v}"]
+                out = cmd_output(argv + [server.url(sc.path)], timeout=timeout + 5)
+                r = parse_h2load(out)
+                if r["requests"] != 5 or r["non2xx"]:
+                    problems.append(f"{srv}: h2load GET {sc.path}: {out.strip()[-300:]!r}")
+            return problems
         for srv, server in servers.items():
             for i in range(max(5 if thorough else 1, 2 if sc.warm_headers else 1)):
                 try:

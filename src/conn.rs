@@ -28,6 +28,9 @@ use crate::state::Shared;
 use interim::Interim;
 use io::{ClientIo, ConnTimeouts, ConnWatch};
 
+/// hyper's default limit on request header lines.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// What a connection needs to know from the configuration when it starts.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
@@ -176,6 +179,12 @@ where
     });
 
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // hyper's own limit is 100 lines, parsed into arrays on the stack;
+    // naming any limit makes it fill arrays of that size on every parse
+    // (~1.5k instructions a request for 100), so only a different one is.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.max_headers(limits.max_headers);
+    }
     builder
         .keep_alive(true)
         // hyper answers 431 itself when a head outgrows its read buffer (at
@@ -185,7 +194,6 @@ where
         // response head until a body error discards it (the client then
         // sees no answer at all instead of a cut body).
         .max_buf_size(limits.max_header.max(8192))
-        .max_headers(limits.max_headers)
         .header_read_timeout(None)
         .timer(TokioTimer::new());
     let conn = builder.serve_connection(io, service).with_upgrades();
