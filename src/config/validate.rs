@@ -16,6 +16,7 @@ mod matchers;
 pub(crate) mod paths;
 mod redis;
 mod route;
+mod route_overlap;
 mod server;
 mod upstream;
 mod workers;
@@ -114,6 +115,7 @@ pub(crate) fn validate(
             routes.push(route);
         }
     }
+    route_overlap::check(&routes)?;
     paths.check()?;
 
     Ok(Config {
