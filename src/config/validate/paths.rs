@@ -240,22 +240,28 @@ mod tests {
             paths.need(at(7), key, value, kind);
             paths.check().unwrap_err().to_string()
         };
-        assert_eq!(
-            fails(Kind::File, "keys_file", "nope.txt"),
-            format!("t.toml:7:3: keys_file {p}/nope.txt: No such file or directory")
-        );
-        assert_eq!(
-            fails(Kind::File, "lua.access", "site"),
-            format!("t.toml:7:3: lua.access {p}/site: is a directory, not a file")
-        );
-        assert_eq!(
-            fails(Kind::Dir, "root", "keys.txt"),
-            format!("t.toml:7:3: root {p}/keys.txt: is not a directory")
-        );
-        assert_eq!(
-            fails(Kind::Dir, "root", "gone/site"),
-            format!("t.toml:7:3: root {p}/gone/site: No such file or directory")
-        );
+        let cases = [
+            (
+                Kind::File,
+                "keys_file",
+                "nope.txt",
+                "No such file or directory",
+            ),
+            (
+                Kind::File,
+                "lua.access",
+                "site",
+                "is a directory, not a file",
+            ),
+            (Kind::Dir, "root", "keys.txt", "is not a directory"),
+            (Kind::Dir, "root", "gone/site", "No such file or directory"),
+        ];
+        for (kind, key, value, why) in cases {
+            assert_eq!(
+                fails(kind, key, value),
+                format!("t.toml:7:3: {key} {p}/{value}: {why}")
+            );
+        }
     }
 
     #[test]
