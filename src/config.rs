@@ -3,9 +3,14 @@
 //! Every `*.toml` file of the directory is read in file-name order, deserialized into the
 //! raw file types (unknown keys are errors), merged, and validated into the model that the
 //! server compiles into a snapshot. Every error carries `file:line:column` and says what is
-//! wrong in plain words, so `moongate check` and a failed reload can show it as is. Nothing
-//! here panics on input, binds a socket or reads a certificate: later stages do that and
-//! report with [`ConfigError::at`] against the [`Place`]s kept in the model.
+//! wrong in plain words, so `moongate check` and a failed reload can show it as is.
+//!
+//! A relative path in conf.d is relative to the *prefix*, the directory that holds conf.d
+//! (see `validate::paths`); the model holds only absolute paths. The files and directories
+//! the configuration names (scripts, key files, certificates, static roots, worker
+//! directories) must exist, which is checked last. Nothing here panics on input, binds a
+//! socket or parses a certificate: later stages do that and report with
+//! [`ConfigError::at`] against the [`Place`]s kept in the model.
 //!
 //! Layout:
 //! - `file`: the TOML schema as serde types (one file).
@@ -35,7 +40,8 @@ pub use model::{
 };
 pub use units::{parse_duration, parse_size};
 
-/// Loads every `*.toml` file in `dir`, merged in file-name order.
+/// Loads every `*.toml` file in `dir`, merged in file-name order; relative paths in them
+/// are relative to the directory that holds `dir`.
 ///
 /// Hidden files (names starting with `.`, such as editors' lock files) are skipped. A
 /// directory without any `*.toml` file is an error naming the directory, since serving
@@ -70,7 +76,7 @@ pub fn load_dir(dir: &Path) -> Result<Config, ConfigError> {
         let text = read_text(&path)?;
         files.push((path, text));
     }
-    load_files(&files)
+    validate::validate(&files, validate::paths::prefix_of(dir)?)
 }
 
 /// Reads a file as UTF-8, placing an encoding error at the first bad byte.
@@ -85,21 +91,28 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// Loads one in-memory file called `name`: for embedding moongate and for tests.
+/// Loads one in-memory file called `name`: for embedding moongate and for tests. Relative
+/// paths in it are relative to the working directory.
 pub fn load_str(name: &str, text: &str) -> Result<Config, ConfigError> {
     load_files(&[(PathBuf::from(name), text.to_owned())])
 }
 
-/// Loads already-read files (display name, text), merged in the order given.
+/// Loads already-read files (display name, text), merged in the order given. Relative
+/// paths in them are relative to the working directory.
 pub fn load_files(files: &[(PathBuf, String)]) -> Result<Config, ConfigError> {
-    if files.is_empty() {
+    let Some((first, _)) = files.first() else {
         return Err(ConfigError::at(
             &Place::whole("(no files)"),
             "no configuration files were given",
         ));
-    }
-    validate::validate(files)
+    };
+    validate::validate(files, validate::paths::working_dir(first)?)
 }
+
+/// A `certs = [...]` line naming readable files (test helper: validation checks that
+/// the files exist; tests that load certificates make real ones).
+#[cfg(test)]
+pub(crate) const TEST_CERTS: &str = "certs = [{ cert = \"tests/fixtures/config/certs/example.pem\", key = \"tests/fixtures/config/certs/example.key\" }]\n";
 
 /// The message a config made of `text` is rejected with (test helper).
 #[cfg(test)]
@@ -154,10 +167,14 @@ mod tests {
                 RouteTarget::Upstream("app".into()),
                 RouteTarget::Upstream("api".into()),
                 RouteTarget::Static {
-                    root: "examples/todo/static".into()
+                    root: fixture("static")
                 },
             ]
         );
+        // Relative paths start from the directory that holds the conf.d.
+        assert_eq!(config.prefix, fixture(""));
+        assert_eq!(config.tls[0].certs[0].cert, fixture("certs/example.pem"));
+        assert_eq!(config.tls[0].certs[0].key, fixture("certs/example.key"));
         assert_eq!(
             config.routes[1].place.to_string(),
             format!("{}:1:1", dir.join("20-routes.toml").display())

@@ -18,7 +18,10 @@ use tracing_subscriber::prelude::*;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// The configuration directory (for the default `run`).
+    /// The configuration directory.
+    ///
+    /// Relative paths in its files are relative to the directory that holds it (for
+    /// `-c /srv/gw/conf.d`, `/srv/gw`), wherever moongate is started.
     #[arg(short = 'c', long = "conf", default_value = "conf.d", global = true)]
     conf: PathBuf,
 }
@@ -28,6 +31,12 @@ enum Command {
     /// Serve, using the configuration directory (the default command).
     Run,
     /// Parse and validate every file; exit 1 with file:line:column on the first error.
+    ///
+    /// Also checks that every file the configuration names exists (Lua scripts, key
+    /// files, certificates, static roots, worker directories) and that no two routes
+    /// take the same requests, loads the certificates and compiles the Lua, as a start
+    /// or a reload would. Relative paths are relative to the directory that holds the
+    /// configuration directory, wherever `check` is run from.
     Check,
     /// Ask the running instance to reload (admin API, else pid file + SIGHUP).
     Reload,
@@ -77,11 +86,12 @@ fn check(conf: PathBuf) -> ExitCode {
     match ConfigSource::Dir(conf.clone()).check() {
         Ok(snap) => {
             println!(
-                "{}: configuration OK ({} files, {} routes, {} upstreams)",
+                "{}: configuration OK ({} files, {} routes, {} upstreams; relative paths from {})",
                 conf.display(),
                 snap.files.len(),
                 snap.router.len(),
-                snap.upstreams.len()
+                snap.upstreams.len(),
+                snap.prefix.display()
             );
             ExitCode::SUCCESS
         }

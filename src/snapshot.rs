@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub admin: Option<config::Admin>,
     /// The files this configuration came from.
     pub files: Vec<PathBuf>,
+    /// The directory its relative paths were resolved against (the one holding conf.d).
+    pub prefix: PathBuf,
     /// Every Lua script of this configuration.
     pub lua: Arc<LuaProgram>,
     /// `[limit.NAME]` zones by name (`mg.limit.take` finds them here too).
@@ -259,6 +261,7 @@ pub fn compile(
         listeners,
         admin: config.admin,
         files: config.files,
+        prefix: config.prefix,
         lua,
         limits,
         caches,

@@ -366,8 +366,9 @@ pub struct RawRoute {
     pub expires: Option<Spanned<Dur>>,
     /// Lua phase handlers.
     pub lua: Option<Spanned<RawRouteLua>>,
-    /// Bundled policies: `[{ use = "NAME", ...options }]`.
-    pub policies: Option<Vec<Spanned<toml::Table>>>,
+    /// Bundled policies: `[{ use = "NAME", ...options }]`, each option spanned so a
+    /// bad one (or a missing `keys_file`) is reported at its own place.
+    pub policies: Option<Vec<Spanned<RawPolicy>>>,
     /// Rate-limit zones (`[limit.NAME]`) applied to the route.
     pub limit: Option<Spanned<OneOrMany>>,
     /// The proxy cache zone (`[cache.NAME]`) for the route's upstream responses.
@@ -375,6 +376,9 @@ pub struct RawRoute {
     /// Protocols a client may upgrade to through the route (default: websocket).
     pub upgrade: Option<Spanned<Vec<Spanned<String>>>>,
 }
+
+/// One entry of a route's `policies`: option name → value (`use` among them).
+pub type RawPolicy = BTreeMap<String, Spanned<toml::Value>>;
 
 /// `rewrite = { from = "...", to = "..." }`.
 #[derive(Debug, Deserialize)]

@@ -1,8 +1,10 @@
 //! The validated configuration: what the server compiles into a snapshot.
 //!
 //! Every value here has been checked: addresses parsed, regexes compiled, names resolved,
-//! defaults filled in. Places are kept where a later stage may still have to report a
-//! problem (binding a listener, loading a certificate) or show where a route came from.
+//! defaults filled in, relative paths resolved against the prefix (so every path here is
+//! absolute), and the files named found. Places are kept where a later stage may still
+//! have to report a problem (binding a listener, loading a certificate) or show where a
+//! route came from.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,6 +37,9 @@ pub struct Config {
     pub caches: BTreeMap<String, CacheZone>,
     /// The files read, in merge order (for `check` output and the status page).
     pub files: Vec<PathBuf>,
+    /// The directory relative paths were resolved against: the one holding conf.d (the
+    /// working directory for configuration given as a string).
+    pub prefix: PathBuf,
 }
 
 /// `[server]`, with nginx-like defaults for whatever is not set.
@@ -71,7 +76,7 @@ pub struct Server {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where access-log lines go.
     pub access_log: AccessLog,
-    /// Where to write the pid, so `moongate reload` can signal us.
+    /// Where to write the pid, so `moongate reload` can signal us (absolute).
     pub pid_file: Option<PathBuf>,
 }
 
@@ -91,7 +96,7 @@ pub enum AccessLog {
     Off,
     /// JSON lines on standard output.
     Stdout,
-    /// JSON lines appended to this file.
+    /// JSON lines appended to this file (absolute).
     File(PathBuf),
 }
 
@@ -109,9 +114,9 @@ pub struct TlsListener {
 /// A certificate chain and its key, with the place to report load errors at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertPair {
-    /// PEM certificate chain.
+    /// PEM certificate chain (absolute; found readable by validation).
     pub cert: PathBuf,
-    /// PEM private key.
+    /// PEM private key (absolute; found readable by validation).
     pub key: PathBuf,
     /// Where the `{ cert, key }` entry is.
     pub place: Place,
@@ -169,8 +174,9 @@ pub struct Workers {
     pub command: Vec<String>,
     /// How many processes run ("auto" resolved to 2 × cores + 1).
     pub count: usize,
-    /// Working directory; `None` = moongate's own.
-    pub dir: Option<PathBuf>,
+    /// Working directory (absolute; by default the prefix, so a command naming
+    /// `examples/todo/app.py` finds it wherever moongate was started).
+    pub dir: PathBuf,
     /// Extra environment variables (added to moongate's own environment).
     pub env: BTreeMap<String, String>,
     /// A path that must answer 2xx before a worker takes traffic; without
@@ -260,7 +266,7 @@ pub struct ServerPeer {
 pub enum PeerAddr {
     /// `ip:port`, or the first address `host:port` resolved to.
     Tcp(SocketAddr),
-    /// `unix:/path`.
+    /// `unix:/path` (a relative path is resolved against the prefix).
     Unix(PathBuf),
 }
 
@@ -276,7 +282,8 @@ impl fmt::Display for PeerAddr {
 /// `[lua]`: settings shared by every Lua VM.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LuaSettings {
-    /// `require` search path (`;`-separated templates with `?`).
+    /// `require` search path (`;`-separated templates with `?`), relative
+    /// templates resolved against the prefix.
     pub package_path: String,
     /// Run once in every VM when it is created (and on reload).
     pub init: Option<Script>,
@@ -290,6 +297,8 @@ pub struct LuaSettings {
     pub ffi: bool,
     /// `[lua.shared_dict]`: name, size in bytes, place.
     pub shared_dicts: Vec<SharedDictDef>,
+    /// The directory holding conf.d (what `ngx.config.prefix()` returns).
+    pub prefix: PathBuf,
 }
 
 /// One `[lua.shared_dict]` entry.
@@ -314,7 +323,7 @@ pub struct Script {
 /// Where a script's code is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScriptSource {
-    /// A file path (relative to the working directory).
+    /// A file path (absolute; found readable by validation).
     File(PathBuf),
     /// The code itself.
     Inline(String),
@@ -325,7 +334,7 @@ pub enum ScriptSource {
 pub struct Policy {
     /// The policy (`use = "NAME"`).
     pub name: String,
-    /// Its options, as written.
+    /// Its options, as written, but for file options (`*_file`), made absolute.
     pub options: toml::Table,
     /// Where it is configured.
     pub place: Place,
@@ -442,7 +451,7 @@ impl CacheZone {
 /// `disk = { path, size }` of a cache zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheDisk {
-    /// The directory the L2 tier owns.
+    /// The directory the L2 tier owns (absolute; created when missing).
     pub path: std::path::PathBuf,
     /// Bound on the bytes its files take.
     pub size: u64,
@@ -567,7 +576,7 @@ pub enum RouteTarget {
     Upstream(String),
     /// Serve files from a directory.
     Static {
-        /// The directory, as written (relative paths are relative to the working directory).
+        /// The directory (absolute; found by validation).
         root: PathBuf,
     },
     /// Answered by the route's `lua.content` handler.

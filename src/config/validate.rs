@@ -5,15 +5,18 @@
 //! `[server]` keys and `[admin]` may come from one file only; `[[server.tls]]` entries,
 //! upstreams and routes are gathered from all, a name defined twice being an error that
 //! names both places. Upstreams are validated before routes so routes can refer to an
-//! upstream from any file. The rules for each table live in the submodules.
+//! upstream from any file. The rules for each table live in the submodules; `paths` holds
+//! the one rule for relative paths and checks, last, that the files named exist.
 
 mod cache;
 mod limit;
 mod listeners;
 mod lua;
 mod matchers;
+pub(crate) mod paths;
 mod redis;
 mod route;
+mod route_overlap;
 mod server;
 mod upstream;
 mod workers;
@@ -27,9 +30,14 @@ use super::error::{ConfigError, Place, Source};
 use super::explain::explain;
 use super::file::RawFile;
 use super::model::{Admin, CacheZone, Config, LimitZone, Listen, Server, TlsListener, Upstream};
+use paths::Paths;
 
-/// Parses and validates conf.d files (display name, text) into a [`Config`].
-pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigError> {
+/// Parses and validates conf.d files (display name, text) into a [`Config`]; relative
+/// paths in them are relative to `prefix` (see `paths`).
+pub(crate) fn validate(
+    files: &[(PathBuf, String)],
+    prefix: PathBuf,
+) -> Result<Config, ConfigError> {
     let sources: Vec<Source<'_>> = files
         .iter()
         .map(|(name, text)| Source::new(name, text))
@@ -40,9 +48,10 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
         raws.push(raw);
     }
     let parsed: Vec<(&Source<'_>, &RawFile)> = sources.iter().zip(&raws).collect();
+    let mut paths = Paths::new(prefix);
 
-    let server = server::server(&parsed)?;
-    let tls = listeners::tls_listeners(&parsed)?;
+    let server = server::server(&parsed, &paths)?;
+    let tls = listeners::tls_listeners(&parsed, &mut paths)?;
     let admin = listeners::admin(&parsed)?;
     check_listeners(&parsed, &server, &tls, admin.as_ref())?;
 
@@ -54,12 +63,12 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
                 let message = format!("upstream `{}` is defined twice", name.get_ref());
                 return Err(ConfigError::at(&place, message).also_at(&first.place));
             }
-            let validated = upstream::upstream(src, name, def, place)?;
+            let validated = upstream::upstream(src, name, def, place, &mut paths)?;
             upstreams.insert(name.get_ref().clone(), validated);
         }
     }
 
-    let lua = lua::settings(&parsed)?;
+    let lua = lua::settings(&parsed, &mut paths)?;
     let redis = redis::settings(&parsed)?;
 
     let mut limits: BTreeMap<String, LimitZone> = BTreeMap::new();
@@ -83,7 +92,7 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
                 let message = format!("cache zone `{}` is defined twice", name.get_ref());
                 return Err(ConfigError::at(&place, message).also_at(&first.place));
             }
-            let validated = cache::zone(src, name, def, place)?;
+            let validated = cache::zone(src, name, def, place, &paths)?;
             let same_dir = caches.values().find(|z| {
                 z.disk.is_some()
                     && z.disk.as_ref().map(|d| &d.path) == validated.disk.as_ref().map(|d| &d.path)
@@ -102,9 +111,12 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
     let mut routes = Vec::new();
     for (src, raw) in &parsed {
         for def in &raw.route {
-            routes.push(route::route(src, def, &upstreams, &limits, &caches)?);
+            let route = route::route(src, def, &upstreams, &limits, &caches, &mut paths)?;
+            routes.push(route);
         }
     }
+    route_overlap::check(&routes)?;
+    paths.check()?;
 
     Ok(Config {
         server,
@@ -117,6 +129,7 @@ pub(crate) fn validate(files: &[(PathBuf, String)]) -> Result<Config, ConfigErro
         redis,
         caches,
         files: files.iter().map(|(name, _)| name.clone()).collect(),
+        prefix: paths.prefix().to_path_buf(),
     })
 }
 
@@ -258,15 +271,22 @@ mod tests {
                 "[[server.tls]]\nlisten = \"127.0.0.1:{port}\"\ncerts = [{{ cert = \"c{port}\", key = \"k{port}\" }}]\n"
             )
         };
-        let c = load_files(&files(&[
-            ("00.toml", &format!("[server]\nlisten = []\n{}", tls(8443))),
-            ("10.toml", &tls(9443)),
-        ]))
+        let prefix = tempfile::tempdir().unwrap();
+        for name in ["c8443", "k8443", "c9443", "k9443"] {
+            std::fs::write(prefix.path().join(name), "").unwrap();
+        }
+        let c = validate(
+            &files(&[
+                ("00.toml", &format!("[server]\nlisten = []\n{}", tls(8443))),
+                ("10.toml", &tls(9443)),
+            ]),
+            prefix.path().to_path_buf(),
+        )
         .unwrap();
         assert!(c.server.listen.is_empty());
         let ports: Vec<u16> = c.tls.iter().map(|t| t.listen.addr.port()).collect();
         assert_eq!(ports, [8443, 9443]);
-        assert_eq!(c.tls[1].certs[0].cert, PathBuf::from("c9443"));
+        assert_eq!(c.tls[1].certs[0].cert, prefix.path().join("c9443"));
         assert_eq!(c.tls[1].certs[0].place.to_string(), "10.toml:3:10");
         assert_eq!(c.tls[0].alpn, ["h2", "http/1.1"]);
     }
@@ -294,6 +314,7 @@ mod tests {
             e.to_string(),
             "b.toml:2:10: listen address 127.0.0.1:8080 is used twice (also defined at a.toml:2:11)"
         );
+        // The listener is wrong before any file is looked for.
         let tls =
             "[[server.tls]]\nlisten = \"0.0.0.0:8080\"\ncerts = [{ cert = \"c\", key = \"k\" }]\n";
         let e = err(tls);
@@ -310,7 +331,10 @@ mod tests {
         // say it, two of the same kind may not (they could not be told apart).
         let e = err("[server]\nlisten = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n");
         assert!(e.contains("127.0.0.1:0 is used twice"), "{e}");
-        let both = "[server]\nlisten = [\"127.0.0.1:0\"]\n[[server.tls]]\nlisten = \"127.0.0.1:0\"\ncerts = [{ cert = \"c\", key = \"k\" }]\n";
-        assert!(load_str("t", both).is_ok());
+        let both = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[[server.tls]]\nlisten = \"127.0.0.1:0\"\n{}",
+            crate::config::TEST_CERTS
+        );
+        assert!(load_str("t", &both).is_ok());
     }
 }

@@ -100,12 +100,14 @@ pub(super) fn err<E: std::fmt::Display>(e: E) -> mlua::Error {
     mlua::Error::runtime(e.to_string())
 }
 
-/// Installs the `ngx` global.
+/// Installs the `ngx` global; `prefix` is the directory holding conf.d (what relative
+/// paths in it start from, as nginx's prefix), returned by `ngx.config.prefix()`.
 pub fn install(
     lua: &Lua,
     worker: WorkerInfo,
     budget: std::time::Duration,
     dicts: &std::collections::BTreeMap<String, std::sync::Arc<crate::shdict::SharedDict>>,
+    prefix: &std::path::Path,
 ) -> mlua::Result<()> {
     let ngx = lua.create_table()?;
     for (name, v) in STATUSES {
@@ -179,12 +181,16 @@ pub fn install(
     config.set("nginx_version", 1_022_001)?;
     config.set("debug", false)?;
     config.set("is_console", false)?;
+    // nginx's prefix ends with a slash.
+    let prefix = prefix.display().to_string();
+    let prefix = if prefix.ends_with('/') {
+        prefix
+    } else {
+        format!("{prefix}/")
+    };
     config.set(
         "prefix",
-        lua.create_function(|_, ()| {
-            Ok(std::env::current_dir()
-                .map_or_else(|_| "./".to_string(), |d| format!("{}/", d.display())))
-        })?,
+        lua.create_function(move |_, ()| Ok(prefix.clone()))?,
     )?;
     ngx.set("config", config)?;
 

@@ -256,6 +256,7 @@ mod tests {
             sandbox: true,
             ffi: true,
             shared_dicts: Vec::new(),
+            prefix: "/".into(),
         }
     }
 

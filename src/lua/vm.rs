@@ -78,8 +78,14 @@ impl Vm {
         let settings = &program.settings;
         setup(&lua, settings.sandbox, &settings.package_path).map_err(|e| e.to_string())?;
         let budget = program.settings.time_budget;
-        api::install(&lua, WORKER.with(Cell::get), budget, &program.dicts)
-            .map_err(|e| e.to_string())?;
+        api::install(
+            &lua,
+            WORKER.with(Cell::get),
+            budget,
+            &program.dicts,
+            &settings.prefix,
+        )
+        .map_err(|e| e.to_string())?;
         super::moongate::install(&lua, program.upstreams.clone(), program.limits.clone())
             .map_err(|e| e.to_string())?;
         api::guard_protected_calls(&lua).map_err(|e| e.to_string())?;

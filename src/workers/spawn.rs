@@ -118,14 +118,11 @@ pub(super) fn spawn(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
-    if let Some(dir) = &def.dir {
-        cmd.current_dir(dir);
-    }
+    cmd.current_dir(&def.dir);
     die_with_parent(&mut cmd);
-    let mut child = cmd.spawn().map_err(|e| match &def.dir {
-        Some(dir) => format!("cannot start `{program}` in {}: {e}", dir.display()),
-        None => format!("cannot start `{program}`: {e}"),
-    })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start `{program}` in {}: {e}", def.dir.display()))?;
     let Some(pid) = child.id() else {
         return Err(format!("`{program}` exited at once"));
     };

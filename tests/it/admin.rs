@@ -5,7 +5,7 @@ use crate::support::{Moongate, client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_token_is_required_for_every_call() {
-    let mg = Moongate::start(
+    let mg = Moongate::start(&format!(
         r#"
 [server]
 listen = ["127.0.0.1:0"]
@@ -18,9 +18,10 @@ token = "s3cret"
 
 [[route]]
 path = "/"
-root = "."
+root = "{}/examples/site"
 "#,
-    );
+        env!("CARGO_MANIFEST_DIR")
+    ));
     let http = client();
     let status = |r: reqwest::Response| r.status().as_u16();
 

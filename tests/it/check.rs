@@ -174,13 +174,44 @@ fn missing_certificate_names_file_line_and_the_cert() {
         cert.display(),
         key.display()
     );
+    // At the `cert` value, naming the path and the system's reason.
     let err = check_fails_at(
         &[("00-server.toml", SERVER), ("10-x.toml", &tls)],
         "10-x.toml",
         3,
-        10,
+        19,
     );
-    assert!(err.contains("nowhere.pem"), "{err}");
+    let wanted = format!("cert {}: No such file or directory", cert.display());
+    assert!(err.contains(&wanted), "wanted {wanted} in {err}");
+}
+
+/// Two routes with the same host, path and a method in common: the second
+/// could never be chosen, so `check` refuses it and names both places.
+/// Splitting one path between routes by method stays fine.
+#[test]
+fn a_duplicate_route_names_both_places() {
+    let reads = "[[route]]\npath = \"/api\"\nmethods = [\"GET\", \"POST\"]\nupstream = \"app\"\n";
+    let again = "# the same prefix again, for GET\n\n[[route]]\nhost = \"*\"\npath = \"/api\"\nmethods = [\"GET\"]\nupstream = \"app\"\n";
+    let dir = conf_dir(&[
+        ("00-server.toml", SERVER),
+        ("10-a.toml", &format!("{UPSTREAM_APP}\n{reads}")),
+        ("20-b.toml", again),
+    ]);
+    let run = support::moongate_check(dir.path());
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stderr.trim_end(),
+        format!(
+            "{}:3:1: route duplicates {}:4:1 (same host \"*\", path \"/api\", methods GET)",
+            dir.path().join("20-b.toml").display(),
+            dir.path().join("10-a.toml").display()
+        )
+    );
+
+    let writes = again.replace("[\"GET\"]", "[\"PUT\", \"DELETE\"]");
+    std::fs::write(dir.path().join("20-b.toml"), writes).expect("rewrite conf");
+    let run = support::moongate_check(dir.path());
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
 }
 
 /// Runs `moongate run -c dir` until it exits (killed after `wait`);

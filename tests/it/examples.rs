@@ -26,8 +26,12 @@ fn repo(path: &str) -> PathBuf {
 
 /// A copy of the repository's conf.d with the listeners on port 0 and the
 /// todo database at `db`; fails if the default files stop saying what is
-/// replaced (so this test keeps testing the real defaults).
-fn default_conf_d(db: &Path) -> tempfile::TempDir {
+/// replaced (so this test keeps testing the real defaults). The copy is
+/// `PREFIX/conf.d`, beside a link `PREFIX/examples` to the repository's
+/// examples: the default's relative paths (the app, the static site, the
+/// key file) resolve against the directory holding conf.d, as they do in
+/// the repository. Returns the prefix and the conf.d path.
+fn default_conf_d(db: &Path) -> (tempfile::TempDir, PathBuf) {
     let db = format!("\"{}\"", db.display());
     let subs = [
         ("\"127.0.0.1:8080\"", "\"127.0.0.1:0\""),
@@ -35,7 +39,11 @@ fn default_conf_d(db: &Path) -> tempfile::TempDir {
         ("\"var/todo.db\"", db.as_str()),
     ];
     let mut used = [false; 3];
-    let dir = tempfile::tempdir().expect("conf dir");
+    let prefix = tempfile::tempdir().expect("prefix dir");
+    std::os::unix::fs::symlink(repo("examples"), prefix.path().join("examples"))
+        .expect("link examples");
+    let dir = prefix.path().join("conf.d");
+    std::fs::create_dir(&dir).expect("conf dir");
     for entry in std::fs::read_dir(repo("conf.d")).expect("read conf.d") {
         let path = entry.expect("conf.d entry").path();
         let Some(name) = path.file_name() else {
@@ -50,7 +58,7 @@ fn default_conf_d(db: &Path) -> tempfile::TempDir {
                 }
             }
         }
-        std::fs::write(dir.path().join(name), text).expect("write conf file");
+        std::fs::write(dir.join(name), text).expect("write conf file");
     }
     for (i, (from, _)) in subs.iter().enumerate() {
         assert!(
@@ -58,7 +66,7 @@ fn default_conf_d(db: &Path) -> tempfile::TempDir {
             "the default conf.d no longer contains {from}; update tests/it/examples.rs"
         );
     }
-    dir
+    (prefix, dir)
 }
 
 /// Pids of worker processes seen during a test: on drop (after moongate,
@@ -196,8 +204,8 @@ async fn the_default_gateway_serves_the_todo_app() {
     let data = tempfile::tempdir().expect("data dir");
     let db = data.path().join("todo.db");
     let seen = Leftovers::default();
-    let conf = default_conf_d(&db);
-    let mut mg = tokio::task::block_in_place(|| Moongate::start_in(conf));
+    let (prefix, conf) = default_conf_d(&db);
+    let mut mg = tokio::task::block_in_place(|| Moongate::start_at(prefix, conf));
     let pool = wait_ready(&mg, "todo", 2, &seen).await;
     let pids = pids_of(&pool);
     assert_eq!(pids.len(), 2, "two processes: {pool:#}");

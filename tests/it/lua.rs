@@ -394,8 +394,8 @@ async fn lua_resty_lrucache_runs_unchanged() {
     let mg = Moongate::start(&conf(
         origin.addr,
         "",
-        r#"[lua]
-package_path = "/usr/share/lua/5.1/?.lua;lua/?.lua"
+        &r#"[lua]
+package_path = "/usr/share/lua/5.1/?.lua;{repo}/lua/?.lua"
 
 [[route]]
 path_exact = "/lru"
@@ -419,7 +419,8 @@ for _, name in ipairs({ "resty.lrucache", "resty.lrucache.pureffi" }) do
 end
 ngx.say(table.concat(out, "\n"))
 '''
-"#,
+"#
+        .replace("{repo}", env!("CARGO_MANIFEST_DIR")),
     ));
     let (status, _, body) = get(&mg.url("/lru")).await;
     assert_eq!(status, 200, "{body}");

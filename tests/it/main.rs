@@ -14,6 +14,7 @@ mod limits;
 mod static_files;
 mod tls;
 mod check;
+mod check_paths;
 mod timeouts;
 mod admin;
 mod lua;

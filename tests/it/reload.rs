@@ -51,18 +51,6 @@ async fn get(url: &str) -> (u16, String) {
     (status, resp.text().await.expect("body"))
 }
 
-/// `POST /reload` on the admin listener: status and JSON body.
-async fn admin_reload(mg: &Moongate) -> (u16, Value) {
-    let resp = client()
-        .post(mg.admin_url("/reload"))
-        .send()
-        .await
-        .expect("POST /reload");
-    let code = resp.status().as_u16();
-    let text = resp.text().await.expect("reload body");
-    (code, serde_json::from_str(&text).expect("reload JSON"))
-}
-
 /// Polls `GET url` until its body is `want`; panics after `timeout`.
 async fn wait_body(url: &str, want: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -188,7 +176,7 @@ async fn reload_by_admin_api() {
     assert_eq!(get(&mg.url("/")).await, (200, "a".to_string()));
 
     quiet.write(&conf(b.addr));
-    let (code, body) = admin_reload(&mg).await;
+    let (code, body) = mg.admin_reload().await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["ok"], true, "{body}");
     assert_eq!(body["generation"], 2, "{body}");
@@ -296,7 +284,7 @@ async fn broken_file_keeps_the_old_config() {
     assert_eq!(b.hits(), 0);
 
     // The admin API reports the same failure.
-    let (code, body) = admin_reload(&mg).await;
+    let (code, body) = mg.admin_reload().await;
     assert_eq!(code, 422, "{body}");
     assert_eq!(body["ok"], false, "{body}");
     assert_eq!(body["generation"], 1, "{body}");
@@ -367,7 +355,7 @@ async fn reload_under_load_loses_nothing() {
         }
         let origin = if i % 2 == 0 { b.addr } else { a.addr };
         mg.write_conf("00-test.toml", &conf(origin));
-        let (code, body) = admin_reload(&mg).await;
+        let (code, body) = mg.admin_reload().await;
         assert_eq!(code, 200, "reload {i}: {body}");
         assert_eq!(body["ok"], true, "reload {i}: {body}");
         ok_reloads += 1;
@@ -412,7 +400,7 @@ async fn reload_adds_and_removes_listeners() {
     );
 
     mg.write_conf("00-test.toml", &two);
-    let (code, body) = admin_reload(&mg).await;
+    let (code, body) = mg.admin_reload().await;
     assert_eq!(code, 200, "{body}");
     let url = format!("http://{extra}/");
     assert_eq!(get(&url).await, (200, "a".to_string()));
@@ -427,7 +415,7 @@ async fn reload_adds_and_removes_listeners() {
     assert!(listed(&st, mg.http[0]), "{st}");
 
     mg.write_conf("00-test.toml", &conf(a.addr));
-    let (code, body) = admin_reload(&mg).await;
+    let (code, body) = mg.admin_reload().await;
     assert_eq!(code, 200, "{body}");
     wait_refused(extra, Duration::from_secs(5)).await;
     // The listener that stayed was not touched.
@@ -468,7 +456,7 @@ upstream = "bad"
     let mut text = conf_with(a.addr, &bad("30s"));
     text.push_str(extra_route);
     quiet.write(&text);
-    let (code, body) = admin_reload(&mg).await;
+    let (code, body) = mg.admin_reload().await;
     assert_eq!(
         (code, &body["generation"]),
         (200, &Value::from(2)),
@@ -483,7 +471,7 @@ upstream = "bad"
     let mut text = conf_with(a.addr, &bad("31s"));
     text.push_str(extra_route);
     quiet.write(&text);
-    let (code, body) = admin_reload(&mg).await;
+    let (code, body) = mg.admin_reload().await;
     assert_eq!(
         (code, &body["generation"]),
         (200, &Value::from(3)),
@@ -520,7 +508,7 @@ async fn unchanged_upstream_keeps_its_pooled_connections() {
 
     let extra_route = "\n[[route]]\npath_exact = \"/new\"\nupstream = \"app\"\n";
     quiet.write(&one_worker(conf_with(origin, extra_route)));
-    assert_eq!(admin_reload(&mg).await.0, 200);
+    assert_eq!(mg.admin_reload().await.0, 200);
     burst().await;
     assert_eq!(
         accepted.load(Ordering::SeqCst),
@@ -531,7 +519,7 @@ async fn unchanged_upstream_keeps_its_pooled_connections() {
     let changed = one_worker(conf_with(origin, extra_route))
         .replace("servers = [", "keepalive = 16\nservers = [");
     quiet.write(&changed);
-    assert_eq!(admin_reload(&mg).await.0, 200);
+    assert_eq!(mg.admin_reload().await.0, 200);
     burst().await;
     assert!(
         accepted.load(Ordering::SeqCst) > before,

@@ -24,8 +24,11 @@ use hyper_util::rt::TokioIo;
 /// A running `moongate run` process.
 pub struct Moongate {
     child: Option<Child>,
-    /// The conf.d directory (a temp dir).
+    /// The temp dir holding the configuration: the conf.d itself, or (see
+    /// [`Moongate::start_at`]) the prefix that holds it.
     pub dir: tempfile::TempDir,
+    /// The conf.d directory.
+    conf: PathBuf,
     /// Every `http://` listener, in the order logged.
     pub http: Vec<SocketAddr>,
     /// Every `https://` listener.
@@ -52,10 +55,20 @@ impl Moongate {
 
     /// Starts moongate on an already written conf.d.
     pub fn start_in(dir: tempfile::TempDir) -> Moongate {
+        let conf = dir.path().to_path_buf();
+        Self::start_at(dir, conf)
+    }
+
+    /// Starts moongate on the conf.d `conf`, kept alive by `dir` (e.g. a
+    /// prefix holding `conf` and the files its relative paths name). It
+    /// runs in `conf` itself, not the repository, so that a path resolved
+    /// against the working directory instead of the prefix shows.
+    pub fn start_at(dir: tempfile::TempDir, conf: PathBuf) -> Moongate {
         let mut child = Command::new(env!("CARGO_BIN_EXE_moongate"))
             .arg("run")
             .arg("-c")
-            .arg(dir.path())
+            .arg(&conf)
+            .current_dir(&conf)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -76,6 +89,7 @@ impl Moongate {
         let mut mg = Moongate {
             child: Some(child),
             dir,
+            conf,
             http: Vec::new(),
             https: Vec::new(),
             admin: None,
@@ -116,9 +130,21 @@ impl Moongate {
         serde_json::from_str(&text).expect("status JSON")
     }
 
+    /// `POST /reload` on the admin listener: status and JSON body.
+    pub async fn admin_reload(&self) -> (u16, serde_json::Value) {
+        let resp = client()
+            .post(self.admin_url("/reload"))
+            .send()
+            .await
+            .expect("POST /reload");
+        let code = resp.status().as_u16();
+        let text = resp.text().await.expect("reload body");
+        (code, serde_json::from_str(&text).expect("reload JSON"))
+    }
+
     /// The conf.d path.
     pub fn conf_dir(&self) -> &Path {
-        self.dir.path()
+        &self.conf
     }
 
     /// Lines logged so far.
@@ -181,9 +207,9 @@ impl Moongate {
 
     /// Replaces a conf.d file (atomically, as editors and deploy tools do).
     pub fn write_conf(&self, name: &str, text: &str) {
-        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        let tmp = self.conf.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, text).expect("write tmp conf");
-        std::fs::rename(&tmp, self.dir.path().join(name)).expect("rename conf");
+        std::fs::rename(&tmp, self.conf.join(name)).expect("rename conf");
     }
 }
 
@@ -380,12 +406,21 @@ pub struct CheckRun {
     pub stderr: String,
 }
 
-/// Runs `moongate check -c dir` to completion.
+/// Runs `moongate check -c dir` to completion. It runs in `dir` itself, not
+/// the repository, so that a path resolved against the working directory
+/// instead of the prefix shows.
 pub fn moongate_check(dir: &Path) -> CheckRun {
+    moongate_check_from(dir, dir)
+}
+
+/// Runs `moongate check -c conf` in the working directory `cwd` (`conf`
+/// may be relative to it).
+pub fn moongate_check_from(cwd: &Path, conf: &Path) -> CheckRun {
     let out = Command::new(env!("CARGO_BIN_EXE_moongate"))
         .arg("check")
         .arg("-c")
-        .arg(dir)
+        .arg(conf)
+        .current_dir(cwd)
         .stdin(Stdio::null())
         .output()
         .expect("run moongate check");

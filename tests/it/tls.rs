@@ -218,16 +218,20 @@ fn bad_certificate_files_are_config_errors_with_their_place() {
     );
     let file = dir.path().join("10-tls.toml");
     std::fs::write(&file, &text).expect("conf");
+    // Missing: found before loading, at the `cert` value itself.
     let run = support::moongate_check(dir.path());
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(
-        run.stderr.starts_with(&format!("{}:7:3:", file.display())),
+        run.stderr.starts_with(&format!(
+            "{}:7:12: cert {}: No such file or directory",
+            file.display(),
+            missing.display()
+        )),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("missing.pem"), "{}", run.stderr);
 
-    // A file that is there but holds no certificate.
+    // A file that is there but holds no certificate: at its entry.
     let garbage = dir.path().join("missing.pem");
     std::fs::write(&garbage, "this is not a certificate\n").expect("garbage");
     let run = support::moongate_check(dir.path());

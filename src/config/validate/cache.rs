@@ -6,12 +6,12 @@
 //! answers a shared cache may reuse (RFC 9111 §2); unsafe methods on a
 //! cached route invalidate instead, whatever this list says.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::matchers::method;
+use super::paths::Paths;
 use crate::config::error::{ConfigError, Place, Source};
 use crate::config::file::RawCache;
 use crate::config::model::{CacheDisk, CacheZone};
@@ -30,6 +30,7 @@ pub(super) fn zone(
     name: &Spanned<String>,
     def: &Spanned<RawCache>,
     place: Place,
+    paths: &Paths,
 ) -> Result<CacheZone, ConfigError> {
     let raw = def.get_ref();
     let ok_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
@@ -62,7 +63,7 @@ pub(super) fn zone(
                 return Err(src.err(d.size.span(), "`disk.size` must be more than 0 bytes"));
             }
             Some(CacheDisk {
-                path: PathBuf::from(d.path.get_ref()),
+                path: paths.resolve(d.path.get_ref()),
                 size: d.size.get_ref().0,
             })
         }

@@ -3,10 +3,10 @@
 //! Listen addresses must be literal IPs: binding happens later and must not depend on DNS.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
 
 use toml::Spanned;
 
+use super::paths::Paths;
 use crate::config::error::{ConfigError, Source};
 use crate::config::file::{RawAdmin, RawFile, RawTls};
 use crate::config::model::{Admin, CertPair, Listen, TlsListener};
@@ -56,17 +56,22 @@ pub(super) fn listen(src: &Source<'_>, text: &Spanned<String>) -> Result<Listen,
 /// Every `[[server.tls]]` entry of every file, in merge order.
 pub(super) fn tls_listeners(
     parsed: &[(&Source<'_>, &RawFile)],
+    paths: &mut Paths,
 ) -> Result<Vec<TlsListener>, ConfigError> {
     let mut out = Vec::new();
     for (src, raw) in parsed {
         for def in raw.server.iter().flat_map(|s| &s.get_ref().tls) {
-            out.push(tls_listener(src, def.get_ref())?);
+            out.push(tls_listener(src, def.get_ref(), paths)?);
         }
     }
     Ok(out)
 }
 
-fn tls_listener(src: &Source<'_>, raw: &RawTls) -> Result<TlsListener, ConfigError> {
+fn tls_listener(
+    src: &Source<'_>,
+    raw: &RawTls,
+    paths: &mut Paths,
+) -> Result<TlsListener, ConfigError> {
     let listen = listen(src, &raw.listen)?;
     if raw.certs.get_ref().is_empty() {
         let message = "`certs` in [[server.tls]] is empty; give at least one { cert = \"...\", key = \"...\" }";
@@ -80,9 +85,11 @@ fn tls_listener(src: &Source<'_>, raw: &RawTls) -> Result<TlsListener, ConfigErr
                 return Err(src.err(path.span(), format!("`{what}` is empty; give a file path")));
             }
         }
+        let [cert, key] = [("cert", &p.cert), ("key", &p.key)]
+            .map(|(what, path)| paths.file(src.place(path.span()), what, path.get_ref()));
         certs.push(CertPair {
-            cert: PathBuf::from(p.cert.get_ref()),
-            key: PathBuf::from(p.key.get_ref()),
+            cert,
+            key,
             place: src.place(pair.span()),
         });
     }
@@ -163,7 +170,7 @@ mod tests {
         );
         let e = err(&format!("{base}certs = [{{ cert = \"\", key = \"k\" }}]\n"));
         assert_eq!(e, "t.toml:3:19: `cert` is empty; give a file path");
-        let certs = "certs = [{ cert = \"c\", key = \"k\" }]\n";
+        let certs = crate::config::TEST_CERTS;
         let e = err(&format!("{base}{certs}alpn = [\"h2\", \"h3\"]\n"));
         assert_eq!(
             e,
@@ -173,6 +180,27 @@ mod tests {
         assert!(e.starts_with("t.toml:4:8: `alpn` is empty"), "{e}");
         let c = load_str("t", &format!("{base}{certs}alpn = [\"http/1.1\"]\n")).unwrap();
         assert_eq!(c.tls[0].alpn, ["http/1.1"]);
+        // Relative to the prefix (the working directory for a TOML string), and found.
+        let cwd = std::env::current_dir().unwrap();
+        let pair = &c.tls[0].certs[0];
+        assert_eq!(
+            pair.cert,
+            cwd.join("tests/fixtures/config/certs/example.pem")
+        );
+        assert_eq!(
+            pair.key,
+            cwd.join("tests/fixtures/config/certs/example.key")
+        );
+        let e = err(&format!(
+            "{base}certs = [{{ cert = \"tests/fixtures/config/certs/example.pem\", key = \"no.key\" }}]\n"
+        ));
+        assert_eq!(
+            e,
+            format!(
+                "t.toml:3:68: key {}: No such file or directory",
+                cwd.join("no.key").display()
+            )
+        );
         let e = err(&format!("{base}certs = [{{ cert = \"c\" }}]\n"));
         assert_eq!(
             e,

@@ -1,41 +1,56 @@
-//! `[lua]` (one file at most) and the `lua.*` keys of a route.
+//! `[lua]` (one file at most) and the `lua.*` keys of a route. Script files, `init`,
+//! `package_path` templates and policies' file options (`keys_file`: any option named
+//! `*_file`) are resolved against the prefix; the files must exist.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::Source;
-use crate::config::error::ConfigError;
-use crate::config::file::{RawFile, RawRouteLua};
+use super::paths::Paths;
+use crate::config::error::{ConfigError, Place};
+use crate::config::file::{RawFile, RawPolicy, RawRouteLua};
 use crate::config::model::{LuaSettings, Policy, RouteLua, Script, ScriptSource, SharedDictDef};
 
-/// The default `require` path: the bundled and the operator's scripts.
+/// The default `require` path: the bundled and the operator's scripts (relative to the
+/// prefix, like any path in conf.d).
 pub const DEFAULT_PACKAGE_PATH: &str = "lua/?.lua;lua/?/init.lua";
 
 /// `[lua]` from the one file that may define it, with defaults.
-pub(super) fn settings(parsed: &[(&Source<'_>, &RawFile)]) -> Result<LuaSettings, ConfigError> {
+pub(super) fn settings(
+    parsed: &[(&Source<'_>, &RawFile)],
+    paths: &mut Paths,
+) -> Result<LuaSettings, ConfigError> {
+    let found = super::only_one(parsed, "[lua]", |raw| raw.lua.as_ref())?;
+    let package_path = match found
+        .and_then(|(src, def)| Some((src, def.get_ref().package_path.as_ref()?)))
+    {
+        None => templates(paths, DEFAULT_PACKAGE_PATH, || {
+            Place::whole(DEFAULT_PACKAGE_PATH)
+        })?,
+        Some((src, p)) => {
+            if p.get_ref().trim().is_empty() || !p.get_ref().contains('?') {
+                let message = "`package_path` lists templates with `?` for the module name, like \"lua/?.lua;lua/?/init.lua\"";
+                return Err(src.err(p.span(), message));
+            }
+            templates(paths, p.get_ref(), || src.place(p.span()))?
+        }
+    };
     let mut out = LuaSettings {
-        package_path: DEFAULT_PACKAGE_PATH.to_owned(),
+        package_path,
         init: None,
         time_budget: Duration::from_millis(50),
         sandbox: true,
         ffi: true,
         shared_dicts: Vec::new(),
+        prefix: paths.prefix().to_path_buf(),
     };
-    let Some((src, def)) = super::only_one(parsed, "[lua]", |raw| raw.lua.as_ref())? else {
+    let Some((src, def)) = found else {
         return Ok(out);
     };
     let raw = def.get_ref();
-    if let Some(p) = &raw.package_path {
-        if p.get_ref().trim().is_empty() || !p.get_ref().contains('?') {
-            let message = "`package_path` lists templates with `?` for the module name, like \"lua/?.lua;lua/?/init.lua\"";
-            return Err(src.err(p.span(), message));
-        }
-        out.package_path = p.get_ref().clone();
-    }
     if let Some(init) = &raw.init {
-        out.init = Some(file_script(src, init)?);
+        out.init = Some(file_script(src, "init", init, paths)?);
     }
     if let Some(b) = &raw.time_budget {
         if b.get_ref().0.is_zero() {
@@ -82,16 +97,48 @@ pub const POLICIES: [(&str, &[&str]); 3] = [
     ("request_id", &["header"]),
 ];
 
+/// `package_path` with its relative templates resolved; `place` for the error when the
+/// result is not text (a prefix that is not UTF-8).
+fn templates(paths: &Paths, value: &str, place: impl Fn() -> Place) -> Result<String, ConfigError> {
+    paths.templates(value).ok_or_else(|| {
+        let message = format!(
+            "`package_path` cannot be made absolute: {} is not UTF-8 text",
+            paths.prefix().display()
+        );
+        ConfigError::at(&place(), message)
+    })
+}
+
 /// A route's `policies = [{ use = "NAME", ... }]`.
 fn policies(
     src: &Source<'_>,
-    raw: Option<&Vec<Spanned<toml::Table>>>,
+    raw: Option<&Vec<Spanned<RawPolicy>>>,
+    paths: &mut Paths,
 ) -> Result<Vec<Policy>, ConfigError> {
     let known: Vec<&str> = POLICIES.iter().map(|(n, _)| *n).collect();
     let mut out = Vec::new();
     for entry in raw.into_iter().flatten() {
         let place = src.place(entry.span());
-        let mut options = entry.get_ref().clone();
+        let mut options = toml::Table::new();
+        for (key, value) in entry.get_ref() {
+            let value = match value.get_ref() {
+                toml::Value::String(file) if key.ends_with("_file") => {
+                    let at = src.place(value.span());
+                    let path = paths.file(at.clone(), key, file);
+                    let Some(text) = path.to_str() else {
+                        let message = format!("`{key}` {} is not UTF-8 text", path.display());
+                        return Err(ConfigError::at(&at, message));
+                    };
+                    toml::Value::String(text.to_owned())
+                }
+                _ if key.ends_with("_file") => {
+                    let message = format!("`{key}` is a file path, written as a string");
+                    return Err(src.err(value.span(), message));
+                }
+                other => other.clone(),
+            };
+            options.insert(key.clone(), value);
+        }
         let name = match options.remove("use") {
             Some(toml::Value::String(n)) => n,
             _ => {
@@ -147,9 +194,10 @@ fn policies(
 pub(super) fn route_lua(
     src: &Source<'_>,
     raw: Option<&Spanned<RawRouteLua>>,
-    raw_policies: Option<&Vec<Spanned<toml::Table>>>,
+    raw_policies: Option<&Vec<Spanned<RawPolicy>>>,
+    paths: &mut Paths,
 ) -> Result<RouteLua, ConfigError> {
-    let policies = policies(src, raw_policies)?;
+    let policies = policies(src, raw_policies, paths)?;
     let Some(raw) = raw else {
         return Ok(RouteLua {
             policies,
@@ -157,18 +205,15 @@ pub(super) fn route_lua(
         });
     };
     let r = raw.get_ref();
+    let mut phase =
+        |name: &str, file: &Option<Spanned<String>>, inline| phase(src, name, file, inline, paths);
     Ok(RouteLua {
         policies,
-        rewrite: phase(src, "rewrite", &r.rewrite, &r.rewrite_inline)?,
-        access: phase(src, "access", &r.access, &r.access_inline)?,
-        content: phase(src, "content", &r.content, &r.content_inline)?,
-        header_filter: phase(
-            src,
-            "header_filter",
-            &r.header_filter,
-            &r.header_filter_inline,
-        )?,
-        log: phase(src, "log", &r.log, &r.log_inline)?,
+        rewrite: phase("rewrite", &r.rewrite, &r.rewrite_inline)?,
+        access: phase("access", &r.access, &r.access_inline)?,
+        content: phase("content", &r.content, &r.content_inline)?,
+        header_filter: phase("header_filter", &r.header_filter, &r.header_filter_inline)?,
+        log: phase("log", &r.log, &r.log_inline)?,
     })
 }
 
@@ -177,10 +222,11 @@ fn phase(
     name: &str,
     file: &Option<Spanned<String>>,
     inline: &Option<Spanned<String>>,
+    paths: &mut Paths,
 ) -> Result<Option<Script>, ConfigError> {
     match (file, inline) {
         (None, None) => Ok(None),
-        (Some(f), None) => file_script(src, f).map(Some),
+        (Some(f), None) => file_script(src, &format!("lua.{name}"), f, paths).map(Some),
         (None, Some(code)) => Ok(Some(Script {
             source: ScriptSource::Inline(code.get_ref().clone()),
             place: src.place(code.span()),
@@ -194,29 +240,58 @@ fn phase(
     }
 }
 
-fn file_script(src: &Source<'_>, path: &Spanned<String>) -> Result<Script, ConfigError> {
+/// A script file named by `key`: resolved, and noted as a file that must exist.
+fn file_script(
+    src: &Source<'_>,
+    key: &str,
+    path: &Spanned<String>,
+    paths: &mut Paths,
+) -> Result<Script, ConfigError> {
     if path.get_ref().trim().is_empty() {
         return Err(src.err(path.span(), "the script path is empty"));
     }
+    let place = src.place(path.span());
     Ok(Script {
-        source: ScriptSource::File(PathBuf::from(path.get_ref())),
-        place: src.place(path.span()),
+        source: ScriptSource::File(paths.file(place.clone(), key, path.get_ref())),
+        place,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use crate::config::model::ScriptSource;
-    use crate::config::{load_str, rejected as err};
+    use crate::config::rejected as err;
+    use crate::config::validate::validate;
+    use crate::config::{Config, load_str};
+    use std::path::{Path, PathBuf};
     use std::time::Duration;
+
+    /// A prefix holding `lua/init.lua`, `lua/hello.lua` and `keys.txt`.
+    fn prefix() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("lua")).unwrap();
+        for file in ["lua/init.lua", "lua/hello.lua", "keys.txt"] {
+            std::fs::write(dir.path().join(file), "").unwrap();
+        }
+        dir
+    }
+
+    fn load_in(prefix: &Path, text: &str) -> Result<Config, String> {
+        validate(
+            &[(PathBuf::from("t.toml"), text.to_owned())],
+            prefix.to_path_buf(),
+        )
+        .map_err(|e| e.to_string())
+    }
 
     #[test]
     fn defaults_and_settings() {
         let c = load_str("t.toml", "").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.lua.time_budget, Duration::from_millis(50));
         assert!(c.lua.sandbox && c.lua.ffi);
-        let c = load_str(
-            "t.toml",
+        let p = prefix();
+        let c = load_in(
+            p.path(),
             "[lua]\ntime_budget = \"20ms\"\nsandbox = false\ninit = \"lua/init.lua\"\n[lua.shared_dict]\nkeys = \"1MiB\"\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -224,16 +299,83 @@ mod tests {
         assert!(!c.lua.sandbox);
         assert_eq!(c.lua.shared_dicts[0].name, "keys");
         assert_eq!(c.lua.shared_dicts[0].size, 1024 * 1024);
-        assert!(matches!(
+        assert_eq!(
             c.lua.init.map(|s| s.source),
-            Some(ScriptSource::File(_))
-        ));
+            Some(ScriptSource::File(p.path().join("lua/init.lua")))
+        );
+        assert_eq!(c.lua.prefix, p.path());
+    }
+
+    #[test]
+    fn package_path_templates_resolve_against_the_prefix() {
+        let p = prefix();
+        let at = p.path().display();
+        let c = load_in(p.path(), "").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.lua.package_path,
+            format!("{at}/lua/?.lua;{at}/lua/?/init.lua")
+        );
+        let c = load_in(
+            p.path(),
+            "[lua]\npackage_path = \"/usr/share/lua/5.1/?.lua;mods/?.lua;;\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.lua.package_path,
+            format!("/usr/share/lua/5.1/?.lua;{at}/mods/?.lua;;")
+        );
+    }
+
+    #[test]
+    fn script_files_must_exist() {
+        let p = prefix();
+        let at = p.path().display();
+        let e = load_in(p.path(), "[lua]\ninit = \"lua/nope.lua\"\n").unwrap_err();
+        assert_eq!(
+            e,
+            format!("t.toml:2:8: init {at}/lua/nope.lua: No such file or directory")
+        );
+        let e = load_in(p.path(), "[[route]]\npath = \"/\"\nlua.content = \"lua\"\n").unwrap_err();
+        assert_eq!(
+            e,
+            format!("t.toml:3:15: lua.content {at}/lua: is a directory, not a file")
+        );
+    }
+
+    #[test]
+    fn policy_file_options_resolve_and_must_exist() {
+        let p = prefix();
+        let at = p.path().display();
+        let route = |keys_file: &str| {
+            format!(
+                "[[route]]\npath = \"/\"\nroot = \"lua\"\npolicies = [\n  {{ use = \"api_key\", keys_file = {keys_file} }},\n]\n"
+            )
+        };
+        let c = load_in(p.path(), &route("\"keys.txt\"")).unwrap_or_else(|e| panic!("{e}"));
+        let policy = &c.routes[0].lua.policies[0];
+        assert_eq!(
+            policy.options.get("keys_file").and_then(|v| v.as_str()),
+            Some(format!("{at}/keys.txt").as_str())
+        );
+        assert!(!policy.options.contains_key("use"));
+        // Missing: at the value, naming the resolved path and the reason.
+        let e = load_in(p.path(), &route("\"../keys.txt\"")).unwrap_err();
+        assert_eq!(
+            e,
+            format!("t.toml:5:34: keys_file {at}/../keys.txt: No such file or directory")
+        );
+        let e = load_in(p.path(), &route("3")).unwrap_err();
+        assert_eq!(
+            e,
+            "t.toml:5:34: `keys_file` is a file path, written as a string"
+        );
     }
 
     #[test]
     fn route_handlers_and_their_errors() {
-        let c = load_str(
-            "t.toml",
+        let p = prefix();
+        let c = load_in(
+            p.path(),
             "[[route]]\npath = \"/\"\nlua.access_inline = \"ngx.exit(403)\"\nlua.content = \"lua/hello.lua\"\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -242,7 +384,10 @@ mod tests {
             matches!(&r.lua.access.as_ref().map(|s| &s.source), Some(ScriptSource::Inline(code)) if code == "ngx.exit(403)")
         );
         assert_eq!(r.lua.access.as_ref().map(|s| s.place.line), Some(3));
-        assert!(r.lua.content.is_some());
+        assert_eq!(
+            r.lua.content.as_ref().map(|s| &s.source),
+            Some(&ScriptSource::File(p.path().join("lua/hello.lua")))
+        );
         let e =
             err("[[route]]\npath = \"/\"\nlua.content = \"a.lua\"\nlua.content_inline = \"x\"\n");
         assert!(e.contains("not both"), "{e}");

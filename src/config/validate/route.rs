@@ -4,11 +4,11 @@
 //! a different file from its upstream.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use toml::Spanned;
 
 use super::matchers::{check_replacement, compile, host_pattern, method, path_match};
+use super::paths::Paths;
 
 use crate::config::error::{ConfigError, Source};
 use crate::config::file::{OneOrMany, RawRoute};
@@ -21,6 +21,7 @@ pub(super) fn route(
     upstreams: &BTreeMap<String, Upstream>,
     zones: &BTreeMap<String, LimitZone>,
     caches: &BTreeMap<String, CacheZone>,
+    paths: &mut Paths,
 ) -> Result<Route, ConfigError> {
     let raw = def.get_ref();
     let place = src.place(def.span());
@@ -68,7 +69,7 @@ pub(super) fn route(
         }
     };
 
-    let lua = super::lua::route_lua(src, raw.lua.as_ref(), raw.policies.as_ref())?;
+    let lua = super::lua::route_lua(src, raw.lua.as_ref(), raw.policies.as_ref(), paths)?;
     let target = match (&raw.upstream, &raw.root) {
         (Some(_), _) | (_, Some(_)) if lua.content.is_some() => {
             let at = raw
@@ -102,7 +103,7 @@ pub(super) fn route(
                 return Err(src.err(root.span(), "`root` is empty; give the directory to serve"));
             }
             RouteTarget::Static {
-                root: PathBuf::from(root.get_ref()),
+                root: paths.dir(src.place(root.span()), "root", root.get_ref()),
             }
         }
         (Some(_), Some(root)) => {
@@ -309,13 +310,24 @@ mod tests {
         let rw = r.rewrite.unwrap();
         assert_eq!(rw.from.replace("/v1/todo", rw.to.as_str()), "/todo");
 
-        let r =
-            route_of("[[route]]\npath = \"/s/\"\nroot = \"static\"\nexpires = \"30d\"").unwrap();
+        // A relative root is relative to the prefix (the working directory for a
+        // TOML string: the crate root under `cargo test`).
+        let r = route_of("[[route]]\npath = \"/s/\"\nroot = \"examples/site\"\nexpires = \"30d\"")
+            .unwrap();
+        let cwd = std::env::current_dir().unwrap();
         assert_eq!(
             r.target,
             RouteTarget::Static {
-                root: "static".into()
+                root: cwd.join("examples/site")
             }
+        );
+        let e = err("[[route]]\npath = \"/s/\"\nroot = \"examples/nowhere\"");
+        assert_eq!(
+            e,
+            format!(
+                "t.toml:3:8: root {}: No such file or directory",
+                cwd.join("examples/nowhere").display()
+            )
         );
         assert_eq!(r.expires, Some(std::time::Duration::from_secs(30 * 86_400)));
     }

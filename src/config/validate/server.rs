@@ -2,9 +2,9 @@
 //! rest. Listen addresses themselves are parsed in `listeners`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
+use super::paths::Paths;
 use crate::config::error::{ConfigError, Place, Source};
 use crate::config::file::{RawFile, RawServer};
 use crate::config::model::{AccessLog, Listen, Server};
@@ -22,14 +22,22 @@ const HEADER_COUNT_RANGE: std::ops::RangeInclusive<u64> = 8..=1000;
 const DEFAULT_HEADER_COUNT: usize = 100;
 
 /// `[server]` from the one file that sets its keys, or every default when none does.
-pub(super) fn server(parsed: &[(&Source<'_>, &RawFile)]) -> Result<Server, ConfigError> {
+pub(super) fn server(
+    parsed: &[(&Source<'_>, &RawFile)],
+    paths: &Paths,
+) -> Result<Server, ConfigError> {
     let found = super::only_one(parsed, "[server]", |raw| {
         raw.server.as_ref().filter(|s| s.get_ref().sets_keys())
     })?;
     let Some((src, def)) = found else {
-        return server_from(None, &RawServer::default(), Place::whole(DEFAULT_PLACE));
+        return server_from(
+            None,
+            &RawServer::default(),
+            Place::whole(DEFAULT_PLACE),
+            paths,
+        );
     };
-    server_from(Some(src), def.get_ref(), src.place(def.span()))
+    server_from(Some(src), def.get_ref(), src.place(def.span()), paths)
 }
 
 /// Fills in defaults; `src` is `None` only for the all-defaults case, and `table` is where
@@ -38,6 +46,7 @@ fn server_from(
     src: Option<&Source<'_>>,
     raw: &RawServer,
     table: Place,
+    paths: &Paths,
 ) -> Result<Server, ConfigError> {
     let dur = |v: Option<crate::config::units::Dur>, default: u64| {
         v.map_or(Duration::from_secs(default), |d| d.0)
@@ -97,7 +106,7 @@ fn server_from(
                     let message = "`access_log` is empty; write \"off\", \"stdout\" or a file path";
                     return Err(src.err(log.span(), message));
                 }
-                path => AccessLog::File(PathBuf::from(path)),
+                path => AccessLog::File(paths.resolve(path)),
             };
         }
         if let Some(pid) = &raw.pid_file {
@@ -107,7 +116,7 @@ fn server_from(
                     "`pid_file` is empty; give a path or leave it out",
                 ));
             }
-            pid_file = Some(PathBuf::from(pid.get_ref()));
+            pid_file = Some(paths.resolve(pid.get_ref()));
         }
     }
     Ok(Server {
@@ -168,7 +177,7 @@ mod tests {
         assert_eq!(s.access_log, AccessLog::Stdout);
         assert_eq!(s.pid_file, None);
         assert!(c.tls.is_empty() && c.admin.is_none() && c.upstreams.is_empty());
-        assert_eq!(c.files, [PathBuf::from("t.toml")]);
+        assert_eq!(c.files, [std::path::PathBuf::from("t.toml")]);
     }
 
     #[test]

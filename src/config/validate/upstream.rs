@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::paths::Paths;
 use crate::config::error::{ConfigError, Place, Source};
 use crate::config::file::{RawPeer, RawUpstream};
 use crate::config::model::{Balance, PeerAddr, ServerPeer, Upstream};
@@ -19,6 +20,7 @@ pub(super) fn upstream(
     name: &Spanned<String>,
     def: &Spanned<RawUpstream>,
     place: Place,
+    paths: &mut Paths,
 ) -> Result<Upstream, ConfigError> {
     let raw = def.get_ref();
     let ok_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
@@ -54,7 +56,7 @@ pub(super) fn upstream(
     };
 
     let workers = match &raw.workers {
-        Some(w) => Some(super::workers::workers(src, name.get_ref(), w)?),
+        Some(w) => Some(super::workers::workers(src, name.get_ref(), w, paths)?),
         None => None,
     };
     let servers = match (&raw.servers, &workers) {
@@ -75,7 +77,7 @@ pub(super) fn upstream(
             );
             return Err(src.err(def.span(), message));
         }
-        (Some(list), None) => servers(src, name.get_ref(), list, balance)?,
+        (Some(list), None) => servers(src, name.get_ref(), list, balance, paths)?,
     };
 
     let dur = |v: Option<crate::config::units::Dur>, default: u64| {
@@ -105,6 +107,7 @@ fn servers(
     name: &str,
     list: &Spanned<Vec<Spanned<RawPeer>>>,
     balance: Balance,
+    paths: &Paths,
 ) -> Result<Vec<ServerPeer>, ConfigError> {
     if list.get_ref().is_empty() {
         let message = format!(
@@ -114,7 +117,7 @@ fn servers(
     }
     let mut servers = Vec::with_capacity(list.get_ref().len());
     for peer in list.get_ref() {
-        servers.push(server_peer(src, peer, balance)?);
+        servers.push(server_peer(src, peer, balance, paths)?);
     }
     if servers.iter().all(|p| p.backup || p.down) {
         let message = format!(
@@ -160,9 +163,14 @@ fn server_peer(
     src: &Source<'_>,
     peer: &Spanned<RawPeer>,
     balance: Balance,
+    paths: &Paths,
 ) -> Result<ServerPeer, ConfigError> {
     let raw = peer.get_ref();
-    let addr = peer_addr(raw.addr.get_ref()).map_err(|m| src.err(raw.addr.span(), m))?;
+    let addr = match peer_addr(raw.addr.get_ref()).map_err(|m| src.err(raw.addr.span(), m))? {
+        // A socket the upstream creates: resolved, not checked (it may come up later).
+        PeerAddr::Unix(path) => PeerAddr::Unix(paths.prefix().join(path)),
+        tcp => tcp,
+    };
     let weight = match &raw.weight {
         Some(w) if *w.get_ref() == 0 => {
             return Err(src.err(

@@ -1,13 +1,15 @@
 //! `[upstream.NAME.workers]` → [`Workers`]: the command, how many, where
 //! they run, when they are ready and when they are recycled. Nothing is
 //! started here; a command that does not exist is found when the pool
-//! starts (and reported there), since `check` may run on another machine.
+//! starts (and reported there), since a program on the `PATH` may be
+//! installed later. The working directory must exist; it is the prefix
+//! (the directory holding conf.d) unless `dir` says otherwise.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
 
+use super::paths::Paths;
 use crate::config::error::{ConfigError, Source};
 use crate::config::file::RawWorkers;
 use crate::config::model::Workers;
@@ -21,6 +23,7 @@ pub(super) fn workers(
     src: &Source<'_>,
     upstream: &str,
     def: &Spanned<RawWorkers>,
+    paths: &mut Paths,
 ) -> Result<Workers, ConfigError> {
     let raw = def.get_ref();
     let command = raw.command.get_ref();
@@ -60,13 +63,21 @@ pub(super) fn workers(
         None => (Duration::from_millis(100), Duration::from_secs(10)),
         Some(b) => backoff(b.get_ref()).map_err(|m| src.err(b.span(), m))?,
     };
+    let dir = match &raw.dir {
+        Some(d) if d.get_ref().is_empty() => {
+            let message = "`dir` is empty; leave it out to run the workers in the directory that holds conf.d";
+            return Err(src.err(d.span(), message));
+        }
+        Some(d) => paths.dir(src.place(d.span()), "dir", d.get_ref()),
+        None => paths.prefix().to_path_buf(),
+    };
     let dur = |v: &Option<Spanned<crate::config::units::Dur>>, default: Duration| {
         v.as_ref().map_or(default, |d| d.get_ref().0)
     };
     Ok(Workers {
         command: command.clone(),
         count,
-        dir: raw.dir.as_ref().map(|d| PathBuf::from(d.get_ref())),
+        dir,
         env: raw.env.clone(),
         ready: raw.ready.as_ref().map(|r| r.get_ref().clone()),
         start_timeout: dur(&raw.start_timeout, Duration::from_secs(30)),
@@ -116,13 +127,49 @@ fn backoff(text: &str) -> Result<(Duration, Duration), String> {
 #[cfg(test)]
 mod tests {
     use crate::config::validate::validate;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
-    fn check(workers: &str) -> Result<crate::config::Config, String> {
+    /// Validates a conf.d whose prefix (the directory holding it) is `prefix`.
+    fn check_in(prefix: &Path, workers: &str) -> Result<crate::config::Config, String> {
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\n[upstream.app.workers]\n{workers}\n[[route]]\npath = \"/\"\nupstream = \"app\"\n"
         );
-        validate(&[(PathBuf::from("w.toml"), text)]).map_err(|e| e.to_string())
+        validate(&[(PathBuf::from("w.toml"), text)], prefix.to_path_buf())
+            .map_err(|e| e.to_string())
+    }
+
+    fn check(workers: &str) -> Result<crate::config::Config, String> {
+        check_in(Path::new(env!("CARGO_MANIFEST_DIR")), workers)
+    }
+
+    #[test]
+    fn workers_run_in_the_prefix_unless_dir_says_otherwise() {
+        let prefix = tempfile::tempdir().unwrap();
+        std::fs::create_dir(prefix.path().join("app")).unwrap();
+        let dir_of = |table: &str| {
+            let config = check_in(prefix.path(), table).unwrap();
+            config.upstreams["app"].workers.clone().unwrap().dir
+        };
+        let command = "command = [\"python3\", \"app/app.py\", \"{port}\"]";
+        assert_eq!(dir_of(command), prefix.path());
+        assert_eq!(
+            dir_of(&format!("{command}\ndir = \"app\"")),
+            prefix.path().join("app")
+        );
+        assert_eq!(
+            dir_of(&format!("{command}\ndir = \"/tmp\"")),
+            Path::new("/tmp")
+        );
+        let err = check_in(prefix.path(), &format!("{command}\ndir = \"nope\"")).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "w.toml:5:7: dir {}: No such file or directory",
+                prefix.path().join("nope").display()
+            )
+        );
+        let err = check_in(prefix.path(), &format!("{command}\ndir = \"\"")).unwrap_err();
+        assert!(err.starts_with("w.toml:5:7: `dir` is empty"), "{err}");
     }
 
     #[test]
@@ -188,13 +235,17 @@ mod tests {
         }
     }
 
+    fn check_in_text(text: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        validate(&[(PathBuf::from("w.toml"), text.to_string())], "/".into())
+    }
+
     #[test]
     fn servers_and_workers_together_are_refused() {
         let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[upstream.app]\nservers = [{ addr = \"127.0.0.1:1\" }]\n[upstream.app.workers]\ncommand = [\"app\", \"{port}\"]\n";
-        let err = validate(&[(PathBuf::from("w.toml"), text.to_string())]).unwrap_err();
+        let err = check_in_text(text).unwrap_err();
         assert!(err.to_string().contains("both `servers`"), "{err}");
         let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[upstream.app]\nretries = 2\n";
-        let err = validate(&[(PathBuf::from("w.toml"), text.to_string())]).unwrap_err();
+        let err = check_in_text(text).unwrap_err();
         assert!(err.to_string().contains("needs `servers"), "{err}");
     }
 
