@@ -96,10 +96,30 @@ impl ProxyError {
         }
     }
 
-    /// Whether the same request may be sent to another peer (for idempotent
-    /// requests whose body can be sent again).
+    /// Whether the failure is of the kind nginx's `proxy_next_upstream error
+    /// timeout` moves on from: connecting failed or timed out, or the peer
+    /// reset or closed the connection or stayed silent (a write stalled past
+    /// `send_timeout`, no response head within `read_timeout`). The proxy
+    /// sends the request to another peer only when, besides, no byte of a
+    /// response had arrived and the request may be sent twice (see
+    /// `upstream::call`). An invalid response, and every failure that is not
+    /// the peer's, is never retried.
     pub fn retryable(&self) -> bool {
-        self.blame() == Blame::Upstream
+        use crate::upstream::h1::ExchangeError;
+        match self {
+            ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout(_)
+            | ProxyError::ReadTimeout(_) => true,
+            ProxyError::Upstream { source, .. } => {
+                matches!(source, ExchangeError::Closed | ExchangeError::Io(_))
+            }
+            ProxyError::NoPeer(_)
+            | ProxyError::UpstreamBody(_)
+            | ProxyError::BodyTooLarge
+            | ProxyError::ClientBodyTimeout
+            | ProxyError::BadRequest(_)
+            | ProxyError::Lua(_) => false,
+        }
     }
 
     /// Whether the client connection should be closed after the answer.
@@ -129,6 +149,17 @@ mod tests {
             StatusCode::PAYLOAD_TOO_LARGE
         );
         assert!(!ProxyError::BodyTooLarge.retryable());
+        let reset = |source| ProxyError::Upstream {
+            addr: "127.0.0.1:1".into(),
+            source,
+        };
+        use crate::upstream::h1::ExchangeError;
+        assert!(reset(ExchangeError::Closed).retryable());
+        assert!(ProxyError::ReadTimeout("x".into()).retryable());
+        assert!(
+            !reset(ExchangeError::Invalid("malformed response head")).retryable(),
+            "an answer that began is never sent elsewhere"
+        );
         assert!(ProxyError::ClientBodyTimeout.closes_connection());
         assert_eq!(ProxyError::NoPeer("a".into()).blame(), Blame::Internal);
     }

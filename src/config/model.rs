@@ -143,8 +143,15 @@ pub struct Upstream {
     pub read_timeout: Duration,
     /// Time allowed between two writes to a peer.
     pub send_timeout: Duration,
-    /// How many other peers to try after a failure (idempotent requests only).
+    /// How many times an idempotent request without a body may go on to
+    /// another peer after the peer failed before any response byte (reset,
+    /// closed, send/read timeout); default 1, 0 = never. Connect failures
+    /// move any request on regardless (nothing was sent).
     pub retries: u32,
+    /// Whether a peer's 502/504 answer also counts as a failure and moves
+    /// such a request on (nginx's `proxy_next_upstream http_502 http_504`):
+    /// only when `retries` is written in the definition (and not 0).
+    pub retry_gateway_errors: bool,
     /// The peers, in file order; at least one is neither backup nor down.
     /// Empty when `workers` supplies the peers.
     pub servers: Vec<ServerPeer>,
@@ -211,6 +218,7 @@ impl PartialEq for Upstream {
             read_timeout,
             send_timeout,
             retries,
+            retry_gateway_errors,
             servers,
             workers,
         } = self;
@@ -223,6 +231,7 @@ impl PartialEq for Upstream {
             && *read_timeout == other.read_timeout
             && *send_timeout == other.send_timeout
             && *retries == other.retries
+            && *retry_gateway_errors == other.retry_gateway_errors
             && *servers == other.servers
             && *workers == other.workers
     }

@@ -1,10 +1,14 @@
 //! Choosing a peer for a request: nginx's balancers (smooth weighted round
-//! robin, `least_conn`, `ip_hash`, consistent hash) and "power of two choices".
+//! robin, `least_conn`, `ip_hash`, consistent hash) and "power of two
+//! choices", and nginx's rules around them: backups only when no primary is
+//! available, every peer tried again when all are down, and a sole peer
+//! never marked down by passive health.
 //!
-//! A [`Balancer`] is built once per upstream per config snapshot and shared
-//! by every worker thread. It only returns an index into the peer list; it
-//! knows nothing of addresses, connections or retries (the caller keeps a
-//! [`Tried`] per request), and takes the time as an argument.
+//! A [`Balancer`] is built once per upstream per config snapshot (or per
+//! change of a managed pool's members) and shared by every worker thread.
+//! It only returns an index into the peer list; it knows nothing of
+//! addresses, connections or retries (the caller keeps a [`Tried`] per
+//! request), and takes the time as an argument.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -141,6 +145,24 @@ pub struct Balancer {
     ring: Vec<(u64, usize)>,
     /// hash: distinct peers on the ring, to stop a walk that found none.
     ring_peers: usize,
+    /// Exactly one peer is not `down` (backups included): passive health
+    /// never marks it (see [`Balancer::record_failure`]).
+    sole: bool,
+}
+
+/// A peer chosen for one try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    /// Its index in the peer list.
+    pub index: usize,
+    /// The peer is spent (past its request limit) and was chosen because no
+    /// other peer was available: send it the request with [`Peer::begin`],
+    /// not [`Peer::try_begin`].
+    pub spent: bool,
+    /// How many failed peers had their marks cleared to make this pick,
+    /// because every peer not yet tried was down: 0 normally. The caller
+    /// logs it (one thread clears a mark, so it is logged once).
+    pub revived: usize,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -187,6 +209,7 @@ impl Balancer {
             ip_total,
             ring,
             ring_peers,
+            sole: peers.iter().filter(|p| !p.config.down).count() == 1,
         }
     }
 
@@ -195,20 +218,60 @@ impl Balancer {
         self.kind
     }
 
-    /// The index in `peers` of an available peer not in `tried`: primaries
-    /// by the balancing method; backups, by round robin, only when no
-    /// primary is left. `None` when no peer is left.
+    /// Counts a failed try on `peer` (one of this balancer's) against its
+    /// passive health, unless it is the upstream's sole peer: as in nginx
+    /// (max_fails and fail_timeout are ignored for a single server), since
+    /// marking it could only turn every request into a 502 for
+    /// `fail_timeout`. Returns true when this call marked the peer failed.
+    pub fn record_failure(&self, peer: &Peer, now: Instant) -> bool {
+        !self.sole && peer.record_failure(now)
+    }
+
+    /// A peer not in `tried` for the next try, in nginx's order: an
+    /// available primary by the balancing method; else an available backup,
+    /// by round robin; else the spent peer (past its request limit) that
+    /// became spent last. When none is left but some untried peers are only marked
+    /// failed, their marks are cleared and the pick is made again (nginx
+    /// tries every peer again when all are down, rather than failing every
+    /// request until a mark expires). `None` when every peer is `down` or
+    /// tried.
     pub fn pick(
         &self,
         peers: &[Arc<Peer>],
         key: PickKey<'_>,
         tried: &Tried,
         now: Instant,
-    ) -> Option<usize> {
+    ) -> Option<Pick> {
+        if let Some(pick) = self.select(peers, key, tried, now) {
+            return Some(pick);
+        }
+        let revived = peers
+            .iter()
+            .enumerate()
+            .filter(|&(i, p)| !tried.contains(i) && p.revive(now))
+            .count();
+        // Another thread may have revived them first: pick again anyway.
+        let pick = self.select(peers, key, tried, now)?;
+        Some(Pick { revived, ..pick })
+    }
+
+    /// [`Balancer::pick`] without the revival.
+    fn select(
+        &self,
+        peers: &[Arc<Peer>],
+        key: PickKey<'_>,
+        tried: &Tried,
+        now: Instant,
+    ) -> Option<Pick> {
         let usable =
             |i: usize| !tried.contains(i) && peers.get(i).is_some_and(|p| p.is_available(now));
-        let primary = |i: usize| usable(i) && peers.get(i).is_some_and(|p| !p.config.backup);
-        let backup = |i: usize| usable(i) && peers.get(i).is_some_and(|p| p.config.backup);
+        let fresh = |i: usize, backup: bool| {
+            usable(i)
+                && peers
+                    .get(i)
+                    .is_some_and(|p| p.config.backup == backup && !p.is_spent())
+        };
+        let primary = |i: usize| fresh(i, false);
         let chosen = match self.kind {
             Balance::RoundRobin => self.round_robin(peers, primary),
             Balance::LeastConn => self.least_conn(peers, primary),
@@ -224,7 +287,22 @@ impl Balancer {
                 None => self.round_robin(peers, primary),
             },
         };
-        chosen.or_else(|| self.round_robin(peers, backup))
+        let pick = |index, spent| Pick {
+            index,
+            spent,
+            revived: 0,
+        };
+        if let Some(i) = chosen.or_else(|| self.round_robin(peers, |i| fresh(i, true))) {
+            return Some(pick(i, false));
+        }
+        // The peer that became spent last serves on; the others, at their
+        // limits, get nothing more.
+        peers
+            .iter()
+            .enumerate()
+            .filter(|&(i, p)| usable(i) && p.is_spent())
+            .max_by_key(|(_, p)| p.spent_order())
+            .map(|(i, _)| pick(i, true))
     }
 
     /// nginx's smooth weighted round robin over the peers `eligible` lets

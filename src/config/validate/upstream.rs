@@ -91,9 +91,12 @@ pub(super) fn upstream(
         connect_timeout: dur(raw.connect_timeout, 5),
         read_timeout: dur(raw.read_timeout, 60),
         send_timeout: dur(raw.send_timeout, 60),
-        // A managed worker may die with requests in flight: retry those
-        // (idempotent ones) on another worker unless told otherwise.
-        retries: raw.retries.unwrap_or(if workers.is_some() { 1 } else { 0 }),
+        // nginx's `proxy_next_upstream error timeout` (on by default there):
+        // a peer that dies or stalls before answering costs an idempotent
+        // request nothing, and a managed worker may die with requests in
+        // flight. A 502/504 answer is passed on unless `retries` is written.
+        retries: raw.retries.unwrap_or(1),
+        retry_gateway_errors: raw.retries.is_some_and(|n| n > 0),
         servers,
         workers,
     })
@@ -259,7 +262,8 @@ mod tests {
         assert_eq!(u.connect_timeout, Duration::from_secs(5));
         assert_eq!(u.read_timeout, Duration::from_secs(60));
         assert_eq!(u.send_timeout, Duration::from_secs(60));
-        assert_eq!(u.retries, 0);
+        // proxy_next_upstream error timeout: one more peer, not after 502/504.
+        assert_eq!((u.retries, u.retry_gateway_errors), (1, false));
         let p = &u.servers[0];
         assert_eq!(p.addr, PeerAddr::Tcp("127.0.0.1:8001".parse().unwrap()));
         assert_eq!(
@@ -294,7 +298,7 @@ mod tests {
         assert_eq!(u.connect_timeout, Duration::from_secs(2));
         assert_eq!(u.read_timeout, Duration::from_secs(30));
         assert_eq!(u.send_timeout, Duration::from_secs(60));
-        assert_eq!(u.retries, 2);
+        assert_eq!((u.retries, u.retry_gateway_errors), (2, true));
         assert_eq!((u.servers[0].weight, u.servers[0].max_fails), (5, 0));
         assert_eq!(u.servers[0].fail_timeout, Duration::from_secs(3));
         assert_eq!(u.servers[1].addr.to_string(), "unix:/run/todo.sock");
@@ -307,8 +311,12 @@ mod tests {
         let b = up(&format!("# moved down\n\n[upstream.app]\n{ONE}"));
         assert_eq!((a.place.line, b.place.line), (1, 3));
         assert_eq!(a, b);
+        // Written, `retries = 1` also moves on after a 502/504 answer.
         let c = up(&format!("[upstream.app]\nretries = 1\n{ONE}"));
         assert_ne!(a, c);
+        let off = up(&format!("[upstream.app]\nretries = 0\n{ONE}"));
+        assert_eq!((off.retries, off.retry_gateway_errors), (0, false));
+        assert_ne!(a, off);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Passive health and requests in flight of one peer, on a clock passed in.
+//! Passive health, revival, requests in flight and the request limit of
+//! one peer, on a clock passed in.
 
 use super::*;
 
@@ -135,4 +136,69 @@ fn health_serializes_for_status() {
         }
     );
     assert_serialize(&h);
+}
+
+#[test]
+fn revive_clears_a_mark_within_the_down_period_only() {
+    let p = peer(2, 10 * SEC);
+    let t0 = Instant::now();
+    assert!(!p.revive(t0), "nothing to clear on a healthy peer");
+    p.record_failure(t0);
+    assert!(!p.revive(t0), "one failure of two is no mark");
+    assert!(p.record_failure(t0 + SEC));
+    assert!(!p.is_available(t0 + 2 * SEC));
+    assert!(p.revive(t0 + 2 * SEC));
+    assert!(p.is_available(t0 + 2 * SEC));
+    assert!(
+        !p.revive(t0 + 2 * SEC),
+        "a second thread finds nothing to clear"
+    );
+    // The failure count starts over: max_fails failures mark it again.
+    let h = p.health(t0 + 2 * SEC);
+    assert_eq!((h.state, h.fails), ("up", 0));
+    assert!(!p.record_failure(t0 + 3 * SEC));
+    assert!(p.record_failure(t0 + 4 * SEC));
+    // Once the down period is over there is nothing to revive.
+    assert!(!p.revive(t0 + 14 * SEC));
+    let down = Peer::new(PeerConfig {
+        down: true,
+        ..PeerConfig::default()
+    });
+    assert!(!down.revive(t0), "`down` by config stays down");
+}
+
+#[test]
+fn the_request_that_reaches_the_limit_wakes_the_supervisor_once() {
+    let notify = Arc::new(Notify::new());
+    let p = Arc::new(Peer::new(PeerConfig::default()).with_limit(3, notify.clone()));
+    // Whether a wake-up is waiting (taking it).
+    let woken = || std::pin::pin!(notify.notified()).enable();
+    assert!(!p.is_spent());
+    drop(p.try_begin().expect("1 of 3"));
+    let second = p.try_begin().expect("2 of 3");
+    assert!(!woken(), "below the limit");
+    let third = p.try_begin().expect("3 of 3");
+    assert!(woken(), "the third request reached the limit");
+    assert!(p.is_spent());
+    assert!(
+        p.try_begin().is_none(),
+        "no fourth unless nothing else is left"
+    );
+    assert_eq!((p.served(), p.active()), (3, 2));
+    // The last resort: served past the limit, no second wake-up.
+    let fourth = p.begin();
+    assert_eq!((p.served(), p.active()), (4, 3));
+    assert!(!woken());
+    drop((second, third, fourth));
+    assert_eq!(p.active(), 0);
+}
+
+#[test]
+fn no_limit_is_never_spent() {
+    let p = Arc::new(Peer::new(PeerConfig::default()).with_limit(0, Arc::new(Notify::new())));
+    for _ in 0..100 {
+        drop(p.try_begin().expect("no limit"));
+    }
+    assert!(!p.is_spent());
+    assert_eq!(p.served(), 100);
 }
