@@ -1,6 +1,6 @@
 //! The balancers against peer lists built in memory: weights, smoothness,
-//! `down`, backups, passive health, revival, spent peers, and each method's
-//! own rule.
+//! `down`, backups, passive health, and each method's own rule; the rules
+//! around them (sole peer, revival, spent peers) in `health`.
 
 use super::*;
 use crate::upstream::peer::PeerConfig;
@@ -13,26 +13,14 @@ const _: () = {
 };
 
 /// [`Balancer::pick`]'s choice, as an index.
-trait PickIndex {
-    fn pick_index(
-        &self,
-        peers: &[Arc<Peer>],
-        key: PickKey<'_>,
-        tried: &Tried,
-        now: Instant,
-    ) -> Option<usize>;
-}
-
-impl PickIndex for Balancer {
-    fn pick_index(
-        &self,
-        peers: &[Arc<Peer>],
-        key: PickKey<'_>,
-        tried: &Tried,
-        now: Instant,
-    ) -> Option<usize> {
-        self.pick(peers, key, tried, now).map(|p| p.index)
-    }
+fn pick_index(
+    b: &Balancer,
+    peers: &[Arc<Peer>],
+    key: PickKey<'_>,
+    tried: &Tried,
+    now: Instant,
+) -> Option<usize> {
+    b.pick(peers, key, tried, now).map(|p| p.index)
 }
 
 /// Every balancing method.
@@ -65,10 +53,7 @@ fn weighted(weights: &[u32]) -> Vec<Arc<Peer>> {
 /// `n` picks with nothing tried; panics if a pick finds no peer.
 fn picks(b: &Balancer, ps: &[Arc<Peer>], n: usize, now: Instant) -> Vec<usize> {
     (0..n)
-        .map(|_| {
-            b.pick_index(ps, PickKey::None, &Tried::new(ps.len()), now)
-                .unwrap()
-        })
+        .map(|_| pick_index(b, ps, PickKey::None, &Tried::new(ps.len()), now).unwrap())
         .collect()
 }
 
@@ -187,7 +172,7 @@ fn backup_only_when_every_primary_is_unavailable() {
     for kind in KINDS {
         let b = Balancer::new(kind, &ps);
         let key = PickKey::Bytes(b"/some/key");
-        let pick = |now| b.pick_index(&ps, key, &Tried::new(4), now);
+        let pick = |now| pick_index(&b, &ps, key, &Tried::new(4), now);
         let now = t0;
         assert!(matches!(pick(now), Some(0 | 1)), "{kind:?}");
         ps[0].record_failure(now);
@@ -217,10 +202,10 @@ fn tried_peers_are_excluded_and_all_tried_is_none() {
         let now = Instant::now();
         let mut tried = Tried::new(3);
         for _ in 0..3 {
-            let i = b.pick_index(&ps, key, &tried, now).unwrap();
+            let i = pick_index(&b, &ps, key, &tried, now).unwrap();
             assert!(tried.insert(i), "{kind:?} picked a tried peer");
         }
-        assert_eq!(b.pick_index(&ps, key, &tried, now), None, "{kind:?}");
+        assert_eq!(pick_index(&b, &ps, key, &tried, now), None, "{kind:?}");
     }
 }
 
@@ -229,10 +214,7 @@ fn least_conn_follows_active_counts() {
     let ps = weighted(&[1, 1, 2]);
     let b = Balancer::new(Balance::LeastConn, &ps);
     let now = Instant::now();
-    let pick = || {
-        b.pick_index(&ps, PickKey::None, &Tried::new(3), now)
-            .unwrap()
-    };
+    let pick = || pick_index(&b, &ps, PickKey::None, &Tried::new(3), now).unwrap();
     let _a = [ps[0].begin(), ps[0].begin()];
     let _c = [ps[2].begin(), ps[2].begin()];
     // active/weight: 2/1, 0/1, 2/2.
@@ -246,11 +228,7 @@ fn least_conn_follows_active_counts() {
     let idle = weighted(&[1, 1, 2]);
     let fresh = Balancer::new(Balance::LeastConn, &idle);
     let seq: Vec<_> = (0..8)
-        .map(|_| {
-            fresh
-                .pick_index(&idle, PickKey::None, &Tried::new(3), now)
-                .unwrap()
-        })
+        .map(|_| pick_index(&fresh, &idle, PickKey::None, &Tried::new(3), now).unwrap())
         .collect();
     assert_eq!(counts(&seq, 3), vec![2, 2, 4]);
 }
@@ -263,9 +241,9 @@ fn ip_hash_is_stable_per_ip_and_spreads() {
     let ip = |n: u8| PickKey::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)));
     let mut spread = vec![0; 3];
     for n in 1..=100 {
-        let first = b.pick_index(&ps, ip(n), &Tried::new(3), now).unwrap();
+        let first = pick_index(&b, &ps, ip(n), &Tried::new(3), now).unwrap();
         for _ in 0..5 {
-            assert_eq!(b.pick_index(&ps, ip(n), &Tried::new(3), now), Some(first));
+            assert_eq!(pick_index(&b, &ps, ip(n), &Tried::new(3), now), Some(first));
         }
         spread[first] += 1;
     }
@@ -273,8 +251,8 @@ fn ip_hash_is_stable_per_ip_and_spreads() {
     // The same client over IPv4-mapped IPv6 is the same client.
     let mapped = PickKey::Ip(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()));
     assert_eq!(
-        b.pick_index(&ps, mapped, &Tried::new(3), now),
-        b.pick_index(&ps, ip(1), &Tried::new(3), now)
+        pick_index(&b, &ps, mapped, &Tried::new(3), now),
+        pick_index(&b, &ps, ip(1), &Tried::new(3), now)
     );
 }
 
@@ -285,11 +263,11 @@ fn ip_hash_moves_only_the_clients_of_a_failed_peer() {
     let t0 = Instant::now();
     let ip = |n: u8| PickKey::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, n)));
     let before: Vec<_> = (0..100)
-        .map(|n| b.pick_index(&ps, ip(n), &Tried::new(3), t0).unwrap())
+        .map(|n| pick_index(&b, &ps, ip(n), &Tried::new(3), t0).unwrap())
         .collect();
     ps[2].record_failure(t0);
     for (n, &was) in (0..100).zip(&before) {
-        let now = b.pick_index(&ps, ip(n), &Tried::new(3), t0).unwrap();
+        let now = pick_index(&b, &ps, ip(n), &Tried::new(3), t0).unwrap();
         if was == 2 {
             assert_ne!(now, 2);
         } else {
@@ -317,14 +295,14 @@ fn hash_is_stable_and_consistent() {
     let b4_again = Balancer::new(Balance::Hash, &restarted);
     let now = Instant::now();
     let owner = |b: &Balancer, ps: &[Arc<Peer>], key: &str| {
-        let i = b
-            .pick_index(
-                ps,
-                PickKey::Bytes(key.as_bytes()),
-                &Tried::new(ps.len()),
-                now,
-            )
-            .unwrap();
+        let i = pick_index(
+            b,
+            ps,
+            PickKey::Bytes(key.as_bytes()),
+            &Tried::new(ps.len()),
+            now,
+        )
+        .unwrap();
         ps[i].name().to_owned()
     };
     let keys: Vec<String> = (0..1000).map(|k| format!("/item/{k}")).collect();
@@ -356,12 +334,12 @@ fn hash_walks_past_unusable_peers() {
     let now = Instant::now();
     let key = PickKey::Bytes(b"/cart");
     let mut tried = Tried::new(4);
-    let first = b.pick_index(&ps, key, &tried, now).unwrap();
+    let first = pick_index(&b, &ps, key, &tried, now).unwrap();
     tried.insert(first);
-    let second = b.pick_index(&ps, key, &tried, now).unwrap();
+    let second = pick_index(&b, &ps, key, &tried, now).unwrap();
     assert_ne!(first, second);
     assert_eq!(
-        b.pick_index(&ps, key, &tried, now),
+        pick_index(&b, &ps, key, &tried, now),
         Some(second),
         "the walk is deterministic"
     );
@@ -394,172 +372,4 @@ fn random2_prefers_the_idle_peer() {
     assert_eq!(counts(&picks(&b2, &two, 50, now), 2), vec![50, 0]);
 }
 
-/// A key every balancer can use (the hashing ones hash it).
-fn some_key(kind: Balance) -> PickKey<'static> {
-    match kind {
-        Balance::IpHash => PickKey::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9))),
-        _ => PickKey::Bytes(b"/some/key"),
-    }
-}
-
-#[test]
-fn a_sole_peer_is_never_marked_down() {
-    let t0 = Instant::now();
-    let down = PeerConfig {
-        down: true,
-        ..cfg(1)
-    };
-    let backup = PeerConfig {
-        backup: true,
-        ..cfg(1)
-    };
-    // Alone, or next to a peer taken out by config: never marked.
-    for list in [vec![cfg(1)], vec![cfg(1), down.clone()]] {
-        let ps = peers(list);
-        let b = Balancer::new(Balance::RoundRobin, &ps);
-        for i in 0..5 {
-            assert!(!b.record_failure(&ps[0], t0 + Duration::from_secs(i)));
-        }
-        assert!(ps[0].is_available(t0 + Duration::from_secs(5)));
-        assert_eq!(
-            b.pick_index(&ps, PickKey::None, &Tried::new(ps.len()), t0),
-            Some(0)
-        );
-    }
-    // A backup is a second usable peer: passive health applies.
-    let ps = peers(vec![cfg(1), backup]);
-    let b = Balancer::new(Balance::RoundRobin, &ps);
-    assert!(b.record_failure(&ps[0], t0));
-    assert_eq!(
-        b.pick_index(&ps, PickKey::None, &Tried::new(2), t0),
-        Some(1)
-    );
-}
-
-#[test]
-fn when_every_peer_is_down_they_are_tried_again_at_once() {
-    let t0 = Instant::now();
-    for kind in KINDS {
-        let ps = weighted(&[1, 1, 1]);
-        let b = Balancer::new(kind, &ps);
-        let key = some_key(kind);
-        for p in &ps {
-            assert!(b.record_failure(p, t0), "{kind:?}");
-        }
-        let now = t0 + Duration::from_secs(1);
-        let pick = b.pick(&ps, key, &Tried::new(3), now).expect("revived");
-        assert_eq!(pick.revived, 3, "{kind:?}");
-        assert!(!pick.spent);
-        // The marks are gone: the next picks are plain ones, by the method.
-        let again = b.pick(&ps, key, &Tried::new(3), now).expect("a peer");
-        assert_eq!(again.revived, 0, "{kind:?}");
-        if matches!(kind, Balance::IpHash | Balance::Hash) {
-            assert_eq!(again.index, pick.index, "{kind:?} keeps its key's peer");
-        }
-        // Only peers this request has not tried are revived.
-        for p in &ps {
-            b.record_failure(p, now);
-        }
-        let mut tried = Tried::new(3);
-        tried.insert(0);
-        let pick = b.pick(&ps, key, &tried, now).expect("revived");
-        assert_eq!(pick.revived, 2, "{kind:?}");
-        assert_ne!(pick.index, 0, "{kind:?}");
-        assert!(
-            !ps[0].is_available(now),
-            "{kind:?}: the tried one stays marked"
-        );
-        tried.insert(1);
-        tried.insert(2);
-        assert_eq!(b.pick(&ps, key, &tried, now), None, "{kind:?}");
-    }
-}
-
-#[test]
-fn backups_are_tried_before_every_peer_is_revived() {
-    let t0 = Instant::now();
-    let backup = |w| PeerConfig {
-        backup: true,
-        ..cfg(w)
-    };
-    for kind in KINDS {
-        let ps = peers(vec![cfg(1), cfg(1), backup(1), backup(1)]);
-        let b = Balancer::new(kind, &ps);
-        let key = some_key(kind);
-        let pick = |now| b.pick(&ps, key, &Tried::new(4), now).expect("a peer");
-        b.record_failure(&ps[0], t0);
-        b.record_failure(&ps[1], t0);
-        // Primaries down: the backups, nothing revived.
-        for _ in 0..6 {
-            let p = pick(t0);
-            assert!(
-                matches!(p.index, 2 | 3) && p.revived == 0,
-                "{kind:?}: {p:?}"
-            );
-        }
-        // All down: every mark is cleared, and a primary serves again.
-        b.record_failure(&ps[2], t0);
-        b.record_failure(&ps[3], t0);
-        let p = pick(t0);
-        assert_eq!(p.revived, 4, "{kind:?}");
-        assert!(matches!(p.index, 0 | 1), "{kind:?}: {p:?}");
-        for _ in 0..6 {
-            assert!(matches!(pick(t0).index, 0 | 1), "{kind:?}");
-        }
-    }
-}
-
-#[test]
-fn down_peers_are_never_revived() {
-    let t0 = Instant::now();
-    let down = PeerConfig {
-        down: true,
-        ..cfg(1)
-    };
-    let ps = peers(vec![down.clone(), cfg(1), cfg(1), down]);
-    for kind in KINDS {
-        let b = Balancer::new(kind, &ps);
-        b.record_failure(&ps[1], t0);
-        b.record_failure(&ps[2], t0);
-        let p = b
-            .pick(&ps, some_key(kind), &Tried::new(4), t0)
-            .expect("revived");
-        assert_eq!(p.revived, 2, "{kind:?}");
-        assert!(matches!(p.index, 1 | 2), "{kind:?}: {p:?}");
-    }
-}
-
-#[test]
-fn a_spent_peer_is_picked_only_when_nothing_else_is_left() {
-    let t0 = Instant::now();
-    let notify = Arc::new(tokio::sync::Notify::new());
-    for kind in KINDS {
-        let ps: Vec<Arc<Peer>> = (0..2)
-            .map(|_| Arc::new(Peer::new(cfg(1)).with_limit(3, notify.clone())))
-            .collect();
-        let b = Balancer::new(kind, &ps);
-        let key = some_key(kind);
-        let pick = || b.pick(&ps, key, &Tried::new(2), t0).expect("a peer");
-        for _ in 0..3 {
-            drop(ps[0].begin());
-        }
-        // Spent: the other one takes every request, up to its own limit.
-        for _ in 0..3 {
-            let p = pick();
-            assert_eq!((p.index, p.spent), (1, false), "{kind:?}");
-            drop(ps[1].try_begin().expect("below its limit"));
-        }
-        // Both spent: the one spent last serves on, told as such; the
-        // first one gets nothing past its limit.
-        for _ in 0..5 {
-            let p = pick();
-            assert_eq!((p.index, p.spent, p.revived), (1, true, 0), "{kind:?}");
-            drop(ps[1].begin());
-        }
-        // Unless that one was tried already.
-        let mut tried = Tried::new(2);
-        tried.insert(1);
-        let p = b.pick(&ps, key, &tried, t0).expect("a peer");
-        assert_eq!((p.index, p.spent), (0, true), "{kind:?}");
-    }
-}
+mod health;
