@@ -112,10 +112,33 @@ impl ProxyError {
         }
     }
 
-    /// Whether the same request may be sent to another peer (for idempotent
-    /// requests whose body can be sent again).
+    /// Whether the failure is of the kind nginx's `proxy_next_upstream error
+    /// timeout` moves on from: connecting failed or timed out, or the peer
+    /// reset or closed the connection or stayed silent (a write stalled past
+    /// `send_timeout`, no response head within `read_timeout`). The proxy
+    /// sends the request to another peer only when, besides, no byte of a
+    /// response had arrived and the request may be sent twice (see
+    /// `upstream::call`). An invalid response, and every failure that is not
+    /// the peer's, is never retried.
     pub fn retryable(&self) -> bool {
-        self.blame() == Blame::Upstream && !matches!(self, ProxyError::UnaskedUpgrade(_))
+        use crate::upstream::h1::ExchangeError;
+        match self {
+            ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout(_)
+            | ProxyError::ReadTimeout(_) => true,
+            ProxyError::Upstream { source, .. } => {
+                matches!(source, ExchangeError::Closed | ExchangeError::Io(_))
+            }
+            ProxyError::NoPeer(_)
+            | ProxyError::UpstreamBody(_)
+            | ProxyError::UnaskedUpgrade(_)
+            | ProxyError::BodyTooLarge
+            | ProxyError::ClientBodyTimeout
+            | ProxyError::BadRequest(_)
+            | ProxyError::HeadTooLarge(_)
+            | ProxyError::UnsupportedTransferEncoding
+            | ProxyError::Lua(_) => false,
+        }
     }
 
     /// What the client is told about it: the message for its own
@@ -155,6 +178,17 @@ mod tests {
             StatusCode::PAYLOAD_TOO_LARGE
         );
         assert!(!ProxyError::BodyTooLarge.retryable());
+        let reset = |source| ProxyError::Upstream {
+            addr: "127.0.0.1:1".into(),
+            source,
+        };
+        use crate::upstream::h1::ExchangeError;
+        assert!(reset(ExchangeError::Closed).retryable());
+        assert!(ProxyError::ReadTimeout("x".into()).retryable());
+        assert!(
+            !reset(ExchangeError::Invalid("malformed response head")).retryable(),
+            "an answer that began is never sent elsewhere"
+        );
         assert!(ProxyError::ClientBodyTimeout.closes_connection());
         assert_eq!(ProxyError::NoPeer("a".into()).blame(), Blame::Internal);
     }

@@ -288,6 +288,8 @@ pub struct RawUpstream {
     pub send_timeout: Option<Dur>,
     /// Extra tries on another peer.
     pub retries: Option<u32>,
+    /// Peer answers (statuses) that also move a request on.
+    pub retry_statuses: Option<Vec<Spanned<u16>>>,
     /// The peers; absent when `workers` supplies them.
     pub servers: Option<Spanned<Vec<Spanned<RawPeer>>>>,
     /// `[upstream.NAME.workers]`: app processes moongate runs itself.

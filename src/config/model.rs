@@ -155,8 +155,15 @@ pub struct Upstream {
     pub read_timeout: Duration,
     /// Time allowed between two writes to a peer.
     pub send_timeout: Duration,
-    /// How many other peers to try after a failure (idempotent requests only).
+    /// How many times an idempotent request without a body may go on to
+    /// another peer after the peer failed before any response byte (reset,
+    /// closed, send/read timeout); default 1, 0 = never. Connect failures
+    /// move any request on regardless (nothing was sent).
     pub retries: u32,
+    /// Peer answers that also count as a failure and move such a request
+    /// on, within `retries` (nginx's `proxy_next_upstream http_502 …`);
+    /// empty by default: an app's own 502/504 reaches the client.
+    pub retry_statuses: Vec<u16>,
     /// The peers, in file order; at least one is neither backup nor down.
     /// Empty when `workers` supplies the peers.
     pub servers: Vec<ServerPeer>,
@@ -224,6 +231,7 @@ impl PartialEq for Upstream {
             read_timeout,
             send_timeout,
             retries,
+            retry_statuses,
             servers,
             workers,
         } = self;
@@ -236,6 +244,7 @@ impl PartialEq for Upstream {
             && *read_timeout == other.read_timeout
             && *send_timeout == other.send_timeout
             && *retries == other.retries
+            && *retry_statuses == other.retry_statuses
             && *servers == other.servers
             && *workers == other.workers
     }

@@ -1,10 +1,14 @@
 //! Choosing a peer for a request: nginx's balancers (smooth weighted round
-//! robin, `least_conn`, `ip_hash`, consistent hash) and "power of two choices".
+//! robin, `least_conn`, `ip_hash`, consistent hash) and "power of two
+//! choices", and nginx's rules around them: backups only when no primary is
+//! available, every peer tried again when all are down, and a sole peer
+//! never marked down by passive health.
 //!
-//! A [`Balancer`] is built once per upstream per config snapshot and shared
-//! by every worker thread. It only returns an index into the peer list; it
-//! knows nothing of addresses, connections or retries (the caller keeps a
-//! [`Tried`] per request), and takes the time as an argument.
+//! A [`Balancer`] is built once per upstream per config snapshot (or per
+//! change of a managed pool's members) and shared by every worker thread.
+//! It only returns an index into the peer list; it knows nothing of
+//! addresses, connections or retries (the caller keeps a [`Tried`] per
+//! request), and takes the time as an argument.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -141,6 +145,24 @@ pub struct Balancer {
     ring: Vec<(u64, usize)>,
     /// hash: distinct peers on the ring, to stop a walk that found none.
     ring_peers: usize,
+    /// Exactly one peer is not `down` (backups included): passive health
+    /// never marks it (see [`Balancer::record_failure`]).
+    sole: bool,
+}
+
+/// A peer chosen for one try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    /// Its index in the peer list.
+    pub index: usize,
+    /// The peer is spent (past its request limit) and was chosen because no
+    /// other peer was available: send it the request with [`Peer::begin`],
+    /// not [`Peer::try_begin`].
+    pub spent: bool,
+    /// How many failed peers had their marks cleared to make this pick,
+    /// because every peer not yet tried was down: 0 normally. The caller
+    /// logs it (one thread clears a mark, so it is logged once).
+    pub revived: usize,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -187,6 +209,7 @@ impl Balancer {
             ip_total,
             ring,
             ring_peers,
+            sole: peers.iter().filter(|p| !p.config.down).count() == 1,
         }
     }
 
@@ -195,20 +218,60 @@ impl Balancer {
         self.kind
     }
 
-    /// The index in `peers` of an available peer not in `tried`: primaries
-    /// by the balancing method; backups, by round robin, only when no
-    /// primary is left. `None` when no peer is left.
+    /// Counts a failed try on `peer` (one of this balancer's) against its
+    /// passive health, unless it is the upstream's sole peer: as in nginx
+    /// (max_fails and fail_timeout are ignored for a single server), since
+    /// marking it could only turn every request into a 502 for
+    /// `fail_timeout`. Returns true when this call marked the peer failed.
+    pub fn record_failure(&self, peer: &Peer, now: Instant) -> bool {
+        !self.sole && peer.record_failure(now)
+    }
+
+    /// A peer not in `tried` for the next try, in nginx's order: an
+    /// available primary by the balancing method; else an available backup,
+    /// by round robin; else the spent peer (past its request limit) that
+    /// became spent last. When none is left but some untried peers are only marked
+    /// failed, their marks are cleared and the pick is made again (nginx
+    /// tries every peer again when all are down, rather than failing every
+    /// request until a mark expires). `None` when every peer is `down` or
+    /// tried.
     pub fn pick(
         &self,
         peers: &[Arc<Peer>],
         key: PickKey<'_>,
         tried: &Tried,
         now: Instant,
-    ) -> Option<usize> {
+    ) -> Option<Pick> {
+        if let Some(pick) = self.select(peers, key, tried, now) {
+            return Some(pick);
+        }
+        let revived = peers
+            .iter()
+            .enumerate()
+            .filter(|&(i, p)| !tried.contains(i) && p.revive(now))
+            .count();
+        // Another thread may have revived them first: pick again anyway.
+        let pick = self.select(peers, key, tried, now)?;
+        Some(Pick { revived, ..pick })
+    }
+
+    /// [`Balancer::pick`] without the revival.
+    fn select(
+        &self,
+        peers: &[Arc<Peer>],
+        key: PickKey<'_>,
+        tried: &Tried,
+        now: Instant,
+    ) -> Option<Pick> {
         let usable =
             |i: usize| !tried.contains(i) && peers.get(i).is_some_and(|p| p.is_available(now));
-        let primary = |i: usize| usable(i) && peers.get(i).is_some_and(|p| !p.config.backup);
-        let backup = |i: usize| usable(i) && peers.get(i).is_some_and(|p| p.config.backup);
+        let fresh = |i: usize, backup: bool| {
+            usable(i)
+                && peers
+                    .get(i)
+                    .is_some_and(|p| p.config.backup == backup && !p.is_spent())
+        };
+        let primary = |i: usize| fresh(i, false);
         let chosen = match self.kind {
             Balance::RoundRobin => self.round_robin(peers, primary),
             Balance::LeastConn => self.least_conn(peers, primary),
@@ -224,7 +287,22 @@ impl Balancer {
                 None => self.round_robin(peers, primary),
             },
         };
-        chosen.or_else(|| self.round_robin(peers, backup))
+        let pick = |index, spent| Pick {
+            index,
+            spent,
+            revived: 0,
+        };
+        if let Some(i) = chosen.or_else(|| self.round_robin(peers, |i| fresh(i, true))) {
+            return Some(pick(i, false));
+        }
+        // The peer that became spent last serves on; the others, at their
+        // limits, get nothing more.
+        peers
+            .iter()
+            .enumerate()
+            .filter(|&(i, p)| usable(i) && p.is_spent())
+            .max_by_key(|(_, p)| p.spent_order())
+            .map(|(i, _)| pick(i, true))
     }
 
     /// nginx's smooth weighted round robin over the peers `eligible` lets
@@ -430,373 +508,4 @@ fn mix(mut k: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::upstream::peer::PeerConfig;
-    use std::net::Ipv4Addr;
-    use std::time::Duration;
-
-    const _: () = {
-        const fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<Balancer>();
-    };
-
-    fn cfg(weight: u32) -> PeerConfig {
-        PeerConfig {
-            weight,
-            ..PeerConfig::default()
-        }
-    }
-
-    fn peers(configs: Vec<PeerConfig>) -> Vec<Arc<Peer>> {
-        configs
-            .into_iter()
-            .map(|c| Arc::new(Peer::new(c)))
-            .collect()
-    }
-
-    fn weighted(weights: &[u32]) -> Vec<Arc<Peer>> {
-        peers(weights.iter().map(|&w| cfg(w)).collect())
-    }
-
-    /// `n` picks with nothing tried; panics if a pick finds no peer.
-    fn picks(b: &Balancer, ps: &[Arc<Peer>], n: usize, now: Instant) -> Vec<usize> {
-        (0..n)
-            .map(|_| {
-                b.pick(ps, PickKey::None, &Tried::new(ps.len()), now)
-                    .unwrap()
-            })
-            .collect()
-    }
-
-    fn counts(seq: &[usize], n: usize) -> Vec<usize> {
-        let mut c = vec![0; n];
-        for &i in seq {
-            c[i] += 1;
-        }
-        c
-    }
-
-    #[test]
-    fn tried_is_a_set() {
-        let mut t = Tried::new(200);
-        assert!(t.is_empty());
-        assert!(t.insert(3));
-        assert!(!t.insert(3));
-        assert!(t.insert(63));
-        assert!(t.insert(64));
-        assert!(t.insert(199));
-        assert!(t.contains(3) && t.contains(63) && t.contains(64) && t.contains(199));
-        assert!(!t.contains(4) && !t.contains(65) && !t.contains(1000));
-        assert_eq!(t.len(), 4);
-        assert!(!t.is_empty());
-        assert_eq!(Tried::new(64).high.capacity(), 0, "no heap for n <= 64");
-    }
-
-    #[test]
-    fn round_robin_weights_5_to_1_split_exactly() {
-        let ps = weighted(&[5, 1]);
-        let b = Balancer::new(Balance::RoundRobin, &ps);
-        let seq = picks(&b, &ps, 300, Instant::now());
-        assert_eq!(counts(&seq, 2), vec![250, 50]);
-    }
-
-    #[test]
-    fn round_robin_is_smooth() {
-        // nginx's documented order for weights 5, 1, 1.
-        let ps = weighted(&[5, 1, 1]);
-        let b = Balancer::new(Balance::RoundRobin, &ps);
-        let seq = picks(&b, &ps, 700, Instant::now());
-        assert_eq!(&seq[..7], &[0, 0, 1, 0, 2, 0, 0]);
-        // A plain weighted round robin would send 5 in a row to peer 0.
-        let longest_run = seq
-            .chunk_by(|a, b| a == b)
-            .filter(|run| run[0] == 0)
-            .map(<[usize]>::len)
-            .max();
-        assert_eq!(longest_run, Some(4));
-        assert_eq!(counts(&seq, 3), vec![500, 100, 100]);
-    }
-
-    #[test]
-    fn down_peer_is_never_picked() {
-        let ps = peers(vec![
-            cfg(1),
-            PeerConfig {
-                down: true,
-                ..cfg(10)
-            },
-            cfg(1),
-        ]);
-        for kind in [Balance::RoundRobin, Balance::LeastConn, Balance::Random2] {
-            let b = Balancer::new(kind, &ps);
-            let seq = picks(&b, &ps, 100, Instant::now());
-            assert_eq!(counts(&seq, 3)[1], 0, "{kind:?}");
-        }
-    }
-
-    #[test]
-    fn failed_peer_is_skipped_until_fail_timeout_passes() {
-        let ps = peers(vec![
-            PeerConfig {
-                max_fails: 2,
-                fail_timeout: Duration::from_secs(10),
-                ..cfg(1)
-            },
-            cfg(1),
-        ]);
-        let b = Balancer::new(Balance::RoundRobin, &ps);
-        let t0 = Instant::now();
-        ps[0].record_failure(t0);
-        assert!(
-            counts(&picks(&b, &ps, 10, t0), 2)[0] > 0,
-            "one failure is not enough"
-        );
-        ps[0].record_failure(t0 + Duration::from_secs(3));
-        let during = picks(&b, &ps, 10, t0 + Duration::from_secs(12));
-        assert_eq!(counts(&during, 2), vec![0, 10]);
-        let after = picks(&b, &ps, 10, t0 + Duration::from_secs(13));
-        assert_eq!(counts(&after, 2), vec![5, 5]);
-    }
-
-    #[test]
-    fn backup_only_when_every_primary_is_unavailable() {
-        let t0 = Instant::now();
-        let timeout = Duration::from_secs(10);
-        let ps = peers(vec![
-            PeerConfig {
-                fail_timeout: timeout,
-                ..cfg(1)
-            },
-            PeerConfig {
-                fail_timeout: timeout,
-                ..cfg(1)
-            },
-            PeerConfig {
-                backup: true,
-                ..cfg(3)
-            },
-            PeerConfig {
-                backup: true,
-                ..cfg(1)
-            },
-        ]);
-        for kind in [
-            Balance::RoundRobin,
-            Balance::LeastConn,
-            Balance::IpHash,
-            Balance::Hash,
-            Balance::Random2,
-        ] {
-            let b = Balancer::new(kind, &ps);
-            let key = PickKey::Bytes(b"/some/key");
-            let pick = |now| b.pick(&ps, key, &Tried::new(4), now);
-            let now = t0;
-            assert!(matches!(pick(now), Some(0 | 1)), "{kind:?}");
-            ps[0].record_failure(now);
-            assert_eq!(pick(now), Some(1), "{kind:?}");
-            ps[1].record_failure(now + Duration::from_secs(1));
-            // Every primary down: the backups, 3:1 by round robin.
-            let backups: Vec<_> = (0..8).map(|_| pick(now)).collect();
-            let threes = backups.iter().filter(|&&p| p == Some(2)).count();
-            let fours = backups.iter().filter(|&&p| p == Some(3)).count();
-            assert_eq!((threes, fours), (6, 2), "{kind:?}");
-            // A primary back: backups are dropped again.
-            let later = now + timeout;
-            ps[0].record_success(later);
-            for _ in 0..10 {
-                assert_eq!(pick(later), Some(0), "{kind:?}");
-            }
-            ps[1].record_success(later + Duration::from_secs(1));
-        }
-    }
-
-    #[test]
-    fn tried_peers_are_excluded_and_all_tried_is_none() {
-        let ps = weighted(&[1, 1, 1]);
-        for kind in [
-            Balance::RoundRobin,
-            Balance::LeastConn,
-            Balance::IpHash,
-            Balance::Hash,
-            Balance::Random2,
-        ] {
-            let b = Balancer::new(kind, &ps);
-            let key = PickKey::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
-            let now = Instant::now();
-            let mut tried = Tried::new(3);
-            for _ in 0..3 {
-                let i = b.pick(&ps, key, &tried, now).unwrap();
-                assert!(tried.insert(i), "{kind:?} picked a tried peer");
-            }
-            assert_eq!(b.pick(&ps, key, &tried, now), None, "{kind:?}");
-        }
-    }
-
-    #[test]
-    fn least_conn_follows_active_counts() {
-        let ps = weighted(&[1, 1, 2]);
-        let b = Balancer::new(Balance::LeastConn, &ps);
-        let now = Instant::now();
-        let pick = || b.pick(&ps, PickKey::None, &Tried::new(3), now).unwrap();
-        let _a = [ps[0].begin(), ps[0].begin()];
-        let _c = [ps[2].begin(), ps[2].begin()];
-        // active/weight: 2/1, 0/1, 2/2.
-        assert_eq!(pick(), 1);
-        let b1 = [ps[1].begin(), ps[1].begin()];
-        // 2/1, 2/1, 2/2: the weighted one is least loaded.
-        assert_eq!(pick(), 2);
-        drop(b1);
-        assert_eq!(pick(), 1);
-        // Ties take turns, by weight.
-        let idle = weighted(&[1, 1, 2]);
-        let fresh = Balancer::new(Balance::LeastConn, &idle);
-        let seq: Vec<_> = (0..8)
-            .map(|_| {
-                fresh
-                    .pick(&idle, PickKey::None, &Tried::new(3), now)
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(counts(&seq, 3), vec![2, 2, 4]);
-    }
-
-    #[test]
-    fn ip_hash_is_stable_per_ip_and_spreads() {
-        let ps = weighted(&[1, 1, 1]);
-        let b = Balancer::new(Balance::IpHash, &ps);
-        let now = Instant::now();
-        let ip = |n: u8| PickKey::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)));
-        let mut spread = vec![0; 3];
-        for n in 1..=100 {
-            let first = b.pick(&ps, ip(n), &Tried::new(3), now).unwrap();
-            for _ in 0..5 {
-                assert_eq!(b.pick(&ps, ip(n), &Tried::new(3), now), Some(first));
-            }
-            spread[first] += 1;
-        }
-        assert!(spread.iter().all(|&c| c >= 15), "{spread:?}");
-        // The same client over IPv4-mapped IPv6 is the same client.
-        let mapped = PickKey::Ip(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()));
-        assert_eq!(
-            b.pick(&ps, mapped, &Tried::new(3), now),
-            b.pick(&ps, ip(1), &Tried::new(3), now)
-        );
-    }
-
-    #[test]
-    fn ip_hash_moves_only_the_clients_of_a_failed_peer() {
-        let ps = weighted(&[1, 1, 1]);
-        let b = Balancer::new(Balance::IpHash, &ps);
-        let t0 = Instant::now();
-        let ip = |n: u8| PickKey::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, n)));
-        let before: Vec<_> = (0..100)
-            .map(|n| b.pick(&ps, ip(n), &Tried::new(3), t0).unwrap())
-            .collect();
-        ps[2].record_failure(t0);
-        for (n, &was) in (0..100).zip(&before) {
-            let now = b.pick(&ps, ip(n), &Tried::new(3), t0).unwrap();
-            if was == 2 {
-                assert_ne!(now, 2);
-            } else {
-                assert_eq!(now, was);
-            }
-        }
-    }
-
-    #[test]
-    fn hash_is_stable_and_consistent() {
-        let named = |names: &[&str]| -> Vec<Arc<Peer>> {
-            names
-                .iter()
-                .map(|n| Arc::new(Peer::with_name(PeerConfig::default(), *n)))
-                .collect()
-        };
-        let all = named(&["a:80", "b:80", "c:80", "d:80"]);
-        let three = named(&["a:80", "c:80", "d:80"]);
-        let (b4, b3) = (
-            Balancer::new(Balance::Hash, &all),
-            Balancer::new(Balance::Hash, &three),
-        );
-        // New peer objects with the same names, as after a restart.
-        let restarted = named(&["a:80", "b:80", "c:80", "d:80"]);
-        let b4_again = Balancer::new(Balance::Hash, &restarted);
-        let now = Instant::now();
-        let owner = |b: &Balancer, ps: &[Arc<Peer>], key: &str| {
-            let i = b
-                .pick(
-                    ps,
-                    PickKey::Bytes(key.as_bytes()),
-                    &Tried::new(ps.len()),
-                    now,
-                )
-                .unwrap();
-            ps[i].name().to_owned()
-        };
-        let keys: Vec<String> = (0..1000).map(|k| format!("/item/{k}")).collect();
-        let mut moved = 0;
-        let mut per_peer = std::collections::HashMap::new();
-        for key in &keys {
-            let before = owner(&b4, &all, key);
-            assert_eq!(owner(&b4, &all, key), before, "stable per key");
-            assert_eq!(
-                owner(&b4_again, &restarted, key),
-                before,
-                "stable across restarts"
-            );
-            let after = owner(&b3, &three, key);
-            if before != after {
-                assert_eq!(before, "b:80", "only the removed peer's keys move");
-                moved += 1;
-            }
-            *per_peer.entry(before).or_insert(0) += 1;
-        }
-        assert!(moved < 400, "{moved} of 1000 keys moved");
-        assert!(per_peer.values().all(|&c| c > 150), "{per_peer:?}");
-    }
-
-    #[test]
-    fn hash_walks_past_unusable_peers() {
-        let ps = weighted(&[1, 1, 1, 1]);
-        let b = Balancer::new(Balance::Hash, &ps);
-        let now = Instant::now();
-        let key = PickKey::Bytes(b"/cart");
-        let mut tried = Tried::new(4);
-        let first = b.pick(&ps, key, &tried, now).unwrap();
-        tried.insert(first);
-        let second = b.pick(&ps, key, &tried, now).unwrap();
-        assert_ne!(first, second);
-        assert_eq!(
-            b.pick(&ps, key, &tried, now),
-            Some(second),
-            "the walk is deterministic"
-        );
-    }
-
-    #[test]
-    fn missing_key_falls_back_to_round_robin() {
-        let ps = weighted(&[1, 1]);
-        for kind in [Balance::IpHash, Balance::Hash] {
-            let b = Balancer::new(kind, &ps);
-            let seq = picks(&b, &ps, 10, Instant::now());
-            assert_eq!(counts(&seq, 2), vec![5, 5], "{kind:?}");
-        }
-    }
-
-    #[test]
-    fn random2_prefers_the_idle_peer() {
-        let ps = weighted(&[1, 1, 1]);
-        let b = Balancer::new(Balance::Random2, &ps);
-        let now = Instant::now();
-        let _load: Vec<_> = (0..5).map(|_| ps[0].begin()).collect();
-        let seq = picks(&b, &ps, 300, now);
-        let c = counts(&seq, 3);
-        assert_eq!(c[0], 0, "{c:?}");
-        assert!(c[1] > 0 && c[2] > 0, "{c:?}");
-        // With two peers both are always drawn, so the idle one always wins.
-        let two = weighted(&[1, 1]);
-        let b2 = Balancer::new(Balance::Random2, &two);
-        let _busy = two[1].begin();
-        assert_eq!(counts(&picks(&b2, &two, 50, now), 2), vec![50, 0]);
-    }
-}
+mod tests;

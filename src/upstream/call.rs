@@ -1,10 +1,24 @@
 //! Sending one request to an upstream: pick a peer, reuse or open a
-//! connection, run the exchange, and retry like nginx — on a connect error
-//! the next peer is tried for any method (nothing was sent); after a sent
-//! request failed, or a peer answered 502/504, the next peer is tried only
-//! for idempotent requests without a body, at most `retries` times. A
-//! pooled connection the peer had closed while idle is replaced by a fresh
-//! one transparently. Failures feed the peer's passive health.
+//! connection, run the exchange, and move on to the next peer like nginx
+//! with `proxy_next_upstream error timeout`:
+//!
+//! - connecting failed or timed out: nothing reached the peer, so any
+//!   request goes on to the next peer (not counted in `retries`);
+//! - the request was sent and the peer reset or closed the connection, or
+//!   stayed silent past `send_timeout` / `read_timeout`, before any byte of
+//!   a response (an interim 1xx counts as a byte): an idempotent request
+//!   without a body goes on to the next peer, at most `retries` times
+//!   (default 1; 0 turns this off);
+//! - a peer answered a status listed in `retry_statuses` (nginx's
+//!   `http_502 http_504` …): the same; any other answer is passed on;
+//! - anything after a response began (an invalid head, a cut-off head), a
+//!   request whose body was streamed, a non-idempotent request once it was
+//!   sent: never retried.
+//!
+//! A pooled connection the peer had closed while idle (reset or closed
+//! before any response byte) is replaced by a fresh one to the same peer
+//! transparently when the request has no body. Failures feed the peer's
+//! passive health (through the balancer, which spares a sole peer).
 
 use std::time::{Duration, Instant};
 
@@ -47,11 +61,16 @@ pub struct Exchange {
     pub upgraded: Option<Conn>,
 }
 
+/// How one try failed, which decides whether another peer may be tried.
 enum Failure {
-    /// Nothing reached the peer.
+    /// Nothing reached the peer (connecting failed or timed out).
     NotSent(ProxyError),
-    /// The request (or part of it) was sent.
-    Sent(ProxyError),
+    /// The request (or part of it) was sent, and the peer failed before any
+    /// byte of a response in a way [`ProxyError::retryable`] covers.
+    NoResponse(ProxyError),
+    /// Anything else: a response had begun, or the client or moongate
+    /// failed.
+    Final(ProxyError),
 }
 
 /// Sends `out` to a peer of `up`, retrying as described in the module docs.
@@ -67,6 +86,7 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
     // Only a request without a body can be sent a second time.
     let replayable = body.is_empty();
     let members = up.members();
+    let balancer = &members.balancer;
     let mut tried = Tried::new(members.peers.len());
     let mut retries_left = up.def.retries;
     let mut last_err: Option<ProxyError> = None;
@@ -74,17 +94,32 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
         |last: Option<ProxyError>| last.unwrap_or_else(|| ProxyError::NoPeer(name.to_string()));
 
     loop {
-        let Some(idx) = members
-            .balancer
-            .pick(&members.peers, key, &tried, Instant::now())
+        let Some(pick) = balancer.pick(&members.peers, key, &tried, Instant::now()) else {
+            return Err(no_peer(last_err));
+        };
+        let (Some(peer), Some(addr)) =
+            (members.peers.get(pick.index), members.addrs.get(pick.index))
         else {
             return Err(no_peer(last_err));
         };
-        tried.insert(idx);
-        let (Some(peer), Some(addr)) = (members.peers.get(idx), members.addrs.get(idx)) else {
-            return Err(no_peer(last_err));
+        if pick.revived > 0 {
+            tracing::warn!(
+                upstream = name,
+                peers = pick.revived,
+                "every peer was marked down; trying them again"
+            );
+        }
+        let active = if pick.spent {
+            peer.begin()
+        } else {
+            match peer.try_begin() {
+                Some(active) => active,
+                // It reached its request limit since the balancer looked;
+                // now spent, it is picked again only if nothing else is left.
+                None => continue,
+            }
         };
-        let active = peer.begin();
+        tried.insert(pick.index);
         let may_retry =
             |left: u32| idempotent && replayable && left > 0 && tried.len() < members.peers.len();
         match exchange(
@@ -99,10 +134,8 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
         .await
         {
             Ok((head, conn)) => {
-                let gateway_error = head.status == StatusCode::BAD_GATEWAY
-                    || head.status == StatusCode::GATEWAY_TIMEOUT;
-                if gateway_error && up.def.retries > 0 {
-                    peer.record_failure(Instant::now());
+                if up.def.retry_statuses.contains(&head.status.as_u16()) {
+                    balancer.record_failure(peer, Instant::now());
                     if may_retry(retries_left) {
                         retries_left -= 1;
                         tracing::warn!(upstream = name, peer = %addr, status = %head.status, "peer answered with a gateway error; trying the next peer");
@@ -114,21 +147,24 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
                 return Ok(respond(head, conn, peer.id(), addr, up, active, started));
             }
             Err(Failure::NotSent(err)) => {
-                peer.record_failure(Instant::now());
+                balancer.record_failure(peer, Instant::now());
                 tracing::warn!(upstream = name, peer = %addr, error = %err, "peer unreachable; trying the next peer");
                 last_err = Some(err);
             }
-            Err(Failure::Sent(err)) => {
-                if err.blame() != Blame::Upstream {
-                    return Err(err);
-                }
-                peer.record_failure(Instant::now());
-                if !(err.retryable() && may_retry(retries_left)) {
+            Err(Failure::NoResponse(err)) => {
+                balancer.record_failure(peer, Instant::now());
+                if !may_retry(retries_left) {
                     return Err(err);
                 }
                 retries_left -= 1;
-                tracing::warn!(upstream = name, peer = %addr, error = %err, "peer failed; retrying on the next peer");
+                tracing::warn!(upstream = name, peer = %addr, error = %err, "peer failed before responding; retrying on the next peer");
                 last_err = Some(err);
+            }
+            Err(Failure::Final(err)) => {
+                if err.blame() == Blame::Upstream {
+                    balancer.record_failure(peer, Instant::now());
+                }
+                return Err(err);
             }
         }
     }
@@ -183,10 +219,12 @@ async fn exchange(
     if let Some(mut conn) = pool::checkout(peer_id, up.def.keepalive_timeout) {
         match run(&mut conn, parts, body, up.def.read_timeout, interim).await {
             Ok(head) => return Ok((head, conn)),
-            Err(ExchangeError::Closed | ExchangeError::Io(_)) if replayable => {
+            Err(ExchangeError::Closed | ExchangeError::Io(_))
+                if replayable && !conn.response_began() =>
+            {
                 tracing::debug!(peer = %addr, "pooled connection was closed by the peer; reconnecting");
             }
-            Err(e) => return Err(Failure::Sent(to_proxy_error(e, addr))),
+            Err(e) => return Err(failure(e, &conn, addr)),
         }
     }
     let mut conn = connect(addr, up.def.connect_timeout, up.def.send_timeout)
@@ -194,7 +232,17 @@ async fn exchange(
         .map_err(Failure::NotSent)?;
     match run(&mut conn, parts, body, up.def.read_timeout, interim).await {
         Ok(head) => Ok((head, conn)),
-        Err(e) => Err(Failure::Sent(to_proxy_error(e, addr))),
+        Err(e) => Err(failure(e, &conn, addr)),
+    }
+}
+
+/// How a sent request failed on `conn`: before any response byte, or not.
+fn failure(e: ExchangeError, conn: &Conn, addr: &PeerAddr) -> Failure {
+    let err = to_proxy_error(e, addr);
+    if err.retryable() && !conn.response_began() {
+        Failure::NoResponse(err)
+    } else {
+        Failure::Final(err)
     }
 }
 

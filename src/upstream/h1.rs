@@ -120,6 +120,9 @@ pub struct Conn {
     /// True when the connection came from the pool (so an immediate close
     /// means the peer dropped it while idle, and a retry is safe).
     pub reused: bool,
+    /// Whether a byte of a response to the current request arrived (an
+    /// interim 1xx included); cleared when a request is written.
+    heard: bool,
 }
 
 impl Conn {
@@ -130,7 +133,14 @@ impl Conn {
             buf: BytesMut::with_capacity(READ_CHUNK),
             out: Vec::with_capacity(1024),
             reused: false,
+            heard: false,
         }
+    }
+
+    /// Whether the peer sent any byte of a response to the current request:
+    /// a failure after that is never retried (the response had begun).
+    pub fn response_began(&self) -> bool {
+        self.heard
     }
 
     /// Whether an idle connection is still open and clean.
@@ -150,6 +160,7 @@ impl Conn {
         body: &mut RequestBody,
     ) -> Result<(), ExchangeError> {
         let chunked = write_head(&mut self.out, parts, body.is_empty());
+        self.heard = false;
         self.io.write_all(&self.out).await?;
         if body.is_empty() {
             return Ok(());
@@ -180,6 +191,7 @@ impl Conn {
     /// its Content-Length when `body` is not empty).
     pub async fn send_full(&mut self, parts: &Parts, body: &[u8]) -> Result<(), ExchangeError> {
         write_head(&mut self.out, parts, body.is_empty());
+        self.heard = false;
         self.out.extend_from_slice(body);
         self.io.write_all(&self.out).await?;
         Ok(())
@@ -218,6 +230,7 @@ impl Conn {
             let n = tokio::time::timeout_at(deadline, read)
                 .await
                 .map_err(|_| ExchangeError::ReadTimeout)??;
+            self.heard |= n > 0;
             if n == 0 {
                 return Err(if self.buf.is_empty() {
                     ExchangeError::Closed
@@ -490,12 +503,25 @@ mod tests {
         drop(peer);
         let e = conn.read_head(&Method::GET, Duration::from_secs(5)).await;
         assert!(matches!(e, Err(ExchangeError::Closed)), "{e:?}");
+        assert!(!conn.response_began());
 
         let (mut conn, _peer) = pair();
         let e = conn
             .read_head(&Method::GET, Duration::from_millis(50))
             .await;
         assert!(matches!(e, Err(ExchangeError::ReadTimeout)), "{e:?}");
+        assert!(!conn.response_began(), "silent: a retry may follow");
+
+        // An interim response is a response byte: no retry after it, even
+        // though what failed afterwards looks like a plain close.
+        let (mut conn, mut peer) = pair();
+        peer.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(peer);
+        let e = conn.read_head(&Method::GET, Duration::from_secs(5)).await;
+        assert!(matches!(e, Err(ExchangeError::Closed)), "{e:?}");
+        assert!(conn.response_began());
 
         let (mut conn, mut peer) = pair();
         peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Len")

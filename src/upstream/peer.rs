@@ -1,5 +1,7 @@
 //! One upstream peer's shared state: its configuration, passive health
-//! (nginx's `max_fails` within `fail_timeout`) and its requests in flight.
+//! (nginx's `max_fails` within `fail_timeout`), its requests in flight and
+//! the requests it was sent (against an optional limit: a managed worker's
+//! `max_requests`).
 //!
 //! Every worker thread shares one `Arc<Peer>`, and it should outlive config
 //! reloads while its definition is unchanged, so health marks survive. It
@@ -10,8 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 /// Source of [`Peer::id`]: unique for the life of the process.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Orders the moments peers became spent (see [`Peer::spent_order`]).
+static SPENT_SEQ: AtomicU64 = AtomicU64::new(1);
 
 /// A peer's settings, as in an nginx `server` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +69,14 @@ pub struct Peer {
     active: AtomicU32,
     /// Requests sent to this peer since it was made (tries included).
     served: AtomicU64,
+    /// Requests after which the peer is spent (see [`Peer::is_spent`]);
+    /// 0 = no limit.
+    limit: u64,
+    /// Woken by the request that reaches `limit` (the worker supervisor
+    /// waits on it to retire the worker at once, not at its next look).
+    at_limit: Option<Arc<Notify>>,
+    /// When it became spent, from [`SPENT_SEQ`]; 0 = not (yet) stamped.
+    spent_at: AtomicU64,
 }
 
 /// Passive health, nginx-style.
@@ -96,7 +111,19 @@ impl Peer {
             health: Mutex::new(Health::default()),
             active: AtomicU32::new(0),
             served: AtomicU64::new(0),
+            limit: 0,
+            at_limit: None,
+            spent_at: AtomicU64::new(0),
         }
+    }
+
+    /// Limits the peer to `limit` requests (0 = none): once it was sent that
+    /// many it is spent, and the request that reached the limit wakes
+    /// `notify` (once).
+    pub fn with_limit(mut self, limit: u64, notify: Arc<Notify>) -> Self {
+        self.limit = limit;
+        self.at_limit = (limit > 0).then_some(notify);
+        self
     }
 
     /// Process-unique id of this peer.
@@ -159,6 +186,24 @@ impl Peer {
         false
     }
 
+    /// Clears the failure mark of a peer within its down period, so that it
+    /// is tried again at once: what nginx does when every peer of an
+    /// upstream is down. Returns true when there was a mark to clear (false
+    /// for a peer that is up, `down` by config, or was cleared meanwhile by
+    /// another thread).
+    pub fn revive(&self, now: Instant) -> bool {
+        if self.config.down || !self.marked.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut health = self.lock();
+        if !self.is_failed(&health, now) {
+            return false;
+        }
+        *health = Health::default();
+        self.marked.store(false, Ordering::Release);
+        true
+    }
+
     /// Counts a successful attempt. After the down period has ended this
     /// clears the failure count and the mark; within a counting window it
     /// changes nothing (as in nginx, successes do not forgive failures).
@@ -183,10 +228,61 @@ impl Peer {
         self.served.load(Ordering::Relaxed)
     }
 
-    /// Counts a request in flight until the returned guard is dropped.
+    /// Whether the peer was sent as many requests as its limit allows: the
+    /// balancer then picks it only when no other peer is available (a
+    /// managed worker at `max_requests` serves on only while it is the last
+    /// one). Peers without a limit are never spent.
+    pub fn is_spent(&self) -> bool {
+        self.limit != 0 && self.served() >= self.limit
+    }
+
+    /// Of two spent peers, the one that became spent later has the larger
+    /// order (a spent peer not yet stamped counts as the latest). The
+    /// balancer gives a spent peer's requests to the latest one, so the
+    /// last worker to reach its limit is the one that serves on, and the
+    /// others get nothing past theirs.
+    pub fn spent_order(&self) -> u64 {
+        match self.spent_at.load(Ordering::Relaxed) {
+            0 => u64::MAX,
+            n => n,
+        }
+    }
+
+    /// Counts a request sent to the peer, in flight until the returned guard
+    /// is dropped; past the limit too (a spent peer picked as the last
+    /// resort).
     pub fn begin(self: &Arc<Self>) -> ActiveGuard {
+        let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        self.count_in(served)
+    }
+
+    /// Like [`Peer::begin`], but refuses (`None`) once the peer is spent: a
+    /// request on another thread took its last request since the balancer
+    /// looked. One atomic operation either way, so the limit is exact under
+    /// concurrency too.
+    pub fn try_begin(self: &Arc<Self>) -> Option<ActiveGuard> {
+        if self.limit == 0 {
+            return Some(self.begin());
+        }
+        let before = self
+            .served
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(self.count_in(before + 1))
+    }
+
+    /// The in-flight half of [`Peer::begin`], after `served` was counted.
+    fn count_in(self: &Arc<Self>, served: u64) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
-        self.served.fetch_add(1, Ordering::Relaxed);
+        if served == self.limit
+            && let Some(notify) = &self.at_limit
+        {
+            let seq = SPENT_SEQ.fetch_add(1, Ordering::Relaxed);
+            self.spent_at.store(seq, Ordering::Relaxed);
+            notify.notify_one();
+        }
         ActiveGuard {
             peer: Arc::clone(self),
         }
@@ -277,141 +373,4 @@ pub struct PeerHealth {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SEC: Duration = Duration::from_secs(1);
-
-    fn peer(max_fails: u32, fail_timeout: Duration) -> Peer {
-        Peer::new(PeerConfig {
-            max_fails,
-            fail_timeout,
-            ..PeerConfig::default()
-        })
-    }
-
-    #[test]
-    fn ids_are_unique() {
-        let a = Peer::new(PeerConfig::default());
-        let b = Peer::new(PeerConfig::default());
-        assert_ne!(a.id(), b.id());
-        assert_eq!(
-            Peer::with_name(PeerConfig::default(), "10.0.0.1:80").name(),
-            "10.0.0.1:80"
-        );
-    }
-
-    #[test]
-    fn config_down_is_never_available() {
-        let p = Peer::new(PeerConfig {
-            down: true,
-            ..PeerConfig::default()
-        });
-        let t0 = Instant::now();
-        assert!(!p.is_available(t0));
-        p.record_success(t0);
-        assert!(!p.is_available(t0 + 3600 * SEC));
-        assert_eq!(p.health(t0).state, "down");
-        assert_eq!(p.health(t0).retry_in_ms, None);
-    }
-
-    #[test]
-    fn max_fails_within_window_marks_failed_until_timeout() {
-        let p = peer(3, 10 * SEC);
-        let t0 = Instant::now();
-        assert!(!p.record_failure(t0));
-        assert!(!p.record_failure(t0 + 2 * SEC));
-        assert!(p.is_available(t0 + 3 * SEC));
-        assert!(
-            p.record_failure(t0 + 4 * SEC),
-            "third failure within 10s marks it"
-        );
-        assert!(!p.is_available(t0 + 4 * SEC));
-        assert!(!p.is_available(t0 + 13 * SEC));
-        let h = p.health(t0 + 13 * SEC);
-        assert_eq!((h.state, h.fails, h.retry_in_ms), ("failed", 3, Some(1000)));
-        // The down period is over: requests go through again.
-        assert!(p.is_available(t0 + 14 * SEC));
-        assert_eq!(p.health(t0 + 14 * SEC).state, "up");
-    }
-
-    #[test]
-    fn failed_probe_marks_again_and_success_clears() {
-        let p = peer(2, 10 * SEC);
-        let t0 = Instant::now();
-        p.record_failure(t0);
-        assert!(p.record_failure(t0));
-        // A straggler failing during the down period extends it.
-        assert!(!p.record_failure(t0 + 5 * SEC));
-        assert!(!p.is_available(t0 + 12 * SEC));
-        // A success inside the down period forgives nothing.
-        p.record_success(t0 + 12 * SEC);
-        assert!(!p.is_available(t0 + 14 * SEC));
-        assert!(p.is_available(t0 + 15 * SEC));
-        // One failure of the probe is enough to mark it again.
-        assert!(p.record_failure(t0 + 15 * SEC));
-        assert!(!p.is_available(t0 + 24 * SEC));
-        assert!(p.is_available(t0 + 25 * SEC));
-        // A successful probe clears the count: it takes max_fails again.
-        p.record_success(t0 + 25 * SEC);
-        assert_eq!(p.health(t0 + 25 * SEC).fails, 0);
-        assert!(!p.record_failure(t0 + 26 * SEC));
-        assert!(p.is_available(t0 + 26 * SEC));
-        assert!(p.record_failure(t0 + 27 * SEC));
-    }
-
-    #[test]
-    fn failures_spread_wider_than_timeout_do_not_mark() {
-        let p = peer(3, 10 * SEC);
-        let t0 = Instant::now();
-        for i in 0..10u32 {
-            assert!(!p.record_failure(t0 + i * 6 * SEC), "failure {i}");
-        }
-        assert!(p.is_available(t0 + 60 * SEC));
-        assert_eq!(p.health(t0 + 80 * SEC).fails, 0, "the window has lapsed");
-    }
-
-    #[test]
-    fn max_fails_zero_disables_accounting() {
-        let p = peer(0, 10 * SEC);
-        let t0 = Instant::now();
-        for _ in 0..100 {
-            assert!(!p.record_failure(t0));
-        }
-        assert!(p.is_available(t0));
-        assert_eq!(p.health(t0).fails, 0);
-    }
-
-    #[test]
-    fn active_guard_counts_requests_in_flight() {
-        let p = Arc::new(Peer::new(PeerConfig::default()));
-        let a = p.begin();
-        let b = p.begin();
-        assert_eq!(p.active(), 2);
-        assert_eq!(a.peer().id(), p.id());
-        drop(a);
-        assert_eq!(p.active(), 1);
-        assert_eq!(p.health(Instant::now()).active, 1);
-        drop(b);
-        assert_eq!(p.active(), 0);
-    }
-
-    #[test]
-    fn health_serializes_for_status() {
-        fn assert_serialize<T: serde::Serialize>(_: &T) {}
-        let p = peer(1, 10 * SEC);
-        let t0 = Instant::now();
-        p.record_failure(t0);
-        let h = p.health(t0 + SEC);
-        assert_eq!(
-            h,
-            PeerHealth {
-                state: "failed",
-                fails: 1,
-                retry_in_ms: Some(9000),
-                active: 0
-            }
-        );
-        assert_serialize(&h);
-    }
-}
+mod tests;

@@ -7,15 +7,18 @@
 //! through [`PoolShared::update`], which afterwards starts what is missing
 //! ([`Pool::reconcile`]), logs a change of failing state once, and
 //! publishes the members if they changed. A task per pool feeds it the
-//! processes' [`Event`]s and a tick (for backoff, recycling and the
-//! failure count's reset). Processes are started from here, on the control
-//! thread, and then run by [`process::run`].
+//! processes' [`Event`]s, the wake-up of a worker's peer reaching
+//! `max_requests` (so recycling follows the request that reached the limit
+//! at once), and a tick (for backoff, `max_rss` and the failure count's
+//! reset). Processes are started from here, on the control thread, and
+//! then run by [`process::run`].
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -95,6 +98,8 @@ pub(super) struct Pool {
     /// Peer ids last published, in order.
     published: Option<Vec<u64>>,
     events: UnboundedSender<Event>,
+    /// Woken by the request that takes a worker's peer to its limit.
+    at_limit: Arc<Notify>,
     ctx: Ctx,
     ticks: u64,
 }
@@ -142,7 +147,8 @@ struct Proc {
     started: Instant,
     state: ProcState,
     stop: CancellationToken,
-    /// Requests after which it is recycled (`max_requests` + jitter).
+    /// Requests after which it is recycled (`max_requests` + jitter, drawn
+    /// when it starts); its peer counts them and yields at this number.
     limit: Option<u64>,
     /// Why it is being replaced, once it is.
     recycle: Option<String>,
@@ -179,15 +185,17 @@ impl PoolShared {
             stopping: false,
             published: None,
             events: tx,
+            at_limit: Arc::new(Notify::new()),
             ctx,
             ticks: 0,
         };
+        let at_limit = pool.at_limit.clone();
         let shared = Arc::new(PoolShared {
             pool: Mutex::new(pool),
             attached: Mutex::new(Attached::default()),
         });
         shared.update(|_, _| {});
-        let task = tokio::spawn(supervise(shared.clone(), rx));
+        let task = tokio::spawn(supervise(shared.clone(), rx, at_limit));
         (shared, task)
     }
 
@@ -242,9 +250,14 @@ impl PoolShared {
     }
 }
 
-/// The pool's task: events from its processes and a tick, until it was
-/// stopped and every process is gone.
-async fn supervise(shared: Arc<PoolShared>, mut events: UnboundedReceiver<Event>) {
+/// The pool's task: events from its processes, workers reaching
+/// `max_requests`, and a tick, until it was stopped and every process is
+/// gone.
+async fn supervise(
+    shared: Arc<PoolShared>,
+    mut events: UnboundedReceiver<Event>,
+    at_limit: Arc<Notify>,
+) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -253,6 +266,7 @@ async fn supervise(shared: Arc<PoolShared>, mut events: UnboundedReceiver<Event>
                 Some(ev) => shared.update(|pool, now| pool.on_event(ev, now)),
                 None => break,
             },
+            () = at_limit.notified() => shared.update(|pool, _| pool.recycle(false)),
             _ = tick.tick() => shared.update(|pool, now| pool.tick(now)),
         }
         if shared.finished() {
@@ -403,13 +417,14 @@ impl Pool {
             Ok(s) => s,
             Err(why) => return self.slot_failed(i, &why, now),
         };
-        let peer = Arc::new(Peer::with_name(
-            PeerConfig::default(),
-            spawned.addr.to_string(),
-        ));
         let stop = CancellationToken::new();
         let max = self.def.max_requests;
+        // The jitter is drawn now, so the limit is exact for this worker.
         let limit = (max > 0).then(|| max.saturating_add(fastrand::u64(0..=max / 10)));
+        let peer = Arc::new(
+            Peer::with_name(PeerConfig::default(), spawned.addr.to_string())
+                .with_limit(limit.unwrap_or(0), self.at_limit.clone()),
+        );
         tracing::debug!(pool = %self.name, worker = i, pid = spawned.pid, addr = %spawned.addr, "worker started");
         self.procs.insert(
             seq,

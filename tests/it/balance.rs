@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Moongate, Origin, client, text};
+use crate::support::{Moongate, Origin, client, get_origin, text};
 
 /// A moongate config with one upstream `app` (the given TOML body) behind
 /// `path = "/"`.
@@ -32,19 +32,6 @@ upstream = "app"
 fn closed_port() -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
-}
-
-/// GETs `path` and returns the status and the `x-origin` header.
-async fn get_origin(c: &reqwest::Client, url: &str) -> (u16, String) {
-    let resp = c.get(url).send().await.expect("request");
-    let status = resp.status().as_u16();
-    let origin = resp
-        .headers()
-        .get("x-origin")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (status, origin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 
 mod support;
 mod balance;
+mod upstream_health;
 mod proxying;
 mod reload;
 mod shutdown;

@@ -166,7 +166,7 @@ async fn get_is_retried_after_502_but_post_is_not() {
     .await;
     let mg = Moongate::start(&conf(&format!(
         r#"balance = "round_robin"
-retries = 1
+retry_statuses = [502]
 servers = [ {{ addr = "{}", max_fails = 0 }}, {{ addr = "{}", max_fails = 0 }} ]"#,
         a.addr, b.addr
     )));

@@ -428,12 +428,15 @@ async fn reload_adds_and_removes_listeners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_upstream_keeps_its_health_marks() {
     let a = Origin::named("a").await;
+    // Two dead peers: a sole peer is never marked down.
     let closed = format!("127.0.0.1:{}", free_port());
+    let closed2 = format!("127.0.0.1:{}", free_port());
     let bad = |fail_timeout: &str| {
         format!(
             r#"
 [upstream.bad]
-servers = [{{ addr = "{closed}", max_fails = 1, fail_timeout = "{fail_timeout}" }}]
+servers = [{{ addr = "{closed}", max_fails = 1, fail_timeout = "{fail_timeout}" }},
+           {{ addr = "{closed2}", max_fails = 1, fail_timeout = "{fail_timeout}" }}]
 
 [[route]]
 path = "/bad/"

@@ -356,6 +356,20 @@ pub async fn echo(req: Request<Incoming>) -> Reply {
         .expect("reply")
 }
 
+/// GETs `url`: the status and the answering origin's `x-origin` header
+/// ("" when absent).
+pub async fn get_origin(c: &reqwest::Client, url: &str) -> (u16, String) {
+    let resp = c.get(url).send().await.expect("request");
+    let status = resp.status().as_u16();
+    let origin = resp
+        .headers()
+        .get("x-origin")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, origin)
+}
+
 /// A reqwest client for plain HTTP/1.1 (no proxy from the environment).
 pub fn client() -> reqwest::Client {
     install_crypto();

@@ -93,12 +93,35 @@ pub(super) fn upstream(
         connect_timeout: dur(raw.connect_timeout, 5),
         read_timeout: dur(raw.read_timeout, 60),
         send_timeout: dur(raw.send_timeout, 60),
-        // A managed worker may die with requests in flight: retry those
-        // (idempotent ones) on another worker unless told otherwise.
-        retries: raw.retries.unwrap_or(if workers.is_some() { 1 } else { 0 }),
+        // nginx's `proxy_next_upstream error timeout` (on by default there):
+        // a peer that dies or stalls before answering costs an idempotent
+        // request nothing, and a managed worker may die with requests in
+        // flight. A peer's answer moves on only if `retry_statuses` lists it.
+        retries: raw.retries.unwrap_or(1),
+        retry_statuses: retry_statuses(src, raw)?,
         servers,
         workers,
     })
+}
+
+/// `retry_statuses = [502, 504]`: 5xx statuses, or 429, a peer may answer
+/// that count as its failure and send an idempotent request to the next
+/// peer (nginx's `http_502`, `http_503`, `http_504`, `http_429` …).
+fn retry_statuses(src: &Source<'_>, raw: &RawUpstream) -> Result<Vec<u16>, ConfigError> {
+    let mut out = Vec::new();
+    for status in raw.retry_statuses.iter().flatten() {
+        let code = *status.get_ref();
+        if !(500..=599).contains(&code) && code != 429 {
+            let message = format!(
+                "`retry_statuses` lists {code}: only a 5xx status or 429 can mean the peer failed"
+            );
+            return Err(src.err(status.span(), message));
+        }
+        if !out.contains(&code) {
+            out.push(code);
+        }
+    }
+    Ok(out)
 }
 
 /// `servers = [...]`: at least one peer that takes traffic.
@@ -267,7 +290,9 @@ mod tests {
         assert_eq!(u.connect_timeout, Duration::from_secs(5));
         assert_eq!(u.read_timeout, Duration::from_secs(60));
         assert_eq!(u.send_timeout, Duration::from_secs(60));
-        assert_eq!(u.retries, 0);
+        // proxy_next_upstream error timeout: one more peer, not after 502/504.
+        assert_eq!(u.retries, 1);
+        assert!(u.retry_statuses.is_empty());
         let p = &u.servers[0];
         assert_eq!(p.addr, PeerAddr::Tcp("127.0.0.1:8001".parse().unwrap()));
         assert_eq!(
@@ -289,6 +314,7 @@ mod tests {
             read_timeout = "30s"
             send_timeout = "1m"
             retries = 2
+            retry_statuses = [502, 504, 502]
             servers = [
               { addr = "127.0.0.1:8001", weight = 5, max_fails = 0, fail_timeout = "3s" },
               { addr = "unix:/run/todo.sock", down = true },
@@ -302,7 +328,10 @@ mod tests {
         assert_eq!(u.connect_timeout, Duration::from_secs(2));
         assert_eq!(u.read_timeout, Duration::from_secs(30));
         assert_eq!(u.send_timeout, Duration::from_secs(60));
-        assert_eq!(u.retries, 2);
+        assert_eq!(
+            (u.retries, u.retry_statuses.as_slice()),
+            (2, &[502, 504][..])
+        );
         assert_eq!((u.servers[0].weight, u.servers[0].max_fails), (5, 0));
         assert_eq!(u.servers[0].fail_timeout, Duration::from_secs(3));
         assert_eq!(u.servers[1].addr.to_string(), "unix:/run/todo.sock");
@@ -315,8 +344,14 @@ mod tests {
         let b = up(&format!("# moved down\n\n[upstream.app]\n{ONE}"));
         assert_eq!((a.place.line, b.place.line), (1, 3));
         assert_eq!(a, b);
+        // Written, the default `retries = 1` is the same definition.
         let c = up(&format!("[upstream.app]\nretries = 1\n{ONE}"));
-        assert_ne!(a, c);
+        assert_eq!(a, c);
+        let off = up(&format!("[upstream.app]\nretries = 0\n{ONE}"));
+        assert_eq!(off.retries, 0);
+        assert_ne!(a, off);
+        let statuses = up(&format!("[upstream.app]\nretry_statuses = [503]\n{ONE}"));
+        assert_ne!(a, statuses);
     }
 
     #[test]
@@ -333,6 +368,24 @@ mod tests {
         assert!(
             e.starts_with("t.toml:3:7: `key` \"fixed\" uses no $variable"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn retry_statuses_must_mean_a_failed_peer() {
+        let e = err(&format!(
+            "[upstream.app]\nretry_statuses = [502, 404]\n{ONE}"
+        ));
+        assert_eq!(
+            e,
+            "t.toml:2:24: `retry_statuses` lists 404: only a 5xx status or 429 can mean the peer failed"
+        );
+        assert_eq!(
+            up(&format!(
+                "[upstream.app]\nretry_statuses = [429, 503]\n{ONE}"
+            ))
+            .retry_statuses,
+            [429, 503]
         );
     }
 

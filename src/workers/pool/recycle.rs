@@ -1,11 +1,16 @@
-//! The pool's periodic look at its workers: a slot whose worker stayed up
-//! gets its backoff and failure count back, and a ready worker past
-//! `max_requests` (plus its jitter) or `max_rss` is recycled. While another
-//! worker takes traffic, it leaves the members at once and drains (what
-//! gunicorn does: the worker stops taking requests at its limit) and the
-//! next reconcile starts its successor; the last worker taking traffic
-//! keeps serving until its successor is ready instead, so recycling never
-//! leaves a pool without a worker.
+//! Recycling, and the pool's periodic look at its workers. A ready worker
+//! whose peer was sent `max_requests` (plus the jitter drawn when it
+//! started) is recycled as soon as the request that reached the limit wakes
+//! the pool; one above `max_rss` at the next look (every second). The limit
+//! is exact: the balancer sends a spent peer nothing while another peer can
+//! serve. While another worker below its limit takes traffic, a recycled
+//! one leaves the members at once and drains (what gunicorn does: the
+//! worker stops taking requests at its limit) and the next reconcile starts
+//! its successor; otherwise it stays a member until its successor is
+//! ready, and of the spent members the one that reached its limit last
+//! serves on, so recycling never leaves a pool without a worker. The look
+//! also gives a slot whose worker stayed up its backoff and failure count
+//! back.
 
 use std::time::Instant;
 
@@ -13,8 +18,9 @@ use super::{Pool, ProcState, RSS_EVERY, STABLE};
 use crate::workers::spawn;
 
 impl Pool {
-    /// Resets the backoff of slots whose worker stayed up, and marks ready
-    /// workers past `max_requests` or `max_rss` for recycling.
+    /// Resets the backoff of slots whose worker stayed up, and recycles
+    /// ready workers past `max_requests` or (every [`RSS_EVERY`] ticks)
+    /// `max_rss`.
     pub(super) fn tick(&mut self, now: Instant) {
         self.ticks += 1;
         let min = self.def.backoff_min;
@@ -27,10 +33,15 @@ impl Pool {
                 slot.backoff = min;
             }
         }
+        self.recycle(self.ticks.is_multiple_of(RSS_EVERY));
+    }
+
+    /// Recycles the ready workers past `max_requests`, and with `rss_due`
+    /// those above `max_rss` (see the module docs).
+    pub(super) fn recycle(&mut self, rss_due: bool) {
         if self.stopping {
             return;
         }
-        let rss_due = self.ticks.is_multiple_of(RSS_EVERY);
         let candidates: Vec<u64> = self
             .slots
             .iter()
@@ -78,11 +89,14 @@ impl Pool {
         }
     }
 
-    /// Whether a ready worker other than `key`, not itself being recycled,
-    /// takes traffic now.
+    /// Whether a ready worker other than `key`, neither being recycled nor
+    /// at its limit (the supervisor may not have seen it yet), takes
+    /// traffic now. When none does, the spent workers stay members: the
+    /// balancer sends their requests to the one that reached its limit
+    /// last, until a successor is ready.
     fn others_serving(&self, key: u64) -> bool {
-        self.procs
-            .iter()
-            .any(|(k, p)| *k != key && p.state == ProcState::Ready && p.recycle.is_none())
+        self.procs.iter().any(|(k, p)| {
+            *k != key && p.state == ProcState::Ready && p.recycle.is_none() && !p.peer.is_spent()
+        })
     }
 }

@@ -185,18 +185,45 @@ async fn max_requests_recycles_workers_without_a_failed_request() {
     wait_gone(&second, Duration::from_secs(5)).await;
 }
 
+/// `max_requests` is exact: the request that takes a worker to its limit
+/// (10, or 11 with the jitter drawn when it started) is its last while
+/// another worker can serve, however soon the next one comes; only the last
+/// worker to reach its limit serves on, until a successor is ready. 50
+/// requests in a row, back to back (a few ms each; the supervisor used to
+/// notice a worker at its limit up to 100 ms later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_is_exact() {
+    let gate = Gate::start(&pool("app", 2, "max_requests = 10"));
+    let first = pids(&gate.wait_settled("app", 2).await);
+    let answers = get_n(&gate.url("/app/"), 50).await;
+    let counts = per_pid(&answers);
+    let order: Vec<i32> = answers.iter().map(|a| a.pid).collect();
+    let served: Vec<usize> = first
+        .iter()
+        .map(|pid| counts.get(pid).copied().unwrap_or(0))
+        .collect();
+    let fewest = served.iter().copied().min().unwrap_or(0);
+    assert!(
+        (10..=11).contains(&fewest),
+        "the first worker to reach its limit served {fewest}: {counts:?}\n{order:?}"
+    );
+    assert!(served.iter().all(|&n| n >= 10), "{counts:?}");
+    let p = gate.wait_settled("app", 2).await;
+    assert_eq!(p["restarts"], 0, "recycling is not a failure: {p:#}");
+}
+
 /// A worker that reaches `max_requests` while another one takes traffic
 /// stops taking requests then (it drains while its successor starts), as a
 /// gunicorn worker does; only the last worker taking traffic serves on
-/// until its successor is ready. One request at a time, 20 ms each: the
-/// first worker to reach its limit (10 or 11) serves at most a few more,
-/// those that arrive before the supervisor's next look (every 100 ms).
+/// until its successor is ready. 50 requests in a row, 30 ms each (time for
+/// successors to start): the first worker to reach its limit (10 or 11)
+/// served exactly that many, and at least four workers answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_at_max_requests_leaves_the_pool_while_another_serves() {
     let gate = Gate::start(&pool("app", 2, "max_requests = 10"));
     let first = pids(&gate.wait_settled("app", 2).await);
-    let url = gate.url("/app/slow?ms=20");
-    let answers = get_n(&url, 40).await;
+    let url = gate.url("/app/slow?ms=30");
+    let answers = get_n(&url, 50).await;
     let counts = per_pid(&answers);
     let fewest = first
         .iter()
@@ -209,8 +236,13 @@ async fn a_worker_at_max_requests_leaves_the_pool_while_another_serves() {
         .filter(|l| l.contains("recycl") || l.contains("ready"))
         .collect();
     assert!(
-        (10..=15).contains(&fewest),
+        (10..=11).contains(&fewest),
         "the first worker to reach its limit served {fewest} requests: {counts:?}\n{recycling:#?}"
+    );
+    assert!(
+        counts.len() >= 4,
+        "50 requests met only {} workers: {counts:?}\n{recycling:#?}",
+        counts.len()
     );
     let p = gate.wait_settled("app", 2).await;
     assert_eq!(p["restarts"], 0, "recycling is not a failure: {p:#}");
