@@ -24,18 +24,9 @@ fn head() -> Arc<Head> {
 
 fn zone() -> Arc<Zone> {
     let def = crate::config::CacheZone {
-        name: "z".into(),
-        memory: 1 << 20,
-        disk: None,
-        key: "$request_uri".into(),
-        default_ttl: Duration::ZERO,
-        stale_while_revalidate: Duration::ZERO,
-        stale_if_error: Duration::ZERO,
         max_object_size: 10,
-        methods: vec![http::Method::GET],
         lock: true,
-        lock_timeout: Duration::from_secs(1),
-        place: crate::config::Place::whole("t.toml"),
+        ..crate::cache::zone::test_def()
     };
     Arc::new(Zone::new(def, None).unwrap_or_else(|e| panic!("{e}")))
 }
