@@ -24,5 +24,6 @@ mod cache_lua;
 mod cache_purge;
 mod cache_stream;
 mod cache_refresh;
+mod cache_conditional;
 mod workers;
 mod examples;
