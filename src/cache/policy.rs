@@ -340,6 +340,22 @@ pub struct Lifetime {
     pub must_revalidate: bool,
 }
 
+#[cfg(test)]
+impl Lifetime {
+    /// For unit tests: stored at `stored_at`, fresh for `fresh_for`, no
+    /// initial age, no stale windows.
+    pub(crate) fn fresh(fresh_for: Duration, stored_at: SystemTime) -> Lifetime {
+        Lifetime {
+            fresh_for,
+            initial_age: Duration::ZERO,
+            stored_at,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            must_revalidate: false,
+        }
+    }
+}
+
 /// May a stored entry answer a request now?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {

@@ -25,6 +25,14 @@
 //!   selecting another Vary variant) they look up again and go to the
 //!   origin themselves if there is still nothing to serve. Background
 //!   refreshes always take the same lock, so one runs per key.
+//! - The client's conditions and Range are the cache's to answer
+//!   (the `deliver` submodule): a looked-up request goes upstream without them (with
+//!   the stale entry's validators instead, if any), so that the origin's
+//!   whole 200 can be stored, and every answer (HIT, STALE, UPDATING,
+//!   REVALIDATED, or the origin's 200 on a MISS / EXPIRED as it streams)
+//!   becomes a 304, 412, 206 or 416 when they say so. A BYPASS request
+//!   goes upstream as sent. The zone's targeted fields (RFC 9213) are
+//!   removed from every answer unless it forwards them.
 //! - Only GET responses are stored; a HEAD is answered from a stored GET,
 //!   and a HEAD miss goes to the origin as HEAD and is not stored (a HEAD
 //!   answer must never stand in for a GET). A HEAD finding a stale entry
@@ -43,6 +51,9 @@
 //!   caller commits after header_filter ran, with its decisions. The
 //!   stored headers are the upstream's, before header_filter changed them.
 //!   A background refresh uses the rewrite/access decisions only.
+//! - Only final responses reach this step: the upstream client reads past
+//!   interim ones (100, 103 Early Hints), and [`policy::storable`] refuses
+//!   any 1xx besides, so nothing interim is stored or replayed.
 //! - Every answer is counted by its status in the zone's counters
 //!   ([`super::stats`]); a background refresh is not an answer.
 

@@ -175,14 +175,7 @@ mod tests {
             status: http::StatusCode::OK,
             headers: http::HeaderMap::new(),
             body: bytes::Bytes::from_static(body),
-            lifetime: Lifetime {
-                fresh_for: Duration::from_secs(60),
-                initial_age: Duration::ZERO,
-                stored_at: SystemTime::now(),
-                stale_while_revalidate: Duration::ZERO,
-                stale_if_error: Duration::ZERO,
-                must_revalidate: false,
-            },
+            lifetime: Lifetime::fresh(Duration::from_secs(60), SystemTime::now()),
         })
     }
 

@@ -10,14 +10,7 @@ fn head() -> Arc<Head> {
     Arc::new(Head {
         status: StatusCode::OK,
         headers: HeaderMap::new(),
-        lifetime: Lifetime {
-            fresh_for: Duration::from_secs(60),
-            initial_age: Duration::ZERO,
-            stored_at: std::time::SystemTime::now(),
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-            must_revalidate: false,
-        },
+        lifetime: Lifetime::fresh(Duration::from_secs(60), std::time::SystemTime::now()),
         vary: None,
     })
 }

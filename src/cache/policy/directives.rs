@@ -40,7 +40,7 @@ pub struct CacheControl {
     /// the origin fails.
     pub stale_if_error: Option<Duration>,
     /// Request: answer from the cache or with 504, never from the origin.
-    /// The caller acts on it; [`Lifetime::freshness`] does not.
+    /// The caller acts on it; [`super::Lifetime::freshness`] does not.
     pub only_if_cached: bool,
     /// Request: stale entries are acceptable up to this much staleness;
     /// a bare `max-stale` is `Duration::MAX`.

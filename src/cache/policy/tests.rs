@@ -19,7 +19,8 @@ fn date(t: SystemTime) -> String {
     httpdate::fmt_http_date(t)
 }
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+/// A header map of `pairs`, in order (for the submodules' tests too).
+pub(super) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
         let name = HeaderName::from_bytes(name.as_bytes()).unwrap();

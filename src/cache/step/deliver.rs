@@ -17,7 +17,7 @@
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
-use super::STATUS_HEADER;
+use super::{CLIENT_CONDITIONS, STATUS_HEADER};
 use crate::body::{Kind, ResponseBody};
 use crate::cache::stream::CacheBody;
 use crate::cache::zone::Zone;
@@ -71,7 +71,10 @@ fn answer(
     targeted: &[HeaderName],
 ) -> Response<ResponseBody> {
     let get = *client.method == Method::GET;
-    if resp.status() != StatusCode::OK || !(get || *client.method == Method::HEAD) {
+    let asked = CLIENT_CONDITIONS
+        .iter()
+        .any(|name| client.headers.contains_key(name));
+    if !asked || resp.status() != StatusCode::OK || !(get || *client.method == Method::HEAD) {
         return resp;
     }
     let validators = Validators::of_response(resp.headers());

@@ -6,15 +6,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::*;
-
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (name, value) in pairs {
-        let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
-        map.append(name, HeaderValue::from_str(value).unwrap());
-    }
-    map
-}
+use crate::cache::policy::tests::headers;
 
 fn cdn() -> Vec<HeaderName> {
     vec![HeaderName::from_static("cdn-cache-control")]

@@ -179,14 +179,7 @@ fn chunked(parts: &[&'static [u8]]) -> ResponseBody {
     let head = Head {
         status: StatusCode::OK,
         headers: HeaderMap::new(),
-        lifetime: Lifetime {
-            fresh_for: Duration::from_secs(60),
-            initial_age: Duration::ZERO,
-            stored_at: SystemTime::now(),
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-            must_revalidate: false,
-        },
+        lifetime: Lifetime::fresh(Duration::from_secs(60), SystemTime::now()),
         vary: None,
     };
     let plan = Plan {
