@@ -24,6 +24,8 @@
 //! - [`limit`]: token buckets and concurrency counters behind rate-limit zones
 //! - [`cluster`]: cluster-wide buckets in Redis (`scope = "redis"` zones)
 //! - [`forward`]: forwarding and hop-by-hop header rules
+//! - [`conditional`]: validators, conditional requests and byte ranges
+//!   (RFC 9110 §13-14), for answers from a whole representation
 //! - [`vars`]: nginx-style `$variables`
 //! - [`upstream`]: peers, balancers, pooled connections, our HTTP/1.1
 //!   client, retries
@@ -78,6 +80,7 @@ pub mod shdict;
 pub mod limit;
 pub mod cluster;
 pub mod forward;
+pub mod conditional;
 pub mod vars;
 pub mod upstream;
 pub mod static_files;

@@ -8,12 +8,11 @@
 //! routes, listeners or error pages: error statuses come back with an empty
 //! body for the caller to dress.
 //!
-//! Layout: `path` (request path → opened file), `conditional` (validators,
-//! preconditions, Range), `encoding` (content type, Accept-Encoding),
+//! Layout: `path` (request path → opened file), [`crate::conditional`]
+//! (validators, preconditions, Range; shared with the cache), `encoding` (content type, Accept-Encoding),
 //! `body` ([`StaticBody`]); this file puts them in order.
 
 mod body;
-mod conditional;
 mod encoding;
 mod path;
 
@@ -27,8 +26,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use tokio::io::{AsyncReadExt, BufReader};
 
+use crate::conditional::{self, EntityTag, Precondition, RangeDecision, Validators};
 pub use body::StaticBody;
-use conditional::{Precondition, RangeDecision, Validators};
 use encoding::Encoding;
 use path::{Reject, Target};
 
@@ -181,15 +180,14 @@ fn respond(
     } = found;
     let len = target.meta.len();
     let mtime = unix_secs(target.meta.modified().ok());
-    let validators = match &coding {
-        Coding::Identity => Validators {
+    let etag = match &coding {
+        Coding::Identity => EntityTag {
             tag: format!("{mtime:x}-{len:x}"),
             weak: false,
-            mtime,
         },
         // The sibling's own bytes: its stat makes the tag, as nginx's
         // gzip_static does; the suffix keeps encodings apart.
-        Coding::Precompressed(enc, sib) => Validators {
+        Coding::Precompressed(enc, sib) => EntityTag {
             tag: format!(
                 "{:x}-{:x}-{}",
                 unix_secs(sib.meta.modified().ok()),
@@ -197,18 +195,20 @@ fn respond(
                 enc.suffix()
             ),
             weak: false,
-            mtime,
         },
         // Compressor output is equivalent, not byte-for-byte promised: weak.
-        Coding::OnTheFly(enc) => Validators {
+        Coding::OnTheFly(enc) => EntityTag {
             tag: format!("{mtime:x}-{len:x}-{}", enc.suffix()),
             weak: true,
-            mtime,
         },
     };
 
     let mut common = HeaderMap::new();
-    put(&mut common, header::ETAG, &validators.etag());
+    put(&mut common, header::ETAG, &etag.header());
+    let validators = Validators {
+        etag: Some(etag),
+        last_modified: Some(mtime),
+    };
     put(&mut common, header::LAST_MODIFIED, &http_date(mtime));
     if compressible {
         put(&mut common, header::VARY, "Accept-Encoding");

@@ -25,165 +25,31 @@
 //!   forbids the zone's default windows and client max-stale, but the
 //!   response's own stale-while-revalidate / stale-if-error still apply,
 //!   so the common `s-maxage=60, stale-while-revalidate=30` works.
+//! - Targeted fields (RFC 9213, the zone's `targeted` list, by default
+//!   `CDN-Cache-Control`): the first one present with a valid, non-empty
+//!   value replaces Cache-Control *and* Expires for every storing and
+//!   freshness decision ([`response_directives`]); request directives
+//!   still come from the request's Cache-Control.
+//! - An `Age` list (or several lines) counts by its first member (RFC
+//!   9111 §5.1). An `Age` that is not delta-seconds makes the response as
+//!   old as can be (stale on arrival, revalidated before use) rather than
+//!   ignored: a cache must never take a response for fresher than it is,
+//!   as §4.2.1 asks of invalid freshness information.
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{AUTHORIZATION, CACHE_CONTROL, DATE, EXPIRES, SET_COOKIE};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
-
-/// The largest delta-seconds we represent; larger values (and overflows)
-/// become this, as RFC 9111 §1.2.2 asks.
-const DELTA_MAX: u64 = 1 << 31;
-
-/// The `Cache-Control` directives of a request or a response. Each
-/// directive is meaningful on one side only; the other side ignores it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CacheControl {
-    /// Neither side may be stored (request or response).
-    pub no_store: bool,
-    /// Response: store, but revalidate before every use. Request: the
-    /// client wants a validated answer. Field names, if any, are ignored.
-    pub no_cache: bool,
-    /// Response: for one user; a shared cache never stores it.
-    pub private: bool,
-    /// Response: storable even where it would not be (Authorization,
-    /// statuses without heuristic freshness).
-    pub public: bool,
-    /// Response: freshness lifetime. Request: the oldest entry accepted.
-    pub max_age: Option<Duration>,
-    /// Response: freshness lifetime for shared caches; beats `max_age`.
-    pub s_maxage: Option<Duration>,
-    /// Response: once stale, never served without revalidation.
-    pub must_revalidate: bool,
-    /// Response: `must_revalidate` for shared caches only (so: for us).
-    pub proxy_revalidate: bool,
-    /// Response (RFC 5861): how long past freshness it may be served while
-    /// a background request refreshes it.
-    pub stale_while_revalidate: Option<Duration>,
-    /// Response (RFC 5861): how long past freshness it may be served when
-    /// the origin fails.
-    pub stale_if_error: Option<Duration>,
-    /// Request: answer from the cache or with 504, never from the origin.
-    /// The caller acts on it; [`Lifetime::freshness`] does not.
-    pub only_if_cached: bool,
-    /// Request: stale entries are acceptable up to this much staleness;
-    /// a bare `max-stale` is `Duration::MAX`.
-    pub max_stale: Option<Duration>,
-    /// Request: the entry must stay fresh at least this much longer.
-    pub min_fresh: Option<Duration>,
-}
-
-impl CacheControl {
-    /// Parses every `Cache-Control` line of `headers`: comma lists,
-    /// quoted values (commas inside quotes do not split), directive names
-    /// in any case. Garbage is tolerated: an unknown directive is skipped,
-    /// a bad or missing value drops that one directive, and the
-    /// restrictive flags (no-store, no-cache, private, must-revalidate,
-    /// proxy-revalidate) count whatever argument they carry.
-    pub fn parse(headers: &HeaderMap) -> CacheControl {
-        let mut cc = CacheControl::default();
-        for line in headers.get_all(CACHE_CONTROL) {
-            let line = String::from_utf8_lossy(line.as_bytes());
-            for item in split_list(&line) {
-                let (name, value) = match item.split_once('=') {
-                    Some((n, v)) => (n, Some(unquote(v.trim()))),
-                    None => (item, None),
-                };
-                cc.apply(&name.trim().to_ascii_lowercase(), value);
-            }
-        }
-        cc
-    }
-
-    /// Records one directive; `value` is `Some(None)` when it was present
-    /// but malformed (an unterminated quote).
-    fn apply(&mut self, name: &str, value: Option<Option<String>>) {
-        let seconds = || value.clone().flatten().as_deref().and_then(delta_seconds);
-        let first = |slot: &mut Option<Duration>, v: Option<Duration>| {
-            if slot.is_none() {
-                *slot = v;
-            }
-        };
-        match name {
-            "no-store" => self.no_store = true,
-            "no-cache" => self.no_cache = true,
-            "private" => self.private = true,
-            "public" => self.public |= value.is_none(),
-            "must-revalidate" => self.must_revalidate = true,
-            "proxy-revalidate" => self.proxy_revalidate = true,
-            "only-if-cached" => self.only_if_cached = true,
-            "max-age" => first(&mut self.max_age, seconds()),
-            "s-maxage" => first(&mut self.s_maxage, seconds()),
-            "stale-while-revalidate" => first(&mut self.stale_while_revalidate, seconds()),
-            "stale-if-error" => first(&mut self.stale_if_error, seconds()),
-            "min-fresh" => first(&mut self.min_fresh, seconds()),
-            "max-stale" => {
-                let v = if value.is_none() {
-                    Some(Duration::MAX)
-                } else {
-                    seconds()
-                };
-                first(&mut self.max_stale, v);
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Splits a comma list, leaving commas inside quoted strings alone.
-fn split_list(s: &str) -> Vec<&str> {
-    let (mut items, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
-    for (i, c) in s.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                items.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    items.push(&s[start..]);
-    items.into_iter().filter(|i| !i.trim().is_empty()).collect()
-}
-
-/// A token as is, a quoted string without its quotes and escapes, `None`
-/// for an unterminated quote.
-fn unquote(v: &str) -> Option<String> {
-    let Some(inner) = v.strip_prefix('"') else {
-        return Some(v.to_owned());
-    };
-    let inner = inner.strip_suffix('"')?;
-    let (mut out, mut escaped) = (String::with_capacity(inner.len()), false);
-    for c in inner.chars() {
-        if escaped || c != '\\' {
-            out.push(c);
-            escaped = false;
-        } else {
-            escaped = true;
-        }
-    }
-    Some(out)
-}
-
-/// RFC 9111 delta-seconds: digits only, saturating at 2^31.
-fn delta_seconds(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let secs = v.parse::<u64>().unwrap_or(DELTA_MAX).min(DELTA_MAX);
-    Some(Duration::from_secs(secs))
-}
+use http::header::{AGE, AUTHORIZATION, DATE, EXPIRES, SET_COOKIE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 fn http_date(v: &HeaderValue) -> Option<SystemTime> {
     httpdate::parse_http_date(v.to_str().ok()?.trim()).ok()
 }
 
+/// The targeted field a zone uses when its definition names none.
+pub const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
+
 /// A zone's defaults, compiled from `[cache.NAME]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Freshness of a storable response that states none (our only
     /// heuristic).
@@ -195,6 +61,46 @@ pub struct Settings {
     /// Store responses carrying `Set-Cookie` (off: a cookie is usually
     /// one user's).
     pub store_set_cookie: bool,
+    /// Targeted cache-control fields (RFC 9213) this cache obeys instead
+    /// of Cache-Control, most specific first.
+    pub targeted: Vec<HeaderName>,
+}
+
+impl Default for Settings {
+    /// No heuristic freshness, no stale windows, cookies not stored, and
+    /// `CDN-Cache-Control` as the one targeted field.
+    fn default() -> Settings {
+        Settings {
+            default_ttl: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            store_set_cookie: false,
+            targeted: vec![HeaderName::from_static(CDN_CACHE_CONTROL)],
+        }
+    }
+}
+
+/// The response directives that govern this cache, and whether they came
+/// from a targeted field (then Cache-Control and Expires are ignored, RFC
+/// 9213 §2.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Directives {
+    /// The directives.
+    pub cc: CacheControl,
+    /// They came from a targeted field.
+    pub targeted: bool,
+}
+
+/// The directives of the first of `settings.targeted` the response
+/// carries with a valid, non-empty value, else its Cache-Control.
+pub fn response_directives(resp_headers: &HeaderMap, settings: &Settings) -> Directives {
+    match targeted::select(resp_headers, &settings.targeted) {
+        Some(cc) => Directives { cc, targeted: true },
+        None => Directives {
+            cc: CacheControl::parse(resp_headers),
+            targeted: false,
+        },
+    }
 }
 
 /// Lua's decisions for one request (`mg.cache.ttl`, `mg.cache.no_store`).
@@ -287,7 +193,7 @@ pub fn storable(
     if CacheControl::parse(req_headers).no_store {
         return Err(NotStored::RequestNoStore);
     }
-    let cc = CacheControl::parse(resp_headers);
+    let Directives { cc, targeted } = response_directives(resp_headers, settings);
     if cc.no_store {
         return Err(NotStored::ResponseNoStore);
     }
@@ -311,7 +217,7 @@ pub fn storable(
     let explicit = overrides.ttl.is_some()
         || cc.max_age.is_some()
         || cc.s_maxage.is_some()
-        || resp_headers.contains_key(EXPIRES)
+        || (!targeted && resp_headers.contains_key(EXPIRES))
         || cc.public;
     if !explicit && !heuristically_cacheable(status) {
         return Err(NotStored::Status);
@@ -322,7 +228,9 @@ pub fn storable(
 /// How long the response is fresh from its origin's point of view (RFC
 /// 9111 §4.2.1): Lua's ttl, else zero for response no-cache, else
 /// s-maxage, else max-age, else Expires − Date (Date missing or invalid:
-/// `response_time`; Expires invalid or past: zero), else `default_ttl`.
+/// `response_time`; Expires invalid or past: zero; ignored under a
+/// targeted field), else `default_ttl`. The directives are
+/// [`response_directives`]'.
 pub fn freshness_lifetime(
     resp_headers: &HeaderMap,
     response_time: SystemTime,
@@ -332,25 +240,27 @@ pub fn freshness_lifetime(
     match overrides.ttl {
         Some(ttl) => ttl,
         None => {
-            let cc = CacheControl::parse(resp_headers);
-            lifetime_from(&cc, resp_headers, response_time, settings)
+            let directives = response_directives(resp_headers, settings);
+            lifetime_from(&directives, resp_headers, response_time, settings)
         }
     }
 }
 
 fn lifetime_from(
-    cc: &CacheControl,
+    directives: &Directives,
     headers: &HeaderMap,
     response_time: SystemTime,
     settings: &Settings,
 ) -> Duration {
+    let cc = &directives.cc;
     if cc.no_cache {
         return Duration::ZERO;
     }
     if let Some(lifetime) = cc.s_maxage.or(cc.max_age) {
         return lifetime;
     }
-    let Some(expires) = headers.get(EXPIRES) else {
+    let expires = headers.get(EXPIRES).filter(|_| !directives.targeted);
+    let Some(expires) = expires else {
         return settings.default_ttl;
     };
     let Some(expires) = http_date(expires) else {
@@ -376,14 +286,23 @@ pub fn initial_age(
         .and_then(http_date)
         .and_then(|date| response_time.duration_since(date).ok())
         .unwrap_or(Duration::ZERO);
-    let age_value = resp_headers
-        .get(http::header::AGE)
-        .and_then(|v| delta_seconds(&String::from_utf8_lossy(v.as_bytes())))
-        .unwrap_or(Duration::ZERO);
     let delay = response_time
         .duration_since(request_time)
         .unwrap_or(Duration::ZERO);
-    apparent.max(age_value.saturating_add(delay))
+    apparent.max(age_value(resp_headers).saturating_add(delay))
+}
+
+/// The `Age` a response arrived with (RFC 9111 §5.1): zero when absent;
+/// the first member of the first line when it is a list or repeated; as
+/// old as can be (2^31 s) when that member is not delta-seconds, so that
+/// the response is never taken for fresher than it is.
+fn age_value(resp_headers: &HeaderMap) -> Duration {
+    let Some(line) = resp_headers.get(AGE) else {
+        return Duration::ZERO;
+    };
+    let line = String::from_utf8_lossy(line.as_bytes());
+    let first = line.split(',').next().unwrap_or_default();
+    delta_seconds(first).unwrap_or(Duration::from_secs(DELTA_MAX))
 }
 
 /// The response's age at `now` (RFC 9111 §4.2.3 `current_age`): its
@@ -421,6 +340,22 @@ pub struct Lifetime {
     pub must_revalidate: bool,
 }
 
+#[cfg(test)]
+impl Lifetime {
+    /// For unit tests: stored at `stored_at`, fresh for `fresh_for`, no
+    /// initial age, no stale windows.
+    pub(crate) fn fresh(fresh_for: Duration, stored_at: SystemTime) -> Lifetime {
+        Lifetime {
+            fresh_for,
+            initial_age: Duration::ZERO,
+            stored_at,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            must_revalidate: false,
+        }
+    }
+}
+
 /// May a stored entry answer a request now?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
@@ -441,7 +376,7 @@ pub enum Freshness {
 
 impl Lifetime {
     /// The lifetime of a response that arrived at `response_time` for a
-    /// request sent at `request_time`.
+    /// request sent at `request_time`, by [`response_directives`].
     pub fn new(
         resp_headers: &HeaderMap,
         request_time: SystemTime,
@@ -449,11 +384,12 @@ impl Lifetime {
         settings: &Settings,
         overrides: &Overrides,
     ) -> Lifetime {
-        let cc = CacheControl::parse(resp_headers);
+        let directives = response_directives(resp_headers, settings);
         let fresh_for = match overrides.ttl {
             Some(ttl) => ttl,
-            None => lifetime_from(&cc, resp_headers, response_time, settings),
+            None => lifetime_from(&directives, resp_headers, response_time, settings),
         };
+        let cc = directives.cc;
         let forbid_stale =
             cc.must_revalidate || cc.proxy_revalidate || (cc.no_cache && overrides.ttl.is_none());
         let implied = cc.s_maxage.is_some() && overrides.ttl.is_none();
@@ -552,8 +488,13 @@ pub fn invalidates(method: &Method, status: StatusCode) -> bool {
     unsafe_method && (status.is_success() || status.is_redirection())
 }
 
+mod directives;
 mod revalidate;
+mod targeted;
 mod vary;
+
+pub use directives::CacheControl;
+use directives::{DELTA_MAX, delta_seconds};
 
 pub use revalidate::{conditional_headers, merge_304, strip_unstorable};
 pub use vary::{variant_key, vary_names};

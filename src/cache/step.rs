@@ -25,6 +25,14 @@
 //!   selecting another Vary variant) they look up again and go to the
 //!   origin themselves if there is still nothing to serve. Background
 //!   refreshes always take the same lock, so one runs per key.
+//! - The client's conditions and Range are the cache's to answer
+//!   (the `deliver` submodule): a looked-up request goes upstream without them (with
+//!   the stale entry's validators instead, if any), so that the origin's
+//!   whole 200 can be stored, and every answer (HIT, STALE, UPDATING,
+//!   REVALIDATED, or the origin's 200 on a MISS / EXPIRED as it streams)
+//!   becomes a 304, 412, 206 or 416 when they say so. A BYPASS request
+//!   goes upstream as sent. The zone's targeted fields (RFC 9213) are
+//!   removed from every answer unless it forwards them.
 //! - Only GET responses are stored; a HEAD is answered from a stored GET,
 //!   and a HEAD miss goes to the origin as HEAD and is not stored (a HEAD
 //!   answer must never stand in for a GET). A HEAD finding a stale entry
@@ -43,15 +51,19 @@
 //!   caller commits after header_filter ran, with its decisions. The
 //!   stored headers are the upstream's, before header_filter changed them.
 //!   A background refresh uses the rewrite/access decisions only.
+//! - Only final responses reach this step: the upstream client reads past
+//!   interim ones (100, 103 Early Hints), and [`policy::storable`] refuses
+//!   any 1xx besides, so nothing interim is stored or replayed.
 //! - Every answer is counted by its status in the zone's counters
 //!   ([`super::stats`]); a background refresh is not an answer.
 
+mod deliver;
 mod store;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{self, AGE, HeaderValue};
+use http::header::{self, AGE, CONTENT_LENGTH, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, Method, Request, Response};
 
@@ -63,6 +75,7 @@ use super::stream::CacheBody;
 use super::zone::Zone;
 use crate::body::{Kind, ResponseBody};
 use crate::vars::RequestVars;
+use deliver::{Client, deliver};
 
 pub use store::{Store, finish, refreshed};
 
@@ -151,12 +164,35 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Adds what the cache asks of the upstream request: the stale
-    /// entry's validators (If-None-Match / If-Modified-Since), if any.
+    /// Makes the upstream request the cache's own: a looked-up request
+    /// leaves its conditions and Range out (the origin's whole answer can
+    /// be stored; the cache answers them, see `deliver`) and carries the
+    /// stale entry's validators (If-None-Match / If-Modified-Since), if
+    /// any. A BYPASS goes as the client sent it.
     pub fn prepare(&self, headers: &mut HeaderMap) {
+        if self.status != CacheStatus::Bypass {
+            for name in CLIENT_CONDITIONS {
+                headers.remove(name);
+            }
+        }
         for (name, value) in &self.conditional {
             headers.insert(name.clone(), value.clone());
         }
+    }
+
+    /// The client's conditions and Range that [`Pending::prepare`] kept
+    /// from the origin, for `deliver` to answer.
+    fn conditions(&self) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        if self.status == CacheStatus::Bypass {
+            return out;
+        }
+        for name in CLIENT_CONDITIONS {
+            for value in self.req_headers.get_all(name) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        out
     }
 }
 
@@ -180,8 +216,8 @@ pub enum Lookup {
     Fetch(Pending),
 }
 
-/// Request headers the client's own conditions or framing put there,
-/// which a cache's own upstream request must not carry.
+/// Request headers with the client's own conditions and Range, which a
+/// cache's own upstream request does not carry: the cache answers them.
 const CLIENT_CONDITIONS: &[HeaderName] = &[
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
@@ -220,9 +256,10 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
         return Lookup::Fetch(pending);
     }
     let max = zone.def.max_object_size;
-    let client_conditional = CLIENT_CONDITIONS
-        .iter()
-        .any(|n| head.headers.contains_key(n));
+    let client = Client {
+        method: &head.method,
+        headers: &head.headers,
+    };
     let mut waited = false;
     loop {
         let (key, found) = find(zone, &mut pending, &head.headers).await;
@@ -235,7 +272,8 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
             match stored.lifetime.freshness(&request_cc, now) {
                 Freshness::Fresh => {
                     zone.counters.lookup(CacheStatus::Hit);
-                    return Lookup::Hit(serve(stored, &head.method, CacheStatus::Hit, now));
+                    let resp = serve(stored, &head.method, CacheStatus::Hit, now);
+                    return Lookup::Hit(deliver(zone, &client, resp));
                 }
                 Freshness::StaleWhileRevalidate => {
                     let refresh = zone
@@ -248,13 +286,11 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
                     };
                     zone.counters.lookup(status);
                     let resp = serve(stored, &head.method, status, now);
-                    return Lookup::Stale(resp, refresh);
+                    return Lookup::Stale(deliver(zone, &client, resp), refresh);
                 }
                 Freshness::Stale { serve_on_error } => {
                     pending.status = CacheStatus::Expired;
-                    if !client_conditional {
-                        pending.conditional = policy::conditional_headers(&stored.headers);
-                    }
+                    pending.conditional = policy::conditional_headers(&stored.headers);
                     pending.stale = Some(Box::new(Found {
                         key: key.clone(),
                         stored: stored.clone(),
@@ -276,7 +312,8 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
                 match follower.head(zone.def.lock_timeout).await {
                     Waited::Head(h) if h.matches(&head.headers) => {
                         zone.counters.lookup(CacheStatus::Hit);
-                        return Lookup::Hit(follow(&h, follower, &head.method));
+                        let resp = follow(&h, follower, &head.method);
+                        return Lookup::Hit(deliver(zone, &client, resp));
                     }
                     // Another variant, or nothing shared: look again.
                     Waited::Head(_) | Waited::Gone => {}
@@ -362,7 +399,8 @@ fn refresh(
     Box::new(Refresh { parts, pending })
 }
 
-/// A response from a stored entry, with its Age and `status`.
+/// A response from a stored entry, with its Age, `status` and the stored
+/// body's length (a HEAD too: the length its GET has).
 fn serve(
     stored: &Stored,
     method: &Method,
@@ -376,6 +414,10 @@ fn serve(
     });
     *resp.status_mut() = stored.status;
     *resp.headers_mut() = stored.headers.clone();
+    if stored.status != http::StatusCode::NO_CONTENT {
+        let len = HeaderValue::from(stored.body.len());
+        resp.headers_mut().insert(CONTENT_LENGTH, len);
+    }
     let age = policy::age_header(stored.lifetime.age(now));
     resp.headers_mut().insert(AGE, age);
     set_status(&mut resp, status);

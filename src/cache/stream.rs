@@ -2,8 +2,9 @@
 //! fetching request's upstream body, whose chunks go into its
 //! [`Fill`](super::fill::Fill) as they pass to the client (stored when
 //! the body ends cleanly, given up when it fails or the client goes
-//! away), and another request's fill replayed and followed. Nothing is
-//! buffered before it is sent. The edge between the fill and hyper's
+//! away), another request's fill replayed and followed, and a byte range
+//! of either (or of a stored body) for a 206. Nothing is buffered before
+//! it is sent. The edge between the fill and hyper's
 //! body trait; `crate::body` wraps it as one of its kinds.
 //!
 //! When the leader's client goes away before the body ended while the
@@ -29,6 +30,21 @@ pub enum CacheBody {
     Tee(Tee),
     /// Another request's fill, from its first chunk.
     Follow(Follower),
+    /// A byte range of another body.
+    Slice(Slice),
+}
+
+/// Bytes `skip..skip + left` of `inner`, then the end. `inner` is kept
+/// until this body is dropped, so a tee under it is left (and finished
+/// for the cache, see [`Tee`]'s drop) only once the client is answered:
+/// a range, a 304 or a 416 answered from a response still being stored
+/// does not cut its storing short.
+pub struct Slice {
+    inner: ResponseBody,
+    /// Bytes still to drop before the range.
+    skip: u64,
+    /// Bytes of the range still to send.
+    left: u64,
 }
 
 /// The upstream's body, with its chunks copied (by reference) into the
@@ -54,6 +70,41 @@ impl CacheBody {
     /// Follows another request's fill.
     pub fn follow(follower: Follower) -> CacheBody {
         CacheBody::Follow(follower)
+    }
+
+    /// The `len` bytes of `inner` from byte `start` (none at all for a
+    /// bodiless answer that must still hold `inner`).
+    pub fn slice(inner: ResponseBody, start: u64, len: u64) -> CacheBody {
+        CacheBody::Slice(Slice {
+            inner,
+            skip: start,
+            left: len,
+        })
+    }
+}
+
+impl Slice {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        while self.left > 0 {
+            let Some(frame) = ready!(Pin::new(&mut self.inner).poll_frame(cx)) else {
+                return Poll::Ready(Some(Err("the body ended before the range".into())));
+            };
+            let Ok(data) = frame?.into_data() else {
+                continue; // trailers: not part of a range
+            };
+            let len = data.len() as u64;
+            if len <= self.skip {
+                self.skip -= len;
+                continue;
+            }
+            let from = usize::try_from(self.skip).unwrap_or(usize::MAX);
+            let take = usize::try_from(self.left.min(len - self.skip)).unwrap_or(usize::MAX);
+            self.skip = 0;
+            let part = data.slice(from..from.saturating_add(take).min(data.len()));
+            self.left -= part.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(part))));
+        }
+        Poll::Ready(None)
     }
 }
 
@@ -151,6 +202,7 @@ impl Body for CacheBody {
                 let chunk = ready!(follower.poll_chunk(cx));
                 Poll::Ready(chunk.map(|r| r.map(Frame::data).map_err(BoxError::from)))
             }
+            CacheBody::Slice(slice) => slice.poll(cx),
         }
     }
 
@@ -158,6 +210,7 @@ impl Body for CacheBody {
         match self {
             CacheBody::Tee(tee) => tee.done || tee.inner.is_end_stream(),
             CacheBody::Follow(_) => false,
+            CacheBody::Slice(slice) => slice.left == 0,
         }
     }
 
@@ -165,6 +218,7 @@ impl Body for CacheBody {
         match self {
             CacheBody::Tee(tee) => tee.inner.size_hint(),
             CacheBody::Follow(_) => SizeHint::default(),
+            CacheBody::Slice(slice) => SizeHint::with_exact(slice.left),
         }
     }
 }

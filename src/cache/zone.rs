@@ -63,6 +63,7 @@ impl Zone {
             stale_while_revalidate: def.stale_while_revalidate,
             stale_if_error: def.stale_if_error,
             store_set_cookie: false,
+            targeted: def.targeted.clone(),
         };
         Ok(Zone {
             def,
@@ -135,29 +136,38 @@ impl Zone {
     }
 }
 
+/// A small zone definition for unit tests: 1 MiB, key `$request_uri`,
+/// GET only, no disk, no lock, `CDN-Cache-Control` targeted.
+#[cfg(test)]
+pub(crate) fn test_def() -> CacheZone {
+    CacheZone {
+        name: "z".into(),
+        memory: 1 << 20,
+        disk: None,
+        key: "$request_uri".into(),
+        default_ttl: Duration::ZERO,
+        stale_while_revalidate: Duration::ZERO,
+        stale_if_error: Duration::ZERO,
+        max_object_size: 1 << 20,
+        methods: vec![http::Method::GET],
+        lock: false,
+        lock_timeout: Duration::from_secs(1),
+        targeted: Settings::default().targeted,
+        forward_targeted: false,
+        place: crate::config::Place::whole("t.toml"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cache::entry::Stored;
     use crate::cache::policy::Lifetime;
-    use crate::config::{CacheDisk, Place};
+    use crate::config::CacheDisk;
     use std::time::SystemTime;
 
     fn def(disk: Option<CacheDisk>) -> CacheZone {
-        CacheZone {
-            name: "z".into(),
-            memory: 1 << 20,
-            disk,
-            key: "$request_uri".into(),
-            default_ttl: Duration::ZERO,
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-            max_object_size: 1 << 20,
-            methods: vec![http::Method::GET],
-            lock: false,
-            lock_timeout: Duration::from_secs(1),
-            place: Place::whole("t.toml"),
-        }
+        CacheZone { disk, ..test_def() }
     }
 
     fn entry(body: &'static [u8]) -> Entry {
@@ -165,14 +175,7 @@ mod tests {
             status: http::StatusCode::OK,
             headers: http::HeaderMap::new(),
             body: bytes::Bytes::from_static(body),
-            lifetime: Lifetime {
-                fresh_for: Duration::from_secs(60),
-                initial_age: Duration::ZERO,
-                stored_at: SystemTime::now(),
-                stale_while_revalidate: Duration::ZERO,
-                stale_if_error: Duration::ZERO,
-                must_revalidate: false,
-            },
+            lifetime: Lifetime::fresh(Duration::from_secs(60), SystemTime::now()),
         })
     }
 

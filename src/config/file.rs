@@ -64,6 +64,11 @@ pub struct RawCache {
     pub lock: Option<bool>,
     /// How long others wait for the lock before going to the origin.
     pub lock_timeout: Option<Spanned<Dur>>,
+    /// Targeted cache-control fields obeyed instead of Cache-Control
+    /// (RFC 9213), most specific first (default `["CDN-Cache-Control"]`).
+    pub targeted: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Pass the targeted fields on to clients (default false: removed).
+    pub forward_targeted: Option<bool>,
 }
 
 /// `disk = { path, size }` of a cache zone.

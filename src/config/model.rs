@@ -434,6 +434,12 @@ pub struct CacheZone {
     pub lock: bool,
     /// How long a request waits for the lock before going to the origin.
     pub lock_timeout: Duration,
+    /// Targeted cache-control fields (RFC 9213) obeyed instead of
+    /// Cache-Control, most specific first; lowercased, no duplicates.
+    pub targeted: Vec<http::HeaderName>,
+    /// Send the targeted fields on to clients; off, they are removed
+    /// from every response of a cached route (they are meant for us).
+    pub forward_targeted: bool,
     /// Where the `[cache.NAME]` table is.
     pub place: Place,
 }
@@ -454,6 +460,8 @@ impl CacheZone {
             && self.methods == other.methods
             && self.lock == other.lock
             && self.lock_timeout == other.lock_timeout
+            && self.targeted == other.targeted
+            && self.forward_targeted == other.forward_targeted
     }
 }
 

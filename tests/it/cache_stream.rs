@@ -6,82 +6,16 @@
 //! or made unwritable (answers stay right, logged once); the zones'
 //! figures on the admin API's `/status`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::support::{Moongate, app_conf, client};
-
-/// An origin speaking raw HTTP/1.1, so that tests choose the framing and
-/// when each byte is sent: for every connection it reads one request
-/// head and hands its path and the socket to the test's `reply`.
-struct RawOrigin {
-    addr: SocketAddr,
-    /// Requests per path.
-    hits: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl RawOrigin {
-    async fn start<F, Fut>(reply: F) -> RawOrigin
-    where
-        F: Fn(String, TcpStream) -> Fut + Clone + Send + Sync + 'static,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind origin");
-        let addr = listener.local_addr().expect("origin addr");
-        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let counts = hits.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let (reply, counts) = (reply.clone(), counts.clone());
-                tokio::spawn(async move {
-                    let Some(path) = read_head(&mut stream).await else {
-                        return;
-                    };
-                    *counts
-                        .lock()
-                        .expect("counts")
-                        .entry(path.clone())
-                        .or_default() += 1;
-                    reply(path, stream).await;
-                });
-            }
-        });
-        RawOrigin { addr, hits }
-    }
-
-    fn hits(&self, path: &str) -> usize {
-        self.hits
-            .lock()
-            .expect("counts")
-            .get(path)
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-/// Reads a request head; its path.
-async fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    text.split_whitespace().nth(1).map(str::to_owned)
-}
+use crate::support::{Moongate, RawOrigin, app_conf, client};
 
 /// A response head with `framing` (a header line) and `cache-control`.
 fn head(framing: &str) -> Vec<u8> {

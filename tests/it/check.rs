@@ -135,6 +135,14 @@ fn upstream_defined_twice_names_both_files() {
 }
 
 #[test]
+fn a_bad_targeted_cache_field_names_its_place() {
+    let zone = "[cache.pages]\nmemory = \"1MiB\"\ntargeted = [\"CDN-Cache-Control\", \"\"]\n";
+    let text = format!("{SERVER}{zone}");
+    let err = check_fails_at(&[("00-a.toml", &text)], "00-a.toml", 7, 34);
+    assert!(err.contains("empty field name in `targeted`"), "{err}");
+}
+
+#[test]
 fn bad_regex_names_file_and_line() {
     let routes = "[[route]]\nhost = \"*\"\npath_regex = \"^/(v1\"\nupstream = \"app\"\n";
     let err = check_fails_at(

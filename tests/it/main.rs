@@ -26,6 +26,7 @@ mod cache_lua;
 mod cache_purge;
 mod cache_stream;
 mod cache_refresh;
+mod cache_conditional;
 mod workers;
 mod examples;
 mod upgrade;

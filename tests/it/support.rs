@@ -838,3 +838,72 @@ pub fn cache_status(resp: &reqwest::Response) -> String {
         .unwrap_or("")
         .to_owned()
 }
+
+/// An origin speaking raw HTTP/1.1, so that tests choose the framing and
+/// when each byte is sent: for every connection it reads one request
+/// head and hands its path and the socket to the test's `reply`.
+pub struct RawOrigin {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests per path.
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl RawOrigin {
+    /// Starts it on 127.0.0.1:0; `reply` gets each request's path and
+    /// the socket, to write the answer.
+    pub async fn start<F, Fut>(reply: F) -> RawOrigin
+    where
+        F: Fn(String, tokio::net::TcpStream) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let counts = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (reply, counts) = (reply.clone(), counts.clone());
+                tokio::spawn(async move {
+                    let Some(path) = read_head(&mut stream).await else {
+                        return;
+                    };
+                    *counts
+                        .lock()
+                        .expect("counts")
+                        .entry(path.clone())
+                        .or_default() += 1;
+                    reply(path, stream).await;
+                });
+            }
+        });
+        RawOrigin { addr, hits }
+    }
+
+    /// Requests for `path` so far.
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits
+            .lock()
+            .expect("counts")
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Reads a request head; its path.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::io::AsyncReadExt::read(stream, &mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    text.split_whitespace().nth(1).map(str::to_owned)
+}

@@ -10,32 +10,16 @@ fn head() -> Arc<Head> {
     Arc::new(Head {
         status: StatusCode::OK,
         headers: HeaderMap::new(),
-        lifetime: Lifetime {
-            fresh_for: Duration::from_secs(60),
-            initial_age: Duration::ZERO,
-            stored_at: std::time::SystemTime::now(),
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-            must_revalidate: false,
-        },
+        lifetime: Lifetime::fresh(Duration::from_secs(60), std::time::SystemTime::now()),
         vary: None,
     })
 }
 
 fn zone() -> Arc<Zone> {
     let def = crate::config::CacheZone {
-        name: "z".into(),
-        memory: 1 << 20,
-        disk: None,
-        key: "$request_uri".into(),
-        default_ttl: Duration::ZERO,
-        stale_while_revalidate: Duration::ZERO,
-        stale_if_error: Duration::ZERO,
         max_object_size: 10,
-        methods: vec![http::Method::GET],
         lock: true,
-        lock_timeout: Duration::from_secs(1),
-        place: crate::config::Place::whole("t.toml"),
+        ..crate::cache::zone::test_def()
     };
     Arc::new(Zone::new(def, None).unwrap_or_else(|e| panic!("{e}")))
 }

@@ -4,7 +4,7 @@
 //! must not be stored.
 
 use http::HeaderMap;
-use http::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use http::header::{AGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 
 use crate::forward;
 
@@ -45,9 +45,12 @@ const BODY_FRAMING: &[&str] = &["content-length", "content-encoding", "content-r
 /// header the 304 carries replaces all stored values of that name, except
 /// hop-by-hop ones (including those its `Connection` lists) and
 /// Content-Length / Content-Encoding / Content-Range, which describe the
-/// stored body. Recompute the [`Lifetime`](super::Lifetime) afterwards; the caller sets
+/// stored body. The stored `Age` goes: it told how old the stored response
+/// was when it arrived, and the 304's own `Age` (if any) now does.
+/// Recompute the [`Lifetime`](super::Lifetime) afterwards; the caller sets
 /// its own `Age` when serving.
 pub fn merge_304(entry_headers: &mut HeaderMap, not_modified_headers: &HeaderMap) {
+    entry_headers.remove(AGE);
     let listed = forward::connection_listed(not_modified_headers);
     for name in not_modified_headers.keys() {
         let kept = unstorable(name.as_str()) || BODY_FRAMING.contains(&name.as_str());

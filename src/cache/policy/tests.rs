@@ -19,7 +19,8 @@ fn date(t: SystemTime) -> String {
     httpdate::fmt_http_date(t)
 }
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+/// A header map of `pairs`, in order (for the submodules' tests too).
+pub(super) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
         let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
@@ -417,9 +418,44 @@ fn age_header_plus_round_trip_when_larger() {
 }
 
 #[test]
-fn date_in_the_future_and_bad_age_count_as_zero() {
-    let resp = headers(&[("date", &date(t0() + secs(60))), ("age", "-3")]);
+fn date_in_the_future_counts_as_zero() {
+    let resp = headers(&[("date", &date(t0() + secs(60)))]);
     assert_eq!(initial_age(&resp, t0(), t0()), Duration::ZERO);
+}
+
+#[test]
+fn an_age_list_or_repeated_age_counts_by_its_first_member() {
+    let list = headers(&[("age", "7200, 0")]);
+    assert_eq!(initial_age(&list, t0(), t0()), secs(7200));
+    let lines = headers(&[("age", "7200"), ("age", "0")]);
+    assert_eq!(initial_age(&lines, t0(), t0()), secs(7200));
+    let spaced = headers(&[("age", " 30 ,x")]);
+    assert_eq!(initial_age(&spaced, t0(), t0()), secs(30));
+    // max-age=3600 but already two hours old: stale on arrival.
+    let e = entry(
+        &[("cache-control", "max-age=3600"), ("age", "7200, 0")],
+        &zone(),
+    );
+    assert_eq!(verdict(&e, "", 0), STALE);
+}
+
+#[test]
+fn an_invalid_age_is_never_fresher_than_stale() {
+    for bad in ["-3", "abc", "1.5", "", ", 5", "0x10"] {
+        let resp = headers(&[("cache-control", "max-age=3600"), ("age", bad)]);
+        assert_eq!(initial_age(&resp, t0(), t0()), secs(1 << 31), "{bad:?}");
+        let e = entry(
+            &[
+                ("cache-control", "max-age=3600, stale-while-revalidate=60"),
+                ("age", bad),
+            ],
+            &zone(),
+        );
+        assert_eq!(verdict(&e, "", 0), STALE, "{bad:?}");
+    }
+    // Huge but valid values saturate the same way.
+    let huge = headers(&[("age", "99999999999999999999")]);
+    assert_eq!(initial_age(&huge, t0(), t0()), secs(1 << 31));
 }
 
 #[test]
@@ -655,6 +691,18 @@ fn merge_304_replaces_what_it_carries_except_framing_and_hop_by_hop() {
 }
 
 #[test]
+fn merge_304_drops_the_stored_age_for_the_304s_own() {
+    let mut entry = headers(&[("cache-control", "max-age=60"), ("age", "7200, 0")]);
+    merge_304(&mut entry, &headers(&[("etag", "\"v1\"")]));
+    assert!(!entry.contains_key("age"));
+    let e = Lifetime::new(&entry, t0(), t0(), &zone(), &Overrides::default());
+    assert_eq!(verdict(&e, "", 0), FRESH);
+    let mut entry = headers(&[("cache-control", "max-age=60"), ("age", "50")]);
+    merge_304(&mut entry, &headers(&[("age", "10")]));
+    assert_eq!(entry["age"], "10");
+}
+
+#[test]
 fn strip_unstorable_removes_hop_by_hop_only() {
     let mut resp = headers(&[
         ("connection", "close, x-hop"),
@@ -701,4 +749,152 @@ fn unsafe_methods_invalidate_on_non_error_responses() {
 #[test]
 fn not_stored_reasons_have_names() {
     assert_eq!(NotStored::SetCookie.to_string(), "set-cookie");
+}
+
+// ---- targeted fields (RFC 9213) ----
+
+#[test]
+fn cdn_cache_control_replaces_cache_control_for_storing() {
+    let cdn = |v: &'static str| {
+        [
+            ("cache-control", "no-store, private"),
+            ("cdn-cache-control", v),
+        ]
+    };
+    assert_eq!(store(200, &[], &cdn("max-age=60")), Ok(()));
+    let refused = store(
+        200,
+        &[],
+        &[
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", "no-store"),
+        ],
+    );
+    assert_eq!(refused, Err(NotStored::ResponseNoStore));
+    let private = store(
+        200,
+        &[],
+        &[
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", "private"),
+        ],
+    );
+    assert_eq!(private, Err(NotStored::Private));
+    // Authorization: s-maxage in the targeted field makes sharing safe.
+    let auth = [("authorization", "Bearer x")];
+    assert_eq!(store(200, &auth, &cdn("s-maxage=60")), Ok(()));
+    assert_eq!(
+        store(
+            200,
+            &auth,
+            &[
+                ("cache-control", "public"),
+                ("cdn-cache-control", "max-age=60")
+            ]
+        ),
+        Err(NotStored::Authorization)
+    );
+    // An invalid targeted field is ignored: Cache-Control governs.
+    assert_eq!(
+        store(200, &[], &cdn("Max-Age=60")),
+        Err(NotStored::ResponseNoStore)
+    );
+}
+
+#[test]
+fn cdn_cache_control_sets_the_lifetime_and_ignores_expires() {
+    let expires = date(t0() + secs(500));
+    let resp = [
+        ("cache-control", "max-age=5"),
+        ("expires", expires.as_str()),
+        ("cdn-cache-control", "max-age=300"),
+    ];
+    assert_eq!(lifetime(&resp), secs(300));
+    // Expires counts only when Cache-Control governs.
+    let only_expires = [("expires", expires.as_str()), ("date", &date(t0()))];
+    assert_eq!(lifetime(&only_expires), secs(500));
+    let ignored = [
+        ("expires", expires.as_str()),
+        ("date", &date(t0())),
+        ("cdn-cache-control", "public"),
+    ];
+    assert_eq!(lifetime(&ignored), zone().default_ttl);
+    // 404 with Expires alone is storable; under a targeted field without
+    // freshness it is not.
+    assert_eq!(store(404, &[], &[("expires", expires.as_str())]), Ok(()));
+    assert_eq!(
+        store(
+            418,
+            &[],
+            &[
+                ("expires", expires.as_str()),
+                ("cdn-cache-control", "must-revalidate")
+            ]
+        ),
+        Err(NotStored::Status)
+    );
+}
+
+#[test]
+fn cdn_cache_control_stale_windows_and_must_revalidate() {
+    let e = entry(
+        &[
+            ("cache-control", "max-age=600, must-revalidate"),
+            (
+                "cdn-cache-control",
+                "max-age=10, stale-while-revalidate=20, stale-if-error=30",
+            ),
+        ],
+        &zone(),
+    );
+    assert_eq!(e.fresh_for, secs(10));
+    assert_eq!(
+        (e.stale_while_revalidate, e.stale_if_error),
+        (secs(20), secs(30))
+    );
+    assert!(!e.must_revalidate);
+    assert_eq!(verdict(&e, "", 15), SWR);
+    let e = entry(
+        &[
+            ("cache-control", "max-age=600"),
+            ("cdn-cache-control", "max-age=10, no-cache"),
+        ],
+        &zone(),
+    );
+    assert_eq!((e.fresh_for, e.must_revalidate), (Duration::ZERO, true));
+}
+
+#[test]
+fn the_zone_list_decides_which_field_is_targeted() {
+    let resp = [
+        ("cache-control", "max-age=5"),
+        ("cdn-cache-control", "max-age=300"),
+    ];
+    let none = Settings {
+        targeted: Vec::new(),
+        ..zone()
+    };
+    assert_eq!(
+        freshness_lifetime(&headers(&resp), t0(), &none, &Overrides::default()),
+        secs(5)
+    );
+    let own = Settings {
+        targeted: vec![
+            HeaderName::from_static("moongate-cache-control"),
+            HeaderName::from_static("cdn-cache-control"),
+        ],
+        ..zone()
+    };
+    let mut both = resp.to_vec();
+    both.push(("moongate-cache-control", "max-age=42"));
+    assert_eq!(
+        freshness_lifetime(&headers(&both), t0(), &own, &Overrides::default()),
+        secs(42)
+    );
+    assert_eq!(
+        freshness_lifetime(&headers(&resp), t0(), &own, &Overrides::default()),
+        secs(300)
+    );
+    let d = response_directives(&headers(&resp), &none);
+    assert!(!d.targeted);
 }

@@ -9,10 +9,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::header::HeaderValue;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 
+use super::deliver::{Client, content_length, deliver};
 use super::{CacheStatus, Found, Pending, STATUS_HEADER, serve, set_status};
 use crate::body::{Kind, ResponseBody};
 use crate::cache::entry::{Entry, new_variants_id, variant_key};
@@ -40,11 +41,18 @@ pub async fn finish(
 ) -> Finished {
     let zone = pending.zone.clone();
     let background = pending.background;
+    let method = pending.method.clone();
+    let conditions = pending.conditions();
     let (finished, status) = answer(pending, resp, filtered);
     if !background {
         zone.counters.lookup(status);
     }
-    finished
+    let (resp, store) = finished?;
+    let client = Client {
+        method: &method,
+        headers: &conditions,
+    };
+    Ok((deliver(&zone, &client, resp), store))
 }
 
 /// [`finish`], with the status answered.
@@ -111,11 +119,7 @@ fn answer(
         &zone.settings,
         &maybe,
     );
-    let length = resp
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let length = content_length(resp.headers());
     let max = zone.def.max_object_size;
     let skip = if allowed.is_err() {
         zone.counters.not_storable();

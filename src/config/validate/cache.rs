@@ -1,6 +1,7 @@
 //! `[cache.NAME]` → [`CacheZone`]: the L1 size, an optional L2 directory,
 //! the key template, default freshness and stale windows, the largest
-//! object stored, the methods looked up, and the lock settings.
+//! object stored, the methods looked up, the lock settings, and the
+//! targeted cache-control fields (RFC 9213) it obeys.
 //!
 //! `methods` may only name GET and HEAD: those are the methods whose
 //! answers a shared cache may reuse (RFC 9111 §2); unsafe methods on a
@@ -12,6 +13,7 @@ use toml::Spanned;
 
 use super::matchers::method;
 use super::paths::Paths;
+use crate::cache::policy::CDN_CACHE_CONTROL;
 use crate::config::error::{ConfigError, Place, Source};
 use crate::config::file::RawCache;
 use crate::config::model::{CacheDisk, CacheZone};
@@ -107,8 +109,44 @@ pub(super) fn zone(
         methods,
         lock,
         lock_timeout,
+        targeted: targeted(src, raw)?,
+        forward_targeted: raw.forward_targeted.unwrap_or(false),
         place,
     })
+}
+
+/// `targeted`: header names, default `["CDN-Cache-Control"]`; an empty
+/// list turns targeted fields off (Cache-Control alone governs).
+fn targeted(src: &Source<'_>, raw: &RawCache) -> Result<Vec<http::HeaderName>, ConfigError> {
+    let Some(list) = &raw.targeted else {
+        return Ok(vec![http::HeaderName::from_static(CDN_CACHE_CONTROL)]);
+    };
+    let mut out: Vec<http::HeaderName> = Vec::new();
+    for field in list.get_ref() {
+        let text = field.get_ref();
+        if text.is_empty() {
+            let message = "an empty field name in `targeted`; name a response header like \"CDN-Cache-Control\"";
+            return Err(src.err(field.span(), message));
+        }
+        let Ok(name) = http::HeaderName::from_bytes(text.as_bytes()) else {
+            let message = format!(
+                "`{text}` in `targeted` is not a header field name (letters, digits and !#$%&'*+-.^_`|~ only)"
+            );
+            return Err(src.err(field.span(), message));
+        };
+        if name == http::header::CACHE_CONTROL {
+            let message = "`targeted` lists fields obeyed *instead of* Cache-Control; Cache-Control itself is always the fallback";
+            return Err(src.err(field.span(), message));
+        }
+        if out.contains(&name) {
+            return Err(src.err(
+                field.span(),
+                format!("`{text}` is listed twice in `targeted`"),
+            ));
+        }
+        out.push(name);
+    }
+    Ok(out)
 }
 
 /// `methods`: GET and/or HEAD, default both.
@@ -169,8 +207,56 @@ mod tests {
         assert!(
             err("[cache.p]\nmemory = \"1MiB\"\nlock_timeout = \"1s\"\n").contains("lock = true")
         );
+        assert_eq!(
+            zone.targeted,
+            vec![http::HeaderName::from_static("cdn-cache-control")]
+        );
+        assert!(!zone.forward_targeted);
         let unknown = err("[[route]]\npath = \"/\"\nupstream = \"a\"\ncache = \"x\"\n");
         assert!(unknown.starts_with("c.toml:8"), "{unknown}");
         assert!(unknown.contains("cache zone `x`"), "{unknown}");
+    }
+
+    #[test]
+    fn targeted_fields_are_header_names_with_places() {
+        let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[cache.p]\nmemory = \"1MiB\"\ntargeted = [\"Example-CDN-Cache-Control\", \"CDN-Cache-Control\"]\nforward_targeted = true\n";
+        let config = load_str("c.toml", text).expect("valid");
+        let zone = &config.caches["p"];
+        let names: Vec<&str> = zone.targeted.iter().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["example-cdn-cache-control", "cdn-cache-control"]);
+        assert!(zone.forward_targeted);
+        let off =
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[cache.p]\nmemory = \"1MiB\"\ntargeted = []\n";
+        assert!(
+            load_str("c.toml", off).expect("valid").caches["p"]
+                .targeted
+                .is_empty()
+        );
+
+        let cases = [
+            ("targeted = [\"\"]", "c.toml:7:13", "empty field name"),
+            (
+                "targeted = [\"a\", \"CDN Cache\"]",
+                "c.toml:7:18",
+                "not a header field name",
+            ),
+            (
+                "targeted = [\"x:y\"]",
+                "c.toml:7:13",
+                "not a header field name",
+            ),
+            (
+                "targeted = [\"Cache-Control\"]",
+                "c.toml:7:13",
+                "instead of",
+            ),
+            ("targeted = [\"a\", \"A\"]", "c.toml:7:18", "listed twice"),
+            ("targeted = \"CDN-Cache-Control\"", "c.toml:7", "targeted"),
+        ];
+        for (line, place, words) in cases {
+            let e = err(&format!("[cache.p]\nmemory = \"1MiB\"\n{line}\n"));
+            assert!(e.starts_with(place), "{line}: {e}");
+            assert!(e.contains(words), "{line}: {e}");
+        }
     }
 }
