@@ -414,7 +414,10 @@ fn serve(
     });
     *resp.status_mut() = stored.status;
     *resp.headers_mut() = stored.headers.clone();
-    if stored.status != http::StatusCode::NO_CONTENT {
+    // A body stored whole matches the Content-Length it came with; one
+    // stored from a chunked or close-delimited response gets its length.
+    if stored.status != http::StatusCode::NO_CONTENT && !resp.headers().contains_key(CONTENT_LENGTH)
+    {
         let len = HeaderValue::from(stored.body.len());
         resp.headers_mut().insert(CONTENT_LENGTH, len);
     }

@@ -70,8 +70,14 @@ where
     };
     let ctx = Rc::new(ctx);
     let mut draining = false;
+    // One waiter on the token for the connection's life: a new one per
+    // turn of the loop would lock and relink the token's waiter list every
+    // time the connection is polled (measured: ~10% of an h2 request).
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
+            biased;
             next = conn.accept() => match next {
                 Some(Ok((req, respond))) => {
                     tokio::task::spawn_local(stream(req, respond, ctx.clone()));
@@ -82,7 +88,7 @@ where
                 }
                 None => break,
             },
-            _ = stop.cancelled(), if !draining => {
+            _ = &mut stopped, if !draining => {
                 draining = true;
                 conn.graceful_shutdown();
             }
@@ -104,7 +110,9 @@ async fn stream(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, ctx:
     }
     let interim = Arc::new(Interim::new());
     let req = Request::from_parts(parts, ClientBody::H2(recv));
-    let mut handled = pin!(proxy::handle(req, ctx, Some(interim.clone())));
+    // Boxed: the request's future is large, and a stream task's future is
+    // copied when it is spawned and again when it completes.
+    let mut handled = Box::pin(proxy::handle(req, ctx, Some(interim.clone())));
     let resp = poll_fn(|cx| {
         let polled = handled.as_mut().poll(cx);
         send_interim(&mut respond, &interim);

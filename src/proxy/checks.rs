@@ -26,72 +26,94 @@ pub fn check(
     server: &Server,
     conflicting_framing: bool,
 ) -> Result<String, ProxyError> {
-    if let Some(te) = transfer_encoding(parts) {
+    if parts.headers.len() > server.max_header_count {
+        return Err(ProxyError::HeadTooLarge("too many header lines"));
+    }
+    let head = survey(parts);
+    if head.te_fields > 0 {
         if conflicting_framing {
             return Err(ProxyError::BadRequest(
                 "both Content-Length and Transfer-Encoding",
             ));
         }
-        if !te {
+        if !only_chunked(parts) {
             return Err(ProxyError::UnsupportedTransferEncoding);
         }
     }
-    if parts.headers.len() > server.max_header_count {
-        return Err(ProxyError::HeadTooLarge("too many header lines"));
-    }
-    let (size, underscored) = measure(parts);
-    if size > server.max_header_size {
+    if head.size > server.max_header_size {
         return Err(ProxyError::HeadTooLarge(
             "request head larger than max_header_size",
         ));
     }
+    if head.host_fields > 1 {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
     let host = settle_host(parts)?;
-    if underscored && !server.underscores_in_headers {
+    if head.underscored && !server.underscores_in_headers {
         drop_underscored(&mut parts.headers);
     }
-    if content_length(parts).is_some_and(|n| n > server.client_max_body_size) {
+    if head
+        .content_length
+        .is_some_and(|n| n > server.client_max_body_size)
+    {
         return Err(ProxyError::BodyTooLarge);
     }
     Ok(host)
 }
 
-/// `Some(true)` when the request says `Transfer-Encoding: chunked` (one
-/// field, that one coding), `Some(false)` for anything else
-/// (`gzip, chunked`, `chunked, chunked`, `identity`, two fields), `None`
-/// without the header.
-fn transfer_encoding(parts: &Parts) -> Option<bool> {
-    let mut values = parts.headers.get_all(header::TRANSFER_ENCODING).iter();
-    let first = values.next()?;
-    let only_chunked = values.next().is_none()
-        && first
-            .as_bytes()
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"chunked");
-    Some(only_chunked)
+/// What one pass over a request's fields finds (this runs for every
+/// request: no lookups by name, no allocation).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Survey {
+    /// The head's size as it would be sent: the request line and each
+    /// header line as `name: value`, with their CRLFs, and the blank line.
+    size: usize,
+    /// Whether a field name has an underscore.
+    underscored: bool,
+    /// How many `Transfer-Encoding` fields there are.
+    te_fields: usize,
+    /// How many `Host` fields there are.
+    host_fields: usize,
+    /// The declared `Content-Length`, if one parses.
+    content_length: Option<u64>,
 }
 
-/// In one pass over the fields: the head's size as it would be sent (the
-/// request line and each header line as `name: value`, with their CRLFs,
-/// and the blank line), and whether a field name has an underscore.
-fn measure(parts: &Parts) -> (usize, bool) {
+fn survey(parts: &Parts) -> Survey {
     let target = parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
-    let mut size = parts.method.as_str().len() + 1 + target + " HTTP/1.1\r\n".len() + 2;
-    let mut underscored = false;
+    let mut out = Survey {
+        size: parts.method.as_str().len() + 1 + target + " HTTP/1.1\r\n".len() + 2,
+        ..Survey::default()
+    };
     for (name, value) in &parts.headers {
-        size += name.as_str().len() + 2 + value.len() + 2;
-        underscored |= name.as_str().as_bytes().contains(&b'_');
+        out.size += name.as_str().len() + 2 + value.len() + 2;
+        if name == header::TRANSFER_ENCODING {
+            out.te_fields += 1;
+        } else if name == header::HOST {
+            out.host_fields += 1;
+        } else if name == header::CONTENT_LENGTH {
+            out.content_length = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|v| v.parse().ok());
+        } else {
+            out.underscored |= name.as_str().as_bytes().contains(&b'_');
+        }
     }
-    (size, underscored)
+    out
+}
+
+/// Whether the request says exactly `Transfer-Encoding: chunked` (one
+/// field, that one coding); not for `gzip, chunked`, `chunked, chunked`,
+/// `identity`, or two fields.
+fn only_chunked(parts: &Parts) -> bool {
+    let mut values = parts.headers.get_all(header::TRANSFER_ENCODING).iter();
+    let first = values.next();
+    values.next().is_none()
+        && first.is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Decides the request's host (see the module docs) and makes the `Host`
-/// header say it.
+/// header say it (one `Host` field at most, checked before).
 fn settle_host(parts: &mut Parts) -> Result<String, ProxyError> {
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
-    let header_host = hosts.next().cloned();
-    if hosts.next().is_some() {
-        return Err(ProxyError::BadRequest("more than one Host header"));
-    }
     if let Some(authority) = parts.uri.authority() {
         // Userinfo is never part of the host (RFC 9110 §4.2.4).
         let host_port = authority
@@ -105,17 +127,19 @@ fn settle_host(parts: &mut Parts) -> Result<String, ProxyError> {
         }
         let value = HeaderValue::from_str(host_port)
             .map_err(|_| ProxyError::BadRequest("invalid authority in the request target"))?;
+        let host = routing_host(host_port);
         parts.headers.insert(header::HOST, value);
-        return Ok(routing_host(host_port));
+        return Ok(host);
     }
-    match header_host {
+    match parts.headers.get(header::HOST) {
         Some(value) => {
-            let text = value
-                .to_str()
-                .map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
-            if text.contains(',') || text.contains(char::is_whitespace) {
+            // Visible ASCII, no list, no spaces (the value is trimmed).
+            let bytes = value.as_bytes();
+            if !bytes.iter().all(|b| (0x21..0x7f).contains(b) && *b != b',') {
                 return Err(ProxyError::BadRequest("invalid Host header"));
             }
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
             Ok(routing_host(text))
         }
         None if parts.version == Version::HTTP_11 => {
@@ -145,16 +169,6 @@ fn drop_underscored(headers: &mut http::HeaderMap) {
     for name in names {
         headers.remove(name);
     }
-}
-
-fn content_length(parts: &Parts) -> Option<u64> {
-    parts
-        .headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 #[cfg(test)]
@@ -275,7 +289,7 @@ mod tests {
                 .header("host", "a")
                 .header("x", "v".repeat(fits)),
         );
-        assert_eq!(measure(&p), (1024, false));
+        assert_eq!((survey(&p).size, survey(&p).underscored), (1024, false));
         assert_eq!(status(check(&mut p, &s, false)), 200);
         let mut p = parts(
             Request::get("/")
