@@ -1348,10 +1348,11 @@ class Run:
             log(f"\n== {sc.name}: moongate under callgrind, pid {server.pid} {server.url(sc.path)}")
             self.check_ok(sc, {"moongate": server}, timeout=INSTR_CHECK_TIMEOUT_S)
 
-            argv = wrk_argv(args, sc, server.url(sc.path), INSTR_WARMUP_S, INSTR_THREADS, INSTR_CONNECTIONS)
+            load_argv = h2load_argv if sc.h2 else wrk_argv
+            argv = load_argv(args, sc, server.url(sc.path), INSTR_WARMUP_S, INSTR_THREADS, INSTR_CONNECTIONS)
             text, rc = run_wrk(argv, INSTR_WARMUP_S)
             self.still_running(server, "warm-up")
-            w = parse_wrk(text)
+            w = parse_h2load(text) if sc.h2 else parse_wrk(text)
             w["problems"] = wrk_problems(w, rc)
             result["servers"]["moongate"]["warmup"] = {k: w.get(k) for k in ("requests", "rps", "problems")}
             if w["problems"]:
@@ -1381,13 +1382,14 @@ class Run:
         """Zero callgrind's counters, run wrk -t1 -c4, dump the counters (dump
         number part, i.e. callgrind.out.<pid>.<part>) and read the Ir it counted."""
         args = self.args
-        argv = wrk_argv(args, sc, server.url(sc.path), args.duration, INSTR_THREADS, INSTR_CONNECTIONS)
+        load_argv = h2load_argv if sc.h2 else wrk_argv
+        argv = load_argv(args, sc, server.url(sc.path), args.duration, INSTR_THREADS, INSTR_CONNECTIONS)
         callgrind_control("-z", server.pid)
         text, rc = run_wrk(argv, args.duration)
         callgrind_control("-d", server.pid)
         dump = d / f"callgrind.out.{server.pid}.{part}"
         totals = wait_for_dump(dump)
-        r = parse_wrk(text)
+        r = parse_h2load(text) if sc.h2 else parse_wrk(text)
         ir = totals["totals"]
         r.update({
             "server": server.label,
