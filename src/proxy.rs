@@ -2,15 +2,15 @@
 //! it. Each step below returns a value this function acts on; the steps
 //! don't call each other.
 //!
-//! 1. request checks (SPEC §10; [`checks`]): framing, head limits, the
+//! 1. request checks (SPEC §10; `proxy/checks.rs`): framing, head limits, the
 //!    host (authority over `Host`), underscored names, body size
 //! 2. route (host, path, method) → 404 / 405 / a [`RouteEntry`](crate::snapshot::RouteEntry)
 //! 3. rewrite
 //! 4. Lua `rewrite`, `access` handlers (may answer themselves)
-//! 5. rate limits (`[limit.NAME]` zones): 429 + `Retry-After`, or
-//!    `RateLimit-*` headers and places held in concurrency zones
+//! 5. rate limits (`[limit.NAME]` zones; `proxy/limits.rs`): 429 + `Retry-After`,
+//!    or `RateLimit-*` headers and places held in concurrency zones
 //! 6. Lua `content` handler (answers instead of a target)
-//! 7. target: static files, or an upstream (forwarding headers, balance,
+//! 7. target: static files, or an upstream (`proxy/upstream.rs`: forwarding headers, balance,
 //!    pool, retries), with protocol upgrades tunnelled both ways; on a
 //!    route with `cache = "NAME"` the cache is looked up first (a fresh
 //!    hit answers) and the upstream's answer handed to it after
@@ -21,6 +21,11 @@
 //! client's `Accept` prefers ([`crate::error_page`]).
 
 mod checks;
+mod limits;
+mod upstream;
+
+use limits::{Limits, Release};
+use upstream::{UpstreamTarget, cached_upstream, proxy_upstream};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,9 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
-use http::request::Parts;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::TokioIo;
+use http::{Method, Request, Response, StatusCode, Uri};
 
 use crate::access_log::AccessRecord;
 use crate::body::{ClientBody, Kind, OnComplete, RequestBody, ResponseBody};
@@ -49,10 +52,6 @@ use crate::lua::{
 use crate::route::RouteMatch;
 use crate::snapshot::{Snapshot, Target};
 use crate::state::Shared;
-use crate::throttle::{self, Verdict};
-use crate::upstream::balance::PickKey;
-use crate::upstream::call::{self, Outgoing};
-use crate::vars::RequestVars;
 
 /// What one client connection tells the requests it carries.
 pub struct ConnCtx {
@@ -338,345 +337,10 @@ async fn serve(
     Ok(resp)
 }
 
-/// What a route's rate-limit zones need to know about a request.
-struct Limits<'a> {
-    entry: &'a crate::snapshot::RouteEntry,
-    request_uri: &'a str,
-    host: &'a str,
-    client: std::net::IpAddr,
-    conn: &'a ConnCtx,
-}
-
-impl<'a> Limits<'a> {
-    /// Takes from the route's zones for a request with head `head`: the
-    /// `RateLimit-*` headers for the response go to `headers` and places in
-    /// concurrency zones to `served` (held until the response is done); a
-    /// refusal is the response to send.
-    async fn check(
-        &self,
-        head: &Parts,
-        served: &mut Served,
-        headers: &mut http::HeaderMap,
-    ) -> Result<(), Box<Response<ResponseBody>>> {
-        let pending = self.start(head);
-        self.finish(pending, served, headers).await
-    }
-
-    /// The zones' verdict if it needs no waiting, else their keys, rendered
-    /// from `head` (which is not borrowed past this call).
-    fn start(&self, head: &Parts) -> Option<throttle::Check<'a>> {
-        if self.entry.limits.is_empty() {
-            return None;
-        }
-        let vars = RequestVars {
-            parts: head,
-            request_uri: self.request_uri,
-            host: self.host,
-            client: self.client,
-            scheme: self.conn.scheme,
-            server_port: self.conn.local.port(),
-        };
-        Some(throttle::check(&self.entry.limits, &vars))
-    }
-
-    /// Acts on what [`Limits::start`] found, waiting for Redis if a zone
-    /// lives there.
-    async fn finish(
-        &self,
-        check: Option<throttle::Check<'a>>,
-        served: &mut Served,
-        headers: &mut http::HeaderMap,
-    ) -> Result<(), Box<Response<ResponseBody>>> {
-        let verdict = match check {
-            None => return Ok(()),
-            Some(throttle::Check::Done(v)) => v,
-            Some(throttle::Check::Waits(p)) => p.verdict().await,
-        };
-        match verdict {
-            Verdict::Pass {
-                headers: h,
-                permits,
-            } => {
-                *headers = h;
-                served.permits = permits;
-                Ok(())
-            }
-            Verdict::Deny {
-                zone,
-                status,
-                headers: h,
-            } => {
-                tracing::info!(zone = %zone, client = %self.client, "rate limited");
-                let mut resp = error_page::response(status);
-                resp.headers_mut().extend(h);
-                Err(Box::new(resp))
-            }
-        }
-    }
-}
-
-/// Holds a request's places in concurrency zones until its response has
-/// been sent or abandoned, then hands over to the next hook.
-struct Release {
-    permits: Vec<Permit>,
-    next: Box<dyn OnComplete>,
-}
-
-impl OnComplete for Release {
-    fn complete(self: Box<Self>, bytes: u64, complete: bool) {
-        let Release { permits, next } = *self;
-        drop(permits);
-        next.complete(bytes, complete);
-    }
-}
-
-/// Where an upstream-bound request goes, and what it carries from routing.
-struct UpstreamTarget<'a> {
-    name: &'a str,
-    upstream: &'a Arc<crate::upstream::Upstream>,
-    host: &'a str,
-    real_ip: std::net::IpAddr,
-    original_uri: &'a Uri,
-    /// Protocols the route lets a client upgrade to.
-    upgrade: &'a [String],
-    /// Where the peer's interim responses go, if the client takes them.
-    interim: Option<&'a Interim>,
-}
-
-/// Forwards the request to the upstream (forwarding headers, balance,
-/// pool, retries), tunnelling a protocol upgrade both ways.
-async fn proxy_upstream(
-    mut parts: Parts,
-    body: RequestBody,
-    to: UpstreamTarget<'_>,
-    conn: &ConnCtx,
-    served: &mut Served,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    let UpstreamTarget {
-        name,
-        upstream,
-        host,
-        real_ip,
-        original_uri,
-        upgrade: allowed,
-        interim,
-    } = to;
-    // Only protocols the route allows are asked for upstream (websocket by
-    // default, never h2c); any other `Upgrade` is dropped with the
-    // hop-by-hop fields and the request goes as a plain one.
-    let upgrade = parts.version == Version::HTTP_11
-        && forward::wants_upgrade(&parts.headers)
-        && forward::keep_allowed_upgrades(&mut parts.headers, allowed);
-    let client_upgrade = upgrade
-        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
-        .flatten();
-    if !parts.headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(host)
-    {
-        parts.headers.insert(header::HOST, v);
-    }
-    let asked = upgrade
-        .then(|| parts.headers.get(header::UPGRADE).cloned())
-        .flatten();
-    forward::strip_hop_by_hop(&mut parts.headers, upgrade);
-    // moongate answers `Expect: 100-continue` itself (hyper sends the
-    // 100 when the body is first read); the peer must not wait for it.
-    parts.headers.remove(header::EXPECT);
-    forward::set_forwarding_headers(&mut parts.headers, conn.peer.ip(), real_ip, conn.scheme);
-    let hash_key = upstream.hash_key.as_ref().map(|t| {
-        t.render(&RequestVars {
-            parts: &parts,
-            request_uri: original_uri.path_and_query().map_or("/", |p| p.as_str()),
-            host,
-            client: real_ip,
-            scheme: conn.scheme,
-            server_port: conn.local.port(),
-        })
-    });
-    parts.uri = origin_form(&parts.uri);
-    parts.version = Version::HTTP_11;
-    let body = if upgrade { RequestBody::empty() } else { body };
-    let key = match (&hash_key, upstream.def.balance) {
-        (Some(k), _) => PickKey::Bytes(k.as_bytes()),
-        (None, crate::config::Balance::IpHash) => PickKey::Ip(real_ip),
-        _ => PickKey::None,
-    };
-    let idempotent = is_idempotent(&parts.method);
-    let mut relay = |status: StatusCode, headers: http::HeaderMap| {
-        if let Some(q) = interim {
-            q.push(status, headers);
-        }
-    };
-    let out = Outgoing {
-        parts,
-        body,
-        key,
-        idempotent,
-        interim: interim.is_some().then_some(&mut relay as _),
-    };
-    let exchange = call::forward(upstream, name, out).await?;
-    served.upstream_addr = Some(exchange.peer);
-    served.upstream_time = Some(exchange.elapsed);
-    let mut resp = exchange.response;
-    match (exchange.upgraded, client_upgrade) {
-        (Some(peer_conn), Some(client_upgrade))
-            if forward::switched_to_asked(resp.headers(), asked.as_ref()) =>
-        {
-            conn.watch.passthrough();
-            tokio::task::spawn_local(tunnel(client_upgrade, peer_conn));
-            forward::strip_hop_by_hop(resp.headers_mut(), true);
-        }
-        (Some(_), _) => {
-            // A 101 nobody asked for (or to another protocol) would hand
-            // the client a raw connection to the peer: refuse it.
-            return Err(ProxyError::UnaskedUpgrade(
-                served.upstream_addr.clone().unwrap_or_default(),
-            ));
-        }
-        (None, _) => forward::strip_hop_by_hop(resp.headers_mut(), false),
-    }
-    Ok(resp.map(|b| ResponseBody::from_kind(Kind::Upstream(b))))
-}
-
-/// [`proxy_upstream`] behind the route's cache zone: a fresh hit answers
-/// without the upstream; otherwise the upstream's answer goes through the
-/// cache step (invalidating, or passed through, and what may be stored
-/// handed back to commit after header_filter). `cache`: Lua's decisions
-/// and whether header_filter handlers run.
-async fn cached_upstream(
-    zone: &Arc<crate::cache::Zone>,
-    parts: Parts,
-    body: RequestBody,
-    to: UpstreamTarget<'_>,
-    conn: &ConnCtx,
-    served: &mut Served,
-    cache: (crate::cache::step::CacheDecisions, bool),
-) -> Result<(Response<ResponseBody>, Option<crate::cache::step::Store>), ProxyError> {
-    let vars = RequestVars {
-        parts: &parts,
-        request_uri: to.original_uri.path_and_query().map_or("/", |p| p.as_str()),
-        host: to.host,
-        client: to.real_ip,
-        scheme: conn.scheme,
-        server_port: conn.local.port(),
-    };
-    let (decisions, filtered) = cache;
-    match crate::cache::step::lookup(zone, &vars, &decisions).await {
-        crate::cache::Lookup::Hit(resp) => Ok((resp, None)),
-        crate::cache::Lookup::Stale(resp, refresh) => {
-            if let Some(refresh) = refresh {
-                spawn_refresh(refresh, &to, conn, served.route.clone());
-            }
-            Ok((resp, None))
-        }
-        crate::cache::Lookup::Fetch(pending) => {
-            let mut parts = parts;
-            pending.prepare(&mut parts.headers);
-            let resp = proxy_upstream(parts, body, to, conn, served).await;
-            crate::cache::step::finish(pending, resp, filtered).await
-        }
-    }
-}
-
-/// Sends a stale entry's refresh upstream in the background, on this
-/// worker's task set; the key's lock (in the refresh) is held until the
-/// answer is stored or given up. The refresh writes its own access log
-/// line (`cache_status` REFRESH, the upstream's status), for `route`.
-fn spawn_refresh(
-    refresh: Box<crate::cache::step::Refresh>,
-    to: &UpstreamTarget<'_>,
-    conn: &ConnCtx,
-    route: Option<String>,
-) {
-    let (name, upstream, host) = (to.name.to_owned(), to.upstream.clone(), to.host.to_owned());
-    let (real_ip, uri) = (to.real_ip, to.original_uri.clone());
-    let conn = ConnCtx {
-        peer: conn.peer,
-        local: conn.local,
-        scheme: conn.scheme,
-        watch: conn.watch.clone(),
-        shared: conn.shared.clone(),
-    };
-    tokio::task::spawn_local(async move {
-        let to = UpstreamTarget {
-            name: &name,
-            upstream: &upstream,
-            host: &host,
-            real_ip,
-            original_uri: &uri,
-            upgrade: &[],
-            interim: None,
-        };
-        let started = Instant::now();
-        let mut served = Served::default();
-        let resp =
-            proxy_upstream(refresh.parts, RequestBody::empty(), to, &conn, &mut served).await;
-        let status = match &resp {
-            Ok(r) => r.status().as_u16(),
-            Err(e) => e.status().as_u16(),
-        };
-        let read = crate::cache::step::refreshed(refresh.pending, resp).await;
-        if let Err(e) = &read {
-            tracing::warn!(upstream = %name, "cache refresh failed: {e}");
-        }
-        let record = AccessRecord {
-            enabled: conn.shared.access_log.enabled(),
-            // Its own: no client connection waits for this exchange.
-            watch: crate::conn::io::ConnWatch::new(),
-            started,
-            client: conn.peer.ip(),
-            method: Method::GET,
-            uri,
-            status,
-            route,
-            upstream_addr: served.upstream_addr,
-            upstream_time: served.upstream_time,
-            cache_status: Some("REFRESH".into()),
-        };
-        Box::new(record).complete(*read.as_ref().unwrap_or(&0), read.is_ok());
-    });
-}
-
 /// The `X-Cache-Status` the cache step put on a response.
 fn cache_status(resp: &Response<ResponseBody>) -> Option<&str> {
     let value = resp.headers().get(crate::cache::step::STATUS_HEADER)?;
     value.to_str().ok()
-}
-
-/// Copies bytes both ways between an upgraded client connection and the
-/// peer connection that answered 101, for as long as both keep it open.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, peer: crate::upstream::h1::Conn) {
-    use tokio::io::AsyncWriteExt;
-    let client = match client.await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(error = %e, "protocol upgrade failed");
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    let (mut peer, early) = peer.into_upgraded();
-    // Bytes the peer sent right after its 101 belong to the client.
-    if !early.is_empty() && client.write_all(&early).await.is_err() {
-        return;
-    }
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut peer).await {
-        tracing::debug!(error = %e, "upgraded connection ended");
-    }
-}
-
-/// The URI as sent upstream: path and query only (absolute-form and h2
-/// authorities dropped; the Host header carries the host).
-fn origin_form(uri: &Uri) -> Uri {
-    uri.path_and_query()
-        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()))
-}
-
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
-    )
 }
 
 fn error_response(err: &ProxyError) -> Response<ResponseBody> {
@@ -691,27 +355,4 @@ fn error_response(err: &ProxyError) -> Response<ResponseBody> {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origin_form_drops_scheme_and_authority() {
-        let u: Uri = "http://example.com:8080/a/b?x=1"
-            .parse()
-            .unwrap_or_default();
-        assert_eq!(origin_form(&u).to_string(), "/a/b?x=1");
-        let u: Uri = "/only?q".parse().unwrap_or_default();
-        assert_eq!(origin_form(&u).to_string(), "/only?q");
-    }
-
-    #[test]
-    fn idempotency_follows_rfc_9110() {
-        assert!(is_idempotent(&Method::GET));
-        assert!(is_idempotent(&Method::PUT));
-        assert!(!is_idempotent(&Method::POST));
-        assert!(!is_idempotent(&Method::PATCH));
-    }
 }
