@@ -285,6 +285,36 @@ mod tests {
         assert_eq!(decode_all(Framing::Empty, b"", 1).as_deref(), Ok(&b""[..]));
     }
 
+    /// Chunked-looking wire bytes: good pieces, the odd stray byte.
+    fn chunked_wire() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            Just(b"5\r\nhello\r\n".to_vec()),
+            Just(b"3;ext=1\r\nabc\n".to_vec()),
+            Just(b"0\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"X-Trailer: 1\r\n".to_vec()),
+            Just(b"\r".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..6),
+        ];
+        proptest::collection::vec(piece, 0..12).prop_map(|p| p.concat())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+        #[test]
+        fn decoding_does_not_depend_on_the_reads(wire in chunked_wire(), step in 1usize..9) {
+            for framing in [Framing::Chunked, Framing::Length(9), Framing::Close] {
+                let whole = decode_all(framing, &wire, wire.len().max(1));
+                proptest::prop_assert_eq!(&decode_all(framing, &wire, step), &whole);
+                if let Ok(body) = &whole {
+                    proptest::prop_assert!(body.len() <= wire.len());
+                }
+            }
+        }
+    }
+
     #[test]
     fn bad_chunks_are_errors() {
         assert_eq!(
