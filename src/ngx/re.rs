@@ -17,8 +17,9 @@
 //!   `x` comments, octal escapes and `{` as a literal are handled here.
 //!
 //! Known differences: `\b`/`\B` under `u` use Unicode word characters;
-//! recursion (`(?R)`), branch reset `(?|…)`, `\C`, `\X`, callouts and most
-//! `(*VERB)`s are refused at compile time; `d` (DFA mode) is refused; `J`
+//! recursion (`(?R)`, a group calling itself), subroutine calls that
+//! expand the pattern too far, branch reset `(?|…)`, `\C`, `\X`, callouts
+//! and most `(*VERB)`s are refused at compile time; `d` (DFA mode) is refused; `J`
 //! is accepted and has no effect; a named backreference to a duplicated
 //! name (`D`) refers to the first group of that name.
 //!
@@ -238,6 +239,7 @@ impl Regex {
             return Err(fail("the \"d\" (DFA) option is not supported"));
         }
         let fast_t = translate::translate(pattern, &flags, false).map_err(|e| fail(&e))?;
+        calls::check(&fast_t.pattern).map_err(|e| fail(&e))?;
         let build = |src: &str| {
             RegexBuilder::new(src)
                 .case_insensitive(flags.caseless)
@@ -693,6 +695,7 @@ pub fn sub(
     })
 }
 
+mod calls;
 mod translate;
 
 #[cfg(test)]
@@ -1034,6 +1037,36 @@ mod tests {
         let off = RegexCache::new(0);
         off.compile("x", "").unwrap();
         assert!(off.is_empty());
+    }
+
+    #[test]
+    fn recursion_and_exploding_calls_are_refused_quickly() {
+        // Found by the ngx_re fuzz target (an out-of-memory: a pattern
+        // calling itself twice, which fancy-regex expanded 2^19 times),
+        // minimised by hand; each took seconds and hundreds of MB.
+        for p in [
+            &b"a|b(?0)(?0)"[..],
+            b"(a|b(?1)(?1))",
+            b"x(?R)?y(?R)?",
+            b"(a(?&n))(?<n>b(?1))",
+        ] {
+            let e = Regex::new(p, Flags::default()).map(|_| ()).unwrap_err();
+            assert!(e.contains("recursive subroutine calls"), "{e}");
+        }
+        let mut doubling = b"(a)".to_vec();
+        for n in 1..=20 {
+            doubling.extend_from_slice(format!("((?{n})(?{n}))").as_bytes());
+        }
+        let e = Regex::new(&doubling, Flags::default())
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.contains("expand the pattern"), "{e}");
+        // Calls that stay small are kept.
+        let r = re("(?<d>\\d+)-(?&d)-(?1)", "");
+        assert_eq!(
+            r.find_at("on 12-345-6", 0).ok().flatten().map(|c| c.whole),
+            Some((3, 11))
+        );
     }
 
     #[test]
