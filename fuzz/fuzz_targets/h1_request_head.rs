@@ -152,7 +152,12 @@ fuzz_target!(|data: &[u8]| {
         }
         None => assert!(host.is_empty() && before.version == Version::HTTP_10),
     }
-    // Checking a checked head changes nothing.
+    // Checking a checked head changes nothing. The `Host` line an
+    // authority put in may be one line, and its bytes, over the limits
+    // (they count the client's head, not the forwarded one).
+    let mut roomy = server.clone();
+    roomy.max_header_count += 1;
+    roomy.max_header_size += parts.headers.get(header::HOST).map_or(0, |v| v.len() + 8);
     let mut again = parts.clone();
-    assert_eq!(check_request(&mut again, server, false).ok(), Some(host));
+    assert_eq!(check_request(&mut again, &roomy, false).ok(), Some(host));
 });
