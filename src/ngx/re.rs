@@ -131,6 +131,12 @@ fn exec_failed(code: i32) -> String {
     format!("pcre_exec() failed: {code}")
 }
 
+/// The compiled size of each part fancy-regex hands to regex-automata,
+/// the `regex` crate's default. fancy-regex sets none on the reverse
+/// automaton of a variable-length lookbehind: `(?<=x+L{33333333})` took
+/// 2 GB to compile (found by the ngx_re fuzz target).
+const DELEGATE_SIZE_LIMIT: usize = 10 << 20;
+
 /// Backtracking budget per match, PCRE's default `match_limit`.
 #[cfg(not(fuzzing))]
 const BACKTRACK_LIMIT: usize = 10_000_000;
@@ -250,6 +256,7 @@ impl Regex {
                     BytesMode::Ascii
                 })
                 .backtrack_limit(BACKTRACK_LIMIT)
+                .delegate_size_limit(DELEGATE_SIZE_LIMIT)
                 .build()
         };
         let fast = build(&fast_t.pattern).map_err(|e| fail(&e.to_string()))?;
@@ -1040,7 +1047,7 @@ mod tests {
     }
 
     #[test]
-    fn recursion_and_exploding_calls_are_refused_quickly() {
+    fn patterns_that_compile_too_large_are_refused_quickly() {
         // Found by the ngx_re fuzz target (an out-of-memory: a pattern
         // calling itself twice, which fancy-regex expanded 2^19 times),
         // minimised by hand; each took seconds and hundreds of MB.
@@ -1053,6 +1060,12 @@ mod tests {
             let e = Regex::new(p, Flags::default()).map(|_| ()).unwrap_err();
             assert!(e.contains("recursive subroutine calls"), "{e}");
         }
+        // Found by the fuzz target too (out of memory), minimised by hand:
+        // a huge repetition in a variable-length lookbehind.
+        let e = Regex::new(b"(?<=x+L{33333333})", Flags::default())
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.contains("pcre_compile() failed"), "{e}");
         let mut doubling = b"(a)".to_vec();
         for n in 1..=20 {
             doubling.extend_from_slice(format!("((?{n})(?{n}))").as_bytes());
