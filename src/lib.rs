@@ -42,7 +42,8 @@
 //! spawned, supervised, recycled, rolled and stopped), [`admin`] (status,
 //! reload, purge and worker restart API), [`fanout`] (purges to and from
 //! other nodes over Redis pub/sub), [`server`] (the embedding API and the
-//! control thread).
+//! control thread). With the `fuzzing` feature, `fuzz_api` exposes a
+//! few private parsers to the cargo-fuzz targets in `fuzz/`.
 //!
 //! # Embedding
 //!
@@ -97,5 +98,7 @@ pub mod workers;
 pub mod admin;
 pub mod fanout;
 pub mod server;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz_api;
 
 pub use server::{Running, Server, ServerError};

@@ -20,7 +20,7 @@
 //! moongate's own error answers get their body last, in the format the
 //! client's `Accept` prefers ([`crate::error_page`]).
 
-mod checks;
+pub(crate) mod checks;
 mod limits;
 mod upstream;
 

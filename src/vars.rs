@@ -238,6 +238,33 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+        #[test]
+        fn any_text_parses_or_is_refused_and_renders(
+            text in "(\\$|\\{|\\}|host|http_|cookie_|arg_|[a-z_]{1,4}|.){0,12}",
+        ) {
+            let p = parts("/a?user=bob", &[("cookie", "sid=1"), ("x-a", "v")]);
+            let vars = RequestVars {
+                parts: &p,
+                request_uri: "/a?user=bob",
+                host: "h",
+                client: IpAddr::from([127, 0, 0, 1]),
+                scheme: "http",
+                server_port: 80,
+            };
+            if let Ok(t) = VarTemplate::parse(&text) {
+                let out = t.render(&vars);
+                if !text.contains('$') {
+                    proptest::prop_assert_eq!(out, text);
+                }
+            } else {
+                proptest::prop_assert!(text.contains('$'));
+            }
+        }
+    }
+
     #[test]
     fn rejects_unknown_and_malformed() {
         assert!(

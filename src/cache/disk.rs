@@ -22,7 +22,7 @@
 //! The directory belongs to the store: at open, files in it that are not
 //! valid entries are deleted. One store per directory.
 
-mod entry;
+pub(crate) mod entry;
 mod index;
 mod scan;
 mod writer;

@@ -18,12 +18,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if trimmed.is_empty() {
         return Err("the duration is empty; write it like \"30s\"".to_owned());
     }
-    humantime::parse_duration(trimmed).map_err(|e| {
+    let d = humantime::parse_duration(trimmed).map_err(|e| {
         format!(
             "\"{text}\" is not a duration ({e}); write durations like \"250ms\", \"30s\", \"5m\", \"1h\" or \"30d\""
         )
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "\"{text}\" is too long a duration; the longest is 100 years"
+        ));
+    }
+    Ok(d)
 }
+
+/// The longest duration conf.d accepts: `"100y"` (humantime's year is
+/// 365.25 days). Deadlines are `Instant::now() + d`, and a duration
+/// humantime accepts, such as `"500000000000y"`, overflowed that and
+/// panicked every connection.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 
 /// The size units conf.d accepts, longest first so "KiB" is tried before "K".
 const SIZE_UNITS: &[(&str, u64)] = &[
@@ -188,6 +200,14 @@ mod tests {
         assert!(parse_duration("").unwrap_err().contains("empty"));
         assert!(parse_duration("fast").unwrap_err().contains("\"fast\""));
         assert!(parse_duration("-1s").is_err());
+        // Found reviewing validation for the config fuzz target: accepted,
+        // then `Instant::now() + d` panicked on the first connection.
+        let e = parse_duration("500000000000y").unwrap_err();
+        assert!(e.contains("too long a duration"), "{e}");
+        assert_eq!(parse_duration("100y").ok(), Some(MAX_DURATION));
+        assert!(parse_duration("101y").is_err());
+        let _ = std::time::Instant::now() + MAX_DURATION * 2;
+        let _ = std::time::SystemTime::now() + MAX_DURATION * 2;
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //!   `x` comments, octal escapes and `{` as a literal are handled here.
 //!
 //! Known differences: `\b`/`\B` under `u` use Unicode word characters;
-//! recursion (`(?R)`), branch reset `(?|…)`, `\C`, `\X`, callouts and most
-//! `(*VERB)`s are refused at compile time; `d` (DFA mode) is refused; `J`
+//! recursion (`(?R)`, a group calling itself), subroutine calls that
+//! expand the pattern too far, branch reset `(?|…)`, `\C`, `\X`, callouts
+//! and most `(*VERB)`s are refused at compile time; `d` (DFA mode) is refused; `J`
 //! is accepted and has no effect; a named backreference to a duplicated
 //! name (`D`) refers to the first group of that name.
 //!
@@ -130,8 +131,20 @@ fn exec_failed(code: i32) -> String {
     format!("pcre_exec() failed: {code}")
 }
 
+/// The compiled size of each part fancy-regex hands to regex-automata,
+/// the `regex` crate's default. fancy-regex sets none on the reverse
+/// automaton of a variable-length lookbehind: `(?<=x+L{33333333})` took
+/// 2 GB to compile (found by the ngx_re fuzz target).
+const DELEGATE_SIZE_LIMIT: usize = 10 << 20;
+
 /// Backtracking budget per match, PCRE's default `match_limit`.
+#[cfg(not(fuzzing))]
 const BACKTRACK_LIMIT: usize = 10_000_000;
+/// Under cargo-fuzz (`--cfg fuzzing`) the budget is 100x smaller: with
+/// coverage instrumentation a full budget takes seconds, and patterns that
+/// use it all are common among fuzzed inputs. The limit's logic is the same.
+#[cfg(fuzzing)]
+const BACKTRACK_LIMIT: usize = 100_000;
 
 /// A compiled `ngx.re` pattern.
 pub struct Regex {
@@ -232,6 +245,7 @@ impl Regex {
             return Err(fail("the \"d\" (DFA) option is not supported"));
         }
         let fast_t = translate::translate(pattern, &flags, false).map_err(|e| fail(&e))?;
+        calls::check(&fast_t.pattern).map_err(|e| fail(&e))?;
         let build = |src: &str| {
             RegexBuilder::new(src)
                 .case_insensitive(flags.caseless)
@@ -242,6 +256,7 @@ impl Regex {
                     BytesMode::Ascii
                 })
                 .backtrack_limit(BACKTRACK_LIMIT)
+                .delegate_size_limit(DELEGATE_SIZE_LIMIT)
                 .build()
         };
         let fast = build(&fast_t.pattern).map_err(|e| fail(&e.to_string()))?;
@@ -687,6 +702,7 @@ pub fn sub(
     })
 }
 
+mod calls;
 mod translate;
 
 #[cfg(test)]
@@ -1028,6 +1044,42 @@ mod tests {
         let off = RegexCache::new(0);
         off.compile("x", "").unwrap();
         assert!(off.is_empty());
+    }
+
+    #[test]
+    fn patterns_that_compile_too_large_are_refused_quickly() {
+        // Found by the ngx_re fuzz target (an out-of-memory: a pattern
+        // calling itself twice, which fancy-regex expanded 2^19 times),
+        // minimised by hand; each took seconds and hundreds of MB.
+        for p in [
+            &b"a|b(?0)(?0)"[..],
+            b"(a|b(?1)(?1))",
+            b"x(?R)?y(?R)?",
+            b"(a(?&n))(?<n>b(?1))",
+        ] {
+            let e = Regex::new(p, Flags::default()).map(|_| ()).unwrap_err();
+            assert!(e.contains("recursive subroutine calls"), "{e}");
+        }
+        // Found by the fuzz target too (out of memory), minimised by hand:
+        // a huge repetition in a variable-length lookbehind.
+        let e = Regex::new(b"(?<=x+L{33333333})", Flags::default())
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.contains("pcre_compile() failed"), "{e}");
+        let mut doubling = b"(a)".to_vec();
+        for n in 1..=20 {
+            doubling.extend_from_slice(format!("((?{n})(?{n}))").as_bytes());
+        }
+        let e = Regex::new(&doubling, Flags::default())
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.contains("expand the pattern"), "{e}");
+        // Calls that stay small are kept.
+        let r = re("(?<d>\\d+)-(?&d)-(?1)", "");
+        assert_eq!(
+            r.find_at("on 12-345-6", 0).ok().flatten().map(|c| c.whole),
+            Some((3, 11))
+        );
     }
 
     #[test]

@@ -218,7 +218,7 @@ impl Conn {
         let deadline = tokio::time::Instant::now() + read_timeout;
         loop {
             if !self.buf.is_empty() {
-                if let Some(head) = self.parse_head(method, &mut on_interim)? {
+                if let Some(head) = parse_head(&mut self.buf, method, &mut on_interim)? {
                     return Ok(head);
                 }
                 if self.buf.len() > MAX_HEAD {
@@ -239,76 +239,6 @@ impl Conn {
                 });
             }
         }
-    }
-
-    /// Parses a complete head off the buffer; `None` when more is needed.
-    fn parse_head(
-        &mut self,
-        method: &Method,
-        on_interim: &mut Option<InterimSink<'_>>,
-    ) -> Result<Option<ResponseHead>, ExchangeError> {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut slots);
-        let len = match resp.parse(&self.buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(ExchangeError::Invalid("too many response headers"));
-            }
-            Err(_) => return Err(ExchangeError::Invalid("malformed response head")),
-        };
-        let code = resp.code.unwrap_or(0);
-        let status =
-            StatusCode::from_u16(code).map_err(|_| ExchangeError::Invalid("bad status code"))?;
-        let version = if resp.version == Some(0) {
-            Version::HTTP_10
-        } else {
-            Version::HTTP_11
-        };
-        let base = self.buf.as_ptr() as usize;
-        let ranges: Vec<(Range<usize>, Range<usize>)> = resp
-            .headers
-            .iter()
-            .map(|h| {
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                (name..name + h.name.len(), value..value + h.value.len())
-            })
-            .collect();
-        let raw = self.buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(ranges.len());
-        for (name, value) in ranges {
-            let name = HeaderName::from_bytes(&raw[name])
-                .map_err(|_| ExchangeError::Invalid("bad header name"))?;
-            let value = HeaderValue::from_maybe_shared(raw.slice(value))
-                .map_err(|_| ExchangeError::Invalid("bad header value"))?;
-            headers.append(name, value);
-        }
-        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-            // 100 Continue (moongate answers the client's Expect itself),
-            // 103 Early Hints: the final response follows.
-            if status != StatusCode::CONTINUE
-                && let Some(sink) = on_interim.as_mut()
-            {
-                crate::forward::strip_hop_by_hop(&mut headers, false);
-                sink(status, headers);
-            }
-            return self.parse_head(method, on_interim);
-        }
-        let framing = framing_of(method, status, &headers)?;
-        let keep_alive = framing != Framing::Close
-            && status != StatusCode::SWITCHING_PROTOCOLS
-            && match version {
-                Version::HTTP_10 => connection_has(&headers, "keep-alive"),
-                _ => !connection_has(&headers, "close"),
-            };
-        Ok(Some(ResponseHead {
-            status,
-            version,
-            headers,
-            framing,
-            keep_alive,
-        }))
     }
 
     /// Polls the next piece of the response body.
@@ -343,6 +273,92 @@ impl Conn {
     pub fn into_upgraded(self) -> (WriteTimed<Box<dyn Socket>>, Bytes) {
         (self.io, self.buf.freeze())
     }
+}
+
+/// Parses a complete response head off the front of `buf`, skipping
+/// interim responses (1xx but 101; all but 100 go to `on_interim`);
+/// `None` when more bytes are needed. A loop, not recursion: a peer may
+/// send thousands of interim responses in one read.
+pub(crate) fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+    on_interim: &mut Option<InterimSink<'_>>,
+) -> Result<Option<ResponseHead>, ExchangeError> {
+    loop {
+        let Some((status, version, headers)) = split_head(buf)? else {
+            return Ok(None);
+        };
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            // 100 Continue (moongate answers the client's Expect itself),
+            // 103 Early Hints: the final response follows.
+            if status != StatusCode::CONTINUE
+                && let Some(sink) = on_interim.as_mut()
+            {
+                let mut headers = headers;
+                crate::forward::strip_hop_by_hop(&mut headers, false);
+                sink(status, headers);
+            }
+            continue;
+        }
+        let framing = framing_of(method, status, &headers)?;
+        let keep_alive = framing != Framing::Close
+            && status != StatusCode::SWITCHING_PROTOCOLS
+            && match version {
+                Version::HTTP_10 => connection_has(&headers, "keep-alive"),
+                _ => !connection_has(&headers, "close"),
+            };
+        return Ok(Some(ResponseHead {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// Splits one complete head (interim or final) off the front of `buf`.
+fn split_head(
+    buf: &mut BytesMut,
+) -> Result<Option<(StatusCode, Version, HeaderMap)>, ExchangeError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ExchangeError::Invalid("too many response headers"));
+        }
+        Err(_) => return Err(ExchangeError::Invalid("malformed response head")),
+    };
+    let code = resp.code.unwrap_or(0);
+    let status =
+        StatusCode::from_u16(code).map_err(|_| ExchangeError::Invalid("bad status code"))?;
+    let version = if resp.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let base = buf.as_ptr() as usize;
+    let ranges: Vec<(Range<usize>, Range<usize>)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            (name..name + h.name.len(), value..value + h.value.len())
+        })
+        .collect();
+    let raw = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(ranges.len());
+    for (name, value) in ranges {
+        let name = HeaderName::from_bytes(&raw[name])
+            .map_err(|_| ExchangeError::Invalid("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(raw.slice(value))
+            .map_err(|_| ExchangeError::Invalid("bad header value"))?;
+        headers.append(name, value);
+    }
+    Ok(Some((status, version, headers)))
 }
 
 /// Serializes the request head into `out`; returns whether the body is
@@ -581,6 +597,26 @@ mod tests {
             body_of(&mut conn, head.framing).await,
             Err(ExchangeError::Body(DecodeError::Truncated))
         ));
+    }
+
+    #[test]
+    fn thousands_of_interim_responses_do_not_overflow_a_worker_stack() {
+        // Found reading the head parser for the fuzz target: it recursed
+        // once per interim response, ~4 KiB of stack each, so one 64 KiB
+        // read of `100`s overflowed a worker thread's 2 MiB stack.
+        let mut wire = b"HTTP/1.1 100 \r\n\r\n".repeat(4000);
+        wire.extend_from_slice(b"HTTP/1.1 204 No Content\r\n\r\nrest");
+        let parsed = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let mut buf = BytesMut::from(&wire[..]);
+                let head = parse_head(&mut buf, &Method::GET, &mut None);
+                (head.map(|h| h.map(|h| h.status)).ok(), buf)
+            })
+            .and_then(|t| t.join().map_err(|_| io::Error::other("panicked")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.0, Some(Some(StatusCode::NO_CONTENT)));
+        assert_eq!(&parsed.1[..], b"rest");
     }
 
     #[test]

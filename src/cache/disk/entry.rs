@@ -203,24 +203,66 @@ pub(super) fn read_entry(path: &Path, key: &str) -> Result<(Vec<u8>, Bytes), Rea
     let mut head = [0u8; HEADER_LEN];
     file.read_exact(&mut head)?;
     let header = Header::decode(&head).ok_or(ReadError::Bad)?;
+    // Checked before the rest is read: a file of another key or length
+    // costs no more than its header.
     if header.file_len() != len || header.key_len as usize != key.len() {
         return Err(ReadError::Bad);
     }
     let rest = usize::try_from(len - HEADER_LEN as u64).map_err(|_| ReadError::Bad)?;
     let mut buf = Vec::with_capacity(rest);
     (&mut file).take(rest as u64).read_to_end(&mut buf)?;
-    if buf.len() != rest {
+    let (stored_key, meta, _) = split_checked(&header, &buf).ok_or(ReadError::Bad)?;
+    if stored_key != key {
         return Err(ReadError::Bad);
     }
-    let meta_end = key.len() + header.meta_len as usize;
-    let (stored_key, tail) = buf.split_at(key.len());
-    let (meta, body) = tail.split_at(header.meta_len as usize);
-    if stored_key != key.as_bytes() || checksum(stored_key, meta, body) != header.crc {
-        return Err(ReadError::Bad);
-    }
+    let meta_end = key.len() + meta.len();
     let meta = meta.to_vec();
     let body = Bytes::from(buf).slice(meta_end..);
     Ok((meta, body))
+}
+
+/// The key, meta and body of the bytes after a header, only if their
+/// length is exactly what the header says, the key is UTF-8 and the
+/// checksum matches. Pure: the one place the file's contents are trusted.
+fn split_checked<'a>(header: &Header, rest: &'a [u8]) -> Option<(&'a str, &'a [u8], &'a [u8])> {
+    let key_end = usize::try_from(header.key_len).ok()?;
+    let meta_end = key_end.checked_add(usize::try_from(header.meta_len).ok()?)?;
+    let end = meta_end.checked_add(usize::try_from(header.body_len).ok()?)?;
+    if rest.len() != end {
+        return None;
+    }
+    let (key, tail) = rest.split_at(key_end);
+    let (meta, body) = tail.split_at(meta_end - key_end);
+    if checksum(key, meta, body) != header.crc {
+        return None;
+    }
+    Some((std::str::from_utf8(key).ok()?, meta, body))
+}
+
+/// A whole entry file's key, meta and body, checked as [`read_entry`]
+/// checks a file (header, exact length, checksum); `None` for anything
+/// else. For tests and fuzzing: the store itself reads files in two steps.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn decode(file: &[u8]) -> Option<(&str, &[u8], &[u8])> {
+    let head: &[u8; HEADER_LEN] = file.get(..HEADER_LEN)?.try_into().ok()?;
+    let header = Header::decode(head)?;
+    if header.file_len() != file.len() as u64 {
+        return None;
+    }
+    split_checked(&header, &file[HEADER_LEN..])
+}
+
+/// The bytes of the file [`write_file`] writes for these parts; `None`
+/// when the key or meta is too long for its length field.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn encode(key: &str, meta: &[u8], body: &[u8]) -> Option<Vec<u8>> {
+    let header = Header::for_entry(key.as_bytes(), meta, body)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + key.len() + meta.len() + body.len());
+    out.extend_from_slice(&header.encode());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(meta);
+    out.extend_from_slice(body);
+    Some(out)
 }
 
 /// What `open` learns from a file without reading its body: the key it
@@ -249,5 +291,54 @@ pub(super) fn remove_file(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_file_decodes_only_whole_and_unchanged() {
+        let file = encode("k", b"meta", b"body").unwrap_or_default();
+        assert_eq!(decode(&file), Some(("k", &b"meta"[..], &b"body"[..])));
+        for cut in 0..file.len() {
+            assert_eq!(decode(&file[..cut]), None, "{cut}");
+        }
+        let mut longer = file.clone();
+        longer.push(0);
+        assert_eq!(decode(&longer), None);
+        for i in 0..file.len() {
+            let mut flipped = file.clone();
+            flipped[i] ^= 0x20;
+            assert_eq!(decode(&flipped), None, "{i}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn files_round_trip(
+            key in ".{0,40}",
+            meta in proptest::collection::vec(any::<u8>(), 0..64),
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let file = encode(&key, &meta, &body);
+            prop_assert!(file.is_some());
+            let file = file.unwrap_or_default();
+            prop_assert_eq!(file.len() as u64, file_len(key.len() as u64, meta.len() as u64, body.len() as u64));
+            prop_assert_eq!(decode(&file), Some((key.as_str(), &meta[..], &body[..])));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_decode_to_something_else(
+            file in proptest::collection::vec(any::<u8>(), 0..128),
+        ) {
+            if let Some((key, meta, body)) = decode(&file) {
+                prop_assert_eq!(encode(key, meta, body), Some(file.clone()));
+            }
+        }
     }
 }
