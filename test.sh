@@ -35,4 +35,6 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# The fuzz targets' entry points (src/fuzz_api.rs) exist only with this feature.
+cargo clippy --all-targets --locked --features fuzzing -- -D warnings
 cargo test --locked 2>&1

@@ -20,7 +20,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::body::OnComplete;
 use crate::config;
-use crate::conn::io::ConnWatch;
+use crate::conn_watch::ConnWatch;
 
 /// The tracing target of access log events.
 pub const TARGET: &str = "moongate::access";

@@ -8,7 +8,7 @@
 //! closes.
 
 pub mod io;
-pub mod interim;
+pub(crate) mod head_scan;
 pub mod h2;
 
 use std::net::SocketAddr;
@@ -23,10 +23,11 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::ClientBody;
+use crate::conn_watch::ConnWatch;
+use crate::interim::Interim;
 use crate::proxy::{self, ConnCtx};
 use crate::state::Shared;
-use interim::Interim;
-use io::{ClientIo, ConnTimeouts, ConnWatch};
+use io::{ClientIo, ConnTimeouts};
 
 /// hyper's default limit on request header lines.
 const HYPER_MAX_HEADERS: usize = 100;

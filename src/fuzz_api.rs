@@ -15,7 +15,7 @@ pub use crate::upstream::h1::framing::{DecodeError, Decoder, Framing, Step};
 /// The connection's request-head scanner (`conn::io`): finds where a
 /// request head ends and notes `Content-Length` + `Transfer-Encoding`.
 #[derive(Default)]
-pub struct HeadScan(crate::conn::io::HeadScan);
+pub struct HeadScan(crate::conn::head_scan::HeadScan);
 
 impl HeadScan {
     /// A scanner at the start of a request head.

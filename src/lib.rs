@@ -12,6 +12,8 @@
 //! - [`runtime`]: the worker threads and their accept loops
 //! - [`tls`]: rustls, certificates by SNI, ALPN
 //! - [`conn`]: one client connection (HTTP/1.1, h2, deadlines, 408)
+//! - [`conn_watch`], [`interim`]: what a connection and its requests tell
+//!   each other (phase, framing; 1xx answers to send ahead)
 //! - [`proxy`]: **the order of the phases** for one request
 //! - [`route`]: host/path/method routing table and rewrites
 //! - [`lua`]: ngx_lua-style phase handlers (rewrite, access, content,
@@ -34,6 +36,7 @@
 //! - [`error`]: the request path's error type and its status mapping
 //! - [`error_page`]: the one format of moongate's own error answers
 //! - [`access_log`]: one JSON line per request
+//! - [`write_timed`]: sockets whose stalled writes time out (clients and peers)
 //!
 //! Side modules: [`config`] (conf.d → validated model), [`snapshot`]
 //! (model → immutable compiled snapshot), [`state`] (what outlives
@@ -71,6 +74,8 @@ pub mod listener;
 pub mod runtime;
 pub mod tls;
 pub mod conn;
+pub mod conn_watch;
+pub mod interim;
 pub mod proxy;
 pub mod route;
 pub mod lua;
@@ -89,6 +94,7 @@ pub mod body;
 pub mod error;
 pub mod error_page;
 pub mod access_log;
+pub mod write_timed;
 
 pub mod config;
 pub mod snapshot;

@@ -38,11 +38,11 @@ use http::{Method, Request, Response, StatusCode, Uri};
 
 use crate::access_log::AccessRecord;
 use crate::body::{ClientBody, Kind, OnComplete, RequestBody, ResponseBody};
-use crate::conn::interim::Interim;
-use crate::conn::io::ConnWatch;
+use crate::conn_watch::ConnWatch;
 use crate::error::ProxyError;
 use crate::error_page;
 use crate::forward;
+use crate::interim::Interim;
 use crate::limit::Permit;
 use crate::lua::{
     self,
@@ -61,7 +61,7 @@ pub struct ConnCtx {
     pub local: SocketAddr,
     /// "http" or "https".
     pub scheme: &'static str,
-    /// The connection's phase tracking (see [`crate::conn::io`]).
+    /// The connection's phase tracking (see [`crate::conn_watch`]).
     pub watch: Arc<ConnWatch>,
     /// State shared by the whole server.
     pub shared: Arc<Shared>,

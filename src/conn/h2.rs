@@ -21,8 +21,8 @@ use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::interim::Interim;
 use crate::body::{ClientBody, ResponseBody};
+use crate::interim::Interim;
 use crate::proxy::{self, ConnCtx};
 
 /// Connection-level settings for one HTTP/2 connection.

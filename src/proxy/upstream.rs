@@ -15,9 +15,9 @@ use hyper_util::rt::TokioIo;
 use super::{ConnCtx, Served};
 use crate::access_log::AccessRecord;
 use crate::body::{Kind, OnComplete, RequestBody, ResponseBody};
-use crate::conn::interim::Interim;
 use crate::error::ProxyError;
 use crate::forward;
+use crate::interim::Interim;
 use crate::upstream::balance::PickKey;
 use crate::upstream::call::{self, Outgoing};
 use crate::vars::RequestVars;
@@ -214,7 +214,7 @@ fn spawn_refresh(
         let record = AccessRecord {
             enabled: conn.shared.access_log.enabled(),
             // Its own: no client connection waits for this exchange.
-            watch: crate::conn::io::ConnWatch::new(),
+            watch: crate::conn_watch::ConnWatch::new(),
             started,
             client: conn.peer.ip(),
             method: Method::GET,

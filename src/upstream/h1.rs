@@ -22,8 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::body::{RequestBody, RequestBodyError};
-use crate::conn::io::WriteTimed;
 use crate::forward::connection_has;
+use crate::write_timed::WriteTimed;
 use framing::{DecodeError, Decoder, Framing, Step};
 
 /// Largest response head accepted.

@@ -2,8 +2,8 @@
 //! hands each one it reads (103 Early Hints and the like, never 100 or 101)
 //! to an [`Interim`] queue that belongs to one request; the connection
 //! sends what is queued before the final response: HTTP/1.1 writes it
-//! ahead of the response head ([`super::io::ClientIo`]), HTTP/2 as an
-//! informational HEADERS frame on the stream ([`super::h2`]). Both drain
+//! ahead of the response head ([`crate::conn::io::ClientIo`]), HTTP/2 as an
+//! informational HEADERS frame on the stream ([`crate::conn::h2`]). Both drain
 //! the queue right after polling the request's future, so no waker is
 //! needed: the future that queues a head is polled by the task that sends it.
 
