@@ -1074,6 +1074,21 @@ mod tests {
             .map(|_| ())
             .unwrap_err();
         assert!(e.contains("expand the pattern"), "{e}");
+        // Found by the fuzz target (its RSS grew to 596 MB; one input took
+        // 550 MB): a call to a group numbered past PCRE's 65535, which
+        // saturated to 4294967295 and made fancy-regex allocate by it.
+        for p in [
+            &b"(?1888888888888888)"[..],
+            b"(a)(?+70000)",
+            b"(a)\\g{99999999999}",
+        ] {
+            let e = Regex::new(p, Flags::default()).map(|_| ()).unwrap_err();
+            assert!(e.contains("number is too big"), "{e}");
+        }
+        let e = Regex::new(b"(a)(?65535)", Flags::default())
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.contains("non-existent"), "{e}");
         // Calls that stay small are kept.
         let r = re("(?<d>\\d+)-(?&d)-(?1)", "");
         assert_eq!(

@@ -87,6 +87,9 @@ struct Tr<'a> {
     needs_exact: bool,
 }
 
+/// The largest group number a reference may name (PCRE's limit).
+const MAX_GROUP_NUMBER: usize = 65_535;
+
 pub(super) fn translate(p: &[u8], flags: &Flags, exact: bool) -> Result<Translated, String> {
     let text = if flags.utf8 {
         Some(std::str::from_utf8(p).map_err(|_| "invalid UTF-8 string".to_string())?)
@@ -463,6 +466,11 @@ impl Tr<'_> {
         let v = self
             .digits(10, usize::MAX)
             .ok_or("a numbered reference must not be zero")? as usize;
+        // PCRE's limit; fancy-regex's cost grows with the number named (a
+        // call to group 4294967295 took seconds and 1.5 GB to refuse).
+        if v > MAX_GROUP_NUMBER {
+            return Err("number is too big".into());
+        }
         let n = match sign {
             Some(b'-') => (self.groups + 1).checked_sub(v).filter(|&n| n > 0 && v > 0),
             Some(_) => self.groups.checked_add(v).filter(|_| v > 0),
