@@ -20,12 +20,14 @@ pub mod call;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::config::{self, PeerAddr};
@@ -44,6 +46,12 @@ pub struct Upstream {
     /// The peers taking traffic now: fixed for `servers`, replaced by the
     /// worker supervisor as managed workers come and go.
     members: ArcSwap<Members>,
+    /// Woken whenever the members change.
+    changed: Notify,
+    /// Whether the worker supervisor is starting successors for spent
+    /// workers (it is neither stopping nor failing): a request that finds
+    /// only spent peers then waits for one (see [`Upstream::wait_for_members`]).
+    successors_expected: AtomicBool,
     /// The `hash` balancer's key.
     pub hash_key: Option<VarTemplate>,
 }
@@ -98,6 +106,8 @@ impl Upstream {
         Ok(Upstream {
             def,
             members,
+            changed: Notify::new(),
+            successors_expected: AtomicBool::new(false),
             hash_key,
         })
     }
@@ -112,6 +122,30 @@ impl Upstream {
     pub fn set_members(&self, list: Vec<(Arc<Peer>, PeerAddr)>) {
         self.members
             .store(Arc::new(Members::new(self.def.balance, list)));
+        self.changed.notify_waiters();
+    }
+
+    /// Says whether successors of spent workers are on their way (set by
+    /// the worker supervisor).
+    pub fn expect_successors(&self, expected: bool) {
+        self.successors_expected.store(expected, Ordering::Release);
+    }
+
+    /// Waits, at most `bound`, for the members to differ from `seen`, when
+    /// successors are expected; `true` when they changed. Used when every
+    /// peer left is spent (past `max_requests`), so that a spent worker
+    /// serves on only when no successor comes in time.
+    pub async fn wait_for_members(&self, seen: &Members, bound: Duration) -> bool {
+        let changed = self.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if !std::ptr::eq(Arc::as_ptr(&self.members.load()), seen) {
+            return true;
+        }
+        if !self.successors_expected.load(Ordering::Acquire) {
+            return false;
+        }
+        tokio::time::timeout(bound, changed).await.is_ok()
     }
 
     /// Whether `peer_id` is one of the peers now.
@@ -228,5 +262,55 @@ impl Body for UpstreamBody {
         self.decoder
             .remaining()
             .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream() -> Upstream {
+        let text = "[upstream.app]\nservers = [{ addr = \"127.0.0.1:9\" }]\n";
+        let config = crate::config::load_str("t.toml", text).unwrap();
+        Upstream::new(config.upstreams["app"].clone()).unwrap()
+    }
+
+    /// `wait_for_members` with a bound of an hour, failing the test if it
+    /// does not return within 10 s.
+    async fn wait_long(up: &Upstream, seen: &Members) -> bool {
+        let hour = Duration::from_secs(3600);
+        tokio::time::timeout(Duration::from_secs(10), up.wait_for_members(seen, hour))
+            .await
+            .expect("waited for members nobody was bringing")
+    }
+
+    #[tokio::test]
+    async fn waiting_for_members_only_while_successors_are_expected() {
+        let up = upstream();
+        // No successor on its way (not a managed pool, or a failing one):
+        // no wait at all.
+        let seen = up.members();
+        assert!(!wait_long(&up, &seen).await);
+
+        // Expected: the wait ends with the new members...
+        up.expect_successors(true);
+        let list: Vec<_> = seen
+            .peers
+            .iter()
+            .cloned()
+            .zip(seen.addrs.iter().cloned())
+            .collect();
+        let (changed, ()) = tokio::join!(wait_long(&up, &seen), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            up.set_members(list.clone());
+        });
+        assert!(changed);
+        // ...or at once when they changed before the wait began...
+        assert!(wait_long(&up, &seen).await);
+        // ...or at the bound, with nothing new.
+        let now = up.members();
+        let start = Instant::now();
+        assert!(!up.wait_for_members(&now, Duration::from_millis(100)).await);
+        assert!(start.elapsed() >= Duration::from_millis(100));
     }
 }

@@ -85,18 +85,34 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
     } = out;
     // Only a request without a body can be sent a second time.
     let replayable = body.is_empty();
-    let members = up.members();
-    let balancer = &members.balancer;
+    let mut members = up.members();
     let mut tried = Tried::new(members.peers.len());
     let mut retries_left = up.def.retries;
     let mut last_err: Option<ProxyError> = None;
+    // Until when a request finding only spent workers waits for a successor.
+    let mut wait_until: Option<Instant> = None;
     let no_peer =
         |last: Option<ProxyError>| last.unwrap_or_else(|| ProxyError::NoPeer(name.to_string()));
 
     loop {
+        let balancer = &members.balancer;
         let Some(pick) = balancer.pick(&members.peers, key, &tried, Instant::now()) else {
             return Err(no_peer(last_err));
         };
+        // Every managed worker left is past `max_requests`: wait for a
+        // successor (at most `connect_timeout`, like waiting to connect)
+        // rather than serve past the limit; a spent worker serves on only
+        // when none comes.
+        if pick.spent && tried.is_empty() {
+            let deadline =
+                *wait_until.get_or_insert_with(|| Instant::now() + up.def.connect_timeout);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !left.is_zero() && up.wait_for_members(&members, left).await {
+                members = up.members();
+                tried = Tried::new(members.peers.len());
+                continue;
+            }
+        }
         let (Some(peer), Some(addr)) =
             (members.peers.get(pick.index), members.addrs.get(pick.index))
         else {

@@ -71,6 +71,10 @@ pub(super) struct PoolShared {
 struct Attached {
     upstreams: Vec<Weak<Upstream>>,
     members: Vec<(Arc<Peer>, PeerAddr)>,
+    /// What the upstreams were last told of successors for spent workers
+    /// ([`Upstream::expect_successors`]): expected unless the pool is
+    /// stopping or failing.
+    expected: bool,
 }
 
 /// The state of one pool.
@@ -207,13 +211,21 @@ impl PoolShared {
         let r = f(&mut pool, now);
         pool.reconcile(now);
         pool.log_failing();
-        if let Some(members) = pool.changed_members() {
-            let mut attached = lock(&self.attached);
+        let expected = !pool.stopping && !pool.failing();
+        let changed = pool.changed_members();
+        let mut attached = lock(&self.attached);
+        if let Some(members) = changed {
             attached.upstreams.retain(|w| w.strong_count() > 0);
             for up in attached.upstreams.iter().filter_map(Weak::upgrade) {
                 up.set_members(members.clone());
             }
             attached.members = members;
+        }
+        if attached.expected != expected {
+            attached.expected = expected;
+            for up in attached.upstreams.iter().filter_map(Weak::upgrade) {
+                up.expect_successors(expected);
+            }
         }
         r
     }
@@ -230,6 +242,7 @@ impl PoolShared {
             return;
         }
         up.set_members(attached.members.clone());
+        up.expect_successors(attached.expected);
         attached.upstreams.push(Arc::downgrade(up));
     }
 

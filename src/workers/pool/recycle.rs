@@ -7,8 +7,10 @@
 //! one leaves the members at once and drains (what gunicorn does: the
 //! worker stops taking requests at its limit) and the next reconcile starts
 //! its successor; otherwise it stays a member until its successor is
-//! ready, and of the spent members the one that reached its limit last
-//! serves on, so recycling never leaves a pool without a worker. The look
+//! ready. A request finding only spent members waits for a successor (at
+//! most `connect_timeout`, [`crate::upstream::Upstream::wait_for_members`]);
+//! only when none comes does the one that reached its limit last serve
+//! it, so recycling never leaves a pool without a worker. The look
 //! also gives a slot whose worker stayed up its backoff and failure count
 //! back.
 
@@ -91,9 +93,9 @@ impl Pool {
 
     /// Whether a ready worker other than `key`, neither being recycled nor
     /// at its limit (the supervisor may not have seen it yet), takes
-    /// traffic now. When none does, the spent workers stay members: the
-    /// balancer sends their requests to the one that reached its limit
-    /// last, until a successor is ready.
+    /// traffic now. When none does, the spent workers stay members until
+    /// a successor is ready: requests wait for it, and go to the one that
+    /// reached its limit last only if it does not come in time.
     fn others_serving(&self, key: u64) -> bool {
         self.procs.iter().any(|(k, p)| {
             *k != key && p.state == ProcState::Ready && p.recycle.is_none() && !p.peer.is_spent()
