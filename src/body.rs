@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::cache::stream::CacheBody;
@@ -170,17 +169,14 @@ pub enum RequestBodyError {
 
 /// A request body as the client connection delivers it.
 pub enum ClientBody {
-    /// An HTTP/1 body, read by hyper.
-    H1(Incoming),
+    /// No body.
+    Empty,
+    /// An HTTP/1 body read from the client connection by moongate's own
+    /// server (`conn::h1`).
+    Wire(Pin<Box<dyn Body<Data = Bytes, Error = BoxError>>>),
     /// The data of an HTTP/2 stream; flow-control credit is given back as
     /// data is taken, so the client may send more.
     H2(h2::RecvStream),
-}
-
-impl From<Incoming> for ClientBody {
-    fn from(body: Incoming) -> Self {
-        ClientBody::H1(body)
-    }
 }
 
 impl Body for ClientBody {
@@ -192,7 +188,8 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ClientBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Wire(b) => b.as_mut().poll_frame(cx),
             ClientBody::H2(stream) => {
                 if !stream.is_end_stream() {
                     match ready!(stream.poll_data(cx)) {
@@ -215,14 +212,16 @@ impl Body for ClientBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::Empty => true,
+            ClientBody::Wire(b) => b.is_end_stream(),
             ClientBody::H2(s) => s.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Wire(b) => b.size_hint(),
             ClientBody::H2(_) => SizeHint::default(),
         }
     }

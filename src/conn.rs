@@ -8,29 +8,22 @@
 //! closes.
 
 pub mod io;
+mod h1;
 pub(crate) mod head_scan;
 pub mod h2;
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 
-use http::{StatusCode, Version};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::ClientBody;
 use crate::conn_watch::ConnWatch;
-use crate::interim::Interim;
-use crate::proxy::{self, ConnCtx};
+use crate::proxy::ConnCtx;
 use crate::state::Shared;
 use io::{ClientIo, ConnTimeouts};
-
-/// hyper's default limit on request header lines.
-const HYPER_MAX_HEADERS: usize = 100;
 
 /// What a connection needs to know from the configuration when it starts.
 #[derive(Debug, Clone, Copy)]
@@ -144,72 +137,7 @@ async fn serve_sniffed<S>(
             tracing::debug!(%peer, "HTTP/2 preface on a connection where ALPN chose HTTP/1.1");
             io.refuse(StatusCode::BAD_REQUEST).await;
         }
-        Ok(false) => run_h1(io, ctx, stop, limits).await,
+        Ok(false) => h1::serve(io, ctx, stop, limits).await,
         Err(e) => tracing::debug!(%peer, error = %e, "connection ended before a request"),
-    }
-}
-
-/// Serves HTTP/1.1 with hyper on an established (plain or TLS) stream.
-async fn run_h1<S>(mut io: ClientIo<S>, ctx: ConnCtx, stop: CancellationToken, limits: Limits)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = ctx.peer;
-    // Interim responses of the request being served are written ahead of
-    // hyper's bytes by the socket wrapper.
-    let interim = Arc::new(Interim::new());
-    io.set_interim(interim.clone());
-    let io = TokioIo::new(io);
-    let ctx = Rc::new(ctx);
-    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let ctx = ctx.clone();
-        // HTTP/1.0 clients get no interim responses (RFC 9110 §15.2).
-        let interim = (req.version() == Version::HTTP_11).then(|| interim.clone());
-        async move {
-            // Each request first goes to the back of this thread's run
-            // queue. hyper serves a keep-alive connection's next request in
-            // the same turn when it has already arrived (up to 16 in a row),
-            // so busy clients were served ahead of others: cache hits had a
-            // p99 1.35x nginx's with a p50 of 0.6x. With the yield every
-            // ready connection gets its turn, as in nginx's event loop: p99
-            // 0.78x nginx's, and no loss of req/CPU-s (bench/RESULTS.md),
-            // for ~2k instructions per request.
-            tokio::task::yield_now().await;
-            proxy::handle(req.map(ClientBody::H1), ctx, interim).await
-        }
-    });
-
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    // hyper's own limit is 100 lines, parsed into arrays on the stack;
-    // naming any limit makes it fill arrays of that size on every parse
-    // (~1.5k instructions a request for 100), so only a different one is.
-    if limits.max_headers != HYPER_MAX_HEADERS {
-        builder.max_headers(limits.max_headers);
-    }
-    builder
-        .keep_alive(true)
-        // hyper answers 431 itself when a head outgrows its read buffer (at
-        // least 8 KiB) or has more header lines than `max_headers`; heads
-        // within the buffer are measured exactly by the proxy's checks. The
-        // same bound caps hyper's write buffer: a larger one holds back a
-        // response head until a body error discards it (the client then
-        // sees no answer at all instead of a cut body).
-        .max_buf_size(limits.max_header.max(8192))
-        .header_read_timeout(None)
-        .timer(TokioTimer::new());
-    let conn = builder.serve_connection(io, service).with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        }
-        _ = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error while draining");
-            }
-        }
     }
 }

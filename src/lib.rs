@@ -75,6 +75,7 @@ pub mod runtime;
 pub mod tls;
 pub mod conn;
 pub mod conn_watch;
+pub mod client_upgrade;
 pub mod interim;
 pub mod proxy;
 pub mod route;

@@ -10,7 +10,6 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Uri, Version};
-use hyper_util::rt::TokioIo;
 
 use super::{ConnCtx, Served};
 use crate::access_log::AccessRecord;
@@ -60,7 +59,11 @@ pub(super) async fn proxy_upstream(
         && forward::wants_upgrade(&parts.headers)
         && forward::keep_allowed_upgrades(&mut parts.headers, allowed);
     let client_upgrade = upgrade
-        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .then(|| {
+            parts
+                .extensions
+                .remove::<crate::client_upgrade::ClientUpgrade>()
+        })
         .flatten();
     if !parts.headers.contains_key(header::HOST)
         && let Ok(v) = HeaderValue::from_str(host)
@@ -231,22 +234,23 @@ fn spawn_refresh(
 
 /// Copies bytes both ways between an upgraded client connection and the
 /// peer connection that answered 101, for as long as both keep it open.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, peer: crate::upstream::h1::Conn) {
+async fn tunnel(client: crate::client_upgrade::ClientUpgrade, peer: crate::upstream::h1::Conn) {
     use tokio::io::AsyncWriteExt;
-    let client = match client.await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(error = %e, "protocol upgrade failed");
-            return;
-        }
+    let Some(client) = client.connection().await else {
+        tracing::debug!("protocol upgrade failed: the client connection was not handed over");
+        return;
     };
-    let mut client = TokioIo::new(client);
+    let mut client_io = client.io;
     let (mut peer, early) = peer.into_upgraded();
-    // Bytes the peer sent right after its 101 belong to the client.
-    if !early.is_empty() && client.write_all(&early).await.is_err() {
+    // Bytes the peer sent right after its 101 belong to the client, and
+    // those the client sent after its request to the peer.
+    if !early.is_empty() && client_io.write_all(&early).await.is_err() {
         return;
     }
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut peer).await {
+    if !client.early.is_empty() && peer.write_all(&client.early).await.is_err() {
+        return;
+    }
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client_io, &mut peer).await {
         tracing::debug!(error = %e, "upgraded connection ended");
     }
 }

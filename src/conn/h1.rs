@@ -1,0 +1,353 @@
+//! moongate's own HTTP/1.1 server side, one loop per connection: read a
+//! head from the connection's buffer ([`head`]), hand the request to
+//! [`crate::proxy::handle`] with a body that reads from the same buffer
+//! ([`body`]), write the response ([`response`]), and go on with the next
+//! head (keep-alive and pipelining) while the exchange allows it.
+//!
+//! Deadlines stay with [`ClientIo`] (408 for a slow head, the keep-alive
+//! timeout, `send_timeout`). A head this server cannot take is answered
+//! here (400, 431, 505; JSON like every answer of moongate's own) and the
+//! connection closed; the proxy's checks judge the rest. After `101
+//! Switching Protocols` the connection goes to the tunnel through
+//! [`ClientUpgrade`]. A connection closed after a response whose request
+//! was not read to its end lingers, reading and dropping what the client
+//! still sends for a moment, so that closing does not reset the answer
+//! away (nginx's `lingering_close`).
+
+mod body;
+mod head;
+mod response;
+mod wire;
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Buf;
+use http::{Request, StatusCode, Version, header};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use super::Limits;
+use super::io::ClientIo;
+use crate::body::ClientBody;
+use crate::client_upgrade::{ClientUpgrade, UpgradeSender, Upgraded};
+use crate::interim::Interim;
+use crate::proxy::{self, ConnCtx};
+use crate::upstream::h1::framing::{Decoder, Framing};
+use body::WireBody;
+use head::{BodyFraming, RequestHead};
+use response::{DateCache, Exchange, Sending};
+use wire::Wire;
+
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// How much a closing connection reads at most while lingering.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// What reading a head ended with.
+enum Next {
+    /// A request.
+    Head(Box<RequestHead>),
+    /// The client closed, went idle past the keep-alive timeout, or the
+    /// server is stopping: close quietly.
+    Close,
+    /// A head the server cannot take: answer this and close.
+    Refuse(StatusCode, &'static str),
+}
+
+/// Serves HTTP/1.x on `io` until the connection closes or `stop` fires.
+pub(super) async fn serve<S>(
+    mut io: ClientIo<S>,
+    ctx: ConnCtx,
+    stop: CancellationToken,
+    limits: Limits,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = ctx.peer;
+    // Interim responses of the request being served are written ahead of
+    // the response by the socket wrapper.
+    let interim = Arc::new(Interim::new());
+    io.set_interim(interim.clone());
+    let wire = Rc::new(RefCell::new(Wire::new(io)));
+    let ctx = Rc::new(ctx);
+    let mut dates = DateCache::default();
+    // hyper's bound, kept: a head that outgrows this buffer gets 431.
+    let max_buf = limits.max_header.max(8192);
+
+    loop {
+        let head = match read_head(&wire, &stop, max_buf, limits.max_headers).await {
+            Next::Head(h) => h,
+            Next::Close => return,
+            Next::Refuse(status, why) => {
+                tracing::debug!(%peer, %status, "refusing a request head: {why}");
+                let answer = crate::error_page::raw_h1(status);
+                let mut written = 0;
+                let wrote =
+                    poll_fn(|cx| wire.borrow_mut().poll_write_all(cx, &answer, &mut written));
+                if wrote.await.is_ok() {
+                    close(&wire, false).await;
+                }
+                return;
+            }
+        };
+        let RequestHead {
+            mut parts,
+            framing,
+            keep_alive,
+            expect_continue,
+            conflicting_framing,
+        } = *head;
+        if conflicting_framing {
+            ctx.watch.note_conflict();
+        }
+        let decoder = match framing {
+            BodyFraming::Empty | BodyFraming::Unknown => None,
+            BodyFraming::Length(n) => Some(Decoder::new(Framing::Length(n))),
+            BodyFraming::Chunked => Some(Decoder::new(Framing::Chunked)),
+        };
+        let body = match decoder {
+            None => {
+                wire.borrow_mut().body_done = true;
+                ClientBody::Empty
+            }
+            Some(d) => ClientBody::Wire(Box::pin(WireBody::new(wire.clone(), d, expect_continue))),
+        };
+        let upgrade = asks_upgrade(&parts).then(|| {
+            let (tx, rx) = ClientUpgrade::pair();
+            parts.extensions.insert(rx);
+            tx
+        });
+        let ex = Exchange {
+            version: parts.version,
+            head: parts.method == http::Method::HEAD,
+            keep_alive,
+        };
+        // HTTP/1.0 clients get no interim responses (RFC 9110 §15.2).
+        let queue = (ex.version == Version::HTTP_11).then(|| interim.clone());
+        // Each request first goes to the back of this thread's run queue,
+        // as with hyper before (bench/RESULTS.md): every ready connection
+        // gets its turn, as in nginx's event loop.
+        tokio::task::yield_now().await;
+        let req = Request::from_parts(parts, body);
+        let Some(resp) = serve_one(
+            &wire,
+            proxy::handle(req, ctx.clone(), queue),
+            &interim,
+            max_buf,
+        )
+        .await
+        else {
+            tracing::debug!(%peer, "the client closed the connection during its request");
+            return;
+        };
+
+        // The response body (and its completion hook: the access log, the
+        // connection told the exchange is over) is gone once this is done.
+        let (sent, keep_alive, switched) = {
+            let (mut parts, body) = resp.into_parts();
+            let mut body = pin!(body);
+            let mut out = Vec::with_capacity(512);
+            let (encoding, keep_alive) =
+                response::encode_head(&mut parts, &body, ex, &mut dates, &mut out);
+            let mut send = Sending {
+                body: body.as_mut(),
+                encoding,
+                out,
+                written: 0,
+                pending: bytes::Bytes::new(),
+                body_done: false,
+            };
+            let sent = poll_fn(|cx| send.poll_send(cx, &mut wire.borrow_mut().io)).await;
+            (
+                sent,
+                keep_alive,
+                parts.status == StatusCode::SWITCHING_PROTOCOLS,
+            )
+        };
+        if let Err(e) = sent {
+            tracing::debug!(%peer, error = %e, "response not sent whole; closing");
+            return;
+        }
+        if switched {
+            if let Some(tx) = upgrade {
+                hand_over(wire, tx);
+            }
+            return;
+        }
+        let body_done = wire.borrow().body_done;
+        if !keep_alive || !body_done || stop.is_cancelled() {
+            close(&wire, body_done).await;
+            return;
+        }
+        wire.borrow_mut().release_if_empty();
+    }
+}
+
+/// Runs the request's handler to its response. Meanwhile, interim
+/// responses it queues are written as they come, and once the request's
+/// body is read the socket is watched: a client that closes aborts the
+/// request (the handler is dropped, giving back what it holds), as nginx
+/// does unless told to ignore client aborts. Bytes of a pipelined next
+/// request are kept in the buffer, up to `max_buf`. `None` when aborted.
+async fn serve_one<S, F, R>(
+    wire: &Rc<RefCell<Wire<ClientIo<S>>>>,
+    handler: F,
+    interim: &Interim,
+    max_buf: usize,
+) -> Option<R>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = Result<R, Infallible>>,
+{
+    let mut handler = pin!(handler);
+    poll_fn(|cx| {
+        if let Poll::Ready(r) = handler.as_mut().poll(cx) {
+            return Poll::Ready(match r {
+                Ok(r) => Some(r),
+                Err(never) => match never {},
+            });
+        }
+        let Ok(mut w) = wire.try_borrow_mut() else {
+            return Poll::Pending;
+        };
+        if interim.is_queued() {
+            // Pending only while the socket is full; polled again then.
+            let _ = Pin::new(&mut w.io).poll_flush(cx);
+        }
+        while w.body_done && w.buf.len() < max_buf {
+            match w.poll_fill(cx) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Reads until the buffer holds a whole head.
+async fn read_head<S>(
+    wire: &Rc<RefCell<Wire<ClientIo<S>>>>,
+    stop: &CancellationToken,
+    max_buf: usize,
+    max_headers: usize,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        {
+            let mut w = wire.borrow_mut();
+            if !w.buf.is_empty() {
+                match head::parse(&w.buf, max_headers) {
+                    Ok(Some((h, n))) => {
+                        w.buf.advance(n);
+                        return Next::Head(Box::new(h));
+                    }
+                    Ok(None) if w.buf.len() >= max_buf => {
+                        return Next::Refuse(
+                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            "the head outgrew its buffer",
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Next::Refuse(e.status, e.why),
+                }
+            }
+        }
+        let idle = wire.borrow().buf.is_empty();
+        let read = poll_fn(|cx| wire.borrow_mut().poll_fill(cx));
+        let n = if idle {
+            // Stopping: a connection between requests just closes.
+            tokio::select! {
+                r = read => r,
+                () = stop.cancelled() => return Next::Close,
+            }
+        } else {
+            read.await
+        };
+        match n {
+            Ok(0) | Err(_) => return Next::Close,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Whether the request asks to switch protocols (`Connection: upgrade`
+/// and an `Upgrade` field); the proxy decides whether it may.
+fn asks_upgrade(parts: &http::request::Parts) -> bool {
+    parts.headers.contains_key(header::UPGRADE)
+        && parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| response::has_token(v.as_bytes(), b"upgrade"))
+}
+
+/// Gives the connection to whoever took the request's [`ClientUpgrade`].
+fn hand_over<S>(wire: Rc<RefCell<Wire<ClientIo<S>>>>, tx: UpgradeSender)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if !tx.is_wanted() {
+        return;
+    }
+    match Rc::try_unwrap(wire) {
+        Ok(w) => {
+            let w = w.into_inner();
+            tx.send(Upgraded {
+                io: Box::new(w.io),
+                early: w.buf.freeze(),
+            });
+        }
+        Err(_) => tracing::debug!("upgraded connection still in use by a request body"),
+    }
+}
+
+/// Ends the connection: our side is shut down, then, unless everything
+/// the client sent was read (`read_all`), [`linger`].
+async fn close<S>(wire: &Rc<RefCell<Wire<ClientIo<S>>>>, read_all: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = poll_fn(|cx| Pin::new(&mut wire.borrow_mut().io).poll_shutdown(cx)).await;
+    if !read_all {
+        linger(wire).await;
+    }
+}
+
+/// Reads and drops what the client still sends, for at most [`LINGER`]
+/// and [`LINGER_BYTES`], so that closing does not reset an answer the
+/// client has not read yet.
+async fn linger<S>(wire: &Rc<RefCell<Wire<ClientIo<S>>>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let drain = async {
+        let mut total = 0usize;
+        loop {
+            let n = poll_fn(|cx| {
+                let mut w = wire.borrow_mut();
+                w.buf.clear();
+                w.poll_fill(cx)
+            })
+            .await;
+            match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+            if total >= LINGER_BYTES {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}

@@ -1,0 +1,99 @@
+//! A request body read straight from the client connection: the bytes the
+//! head said follow it (`Content-Length` or chunked), decoded from the
+//! [`Wire`]'s buffer as the request's handler asks for them. On its first
+//! read, a request that sent `Expect: 100-continue` gets its `100
+//! Continue` (RFC 9110 §10.1.1): a client that is refused before its body
+//! is read never has to send it.
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::wire::Wire;
+use crate::body::BoxError;
+use crate::upstream::h1::framing::{Decoder, Step};
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// One request's body, read from the connection it came on.
+pub(crate) struct WireBody<S> {
+    wire: Rc<RefCell<Wire<S>>>,
+    decoder: Decoder,
+    /// `Some(bytes written)` while a `100 Continue` is owed.
+    expect: Option<usize>,
+}
+
+impl<S> WireBody<S> {
+    /// A body decoded by `decoder` from `wire`; `expect_continue` when the
+    /// client waits for `100 Continue` before sending it.
+    pub fn new(wire: Rc<RefCell<Wire<S>>>, decoder: Decoder, expect_continue: bool) -> Self {
+        if let Ok(mut w) = wire.try_borrow_mut() {
+            w.body_done = decoder.is_done();
+        }
+        WireBody {
+            wire,
+            decoder,
+            expect: expect_continue.then_some(0),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Body for WireBody<S> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Ok(mut wire) = this.wire.try_borrow_mut() else {
+            return Poll::Ready(Some(Err("the connection is busy".into())));
+        };
+        if let Some(written) = this.expect.as_mut() {
+            // Only while the body has not started arriving anyway.
+            if wire.buf.is_empty() && !this.decoder.is_done() {
+                std::task::ready!(wire.poll_write_all(cx, CONTINUE, written))?;
+            }
+            this.expect = None;
+        }
+        loop {
+            match this.decoder.decode(&mut wire.buf) {
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                Ok(Step::Data(b)) => {
+                    wire.body_done = this.decoder.is_done();
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                Ok(Step::Done) => {
+                    wire.body_done = true;
+                    return Poll::Ready(None);
+                }
+                Ok(Step::NeedMore) => {}
+            }
+            match std::task::ready!(wire.poll_fill(cx)) {
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                Ok(0) => {
+                    return Poll::Ready(Some(Err(
+                        "the client closed the connection before the body was complete".into(),
+                    )));
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.decoder
+            .remaining()
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}

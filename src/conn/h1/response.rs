@@ -1,0 +1,324 @@
+//! Writing one HTTP/1 response: the head (status line, the handler's
+//! headers, `date`, and the framing this server chooses: `content-length`
+//! when the length is known, chunked on HTTP/1.1 otherwise, the end of the
+//! connection on HTTP/1.0), then the body, re-framed as chosen. Head and
+//! body are gathered in one buffer while the body has data ready, so a
+//! small response goes out in one write.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes};
+use http::header::{self, HeaderValue};
+use http::response::Parts;
+use http::{StatusCode, Version};
+use http_body::Body;
+use tokio::io::AsyncWrite;
+
+use crate::body::ResponseBody;
+
+/// Body bytes up to this size are copied next to the head (one write);
+/// larger frames are written from their own buffer.
+const GATHER: usize = 16 * 1024;
+
+/// What the request said that shapes its response.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Exchange {
+    /// The request's version (the response is written in it).
+    pub version: Version,
+    /// A HEAD request: the response has no body.
+    pub head: bool,
+    /// The connection may stay open (the client's `Connection` and the
+    /// request's framing allow it).
+    pub keep_alive: bool,
+}
+
+/// How the body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Encoding {
+    /// No body is sent.
+    None,
+    /// Exactly this many bytes are still to come.
+    Length(u64),
+    /// Chunked.
+    Chunked,
+    /// Until the connection closes (HTTP/1.0 without a length).
+    Close,
+}
+
+/// `date` values, formatted once a second.
+#[derive(Default)]
+pub(super) struct DateCache {
+    second: u64,
+    value: Option<HeaderValue>,
+}
+
+impl DateCache {
+    fn now(&mut self) -> HeaderValue {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match &self.value {
+            Some(v) if self.second == second => v.clone(),
+            _ => {
+                let v = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+                    .unwrap_or_else(|_| HeaderValue::from_static(""));
+                self.second = second;
+                self.value = Some(v.clone());
+                v
+            }
+        }
+    }
+}
+
+/// Writes the head of `parts` into `out` and says how the body follows
+/// and whether the connection stays open after it.
+pub(super) fn encode_head(
+    parts: &mut Parts,
+    body: &ResponseBody,
+    ex: Exchange,
+    dates: &mut DateCache,
+    out: &mut Vec<u8>,
+) -> (Encoding, bool) {
+    let status = parts.status;
+    let bodiless = ex.head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let mut keep_alive = ex.keep_alive
+        && !parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v.as_bytes(), b"close"));
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    let declared = parts.headers.get(header::CONTENT_LENGTH).map(|v| {
+        std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    });
+    let encoding = if bodiless {
+        Encoding::None
+    } else {
+        match declared {
+            Some(Some(n)) => Encoding::Length(n),
+            other => {
+                if other.is_some() {
+                    // Not a number: ours replaces it.
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                }
+                let exact = if body.is_end_stream() {
+                    Some(0)
+                } else {
+                    body.size_hint().exact()
+                };
+                match exact {
+                    Some(n) => {
+                        parts
+                            .headers
+                            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+                        Encoding::Length(n)
+                    }
+                    None if ex.version == Version::HTTP_11 => {
+                        parts.headers.insert(
+                            header::TRANSFER_ENCODING,
+                            HeaderValue::from_static("chunked"),
+                        );
+                        Encoding::Chunked
+                    }
+                    None => {
+                        keep_alive = false;
+                        Encoding::Close
+                    }
+                }
+            }
+        }
+    };
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        keep_alive = false;
+    } else if ex.version == Version::HTTP_11 {
+        if !keep_alive && !parts.headers.contains_key(header::CONNECTION) {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    } else if keep_alive {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        parts.headers.insert(header::DATE, dates.now());
+    }
+
+    out.extend_from_slice(if ex.version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    (encoding, keep_alive)
+}
+
+/// Whether a comma-separated header value lists `token`.
+pub(super) fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Why a response could not be written whole: the connection must close.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum WriteError {
+    /// The socket failed (or a write stalled past `send_timeout`).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The body failed, or did not match its declared length.
+    #[error("response body: {0}")]
+    Body(String),
+}
+
+/// Sends a head (already in `out`) and the body, framed as `encoding`.
+pub(super) struct Sending<'a> {
+    pub body: Pin<&'a mut ResponseBody>,
+    pub encoding: Encoding,
+    pub out: Vec<u8>,
+    pub written: usize,
+    /// A large frame written after `out`.
+    pub pending: Bytes,
+    pub body_done: bool,
+}
+
+impl Sending<'_> {
+    /// Drives the write to `io`; `Ready(Ok)` once everything is written
+    /// and flushed.
+    pub fn poll_send<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut W,
+    ) -> Poll<Result<(), WriteError>> {
+        if self.encoding == Encoding::None {
+            self.body_done = true;
+        }
+        loop {
+            // Gather what the body has ready, up to a buffer's worth.
+            if !self.body_done && self.pending.is_empty() && self.out.len() < GATHER {
+                match self.body.as_mut().poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            self.frame(data)?;
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Err(WriteError::Body(e.to_string())));
+                    }
+                    Poll::Ready(None) => {
+                        self.end()?;
+                        continue;
+                    }
+                    Poll::Pending if self.out.len() == self.written => {
+                        // Nothing to write: flush what went out and wait.
+                        std::task::ready!(Pin::new(&mut *io).poll_flush(cx))?;
+                        return Poll::Pending;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if self.written < self.out.len() {
+                let n = if self.pending.is_empty() {
+                    std::task::ready!(Pin::new(&mut *io).poll_write(cx, &self.out[self.written..]))?
+                } else {
+                    let slices = [
+                        io::IoSlice::new(&self.out[self.written..]),
+                        io::IoSlice::new(&self.pending),
+                    ];
+                    std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?
+                };
+                if n == 0 {
+                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                }
+                let in_out = n.min(self.out.len() - self.written);
+                self.written += in_out;
+                self.pending.advance(n - in_out);
+                if self.written == self.out.len() {
+                    self.out.clear();
+                    self.written = 0;
+                }
+                continue;
+            }
+            if !self.pending.is_empty() {
+                let n = std::task::ready!(Pin::new(&mut *io).poll_write(cx, &self.pending))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                }
+                self.pending.advance(n);
+                continue;
+            }
+            if self.body_done {
+                std::task::ready!(Pin::new(&mut *io).poll_flush(cx))?;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    /// Frames one data frame into `out` (or `pending`).
+    fn frame(&mut self, data: Bytes) -> Result<(), WriteError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match &mut self.encoding {
+            Encoding::None => return Ok(()),
+            Encoding::Length(left) => {
+                let n = data.len() as u64;
+                if n > *left {
+                    return Err(WriteError::Body("longer than its Content-Length".into()));
+                }
+                *left -= n;
+            }
+            Encoding::Chunked => {
+                self.out
+                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            }
+            Encoding::Close => {}
+        }
+        // Chunks are copied (their CRLF must follow them); a large frame
+        // of a length-framed body is written from its own buffer.
+        let chunked = self.encoding == Encoding::Chunked;
+        if chunked || data.len() <= GATHER {
+            self.out.extend_from_slice(&data);
+            if chunked {
+                self.out.extend_from_slice(b"\r\n");
+            }
+        } else {
+            self.pending = data;
+        }
+        Ok(())
+    }
+
+    /// The body ended.
+    fn end(&mut self) -> Result<(), WriteError> {
+        self.body_done = true;
+        match self.encoding {
+            Encoding::Length(0) | Encoding::None | Encoding::Close => Ok(()),
+            Encoding::Length(_) => Err(WriteError::Body("shorter than its Content-Length".into())),
+            Encoding::Chunked => {
+                self.out.extend_from_slice(b"0\r\n\r\n");
+                Ok(())
+            }
+        }
+    }
+}

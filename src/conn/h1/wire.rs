@@ -1,0 +1,77 @@
+//! The client connection as its HTTP/1 exchanges share it: the socket and
+//! the bytes read from it but not used yet (the rest of a head, a body,
+//! pipelined requests). The connection loop reads heads from it and writes
+//! responses to it; a request's body ([`super::body::WireBody`]) reads from
+//! it while the request is served. All of them run on the connection's
+//! task, and each borrows the wire only inside one poll.
+//!
+//! The read buffer is allocated when a read starts and given back when it
+//! is empty between requests, so an idle keep-alive connection holds none.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// How much a read asks for at least.
+pub(super) const READ_CHUNK: usize = 4096;
+
+/// The socket and its unread bytes.
+pub(crate) struct Wire<S> {
+    /// The client socket (with the connection's deadlines).
+    pub io: S,
+    /// Bytes read but not used yet.
+    pub buf: BytesMut,
+    /// Whether the current request's body was read to its end (or it had
+    /// none): only then can the next request's head follow in the buffer.
+    pub body_done: bool,
+}
+
+impl<S: AsyncRead + Unpin> Wire<S> {
+    /// A wire with an empty buffer.
+    pub fn new(io: S) -> Self {
+        Wire {
+            io,
+            buf: BytesMut::new(),
+            body_done: true,
+        }
+    }
+
+    /// Reads more bytes into the buffer: `Ok(0)` at end of stream.
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK {
+            self.buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// Gives the buffer's memory back when nothing is left in it (between
+    /// requests: an idle connection then holds no buffer).
+    pub fn release_if_empty(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Wire<S> {
+    /// Writes all of `data` (from `*written` on), keeping the progress in
+    /// `written` across polls.
+    pub fn poll_write_all(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        written: &mut usize,
+    ) -> Poll<io::Result<()>> {
+        while *written < data.len() {
+            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &data[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+}
