@@ -31,5 +31,6 @@ mod workers;
 mod examples;
 mod upgrade;
 mod http1_strict;
+mod http1_server;
 mod h2;
 mod listen;

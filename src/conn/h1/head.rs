@@ -334,3 +334,63 @@ mod tests {
         assert_eq!(h.parts.headers.len(), 151);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A valid request head: a method, a path, some header lines, maybe a
+    /// body length.
+    fn heads() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "OPTIONS"]),
+            "/[a-z0-9/._-]{0,30}(\\?[a-z0-9=&]{0,20})?",
+            prop::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,15}", "[ -~]{0,40}"), 0..12),
+            prop::option::of(0u32..100_000),
+        )
+            .prop_map(|(method, path, fields, length)| {
+                let mut head = format!("{method} {path} HTTP/1.1\r\nHost: h\r\n");
+                for (name, value) in fields {
+                    let lower = name.to_ascii_lowercase();
+                    if ["content-length", "transfer-encoding", "host"].contains(&lower.as_str()) {
+                        continue;
+                    }
+                    head.push_str(&format!("{name}: {}\r\n", value.trim()));
+                }
+                if let Some(n) = length {
+                    head.push_str(&format!("Content-Length: {n}\r\n"));
+                }
+                head.push_str("\r\n");
+                head
+            })
+    }
+
+    proptest! {
+        /// Every strict prefix of a head waits for more; the whole head
+        /// parses to its own length whatever follows it (a body, the next
+        /// request); its framing is the length it declared.
+        #[test]
+        fn a_head_is_found_whole_and_only_whole(head in heads(), after in "[ -~]{0,40}") {
+            let bytes = head.as_bytes();
+            for cut in 0..bytes.len() {
+                prop_assert!(matches!(parse(&bytes[..cut], 100), Ok(None)), "prefix {cut} of {head:?}");
+            }
+            let mut with_more = bytes.to_vec();
+            with_more.extend_from_slice(after.as_bytes());
+            let (h, n) = match parse(&with_more, 100) {
+                Ok(Some(x)) => x,
+                other => return Err(TestCaseError::fail(format!("{head:?}: {other:?}"))),
+            };
+            prop_assert_eq!(n, bytes.len());
+            let declared = h.parts.headers.get("content-length")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            let expected = match declared {
+                None | Some(0) => BodyFraming::Empty,
+                Some(n) => BodyFraming::Length(n),
+            };
+            prop_assert_eq!(h.framing, expected);
+            prop_assert!(h.keep_alive);
+        }
+    }
+}

@@ -322,3 +322,152 @@ impl Sending<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Response;
+
+    fn ex(version: Version, head: bool) -> Exchange {
+        Exchange {
+            version,
+            head,
+            keep_alive: true,
+        }
+    }
+
+    /// The head written for `resp`, how its body follows, and keep-alive.
+    fn head_of(resp: Response<ResponseBody>, ex: Exchange) -> (String, Encoding, bool) {
+        let (mut parts, body) = resp.into_parts();
+        let mut out = Vec::new();
+        let (enc, keep) = encode_head(&mut parts, &body, ex, &mut DateCache::default(), &mut out);
+        (String::from_utf8(out).unwrap(), enc, keep)
+    }
+
+    /// The whole response on the wire.
+    async fn wire(resp: Response<ResponseBody>, ex: Exchange) -> String {
+        let (mut parts, body) = resp.into_parts();
+        let mut body = std::pin::pin!(body);
+        let mut out = Vec::new();
+        let (encoding, _) = encode_head(&mut parts, &body, ex, &mut DateCache::default(), &mut out);
+        let mut send = Sending {
+            body: body.as_mut(),
+            encoding,
+            out,
+            written: 0,
+            pending: Bytes::new(),
+            body_done: false,
+        };
+        let mut sink: Vec<u8> = Vec::new();
+        std::future::poll_fn(|cx| send.poll_send(cx, &mut sink))
+            .await
+            .unwrap();
+        String::from_utf8(sink).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_known_length_is_declared_and_the_body_follows_in_the_same_write() {
+        let resp = Response::builder()
+            .status(200)
+            .header("x-a", "1")
+            .body(ResponseBody::full("hello"))
+            .unwrap();
+        let text = wire(resp, ex(Version::HTTP_11, false)).await;
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 5\r\ndate: "),
+            "{text}"
+        );
+        assert!(text.ends_with(" GMT\r\n\r\nhello"), "{text}");
+    }
+
+    #[test]
+    fn a_declared_length_that_is_not_a_number_is_replaced() {
+        let unknown = || {
+            Response::builder()
+                .header("content-length", "x")
+                .body(ResponseBody::from_kind(crate::body::Kind::Full(Some(
+                    Bytes::from("ab"),
+                ))))
+                .unwrap()
+        };
+        let (text, enc, keep) = head_of(unknown(), ex(Version::HTTP_11, false));
+        assert_eq!((enc, keep), (Encoding::Length(2), true), "{text}");
+        assert!(!text.contains("content-length: x"), "{text}");
+
+        let empty = Response::builder().body(ResponseBody::empty()).unwrap();
+        let (text, enc, _) = head_of(empty, ex(Version::HTTP_11, false));
+        assert_eq!(enc, Encoding::Length(0));
+        assert!(text.contains("content-length: 0\r\n"), "{text}");
+    }
+
+    #[test]
+    fn bodiless_answers_send_no_body_and_keep_their_length() {
+        for (status, head) in [(204, false), (304, false), (200, true)] {
+            let resp = Response::builder()
+                .status(status)
+                .header("content-length", "10")
+                .body(ResponseBody::empty())
+                .unwrap();
+            let (text, enc, keep) = head_of(resp, ex(Version::HTTP_11, head));
+            assert_eq!((enc, keep), (Encoding::None, true), "{status}");
+            assert!(text.contains("content-length: 10\r\n"), "{text}");
+        }
+    }
+
+    #[test]
+    fn connection_close_from_the_handler_closes_and_1_0_keep_alive_is_said() {
+        let resp = Response::builder()
+            .header("connection", "close")
+            .body(ResponseBody::full("x"))
+            .unwrap();
+        let (_, _, keep) = head_of(resp, ex(Version::HTTP_11, false));
+        assert!(!keep);
+        let resp = Response::builder().body(ResponseBody::full("x")).unwrap();
+        let (text, _, keep) = head_of(resp, ex(Version::HTTP_10, false));
+        assert!(keep && text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+        assert!(text.contains("connection: keep-alive\r\n"), "{text}");
+        let closing = Exchange {
+            keep_alive: false,
+            ..ex(Version::HTTP_11, false)
+        };
+        let resp = Response::builder().body(ResponseBody::full("x")).unwrap();
+        let (text, _, keep) = head_of(resp, closing);
+        assert!(!keep && text.contains("connection: close\r\n"), "{text}");
+    }
+
+    #[test]
+    fn frames_are_chunked_or_counted() {
+        let mut body = std::pin::pin!(ResponseBody::empty());
+        let mut send = Sending {
+            body: body.as_mut(),
+            encoding: Encoding::Chunked,
+            out: Vec::new(),
+            written: 0,
+            pending: Bytes::new(),
+            body_done: false,
+        };
+        send.frame(Bytes::from_static(b"abc")).unwrap();
+        send.frame(Bytes::new()).unwrap();
+        send.frame(Bytes::from(vec![b'x'; 20_000])).unwrap();
+        send.end().unwrap();
+        let mut expect = b"3\r\nabc\r\n4e20\r\n".to_vec();
+        expect.extend(std::iter::repeat_n(b'x', 20_000));
+        expect.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(send.out, expect);
+
+        send.encoding = Encoding::Length(3);
+        send.out.clear();
+        send.frame(Bytes::from_static(b"ab")).unwrap();
+        assert!(send.end().is_err(), "short of the length");
+        send.encoding = Encoding::Length(1);
+        assert!(
+            send.frame(Bytes::from_static(b"ab")).is_err(),
+            "past the length"
+        );
+        // A large frame of a counted body is written from its own buffer.
+        send.encoding = Encoding::Length(20_000);
+        send.out.clear();
+        send.frame(Bytes::from(vec![b'y'; 20_000])).unwrap();
+        assert!(send.out.is_empty() && send.pending.len() == 20_000);
+    }
+}
