@@ -1,9 +1,10 @@
 //! One client connection: TLS handshake (for TLS listeners), then the
 //! protocol it speaks — over TLS only the one ALPN chose (`h2`, else
 //! HTTP/1.1), on plain listeners HTTP/1.1 or HTTP/2 with prior knowledge
-//! (the first bytes tell) — on top of [`io::ClientIo`], which adds the
-//! request-phase deadlines hyper lacks. HTTP/1.1 is hyper's, HTTP/2 our
-//! own glue on the `h2` crate ([`h2`]). Requests go to [`crate::proxy`].
+//! (the first bytes tell) — on top of [`io::ClientIo`], which keeps the
+//! request-phase deadlines. HTTP/1.1 is moongate's own server side
+//! ([`h1`]), HTTP/2 our glue on the `h2` crate ([`h2`]). Requests go to
+//! [`crate::proxy`].
 //! On graceful stop the connection finishes its in-flight requests and
 //! closes.
 
@@ -15,7 +16,7 @@ pub mod h2;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -70,8 +71,11 @@ pub async fn serve(
     };
     drop(snap);
     let watch = ConnWatch::new();
+    let peer_ip_text = HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static(""));
     let ctx = |scheme| ConnCtx {
         peer,
+        peer_ip_text,
         local,
         scheme,
         watch: watch.clone(),

@@ -138,9 +138,31 @@ pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
 /// `upgrade` is true the `Upgrade` header is kept and `Connection: upgrade`
 /// is set again, so the upgrade handshake passes through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    for name in connection_listed(headers) {
-        if !(upgrade && name == header::UPGRADE) {
-            headers.remove(&name);
+    // One pass over the names (no hashing) finds what is there; most
+    // messages carry one hop-by-hop field or none, and removing a name
+    // that is absent still costs a hash and a probe.
+    let mut present: [Option<HeaderName>; 4] = Default::default();
+    let mut more = false;
+    let mut listed = false;
+    let mut found = 0;
+    for name in headers.keys() {
+        if is_hop_by_hop(name) {
+            listed |= name == header::CONNECTION;
+            match present.get_mut(found) {
+                Some(slot) => *slot = Some(name.clone()),
+                None => more = true,
+            }
+            found += 1;
+        }
+    }
+    if found == 0 {
+        return;
+    }
+    if listed {
+        for name in connection_listed(headers) {
+            if !(upgrade && name == header::UPGRADE) {
+                headers.remove(&name);
+            }
         }
     }
     let saved_upgrade = if upgrade {
@@ -148,8 +170,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         None
     };
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    if more {
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
+    } else {
+        for name in present.iter().flatten() {
+            headers.remove(name);
+        }
     }
     if let Some(proto) = saved_upgrade {
         headers.insert(header::UPGRADE, proto);
@@ -157,17 +185,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Sets the forwarding headers on a request about to go upstream.
-pub fn set_forwarding_headers(headers: &mut HeaderMap, peer: IpAddr, real: IpAddr, scheme: &str) {
-    use std::io::Write as _;
-    // Formatted on the stack: this runs for every proxied request.
-    let mut buf = [0u8; 48];
-    let peer_text = {
-        let mut w = &mut buf[..];
-        let _ = write!(w, "{peer}");
-        let left = w.len();
-        &buf[..buf.len() - left]
-    };
+/// Whether `name` is one of [`HOP_BY_HOP`].
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Sets the forwarding headers on a request about to go upstream;
+/// `peer_value` is `peer` as text (formatted once per connection).
+pub fn set_forwarding_headers(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_value: &HeaderValue,
+    real: IpAddr,
+    scheme: &str,
+) {
+    let peer_text = peer_value.as_bytes();
     let xff = match headers.get(&X_FORWARDED_FOR) {
         Some(prev) if !prev.as_bytes().iter().all(u8::is_ascii_whitespace) => {
             let mut v = Vec::with_capacity(prev.len() + 2 + peer_text.len());
@@ -176,13 +214,13 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, peer: IpAddr, real: IpAdd
             v.extend_from_slice(peer_text);
             HeaderValue::from_bytes(&v)
         }
-        _ => HeaderValue::from_bytes(peer_text),
+        _ => Ok(peer_value.clone()),
     };
     if let Ok(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     let real_value = if real == peer {
-        HeaderValue::from_bytes(peer_text)
+        Ok(peer_value.clone())
     } else {
         HeaderValue::from_str(&real.to_string())
     };
@@ -326,7 +364,13 @@ mod tests {
     #[test]
     fn forwarding_headers_append() {
         let mut h = map(&[("x-forwarded-for", "198.51.100.1")]);
-        set_forwarding_headers(&mut h, ip("127.0.0.1"), ip("198.51.100.1"), "https");
+        set_forwarding_headers(
+            &mut h,
+            ip("127.0.0.1"),
+            &HeaderValue::from_static("127.0.0.1"),
+            ip("198.51.100.1"),
+            "https",
+        );
         assert_eq!(
             h.get("x-forwarded-for").map(|v| v.as_bytes()),
             Some(&b"198.51.100.1, 127.0.0.1"[..])
@@ -344,7 +388,13 @@ mod tests {
             Some(&b"for=127.0.0.1;proto=https"[..])
         );
         let mut h = map(&[("forwarded", "for=192.0.2.60")]);
-        set_forwarding_headers(&mut h, ip("::1"), ip("::1"), "http");
+        set_forwarding_headers(
+            &mut h,
+            ip("::1"),
+            &HeaderValue::from_static("::1"),
+            ip("::1"),
+            "http",
+        );
         assert_eq!(
             h.get("forwarded").map(|v| v.as_bytes()),
             Some(&b"for=192.0.2.60, for=\"[::1]\";proto=http"[..])

@@ -57,6 +57,9 @@ use crate::state::Shared;
 pub struct ConnCtx {
     /// The client's socket address.
     pub peer: SocketAddr,
+    /// The client's IP address as text, formatted once per connection
+    /// (it goes into the forwarding headers of every request).
+    pub peer_ip_text: HeaderValue,
     /// Our socket address (`$server_port`).
     pub local: SocketAddr,
     /// "http" or "https".

@@ -136,14 +136,11 @@ pub(super) async fn serve<S>(
         // gets its turn, as in nginx's event loop.
         tokio::task::yield_now().await;
         let req = Request::from_parts(parts, body);
-        let Some(resp) = serve_one(
-            &wire,
-            proxy::handle(req, ctx.clone(), queue),
-            &interim,
-            max_buf,
-        )
-        .await
-        else {
+        // Boxed: the handler's future is large, and a connection waiting
+        // for its next request should not carry its space (an idle
+        // connection's memory is mostly its task's future).
+        let handler = Box::pin(proxy::handle(req, ctx.clone(), queue));
+        let Some(resp) = serve_one(&wire, handler, &interim, max_buf).await else {
             tracing::debug!(%peer, "the client closed the connection during its request");
             return;
         };

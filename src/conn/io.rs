@@ -1,8 +1,7 @@
-//! The client socket as hyper sees it. hyper closes a slow connection
-//! silently and, for a request carrying both `Content-Length` and
-//! `Transfer-Encoding`, quietly drops the length; moongate must answer 408
-//! and 400 instead (SPEC §10). So the socket is wrapped in [`ClientIo`],
-//! which follows each HTTP/1 exchange through three phases:
+//! The client socket with the connection's deadlines. A slow head gets 408
+//! and a head naming both `Content-Length` and `Transfer-Encoding` 400
+//! (SPEC §10), whichever server reads it, so the socket is wrapped in
+//! [`ClientIo`], which follows each HTTP/1 exchange through three phases:
 //!
 //! - *in head*: bytes of a request head are arriving; the head must be
 //!   complete within `client_header_timeout` (counted from accept, or from
@@ -18,7 +17,8 @@
 //! whichever server takes the connection). An HTTP/2 connection is passed
 //! through with only the write timeout: [`super::h2`] handles its streams.
 //! On HTTP/1.1, interim responses queued by the request being served
-//! ([`crate::interim`]) are written ahead of anything hyper writes.
+//! ([`crate::interim`]) are written ahead of anything else written, and
+//! at each flush.
 
 use std::future::Future;
 use std::io;
@@ -294,8 +294,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // hyper flushes after each turn of its loop, also while the
-        // request's future waits: that is when queued interim responses go.
+        // The HTTP/1 server flushes while the request's future waits when
+        // interim responses are queued: that is when they go.
         std::task::ready!(self.poll_interim(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }

@@ -77,7 +77,13 @@ pub(super) async fn proxy_upstream(
     // moongate answers `Expect: 100-continue` itself (hyper sends the
     // 100 when the body is first read); the peer must not wait for it.
     parts.headers.remove(header::EXPECT);
-    forward::set_forwarding_headers(&mut parts.headers, conn.peer.ip(), real_ip, conn.scheme);
+    forward::set_forwarding_headers(
+        &mut parts.headers,
+        conn.peer.ip(),
+        &conn.peer_ip_text,
+        real_ip,
+        conn.scheme,
+    );
     let hash_key = upstream.hash_key.as_ref().map(|t| {
         t.render(&RequestVars {
             parts: &parts,
@@ -187,6 +193,7 @@ fn spawn_refresh(
     let (real_ip, uri) = (to.real_ip, to.original_uri.clone());
     let conn = ConnCtx {
         peer: conn.peer,
+        peer_ip_text: conn.peer_ip_text.clone(),
         local: conn.local,
         scheme: conn.scheme,
         watch: conn.watch.clone(),

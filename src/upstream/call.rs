@@ -160,7 +160,7 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
                 } else {
                     peer.record_success(Instant::now());
                 }
-                return Ok(respond(head, conn, peer.id(), addr, up, active, started));
+                return Ok(respond(head, conn, peer, addr, up, active, started));
             }
             Err(Failure::NotSent(err)) => {
                 balancer.record_failure(peer, Instant::now());
@@ -190,13 +190,13 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
 fn respond(
     head: ResponseHead,
     conn: Conn,
-    peer_id: u64,
+    peer: &super::peer::Peer,
     addr: &PeerAddr,
     up: &Upstream,
     active: super::peer::ActiveGuard,
     started: Instant,
 ) -> Exchange {
-    let back = head.keep_alive.then_some((peer_id, up.def.keepalive));
+    let back = head.keep_alive.then_some((peer.id(), up.def.keepalive));
     let (body, upgraded) = if head.status == StatusCode::SWITCHING_PROTOCOLS {
         (
             UpstreamBody::new(None, Framing::Empty, None, up.def.read_timeout, active),
@@ -214,7 +214,12 @@ fn respond(
     *response.headers_mut() = head.headers;
     Exchange {
         response,
-        peer: addr.to_string(),
+        // Peers are named by their address (formatted once, not per request).
+        peer: if peer.name().is_empty() {
+            addr.to_string()
+        } else {
+            peer.name().to_owned()
+        },
         elapsed: started.elapsed(),
         upgraded,
     }

@@ -350,7 +350,7 @@ fn split_head(
         })
         .collect();
     let raw = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(ranges.len());
+    let mut headers = HeaderMap::with_capacity(ranges.len() + 2); // room for fields added on the way out
     for (name, value) in ranges {
         let name = HeaderName::from_bytes(&raw[name])
             .map_err(|_| ExchangeError::Invalid("bad header name"))?;

@@ -118,7 +118,9 @@ fn parse_into<'b>(
         return Err(bad("`*` is a target only for OPTIONS"));
     }
 
-    let mut map = HeaderMap::with_capacity(req.headers.len());
+    // Room for the forwarding headers the proxy adds, so the map is not
+    // grown (rehashed) for them.
+    let mut map = HeaderMap::with_capacity(req.headers.len() + 6);
     let mut length: Option<u64> = None;
     let mut te: Option<bool> = None;
     let mut conn_close = false;
