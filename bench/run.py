@@ -362,6 +362,8 @@ def proc_stat(pid: int) -> dict | None:
         "ppid": int(rest[1]),
         "ticks": int(rest[11]) + int(rest[12]),
         "child_ticks": int(rest[13]) + int(rest[14]),
+        "user_ticks": int(rest[11]) + int(rest[13]),     # utime + cutime
+        "sys_ticks": int(rest[12]) + int(rest[14]),      # stime + cstime
         "start": int(rest[19]),
     }
 
@@ -399,6 +401,18 @@ def tree_cpu_ticks(pids: list[int]) -> int:
         if st is not None:
             total += st["ticks"] + st["child_ticks"]
     return total
+
+
+def tree_cpu_split(pids: list[int]) -> tuple[int, int]:
+    """tree_cpu_ticks() kept apart: (user, system) clock ticks of a process tree,
+    utime + cutime and stime + cstime."""
+    user = system = 0
+    for pid in pids:
+        st = proc_stat(pid)
+        if st is not None:
+            user += st["user_ticks"]
+            system += st["sys_ticks"]
+    return user, system
 
 
 def _status_kb(path: str, key: str) -> int:
@@ -727,27 +741,35 @@ def measure(args, sc: Scenario, server: Server, origin_port: int, origin_pid: in
     o0 = origin_counters(origin_port)
     oc0 = tree_cpu_ticks(process_tree(origin_pid))
     helper_pids = [pid for h in helpers for pid in h.tree()]
-    h0 = tree_cpu_ticks(helper_pids)
-    c0 = tree_cpu_ticks(server.tree()) + h0
+    h0 = tree_cpu_split(helper_pids)
+    u0, s0 = tree_cpu_split(server.tree())
     t0 = time.monotonic()
     text, rc = run_wrk(argv, duration)
     wall = time.monotonic() - t0
-    h1 = tree_cpu_ticks(helper_pids)
-    c1 = tree_cpu_ticks(server.tree()) + h1
+    h1 = tree_cpu_split(helper_pids)
+    u1, s1 = tree_cpu_split(server.tree())
     oc1 = tree_cpu_ticks(process_tree(origin_pid))
     o1 = origin_counters(origin_port)
 
     r = parse_h2load(text) if sc.h2 else parse_wrk(text)
-    cpu_s = (c1 - c0) / CLK_TCK
+    # the helpers' CPU (user and system) is the server's
+    user_s = (u1 - u0 + h1[0] - h0[0]) / CLK_TCK
+    sys_s = (s1 - s0 + h1[1] - h0[1]) / CLK_TCK
+    cpu_s = user_s + sys_s
+    n = r["requests"]
     r.update({
         "server": server.label,
         "wrk_exit": rc,
         "wall_s": round(wall, 3),
         "cpu_s": cpu_s,
+        "user_cpu_s": user_s,
+        "sys_cpu_s": sys_s,
         "cpu_cores": cpu_s / r["wrk_seconds"] if r.get("wrk_seconds") else None,
-        "rpcs": (r["requests"] / cpu_s) if r["requests"] and cpu_s > 0 else None,
+        "rpcs": (n / cpu_s) if n and cpu_s > 0 else None,
+        "user_us": user_s * 1e6 / n if n else None,
+        "sys_us": sys_s * 1e6 / n if n else None,
         "origin_cpu_s": (oc1 - oc0) / CLK_TCK,
-        "helper_cpu_s": (h1 - h0) / CLK_TCK,
+        "helper_cpu_s": (sum(h1) - sum(h0)) / CLK_TCK,
     })
     if o0 and o1:   # minus this measure()'s own /__stats request and connection
         r["origin_requests"] = o1["requests"] - o0["requests"] - 1
@@ -834,6 +856,8 @@ METRICS = [
     ("p99_ms", "p99 ms", "lower", "ms"),
     ("p50_ms", "p50 ms", "lower", "ms"),
     ("cpu_cores", "server CPU (cores)", None, "f2"),
+    ("user_us", "user µs/request", "lower", "us"),
+    ("sys_us", "system µs/request", "lower", "us"),
 ]
 
 
@@ -846,6 +870,8 @@ def fmt(v, kind: str) -> str:
         return f"{v:.2f}"
     if kind == "mb":
         return f"{v / 1024:.1f}"
+    if kind == "us":
+        return f"{v:.1f}"
     return f"{v:.2f}"
 
 
@@ -945,11 +971,12 @@ def markdown(results: list[dict], meta: dict, args) -> str:
            f"{meta['versions']['moongate'] or 'moongate ?'} (repo {meta['versions']['git']}). "
            f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} round(s) A B A B; "
            f"median (min–max).", "",
-           "| scenario | server | req/CPU-s | req/s | p99 ms | p50 ms | CPU cores | idle RSS MB | flagged |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "| scenario | server | req/CPU-s | req/s | p99 ms | p50 ms | CPU cores | user µs/req | sys µs/req "
+           "| idle RSS MB | flagged |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for res in results:
         if "summary" not in res:
-            out.append(f"| {res['scenario']} | (failed: {res.get('error', '?').splitlines()[0]}) |||||||")
+            out.append(f"| {res['scenario']} | (failed: {res.get('error', '?').splitlines()[0]}) |||||||||")
             continue
         runs, s = res["servers"], res["summary"]
         for srv, label in (("nginx", f"nginx ({args.nginx_workers} worker{'s' if args.nginx_workers > 1 else ''})"),
@@ -1312,6 +1339,7 @@ class Run:
                     log(f"   round {rnd}/{args.rounds}  {srv:<8}  {fmt(r['rps'], 'int'):>9} req/s  "
                         f"p50 {fmt(r['p50_ms'], 'ms'):>6} ms  p99 {fmt(r['p99_ms'], 'ms'):>6} ms  "
                         f"{fmt(r['rpcs'], 'int'):>9} req/CPU-s  cpu {fmt(r['cpu_cores'], 'f2')} cores  "
+                        f"user {fmt(r['user_us'], 'us')} sys {fmt(r['sys_us'], 'us')} µs/req  "
                         f"upstream conns +{r.get('origin_new_conns', '?')}"
                         f"{'  FLAGGED' if r['flagged'] else ''}")
                     if r["flagged"]:
