@@ -364,9 +364,10 @@ SYSCALL_TOP = 8                    # the most frequent syscalls shown per server
 
 
 def trace_targets(srv: str, server: "R.Server") -> list[int]:
-    """The processes to attach strace to: nginx's workers (the master takes no
-    part in a request), or moongate's whole tree (one process, all its threads
-    through -f, plus any child)."""
+    """The processes to attach strace to: the nginx master's children (the
+    workers, plus the cache manager and loader when there is a cache; the master
+    takes no part in a request), or moongate's whole tree (one process, all its
+    threads through -f, plus any child)."""
     tree = server.tree()
     return tree[1:] if srv == "nginx" else tree
 
@@ -565,7 +566,7 @@ def syscalls_rows(results: list[dict], args) -> list[list[str]]:
 
 def syscalls_settings(args, connections) -> str:
     return (f"strace -f -c attached during wrk -t{args.threads} -c{connections} -d{args.duration}s "
-            f"(nginx: its worker; moongate: every thread), after a {R.WARMUP_S} s warm-up; "
+            f"(nginx: the master's children; moongate: every thread), after a {R.WARMUP_S} s warm-up; "
             f"{args.rounds} round(s), nginx then moongate; median (min–max). strace slows the servers: "
             f"the counts per request are the figure, not the rates")
 
