@@ -9,13 +9,21 @@ One origin nginx (bench/nginx/origin.conf) serves every scenario.  For each
 scenario an nginx (bench/nginx/<scenario>.conf, 1 worker) and a moongate
 (bench/moongate/<scenario>.toml as its conf.d, workers = 1) proxy to it; wrk
 measures them alternately (nginx, moongate, nginx, moongate, ...).  For every
-run: requests/sec, p50/p99 latency, errors, and requests per CPU-second of the
-server's process tree (utime+stime from /proc).  Standard library only.
+run: requests/sec, p50/p99 latency, errors, requests per CPU-second of the
+server's process tree (utime+stime from /proc), and user and system CPU
+microseconds per request.  --connections 50,256 runs every scenario at each
+concurrency.  Standard library only.
 
     python3 bench/run.py --instructions [--scenarios proxy,lua-access] [--rounds 3] [--duration 5]
 
 measures instead moongate alone under valgrind's callgrind: user-space
 instructions per request, a figure that barely moves on a noisy machine.
+
+    python3 bench/run.py --idle-connections [N]      (bench/modes.py)
+    python3 bench/run.py --syscalls [--scenarios proxy,proxy-api]
+
+measure instead each server's memory per idle keep-alive client connection,
+and its syscalls per request under strace.
 
 See bench/README.md.  To add a scenario: a template in bench/nginx/, one in
 bench/moongate/, and an entry in SCENARIOS below.
@@ -362,6 +370,8 @@ def proc_stat(pid: int) -> dict | None:
         "ppid": int(rest[1]),
         "ticks": int(rest[11]) + int(rest[12]),
         "child_ticks": int(rest[13]) + int(rest[14]),
+        "user_ticks": int(rest[11]) + int(rest[13]),     # utime + cutime
+        "sys_ticks": int(rest[12]) + int(rest[14]),      # stime + cstime
         "start": int(rest[19]),
     }
 
@@ -399,6 +409,18 @@ def tree_cpu_ticks(pids: list[int]) -> int:
         if st is not None:
             total += st["ticks"] + st["child_ticks"]
     return total
+
+
+def tree_cpu_split(pids: list[int]) -> tuple[int, int]:
+    """tree_cpu_ticks() kept apart: (user, system) clock ticks of a process tree,
+    utime + cutime and stime + cstime."""
+    user = system = 0
+    for pid in pids:
+        st = proc_stat(pid)
+        if st is not None:
+            user += st["user_ticks"]
+            system += st["sys_ticks"]
+    return user, system
 
 
 def _status_kb(path: str, key: str) -> int:
@@ -727,27 +749,36 @@ def measure(args, sc: Scenario, server: Server, origin_port: int, origin_pid: in
     o0 = origin_counters(origin_port)
     oc0 = tree_cpu_ticks(process_tree(origin_pid))
     helper_pids = [pid for h in helpers for pid in h.tree()]
-    h0 = tree_cpu_ticks(helper_pids)
-    c0 = tree_cpu_ticks(server.tree()) + h0
+    h0 = tree_cpu_split(helper_pids)
+    u0, s0 = tree_cpu_split(server.tree())
     t0 = time.monotonic()
     text, rc = run_wrk(argv, duration)
     wall = time.monotonic() - t0
-    h1 = tree_cpu_ticks(helper_pids)
-    c1 = tree_cpu_ticks(server.tree()) + h1
+    h1 = tree_cpu_split(helper_pids)
+    u1, s1 = tree_cpu_split(server.tree())
     oc1 = tree_cpu_ticks(process_tree(origin_pid))
     o1 = origin_counters(origin_port)
 
     r = parse_h2load(text) if sc.h2 else parse_wrk(text)
-    cpu_s = (c1 - c0) / CLK_TCK
+    # the helpers' CPU (user and system) is the server's
+    user_s = (u1 - u0 + h1[0] - h0[0]) / CLK_TCK
+    sys_s = (s1 - s0 + h1[1] - h0[1]) / CLK_TCK
+    cpu_s = user_s + sys_s
+    n = r["requests"]
     r.update({
         "server": server.label,
+        "connections": args.connections,
         "wrk_exit": rc,
         "wall_s": round(wall, 3),
         "cpu_s": cpu_s,
+        "user_cpu_s": user_s,
+        "sys_cpu_s": sys_s,
         "cpu_cores": cpu_s / r["wrk_seconds"] if r.get("wrk_seconds") else None,
-        "rpcs": (r["requests"] / cpu_s) if r["requests"] and cpu_s > 0 else None,
+        "rpcs": (n / cpu_s) if n and cpu_s > 0 else None,
+        "user_us": user_s * 1e6 / n if n else None,
+        "sys_us": sys_s * 1e6 / n if n else None,
         "origin_cpu_s": (oc1 - oc0) / CLK_TCK,
-        "helper_cpu_s": (h1 - h0) / CLK_TCK,
+        "helper_cpu_s": (sum(h1) - sum(h0)) / CLK_TCK,
     })
     if o0 and o1:   # minus this measure()'s own /__stats request and connection
         r["origin_requests"] = o1["requests"] - o0["requests"] - 1
@@ -834,6 +865,8 @@ METRICS = [
     ("p99_ms", "p99 ms", "lower", "ms"),
     ("p50_ms", "p50 ms", "lower", "ms"),
     ("cpu_cores", "server CPU (cores)", None, "f2"),
+    ("user_us", "user µs/request", "lower", "us"),
+    ("sys_us", "system µs/request", "lower", "us"),
 ]
 
 
@@ -846,6 +879,8 @@ def fmt(v, kind: str) -> str:
         return f"{v:.2f}"
     if kind == "mb":
         return f"{v / 1024:.1f}"
+    if kind == "us":
+        return f"{v:.1f}"
     return f"{v:.2f}"
 
 
@@ -905,7 +940,8 @@ def text_table(sc: Scenario, result: dict, args) -> str:
     rows.append(["flagged runs", *(f"{s['flagged_runs'][srv]}/{len(runs[srv]['runs'])}" for srv in SERVERS), "", ""])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"== {sc.name}: {sc.summary}",
-             f"   GET {sc.path}  wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+             f"   GET {sc.path}  wrk -t{args.threads} -c{result.get('connections', args.connections)} "
+             f"-d{args.duration}s, "
              f"{args.rounds} round(s) A B A B (A = nginx {args.nginx_workers} worker(s), "
              f"B = moongate workers={args.moongate_workers})"]
     for i, r in enumerate(rows):
@@ -937,19 +973,43 @@ def baseline_costs(results: list[dict]) -> list[str]:
     return lines
 
 
+def by_connections(results: list[dict]) -> list[tuple[int | None, list[dict]]]:
+    """results grouped by their wrk -c (--connections a,b,...), in run order."""
+    groups: dict[int | None, list[dict]] = {}
+    for res in results:
+        groups.setdefault(res.get("connections"), []).append(res)
+    return list(groups.items())
+
+
 def markdown(results: list[dict], meta: dict, args) -> str:
+    """The Markdown block for RESULTS.md: a header (command, date, machine,
+    versions), then one table per concurrency, each followed by its baseline costs."""
+    conns = ",".join(str(c) for c in args.connections_list)
     out = [f"### {meta['date']} — `{meta['command']}`", "",
            f"Machine: {meta['machine']['cpus']} CPUs ({meta['machine']['cpu_model']}), "
            f"load {meta['machine']['loadavg_start']} → {meta['machine']['loadavg_end']}, "
            f"kernel {meta['machine']['kernel']}. {meta['versions']['nginx']}, {meta['versions']['wrk']}, "
            f"{meta['versions']['moongate'] or 'moongate ?'} (repo {meta['versions']['git']}). "
-           f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} round(s) A B A B; "
-           f"median (min–max).", "",
-           "| scenario | server | req/CPU-s | req/s | p99 ms | p50 ms | CPU cores | idle RSS MB | flagged |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+           f"wrk -t{args.threads} -c{conns} -d{args.duration}s, {args.rounds} round(s) A B A B; "
+           f"median (min–max). user/sys µs/req: the server tree's user and system CPU per request."]
+    groups = by_connections(results)
+    for c, group in groups:
+        out.append("")
+        if len(groups) > 1:
+            out += [f"**{c} connections** (wrk -c{c})", ""]
+        out += markdown_table(group, args)
+    return "\n".join(out)
+
+
+def markdown_table(results: list[dict], args) -> list[str]:
+    """One Markdown table (two rows and a ratio row per scenario) and the
+    baseline costs, for results taken at one concurrency."""
+    out = ["| scenario | server | req/CPU-s | req/s | p99 ms | p50 ms | CPU cores | user µs/req | sys µs/req "
+           "| idle RSS MB | flagged |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for res in results:
         if "summary" not in res:
-            out.append(f"| {res['scenario']} | (failed: {res.get('error', '?').splitlines()[0]}) |||||||")
+            out.append(f"| {res['scenario']} | (failed: {res.get('error', '?').splitlines()[0]}) |||||||||")
             continue
         runs, s = res["servers"], res["summary"]
         for srv, label in (("nginx", f"nginx ({args.nginx_workers} worker{'s' if args.nginx_workers > 1 else ''})"),
@@ -964,7 +1024,7 @@ def markdown(results: list[dict], meta: dict, args) -> str:
     costs = baseline_costs(results)
     if costs:
         out += [""] + [f"- {c}" for c in costs]
-    return "\n".join(out)
+    return out
 
 
 # -- --instructions -----------------------------------------------------------
@@ -1208,8 +1268,14 @@ class Run:
     # -- one scenario --------------------------------------------------------
 
     def prepare(self, sc: Scenario) -> tuple[Path, dict]:
-        """sc's run directory, with sc.files written there, and the template values."""
+        """sc's run directory, with sc.files written there, and the template values.
+        A scenario that runs again (--connections 50,256) gets a new directory
+        (NAME.2, NAME.3, ...): fresh caches, fresh logs."""
         d = self.dir / sc.name
+        for i in range(2, 1000):               # bounded: a scenario runs a few times at most
+            if not d.exists():
+                break
+            d = self.dir / f"{sc.name}.{i}"
         d.mkdir()
         os.chmod(d, 0o755)
         values = {"ORIGIN": f"{HOST}:{self.origin_port}", "WORKERS": self.args.moongate_workers_toml,
@@ -1268,6 +1334,22 @@ class Run:
                     else "check: same status and body every time")
         log(f"   {what}{extra}: ok")
 
+    def start_pair(self, sc: Scenario, d: Path, values: dict, servers: dict[str, Server]) -> None:
+        """Starts sc's nginx and moongate, into servers["nginx"] and servers["moongate"]
+        as they come up (the caller stops whatever is there, also after an error)."""
+        servers["nginx"] = self.start_with_port(
+            self.nginx_server("nginx", sc.nginx, d / "nginx", values, self.args.nginx_workers, sc.tls))
+        servers["moongate"] = self.start_with_port(self.moongate_server(sc, d, values))
+
+    def warm_up(self, sc: Scenario, servers: dict[str, Server], result: dict) -> None:
+        """WARMUP_S of wrk against each server, recorded in result["servers"][srv]["warmup"]."""
+        for srv, server in servers.items():
+            w = measure(self.args, sc, server, self.origin_port, self.origin.pid, WARMUP_S)
+            self.still_running(server, "warm-up")
+            result["servers"][srv]["warmup"] = {k: w.get(k) for k in ("requests", "rps", "problems")}
+            if w["flagged"]:
+                warn(f"   !!! warm-up {srv}: {'; '.join(w['problems'])}")
+
     def scenario(self, sc: Scenario) -> dict:
         args = self.args
         d, values = self.prepare(sc)
@@ -1275,9 +1357,7 @@ class Run:
                         "headers": sc.headers, "tls": sc.tls, "servers": {}}
         servers: dict[str, Server] = {}
         try:
-            servers["nginx"] = self.start_with_port(
-                self.nginx_server("nginx", sc.nginx, d / "nginx", values, args.nginx_workers, sc.tls))
-            servers["moongate"] = self.start_with_port(self.moongate_server(sc, d, values))
+            self.start_pair(sc, d, values, servers)
             for srv, server in servers.items():
                 result["servers"][srv] = {"pid": server.pid, "url": server.url(sc.path),
                                           "argv": server.argv, "runs": []}
@@ -1292,12 +1372,7 @@ class Run:
                 log(f"   idle RSS {srv}: {mem['rss_kb'] / 1024:.1f} MB over {len(mem['processes'])} "
                     f"process(es) (PSS {mem['pss_kb'] / 1024:.1f} MB)")
 
-            for srv, server in servers.items():
-                w = measure(args, sc, server, self.origin_port, self.origin.pid, WARMUP_S)
-                self.still_running(server, "warm-up")
-                result["servers"][srv]["warmup"] = {k: w.get(k) for k in ("requests", "rps", "problems")}
-                if w["flagged"]:
-                    warn(f"   !!! warm-up {srv}: {'; '.join(w['problems'])}")
+            self.warm_up(sc, servers, result)
 
             for rnd in range(1, args.rounds + 1):
                 for srv in SERVERS:
@@ -1312,6 +1387,7 @@ class Run:
                     log(f"   round {rnd}/{args.rounds}  {srv:<8}  {fmt(r['rps'], 'int'):>9} req/s  "
                         f"p50 {fmt(r['p50_ms'], 'ms'):>6} ms  p99 {fmt(r['p99_ms'], 'ms'):>6} ms  "
                         f"{fmt(r['rpcs'], 'int'):>9} req/CPU-s  cpu {fmt(r['cpu_cores'], 'f2')} cores  "
+                        f"user {fmt(r['user_us'], 'us')} sys {fmt(r['sys_us'], 'us')} µs/req  "
                         f"upstream conns +{r.get('origin_new_conns', '?')}"
                         f"{'  FLAGGED' if r['flagged'] else ''}")
                     if r["flagged"]:
@@ -1406,6 +1482,13 @@ class Run:
         return r
 
 
+# The --idle-connections and --syscalls modes live in bench/modes.py, which
+# imports this module as "run".  When run.py is the script (__main__), that must
+# be this very module, not a second copy with its own list of live servers.
+sys.modules.setdefault("run", sys.modules[__name__])
+import modes  # noqa: E402  (after everything modes.py takes from here)
+
+
 def machine_info() -> dict:
     model = "?"
     try:
@@ -1441,9 +1524,11 @@ def parse_args(argv: list[str] | None = None):
         description="moongate vs nginx side by side (SPEC §11). See bench/README.md.")
     p.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
                    help=f"comma-separated, from: {', '.join(SCENARIOS)} (default {DEFAULT_SCENARIOS})")
-    p.add_argument("--rounds", type=int, default=5, help="A B rounds per scenario (default 5)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help=f"A B rounds per scenario (default 5; {modes.IDLE_ROUNDS} with --idle-connections)")
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
-    p.add_argument("--connections", type=int, default=50, help="wrk -c (default 50)")
+    p.add_argument("--connections", default="50",
+                   help="wrk -c (default 50); a comma list (50,256) runs every scenario at each")
     p.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
     p.add_argument("--moongate", default="target/release/moongate",
                    help="moongate binary (relative: to the current directory, else to the repo root)")
@@ -1460,6 +1545,12 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--instructions", action="store_true",
                    help="instead: moongate alone under valgrind's callgrind, user-space instructions per "
                         f"request (wrk -t{INSTR_THREADS} -c{INSTR_CONNECTIONS}; ignores --threads/--connections)")
+    p.add_argument("--idle-connections", type=int, metavar="N", default=None, nargs="?", const=modes.IDLE_DEFAULT_N,
+                   help="instead: RSS per idle keep-alive client connection of each server, with the proxy "
+                        f"scenario's configs: open N (default {modes.IDLE_DEFAULT_N}), one request each, then idle")
+    p.add_argument("--syscalls", action="store_true",
+                   help="instead: syscalls per request of each server, counted by strace -f -c during a "
+                        "wrk run (strace slows the servers: read the counts, not the rates)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = p.parse_args(argv)
     if args.list:
@@ -1473,8 +1564,26 @@ def parse_args(argv: list[str] | None = None):
     if unknown or not names:
         p.error(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(SCENARIOS)}")
     args.scenario_list = [SCENARIOS[n] for n in names]
-    if args.rounds < 1 or args.duration < 1 or args.threads < 1 or args.connections < args.threads:
+    chosen = [m for m, on in (("--instructions", args.instructions), ("--syscalls", args.syscalls),
+                              ("--idle-connections", args.idle_connections is not None)) if on]
+    if len(chosen) > 1:
+        p.error(f"{' and '.join(chosen)} are separate modes: give one")
+    if args.idle_connections is not None:       # always the proxy scenario's configs
+        args.scenario_list = [SCENARIOS[modes.IDLE_SCENARIO]]
+    if args.rounds is None:
+        args.rounds = modes.IDLE_ROUNDS if args.idle_connections is not None else 5
+    try:
+        args.connections_list = [int(c) for c in args.connections.split(",") if c.strip()]
+    except ValueError:
+        p.error(f"--connections: numbers separated by commas, not {args.connections!r}")
+    if not args.connections_list or len(set(args.connections_list)) != len(args.connections_list):
+        p.error("--connections: one or more different numbers, e.g. 50 or 50,256")
+    args.connections = args.connections_list[0]     # the current one; see with_connections()
+    if (args.rounds < 1 or args.duration < 1 or args.threads < 1
+            or min(args.connections_list) < args.threads):
         p.error("need --rounds >= 1, --duration >= 1, --threads >= 1, --connections >= --threads")
+    if args.idle_connections is not None and not 1 <= args.idle_connections <= modes.IDLE_MAX_N:
+        p.error(f"--idle-connections: 1 to {modes.IDLE_MAX_N} (nginx's worker_connections is 8192 in the templates)")
     w = args.moongate_workers
     if not (w == "auto" or (w.isdigit() and int(w) > 0)):
         p.error('--moongate-workers: a positive number or "auto"')
@@ -1489,8 +1598,9 @@ def resolve_moongate(arg: str) -> Path:
     return p.resolve()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def missing_tools(args) -> int:
+    """0 when every tool and file the run needs is there; else print what is
+    missing and the apt-get line that installs it, and return 2."""
     missing = [t for t in ("nginx", "wrk", "openssl") if which(t) is None]
     if missing:
         warn(f"missing tool(s): {', '.join(missing)}. Install them with:\n    {INSTALL_HINT}")
@@ -1500,6 +1610,9 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             warn(f"missing tool(s): {', '.join(missing)}. Install them with:\n    {VALGRIND_HINT}")
             return 2
+    if args.syscalls and which("strace") is None:
+        warn(f"missing tool: strace. Install it with:\n    {modes.STRACE_HINT}")
+        return 2
     if any(sc.redis for sc in args.scenario_list) and which("redis-server") is None:
         warn(f"missing tool: redis-server. Install it with:\n    {REDIS_HINT}")
         return 2
@@ -1510,11 +1623,78 @@ def main(argv: list[str] | None = None) -> int:
         if absent:
             warn(f"scenario {sc.name} needs {', '.join(absent)}. Install with:\n    {sc.needs_hint}")
             return 2
+    return 0
+
+
+def with_connections(args, connections: int):
+    """A copy of args for one concurrency of --connections a,b,...: args.connections = connections."""
+    return argparse.Namespace(**dict(vars(args), connections=connections))
+
+
+def run_scenarios(run: Run, args, results: list[dict]) -> None:
+    """The mode's measurements, one result per scenario (and concurrency),
+    appended to results as they come: an interrupted run keeps the finished ones."""
+    if args.idle_connections is not None:
+        results.append(modes.idle_connections(run))
+        return
+    if args.instructions:
+        for sc in args.scenario_list:
+            results.append(run.instructions(sc))
+        return
+    for c in args.connections_list:
+        run.args = with_connections(args, c)
+        for sc in args.scenario_list:
+            res = modes.syscalls(run, sc) if args.syscalls else run.scenario(sc)
+            res["connections"] = c
+            results.append(res)
+    run.args = args
+
+
+def report(results: list[dict], meta: dict, args) -> None:
+    """Print the mode's tables, then write and print its Markdown block and JSON."""
+    done = [r for r in results if "summary" in r]
+    if args.idle_connections is not None:
+        text, md_fn, stem = modes.idle_text(results, args), modes.idle_markdown, "idle-"
+    elif args.syscalls:
+        text, md_fn, stem = modes.syscalls_text(results, args), modes.syscalls_markdown, "syscalls-"
+    elif args.instructions:
+        text = instr_text_table(results, args) + "\n" + "".join(c + "\n" for c in instr_baseline_costs(results))
+        md_fn, stem = instr_markdown, "instructions-"
+    else:
+        blocks = []
+        for _, group in by_connections(done):
+            blocks += [text_table(SCENARIOS[res["scenario"]], res, args) + "\n" for res in group]
+            blocks += [c + "\n" for c in baseline_costs(group)]
+        text, md_fn, stem = "\n".join(blocks), markdown, "bench-"
+    if done:
+        log("\n" + text)
+    if results:
+        md = md_fn(results, meta, args)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem += dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
+        (out / f"{stem}.md").write_text(md + "\n")
+        log("Markdown (for bench/RESULTS.md):\n")
+        log(md)
+        log(f"\nraw numbers: {out / stem}.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    status = missing_tools(args)
+    if status:
+        return status
     args.moongate = resolve_moongate(args.moongate)
     if not (args.moongate.is_file() and os.access(args.moongate, os.X_OK)):
         warn(f"no moongate binary at {args.moongate}: build it with `cargo build --release`, "
              f"or pass --moongate PATH")
         return 2
+    if args.idle_connections is not None:
+        problem = modes.raise_nofile(args.idle_connections)
+        if problem:
+            warn(problem)
+            return 2
 
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, _on_signal)
@@ -1528,6 +1708,8 @@ def main(argv: list[str] | None = None) -> int:
                          if k not in ("scenario_list", "list")}}
     if args.instructions:
         meta["versions"]["valgrind"] = cmd_output([which("valgrind") or "valgrind", "--version"])
+    if args.syscalls:
+        meta["versions"]["strace"] = (cmd_output([which("strace") or "strace", "-V"]).splitlines() or ["?"])[0]
     run = Run(args)
     log(f"run dir {run.dir}; moongate {args.moongate}; {meta['versions']['nginx']}, {meta['versions']['wrk']}; "
         f"load {meta['machine']['loadavg_start']}")
@@ -1535,8 +1717,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         run.start_origin()
-        for sc in args.scenario_list:
-            results.append(run.instructions(sc) if args.instructions else run.scenario(sc))
+        run_scenarios(run, args, results)
     except KeyboardInterrupt:
         warn("\ninterrupted: stopping servers")
         status = 130
@@ -1551,36 +1732,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(run.dir, ignore_errors=True)
 
     meta["machine"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    report(results, meta, args)
     done = [r for r in results if "summary" in r]
-    if done and args.instructions:
-        log("\n" + instr_text_table(results, args) + "\n")
-        for c in instr_baseline_costs(results):
-            log(c + "\n")
-    elif done:
-        log("")
-        for res in done:
-            log(text_table(SCENARIOS[res["scenario"]], res, args))
-            log("")
-        for c in baseline_costs(results):
-            log(c)
-        if baseline_costs(results):
-            log("")
     flagged = sum(sum(r["summary"]["flagged_runs"].values()) for r in done)
     failed = [r["scenario"] for r in results if "error" in r]
-    if results:
-        md = (instr_markdown if args.instructions else markdown)(results, meta, args)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = (("instructions-" if args.instructions else "bench-") +
-                dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-        (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
-        (out / f"{stem}.md").write_text(md + "\n")
-        log("Markdown (for bench/RESULTS.md):\n")
-        log(md)
-        log(f"\nraw numbers: {out / stem}.json")
     if flagged:
-        warn(f"\n!!! {flagged} run(s) had errors (non-2xx responses, socket errors or wrk failures); "
-             f"their figures are flagged in the tables and the JSON")
+        warn(f"\n!!! {flagged} run(s) had errors (non-2xx responses, socket errors, wrk failures, "
+             f"closed connections); their figures are flagged in the tables and the JSON")
     if failed:
         warn(f"!!! scenario(s) failed: {', '.join(failed)}")
     if status == 0 and (flagged or failed):
