@@ -86,24 +86,39 @@ pub async fn serve(
             let io = ClientIo::new(stream, watch.clone(), limits.timeouts);
             serve_sniffed(io, ctx("http"), stop, limits, true).await;
         }
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-            let handshake = tokio::time::timeout(limits.timeouts.header, acceptor.accept(stream));
-            let tls_stream = match handshake.await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-            };
-            // Only the protocol ALPN chose is spoken (RFC 9113 §3.3).
-            let alpn_h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let mut io = ClientIo::new(tls_stream, watch.clone(), limits.timeouts);
-            if alpn_h2 {
-                io.enter_h2();
-                h2::serve(io, ctx("https"), stop, h2_settings(limits)).await;
-            } else {
-                serve_sniffed(io, ctx("https"), stop, limits, false).await;
-            }
-        }
+        // Boxed, like the HTTP/2 server: a task's future is as large as its
+        // largest branch for the connection's whole life, and a plain
+        // HTTP/1 connection should not carry the TLS session's space (a
+        // TLS one holds rustls' buffers anyway).
+        Some(tls) => Box::pin(serve_tls(stream, tls, ctx, stop, limits, watch.clone())).await,
+    }
+}
+
+/// The TLS handshake, then the protocol ALPN chose.
+async fn serve_tls(
+    stream: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    ctx: impl FnOnce(&'static str) -> ConnCtx,
+    stop: CancellationToken,
+    limits: Limits,
+    watch: Arc<ConnWatch>,
+) {
+    let peer = stream.peer_addr().ok();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let handshake = tokio::time::timeout(limits.timeouts.header, acceptor.accept(stream));
+    let tls_stream = match handshake.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return tracing::debug!(?peer, error = %e, "TLS handshake failed"),
+        Err(_) => return tracing::debug!(?peer, "TLS handshake timed out"),
+    };
+    // Only the protocol ALPN chose is spoken (RFC 9113 §3.3).
+    let alpn_h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let mut io = ClientIo::new(tls_stream, watch, limits.timeouts);
+    if alpn_h2 {
+        io.enter_h2();
+        Box::pin(h2::serve(io, ctx("https"), stop, h2_settings(limits))).await;
+    } else {
+        serve_sniffed(io, ctx("https"), stop, limits, false).await;
     }
 }
 
@@ -135,7 +150,7 @@ async fn serve_sniffed<S>(
     match sniffed {
         Ok(true) if h2_allowed => {
             io.enter_h2();
-            h2::serve(io, ctx, stop, h2_settings(limits)).await;
+            Box::pin(h2::serve(io, ctx, stop, h2_settings(limits))).await;
         }
         Ok(true) => {
             tracing::debug!(%peer, "HTTP/2 preface on a connection where ALPN chose HTTP/1.1");

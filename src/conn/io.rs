@@ -162,17 +162,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
             if seen.len() >= PREFACE.len() || !PREFACE.starts_with(seen) {
                 return Ok(seen.starts_with(PREFACE));
             }
-            let mut chunk = [0u8; 2048];
+            // Read straight into the replay buffer: a buffer on the stack
+            // here would stay in the connection task's future for its life.
             let n = std::future::poll_fn(|cx| {
+                let mut chunk = [0u8; 2048];
                 let mut buf = ReadBuf::new(&mut chunk);
                 std::task::ready!(self.poll_read_socket(cx, &mut buf))?;
-                Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
+                let n = buf.filled().len();
+                self.replay.extend_from_slice(&chunk[..n]);
+                Poll::Ready(Ok::<_, io::Error>(n))
             })
             .await?;
             if n == 0 {
                 return Ok(false);
             }
-            self.replay.extend_from_slice(&chunk[..n]);
         }
     }
 
