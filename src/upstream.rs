@@ -259,9 +259,7 @@ impl Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.decoder
-            .remaining()
-            .map_or_else(SizeHint::default, SizeHint::with_exact)
+        self.decoder.size_hint()
     }
 }
 

@@ -92,8 +92,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Body for WireBody<S> {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.decoder
-            .remaining()
-            .map_or_else(SizeHint::default, SizeHint::with_exact)
+        self.decoder.size_hint()
     }
 }

@@ -89,6 +89,14 @@ impl Decoder {
         }
     }
 
+    /// [`Decoder::remaining`] as a body's size hint.
+    pub fn size_hint(&self) -> http_body::SizeHint {
+        self.remaining().map_or_else(
+            http_body::SizeHint::default,
+            http_body::SizeHint::with_exact,
+        )
+    }
+
     /// Takes the next piece of body from `buf`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, DecodeError> {
         loop {
