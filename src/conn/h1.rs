@@ -97,93 +97,145 @@ pub(super) async fn serve<S>(
                 return;
             }
         };
-        let RequestHead {
-            mut parts,
-            framing,
-            keep_alive,
-            expect_continue,
-            conflicting_framing,
-        } = *head;
-        if conflicting_framing {
-            ctx.watch.note_conflict();
+        // One exchange, boxed: what a request needs lives only while it is
+        // served, and a connection waiting for its next request keeps
+        // only the loop's few words (an idle connection's memory is
+        // mostly its task's future).
+        let conn = Conn {
+            wire: &wire,
+            ctx: &ctx,
+            interim: &interim,
+            max_buf,
+        };
+        match Box::pin(exchange(conn, *head, &mut dates)).await {
+            Outcome::KeepAlive if !stop.is_cancelled() => wire.borrow_mut().release_if_empty(),
+            Outcome::KeepAlive => return close(&wire, true).await,
+            Outcome::Close { read_all } => return close(&wire, read_all).await,
+            Outcome::Gone => return,
+            Outcome::Switched(tx) => return hand_over(wire, tx),
         }
-        let decoder = match framing {
-            BodyFraming::Empty | BodyFraming::Unknown => None,
-            BodyFraming::Length(n) => Some(Decoder::new(Framing::Length(n))),
-            BodyFraming::Chunked => Some(Decoder::new(Framing::Chunked)),
-        };
-        let body = match decoder {
-            None => {
-                wire.borrow_mut().body_done = true;
-                ClientBody::Empty
-            }
-            Some(d) => ClientBody::Wire(Box::pin(WireBody::new(wire.clone(), d, expect_continue))),
-        };
-        let upgrade = asks_upgrade(&parts).then(|| {
-            let (tx, rx) = ClientUpgrade::pair();
-            parts.extensions.insert(rx);
-            tx
-        });
-        let ex = Exchange {
-            version: parts.version,
-            head: parts.method == http::Method::HEAD,
-            keep_alive,
-        };
-        // HTTP/1.0 clients get no interim responses (RFC 9110 §15.2).
-        let queue = (ex.version == Version::HTTP_11).then(|| interim.clone());
-        // Each request first goes to the back of this thread's run queue,
-        // as with hyper before (bench/RESULTS.md): every ready connection
-        // gets its turn, as in nginx's event loop.
-        tokio::task::yield_now().await;
-        let req = Request::from_parts(parts, body);
-        // Boxed: the handler's future is large, and a connection waiting
-        // for its next request should not carry its space (an idle
-        // connection's memory is mostly its task's future).
-        let handler = Box::pin(proxy::handle(req, ctx.clone(), queue));
-        let Some(resp) = serve_one(&wire, handler, &interim, max_buf).await else {
-            tracing::debug!(%peer, "the client closed the connection during its request");
-            return;
-        };
+    }
+}
 
-        // The response body (and its completion hook: the access log, the
-        // connection told the exchange is over) is gone once this is done.
-        let (sent, keep_alive, switched) = {
-            let (mut parts, body) = resp.into_parts();
-            let mut body = pin!(body);
-            let mut out = Vec::with_capacity(512);
-            let (encoding, keep_alive) =
-                response::encode_head(&mut parts, &body, ex, &mut dates, &mut out);
-            let mut send = Sending {
-                body: body.as_mut(),
-                encoding,
-                out,
-                written: 0,
-                pending: bytes::Bytes::new(),
-                body_done: false,
-            };
-            let sent = poll_fn(|cx| send.poll_send(cx, &mut wire.borrow_mut().io)).await;
-            (
-                sent,
-                keep_alive,
-                parts.status == StatusCode::SWITCHING_PROTOCOLS,
-            )
+/// What one exchange leaves the connection to do.
+enum Outcome {
+    /// Read the next request.
+    KeepAlive,
+    /// Close; `read_all` is false when request bytes were left unread.
+    Close { read_all: bool },
+    /// Nothing: the connection is broken or the client went away.
+    Gone,
+    /// The 101 went out: hand the socket to the tunnel.
+    Switched(UpgradeSender),
+}
+
+/// What an exchange borrows from its connection.
+struct Conn<'a, S> {
+    wire: &'a Rc<RefCell<Wire<ClientIo<S>>>>,
+    ctx: &'a Rc<ConnCtx>,
+    interim: &'a Arc<Interim>,
+    max_buf: usize,
+}
+
+/// Serves one request whose head was read: its handler, then its response.
+async fn exchange<S>(conn: Conn<'_, S>, head: RequestHead, dates: &mut DateCache) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Conn {
+        wire,
+        ctx,
+        interim,
+        max_buf,
+    } = conn;
+    let peer = ctx.peer;
+    let RequestHead {
+        mut parts,
+        framing,
+        keep_alive,
+        expect_continue,
+        conflicting_framing,
+    } = head;
+    if conflicting_framing {
+        ctx.watch.note_conflict();
+    }
+    let decoder = match framing {
+        BodyFraming::Empty | BodyFraming::Unknown => None,
+        BodyFraming::Length(n) => Some(Decoder::new(Framing::Length(n))),
+        BodyFraming::Chunked => Some(Decoder::new(Framing::Chunked)),
+    };
+    let body = match decoder {
+        None => {
+            wire.borrow_mut().body_done = true;
+            ClientBody::Empty
+        }
+        Some(d) => ClientBody::Wire(Box::pin(WireBody::new(wire.clone(), d, expect_continue))),
+    };
+    let upgrade = asks_upgrade(&parts).then(|| {
+        let (tx, rx) = ClientUpgrade::pair();
+        parts.extensions.insert(rx);
+        tx
+    });
+    let ex = Exchange {
+        version: parts.version,
+        head: parts.method == http::Method::HEAD,
+        keep_alive,
+    };
+    // HTTP/1.0 clients get no interim responses (RFC 9110 §15.2).
+    let queue = (ex.version == Version::HTTP_11).then(|| interim.clone());
+    // Each request first goes to the back of this thread's run queue, as
+    // with hyper before (bench/RESULTS.md): every ready connection gets its
+    // turn, as in nginx's event loop.
+    tokio::task::yield_now().await;
+    let req = Request::from_parts(parts, body);
+    let Some(resp) = serve_one(
+        wire,
+        proxy::handle(req, ctx.clone(), queue),
+        interim,
+        max_buf,
+    )
+    .await
+    else {
+        tracing::debug!(%peer, "the client closed the connection during its request");
+        return Outcome::Gone;
+    };
+
+    // The response body (and its completion hook: the access log, the
+    // connection told the exchange is over) is gone once this is done.
+    let (sent, keep_alive, switched) = {
+        let (mut parts, body) = resp.into_parts();
+        let mut body = pin!(body);
+        let mut out = Vec::with_capacity(512);
+        let (encoding, keep_alive) = response::encode_head(&mut parts, &body, ex, dates, &mut out);
+        let mut send = Sending {
+            body: body.as_mut(),
+            encoding,
+            out,
+            written: 0,
+            pending: bytes::Bytes::new(),
+            body_done: false,
         };
-        if let Err(e) = sent {
-            tracing::debug!(%peer, error = %e, "response not sent whole; closing");
-            return;
+        let sent = poll_fn(|cx| send.poll_send(cx, &mut wire.borrow_mut().io)).await;
+        (
+            sent,
+            keep_alive,
+            parts.status == StatusCode::SWITCHING_PROTOCOLS,
+        )
+    };
+    if let Err(e) = sent {
+        tracing::debug!(%peer, error = %e, "response not sent whole; closing");
+        return Outcome::Gone;
+    }
+    if switched {
+        return upgrade.map_or(Outcome::Gone, Outcome::Switched);
+    }
+    let body_done = wire.borrow().body_done;
+    if keep_alive && body_done {
+        Outcome::KeepAlive
+    } else {
+        Outcome::Close {
+            read_all: body_done,
         }
-        if switched {
-            if let Some(tx) = upgrade {
-                hand_over(wire, tx);
-            }
-            return;
-        }
-        let body_done = wire.borrow().body_done;
-        if !keep_alive || !body_done || stop.is_cancelled() {
-            close(&wire, body_done).await;
-            return;
-        }
-        wire.borrow_mut().release_if_empty();
     }
 }
 

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How much a read asks for at least.
 pub(super) const READ_CHUNK: usize = 4096;
@@ -39,8 +39,19 @@ impl<S: AsyncRead + Unpin> Wire<S> {
         }
     }
 
-    /// Reads more bytes into the buffer: `Ok(0)` at end of stream.
+    /// Reads more bytes into the buffer: `Ok(0)` at end of stream. With no
+    /// buffer (an idle connection), the read goes to the stack first, and
+    /// the buffer is allocated only once bytes came: a connection waiting
+    /// for its next request holds no buffer.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() == 0 {
+            let mut first = [0u8; READ_CHUNK];
+            let mut read = ReadBuf::new(&mut first);
+            std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
+            let n = read.filled().len();
+            self.buf.extend_from_slice(read.filled());
+            return Poll::Ready(Ok(n));
+        }
         if self.buf.capacity() - self.buf.len() < READ_CHUNK {
             self.buf.reserve(READ_CHUNK);
         }
