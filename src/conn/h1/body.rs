@@ -95,3 +95,77 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Body for WireBody<S> {
         self.decoder.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::h1::framing::Framing;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    fn body(
+        framing: Framing,
+        expect: bool,
+    ) -> (
+        WireBody<DuplexStream>,
+        DuplexStream,
+        Rc<RefCell<Wire<DuplexStream>>>,
+    ) {
+        let (server, client) = tokio::io::duplex(1024);
+        let wire = Rc::new(RefCell::new(Wire::new(server)));
+        (
+            WireBody::new(wire.clone(), Decoder::new(framing), expect),
+            client,
+            wire,
+        )
+    }
+
+    #[tokio::test]
+    async fn continue_is_sent_on_the_first_read_then_the_body_is_read() {
+        let (b, mut client, wire) = body(Framing::Length(4), true);
+        assert!(!wire.borrow().body_done);
+        let reader = tokio::spawn(async move {
+            let mut got = [0u8; CONTINUE.len()];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, CONTINUE);
+            client.write_all(b"da").await.unwrap();
+            client.write_all(b"ta").await.unwrap();
+            client
+        });
+        let data = b.collect().await.unwrap().to_bytes();
+        assert_eq!(&data[..], b"data");
+        assert!(wire.borrow().body_done);
+        drop(reader.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn no_continue_when_the_body_is_already_there() {
+        let (b, mut client, wire) = body(Framing::Chunked, true);
+        wire.borrow_mut()
+            .buf
+            .extend_from_slice(b"3\r\nabc\r\n0\r\n\r\nGET /next");
+        let data = b.collect().await.unwrap().to_bytes();
+        assert_eq!(&data[..], b"abc");
+        // The next request stays in the buffer, and nothing was written.
+        assert_eq!(&wire.borrow().buf[..], b"GET /next");
+        drop(wire);
+        let mut written = Vec::new();
+        client.shutdown().await.unwrap();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            client.read_to_end(&mut written),
+        )
+        .await;
+        assert!(written.is_empty(), "{written:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_gone_mid_body_is_an_error() {
+        let (b, mut client, wire) = body(Framing::Length(10), false);
+        client.write_all(b"abc").await.unwrap();
+        drop(client);
+        let err = b.collect().await.err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("closed")));
+        assert!(!wire.borrow().body_done);
+    }
+}
