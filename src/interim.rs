@@ -60,18 +60,7 @@ impl Interim {
     /// Serializes queued heads as HTTP/1.1 interim responses into `out`.
     pub fn write_h1(&self, out: &mut Vec<u8>) {
         for (status, headers) in self.take() {
-            out.extend_from_slice(b"HTTP/1.1 ");
-            out.extend_from_slice(status.as_str().as_bytes());
-            out.push(b' ');
-            out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-            out.extend_from_slice(b"\r\n");
-            for (name, value) in &headers {
-                out.extend_from_slice(name.as_str().as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(b"\r\n");
+            crate::h1_wire::write_response_head(http::Version::HTTP_11, status, &headers, out);
         }
     }
 }

@@ -37,6 +37,7 @@
 //! - [`error_page`]: the one format of moongate's own error answers
 //! - [`access_log`]: one JSON line per request
 //! - [`write_timed`]: sockets whose stalled writes time out (clients and peers)
+//! - [`h1_wire`]: HTTP/1 header fields and response heads as written
 //!
 //! Side modules: [`config`] (conf.d → validated model), [`snapshot`]
 //! (model → immutable compiled snapshot), [`state`] (what outlives
@@ -96,6 +97,7 @@ pub mod error;
 pub mod error_page;
 pub mod access_log;
 pub mod write_timed;
+pub mod h1_wire;
 
 pub mod config;
 pub mod snapshot;

@@ -29,7 +29,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Buf;
-use http::{Request, StatusCode, Version, header};
+use http::{Request, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -50,10 +50,12 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How much a closing connection reads at most while lingering.
 const LINGER_BYTES: usize = 256 * 1024;
 
-/// What reading a head ended with.
+/// What reading a head ended with. Returned once per request and never
+/// stored, so the head is moved rather than boxed (an allocation each).
+#[allow(clippy::large_enum_variant)]
 enum Next {
     /// A request.
-    Head(Box<RequestHead>),
+    Head(RequestHead),
     /// The client closed, went idle past the keep-alive timeout, or the
     /// server is stopping: close quietly.
     Close,
@@ -107,7 +109,7 @@ pub(super) async fn serve<S>(
             interim: &interim,
             max_buf,
         };
-        match Box::pin(exchange(conn, *head, &mut dates)).await {
+        match Box::pin(exchange(conn, head, &mut dates)).await {
             Outcome::KeepAlive if !stop.is_cancelled() => wire.borrow_mut().release_if_empty(),
             Outcome::KeepAlive => return close(&wire, true).await,
             Outcome::Close { read_all } => return close(&wire, read_all).await,
@@ -171,7 +173,8 @@ where
         }
         Some(d) => ClientBody::Wire(Box::pin(WireBody::new(wire.clone(), d, expect_continue))),
     };
-    let upgrade = asks_upgrade(&parts).then(|| {
+    // The proxy decides whether the route may switch (`upgrade`).
+    let upgrade = crate::forward::wants_upgrade(&parts.headers).then(|| {
         let (tx, rx) = ClientUpgrade::pair();
         parts.extensions.insert(rx);
         tx
@@ -299,7 +302,7 @@ where
                 match head::parse(&w.buf, max_headers) {
                     Ok(Some((h, n))) => {
                         w.buf.advance(n);
-                        return Next::Head(Box::new(h));
+                        return Next::Head(h);
                     }
                     Ok(None) if w.buf.len() >= max_buf => {
                         return Next::Refuse(
@@ -328,17 +331,6 @@ where
             Ok(_) => {}
         }
     }
-}
-
-/// Whether the request asks to switch protocols (`Connection: upgrade`
-/// and an `Upgrade` field); the proxy decides whether it may.
-fn asks_upgrade(parts: &http::request::Parts) -> bool {
-    parts.headers.contains_key(header::UPGRADE)
-        && parts
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| response::has_token(v.as_bytes(), b"upgrade"))
 }
 
 /// Gives the connection to whoever took the request's [`ClientUpgrade`].

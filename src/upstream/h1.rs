@@ -375,12 +375,7 @@ fn write_head(out: &mut Vec<u8>, parts: &Parts, no_body: bool) -> bool {
             .as_bytes(),
     );
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    crate::h1_wire::write_fields(&parts.headers, out);
     let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
     let chunked = !no_body && !has_length;
     if chunked {

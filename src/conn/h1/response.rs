@@ -88,12 +88,7 @@ pub(super) fn encode_head(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let mut keep_alive = ex.keep_alive
-        && !parts
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| has_token(v.as_bytes(), b"close"));
+    let mut keep_alive = ex.keep_alive && !crate::forward::connection_has(&parts.headers, "close");
     parts.headers.remove(header::TRANSFER_ENCODING);
     let declared = parts.headers.get(header::CONTENT_LENGTH).map(|v| {
         std::str::from_utf8(v.as_bytes())
@@ -154,30 +149,8 @@ pub(super) fn encode_head(
         parts.headers.insert(header::DATE, dates.now());
     }
 
-    out.extend_from_slice(if ex.version == Version::HTTP_10 {
-        b"HTTP/1.0 "
-    } else {
-        b"HTTP/1.1 "
-    });
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    crate::h1_wire::write_response_head(ex.version, status, &parts.headers, out);
     (encoding, keep_alive)
-}
-
-/// Whether a comma-separated header value lists `token`.
-pub(super) fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Why a response could not be written whole: the connection must close.

@@ -1,0 +1,36 @@
+//! HTTP/1 text written by both sides of the proxy: header fields (the
+//! client response, the upstream request) and whole response heads (final
+//! and interim responses to clients).
+
+use http::{HeaderMap, StatusCode, Version};
+
+/// Appends `name: value\r\n` for every field of `headers`.
+pub fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Appends a response head: status line in `version` (HTTP/1.0, else
+/// HTTP/1.1), the fields, the blank line.
+pub fn write_response_head(
+    version: Version,
+    status: StatusCode,
+    headers: &HeaderMap,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    write_fields(headers, out);
+    out.extend_from_slice(b"\r\n");
+}
