@@ -14,6 +14,7 @@ pub(crate) mod head_scan;
 pub mod h2;
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use http::{HeaderValue, StatusCode};
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::conn_watch::ConnWatch;
 use crate::proxy::ConnCtx;
 use crate::state::Shared;
+use crate::worker_local::WorkerLocal;
 use io::{ClientIo, ConnTimeouts};
 
 /// What a connection needs to know from the configuration when it starts.
@@ -38,13 +40,15 @@ struct Limits {
 
 /// Serves one accepted TCP connection until it closes or `stop` fires.
 /// `listener` is the configured address it was accepted on (the key its
-/// TLS settings are found by).
+/// TLS settings are found by); `worker` is the state of the worker thread
+/// serving it.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     listener: SocketAddr,
     tls: bool,
     shared: Arc<Shared>,
+    worker: Rc<WorkerLocal>,
     stop: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
@@ -80,6 +84,7 @@ pub async fn serve(
         scheme,
         watch: watch.clone(),
         shared,
+        worker,
     };
     match tls_config {
         None => {

@@ -1,8 +1,10 @@
 //! HTTP/1 text written by both sides of the proxy: header fields (the
-//! client response, the upstream request) and whole response heads (final
-//! and interim responses to clients).
+//! client response, the upstream request), whole response heads (final
+//! and interim responses to clients) and the `Date` value.
 
-use http::{HeaderMap, StatusCode, Version};
+use std::time::SystemTime;
+
+use http::{HeaderMap, HeaderValue, StatusCode, Version};
 
 /// Appends `name: value\r\n` for every field of `headers`.
 pub fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
@@ -33,4 +35,31 @@ pub fn write_response_head(
     out.extend_from_slice(b"\r\n");
     write_fields(headers, out);
     out.extend_from_slice(b"\r\n");
+}
+
+/// `date` values, formatted once a second.
+#[derive(Default)]
+pub struct DateCache {
+    second: u64,
+    value: Option<HeaderValue>,
+}
+
+impl DateCache {
+    /// The `date` value for now.
+    pub fn now(&mut self) -> HeaderValue {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match &self.value {
+            Some(v) if self.second == second => v.clone(),
+            _ => {
+                let v = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+                    .unwrap_or_else(|_| HeaderValue::from_static(""));
+                self.second = second;
+                self.value = Some(v.clone());
+                v
+            }
+        }
+    }
 }

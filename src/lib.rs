@@ -10,6 +10,7 @@
 //!
 //! - [`listener`]: binds each address once per worker (SO_REUSEPORT)
 //! - [`runtime`]: the worker threads and their accept loops
+//! - [`worker_local`]: what one worker thread owns (pools, Lua VMs, …)
 //! - [`tls`]: rustls, certificates by SNI, ALPN
 //! - [`conn`]: one client connection (HTTP/1.1, h2, deadlines, 408)
 //! - [`conn_watch`], [`interim`]: what a connection and its requests tell
@@ -73,6 +74,7 @@
 
 pub mod listener;
 pub mod runtime;
+pub mod worker_local;
 pub mod tls;
 pub mod conn;
 pub mod conn_watch;

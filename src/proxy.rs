@@ -52,6 +52,7 @@ use crate::lua::{
 use crate::route::RouteMatch;
 use crate::snapshot::{Snapshot, Target};
 use crate::state::Shared;
+use crate::worker_local::WorkerLocal;
 
 /// What one client connection tells the requests it carries.
 pub struct ConnCtx {
@@ -68,6 +69,9 @@ pub struct ConnCtx {
     pub watch: Arc<ConnWatch>,
     /// State shared by the whole server.
     pub shared: Arc<Shared>,
+    /// What the worker thread serving the connection owns (its pools, Lua
+    /// VMs, …).
+    pub worker: Rc<WorkerLocal>,
 }
 
 /// What the log needs to know about how a request was served.

@@ -12,6 +12,7 @@
 //! upstream connections per thread — is what nginx's workers pay too.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -22,18 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::state::Shared;
-
-thread_local! {
-    /// Set while a worker's `LocalSet` runs its tasks.
-    static IN_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether the caller runs inside a worker thread's `LocalSet`, where
-/// `tokio::task::spawn_local` may be called (not, e.g., while the set's
-/// leftover tasks are dropped at exit).
-pub fn in_worker() -> bool {
-    IN_WORKER.with(std::cell::Cell::get)
-}
+use crate::worker_local::{WorkerInfo, WorkerLocal};
 
 /// Orders sent from the control thread to a worker.
 pub enum Command {
@@ -81,12 +71,14 @@ impl Workers {
             let handle = std::thread::Builder::new()
                 .name(format!("moongate-w{id}"))
                 .spawn(move || {
-                    crate::lua::vm::set_worker(crate::lua::api::WorkerInfo { id, count: n });
+                    // Everything the thread owns; dropped after the
+                    // `LocalSet` (and the tasks it still holds).
+                    let worker = Rc::new(WorkerLocal::new(WorkerInfo { id, count: n }));
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&rt, async {
-                        IN_WORKER.set(true);
-                        worker_main(rx, shared, drain).await;
-                        IN_WORKER.set(false);
+                        worker.run_tasks(true);
+                        worker_main(rx, shared, worker.clone(), drain).await;
+                        worker.run_tasks(false);
                     });
                 })?;
             senders.push(tx);
@@ -125,6 +117,7 @@ impl Threads {
 async fn worker_main(
     mut rx: mpsc::UnboundedReceiver<Command>,
     shared: Arc<Shared>,
+    worker: Rc<WorkerLocal>,
     drain: CancellationToken,
 ) {
     let connections = TaskTracker::new();
@@ -136,7 +129,7 @@ async fn worker_main(
                     match TcpListener::from_std(socket) {
                         Ok(listener) => {
                             tokio::task::spawn_local(accept_loop(
-                                listener, key, tls, stop, drain.clone(), shared.clone(), connections.clone(),
+                                listener, key, tls, stop, drain.clone(), shared.clone(), worker.clone(), connections.clone(),
                             ));
                         }
                         Err(e) => tracing::error!(%key, error = %e, "cannot use listener socket"),
@@ -148,7 +141,7 @@ async fn worker_main(
             _ = sweep.tick() => {
                 let snap = shared.snapshot.load();
                 let live = |id: u64| snap.upstreams.values().any(|u| u.has_peer(id));
-                crate::upstream::pool::sweep(&live, Duration::from_secs(300));
+                worker.upstream_idle.sweep(&live, Duration::from_secs(300));
             }
         }
     }
@@ -156,6 +149,7 @@ async fn worker_main(
     connections.wait().await;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
     key: SocketAddr,
@@ -163,13 +157,14 @@ async fn accept_loop(
     stop: CancellationToken,
     drain: CancellationToken,
     shared: Arc<Shared>,
+    worker: Rc<WorkerLocal>,
     connections: TaskTracker,
 ) {
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    connections.spawn_local(crate::conn::serve(stream, peer, key, tls, shared.clone(), drain.clone()));
+                    connections.spawn_local(crate::conn::serve(stream, peer, key, tls, shared.clone(), worker.clone(), drain.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly

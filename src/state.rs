@@ -1,7 +1,8 @@
 //! State shared by every thread for the life of the process: the current
 //! snapshot (swapped by reloads), the access log sink, what `/status`
 //! reports about reloads, and the managed app workers. Per-thread state
-//! (pooled connections) lives with each worker; per-upstream state lives in
+//! (pooled connections, Lua VMs) lives in each worker's
+//! [`WorkerLocal`](crate::worker_local::WorkerLocal); per-upstream state lives in
 //! the `Arc<Upstream>`s that snapshots share.
 
 use std::sync::{Arc, Mutex};

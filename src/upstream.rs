@@ -19,6 +19,7 @@ pub mod h1;
 pub mod call;
 
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
@@ -161,8 +162,8 @@ impl Upstream {
 pub struct UpstreamBody {
     conn: Option<Conn>,
     decoder: Decoder,
-    /// Peer id and pool size, when the connection may be reused.
-    back: Option<(u64, usize)>,
+    /// Where the connection goes back to, when it may be reused.
+    back: Option<Back>,
     read_timeout: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
@@ -174,7 +175,7 @@ impl UpstreamBody {
     pub fn new(
         conn: Option<Conn>,
         framing: Framing,
-        back: Option<(u64, usize)>,
+        back: Option<Back>,
         read_timeout: Duration,
         active: ActiveGuard,
     ) -> Self {
@@ -195,11 +196,21 @@ impl UpstreamBody {
         if !self.decoder.is_done() {
             return;
         }
-        if let (Some(conn), Some((peer_id, max_idle))) = (self.conn.take(), self.back.take()) {
-            pool::checkin(peer_id, conn, max_idle);
+        if let (Some(conn), Some(back)) = (self.conn.take(), self.back.take()) {
+            back.pool.checkin(back.peer_id, conn, back.max_idle);
         }
         self.active = None;
     }
+}
+
+/// Where a reusable connection goes when its response body is complete.
+pub struct Back {
+    /// The worker's pool (the body may outlive the request's borrows).
+    pub pool: Rc<pool::IdlePool>,
+    /// The peer it is connected to.
+    pub peer_id: u64,
+    /// The upstream's `keepalive`: idle connections kept per peer.
+    pub max_idle: usize,
 }
 
 impl Drop for UpstreamBody {

@@ -14,6 +14,7 @@
 //! leaving never cuts the answers of those waiting on it short.
 
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::fill::{Follower, Lead};
 use crate::body::{BoxError, ResponseBody};
+use crate::worker_local::WorkerLocal;
 
 /// A body streamed through the cache.
 // `crate::body::Kind` boxes it whole: the variants' sizes do not matter.
@@ -55,15 +57,19 @@ pub struct Tee {
     lead: Option<Lead>,
     /// The fill was told how the body ended.
     done: bool,
+    /// The worker thread's state: its task set finishes the body when the
+    /// client leaves early.
+    worker: Rc<WorkerLocal>,
 }
 
 impl CacheBody {
-    /// Tees `inner` into `lead`'s fill.
-    pub fn tee(inner: ResponseBody, lead: Lead) -> CacheBody {
+    /// Tees `inner` into `lead`'s fill, on `worker`'s thread.
+    pub fn tee(inner: ResponseBody, lead: Lead, worker: Rc<WorkerLocal>) -> CacheBody {
         CacheBody::Tee(Tee {
             inner,
             lead: Some(lead),
             done: false,
+            worker,
         })
     }
 
@@ -177,11 +183,12 @@ impl Drop for Tee {
             .lead
             .as_ref()
             .is_some_and(|l| l.fill().worth_finishing());
-        if !self.done && worth && crate::runtime::in_worker() {
+        if !self.done && worth && self.worker.takes_tasks() {
             let rest = Tee {
                 inner: std::mem::replace(&mut self.inner, ResponseBody::empty()),
                 lead: self.lead.take(),
                 done: false,
+                worker: self.worker.clone(),
             };
             tokio::task::spawn_local(rest.finish());
         }

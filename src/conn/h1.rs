@@ -42,7 +42,7 @@ use crate::proxy::{self, ConnCtx};
 use crate::upstream::h1::framing::{Decoder, Framing};
 use body::WireBody;
 use head::{BodyFraming, RequestHead};
-use response::{DateCache, Exchange, Sending};
+use response::{Exchange, Sending};
 use wire::Wire;
 
 /// How long a closing connection keeps reading what the client still sends.
@@ -79,7 +79,6 @@ pub(super) async fn serve<S>(
     io.set_interim(interim.clone());
     let wire = Rc::new(RefCell::new(Wire::new(io)));
     let ctx = Rc::new(ctx);
-    let mut dates = DateCache::default();
     // hyper's bound, kept: a head that outgrows this buffer gets 431.
     let max_buf = limits.max_header.max(8192);
 
@@ -109,7 +108,7 @@ pub(super) async fn serve<S>(
             interim: &interim,
             max_buf,
         };
-        match Box::pin(exchange(conn, head, &mut dates)).await {
+        match Box::pin(exchange(conn, head)).await {
             Outcome::KeepAlive if !stop.is_cancelled() => wire.borrow_mut().release_if_empty(),
             Outcome::KeepAlive => return close(&wire, true).await,
             Outcome::Close { read_all } => return close(&wire, read_all).await,
@@ -140,7 +139,7 @@ struct Conn<'a, S> {
 }
 
 /// Serves one request whose head was read: its handler, then its response.
-async fn exchange<S>(conn: Conn<'_, S>, head: RequestHead, dates: &mut DateCache) -> Outcome
+async fn exchange<S>(conn: Conn<'_, S>, head: RequestHead) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -209,7 +208,10 @@ where
         let (mut parts, body) = resp.into_parts();
         let mut body = pin!(body);
         let mut out = Vec::with_capacity(512);
-        let (encoding, keep_alive) = response::encode_head(&mut parts, &body, ex, dates, &mut out);
+        let (encoding, keep_alive) = {
+            let dates = &mut ctx.worker.dates.borrow_mut();
+            response::encode_head(&mut parts, &body, ex, dates, &mut out)
+        };
         let mut send = Sending {
             body: body.as_mut(),
             encoding,

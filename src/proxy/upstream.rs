@@ -114,6 +114,7 @@ pub(super) async fn proxy_upstream(
         key,
         idempotent,
         interim: interim.is_some().then_some(&mut relay as _),
+        pool: &conn.worker.upstream_idle,
     };
     let exchange = call::forward(upstream, name, out).await?;
     served.upstream_addr = Some(exchange.peer);
@@ -174,7 +175,7 @@ pub(super) async fn cached_upstream(
             let mut parts = parts;
             pending.prepare(&mut parts.headers);
             let resp = proxy_upstream(parts, body, to, conn, served).await;
-            crate::cache::step::finish(pending, resp, filtered).await
+            crate::cache::step::finish(pending, resp, filtered, &conn.worker).await
         }
     }
 }
@@ -198,6 +199,7 @@ fn spawn_refresh(
         scheme: conn.scheme,
         watch: conn.watch.clone(),
         shared: conn.shared.clone(),
+        worker: conn.worker.clone(),
     };
     tokio::task::spawn_local(async move {
         let to = UpstreamTarget {
@@ -217,7 +219,7 @@ fn spawn_refresh(
             Ok(r) => r.status().as_u16(),
             Err(e) => e.status().as_u16(),
         };
-        let read = crate::cache::step::refreshed(refresh.pending, resp).await;
+        let read = crate::cache::step::refreshed(refresh.pending, resp, &conn.worker).await;
         if let Err(e) = &read {
             tracing::warn!(upstream = %name, "cache refresh failed: {e}");
         }

@@ -20,6 +20,7 @@
 //! transparently when the request has no body. Failures feed the peer's
 //! passive health (through the balancer, which spares a sole peer).
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use http::request::Parts;
@@ -29,7 +30,8 @@ use super::balance::{PickKey, Tried};
 use super::connect::connect;
 use super::h1::framing::Framing;
 use super::h1::{Conn, ExchangeError, InterimSink, ResponseHead};
-use super::{Upstream, UpstreamBody, pool};
+use super::pool::IdlePool;
+use super::{Back, Upstream, UpstreamBody};
 use crate::body::{RequestBody, RequestBodyError};
 use crate::config::PeerAddr;
 use crate::error::{Blame, ProxyError};
@@ -47,6 +49,9 @@ pub struct Outgoing<'a> {
     /// Where interim responses (103 Early Hints …) go, if the client can
     /// take them.
     pub interim: Option<InterimSink<'a>>,
+    /// This worker's idle connections (taken from, and given back to when
+    /// the response body is complete).
+    pub pool: &'a Rc<IdlePool>,
 }
 
 /// A response from a peer.
@@ -82,6 +87,7 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
         key,
         idempotent,
         mut interim,
+        pool,
     } = out;
     // Only a request without a body can be sent a second time.
     let replayable = body.is_empty();
@@ -145,6 +151,7 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
             &mut body,
             replayable,
             up,
+            pool,
             &mut interim,
         )
         .await
@@ -160,7 +167,7 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
                 } else {
                     peer.record_success(Instant::now());
                 }
-                return Ok(respond(head, conn, peer, addr, up, active, started));
+                return Ok(respond(head, conn, peer, addr, up, pool, active, started));
             }
             Err(Failure::NotSent(err)) => {
                 balancer.record_failure(peer, Instant::now());
@@ -187,16 +194,22 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
 }
 
 /// Turns a response head and its connection into the response.
+#[allow(clippy::too_many_arguments)]
 fn respond(
     head: ResponseHead,
     conn: Conn,
     peer: &super::peer::Peer,
     addr: &PeerAddr,
     up: &Upstream,
+    pool: &Rc<IdlePool>,
     active: super::peer::ActiveGuard,
     started: Instant,
 ) -> Exchange {
-    let back = head.keep_alive.then_some((peer.id(), up.def.keepalive));
+    let back = head.keep_alive.then(|| Back {
+        pool: pool.clone(),
+        peer_id: peer.id(),
+        max_idle: up.def.keepalive,
+    });
     let (body, upgraded) = if head.status == StatusCode::SWITCHING_PROTOCOLS {
         (
             UpstreamBody::new(None, Framing::Empty, None, up.def.read_timeout, active),
@@ -228,6 +241,7 @@ fn respond(
 /// One exchange with one peer: on a pooled connection if one is alive (a
 /// connection the peer closed while idle is replaced by a new one when the
 /// request can be sent again), else on a new connection.
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     peer_id: u64,
     addr: &PeerAddr,
@@ -235,9 +249,10 @@ async fn exchange(
     body: &mut RequestBody,
     replayable: bool,
     up: &Upstream,
+    pool: &IdlePool,
     interim: &mut Option<InterimSink<'_>>,
 ) -> Result<(ResponseHead, Conn), Failure> {
-    if let Some(mut conn) = pool::checkout(peer_id, up.def.keepalive_timeout) {
+    if let Some(mut conn) = pool.checkout(peer_id, up.def.keepalive_timeout) {
         match run(&mut conn, parts, body, up.def.read_timeout, interim).await {
             Ok(head) => return Ok((head, conn)),
             Err(ExchangeError::Closed | ExchangeError::Io(_))

@@ -6,6 +6,7 @@
 //! background refresh. Nothing is read ahead of the client: the body is
 //! stored as it streams (see [`super::super::fill`]).
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +22,7 @@ use crate::cache::fill::{Fill, Head, Lead, Plan};
 use crate::cache::policy::{self, Lifetime, Overrides};
 use crate::cache::stream::CacheBody;
 use crate::error::ProxyError;
+use crate::worker_local::WorkerLocal;
 
 /// What [`finish`] answers: the response, and what may be stored.
 type Finished = Result<(Response<ResponseBody>, Option<Store>), ProxyError>;
@@ -33,17 +35,19 @@ type Finished = Result<(Response<ResponseBody>, Option<Store>), ProxyError>;
 /// back as a [`Store`]: commit it (after header_filter, with its
 /// decisions) to store the body when it ends. `filtered`: header_filter
 /// handlers may still call `mg.cache.ttl`, so a response only their ttl
-/// would make storable is teed too.
+/// would make storable is teed too. `worker` is the worker thread's state:
+/// a tee whose client leaves early finishes on its task set.
 pub async fn finish(
     pending: Pending,
     resp: Result<Response<ResponseBody>, ProxyError>,
     filtered: bool,
+    worker: &Rc<WorkerLocal>,
 ) -> Finished {
     let zone = pending.zone.clone();
     let background = pending.background;
     let method = pending.method.clone();
     let conditions = pending.conditions();
-    let (finished, status) = answer(pending, resp, filtered);
+    let (finished, status) = answer(pending, resp, filtered, worker);
     if !background {
         zone.counters.lookup(status);
     }
@@ -60,6 +64,7 @@ fn answer(
     mut pending: Pending,
     resp: Result<Response<ResponseBody>, ProxyError>,
     filtered: bool,
+    worker: &Rc<WorkerLocal>,
 ) -> (Finished, CacheStatus) {
     let zone = pending.zone.clone();
     let stand_in = |pending: &Pending| {
@@ -155,7 +160,11 @@ fn answer(
         pending,
         fill,
     };
-    let body = ResponseBody::from_kind(Kind::Cache(Box::new(CacheBody::tee(body, lead))));
+    let body = ResponseBody::from_kind(Kind::Cache(Box::new(CacheBody::tee(
+        body,
+        lead,
+        worker.clone(),
+    ))));
     (Ok((Response::from_parts(parts, body), Some(store))), status)
 }
 
@@ -248,8 +257,9 @@ impl Drop for Store {
 pub async fn refreshed(
     pending: Pending,
     resp: Result<Response<ResponseBody>, ProxyError>,
+    worker: &Rc<WorkerLocal>,
 ) -> Result<u64, ProxyError> {
-    let (resp, store) = finish(pending, resp, false).await?;
+    let (resp, store) = finish(pending, resp, false, worker).await?;
     if let Some(store) = store {
         store.commit(&Overrides::default());
     }

@@ -8,7 +8,6 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use bytes::{Buf, Bytes};
 use http::header::{self, HeaderValue};
@@ -18,6 +17,7 @@ use http_body::Body;
 use tokio::io::AsyncWrite;
 
 use crate::body::ResponseBody;
+use crate::h1_wire::DateCache;
 
 /// Body bytes up to this size are copied next to the head (one write);
 /// larger frames are written from their own buffer.
@@ -46,32 +46,6 @@ pub(super) enum Encoding {
     Chunked,
     /// Until the connection closes (HTTP/1.0 without a length).
     Close,
-}
-
-/// `date` values, formatted once a second.
-#[derive(Default)]
-pub(super) struct DateCache {
-    second: u64,
-    value: Option<HeaderValue>,
-}
-
-impl DateCache {
-    fn now(&mut self) -> HeaderValue {
-        let now = SystemTime::now();
-        let second = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        match &self.value {
-            Some(v) if self.second == second => v.clone(),
-            _ => {
-                let v = HeaderValue::from_str(&httpdate::fmt_http_date(now))
-                    .unwrap_or_else(|_| HeaderValue::from_static(""));
-                self.second = second;
-                self.value = Some(v.clone());
-                v
-            }
-        }
-    }
 }
 
 /// Writes the head of `parts` into `out` and says how the body follows

@@ -1,0 +1,111 @@
+//! What one worker thread owns, as one value: [`WorkerLocal`]. The worker's
+//! main function ([`crate::runtime`]) creates it and hands it down; the
+//! request path reaches it through its connection's
+//! [`ConnCtx`](crate::proxy::ConnCtx).
+//!
+//! It owns the idle upstream connections, the `Date` header value of
+//! HTTP/1 responses, and whether the worker's `LocalSet` still takes
+//! tasks. Nothing here is shared between threads, so it needs no locks;
+//! two values never see each other's state (see the tests). Code that runs
+//! outside a worker (tests, `moongate check`) makes its own value with
+//! [`WorkerLocal::new`] instead of reaching a hidden global.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use crate::h1_wire::DateCache;
+use crate::upstream::pool::IdlePool;
+
+/// Which worker a thread is, as Lua sees it (`ngx.worker.id()` and
+/// `ngx.worker.count()`).
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerInfo {
+    /// `ngx.worker.id()`.
+    pub id: usize,
+    /// `ngx.worker.count()`.
+    pub count: usize,
+}
+
+/// The state of one worker thread.
+pub struct WorkerLocal {
+    /// Which worker this is.
+    pub info: WorkerInfo,
+    /// Idle keep-alive connections to upstream peers. An `Rc` because a
+    /// response body gives its connection back after the request's
+    /// borrows have ended.
+    pub upstream_idle: Rc<IdlePool>,
+    /// The `Date` value of HTTP/1 responses, formatted once a second for
+    /// all of the worker's connections (an idle connection holds none).
+    pub dates: RefCell<DateCache>,
+    /// Set while the worker's `LocalSet` runs its tasks, when
+    /// `tokio::task::spawn_local` may be called (not while the set's
+    /// leftover tasks are dropped at exit).
+    tasks: Cell<bool>,
+}
+
+impl WorkerLocal {
+    /// Empty state for worker `info`; it takes no tasks until
+    /// [`WorkerLocal::run_tasks`] says so.
+    pub fn new(info: WorkerInfo) -> WorkerLocal {
+        WorkerLocal {
+            info,
+            upstream_idle: Rc::default(),
+            dates: RefCell::default(),
+            tasks: Cell::new(false),
+        }
+    }
+
+    /// Tells whether the worker's `LocalSet` is running its tasks (set by
+    /// the worker's main function around its event loop).
+    pub fn run_tasks(&self, running: bool) {
+        self.tasks.set(running);
+    }
+
+    /// Whether the caller may `tokio::task::spawn_local` onto this
+    /// worker's `LocalSet`.
+    pub fn takes_tasks(&self) -> bool {
+        self.tasks.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::upstream::h1::Conn;
+
+    const IDLE: Duration = Duration::from_secs(60);
+
+    /// An open connection to a listener on this host (kept open by the
+    /// returned stream).
+    async fn conn() -> (Conn, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Conn::new(Box::new(client), IDLE), server)
+    }
+
+    #[tokio::test]
+    async fn two_workers_keep_their_own_connections() {
+        let one = WorkerLocal::new(WorkerInfo { id: 0, count: 2 });
+        let two = WorkerLocal::new(WorkerInfo { id: 1, count: 2 });
+        let (c, _peer) = conn().await;
+        one.upstream_idle.checkin(7, c, 4);
+        assert!(two.upstream_idle.checkout(7, IDLE).is_none());
+        let back = one.upstream_idle.checkout(7, IDLE).expect("pooled");
+        assert!(back.reused);
+        assert!(one.upstream_idle.checkout(7, IDLE).is_none());
+    }
+
+    #[test]
+    fn a_worker_takes_tasks_only_while_told() {
+        let w = WorkerLocal::new(WorkerInfo { id: 0, count: 1 });
+        assert!(!w.takes_tasks());
+        w.run_tasks(true);
+        assert!(w.takes_tasks());
+        w.run_tasks(false);
+        assert!(!w.takes_tasks());
+    }
+}
