@@ -197,23 +197,26 @@ impl redis::aio::ConnectionLike for Connection {
     }
 }
 
-thread_local! {
-    /// This thread's connection to each configured Redis (see the module
-    /// doc).
-    static CONNECTIONS: RefCell<HashMap<RedisTarget, Connection>> = RefCell::new(HashMap::new());
+/// One worker thread's connection to each configured Redis (see the
+/// module doc), owned by its
+/// [`WorkerLocal`](crate::worker_local::WorkerLocal).
+#[derive(Default)]
+pub struct RedisConnections {
+    by_target: RefCell<HashMap<RedisTarget, Connection>>,
 }
 
-/// This thread's connection to `target`, made (lazily: it connects in the
-/// background) on first use. Must run inside a tokio runtime.
-fn connection(target: &RedisTarget, client: &Client) -> redis::RedisResult<Connection> {
-    CONNECTIONS.with_borrow_mut(|conns| {
+impl RedisConnections {
+    /// The connection to `target`, made (lazily: it connects in the
+    /// background) on first use. Must run inside a tokio runtime.
+    fn get(&self, target: &RedisTarget, client: &Client) -> redis::RedisResult<Connection> {
+        let mut conns = self.by_target.borrow_mut();
         if let Some(c) = conns.get(target) {
             return Ok(c.clone());
         }
         let conn = client.connect_lazily()?;
         conns.insert(target.clone(), conn.clone());
         Ok(conn)
-    })
+    }
 }
 
 /// A rate zone's buckets in Redis.
@@ -263,11 +266,17 @@ impl RedisBuckets {
         self.burst
     }
 
-    /// Takes `cost` tokens (0 counts as 1) from `key`'s bucket in Redis,
-    /// within the configured timeout. A cost above the burst is
+    /// Takes `cost` tokens (0 counts as 1) from `key`'s bucket in Redis
+    /// over this worker's connection in `conns`, within the configured
+    /// timeout. A cost above the burst is
     /// `TooCostly` without a call. `Err` says why Redis did not answer;
     /// health is updated either way.
-    pub async fn take(&self, key: &[u8], cost: u32) -> Result<Decision, String> {
+    pub async fn take(
+        &self,
+        conns: &RedisConnections,
+        key: &[u8],
+        cost: u32,
+    ) -> Result<Decision, String> {
         let cost = cost.max(1);
         if cost > self.burst {
             return Ok(Decision::TooCostly {
@@ -275,7 +284,7 @@ impl RedisBuckets {
                 cost,
             });
         }
-        let answer = match tokio::time::timeout(self.timeout, self.call(key, cost)).await {
+        let answer = match tokio::time::timeout(self.timeout, self.call(conns, key, cost)).await {
             Ok(Ok(reply)) => self.decode(&reply),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
@@ -287,8 +296,13 @@ impl RedisBuckets {
         answer
     }
 
-    async fn call(&self, key: &[u8], cost: u32) -> redis::RedisResult<Vec<i64>> {
-        let mut conn = connection(&self.target, &self.client)?;
+    async fn call(
+        &self,
+        conns: &RedisConnections,
+        key: &[u8],
+        cost: u32,
+    ) -> redis::RedisResult<Vec<i64>> {
+        let mut conn = conns.get(&self.target, &self.client)?;
         let mut bucket = Vec::with_capacity(self.prefix.len() + key.len() + 1);
         bucket.extend_from_slice(self.prefix.as_bytes());
         bucket.extend_from_slice(key);
@@ -458,7 +472,7 @@ mod tests {
         let local = Buckets::new(Rate::parse("10/s").expect("rate"), 5);
         let b = RedisBuckets::new("z", &settings, &local).expect("buckets");
         let started = Instant::now();
-        assert!(b.take(b"k", 1).await.is_err());
+        assert!(b.take(&RedisConnections::default(), b"k", 1).await.is_err());
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(b.health.status().state, "failing");
     }
@@ -497,12 +511,12 @@ mod tests {
     async fn too_costly_needs_no_call_and_a_dead_redis_is_an_error_logged_once() {
         let b = buckets("10/s", 5);
         assert_eq!(
-            b.take(b"k", 6).await,
+            b.take(&RedisConnections::default(), b"k", 6).await,
             Ok(Decision::TooCostly { limit: 5, cost: 6 })
         );
         assert!(b.health.should_try());
         // Port 1 on loopback refuses (or times out): either way an error.
-        assert!(b.take(b"k", 1).await.is_err());
+        assert!(b.take(&RedisConnections::default(), b"k", 1).await.is_err());
         let st = b.health.status();
         assert_eq!(st.state, "failing");
         assert!(st.last_error.is_some());

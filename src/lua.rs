@@ -36,9 +36,10 @@
 //! nothing (660 ns against 675 ns with the JIT, deps.md §6).
 //!
 //! Layout: [`program`] (reading and checking scripts at config time),
-//! [`vm`] (the per-thread VMs and running a phase), [`budget`] (deadlines
-//! and the current request of a thread), [`request`] (per-request state),
-//! [`api`] (the `ngx` table).
+//! [`vm`] (a worker's VMs and running a phase), [`worker`] (what a
+//! worker's VMs share, reached by callbacks through the VM's app data),
+//! [`budget`] (deadlines and the current request of a worker),
+//! [`request`] (per-request state), [`api`] (the `ngx` table).
 
 pub mod program;
 pub mod budget;
@@ -49,6 +50,7 @@ pub mod moongate;
 pub mod resty;
 pub mod policies;
 pub mod vm;
+pub mod worker;
 pub mod respond;
 
 pub use program::{LuaProgram, RoutePhases, ScriptId};

@@ -233,7 +233,11 @@ async fn serve(
         }
         None
     } else {
-        let vm = lua::vm::for_program(&snap.lua).map_err(ProxyError::Lua)?;
+        let vm = conn
+            .worker
+            .lua
+            .for_program(&snap.lua)
+            .map_err(ProxyError::Lua)?;
         let ctx = Rc::new(ReqCtx::new(
             parts,
             body,

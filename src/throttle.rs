@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::StatusCode;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::cluster::{HealthStatus, RedisBuckets};
+use crate::cluster::{HealthStatus, RedisBuckets, RedisConnections};
 use crate::config::{LimitKind, LimitScope, LimitZone, OnRedisError};
 use crate::limit::{Buckets, Concurrency, Decision, Permit};
 use crate::vars::{RequestVars, VarTemplate};
@@ -61,13 +61,13 @@ const DENY_RETRY: Duration = Duration::from_secs(1);
 impl Remote {
     /// Takes from Redis, or from the fallback when Redis does not answer
     /// (or is known to be failing and this take is not the probe).
-    async fn take(&self, key: &[u8], cost: u32) -> Decision {
+    async fn take(&self, conns: &RedisConnections, key: &[u8], cost: u32) -> Decision {
         let (limit, cost) = (self.redis.burst(), cost.max(1));
         if cost > limit {
             return Decision::TooCostly { limit, cost };
         }
         if self.redis.health.should_try()
-            && let Ok(d) = self.redis.take(key, cost).await
+            && let Ok(d) = self.redis.take(conns, key, cost).await
         {
             return d;
         }
@@ -136,11 +136,12 @@ impl Zone {
         }
     }
 
-    /// Like [`Zone::take`], and for a redis-scope zone asks Redis (or the
-    /// fallback when Redis fails): never [`Taken::Remote`].
-    pub async fn take_remote(&self, key: &[u8], cost: u32) -> Taken {
+    /// Like [`Zone::take`], and for a redis-scope zone asks Redis over
+    /// this worker's `conns` (or the fallback when Redis fails): never
+    /// [`Taken::Remote`].
+    pub async fn take_remote(&self, conns: &RedisConnections, key: &[u8], cost: u32) -> Taken {
         match &self.store {
-            Store::Redis(r) => Taken::Rate(r.take(key, cost).await),
+            Store::Redis(r) => Taken::Rate(r.take(conns, key, cost).await),
             _ => self.take(key, cost),
         }
     }
@@ -226,8 +227,9 @@ pub fn check<'z>(zones: &'z [Arc<Zone>], vars: &RequestVars<'_>) -> Check<'z> {
 }
 
 impl Pending<'_> {
-    /// Takes from every zone, waiting for Redis where a zone lives there.
-    pub async fn verdict(self) -> Verdict {
+    /// Takes from every zone, waiting for Redis (over this worker's
+    /// `conns`) where a zone lives there.
+    pub async fn verdict(self, conns: &RedisConnections) -> Verdict {
         let mut tally = Tally::default();
         for (zone, key) in self.zones.iter().zip(&self.keys) {
             let step = match &zone.store {
@@ -235,7 +237,7 @@ impl Pending<'_> {
                 Store::Rate(b) => tally.rate(zone, b.take(key.as_bytes(), 1)),
                 Store::Redis(r) => {
                     // Boxed so a local-only route's future stays small.
-                    let d = Box::pin(r.take(key.as_bytes(), 1)).await;
+                    let d = Box::pin(r.take(conns, key.as_bytes(), 1)).await;
                     tally.rate(zone, d)
                 }
             };

@@ -3,9 +3,12 @@
 //! request path reaches it through its connection's
 //! [`ConnCtx`](crate::proxy::ConnCtx).
 //!
-//! It owns the idle upstream connections, the `Date` header value of
-//! HTTP/1 responses, and whether the worker's `LocalSet` still takes
-//! tasks. Nothing here is shared between threads, so it needs no locks;
+//! It owns the idle upstream connections, the Redis connections, the Lua
+//! VMs with what they share (the running request and its deadline, timer
+//! counts), the `Date` header value of HTTP/1 responses, and whether the
+//! worker's `LocalSet` still takes tasks. Lua callbacks get no context
+//! argument: they reach the Lua part through their VM's app data (see
+//! [`crate::lua::worker`]). Nothing here is shared between threads, so it needs no locks;
 //! two values never see each other's state (see the tests). Code that runs
 //! outside a worker (tests, `moongate check`) makes its own value with
 //! [`WorkerLocal::new`] instead of reaching a hidden global.
@@ -13,7 +16,10 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use crate::cluster::RedisConnections;
 use crate::h1_wire::DateCache;
+use crate::lua::vm::Vms;
+use crate::lua::worker::LuaWorker;
 use crate::upstream::pool::IdlePool;
 
 /// Which worker a thread is, as Lua sees it (`ngx.worker.id()` and
@@ -34,6 +40,12 @@ pub struct WorkerLocal {
     /// response body gives its connection back after the request's
     /// borrows have ended.
     pub upstream_idle: Rc<IdlePool>,
+    /// The connection to each Redis that `scope = "redis"` zones use
+    /// (shared with the Lua VMs, for `mg.limit.take`).
+    pub redis: Rc<RedisConnections>,
+    /// The Lua VMs, and what they share: the request and deadline of the
+    /// Lua code running now, `ngx.timer` counts.
+    pub lua: Vms,
     /// The `Date` value of HTTP/1 responses, formatted once a second for
     /// all of the worker's connections (an idle connection holds none).
     pub dates: RefCell<DateCache>,
@@ -47,9 +59,12 @@ impl WorkerLocal {
     /// Empty state for worker `info`; it takes no tasks until
     /// [`WorkerLocal::run_tasks`] says so.
     pub fn new(info: WorkerInfo) -> WorkerLocal {
+        let redis = Rc::new(RedisConnections::default());
         WorkerLocal {
             info,
             upstream_idle: Rc::default(),
+            lua: Vms::new(LuaWorker::new(info, redis.clone())),
+            redis,
             dates: RefCell::default(),
             tasks: Cell::new(false),
         }
@@ -97,6 +112,20 @@ mod tests {
         let back = one.upstream_idle.checkout(7, IDLE).expect("pooled");
         assert!(back.reused);
         assert!(one.upstream_idle.checkout(7, IDLE).is_none());
+    }
+
+    #[test]
+    fn one_workers_lua_deadline_does_not_stop_another() {
+        let one = WorkerLocal::new(WorkerInfo { id: 0, count: 2 });
+        let two = WorkerLocal::new(WorkerInfo { id: 1, count: 2 });
+        let (a, b) = (&one.lua.worker().running, &two.lua.worker().running);
+        a.with_deadline(Duration::ZERO, || {
+            assert!(a.check().is_err(), "past its deadline");
+            assert!(a.timed_out());
+            assert!(b.check().is_ok(), "the other worker runs no Lua");
+            assert!(!b.timed_out());
+        });
+        assert!(a.check().is_ok(), "the deadline ends with the run");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The `ngx` table, with ngx_lua's names, arguments and return
-//! conventions. Functions reach the request they serve through
-//! [`super::budget::current`]; anything that waits is an async function,
-//! so the coroutine yields instead of blocking the thread.
+//! conventions. Functions reach the request they serve through their VM's
+//! worker ([`super::worker::of`], then [`super::budget::Running::current`]);
+//! anything that waits is an async function, so the coroutine yields
+//! instead of blocking the thread.
 
 use std::rc::Rc;
 
@@ -13,12 +14,13 @@ mod output;
 mod re;
 mod req;
 mod shared;
-mod tasks;
+pub mod tasks;
 mod time;
 mod var;
 
-use super::budget;
 use super::request::ReqCtx;
+use super::worker;
+use crate::worker_local::WorkerInfo;
 
 /// ngx_lua's method constants (`ngx.HTTP_GET` …), as `set_method` takes them.
 pub(super) const METHODS: [(&str, i64); 15] = [
@@ -83,17 +85,12 @@ const STATUSES: [(&str, i64); 28] = [
     ("HTTP_SERVICE_UNAVAILABLE", 503),
 ];
 
-/// What the VM needs to know about the worker it runs on.
-#[derive(Debug, Clone, Copy)]
-pub struct WorkerInfo {
-    /// `ngx.worker.id()`.
-    pub id: usize,
-    /// `ngx.worker.count()`.
-    pub count: usize,
-}
-
-pub(super) fn req() -> mlua::Result<Rc<ReqCtx>> {
-    budget::current().ok_or_else(|| mlua::Error::runtime("API disabled in the context of init"))
+/// The request whose Lua code is running on `lua`'s worker.
+pub(super) fn req(lua: &Lua) -> mlua::Result<Rc<ReqCtx>> {
+    worker::of(lua)?
+        .running
+        .current()
+        .ok_or_else(|| mlua::Error::runtime("API disabled in the context of init"))
 }
 
 pub(super) fn err<E: std::fmt::Display>(e: E) -> mlua::Error {
@@ -104,7 +101,7 @@ pub(super) fn err<E: std::fmt::Display>(e: E) -> mlua::Error {
 /// paths in it start from, as nginx's prefix), returned by `ngx.config.prefix()`.
 pub fn install(
     lua: &Lua,
-    worker: WorkerInfo,
+    info: WorkerInfo,
     budget: std::time::Duration,
     dicts: &std::collections::BTreeMap<String, std::sync::Arc<crate::shdict::SharedDict>>,
     prefix: &std::path::Path,
@@ -133,7 +130,7 @@ pub fn install(
     resp.set(
         "get_headers",
         lua.create_function(|lua, ()| {
-            let r = req()?;
+            let r = req(lua)?;
             header::headers_to_table(lua, &r.resp_headers.borrow())
         })?,
     )?;
@@ -147,9 +144,12 @@ pub fn install(
 
     ngx.set(
         "get_phase",
-        lua.create_function(|_, ()| {
-            Ok(budget::current()
-                .map_or_else(tasks::phase_outside_requests, |r| r.phase.get())
+        lua.create_function(|lua, ()| {
+            let worker = worker::of(lua)?;
+            Ok(worker
+                .running
+                .current()
+                .map_or_else(|| worker.timers.phase_outside_requests(), |r| r.phase.get())
                 .name())
         })?,
     )?;
@@ -169,8 +169,8 @@ pub fn install(
     )?;
 
     let w = lua.create_table()?;
-    w.set("id", lua.create_function(move |_, ()| Ok(worker.id))?)?;
-    w.set("count", lua.create_function(move |_, ()| Ok(worker.count))?)?;
+    w.set("id", lua.create_function(move |_, ()| Ok(info.id))?)?;
+    w.set("count", lua.create_function(move |_, ()| Ok(info.count))?)?;
     w.set("pid", lua.create_function(|_, ()| Ok(std::process::id()))?)?;
     w.set("exiting", lua.create_function(|_, ()| Ok(false))?)?;
     ngx.set("worker", w)?;
@@ -200,7 +200,7 @@ pub fn install(
         "__index",
         lua.create_function(|lua, (_, key): (Table, String)| match key.as_str() {
             "status" => Ok(Value::Integer(
-                req().map_or(0, |r| i64::from(r.status.get())),
+                req(lua).map_or(0, |r| i64::from(r.status.get())),
             )),
             "ctx" => ctx_table(lua).map(Value::Table),
             _ => Ok(Value::Nil),
@@ -211,14 +211,14 @@ pub fn install(
         lua.create_function(
             |lua, (t, key, value): (Table, String, Value)| match key.as_str() {
                 "status" => {
-                    let r = req()?;
+                    let r = req(lua)?;
                     let n = lua_int(&value).ok_or_else(|| err("ngx.status must be a number"))?;
                     let code = u16::try_from(n).map_err(|_| err(format!("invalid status {n}")))?;
                     r.status.set(code);
                     Ok(())
                 }
                 "ctx" => {
-                    let r = req()?;
+                    let r = req(lua)?;
                     let Value::Table(t) = value else {
                         return Err(err("ngx.ctx must be a table"));
                     };
@@ -235,7 +235,7 @@ pub fn install(
 }
 
 fn ctx_table(lua: &Lua) -> mlua::Result<Table> {
-    let r = req()?;
+    let r = req(lua)?;
     if let Some(key) = r.ctx.borrow().as_ref() {
         return lua.registry_value(key);
     }
@@ -271,7 +271,8 @@ pub(super) fn lua_int(v: &Value) -> Option<i64> {
 /// script cannot catch the stop and go on, and that hand errors raised by
 /// the Rust side to the script as strings.
 pub fn guard_protected_calls(lua: &Lua) -> mlua::Result<()> {
-    let stopped: Function = lua.create_function(|_, ()| Ok(budget::timed_out()))?;
+    let stopped: Function =
+        lua.create_function(|lua, ()| Ok(worker::of(lua)?.running.timed_out()))?;
     lua.load(
         r#"
         local stopped, raw_pcall, raw_xpcall, raw_resume = ...

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use mlua::{Lua, MultiValue, Table, Value};
 
-use super::budget;
+use super::worker;
 use crate::config::PeerAddr;
 use crate::limit::Decision;
 use crate::throttle::{Taken, Zone};
@@ -59,7 +59,9 @@ fn module(
                     Value::String(lua.create_string(err)?),
                 ]));
             }
-            let r = budget::current()
+            let r = worker::of(lua)?
+                .running
+                .current()
                 .ok_or_else(|| mlua::Error::runtime("mg.upstream.set needs a request"))?;
             *r.upstream.borrow_mut() = Some(name);
             Ok(MultiValue::from_vec(vec![Value::Boolean(true)]))
@@ -187,7 +189,7 @@ fn cache_call(
     set: impl FnOnce(&super::request::ReqCtx),
 ) -> mlua::Result<MultiValue> {
     use super::Phase;
-    let Some(ctx) = budget::current() else {
+    let Some(ctx) = worker::of(lua)?.running.current() else {
         return failure(lua, format!("mg.cache.{name} needs a request"));
     };
     if !ctx.cache_zone.get() {
@@ -358,7 +360,8 @@ fn limit_table(lua: &Lua, limits: Arc<BTreeMap<String, Arc<Zone>>>) -> mlua::Res
             async move {
                 match take_args(&limits, &zone, cost) {
                     Ok((z, cost)) => {
-                        let taken = z.take_remote(&key, cost).await;
+                        let redis = worker::of(&lua)?.redis.clone();
+                        let taken = z.take_remote(&redis, &key, cost).await;
                         answer(&lua, &zone, taken)
                     }
                     Err(msg) => failure(&lua, msg),

@@ -1,8 +1,9 @@
-//! The Lua VMs of one worker thread, one per configuration generation
-//! still in use, and running a phase handler as a coroutine under its time
-//! budget.
+//! The Lua VMs of one worker thread ([`Vms`], in its
+//! [`WorkerLocal`](crate::worker_local::WorkerLocal)), one per
+//! configuration generation still in use, and running a phase handler as a
+//! coroutine under its time budget.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -10,17 +11,13 @@ use std::sync::Arc;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib};
 
 use super::Phase;
-use super::api::{self, WorkerInfo};
+use super::api;
 use super::budget::{self, Budgeted, Ran};
 use super::program::{LuaProgram, ScriptId};
 use super::request::ReqCtx;
+use super::worker::LuaWorker;
 
-thread_local! {
-    static VMS: RefCell<Vec<Rc<Vm>>> = const { RefCell::new(Vec::new()) };
-    static WORKER: Cell<WorkerInfo> = const { Cell::new(WorkerInfo { id: 0, count: 1 }) };
-}
-
-/// VMs kept per thread: the current generation's and the previous one's
+/// VMs kept per worker: the current generation's and the previous one's
 /// (for requests still in flight across a reload).
 const KEPT: usize = 2;
 
@@ -28,9 +25,46 @@ const KEPT: usize = 2;
 /// worker thread runs at once under load; more than that are allocated.
 const THREAD_POOL: usize = 256;
 
-/// Tells this thread's future VMs which worker they run on.
-pub fn set_worker(info: WorkerInfo) {
-    WORKER.with(|w| w.set(info));
+/// One worker's VMs, newest last.
+pub struct Vms {
+    list: RefCell<Vec<Rc<Vm>>>,
+    /// What the VMs share (each holds a clone).
+    worker: Rc<LuaWorker>,
+}
+
+impl Vms {
+    /// No VMs yet; the ones made later share `worker`.
+    pub fn new(worker: LuaWorker) -> Vms {
+        Vms {
+            list: RefCell::default(),
+            worker: Rc::new(worker),
+        }
+    }
+
+    /// What the worker's VMs share.
+    pub fn worker(&self) -> &LuaWorker {
+        &self.worker
+    }
+
+    /// The VM for `program`, created (and its `init` run) on first use.
+    pub fn for_program(&self, program: &Arc<LuaProgram>) -> Result<Rc<Vm>, String> {
+        let found = self
+            .list
+            .borrow()
+            .iter()
+            .find(|vm| vm.program.id == program.id)
+            .cloned();
+        if let Some(vm) = found {
+            return Ok(vm);
+        }
+        let vm = Rc::new(Vm::new(program.clone(), self.worker.clone())?);
+        let mut list = self.list.borrow_mut();
+        list.push(vm.clone());
+        if list.len() > KEPT {
+            list.remove(0);
+        }
+        Ok(vm)
+    }
 }
 
 /// One Lua VM with a program's scripts.
@@ -38,27 +72,8 @@ pub struct Vm {
     lua: Lua,
     program: Arc<LuaProgram>,
     functions: RefCell<HashMap<ScriptId, Function>>,
-}
-
-/// This thread's VM for `program`, created (and its `init` run) on first use.
-pub fn for_program(program: &Arc<LuaProgram>) -> Result<Rc<Vm>, String> {
-    if let Some(vm) = VMS.with(|v| {
-        v.borrow()
-            .iter()
-            .find(|vm| vm.program.id == program.id)
-            .cloned()
-    }) {
-        return Ok(vm);
-    }
-    let vm = Rc::new(Vm::new(program.clone())?);
-    VMS.with(|v| {
-        let mut v = v.borrow_mut();
-        v.push(vm.clone());
-        if v.len() > KEPT {
-            v.remove(0);
-        }
-    });
-    Ok(vm)
+    /// The worker it runs on (also the Lua state's app data).
+    worker: Rc<LuaWorker>,
 }
 
 /// How a phase handler ended.
@@ -73,19 +88,17 @@ pub enum Outcome {
 }
 
 impl Vm {
-    fn new(program: Arc<LuaProgram>) -> Result<Vm, String> {
+    fn new(program: Arc<LuaProgram>, worker: Rc<LuaWorker>) -> Result<Vm, String> {
         let lua = new_state(program.settings.ffi).map_err(|e| e.to_string())?;
+        // Callbacks reach the worker (the running request, timers, Redis)
+        // through the state's app data.
+        lua.set_app_data(worker.clone());
         let settings = &program.settings;
-        setup(&lua, settings.sandbox, &settings.package_path).map_err(|e| e.to_string())?;
+        setup(&lua, &worker, settings.sandbox, &settings.package_path)
+            .map_err(|e| e.to_string())?;
         let budget = program.settings.time_budget;
-        api::install(
-            &lua,
-            WORKER.with(Cell::get),
-            budget,
-            &program.dicts,
-            &settings.prefix,
-        )
-        .map_err(|e| e.to_string())?;
+        api::install(&lua, worker.info, budget, &program.dicts, &settings.prefix)
+            .map_err(|e| e.to_string())?;
         super::moongate::install(&lua, program.upstreams.clone(), program.limits.clone())
             .map_err(|e| e.to_string())?;
         api::guard_protected_calls(&lua).map_err(|e| e.to_string())?;
@@ -93,10 +106,14 @@ impl Vm {
             lua,
             program,
             functions: RefCell::new(HashMap::new()),
+            worker,
         };
         if let Some(init) = vm.program.init {
             let f = vm.function(init).map_err(|e| e.to_string())?;
-            budget::with_deadline(vm.program.settings.time_budget, || f.call::<()>(()))
+            let budget = vm.program.settings.time_budget;
+            vm.worker
+                .running
+                .with_deadline(budget, || f.call::<()>(()))
                 .map_err(|e| format!("[lua] init failed: {e}"))?;
         }
         Ok(vm)
@@ -132,6 +149,7 @@ impl Vm {
             Err(e) => return Outcome::Failed(e.to_string()),
         };
         match Budgeted::new(
+            &self.worker.running,
             started,
             Some(req.clone()),
             self.program.settings.time_budget,
@@ -170,15 +188,17 @@ fn new_state(ffi: bool) -> mlua::Result<Lua> {
 
 /// JIT off and the budget hook on (so runaway loops can be stopped),
 /// `package.path`, the sandbox, and the shims OpenResty code expects.
-fn setup(lua: &Lua, sandbox: bool, package_path: &str) -> mlua::Result<()> {
+fn setup(lua: &Lua, worker: &Rc<LuaWorker>, sandbox: bool, package_path: &str) -> mlua::Result<()> {
     // A script must not turn the JIT back on: a compiled loop never meets
     // the count hook, so `jit.on` is a no-op here.
     lua.load("if jit then jit.off(); jit.on = function() end end")
         .set_name("=moongate")
         .exec()?;
-    lua.set_global_hook(HookTriggers::new().every_nth_instruction(1000), |_, _| {
-        budget::check()
-    })?;
+    let worker = worker.clone();
+    lua.set_global_hook(
+        HookTriggers::new().every_nth_instruction(1000),
+        move |_, _| worker.running.check(),
+    )?;
     let package: mlua::Table = lua.globals().get("package")?;
     package.set("path", package_path)?;
     package.set("cpath", "")?;

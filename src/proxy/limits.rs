@@ -64,7 +64,7 @@ impl<'a> Limits<'a> {
         let verdict = match check {
             None => return Ok(()),
             Some(throttle::Check::Done(v)) => v,
-            Some(throttle::Check::Waits(p)) => p.verdict().await,
+            Some(throttle::Check::Waits(p)) => p.verdict(&self.conn.worker.redis).await,
         };
         match verdict {
             Verdict::Pass {

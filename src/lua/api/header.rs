@@ -79,7 +79,7 @@ pub(super) fn header_table(lua: &Lua) -> mlua::Result<Table> {
     meta.set(
         "__index",
         lua.create_function(|lua, (_, key): (Table, String)| {
-            let r = req()?;
+            let r = req(lua)?;
             let name = header_name(&key)?;
             let headers = r.resp_headers.borrow();
             let values: Vec<&HeaderValue> = headers.get_all(&name).iter().collect();
@@ -98,8 +98,8 @@ pub(super) fn header_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     meta.set(
         "__newindex",
-        lua.create_function(|_, (_, key, value): (Table, String, Value)| {
-            let r = req()?;
+        lua.create_function(|lua, (_, key, value): (Table, String, Value)| {
+            let r = req(lua)?;
             set_header_values(&mut r.resp_headers.borrow_mut(), header_name(&key)?, value)
         })?,
     )?;

@@ -47,8 +47,8 @@ pub(super) fn concat(args: &[Value]) -> mlua::Result<String> {
 
 pub(super) fn output_functions(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     let emit = |newline: bool| {
-        lua.create_function(move |_, args: Variadic<Value>| {
-            let r = req()?;
+        lua.create_function(move |lua, args: Variadic<Value>| {
+            let r = req(lua)?;
             let mut out = r.out.borrow_mut();
             for a in args.iter() {
                 push_value(a, &mut out)?;
@@ -64,8 +64,8 @@ pub(super) fn output_functions(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     ngx.set("flush", lua.create_function(|_, _: MultiValue| Ok(1))?)?;
     ngx.set(
         "exit",
-        lua.create_async_function(|_, status: Value| async move {
-            let r = req()?;
+        lua.create_async_function(|lua, status: Value| async move {
+            let r = req(&lua)?;
             let code = lua_int(&status).ok_or_else(|| err("ngx.exit takes a status number"))?;
             r.set_exit(code);
             // The handler ends here: the runner abandons this coroutine.
@@ -75,8 +75,8 @@ pub(super) fn output_functions(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     )?;
     ngx.set(
         "redirect",
-        lua.create_async_function(|_, (uri, status): (String, Option<i64>)| async move {
-            let r = req()?;
+        lua.create_async_function(|lua, (uri, status): (String, Option<i64>)| async move {
+            let r = req(&lua)?;
             let status = status.unwrap_or(302);
             if ![301, 302, 303, 307, 308].contains(&status) {
                 return Err(err(format!("only ngx.HTTP_MOVED_TEMPORARILY, ngx.HTTP_MOVED_PERMANENTLY, ngx.HTTP_PERMANENT_REDIRECT, ngx.HTTP_SEE_OTHER, and ngx.HTTP_TEMPORARY_REDIRECT are allowed, got {status}")));

@@ -16,12 +16,12 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set(
         "get_method",
-        lua.create_function(|_, ()| Ok(req()?.head.borrow().method.to_string()))?,
+        lua.create_function(|lua, ()| Ok(req(lua)?.head.borrow().method.to_string()))?,
     )?;
     t.set(
         "set_method",
-        lua.create_function(|_, code: i64| {
-            let r = req()?;
+        lua.create_function(|lua, code: i64| {
+            let r = req(lua)?;
             let name = METHODS
                 .iter()
                 .find(|(_, c)| *c == code)
@@ -33,8 +33,8 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "http_version",
-        lua.create_function(|_, ()| {
-            Ok(match req()?.head.borrow().version {
+        lua.create_function(|lua, ()| {
+            Ok(match req(lua)?.head.borrow().version {
                 http::Version::HTTP_10 => 1.0,
                 http::Version::HTTP_2 => 2.0,
                 _ => 1.1,
@@ -43,18 +43,18 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "start_time",
-        lua.create_function(|_, ()| Ok(req()?.started_wall))?,
+        lua.create_function(|lua, ()| Ok(req(lua)?.started_wall))?,
     )?;
     t.set(
         "set_uri",
-        lua.create_function(|_, (uri, _jump): (String, Option<bool>)| {
-            let r = req()?;
+        lua.create_function(|lua, (uri, _jump): (String, Option<bool>)| {
+            let r = req(lua)?;
             set_path(&r, &uri)
         })?,
     )?;
     t.set(
         "set_uri_args",
-        lua.create_function(|_, args: Value| {
+        lua.create_function(|lua, args: Value| {
             let query = match args {
                 Value::String(s) => s.to_str()?.to_string(),
                 Value::Table(t) => String::from_utf8_lossy(&encode_args(&t)?).into_owned(),
@@ -66,14 +66,14 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
                     )));
                 }
             };
-            let r = req()?;
+            let r = req(lua)?;
             set_query(&r, Some(&query))
         })?,
     )?;
     t.set(
         "get_uri_args",
         lua.create_function(|lua, max: Option<i64>| {
-            let r = req()?;
+            let r = req(lua)?;
             let query = r.head.borrow().uri.query().unwrap_or("").to_string();
             decode_args(lua, query.as_bytes(), max)
         })?,
@@ -81,7 +81,7 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "get_headers",
         lua.create_function(|lua, _: MultiValue| {
-            let r = req()?;
+            let r = req(lua)?;
             let headers = headers_to_table(lua, &r.head.borrow().headers)?;
             // ngx_lua's table looks names up case-insensitively, `_` for `-`.
             let meta = lua.create_table()?;
@@ -98,25 +98,27 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "set_header",
         // A string value (the usual case) crosses as a plain string.
-        lua.create_function(|_, (name, value): (String, mlua::Either<String, Value>)| {
-            let r = req()?;
-            let name = header_name(&name)?;
-            let value = match value {
-                mlua::Either::Left(text) => {
-                    let value = HeaderValue::try_from(text).map_err(super::err)?;
-                    let mut head = r.head.borrow_mut();
-                    head.headers.insert(name, value);
-                    return Ok(());
-                }
-                mlua::Either::Right(v) => v,
-            };
-            set_header_values(&mut r.head.borrow_mut().headers, name, value)
-        })?,
+        lua.create_function(
+            |lua, (name, value): (String, mlua::Either<String, Value>)| {
+                let r = req(lua)?;
+                let name = header_name(&name)?;
+                let value = match value {
+                    mlua::Either::Left(text) => {
+                        let value = HeaderValue::try_from(text).map_err(super::err)?;
+                        let mut head = r.head.borrow_mut();
+                        head.headers.insert(name, value);
+                        return Ok(());
+                    }
+                    mlua::Either::Right(v) => v,
+                };
+                set_header_values(&mut r.head.borrow_mut().headers, name, value)
+            },
+        )?,
     )?;
     t.set(
         "clear_header",
-        lua.create_function(|_, name: String| {
-            let r = req()?;
+        lua.create_function(|lua, name: String| {
+            let r = req(lua)?;
             r.head.borrow_mut().headers.remove(header_name(&name)?);
             Ok(())
         })?,
@@ -125,8 +127,8 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     // reads it: then it is held in memory (within client_max_body_size).
     t.set(
         "read_body",
-        lua.create_async_function(|_, ()| async move {
-            let r = req()?;
+        lua.create_async_function(|lua, ()| async move {
+            let r = req(&lua)?;
             if r.body_data.borrow().is_some() {
                 return Ok(());
             }
@@ -148,8 +150,8 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "discard_body",
-        lua.create_function(|_, ()| {
-            let r = req()?;
+        lua.create_function(|lua, ()| {
+            let r = req(lua)?;
             *r.body.borrow_mut() = RequestBody::empty();
             *r.body_data.borrow_mut() = Some(Bytes::new());
             Ok(())
@@ -158,7 +160,7 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "get_body_data",
         lua.create_function(|lua, ()| {
-            let r = req()?;
+            let r = req(lua)?;
             match r.body_data.borrow().as_ref() {
                 Some(data) if !data.is_empty() => lua.create_string(data).map(Value::String),
                 _ => Ok(Value::Nil),
@@ -167,8 +169,8 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "set_body_data",
-        lua.create_function(|_, data: mlua::LuaString| {
-            let r = req()?;
+        lua.create_function(|lua, data: mlua::LuaString| {
+            let r = req(lua)?;
             *r.body.borrow_mut() = RequestBody::empty();
             *r.body_data.borrow_mut() = Some(Bytes::copy_from_slice(&data.as_bytes()));
             Ok(())
@@ -177,7 +179,7 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "get_post_args",
         lua.create_function(|lua, max: Option<i64>| {
-            let r = req()?;
+            let r = req(lua)?;
             let Some(data) = r.body_data.borrow().clone() else {
                 let e =
                     lua.create_string("request body not read yet: call ngx.req.read_body() first")?;

@@ -18,48 +18,78 @@ use tokio::task::JoinHandle;
 use super::err;
 use crate::lua::Phase;
 use crate::lua::budget::{self, Budgeted, Ran};
+use crate::lua::worker::{self, LuaWorker};
 
 /// Most timers pending at once per worker (ngx_lua's lua_max_pending_timers).
 const MAX_PENDING_TIMERS: usize = 1024;
 
-thread_local! {
-    static IN_TIMER: Cell<bool> = const { Cell::new(false) };
-    static PENDING: Cell<usize> = const { Cell::new(0) };
-    static RUNNING: Cell<usize> = const { Cell::new(0) };
+/// One worker's `ngx.timer` bookkeeping.
+#[derive(Default)]
+pub struct Timers {
+    /// Set while timer code is polled.
+    in_timer: Cell<bool>,
+    /// Timers waiting to fire (`ngx.timer.pending_count`).
+    pending: Cell<usize>,
+    /// Callbacks running (`ngx.timer.running_count`).
+    running: Cell<usize>,
 }
 
-/// The phase Lua code runs in when no request is current.
-pub(super) fn phase_outside_requests() -> Phase {
-    if IN_TIMER.with(Cell::get) {
-        Phase::Timer
-    } else {
-        Phase::Init
+impl Timers {
+    /// The phase Lua code runs in when no request is current.
+    pub(super) fn phase_outside_requests(&self) -> Phase {
+        if self.in_timer.get() {
+            Phase::Timer
+        } else {
+            Phase::Init
+        }
+    }
+
+    /// Counts one more pending timer, unless the limit is reached.
+    fn reserve(&self) -> bool {
+        let n = self.pending.get();
+        if n >= MAX_PENDING_TIMERS {
+            return false;
+        }
+        self.pending.set(n + 1);
+        true
     }
 }
 
-/// Marks the wrapped future as timer code while it is polled.
-struct TimerScope<F>(Pin<Box<F>>);
+/// Marks the wrapped future as timer code of `timers` while it is polled.
+struct TimerScope<'t, F>(&'t Timers, Pin<Box<F>>);
 
-impl<F: Future> Future for TimerScope<F> {
+impl<F: Future> Future for TimerScope<'_, F> {
     type Output = F::Output;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let before = IN_TIMER.with(|t| t.replace(true));
-        let out = self.0.as_mut().poll(cx);
-        IN_TIMER.with(|t| t.set(before));
+        let before = self.0.in_timer.replace(true);
+        let out = self.1.as_mut().poll(cx);
+        self.0.in_timer.set(before);
         out
     }
 }
 
-/// Runs `callback(premature, args...)` once as a timer.
-async fn fire(lua: Lua, callback: Function, args: MultiValue, budget: Duration) {
-    RUNNING.with(|r| r.set(r.get() + 1));
+/// Runs `callback(premature, args...)` once as a timer of `worker`.
+async fn fire(
+    worker: &LuaWorker,
+    lua: Lua,
+    callback: Function,
+    args: MultiValue,
+    budget: Duration,
+) {
+    let timers = &worker.timers;
+    timers.running.set(timers.running.get() + 1);
     let mut call = MultiValue::from_vec(vec![Value::Boolean(false)]);
     call.extend(args);
     let run = lua
         .create_thread(callback)
         .and_then(|t| t.into_async::<()>(call));
     match run {
-        Ok(fut) => match TimerScope(Box::pin(Budgeted::new(fut, None, budget))).await {
+        Ok(fut) => match TimerScope(
+            timers,
+            Box::pin(Budgeted::new(&worker.running, fut, None, budget)),
+        )
+        .await
+        {
             Ran::Done(Err(e)) => {
                 tracing::error!(target: "moongate::lua", "timer callback failed: {e}")
             }
@@ -70,19 +100,7 @@ async fn fire(lua: Lua, callback: Function, args: MultiValue, budget: Duration) 
         },
         Err(e) => tracing::error!(target: "moongate::lua", "timer callback failed: {e}"),
     }
-    RUNNING.with(|r| r.set(r.get().saturating_sub(1)));
-}
-
-/// Counts one more pending timer, unless the limit is reached.
-fn reserve_timer() -> bool {
-    PENDING.with(|p| {
-        let n = p.get();
-        if n >= MAX_PENDING_TIMERS {
-            return false;
-        }
-        p.set(n + 1);
-        true
-    })
+    timers.running.set(timers.running.get().saturating_sub(1));
 }
 
 fn delay(secs: f64) -> mlua::Result<Duration> {
@@ -105,7 +123,8 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
         lua.create_function(
             move |lua, (secs, callback, args): (f64, Function, MultiValue)| {
                 let wait = delay(secs)?;
-                if !reserve_timer() {
+                let worker = worker::of(lua)?.clone();
+                if !worker.timers.reserve() {
                     return Ok((
                         Value::Nil,
                         Value::String(lua.create_string("too many pending timers")?),
@@ -114,8 +133,9 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
                 let lua = lua.clone();
                 tokio::task::spawn_local(async move {
                     tokio::time::sleep(wait).await;
-                    PENDING.with(|p| p.set(p.get().saturating_sub(1)));
-                    fire(lua, callback, args, budget).await;
+                    let pending = &worker.timers.pending;
+                    pending.set(pending.get().saturating_sub(1));
+                    fire(&worker, lua, callback, args, budget).await;
                 });
                 Ok((Value::Boolean(true), Value::Nil))
             },
@@ -129,7 +149,8 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
                 if every.is_zero() {
                     return Err(err("bad delay: the interval must be above 0"));
                 }
-                if !reserve_timer() {
+                let worker = worker::of(lua)?.clone();
+                if !worker.timers.reserve() {
                     return Ok((
                         Value::Nil,
                         Value::String(lua.create_string("too many pending timers")?),
@@ -141,7 +162,7 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
                         tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                     loop {
                         tick.tick().await;
-                        fire(lua.clone(), callback.clone(), args.clone(), budget).await;
+                        fire(&worker, lua.clone(), callback.clone(), args.clone(), budget).await;
                     }
                 });
                 Ok((Value::Boolean(true), Value::Nil))
@@ -150,11 +171,11 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
     )?;
     timer.set(
         "pending_count",
-        lua.create_function(|_, ()| Ok(PENDING.with(Cell::get)))?,
+        lua.create_function(|lua, ()| Ok(worker::of(lua)?.timers.pending.get()))?,
     )?;
     timer.set(
         "running_count",
-        lua.create_function(|_, ()| Ok(RUNNING.with(Cell::get)))?,
+        lua.create_function(|lua, ()| Ok(worker::of(lua)?.timers.running.get()))?,
     )?;
     ngx.set("timer", timer)?;
 
@@ -163,8 +184,11 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
         "spawn",
         lua.create_function(move |lua, (f, args): (Function, MultiValue)| {
             let fut = lua.create_thread(f)?.into_async::<MultiValue>(args)?;
-            let req = budget::current();
-            let task = tokio::task::spawn_local(Budgeted::new(fut, req, budget));
+            let worker = worker::of(lua)?.clone();
+            let req = worker.running.current();
+            let task = tokio::task::spawn_local(async move {
+                Budgeted::new(&worker.running, fut, req, budget).await
+            });
             lua.create_userdata(LightThread {
                 task: RefCell::new(Some(task)),
             })

@@ -14,11 +14,11 @@ use crate::vars::{RequestVars, Var};
 /// on mlua's side, and names and values cross as plain strings instead.
 pub(super) fn var_table(lua: &Lua) -> mlua::Result<Table> {
     let get = lua.create_function(|lua, name: String| {
-        let r = req()?;
+        let r = req(lua)?;
         var_value(lua, &r, &name)
     })?;
-    let set = lua.create_function(|_, (name, value): (String, Option<String>)| {
-        let r = req()?;
+    let set = lua.create_function(|lua, (name, value): (String, Option<String>)| {
+        let r = req(lua)?;
         match name.as_str() {
             "uri" => set_path(&r, value.as_deref().unwrap_or("/")),
             "args" | "query_string" => set_query(&r, value.as_deref()),
