@@ -8,10 +8,13 @@
 //! counts), the `Date` header value of HTTP/1 responses, and whether the
 //! worker's `LocalSet` still takes tasks. Lua callbacks get no context
 //! argument: they reach the Lua part through their VM's app data (see
-//! [`crate::lua::worker`]). Nothing here is shared between threads, so it needs no locks;
-//! two values never see each other's state (see the tests). Code that runs
-//! outside a worker (tests, `moongate check`) makes its own value with
-//! [`WorkerLocal::new`] instead of reaching a hidden global.
+//! [`crate::lua::worker`]).
+//!
+//! Nothing here is shared between threads, so it needs no locks, and two
+//! values never see each other's state (see the tests): there is no
+//! `thread_local!` behind it. Code outside the workers (the control
+//! thread, admin, `moongate check`) needs none of it; a test that does
+//! makes its own with [`WorkerLocal::new`].
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
