@@ -20,7 +20,6 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::body::OnComplete;
 use crate::config;
-use crate::conn_watch::ConnWatch;
 
 /// The tracing target of access log events.
 pub const TARGET: &str = "moongate::access";
@@ -117,8 +116,6 @@ impl<'a> MakeWriter<'a> for SinkWriter {
 pub struct AccessRecord {
     /// Whether to write a line at all.
     pub enabled: bool,
-    /// Told that the exchange is over (the connection goes idle).
-    pub watch: Arc<ConnWatch>,
     /// When the request started.
     pub started: Instant,
     /// The client address.
@@ -141,7 +138,6 @@ pub struct AccessRecord {
 
 impl OnComplete for AccessRecord {
     fn complete(self: Box<Self>, bytes: u64, complete: bool) {
-        self.watch.request_done();
         if !self.enabled {
             return;
         }

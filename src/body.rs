@@ -9,14 +9,15 @@
 //! streams (nothing is buffered whole); it ends with a
 //! [`RequestBodyError`] that says which limit was hit.
 
-use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::Sleep;
+use tokio::time::Instant;
+
+use crate::lazy_timer::LazyTimer;
 
 use crate::cache::stream::CacheBody;
 use crate::static_files::StaticBody;
@@ -236,8 +237,9 @@ pub struct RequestBody {
     limit: u64,
     seen: u64,
     timeout: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    /// When a silent client fails the body; `None` while data comes.
+    deadline: Option<Instant>,
+    timer: LazyTimer,
 }
 
 impl RequestBody {
@@ -249,8 +251,8 @@ impl RequestBody {
             limit: u64::MAX,
             seen: 0,
             timeout: Duration::MAX,
-            sleep: None,
-            armed: false,
+            deadline: None,
+            timer: LazyTimer::new(),
         }
     }
 
@@ -319,18 +321,15 @@ impl Body for RequestBody {
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Pending => {
-                // Arm the inactivity timer only when the client makes us wait.
-                if !this.armed {
-                    let deadline = tokio::time::Instant::now() + this.timeout;
-                    match this.sleep.as_mut() {
-                        Some(sleep) => sleep.as_mut().reset(deadline),
-                        None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
-                    this.armed = true;
-                }
-                if let Some(sleep) = this.sleep.as_mut()
-                    && sleep.as_mut().poll(cx).is_ready()
-                {
+                // The inactivity timer runs only while the client makes us wait.
+                let timeout = this.timeout;
+                let deadline = *this.deadline.get_or_insert_with(|| {
+                    let now = Instant::now();
+                    // A year stands for "no timeout" (`Duration::MAX`).
+                    now.checked_add(timeout)
+                        .unwrap_or(now + Duration::from_secs(365 * 86_400))
+                });
+                if this.timer.poll_until(cx, deadline).is_ready() {
                     return this.fail(RequestBodyError::Timeout);
                 }
                 Poll::Pending
@@ -341,7 +340,7 @@ impl Body for RequestBody {
             }
             Poll::Ready(Some(Err(e))) => this.fail(RequestBodyError::Client(e)),
             Poll::Ready(Some(Ok(frame))) => {
-                this.armed = false;
+                this.deadline = None;
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if this.seen > this.limit {

@@ -2,15 +2,14 @@
 //! protocol it speaks — over TLS only the one ALPN chose (`h2`, else
 //! HTTP/1.1), on plain listeners HTTP/1.1 or HTTP/2 with prior knowledge
 //! (the first bytes tell) — on top of [`io::ClientIo`], which keeps the
-//! request-phase deadlines. HTTP/1.1 is moongate's own server side
+//! connection's deadlines. HTTP/1.1 is moongate's own server side
 //! ([`h1`]), HTTP/2 our glue on the `h2` crate ([`h2`]). Requests go to
 //! [`crate::proxy`].
 //! On graceful stop the connection finishes its in-flight requests and
 //! closes.
 
 pub mod io;
-mod h1;
-pub(crate) mod head_scan;
+pub(crate) mod h1;
 pub mod h2;
 
 use std::net::SocketAddr;
@@ -22,11 +21,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn_watch::ConnWatch;
 use crate::proxy::ConnCtx;
 use crate::state::Shared;
 use crate::worker_local::WorkerLocal;
-use io::{ClientIo, ConnTimeouts};
+use io::{ClientIo, ConnTimeouts, ReadPhase};
 
 /// What a connection needs to know from the configuration when it starts.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +72,6 @@ pub async fn serve(
         None
     };
     drop(snap);
-    let watch = ConnWatch::new();
     let peer_ip_text = HeaderValue::from_str(&peer.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static(""));
     let ctx = |scheme| ConnCtx {
@@ -82,20 +79,19 @@ pub async fn serve(
         peer_ip_text,
         local,
         scheme,
-        watch: watch.clone(),
         shared,
         worker,
     };
     match tls_config {
         None => {
-            let io = ClientIo::new(stream, watch.clone(), limits.timeouts);
+            let io = ClientIo::new(stream, limits.timeouts);
             serve_sniffed(io, ctx("http"), stop, limits, true).await;
         }
         // Boxed, like the HTTP/2 server: a task's future is as large as its
         // largest branch for the connection's whole life, and a plain
         // HTTP/1 connection should not carry the TLS session's space (a
         // TLS one holds rustls' buffers anyway).
-        Some(tls) => Box::pin(serve_tls(stream, tls, ctx, stop, limits, watch.clone())).await,
+        Some(tls) => Box::pin(serve_tls(stream, tls, ctx, stop, limits)).await,
     }
 }
 
@@ -106,7 +102,6 @@ async fn serve_tls(
     ctx: impl FnOnce(&'static str) -> ConnCtx,
     stop: CancellationToken,
     limits: Limits,
-    watch: Arc<ConnWatch>,
 ) {
     let peer = stream.peer_addr().ok();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -118,9 +113,10 @@ async fn serve_tls(
     };
     // Only the protocol ALPN chose is spoken (RFC 9113 §3.3).
     let alpn_h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let mut io = ClientIo::new(tls_stream, watch, limits.timeouts);
+    let mut io = ClientIo::new(tls_stream, limits.timeouts);
     if alpn_h2 {
-        io.enter_h2();
+        // HTTP/2 keeps its own deadlines.
+        io.set_phase(ReadPhase::Request);
         Box::pin(h2::serve(io, ctx("https"), stop, h2_settings(limits))).await;
     } else {
         serve_sniffed(io, ctx("https"), stop, limits, false).await;
@@ -154,7 +150,7 @@ async fn serve_sniffed<S>(
     };
     match sniffed {
         Ok(true) if h2_allowed => {
-            io.enter_h2();
+            io.set_phase(ReadPhase::Request);
             Box::pin(h2::serve(io, ctx, stop, h2_settings(limits))).await;
         }
         Ok(true) => {

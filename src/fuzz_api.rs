@@ -12,36 +12,57 @@ use crate::upstream::h1::{ExchangeError, ResponseHead};
 
 pub use crate::upstream::h1::framing::{DecodeError, Decoder, Framing, Step};
 
-/// The connection's request-head scanner (`conn::io`): finds where a
-/// request head ends and notes `Content-Length` + `Transfer-Encoding`.
-#[derive(Default)]
-pub struct HeadScan(crate::conn::head_scan::HeadScan);
+/// How a parsed request head frames its body (`conn::h1::head::BodyFraming`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body.
+    Empty,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Another `Transfer-Encoding` (refused by the checks).
+    Unknown,
+}
 
-impl HeadScan {
-    /// A scanner at the start of a request head.
-    pub fn new() -> HeadScan {
-        HeadScan::default()
-    }
+/// What the HTTP/1 server's head parser made of a complete head.
+#[derive(Debug)]
+pub struct ParsedRequestHead {
+    /// Method, target, version and headers.
+    pub parts: Parts,
+    /// The head's length in bytes.
+    pub len: usize,
+    /// How the body is framed.
+    pub framing: RequestFraming,
+    /// Whether the connection may stay open after the exchange.
+    pub keep_alive: bool,
+}
 
-    /// Feeds bytes; once the head ended, how many of `bytes` belong to it.
-    pub fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
-        self.0.feed(bytes)
-    }
-
-    /// Whether the head named both `Content-Length` and `Transfer-Encoding`.
-    pub fn conflict(&self) -> bool {
-        self.0.conflict()
-    }
+/// The HTTP/1 server's request head parser (`conn::h1::head::parse`):
+/// `Ok(None)` while incomplete, the status it answers with when refused.
+pub fn parse_request_head(
+    buf: &[u8],
+    max_headers: usize,
+) -> Result<Option<ParsedRequestHead>, u16> {
+    use crate::conn::h1::head::{self, BodyFraming};
+    let parsed = head::parse(buf, max_headers).map_err(|e| e.status.as_u16())?;
+    Ok(parsed.map(|(h, len)| ParsedRequestHead {
+        parts: h.parts,
+        len,
+        framing: match h.framing {
+            BodyFraming::Empty => RequestFraming::Empty,
+            BodyFraming::Length(n) => RequestFraming::Length(n),
+            BodyFraming::Chunked => RequestFraming::Chunked,
+            BodyFraming::Unknown => RequestFraming::Unknown,
+        },
+        keep_alive: h.keep_alive,
+    }))
 }
 
 /// The proxy's request checks (`proxy::checks::check`): refuses a bad
 /// head, settles the host and returns the host to route on.
-pub fn check_request(
-    parts: &mut Parts,
-    server: &Server,
-    conflicting_framing: bool,
-) -> Result<String, ProxyError> {
-    crate::proxy::checks::check(parts, server, conflicting_framing)
+pub fn check_request(parts: &mut Parts, server: &Server) -> Result<String, ProxyError> {
+    crate::proxy::checks::check(parts, server)
 }
 
 /// The upstream client's response head parser: parses a head (after any

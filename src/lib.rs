@@ -13,8 +13,8 @@
 //! - [`worker_local`]: what one worker thread owns (pools, Lua VMs, …)
 //! - [`tls`]: rustls, certificates by SNI, ALPN
 //! - [`conn`]: one client connection (HTTP/1.1, h2, deadlines, 408)
-//! - [`conn_watch`], [`interim`]: what a connection and its requests tell
-//!   each other (phase, framing; 1xx answers to send ahead)
+//! - [`interim`]: 1xx answers a request queues for its connection to send
+//!   ahead of the response
 //! - [`proxy`]: **the order of the phases** for one request
 //! - [`route`]: host/path/method routing table and rewrites
 //! - [`lua`]: ngx_lua-style phase handlers (rewrite, access, content,
@@ -38,6 +38,8 @@
 //! - [`error_page`]: the one format of moongate's own error answers
 //! - [`access_log`]: one JSON line per request
 //! - [`write_timed`]: sockets whose stalled writes time out (clients and peers)
+//! - [`lazy_timer`]: the timer behind those deadlines, registered only when a
+//!   wait starts
 //! - [`h1_wire`]: HTTP/1 header fields and response heads as written
 //!
 //! Side modules: [`config`] (conf.d → validated model), [`snapshot`]
@@ -77,7 +79,6 @@ pub mod runtime;
 pub mod worker_local;
 pub mod tls;
 pub mod conn;
-pub mod conn_watch;
 pub mod client_upgrade;
 pub mod interim;
 pub mod proxy;
@@ -99,6 +100,7 @@ pub mod error;
 pub mod error_page;
 pub mod access_log;
 pub mod write_timed;
+pub mod lazy_timer;
 pub mod h1_wire;
 
 pub mod config;

@@ -38,7 +38,6 @@ use http::{Method, Request, Response, StatusCode, Uri};
 
 use crate::access_log::AccessRecord;
 use crate::body::{ClientBody, Kind, OnComplete, RequestBody, ResponseBody};
-use crate::conn_watch::ConnWatch;
 use crate::error::ProxyError;
 use crate::error_page;
 use crate::forward;
@@ -65,8 +64,6 @@ pub struct ConnCtx {
     pub local: SocketAddr,
     /// "http" or "https".
     pub scheme: &'static str,
-    /// The connection's phase tracking (see [`crate::conn_watch`]).
-    pub watch: Arc<ConnWatch>,
     /// State shared by the whole server.
     pub shared: Arc<Shared>,
     /// What the worker thread serving the connection owns (its pools, Lua
@@ -122,7 +119,6 @@ pub async fn handle(
     let status = resp.status().as_u16();
     let record = AccessRecord {
         enabled: conn.shared.access_log.enabled(),
-        watch: conn.watch.clone(),
         started,
         client: conn.peer.ip(),
         method,
@@ -164,11 +160,7 @@ async fn serve(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     // 1. Request checks.
     let (mut parts, body) = req.into_parts();
-    let host = checks::check(
-        &mut parts,
-        &snap.server,
-        conn.watch.saw_conflicting_framing(),
-    )?;
+    let host = checks::check(&mut parts, &snap.server)?;
 
     // 2. Route.
     let entry = match snap.router.find(&host, parts.uri.path(), &parts.method) {

@@ -29,7 +29,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::config::{self, PeerAddr};
 use crate::vars::VarTemplate;
@@ -165,8 +165,8 @@ pub struct UpstreamBody {
     /// Where the connection goes back to, when it may be reused.
     back: Option<Back>,
     read_timeout: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    /// When a silent peer fails the body; `None` while data comes.
+    deadline: Option<Instant>,
     active: Option<ActiveGuard>,
 }
 
@@ -184,8 +184,7 @@ impl UpstreamBody {
             decoder: Decoder::new(framing),
             back,
             read_timeout,
-            sleep: None,
-            armed: false,
+            deadline: None,
             active: Some(active),
         };
         body.release_if_done();
@@ -233,7 +232,7 @@ impl Body for UpstreamBody {
         };
         match conn.poll_body(cx, &mut this.decoder) {
             Poll::Ready(Some(Ok(data))) => {
-                this.armed = false;
+                this.deadline = None;
                 this.release_if_done();
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
@@ -246,17 +245,11 @@ impl Body for UpstreamBody {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Pending => {
-                if !this.armed {
-                    this.armed = true;
-                    let deadline = Instant::now() + this.read_timeout;
-                    match this.sleep.as_mut() {
-                        Some(s) => s.as_mut().reset(deadline),
-                        None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
-                }
-                if let Some(s) = this.sleep.as_mut()
-                    && std::future::Future::poll(s.as_mut(), cx).is_ready()
-                {
+                let timeout = this.read_timeout;
+                let deadline = *this
+                    .deadline
+                    .get_or_insert_with(|| Instant::now() + timeout);
+                if conn.poll_timer(cx, deadline).is_ready() {
                     this.conn = None;
                     return Poll::Ready(Some(Err("upstream read timeout in body".into())));
                 }

@@ -3,20 +3,22 @@
 //! Shared by the client connection ([`crate::conn`]) and the upstream
 //! HTTP/1.1 client ([`crate::upstream`]).
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
-/// Arms a timer while writes make no progress.
+use crate::lazy_timer::LazyTimer;
+
+/// Times writes while they make no progress.
 struct WriteTimer {
     timeout: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    /// When the stalled write fails; `None` while writes make progress.
+    deadline: Option<Instant>,
+    timer: LazyTimer,
 }
 
 impl WriteTimer {
@@ -24,8 +26,8 @@ impl WriteTimer {
     fn new(timeout: Duration) -> Self {
         WriteTimer {
             timeout,
-            sleep: None,
-            armed: false,
+            deadline: None,
+            timer: LazyTimer::new(),
         }
     }
 
@@ -35,33 +37,21 @@ impl WriteTimer {
         cx: &mut Context<'_>,
         result: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        match result {
-            Poll::Ready(r) => {
-                self.armed = false;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if !self.armed {
-                    self.armed = true;
-                    let deadline = Instant::now() + self.timeout;
-                    match self.sleep.as_mut() {
-                        Some(s) => s.as_mut().reset(deadline),
-                        None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
-                }
-                let fired = self
-                    .sleep
-                    .as_mut()
-                    .is_some_and(|s| s.as_mut().poll(cx).is_ready());
-                if fired {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "send timeout: the peer is not reading",
-                    )));
-                }
-                Poll::Pending
-            }
+        if result.is_ready() {
+            self.deadline = None;
+            return result;
         }
+        let timeout = self.timeout;
+        let deadline = *self
+            .deadline
+            .get_or_insert_with(|| Instant::now() + timeout);
+        if self.timer.poll_until(cx, deadline).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "send timeout: the peer is not reading",
+            )));
+        }
+        Poll::Pending
     }
 }
 

@@ -4,8 +4,9 @@
 //! ([`body`]), write the response ([`response`]), and go on with the next
 //! head (keep-alive and pipelining) while the exchange allows it.
 //!
-//! Deadlines stay with [`ClientIo`] (408 for a slow head, the keep-alive
-//! timeout, `send_timeout`). A head this server cannot take is answered
+//! The loop tells [`ClientIo`] what it waits for ([`ReadPhase`]): a head
+//! (408 when it is slow), a request being served, or the next request
+//! (the keep-alive timeout); `send_timeout` is the socket's own. A head this server cannot take is answered
 //! here (400, 431, 505; JSON like every answer of moongate's own) and the
 //! connection closed; the proxy's checks judge the rest. After `101
 //! Switching Protocols` the connection goes to the tunnel through
@@ -15,7 +16,7 @@
 //! away (nginx's `lingering_close`).
 
 mod body;
-mod head;
+pub(crate) mod head;
 mod response;
 mod wire;
 
@@ -34,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::Limits;
-use super::io::ClientIo;
+use super::io::{ClientIo, ReadPhase};
 use crate::body::ClientBody;
 use crate::client_upgrade::{ClientUpgrade, UpgradeSender, Upgraded};
 use crate::interim::Interim;
@@ -109,7 +110,11 @@ pub(super) async fn serve<S>(
             max_buf,
         };
         match Box::pin(exchange(conn, head)).await {
-            Outcome::KeepAlive if !stop.is_cancelled() => wire.borrow_mut().release_if_empty(),
+            Outcome::KeepAlive if !stop.is_cancelled() => {
+                let mut w = wire.borrow_mut();
+                w.io.set_phase(ReadPhase::Idle);
+                w.release_if_empty();
+            }
             Outcome::KeepAlive => return close(&wire, true).await,
             Outcome::Close { read_all } => return close(&wire, read_all).await,
             Outcome::Gone => return,
@@ -155,11 +160,8 @@ where
         framing,
         keep_alive,
         expect_continue,
-        conflicting_framing,
+        ..
     } = head;
-    if conflicting_framing {
-        ctx.watch.note_conflict();
-    }
     let decoder = match framing {
         BodyFraming::Empty | BodyFraming::Unknown => None,
         BodyFraming::Length(n) => Some(Decoder::new(Framing::Length(n))),
@@ -304,6 +306,7 @@ where
                 match head::parse(&w.buf, max_headers) {
                     Ok(Some((h, n))) => {
                         w.buf.advance(n);
+                        w.io.set_phase(ReadPhase::Request);
                         return Next::Head(h);
                     }
                     Ok(None) if w.buf.len() >= max_buf => {
@@ -312,7 +315,8 @@ where
                             "the head outgrew its buffer",
                         );
                     }
-                    Ok(None) => {}
+                    // A head has begun: it has `client_header_timeout`.
+                    Ok(None) => w.io.set_phase(ReadPhase::Head),
                     Err(e) => return Next::Refuse(e.status, e.why),
                 }
             }

@@ -1,26 +1,27 @@
-//! The client socket with the connection's deadlines. A slow head gets 408
-//! and a head naming both `Content-Length` and `Transfer-Encoding` 400
-//! (SPEC §10), whichever server reads it, so the socket is wrapped in
-//! [`ClientIo`], which follows each HTTP/1 exchange through three phases:
+//! The client socket with the connection's deadlines. What the
+//! connection is waiting for decides which deadline applies to reads
+//! ([`ReadPhase`], set by the HTTP/1 server as the exchange goes on):
 //!
-//! - *in head*: bytes of a request head are arriving; the head must be
-//!   complete within `client_header_timeout` (counted from accept, or from
-//!   the first byte of a keep-alive request), else 408 is written and the
-//!   connection closed. The head is scanned for the two framing headers.
-//! - *in request*: the head is complete; the request is being served.
-//! - *idle*: the response ended ([`ConnWatch::request_done`]); an idle
-//!   keep-alive connection is closed quietly after `keepalive_timeout`.
+//! - *head*: a request head is arriving; it must be complete within
+//!   `client_header_timeout` (counted from accept, or from the first byte
+//!   of a keep-alive request), else 408 is written and the connection
+//!   closed (SPEC §10).
+//! - *request*: a request is being served (its body has its own
+//!   `client_body_timeout`), or the connection left HTTP/1's deadlines
+//!   behind (HTTP/2, a tunnel after `101`).
+//! - *idle*: between keep-alive requests; the connection is closed quietly
+//!   after `keepalive_timeout`.
 //!
-//! Writes that make no progress for `send_timeout` fail the connection.
-//! Before anything else, [`ClientIo::sniff_h2`] reads far enough to tell
-//! an HTTP/2 preface from an HTTP/1 request (the bytes are replayed to
-//! whichever server takes the connection). An HTTP/2 connection is passed
-//! through with only the write timeout: [`super::h2`] handles its streams.
-//! On HTTP/1.1, interim responses queued by the request being served
+//! Deadlines are plain values; the one timer behind them is a
+//! [`LazyTimer`], so serving request after request does not touch tokio's
+//! timer wheel. Writes that make no progress for `send_timeout` fail the
+//! connection. Before anything else, [`ClientIo::sniff_h2`] reads far
+//! enough to tell an HTTP/2 preface from an HTTP/1 request (the bytes are
+//! replayed to whichever server takes the connection). On HTTP/1.1,
+//! interim responses queued by the request being served
 //! ([`crate::interim`]) are written ahead of anything else written, and
 //! at each flush.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,13 +31,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
-use super::head_scan::HeadScan;
-use crate::write_timed::WriteTimed;
-
-use crate::conn_watch::{ConnWatch, H2, IDLE, IN_HEAD, IN_REQUEST};
 use crate::interim::Interim;
+use crate::lazy_timer::LazyTimer;
+use crate::write_timed::WriteTimed;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -52,14 +51,27 @@ pub struct ConnTimeouts {
     pub send: Duration,
 }
 
+/// What the connection waits for, which decides the read deadline (see
+/// the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPhase {
+    /// A request head: 408 at the header deadline.
+    Head,
+    /// Nothing the connection times: a request is served, or the
+    /// connection speaks HTTP/2 or tunnels.
+    Request,
+    /// The next keep-alive request: a quiet close at the keep-alive deadline.
+    Idle,
+}
+
 /// The client socket with request-phase deadlines; see the module docs.
 pub struct ClientIo<S> {
     inner: WriteTimed<S>,
-    watch: Arc<ConnWatch>,
     timeouts: ConnTimeouts,
-    timer_phase: u8,
-    timer: Pin<Box<Sleep>>,
-    scan: HeadScan,
+    phase: ReadPhase,
+    /// When the phase's wait ends (head and idle phases).
+    deadline: Instant,
+    timer: LazyTimer,
     wrote_408: bool,
     /// Bytes read by [`ClientIo::sniff_h2`], handed out again first.
     replay: Vec<u8>,
@@ -72,15 +84,15 @@ pub struct ClientIo<S> {
 }
 
 impl<S> ClientIo<S> {
-    /// Wraps a freshly accepted (and, for TLS, handshaken) socket.
-    pub fn new(inner: S, watch: Arc<ConnWatch>, timeouts: ConnTimeouts) -> Self {
+    /// Wraps a freshly accepted (and, for TLS, handshaken) socket: a
+    /// request head is expected within `client_header_timeout` from now.
+    pub fn new(inner: S, timeouts: ConnTimeouts) -> Self {
         ClientIo {
             inner: WriteTimed::new(inner, timeouts.send),
-            watch,
             timeouts,
-            timer_phase: IN_HEAD,
-            timer: Box::pin(tokio::time::sleep(timeouts.header)),
-            scan: HeadScan::default(),
+            phase: ReadPhase::Head,
+            deadline: Instant::now() + timeouts.header,
+            timer: LazyTimer::new(),
             wrote_408: false,
             replay: Vec::new(),
             replayed: 0,
@@ -90,26 +102,17 @@ impl<S> ClientIo<S> {
         }
     }
 
-    fn set_phase(&mut self, phase: u8) {
-        self.watch.set_phase(phase);
-        self.sync_timer(phase);
-    }
-
-    fn sync_timer(&mut self, phase: u8) {
-        if phase == self.timer_phase {
+    /// Moves to `phase`; entering the head or idle phase starts its
+    /// deadline from now (staying in one keeps its deadline).
+    pub fn set_phase(&mut self, phase: ReadPhase) {
+        if phase == self.phase {
             return;
         }
-        self.timer_phase = phase;
+        self.phase = phase;
         match phase {
-            IN_HEAD => self
-                .timer
-                .as_mut()
-                .reset(Instant::now() + self.timeouts.header),
-            IDLE => self
-                .timer
-                .as_mut()
-                .reset(Instant::now() + self.timeouts.keepalive),
-            _ => {}
+            ReadPhase::Head => self.deadline = Instant::now() + self.timeouts.header,
+            ReadPhase::Idle => self.deadline = Instant::now() + self.timeouts.keepalive,
+            ReadPhase::Request => {}
         }
     }
 
@@ -117,12 +120,6 @@ impl<S> ClientIo<S> {
     /// written next (HTTP/1.1 connections).
     pub fn set_interim(&mut self, interim: Arc<Interim>) {
         self.interim = Some(interim);
-    }
-
-    /// The connection speaks HTTP/2 from now on: no head scanning or
-    /// request deadlines (h2 has its own streams).
-    pub fn enter_h2(&mut self) {
-        self.set_phase(H2);
     }
 
     /// Writes queued interim responses; ready when all are out.
@@ -188,66 +185,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
         let _ = self.inner.shutdown().await;
     }
 
-    /// Reads from the socket, following the request phases (see the
-    /// module docs).
+    /// Reads from the socket under the phase's deadline (see the module
+    /// docs).
     fn poll_read_socket(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self;
-        let phase = this.watch.phase();
-        this.sync_timer(phase);
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let new = &buf.filled()[before..];
-                if new.is_empty() {
-                    return Poll::Ready(Ok(()));
-                }
-                let mut phase = phase;
-                if phase == H2 {
-                    return Poll::Ready(Ok(()));
-                }
-                if phase == IDLE {
-                    this.scan = HeadScan::default();
-                    this.set_phase(IN_HEAD);
-                    phase = IN_HEAD;
-                }
-                if phase == IN_HEAD && this.scan.feed(new).is_some() {
-                    if this.scan.conflict() {
-                        this.watch.note_conflict();
-                    }
-                    this.scan = HeadScan::default();
-                    this.set_phase(IN_REQUEST);
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => {
-                if (phase == IN_HEAD || phase == IDLE) && this.timer.as_mut().poll(cx).is_ready() {
-                    if phase == IDLE {
-                        // Quiet close of an idle keep-alive connection: EOF.
-                        return Poll::Ready(Ok(()));
-                    }
-                    if !this.wrote_408 {
-                        this.wrote_408 = true;
-                        let raw = this.inner.get_mut();
-                        let answer = crate::error_page::raw_h1(StatusCode::REQUEST_TIMEOUT);
-                        let _ = Pin::new(&mut *raw).poll_write(cx, &answer);
-                        let _ = Pin::new(raw).poll_flush(cx);
-                    }
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "client_header_timeout: request head incomplete",
-                    )));
-                }
-                if phase == IN_REQUEST {
-                    this.watch.park_reader(cx.waker());
-                }
-                Poll::Pending
-            }
-            other => other,
+        let pending = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if pending.is_ready() || self.phase == ReadPhase::Request {
+            return pending;
         }
+        if self.timer.poll_until(cx, self.deadline).is_pending() {
+            return Poll::Pending;
+        }
+        if self.phase == ReadPhase::Idle {
+            // Quiet close of an idle keep-alive connection: EOF.
+            return Poll::Ready(Ok(()));
+        }
+        if !self.wrote_408 {
+            self.wrote_408 = true;
+            let raw = self.inner.get_mut();
+            let answer = crate::error_page::raw_h1(StatusCode::REQUEST_TIMEOUT);
+            let _ = Pin::new(&mut *raw).poll_write(cx, &answer);
+            let _ = Pin::new(raw).poll_flush(cx);
+        }
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client_header_timeout: request head incomplete",
+        )))
     }
 }
 

@@ -18,20 +18,14 @@ use crate::error::ProxyError;
 
 /// Checks a request head and settles its host; returns the host to route
 /// on (lowercase, without port; empty for an HTTP/1.0 request without
-/// one). `conflicting_framing`: the head carried both `Content-Length`
-/// and `Transfer-Encoding` (hyper drops the length, so the connection's
-/// scanner says so).
-pub fn check(
-    parts: &mut Parts,
-    server: &Server,
-    conflicting_framing: bool,
-) -> Result<String, ProxyError> {
+/// one).
+pub fn check(parts: &mut Parts, server: &Server) -> Result<String, ProxyError> {
     if parts.headers.len() > server.max_header_count {
         return Err(ProxyError::HeadTooLarge("too many header lines"));
     }
     let head = survey(parts);
     if head.te_fields > 0 {
-        if conflicting_framing {
+        if head.cl_fields > 0 {
             return Err(ProxyError::BadRequest(
                 "both Content-Length and Transfer-Encoding",
             ));
@@ -74,6 +68,8 @@ struct Survey {
     te_fields: usize,
     /// How many `Host` fields there are.
     host_fields: usize,
+    /// How many `Content-Length` fields there are.
+    cl_fields: usize,
     /// The declared `Content-Length`, if one parses.
     content_length: Option<u64>,
 }
@@ -91,6 +87,7 @@ fn survey(parts: &Parts) -> Survey {
         } else if name == header::HOST {
             out.host_fields += 1;
         } else if name == header::CONTENT_LENGTH {
+            out.cl_fields += 1;
             out.content_length = std::str::from_utf8(value.as_bytes())
                 .ok()
                 .and_then(|v| v.parse().ok());
@@ -207,7 +204,7 @@ mod tests {
                     .header("host", "a")
                     .header("transfer-encoding", te),
             );
-            assert_eq!(status(check(&mut p, &s, false)), want, "{te}");
+            assert_eq!(status(check(&mut p, &s)), want, "{te}");
         }
         let mut p = parts(
             Request::post("/")
@@ -215,45 +212,46 @@ mod tests {
                 .header("transfer-encoding", "chunked")
                 .header("transfer-encoding", "chunked"),
         );
-        assert_eq!(status(check(&mut p, &s, false)), 501);
+        assert_eq!(status(check(&mut p, &s)), 501);
         let mut p = parts(
             Request::post("/")
                 .header("host", "a")
+                .header("content-length", "5")
                 .header("transfer-encoding", "chunked"),
         );
-        assert_eq!(status(check(&mut p, &s, true)), 400);
+        assert_eq!(status(check(&mut p, &s)), 400);
     }
 
     #[test]
     fn two_hosts_or_none_are_bad_requests() {
         let s = server();
         let mut p = parts(Request::get("/").header("host", "a").header("host", "b"));
-        assert_eq!(status(check(&mut p, &s, false)), 400);
+        assert_eq!(status(check(&mut p, &s)), 400);
         let mut p = parts(Request::get("/"));
-        assert_eq!(status(check(&mut p, &s, false)), 400);
+        assert_eq!(status(check(&mut p, &s)), 400);
         let mut p = parts(Request::get("/").version(Version::HTTP_10));
-        assert_eq!(check(&mut p, &s, false).ok().as_deref(), Some(""));
+        assert_eq!(check(&mut p, &s).ok().as_deref(), Some(""));
         let mut p = parts(Request::get("/").header("host", "a, b"));
-        assert_eq!(status(check(&mut p, &s, false)), 400);
+        assert_eq!(status(check(&mut p, &s)), 400);
     }
 
     #[test]
     fn the_targets_authority_wins_and_keeps_its_port() {
         let s = server();
         let mut p = parts(Request::get("http://Other.Test:8443/x").header("host", "a.test"));
-        assert_eq!(check(&mut p, &s, false).ok().as_deref(), Some("other.test"));
+        assert_eq!(check(&mut p, &s).ok().as_deref(), Some("other.test"));
         assert_eq!(
             p.headers.get("host").map(|v| v.as_bytes()),
             Some(&b"Other.Test:8443"[..])
         );
         let mut p = parts(Request::get("http://u:pw@[::1]:8080/").version(Version::HTTP_2));
-        assert_eq!(check(&mut p, &s, false).ok().as_deref(), Some("::1"));
+        assert_eq!(check(&mut p, &s).ok().as_deref(), Some("::1"));
         assert_eq!(
             p.headers.get("host").map(|v| v.as_bytes()),
             Some(&b"[::1]:8080"[..])
         );
         let mut p = parts(Request::get("/").header("host", "A.test:81"));
-        assert_eq!(check(&mut p, &s, false).ok().as_deref(), Some("a.test"));
+        assert_eq!(check(&mut p, &s).ok().as_deref(), Some("a.test"));
         assert_eq!(
             p.headers.get("host").map(|v| v.as_bytes()),
             Some(&b"A.test:81"[..])
@@ -269,12 +267,12 @@ mod tests {
                 .header("x_forwarded_for", "1.2.3.4")
                 .header("x-kept", "1"),
         );
-        assert!(check(&mut p, &s, false).is_ok());
+        assert!(check(&mut p, &s).is_ok());
         assert!(p.headers.get("x_forwarded_for").is_none());
         assert!(p.headers.get("x-kept").is_some());
         s.underscores_in_headers = true;
         let mut p = parts(Request::get("/").header("host", "a").header("x_y", "1"));
-        assert!(check(&mut p, &s, false).is_ok());
+        assert!(check(&mut p, &s).is_ok());
         assert!(p.headers.get("x_y").is_some());
     }
 
@@ -290,21 +288,21 @@ mod tests {
                 .header("x", "v".repeat(fits)),
         );
         assert_eq!((survey(&p).size, survey(&p).underscored), (1024, false));
-        assert_eq!(status(check(&mut p, &s, false)), 200);
+        assert_eq!(status(check(&mut p, &s)), 200);
         let mut p = parts(
             Request::get("/")
                 .header("host", "a")
                 .header("x", "v".repeat(fits + 1)),
         );
-        assert_eq!(status(check(&mut p, &s, false)), 431);
+        assert_eq!(status(check(&mut p, &s)), 431);
         s.max_header_count = 10;
         let mut req = Request::get("/").header("host", "a");
         for i in 0..9 {
             req = req.header(format!("x-{i}"), "1");
         }
         let mut p = parts(req);
-        assert_eq!(status(check(&mut p, &s, false)), 200);
+        assert_eq!(status(check(&mut p, &s)), 200);
         p.headers.insert("x-last", HeaderValue::from_static("1"));
-        assert_eq!(status(check(&mut p, &s, false)), 431);
+        assert_eq!(status(check(&mut p, &s)), 431);
     }
 }

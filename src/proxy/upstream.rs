@@ -124,7 +124,6 @@ pub(super) async fn proxy_upstream(
         (Some(peer_conn), Some(client_upgrade))
             if forward::switched_to_asked(resp.headers(), asked.as_ref()) =>
         {
-            conn.watch.passthrough();
             tokio::task::spawn_local(tunnel(client_upgrade, peer_conn));
             forward::strip_hop_by_hop(resp.headers_mut(), true);
         }
@@ -197,7 +196,6 @@ fn spawn_refresh(
         peer_ip_text: conn.peer_ip_text.clone(),
         local: conn.local,
         scheme: conn.scheme,
-        watch: conn.watch.clone(),
         shared: conn.shared.clone(),
         worker: conn.worker.clone(),
     };
@@ -225,8 +223,6 @@ fn spawn_refresh(
         }
         let record = AccessRecord {
             enabled: conn.shared.access_log.enabled(),
-            // Its own: no client connection waits for this exchange.
-            watch: crate::conn_watch::ConnWatch::new(),
             started,
             client: conn.peer.ip(),
             method: Method::GET,

@@ -20,9 +20,11 @@ use http::{Method, StatusCode, Version};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
 
 use crate::body::{RequestBody, RequestBodyError};
 use crate::forward::connection_has;
+use crate::lazy_timer::LazyTimer;
 use crate::write_timed::WriteTimed;
 use framing::{DecodeError, Decoder, Framing, Step};
 
@@ -123,6 +125,9 @@ pub struct Conn {
     /// Whether a byte of a response to the current request arrived (an
     /// interim 1xx included); cleared when a request is written.
     heard: bool,
+    /// The read timeout's timer, kept with the connection so an exchange
+    /// on a pooled connection registers none of its own.
+    timer: LazyTimer,
 }
 
 impl Conn {
@@ -134,7 +139,13 @@ impl Conn {
             out: Vec::with_capacity(1024),
             reused: false,
             heard: false,
+            timer: LazyTimer::new(),
         }
+    }
+
+    /// Ready once `deadline` (a read timeout) has passed; see [`LazyTimer`].
+    pub fn poll_timer(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        self.timer.poll_until(cx, deadline)
     }
 
     /// Whether the peer sent any byte of a response to the current request:
@@ -215,7 +226,7 @@ impl Conn {
         read_timeout: Duration,
         mut on_interim: Option<InterimSink<'_>>,
     ) -> Result<ResponseHead, ExchangeError> {
-        let deadline = tokio::time::Instant::now() + read_timeout;
+        let deadline = Instant::now() + read_timeout;
         loop {
             if !self.buf.is_empty() {
                 if let Some(head) = parse_head(&mut self.buf, method, &mut on_interim)? {
@@ -226,10 +237,14 @@ impl Conn {
                 }
             }
             self.buf.reserve(READ_CHUNK);
-            let read = tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.buf);
-            let n = tokio::time::timeout_at(deadline, read)
-                .await
-                .map_err(|_| ExchangeError::ReadTimeout)??;
+            let n = std::future::poll_fn(|cx| {
+                let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
+                if read.is_pending() && self.timer.poll_until(cx, deadline).is_ready() {
+                    return Poll::Ready(Err(ExchangeError::ReadTimeout));
+                }
+                read.map_err(ExchangeError::from)
+            })
+            .await?;
             self.heard |= n > 0;
             if n == 0 {
                 return Err(if self.buf.is_empty() {

@@ -270,6 +270,38 @@ async fn slow_head_is_408_and_idle_keepalive_closes_quietly() {
     assert_eq!(origin.hits(), 12);
 }
 
+/// The keep-alive deadline runs from the end of each response, not from
+/// the first one (the timer behind it fires early and is re-armed), and a
+/// head begun on an idle connection gets `client_header_timeout` from its
+/// first byte: 408, not a quiet close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_deadline_moves_with_each_request_and_a_late_head_gets_408() {
+    let origin = Origin::named("ka").await;
+    let mg = Moongate::start(&conf(
+        "client_header_timeout = \"600ms\"\nkeepalive_timeout = \"600ms\"",
+        &up_route(origin.addr),
+    ));
+    let mut s = TcpStream::connect(mg.http[0]).await.expect("connect");
+    let started = std::time::Instant::now();
+    for n in 1..=6 {
+        s.write_all(b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let (head, body) = read_one_response(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "request {n}: {head}");
+        assert_eq!(body, b"ka");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    // Six requests 350 ms apart: well past one keep-alive timeout in all.
+    assert!(started.elapsed() > Duration::from_millis(1800));
+    // Part of a head after 350 ms idle, then nothing: the head's deadline.
+    s.write_all(b"GET /up HT").await.expect("write");
+    let rest = read_until_close(&mut s, WAIT).await;
+    assert!(rest.text.starts_with("HTTP/1.1 408"), "{rest:?}");
+    assert!(rest.closed, "connection left open after 408");
+    assert_eq!(origin.hits(), 6);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_body_is_408() {
     let complete = Arc::new(AtomicUsize::new(0));
