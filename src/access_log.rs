@@ -18,7 +18,6 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::body::OnComplete;
 use crate::config;
 
 /// The tracing target of access log events.
@@ -133,11 +132,13 @@ pub struct AccessRecord {
     /// Time to the upstream's response head.
     pub upstream_time: Option<Duration>,
     /// What the route's cache did (`X-Cache-Status`), if it has one.
-    pub cache_status: Option<String>,
+    pub cache_status: Option<&'static str>,
 }
 
-impl OnComplete for AccessRecord {
-    fn complete(self: Box<Self>, bytes: u64, complete: bool) {
+impl AccessRecord {
+    /// Writes the line (when the log is on): `bytes` of body were sent,
+    /// `complete` is false when the body was abandoned before its end.
+    pub fn write(&self, bytes: u64, complete: bool) {
         if !self.enabled {
             return;
         }
@@ -151,7 +152,7 @@ impl OnComplete for AccessRecord {
             request_time = self.started.elapsed().as_secs_f64(),
             upstream_addr = self.upstream_addr.as_deref().unwrap_or(""),
             upstream_time = self.upstream_time.map(|d| d.as_secs_f64()),
-            cache_status = self.cache_status.as_deref().unwrap_or(""),
+            cache_status = self.cache_status.unwrap_or(""),
             route = self.route.as_deref().unwrap_or(""),
             aborted = !complete,
         );

@@ -22,34 +22,29 @@
 
 pub(crate) mod checks;
 mod limits;
+mod request;
 mod upstream;
 
-use limits::{Limits, Release};
+use request::RequestCtx;
 use upstream::{UpstreamTarget, cached_upstream, proxy_upstream};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri};
 
-use crate::access_log::AccessRecord;
-use crate::body::{ClientBody, Kind, OnComplete, RequestBody, ResponseBody};
+use crate::body::{ClientBody, Kind, RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::error_page;
 use crate::forward;
 use crate::interim::Interim;
-use crate::limit::Permit;
-use crate::lua::{
-    self,
-    request::ReqCtx,
-    respond::{Flow, LogPhase},
-};
+use crate::lua::respond::{self, Flow};
 use crate::route::RouteMatch;
-use crate::snapshot::{Snapshot, Target};
+use crate::snapshot::{RouteEntry, Snapshot, Target};
 use crate::state::Shared;
 use crate::worker_local::WorkerLocal;
 
@@ -71,20 +66,6 @@ pub struct ConnCtx {
     pub worker: Rc<WorkerLocal>,
 }
 
-/// What the log needs to know about how a request was served.
-#[derive(Default)]
-struct Served {
-    route: Option<String>,
-    upstream_addr: Option<String>,
-    upstream_time: Option<Duration>,
-    /// The route's Lua `log` handler, with the VM and request state it runs on.
-    lua_log: Option<(Rc<lua::vm::Vm>, Rc<ReqCtx>, Vec<lua::ScriptId>)>,
-    /// Places held in concurrency zones, released when the response is done.
-    permits: Vec<Permit>,
-    /// What the route's cache did (`$cache_status`).
-    cache_status: Option<String>,
-}
-
 /// Serves one request (the connection's service function). `interim`
 /// takes interim responses (103 Early Hints) for a client that can
 /// receive them.
@@ -93,79 +74,163 @@ pub async fn handle(
     conn: Rc<ConnCtx>,
     interim: Option<Arc<Interim>>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    let started = Instant::now();
     let snap = conn.shared.snapshot.load_full();
-    let method = req.method().clone();
-    let version = req.version();
-    let uri = req.uri().clone();
-    let accept = req.headers().get(header::ACCEPT).cloned();
-    let mut served = Served::default();
-    let mut resp = match serve(req, &conn, &snap, &mut served, interim.as_deref()).await {
+    let mut rq = RequestCtx::new(&req, &conn);
+    let mut entry = None;
+    let mut resp = match serve(req, &conn, &snap, &mut rq, &mut entry, interim.as_deref()).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
     // Answer in the client's protocol version, whatever the peer spoke.
-    *resp.version_mut() = version;
+    *resp.version_mut() = rq.version;
     let server = if snap.server.server_tokens {
         concat!("moongate/", env!("CARGO_PKG_VERSION"))
     } else {
         "moongate"
     };
-    error_page::render(&mut resp, accept.as_ref(), server);
+    error_page::render(&mut resp, rq.accept.as_ref(), server);
     if !resp.headers().contains_key(header::SERVER) {
         resp.headers_mut()
             .insert(header::SERVER, HeaderValue::from_static(server));
     }
     let status = resp.status().as_u16();
-    let record = AccessRecord {
-        enabled: conn.shared.access_log.enabled(),
-        started,
-        client: conn.peer.ip(),
-        method,
-        uri,
-        status,
-        route: served.route,
-        upstream_addr: served.upstream_addr,
-        upstream_time: served.upstream_time,
-        cache_status: served.cache_status,
-    };
-    let hook: Box<dyn OnComplete> = match served.lua_log {
-        Some((vm, ctx, ids)) => Box::new(LogPhase {
-            vm,
-            ids,
-            ctx,
-            status,
-            next: Box::new(record),
-        }),
-        None => Box::new(record),
-    };
-    let hook: Box<dyn OnComplete> = if served.permits.is_empty() {
-        hook
-    } else {
-        Box::new(Release {
-            permits: served.permits,
-            next: hook,
-        })
-    };
+    let log = conn.shared.access_log.enabled();
+    let hook = rq.into_completion(status, log, entry.map(|e: &RouteEntry| &e.lua));
     resp.body_mut().set_on_complete(hook);
     Ok(resp)
 }
 
-async fn serve(
+/// The steps, in order (see the module docs). `entry` is set to the route
+/// once found.
+async fn serve<'s>(
     req: Request<ClientBody>,
     conn: &ConnCtx,
-    snap: &Snapshot,
-    served: &mut Served,
+    snap: &'s Snapshot,
+    rq: &mut RequestCtx,
+    route: &mut Option<&'s RouteEntry>,
     interim: Option<&Interim>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     // 1. Request checks.
     let (mut parts, body) = req.into_parts();
-    let host = checks::check(&mut parts, &snap.server)?;
+    rq.facts.host = checks::check(&mut parts, &snap.server)?;
 
     // 2. Route.
-    let entry = match snap.router.find(&host, parts.uri.path(), &parts.method) {
-        RouteMatch::Found(e) => e,
-        RouteMatch::NotFound => return Ok(error_page::response(StatusCode::NOT_FOUND)),
+    let entry = match find_route(snap, &rq.facts.host, &parts) {
+        Ok(e) => e,
+        Err(answer) => return Ok(*answer),
+    };
+    *route = Some(entry);
+    if conn.shared.access_log.enabled() {
+        rq.route = Some(entry.name.clone());
+    }
+
+    // 3. Rewrite; the real client address.
+    rewrite(entry, &mut parts)?;
+    rq.facts.client =
+        forward::real_client_ip(conn.peer.ip(), &parts.headers, &snap.server.trusted_proxies);
+    let body = RequestBody::limited(
+        body,
+        snap.server.client_max_body_size,
+        snap.server.client_body_timeout,
+    );
+
+    // 4. Lua rewrite and access handlers (they may answer); 5. rate
+    // limits, after the access phase (so it may refuse or pick first, as
+    // API gateways do); 6. the Lua content handler, which answers instead
+    // of the target.
+    let vm = lua_vm(entry, &conn.worker, snap)?;
+    let held = rq.hold(vm, entry.cache.is_some(), parts, body);
+    if let Some(answer) = lua_access(rq, entry).await? {
+        return Ok(answer);
+    }
+    let pending = limits::start(entry, &rq.facts.vars(&held.head()));
+    let limit_headers = match limits::finish(
+        pending,
+        &conn.worker.redis,
+        rq.facts.client,
+        &mut rq.permits,
+    )
+    .await
+    {
+        Ok(h) => h,
+        Err(refused) => return Ok(*refused),
+    };
+    let lua_response = lua_content(rq, entry).await?;
+    let (parts, body) = held.release(entry.lua.runs_after_response());
+
+    // 7. Target.
+    let mut to_store = None;
+    let mut resp = match lua_response {
+        Some(resp) => resp,
+        None => match target(rq, entry, snap) {
+            Some((name, upstream)) => {
+                let to = UpstreamTarget {
+                    name,
+                    upstream,
+                    facts: &rq.facts,
+                    upgrade: &entry.upgrade,
+                    interim,
+                    route: rq.route.as_ref(),
+                };
+                match &entry.cache {
+                    None => proxy_upstream(parts, body, to, conn, &mut rq.upstream).await?,
+                    Some(zone) => {
+                        let decisions = rq.lua.as_ref().map(|l| l.ctx.cache.borrow().clone());
+                        let filtered = !entry.lua.header_filter.is_empty();
+                        let cache = (&decisions.unwrap_or_default(), filtered);
+                        let (resp, store, status) =
+                            cached_upstream(zone, parts, body, to, conn, &mut rq.upstream, cache)
+                                .await?;
+                        to_store = store;
+                        rq.cache_status = Some(status);
+                        resp
+                    }
+                }
+            }
+            None => serve_static(entry, &parts).await?,
+        },
+    };
+    if !limit_headers.is_empty() {
+        resp.headers_mut().extend(limit_headers);
+    }
+
+    // 8. Lua header filter (the cache stores with its `mg.cache.*`
+    // decisions); the log handlers run when the body is sent.
+    if let Some(lua) = rq.lua.as_ref().filter(|_| entry.lua.runs_after_response()) {
+        if let Some(up) = &rq.upstream {
+            lua.ctx
+                .set_upstream(&up.addr, resp.status().as_u16(), up.elapsed);
+        }
+        if let Some(status) = rq.cache_status {
+            lua.ctx.set_cache_status(status.as_str());
+        }
+    }
+    if let Some(lua) = rq
+        .lua
+        .as_ref()
+        .filter(|_| !entry.lua.header_filter.is_empty())
+    {
+        respond::header_filter(&lua.vm, &entry.lua.header_filter, &lua.ctx, &mut resp)
+            .await
+            .map_err(|m| ProxyError::Lua(format!("{}: {m}", entry.name)))?;
+    }
+    if let Some(store) = to_store {
+        let late = rq.lua.as_ref().map(|l| l.ctx.cache_late.get());
+        store.commit(&late.unwrap_or_default());
+    }
+    Ok(resp)
+}
+
+/// Step 2: the route for the request, or the answer when there is none
+/// (404, or 405 with `Allow`).
+fn find_route<'s>(
+    snap: &'s Snapshot,
+    host: &str,
+    parts: &Parts,
+) -> Result<&'s RouteEntry, Box<Response<ResponseBody>>> {
+    match snap.router.find(host, parts.uri.path(), &parts.method) {
+        RouteMatch::Found(e) => Ok(e),
+        RouteMatch::NotFound => Err(Box::new(error_page::response(StatusCode::NOT_FOUND))),
         RouteMatch::MethodNotAllowed { allow } => {
             let mut resp = error_page::response(StatusCode::METHOD_NOT_ALLOWED);
             let list = allow
@@ -176,174 +241,119 @@ async fn serve(
             if let Ok(v) = HeaderValue::from_str(&list) {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
-            return Ok(resp);
+            Err(Box::new(resp))
         }
-    };
-    served.route = Some(entry.name.clone());
+    }
+}
 
-    // 3. Rewrite.
-    let original_uri = parts.uri.clone();
-    if let Some(new_path) = entry
+/// Step 3: the route's `rewrite`, applied to the path (the query stays).
+fn rewrite(entry: &RouteEntry, parts: &mut Parts) -> Result<(), ProxyError> {
+    let Some(new_path) = entry
         .rewrite
         .as_ref()
         .and_then(|r| r.apply(parts.uri.path()))
-    {
-        let query = parts
-            .uri
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
-        let uri: Uri = format!("{new_path}{query}")
-            .parse()
-            .map_err(|_| ProxyError::BadRequest("rewrite produced an invalid URI"))?;
-        parts.uri = uri;
+    else {
+        return Ok(());
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    parts.uri = format!("{new_path}{query}")
+        .parse::<Uri>()
+        .map_err(|_| ProxyError::BadRequest("rewrite produced an invalid URI"))?;
+    Ok(())
+}
+
+/// The worker's VM for the snapshot's Lua program, when the route has
+/// handlers.
+fn lua_vm(
+    entry: &RouteEntry,
+    worker: &WorkerLocal,
+    snap: &Snapshot,
+) -> Result<Option<Rc<crate::lua::vm::Vm>>, ProxyError> {
+    if entry.lua.is_empty() {
+        return Ok(None);
     }
+    worker
+        .lua
+        .for_program(&snap.lua)
+        .map(Some)
+        .map_err(ProxyError::Lua)
+}
 
-    let real_ip =
-        forward::real_client_ip(conn.peer.ip(), &parts.headers, &snap.server.trusted_proxies);
-    let mut body = RequestBody::limited(
-        body,
-        snap.server.client_max_body_size,
-        snap.server.client_body_timeout,
-    );
+/// Step 4: the route's Lua rewrite and access handlers; their answer, if
+/// they give one.
+async fn lua_access(
+    rq: &RequestCtx,
+    entry: &RouteEntry,
+) -> Result<Option<Response<ResponseBody>>, ProxyError> {
+    let Some(lua) = &rq.lua else {
+        return Ok(None);
+    };
+    let flow = respond::access_phases(&lua.vm, &entry.lua, &lua.ctx).await;
+    lua_answer(flow, entry)
+}
 
-    // 4. Lua rewrite and access handlers; 5. rate limits, after the access
-    // phase (so it may refuse or pick first, as API gateways do) and before
-    // 6. the Lua content handler or the target.
-    let limits = Limits {
-        entry,
-        request_uri: original_uri.path_and_query().map_or("/", |p| p.as_str()),
-        host: &host,
-        client: real_ip,
-        conn,
+/// Step 6: the route's Lua content handler's answer, if it has one.
+async fn lua_content(
+    rq: &RequestCtx,
+    entry: &RouteEntry,
+) -> Result<Option<Response<ResponseBody>>, ProxyError> {
+    let Some(lua) = &rq.lua else {
+        return Ok(None);
     };
-    let mut lua_response = None;
-    let mut limit_headers = http::HeaderMap::new();
-    let lua = if entry.lua.is_empty() {
-        if let Err(refused) = limits.check(&parts, served, &mut limit_headers).await {
-            return Ok(*refused);
-        }
-        None
-    } else {
-        let vm = conn
-            .worker
-            .lua
-            .for_program(&snap.lua)
-            .map_err(ProxyError::Lua)?;
-        let ctx = Rc::new(ReqCtx::new(
-            parts,
-            body,
-            host.clone(),
-            real_ip,
-            conn.scheme,
-            conn.local.port(),
-        ));
-        ctx.cache_zone.set(entry.cache.is_some());
-        let mut flow = lua::respond::access_phases(&vm, &entry.lua, &ctx).await;
-        if matches!(flow, Flow::Continue) {
-            let pending = limits.start(&ctx.head.borrow());
-            let checked = limits.finish(pending, served, &mut limit_headers).await;
-            if let Err(refused) = checked {
-                return Ok(*refused);
-            }
-            flow = lua::respond::content_phase(&vm, &entry.lua, &ctx).await;
-        }
-        match flow {
-            Flow::Continue => {}
-            Flow::Respond(resp) => lua_response = Some(*resp),
-            Flow::Failed(m) => return Err(ProxyError::Lua(format!("{}: {m}", entry.name))),
-        }
-        (parts, body) = ctx.take_request(entry.lua.runs_after_response());
-        Some((vm, ctx))
-    };
-    // `mg.upstream.set(name)` replaces the route's target.
-    let chosen = lua
-        .as_ref()
-        .and_then(|(_, ctx)| ctx.upstream.borrow().clone())
-        .and_then(|name| snap.upstreams.get(&name).cloned().map(|u| (name, u)));
-    let to_upstream = match (&chosen, &entry.target) {
+    let flow = respond::content_phase(&lua.vm, &entry.lua, &lua.ctx).await;
+    lua_answer(flow, entry)
+}
+
+fn lua_answer(
+    flow: Flow,
+    entry: &RouteEntry,
+) -> Result<Option<Response<ResponseBody>>, ProxyError> {
+    match flow {
+        Flow::Continue => Ok(None),
+        Flow::Respond(resp) => Ok(Some(*resp)),
+        Flow::Failed(m) => Err(ProxyError::Lua(format!("{}: {m}", entry.name))),
+    }
+}
+
+/// Step 7's choice: the upstream `mg.upstream.set(name)` picked, else the
+/// route's; `None` for a static route.
+fn target<'s>(
+    rq: &RequestCtx,
+    entry: &'s RouteEntry,
+    snap: &'s Snapshot,
+) -> Option<(&'s str, &'s Arc<crate::upstream::Upstream>)> {
+    let chosen = rq.lua.as_ref().and_then(|l| {
+        let name = l.ctx.upstream.borrow();
+        snap.upstreams.get_key_value(name.as_deref()?)
+    });
+    match (chosen, &entry.target) {
         (Some((name, upstream)), _) | (None, Target::Upstream { name, upstream }) => {
             Some((name.as_str(), upstream))
         }
         _ => None,
-    };
-
-    // 7. Target.
-    let mut to_store = None;
-    let mut resp = match (lua_response, to_upstream, &entry.target) {
-        (Some(resp), _, _) => resp,
-        (None, Some((name, upstream)), _) => {
-            let to = UpstreamTarget {
-                name,
-                upstream,
-                host: &host,
-                real_ip,
-                original_uri: &original_uri,
-                upgrade: &entry.upgrade,
-                interim,
-            };
-            let (resp, store) = match &entry.cache {
-                None => (proxy_upstream(parts, body, to, conn, served).await?, None),
-                Some(zone) => {
-                    let decisions = lua.as_ref().map(|(_, ctx)| ctx.cache.borrow().clone());
-                    let filtered = lua.is_some() && !entry.lua.header_filter.is_empty();
-                    let cache = (decisions.unwrap_or_default(), filtered);
-                    cached_upstream(zone, parts, body, to, conn, served, cache).await?
-                }
-            };
-            to_store = store;
-            let later = lua.as_ref().filter(|_| entry.lua.runs_after_response());
-            if let (Some((_, ctx)), Some(addr), Some(elapsed)) =
-                (later, &served.upstream_addr, served.upstream_time)
-            {
-                ctx.set_upstream(addr, resp.status().as_u16(), elapsed);
-            }
-            resp
-        }
-        (None, None, Target::Static { prefix, options }) => {
-            let path = parts.uri.path();
-            let rel = path.strip_prefix(prefix.as_str()).unwrap_or(path);
-            let resp =
-                crate::static_files::serve(options, rel, &parts.method, &parts.headers).await;
-            resp.map(|b| ResponseBody::from_kind(Kind::Static(b)))
-        }
-        (None, None, _) => {
-            return Err(ProxyError::Lua(format!(
-                "{}: the content handler sent no response",
-                entry.name
-            )));
-        }
-    };
-
-    if !limit_headers.is_empty() {
-        resp.headers_mut().extend(limit_headers);
     }
-    served.cache_status = cache_status(&resp).map(str::to_owned);
-    if let (Some((_, ctx)), Some(status)) = (&lua, &served.cache_status) {
-        ctx.set_cache_status(status);
-    }
-
-    // 8. Lua header filter; the log handler runs when the body is sent.
-    if let Some((vm, ctx)) = lua.as_ref().filter(|_| !entry.lua.header_filter.is_empty()) {
-        lua::respond::header_filter(vm, &entry.lua.header_filter, ctx, &mut resp)
-            .await
-            .map_err(|m| ProxyError::Lua(format!("{}: {m}", entry.name)))?;
-    }
-    // The cache stores with header_filter's `mg.cache.*` decisions.
-    if let Some(store) = to_store {
-        let later = lua.as_ref().map(|(_, ctx)| ctx.cache_late.get());
-        store.commit(&later.unwrap_or_default());
-    }
-    served.lua_log = lua
-        .filter(|_| !entry.lua.log.is_empty())
-        .map(|(vm, ctx)| (vm, ctx, entry.lua.log.clone()));
-    Ok(resp)
 }
 
-/// The `X-Cache-Status` the cache step put on a response.
-fn cache_status(resp: &Response<ResponseBody>) -> Option<&str> {
-    let value = resp.headers().get(crate::cache::step::STATUS_HEADER)?;
-    value.to_str().ok()
+/// Step 7 for a `root` route (or the error when a Lua-only route's
+/// content handler sent nothing).
+async fn serve_static(
+    entry: &RouteEntry,
+    parts: &Parts,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let Target::Static { prefix, options } = &entry.target else {
+        return Err(ProxyError::Lua(format!(
+            "{}: the content handler sent no response",
+            entry.name
+        )));
+    };
+    let path = parts.uri.path();
+    let rel = path.strip_prefix(prefix.as_str()).unwrap_or(path);
+    let resp = crate::static_files::serve(options, rel, &parts.method, &parts.headers).await;
+    Ok(resp.map(|b| ResponseBody::from_kind(Kind::Static(b))))
 }
 
 fn error_response(err: &ProxyError) -> Response<ResponseBody> {

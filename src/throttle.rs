@@ -348,6 +348,7 @@ mod tests {
     use super::*;
     use crate::config::Place;
     use crate::limit::Rate;
+    use crate::vars::RequestFacts;
 
     fn zone(kind: LimitKind, headers: bool) -> Arc<Zone> {
         let def = LimitZone {
@@ -362,11 +363,10 @@ mod tests {
         Arc::new(Zone::new(def).expect("zone"))
     }
 
-    fn vars<'a>(parts: &'a http::request::Parts, ip: &str) -> RequestVars<'a> {
-        RequestVars {
-            parts,
-            request_uri: "/",
-            host: "example",
+    fn facts(ip: &str) -> RequestFacts {
+        RequestFacts {
+            host: "example".into(),
+            request_uri: http::Uri::from_static("/"),
             client: ip.parse().expect("ip"),
             scheme: "http",
             server_port: 80,
@@ -394,7 +394,8 @@ mod tests {
         let rate = Rate::parse("1/m").expect("rate");
         let z = zone(LimitKind::Rate { rate, burst: 2 }, true);
         let (parts, ()) = http::Request::new(()).into_parts();
-        let v = vars(&parts, "10.0.0.1");
+        let f = facts("10.0.0.1");
+        let v = f.vars(&parts);
         let zones = [z];
         for left in ["1", "0"] {
             match check(&zones, &v) {
@@ -422,7 +423,7 @@ mod tests {
         }
         // Another client has its own bucket.
         assert!(matches!(
-            check(&zones, &vars(&parts, "10.0.0.2")),
+            check(&zones, &facts("10.0.0.2").vars(&parts)),
             Verdict::Pass { .. }
         ));
     }
@@ -432,7 +433,8 @@ mod tests {
         let rate = Rate::parse("1/m").expect("rate");
         let zones = [zone(LimitKind::Rate { rate, burst: 1 }, false)];
         let (parts, ()) = http::Request::new(()).into_parts();
-        let v = vars(&parts, "10.0.0.1");
+        let f = facts("10.0.0.1");
+        let v = f.vars(&parts);
         match check(&zones, &v) {
             Verdict::Pass { headers, .. } => assert!(headers.is_empty()),
             Verdict::Deny { .. } => panic!("denied"),
@@ -450,7 +452,8 @@ mod tests {
     fn concurrency_zones_hold_places_until_the_permits_drop() {
         let zones = [zone(LimitKind::Conn { max: 1 }, true)];
         let (parts, ()) = http::Request::new(()).into_parts();
-        let v = vars(&parts, "10.0.0.1");
+        let f = facts("10.0.0.1");
+        let v = f.vars(&parts);
         let held = match check(&zones, &v) {
             Verdict::Pass { permits, .. } => permits,
             Verdict::Deny { .. } => panic!("denied"),

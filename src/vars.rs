@@ -129,20 +129,44 @@ impl VarTemplate {
     }
 }
 
-/// What variables are read from: the request head and its connection.
-pub struct RequestVars<'a> {
-    /// The request head (with any rewrite already applied to the URI).
-    pub parts: &'a Parts,
-    /// The original request URI (before rewrites).
-    pub request_uri: &'a str,
-    /// The host, without port, lowercased.
-    pub host: &'a str,
-    /// The real client address.
+/// What a request is besides its head, settled once it is checked and
+/// routed: what `$host`, `$request_uri`, `$remote_addr`, `$scheme` and
+/// `$server_port` say, whatever the phases do to the head.
+#[derive(Debug, Clone)]
+pub struct RequestFacts {
+    /// The host, without port, lowercased (empty until the checks settle it).
+    pub host: String,
+    /// The request URI as the client sent it (before rewrites).
+    pub request_uri: http::Uri,
+    /// The real client address (the peer's until `real_ip` rules apply).
     pub client: IpAddr,
     /// "http" or "https".
     pub scheme: &'static str,
-    /// The local port.
+    /// The port the request arrived on.
     pub server_port: u16,
+}
+
+impl RequestFacts {
+    /// `$request_uri`: the original path and query.
+    pub fn request_uri(&self) -> &str {
+        self.request_uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+    }
+
+    /// The variables of a request whose head is now `parts`.
+    pub fn vars<'a>(&'a self, parts: &'a Parts) -> RequestVars<'a> {
+        RequestVars { parts, facts: self }
+    }
+}
+
+/// What variables are read from: the request head as it is now, and the
+/// request's facts.
+pub struct RequestVars<'a> {
+    /// The request head (with any rewrite already applied to the URI).
+    pub parts: &'a Parts,
+    /// The rest.
+    pub facts: &'a RequestFacts,
 }
 
 impl RequestVars<'_> {
@@ -150,16 +174,16 @@ impl RequestVars<'_> {
     pub fn write_var(&self, var: &Var, out: &mut String) {
         match var {
             Var::RemoteAddr => {
-                let _ = write!(out, "{}", self.client);
+                let _ = write!(out, "{}", self.facts.client);
             }
-            Var::Host => out.push_str(self.host),
-            Var::RequestUri => out.push_str(self.request_uri),
+            Var::Host => out.push_str(&self.facts.host),
+            Var::RequestUri => out.push_str(self.facts.request_uri()),
             Var::Uri => out.push_str(self.parts.uri.path()),
             Var::Args => out.push_str(self.parts.uri.query().unwrap_or("")),
-            Var::Scheme => out.push_str(self.scheme),
+            Var::Scheme => out.push_str(self.facts.scheme),
             Var::RequestMethod => out.push_str(self.parts.method.as_str()),
             Var::ServerPort => {
-                let _ = write!(out, "{}", self.server_port);
+                let _ = write!(out, "{}", self.facts.server_port);
             }
             Var::Http(name) => {
                 if let Some(v) = self.parts.headers.get(name).and_then(|v| v.to_str().ok()) {
@@ -222,14 +246,14 @@ mod tests {
             "/a/b?x=1&user=bob",
             &[("x-api-key", "k1"), ("cookie", "a=1; sid=xyz")],
         );
-        let vars = RequestVars {
-            parts: &p,
-            request_uri: "/orig?x=1&user=bob",
-            host: "example.com",
+        let facts = RequestFacts {
+            host: "example.com".into(),
+            request_uri: http::Uri::from_static("/orig?x=1&user=bob"),
             client: "10.0.0.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
             scheme: "https",
             server_port: 8443,
         };
+        let vars = facts.vars(&p);
         let t = VarTemplate::parse("$scheme://$host$request_uri|${http_x_api_key}|$cookie_sid|$arg_user|$uri|$remote_addr:$server_port")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -246,14 +270,14 @@ mod tests {
             text in "(\\$|\\{|\\}|host|http_|cookie_|arg_|[a-z_]{1,4}|.){0,12}",
         ) {
             let p = parts("/a?user=bob", &[("cookie", "sid=1"), ("x-a", "v")]);
-            let vars = RequestVars {
-                parts: &p,
-                request_uri: "/a?user=bob",
-                host: "h",
+            let facts = RequestFacts {
+                host: "h".into(),
+                request_uri: http::Uri::from_static("/a?user=bob"),
                 client: IpAddr::from([127, 0, 0, 1]),
                 scheme: "http",
                 server_port: 80,
             };
+            let vars = facts.vars(&p);
             if let Ok(t) = VarTemplate::parse(&text) {
                 let out = t.render(&vars);
                 if !text.contains('$') {

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use http::request::Parts;
 use libfuzzer_sys::fuzz_target;
-use moongate::vars::{RequestVars, VarTemplate, cookie, query_arg};
+use moongate::vars::{RequestFacts, VarTemplate, cookie, query_arg};
 
 /// The request, with `query` and `cookie` when `http` takes them.
 fn request(query: &str, cookie: &[u8]) -> Parts {
@@ -33,11 +33,10 @@ fn request(query: &str, cookie: &[u8]) -> Parts {
     }
 }
 
-fn vars<'a>(parts: &'a Parts, request_uri: &'a str) -> RequestVars<'a> {
-    RequestVars {
-        parts,
-        request_uri,
-        host: "example.com",
+fn facts(request_uri: &str) -> RequestFacts {
+    RequestFacts {
+        host: "example.com".into(),
+        request_uri: request_uri.parse().unwrap_or_else(|_| http::Uri::from_static("/")),
         client: IpAddr::from([10, 0, 0, 7]),
         scheme: "https",
         server_port: 8443,
@@ -60,14 +59,14 @@ fuzz_target!(|data: &[u8]| {
         let t = parsed
             .as_ref()
             .unwrap_or_else(|e| panic!("plain text refused: {e}"));
-        assert_eq!(t.render(&vars(&parts, &uri)), template);
+        assert_eq!(t.render(&facts(&uri).vars(&parts)), template);
     }
     if let Ok(t) = &parsed {
-        let rendered = t.render(&vars(&parts, &uri));
-        assert_eq!(rendered, t.render(&vars(&parts, &uri)));
+        let rendered = t.render(&facts(&uri).vars(&parts));
+        assert_eq!(rendered, t.render(&facts(&uri).vars(&parts)));
         let other = request("", b"");
         if !template.contains('$') {
-            assert_eq!(t.render(&vars(&other, "/")), rendered);
+            assert_eq!(t.render(&facts("/").vars(&other)), rendered);
         }
     }
     // The lookups behind $cookie_NAME and $arg_NAME, with names from the input.

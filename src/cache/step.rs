@@ -209,9 +209,10 @@ pub struct Refresh {
 pub enum Lookup {
     /// A fresh entry answers.
     Hit(Response<ResponseBody>),
-    /// A stale entry answers now; send the refresh (if this request won
-    /// the lock) upstream in the background.
-    Stale(Response<ResponseBody>, Option<Box<Refresh>>),
+    /// A stale entry answers now (STALE, or UPDATING when another request
+    /// refreshes it); send the refresh (if this request won the lock)
+    /// upstream in the background.
+    Stale(Response<ResponseBody>, CacheStatus, Option<Box<Refresh>>),
     /// Go to the origin (after [`Pending::prepare`]), then call [`finish`].
     Fetch(Pending),
 }
@@ -286,7 +287,7 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
                     };
                     zone.counters.lookup(status);
                     let resp = serve(stored, &head.method, status, now);
-                    return Lookup::Stale(deliver(zone, &client, resp), refresh);
+                    return Lookup::Stale(deliver(zone, &client, resp), status, refresh);
                 }
                 Freshness::Stale { serve_on_error } => {
                     pending.status = CacheStatus::Expired;

@@ -6,7 +6,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -17,6 +16,7 @@ use super::Phase;
 use crate::body::RequestBody;
 use crate::cache::policy::Overrides;
 use crate::cache::step::CacheDecisions;
+use crate::vars::RequestFacts;
 
 /// The state of one request as its Lua handlers see it.
 pub struct ReqCtx {
@@ -24,16 +24,9 @@ pub struct ReqCtx {
     pub phase: Cell<Phase>,
     /// The request head; handlers may change method, URI and headers.
     pub head: RefCell<Parts>,
-    /// The URI as the client sent it (`ngx.var.request_uri`).
-    pub request_uri: String,
-    /// Host without port, lowercased (`ngx.var.host`).
-    pub host: String,
-    /// The real client address (`ngx.var.remote_addr`).
-    pub client: IpAddr,
-    /// "http" or "https".
-    pub scheme: &'static str,
-    /// The local port.
-    pub server_port: u16,
+    /// Host, original URI, real client address, scheme and port
+    /// (`ngx.var.host`, `request_uri`, `remote_addr`, ...).
+    pub facts: RequestFacts,
     /// When the request started (`ngx.req.start_time`, `$request_time`).
     pub started: Instant,
     /// Wall-clock start, seconds since the epoch.
@@ -67,31 +60,15 @@ pub struct ReqCtx {
 
 impl ReqCtx {
     /// State for a request with this head and body.
-    pub fn new(
-        head: Parts,
-        body: RequestBody,
-        host: String,
-        client: IpAddr,
-        scheme: &'static str,
-        server_port: u16,
-    ) -> ReqCtx {
-        let request_uri = head
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+    pub fn new(head: Parts, body: RequestBody, facts: RequestFacts, started: Instant) -> ReqCtx {
         let started_wall = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         ReqCtx {
             phase: Cell::new(Phase::Rewrite),
             head: RefCell::new(head),
-            request_uri,
-            host,
-            client,
-            scheme,
-            server_port,
-            started: Instant::now(),
+            facts,
+            started,
             started_wall,
             status: Cell::new(0),
             resp_headers: RefCell::new(HeaderMap::new()),

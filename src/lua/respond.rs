@@ -11,7 +11,7 @@ use super::Phase;
 use super::program::{RoutePhases, ScriptId};
 use super::request::ReqCtx;
 use super::vm::{Outcome, Vm};
-use crate::body::{OnComplete, ResponseBody};
+use crate::body::ResponseBody;
 
 /// What the rewrite, access and content handlers decided.
 pub enum Flow {
@@ -108,38 +108,15 @@ fn exit_response(ctx: &ReqCtx, code: i64) -> Response<ResponseBody> {
     resp
 }
 
-/// Runs the `log` handler after the response was sent (off the request's
-/// path: a task of its own), then the next completion hook.
-pub struct LogPhase {
-    /// The VM the request ran on.
-    pub vm: Rc<Vm>,
-    /// The `log` handlers.
-    pub ids: Vec<ScriptId>,
-    /// The request's state.
-    pub ctx: Rc<ReqCtx>,
-    /// The final status (`ngx.var.status`).
-    pub status: u16,
-    /// What runs after (the access log).
-    pub next: Box<dyn OnComplete>,
-}
-
-impl OnComplete for LogPhase {
-    fn complete(self: Box<Self>, bytes: u64, complete: bool) {
-        let LogPhase {
-            vm,
-            ids,
-            ctx,
-            status,
-            next,
-        } = *self;
-        next.complete(bytes, complete);
-        ctx.status.set(status);
-        tokio::task::spawn_local(async move {
-            for id in ids {
-                if let Outcome::Failed(m) = vm.run(id, Phase::Log, &ctx).await {
-                    tracing::error!(target: "moongate::lua", "log phase: {m}");
-                }
+/// Runs the route's `log` handlers `ids` for a request whose response
+/// (with `status`) is done, on the worker's task set: nothing waits for them.
+pub fn run_log_phase(vm: Rc<Vm>, ctx: Rc<ReqCtx>, ids: Vec<ScriptId>, status: u16) {
+    ctx.status.set(status);
+    tokio::task::spawn_local(async move {
+        for id in ids {
+            if let Outcome::Failed(m) = vm.run(id, Phase::Log, &ctx).await {
+                tracing::error!(target: "moongate::lua", "log phase: {m}");
             }
-        });
-    }
+        }
+    });
 }

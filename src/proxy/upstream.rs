@@ -11,47 +11,51 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Uri, Version};
 
-use super::{ConnCtx, Served};
+use super::ConnCtx;
+use super::request::UpstreamDone;
 use crate::access_log::AccessRecord;
-use crate::body::{Kind, OnComplete, RequestBody, ResponseBody};
+use crate::body::{Kind, RequestBody, ResponseBody};
+use crate::cache::step::{CacheDecisions, CacheStatus, Store};
 use crate::error::ProxyError;
 use crate::forward;
 use crate::interim::Interim;
 use crate::upstream::balance::PickKey;
 use crate::upstream::call::{self, Outgoing};
-use crate::vars::RequestVars;
+use crate::vars::RequestFacts;
 
 /// Where an upstream-bound request goes, and what it carries from routing.
 pub(super) struct UpstreamTarget<'a> {
     pub(super) name: &'a str,
     pub(super) upstream: &'a Arc<crate::upstream::Upstream>,
-    pub(super) host: &'a str,
-    pub(super) real_ip: std::net::IpAddr,
-    pub(super) original_uri: &'a Uri,
+    /// Host, original URI, real client address.
+    pub(super) facts: &'a RequestFacts,
     /// Protocols the route lets a client upgrade to.
     pub(super) upgrade: &'a [String],
     /// Where the peer's interim responses go, if the client takes them.
     pub(super) interim: Option<&'a Interim>,
+    /// The route's name, for the access log line of a background refresh.
+    pub(super) route: Option<&'a String>,
 }
 
 /// Forwards the request to the upstream (forwarding headers, balance,
-/// pool, retries), tunnelling a protocol upgrade both ways.
+/// pool, retries), tunnelling a protocol upgrade both ways. What the
+/// exchange produced goes to `done`.
 pub(super) async fn proxy_upstream(
     mut parts: Parts,
     body: RequestBody,
     to: UpstreamTarget<'_>,
     conn: &ConnCtx,
-    served: &mut Served,
+    done: &mut Option<UpstreamDone>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let UpstreamTarget {
         name,
         upstream,
-        host,
-        real_ip,
-        original_uri,
+        facts,
         upgrade: allowed,
         interim,
+        ..
     } = to;
+    let real_ip = facts.client;
     // Only protocols the route allows are asked for upstream (websocket by
     // default, never h2c); any other `Upgrade` is dropped with the
     // hop-by-hop fields and the request goes as a plain one.
@@ -66,7 +70,7 @@ pub(super) async fn proxy_upstream(
         })
         .flatten();
     if !parts.headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(host)
+        && let Ok(v) = HeaderValue::from_str(&facts.host)
     {
         parts.headers.insert(header::HOST, v);
     }
@@ -84,16 +88,10 @@ pub(super) async fn proxy_upstream(
         real_ip,
         conn.scheme,
     );
-    let hash_key = upstream.hash_key.as_ref().map(|t| {
-        t.render(&RequestVars {
-            parts: &parts,
-            request_uri: original_uri.path_and_query().map_or("/", |p| p.as_str()),
-            host,
-            client: real_ip,
-            scheme: conn.scheme,
-            server_port: conn.local.port(),
-        })
-    });
+    let hash_key = upstream
+        .hash_key
+        .as_ref()
+        .map(|t| t.render(&facts.vars(&parts)));
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
     let body = if upgrade { RequestBody::empty() } else { body };
@@ -117,8 +115,10 @@ pub(super) async fn proxy_upstream(
         pool: &conn.worker.upstream_idle,
     };
     let exchange = call::forward(upstream, name, out).await?;
-    served.upstream_addr = Some(exchange.peer);
-    served.upstream_time = Some(exchange.elapsed);
+    let peer = done.insert(UpstreamDone {
+        addr: exchange.peer,
+        elapsed: exchange.elapsed,
+    });
     let mut resp = exchange.response;
     match (exchange.upgraded, client_upgrade) {
         (Some(peer_conn), Some(client_upgrade))
@@ -130,9 +130,7 @@ pub(super) async fn proxy_upstream(
         (Some(_), _) => {
             // A 101 nobody asked for (or to another protocol) would hand
             // the client a raw connection to the peer: refuse it.
-            return Err(ProxyError::UnaskedUpgrade(
-                served.upstream_addr.clone().unwrap_or_default(),
-            ));
+            return Err(ProxyError::UnaskedUpgrade(peer.addr.clone()));
         }
         (None, _) => forward::strip_hop_by_hop(resp.headers_mut(), false),
     }
@@ -143,38 +141,33 @@ pub(super) async fn proxy_upstream(
 /// without the upstream; otherwise the upstream's answer goes through the
 /// cache step (invalidating, or passed through, and what may be stored
 /// handed back to commit after header_filter). `cache`: Lua's decisions
-/// and whether header_filter handlers run.
+/// and whether header_filter handlers run. Also says what the cache did.
 pub(super) async fn cached_upstream(
     zone: &Arc<crate::cache::Zone>,
     parts: Parts,
     body: RequestBody,
     to: UpstreamTarget<'_>,
     conn: &ConnCtx,
-    served: &mut Served,
-    cache: (crate::cache::step::CacheDecisions, bool),
-) -> Result<(Response<ResponseBody>, Option<crate::cache::step::Store>), ProxyError> {
-    let vars = RequestVars {
-        parts: &parts,
-        request_uri: to.original_uri.path_and_query().map_or("/", |p| p.as_str()),
-        host: to.host,
-        client: to.real_ip,
-        scheme: conn.scheme,
-        server_port: conn.local.port(),
-    };
+    done: &mut Option<UpstreamDone>,
+    cache: (&CacheDecisions, bool),
+) -> Result<(Response<ResponseBody>, Option<Store>, CacheStatus), ProxyError> {
     let (decisions, filtered) = cache;
-    match crate::cache::step::lookup(zone, &vars, &decisions).await {
-        crate::cache::Lookup::Hit(resp) => Ok((resp, None)),
-        crate::cache::Lookup::Stale(resp, refresh) => {
+    let lookup = crate::cache::step::lookup(zone, &to.facts.vars(&parts), decisions).await;
+    match lookup {
+        crate::cache::Lookup::Hit(resp) => Ok((resp, None, CacheStatus::Hit)),
+        crate::cache::Lookup::Stale(resp, status, refresh) => {
             if let Some(refresh) = refresh {
-                spawn_refresh(refresh, &to, conn, served.route.clone());
+                spawn_refresh(refresh, &to, conn);
             }
-            Ok((resp, None))
+            Ok((resp, None, status))
         }
         crate::cache::Lookup::Fetch(pending) => {
             let mut parts = parts;
             pending.prepare(&mut parts.headers);
-            let resp = proxy_upstream(parts, body, to, conn, served).await;
-            crate::cache::step::finish(pending, resp, filtered, &conn.worker).await
+            let resp = proxy_upstream(parts, body, to, conn, done).await;
+            let (finished, status) =
+                crate::cache::step::finish(pending, resp, filtered, &conn.worker).await;
+            finished.map(|(resp, store)| (resp, store, status))
         }
     }
 }
@@ -182,15 +175,14 @@ pub(super) async fn cached_upstream(
 /// Sends a stale entry's refresh upstream in the background, on this
 /// worker's task set; the key's lock (in the refresh) is held until the
 /// answer is stored or given up. The refresh writes its own access log
-/// line (`cache_status` REFRESH, the upstream's status), for `route`.
+/// line (`cache_status` REFRESH, the upstream's status).
 fn spawn_refresh(
     refresh: Box<crate::cache::step::Refresh>,
     to: &UpstreamTarget<'_>,
     conn: &ConnCtx,
-    route: Option<String>,
 ) {
-    let (name, upstream, host) = (to.name.to_owned(), to.upstream.clone(), to.host.to_owned());
-    let (real_ip, uri) = (to.real_ip, to.original_uri.clone());
+    let route = to.route.cloned();
+    let (name, upstream, facts) = (to.name.to_owned(), to.upstream.clone(), to.facts.clone());
     let conn = ConnCtx {
         peer: conn.peer,
         peer_ip_text: conn.peer_ip_text.clone(),
@@ -203,16 +195,14 @@ fn spawn_refresh(
         let to = UpstreamTarget {
             name: &name,
             upstream: &upstream,
-            host: &host,
-            real_ip,
-            original_uri: &uri,
+            facts: &facts,
             upgrade: &[],
             interim: None,
+            route: None,
         };
         let started = Instant::now();
-        let mut served = Served::default();
-        let resp =
-            proxy_upstream(refresh.parts, RequestBody::empty(), to, &conn, &mut served).await;
+        let mut done = None;
+        let resp = proxy_upstream(refresh.parts, RequestBody::empty(), to, &conn, &mut done).await;
         let status = match &resp {
             Ok(r) => r.status().as_u16(),
             Err(e) => e.status().as_u16(),
@@ -226,14 +216,14 @@ fn spawn_refresh(
             started,
             client: conn.peer.ip(),
             method: Method::GET,
-            uri,
+            uri: facts.request_uri,
             status,
             route,
-            upstream_addr: served.upstream_addr,
-            upstream_time: served.upstream_time,
-            cache_status: Some("REFRESH".into()),
+            upstream_addr: done.as_ref().map(|d| d.addr.clone()),
+            upstream_time: done.map(|d| d.elapsed),
+            cache_status: Some("REFRESH"),
         };
-        Box::new(record).complete(*read.as_ref().unwrap_or(&0), read.is_ok());
+        record.write(*read.as_ref().unwrap_or(&0), read.is_ok());
     });
 }
 

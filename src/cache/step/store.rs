@@ -30,8 +30,8 @@ type Finished = Result<(Response<ResponseBody>, Option<Store>), ProxyError>;
 /// Acts on the origin's answer (or failure) to a request [`super::lookup`]
 /// sent there: invalidates on an unsafe method's success, serves a stale
 /// entry in place of a failure within stale-if-error, updates a
-/// revalidated entry on a 304, and says what was done in
-/// `X-Cache-Status`. What may be stored streams through a tee and comes
+/// revalidated entry on a 304, and says what was done (returned, and in
+/// `X-Cache-Status`). What may be stored streams through a tee and comes
 /// back as a [`Store`]: commit it (after header_filter, with its
 /// decisions) to store the body when it ends. `filtered`: header_filter
 /// handlers may still call `mg.cache.ttl`, so a response only their ttl
@@ -42,7 +42,7 @@ pub async fn finish(
     resp: Result<Response<ResponseBody>, ProxyError>,
     filtered: bool,
     worker: &Rc<WorkerLocal>,
-) -> Finished {
+) -> (Finished, CacheStatus) {
     let zone = pending.zone.clone();
     let background = pending.background;
     let method = pending.method.clone();
@@ -51,12 +51,14 @@ pub async fn finish(
     if !background {
         zone.counters.lookup(status);
     }
-    let (resp, store) = finished?;
-    let client = Client {
-        method: &method,
-        headers: &conditions,
-    };
-    Ok((deliver(&zone, &client, resp), store))
+    let finished = finished.map(|(resp, store)| {
+        let client = Client {
+            method: &method,
+            headers: &conditions,
+        };
+        (deliver(&zone, &client, resp), store)
+    });
+    (finished, status)
 }
 
 /// [`finish`], with the status answered.
@@ -259,7 +261,7 @@ pub async fn refreshed(
     resp: Result<Response<ResponseBody>, ProxyError>,
     worker: &Rc<WorkerLocal>,
 ) -> Result<u64, ProxyError> {
-    let (resp, store) = finish(pending, resp, false, worker).await?;
+    let (resp, store) = finish(pending, resp, false, worker).await.0?;
     if let Some(store) = store {
         store.commit(&Overrides::default());
     }

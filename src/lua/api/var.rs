@@ -4,7 +4,7 @@ use mlua::{Either, Lua, Table, Value};
 
 use super::{err, req};
 use crate::lua::request::ReqCtx;
-use crate::vars::{RequestVars, Var};
+use crate::vars::Var;
 
 /// `ngx.var`: request variables by name, read and (for uri, args and new
 /// names) written.
@@ -67,10 +67,10 @@ pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOu
     // without a query, as in nginx).
     let direct: Option<Option<&[u8]>> = match name {
         "uri" => Some(Some(head.uri.path().as_bytes())),
-        "host" => Some(Some(r.host.as_bytes())),
-        "request_uri" => Some(Some(r.request_uri.as_bytes())),
+        "host" => Some(Some(r.facts.host.as_bytes())),
+        "request_uri" => Some(Some(r.facts.request_uri().as_bytes())),
         "request_method" => Some(Some(head.method.as_str().as_bytes())),
-        "scheme" => Some(Some(r.scheme.as_bytes())),
+        "scheme" => Some(Some(r.facts.scheme.as_bytes())),
         "args" | "query_string" => Some(head.uri.query().map(str::as_bytes)),
         _ => name
             .strip_prefix("http_")
@@ -84,7 +84,7 @@ pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOu
     }
     let text: Option<String> = match name {
         "binary_remote_addr" => {
-            let bytes = match r.client {
+            let bytes = match r.facts.client {
                 std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
                 std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
             };
@@ -108,14 +108,7 @@ pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOu
             .map(str::to_string),
         _ => match Var::by_name(name) {
             Ok(var) => {
-                let vars = RequestVars {
-                    parts: &head,
-                    request_uri: &r.request_uri,
-                    host: &r.host,
-                    client: r.client,
-                    scheme: r.scheme,
-                    server_port: r.server_port,
-                };
+                let vars = r.facts.vars(&head);
                 let mut out = String::new();
                 vars.write_var(&var, &mut out);
                 let present = match &var {

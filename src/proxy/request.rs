@@ -1,0 +1,225 @@
+//! One request as the steps of [`super`] share it: [`RequestCtx`], made
+//! when the request arrives and filled in as the steps go (the host and
+//! real client address once checked, the route, what the upstream and the
+//! cache did, the places held in concurrency zones, the Lua state when the
+//! route has handlers), then turned into the response body's completion
+//! hook ([`RequestCtx::into_completion`]): once the body is sent or
+//! abandoned, the places are released, the access log line written and
+//! the Lua `log` handlers run.
+//!
+//! While the phases before the target run, the request head and body are
+//! in [`Held`]: with the Lua request state when the route has handlers
+//! (they read and change them there), else here; every step reads the
+//! head the same way.
+
+use std::cell::Ref;
+use std::ops::Deref;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Version};
+
+use super::ConnCtx;
+use crate::access_log::AccessRecord;
+use crate::body::{ClientBody, OnComplete, RequestBody};
+use crate::cache::step::CacheStatus;
+use crate::limit::Permit;
+use crate::lua::request::ReqCtx;
+use crate::lua::respond::run_log_phase;
+use crate::lua::vm::Vm;
+use crate::lua::{RoutePhases, ScriptId};
+use crate::vars::RequestFacts;
+
+/// What the upstream exchange produced (`$upstream_addr`,
+/// `$upstream_response_time`).
+#[derive(Debug, Clone)]
+pub struct UpstreamDone {
+    /// The peer that answered.
+    pub addr: String,
+    /// Time to its response head.
+    pub elapsed: Duration,
+}
+
+/// The Lua side of a request on a route with handlers.
+pub struct LuaReq {
+    /// The VM the handlers run on.
+    pub vm: Rc<Vm>,
+    /// The request as the handlers see it.
+    pub ctx: Rc<ReqCtx>,
+}
+
+/// One request; see the module docs.
+pub struct RequestCtx {
+    /// When it arrived.
+    pub started: Instant,
+    /// The method as the client sent it.
+    pub method: Method,
+    /// The client's protocol version (the answer is sent in it).
+    pub version: Version,
+    /// The client's `Accept` (the format of moongate's own errors).
+    pub accept: Option<HeaderValue>,
+    /// Host, original URI, real client address, scheme, port.
+    pub facts: RequestFacts,
+    /// The route that serves it (`file:line`), for the access log.
+    pub route: Option<String>,
+    /// What the upstream exchange produced, if there was one.
+    pub upstream: Option<UpstreamDone>,
+    /// What the route's cache did, if it has one.
+    pub cache_status: Option<CacheStatus>,
+    /// Places held in concurrency zones until the response is done.
+    pub permits: Vec<Permit>,
+    /// The route's Lua state, when it has handlers.
+    pub lua: Option<LuaReq>,
+}
+
+impl RequestCtx {
+    /// A request as it arrived on `conn`; the host and the real client
+    /// address are filled in by the checks.
+    pub fn new(req: &Request<ClientBody>, conn: &ConnCtx) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            method: req.method().clone(),
+            version: req.version(),
+            accept: req.headers().get(header::ACCEPT).cloned(),
+            facts: RequestFacts {
+                host: String::new(),
+                request_uri: req.uri().clone(),
+                client: conn.peer.ip(),
+                scheme: conn.scheme,
+                server_port: conn.local.port(),
+            },
+            route: None,
+            upstream: None,
+            cache_status: None,
+            permits: Vec::new(),
+            lua: None,
+        }
+    }
+
+    /// Starts the route's Lua state when it has handlers (the head and
+    /// body move into it) and says where the request is held.
+    pub fn hold(
+        &mut self,
+        vm: Option<Rc<Vm>>,
+        cache_zone: bool,
+        parts: Parts,
+        body: RequestBody,
+    ) -> Held {
+        let Some(vm) = vm else {
+            return Held::Here(parts, body);
+        };
+        let ctx = Rc::new(ReqCtx::new(parts, body, self.facts.clone(), self.started));
+        ctx.cache_zone.set(cache_zone);
+        self.lua = Some(LuaReq {
+            vm,
+            ctx: ctx.clone(),
+        });
+        Held::Lua(ctx)
+    }
+
+    /// The response body's completion hook for a response with `status`:
+    /// releases the concurrency places, writes the access log line (when
+    /// `log` is on) and runs the route's Lua `log` handlers.
+    pub fn into_completion(
+        self,
+        status: u16,
+        log: bool,
+        phases: Option<&RoutePhases>,
+    ) -> Box<dyn OnComplete> {
+        let lua_log = match (self.lua, phases) {
+            (Some(lua), Some(p)) if !p.log.is_empty() => Some((lua, p.log.clone())),
+            _ => None,
+        };
+        Box::new(Completion {
+            record: AccessRecord {
+                enabled: log,
+                started: self.started,
+                client: self.facts.client,
+                method: self.method,
+                uri: self.facts.request_uri,
+                status,
+                route: self.route,
+                upstream_addr: self.upstream.as_ref().map(|u| u.addr.clone()),
+                upstream_time: self.upstream.map(|u| u.elapsed),
+                cache_status: self.cache_status.map(CacheStatus::as_str),
+            },
+            permits: self.permits,
+            lua_log,
+        })
+    }
+}
+
+/// What runs when a response body is done; see [`RequestCtx::into_completion`].
+struct Completion {
+    record: AccessRecord,
+    permits: Vec<Permit>,
+    lua_log: Option<(LuaReq, Vec<ScriptId>)>,
+}
+
+impl OnComplete for Completion {
+    fn complete(self: Box<Self>, bytes: u64, complete: bool) {
+        let Completion {
+            record,
+            permits,
+            lua_log,
+        } = *self;
+        drop(permits);
+        record.write(bytes, complete);
+        if let Some((lua, ids)) = lua_log {
+            run_log_phase(lua.vm, lua.ctx, ids, record.status);
+        }
+    }
+}
+
+/// Where the request head and body are while the phases before the
+/// target run; see the module docs. One per request, on the stack:
+/// boxing the head would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub enum Held {
+    /// No Lua on the route: here.
+    Here(Parts, RequestBody),
+    /// With the route's Lua request state.
+    Lua(Rc<ReqCtx>),
+}
+
+/// The request head, wherever it is held.
+pub enum HeadRef<'a> {
+    /// Held here.
+    Here(&'a Parts),
+    /// Borrowed from the Lua request state (no handler runs meanwhile).
+    Lua(Ref<'a, Parts>),
+}
+
+impl Deref for HeadRef<'_> {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        match self {
+            HeadRef::Here(p) => p,
+            HeadRef::Lua(r) => r,
+        }
+    }
+}
+
+impl Held {
+    /// The request head as the phases so far left it.
+    pub fn head(&self) -> HeadRef<'_> {
+        match self {
+            Held::Here(parts, _) => HeadRef::Here(parts),
+            Held::Lua(ctx) => HeadRef::Lua(ctx.head.borrow()),
+        }
+    }
+
+    /// The request to send on: the head, and the body (from memory if a
+    /// handler read or replaced it). `keep_copy`: Lua handlers run after
+    /// the response (header_filter, log) and read `ngx.var`, so a copy of
+    /// the head stays with them.
+    pub fn release(self, keep_copy: bool) -> (Parts, RequestBody) {
+        match self {
+            Held::Here(parts, body) => (parts, body),
+            Held::Lua(ctx) => ctx.take_request(keep_copy),
+        }
+    }
+}
