@@ -237,7 +237,8 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
         zone: zone.clone(),
         base: lua.key.clone().unwrap_or_else(|| zone.key.render(vars)),
         method: head.method.clone(),
-        req_headers: head.headers.clone(),
+        // Copied only for a request that goes to the origin ([`fetch`]).
+        req_headers: HeaderMap::new(),
         request_time: SystemTime::now(),
         status: CacheStatus::Bypass,
         store_bypassed: false,
@@ -250,11 +251,11 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
     };
     let request_cc = CacheControl::parse(&head.headers);
     if !zone.def.methods.contains(&head.method) || request_cc.no_store {
-        return Lookup::Fetch(pending);
+        return fetch(pending, head);
     }
     if lua.bypass {
         pending.store_bypassed = true;
-        return Lookup::Fetch(pending);
+        return fetch(pending, head);
     }
     let max = zone.def.max_object_size;
     let client = Client {
@@ -263,7 +264,8 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
     };
     let mut waited = false;
     loop {
-        let (key, found) = find(zone, &mut pending, &head.headers).await;
+        let (variant, found) = find(zone, &mut pending, &head.headers).await;
+        let key = variant.as_deref().unwrap_or(&pending.base);
         let now = SystemTime::now();
         pending.request_time = now;
         pending.status = CacheStatus::Miss;
@@ -293,7 +295,7 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
                     pending.status = CacheStatus::Expired;
                     pending.conditional = policy::conditional_headers(&stored.headers);
                     pending.stale = Some(Box::new(Found {
-                        key: key.clone(),
+                        key: key.to_owned(),
                         stored: stored.clone(),
                         on_error: serve_on_error,
                     }));
@@ -301,12 +303,12 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
             }
         }
         if !zone.def.lock || waited {
-            return Lookup::Fetch(pending);
+            return fetch(pending, head);
         }
         match zone.locks.acquire(&key, max) {
             Acquired::Leader(lead) => {
                 pending.lead = Some(lead);
-                return Lookup::Fetch(pending);
+                return fetch(pending, head);
             }
             Acquired::Wait(mut follower) => {
                 waited = true;
@@ -318,30 +320,38 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
                     }
                     // Another variant, or nothing shared: look again.
                     Waited::Head(_) | Waited::Gone => {}
-                    Waited::TimedOut => return Lookup::Fetch(pending),
+                    Waited::TimedOut => return fetch(pending, head),
                 }
             }
         }
     }
 }
 
-/// The key a request's entry lives under, and the entry there; records
-/// the Vary marker in `pending`.
+/// Sends the request to the origin, with a copy of its headers for
+/// [`finish`] (the client's conditions, the Vary variant it stores under).
+fn fetch(mut pending: Pending, head: &Parts) -> Lookup {
+    pending.req_headers = head.headers.clone();
+    Lookup::Fetch(pending)
+}
+
+/// The entry a request's key holds, and the variant's own key when the
+/// base key holds a Vary marker (else the entry is under the base key);
+/// records the marker in `pending`.
 async fn find(
     zone: &Zone,
     pending: &mut Pending,
     headers: &HeaderMap,
-) -> (String, Option<Arc<Entry>>) {
-    let mut key = pending.base.clone();
-    let mut found = zone.get(&key).await;
+) -> (Option<String>, Option<Arc<Entry>>) {
+    let found = zone.get(&pending.base).await;
     pending.marker = None;
     if let Some(Entry::Variants { id, names }) = found.as_deref() {
         let variant = policy::variant_key(names, headers);
         pending.marker = Some((*id, names.clone()));
-        key = variant_key(&pending.base, *id, &variant);
-        found = zone.get(&key).await;
+        let key = variant_key(&pending.base, *id, &variant);
+        let found = zone.get(&key).await;
+        return (Some(key), found);
     }
-    (key, found)
+    (None, found)
 }
 
 /// The background refresh of the stale entry `stored` under `key`: a GET
