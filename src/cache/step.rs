@@ -281,8 +281,8 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
                 Freshness::StaleWhileRevalidate => {
                     let refresh = zone
                         .locks
-                        .try_lead(&key, max)
-                        .map(|lead| refresh(&pending, head, &key, stored, lead));
+                        .try_lead(key, max)
+                        .map(|lead| refresh(&pending, head, key, stored, lead));
                     let status = match refresh {
                         Some(_) => CacheStatus::Stale,
                         None => CacheStatus::Updating,
@@ -305,7 +305,7 @@ pub async fn lookup(zone: &Arc<Zone>, vars: &RequestVars<'_>, lua: &CacheDecisio
         if !zone.def.lock || waited {
             return fetch(pending, head);
         }
-        match zone.locks.acquire(&key, max) {
+        match zone.locks.acquire(key, max) {
             Acquired::Leader(lead) => {
                 pending.lead = Some(lead);
                 return fetch(pending, head);

@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Buf;
 use http::{Request, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -303,9 +302,8 @@ where
         {
             let mut w = wire.borrow_mut();
             if !w.buf.is_empty() {
-                match head::parse(&w.buf, max_headers) {
-                    Ok(Some((h, n))) => {
-                        w.buf.advance(n);
+                match head::take(&mut w.buf, max_headers) {
+                    Ok(Some(h)) => {
                         w.io.set_phase(ReadPhase::Request);
                         return Next::Head(h);
                     }
