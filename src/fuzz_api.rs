@@ -10,7 +10,7 @@ use crate::config::Server;
 use crate::error::ProxyError;
 use crate::upstream::h1::{ExchangeError, ResponseHead};
 
-pub use crate::upstream::h1::framing::{DecodeError, Decoder, Framing, Step};
+pub use crate::h1_framing::{DecodeError, Decoder, Framing, Step};
 
 /// How a parsed request head frames its body (`conn::h1::head::BodyFraming`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

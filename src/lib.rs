@@ -41,6 +41,7 @@
 //! - [`lazy_timer`]: the timer behind those deadlines, registered only when a
 //!   wait starts
 //! - [`h1_wire`]: HTTP/1 header fields and response heads as written
+//! - [`h1_framing`]: HTTP/1 body framing as read (requests and responses)
 //!
 //! Side modules: [`config`] (conf.d → validated model), [`snapshot`]
 //! (model → immutable compiled snapshot), [`state`] (what outlives
@@ -102,6 +103,7 @@ pub mod access_log;
 pub mod write_timed;
 pub mod lazy_timer;
 pub mod h1_wire;
+pub mod h1_framing;
 
 pub mod config;
 pub mod snapshot;

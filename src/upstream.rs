@@ -32,10 +32,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{self, PeerAddr};
+use crate::h1_framing::{Decoder, Framing};
 use crate::vars::VarTemplate;
 use balance::Balancer;
 use h1::Conn;
-use h1::framing::{Decoder, Framing};
 use peer::{ActiveGuard, Peer, PeerConfig};
 
 /// One compiled `[upstream.NAME]`.

@@ -1,4 +1,4 @@
-//! An upstream's response: the body decoder (`upstream::h1::framing`) over
+//! An upstream's response: the body decoder (`h1_framing`) over
 //! arbitrary bytes in arbitrary reads, for each framing, and the response
 //! head parser followed by the body it announces. Invariants: what comes
 //! out (bytes, outcome, what is left in the buffer) does not depend on the

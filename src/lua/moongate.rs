@@ -16,10 +16,10 @@ use mlua::{Lua, MultiValue, Table, Value};
 
 use super::worker;
 use crate::config::PeerAddr;
+use crate::h1_framing::Decoder;
 use crate::limit::Decision;
 use crate::throttle::{Taken, Zone};
 use crate::upstream::connect::connect;
-use crate::upstream::h1::framing::Decoder;
 
 /// Largest response body `mg.http.request` reads into memory.
 const MAX_BODY: usize = 64 * 1024 * 1024;

@@ -28,13 +28,13 @@ use http::{Response, StatusCode};
 
 use super::balance::{PickKey, Tried};
 use super::connect::connect;
-use super::h1::framing::Framing;
 use super::h1::{Conn, ExchangeError, InterimSink, ResponseHead};
 use super::pool::IdlePool;
 use super::{Back, Upstream, UpstreamBody};
 use crate::body::{RequestBody, RequestBodyError};
 use crate::config::PeerAddr;
 use crate::error::{Blame, ProxyError};
+use crate::h1_framing::Framing;
 
 /// A request prepared for the upstream (headers already rewritten).
 pub struct Outgoing<'a> {

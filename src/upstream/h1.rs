@@ -5,8 +5,6 @@
 //! request head and body, read the response head, then the response body is
 //! polled straight from the socket by [`super::UpstreamBody`].
 
-pub mod framing;
-
 use std::io;
 use std::ops::Range;
 use std::pin::Pin;
@@ -24,9 +22,9 @@ use tokio::time::Instant;
 
 use crate::body::{RequestBody, RequestBodyError};
 use crate::forward::connection_has;
+use crate::h1_framing::{DecodeError, Decoder, Framing, Step};
 use crate::lazy_timer::LazyTimer;
 use crate::write_timed::WriteTimed;
-use framing::{DecodeError, Decoder, Framing, Step};
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;

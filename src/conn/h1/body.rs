@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::wire::Wire;
 use crate::body::BoxError;
-use crate::upstream::h1::framing::{Decoder, Step};
+use crate::h1_framing::{Decoder, Step};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -99,7 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Body for WireBody<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::h1::framing::Framing;
+    use crate::h1_framing::Framing;
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 

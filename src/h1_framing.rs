@@ -1,7 +1,9 @@
-//! Response body framing for the upstream HTTP/1.1 client (RFC 9112 §6):
-//! a pure decoder over a read buffer — `Content-Length`, chunked (with
-//! extensions and trailers, which are dropped), or delimited by the peer
-//! closing. Data comes out as `Bytes` split off the buffer, never copied.
+//! HTTP/1.1 body framing (RFC 9112 §6), for both sides: request bodies
+//! read by the server ([`crate::conn`]) and response bodies read by the
+//! upstream client ([`crate::upstream`]). A pure decoder over a read
+//! buffer — `Content-Length`, chunked (with extensions and trailers, which
+//! are dropped), or delimited by the peer closing. Data comes out as
+//! `Bytes` split off the buffer, never copied.
 
 use bytes::{Buf, Bytes, BytesMut};
 
