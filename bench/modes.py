@@ -808,10 +808,15 @@ SITES_WARMUP_S = 3
 SITES_MIN_PER_REQUEST = 0.005  # sites below this (startup noise, rare paths) are left out
 # Frames that only carry an allocation through: the allocator, Rust's
 # collections and smart pointers, std.  The site is the first frame below them.
+# valgrind names an inlined frame by its short name (`alloc`, `with_capacity_in`),
+# and std's own files sometimes by their base name only (`alloc.rs`), hence the
+# names in STD_INLINED and "alloc::alloc::Global" in the generic arguments.
 DHAT_SKIP = re.compile(
     r"^(\[root\]|malloc|calloc|realloc|free|posix_memalign|aligned_alloc|memalign|_?_?rust_|__rdl_|__rg_|"
     r"(alloc|core|std|hashbrown|smallvec)::|<(alloc|core|std|hashbrown|smallvec|moongate::alloc_count)::|"
     r"<(T|U|str|\[[^\]]*\]|&[^ ]*|u8) as |moongate::alloc_count::)")
+STD_INLINED = {"alloc", "alloc_impl", "alloc_impl_runtime", "allocate", "try_allocate_in", "box_new_uninit",
+               "exchange_malloc", "realloc", "grow", "grow_impl", "finish_grow", "grow_amortized", "grow_one"}
 DHAT_FRAME = re.compile(r"^0x[0-9A-Fa-f]+: (.*?)(?: \(([^()]*:\d+)\)| \(in [^()]*\))?$")
 RUST_HASH = re.compile(r"::h[0-9a-f]{16}$")
 
@@ -824,10 +829,51 @@ def dhat_frame(text: str) -> tuple[str, str]:
     return RUST_HASH.sub("", m.group(1)), m.group(2) or ""
 
 
+def strip_generics(name: str) -> str:
+    """name without the generic arguments that follow a path segment
+    (`with_capacity<u8>` -> `with_capacity`); a leading `<T as Trait>` stays."""
+    out, depth = [], 0
+    for i, ch in enumerate(name):
+        if depth:
+            depth += {"<": 1, ">": -1}.get(ch, 0)
+        elif ch == "<" and i and (name[i - 1].isalnum() or name[i - 1] in "_}"):
+            depth = 1
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def std_frame(fn: str, loc: str) -> bool:
+    """A frame of the allocator, std or Rust's collections (see DHAT_SKIP)."""
+    return (loc.startswith("library/") or bool(DHAT_SKIP.match(fn)) or "alloc::alloc::Global" in fn
+            or strip_generics(fn) in STD_INLINED)
+
+
+def dhat_site(stack: list[tuple[str, str]]) -> str:
+    """One allocation stack's site: `where [via] ← moongate's frame`, where is
+    the first frame below the allocator and std, via the std frame it called
+    (what was allocated: `new<moongate::...>` is a Box of that, `clone` of a
+    String ...), and, when where is not moongate's own function, the first
+    moongate function under it (inlined frames carry no path, only a file:line)."""
+    i = next((k for k, (fn, loc) in enumerate(stack) if not std_frame(fn, loc)), None)
+    if i is None:
+        return "(allocator and std frames only)"
+    fn, loc = stack[i]
+    name = f"{strip_generics(fn)} ({loc})" if loc else strip_generics(fn)
+    if i > 0 and not stack[i - 1][0].startswith(("malloc", "calloc", "realloc", "[root]")):
+        via = stack[i - 1][0]
+        name += f" [{via if len(via) <= 100 else via[:97] + '...'}]"
+    if not fn.startswith(("moongate::", "<moongate::")):
+        own = next((f for f in stack[i + 1:] if f[0].startswith(("moongate::", "<moongate::"))), None)
+        if own:
+            name += f" ← {strip_generics(own[0])}" + (f" ({own[1]})" if own[1] else "")
+    return name
+
+
 def dhat_sites(path: Path) -> dict[str, list[int]]:
-    """DHAT's JSON output as {site: [blocks, bytes]}: each program point's
-    stack named by its first frame below DHAT_SKIP, and, when that is not
-    moongate's own, the first moongate frame under it."""
+    """DHAT's JSON output as {site: [blocks, bytes]}, each program point's
+    stack named by dhat_site().  In DHAT's JSON, "tbk" is a program point's
+    total blocks and "tb" its total bytes."""
     try:
         data = json.loads(path.read_text(errors="replace"))
     except (OSError, ValueError) as e:
@@ -835,20 +881,10 @@ def dhat_sites(path: Path) -> dict[str, list[int]]:
     frames = [dhat_frame(f) for f in data.get("ftbl", [])]
     sites: dict[str, list[int]] = {}
     for pp in data.get("pps", []):
-        stack = [frames[i] for i in pp.get("fs", []) if 0 <= i < len(frames)]
-        inner = [f for f in stack if not DHAT_SKIP.match(f[0])]
-        if not inner:
-            name = "(allocator and std frames only)"
-        else:
-            fn, loc = inner[0]
-            name = f"{fn} ({loc})" if loc else fn
-            if not fn.startswith(("moongate::", "<moongate::")):
-                own = next((f for f in inner if f[0].startswith(("moongate::", "<moongate::"))), None)
-                if own:
-                    name += f" ← {own[0]}" + (f" ({own[1]})" if own[1] else "")
+        name = dhat_site([frames[i] for i in pp.get("fs", []) if 0 <= i < len(frames)])
         acc = sites.setdefault(name, [0, 0])
-        acc[0] += pp.get("tb", 0)
-        acc[1] += pp.get("tbk", 0)
+        acc[0] += pp.get("tbk", 0)
+        acc[1] += pp.get("tb", 0)
     return sites
 
 
@@ -903,7 +939,7 @@ def alloc_sites(run: "R.Run", sc: "R.Scenario", binary: Path) -> dict:
         for name, (blocks, nbytes) in loaded["sites"].items():
             b0, y0 = idle["sites"].get(name, (0, 0))
             rows.append({"site": name, "per_request": (blocks - b0) / n, "bytes_per_request": (nbytes - y0) / n})
-        rows.sort(key=lambda r: (-r["per_request"], r["site"]))
+        rows.sort(key=lambda r: (-round(r["per_request"], 2), -r["bytes_per_request"], r["site"]))
         total = sum(r["per_request"] for r in rows)
         shown = [r for r in rows if r["per_request"] >= SITES_MIN_PER_REQUEST]
         problems = [p for w in loaded["wrk"] for p in w["problems"]]
