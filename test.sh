@@ -37,4 +37,6 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # The fuzz targets' entry points (src/fuzz_api.rs) exist only with this feature.
 cargo clippy --all-targets --locked --features fuzzing -- -D warnings
+# The bench build's counting allocator (src/alloc_count.rs, bench/run.py --allocations).
+cargo clippy --all-targets --locked --features alloc-count -- -D warnings
 cargo test --locked 2>&1

@@ -1,19 +1,25 @@
-"""Two modes of bench/run.py that measure something else than wrk's req/CPU-s:
+"""Three modes of bench/run.py that measure something else than wrk's req/CPU-s:
 
     python3 bench/run.py --idle-connections [N] [--rounds 3]
         memory per idle keep-alive client connection: each server's process-tree
         RSS when idle, then with N idle keep-alive connections open
     python3 bench/run.py --syscalls [--scenarios proxy,proxy-api] [--connections 50]
         syscalls per request of each server, counted by strace -f -c during a wrk run
+    python3 bench/run.py --allocations [--alloc-sites] [--scenarios proxy,proxy-api]
+        moongate's heap allocations (and reallocations, frees, bytes) per request,
+        from a counting build; --alloc-sites: where they come from (valgrind's DHAT)
 
-run.py imports this module and calls idle_connections() / syscalls() with its
+run.py imports this module and calls idle_connections() / syscalls() / allocations() with its
 Run (origin, run directory, args); everything else (servers, checks, wrk,
 /proc) comes from run.py.  Standard library only.  See bench/README.md.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
 import resource
 import selectors
 import signal
@@ -22,6 +28,7 @@ import statistics
 import subprocess
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import run as R   # bench/run.py: the running script (run.py makes sure of it)
@@ -588,4 +595,415 @@ def syscalls_markdown(results: list[dict], meta: dict, args) -> str:
         if len(groups) > 1:
             out += [f"**{c} connections** (wrk -c{c})", ""]
         out += md_rows(syscalls_rows(group, args), left=(0, 1, 4))
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+# --allocations
+# --------------------------------------------------------------------------
+#
+# Heap allocations per request, from a counting global allocator: a cargo
+# feature (alloc-count, src/alloc_count.rs) wraps mimalloc and counts every
+# alloc, realloc, free and byte asked for, per thread (no shared cache line on
+# the request path); GET /status on an admin listener run.py adds
+# (conf.d/01-alloc-admin.toml) reports the process totals.  Chosen over
+# valgrind or heaptrack for the figure itself because it is exact and
+# deterministic, at full speed, with the real allocator and -c50 like the
+# other modes; valgrind's DHAT only answers the other question, *where* they
+# come from (--alloc-sites), since it needs the system malloc and is ~50x slower.
+
+ALLOC_TARGET_DIR = "target/alloc-count"
+# Allocation counts do not depend on code generation: what the program asks
+# the allocator for is the same with or without LTO, so the counting build
+# skips the fat LTO of the release profile (minutes, against ~6 min).
+ALLOC_BUILD_ENV = {"CARGO_PROFILE_RELEASE_LTO": "false", "CARGO_PROFILE_RELEASE_CODEGEN_UNITS": "16"}
+ALLOC_BUILD_TIMEOUT_S = 3600.0
+ALLOC_ADMIN_FILE = "01-alloc-admin.toml"     # next to the scenario's 00-bench.toml
+ALLOC_ADMIN_SAMPLES = 5                      # back-to-back /status pairs: one /status request's cost
+ALLOC_ADMIN_TIMEOUT_S = 5.0
+ALLOC_KEYS = ("allocs", "reallocs", "frees", "bytes")
+
+
+def alloc_build_argv(features: str) -> list[str]:
+    """The cargo command that builds the counting binary with features."""
+    return ["nice", "cargo", "build", "--release", "--features", features, "--target-dir", ALLOC_TARGET_DIR]
+
+
+def alloc_build_command(features: str) -> str:
+    """alloc_build_argv as a shell line, with its environment, to print and paste."""
+    env = " ".join(f"{k}={v}" for k, v in ALLOC_BUILD_ENV.items())
+    return f"{env} {' '.join(alloc_build_argv(features))}"
+
+
+def build_counting(features: str) -> Path:
+    """Builds moongate with features (alloc-count or alloc-system) in
+    ALLOC_TARGET_DIR, LTO off; returns the binary.  Up to date: a second or
+    two.  BenchError when cargo fails."""
+    R.log(f"building the counting binary: (cd {R.REPO_DIR} && {alloc_build_command(features)})")
+    argv = alloc_build_argv(features)
+    if R.which("nice") is None:
+        argv = argv[1:]
+    env = dict(os.environ, **ALLOC_BUILD_ENV)
+    try:
+        p = subprocess.run(argv, cwd=R.REPO_DIR, env=env, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=ALLOC_BUILD_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise R.BenchError(f"cargo build --features {features} failed to run: {e}")
+    if p.returncode != 0:
+        raise R.BenchError(f"cargo build --features {features} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    return (R.REPO_DIR / ALLOC_TARGET_DIR / "release" / "moongate").resolve()
+
+
+def admin_counts(port: int) -> dict:
+    """The "allocations" object of GET /status on the admin listener;
+    BenchError when it is missing (a binary built without alloc-count)."""
+    try:
+        status, body, _ = R.http_get(f"http://{R.HOST}:{port}/status", timeout=ALLOC_ADMIN_TIMEOUT_S)
+        counts = json.loads(body).get("allocations") if status == 200 else None
+    except (OSError, ValueError) as e:
+        raise R.BenchError(f"GET /status on the admin listener {R.HOST}:{port}: {e}")
+    if not isinstance(counts, dict) or not all(isinstance(counts.get(k), int) for k in ALLOC_KEYS):
+        raise R.BenchError(f"GET /status on {R.HOST}:{port} answered {status} without \"allocations\": is the "
+                           f"binary built with --features alloc-count? ({alloc_build_command('alloc-count')})")
+    return counts
+
+
+def counts_diff(a: dict, b: dict) -> dict:
+    return {k: b[k] - a[k] for k in ALLOC_KEYS}
+
+
+def admin_cost(port: int) -> dict:
+    """What one GET /status adds to a window between two reads (the window
+    holds the end of the first request and the start of the second, i.e.
+    about one whole request, plus whatever the idle server does meanwhile):
+    the median of ALLOC_ADMIN_SAMPLES back-to-back pairs, per counter."""
+    diffs = []
+    for _ in range(ALLOC_ADMIN_SAMPLES):
+        a = admin_counts(port)
+        diffs.append(counts_diff(a, admin_counts(port)))
+    return {k: statistics.median(d[k] for d in diffs) for k in ALLOC_KEYS}
+
+
+def alloc_round(run: "R.Run", sc: "R.Scenario", server: "R.Server", admin_port: int, cost: dict) -> dict:
+    """Counters, wrk, counters: (difference - one /status request's cost) ÷ requests."""
+    args = run.args
+    load_argv = R.h2load_argv if sc.h2 else R.wrk_argv
+    before = admin_counts(admin_port)
+    text, rc = R.run_wrk(load_argv(args, sc, server.url(sc.path), args.duration), args.duration)
+    after = admin_counts(admin_port)
+    r = R.parse_h2load(text) if sc.h2 else R.parse_wrk(text)
+    n = r["requests"]
+    diff = counts_diff(before, after)
+    r.update({"server": server.label, "connections": args.connections, "wrk_exit": rc,
+              "counts": diff, "admin_cost": cost,
+              "per_request": {k: (diff[k] - cost[k]) / n if n else None for k in ALLOC_KEYS}})
+    r["problems"] = R.wrk_problems(r, rc)
+    r["flagged"] = bool(r["problems"])
+    if r["problems"]:
+        r["wrk_output"] = text
+    return r
+
+
+def write_admin_conf(d: Path) -> int:
+    """conf.d/01-alloc-admin.toml: an admin listener on a free loopback port
+    (loopback: no token needed), next to the scenario's own file."""
+    port = R.free_port()
+    confd = d / "conf.d"
+    confd.mkdir(parents=True, exist_ok=True)
+    (confd / ALLOC_ADMIN_FILE).write_text(f"# bench/run.py --allocations: GET /status has the counters\n"
+                                          f"[admin]\nlisten = \"{R.HOST}:{port}\"\n")
+    return port
+
+
+def allocations(run: "R.Run", sc: "R.Scenario") -> dict:
+    """--allocations, one scenario: moongate alone (the counting build) with an
+    admin listener, smoke check, warm-up, one /status request's cost, then
+    --rounds rounds of alloc_round."""
+    args = run.args
+    d, values = run.prepare(sc)
+    result: dict = {"scenario": sc.name, "mode": "allocations", "path": sc.path, "servers": {}}
+    server: R.Server | None = None
+    try:
+        admin_port = write_admin_conf(d)
+        server = run.start_with_port(run.moongate_server(sc, d, values))
+        result["servers"]["moongate"] = {"pid": server.pid, "argv": server.argv, "runs": [],
+                                         "admin_port": admin_port}
+        R.log(f"\n== {sc.name} (allocations, -c{args.connections}): moongate pid {server.pid} "
+              f"{server.url(sc.path)}, admin {R.HOST}:{admin_port}")
+        run.check_ok(sc, {"moongate": server})
+        admin_counts(admin_port)                # fails early without the feature
+        load_argv = R.h2load_argv if sc.h2 else R.wrk_argv
+        text, rc = R.run_wrk(load_argv(args, sc, server.url(sc.path), R.WARMUP_S), R.WARMUP_S)
+        run.still_running(server, "warm-up")
+        w = R.parse_h2load(text) if sc.h2 else R.parse_wrk(text)
+        w["problems"] = R.wrk_problems(w, rc)
+        result["servers"]["moongate"]["warmup"] = {k: w.get(k) for k in ("requests", "rps", "problems")}
+        if w["problems"]:
+            R.warn(f"   !!! warm-up moongate: {'; '.join(w['problems'])}")
+        cost = admin_cost(admin_port)
+        result["admin_cost"] = cost
+        R.log(f"   one GET /status: {cost['allocs']:.0f} allocations, {cost['bytes']:.0f} bytes (subtracted)")
+        for rnd in range(1, args.rounds + 1):
+            r = alloc_round(run, sc, server, admin_port, cost)
+            r["round"] = rnd
+            result["servers"]["moongate"]["runs"].append(r)
+            run.still_running(server, f"round {rnd}")
+            p = r["per_request"]
+            R.log(f"   round {rnd}/{args.rounds}  {R.fmt(r['requests'], 'int'):>9} requests  "
+                  f"{R.fmt(p['allocs'], 'f2'):>6} allocs  {R.fmt(p['reallocs'], 'f2'):>6} reallocs  "
+                  f"{R.fmt(p['frees'], 'f2'):>6} frees  {R.fmt(p['bytes'], 'int'):>7} bytes per request"
+                  f"{'  FLAGGED' if r['flagged'] else ''}")
+            if r["flagged"]:
+                R.warn(f"   !!! FLAGGED {sc.name} round {rnd}: {'; '.join(r['problems'])}")
+        result["summary"] = summarize_allocations(result)
+    except R.BenchError as e:
+        result["error"] = str(e)
+        R.warn(f"!!! scenario {sc.name} failed: {e}")
+    finally:
+        if server is not None:
+            server.stop()
+        run.stop_services()
+    return result
+
+
+def summarize_allocations(result: dict) -> dict:
+    runs = result["servers"]["moongate"]["runs"]
+    summary = {k: R.median_range([(r["per_request"] or {}).get(k) for r in runs]) for k in ALLOC_KEYS}
+    summary["requests"] = R.median_range([r.get("requests") for r in runs])
+    summary["flagged_runs"] = {"moongate": sum(1 for r in runs if r["flagged"])}
+    return summary
+
+
+def allocations_rows(results: list[dict]) -> list[list[str]]:
+    rows = [["scenario", "allocs/request", "reallocs/request", "frees/request", "bytes/request",
+             "requests/round", "flagged"]]
+    for res in results:
+        if res.get("mode") != "allocations":
+            continue
+        if "summary" not in res:
+            rows.append([res["scenario"], f"(failed: {res.get('error', '?').splitlines()[0]})", "", "", "", "", ""])
+            continue
+        runs = res["servers"]["moongate"]["runs"]
+        rows.append([res["scenario"]] +
+                    [R.spread([(r["per_request"] or {}).get(k) for r in runs], "int" if k == "bytes" else "f2")
+                     for k in ALLOC_KEYS] +
+                    [R.spread([r.get("requests") for r in runs], "int"),
+                     f"{res['summary']['flagged_runs']['moongate']}/{len(runs)}"])
+    return rows
+
+
+def allocations_settings(args, connections) -> str:
+    return (f"moongate workers={args.moongate_workers} alone, built with --features alloc-count "
+            f"(`{alloc_build_command('alloc-count')}`: LTO off, which changes no allocation), counters read from "
+            f"GET /status before and after wrk -t{args.threads} -c{connections} -d{args.duration}s, after a "
+            f"{R.WARMUP_S} s warm-up, one /status request's own allocations subtracted; "
+            f"{args.rounds} round(s); median (min–max). Rust's global allocator only (not LuaJIT's own heap)")
+
+
+# -- --alloc-sites: where they come from (valgrind's DHAT) ---------------------
+
+DHAT_NUM_CALLERS = 40
+SITES_CONNECTIONS = 4          # wrk -t1 -c4, as --instructions: keeps moongate under valgrind busy
+SITES_WARMUP_S = 3
+SITES_MIN_PER_REQUEST = 0.005  # sites below this (startup noise, rare paths) are left out
+# Frames that only carry an allocation through: the allocator, Rust's
+# collections and smart pointers, std.  The site is the first frame below them.
+# valgrind names an inlined frame by its short name (`alloc`, `with_capacity_in`),
+# and std's own files sometimes by their base name only (`alloc.rs`), hence the
+# names in STD_INLINED and "alloc::alloc::Global" in the generic arguments.
+DHAT_SKIP = re.compile(
+    r"^(\[root\]|malloc|calloc|realloc|free|posix_memalign|aligned_alloc|memalign|_?_?rust_|__rdl_|__rg_|"
+    r"(alloc|core|std|hashbrown|smallvec)::|<(alloc|core|std|hashbrown|smallvec|moongate::alloc_count)::|"
+    r"<(T|U|str|\[[^\]]*\]|&[^ ]*|u8) as |moongate::alloc_count::)")
+STD_INLINED = {"alloc", "alloc_impl", "alloc_impl_runtime", "allocate", "try_allocate_in", "box_new_uninit",
+               "exchange_malloc", "realloc", "grow", "grow_impl", "finish_grow", "grow_amortized", "grow_one"}
+DHAT_FRAME = re.compile(r"^0x[0-9A-Fa-f]+: (.*?)(?: \(([^()]*:\d+)\)| \(in [^()]*\))?$")
+RUST_HASH = re.compile(r"::h[0-9a-f]{16}$")
+
+
+def dhat_frame(text: str) -> tuple[str, str]:
+    """(function, file:line) of a DHAT frame string."""
+    m = DHAT_FRAME.match(text)
+    if not m:
+        return text, ""
+    return RUST_HASH.sub("", m.group(1)), m.group(2) or ""
+
+
+def strip_generics(name: str) -> str:
+    """name without the generic arguments that follow a path segment
+    (`with_capacity<u8>` -> `with_capacity`); a leading `<T as Trait>` stays."""
+    out, depth = [], 0
+    for i, ch in enumerate(name):
+        if depth:
+            depth += {"<": 1, ">": -1}.get(ch, 0)
+        elif ch == "<" and i and (name[i - 1].isalnum() or name[i - 1] in "_}"):
+            depth = 1
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def std_frame(fn: str, loc: str) -> bool:
+    """A frame of the allocator, std or Rust's collections (see DHAT_SKIP)."""
+    return (loc.startswith("library/") or bool(DHAT_SKIP.match(fn)) or "alloc::alloc::Global" in fn
+            or strip_generics(fn) in STD_INLINED)
+
+
+def dhat_site(stack: list[tuple[str, str]]) -> str:
+    """One allocation stack's site: `where [via] ← moongate's frame`, where is
+    the first frame below the allocator and std, via the std frame it called
+    (what was allocated: `new<moongate::...>` is a Box of that, `clone` of a
+    String ...), and, when where is not moongate's own function, the first
+    moongate function under it (inlined frames carry no path, only a file:line)."""
+    i = next((k for k, (fn, loc) in enumerate(stack) if not std_frame(fn, loc)), None)
+    if i is None:
+        return "(allocator and std frames only)"
+    fn, loc = stack[i]
+    name = f"{strip_generics(fn)} ({loc})" if loc else strip_generics(fn)
+    if i > 0 and not stack[i - 1][0].startswith(("malloc", "calloc", "realloc", "[root]")):
+        via = stack[i - 1][0]
+        name += f" [{via if len(via) <= 100 else via[:97] + '...'}]"
+    if not fn.startswith(("moongate::", "<moongate::")):
+        own = next((f for f in stack[i + 1:] if f[0].startswith(("moongate::", "<moongate::"))), None)
+        if own:
+            name += f" ← {strip_generics(own[0])}" + (f" ({own[1]})" if own[1] else "")
+    return name
+
+
+def dhat_sites(path: Path) -> dict[str, list[int]]:
+    """DHAT's JSON output as {site: [blocks, bytes]}, each program point's
+    stack named by dhat_site().  In DHAT's JSON, "tbk" is a program point's
+    total blocks and "tb" its total bytes."""
+    try:
+        data = json.loads(path.read_text(errors="replace"))
+    except (OSError, ValueError) as e:
+        raise R.BenchError(f"reading DHAT's output {path}: {e}")
+    frames = [dhat_frame(f) for f in data.get("ftbl", [])]
+    sites: dict[str, list[int]] = {}
+    for pp in data.get("pps", []):
+        name = dhat_site([frames[i] for i in pp.get("fs", []) if 0 <= i < len(frames)])
+        acc = sites.setdefault(name, [0, 0])
+        acc[0] += pp.get("tbk", 0)
+        acc[1] += pp.get("tb", 0)
+    return sites
+
+
+def dhat_run(run: "R.Run", sc: "R.Scenario", d: Path, values: dict, binary: Path, load: bool) -> dict:
+    """moongate (binary) under DHAT: start, smoke check, then with load a
+    warm-up and a --duration run of wrk -t1 -cSITES_CONNECTIONS; stop (DHAT
+    writes its file at exit).  Returns the sites and the requests wrk completed."""
+    args = run.args
+    prefix = [R.which("valgrind") or "valgrind", "--tool=dhat", f"--dhat-out-file={d}/dhat.out.%p",
+              f"--num-callers={DHAT_NUM_CALLERS}", "--read-inline-info=yes"]
+    saved, run.args = run.args, argparse.Namespace(**dict(vars(args), moongate=binary))
+    server: R.Server | None = None
+    wrk_runs = []
+    try:
+        server = run.start_with_port(run.moongate_server(sc, d, values, prefix),
+                                     timeout=max(args.start_timeout, R.INSTR_START_TIMEOUT_S))
+        server.grace = R.INSTR_STOP_GRACE_S
+        run.check_ok(sc, {"moongate": server}, timeout=R.INSTR_CHECK_TIMEOUT_S)
+        if load:
+            load_argv = R.h2load_argv if sc.h2 else R.wrk_argv
+            for secs in (SITES_WARMUP_S, args.duration):
+                text, rc = R.run_wrk(load_argv(args, sc, server.url(sc.path), secs, 1, SITES_CONNECTIONS), secs)
+                w = R.parse_h2load(text) if sc.h2 else R.parse_wrk(text)
+                w["problems"] = R.wrk_problems(w, rc)
+                wrk_runs.append({k: w.get(k) for k in ("requests", "rps", "problems")})
+                run.still_running(server, "the DHAT run")
+        pid = server.pid
+    finally:
+        if server is not None:
+            server.stop()
+        run.args = saved
+    return {"pid": pid, "sites": dhat_sites(d / f"dhat.out.{pid}"), "wrk": wrk_runs,
+            "requests": sum(w["requests"] or 0 for w in wrk_runs)}
+
+
+def alloc_sites(run: "R.Run", sc: "R.Scenario", binary: Path) -> dict:
+    """--alloc-sites, one scenario: two DHAT runs of the same binary, one that
+    only starts and answers the smoke check, one that also serves a warm-up and
+    a --duration wrk run; each site's blocks (allocations and reallocations,
+    as DHAT counts them) and bytes in the second minus the first, ÷ the
+    requests wrk completed: startup cancels out."""
+    d, values = run.prepare(replace(sc, name=f"{sc.name}-sites"))   # its own run directory
+    result: dict = {"scenario": sc.name, "mode": "alloc-sites", "path": sc.path}
+    try:
+        R.log(f"\n== {sc.name} (allocation sites, DHAT): a run that only starts, then one under load")
+        idle = dhat_run(run, sc, d / "idle", values, binary, load=False)
+        loaded = dhat_run(run, sc, d / "load", values, binary, load=True)
+        n = loaded["requests"]
+        if not n:
+            raise R.BenchError("no requests completed under DHAT")
+        rows = []
+        for name, (blocks, nbytes) in loaded["sites"].items():
+            b0, y0 = idle["sites"].get(name, (0, 0))
+            rows.append({"site": name, "per_request": (blocks - b0) / n, "bytes_per_request": (nbytes - y0) / n})
+        rows.sort(key=lambda r: (-round(r["per_request"], 2), -r["bytes_per_request"], r["site"]))
+        total = sum(r["per_request"] for r in rows)
+        shown = [r for r in rows if r["per_request"] >= SITES_MIN_PER_REQUEST]
+        problems = [p for w in loaded["wrk"] for p in w["problems"]]
+        result.update({"requests": n, "wrk": loaded["wrk"], "total_per_request": total,
+                       "total_bytes_per_request": sum(r["bytes_per_request"] for r in rows),
+                       "sites": shown, "left_out_per_request": total - sum(r["per_request"] for r in shown),
+                       "problems": problems,
+                       "summary": {"flagged_runs": {"moongate": 1 if problems else 0}}})
+        R.log(f"   {n} requests under DHAT; {total:.2f} blocks/request over {len(shown)} sites shown")
+    except R.BenchError as e:
+        result["error"] = str(e)
+        R.warn(f"!!! allocation sites of {sc.name} failed: {e}")
+    finally:
+        run.stop_services()
+    return result
+
+
+def sites_rows(res: dict) -> list[list[str]]:
+    rows = [["allocation site (first frame below the allocator and std ← moongate's frame)",
+             "allocs/request", "bytes/request"]]
+    for r in res["sites"]:
+        rows.append([r["site"].replace("|", "\\|"), f"{r['per_request']:.2f}", f"{r['bytes_per_request']:.0f}"])
+    rows.append([f"(sites under {SITES_MIN_PER_REQUEST} per request)", f"{res['left_out_per_request']:.2f}", ""])
+    rows.append(["total", f"{res['total_per_request']:.2f}", f"{res['total_bytes_per_request']:.0f}"])
+    return rows
+
+
+def sites_settings(args) -> str:
+    return (f"valgrind --tool=dhat --num-callers={DHAT_NUM_CALLERS} on the --features alloc-system build "
+            f"(the counting allocator over the system malloc, which DHAT intercepts), wrk -t1 "
+            f"-c{SITES_CONNECTIONS}: a {SITES_WARMUP_S} s warm-up and {args.duration} s; each site's count in "
+            f"that run minus a run that only started and answered the smoke check, ÷ the requests. DHAT counts "
+            f"a realloc as an allocation")
+
+
+def allocations_text(results: list[dict], args) -> str:
+    out = []
+    for c, group in R.by_connections([r for r in results if r.get("mode") == "allocations"]):
+        out.append(f"== heap allocations per request: {allocations_settings(args, c)}")
+        out += text_rows(allocations_rows(group)) + [""]
+    for res in results:
+        if res.get("mode") == "alloc-sites":
+            out.append(f"== allocation sites of {res['scenario']}: {sites_settings(args)}")
+            out += (text_rows(sites_rows(res)) if "summary" in res
+                    else [f"   (failed: {res.get('error', '?').splitlines()[0]})"]) + [""]
+    return "\n".join(out)
+
+
+def allocations_markdown(results: list[dict], meta: dict, args) -> str:
+    out = header(meta, f"{meta['versions']['wrk']}, ")
+    counted = [r for r in results if r.get("mode") == "allocations"]
+    groups = R.by_connections(counted)
+    out[-1] += (f" Heap allocations per request: "
+                f"{allocations_settings(args, ','.join(str(c) for c, _ in groups))}.")
+    for c, group in groups:
+        out.append("")
+        if len(groups) > 1:
+            out += [f"**{c} connections** (wrk -c{c})", ""]
+        out += md_rows(allocations_rows(group))
+    for res in results:
+        if res.get("mode") != "alloc-sites":
+            continue
+        out += ["", f"Allocation sites of `{res['scenario']}` ({meta['versions'].get('valgrind', 'valgrind')}): "
+                    f"{sites_settings(args)}; {res.get('requests', '?')} requests.", ""]
+        out += (md_rows(sites_rows(res)) if "summary" in res
+                else [f"(failed: {res.get('error', '?').splitlines()[0]})"])
     return "\n".join(out)

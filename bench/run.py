@@ -21,9 +21,13 @@ instructions per request, a figure that barely moves on a noisy machine.
 
     python3 bench/run.py --idle-connections [N]      (bench/modes.py)
     python3 bench/run.py --syscalls [--scenarios proxy,proxy-api]
+    python3 bench/run.py --allocations [--alloc-sites] [--scenarios proxy,proxy-api,lua-access,cache-hot]
 
 measure instead each server's memory per idle keep-alive client connection,
-and its syscalls per request under strace.
+its syscalls per request under strace, and moongate's heap allocations per
+request (a --features alloc-count build, which run.py builds with LTO off
+unless --moongate names one; --alloc-sites adds, per allocation site, the
+allocations per request under valgrind's DHAT).
 
 See bench/README.md.  To add a scenario: a template in bench/nginx/, one in
 bench/moongate/, and an entry in SCENARIOS below.
@@ -1530,8 +1534,10 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--connections", default="50",
                    help="wrk -c (default 50); a comma list (50,256) runs every scenario at each")
     p.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
-    p.add_argument("--moongate", default="target/release/moongate",
-                   help="moongate binary (relative: to the current directory, else to the repo root)")
+    p.add_argument("--moongate", default=None,
+                   help="moongate binary (relative: to the current directory, else to the repo root; default "
+                        "target/release/moongate, and with --allocations a build with --features alloc-count "
+                        f"that run.py makes in {modes.ALLOC_TARGET_DIR})")
     p.add_argument("--moongate-workers", default="1", help='moongate [server] workers (default 1; or "auto")')
     p.add_argument("--nginx-workers", type=int, default=1, help="nginx worker_processes (default 1)")
     p.add_argument("--out", default=str(BENCH_DIR / "out"), help="where the JSON and Markdown go (default bench/out)")
@@ -1551,6 +1557,12 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--syscalls", action="store_true",
                    help="instead: syscalls per request of each server, counted by strace -f -c during a "
                         "wrk run (strace slows the servers: read the counts, not the rates)")
+    p.add_argument("--allocations", action="store_true",
+                   help="instead: moongate's heap allocations, reallocations, frees and bytes per request, from "
+                        "a counting build (--features alloc-count) read through its admin GET /status")
+    p.add_argument("--alloc-sites", action="store_true",
+                   help="with --allocations: also each allocation site's allocations per request, under "
+                        "valgrind's DHAT (a --features alloc-system build, which run.py makes)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = p.parse_args(argv)
     if args.list:
@@ -1565,9 +1577,12 @@ def parse_args(argv: list[str] | None = None):
         p.error(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(SCENARIOS)}")
     args.scenario_list = [SCENARIOS[n] for n in names]
     chosen = [m for m, on in (("--instructions", args.instructions), ("--syscalls", args.syscalls),
-                              ("--idle-connections", args.idle_connections is not None)) if on]
+                              ("--idle-connections", args.idle_connections is not None),
+                              ("--allocations", args.allocations)) if on]
     if len(chosen) > 1:
         p.error(f"{' and '.join(chosen)} are separate modes: give one")
+    if args.alloc_sites and not args.allocations:
+        p.error("--alloc-sites goes with --allocations")
     if args.idle_connections is not None:       # always the proxy scenario's configs
         args.scenario_list = [SCENARIOS[modes.IDLE_SCENARIO]]
     if args.rounds is None:
@@ -1610,6 +1625,13 @@ def missing_tools(args) -> int:
         if missing:
             warn(f"missing tool(s): {', '.join(missing)}. Install them with:\n    {VALGRIND_HINT}")
             return 2
+    if args.alloc_sites and which("valgrind") is None:
+        warn(f"missing tool: valgrind. Install it with:\n    {VALGRIND_HINT}")
+        return 2
+    if args.allocations and (args.moongate is None or args.alloc_sites) and which("cargo") is None:
+        warn("missing tool: cargo, to build the counting binary (or pass --moongate PATH, "
+             "built with --features alloc-count, and leave out --alloc-sites)")
+        return 2
     if args.syscalls and which("strace") is None:
         warn(f"missing tool: strace. Install it with:\n    {modes.STRACE_HINT}")
         return 2
@@ -1617,7 +1639,7 @@ def missing_tools(args) -> int:
         warn(f"missing tool: redis-server. Install it with:\n    {REDIS_HINT}")
         return 2
     for sc in args.scenario_list:   # needs: the nginx side, and the slow origin (in both modes)
-        if args.instructions and not sc.slow_origin:
+        if (args.instructions or args.allocations) and not sc.slow_origin:
             continue
         absent = [f for f in sc.needs if not os.path.exists(f)]
         if absent:
@@ -1644,10 +1666,17 @@ def run_scenarios(run: Run, args, results: list[dict]) -> None:
     for c in args.connections_list:
         run.args = with_connections(args, c)
         for sc in args.scenario_list:
-            res = modes.syscalls(run, sc) if args.syscalls else run.scenario(sc)
+            if args.allocations:
+                res = modes.allocations(run, sc)
+            else:
+                res = modes.syscalls(run, sc) if args.syscalls else run.scenario(sc)
             res["connections"] = c
             results.append(res)
     run.args = args
+    if args.alloc_sites:      # after the counts: the same path, now the alloc-system build
+        binary = modes.build_counting("alloc-system")
+        for sc in args.scenario_list:
+            results.append(modes.alloc_sites(run, sc, binary))
 
 
 def report(results: list[dict], meta: dict, args) -> None:
@@ -1657,6 +1686,8 @@ def report(results: list[dict], meta: dict, args) -> None:
         text, md_fn, stem = modes.idle_text(results, args), modes.idle_markdown, "idle-"
     elif args.syscalls:
         text, md_fn, stem = modes.syscalls_text(results, args), modes.syscalls_markdown, "syscalls-"
+    elif args.allocations:
+        text, md_fn, stem = modes.allocations_text(results, args), modes.allocations_markdown, "allocations-"
     elif args.instructions:
         text = instr_text_table(results, args) + "\n" + "".join(c + "\n" for c in instr_baseline_costs(results))
         md_fn, stem = instr_markdown, "instructions-"
@@ -1685,7 +1716,13 @@ def main(argv: list[str] | None = None) -> int:
     status = missing_tools(args)
     if status:
         return status
-    args.moongate = resolve_moongate(args.moongate)
+    if args.allocations and args.moongate is None:
+        try:
+            args.moongate = modes.build_counting("alloc-count")
+        except BenchError as e:
+            warn(f"!!! {e}")
+            return 2
+    args.moongate = resolve_moongate(args.moongate or "target/release/moongate")
     if not (args.moongate.is_file() and os.access(args.moongate, os.X_OK)):
         warn(f"no moongate binary at {args.moongate}: build it with `cargo build --release`, "
              f"or pass --moongate PATH")
@@ -1706,7 +1743,7 @@ def main(argv: list[str] | None = None) -> int:
             "clk_tck": CLK_TCK,
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                          if k not in ("scenario_list", "list")}}
-    if args.instructions:
+    if args.instructions or args.alloc_sites:
         meta["versions"]["valgrind"] = cmd_output([which("valgrind") or "valgrind", "--version"])
     if args.syscalls:
         meta["versions"]["strace"] = (cmd_output([which("strace") or "strace", "-V"]).splitlines() or ["?"])[0]

@@ -5,7 +5,9 @@
 //! their figures), `POST /reload`, `DELETE /cache/{zone}?key=..|prefix=..`
 //! (a purge: [`crate::cache::purge`] here, [`crate::fanout`] to the other
 //! nodes when `[redis]` is configured) and `POST /workers/{pool}/restart`
-//! (a rolling restart of a managed pool). It runs on the control thread,
+//! (a rolling restart of a managed pool). In the bench build
+//! (`alloc-count`) the status also has the process's allocation counters
+//! under `"allocations"`. It runs on the control thread,
 //! apart from request traffic. When `[admin] token` is set every call needs
 //! `Authorization: Bearer TOKEN`; config validation requires a token when
 //! the admin listener is not on loopback.
@@ -113,7 +115,9 @@ async fn handle(
         }
     }
     let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/status") => json_response(StatusCode::OK, &status(&control)),
+        (&Method::GET, "/status") => {
+            json_response(StatusCode::OK, &with_allocations(status(&control)))
+        }
         (&Method::POST, "/reload") => match control.reload("admin").await {
             Ok(generation) => json_response(
                 StatusCode::OK,
@@ -292,6 +296,20 @@ fn status(control: &Control) -> Value {
         "workers": shared.app_workers.status(),
         "caches": caches,
     })
+}
+
+/// The bench build (`alloc-count`): the status plus the allocation counters,
+/// taken after the rest was built (so a reader's window holds about one
+/// whole status request, which bench/run.py measures and subtracts).
+#[cfg(feature = "alloc-count")]
+fn with_allocations(mut status: Value) -> Value {
+    status["allocations"] = json!(crate::alloc_count::totals());
+    status
+}
+
+#[cfg(not(feature = "alloc-count"))]
+fn with_allocations(status: Value) -> Value {
+    status
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {

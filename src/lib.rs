@@ -51,7 +51,8 @@
 //! reload, purge and worker restart API), [`fanout`] (purges to and from
 //! other nodes over Redis pub/sub), [`server`] (the embedding API and the
 //! control thread). With the `fuzzing` feature, `fuzz_api` exposes a
-//! few private parsers to the cargo-fuzz targets in `fuzz/`.
+//! few private parsers to the cargo-fuzz targets in `fuzz/`; with
+//! `alloc-count`, `alloc_count` is the bench build's counting allocator.
 //!
 //! # Embedding
 //!
@@ -72,7 +73,8 @@
 
 // `unsafe` is denied everywhere but two functions: loading LuaJIT's `ffi`
 // (see `lua::vm::new_state`), and setting a worker process's parent-death
-// signal between fork and exec (see `workers::spawn::die_with_parent`).
+// signal between fork and exec (see `workers::spawn::die_with_parent`);
+// and, in the bench build only, the counting allocator (`alloc_count`).
 #![deny(unsafe_code)]
 
 pub mod listener;
@@ -115,5 +117,7 @@ pub mod fanout;
 pub mod server;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz_api;
+#[cfg(feature = "alloc-count")]
+pub mod alloc_count;
 
 pub use server::{Running, Server, ServerError};

@@ -44,8 +44,23 @@ enum Command {
 
 /// mimalloc: allocation is a visible share of the per-request CPU with
 /// glibc's malloc (measured in bench/RESULTS.md).
+#[cfg(not(feature = "alloc-count"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The bench build (`--features alloc-count`): the same, counted (see
+/// `moongate::alloc_count`).
+#[cfg(all(feature = "alloc-count", not(feature = "alloc-system")))]
+#[global_allocator]
+static GLOBAL: moongate::alloc_count::Counting<mimalloc::MiMalloc> =
+    moongate::alloc_count::Counting(mimalloc::MiMalloc);
+
+/// `--features alloc-system`: counted over the system's malloc, which
+/// valgrind's DHAT can see.
+#[cfg(feature = "alloc-system")]
+#[global_allocator]
+static GLOBAL: moongate::alloc_count::Counting<std::alloc::System> =
+    moongate::alloc_count::Counting(std::alloc::System);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
