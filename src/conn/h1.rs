@@ -191,14 +191,10 @@ where
     // turn, as in nginx's event loop.
     tokio::task::yield_now().await;
     let req = Request::from_parts(parts, body);
-    let Some(resp) = serve_one(
-        wire,
-        proxy::handle(req, ctx.clone(), queue),
-        interim,
-        max_buf,
-    )
-    .await
-    else {
+    // Pinned here, where it is made: passed by value, the handler's future
+    // (the largest part of an exchange) would be held twice.
+    let handler = pin!(proxy::handle(req, ctx.clone(), queue));
+    let Some(resp) = serve_one(wire, handler, interim, max_buf).await else {
         tracing::debug!(%peer, "the client closed the connection during its request");
         return Outcome::Gone;
     };
@@ -251,18 +247,17 @@ where
 /// request (the handler is dropped, giving back what it holds), as nginx
 /// does unless told to ignore client aborts. Bytes of a pipelined next
 /// request are kept in the buffer, up to `max_buf`. `None` when aborted.
-async fn serve_one<S, F, R>(
-    wire: &Rc<RefCell<Wire<ClientIo<S>>>>,
-    handler: F,
-    interim: &Interim,
+fn serve_one<'a, S, F, R>(
+    wire: &'a Rc<RefCell<Wire<ClientIo<S>>>>,
+    mut handler: Pin<&'a mut F>,
+    interim: &'a Interim,
     max_buf: usize,
-) -> Option<R>
+) -> impl Future<Output = Option<R>> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: Future<Output = Result<R, Infallible>>,
 {
-    let mut handler = pin!(handler);
-    poll_fn(|cx| {
+    poll_fn(move |cx| {
         if let Poll::Ready(r) = handler.as_mut().poll(cx) {
             return Poll::Ready(match r {
                 Ok(r) => Some(r),
@@ -285,7 +280,6 @@ where
         }
         Poll::Pending
     })
-    .await
 }
 
 /// Reads until the buffer holds a whole head.

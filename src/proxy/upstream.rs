@@ -164,7 +164,9 @@ pub(super) async fn cached_upstream(
         crate::cache::Lookup::Fetch(pending) => {
             let mut parts = parts;
             pending.prepare(&mut parts.headers);
-            let resp = proxy_upstream(parts, body, to, conn, done).await;
+            // Boxed: only a miss waits on the upstream here, and a hit's
+            // future (every request's, on this route) stays small.
+            let resp = Box::pin(proxy_upstream(parts, body, to, conn, done)).await;
             let (finished, status) =
                 crate::cache::step::finish(pending, resp, filtered, &conn.worker).await;
             finished.map(|(resp, store)| (resp, store, status))

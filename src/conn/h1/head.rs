@@ -6,8 +6,10 @@
 //! Malformed heads get the status the connection answers with before it
 //! closes; the proxy's checks ([`crate::proxy::checks`]) judge the rest.
 
-use bytes::BytesMut;
-use http::header::{HeaderName, HeaderValue};
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 
@@ -67,24 +69,33 @@ pub(crate) fn take(
     buf: &mut BytesMut,
     max_headers: usize,
 ) -> Result<Option<RequestHead>, HeadError> {
-    let mut stack_fields = [Field::default(); STACK_HEADERS];
-    let mut heap_fields = Vec::new();
-    let fields: &mut [Field] = if max_headers <= STACK_HEADERS {
-        &mut stack_fields[..max_headers]
+    // The bytes read so far (the whole buffer, so that nothing else holds
+    // it), frozen so that the target and the values can share them; what
+    // follows the head goes back into `buf`.
+    let all = std::mem::take(buf).freeze();
+    // httparse writes the slots it uses: none is initialised beforehand
+    // (zeroing 100 slots costs more than parsing a small head).
+    let parsed = if max_headers <= STACK_HEADERS {
+        let mut slots = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+        take_with(&all, &mut slots[..max_headers])
     } else {
-        heap_fields.resize(max_headers, Field::default());
-        &mut heap_fields
+        let mut slots = Vec::new();
+        slots.resize_with(max_headers, MaybeUninit::uninit);
+        take_with(&all, &mut slots)
     };
-    let scanned = if max_headers <= STACK_HEADERS {
-        let mut slots = [httparse::EMPTY_HEADER; STACK_HEADERS];
-        scan(buf, &mut slots[..max_headers], fields)?
-    } else {
-        let mut slots = vec![httparse::EMPTY_HEADER; max_headers];
-        scan(buf, &mut slots, fields)?
-    };
-    match scanned {
-        Some(head) => build(buf, head, fields).map(Some),
-        None => Ok(None),
+    match parsed? {
+        Some((head, len)) => {
+            if all.len() > len {
+                *buf = BytesMut::from(&all[len..]);
+            }
+            Ok(Some(head))
+        }
+        None => {
+            *buf = all
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            Ok(None)
+        }
     }
 }
 
@@ -99,39 +110,14 @@ pub(crate) fn parse(
     Ok(head.map(|h| (h, buf.len() - copy.len())))
 }
 
-/// Where something is in the head's bytes: offset and length.
-type Span = (usize, usize);
-
-/// Where a header line's name and value are in the head's bytes.
-#[derive(Debug, Clone, Copy, Default)]
-struct Field {
-    name: Span,
-    value: Span,
-}
-
-/// What [`scan`] found in a complete head, before its bytes are taken.
-struct Scanned {
-    len: usize,
-    method: Method,
-    version: Version,
-    target: Span,
-    fields: usize,
-    length: Option<u64>,
-    /// `Transfer-Encoding`: whether it is exactly `chunked`.
-    te: Option<bool>,
-    conn_close: bool,
-    conn_keep_alive: bool,
-    expect_continue: bool,
-}
-
-/// Parses `buf` with httparse; the header lines' places go to `fields`.
-fn scan<'b>(
-    buf: &'b [u8],
-    slots: &mut [httparse::Header<'b>],
-    fields: &mut [Field],
-) -> Result<Option<Scanned>, HeadError> {
-    let mut req = httparse::Request::new(slots);
-    let len = match req.parse(buf) {
+/// Parses the head at the front of `all` into parts sharing its bytes:
+/// the head and its length, `None` while incomplete.
+fn take_with<'b>(
+    all: &'b Bytes,
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(all, slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -140,7 +126,7 @@ fn scan<'b>(
                 why: "more header lines than max_header_count",
             });
         }
-        Err(httparse::Error::Version) if names_another_version(buf) => {
+        Err(httparse::Error::Version) if names_another_version(all) => {
             return Err(HeadError {
                 status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
                 why: "not an HTTP/1.x request",
@@ -160,80 +146,45 @@ fn scan<'b>(
     };
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|_| bad("invalid method"))?;
-    let start = buf.as_ptr() as usize;
-    let at = |s: &[u8]| (s.as_ptr() as usize - start, s.len());
-    let mut out = Scanned {
-        len,
-        method,
-        version,
-        target: at(req.path.unwrap_or_default().as_bytes()),
-        fields: req.headers.len(),
-        length: None,
-        te: None,
-        conn_close: false,
-        conn_keep_alive: false,
-        expect_continue: false,
-    };
-    for (h, field) in req.headers.iter().zip(fields.iter_mut()) {
-        *field = Field {
-            name: at(h.name.as_bytes()),
-            value: at(h.value),
-        };
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(h.value).ok_or(bad("invalid Content-Length"))?;
-            if out.length.is_some_and(|l| l != n) {
-                return Err(bad("two different Content-Length values"));
-            }
-            out.length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Exactly one `chunked` and nothing else frames a body; any
-            // other coding is left for the checks to refuse (501).
-            let exactly = out.te.is_none() && h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            out.te = Some(exactly);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                out.conn_close |= token.eq_ignore_ascii_case(b"close");
-                out.conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            out.expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
-        }
-    }
-    Ok(Some(out))
-}
-
-/// Takes the scanned head off the front of `buf` and builds its parts,
-/// whose target and values share the head's bytes.
-fn build(buf: &mut BytesMut, head: Scanned, fields: &[Field]) -> Result<RequestHead, HeadError> {
-    let Scanned {
-        len,
-        method,
-        version,
-        target,
-        fields: count,
-        length,
-        te,
-        conn_close,
-        conn_keep_alive,
-        expect_continue,
-    } = head;
-    let bytes = buf.split_to(len).freeze();
-    let slice = |(from, n): Span| bytes.slice(from..from + n);
-    let uri = Uri::from_maybe_shared(slice(target)).map_err(|_| bad("invalid request target"))?;
+    let target = all.slice_ref(req.path.unwrap_or_default().as_bytes());
+    let uri = Uri::from_maybe_shared(target).map_err(|_| bad("invalid request target"))?;
     if method != Method::CONNECT && method != Method::OPTIONS && uri.path() == "*" {
         return Err(bad("`*` is a target only for OPTIONS"));
     }
+
     // Room for the forwarding headers the proxy adds, so the map is not
     // grown (rehashed) for them.
-    let mut map = HeaderMap::with_capacity(count + 6);
-    for field in &fields[..count] {
-        let (from, n) = field.name;
-        let name = HeaderName::from_bytes(&bytes[from..from + n])
-            .map_err(|_| bad("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(slice(field.value))
+    let mut map = HeaderMap::with_capacity(req.headers.len() + 6);
+    let mut length: Option<u64> = None;
+    let mut te: Option<bool> = None;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(all.slice_ref(h.value))
             .map_err(|_| bad("invalid header value"))?;
+        if name == header::CONTENT_LENGTH {
+            let n = parse_length(h.value).ok_or(bad("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad("two different Content-Length values"));
+            }
+            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            // Exactly one `chunked` and nothing else frames a body; any
+            // other coding is left for the checks to refuse (501).
+            let exactly = te.is_none() && h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            te = Some(exactly);
+        } else if name == header::CONNECTION {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                conn_close |= token.eq_ignore_ascii_case(b"close");
+                conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == header::EXPECT {
+            expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
         map.append(name, value);
     }
 
@@ -261,12 +212,15 @@ fn build(buf: &mut BytesMut, head: Scanned, fields: &[Field]) -> Result<RequestH
         .body(())
         .map_err(|_| bad("invalid request head"))?
         .into_parts();
-    Ok(RequestHead {
-        parts,
-        framing,
-        keep_alive,
-        expect_continue: expect_continue && version == Version::HTTP_11,
-    })
+    Ok(Some((
+        RequestHead {
+            parts,
+            framing,
+            keep_alive,
+            expect_continue: expect_continue && version == Version::HTTP_11,
+        },
+        len,
+    )))
 }
 
 /// Whether the request line is `METHOD TARGET HTTP/d.d` with a version

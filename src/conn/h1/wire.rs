@@ -9,6 +9,7 @@
 //! is empty between requests, so an idle keep-alive connection holds none.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -45,8 +46,9 @@ impl<S: AsyncRead + Unpin> Wire<S> {
     /// for its next request holds no buffer.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() == 0 {
-            let mut first = [0u8; READ_CHUNK];
-            let mut read = ReadBuf::new(&mut first);
+            // Not zeroed: the read writes what it fills.
+            let mut first = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
+            let mut read = ReadBuf::uninit(&mut first);
             std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
             let n = read.filled().len();
             self.buf.extend_from_slice(read.filled());
