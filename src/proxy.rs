@@ -68,157 +68,174 @@ pub struct ConnCtx {
 
 /// Serves one request (the connection's service function). `interim`
 /// takes interim responses (103 Early Hints) for a client that can
-/// receive them.
-pub async fn handle(
+/// receive them. Not an `async fn`, so that the request is not held twice
+/// in the future.
+pub fn handle(
     req: Request<ClientBody>,
     conn: Rc<ConnCtx>,
     interim: Option<Arc<Interim>>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    let snap = conn.shared.snapshot.load_full();
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {
     let mut rq = RequestCtx::new(&req, &conn);
-    let mut entry = None;
-    let mut resp = match serve(req, &conn, &snap, &mut rq, &mut entry, interim.as_deref()).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
-    };
-    // Answer in the client's protocol version, whatever the peer spoke.
-    *resp.version_mut() = rq.version;
-    let server = if snap.server.server_tokens {
-        concat!("moongate/", env!("CARGO_PKG_VERSION"))
-    } else {
-        "moongate"
-    };
-    error_page::render(&mut resp, rq.accept.as_ref(), server);
-    if !resp.headers().contains_key(header::SERVER) {
-        resp.headers_mut()
-            .insert(header::SERVER, HeaderValue::from_static(server));
+    async move {
+        let snap = conn.shared.snapshot.load_full();
+        let mut entry = None;
+        let mut resp = match serve(req, &conn, &snap, &mut rq, &mut entry, interim.as_deref()).await
+        {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        };
+        // Answer in the client's protocol version, whatever the peer spoke.
+        *resp.version_mut() = rq.version;
+        let server = if snap.server.server_tokens {
+            concat!("moongate/", env!("CARGO_PKG_VERSION"))
+        } else {
+            "moongate"
+        };
+        error_page::render(&mut resp, rq.accept.as_ref(), server);
+        if !resp.headers().contains_key(header::SERVER) {
+            resp.headers_mut()
+                .insert(header::SERVER, HeaderValue::from_static(server));
+        }
+        let status = resp.status().as_u16();
+        let log = conn.shared.access_log.enabled();
+        let hook = rq.into_completion(status, log, entry.map(|e: &RouteEntry| &e.lua));
+        resp.body_mut().set_on_complete(hook);
+        Ok(resp)
     }
-    let status = resp.status().as_u16();
-    let log = conn.shared.access_log.enabled();
-    let hook = rq.into_completion(status, log, entry.map(|e: &RouteEntry| &e.lua));
-    resp.body_mut().set_on_complete(hook);
-    Ok(resp)
 }
 
 /// The steps, in order (see the module docs). `entry` is set to the route
 /// once found.
-async fn serve<'s>(
+fn serve<'a, 's: 'a>(
     req: Request<ClientBody>,
-    conn: &ConnCtx,
+    conn: &'a ConnCtx,
     snap: &'s Snapshot,
-    rq: &mut RequestCtx,
-    route: &mut Option<&'s RouteEntry>,
-    interim: Option<&Interim>,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    // 1. Request checks.
+    rq: &'a mut RequestCtx,
+    route: &'a mut Option<&'s RouteEntry>,
+    interim: Option<&'a Interim>,
+) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + 'a {
+    // Taken apart before the future is made (not an `async fn`), so that
+    // the request is not held twice in it.
     let (mut parts, body) = req.into_parts();
-    rq.facts.host = checks::check(&mut parts, &snap.server)?;
+    async move {
+        // 1. Request checks.
+        rq.facts.host = checks::check(&mut parts, &snap.server)?;
 
-    // 2. Route.
-    let entry = match find_route(snap, &rq.facts.host, &parts) {
-        Ok(e) => e,
-        Err(answer) => return Ok(*answer),
-    };
-    *route = Some(entry);
-    if conn.shared.access_log.enabled() {
-        rq.route = Some(entry.name.clone());
-    }
+        // 2. Route.
+        let entry = match find_route(snap, &rq.facts.host, &parts) {
+            Ok(e) => e,
+            Err(answer) => return Ok(*answer),
+        };
+        *route = Some(entry);
+        if conn.shared.access_log.enabled() {
+            rq.route = Some(entry.name.clone());
+        }
 
-    // 3. Rewrite; the real client address.
-    rewrite(entry, &mut parts)?;
-    rq.facts.client =
-        forward::real_client_ip(conn.peer.ip(), &parts.headers, &snap.server.trusted_proxies);
-    let body = RequestBody::limited(
-        body,
-        snap.server.client_max_body_size,
-        snap.server.client_body_timeout,
-    );
+        // 3. Rewrite; the real client address.
+        rewrite(entry, &mut parts)?;
+        rq.facts.client =
+            forward::real_client_ip(conn.peer.ip(), &parts.headers, &snap.server.trusted_proxies);
+        let body = RequestBody::limited(
+            body,
+            snap.server.client_max_body_size,
+            snap.server.client_body_timeout,
+        );
 
-    // 4. Lua rewrite and access handlers (they may answer); 5. rate
-    // limits, after the access phase (so it may refuse or pick first, as
-    // API gateways do); 6. the Lua content handler, which answers instead
-    // of the target.
-    let vm = lua_vm(entry, &conn.worker, snap)?;
-    let held = rq.hold(vm, entry.cache.is_some(), parts, body);
-    if let Some(answer) = lua_access(rq, entry).await? {
-        return Ok(answer);
-    }
-    let pending = limits::start(entry, &rq.facts.vars(&held.head()));
-    let limit_headers = match limits::finish(
-        pending,
-        &conn.worker.redis,
-        rq.facts.client,
-        &mut rq.permits,
-    )
-    .await
-    {
-        Ok(h) => h,
-        Err(refused) => return Ok(*refused),
-    };
-    let lua_response = lua_content(rq, entry).await?;
-    let (parts, body) = held.release(entry.lua.runs_after_response());
+        // 4. Lua rewrite and access handlers (they may answer); 5. rate
+        // limits, after the access phase (so it may refuse or pick first, as
+        // API gateways do); 6. the Lua content handler, which answers instead
+        // of the target.
+        let vm = lua_vm(entry, &conn.worker, snap)?;
+        let held = rq.hold(vm, entry.cache.is_some(), parts, body);
+        if let Some(answer) = lua_access(rq, entry).await? {
+            return Ok(answer);
+        }
+        let pending = limits::start(entry, &rq.facts.vars(&held.head()));
+        let limit_headers = match limits::finish(
+            pending,
+            &conn.worker.redis,
+            rq.facts.client,
+            &mut rq.permits,
+        )
+        .await
+        {
+            Ok(h) => h,
+            Err(refused) => return Ok(*refused),
+        };
+        let lua_response = lua_content(rq, entry).await?;
+        let (parts, body) = held.release(entry.lua.runs_after_response());
 
-    // 7. Target.
-    let mut to_store = None;
-    let mut resp = match lua_response {
-        Some(resp) => resp,
-        None => match target(rq, entry, snap) {
-            Some((name, upstream)) => {
-                let to = UpstreamTarget {
-                    name,
-                    upstream,
-                    facts: &rq.facts,
-                    upgrade: &entry.upgrade,
-                    interim,
-                    route: rq.route.as_ref(),
-                };
-                match &entry.cache {
-                    None => proxy_upstream(parts, body, to, conn, &mut rq.upstream).await?,
-                    Some(zone) => {
-                        let decisions = rq.lua.as_ref().map(|l| l.ctx.cache.borrow().clone());
-                        let filtered = !entry.lua.header_filter.is_empty();
-                        let cache = (&decisions.unwrap_or_default(), filtered);
-                        let (resp, store, status) =
-                            cached_upstream(zone, parts, body, to, conn, &mut rq.upstream, cache)
-                                .await?;
-                        to_store = store;
-                        rq.cache_status = Some(status);
-                        resp
+        // 7. Target.
+        let mut to_store = None;
+        let mut resp = match lua_response {
+            Some(resp) => resp,
+            None => match target(rq, entry, snap) {
+                Some((name, upstream)) => {
+                    let to = UpstreamTarget {
+                        name,
+                        upstream,
+                        facts: &rq.facts,
+                        upgrade: &entry.upgrade,
+                        interim,
+                        route: rq.route.as_ref(),
+                    };
+                    match &entry.cache {
+                        None => proxy_upstream(parts, body, to, conn, &mut rq.upstream).await?,
+                        Some(zone) => {
+                            let decisions = rq.lua.as_ref().map(|l| l.ctx.cache.borrow().clone());
+                            let filtered = !entry.lua.header_filter.is_empty();
+                            let cache = (&decisions.unwrap_or_default(), filtered);
+                            let (resp, store, status) = cached_upstream(
+                                zone,
+                                parts,
+                                body,
+                                to,
+                                conn,
+                                &mut rq.upstream,
+                                cache,
+                            )
+                            .await?;
+                            // Boxed: held across header_filter, it
+                            // would otherwise take room in every request.
+                            to_store = store.map(Box::new);
+                            rq.cache_status = Some(status);
+                            resp
+                        }
                     }
                 }
-            }
-            None => serve_static(entry, &parts).await?,
-        },
-    };
-    if !limit_headers.is_empty() {
-        resp.headers_mut().extend(limit_headers);
-    }
+                None => serve_static(entry, &parts).await?,
+            },
+        };
+        if !limit_headers.is_empty() {
+            resp.headers_mut().extend(limit_headers);
+        }
 
-    // 8. Lua header filter (the cache stores with its `mg.cache.*`
-    // decisions); the log handlers run when the body is sent.
-    if let Some(lua) = rq.lua.as_ref().filter(|_| entry.lua.runs_after_response()) {
-        if let Some(up) = &rq.upstream {
-            lua.ctx
-                .set_upstream(&up.addr, resp.status().as_u16(), up.elapsed);
+        // 8. Lua header filter (the cache stores with its `mg.cache.*`
+        // decisions); the log handlers run when the body is sent.
+        if let Some(lua) = rq.lua.as_ref().filter(|_| entry.lua.runs_after_response()) {
+            if let Some(up) = &rq.upstream {
+                lua.ctx
+                    .set_upstream(&up.addr, resp.status().as_u16(), up.elapsed);
+            }
+            if let Some(status) = rq.cache_status {
+                lua.ctx.set_cache_status(status.as_str());
+            }
         }
-        if let Some(status) = rq.cache_status {
-            lua.ctx.set_cache_status(status.as_str());
+        if let Some(lua) = rq
+            .lua
+            .as_ref()
+            .filter(|_| !entry.lua.header_filter.is_empty())
+        {
+            respond::header_filter(&lua.vm, &entry.lua.header_filter, &lua.ctx, &mut resp)
+                .await
+                .map_err(|m| ProxyError::Lua(format!("{}: {m}", entry.name)))?;
         }
+        if let Some(store) = to_store {
+            let late = rq.lua.as_ref().map(|l| l.ctx.cache_late.get());
+            store.commit(&late.unwrap_or_default());
+        }
+        Ok(resp)
     }
-    if let Some(lua) = rq
-        .lua
-        .as_ref()
-        .filter(|_| !entry.lua.header_filter.is_empty())
-    {
-        respond::header_filter(&lua.vm, &entry.lua.header_filter, &lua.ctx, &mut resp)
-            .await
-            .map_err(|m| ProxyError::Lua(format!("{}: {m}", entry.name)))?;
-    }
-    if let Some(store) = to_store {
-        let late = rq.lua.as_ref().map(|l| l.ctx.cache_late.get());
-        store.commit(&late.unwrap_or_default());
-    }
-    Ok(resp)
 }
 
 /// Step 2: the route for the request, or the answer when there is none

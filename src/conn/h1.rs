@@ -143,7 +143,9 @@ struct Conn<'a, S> {
 }
 
 /// Serves one request whose head was read: its handler, then its response.
-async fn exchange<S>(conn: Conn<'_, S>, head: RequestHead) -> Outcome
+/// Not an `async fn`: its arguments are taken apart before the future is
+/// made, so they are not held twice in it.
+fn exchange<S>(conn: Conn<'_, S>, head: RequestHead) -> impl Future<Output = Outcome> + '_
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -161,82 +163,84 @@ where
         expect_continue,
         ..
     } = head;
-    let decoder = match framing {
-        BodyFraming::Empty | BodyFraming::Unknown => None,
-        BodyFraming::Length(n) => Some(Decoder::new(Framing::Length(n))),
-        BodyFraming::Chunked => Some(Decoder::new(Framing::Chunked)),
-    };
-    let body = match decoder {
-        None => {
-            wire.borrow_mut().body_done = true;
-            ClientBody::Empty
-        }
-        Some(d) => ClientBody::Wire(Box::pin(WireBody::new(wire.clone(), d, expect_continue))),
-    };
-    // The proxy decides whether the route may switch (`upgrade`).
-    let upgrade = crate::forward::wants_upgrade(&parts.headers).then(|| {
-        let (tx, rx) = ClientUpgrade::pair();
-        parts.extensions.insert(rx);
-        tx
-    });
-    let ex = Exchange {
-        version: parts.version,
-        head: parts.method == http::Method::HEAD,
-        keep_alive,
-    };
-    // HTTP/1.0 clients get no interim responses (RFC 9110 §15.2).
-    let queue = (ex.version == Version::HTTP_11).then(|| interim.clone());
-    // Each request first goes to the back of this thread's run queue, as
-    // with hyper before (bench/RESULTS.md): every ready connection gets its
-    // turn, as in nginx's event loop.
-    tokio::task::yield_now().await;
-    let req = Request::from_parts(parts, body);
-    // Pinned here, where it is made: passed by value, the handler's future
-    // (the largest part of an exchange) would be held twice.
-    let handler = pin!(proxy::handle(req, ctx.clone(), queue));
-    let Some(resp) = serve_one(wire, handler, interim, max_buf).await else {
-        tracing::debug!(%peer, "the client closed the connection during its request");
-        return Outcome::Gone;
-    };
-
-    // The response body (and its completion hook: the access log, the
-    // connection told the exchange is over) is gone once this is done.
-    let (sent, keep_alive, switched) = {
-        let (mut parts, body) = resp.into_parts();
-        let mut body = pin!(body);
-        let mut out = Vec::with_capacity(512);
-        let (encoding, keep_alive) = {
-            let dates = &mut ctx.worker.dates.borrow_mut();
-            response::encode_head(&mut parts, &body, ex, dates, &mut out)
+    async move {
+        let decoder = match framing {
+            BodyFraming::Empty | BodyFraming::Unknown => None,
+            BodyFraming::Length(n) => Some(Decoder::new(Framing::Length(n))),
+            BodyFraming::Chunked => Some(Decoder::new(Framing::Chunked)),
         };
-        let mut send = Sending {
-            body: body.as_mut(),
-            encoding,
-            out,
-            written: 0,
-            pending: bytes::Bytes::new(),
-            body_done: false,
+        let body = match decoder {
+            None => {
+                wire.borrow_mut().body_done = true;
+                ClientBody::Empty
+            }
+            Some(d) => ClientBody::Wire(Box::pin(WireBody::new(wire.clone(), d, expect_continue))),
         };
-        let sent = poll_fn(|cx| send.poll_send(cx, &mut wire.borrow_mut().io)).await;
-        (
-            sent,
+        // The proxy decides whether the route may switch (`upgrade`).
+        let upgrade = crate::forward::wants_upgrade(&parts.headers).then(|| {
+            let (tx, rx) = ClientUpgrade::pair();
+            parts.extensions.insert(rx);
+            tx
+        });
+        let ex = Exchange {
+            version: parts.version,
+            head: parts.method == http::Method::HEAD,
             keep_alive,
-            parts.status == StatusCode::SWITCHING_PROTOCOLS,
-        )
-    };
-    if let Err(e) = sent {
-        tracing::debug!(%peer, error = %e, "response not sent whole; closing");
-        return Outcome::Gone;
-    }
-    if switched {
-        return upgrade.map_or(Outcome::Gone, Outcome::Switched);
-    }
-    let body_done = wire.borrow().body_done;
-    if keep_alive && body_done {
-        Outcome::KeepAlive
-    } else {
-        Outcome::Close {
-            read_all: body_done,
+        };
+        // HTTP/1.0 clients get no interim responses (RFC 9110 §15.2).
+        let queue = (ex.version == Version::HTTP_11).then(|| interim.clone());
+        // Each request first goes to the back of this thread's run queue, as
+        // with hyper before (bench/RESULTS.md): every ready connection gets its
+        // turn, as in nginx's event loop.
+        tokio::task::yield_now().await;
+        let req = Request::from_parts(parts, body);
+        // Pinned here, where it is made: passed by value, the handler's future
+        // (the largest part of an exchange) would be held twice.
+        let handler = pin!(proxy::handle(req, ctx.clone(), queue));
+        let Some(resp) = serve_one(wire, handler, interim, max_buf).await else {
+            tracing::debug!(%peer, "the client closed the connection during its request");
+            return Outcome::Gone;
+        };
+
+        // The response body (and its completion hook: the access log, the
+        // connection told the exchange is over) is gone once this is done.
+        let (sent, keep_alive, switched) = {
+            let (mut parts, body) = resp.into_parts();
+            let mut body = pin!(body);
+            let mut out = Vec::with_capacity(512);
+            let (encoding, keep_alive) = {
+                let dates = &mut ctx.worker.dates.borrow_mut();
+                response::encode_head(&mut parts, &body, ex, dates, &mut out)
+            };
+            let mut send = Sending {
+                body: body.as_mut(),
+                encoding,
+                out,
+                written: 0,
+                pending: bytes::Bytes::new(),
+                body_done: false,
+            };
+            let sent = poll_fn(|cx| send.poll_send(cx, &mut wire.borrow_mut().io)).await;
+            (
+                sent,
+                keep_alive,
+                parts.status == StatusCode::SWITCHING_PROTOCOLS,
+            )
+        };
+        if let Err(e) = sent {
+            tracing::debug!(%peer, error = %e, "response not sent whole; closing");
+            return Outcome::Gone;
+        }
+        if switched {
+            return upgrade.map_or(Outcome::Gone, Outcome::Switched);
+        }
+        let body_done = wire.borrow().body_done;
+        if keep_alive && body_done {
+            Outcome::KeepAlive
+        } else {
+            Outcome::Close {
+                read_all: body_done,
+            }
         }
     }
 }

@@ -40,13 +40,16 @@ pub(super) struct UpstreamTarget<'a> {
 /// Forwards the request to the upstream (forwarding headers, balance,
 /// pool, retries), tunnelling a protocol upgrade both ways. What the
 /// exchange produced goes to `done`.
-pub(super) async fn proxy_upstream(
+///
+/// Not an `async fn`: its arguments are captured once, not also copied
+/// into locals (this future is part of every proxied request's).
+pub(super) fn proxy_upstream<'a>(
     mut parts: Parts,
     body: RequestBody,
-    to: UpstreamTarget<'_>,
-    conn: &ConnCtx,
-    done: &mut Option<UpstreamDone>,
-) -> Result<Response<ResponseBody>, ProxyError> {
+    to: UpstreamTarget<'a>,
+    conn: &'a ConnCtx,
+    done: &'a mut Option<UpstreamDone>,
+) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + 'a {
     let UpstreamTarget {
         name,
         upstream,
@@ -55,86 +58,88 @@ pub(super) async fn proxy_upstream(
         interim,
         ..
     } = to;
-    let real_ip = facts.client;
-    // Only protocols the route allows are asked for upstream (websocket by
-    // default, never h2c); any other `Upgrade` is dropped with the
-    // hop-by-hop fields and the request goes as a plain one.
-    let upgrade = parts.version == Version::HTTP_11
-        && forward::wants_upgrade(&parts.headers)
-        && forward::keep_allowed_upgrades(&mut parts.headers, allowed);
-    let client_upgrade = upgrade
-        .then(|| {
-            parts
-                .extensions
-                .remove::<crate::client_upgrade::ClientUpgrade>()
-        })
-        .flatten();
-    if !parts.headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(&facts.host)
-    {
-        parts.headers.insert(header::HOST, v);
-    }
-    let asked = upgrade
-        .then(|| parts.headers.get(header::UPGRADE).cloned())
-        .flatten();
-    forward::strip_hop_by_hop(&mut parts.headers, upgrade);
-    // moongate answers `Expect: 100-continue` itself (hyper sends the
-    // 100 when the body is first read); the peer must not wait for it.
-    parts.headers.remove(header::EXPECT);
-    forward::set_forwarding_headers(
-        &mut parts.headers,
-        conn.peer.ip(),
-        &conn.peer_ip_text,
-        real_ip,
-        conn.scheme,
-    );
-    let hash_key = upstream
-        .hash_key
-        .as_ref()
-        .map(|t| t.render(&facts.vars(&parts)));
-    parts.uri = origin_form(&parts.uri);
-    parts.version = Version::HTTP_11;
-    let body = if upgrade { RequestBody::empty() } else { body };
-    let key = match (&hash_key, upstream.def.balance) {
-        (Some(k), _) => PickKey::Bytes(k.as_bytes()),
-        (None, crate::config::Balance::IpHash) => PickKey::Ip(real_ip),
-        _ => PickKey::None,
-    };
-    let idempotent = is_idempotent(&parts.method);
-    let mut relay = |status: StatusCode, headers: http::HeaderMap| {
-        if let Some(q) = interim {
-            q.push(status, headers);
-        }
-    };
-    let out = Outgoing {
-        parts,
-        body,
-        key,
-        idempotent,
-        interim: interim.is_some().then_some(&mut relay as _),
-        pool: &conn.worker.upstream_idle,
-    };
-    let exchange = call::forward(upstream, name, out).await?;
-    let peer = done.insert(UpstreamDone {
-        addr: exchange.peer,
-        elapsed: exchange.elapsed,
-    });
-    let mut resp = exchange.response;
-    match (exchange.upgraded, client_upgrade) {
-        (Some(peer_conn), Some(client_upgrade))
-            if forward::switched_to_asked(resp.headers(), asked.as_ref()) =>
+    async move {
+        let real_ip = facts.client;
+        // Only protocols the route allows are asked for upstream (websocket by
+        // default, never h2c); any other `Upgrade` is dropped with the
+        // hop-by-hop fields and the request goes as a plain one.
+        let upgrade = parts.version == Version::HTTP_11
+            && forward::wants_upgrade(&parts.headers)
+            && forward::keep_allowed_upgrades(&mut parts.headers, allowed);
+        let client_upgrade = upgrade
+            .then(|| {
+                parts
+                    .extensions
+                    .remove::<crate::client_upgrade::ClientUpgrade>()
+            })
+            .flatten();
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(&facts.host)
         {
-            tokio::task::spawn_local(tunnel(client_upgrade, peer_conn));
-            forward::strip_hop_by_hop(resp.headers_mut(), true);
+            parts.headers.insert(header::HOST, v);
         }
-        (Some(_), _) => {
-            // A 101 nobody asked for (or to another protocol) would hand
-            // the client a raw connection to the peer: refuse it.
-            return Err(ProxyError::UnaskedUpgrade(peer.addr.clone()));
+        let asked = upgrade
+            .then(|| parts.headers.get(header::UPGRADE).cloned())
+            .flatten();
+        forward::strip_hop_by_hop(&mut parts.headers, upgrade);
+        // moongate answers `Expect: 100-continue` itself (hyper sends the
+        // 100 when the body is first read); the peer must not wait for it.
+        parts.headers.remove(header::EXPECT);
+        forward::set_forwarding_headers(
+            &mut parts.headers,
+            conn.peer.ip(),
+            &conn.peer_ip_text,
+            real_ip,
+            conn.scheme,
+        );
+        let hash_key = upstream
+            .hash_key
+            .as_ref()
+            .map(|t| t.render(&facts.vars(&parts)));
+        parts.uri = origin_form(&parts.uri);
+        parts.version = Version::HTTP_11;
+        let body = if upgrade { RequestBody::empty() } else { body };
+        let key = match (&hash_key, upstream.def.balance) {
+            (Some(k), _) => PickKey::Bytes(k.as_bytes()),
+            (None, crate::config::Balance::IpHash) => PickKey::Ip(real_ip),
+            _ => PickKey::None,
+        };
+        let idempotent = is_idempotent(&parts.method);
+        let mut relay = |status: StatusCode, headers: http::HeaderMap| {
+            if let Some(q) = interim {
+                q.push(status, headers);
+            }
+        };
+        let mut out = Outgoing {
+            parts,
+            body,
+            key,
+            idempotent,
+            interim: interim.is_some().then_some(&mut relay as _),
+            pool: &conn.worker.upstream_idle,
+        };
+        let exchange = call::forward(upstream, name, &mut out).await?;
+        let peer = done.insert(UpstreamDone {
+            addr: exchange.peer,
+            elapsed: exchange.elapsed,
+        });
+        let mut resp = exchange.response;
+        match (exchange.upgraded, client_upgrade) {
+            (Some(peer_conn), Some(client_upgrade))
+                if forward::switched_to_asked(resp.headers(), asked.as_ref()) =>
+            {
+                tokio::task::spawn_local(tunnel(client_upgrade, peer_conn));
+                forward::strip_hop_by_hop(resp.headers_mut(), true);
+            }
+            (Some(_), _) => {
+                // A 101 nobody asked for (or to another protocol) would hand
+                // the client a raw connection to the peer: refuse it.
+                return Err(ProxyError::UnaskedUpgrade(peer.addr.clone()));
+            }
+            (None, _) => forward::strip_hop_by_hop(resp.headers_mut(), false),
         }
-        (None, _) => forward::strip_hop_by_hop(resp.headers_mut(), false),
+        Ok(resp.map(|b| ResponseBody::from_kind(Kind::Upstream(b))))
     }
-    Ok(resp.map(|b| ResponseBody::from_kind(Kind::Upstream(b))))
 }
 
 /// [`proxy_upstream`] behind the route's cache zone: a fresh hit answers

@@ -79,18 +79,17 @@ enum Failure {
 }
 
 /// Sends `out` to a peer of `up`, retrying as described in the module docs.
-pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exchange, ProxyError> {
+pub async fn forward(
+    up: &Upstream,
+    name: &str,
+    out: &mut Outgoing<'_>,
+) -> Result<Exchange, ProxyError> {
     let started = Instant::now();
-    let Outgoing {
-        parts,
-        mut body,
-        key,
-        idempotent,
-        mut interim,
-        pool,
-    } = out;
+    // Borrowed, not moved in: the request stays in the caller's future
+    // (moved, it would take room twice in this one's).
+    let (idempotent, pool) = (out.idempotent, out.pool);
     // Only a request without a body can be sent a second time.
-    let replayable = body.is_empty();
+    let replayable = out.body.is_empty();
     let mut members = up.members();
     let mut tried = Tried::new(members.peers.len());
     let mut retries_left = up.def.retries;
@@ -102,7 +101,7 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
 
     loop {
         let balancer = &members.balancer;
-        let Some(pick) = balancer.pick(&members.peers, key, &tried, Instant::now()) else {
+        let Some(pick) = balancer.pick(&members.peers, out.key, &tried, Instant::now()) else {
             return Err(no_peer(last_err));
         };
         // Every managed worker left is past `max_requests`: wait for a
@@ -147,12 +146,12 @@ pub async fn forward(up: &Upstream, name: &str, out: Outgoing<'_>) -> Result<Exc
         match exchange(
             peer.id(),
             addr,
-            &parts,
-            &mut body,
+            &out.parts,
+            &mut out.body,
             replayable,
             up,
             pool,
-            &mut interim,
+            &mut out.interim,
         )
         .await
         {
