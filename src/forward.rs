@@ -158,7 +158,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if found == 0 {
         return;
     }
-    if listed {
+    // `Connection: keep-alive` (or `close`, `upgrade`) names nothing the
+    // passes here do not remove anyway: no list to make.
+    if listed && !lists_only_hop_by_hop(headers) {
         for name in connection_listed(headers) {
             if !(upgrade && name == header::UPGRADE) {
                 headers.remove(&name);
@@ -183,6 +185,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.insert(header::UPGRADE, proto);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Whether every `Connection` token is `close`, `keep-alive` or `upgrade`
+/// (the usual ones), which name no header beyond [`HOP_BY_HOP`].
+fn lists_only_hop_by_hop(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .all(|t| {
+            let t = t.trim_ascii();
+            t.eq_ignore_ascii_case(b"close")
+                || t.eq_ignore_ascii_case(b"keep-alive")
+                || t.eq_ignore_ascii_case(b"upgrade")
+        })
 }
 
 /// Whether `name` is one of [`HOP_BY_HOP`].
@@ -249,7 +266,8 @@ pub fn set_forwarding_headers(
     }
     fwd.extend_from_slice(b";proto=");
     fwd.extend_from_slice(scheme.as_bytes());
-    if let Ok(v) = HeaderValue::from_bytes(&fwd) {
+    // The buffer becomes the value (no copy).
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
         headers.insert(FORWARDED.clone(), v);
     }
 }

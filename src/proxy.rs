@@ -99,7 +99,9 @@ pub fn handle(
         let status = resp.status().as_u16();
         let log = conn.shared.access_log.enabled();
         let hook = rq.into_completion(status, log, entry.map(|e: &RouteEntry| &e.lua));
-        resp.body_mut().set_on_complete(hook);
+        if let Some(hook) = hook {
+            resp.body_mut().set_on_complete(hook);
+        }
         Ok(resp)
     }
 }

@@ -121,18 +121,22 @@ impl RequestCtx {
 
     /// The response body's completion hook for a response with `status`:
     /// releases the concurrency places, writes the access log line (when
-    /// `log` is on) and runs the route's Lua `log` handlers.
+    /// `log` is on) and runs the route's Lua `log` handlers; `None` when
+    /// there is none of these to do.
     pub fn into_completion(
         self,
         status: u16,
         log: bool,
         phases: Option<&RoutePhases>,
-    ) -> Box<dyn OnComplete> {
+    ) -> Option<Box<dyn OnComplete>> {
         let lua_log = match (self.lua, phases) {
             (Some(lua), Some(p)) if !p.log.is_empty() => Some((lua, p.log.clone())),
             _ => None,
         };
-        Box::new(Completion {
+        if !log && self.permits.is_empty() && lua_log.is_none() {
+            return None;
+        }
+        Some(Box::new(Completion {
             record: AccessRecord {
                 enabled: log,
                 started: self.started,
@@ -147,7 +151,7 @@ impl RequestCtx {
             },
             permits: self.permits,
             lua_log,
-        })
+        }))
     }
 }
 
