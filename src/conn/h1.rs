@@ -189,10 +189,11 @@ where
         };
         // HTTP/1.0 clients get no interim responses (RFC 9110 §15.2).
         let queue = (ex.version == Version::HTTP_11).then(|| interim.clone());
-        // Each request first goes to the back of this thread's run queue, as
-        // with hyper before (bench/RESULTS.md): every ready connection gets its
-        // turn, as in nginx's event loop.
-        tokio::task::yield_now().await;
+        // The request is served at once, without first yielding to the other
+        // ready connections: yielding batched requests, so more of them were
+        // in flight upstream at once than the pool keeps, and at 256
+        // connections a quarter more upstream connections were opened per
+        // request than nginx does (bench/RESULTS.md, issue 12 point 5).
         let req = Request::from_parts(parts, body);
         // Pinned here, where it is made: passed by value, the handler's future
         // (the largest part of an exchange) would be held twice.
