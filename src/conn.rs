@@ -19,6 +19,7 @@ use std::sync::Arc;
 use http::{HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::ConnCtx;
@@ -39,8 +40,10 @@ struct Limits {
 /// Serves one accepted TCP connection until it closes or `stop` fires.
 /// `listener` is the configured address it was accepted on (the key its
 /// TLS settings are found by); `worker` is the state of the worker thread
-/// serving it.
-pub async fn serve(
+/// serving it. Not an `async fn`: what the connection is set up with is
+/// made before its future, which then holds each part once (an idle
+/// connection's memory is mostly this future).
+pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     listener: SocketAddr,
@@ -48,7 +51,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     worker: Rc<WorkerLocal>,
     stop: CancellationToken,
-) {
+) -> impl Future<Output = ()> {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(listener);
     let snap = shared.snapshot.load_full();
@@ -66,7 +69,7 @@ pub async fn serve(
             Some(c) => Some(c),
             // The listener's TLS settings are gone (a reload is removing it):
             // refuse rather than answer in plain text.
-            None => return,
+            None => return Either::Left(Either::Left(std::future::ready(()))),
         }
     } else {
         None
@@ -74,7 +77,7 @@ pub async fn serve(
     drop(snap);
     let peer_ip_text = HeaderValue::from_str(&peer.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static(""));
-    let ctx = |scheme| ConnCtx {
+    let ctx = move |scheme| ConnCtx {
         peer,
         peer_ip_text,
         local,
@@ -85,13 +88,18 @@ pub async fn serve(
     match tls_config {
         None => {
             let io = ClientIo::new(stream, limits.timeouts);
-            serve_sniffed(io, ctx("http"), stop, limits, true).await;
+            Either::Left(Either::Right(serve_sniffed(
+                io,
+                ctx("http"),
+                stop,
+                limits,
+                true,
+            )))
         }
-        // Boxed, like the HTTP/2 server: a task's future is as large as its
-        // largest branch for the connection's whole life, and a plain
-        // HTTP/1 connection should not carry the TLS session's space (a
-        // TLS one holds rustls' buffers anyway).
-        Some(tls) => Box::pin(serve_tls(stream, tls, ctx, stop, limits)).await,
+        // Boxed, like the HTTP/2 server: a plain HTTP/1 connection should
+        // not carry the TLS session's space (a TLS one holds rustls'
+        // buffers anyway).
+        Some(tls) => Either::Right(Box::pin(serve_tls(stream, tls, ctx, stop, limits))),
     }
 }
 
@@ -133,31 +141,37 @@ fn h2_settings(limits: Limits) -> h2::Settings {
 /// Reads the first bytes: an HTTP/2 preface goes to [`h2::serve`] when
 /// `h2_allowed` (plain listeners: prior knowledge), else is answered 400
 /// and closed (ALPN chose HTTP/1.1); anything else is HTTP/1.
-async fn serve_sniffed<S>(
+// An `async fn` would hold each argument twice (as the argument and as
+// the local it becomes) for the connection's whole life.
+#[expect(clippy::manual_async_fn, reason = "an async fn holds its arguments twice")]
+fn serve_sniffed<S>(
     mut io: ClientIo<S>,
     ctx: ConnCtx,
     stop: CancellationToken,
     limits: Limits,
     h2_allowed: bool,
-) where
+) -> impl Future<Output = ()>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let peer = ctx.peer;
-    let sniffed = tokio::select! {
-        r = io.sniff_h2() => r,
-        // Stopping: a connection that has sent nothing yet just closes.
-        _ = stop.cancelled() => return,
-    };
-    match sniffed {
-        Ok(true) if h2_allowed => {
-            io.set_phase(ReadPhase::Request);
-            Box::pin(h2::serve(io, ctx, stop, h2_settings(limits))).await;
+    async move {
+        let peer = ctx.peer;
+        let sniffed = tokio::select! {
+            r = io.sniff_h2() => r,
+            // Stopping: a connection that has sent nothing yet just closes.
+            _ = stop.cancelled() => return,
+        };
+        match sniffed {
+            Ok(true) if h2_allowed => {
+                io.set_phase(ReadPhase::Request);
+                Box::pin(h2::serve(io, ctx, stop, h2_settings(limits))).await;
+            }
+            Ok(true) => {
+                tracing::debug!(%peer, "HTTP/2 preface on a connection where ALPN chose HTTP/1.1");
+                io.refuse(StatusCode::BAD_REQUEST).await;
+            }
+            Ok(false) => h1::serve(io, ctx, stop, limits).await,
+            Err(e) => tracing::debug!(%peer, error = %e, "connection ended before a request"),
         }
-        Ok(true) => {
-            tracing::debug!(%peer, "HTTP/2 preface on a connection where ALPN chose HTTP/1.1");
-            io.refuse(StatusCode::BAD_REQUEST).await;
-        }
-        Ok(false) => h1::serve(io, ctx, stop, limits).await,
-        Err(e) => tracing::debug!(%peer, error = %e, "connection ended before a request"),
     }
 }

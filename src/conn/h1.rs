@@ -64,12 +64,16 @@ enum Next {
 }
 
 /// Serves HTTP/1.x on `io` until the connection closes or `stop` fires.
-pub(super) async fn serve<S>(
+/// Not an `async fn`: the socket and the context move to where the
+/// connection keeps them before the future is made, so an idle
+/// connection's future does not hold them (twice) as well.
+pub(super) fn serve<S>(
     mut io: ClientIo<S>,
     ctx: ConnCtx,
     stop: CancellationToken,
     limits: Limits,
-) where
+) -> impl Future<Output = ()>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = ctx.peer;
@@ -82,42 +86,44 @@ pub(super) async fn serve<S>(
     // hyper's bound, kept: a head that outgrows this buffer gets 431.
     let max_buf = limits.max_header.max(8192);
 
-    loop {
-        let head = match read_head(&wire, &stop, max_buf, limits.max_headers).await {
-            Next::Head(h) => h,
-            Next::Close => return,
-            Next::Refuse(status, why) => {
-                tracing::debug!(%peer, %status, "refusing a request head: {why}");
-                let answer = crate::error_page::raw_h1(status);
-                let mut written = 0;
-                let wrote =
-                    poll_fn(|cx| wire.borrow_mut().poll_write_all(cx, &answer, &mut written));
-                if wrote.await.is_ok() {
-                    close(&wire, false).await;
+    async move {
+        loop {
+            let head = match read_head(&wire, &stop, max_buf, limits.max_headers).await {
+                Next::Head(h) => h,
+                Next::Close => return,
+                Next::Refuse(status, why) => {
+                    tracing::debug!(%peer, %status, "refusing a request head: {why}");
+                    let answer = crate::error_page::raw_h1(status);
+                    let mut written = 0;
+                    let wrote =
+                        poll_fn(|cx| wire.borrow_mut().poll_write_all(cx, &answer, &mut written));
+                    if wrote.await.is_ok() {
+                        close(&wire, false).await;
+                    }
+                    return;
                 }
-                return;
+            };
+            // One exchange, boxed: what a request needs lives only while it is
+            // served, and a connection waiting for its next request keeps
+            // only the loop's few words (an idle connection's memory is
+            // mostly its task's future).
+            let conn = Conn {
+                wire: &wire,
+                ctx: &ctx,
+                interim: &interim,
+                max_buf,
+            };
+            match Box::pin(exchange(conn, head)).await {
+                Outcome::KeepAlive if !stop.is_cancelled() => {
+                    let mut w = wire.borrow_mut();
+                    w.io.set_phase(ReadPhase::Idle);
+                    w.release_if_empty();
+                }
+                Outcome::KeepAlive => return close(&wire, true).await,
+                Outcome::Close { read_all } => return close(&wire, read_all).await,
+                Outcome::Gone => return,
+                Outcome::Switched(tx) => return hand_over(wire, tx),
             }
-        };
-        // One exchange, boxed: what a request needs lives only while it is
-        // served, and a connection waiting for its next request keeps
-        // only the loop's few words (an idle connection's memory is
-        // mostly its task's future).
-        let conn = Conn {
-            wire: &wire,
-            ctx: &ctx,
-            interim: &interim,
-            max_buf,
-        };
-        match Box::pin(exchange(conn, head)).await {
-            Outcome::KeepAlive if !stop.is_cancelled() => {
-                let mut w = wire.borrow_mut();
-                w.io.set_phase(ReadPhase::Idle);
-                w.release_if_empty();
-            }
-            Outcome::KeepAlive => return close(&wire, true).await,
-            Outcome::Close { read_all } => return close(&wire, read_all).await,
-            Outcome::Gone => return,
-            Outcome::Switched(tx) => return hand_over(wire, tx),
         }
     }
 }
