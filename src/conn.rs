@@ -143,7 +143,10 @@ fn h2_settings(limits: Limits) -> h2::Settings {
 /// and closed (ALPN chose HTTP/1.1); anything else is HTTP/1.
 // An `async fn` would hold each argument twice (as the argument and as
 // the local it becomes) for the connection's whole life.
-#[expect(clippy::manual_async_fn, reason = "an async fn holds its arguments twice")]
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn holds its arguments twice"
+)]
 fn serve_sniffed<S>(
     mut io: ClientIo<S>,
     ctx: ConnCtx,
