@@ -224,6 +224,16 @@ async fn header_over_max_header_size_is_431() {
     assert_eq!(support::raw_status(&r.text), 404, "{:?}", r.text);
 }
 
+/// Request `n` on a keep-alive connection to the "ka" origin: 200, its body.
+async fn get_ka(s: &mut TcpStream, n: usize) {
+    s.write_all(b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body) = read_one_response(s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "request {n}: {head}");
+    assert_eq!(body, b"ka");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_head_is_408_and_idle_keepalive_closes_quietly() {
     let origin = Origin::named("ka").await;
@@ -252,12 +262,7 @@ async fn slow_head_is_408_and_idle_keepalive_closes_quietly() {
         conns.push(tokio::spawn(async move {
             let mut s = TcpStream::connect(addr).await.expect("connect");
             for n in 1..=2 {
-                s.write_all(b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n")
-                    .await
-                    .expect("write");
-                let (head, body) = read_one_response(&mut s).await;
-                assert!(head.starts_with("HTTP/1.1 200"), "request {n}: {head}");
-                assert_eq!(body, b"ka");
+                get_ka(&mut s, n).await;
             }
             let rest = read_until_close(&mut s, WAIT).await;
             assert!(rest.closed, "idle keep-alive connection not closed");
@@ -284,12 +289,7 @@ async fn keepalive_deadline_moves_with_each_request_and_a_late_head_gets_408() {
     let mut s = TcpStream::connect(mg.http[0]).await.expect("connect");
     let started = std::time::Instant::now();
     for n in 1..=6 {
-        s.write_all(b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let (head, body) = read_one_response(&mut s).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "request {n}: {head}");
-        assert_eq!(body, b"ka");
+        get_ka(&mut s, n).await;
         tokio::time::sleep(Duration::from_millis(350)).await;
     }
     // Six requests 350 ms apart: well past one keep-alive timeout in all.
