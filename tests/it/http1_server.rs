@@ -59,14 +59,7 @@ fn split_one(buf: &[u8]) -> Option<(String, String, usize)> {
     if head.starts_with("HTTP/1.1 100 ") {
         return Some((head, String::new(), end));
     }
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
+    let len: usize = support::raw_content_length(&head).unwrap_or(0);
     if buf.len() < end + len {
         return None;
     }

@@ -101,14 +101,7 @@ async fn read_one_response(s: &mut TcpStream) -> (String, Vec<u8>) {
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .expect("content-length in response");
+    let len: usize = support::raw_content_length(&head).expect("content-length in response");
     let mut body = buf[head_end..].to_vec();
     while body.len() < len {
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))

@@ -410,6 +410,15 @@ pub fn raw_status(answer: &str) -> u16 {
         .unwrap_or_else(|| panic!("no status line in {answer:?}"))
 }
 
+/// The `Content-Length` of a raw HTTP/1.1 response head, if it has one.
+pub fn raw_content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
 /// What `moongate check -c DIR` printed, and its exit code.
 pub struct CheckRun {
     /// The exit code (`None` if killed by a signal).
