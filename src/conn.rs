@@ -77,13 +77,15 @@ pub fn serve(
     drop(snap);
     let peer_ip_text = HeaderValue::from_str(&peer.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static(""));
-    let ctx = move |scheme| ConnCtx {
-        peer,
-        peer_ip_text,
-        local,
-        scheme,
-        shared,
-        worker,
+    let ctx = move |scheme| {
+        Rc::new(ConnCtx {
+            peer,
+            peer_ip_text,
+            local,
+            scheme,
+            shared,
+            worker,
+        })
     };
     match tls_config {
         None => {
@@ -107,7 +109,7 @@ pub fn serve(
 async fn serve_tls(
     stream: TcpStream,
     tls: Arc<rustls::ServerConfig>,
-    ctx: impl FnOnce(&'static str) -> ConnCtx,
+    ctx: impl FnOnce(&'static str) -> Rc<ConnCtx>,
     stop: CancellationToken,
     limits: Limits,
 ) {
@@ -141,15 +143,14 @@ fn h2_settings(limits: Limits) -> h2::Settings {
 /// Reads the first bytes: an HTTP/2 preface goes to [`h2::serve`] when
 /// `h2_allowed` (plain listeners: prior knowledge), else is answered 400
 /// and closed (ALPN chose HTTP/1.1); anything else is HTTP/1.
-// An `async fn` would hold each argument twice (as the argument and as
-// the local it becomes) for the connection's whole life.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn holds its arguments twice"
-)]
+///
+/// Two stages, one after the other in the same space: the sniff (holding
+/// the socket and what the connection is set up with), then the protocol's
+/// server, which took them over. An `async` block around both would keep
+/// room for the first stage's parts for the connection's whole life.
 fn serve_sniffed<S>(
-    mut io: ClientIo<S>,
-    ctx: ConnCtx,
+    io: ClientIo<S>,
+    ctx: Rc<ConnCtx>,
     stop: CancellationToken,
     limits: Limits,
     h2_allowed: bool,
@@ -157,24 +158,72 @@ fn serve_sniffed<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async move {
+    use futures_util::FutureExt;
+    sniff(io, stop).then(move |(mut io, stop, sniffed)| {
         let peer = ctx.peer;
-        let sniffed = tokio::select! {
-            r = io.sniff_h2() => r,
-            // Stopping: a connection that has sent nothing yet just closes.
-            _ = stop.cancelled() => return,
-        };
         match sniffed {
-            Ok(true) if h2_allowed => {
+            Some(Ok(true)) if h2_allowed => {
                 io.set_phase(ReadPhase::Request);
-                Box::pin(h2::serve(io, ctx, stop, h2_settings(limits))).await;
+                Either::Left(Either::Left(Box::pin(h2::serve(
+                    io,
+                    ctx,
+                    stop,
+                    h2_settings(limits),
+                ))))
             }
-            Ok(true) => {
+            Some(Ok(true)) => {
                 tracing::debug!(%peer, "HTTP/2 preface on a connection where ALPN chose HTTP/1.1");
-                io.refuse(StatusCode::BAD_REQUEST).await;
+                Either::Left(Either::Right(refuse_h2(io)))
             }
-            Ok(false) => h1::serve(io, ctx, stop, limits).await,
-            Err(e) => tracing::debug!(%peer, error = %e, "connection ended before a request"),
+            Some(Ok(false)) => Either::Right(Either::Left(h1::serve(io, ctx, stop, limits))),
+            Some(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "connection ended before a request");
+                Either::Right(Either::Right(std::future::ready(())))
+            }
+            // Stopping: a connection that has sent nothing yet just closes.
+            None => Either::Right(Either::Right(std::future::ready(()))),
         }
+    })
+}
+
+/// Waits for the first bytes (or the stop): whether they are HTTP/2's
+/// preface, `None` when stopping; the socket and the token go back.
+// Not `async fn`s: a `mut` argument would be held twice (as the argument
+// and as the local it becomes).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn holds its arguments twice"
+)]
+fn sniff<S>(
+    mut io: ClientIo<S>,
+    stop: CancellationToken,
+) -> impl Future<
+    Output = (
+        ClientIo<S>,
+        CancellationToken,
+        Option<std::io::Result<bool>>,
+    ),
+>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    async move {
+        let sniffed = tokio::select! {
+            r = io.sniff_h2() => Some(r),
+            _ = stop.cancelled() => None,
+        };
+        (io, stop, sniffed)
     }
+}
+
+/// Answers an HTTP/2 preface that ALPN did not agree to with 400.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn holds its arguments twice"
+)]
+fn refuse_h2<S>(mut io: ClientIo<S>) -> impl Future<Output = ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    async move { io.refuse(StatusCode::BAD_REQUEST).await }
 }

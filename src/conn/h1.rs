@@ -69,7 +69,7 @@ enum Next {
 /// connection's future does not hold them (twice) as well.
 pub(super) fn serve<S>(
     mut io: ClientIo<S>,
-    ctx: ConnCtx,
+    ctx: Rc<ConnCtx>,
     stop: CancellationToken,
     limits: Limits,
 ) -> impl Future<Output = ()>
@@ -82,26 +82,18 @@ where
     let interim = Arc::new(Interim::new());
     io.set_interim(interim.clone());
     let wire = Rc::new(RefCell::new(Wire::new(io)));
-    let ctx = Rc::new(ctx);
     // hyper's bound, kept: a head that outgrows this buffer gets 431.
     let max_buf = limits.max_header.max(8192);
 
     async move {
-        loop {
+        // The loop keeps only what waiting for the next head needs; how
+        // the connection ends is settled after it, in one boxed future,
+        // so its parts take no room in an idle connection's future.
+        let end = loop {
             let head = match read_head(&wire, &stop, max_buf, limits.max_headers).await {
                 Next::Head(h) => h,
-                Next::Close => return,
-                Next::Refuse(status, why) => {
-                    tracing::debug!(%peer, %status, "refusing a request head: {why}");
-                    let answer = crate::error_page::raw_h1(status);
-                    let mut written = 0;
-                    let wrote =
-                        poll_fn(|cx| wire.borrow_mut().poll_write_all(cx, &answer, &mut written));
-                    if wrote.await.is_ok() {
-                        close(&wire, false).await;
-                    }
-                    return;
-                }
+                Next::Close => break End::Quiet,
+                Next::Refuse(status, why) => break End::Refuse(status, why),
             };
             // One exchange, boxed: what a request needs lives only while it is
             // served, and a connection waiting for its next request keeps
@@ -119,12 +111,49 @@ where
                     w.io.set_phase(ReadPhase::Idle);
                     w.release_if_empty();
                 }
-                Outcome::KeepAlive => return close(&wire, true).await,
-                Outcome::Close { read_all } => return close(&wire, read_all).await,
-                Outcome::Gone => return,
-                Outcome::Switched(tx) => return hand_over(wire, tx),
+                Outcome::KeepAlive => break End::Close { read_all: true },
+                Outcome::Close { read_all } => break End::Close { read_all },
+                Outcome::Gone => break End::Quiet,
+                Outcome::Switched(tx) => break End::Switched(tx),
             }
+        };
+        match end {
+            End::Quiet => {}
+            End::Refuse(status, why) => Box::pin(refuse(&wire, peer, status, why)).await,
+            End::Close { read_all } => Box::pin(close(&wire, read_all)).await,
+            End::Switched(tx) => hand_over(wire, tx),
         }
+    }
+}
+
+/// How a connection's loop ended: what is left to do before it closes.
+enum End {
+    /// Nothing: the client closed or went away, or the server is stopping
+    /// while the connection is idle.
+    Quiet,
+    /// Answer a head this server cannot take, then close.
+    Refuse(StatusCode, &'static str),
+    /// Close; `read_all` is false when request bytes were left unread.
+    Close { read_all: bool },
+    /// The 101 went out: hand the socket to the tunnel.
+    Switched(UpgradeSender),
+}
+
+/// Answers a head this server cannot take with `status`, then closes.
+async fn refuse<S>(
+    wire: &Rc<RefCell<Wire<ClientIo<S>>>>,
+    peer: std::net::SocketAddr,
+    status: StatusCode,
+    why: &str,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tracing::debug!(%peer, %status, "refusing a request head: {why}");
+    let answer = crate::error_page::raw_h1(status);
+    let mut written = 0;
+    let wrote = poll_fn(|cx| wire.borrow_mut().poll_write_all(cx, &answer, &mut written));
+    if wrote.await.is_ok() {
+        close(wire, false).await;
     }
 }
 

@@ -44,7 +44,7 @@ const MAX_SEND_BUFFER: usize = 400 * 1024;
 /// Serves HTTP/2 on `io` (after the preface was seen, or ALPN chose h2)
 /// until the client closes, an error ends the connection, or `stop` fires
 /// and the streams in flight have finished.
-pub async fn serve<S>(io: S, ctx: ConnCtx, stop: CancellationToken, settings: Settings)
+pub async fn serve<S>(io: S, ctx: Rc<ConnCtx>, stop: CancellationToken, settings: Settings)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -68,7 +68,6 @@ where
             return;
         }
     };
-    let ctx = Rc::new(ctx);
     let mut draining = false;
     // One waiter on the token for the connection's life: a new one per
     // turn of the loop would lock and relink the token's waiter list every
