@@ -19,8 +19,7 @@ mod time;
 mod var;
 
 use super::request::ReqCtx;
-use super::worker;
-use crate::worker_local::WorkerInfo;
+use super::worker::{self, LuaWorker};
 
 /// ngx_lua's method constants (`ngx.HTTP_GET` …), as `set_method` takes them.
 pub(super) const METHODS: [(&str, i64); 15] = [
@@ -87,10 +86,32 @@ const STATUSES: [(&str, i64); 28] = [
 
 /// The request whose Lua code is running on `lua`'s worker.
 pub(super) fn req(lua: &Lua) -> mlua::Result<Rc<ReqCtx>> {
-    worker::of(lua)?
+    current(&**worker::of(lua)?)
+}
+
+/// The request `worker` is running Lua code for.
+fn current(worker: &LuaWorker) -> mlua::Result<Rc<ReqCtx>> {
+    worker
         .running
         .current()
         .ok_or_else(|| mlua::Error::runtime("API disabled in the context of init"))
+}
+
+/// A function of the request being served: `f` gets the request that
+/// `worker` runs Lua code for. The functions a handler calls per request
+/// (`ngx.var`, `ngx.req.*`) are made with it: they hold their worker
+/// instead of looking it up in the state's app data on every call.
+pub(super) fn request_fn<A, R>(
+    lua: &Lua,
+    worker: &Rc<LuaWorker>,
+    f: impl Fn(&Lua, &ReqCtx, A) -> mlua::Result<R> + 'static,
+) -> mlua::Result<Function>
+where
+    A: mlua::FromLuaMulti,
+    R: mlua::IntoLuaMulti,
+{
+    let worker = worker.clone();
+    lua.create_function(move |lua, args: A| f(lua, &*current(&worker)?, args))
 }
 
 pub(super) fn err<E: std::fmt::Display>(e: E) -> mlua::Error {
@@ -101,7 +122,7 @@ pub(super) fn err<E: std::fmt::Display>(e: E) -> mlua::Error {
 /// paths in it start from, as nginx's prefix), returned by `ngx.config.prefix()`.
 pub fn install(
     lua: &Lua,
-    info: WorkerInfo,
+    worker: &Rc<LuaWorker>,
     budget: std::time::Duration,
     dicts: &std::collections::BTreeMap<String, std::sync::Arc<crate::shdict::SharedDict>>,
     prefix: &std::path::Path,
@@ -123,8 +144,8 @@ pub fn install(
     ngx.set("DECLINED", -5)?;
     ngx.set("null", Value::NULL)?;
 
-    ngx.set("var", var::var_table(lua)?)?;
-    ngx.set("req", req::req_table(lua)?)?;
+    ngx.set("var", var::var_table(lua, worker)?)?;
+    ngx.set("req", req::req_table(lua, worker)?)?;
     ngx.set("header", header::header_table(lua)?)?;
     let resp = lua.create_table()?;
     resp.set(
@@ -168,6 +189,7 @@ pub fn install(
         })?,
     )?;
 
+    let info = worker.info;
     let w = lua.create_table()?;
     w.set("id", lua.create_function(move |_, ()| Ok(info.id))?)?;
     w.set("count", lua.create_function(move |_, ()| Ok(info.count))?)?;

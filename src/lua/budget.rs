@@ -56,13 +56,18 @@ impl Running {
     }
 }
 
-/// Runs `inner` (a coroutine's future) with `req` as the current request
-/// of `running` and `budget` as the time it may run per poll.
-pub struct Budgeted<'r, F> {
-    running: &'r Running,
-    inner: Pin<Box<F>>,
-    req: Option<Rc<ReqCtx>>,
-    budget: Duration,
+pin_project_lite::pin_project! {
+    /// Runs `inner` (a coroutine's future) with `req` as the current
+    /// request of `running` and `budget` as the time it may run per poll.
+    /// The coroutine's future is held in place, not boxed: one allocation
+    /// less per phase handler run.
+    pub struct Budgeted<'r, F> {
+        running: &'r Running,
+        #[pin]
+        inner: F,
+        req: Option<Rc<ReqCtx>>,
+        budget: Duration,
+    }
 }
 
 impl<'r, F> Budgeted<'r, F> {
@@ -72,7 +77,7 @@ impl<'r, F> Budgeted<'r, F> {
     pub fn new(running: &'r Running, inner: F, req: Option<Rc<ReqCtx>>, budget: Duration) -> Self {
         Budgeted {
             running,
-            inner: Box::pin(inner),
+            inner,
             req,
             budget,
         }
@@ -93,13 +98,15 @@ pub enum Ran<T> {
 impl<F: Future> Future for Budgeted<'_, F> {
     type Output = Ran<F::Output>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let running = this.running;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let running = *this.running;
         let previous = running.current.replace(this.req.clone());
-        let previous_deadline = running.deadline.replace(Some(Instant::now() + this.budget));
+        let previous_deadline = running
+            .deadline
+            .replace(Some(Instant::now() + *this.budget));
         running.timed_out.set(false);
-        let polled = this.inner.as_mut().poll(cx);
+        let polled = this.inner.poll(cx);
         let timed_out = running.timed_out.replace(false);
         running.deadline.set(previous_deadline);
         *running.current.borrow_mut() = previous;

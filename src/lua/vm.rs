@@ -4,10 +4,10 @@
 //! coroutine under its time budget.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use mlua::function::AsyncCallFuture;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib};
 
 use super::Phase;
@@ -71,7 +71,8 @@ impl Vms {
 pub struct Vm {
     lua: Lua,
     program: Arc<LuaProgram>,
-    functions: RefCell<HashMap<ScriptId, Function>>,
+    /// Compiled scripts, by [`ScriptId`] (loaded on first use).
+    functions: RefCell<Vec<Option<Function>>>,
     /// The worker it runs on (also the Lua state's app data).
     worker: Rc<LuaWorker>,
 }
@@ -97,7 +98,7 @@ impl Vm {
         setup(&lua, &worker, settings.sandbox, &settings.package_path)
             .map_err(|e| e.to_string())?;
         let budget = program.settings.time_budget;
-        api::install(&lua, worker.info, budget, &program.dicts, &settings.prefix)
+        api::install(&lua, &worker, budget, &program.dicts, &settings.prefix)
             .map_err(|e| e.to_string())?;
         super::moongate::install(&lua, program.upstreams.clone(), program.limits.clone())
             .map_err(|e| e.to_string())?;
@@ -105,11 +106,11 @@ impl Vm {
         let vm = Vm {
             lua,
             program,
-            functions: RefCell::new(HashMap::new()),
+            functions: RefCell::new(Vec::new()),
             worker,
         };
         if let Some(init) = vm.program.init {
-            let f = vm.function(init).map_err(|e| e.to_string())?;
+            let f = vm.load(init).map_err(|e| e.to_string())?;
             let budget = vm.program.settings.time_budget;
             vm.worker
                 .running
@@ -119,11 +120,8 @@ impl Vm {
         Ok(vm)
     }
 
-    /// The compiled function of script `id`, loaded on first use.
-    fn function(&self, id: ScriptId) -> mlua::Result<Function> {
-        if let Some(f) = self.functions.borrow().get(&id) {
-            return Ok(f.clone());
-        }
+    /// Compiles script `id` and keeps it.
+    fn load(&self, id: ScriptId) -> mlua::Result<Function> {
         let script = self
             .program
             .scripts
@@ -134,8 +132,22 @@ impl Vm {
             .load(script.code.as_str())
             .set_name(script.chunk_name.as_str())
             .into_function()?;
-        self.functions.borrow_mut().insert(id, f.clone());
+        let mut functions = self.functions.borrow_mut();
+        if functions.len() <= id {
+            functions.resize(id + 1, None);
+        }
+        functions[id] = Some(f.clone());
         Ok(f)
+    }
+
+    /// Starts script `id` on a coroutine. The kept function is used in
+    /// place (`call_async` does not hold it): no reference to clone and
+    /// drop per run.
+    fn start(&self, id: ScriptId) -> mlua::Result<AsyncCallFuture<()>> {
+        if let Some(Some(f)) = self.functions.borrow().get(id) {
+            return Ok(f.call_async(()));
+        }
+        Ok(self.load(id)?.call_async(()))
     }
 
     /// Runs script `id` as the `phase` handler of `req`.
@@ -144,8 +156,8 @@ impl Vm {
         req.clear_exit();
         // `call_async` runs the handler on a coroutine taken from the VM's
         // pool of finished ones (reset and reused), not a new one.
-        let started = match self.function(id) {
-            Ok(f) => f.call_async::<()>(()),
+        let started = match self.start(id) {
+            Ok(started) => started,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
         match Budgeted::new(

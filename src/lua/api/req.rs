@@ -10,9 +10,12 @@ use super::METHODS;
 use super::codec::{decode_args, encode_args};
 use super::header::{header_name, headers_to_table, set_header_values};
 use super::var::{set_path, set_query};
-use super::{err, req};
+use std::rc::Rc;
 
-pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
+use super::{err, req, request_fn};
+use crate::lua::worker::LuaWorker;
+
+pub(super) fn req_table(lua: &Lua, worker: &Rc<LuaWorker>) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set(
         "get_method",
@@ -20,8 +23,7 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "set_method",
-        lua.create_function(|lua, code: i64| {
-            let r = req(lua)?;
+        request_fn(lua, worker, |_, r, code: i64| {
             let name = METHODS
                 .iter()
                 .find(|(_, c)| *c == code)
@@ -47,9 +49,8 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "set_uri",
-        lua.create_function(|lua, (uri, _jump): (String, Option<bool>)| {
-            let r = req(lua)?;
-            set_path(&r, &uri)
+        request_fn(lua, worker, |_, r, (uri, _jump): (String, Option<bool>)| {
+            set_path(r, &uri)
         })?,
     )?;
     t.set(
@@ -72,16 +73,14 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "get_uri_args",
-        lua.create_function(|lua, max: Option<i64>| {
-            let r = req(lua)?;
+        request_fn(lua, worker, |lua, r, max: Option<i64>| {
             let query = r.head.borrow().uri.query().unwrap_or("").to_string();
             decode_args(lua, query.as_bytes(), max)
         })?,
     )?;
     t.set(
         "get_headers",
-        lua.create_function(|lua, _: MultiValue| {
-            let r = req(lua)?;
+        request_fn(lua, worker, |lua, r, _: MultiValue| {
             let headers = headers_to_table(lua, &r.head.borrow().headers)?;
             // ngx_lua's table looks names up case-insensitively, `_` for `-`.
             let meta = lua.create_table()?;
@@ -98,9 +97,10 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "set_header",
         // A string value (the usual case) crosses as a plain string.
-        lua.create_function(
-            |lua, (name, value): (String, mlua::Either<String, Value>)| {
-                let r = req(lua)?;
+        request_fn(
+            lua,
+            worker,
+            |_, r, (name, value): (String, mlua::Either<String, Value>)| {
                 let name = header_name(&name)?;
                 let value = match value {
                     mlua::Either::Left(text) => {
@@ -117,8 +117,7 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "clear_header",
-        lua.create_function(|lua, name: String| {
-            let r = req(lua)?;
+        request_fn(lua, worker, |_, r, name: String| {
             r.head.borrow_mut().headers.remove(header_name(&name)?);
             Ok(())
         })?,
@@ -150,8 +149,7 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "discard_body",
-        lua.create_function(|lua, ()| {
-            let r = req(lua)?;
+        request_fn(lua, worker, |_, r, ()| {
             *r.body.borrow_mut() = RequestBody::empty();
             *r.body_data.borrow_mut() = Some(Bytes::new());
             Ok(())
@@ -159,8 +157,7 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "get_body_data",
-        lua.create_function(|lua, ()| {
-            let r = req(lua)?;
+        request_fn(lua, worker, |lua, r, ()| {
             match r.body_data.borrow().as_ref() {
                 Some(data) if !data.is_empty() => lua.create_string(data).map(Value::String),
                 _ => Ok(Value::Nil),
@@ -169,8 +166,7 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "set_body_data",
-        lua.create_function(|lua, data: mlua::LuaString| {
-            let r = req(lua)?;
+        request_fn(lua, worker, |_, r, data: mlua::LuaString| {
             *r.body.borrow_mut() = RequestBody::empty();
             *r.body_data.borrow_mut() = Some(Bytes::copy_from_slice(&data.as_bytes()));
             Ok(())
@@ -178,8 +174,7 @@ pub(super) fn req_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "get_post_args",
-        lua.create_function(|lua, max: Option<i64>| {
-            let r = req(lua)?;
+        request_fn(lua, worker, |lua, r, max: Option<i64>| {
             let Some(data) = r.body_data.borrow().clone() else {
                 let e =
                     lua.create_string("request body not read yet: call ngx.req.read_body() first")?;

@@ -2,8 +2,11 @@
 
 use mlua::{Either, Lua, Table, Value};
 
-use super::{err, req};
+use std::rc::Rc;
+
+use super::{err, request_fn};
 use crate::lua::request::ReqCtx;
+use crate::lua::worker::LuaWorker;
 use crate::vars::Var;
 
 /// `ngx.var`: request variables by name, read and (for uri, args and new
@@ -12,16 +15,14 @@ use crate::vars::Var;
 /// The metamethods are small Lua functions that pass only the name (and
 /// value) to Rust: a table or `LuaString` argument would cost a reference
 /// on mlua's side, and names and values cross as plain strings instead.
-pub(super) fn var_table(lua: &Lua) -> mlua::Result<Table> {
-    let get = lua.create_function(|lua, name: String| {
-        let r = req(lua)?;
-        var_value(lua, &r, &name)
-    })?;
-    let set = lua.create_function(|lua, (name, value): (String, Option<String>)| {
-        let r = req(lua)?;
-        match name.as_str() {
-            "uri" => set_path(&r, value.as_deref().unwrap_or("/")),
-            "args" | "query_string" => set_query(&r, value.as_deref()),
+pub(super) fn var_table(lua: &Lua, worker: &Rc<LuaWorker>) -> mlua::Result<Table> {
+    let get = request_fn(lua, worker, |lua, r, name: String| var_value(lua, r, &name))?;
+    let set = request_fn(
+        lua,
+        worker,
+        |_, r, (name, value): (String, Option<String>)| match name.as_str() {
+            "uri" => set_path(r, value.as_deref().unwrap_or("/")),
+            "args" | "query_string" => set_query(r, value.as_deref()),
             _ => {
                 let mut vars = r.vars.borrow_mut();
                 match value {
@@ -30,8 +31,8 @@ pub(super) fn var_table(lua: &Lua) -> mlua::Result<Table> {
                 };
                 Ok(())
             }
-        }
-    })?;
+        },
+    )?;
     lua.load(
         r#"
         local get, set = ...
