@@ -159,7 +159,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use futures_util::FutureExt;
-    sniff(io, stop).then(move |(mut io, stop, sniffed)| {
+    // The sniff is boxed: it holds the socket until the protocol's server
+    // takes it, and unboxed it would size the whole connection's future
+    // (a task of 640 bytes instead of 512 for every idle connection).
+    Box::pin(sniff(io, stop)).then(move |(mut io, stop, sniffed)| {
         let peer = ctx.peer;
         match sniffed {
             Some(Ok(true)) if h2_allowed => {

@@ -67,7 +67,11 @@ pub enum ReadPhase {
 /// The client socket with request-phase deadlines; see the module docs.
 pub struct ClientIo<S> {
     inner: WriteTimed<S>,
-    timeouts: ConnTimeouts,
+    /// `client_header_timeout` and `keepalive_timeout` in milliseconds
+    /// (rounded up): the read deadlines' lengths, kept small because every
+    /// connection holds them.
+    header_ms: u32,
+    keepalive_ms: u32,
     phase: ReadPhase,
     /// When the phase's wait ends (head and idle phases).
     deadline: Instant,
@@ -83,13 +87,26 @@ pub struct ClientIo<S> {
     interim_sent: usize,
 }
 
+/// `d` in whole milliseconds, rounded up (so that a wait never ends
+/// early), at most `u32::MAX` (49 days).
+fn millis_ceil(d: Duration) -> u32 {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    u32::try_from(ms).unwrap_or(u32::MAX)
+}
+
+/// The instant `ms` milliseconds from now.
+fn after_millis(ms: u32) -> Instant {
+    Instant::now() + Duration::from_millis(u64::from(ms))
+}
+
 impl<S> ClientIo<S> {
     /// Wraps a freshly accepted (and, for TLS, handshaken) socket: a
     /// request head is expected within `client_header_timeout` from now.
     pub fn new(inner: S, timeouts: ConnTimeouts) -> Self {
         ClientIo {
             inner: WriteTimed::new(inner, timeouts.send),
-            timeouts,
+            header_ms: millis_ceil(timeouts.header),
+            keepalive_ms: millis_ceil(timeouts.keepalive),
             phase: ReadPhase::Head,
             deadline: Instant::now() + timeouts.header,
             timer: LazyTimer::new(),
@@ -110,8 +127,8 @@ impl<S> ClientIo<S> {
         }
         self.phase = phase;
         match phase {
-            ReadPhase::Head => self.deadline = Instant::now() + self.timeouts.header,
-            ReadPhase::Idle => self.deadline = Instant::now() + self.timeouts.keepalive,
+            ReadPhase::Head => self.deadline = after_millis(self.header_ms),
+            ReadPhase::Idle => self.deadline = after_millis(self.keepalive_ms),
             ReadPhase::Request => {}
         }
     }
@@ -271,5 +288,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_lengths_round_up_to_whole_milliseconds() {
+        assert_eq!(millis_ceil(Duration::from_secs(75)), 75_000);
+        assert_eq!(
+            millis_ceil(Duration::from_micros(500)),
+            1,
+            "never ends early"
+        );
+        assert_eq!(millis_ceil(Duration::from_micros(1_001)), 2);
+        assert_eq!(millis_ceil(Duration::ZERO), 0);
+        assert_eq!(millis_ceil(Duration::from_secs(u64::MAX)), u32::MAX);
     }
 }
