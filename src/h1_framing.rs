@@ -105,17 +105,15 @@ impl Decoder {
             match self.state {
                 State::Done => return Ok(Step::Done),
                 State::Length(left) => {
-                    if buf.is_empty() {
+                    let Some((data, left)) = take_counted(buf, left) else {
                         return Ok(Step::NeedMore);
-                    }
-                    let n = left.min(buf.len() as u64);
-                    let left = left - n;
+                    };
                     self.state = if left == 0 {
                         State::Done
                     } else {
                         State::Length(left)
                     };
-                    return Ok(Step::Data(buf.split_to(n as usize).freeze()));
+                    return Ok(Step::Data(data));
                 }
                 State::Close => {
                     if buf.is_empty() {
@@ -135,17 +133,15 @@ impl Decoder {
                     };
                 }
                 State::ChunkData(left) => {
-                    if buf.is_empty() {
+                    let Some((data, left)) = take_counted(buf, left) else {
                         return Ok(Step::NeedMore);
-                    }
-                    let n = left.min(buf.len() as u64);
-                    let left = left - n;
+                    };
                     self.state = if left == 0 {
                         State::ChunkEnd
                     } else {
                         State::ChunkData(left)
                     };
-                    return Ok(Step::Data(buf.split_to(n as usize).freeze()));
+                    return Ok(Step::Data(data));
                 }
                 State::ChunkEnd => {
                     if buf.starts_with(b"\r\n") {
@@ -182,6 +178,17 @@ impl Decoder {
             _ => Err(DecodeError::Truncated),
         }
     }
+}
+
+/// Up to `left` bytes of a counted body (a Content-Length body or one
+/// chunk) from `buf`, and how many are still to come; `None` when `buf` is
+/// empty.
+fn take_counted(buf: &mut BytesMut, left: u64) -> Option<(Bytes, u64)> {
+    if buf.is_empty() {
+        return None;
+    }
+    let n = left.min(buf.len() as u64);
+    Some((buf.split_to(n as usize).freeze(), left - n))
 }
 
 /// Splits one line (without its CRLF or LF) off `buf`, if complete. A
