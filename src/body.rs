@@ -39,6 +39,10 @@ pub enum Kind {
     /// Streamed through the proxy cache (stored while sent, or another
     /// request's response followed).
     Cache(Box<CacheBody>),
+    /// Made while it is sent by code this module does not know: a Lua
+    /// content handler still writing, or a Lua body filter over another
+    /// body.
+    Stream(Pin<Box<dyn Body<Data = Bytes, Error = BoxError>>>),
 }
 
 /// Runs once when a response body has been sent in full, or abandoned.
@@ -117,6 +121,7 @@ impl Body for ResponseBody {
                 ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(BoxError::from))
             }
             Kind::Cache(body) => ready!(Pin::new(body.as_mut()).poll_frame(cx)),
+            Kind::Stream(body) => ready!(body.as_mut().poll_frame(cx)),
         };
         match &polled {
             Some(Ok(frame)) => {
@@ -140,6 +145,7 @@ impl Body for ResponseBody {
             Kind::Upstream(body) => body.is_end_stream(),
             Kind::Static(body) => body.is_end_stream(),
             Kind::Cache(body) => body.is_end_stream(),
+            Kind::Stream(body) => body.is_end_stream(),
         }
     }
 
@@ -150,6 +156,7 @@ impl Body for ResponseBody {
             Kind::Upstream(body) => body.size_hint(),
             Kind::Static(body) => body.size_hint(),
             Kind::Cache(body) => body.size_hint(),
+            Kind::Stream(body) => body.size_hint(),
         }
     }
 }

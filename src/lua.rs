@@ -52,6 +52,9 @@ pub mod policies;
 pub mod vm;
 pub mod worker;
 pub mod respond;
+pub mod response_state;
+pub mod stream;
+pub mod body_filter;
 
 pub use program::{LuaProgram, RoutePhases, ScriptId};
 
@@ -68,6 +71,8 @@ pub enum Phase {
     Content,
     /// `header_filter`.
     HeaderFilter,
+    /// `body_filter` (once per body chunk, `ngx.arg[1]` / `ngx.arg[2]`).
+    BodyFilter,
     /// `log`.
     Log,
     /// `timer` (callbacks of `ngx.timer.at` / `every`).
@@ -83,8 +88,24 @@ impl Phase {
             Phase::Access => "access",
             Phase::Content => "content",
             Phase::HeaderFilter => "header_filter",
+            Phase::BodyFilter => "body_filter",
             Phase::Log => "log",
             Phase::Timer => "timer",
+        }
+    }
+
+    /// How ngx_lua names the phase in "API disabled in the context of
+    /// ..." errors.
+    pub fn context(self) -> &'static str {
+        match self {
+            Phase::Init => "init_by_lua*",
+            Phase::Rewrite => "rewrite_by_lua*",
+            Phase::Access => "access_by_lua*",
+            Phase::Content => "content_by_lua*",
+            Phase::HeaderFilter => "header_filter_by_lua*",
+            Phase::BodyFilter => "body_filter_by_lua*",
+            Phase::Log => "log_by_lua*",
+            Phase::Timer => "ngx.timer",
         }
     }
 }

@@ -165,10 +165,15 @@ fn serve<'a, 's: 'a>(
             Err(refused) => return Ok(*refused),
         };
         let lua_response = lua_content(rq, entry).await?;
-        let (parts, body) = held.release(entry.lua.runs_after_response());
+        // Handlers that run on after this (header_filter, body_filter,
+        // log, a content handler still streaming) read `ngx.var`: they
+        // keep a copy of the head.
+        let streaming = rq.lua.as_ref().is_some_and(|l| l.ctx.output.headers_sent());
+        let (parts, body) = held.release(entry.lua.runs_after_response() || streaming);
 
         // 7. Target.
         let mut to_store = None;
+        let from_lua = lua_response.is_some();
         let mut resp = match lua_response {
             Some(resp) => resp,
             None => match target(rq, entry, snap) {
@@ -211,6 +216,11 @@ fn serve<'a, 's: 'a>(
         if !limit_headers.is_empty() {
             resp.headers_mut().extend(limit_headers);
         }
+        // Headers rewrite/access handlers set with `ngx.header` go out
+        // with the target's response too, as in ngx_lua.
+        if let Some(lua) = rq.lua.as_ref().filter(|_| !from_lua) {
+            respond::merge_headers(&lua.ctx, &mut resp);
+        }
 
         // 8. Lua header filter (the cache stores with its `mg.cache.*`
         // decisions); the log handlers run when the body is sent.
@@ -235,6 +245,15 @@ fn serve<'a, 's: 'a>(
         if let Some(store) = to_store {
             let late = rq.lua.as_ref().map(|l| l.ctx.cache_late.get());
             store.commit(&late.unwrap_or_default());
+        }
+        // The body filters stream over whatever body it is (the cache
+        // stored the upstream's own).
+        if let Some(lua) = rq
+            .lua
+            .as_ref()
+            .filter(|_| !entry.lua.body_filter.is_empty())
+        {
+            crate::lua::body_filter::filter(&mut resp, &lua.vm, &lua.ctx, &entry.lua.body_filter);
         }
         Ok(resp)
     }
@@ -323,7 +342,7 @@ async fn lua_content(
     let Some(lua) = &rq.lua else {
         return Ok(None);
     };
-    let flow = respond::content_phase(&lua.vm, &entry.lua, &lua.ctx).await;
+    let flow = respond::content_phase(&lua.vm, &entry.lua, &lua.ctx, &entry.name).await;
     lua_answer(flow, entry)
 }
 

@@ -157,6 +157,10 @@ pub struct RawRouteLua {
     pub header_filter: Option<Spanned<String>>,
     /// Header filter code.
     pub header_filter_inline: Option<Spanned<String>>,
+    /// Body filter script file.
+    pub body_filter: Option<Spanned<String>>,
+    /// Body filter code.
+    pub body_filter_inline: Option<Spanned<String>>,
     /// Log phase script file.
     pub log: Option<Spanned<String>>,
     /// Log phase code.

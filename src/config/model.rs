@@ -362,6 +362,8 @@ pub struct RouteLua {
     pub content: Option<Script>,
     /// Sees and may change the response status and headers.
     pub header_filter: Option<Script>,
+    /// Sees and may change the response body, chunk by chunk.
+    pub body_filter: Option<Script>,
     /// Runs after the response was sent.
     pub log: Option<Script>,
 }
@@ -374,6 +376,7 @@ impl RouteLua {
             && self.access.is_none()
             && self.content.is_none()
             && self.header_filter.is_none()
+            && self.body_filter.is_none()
             && self.log.is_none()
     }
 }

@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use mlua::{Function, Lua, Table, Value, Variadic};
 
+mod arg;
 mod codec;
 mod header;
 mod output;
@@ -18,6 +19,7 @@ pub mod tasks;
 mod time;
 mod var;
 
+use super::Phase;
 use super::request::ReqCtx;
 use super::worker::{self, LuaWorker};
 
@@ -147,6 +149,7 @@ pub fn install(
     ngx.set("var", var::var_table(lua, worker)?)?;
     ngx.set("req", req::req_table(lua, worker)?)?;
     ngx.set("header", header::header_table(lua)?)?;
+    ngx.set("arg", arg::arg_table(lua, worker)?)?;
     let resp = lua.create_table()?;
     resp.set(
         "get_headers",
@@ -156,7 +159,7 @@ pub fn install(
         })?,
     )?;
     ngx.set("resp", resp)?;
-    output::output_functions(lua, &ngx)?;
+    output::output_functions(lua, worker, &ngx)?;
     tasks::install(lua, &ngx, budget)?;
     codec::install(lua, &ngx)?;
     re::install(lua, &ngx)?;
@@ -225,6 +228,9 @@ pub fn install(
                 req(lua).map_or(0, |r| i64::from(r.status.get())),
             )),
             "ctx" => ctx_table(lua).map(Value::Table),
+            "headers_sent" => Ok(Value::Boolean(
+                req(lua).is_ok_and(|r| r.output.headers_sent()),
+            )),
             _ => Ok(Value::Nil),
         })?,
     )?;
@@ -236,6 +242,10 @@ pub fn install(
                     let r = req(lua)?;
                     let n = lua_int(&value).ok_or_else(|| err("ngx.status must be a number"))?;
                     let code = u16::try_from(n).map_err(|_| err(format!("invalid status {n}")))?;
+                    if r.output.headers_sent() && r.phase.get() != Phase::HeaderFilter {
+                        tracing::error!(target: "moongate::lua", "{}attempt to set ngx.status after sending out response headers", caller(lua));
+                        return Ok(());
+                    }
                     r.status.set(code);
                     Ok(())
                 }

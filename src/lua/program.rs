@@ -41,6 +41,8 @@ pub struct RoutePhases {
     pub content: Option<ScriptId>,
     /// `header_filter` handlers.
     pub header_filter: Vec<ScriptId>,
+    /// `body_filter` handlers.
+    pub body_filter: Vec<ScriptId>,
     /// `log` handlers.
     pub log: Vec<ScriptId>,
 }
@@ -55,7 +57,7 @@ impl RoutePhases {
     /// log): they may read `ngx.var`, so the request head and the upstream
     /// variables must be kept for them.
     pub fn runs_after_response(&self) -> bool {
-        !self.header_filter.is_empty() || !self.log.is_empty()
+        !self.header_filter.is_empty() || !self.body_filter.is_empty() || !self.log.is_empty()
     }
 }
 
@@ -149,6 +151,7 @@ impl LuaProgram {
                     match phase {
                         Phase::Rewrite => route.rewrite.push(sid),
                         Phase::HeaderFilter => route.header_filter.push(sid),
+                        Phase::BodyFilter => route.body_filter.push(sid),
                         Phase::Log => route.log.push(sid),
                         _ => route.access.push(sid),
                     }
@@ -160,6 +163,7 @@ impl LuaProgram {
             route
                 .header_filter
                 .extend(add(&mut scripts, &r.header_filter)?);
+            route.body_filter.extend(add(&mut scripts, &r.body_filter)?);
             route.log.extend(add(&mut scripts, &r.log)?);
             phases.push(route);
         }

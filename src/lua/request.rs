@@ -13,6 +13,7 @@ use http::HeaderMap;
 use http::request::Parts;
 
 use super::Phase;
+use super::response_state::{FilterArg, Output};
 use crate::body::RequestBody;
 use crate::cache::policy::Overrides;
 use crate::cache::step::CacheDecisions;
@@ -56,6 +57,10 @@ pub struct ReqCtx {
     pub cache: RefCell<CacheDecisions>,
     /// `mg.cache.ttl` / `no_store` from header_filter.
     pub cache_late: Cell<Overrides>,
+    /// Whether the headers are out, `ngx.eof`, `ngx.on_abort`.
+    pub output: Output,
+    /// `ngx.arg` in the body_filter phase.
+    pub filter_arg: RefCell<FilterArg>,
 }
 
 impl ReqCtx {
@@ -82,6 +87,8 @@ impl ReqCtx {
             cache_zone: Cell::new(false),
             cache: RefCell::new(CacheDecisions::default()),
             cache_late: Cell::new(Overrides::default()),
+            output: Output::default(),
+            filter_arg: RefCell::new(FilterArg::default()),
         }
     }
 
@@ -149,6 +156,15 @@ impl ReqCtx {
         self.vars
             .borrow_mut()
             .insert("cache_status".into(), status.to_string());
+    }
+
+    /// Sends the response headers (the first output does), with the
+    /// status set so far (200 if none); `ngx.status` reads it from then on.
+    pub fn send_headers(&self) {
+        self.output.send_headers(self.status.get());
+        if let Some(status) = self.output.sent_status() {
+            self.status.set(status);
+        }
     }
 
     /// Forgets an `ngx.exit(ngx.OK)` between phases.

@@ -10,8 +10,9 @@ use http::{Response, StatusCode};
 use super::Phase;
 use super::program::{RoutePhases, ScriptId};
 use super::request::ReqCtx;
-use super::vm::{Outcome, Vm};
-use crate::body::ResponseBody;
+use super::stream::{ContentBody, Run, Started, until_headers};
+use super::vm::{AbortGuard, Outcome, Vm};
+use crate::body::{Kind, ResponseBody};
 
 /// What the rewrite, access and content handlers decided.
 pub enum Flow {
@@ -23,8 +24,16 @@ pub enum Flow {
     Failed(String),
 }
 
-/// Runs the `rewrite` and `access` handlers in that order.
-pub async fn access_phases(vm: &Vm, phases: &RoutePhases, ctx: &Rc<ReqCtx>) -> Flow {
+/// Runs the `rewrite` and `access` handlers in that order. Dropped on the
+/// way (the client went away), the request's `ngx.on_abort` callback runs.
+pub async fn access_phases(vm: &Rc<Vm>, phases: &RoutePhases, ctx: &Rc<ReqCtx>) -> Flow {
+    let guard = AbortGuard::new(vm, ctx);
+    let flow = rewrite_and_access(vm, phases, ctx).await;
+    guard.disarm();
+    flow
+}
+
+async fn rewrite_and_access(vm: &Vm, phases: &RoutePhases, ctx: &Rc<ReqCtx>) -> Flow {
     let handlers = phases
         .rewrite
         .iter()
@@ -42,15 +51,60 @@ pub async fn access_phases(vm: &Vm, phases: &RoutePhases, ctx: &Rc<ReqCtx>) -> F
     Flow::Continue
 }
 
-/// Runs the `content` handler, if the route has one: it answers the request.
-pub async fn content_phase(vm: &Vm, phases: &RoutePhases, ctx: &Rc<ReqCtx>) -> Flow {
+/// Runs the `content` handler, if the route has one: it answers the
+/// request. A handler that sends its headers and then waits (`ngx.flush`,
+/// `ngx.sleep`, a socket) answers with a body that streams the rest of
+/// its output as it runs; `route` names it in the log if it fails then.
+pub async fn content_phase(
+    vm: &Rc<Vm>,
+    phases: &RoutePhases,
+    ctx: &Rc<ReqCtx>,
+    route: &str,
+) -> Flow {
     let Some(id) = phases.content else {
         return Flow::Continue;
     };
-    match vm.run(id, Phase::Content, ctx).await {
-        Outcome::Next | Outcome::Exit(0) => Flow::Respond(Box::new(exit_response(ctx, 0))),
-        Outcome::Exit(code) => Flow::Respond(Box::new(exit_response(ctx, code))),
-        Outcome::Failed(m) => Flow::Failed(m),
+    let guard = AbortGuard::new(vm, ctx);
+    let run: Run = {
+        let (vm, ctx) = (vm.clone(), ctx.clone());
+        Box::pin(async move { vm.run(id, Phase::Content, &ctx).await })
+    };
+    let started = until_headers(run, ctx).await;
+    guard.disarm();
+    match started {
+        Started::Done(Outcome::Next | Outcome::Exit(0)) => {
+            Flow::Respond(Box::new(exit_response(ctx, 0)))
+        }
+        Started::Done(Outcome::Exit(code)) => Flow::Respond(Box::new(exit_response(ctx, code))),
+        Started::Done(Outcome::Failed(m)) => Flow::Failed(m),
+        Started::Streaming(run) => {
+            let body = ContentBody::new(run, vm.clone(), ctx.clone(), route.to_string());
+            let body = ResponseBody::from_kind(Kind::Stream(Box::pin(body)));
+            Flow::Respond(Box::new(respond_with(ctx, 0, body, true)))
+        }
+    }
+}
+
+/// Adds the headers that rewrite/access handlers set with `ngx.header` to
+/// a response they did not make (upstream, cache, static file), as
+/// ngx_lua does: both the handler's and the response's values go out,
+/// except for the framing and type fields, where the response's win.
+pub fn merge_headers(ctx: &ReqCtx, resp: &mut Response<ResponseBody>) {
+    let set = std::mem::take(&mut *ctx.resp_headers.borrow_mut());
+    let mut last = None;
+    for (name, value) in set {
+        let Some(name) = name.or(last.take()) else {
+            continue;
+        };
+        last = Some(name.clone());
+        let owned_by_response = matches!(
+            name,
+            header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONNECTION
+        ) || (name == header::CONTENT_TYPE
+            && resp.headers().contains_key(&name));
+        if !owned_by_response {
+            resp.headers_mut().append(name, value);
+        }
     }
 }
 
@@ -81,21 +135,37 @@ pub async fn header_filter(
 }
 
 /// The response for `ngx.exit(code)` (0 in the content phase: "done").
+/// Once the headers are out (`ngx.say`, `ngx.send_headers`, ...) their
+/// status stands whatever `code` says, as in nginx.
 fn exit_response(ctx: &ReqCtx, code: i64) -> Response<ResponseBody> {
     let out = std::mem::take(&mut *ctx.out.borrow_mut());
-    let status = match code {
-        200..=999 => code as u16,
-        -1 => 500,
-        _ if ctx.status.get() > 0 => ctx.status.get(),
-        _ => 200,
+    let printed = !out.is_empty();
+    respond_with(ctx, code, ResponseBody::full(out), printed)
+}
+
+/// The response a Lua handler made, with `body`; `printed`: the handler
+/// output something (else an error status gets moongate's error page).
+fn respond_with(
+    ctx: &ReqCtx,
+    code: i64,
+    body: ResponseBody,
+    printed: bool,
+) -> Response<ResponseBody> {
+    let sent = ctx.output.sent_status();
+    let status = match (sent, code) {
+        (Some(status), _) => status,
+        (None, 200..=999) => code as u16,
+        (None, -1) => 500,
+        (None, _) if ctx.status.get() > 0 => ctx.status.get(),
+        (None, _) => 200,
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = std::mem::take(&mut *ctx.resp_headers.borrow_mut());
     // An error status with nothing printed gets moongate's own error page.
-    let mut resp = if out.is_empty() && status.as_u16() >= 300 {
+    let mut resp = if !printed && sent.is_none() && status.as_u16() >= 300 {
         crate::error_page::response(status)
     } else {
-        Response::new(ResponseBody::full(out))
+        Response::new(body)
     };
     *resp.status_mut() = status;
     resp.headers_mut().extend(headers);

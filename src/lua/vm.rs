@@ -180,6 +180,55 @@ impl Vm {
     }
 }
 
+impl Vm {
+    /// The client of `req` went away before its response was sent: runs
+    /// the request's `ngx.on_abort` callback, if it registered one, as a
+    /// light thread of the request (the handler itself has stopped).
+    pub fn client_aborted(&self, req: &Rc<ReqCtx>) {
+        let Some(callback) = req.output.take_on_abort() else {
+            return;
+        };
+        let worker = self.worker.clone();
+        let req = req.clone();
+        let budget = self.program.settings.time_budget;
+        tokio::task::spawn_local(async move {
+            let run = callback.call_async::<()>(());
+            if let Ran::Done(Err(e)) = Budgeted::new(&worker.running, run, Some(req), budget).await
+            {
+                tracing::error!(target: "moongate::lua", "ngx.on_abort callback failed: {e}");
+            }
+        });
+    }
+}
+
+/// Runs the request's `ngx.on_abort` callback if dropped while armed: a
+/// handler's run was abandoned because the client went away.
+pub struct AbortGuard {
+    armed: Option<(Rc<Vm>, Rc<ReqCtx>)>,
+}
+
+impl AbortGuard {
+    /// Armed for `req`'s handlers on `vm`.
+    pub fn new(vm: &Rc<Vm>, req: &Rc<ReqCtx>) -> AbortGuard {
+        AbortGuard {
+            armed: Some((vm.clone(), req.clone())),
+        }
+    }
+
+    /// The handlers finished: nothing to do on drop.
+    pub fn disarm(mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if let Some((vm, req)) = self.armed.take() {
+            vm.client_aborted(&req);
+        }
+    }
+}
+
 /// A new Lua state with the standard libraries, plus LuaJIT's `ffi` when
 /// `[lua] ffi = true` (OpenResty libraries such as resty.lrucache and
 /// resty.limit.req need it).

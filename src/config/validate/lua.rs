@@ -213,6 +213,7 @@ pub(super) fn route_lua(
         access: phase("access", &r.access, &r.access_inline)?,
         content: phase("content", &r.content, &r.content_inline)?,
         header_filter: phase("header_filter", &r.header_filter, &r.header_filter_inline)?,
+        body_filter: phase("body_filter", &r.body_filter, &r.body_filter_inline)?,
         log: phase("log", &r.log, &r.log_inline)?,
     })
 }

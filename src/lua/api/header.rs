@@ -100,6 +100,10 @@ pub(super) fn header_table(lua: &Lua) -> mlua::Result<Table> {
         "__newindex",
         lua.create_function(|lua, (_, key, value): (Table, String, Value)| {
             let r = req(lua)?;
+            if r.output.headers_sent() && r.phase.get() != crate::lua::Phase::HeaderFilter {
+                tracing::error!(target: "moongate::lua", "attempt to set ngx.header.HEADER after sending out response headers");
+                return Ok(());
+            }
             set_header_values(&mut r.resp_headers.borrow_mut(), header_name(&key)?, value)
         })?,
     )?;

@@ -1,9 +1,15 @@
-//! `ngx.say`, `ngx.print`, `ngx.flush`, `ngx.exit`, `ngx.redirect`.
+//! `ngx.say`, `ngx.print`, `ngx.flush`, `ngx.eof`, `ngx.send_headers`,
+//! `ngx.on_abort`, `ngx.exit`, `ngx.redirect`.
+
+use std::rc::Rc;
 
 use http::header::HeaderValue;
-use mlua::{Lua, MultiValue, Table, Value, Variadic};
+use mlua::{Function, Lua, Table, Value, Variadic};
 
-use super::{err, lua_int, req};
+use super::{err, lua_int, req, request_fn};
+use crate::lua::Phase;
+use crate::lua::request::ReqCtx;
+use crate::lua::worker::LuaWorker;
 
 /// ngx.say/print's rendering of values (tables are arrays of pieces).
 pub(super) fn push_value(v: &Value, out: &mut Vec<u8>) -> mlua::Result<()> {
@@ -45,23 +51,106 @@ pub(super) fn concat(args: &[Value]) -> mlua::Result<String> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-pub(super) fn output_functions(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
-    let emit = |newline: bool| {
-        lua.create_function(move |lua, args: Variadic<Value>| {
-            let r = req(lua)?;
-            let mut out = r.out.borrow_mut();
-            for a in args.iter() {
-                push_value(a, &mut out)?;
-            }
-            if newline {
-                out.push(b'\n');
-            }
+/// Refuses output functions outside rewrite, access and content, with
+/// ngx_lua's message.
+fn output_allowed(r: &ReqCtx) -> mlua::Result<()> {
+    match r.phase.get() {
+        Phase::Rewrite | Phase::Access | Phase::Content => Ok(()),
+        other => Err(err(format!(
+            "API disabled in the context of {}",
+            other.context()
+        ))),
+    }
+}
+
+/// `ngx.say` / `ngx.print`: sends the headers on first output, then adds
+/// to the body (`nil, "seen eof"` after `ngx.eof`).
+fn emit(
+    r: &ReqCtx,
+    args: &[Value],
+    newline: bool,
+) -> mlua::Result<(Option<i64>, Option<&'static str>)> {
+    output_allowed(r)?;
+    if r.output.eof() {
+        return Ok((None, Some("seen eof")));
+    }
+    let mut piece = Vec::new();
+    for a in args {
+        push_value(a, &mut piece)?;
+    }
+    if newline {
+        piece.push(b'\n');
+    }
+    r.send_headers();
+    r.out.borrow_mut().extend_from_slice(&piece);
+    Ok((Some(1), None))
+}
+
+pub(super) fn output_functions(lua: &Lua, worker: &Rc<LuaWorker>, ngx: &Table) -> mlua::Result<()> {
+    ngx.set(
+        "say",
+        request_fn(lua, worker, |_, r, args: Variadic<Value>| {
+            emit(r, &args, true)
+        })?,
+    )?;
+    ngx.set(
+        "print",
+        request_fn(lua, worker, |_, r, args: Variadic<Value>| {
+            emit(r, &args, false)
+        })?,
+    )?;
+    ngx.set(
+        "send_headers",
+        request_fn(lua, worker, |_, r, ()| {
+            output_allowed(r)?;
+            r.send_headers();
             Ok(1)
-        })
-    };
-    ngx.set("say", emit(true)?)?;
-    ngx.set("print", emit(false)?)?;
-    ngx.set("flush", lua.create_function(|_, _: MultiValue| Ok(1))?)?;
+        })?,
+    )?;
+    // `ngx.flush(wait)`: sends the headers and yields, so that what was
+    // printed goes out (a content handler's response starts streaming);
+    // with `wait`, returns once the output has been taken.
+    ngx.set(
+        "flush",
+        lua.create_async_function(|lua, wait: Option<bool>| async move {
+            let r = req(&lua)?;
+            output_allowed(&r)?;
+            if r.output.eof() {
+                return Ok((None, Some("seen eof")));
+            }
+            r.send_headers();
+            if wait.unwrap_or(false) && r.phase.get() == Phase::Content {
+                r.output.flushed(&r.out).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+            Ok((Some(1), None))
+        })?,
+    )?;
+    ngx.set(
+        "eof",
+        lua.create_async_function(|lua, ()| async move {
+            let r = req(&lua)?;
+            output_allowed(&r)?;
+            if r.output.eof() {
+                return Ok((None, Some("seen eof")));
+            }
+            r.send_headers();
+            r.output.set_eof();
+            tokio::task::yield_now().await;
+            Ok((Some(1), None))
+        })?,
+    )?;
+    ngx.set(
+        "on_abort",
+        request_fn(lua, worker, |_, r, callback: Function| {
+            output_allowed(r)?;
+            match r.output.set_on_abort(callback) {
+                Ok(()) => Ok((Some(1), None)),
+                Err(e) => Ok((None, Some(e))),
+            }
+        })?,
+    )?;
     ngx.set(
         "exit",
         lua.create_async_function(|lua, status: Value| async move {

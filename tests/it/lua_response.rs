@@ -1,0 +1,353 @@
+//! Response control from Lua through real requests: headers set in
+//! access reaching a proxied response, a content handler streaming as it
+//! runs (`ngx.flush`, `ngx.send_headers`, `ngx.headers_sent`, `ngx.eof`),
+//! the status sent standing after `ngx.exit`, `ngx.on_abort` when the
+//! client goes away, and the `body_filter` phase over a streamed body.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::support::{Moongate, Origin, client, echo, text};
+
+/// A server with a shared dict `d`, an upstream `app` at `origin`, and
+/// `routes`.
+fn conf(origin: SocketAddr, routes: &str) -> String {
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 2
+access_log = "off"
+
+[lua.shared_dict]
+d = "1MiB"
+
+[upstream.app]
+servers = [{{ addr = "{origin}" }}]
+
+[[route]]
+path_exact = "/check"
+lua.content_inline = '''
+local v = ngx.shared.d:get(ngx.var.arg_k)
+ngx.print(tostring(v))
+'''
+
+{routes}"#
+    )
+}
+
+/// Reads `/check?k=KEY` until it says `want` (or gives up after 5 s).
+async fn wait_dict(mg: &Moongate, key: &str, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = client()
+            .get(mg.url(&format!("/check?k={key}")))
+            .send()
+            .await
+            .expect("GET /check");
+        let body = r.text().await.expect("body");
+        if body == want || Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_set_in_access_reach_the_proxied_response() {
+    let origin = Origin::start(|_req| async { text(200, "from origin") }).await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"[[route]]
+path = "/"
+upstream = "app"
+lua.access_inline = '''
+ngx.header["X-RateLimit-Remaining"] = "9"
+ngx.header["X-Multi"] = { "a", "b" }
+ngx.header.content_type = "application/x-from-lua"
+'''
+"#,
+    ));
+    let r = client().get(mg.url("/x")).send().await.expect("GET");
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["x-ratelimit-remaining"], "9");
+    let multi: Vec<_> = h.get_all("x-multi").iter().collect();
+    assert_eq!(multi, ["a", "b"]);
+    // The upstream's own type wins over one set before it answered.
+    let types: Vec<_> = h.get_all("content-type").iter().collect();
+    assert_eq!(types.len(), 1, "{h:?}");
+    assert_ne!(types[0], "application/x-from-lua");
+    assert_eq!(r.text().await.expect("body"), "from origin");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ngx_flush_streams_a_content_handler_as_it_runs() {
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"[[route]]
+path_exact = "/stream"
+lua.content_inline = '''
+ngx.header["X-Early"] = "yes"
+ngx.say("first")
+local ok, err = ngx.flush(true)
+ngx.sleep(0.6)
+ngx.say("second ", tostring(ok), " ", tostring(err))
+'''
+"#,
+    ));
+    let started = Instant::now();
+    let mut r = client().get(mg.url("/stream")).send().await.expect("GET");
+    let head_after = started.elapsed();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-early"], "yes");
+    assert!(r.headers().get("content-length").is_none());
+    let first = r.chunk().await.expect("chunk").expect("a first chunk");
+    let first_after = started.elapsed();
+    assert_eq!(&first[..], b"first\n");
+    let mut rest = Vec::new();
+    while let Some(c) = r.chunk().await.expect("chunk") {
+        rest.extend_from_slice(&c);
+    }
+    let total = started.elapsed();
+    assert_eq!(String::from_utf8_lossy(&rest), "second 1 nil\n");
+    // The head and the first line came before the handler's sleep ended;
+    // the whole body only after it.
+    assert!(head_after < Duration::from_millis(500), "{head_after:?}");
+    assert!(first_after < Duration::from_millis(500), "{first_after:?}");
+    assert!(total >= Duration::from_millis(600), "{total:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_sent_stands_and_late_changes_are_ignored() {
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"[[route]]
+path_exact = "/exit-after-say"
+lua.content_inline = '''
+ngx.say("partial")
+ngx.exit(500)
+'''
+
+[[route]]
+path_exact = "/exit-after-flush"
+lua.content_inline = '''
+ngx.status = 202
+ngx.say("streamed")
+ngx.flush()
+ngx.sleep(0.05)
+ngx.exit(404)
+'''
+
+[[route]]
+path_exact = "/late"
+lua.content_inline = '''
+local before = ngx.headers_sent
+local ok = ngx.send_headers()
+local after = ngx.headers_sent
+ngx.status = 404
+ngx.header["X-Late"] = "1"
+ngx.say(tostring(before), " ", tostring(ok), " ", tostring(after), " ", ngx.status)
+'''
+
+[[route]]
+path_exact = "/eof"
+lua.content_inline = '''
+ngx.say("done")
+ngx.eof()
+local ok, err = ngx.say("more")
+ngx.sleep(0.2)
+ngx.shared.d:set("after_eof", tostring(ok) .. " " .. tostring(err))
+'''
+"#,
+    ));
+    let r = client()
+        .get(mg.url("/exit-after-say"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "partial\n");
+
+    let r = client()
+        .get(mg.url("/exit-after-flush"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.text().await.expect("body"), "streamed\n");
+
+    let r = client().get(mg.url("/late")).send().await.expect("GET");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-late").is_none());
+    assert_eq!(r.text().await.expect("body"), "false 1 true 200\n");
+    mg.wait_log(
+        "attempt to set ngx.status after sending out response headers",
+        Duration::from_secs(5),
+    );
+
+    // ngx.eof: the client has its answer while the handler goes on.
+    let started = Instant::now();
+    let r = client().get(mg.url("/eof")).send().await.expect("GET");
+    assert_eq!(r.text().await.expect("body"), "done\n");
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(
+        wait_dict(&mg, "after_eof", "nil seen eof").await,
+        "nil seen eof"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_abort_runs_when_the_client_goes_away() {
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"[[route]]
+path_exact = "/wait"
+lua.content_inline = '''
+local ok = ngx.on_abort(function()
+    ngx.shared.d:set("aborted", "yes " .. ngx.var.arg_id)
+end)
+local again, err = ngx.on_abort(function() end)
+ngx.shared.d:set("second", tostring(again) .. " " .. tostring(err))
+ngx.sleep(10)
+ngx.shared.d:set("aborted", "slept through")
+'''
+"#,
+    ));
+    let addr = mg.http[0];
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(b"GET /wait?id=7 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    assert_eq!(
+        wait_dict(&mg, "second", "nil duplicate call").await,
+        "nil duplicate call"
+    );
+    drop(s);
+    assert_eq!(wait_dict(&mg, "aborted", "yes 7").await, "yes 7");
+}
+
+/// An origin on 127.0.0.1 answering every request with `total` bytes of
+/// `x`, chunked, in 64 KiB chunks.
+fn big_origin(total: usize) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+                );
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut left = total;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    let mut piece = format!("{n:x}\r\n").into_bytes();
+                    piece.extend_from_slice(&chunk[..n]);
+                    piece.extend_from_slice(b"\r\n");
+                    if conn.write_all(&piece).is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+                let _ = conn.write_all(b"0\r\n\r\n");
+            });
+        }
+    });
+    addr
+}
+
+/// The peak resident set of process `pid`, in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_filter_rewrites_a_streamed_upstream_body() {
+    let origin = Origin::start(echo).await;
+    let big = big_origin(50 * 1024 * 1024);
+    let short = Origin::start(|_req| async { text(200, "hello world") }).await;
+    let mg = Moongate::start(&format!(
+        "{}\n[upstream.big]\nservers = [{{ addr = \"{big}\" }}]\n\n[upstream.short]\nservers = [{{ addr = \"{}\" }}]\n",
+        conf(
+            origin.addr,
+            r#"[[route]]
+path = "/upper"
+upstream = "short"
+lua.body_filter_inline = '''
+ngx.arg[1] = string.upper(ngx.arg[1])
+if ngx.arg[2] then ngx.arg[1] = ngx.arg[1] .. "|" .. ngx.get_phase() end
+'''
+
+[[route]]
+path = "/cut"
+upstream = "big"
+lua.body_filter_inline = '''
+ngx.arg[1] = "cut"
+ngx.arg[2] = true
+'''
+
+[[route]]
+path = "/big"
+upstream = "big"
+lua.body_filter_inline = '''
+local chunk = ngx.arg[1]
+ngx.ctx.n = (ngx.ctx.n or 0) + #chunk
+ngx.ctx.chunks = (ngx.ctx.chunks or 0) + 1
+if ngx.arg[2] then
+    ngx.arg[1] = chunk .. "|" .. ngx.ctx.n
+end
+'''
+"#,
+        ),
+        short.addr
+    ));
+    let r = client().get(mg.url("/upper")).send().await.expect("GET");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("content-length").is_none());
+    assert_eq!(r.text().await.expect("body"), "HELLO WORLD|body_filter");
+
+    let r = client().get(mg.url("/cut")).send().await.expect("GET");
+    assert_eq!(r.text().await.expect("body"), "cut");
+
+    let before = peak_rss_kib(mg.pid());
+    let mut r = client().get(mg.url("/big")).send().await.expect("GET");
+    assert_eq!(r.status(), 200);
+    let mut total = 0usize;
+    let mut tail = Vec::new();
+    while let Some(c) = r.chunk().await.expect("chunk") {
+        total += c.len();
+        tail.extend_from_slice(&c[c.len().saturating_sub(32)..]);
+        if tail.len() > 64 {
+            tail.drain(..tail.len() - 64);
+        }
+    }
+    let size = 50 * 1024 * 1024;
+    let suffix = format!("|{size}");
+    assert_eq!(total, size + suffix.len());
+    assert!(
+        tail.ends_with(suffix.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&tail)
+    );
+    // Streamed chunk by chunk: the 50 MiB never sat in memory.
+    let grew = peak_rss_kib(mg.pid()).saturating_sub(before);
+    assert!(grew < 20 * 1024, "peak RSS grew by {grew} KiB");
+}
