@@ -192,6 +192,16 @@ pub fn install(
         })?,
     )?;
 
+    // ngx_lua sends `print` to the error log at NOTICE, not stdout.
+    lua.globals().set(
+        "print",
+        lua.create_function(|lua, args: Variadic<Value>| {
+            let text = output::concat(&args)?;
+            tracing::info!(target: "moongate::lua", "{}[lua] {text}", caller(lua));
+            Ok(())
+        })?,
+    )?;
+
     let info = worker.info;
     let w = lua.create_table()?;
     w.set("id", lua.create_function(move |_, ()| Ok(info.id))?)?;

@@ -41,6 +41,11 @@ async fn rewrite_and_access(vm: &Vm, phases: &RoutePhases, ctx: &Rc<ReqCtx>) -> 
         .chain(phases.access.iter().map(|id| (Phase::Access, *id)));
     for (phase, id) in handlers {
         match vm.run(id, phase, ctx).await {
+            // A handler that sent output ends the request there, as in
+            // ngx_lua (the headers are out: nothing else may answer).
+            Outcome::Next | Outcome::Exit(0) if ctx.output.headers_sent() => {
+                return Flow::Respond(Box::new(exit_response(ctx, 0)));
+            }
             Outcome::Next => {}
             // ngx.exit(ngx.OK) ends this phase only.
             Outcome::Exit(0) => {}

@@ -351,3 +351,29 @@ end
     let grew = peak_rss_kib(mg.pid()).saturating_sub(before);
     assert!(grew < 20 * 1024, "peak RSS grew by {grew} KiB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_in_access_ends_the_request_and_print_goes_to_the_log() {
+    let origin = Origin::named("origin").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"[[route]]
+path = "/"
+upstream = "app"
+lua.access_inline = '''
+if ngx.var.arg_say then
+    ngx.say("from access ", 0.1 + 0.2, " ", 1e15)
+end
+print("printed ", ngx.var.uri)
+'''
+"#,
+    ));
+    let r = client().get(mg.url("/a?say=1")).send().await.expect("GET");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "from access 0.3 1e+15\n");
+    assert_eq!(origin.hits(), 0);
+    let r = client().get(mg.url("/b")).send().await.expect("GET");
+    assert_eq!(r.text().await.expect("body"), "origin");
+    assert_eq!(origin.hits(), 1);
+    mg.wait_log("printed /b", Duration::from_secs(5));
+}

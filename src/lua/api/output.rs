@@ -17,6 +17,11 @@ pub(super) fn push_value(v: &Value, out: &mut Vec<u8>) -> mlua::Result<()> {
         Value::Nil => out.extend_from_slice(b"nil"),
         Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::String(s) => out.extend_from_slice(&s.as_bytes()),
+        // Numbers are doubles in LuaJIT: large integral ones print as
+        // `%.14g` does too.
+        Value::Integer(i) if i.unsigned_abs() >= 100_000_000_000_000 => {
+            out.extend_from_slice(format_number(*i as f64).as_bytes());
+        }
         Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
         Value::Number(n) => out.extend_from_slice(format_number(*n).as_bytes()),
         Value::LightUserData(p) if p.0.is_null() => out.extend_from_slice(b"null"),
@@ -35,12 +40,38 @@ pub(super) fn push_value(v: &Value, out: &mut Vec<u8>) -> mlua::Result<()> {
     Ok(())
 }
 
+/// A number as ngx_lua prints it: C's `%.14g` (so `0.1 + 0.2` is
+/// `0.3`, and `1e15` is `1e+15`).
 pub(super) fn format_number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
-    } else {
-        format!("{n}")
+    if n.is_nan() {
+        return if n.is_sign_negative() { "-nan" } else { "nan" }.into();
     }
+    if n.is_infinite() {
+        return if n < 0.0 { "-inf" } else { "inf" }.into();
+    }
+    if n == 0.0 {
+        return if n.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    const PRECISION: i32 = 14;
+    // The exponent after rounding to 14 significant digits.
+    let sci = format!("{:.*e}", (PRECISION - 1) as usize, n);
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if exp < -4 || exp >= PRECISION {
+        let mantissa = strip_zeros(mantissa);
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    }
+    let decimals = (PRECISION - 1 - exp).max(0) as usize;
+    strip_zeros(&format!("{n:.decimals$}")).to_string()
+}
+
+/// `1.500` → `1.5`, `2.000` → `2` (as `%g` does).
+fn strip_zeros(s: &str) -> &str {
+    if !s.contains('.') {
+        return s;
+    }
+    s.trim_end_matches('0').trim_end_matches('.')
 }
 
 pub(super) fn concat(args: &[Value]) -> mlua::Result<String> {
@@ -178,4 +209,31 @@ pub(super) fn output_functions(lua: &Lua, worker: &Rc<LuaWorker>, ngx: &Table) -
         })?,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_number;
+
+    #[test]
+    fn numbers_print_as_c_percent_14g() {
+        let cases = [
+            (0.1 + 0.2, "0.3"),
+            (3.0, "3"),
+            (-2.5, "-2.5"),
+            (1e15, "1e+15"),
+            (1e14, "1e+14"),
+            (99_999_999_999_999.0, "99999999999999"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.0 / 3.0, "0.33333333333333"),
+            (123_456.789, "123456.789"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+            (0.0, "0"),
+        ];
+        for (n, want) in cases {
+            assert_eq!(format_number(n), want, "{n}");
+        }
+    }
 }
