@@ -51,6 +51,7 @@ pub mod resty;
 pub mod policies;
 pub mod vm;
 pub mod worker;
+pub mod balancer;
 pub mod respond;
 
 pub use program::{LuaProgram, RoutePhases, ScriptId};
@@ -60,12 +61,16 @@ pub use program::{LuaProgram, RoutePhases, ScriptId};
 pub enum Phase {
     /// `init` (once per VM).
     Init,
+    /// `init_worker` (once per worker VM, after `init`).
+    InitWorker,
     /// `rewrite`.
     Rewrite,
     /// `access`.
     Access,
     /// `content`.
     Content,
+    /// `balancer` (an upstream's `lua.balancer`, before every try).
+    Balancer,
     /// `header_filter`.
     HeaderFilter,
     /// `log`.
@@ -79,9 +84,11 @@ impl Phase {
     pub fn name(self) -> &'static str {
         match self {
             Phase::Init => "init",
+            Phase::InitWorker => "init_worker",
             Phase::Rewrite => "rewrite",
             Phase::Access => "access",
             Phase::Content => "content",
+            Phase::Balancer => "balancer",
             Phase::HeaderFilter => "header_filter",
             Phase::Log => "log",
             Phase::Timer => "timer",

@@ -56,6 +56,8 @@ pub struct ReqCtx {
     pub cache: RefCell<CacheDecisions>,
     /// `mg.cache.ttl` / `no_store` from header_filter.
     pub cache_late: Cell<Overrides>,
+    /// What `ngx.balancer` set in the `balancer` phase.
+    pub balancer: RefCell<super::balancer::BalancerState>,
 }
 
 impl ReqCtx {
@@ -82,6 +84,7 @@ impl ReqCtx {
             cache_zone: Cell::new(false),
             cache: RefCell::new(CacheDecisions::default()),
             cache_late: Cell::new(Overrides::default()),
+            balancer: RefCell::default(),
         }
     }
 
