@@ -51,6 +51,7 @@ local pick = ngx.var.http_x_pick
 ngx.ctx.tries = (ngx.ctx.tries or 0) + 1
 ngx.ctx.phase = ngx.get_phase()
 if pick == "b" then
+    ngx.sleep(0.01)
     assert(balancer.set_current_peer("127.0.0.1", {b_port}))
 elseif pick == "retry" then
     local state, status = balancer.get_last_failure()
@@ -64,6 +65,8 @@ elseif pick == "retry" then
     end
 elseif pick == "dead" then
     assert(balancer.set_current_peer("127.0.0.1", {dead}))
+elseif pick == "exit" then
+    return ngx.exit(503)
 elseif pick == "boom" then
     error("boom in the balancer")
 end
@@ -113,6 +116,10 @@ upstream = "app"
     // No set_more_tries: a failed try is the last.
     let (status, _, _) = get(&mg.url("/"), &[("X-Pick", "dead")]).await;
     assert_eq!(status, 502);
+
+    // ngx.exit(status) ends the request with it.
+    let (status, _, _) = get(&mg.url("/"), &[("X-Pick", "exit")]).await;
+    assert_eq!(status, 503);
 
     // An error in the handler: 500, logged with the script's place.
     let (status, _, _) = get(&mg.url("/"), &[("X-Pick", "boom")]).await;

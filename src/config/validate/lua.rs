@@ -430,4 +430,31 @@ mod tests {
         let e = err("[lua.shared_dict]\nbad-name = \"1MiB\"\n");
         assert!(e.contains("bad-name"), "{e}");
     }
+
+    #[test]
+    fn init_worker_and_upstream_balancers() {
+        let p = prefix();
+        let c = load_in(
+            p.path(),
+            "[lua]\ninit_worker_inline = \"ngx.log(ngx.INFO, 1)\"\n[upstream.a]\nservers = [{ addr = \"127.0.0.1:9\" }]\nlua.balancer = \"lua/hello.lua\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.lua.init_worker.map(|s| s.place.line), Some(2));
+        assert_eq!(
+            c.upstreams["a"].balancer.as_ref().map(|s| &s.source),
+            Some(&ScriptSource::File(p.path().join("lua/hello.lua")))
+        );
+        let e = err("[lua]\ninit_worker = \"a.lua\"\ninit_worker_inline = \"x\"\n");
+        assert!(
+            e.contains("`[lua]` takes `init_worker` (a file) or `init_worker_inline`"),
+            "{e}"
+        );
+        let e = err(
+            "[upstream.a]\nservers = [{ addr = \"127.0.0.1:9\" }]\nlua.balancer = \"a.lua\"\nlua.balancer_inline = \"x\"\n",
+        );
+        assert!(e.contains("an upstream takes `lua.balancer`"), "{e}");
+        let e =
+            err("[upstream.a]\nservers = [{ addr = \"127.0.0.1:9\" }]\nlua.access = \"a.lua\"\n");
+        assert!(e.contains("access"), "{e}");
+    }
 }
