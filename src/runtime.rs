@@ -157,6 +157,9 @@ async fn worker_main(
             }
         }
     }
+    // Timers get their premature call while connections drain.
+    worker.lua.retire_all();
+    tokio::task::yield_now().await;
     connections.close();
     connections.wait().await;
 }

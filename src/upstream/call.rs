@@ -120,22 +120,21 @@ pub async fn forward(
         };
         let limits = Limits::of(up, plan.as_ref().map(|p| p.timeouts));
         let adhoc: Arc<Peer>;
-        let (peer, addr, pool_key, by_hook, active);
+        // `health`: the peer is one of the upstream's (a peer the hook named
+        // outside the list has no health to feed).
+        let (peer, addr, pool_key, by_hook, health, active);
         if let Some(named) = plan.as_ref().and_then(|p| p.peer.as_ref()) {
             hooked.extra += plan.as_ref().map_or(0, |p| p.more_tries);
-            match members.addrs.iter().position(|a| a == named) {
-                Some(i) if i < members.peers.len() => {
-                    peer = &members.peers[i];
-                    addr = &members.addrs[i];
-                    pool_key = peer.id();
-                }
+            let listed = (members.addrs.iter().position(|a| a == named))
+                .and_then(|i| Some((members.peers.get(i)?, members.addrs.get(i)?)));
+            match listed {
+                Some((p, a)) => (peer, addr, pool_key, health) = (p, a, p.id(), true),
                 // Outside the upstream's peers: no passive health, and
                 // idle connections pooled by address (see `IdlePool`).
-                _ => {
+                None => {
                     adhoc = Arc::new(Peer::with_name(PeerConfig::default(), named.to_string()));
-                    peer = &adhoc;
-                    addr = named;
-                    pool_key = pool.address_key(named);
+                    (peer, addr, pool_key, health) =
+                        (&adhoc, named, pool.address_key(named), false);
                 }
             }
             by_hook = true;
@@ -181,12 +180,10 @@ pub async fn forward(
                 }
             };
             tried.insert(pick.index);
-            (peer, addr, pool_key, by_hook) = (p, a, p.id(), false);
+            (peer, addr, pool_key, by_hook, health) = (p, a, p.id(), false, true);
         }
         hooked.made += 1;
         let balancer = &members.balancer;
-        // A peer the hook named outside the list has no health to feed.
-        let health = !by_hook || pool_key == peer.id();
         let may_retry = |left: u32, extra: u32| {
             idempotent
                 && replayable

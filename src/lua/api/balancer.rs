@@ -10,7 +10,9 @@
 //! ngx_lua, `set_current_peer` takes a host name (resolved, which may
 //! yield) and `"unix:/path"`. `recreate_request` and `enable_keepalive` are
 //! accepted and change nothing: each try is written from the request
-//! anew, and connections are pooled per the upstream's `keepalive`.
+//! anew, and connections are pooled per the upstream's `keepalive`;
+//! `set_upstream_tls` and `bind_to_local_addr` return `nil` and "not
+//! supported" (peers are plain HTTP, and sockets are not bound).
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -132,6 +134,15 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
                     return fail(lua, DISABLED);
                 }
                 ok(lua, None)
+            })?,
+        )?;
+    }
+    for name in ["set_upstream_tls", "bind_to_local_addr"] {
+        module.set(
+            name,
+            lua.create_function(move |lua, _: MultiValue| {
+                in_request(lua)?;
+                fail(lua, &format!("{name} is not supported by moongate"))
             })?,
         )?;
     }
