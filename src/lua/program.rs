@@ -357,4 +357,33 @@ mod tests {
         assert_eq!(phases[0].log, [1]);
         assert!(phases[0].access.is_empty());
     }
+
+    #[test]
+    fn init_worker_and_balancers_are_compiled_and_checked() {
+        let mut with_worker = settings();
+        with_worker.init_worker = inline("ngx.timer.every(1, function() end)", 4);
+        let balancers = [(
+            "app".to_string(),
+            inline("local b = require 'ngx.balancer'", 9).unwrap_or_else(|| unreachable!()),
+        )];
+        let (program, _) = LuaProgram::compile(
+            &with_worker,
+            &[],
+            &balancers,
+            Vec::new(),
+            Default::default(),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(program.init_worker, Some(0));
+        assert_eq!(program.balancers.get("app"), Some(&1));
+        let bad = [(
+            "app".to_string(),
+            inline("return = 1", 12).unwrap_or_else(|| unreachable!()),
+        )];
+        let e = LuaProgram::compile(&settings(), &[], &bad, Vec::new(), Default::default(), None)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.place.line, 12, "{e}");
+    }
 }

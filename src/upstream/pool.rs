@@ -87,3 +87,21 @@ impl IdlePool {
         addresses.retain(|_, key| idle.contains_key(key));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_outside_the_peers_get_one_key_each_until_their_pool_empties() {
+        let pool = IdlePool::default();
+        let a = PeerAddr::Tcp(([127, 0, 0, 1], 8001).into());
+        let b = PeerAddr::Unix("/run/b.sock".into());
+        let key_a = pool.address_key(&a);
+        assert_eq!(pool.address_key(&a), key_a);
+        assert_ne!(pool.address_key(&b), key_a);
+        // Nothing pooled for them: a sweep forgets the keys.
+        pool.sweep(&|_| true, Duration::from_secs(300));
+        assert!(pool.addresses.borrow().is_empty());
+    }
+}
