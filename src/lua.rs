@@ -1,6 +1,7 @@
 //! Lua policies in ngx_lua style (SPEC §4): per-route handlers for the
-//! `rewrite`, `access`, `content`, `header_filter` and `log` phases, with
-//! the `ngx` API they are written against.
+//! `rewrite`, `access`, `content`, `header_filter` and `log` phases, an
+//! upstream's `balancer` (before every try, [`balancer`]), `[lua] init` and
+//! `init_worker` (per VM), with the `ngx` API they are written against.
 //!
 //! # Execution model
 //!
@@ -24,8 +25,10 @@
 //! the handler from ~22k to ~13k instructions per request.
 //!
 //! A reload compiles a new [`LuaProgram`]; each thread builds a VM for it
-//! on the first request that needs it (running `[lua] init` there), while
-//! requests already in flight finish on the VM of their own generation.
+//! on the first request that needs it (running `[lua] init` there), or at
+//! once when it has `init_worker`, while requests already in flight finish
+//! on the VM of their own generation; the older VMs are retired (their
+//! timers fire prematurely and stop, see [`api::tasks`]).
 //!
 //! Budgets: count hooks never fire inside JIT-compiled loops (deps.md §6),
 //! so every VM runs with `jit.off()` (and `jit.on` made a no-op, so a
@@ -39,7 +42,8 @@
 //! [`vm`] (a worker's VMs and running a phase), [`worker`] (what a
 //! worker's VMs share, reached by callbacks through the VM's app data),
 //! [`budget`] (deadlines and the current request of a worker),
-//! [`request`] (per-request state), [`api`] (the `ngx` table).
+//! [`request`] (per-request state), [`api`] (the `ngx` table), [`balancer`]
+//! (the `balancer` phase as the upstream's per-try hook).
 
 pub mod program;
 pub mod budget;
