@@ -374,6 +374,7 @@ async fn exchange(
     interim: &mut Option<InterimSink<'_>>,
 ) -> Result<(ResponseHead, Conn), Failure> {
     if let Some(mut conn) = pool.checkout(peer_id, up.def.keepalive_timeout) {
+        conn.set_send_timeout(limits.send);
         match run(&mut conn, parts, body, limits.read, interim).await {
             Ok(head) => return Ok((head, conn)),
             Err(ExchangeError::Closed | ExchangeError::Io(_))
