@@ -9,8 +9,9 @@
 //! `get_last_failure` `nil, nil, err`, as lua-resty-core does). Beyond
 //! ngx_lua, `set_current_peer` takes a host name (resolved, which may
 //! yield) and `"unix:/path"`. `recreate_request` and `enable_keepalive` are
-//! accepted and change nothing: each try is written from the request
-//! anew, and connections are pooled per the upstream's `keepalive`;
+//! accepted and change nothing: every try sends the request as the access
+//! phase left it (changes made in the balancer phase are not sent), and
+//! connections are pooled per the upstream's `keepalive`;
 //! `set_upstream_tls` and `bind_to_local_addr` return `nil` and "not
 //! supported" (peers are plain HTTP, and sockets are not bound).
 
