@@ -325,3 +325,35 @@ fn check_rejects_a_bad_balancer_key_at_its_place() {
     assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("balancr_inline"), "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outside_the_list_keeps_its_connections_alive() {
+    let (listed, _) = support::counting_origin().await;
+    let (other, accepted) = support::counting_origin().await;
+    let conf = format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 1
+access_log = "off"
+
+[upstream.app]
+servers = [{{ addr = "{listed}" }}]
+lua.balancer_inline = """
+assert(require("ngx.balancer").set_current_peer("{ip}", {port}))
+"""
+
+[[route]]
+path = "/"
+upstream = "app"
+"#,
+        ip = other.ip(),
+        port = other.port()
+    );
+    let mg = Moongate::start(&conf);
+    for _ in 0..5 {
+        let (status, _, body) = get(&mg.url("/"), &[]).await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+    }
+    // One worker, sequential requests: one pooled connection by address.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
