@@ -71,6 +71,9 @@ pub enum ProxyError {
     /// names the route, the script, the line and what went wrong).
     #[error("Lua: {0}")]
     Lua(String),
+    /// A Lua `balancer` ended the request with `ngx.exit(status)`.
+    #[error("the Lua balancer called ngx.exit({0})")]
+    LuaExit(StatusCode),
 }
 
 impl ProxyError {
@@ -91,13 +94,14 @@ impl ProxyError {
             ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::Lua(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::LuaExit(status) => *status,
         }
     }
 
     /// Who is at fault.
     pub fn blame(&self) -> Blame {
         match self {
-            ProxyError::NoPeer(_) | ProxyError::Lua(_) => Blame::Internal,
+            ProxyError::NoPeer(_) | ProxyError::Lua(_) | ProxyError::LuaExit(_) => Blame::Internal,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout(_)
             | ProxyError::ReadTimeout(_)
@@ -137,7 +141,8 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::HeadTooLarge(_)
             | ProxyError::UnsupportedTransferEncoding
-            | ProxyError::Lua(_) => false,
+            | ProxyError::Lua(_)
+            | ProxyError::LuaExit(_) => false,
         }
     }
 

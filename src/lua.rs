@@ -1,6 +1,7 @@
 //! Lua policies in ngx_lua style (SPEC §4): per-route handlers for the
-//! `rewrite`, `access`, `content`, `header_filter` and `log` phases, with
-//! the `ngx` API they are written against.
+//! `rewrite`, `access`, `content`, `header_filter` and `log` phases, an
+//! upstream's `balancer` (before every try, [`balancer`]), `[lua] init` and
+//! `init_worker` (per VM), with the `ngx` API they are written against.
 //!
 //! # Execution model
 //!
@@ -24,8 +25,10 @@
 //! the handler from ~22k to ~13k instructions per request.
 //!
 //! A reload compiles a new [`LuaProgram`]; each thread builds a VM for it
-//! on the first request that needs it (running `[lua] init` there), while
-//! requests already in flight finish on the VM of their own generation.
+//! on the first request that needs it (running `[lua] init` there), or at
+//! once when it has `init_worker`, while requests already in flight finish
+//! on the VM of their own generation; the older VMs are retired (their
+//! timers fire prematurely and stop, see [`api::tasks`]).
 //!
 //! Budgets: count hooks never fire inside JIT-compiled loops (deps.md §6),
 //! so every VM runs with `jit.off()` (and `jit.on` made a no-op, so a
@@ -39,7 +42,8 @@
 //! [`vm`] (a worker's VMs and running a phase), [`worker`] (what a
 //! worker's VMs share, reached by callbacks through the VM's app data),
 //! [`budget`] (deadlines and the current request of a worker),
-//! [`request`] (per-request state), [`api`] (the `ngx` table).
+//! [`request`] (per-request state), [`api`] (the `ngx` table), [`balancer`]
+//! (the `balancer` phase as the upstream's per-try hook).
 
 pub mod program;
 pub mod budget;
@@ -51,6 +55,7 @@ pub mod resty;
 pub mod policies;
 pub mod vm;
 pub mod worker;
+pub mod balancer;
 pub mod respond;
 pub mod response_state;
 pub mod stream;
@@ -63,12 +68,16 @@ pub use program::{LuaProgram, RoutePhases, ScriptId};
 pub enum Phase {
     /// `init` (once per VM).
     Init,
+    /// `init_worker` (once per worker VM, after `init`).
+    InitWorker,
     /// `rewrite`.
     Rewrite,
     /// `access`.
     Access,
     /// `content`.
     Content,
+    /// `balancer` (an upstream's `lua.balancer`, before every try).
+    Balancer,
     /// `header_filter`.
     HeaderFilter,
     /// `body_filter` (once per body chunk, `ngx.arg[1]` / `ngx.arg[2]`).
@@ -84,9 +93,11 @@ impl Phase {
     pub fn name(self) -> &'static str {
         match self {
             Phase::Init => "init",
+            Phase::InitWorker => "init_worker",
             Phase::Rewrite => "rewrite",
             Phase::Access => "access",
             Phase::Content => "content",
+            Phase::Balancer => "balancer",
             Phase::HeaderFilter => "header_filter",
             Phase::BodyFilter => "body_filter",
             Phase::Log => "log",
@@ -99,6 +110,8 @@ impl Phase {
     pub fn context(self) -> &'static str {
         match self {
             Phase::Init => "init_by_lua*",
+            Phase::InitWorker => "init_worker_by_lua*",
+            Phase::Balancer => "balancer_by_lua*",
             Phase::Rewrite => "rewrite_by_lua*",
             Phase::Access => "access_by_lua*",
             Phase::Content => "content_by_lua*",

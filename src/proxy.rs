@@ -26,7 +26,7 @@ mod request;
 mod upstream;
 
 use request::RequestCtx;
-use upstream::{UpstreamTarget, cached_upstream, proxy_upstream};
+use upstream::{UpstreamTarget, balanced, cached_upstream, lua_balancer, proxy_upstream};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -165,18 +165,21 @@ fn serve<'a, 's: 'a>(
             Err(refused) => return Ok(*refused),
         };
         let lua_response = lua_content(rq, entry).await?;
+        let chosen = target(rq, entry, snap);
+        let balancer = chosen.and_then(|(name, _)| lua_balancer(rq.lua.as_ref(), &snap.lua, name));
         // Handlers that run on after this (header_filter, body_filter,
-        // log, a content handler still streaming) read `ngx.var`: they
-        // keep a copy of the head.
+        // log, a balancer, a content handler still streaming) read
+        // `ngx.var`: they keep a copy of the head.
         let streaming = rq.lua.as_ref().is_some_and(|l| l.ctx.output.headers_sent());
-        let (parts, body) = held.release(entry.lua.runs_after_response() || streaming);
+        let keep_head = entry.lua.runs_after_response() || balancer.is_some() || streaming;
+        let (parts, body) = held.release(keep_head);
 
         // 7. Target.
         let mut to_store = None;
         let from_lua = lua_response.is_some();
         let mut resp = match lua_response {
             Some(resp) => resp,
-            None => match target(rq, entry, snap) {
+            None => match chosen {
                 Some((name, upstream)) => {
                     let to = UpstreamTarget {
                         name,
@@ -185,6 +188,7 @@ fn serve<'a, 's: 'a>(
                         upgrade: &entry.upgrade,
                         interim,
                         route: rq.route.as_ref(),
+                        hook: balancer.as_ref().map(|b| b as _),
                     };
                     match &entry.cache {
                         None => proxy_upstream(parts, body, to, conn, &mut rq.upstream).await?,
@@ -305,13 +309,13 @@ fn rewrite(entry: &RouteEntry, parts: &mut Parts) -> Result<(), ProxyError> {
 }
 
 /// The worker's VM for the snapshot's Lua program, when the route has
-/// handlers.
+/// handlers or its upstream a Lua `balancer`.
 fn lua_vm(
     entry: &RouteEntry,
     worker: &WorkerLocal,
     snap: &Snapshot,
 ) -> Result<Option<Rc<crate::lua::vm::Vm>>, ProxyError> {
-    if entry.lua.is_empty() {
+    if entry.lua.is_empty() && !balanced(entry, snap) {
         return Ok(None);
     }
     worker

@@ -161,7 +161,9 @@ impl Control {
         let generation = next.generation;
         // Managed upstreams get their ready workers before anyone sees them.
         self.shared.app_workers.apply(&next.upstreams);
+        let lua = next.lua.clone();
         self.shared.snapshot.store(Arc::new(next));
+        self.workers.activate_lua(&lua);
         Ok(generation)
     }
 

@@ -38,6 +38,9 @@ pub enum Command {
         /// Fires when a reload removes the listener.
         stop: CancellationToken,
     },
+    /// A new configuration's Lua program is serving (its `init_worker`
+    /// runs now; older VMs' timers stop).
+    Lua(Arc<crate::lua::LuaProgram>),
 }
 
 /// How the control thread reaches the running workers.
@@ -97,6 +100,13 @@ impl Workers {
         self.senders.is_empty()
     }
 
+    /// Tells every worker about a new Lua program.
+    pub fn activate_lua(&self, program: &Arc<crate::lua::LuaProgram>) {
+        for tx in &self.senders {
+            let _ = tx.send(Command::Lua(program.clone()));
+        }
+    }
+
     /// Sends a command to worker `i`.
     pub fn send(&self, i: usize, cmd: Command) -> bool {
         self.senders.get(i).is_some_and(|tx| tx.send(cmd).is_ok())
@@ -122,6 +132,7 @@ async fn worker_main(
 ) {
     let connections = TaskTracker::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(15));
+    worker.lua.activate(&shared.snapshot.load().lua);
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
@@ -135,6 +146,7 @@ async fn worker_main(
                         Err(e) => tracing::error!(%key, error = %e, "cannot use listener socket"),
                     }
                 }
+                Some(Command::Lua(program)) => worker.lua.activate(&program),
                 None => break,
             },
             _ = drain.cancelled() => break,
@@ -145,6 +157,9 @@ async fn worker_main(
             }
         }
     }
+    // Timers get their premature call while connections drain.
+    worker.lua.retire_all();
+    tokio::task::yield_now().await;
     connections.close();
     connections.wait().await;
 }

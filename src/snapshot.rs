@@ -115,6 +115,9 @@ pub fn compile(
     previous: Option<&Snapshot>,
     generation: u64,
 ) -> Result<Snapshot, ConfigError> {
+    let balancers: Vec<(String, config::Script)> = (config.upstreams.iter())
+        .filter_map(|(name, def)| Some((name.clone(), def.balancer.clone()?)))
+        .collect();
     let mut upstreams = BTreeMap::new();
     for (name, def) in config.upstreams {
         let kept = previous
@@ -168,6 +171,7 @@ pub fn compile(
     let (lua, phases) = LuaProgram::compile(
         &config.lua,
         &route_lua,
+        &balancers,
         upstreams.keys().cloned().collect(),
         limits.clone(),
         previous.map(|p| p.lua.as_ref()),

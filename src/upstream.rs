@@ -12,6 +12,7 @@
 //! end.
 
 pub mod balance;
+pub mod balance_hook;
 pub mod peer;
 pub mod pool;
 pub mod connect;

@@ -70,6 +70,11 @@ impl<S> WriteTimed<S> {
         }
     }
 
+    /// Changes the timeout of later writes.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.writes.timeout = timeout;
+    }
+
     /// The wrapped socket.
     pub fn get_ref(&self) -> &S {
         &self.inner

@@ -126,6 +126,10 @@ pub struct RawLua {
     pub package_path: Option<Spanned<String>>,
     /// A script run once in every VM when it is created.
     pub init: Option<Spanned<String>>,
+    /// A script run once per worker VM, after `init` (may start timers).
+    pub init_worker: Option<Spanned<String>>,
+    /// `init_worker` as inline code.
+    pub init_worker_inline: Option<Spanned<String>>,
     /// How long one phase handler may run before it is stopped.
     pub time_budget: Option<Spanned<Dur>>,
     /// Remove process and file-writing functions from scripts.
@@ -303,6 +307,18 @@ pub struct RawUpstream {
     pub servers: Option<Spanned<Vec<Spanned<RawPeer>>>>,
     /// `[upstream.NAME.workers]`: app processes moongate runs itself.
     pub workers: Option<Spanned<RawWorkers>>,
+    /// `lua.balancer` (a file) or `lua.balancer_inline` (code).
+    pub lua: Option<Spanned<RawUpstreamLua>>,
+}
+
+/// The `lua.*` keys of an upstream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamLua {
+    /// Balancer script file, run before every try.
+    pub balancer: Option<Spanned<String>>,
+    /// Balancer code.
+    pub balancer_inline: Option<Spanned<String>>,
 }
 
 /// `[upstream.NAME.workers]`: a pool of app processes moongate spawns and

@@ -170,6 +170,10 @@ pub struct Upstream {
     /// `[upstream.NAME.workers]`: app processes moongate runs and whose
     /// sockets are this upstream's peers.
     pub workers: Option<Workers>,
+    /// `lua.balancer`: a Lua handler run before every try, which may choose
+    /// the peer (`ngx.balancer`). Not part of the pool's identity: a changed
+    /// script keeps the pool (the script runs from the Lua program).
+    pub balancer: Option<Script>,
 }
 
 /// `[upstream.NAME.workers]`: a pool of app processes moongate spawns,
@@ -234,6 +238,7 @@ impl PartialEq for Upstream {
             retry_statuses,
             servers,
             workers,
+            balancer: _,
         } = self;
         *name == other.name
             && *balance == other.balance
@@ -296,6 +301,8 @@ pub struct LuaSettings {
     pub package_path: String,
     /// Run once in every VM when it is created (and on reload).
     pub init: Option<Script>,
+    /// Run once per worker VM after `init` (`init_worker`: may start timers).
+    pub init_worker: Option<Script>,
     /// A phase handler running longer than this (CPU, one slice between
     /// yields) is stopped with a 500.
     pub time_budget: Duration,

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use mlua::{Function, Lua, Table, Value, Variadic};
 
 mod arg;
+mod balancer;
 mod codec;
 mod header;
 mod output;
@@ -165,6 +166,7 @@ pub fn install(
     re::install(lua, &ngx)?;
     shared::install(lua, &ngx, dicts)?;
     time::time_functions(lua, &ngx)?;
+    balancer::install(lua)?;
 
     ngx.set(
         "get_phase",
@@ -207,7 +209,10 @@ pub fn install(
     w.set("id", lua.create_function(move |_, ()| Ok(info.id))?)?;
     w.set("count", lua.create_function(move |_, ()| Ok(info.count))?)?;
     w.set("pid", lua.create_function(|_, ()| Ok(std::process::id()))?)?;
-    w.set("exiting", lua.create_function(|_, ()| Ok(false))?)?;
+    w.set(
+        "exiting",
+        lua.create_function(|lua, ()| Ok(tasks::retired(lua)))?,
+    )?;
     ngx.set("worker", w)?;
 
     let config = lua.create_table()?;

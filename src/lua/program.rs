@@ -72,6 +72,12 @@ pub struct LuaProgram {
     pub scripts: Vec<LoadedScript>,
     /// `[lua] init`.
     pub init: Option<ScriptId>,
+    /// `[lua] init_worker`: run once per worker VM after `init`; a worker
+    /// makes its VM for this program as soon as it learns of it (not on the
+    /// first request) when this is set.
+    pub init_worker: Option<ScriptId>,
+    /// Each upstream's `lua.balancer`, by upstream name.
+    pub balancers: BTreeMap<String, ScriptId>,
     /// The upstreams `mg.upstream.set` may choose.
     pub upstreams: Arc<Vec<String>>,
     /// The zones `mg.limit.take` may take from.
@@ -111,14 +117,16 @@ impl LuaProgram {
         dirs
     }
 
-    /// Reads and checks `settings.init` and every route's handlers;
-    /// returns the program and each route's phases (in route order).
+    /// Reads and checks `settings.init`, `init_worker`, every route's
+    /// handlers and the upstreams' `balancers` (by upstream name); returns
+    /// the program and each route's phases (in route order).
     /// `upstreams` are the names `mg.upstream.set` may choose, `limits`
     /// the zones `mg.limit.take` may take from; shared
     /// dicts unchanged since `previous` are taken over with their data.
     pub fn compile(
         settings: &LuaSettings,
         routes: &[&RouteLua],
+        balancers: &[(String, Script)],
         upstreams: Vec<String>,
         limits: Arc<BTreeMap<String, Arc<Zone>>>,
         previous: Option<&LuaProgram>,
@@ -137,6 +145,13 @@ impl LuaProgram {
             Ok(Some(scripts.len() - 1))
         };
         let init = add(&mut scripts, &settings.init)?;
+        let init_worker = add(&mut scripts, &settings.init_worker)?;
+        let mut balancer_ids = BTreeMap::new();
+        for (name, script) in balancers {
+            if let Some(id) = add(&mut scripts, &Some(script.clone()))? {
+                balancer_ids.insert(name.clone(), id);
+            }
+        }
         let mut policy_count = 0;
         let mut phases = Vec::with_capacity(routes.len());
         for r in routes {
@@ -172,6 +187,8 @@ impl LuaProgram {
             settings: settings.clone(),
             scripts,
             init,
+            init_worker,
+            balancers: balancer_ids,
             upstreams: Arc::new(upstreams),
             limits,
             dicts: settings
@@ -256,6 +273,7 @@ mod tests {
         LuaSettings {
             package_path: "lua/?.lua".into(),
             init: None,
+            init_worker: None,
             time_budget: Duration::from_millis(50),
             sandbox: true,
             ffi: true,
@@ -281,9 +299,16 @@ mod tests {
             access: inline("local x = = 1", 7),
             ..RouteLua::default()
         };
-        let e = LuaProgram::compile(&settings(), &[&bad], Vec::new(), Default::default(), None)
-            .map(|_| ())
-            .unwrap_err();
+        let e = LuaProgram::compile(
+            &settings(),
+            &[&bad],
+            &[],
+            Vec::new(),
+            Default::default(),
+            None,
+        )
+        .map(|_| ())
+        .unwrap_err();
         assert_eq!(e.place.file, std::path::PathBuf::from("conf.d/10-x.toml"));
         assert_eq!(e.place.line, 7);
         assert!(e.message.contains("Lua syntax error"), "{e}");
@@ -305,6 +330,7 @@ mod tests {
         let e = LuaProgram::compile(
             &settings(),
             &[&missing],
+            &[],
             Vec::new(),
             Default::default(),
             None,
@@ -321,12 +347,47 @@ mod tests {
             log: inline("ngx.log(ngx.INFO, 'done')", 3),
             ..RouteLua::default()
         };
-        let (program, phases) =
-            LuaProgram::compile(&settings(), &[&good], Vec::new(), Default::default(), None)
-                .unwrap_or_else(|e| panic!("{e}"));
+        let (program, phases) = LuaProgram::compile(
+            &settings(),
+            &[&good],
+            &[],
+            Vec::new(),
+            Default::default(),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(program.scripts.len(), 2);
         assert_eq!(phases[0].rewrite, [0]);
         assert_eq!(phases[0].log, [1]);
         assert!(phases[0].access.is_empty());
+    }
+
+    #[test]
+    fn init_worker_and_balancers_are_compiled_and_checked() {
+        let mut with_worker = settings();
+        with_worker.init_worker = inline("ngx.timer.every(1, function() end)", 4);
+        let balancers = [(
+            "app".to_string(),
+            inline("local b = require 'ngx.balancer'", 9).unwrap_or_else(|| unreachable!()),
+        )];
+        let (program, _) = LuaProgram::compile(
+            &with_worker,
+            &[],
+            &balancers,
+            Vec::new(),
+            Default::default(),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(program.init_worker, Some(0));
+        assert_eq!(program.balancers.get("app"), Some(&1));
+        let bad = [(
+            "app".to_string(),
+            inline("return = 1", 12).unwrap_or_else(|| unreachable!()),
+        )];
+        let e = LuaProgram::compile(&settings(), &[], &bad, Vec::new(), Default::default(), None)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.place.line, 12, "{e}");
     }
 }

@@ -61,6 +61,8 @@ pub struct ReqCtx {
     pub output: Output,
     /// `ngx.arg` in the body_filter phase.
     pub filter_arg: RefCell<FilterArg>,
+    /// What `ngx.balancer` set in the `balancer` phase.
+    pub balancer: RefCell<super::balancer::BalancerState>,
 }
 
 impl ReqCtx {
@@ -89,6 +91,7 @@ impl ReqCtx {
             cache_late: Cell::new(Overrides::default()),
             output: Output::default(),
             filter_arg: RefCell::new(FilterArg::default()),
+            balancer: RefCell::default(),
         }
     }
 

@@ -12,6 +12,7 @@ use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib};
 
 use super::Phase;
 use super::api;
+use super::api::tasks::Retired;
 use super::budget::{self, Budgeted, Ran};
 use super::program::{LuaProgram, ScriptId};
 use super::request::ReqCtx;
@@ -63,7 +64,39 @@ impl Vms {
         if list.len() > KEPT {
             list.remove(0);
         }
+        drop(list);
+        self.retire_before(program.id);
         Ok(vm)
+    }
+
+    /// Called when the worker learns of `program` (at start and on every
+    /// reload): its VM is made now when it has `init_worker` (so timers
+    /// start without waiting for a request), and older generations' VMs are
+    /// retired (their timers fire prematurely and stop).
+    pub fn activate(&self, program: &Arc<LuaProgram>) {
+        if program.init_worker.is_none() {
+            self.retire_before(program.id);
+        } else if let Err(e) = self.for_program(program) {
+            tracing::error!(target: "moongate::lua", "{e}");
+        }
+    }
+
+    /// Retires every VM (the worker is stopping): their timers fire
+    /// prematurely, as nginx's at exit.
+    pub fn retire_all(&self) {
+        for vm in self.list.borrow().iter() {
+            vm.retired.retire();
+        }
+    }
+
+    /// Retires the VMs of programs older than the newest of `id` and those
+    /// already made.
+    fn retire_before(&self, id: u64) {
+        let list = self.list.borrow();
+        let newest = list.iter().map(|vm| vm.program.id).fold(id, u64::max);
+        for vm in list.iter().filter(|vm| vm.program.id < newest) {
+            vm.retired.retire();
+        }
     }
 }
 
@@ -75,6 +108,9 @@ pub struct Vm {
     functions: RefCell<Vec<Option<Function>>>,
     /// The worker it runs on (also the Lua state's app data).
     worker: Rc<LuaWorker>,
+    /// Set when a newer generation replaced it (also app data: its timers
+    /// watch it).
+    retired: Retired,
 }
 
 /// How a phase handler ended.
@@ -94,6 +130,8 @@ impl Vm {
         // Callbacks reach the worker (the running request, timers, Redis)
         // through the state's app data.
         lua.set_app_data(worker.clone());
+        let retired = Retired::default();
+        lua.set_app_data(retired.clone());
         let settings = &program.settings;
         setup(&lua, &worker, settings.sandbox, &settings.package_path)
             .map_err(|e| e.to_string())?;
@@ -108,6 +146,7 @@ impl Vm {
             program,
             functions: RefCell::new(Vec::new()),
             worker,
+            retired,
         };
         if let Some(init) = vm.program.init {
             let f = vm.load(init).map_err(|e| e.to_string())?;
@@ -116,6 +155,17 @@ impl Vm {
                 .running
                 .with_deadline(budget, || f.call::<()>(()))
                 .map_err(|e| format!("[lua] init failed: {e}"))?;
+        }
+        // `init_worker`, as nginx: a failure is logged, the worker serves on.
+        if let Some(id) = vm.program.init_worker {
+            let budget = vm.program.settings.time_budget;
+            let run = |f: Function| vm.worker.running.with_deadline(budget, || f.call::<()>(()));
+            let ran = vm
+                .load(id)
+                .and_then(|f| vm.worker.timers.in_init_worker(|| run(f)));
+            if let Err(e) = ran {
+                tracing::error!(target: "moongate::lua", "[lua] init_worker failed: {e}");
+            }
         }
         Ok(vm)
     }

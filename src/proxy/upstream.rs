@@ -2,7 +2,8 @@
 //! balance, pool and retries ([`crate::upstream::call`]), the route's
 //! cache zone in front ([`cached_upstream`]), stale entries refreshed in
 //! the background, and protocol upgrades tunnelled both ways (only those
-//! the route allows; a 101 nobody asked for is refused).
+//! the route allows; a 101 nobody asked for is refused). An upstream's Lua
+//! `balancer` is asked before every try ([`lua_balancer`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,14 +13,18 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode, Uri, Version};
 
 use super::ConnCtx;
-use super::request::UpstreamDone;
+use super::request::{LuaReq, UpstreamDone};
 use crate::access_log::AccessRecord;
 use crate::body::{Kind, RequestBody, ResponseBody};
 use crate::cache::step::{CacheDecisions, CacheStatus, Store};
 use crate::error::ProxyError;
 use crate::forward;
 use crate::interim::Interim;
+use crate::lua::LuaProgram;
+use crate::lua::balancer::LuaBalancer;
+use crate::snapshot::{RouteEntry, Snapshot, Target};
 use crate::upstream::balance::PickKey;
+use crate::upstream::balance_hook::TryHook;
 use crate::upstream::call::{self, Outgoing};
 use crate::vars::RequestFacts;
 
@@ -35,6 +40,29 @@ pub(super) struct UpstreamTarget<'a> {
     pub(super) interim: Option<&'a Interim>,
     /// The route's name, for the access log line of a background refresh.
     pub(super) route: Option<&'a String>,
+    /// The upstream's Lua `balancer`, asked before every try.
+    pub(super) hook: Option<&'a dyn TryHook>,
+}
+
+/// Whether the route's upstream has a Lua `balancer` (the request then
+/// needs its Lua state even when the route has no handlers).
+pub(super) fn balanced(entry: &RouteEntry, snap: &Snapshot) -> bool {
+    matches!(&entry.target, Target::Upstream { name, .. } if snap.lua.balancers.contains_key(name))
+}
+
+/// The Lua `balancer` of upstream `name` for this request, if it has one.
+pub(super) fn lua_balancer(
+    lua: Option<&LuaReq>,
+    program: &LuaProgram,
+    name: &str,
+) -> Option<LuaBalancer> {
+    let (lua, script) = (lua?, *program.balancers.get(name)?);
+    Some(LuaBalancer {
+        vm: lua.vm.clone(),
+        req: lua.ctx.clone(),
+        script,
+        upstream: name.to_owned(),
+    })
 }
 
 /// Forwards the request to the upstream (forwarding headers, balance,
@@ -56,6 +84,7 @@ pub(super) fn proxy_upstream<'a>(
         facts,
         upgrade: allowed,
         interim,
+        hook,
         ..
     } = to;
     async move {
@@ -117,6 +146,7 @@ pub(super) fn proxy_upstream<'a>(
             idempotent,
             interim: interim.is_some().then_some(&mut relay as _),
             pool: &conn.worker.upstream_idle,
+            hook,
         };
         let exchange = call::forward(upstream, name, &mut out).await?;
         let peer = done.insert(UpstreamDone {
@@ -206,6 +236,7 @@ fn spawn_refresh(
             upgrade: &[],
             interim: None,
             route: None,
+            hook: None,
         };
         let started = Instant::now();
         let mut done = None;

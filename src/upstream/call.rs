@@ -19,16 +19,26 @@
 //! before any response byte) is replaced by a fresh one to the same peer
 //! transparently when the request has no body. Failures feed the peer's
 //! passive health (through the balancer, which spares a sole peer).
+//!
+//! An upstream with a Lua `balancer` ([`TryHook`]) is asked before every
+//! try. When it names a peer, that try goes there (one of the upstream's
+//! peers, with its health and pool, or any other address, pooled by
+//! address), and whether a failed try goes on is its `set_more_tries`
+//! (within the upstream's `retries`, and for the same kinds of failure as
+//! above); when it names none, the balancer picks as described above.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::request::Parts;
 use http::{Response, StatusCode};
 
 use super::balance::{PickKey, Tried};
+use super::balance_hook::{LastFailure, Timeouts, TryHook, TryInfo};
 use super::connect::connect;
 use super::h1::{Conn, ExchangeError, InterimSink, ResponseHead};
+use super::peer::{Peer, PeerConfig};
 use super::pool::IdlePool;
 use super::{Back, Upstream, UpstreamBody};
 use crate::body::{RequestBody, RequestBodyError};
@@ -52,6 +62,8 @@ pub struct Outgoing<'a> {
     /// This worker's idle connections (taken from, and given back to when
     /// the response body is complete).
     pub pool: &'a Rc<IdlePool>,
+    /// Asked before every try (the upstream's Lua `balancer`), if any.
+    pub hook: Option<&'a dyn TryHook>,
 }
 
 /// A response from a peer.
@@ -87,7 +99,7 @@ pub async fn forward(
     let started = Instant::now();
     // Borrowed, not moved in: the request stays in the caller's future
     // (moved, it would take room twice in this one's).
-    let (idempotent, pool) = (out.idempotent, out.pool);
+    let (idempotent, pool, hook) = (out.idempotent, out.pool, out.hook);
     // Only a request without a body can be sent a second time.
     let replayable = out.body.is_empty();
     let mut members = up.members();
@@ -96,60 +108,99 @@ pub async fn forward(
     let mut last_err: Option<ProxyError> = None;
     // Until when a request finding only spent workers waits for a successor.
     let mut wait_until: Option<Instant> = None;
+    let mut hooked = Hooked::default();
     let no_peer =
         |last: Option<ProxyError>| last.unwrap_or_else(|| ProxyError::NoPeer(name.to_string()));
 
     loop {
-        let balancer = &members.balancer;
-        let Some(pick) = balancer.pick(&members.peers, out.key, &tried, Instant::now()) else {
-            return Err(no_peer(last_err));
+        // The hook (a Lua balancer) first: it may name this try's peer.
+        let plan = match hook {
+            Some(h) => Some(h.before_try(hooked.info(up.def.retries)).await?),
+            None => None,
         };
-        // Every managed worker left is past `max_requests`: wait for a
-        // successor (at most `connect_timeout`, like waiting to connect)
-        // rather than serve past the limit; a spent worker serves on only
-        // when none comes.
-        if pick.spent && tried.is_empty() {
-            let deadline =
-                *wait_until.get_or_insert_with(|| Instant::now() + up.def.connect_timeout);
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !left.is_zero() && up.wait_for_members(&members, left).await {
-                members = up.members();
-                tried = Tried::new(members.peers.len());
-                continue;
+        let limits = Limits::of(up, plan.as_ref().map(|p| p.timeouts));
+        let adhoc: Arc<Peer>;
+        // `health`: the peer is one of the upstream's (a peer the hook named
+        // outside the list has no health to feed).
+        let (peer, addr, pool_key, by_hook, health, active);
+        if let Some(named) = plan.as_ref().and_then(|p| p.peer.as_ref()) {
+            hooked.extra += plan.as_ref().map_or(0, |p| p.more_tries);
+            let listed = (members.addrs.iter().position(|a| a == named))
+                .and_then(|i| Some((members.peers.get(i)?, members.addrs.get(i)?)));
+            match listed {
+                Some((p, a)) => (peer, addr, pool_key, health) = (p, a, p.id(), true),
+                // Outside the upstream's peers: no passive health, and
+                // idle connections pooled by address (see `IdlePool`).
+                None => {
+                    adhoc = Arc::new(Peer::with_name(PeerConfig::default(), named.to_string()));
+                    (peer, addr, pool_key, health) =
+                        (&adhoc, named, pool.address_key(named), false);
+                }
             }
-        }
-        let (Some(peer), Some(addr)) =
-            (members.peers.get(pick.index), members.addrs.get(pick.index))
-        else {
-            return Err(no_peer(last_err));
-        };
-        if pick.revived > 0 {
-            tracing::warn!(
-                upstream = name,
-                peers = pick.revived,
-                "every peer was marked down; trying them again"
-            );
-        }
-        let active = if pick.spent {
-            peer.begin()
+            by_hook = true;
+            active = peer.begin();
         } else {
-            match peer.try_begin() {
-                Some(active) => active,
-                // It reached its request limit since the balancer looked;
-                // now spent, it is picked again only if nothing else is left.
-                None => continue,
+            let balancer = &members.balancer;
+            let Some(pick) = balancer.pick(&members.peers, out.key, &tried, Instant::now()) else {
+                return Err(no_peer(last_err));
+            };
+            // Every managed worker left is past `max_requests`: wait for a
+            // successor (at most `connect_timeout`, like waiting to connect)
+            // rather than serve past the limit; a spent worker serves on only
+            // when none comes.
+            if pick.spent && tried.is_empty() {
+                let deadline =
+                    *wait_until.get_or_insert_with(|| Instant::now() + up.def.connect_timeout);
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !left.is_zero() && up.wait_for_members(&members, left).await {
+                    members = up.members();
+                    tried = Tried::new(members.peers.len());
+                    continue;
+                }
             }
+            let (Some(p), Some(a)) = (members.peers.get(pick.index), members.addrs.get(pick.index))
+            else {
+                return Err(no_peer(last_err));
+            };
+            if pick.revived > 0 {
+                tracing::warn!(
+                    upstream = name,
+                    peers = pick.revived,
+                    "every peer was marked down; trying them again"
+                );
+            }
+            active = if pick.spent {
+                p.begin()
+            } else {
+                match p.try_begin() {
+                    Some(active) => active,
+                    // It reached its request limit since the balancer looked;
+                    // now spent, it is picked again only if nothing else is left.
+                    None => continue,
+                }
+            };
+            tried.insert(pick.index);
+            (peer, addr, pool_key, by_hook, health) = (p, a, p.id(), false, true);
+        }
+        hooked.made += 1;
+        let balancer = &members.balancer;
+        let may_retry = |left: u32, extra: u32| {
+            idempotent
+                && replayable
+                && if by_hook {
+                    extra > 0
+                } else {
+                    left > 0 && tried.len() < members.peers.len()
+                }
         };
-        tried.insert(pick.index);
-        let may_retry =
-            |left: u32| idempotent && replayable && left > 0 && tried.len() < members.peers.len();
         match exchange(
-            peer.id(),
+            pool_key,
             addr,
             &out.parts,
             &mut out.body,
             replayable,
             up,
+            &limits,
             pool,
             &mut out.interim,
         )
@@ -157,37 +208,106 @@ pub async fn forward(
         {
             Ok((head, conn)) => {
                 if up.def.retry_statuses.contains(&head.status.as_u16()) {
-                    balancer.record_failure(peer, Instant::now());
-                    if may_retry(retries_left) {
-                        retries_left -= 1;
+                    if health {
+                        balancer.record_failure(peer, Instant::now());
+                    }
+                    if may_retry(retries_left, hooked.extra) {
+                        hooked.spend(by_hook, &mut retries_left);
+                        hooked.last = Some(LastFailure::Next(head.status.as_u16()));
                         tracing::warn!(upstream = name, peer = %addr, status = %head.status, "peer answered with a gateway error; trying the next peer");
                         continue;
                     }
-                } else {
+                } else if health {
                     peer.record_success(Instant::now());
                 }
-                return Ok(respond(head, conn, peer, addr, up, pool, active, started));
+                let back = (pool_key, limits.read);
+                return Ok(respond(
+                    head, conn, peer, addr, up, pool, back, active, started,
+                ));
             }
             Err(Failure::NotSent(err)) => {
-                balancer.record_failure(peer, Instant::now());
+                if health {
+                    balancer.record_failure(peer, Instant::now());
+                }
+                if by_hook {
+                    // A peer the hook named is tried again only as it allows.
+                    if hooked.extra == 0 {
+                        return Err(err);
+                    }
+                    hooked.extra -= 1;
+                }
                 tracing::warn!(upstream = name, peer = %addr, error = %err, "peer unreachable; trying the next peer");
+                hooked.last = Some(LastFailure::Failed(err.status().as_u16()));
                 last_err = Some(err);
             }
             Err(Failure::NoResponse(err)) => {
-                balancer.record_failure(peer, Instant::now());
-                if !may_retry(retries_left) {
+                if health {
+                    balancer.record_failure(peer, Instant::now());
+                }
+                if !may_retry(retries_left, hooked.extra) {
                     return Err(err);
                 }
-                retries_left -= 1;
+                hooked.spend(by_hook, &mut retries_left);
                 tracing::warn!(upstream = name, peer = %addr, error = %err, "peer failed before responding; retrying on the next peer");
+                hooked.last = Some(LastFailure::Failed(err.status().as_u16()));
                 last_err = Some(err);
             }
             Err(Failure::Final(err)) => {
-                if err.blame() == Blame::Upstream {
+                if health && err.blame() == Blame::Upstream {
                     balancer.record_failure(peer, Instant::now());
                 }
                 return Err(err);
             }
+        }
+    }
+}
+
+/// What the tries of one request tell a [`TryHook`], and the tries it allowed.
+#[derive(Default)]
+struct Hooked {
+    /// Tries made so far.
+    made: u32,
+    /// Tries still allowed by the hook (`set_more_tries`).
+    extra: u32,
+    /// How the last try failed.
+    last: Option<LastFailure>,
+}
+
+impl Hooked {
+    /// What the hook is told before the next try; `retries` bounds the tries
+    /// after the first (nginx's `proxy_next_upstream_tries`, less one).
+    fn info(&self, retries: u32) -> TryInfo {
+        TryInfo {
+            last_failure: self.last,
+            more_allowed: retries.saturating_sub(self.made + self.extra),
+        }
+    }
+
+    /// Counts one more try after a failure: from the hook's allowance for a
+    /// peer it named, else from the upstream's `retries`.
+    fn spend(&mut self, by_hook: bool, retries_left: &mut u32) {
+        if by_hook {
+            self.extra = self.extra.saturating_sub(1);
+        } else {
+            *retries_left = retries_left.saturating_sub(1);
+        }
+    }
+}
+
+/// The timeouts of one try: the upstream's, or those a hook set.
+struct Limits {
+    connect: Duration,
+    send: Duration,
+    read: Duration,
+}
+
+impl Limits {
+    fn of(up: &Upstream, set: Option<Timeouts>) -> Limits {
+        let set = set.unwrap_or_default();
+        Limits {
+            connect: set.connect.unwrap_or(up.def.connect_timeout),
+            send: set.send.unwrap_or(up.def.send_timeout),
+            read: set.read.unwrap_or(up.def.read_timeout),
         }
     }
 }
@@ -201,22 +321,23 @@ fn respond(
     addr: &PeerAddr,
     up: &Upstream,
     pool: &Rc<IdlePool>,
+    (pool_key, read_timeout): (u64, Duration),
     active: super::peer::ActiveGuard,
     started: Instant,
 ) -> Exchange {
     let back = head.keep_alive.then(|| Back {
         pool: pool.clone(),
-        peer_id: peer.id(),
+        peer_id: pool_key,
         max_idle: up.def.keepalive,
     });
     let (body, upgraded) = if head.status == StatusCode::SWITCHING_PROTOCOLS {
         (
-            UpstreamBody::new(None, Framing::Empty, None, up.def.read_timeout, active),
+            UpstreamBody::new(None, Framing::Empty, None, read_timeout, active),
             Some(conn),
         )
     } else {
         (
-            UpstreamBody::new(Some(conn), head.framing, back, up.def.read_timeout, active),
+            UpstreamBody::new(Some(conn), head.framing, back, read_timeout, active),
             None,
         )
     };
@@ -248,11 +369,13 @@ async fn exchange(
     body: &mut RequestBody,
     replayable: bool,
     up: &Upstream,
+    limits: &Limits,
     pool: &IdlePool,
     interim: &mut Option<InterimSink<'_>>,
 ) -> Result<(ResponseHead, Conn), Failure> {
     if let Some(mut conn) = pool.checkout(peer_id, up.def.keepalive_timeout) {
-        match run(&mut conn, parts, body, up.def.read_timeout, interim).await {
+        conn.set_send_timeout(limits.send);
+        match run(&mut conn, parts, body, limits.read, interim).await {
             Ok(head) => return Ok((head, conn)),
             Err(ExchangeError::Closed | ExchangeError::Io(_))
                 if replayable && !conn.response_began() =>
@@ -262,10 +385,10 @@ async fn exchange(
             Err(e) => return Err(failure(e, &conn, addr)),
         }
     }
-    let mut conn = connect(addr, up.def.connect_timeout, up.def.send_timeout)
+    let mut conn = connect(addr, limits.connect, limits.send)
         .await
         .map_err(Failure::NotSent)?;
-    match run(&mut conn, parts, body, up.def.read_timeout, interim).await {
+    match run(&mut conn, parts, body, limits.read, interim).await {
         Ok(head) => Ok((head, conn)),
         Err(e) => Err(failure(e, &conn, addr)),
     }

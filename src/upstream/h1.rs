@@ -141,6 +141,12 @@ impl Conn {
         }
     }
 
+    /// Sets the send timeout for the next exchange (a pooled connection
+    /// serves requests whose timeouts a Lua balancer may have changed).
+    pub fn set_send_timeout(&mut self, timeout: Duration) {
+        self.io.set_timeout(timeout);
+    }
+
     /// Ready once `deadline` (a read timeout) has passed; see [`LazyTimer`].
     pub fn poll_timer(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
         self.timer.poll_until(cx, deadline)

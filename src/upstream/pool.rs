@@ -6,10 +6,12 @@
 //! upstream's old connections simply age out.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::h1::Conn;
+use super::peer::{Peer, PeerConfig};
+use crate::config::PeerAddr;
 
 struct Idle {
     conn: Conn,
@@ -20,9 +22,25 @@ struct Idle {
 #[derive(Default)]
 pub struct IdlePool {
     idle: RefCell<HashMap<u64, Vec<Idle>>>,
+    /// Pool keys of addresses a Lua balancer sent tries to outside an
+    /// upstream's peers (ids taken from the peers' id sequence, so they
+    /// never meet a peer's); forgotten once their pool is empty.
+    addresses: RefCell<HashMap<PeerAddr, u64>>,
 }
 
 impl IdlePool {
+    /// The pool key of `addr`, an address that is none of an upstream's
+    /// peers (chosen by a Lua balancer): one per address.
+    pub fn address_key(&self, addr: &PeerAddr) -> u64 {
+        let mut keys = self.addresses.borrow_mut();
+        if let Some(key) = keys.get(addr) {
+            return *key;
+        }
+        let key = Peer::new(PeerConfig::default()).id();
+        keys.insert(addr.clone(), key);
+        key
+    }
+
     /// Takes the most recently used idle connection to `peer_id` that is
     /// still open and was idle less than `idle_timeout`.
     pub fn checkout(&self, peer_id: u64, idle_timeout: Duration) -> Option<Conn> {
@@ -59,9 +77,31 @@ impl IdlePool {
     /// peer, and pools of peers not in `live` (called periodically by each
     /// worker).
     pub fn sweep(&self, live: &dyn Fn(u64) -> bool, max_age: Duration) {
-        self.idle.borrow_mut().retain(|id, list| {
+        let mut addresses = self.addresses.borrow_mut();
+        let by_address: HashSet<u64> = addresses.values().copied().collect();
+        let mut idle = self.idle.borrow_mut();
+        idle.retain(|id, list| {
             list.retain(|i| i.since.elapsed() < max_age && i.conn.is_alive());
-            live(*id) && !list.is_empty()
+            (live(*id) || by_address.contains(id)) && !list.is_empty()
         });
+        addresses.retain(|_, key| idle.contains_key(key));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_outside_the_peers_get_one_key_each_until_their_pool_empties() {
+        let pool = IdlePool::default();
+        let a = PeerAddr::Tcp(([127, 0, 0, 1], 8001).into());
+        let b = PeerAddr::Unix("/run/b.sock".into());
+        let key_a = pool.address_key(&a);
+        assert_eq!(pool.address_key(&a), key_a);
+        assert_ne!(pool.address_key(&b), key_a);
+        // Nothing pooled for them: a sweep forgets the keys.
+        pool.sweep(&|_| true, Duration::from_secs(300));
+        assert!(pool.addresses.borrow().is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! `[lua]` (one file at most) and the `lua.*` keys of a route. Script files, `init`,
+//! `[lua]` (one file at most), the `lua.*` keys of a route and an upstream's
+//! `lua.balancer`. Script files, `init`, `init_worker`,
 //! `package_path` templates and policies' file options (`keys_file`: any option named
 //! `*_file`) are resolved against the prefix; the files must exist.
 
@@ -9,7 +10,7 @@ use toml::Spanned;
 use super::Source;
 use super::paths::Paths;
 use crate::config::error::{ConfigError, Place};
-use crate::config::file::{RawFile, RawPolicy, RawRouteLua};
+use crate::config::file::{RawFile, RawPolicy, RawRouteLua, RawUpstreamLua};
 use crate::config::model::{LuaSettings, Policy, RouteLua, Script, ScriptSource, SharedDictDef};
 
 /// The default `require` path: the bundled and the operator's scripts (relative to the
@@ -39,6 +40,7 @@ pub(super) fn settings(
     let mut out = LuaSettings {
         package_path,
         init: None,
+        init_worker: None,
         time_budget: Duration::from_millis(50),
         sandbox: true,
         ffi: true,
@@ -52,6 +54,13 @@ pub(super) fn settings(
     if let Some(init) = &raw.init {
         out.init = Some(file_script(src, "init", init, paths)?);
     }
+    out.init_worker = script(
+        src,
+        ("`[lua]`", "init_worker"),
+        &raw.init_worker,
+        &raw.init_worker_inline,
+        paths,
+    )?;
     if let Some(b) = &raw.time_budget {
         if b.get_ref().0.is_zero() {
             return Err(src.err(b.span(), "`time_budget` must be more than 0"));
@@ -205,8 +214,15 @@ pub(super) fn route_lua(
         });
     };
     let r = raw.get_ref();
-    let mut phase =
-        |name: &str, file: &Option<Spanned<String>>, inline| phase(src, name, file, inline, paths);
+    let mut phase = |name: &str, file: &Option<Spanned<String>>, inline| {
+        script(
+            src,
+            ("a route", &format!("lua.{name}")),
+            file,
+            inline,
+            paths,
+        )
+    };
     Ok(RouteLua {
         policies,
         rewrite: phase("rewrite", &r.rewrite, &r.rewrite_inline)?,
@@ -218,24 +234,42 @@ pub(super) fn route_lua(
     })
 }
 
-fn phase(
+/// An upstream's `lua.balancer` (a file) or `lua.balancer_inline` (code).
+pub(super) fn upstream_balancer(
     src: &Source<'_>,
-    name: &str,
+    raw: Option<&Spanned<RawUpstreamLua>>,
+    paths: &mut Paths,
+) -> Result<Option<Script>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let r = raw.get_ref();
+    script(
+        src,
+        ("an upstream", "lua.balancer"),
+        &r.balancer,
+        &r.balancer_inline,
+        paths,
+    )
+}
+
+/// The script of `key` (a file) or `key_inline` (code); `owner` names
+/// what takes them, for the error when both are given.
+fn script(
+    src: &Source<'_>,
+    (owner, key): (&str, &str),
     file: &Option<Spanned<String>>,
     inline: &Option<Spanned<String>>,
     paths: &mut Paths,
 ) -> Result<Option<Script>, ConfigError> {
     match (file, inline) {
         (None, None) => Ok(None),
-        (Some(f), None) => file_script(src, &format!("lua.{name}"), f, paths).map(Some),
+        (Some(f), None) => file_script(src, key, f, paths).map(Some),
         (None, Some(code)) => Ok(Some(Script {
             source: ScriptSource::Inline(code.get_ref().clone()),
             place: src.place(code.span()),
         })),
         (Some(_), Some(code)) => {
-            let message = format!(
-                "a route takes `lua.{name}` (a file) or `lua.{name}_inline` (code), not both"
-            );
+            let message =
+                format!("{owner} takes `{key}` (a file) or `{key}_inline` (code), not both");
             Err(src.err(code.span(), message))
         }
     }
@@ -396,5 +430,32 @@ mod tests {
         assert!(e.contains("acess"), "{e}");
         let e = err("[lua.shared_dict]\nbad-name = \"1MiB\"\n");
         assert!(e.contains("bad-name"), "{e}");
+    }
+
+    #[test]
+    fn init_worker_and_upstream_balancers() {
+        let p = prefix();
+        let c = load_in(
+            p.path(),
+            "[lua]\ninit_worker_inline = \"ngx.log(ngx.INFO, 1)\"\n[upstream.a]\nservers = [{ addr = \"127.0.0.1:9\" }]\nlua.balancer = \"lua/hello.lua\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.lua.init_worker.map(|s| s.place.line), Some(2));
+        assert_eq!(
+            c.upstreams["a"].balancer.as_ref().map(|s| &s.source),
+            Some(&ScriptSource::File(p.path().join("lua/hello.lua")))
+        );
+        let e = err("[lua]\ninit_worker = \"a.lua\"\ninit_worker_inline = \"x\"\n");
+        assert!(
+            e.contains("`[lua]` takes `init_worker` (a file) or `init_worker_inline`"),
+            "{e}"
+        );
+        let e = err(
+            "[upstream.a]\nservers = [{ addr = \"127.0.0.1:9\" }]\nlua.balancer = \"a.lua\"\nlua.balancer_inline = \"x\"\n",
+        );
+        assert!(e.contains("an upstream takes `lua.balancer`"), "{e}");
+        let e =
+            err("[upstream.a]\nservers = [{ addr = \"127.0.0.1:9\" }]\nlua.access = \"a.lua\"\n");
+        assert!(e.contains("access"), "{e}");
     }
 }

@@ -101,6 +101,7 @@ pub(super) fn upstream(
         retry_statuses: retry_statuses(src, raw)?,
         servers,
         workers,
+        balancer: super::lua::upstream_balancer(src, raw.lua.as_ref(), paths)?,
     })
 }
 

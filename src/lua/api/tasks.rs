@@ -2,6 +2,13 @@
 //! the worker's event loop, outside any request) and `ngx.thread.spawn` /
 //! `wait` / `kill` (light threads sharing their parent's request). Both are
 //! coroutines run as local tasks under the time budget.
+//!
+//! A VM whose configuration generation was replaced on its worker is
+//! [`Retired`] (nginx's exiting worker, on reload): its pending timers fire
+//! at once with `premature = true` and `ngx.timer.every` timers stop after
+//! that call; new timers with a delay are refused with `"process exiting"`,
+//! and `ngx.worker.exiting()` is true there. Requests still in flight on
+//! the old VM finish normally.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -14,6 +21,7 @@ use mlua::{
     AnyUserData, Function, Lua, MultiValue, Table, UserData, UserDataMethods, Value, Variadic,
 };
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::err;
 use crate::lua::Phase;
@@ -32,6 +40,33 @@ pub struct Timers {
     pending: Cell<usize>,
     /// Callbacks running (`ngx.timer.running_count`).
     running: Cell<usize>,
+    /// Set while `init_worker` runs.
+    init_worker: Cell<bool>,
+}
+
+/// Set on a VM (as its app data) when a newer configuration's VM replaced
+/// it on its worker; see the module docs.
+#[derive(Clone, Default)]
+pub struct Retired(CancellationToken);
+
+impl Retired {
+    /// Marks the VM retired: its timers fire prematurely and stop.
+    pub fn retire(&self) {
+        self.0.cancel();
+    }
+}
+
+/// Whether the VM `lua` is retired (`ngx.worker.exiting()`).
+pub(crate) fn retired(lua: &Lua) -> bool {
+    lua.app_data_ref::<Retired>()
+        .is_some_and(|r| r.0.is_cancelled())
+}
+
+/// What the timers of VM `lua` wait on besides their delay.
+fn retirement(lua: &Lua) -> CancellationToken {
+    lua.app_data_ref::<Retired>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default()
 }
 
 impl Timers {
@@ -39,9 +74,19 @@ impl Timers {
     pub(super) fn phase_outside_requests(&self) -> Phase {
         if self.in_timer.get() {
             Phase::Timer
+        } else if self.init_worker.get() {
+            Phase::InitWorker
         } else {
             Phase::Init
         }
+    }
+
+    /// Runs `f` (the `init_worker` handler) in the `init_worker` phase.
+    pub fn in_init_worker<T>(&self, f: impl FnOnce() -> T) -> T {
+        let before = self.init_worker.replace(true);
+        let out = f();
+        self.init_worker.set(before);
+        out
     }
 
     /// Counts one more pending timer, unless the limit is reached.
@@ -72,13 +117,13 @@ impl<F: Future> Future for TimerScope<'_, F> {
 async fn fire(
     worker: &LuaWorker,
     lua: Lua,
-    callback: Function,
-    args: MultiValue,
+    (callback, args): (Function, MultiValue),
     budget: Duration,
+    premature: bool,
 ) {
     let timers = &worker.timers;
     timers.running.set(timers.running.get() + 1);
-    let mut call = MultiValue::from_vec(vec![Value::Boolean(false)]);
+    let mut call = MultiValue::from_vec(vec![Value::Boolean(premature)]);
     call.extend(args);
     let run = lua
         .create_thread(callback)
@@ -124,6 +169,13 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
             move |lua, (secs, callback, args): (f64, Function, MultiValue)| {
                 let wait = delay(secs)?;
                 let worker = worker::of(lua)?.clone();
+                let retired = retirement(lua);
+                if retired.is_cancelled() && !wait.is_zero() {
+                    return Ok((
+                        Value::Nil,
+                        Value::String(lua.create_string("process exiting")?),
+                    ));
+                }
                 if !worker.timers.reserve() {
                     return Ok((
                         Value::Nil,
@@ -132,10 +184,15 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
                 }
                 let lua = lua.clone();
                 tokio::task::spawn_local(async move {
-                    tokio::time::sleep(wait).await;
+                    let premature = !wait.is_zero()
+                        && tokio::select! {
+                            biased;
+                            () = retired.cancelled() => true,
+                            () = tokio::time::sleep(wait) => false,
+                        };
                     let pending = &worker.timers.pending;
                     pending.set(pending.get().saturating_sub(1));
-                    fire(&worker, lua, callback, args, budget).await;
+                    fire(&worker, lua, (callback, args), budget, premature).await;
                 });
                 Ok((Value::Boolean(true), Value::Nil))
             },
@@ -150,6 +207,13 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
                     return Err(err("bad delay: the interval must be above 0"));
                 }
                 let worker = worker::of(lua)?.clone();
+                let retired = retirement(lua);
+                if retired.is_cancelled() {
+                    return Ok((
+                        Value::Nil,
+                        Value::String(lua.create_string("process exiting")?),
+                    ));
+                }
                 if !worker.timers.reserve() {
                     return Ok((
                         Value::Nil,
@@ -161,9 +225,19 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
                     let mut tick =
                         tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                     loop {
-                        tick.tick().await;
-                        fire(&worker, lua.clone(), callback.clone(), args.clone(), budget).await;
+                        let premature = tokio::select! {
+                            biased;
+                            () = retired.cancelled() => true,
+                            _ = tick.tick() => false,
+                        };
+                        let call = (callback.clone(), args.clone());
+                        fire(&worker, lua.clone(), call, budget, premature).await;
+                        if premature {
+                            break;
+                        }
                     }
+                    let pending = &worker.timers.pending;
+                    pending.set(pending.get().saturating_sub(1));
                 });
                 Ok((Value::Boolean(true), Value::Nil))
             },
