@@ -6,7 +6,7 @@ import os
 def toml_str(s):
     """A TOML string holding `s` exactly: a literal multi-line string when
     possible (Lua code reads best that way), else a basic string."""
-    if "'''" not in s and all(c in "\n\t" or ord(c) >= 32 for c in s) and "\x7f" not in s:
+    if "\n" in s and "'''" not in s and all(c in "\n\t" or ord(c) >= 32 for c in s) and "\x7f" not in s:
         # A newline right after the opening delimiter is trimmed by TOML.
         return "'''\n" + s + "'''"
     out = ['"']
@@ -37,7 +37,7 @@ def subst(text, port, html, servroot):
     )
 
 
-def write_conf(plan, root, port):
+def write_conf(plan, root, port, time_budget=None):
     """Writes root/conf.d/00-test.toml (+ root/html/*, root/lua/*) and returns
     the conf.d path. `port` is the listen port (0: any)."""
     conf = os.path.join(root, "conf.d")
@@ -59,6 +59,8 @@ def write_conf(plan, root, port):
         "",
     ]
     lua = []
+    if time_budget:
+        lua.append("time_budget = %s" % toml_str(time_budget))
     if plan.package_path is not None:
         pp = S(plan.package_path).replace("$prefix", root + "/")
         parts = [p for p in pp.split(";") if p]
@@ -71,7 +73,7 @@ def write_conf(plan, root, port):
         with open(os.path.join(root, "init_worker.lua"), "w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(S(plan.init_worker))
         lua.append('init_worker = "init_worker.lua"')
-    if lua or plan.shared_dicts:
+    if lua or plan.shared_dicts:  # noqa: SIM102
         lines.append("[lua]")
         lines.extend(lua)
         lines.append("")
