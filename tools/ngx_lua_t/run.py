@@ -634,6 +634,16 @@ SIGNATURES = [
     ("ngx.thread (light threads) missing or different", r"field 'thread'|ngx\.thread"),
     ("ngx.on_abort / ngx.eof / ngx.send_headers / ngx.headers_sent missing",
      r"field '(on_abort|eof|send_headers|headers_sent|flush)'"),
+    ("ngx.thread objects are not coroutines (coroutine.status on a thread)",
+     r"bad argument #1 to 'status' \(coroutine expected\)"),
+    ("numbers printed with 17 digits (ngx_lua prints %.14g)",
+     r"body: expected .*\d\.\d{1,14}\b.*, got .*\d\.\d{15,}"),
+    ("ngx.header[name] reads back nil for a header the script set (built-ins like Cache-Control, Link; case/underscore lookups)",
+     lambda t: reads_back_nil(t)),
+    ("Content-Length sent where ngx_lua streams chunked (header cleared or never set)",
+     r"header content-length: expected absent|header Content-Length: expected absent"),
+    ("ngx.resp.get_headers / ngx.req.get_headers limits (max_headers, \"truncated\")",
+     r"truncated\\n|found \d+ (resp|req) headers"),
     ("other ngx.* function missing", r"attempt to (call|index) field '\w+' \(a nil value\)"),
     ("header name/value with CR/LF rejected instead of escaped",
      r"failed to parse header value|invalid header name"),
@@ -654,10 +664,24 @@ FAMILIES = [
 ]
 
 
+def reads_back_nil(text):
+    """A body line `Name: nil` where the expected body has `Name: value`."""
+    for m in re.finditer(r"body: expected '(.*?)', got '(.*?)'$", text, re.M):
+        want = dict(re.findall(r"(?:^|\\n)([\w-]+): ([^\\]*)", m.group(1)))
+        got = dict(re.findall(r"(?:^|\\n)([\w-]+): ([^\\]*)", m.group(2)))
+        if any(got.get(k) == "nil" and v != "nil" for k, v in want.items()):
+            return True
+    return False
+
+
 def categorize(res):
     text = "\n".join(res.fails + res.log_tail)
+    if "static location" in res.translations and re.search(
+            r"got '\{\\?\"error\\?\":\\?\"Not Found", text) and "did not start" not in text:
+        if not re.search(r"attempt to (call|index) field", text):
+            return "output in rewrite/access does not end the request (ngx_lua finalizes it; moongate goes on to 404)"
     for name, rx in SIGNATURES:
-        if re.search(rx, text):
+        if rx(text) if callable(rx) else re.search(rx, text):
             return name
     for rx, name in FAMILIES:
         if re.search(rx, res.file):
