@@ -115,6 +115,7 @@ class Plan:
         self.log_level = "debug"
         self.port = 0
         self.more_headers = ""
+        self.expects_500 = False  # a raised Lua error is what the block tests
         self.default_types = []  # `default_type` other than text/plain
 
 
@@ -402,6 +403,8 @@ def plan_block(tfile, block):
     elif mh is not None:
         raise NotPortable("--- more_headers type")
     plan.log_level = (block.get("log_level") or "debug").strip()
+    codes = block.get("error_code")
+    plan.expects_500 = "500" in [str(c).strip() for c in as_list(codes) or []]
     if block.has("ignore_response") and not checkable_logs(block, plan):
         raise NotPortable("--- ignore_response with nothing moongate-checkable")
     return plan
@@ -483,29 +486,55 @@ def error_log_patterns(block):
     ] if isinstance(v, str) else [v]
 
 
-NGINX_LOG_PREFIX = re.compile(r"^.*?(?:\[lua\]\s*)?[\w.]*\([^)]*\):\d+:\s*")
+# ngx_lua names a chunk `content_by_lua(nginx.conf:40):3:`; moongate names
+# it `/path/conf.d/00-test.toml:12:`. In a pattern (as regex source) such a
+# reference becomes a wildcard. `[lua] ` (ngx.log's prefix) is dropped.
+CHUNK_REF = re.compile(
+    r"(?:\\\[lua\\\]\\? ?|\[lua\] ?)?"
+    r"[\w.\\]*?_by_lua(?:_block|_file)?\\?\((?:\\?[^)\\]|\\.)*?\\?\):(?:\\d\+|\d+):"
+)
+
+# ngx_lua's and nginx's own log lines (debug traces, internal notices):
+# moongate has its own wording, so these are never checked.
+INTERNAL = re.compile(
+    r"^(?:\^)?(?:lua |pcre JIT|unsafe URI|\[lua\] ?lua |http |ngx_http_|\w+ \d+ bytes)"
+)
 
 
 def checkable_error_log(pat, plan):
-    """The part of an `--- error_log` pattern that comes from the block's own
-    Lua (ngx.log, print, error) and so can be looked for in moongate's log;
-    None when the message is nginx's or ngx_lua's own wording."""
-    if isinstance(pat, Regex):
-        lit = re.match(r"^((?:\\.|[^\\.^$*+?()\[\]{}|])*)", pat.pattern).group(1)
-        lit = re.sub(r"\\(.)", r"\1", lit)
-        lit = NGINX_LOG_PREFIX.sub("", lit) if "(" in pat.pattern else lit
-        if len(lit) >= 3 and any(lit in s for s in plan.lua_sources):
-            return pat
+    """An `--- error_log` pattern in a form to look for in moongate's log,
+    or None when it cannot be checked there.
+
+    Checked: messages the block's own Lua writes (`ngx.log`, `print`,
+    `error`: their leading text appears in the block's Lua source), and, in
+    blocks that expect a 500, the error string a failing `ngx.*` call raised
+    (moongate logs it with the failed request). Chunk references like
+    `content_by_lua(nginx.conf:40):3:` match any `file:line:`. Not checked:
+    ngx_lua's and nginx's own log lines (`lua ready to sleep for`, ...)."""
+    src = pat.pattern if isinstance(pat, Regex) else re.escape(pat)
+    flags = pat.flags if isinstance(pat, Regex) else ""
+    src = CHUNK_REF.sub(".*?", src)
+    # The literal text the pattern starts with, after any chunk reference.
+    body = re.sub(r"^(?:\.\*\?\s*)+", "", src)
+    body = re.sub(r"^(?:\\ )+", "", body)
+    body = re.sub(r"^lua (?:user|entry) thread aborted: ", "", body)
+    lit = re.match(r"^((?:\\[^a-zA-Z0-9]|[^\\.^$*+?()\[\]{}|])*)", body).group(1)
+    lit = re.sub(r"\\(.)", r"\1", lit).strip()
+    if INTERNAL.match(lit) or INTERNAL.match(body):
         return None
-    msg = pat
-    if "_by_lua" in msg or "nginx.conf" in msg or "[lua]" in msg:
-        msg = NGINX_LOG_PREFIX.sub("", msg)
-        if "_by_lua" in msg or "nginx.conf" in msg:
-            return None
-    head = msg[:12]
-    if len(msg) >= 3 and any(head in s for s in plan.lua_sources):
-        return msg
-    return None
+    if len(lit) < 3:
+        return None
+    # The message's leading text must be written in the script (a literal
+    # followed by computed values, like `print("group 1: ", m[2])`).
+    n = 0
+    for k in range(len(lit), 2, -1):
+        if any(lit[:k] in s for s in plan.lua_sources):
+            n = k
+            break
+    from_script = n >= min(len(lit), 8)
+    if not from_script and not plan.expects_500:
+        return None
+    return Regex(src, flags)
 
 
 def checkable_logs(block, plan):
