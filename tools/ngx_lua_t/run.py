@@ -74,7 +74,7 @@ class Moongate:
             [binary, "run", "-c", conf],
             cwd=conf,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
         )
@@ -82,8 +82,16 @@ class Moongate:
         self.lock = threading.Lock()
         self.ready = threading.Event()
         self.addr = None
+        self.stdout = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        self.out_reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self.out_reader.start()
+
+    def _read_stdout(self):
+        for raw in self.proc.stdout:
+            with self.lock:
+                self.stdout.append(raw.decode("utf-8", "replace").rstrip("\n"))
 
     def _read(self):
         for raw in self.proc.stderr:
@@ -115,6 +123,7 @@ class Moongate:
                 self.proc.kill()
                 self.proc.wait()
         self.reader.join(2)
+        self.out_reader.join(2)
 
 
 def free_port():
@@ -384,7 +393,7 @@ class Expect:
         return expect_subst(self.block.get(name), self.plan)
 
 
-def check_block(block, plan, responses, log_lines):
+def check_block(block, plan, responses, log_lines, stdout_lines=()):
     """Returns (ok, [failure strings], [notes])."""
     block = Expect(block, plan)
     fails = []
@@ -485,7 +494,11 @@ def check_block(block, plan, responses, log_lines):
             unchecked += 1
             continue
         if not log_matches(c, log_text):
-            fails.append("error_log %s: not in moongate's log" % short(c))
+            where = ""
+            # Lua's own print separates its arguments with tabs; ngx_lua's does not.
+            if stdout_lines and log_matches(c, "\n".join(stdout_lines).replace("\t", "")):
+                where = " (it is on moongate's stdout: print() does not write to the log)"
+            fails.append("error_log %s: not in moongate's log%s" % (short(c), where))
     if unchecked:
         notes.append("%d error_log pattern(s) in nginx's own wording not checked" % unchecked)
     return not fails, fails, notes
@@ -588,7 +601,7 @@ def run_block(binary, tfile, block, keep=False):
         time.sleep(float(wait) if wait and re.match(r"^[\d.]+$", str(wait).strip()) else 0.05)
         mg.stop()
         log = mg.log()
-        res.ok, res.fails, res.notes = check_block(block, plan, responses, log)
+        res.ok, res.fails, res.notes = check_block(block, plan, responses, log, mg.stdout)
         if not res.ok:
             res.log_tail = [l for l in log if " INFO " not in l][-12:]
     except Exception as e:  # a runner bug must not hide the other blocks
@@ -644,6 +657,8 @@ SIGNATURES = [
      r"header content-length: expected absent|header Content-Length: expected absent"),
     ("ngx.resp.get_headers / ngx.req.get_headers limits (max_headers, \"truncated\")",
      r"truncated\\n|found \d+ (resp|req) headers"),
+    ("print() writes to stdout, not the log (ngx_lua logs it at NOTICE)",
+     r"print\(\) does not write to the log"),
     ("other ngx.* function missing", r"attempt to (call|index) field '\w+' \(a nil value\)"),
     ("header name/value with CR/LF rejected instead of escaped",
      r"failed to parse header value|invalid header name"),
@@ -693,7 +708,21 @@ def md_escape(s):
     return s.replace("|", "\\|").replace("\n", "\\n")
 
 
-def write_report(results, out, binary, files_order, elapsed):
+def passing_in_report(path):
+    """{(file, test number)} of the "Passing blocks" section of an earlier report."""
+    out = set()
+    with open(path) as fh:
+        text = fh.read()
+    sec = text.split("## Passing blocks", 1)
+    if len(sec) < 2:
+        return out
+    for m in re.finditer(r"^- (\S+): (.*)$", sec[1], re.M):
+        for n in m.group(2).split(","):
+            out.add((m.group(1), n.strip()))
+    return out
+
+
+def write_report(results, out, binary, files_order, elapsed, baseline=None):
     by_file = {}
     for r in results:
         by_file.setdefault(r.file, []).append(r)
@@ -726,6 +755,19 @@ def write_report(results, out, binary, files_order, elapsed):
     if tr:
         L.append("Portable blocks that rely on one of the runner's stand-ins (README): " + "; ".join(
             "%s %d (%d pass)" % (k, v[0], v[1]) for k, v in sorted(tr.items())) + ".")
+        L.append("")
+    if baseline:
+        before = passing_in_report(baseline)
+        now = {(r.file, test_no(r.name)) for r in passed}
+        gained = sorted(now - before)
+        lost = sorted(before - now)
+        L.append("Compared with `%s`: %d newly passing, %d no longer passing." % (baseline, len(gained), len(lost)))
+        if lost:
+            L.append("")
+            L.append("No longer passing: " + ", ".join("%s #%s" % x for x in lost))
+        if gained:
+            L.append("")
+            L.append("Newly passing: " + ", ".join("%s #%s" % x for x in gained))
         L.append("")
     # categories
     cats = {}
@@ -812,6 +854,7 @@ def main():
     ap.add_argument("--list", action="store_true", help="only list portability decisions, run nothing")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("files", nargs="*", help="test files or dirs relative to --tests (default: issue 13's list)")
+    ap.add_argument("--compare", metavar="OLD.md", help="an earlier report: list blocks newly passing / no longer passing")
     ap.add_argument("--time-budget", default="1s",
                     help="[lua] time_budget for every block (ngx_lua has none; default 1s, '' = moongate's default)")
     a = ap.parse_args()
@@ -859,7 +902,7 @@ def main():
     print("%d of %d portable blocks pass (core subset: %d of %d; %d blocks, %.0f s)" % (
         len(ok), len(portable), len([r for r in core if r.ok]), len(core), len(results), elapsed))
     if a.out:
-        write_report(results, a.out, binary, files, elapsed)
+        write_report(results, a.out, binary, files, elapsed, a.compare)
         print("report: %s" % a.out)
     sys.exit(0)
 
