@@ -659,6 +659,8 @@ SIGNATURES = [
      r"truncated\\n|found \d+ (resp|req) headers"),
     ("print() writes to stdout, not the log (ngx_lua logs it at NOTICE)",
      r"print\(\) does not write to the log"),
+    ("ngx.var[N]: captures of a regex location",
+     r"^TEST \d+: get by-position capturing variables"),
     ("other ngx.* function missing", r"attempt to (call|index) field '\w+' \(a nil value\)"),
     ("header name/value with CR/LF rejected instead of escaped",
      r"failed to parse header value|invalid header name"),
@@ -690,9 +692,9 @@ def reads_back_nil(text):
 
 
 def categorize(res):
-    text = "\n".join(res.fails + res.log_tail)
+    text = "\n".join([res.name] + res.fails + res.log_tail)
     if "static location" in res.translations and re.search(
-            r"got '\{\\?\"error\\?\":\\?\"Not Found", text) and "did not start" not in text:
+            r"status: expected (?!404)\d+, got 404", text) and "did not start" not in text:
         if not re.search(r"attempt to (call|index) field", text):
             return "output in rewrite/access does not end the request (ngx_lua finalizes it; moongate goes on to 404)"
     for name, rx in SIGNATURES:
