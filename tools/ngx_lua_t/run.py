@@ -661,6 +661,15 @@ SIGNATURES = [
      r"print\(\) does not write to the log"),
     ("ngx.var[N]: captures of a regex location",
      r"^TEST \d+: get by-position capturing variables"),
+    ("ngx.re: duplicate named groups / J option / result-table argument / nth out of bound (issue item 9)",
+     r"^TEST \d+: (duplicate named|Javascript compatible|empty duplicate captures|extra table argument"
+     r"|the 5th argument|specify the group)"),
+    ("ngx.shared: list/scalar type errors (\"value is a list\", \"value not a list\")",
+     r"value is a list|value not a list"),
+    ("ngx.shared: memory accounting (no memory, forcible, abort at N, lpush into a full dict)",
+     r"no memory|abort at|forcible|^TEST \d+: (lpush return nil|list removed)"),
+    ("ngx.shared: type(dict) is a table; add/replace of nil is an error",
+     r"type: table|add or replace nil"),
     ("other ngx.* function missing", r"attempt to (call|index) field '\w+' \(a nil value\)"),
     ("header name/value with CR/LF rejected instead of escaped",
      r"failed to parse header value|invalid header name"),
@@ -757,6 +766,13 @@ def write_report(results, out, binary, files_order, elapsed, baseline=None):
     if tr:
         L.append("Portable blocks that rely on one of the runner's stand-ins (README): " + "; ".join(
             "%s %d (%d pass)" % (k, v[0], v[1]) for k, v in sorted(tr.items())) + ".")
+        L.append("")
+    json_only = [r for r in failed if r.fails and all(
+        re.search(r"body: expected like '(\^)?\d{3} [A-Z][\w ]+'?, got '\{\\?\"error", f) for f in r.fails)]
+    if json_only:
+        L.append("%d failing blocks fail only because the body is moongate's JSON error page where the test "
+                 "expects nginx's HTML one (`Accept` absent, as Test::Nginx sends): %s." % (
+                     len(json_only), ", ".join("%s #%s" % (os.path.basename(r.file), test_no(r.name)) for r in json_only)))
         L.append("")
     if baseline:
         before = passing_in_report(baseline)
