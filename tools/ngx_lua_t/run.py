@@ -12,7 +12,6 @@ import argparse
 import concurrent.futures
 import os
 import re
-import select
 import shutil
 import signal
 import socket
@@ -376,6 +375,7 @@ def expect_subst(v, plan):
     port = str(plan.port)
     v = re.sub(r"\$ServerPort(ForClient)?\b", port, v)
     v = v.replace("$TEST_NGINX_SERVER_PORT", port).replace("$TEST_NGINX_HTML_DIR", plan.html_dir)
+    v = v.replace("@@HTML@@", plan.html_dir).replace("@@PORT@@", port)
     return v
 
 
@@ -576,7 +576,11 @@ def run_block(binary, tfile, block, keep=False):
         more = mgconf.subst(plan.more_headers, plan.port, plan.html_dir, root) if isinstance(
             plan.more_headers, str) else [mgconf.subst(x, plan.port, plan.html_dir, root) for x in plan.more_headers]
         responses = []
-        if plan.requests and plan.requests[0][0] == "pipelined":
+        if plan.requests and plan.requests[0][0] == "raw":
+            data = mgconf.subst(plan.requests[0][1], plan.port, plan.html_dir, root)
+            meth = (data.split(None, 1) or ["GET"])[0]
+            responses = http_exchange(mg.addr, data.encode("utf-8", "surrogateescape"), [meth], timeout)
+        elif plan.requests and plan.requests[0][0] == "pipelined":
             data = b""
             methods = []
             for i, (_, spec) in enumerate(plan.requests):

@@ -130,12 +130,21 @@ def parse_header(head):
     for m in HEADER_OUR_RE.finditer(head):
         name = m.group(1)
         rest = head[m.end():]
+        hd = re.match(r"<<\s*(['\"]?)(\w+)\1\s*;[^\n]*\n(.*?)^\2$", rest, re.S | re.M)
         try:
-            value, _ = PerlEval(rest, perl_vars, head=head, heredoc_src=rest).expr_prefix()
+            if hd:
+                # A heredoc: `<<'X'` is literal, `<<X` / `<<"X"` interpolates.
+                value = hd.group(3) if hd.group(1) == "'" else perl_interpolate(hd.group(3), perl_vars)
+            else:
+                value, _ = PerlEval(rest, perl_vars).expr_prefix()
         except Unsupported:
             continue
         if isinstance(value, str):
             perl_vars[name] = value
+    if re.search(r"^\s*our\s+\$HtmlDir\s*=\s*html_dir\b", head, re.M):
+        perl_vars["HtmlDir"] = "@@HTML@@"  # the block's html dir, filled in at run time
+    if re.search(r"^\s*our\s+\$LuaCpath\s*=", head, re.M):
+        perl_vars["LuaCpath"] = ""  # only ever used in lua_package_cpath, which is dropped
     for m in re.finditer(r"\$ENV\{(\w+)\}\s*(\|\|)?=\s*([^;]+);", head):
         v = m.group(3).strip()
         mm = re.match(r"""^(['"])(.*)\1$""", v)
@@ -157,7 +166,7 @@ class PerlEval:
     array refs `[...]`, lists, `$::Var` / `$Var` of the header's `our`
     strings, and `chr(N)`. Anything else raises Unsupported."""
 
-    def __init__(self, src, perl_vars, head=None, heredoc_src=None):
+    def __init__(self, src, perl_vars):
         self.s = src
         self.i = 0
         self.vars = perl_vars

@@ -6,7 +6,6 @@ only, before anything runs. `NotPortable(reason)` says why a block is left
 out; the reasons are short, stable strings so the report can count them.
 """
 
-import os
 import re
 
 import nginxconf
@@ -203,14 +202,7 @@ SELF_PROXY = re.compile(
     r"^http://(?:127\.0\.0\.1|localhost):(?:\$server_port|@@PORT@@)(/[^$]*)?$"
 )
 
-# Directives dropped without changing what the test observes through moongate.
-DROPPED_LOCATION = {
-    "default_type": "default_type dropped",
-    "lua_code_cache": None,  # only `on` is accepted, see below
-}
-
-
-def translate_location(d, plan, html_dir_files):
+def translate_location(d, plan):
     if d.children is None:
         raise NotPortable("location without a block")
     args = d.args
@@ -317,10 +309,10 @@ def translate_http_config(dirs, plan):
             raise NotPortable("http_config directive %s" % n)
 
 
-def translate_config(dirs, plan, html_dir_files):
+def translate_config(dirs, plan):
     for d in dirs:
         if d.name == "location":
-            plan.routes.append(translate_location(d, plan, html_dir_files))
+            plan.routes.append(translate_location(d, plan))
         elif d.name == "lua_code_cache" and d.args == ["on"]:
             continue
         else:
@@ -362,8 +354,6 @@ def plan_block(tfile, block):
         raise NotPortable("--- skip_nginx")
     if block.has("main_config") and (block.get("main_config") or "").strip():
         raise NotPortable("--- main_config")
-    if block.has("raw_request"):
-        raise NotPortable("--- raw_request")
     http_config = block.get("http_config") or ""
     config = block.get("config") or ""
     if not isinstance(config, str) or not isinstance(http_config, str):
@@ -379,7 +369,7 @@ def plan_block(tfile, block):
         plan.user_files = parse_user_files(files)
     try:
         translate_http_config(nginxconf.parse(http_config), plan)
-        translate_config(nginxconf.parse(config), plan, plan.user_files)
+        translate_config(nginxconf.parse(config), plan)
     except Unsupported as e:
         raise NotPortable(str(e))
     if plan.default_types:
@@ -462,6 +452,11 @@ def request_specs(block, pv, env):
         if not isinstance(v, list):
             raise NotPortable("--- pipelined_requests")
         return [("pipelined", expand_env(x, env, None)) for x in v]
+    if block.has("raw_request"):
+        v = block.get("raw_request")
+        if not isinstance(v, str):
+            raise NotPortable("--- raw_request in packets")
+        return [("raw", expand_env(v, env, None))]
     v = block.get("request")
     if v is None:
         raise NotPortable("no --- request")
