@@ -1,6 +1,7 @@
 """Writing a moongate conf.d (TOML) for a translated block (see translate.Plan)."""
 
 import os
+import re
 
 
 def toml_str(s):
@@ -90,7 +91,12 @@ def write_conf(plan, root, port, time_budget=None):
     has_root = False
     for r in plan.routes:
         lines.append("[[route]]")
-        lines.append("%s = %s" % (r.kind, toml_str(S(r.path))))
+        kind, path = r.kind, S(r.path)
+        if r.static and kind == "path" and os.path.isfile(os.path.join(html, path.strip("/"))):
+            # A prefix naming a file (`location /a.txt`): moongate would strip
+            # all of it; a regex route keeps the path whole under root.
+            kind, path = "path_regex", "^" + re.escape(path)
+        lines.append("%s = %s" % (kind, toml_str(path)))
         if r.kind == "path" and r.path == "/":
             has_root = True
         if r.upstream_self:
@@ -99,7 +105,7 @@ def write_conf(plan, root, port, time_budget=None):
             # moongate strips a prefix route's path before looking in root;
             # nginx's `root` does not: root the route at html/PREFIX.
             d = html
-            if r.kind == "path":
+            if kind == "path":
                 d = os.path.join(html, S(r.path).strip("/"))
             os.makedirs(d, exist_ok=True)
             lines.append("root = %s" % toml_str(d.rstrip("/")))
@@ -126,8 +132,6 @@ def write_conf(plan, root, port, time_budget=None):
 
 
 def toml_quote_key(k):
-    import re
-
     if re.match(r"^[A-Za-z0-9_-]+$", k):
         return k
     return toml_str(k) if "'''" in k else '"%s"' % k.replace("\\", "\\\\").replace('"', '\\"')

@@ -231,7 +231,9 @@ def http_exchange(addr, data, methods, timeout):
             buf += chunk
             return True
 
-        for meth in methods:
+        pending = list(methods)
+        while pending:
+            meth = pending[0]
             r = Response()
             out.append(r)
             while b"\r\n\r\n" not in buf:
@@ -251,7 +253,11 @@ def http_exchange(addr, data, methods, timeout):
             for line in lines[1:]:
                 k, _, v = line.partition(":")
                 r.headers.append((k.strip(), v.strip()))
-            if meth == "HEAD" or r.status in (204, 304) or 100 <= r.status < 200:
+            if 100 <= r.status < 200 and r.status != 101:
+                out.pop()  # an interim response (100 Continue): the real one follows
+                continue
+            pending.pop(0)
+            if meth == "HEAD" or r.status in (204, 304, 101):
                 continue
             te = (r.header("Transfer-Encoding") or "").lower()
             cl = r.header("Content-Length")
@@ -523,6 +529,15 @@ class Result:
         self.core = False
 
 
+def seconds(v, default):
+    """A Test::Nginx duration (`3`, `0.5`, `2s`, `500ms`) in seconds."""
+    m = re.match(r"^\s*([\d.]+)\s*(ms|s)?\s*$", str(v or ""))
+    if not m:
+        return default
+    n = float(m.group(1))
+    return n / 1000.0 if m.group(2) == "ms" else n
+
+
 def translations(block, plan):
     """Which of the runner's nginx-to-moongate stand-ins a block relies on."""
     t = []
@@ -571,8 +586,7 @@ def run_block(binary, tfile, block, keep=False):
             res.log_tail = log[-15:]
             return res
         plan.port = mg.addr[1]
-        timeout = float(block.get("timeout") or 3) if re.match(
-            r"^[\d.]+$", str(block.get("timeout") or "3").strip().rstrip("s")) else 3.0
+        timeout = seconds(block.get("timeout"), 3.0)
         more = mgconf.subst(plan.more_headers, plan.port, plan.html_dir, root) if isinstance(
             plan.more_headers, str) else [mgconf.subst(x, plan.port, plan.html_dir, root) for x in plan.more_headers]
         responses = []
@@ -601,8 +615,7 @@ def run_block(binary, tfile, block, keep=False):
                     mh = mh[0] if mh else ""
                 data, meth = build_request(mgconf.subst(spec, plan.port, plan.html_dir, root), mh)
                 responses.extend(http_exchange(mg.addr, data, [meth], timeout))
-        wait = block.get("wait")
-        time.sleep(float(wait) if wait and re.match(r"^[\d.]+$", str(wait).strip()) else 0.05)
+        time.sleep(max(0.05, seconds(block.get("wait"), 0.05)))
         mg.stop()
         log = mg.log()
         res.ok, res.fails, res.notes = check_block(block, plan, responses, log, mg.stdout)
