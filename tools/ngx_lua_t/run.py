@@ -895,6 +895,7 @@ def main():
     ap.add_argument("--list", action="store_true", help="only list portability decisions, run nothing")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("files", nargs="*", help="test files or dirs relative to --tests (default: issue 13's list)")
+    ap.add_argument("--json", metavar="PATH", help="also write every block's result as JSON")
     ap.add_argument("--compare", metavar="OLD.md", help="an earlier report: list blocks newly passing / no longer passing")
     ap.add_argument("--time-budget", default="1s",
                     help="[lua] time_budget for every block (ngx_lua has none; default 1s, '' = moongate's default)")
@@ -945,6 +946,17 @@ def main():
     if a.out:
         write_report(results, a.out, binary, files, elapsed, a.compare)
         print("report: %s" % a.out)
+    if a.json:
+        import json
+
+        with open(a.json, "w") as fh:
+            json.dump([{
+                "file": r.file, "test": r.name, "line": r.line, "portable": r.portable,
+                "reason": r.reason, "pass": r.ok if r.portable else None, "core": r.core,
+                "category": categorize(r) if r.portable and not r.ok else None,
+                "failures": r.fails, "notes": r.notes, "stand_ins": r.translations,
+            } for r in results], fh, indent=1)
+        print("json: %s" % a.json)
     sys.exit(0)
 
 
