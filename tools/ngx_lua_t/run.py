@@ -703,6 +703,7 @@ SIGNATURES = [
 ]
 
 FAMILIES = [
+    (r"uthread", "ngx.thread (light threads): output, scheduling order, exit/exec/redirect from a thread"),
     (r"(034|036|037|038|047|120)-", "ngx.re (match/find/sub/gsub) results or errors"),
     (r"(043|145)-", "ngx.shared.DICT results or errors"),
     (r"016-|041-", "response headers (ngx.header, header_filter)"),
