@@ -426,7 +426,8 @@ def compile_perl_regex(pattern, flags):
             fl |= re.M
         elif c == "x":
             fl |= re.X
-    pat = pattern
+    # \Q...\E quotes its text literally.
+    pat = re.sub(r"\\Q(.*?)(?:\\E|$)", lambda m: re.escape(m.group(1)), pattern, flags=re.S)
     # Perl-only syntax that Python spells differently.
     pat = pat.replace(r"\z", r"\Z")
     pat = re.sub(r"\\Z(?!\))", r"\\Z", pat)
