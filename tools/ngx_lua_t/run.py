@@ -115,12 +115,14 @@ class Moongate:
 
     def stop(self):
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
             try:
+                self.proc.send_signal(signal.SIGTERM)
                 self.proc.wait(3)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            except ProcessLookupError:
+                pass
         self.reader.join(2)
         self.out_reader.join(2)
 
@@ -626,7 +628,10 @@ def run_block(binary, tfile, block, keep=False):
         res.fails = ["runner error: %r" % e]
     finally:
         if mg:
-            mg.stop()
+            try:
+                mg.stop()
+            except Exception as e:  # still remove the block's files
+                res.notes.append("stopping moongate: %r" % e)
         res.secs = time.time() - t0
         if keep:
             res.notes.append("kept in %s" % root)
