@@ -56,6 +56,8 @@ pub struct ReqCtx {
     pub cache: RefCell<CacheDecisions>,
     /// `mg.cache.ttl` / `no_store` from header_filter.
     pub cache_late: Cell<Overrides>,
+    /// Cosockets opened by the request's handlers, closed at its end.
+    pub sockets: super::api::socket::RequestSockets,
 }
 
 impl ReqCtx {
@@ -82,6 +84,7 @@ impl ReqCtx {
             cache_zone: Cell::new(false),
             cache: RefCell::new(CacheDecisions::default()),
             cache_late: Cell::new(Overrides::default()),
+            sockets: Default::default(),
         }
     }
 

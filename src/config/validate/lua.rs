@@ -44,6 +44,7 @@ pub(super) fn settings(
         ffi: true,
         shared_dicts: Vec::new(),
         prefix: paths.prefix().to_path_buf(),
+        ssl_trusted_certificate: None,
     };
     let Some((src, def)) = found else {
         return Ok(out);
@@ -57,6 +58,11 @@ pub(super) fn settings(
             return Err(src.err(b.span(), "`time_budget` must be more than 0"));
         }
         out.time_budget = b.get_ref().0;
+    }
+    if let Some(pem) = &raw.ssl_trusted_certificate {
+        let place = src.place(pem.span());
+        out.ssl_trusted_certificate =
+            Some(paths.file(place, "ssl_trusted_certificate", pem.get_ref()));
     }
     out.sandbox = raw.sandbox.unwrap_or(true);
     out.ffi = raw.ffi.unwrap_or(true);
