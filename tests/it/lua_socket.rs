@@ -711,3 +711,174 @@ s:close()
         "userdata\ntls:hi\nboolean\n"
     );
 }
+
+/// A line server: answers `close` and then closes (50 ms later), `chatty` and then
+/// sends an unasked line, `two` with two lines at once, anything else
+/// with `ok:LINE`. Counts the connections it accepted.
+async fn line_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                let mut line = String::new();
+                while stream.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                    let w = stream.get_mut();
+                    let ok = match line.trim_end() {
+                        "close" => {
+                            let _ = w.write_all(b"bye\n").await;
+                            // Closes once the connection is back in the pool.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            return;
+                        }
+                        "chatty" => {
+                            let _ = w.write_all(b"ok:chatty\n").await;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            w.write_all(b"surprise\n").await
+                        }
+                        "two" => w.write_all(b"one\ntwo\n").await,
+                        other => w.write_all(format!("ok:{other}\n").as_bytes()).await,
+                    };
+                    if ok.is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_never_hands_out_a_closed_or_talkative_connection() {
+    use std::sync::atomic::Ordering;
+    let (port, accepted) = line_server().await;
+    let mg = start(
+        "",
+        &format!(
+            r#"[[route]]
+path_exact = "/say"
+lua.content_inline = '''
+local s = ngx.socket.tcp()
+s:settimeout(1000)
+assert(s:connect("127.0.0.1", {port}))
+ngx.say("reused ", s:getreusedtimes())
+assert(s:send(ngx.var.arg_w .. "\n"))
+ngx.say(s:receive())
+ngx.say("keepalive ", tostring(s:setkeepalive()))
+'''
+
+[[route]]
+path_exact = "/two"
+lua.content_inline = '''
+local s = ngx.socket.tcp()
+s:settimeout(1000)
+assert(s:connect("127.0.0.1", {port}, {{ pool = "two" }}))
+assert(s:send("two\n"))
+ngx.sleep(0.05)
+ngx.say(s:receive())
+ngx.say("keepalive ", select(2, s:setkeepalive()))
+ngx.say("after ", select(2, s:send("x")))
+'''
+"#
+        ),
+    );
+    assert_eq!(
+        body(&mg.url("/say?w=a")).await,
+        "reused 0\nok:a\nkeepalive 1\n"
+    );
+    assert_eq!(
+        body(&mg.url("/say?w=b")).await,
+        "reused 1\nok:b\nkeepalive 1\n"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // The peer closes the pooled connection: the next request gets a new one.
+    assert_eq!(
+        body(&mg.url("/say?w=close")).await,
+        "reused 2\nbye\nkeepalive 1\n"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        body(&mg.url("/say?w=c")).await,
+        "reused 0\nok:c\nkeepalive 1\n"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // The peer sends what nobody asked for on a pooled connection: it is
+    // not handed out either.
+    assert_eq!(
+        body(&mg.url("/say?w=chatty")).await,
+        "reused 1\nok:chatty\nkeepalive 1\n"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        body(&mg.url("/say?w=d")).await,
+        "reused 0\nok:d\nkeepalive 1\n"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    // Data left unread: the connection is not pooled.
+    let two = body(&mg.url("/two")).await;
+    assert!(
+        two == "one\nkeepalive unread data in buffer\nafter closed\n"
+            || two == "one\nkeepalive connection in dubious state\nafter closed\n",
+        "{two}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cosocket_waits_inside_the_scripts_own_coroutines() {
+    let origin = raw_http_origin().await;
+    let mg = start(
+        "",
+        &format!(
+            r#"[[route]]
+path_exact = "/wrapped"
+lua.content_inline = '''
+local sock = ngx.socket.tcp()
+sock:settimeout(2000)
+-- A generator of body chunks, as lua-resty-http's body reader is made.
+local chunks = coroutine.wrap(function()
+    assert(sock:connect("127.0.0.1", {port}))
+    assert(sock:send("GET /chunked HTTP/1.1\r\nHost: origin\r\n\r\n"))
+    sock:receiveuntil("\r\n\r\n")()
+    coroutine.yield("head")
+    local line = sock:receiveuntil("\r\n")
+    while true do
+        local size = tonumber(line(), 16)
+        if size == 0 then return "end" end
+        coroutine.yield(sock:receive(size))
+        sock:receive(2)
+    end
+end)
+local seen = {{}}
+repeat
+    local c = chunks()
+    seen[#seen + 1] = c
+until c == "end"
+ngx.say(table.concat(seen, "|"))
+local co = coroutine.create(function(a)
+    ngx.sleep(0.01)
+    local b = coroutine.yield(a + 1)
+    ngx.sleep(0.01)
+    return b * 2
+end)
+local ok1, v1 = coroutine.resume(co, 1)
+local ok2, v2 = coroutine.resume(co, 10)
+ngx.say(tostring(ok1), " ", v1, " ", tostring(ok2), " ", v2, " ", coroutine.status(co))
+local bad = coroutine.wrap(function() ngx.sleep(0.01) error("boom", 0) end)
+ngx.say(select(2, pcall(bad)))
+'''
+"#,
+            port = origin.port()
+        ),
+    );
+    assert_eq!(
+        body(&mg.url("/wrapped")).await,
+        "head|hello|, chunked world|end\ntrue 2 true 20 dead\nboom\n"
+    );
+}

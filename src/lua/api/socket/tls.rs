@@ -38,11 +38,14 @@ pub enum Verify {
     },
 }
 
+/// The verifying configurations: checking the name, and not.
+type Verifying = (Arc<ClientConfig>, Arc<ClientConfig>);
+
 /// One VM's client configurations, made on first use.
 pub struct TlsClients {
     trusted: Option<PathBuf>,
     off: OnceCell<Result<Arc<ClientConfig>, String>>,
-    chain: OnceCell<Result<(Arc<ClientConfig>, Arc<ClientConfig>), String>>,
+    chain: OnceCell<Result<Verifying, String>>,
 }
 
 impl TlsClients {
