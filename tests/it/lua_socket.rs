@@ -117,7 +117,8 @@ fn start_with(toml: &str, files: &[(&str, &str)]) -> Moongate {
     Moongate::start_at(dir, conf_d)
 }
 
-async fn body(url: &str) -> String {
+async fn body(url: impl AsRef<str>) -> String {
+    let url = url.as_ref();
     let r = client().get(url).send().await.expect("GET");
     assert_eq!(r.status().as_u16(), 200, "{url}");
     r.text().await.expect("body")
@@ -880,5 +881,60 @@ ngx.say(select(2, pcall(bad)))
     assert_eq!(
         body(&mg.url("/wrapped")).await,
         "head|hello|, chunked world|end\ntrue 2 true 20 dead\nboom\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_with_a_backlog_bounds_open_connections_and_queues_connects() {
+    use std::sync::atomic::Ordering;
+    let (port, accepted) = line_server().await;
+    let mg = start(
+        "",
+        &format!(
+            r#"[[route]]
+path_exact = "/bounded"
+lua.content_inline = '''
+local s = ngx.socket.tcp()
+s:settimeout(tonumber(ngx.var.arg_timeout) or 2000)
+local ok, err = s:connect("127.0.0.1", {port}, {{ pool = "bounded", pool_size = 1, backlog = 1 }})
+if not ok then ngx.say("connect ", err) return end
+ngx.say("reused ", s:getreusedtimes())
+ngx.sleep(tonumber(ngx.var.arg_hold))
+assert(s:send("x\n"))
+ngx.say(s:receive())
+ngx.say("keepalive ", s:setkeepalive())
+'''
+"#
+        ),
+    );
+    let holder = tokio::spawn(body(mg.url("/bounded?hold=0.4")));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Waits for the one connection the pool allows...
+    let queued = tokio::spawn(body(mg.url("/bounded?hold=0")));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...and the backlog (1) is full.
+    assert_eq!(
+        body(&mg.url("/bounded?hold=0")).await,
+        "connect too many waiting connect operations\n"
+    );
+    assert_eq!(
+        holder.await.expect("holder"),
+        "reused 0\nok:x\nkeepalive 1\n"
+    );
+    assert_eq!(
+        queued.await.expect("queued"),
+        "reused 1\nok:x\nkeepalive 1\n"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // A queued connect gives up after its connect timeout.
+    let holder = tokio::spawn(body(mg.url("/bounded?hold=0.5")));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        body(&mg.url("/bounded?hold=0&timeout=100")).await,
+        "connect timeout\n"
+    );
+    assert_eq!(
+        holder.await.expect("holder"),
+        "reused 2\nok:x\nkeepalive 1\n"
     );
 }

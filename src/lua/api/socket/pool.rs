@@ -3,11 +3,17 @@
 //! [`LuaWorker`](crate::lua::worker::LuaWorker), shared by the worker's
 //! VMs of every configuration generation. Pools are named `host:port`,
 //! `unix:/path` or by the `pool` option; each keeps at most its size of
-//! idle connections, the least recently used closed first. Knows nothing
-//! of Lua.
+//! idle connections, the least recently used closed first. A pool made
+//! with a `backlog` also bounds the connections open at once (idle or in
+//! use) to its size, queueing up to `backlog` connects. Knows nothing of
+//! Lua.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::stream::Stream;
 
@@ -27,50 +33,132 @@ struct Pool {
     size: usize,
     /// Oldest first.
     idle: VecDeque<Idle>,
+    /// With a backlog: the bound on open connections.
+    limit: Option<Rc<Slots>>,
 }
 
-struct Idle {
+/// A pooled connection waiting to be reused.
+pub struct Idle {
     id: u64,
-    stream: Stream,
+    /// The connection.
+    pub stream: Stream,
     /// How often it was handed out of the pool before.
-    reused: u32,
+    pub reused: u32,
+    /// Its place under the pool's bound, if it has one.
+    pub ticket: Option<Ticket>,
+}
+
+/// The open connections of a pool with a backlog.
+pub struct Slots {
+    size: usize,
+    backlog: usize,
+    open: Cell<usize>,
+    waiting: Cell<usize>,
+    /// Wakes a queued connect when a connection closes or goes idle.
+    freed: Notify,
+}
+
+/// One open connection counted by [`Slots`]; dropping it (the connection
+/// closed) frees the place.
+pub struct Ticket(Rc<Slots>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get().saturating_sub(1));
+        self.0.freed.notify_one();
+    }
+}
+
+/// What a connect gets from the pool.
+pub enum Checkout {
+    /// An idle connection.
+    Reuse(Idle),
+    /// Open a new connection (holding the ticket, if the pool is bounded).
+    Open(Option<Ticket>),
+    /// The error to return ("timeout", "too many waiting connect operations").
+    Fail(&'static str),
 }
 
 impl SocketPool {
-    /// Makes pool `name` with room for `size` connections, unless it exists
-    /// (a pool's size cannot change once made, as in ngx_lua).
-    pub fn create(&self, name: &str, size: usize) {
+    /// Makes pool `name` with room for `size` connections (and, with
+    /// `backlog`, at most `size` open at once), unless it exists: a pool's
+    /// size cannot change once made, as in ngx_lua.
+    pub fn create(&self, name: &str, size: usize, backlog: Option<usize>) {
         let mut pools = self.pools.borrow_mut();
         if !pools.contains_key(name) {
+            let limit = backlog.map(|backlog| {
+                Rc::new(Slots {
+                    size,
+                    backlog,
+                    open: Cell::new(0),
+                    waiting: Cell::new(0),
+                    freed: Notify::new(),
+                })
+            });
             pools.insert(
                 name.to_string(),
                 Pool {
                     size,
                     idle: VecDeque::new(),
+                    limit,
                 },
             );
         }
     }
 
     /// The most recently kept connection of pool `name` that is still open
-    /// with nothing unread, and how often it was reused before. Dead ones
-    /// met on the way are closed.
-    pub fn take(&self, name: &str) -> Option<(Stream, u32)> {
+    /// with nothing unread. Dead ones met on the way are closed.
+    fn take(&self, name: &str) -> Option<Idle> {
         let mut pools = self.pools.borrow_mut();
         let pool = pools.get_mut(name)?;
         while let Some(idle) = pool.idle.pop_back() {
             if idle.stream.is_idle_and_open() {
-                return Some((idle.stream, idle.reused));
+                return Some(idle);
             }
         }
         None
     }
 
+    /// An idle connection of pool `name`, or leave to open one: at once,
+    /// or in a bounded pool once fewer than its size are open (waiting
+    /// until `deadline` at most, behind at most `backlog` others).
+    pub async fn checkout(&self, name: &str, deadline: Instant) -> Checkout {
+        loop {
+            if let Some(idle) = self.take(name) {
+                return Checkout::Reuse(idle);
+            }
+            let limit = self.pools.borrow().get(name).and_then(|p| p.limit.clone());
+            let Some(slots) = limit else {
+                return Checkout::Open(None);
+            };
+            if slots.open.get() < slots.size {
+                slots.open.set(slots.open.get() + 1);
+                return Checkout::Open(Some(Ticket(slots)));
+            }
+            if slots.waiting.get() >= slots.backlog {
+                return Checkout::Fail("too many waiting connect operations");
+            }
+            slots.waiting.set(slots.waiting.get() + 1);
+            let woken = tokio::time::timeout_at(deadline, slots.freed.notified()).await;
+            slots.waiting.set(slots.waiting.get().saturating_sub(1));
+            if woken.is_err() {
+                return Checkout::Fail("timeout");
+            }
+        }
+    }
+
     /// Keeps `stream` in pool `name` (made with `size` if it does not
     /// exist), closing the least recently used connection if it is full.
     /// Returns the id [`SocketPool::expire`] takes.
-    pub fn put(&self, name: &str, size: usize, stream: Stream, reused: u32) -> u64 {
-        self.create(name, size);
+    pub fn put(
+        &self,
+        name: &str,
+        size: usize,
+        stream: Stream,
+        reused: u32,
+        ticket: Option<Ticket>,
+    ) -> u64 {
+        self.create(name, size, None);
         let id = self.next_id.get() + 1;
         self.next_id.set(id);
         let mut pools = self.pools.borrow_mut();
@@ -81,7 +169,16 @@ impl SocketPool {
             while pool.idle.len() >= pool.size {
                 pool.idle.pop_front();
             }
-            pool.idle.push_back(Idle { id, stream, reused });
+            pool.idle.push_back(Idle {
+                id,
+                stream,
+                reused,
+                ticket,
+            });
+            // A queued connect may take it.
+            if let Some(slots) = &pool.limit {
+                slots.freed.notify_one();
+            }
         }
         id
     }
@@ -89,13 +186,17 @@ impl SocketPool {
     /// Closes connection `id` of pool `name` if it is still idle there
     /// (its keepalive timeout passed).
     pub fn expire(&self, name: &str, id: u64) {
-        if let Some(pool) = self.pools.borrow_mut().get_mut(name) {
-            pool.idle.retain(|idle| idle.id != id);
-        }
-    }
-
-    /// Idle connections in pool `name` (for tests and status).
-    pub fn idle_count(&self, name: &str) -> usize {
-        self.pools.borrow().get(name).map_or(0, |p| p.idle.len())
+        let expired: VecDeque<Idle> = match self.pools.borrow_mut().get_mut(name) {
+            Some(pool) => {
+                let (gone, kept) = std::mem::take(&mut pool.idle)
+                    .into_iter()
+                    .partition(|idle| idle.id == id);
+                pool.idle = kept;
+                gone
+            }
+            None => VecDeque::new(),
+        };
+        // Closed (and their tickets freed) outside the borrow.
+        drop(expired);
     }
 }

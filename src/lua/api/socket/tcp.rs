@@ -14,7 +14,7 @@ use mlua::{AnyUserData, Function, Lua, MultiValue, Table, UserData, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::pool::DEFAULT_POOL_SIZE;
+use super::pool::{Checkout, DEFAULT_POOL_SIZE, Ticket};
 use super::stream::{Plain, Stream};
 use super::tls::{self, TlsClients, Verify};
 use super::{Closable, DEFAULT_TIMEOUT, Owner, fail, io_error, timeout_arg};
@@ -50,6 +50,8 @@ pub(super) struct Conn {
     pub buf: BytesMut,
     pool: String,
     pool_size: Option<usize>,
+    /// Its place in a pool bounded by `backlog`.
+    ticket: Option<Ticket>,
 }
 
 /// The userdata at index 1 of a socket table.
@@ -193,6 +195,7 @@ async fn connect(
         Target::Unix(_) => host.clone(),
     };
     let mut pool_size = None;
+    let mut backlog = None;
     if let Some(Value::Table(opts)) = opts {
         if let Some(name) = opts.get::<Option<mlua::LuaString>>("pool")? {
             pool = name.to_str()?.to_string();
@@ -209,10 +212,18 @@ async fn connect(
                 }
             }
         }
-        // `backlog` is accepted; connections beyond the pool are not
-        // queued (see README).
-        if !opts.get::<Value>("backlog")?.is_nil() && pool_size.is_none() {
-            pool_size = Some(DEFAULT_POOL_SIZE);
+        let b: Value = opts.get("backlog")?;
+        if !b.is_nil() {
+            match lua_int(&b) {
+                Some(n) if n >= 0 => backlog = usize::try_from(n).ok(),
+                _ => {
+                    return Err(err(format!(
+                        "bad \"backlog\" option value: {}",
+                        lua_int(&b).unwrap_or(0)
+                    )));
+                }
+            }
+            pool_size.get_or_insert(DEFAULT_POOL_SIZE);
         }
     }
     if let Some(busy) = tcp.busy.get() {
@@ -223,21 +234,34 @@ async fn connect(
     tcp.reused.set(0);
     let worker = worker::of(&lua)?.clone();
     if let Some(size) = pool_size {
-        worker.sockets.create(&pool, size);
-    }
-    if let Some((stream, reused)) = worker.sockets.take(&pool) {
-        tcp.reused.set(reused + 1);
-        *tcp.conn.borrow_mut() = Some(Conn {
-            stream,
-            buf: BytesMut::new(),
-            pool,
-            pool_size,
-        });
-        return ok1();
+        worker.sockets.create(&pool, size, backlog);
     }
     tcp.busy.set(Some("socket busy connecting"));
     let generation = tcp.generation.get();
-    let opened = tokio::time::timeout(tcp.connect_timeout.get(), open(&target)).await;
+    let deadline = tokio::time::Instant::now() + tcp.connect_timeout.get();
+    let ticket = match worker.sockets.checkout(&pool, deadline).await {
+        Checkout::Reuse(idle) => {
+            tcp.busy.set(None);
+            if generation != tcp.generation.get() {
+                return fail(&lua, "closed");
+            }
+            tcp.reused.set(idle.reused + 1);
+            *tcp.conn.borrow_mut() = Some(Conn {
+                stream: idle.stream,
+                buf: BytesMut::new(),
+                pool,
+                pool_size,
+                ticket: idle.ticket,
+            });
+            return ok1();
+        }
+        Checkout::Fail(e) => {
+            tcp.busy.set(None);
+            return fail(&lua, e);
+        }
+        Checkout::Open(ticket) => ticket,
+    };
+    let opened = tokio::time::timeout_at(deadline, open(&target)).await;
     tcp.busy.set(None);
     let plain = match opened {
         Err(_) => return fail(&lua, "timeout"),
@@ -252,6 +276,7 @@ async fn connect(
         buf: BytesMut::new(),
         pool,
         pool_size,
+        ticket,
     });
     ok1()
 }
@@ -360,8 +385,10 @@ async fn sslhandshake(
         buf,
         pool,
         pool_size,
+        ticket,
     } = conn;
     let Stream::Plain(plain) = stream else {
+        tcp.busy.set(None);
         return session();
     };
     let connector = tokio_rustls::TlsConnector::from(config);
@@ -381,6 +408,7 @@ async fn sslhandshake(
         buf,
         pool,
         pool_size,
+        ticket,
     });
     session()
 }
@@ -484,7 +512,7 @@ fn setkeepalive(
     let size = conn.pool_size.or(size).unwrap_or(DEFAULT_POOL_SIZE);
     let id = worker
         .sockets
-        .put(&conn.pool, size, conn.stream, tcp.reused.get());
+        .put(&conn.pool, size, conn.stream, tcp.reused.get(), conn.ticket);
     if !idle.is_zero() {
         let pool = conn.pool;
         tokio::task::spawn_local(async move {
