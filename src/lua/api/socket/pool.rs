@@ -200,3 +200,67 @@ impl SocketPool {
         drop(expired);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn is_open(c: &Checkout) -> bool {
+        matches!(c, Checkout::Open(Some(_)))
+    }
+
+    fn failed(c: &Checkout) -> Option<&'static str> {
+        match c {
+            Checkout::Fail(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bounded_pool_queues_up_to_its_backlog_then_times_out() {
+        let pool = SocketPool::default();
+        pool.create("p", 1, Some(1));
+        let soon = Instant::now() + Duration::from_millis(100);
+        let first = pool.checkout("p", soon).await;
+        assert!(is_open(&first));
+        // One connect waits (the backlog), the next is refused at once.
+        let (queued, refused) = tokio::join!(pool.checkout("p", soon), pool.checkout("p", soon));
+        assert_eq!(failed(&queued), Some("timeout"));
+        assert_eq!(
+            failed(&refused),
+            Some("too many waiting connect operations")
+        );
+        // Closing the first connection frees its place.
+        drop(first);
+        let later = Instant::now() + Duration::from_millis(100);
+        assert!(is_open(&pool.checkout("p", later).await));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_connect_gets_the_place_a_closing_connection_frees() {
+        let pool = SocketPool::default();
+        pool.create("p", 1, Some(5));
+        let soon = Instant::now() + Duration::from_secs(1);
+        let first = pool.checkout("p", soon).await;
+        let (queued, ()) = tokio::join!(pool.checkout("p", soon), async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            drop(first);
+        });
+        assert!(is_open(&queued));
+    }
+
+    #[tokio::test]
+    async fn an_unbounded_pool_always_lets_a_connect_open() {
+        let pool = SocketPool::default();
+        pool.create("p", 2, None);
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert!(matches!(
+                pool.checkout("p", now).await,
+                Checkout::Open(None)
+            ));
+        }
+    }
+}
