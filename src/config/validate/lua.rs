@@ -349,6 +349,25 @@ mod tests {
     }
 
     #[test]
+    fn ssl_trusted_certificate_resolves_and_must_exist() {
+        let p = prefix();
+        let at = p.path().display();
+        let c = load_in(p.path(), "").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.lua.ssl_trusted_certificate, None);
+        let c = load_in(p.path(), "[lua]\nssl_trusted_certificate = \"keys.txt\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.lua.ssl_trusted_certificate,
+            Some(p.path().join("keys.txt"))
+        );
+        let e = load_in(p.path(), "[lua]\nssl_trusted_certificate = \"ca.pem\"\n").unwrap_err();
+        assert_eq!(
+            e,
+            format!("t.toml:2:27: ssl_trusted_certificate {at}/ca.pem: No such file or directory")
+        );
+    }
+
+    #[test]
     fn policy_file_options_resolve_and_must_exist() {
         let p = prefix();
         let at = p.path().display();
