@@ -938,3 +938,29 @@ ngx.say("keepalive ", s:setkeepalive())
         "reused 2\nok:x\nkeepalive 1\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosockets_work_in_header_filter_too() {
+    let (port, _) = line_server().await;
+    let mg = start(
+        "",
+        &format!(
+            r#"[[route]]
+path_exact = "/hf"
+lua.content_inline = "ngx.say('body')"
+lua.header_filter_inline = '''
+local s = ngx.socket.tcp()
+s:settimeout(1000)
+assert(s:connect("127.0.0.1", {port}))
+assert(s:send("header\n"))
+ngx.header["X-From-Socket"] = s:receive()
+s:setkeepalive()
+'''
+"#
+        ),
+    );
+    let r = client().get(mg.url("/hf")).send().await.expect("GET");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["x-from-socket"], "ok:header");
+    assert_eq!(r.text().await.expect("body"), "body\n");
+}
