@@ -136,6 +136,8 @@ pub struct RawLua {
     pub sandbox: Option<bool>,
     /// Offer LuaJIT's `ffi` module.
     pub ffi: Option<bool>,
+    /// PEM file of CAs cosockets' `sslhandshake` trusts.
+    pub ssl_trusted_certificate: Option<Spanned<String>>,
     /// `[lua.shared_dict]`: name = size.
     #[serde(default)]
     pub shared_dict: BTreeMap<Spanned<String>, Spanned<Size>>,

@@ -315,6 +315,9 @@ pub struct LuaSettings {
     pub shared_dicts: Vec<SharedDictDef>,
     /// The directory holding conf.d (what `ngx.config.prefix()` returns).
     pub prefix: PathBuf,
+    /// `ssl_trusted_certificate`: the PEM file of CAs `sslhandshake` trusts
+    /// when verifying (else the system's CA bundle).
+    pub ssl_trusted_certificate: Option<PathBuf>,
 }
 
 /// One `[lua.shared_dict]` entry.

@@ -11,11 +11,13 @@ use mlua::{Function, Lua, Table, Value, Variadic};
 mod arg;
 mod balancer;
 mod codec;
+mod coroutine;
 mod header;
 mod output;
 mod re;
 mod req;
 mod shared;
+pub mod socket;
 pub mod tasks;
 mod time;
 mod var;
@@ -129,6 +131,7 @@ pub fn install(
     budget: std::time::Duration,
     dicts: &std::collections::BTreeMap<String, std::sync::Arc<crate::shdict::SharedDict>>,
     prefix: &std::path::Path,
+    ssl_trusted: Option<std::path::PathBuf>,
 ) -> mlua::Result<()> {
     let ngx = lua.create_table()?;
     for (name, v) in STATUSES {
@@ -165,6 +168,8 @@ pub fn install(
     codec::install(lua, &ngx)?;
     re::install(lua, &ngx)?;
     shared::install(lua, &ngx, dicts)?;
+    socket::install(lua, &ngx, ssl_trusted)?;
+    coroutine::install(lua)?;
     time::time_functions(lua, &ngx)?;
     balancer::install(lua)?;
 

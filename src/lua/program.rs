@@ -279,6 +279,7 @@ mod tests {
             ffi: true,
             shared_dicts: Vec::new(),
             prefix: "/".into(),
+            ssl_trusted_certificate: None,
         }
     }
 

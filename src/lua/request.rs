@@ -63,6 +63,8 @@ pub struct ReqCtx {
     pub filter_arg: RefCell<FilterArg>,
     /// What `ngx.balancer` set in the `balancer` phase.
     pub balancer: RefCell<super::balancer::BalancerState>,
+    /// Cosockets opened by the request's handlers, closed at its end.
+    pub sockets: super::api::socket::RequestSockets,
 }
 
 impl ReqCtx {
@@ -92,6 +94,7 @@ impl ReqCtx {
             output: Output::default(),
             filter_arg: RefCell::new(FilterArg::default()),
             balancer: RefCell::default(),
+            sockets: Default::default(),
         }
     }
 

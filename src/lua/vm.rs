@@ -136,8 +136,15 @@ impl Vm {
         setup(&lua, &worker, settings.sandbox, &settings.package_path)
             .map_err(|e| e.to_string())?;
         let budget = program.settings.time_budget;
-        api::install(&lua, &worker, budget, &program.dicts, &settings.prefix)
-            .map_err(|e| e.to_string())?;
+        api::install(
+            &lua,
+            &worker,
+            budget,
+            &program.dicts,
+            &settings.prefix,
+            settings.ssl_trusted_certificate.clone(),
+        )
+        .map_err(|e| e.to_string())?;
         super::moongate::install(&lua, program.upstreams.clone(), program.limits.clone())
             .map_err(|e| e.to_string())?;
         api::guard_protected_calls(&lua).map_err(|e| e.to_string())?;

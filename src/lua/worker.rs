@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use mlua::{AppDataRef, Lua};
 
+use super::api::socket::SocketPool;
 use super::api::tasks::Timers;
 use super::budget::Running;
 use crate::cluster::RedisConnections;
@@ -23,6 +24,8 @@ pub struct LuaWorker {
     pub timers: Timers,
     /// The worker's Redis connections (`mg.limit.take` on redis zones).
     pub redis: Rc<RedisConnections>,
+    /// Idle cosocket connections (`tcpsock:setkeepalive`).
+    pub sockets: SocketPool,
 }
 
 impl LuaWorker {
@@ -33,6 +36,7 @@ impl LuaWorker {
             running: Running::default(),
             timers: Timers::default(),
             redis,
+            sockets: SocketPool::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ mod admin;
 mod lua;
 mod lua_response;
 mod lua_balancer;
+mod lua_socket;
 mod ratelimit;
 mod ratelimit_redis;
 mod cache;

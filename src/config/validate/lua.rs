@@ -46,6 +46,7 @@ pub(super) fn settings(
         ffi: true,
         shared_dicts: Vec::new(),
         prefix: paths.prefix().to_path_buf(),
+        ssl_trusted_certificate: None,
     };
     let Some((src, def)) = found else {
         return Ok(out);
@@ -66,6 +67,11 @@ pub(super) fn settings(
             return Err(src.err(b.span(), "`time_budget` must be more than 0"));
         }
         out.time_budget = b.get_ref().0;
+    }
+    if let Some(pem) = &raw.ssl_trusted_certificate {
+        let place = src.place(pem.span());
+        out.ssl_trusted_certificate =
+            Some(paths.file(place, "ssl_trusted_certificate", pem.get_ref()));
     }
     out.sandbox = raw.sandbox.unwrap_or(true);
     out.ffi = raw.ffi.unwrap_or(true);
@@ -374,6 +380,25 @@ mod tests {
         assert_eq!(
             e,
             format!("t.toml:3:15: lua.content {at}/lua: is a directory, not a file")
+        );
+    }
+
+    #[test]
+    fn ssl_trusted_certificate_resolves_and_must_exist() {
+        let p = prefix();
+        let at = p.path().display();
+        let c = load_in(p.path(), "").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.lua.ssl_trusted_certificate, None);
+        let c = load_in(p.path(), "[lua]\nssl_trusted_certificate = \"keys.txt\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.lua.ssl_trusted_certificate,
+            Some(p.path().join("keys.txt"))
+        );
+        let e = load_in(p.path(), "[lua]\nssl_trusted_certificate = \"ca.pem\"\n").unwrap_err();
+        assert_eq!(
+            e,
+            format!("t.toml:2:27: ssl_trusted_certificate {at}/ca.pem: No such file or directory")
         );
     }
 
