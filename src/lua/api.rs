@@ -11,6 +11,7 @@ use mlua::{Function, Lua, Table, Value, Variadic};
 mod arg;
 mod codec;
 mod header;
+mod location;
 mod output;
 mod re;
 mod req;
@@ -163,6 +164,7 @@ pub fn install(
     tasks::install(lua, &ngx, budget)?;
     codec::install(lua, &ngx)?;
     re::install(lua, &ngx)?;
+    location::install(lua, &ngx)?;
     shared::install(lua, &ngx, dicts)?;
     time::time_functions(lua, &ngx)?;
 

@@ -20,6 +20,7 @@ mod timeouts;
 mod admin;
 mod lua;
 mod lua_response;
+mod lua_subrequest;
 mod ratelimit;
 mod ratelimit_redis;
 mod cache;
