@@ -88,7 +88,11 @@ pub fn handle(
         };
         // Answer in the client's protocol version, whatever the peer spoke.
         *resp.version_mut() = rq.version;
-        let server = server_name(&snap);
+        let server = if snap.server.server_tokens {
+            concat!("moongate/", env!("CARGO_PKG_VERSION"))
+        } else {
+            "moongate"
+        };
         error_page::render(&mut resp, rq.accept.as_ref(), server);
         if !resp.headers().contains_key(header::SERVER) {
             resp.headers_mut()
@@ -441,15 +445,6 @@ async fn serve_static(
     let rel = path.strip_prefix(prefix.as_str()).unwrap_or(path);
     let resp = crate::static_files::serve(options, rel, &parts.method, &parts.headers).await;
     Ok(resp.map(|b| ResponseBody::from_kind(Kind::Static(b))))
-}
-
-/// The `Server` header (and error page footer) the configuration asks for.
-fn server_name(snap: &Snapshot) -> &'static str {
-    if snap.server.server_tokens {
-        concat!("moongate/", env!("CARGO_PKG_VERSION"))
-    } else {
-        "moongate"
-    }
 }
 
 fn error_response(err: &ProxyError) -> Response<ResponseBody> {

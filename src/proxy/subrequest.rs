@@ -26,7 +26,6 @@ use http_body_util::BodyExt;
 use super::ConnCtx;
 use super::request::RequestCtx;
 use crate::body::{RequestBody, ResponseBody};
-use crate::error_page;
 use crate::lua::request::ReqCtx;
 use crate::lua::subrequest::{SubRequest, SubResponse, SubRunner};
 use crate::snapshot::Snapshot;
@@ -85,8 +84,10 @@ impl SubRunner for Tree {
             let (conn, snap) = (&self.conn, &self.snap);
             let answer =
                 super::routed(head, body, conn, snap, &mut rq, &mut entry, None, lineage).await;
-            let mut resp = answer.unwrap_or_else(|e| super::error_response(&e));
-            error_page::render(&mut resp, None, super::server_name(snap));
+            // moongate's own error answers stay without a body, as
+            // nginx's error pages do in a subrequest (a `return 500` or
+            // `ngx.exit(ngx.ERROR)` captures as status 500, body "").
+            let resp = answer.unwrap_or_else(|e| super::error_response(&e));
             let vars = rq
                 .lua
                 .as_ref()

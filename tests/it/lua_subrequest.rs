@@ -114,6 +114,13 @@ try()
 """
 
 [[route]]
+path_exact = "/capture/missing"
+lua.content_inline = """
+local res = ngx.location.capture("/nowhere")
+ngx.say(res.status, " [", res.body, "]")
+"""
+
+[[route]]
 path_exact = "/nap"
 lua.content_inline = """
 ngx.sleep(tonumber(ngx.var.arg_s))
@@ -341,6 +348,10 @@ async fn bad_capture_arguments_raise_ngx_luas_errors() {
     for (line, want) in lines.iter().zip(expect) {
         assert!(line.contains(want), "{line:?} should say {want:?}");
     }
+    // moongate's own error answers have no body in a subrequest, as
+    // nginx's error pages.
+    let (_, _, body) = get(&f.mg.url("/capture/missing")).await;
+    assert_eq!(body, "404 []\n");
     // Not in header_filter (ngx_lua: rewrite, access and content only).
     let (_, headers, _) = get(&f.mg.url("/in-filter")).await;
     let err = headers["x-err"].to_str().expect("text");

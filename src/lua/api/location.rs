@@ -243,8 +243,11 @@ fn build(lua: &Lua, r: &ReqCtx, index: usize, query: Value) -> mlua::Result<(Sub
             )));
         }
     };
-    let uri = target_uri(&uri, extra_args.as_deref())
-        .ok_or_else(|| err(format!("unsafe uri in argument #1: {}", lossy(&uri))))?;
+    let Some(uri) = target_uri(&uri, extra_args.as_deref()) else {
+        let uri = lossy(&uri);
+        tracing::error!(target: "moongate::lua", "unsafe URI \"{uri}\" was detected");
+        return Err(err(format!("unsafe uri in argument #1: {uri}")));
+    };
 
     // Without a `body`, POST and PUT subrequests (and any with
     // `always_forward_body`) get the parent's body, once it was read.
@@ -413,7 +416,10 @@ fn exec_target(r: &ReqCtx, args: &MultiValue) -> mlua::Result<String> {
             )));
         }
     };
-    let target = target_uri(&uri, extra.as_deref()).ok_or_else(|| err("unsafe uri"))?;
+    let Some(target) = target_uri(&uri, extra.as_deref()) else {
+        tracing::error!(target: "moongate::lua", "unsafe URI \"{}\" was detected", lossy(&uri));
+        return Err(err("unsafe uri"));
+    };
     if !r.out.borrow().is_empty() {
         return Err(err(
             "attempt to call ngx.exec after sending out response headers",
