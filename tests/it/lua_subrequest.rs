@@ -203,6 +203,21 @@ return ngx.exec("/up/after-exec", "q=1")
 """
 
 [[route]]
+path_exact = "/late-exec"
+lua.content_inline = """
+ngx.say("out")
+local ok, e = pcall(ngx.exec, "/tiny")
+ngx.say(tostring(e):match("^[^\\n]*"))
+"""
+
+[[route]]
+path_exact = "/capture/exec"
+lua.content_inline = """
+local res = ngx.location.capture("/go")
+ngx.print(res.status, " ", res.body)
+"""
+
+[[route]]
 path_exact = "/go-named"
 lua.content_inline = "ngx.exec('@foo')"
 
@@ -425,6 +440,19 @@ async fn exec_routes_the_request_again_with_new_uri_and_args() {
     assert_eq!(json["uri"], "/up/after-exec?q=1");
     assert_eq!(json["method"], "POST");
     assert_eq!(json["body_len"], 3);
+
+    // A subrequest may redirect too.
+    let (_, _, body) = get(&f.mg.url("/capture/exec")).await;
+    assert_eq!(body, "200 target /target a=1&b=2 ctx=nil var=k\n");
+
+    // Not once the headers are out.
+    let (status, _, body) = get(&f.mg.url("/late-exec")).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with("out\n")
+            && body.ends_with("attempt to call ngx.exec after sending out response headers\n"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -420,7 +420,7 @@ fn exec_target(r: &ReqCtx, args: &MultiValue) -> mlua::Result<String> {
         tracing::error!(target: "moongate::lua", "unsafe URI \"{}\" was detected", lossy(&uri));
         return Err(err("unsafe uri"));
     };
-    if !r.out.borrow().is_empty() {
+    if r.output.headers_sent() {
         return Err(err(
             "attempt to call ngx.exec after sending out response headers",
         ));
