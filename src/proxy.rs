@@ -214,9 +214,11 @@ fn routed<'a, 's: 'a>(
             }
             lineage.redirected(rq.lua.as_ref().map(|l| &*l.ctx));
             (parts, body) = held.release(false);
-            parts.uri = target
-                .parse::<Uri>()
-                .map_err(|_| ProxyError::BadRequest("ngx.exec to an invalid URI"))?;
+            // A target that is not a path matches no route.
+            let Ok(uri) = target.parse::<Uri>() else {
+                return Ok(error_page::response(StatusCode::NOT_FOUND));
+            };
+            parts.uri = uri;
         };
         // Handlers that run on after this (header_filter, body_filter,
         // log, a content handler still streaming) read `ngx.var`: they

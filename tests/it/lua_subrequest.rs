@@ -118,6 +118,9 @@ path_exact = "/capture/missing"
 lua.content_inline = """
 local res = ngx.location.capture("/nowhere")
 ngx.say(res.status, " [", res.body, "]")
+-- Not a path: no route matches it (ngx_lua: no location does).
+res = ngx.location.capture("*(#*")
+ngx.say(res.status, " [", res.body, "]")
 """
 
 [[route]]
@@ -366,7 +369,7 @@ async fn bad_capture_arguments_raise_ngx_luas_errors() {
     // moongate's own error answers have no body in a subrequest, as
     // nginx's error pages.
     let (_, _, body) = get(&f.mg.url("/capture/missing")).await;
-    assert_eq!(body, "404 []\n");
+    assert_eq!(body, "404 []\n404 []\n");
     // Not in header_filter (ngx_lua: rewrite, access and content only).
     let (_, headers, _) = get(&f.mg.url("/in-filter")).await;
     let err = headers["x-err"].to_str().expect("text");

@@ -103,6 +103,11 @@ async fn capture_multi(lua: Lua, args: MultiValue) -> mlua::Result<MultiValue> {
     let mut shared_vars = Vec::with_capacity(n);
     let mut tasks = Vec::with_capacity(n);
     for (sub, share) in built {
+        shared_vars.push(share);
+        let Some(sub) = sub else {
+            tasks.push(None);
+            continue;
+        };
         let uri = sub.uri.to_string();
         if sub.depth > MAX_DEPTH {
             tracing::error!(target: "moongate::lua", "subrequests cycle while processing \"{uri}\"");
@@ -112,25 +117,21 @@ async fn capture_multi(lua: Lua, args: MultiValue) -> mlua::Result<MultiValue> {
             tracing::error!(target: "moongate::lua", "too many subrequests while processing \"{uri}\"");
             return Err(err("failed to issue subrequest: -1"));
         }
-        shared_vars.push(share);
-        tasks.push(AbortOnDrop(tokio::task::spawn_local(
+        tasks.push(Some(AbortOnDrop(tokio::task::spawn_local(
             runner.clone().run(sub),
-        )));
+        ))));
     }
     let mut out = MultiValue::new();
-    for (mut task, share) in tasks.into_iter().zip(shared_vars) {
-        let resp = match (&mut task.0).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::error!(target: "moongate::lua", "subrequest failed: {e}");
-                SubResponse {
-                    status: 500,
-                    headers: HeaderMap::new(),
-                    body: Bytes::new(),
-                    truncated: false,
-                    vars: HashMap::new(),
+    for (task, share) in tasks.into_iter().zip(shared_vars) {
+        let resp = match task {
+            None => empty_response(404),
+            Some(mut task) => match (&mut task.0).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::error!(target: "moongate::lua", "subrequest failed: {e}");
+                    empty_response(500)
                 }
-            }
+            },
         };
         if share {
             r.vars.borrow_mut().extend(resp.vars.clone());
@@ -138,6 +139,17 @@ async fn capture_multi(lua: Lua, args: MultiValue) -> mlua::Result<MultiValue> {
         out.push_back(Value::Table(result_table(&lua, &resp)?));
     }
     Ok(out)
+}
+
+/// A subrequest's answer with `status` and nothing else.
+fn empty_response(status: u16) -> SubResponse {
+    SubResponse {
+        status,
+        headers: HeaderMap::new(),
+        body: Bytes::new(),
+        truncated: false,
+        vars: HashMap::new(),
+    }
 }
 
 /// Aborts a spawned subrequest when the capture is abandoned (the parent
@@ -151,8 +163,14 @@ impl Drop for AbortOnDrop {
 }
 
 /// One `{uri, options?}` entry of `capture_multi` as a subrequest (and
-/// whether its variables are shared back: `share_all_vars`).
-fn build(lua: &Lua, r: &ReqCtx, index: usize, query: Value) -> mlua::Result<(SubRequest, bool)> {
+/// whether its variables are shared back: `share_all_vars`); `None` for a
+/// URI no route can match.
+fn build(
+    lua: &Lua,
+    r: &ReqCtx,
+    index: usize,
+    query: Value,
+) -> mlua::Result<(Option<SubRequest>, bool)> {
     let query = match query {
         Value::Nil => return Err(err("only array-like tables are allowed")),
         Value::Table(t) => t,
@@ -243,10 +261,14 @@ fn build(lua: &Lua, r: &ReqCtx, index: usize, query: Value) -> mlua::Result<(Sub
             )));
         }
     };
-    let Some(uri) = target_uri(&uri, extra_args.as_deref()) else {
-        let uri = lossy(&uri);
-        tracing::error!(target: "moongate::lua", "unsafe URI \"{uri}\" was detected");
-        return Err(err(format!("unsafe uri in argument #1: {uri}")));
+    let uri = match target_uri(&uri, extra_args.as_deref()) {
+        Some(Target::Path(uri)) => uri,
+        Some(Target::NoRoute(_)) => return Ok((None, false)),
+        None => {
+            let uri = lossy(&uri);
+            tracing::error!(target: "moongate::lua", "unsafe URI \"{uri}\" was detected");
+            return Err(err(format!("unsafe uri in argument #1: {uri}")));
+        }
     };
 
     // Without a `body`, POST and PUT subrequests (and any with
@@ -278,7 +300,7 @@ fn build(lua: &Lua, r: &ReqCtx, index: usize, query: Value) -> mlua::Result<(Sub
         ctx,
         vars,
     };
-    Ok((sub, share))
+    Ok((Some(sub), share))
 }
 
 fn bool_option(opts: &Table, name: &str, bad: &str) -> mlua::Result<bool> {
@@ -334,16 +356,25 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Where a subrequest or internal redirect goes.
+enum Target {
+    /// A path (with its query).
+    Path(Uri),
+    /// A URI that is not a path (`foo`, `*(#*`): no route matches it, so
+    /// it answers 404, as in nginx where no location does.
+    NoRoute(String),
+}
+
 /// `uri` (with its own query, if any) and `extra` args joined as nginx
-/// does (`a=1` + `b=2` → `a=1&b=2`); `None` for an unsafe URI: not
-/// starting with `/`, with control characters, or with a `..` segment.
-fn target_uri(uri: &[u8], extra: Option<&[u8]>) -> Option<Uri> {
+/// does (`a=1` + `b=2` → `a=1&b=2`); `None` for a URI nginx calls unsafe:
+/// empty, starting with `?` or `.`, with a NUL byte or a `..` segment.
+fn target_uri(uri: &[u8], extra: Option<&[u8]>) -> Option<Target> {
     let (path, own) = match uri.iter().position(|&b| b == b'?') {
         Some(i) => (&uri[..i], Some(&uri[i + 1..])),
         None => (uri, None),
     };
-    if path.first() != Some(&b'/')
-        || path.iter().any(|&b| b < 0x20 || b == 0x7f)
+    if matches!(uri.first(), None | Some(b'?' | b'.'))
+        || path.contains(&0)
         || path.split(|&b| b == b'/').any(|seg| seg == b"..")
     {
         return None;
@@ -355,8 +386,8 @@ fn target_uri(uri: &[u8], extra: Option<&[u8]>) -> Option<Uri> {
         (Some(a), Some(b)) => Some([a, b"&", b].concat()),
         (a, b) => a.or(b).map(<[u8]>::to_vec),
     };
-    // Bytes a URI may not hold as they are (spaces, non-ASCII) are
-    // percent-encoded, as nginx does when it proxies such a URI.
+    // Bytes a URI may not hold as they are (spaces, controls, non-ASCII)
+    // are percent-encoded, as nginx does when it proxies such a URI.
     const KEEP: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
         .add(b' ')
         .add(b'"')
@@ -374,7 +405,10 @@ fn target_uri(uri: &[u8], extra: Option<&[u8]>) -> Option<Uri> {
         text.push('?');
         text.push_str(&percent_encoding::percent_encode(&args, KEEP).to_string());
     }
-    text.parse().ok()
+    match text.parse() {
+        Ok(uri) if path.first() == Some(&b'/') => Some(Target::Path(uri)),
+        _ => Some(Target::NoRoute(text)),
+    }
 }
 
 /// `ngx.exec(uri, args?)`'s target, `/path?args`, checked as ngx_lua does.
@@ -416,16 +450,21 @@ fn exec_target(r: &ReqCtx, args: &MultiValue) -> mlua::Result<String> {
             )));
         }
     };
-    let Some(target) = target_uri(&uri, extra.as_deref()) else {
-        tracing::error!(target: "moongate::lua", "unsafe URI \"{}\" was detected", lossy(&uri));
-        return Err(err("unsafe uri"));
+    let target = match target_uri(&uri, extra.as_deref()) {
+        Some(Target::Path(uri)) => uri.to_string(),
+        // The proxy answers 404 for a target it cannot route.
+        Some(Target::NoRoute(text)) => text,
+        None => {
+            tracing::error!(target: "moongate::lua", "unsafe URI \"{}\" was detected", lossy(&uri));
+            return Err(err("unsafe uri"));
+        }
     };
     if r.output.headers_sent() {
         return Err(err(
             "attempt to call ngx.exec after sending out response headers",
         ));
     }
-    Ok(target.to_string())
+    Ok(target)
 }
 
 /// `{status=, header=, body=, truncated=}`; a header sent more than once
@@ -471,8 +510,10 @@ mod tests {
 
     #[test]
     fn target_uris_join_args_and_refuse_unsafe_paths() {
-        let u = |s: &str, e: Option<&str>| {
-            target_uri(s.as_bytes(), e.map(str::as_bytes)).map(|u| u.to_string())
+        let u = |s: &str, e: Option<&str>| match target_uri(s.as_bytes(), e.map(str::as_bytes)) {
+            Some(Target::Path(u)) => Some(u.to_string()),
+            Some(Target::NoRoute(t)) => Some(format!("no route: {t}")),
+            None => None,
         };
         assert_eq!(u("/foo", None).as_deref(), Some("/foo"));
         assert_eq!(u("/foo?a=1", Some("b=3")).as_deref(), Some("/foo?a=1&b=3"));
@@ -480,8 +521,13 @@ mod tests {
         assert_eq!(u("/a b", None).as_deref(), Some("/a%20b"));
         assert_eq!(u("/a/../b", None), None);
         assert_eq!(u("/a/..", None), None);
-        assert_eq!(u("foo", None), None);
-        assert_eq!(u("/a\nb", None), None);
+        assert_eq!(u("/a\nb", None).as_deref(), Some("/a%0Ab"));
+        assert_eq!(u("foo", None).as_deref(), Some("no route: foo"));
+        assert_eq!(u("*(#*", None).as_deref(), Some("no route: *(%23*"));
+        assert_eq!(u("../x", None), None);
+        assert_eq!(u("?a=1", None), None);
+        assert_eq!(u("", None), None);
+        assert_eq!(u("/a\0b", None), None);
     }
 
     #[test]
