@@ -377,7 +377,7 @@ fn lua_vm(
 }
 
 /// Step 4: the route's Lua rewrite and access handlers; their answer, if
-/// they give one.
+/// they give one. A subrequest skips the access phase, as nginx's do.
 async fn lua_access(
     rq: &RequestCtx,
     entry: &RouteEntry,
@@ -385,7 +385,15 @@ async fn lua_access(
     let Some(lua) = &rq.lua else {
         return Ok(None);
     };
-    let flow = respond::access_phases(&lua.vm, &entry.lua, &lua.ctx).await;
+    let flow = if lua.ctx.subrequest && !entry.lua.access.is_empty() {
+        let rewrite_only = crate::lua::RoutePhases {
+            access: Vec::new(),
+            ..entry.lua.clone()
+        };
+        respond::access_phases(&lua.vm, &rewrite_only, &lua.ctx).await
+    } else {
+        respond::access_phases(&lua.vm, &entry.lua, &lua.ctx).await
+    };
     lua_answer(flow, entry)
 }
 

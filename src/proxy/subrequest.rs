@@ -7,10 +7,12 @@
 //! [`Lineage`] says which of these a pass through the steps is, and what
 //! its Lua state starts with.
 //!
-//! As in nginx, subrequests skip the rate limits (they apply once per
-//! main request) and the access log and `log` handlers (nginx's
+//! As in nginx, subrequests skip the access phase (Lua `access` handlers
+//! and the bundled policies that run there: nginx's access phase does
+//! nothing for a subrequest), the rate limits (they apply once per main
+//! request) and the access log and `log` handlers (nginx's
 //! `log_subrequest off`); they run the target route's rewrite, Lua
-//! rewrite/access/content and header_filter handlers and its target.
+//! rewrite/content and header_filter handlers and its target.
 
 use std::cell::Cell;
 use std::collections::HashMap;

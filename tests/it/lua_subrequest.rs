@@ -114,6 +114,19 @@ try()
 """
 
 [[route]]
+path_exact = "/guarded"
+lua.rewrite_inline = "ngx.ctx.rewrote = true"
+lua.access_inline = "ngx.exit(403)"
+lua.content_inline = "ngx.say('inside, rewrite ran: ', tostring(ngx.ctx.rewrote))"
+
+[[route]]
+path_exact = "/capture/guarded"
+lua.content_inline = """
+local res = ngx.location.capture("/guarded")
+ngx.print(res.status, " ", res.body)
+"""
+
+[[route]]
 path_exact = "/capture/missing"
 lua.content_inline = """
 local res = ngx.location.capture("/nowhere")
@@ -331,6 +344,11 @@ async fn capture_of_a_lua_route_with_method_body_args_ctx_and_vars() {
         body,
         "201|POST a=1&b=x%20y hello dog=woof foo=nil parent=p\n|set by sub|a,b|nil\n"
     );
+    // Subrequests skip the access phase (nginx's do), not rewrite.
+    let (status, _, _) = get(&f.mg.url("/guarded")).await;
+    assert_eq!(status, 403);
+    let (_, _, body) = get(&f.mg.url("/capture/guarded")).await;
+    assert_eq!(body, "200 inside, rewrite ran: true\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
