@@ -279,8 +279,17 @@ fn build(
             .flatten()
     });
     let mut headers = r.head.borrow().headers.clone();
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::CONTENT_LENGTH);
+    // The body's framing is the subrequest's own, and a subrequest is no
+    // protocol upgrade nor waits for `100 Continue`.
+    for name in [
+        header::TRANSFER_ENCODING,
+        header::CONTENT_LENGTH,
+        header::CONNECTION,
+        header::UPGRADE,
+        header::EXPECT,
+    ] {
+        headers.remove(name);
+    }
     if let Some(b) = &body {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
     }
