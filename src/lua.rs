@@ -48,6 +48,7 @@
 pub mod program;
 pub mod budget;
 pub mod request;
+pub mod subrequest;
 pub mod api;
 pub mod cjson;
 pub mod moongate;

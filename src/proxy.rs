@@ -23,9 +23,11 @@
 pub(crate) mod checks;
 mod limits;
 mod request;
+mod subrequest;
 mod upstream;
 
 use request::RequestCtx;
+use subrequest::Lineage;
 use upstream::{UpstreamTarget, balanced, cached_upstream, lua_balancer, proxy_upstream};
 
 use std::convert::Infallible;
@@ -110,8 +112,8 @@ pub fn handle(
 /// once found.
 fn serve<'a, 's: 'a>(
     req: Request<ClientBody>,
-    conn: &'a ConnCtx,
-    snap: &'s Snapshot,
+    conn: &'a Rc<ConnCtx>,
+    snap: &'s Arc<Snapshot>,
     rq: &'a mut RequestCtx,
     route: &'a mut Option<&'s RouteEntry>,
     interim: Option<&'a Interim>,
@@ -120,21 +122,8 @@ fn serve<'a, 's: 'a>(
     // the request is not held twice in it.
     let (mut parts, body) = req.into_parts();
     async move {
-        // 1. Request checks.
+        // 1. Request checks; the real client address.
         rq.facts.host = checks::check(&mut parts, &snap.server)?;
-
-        // 2. Route.
-        let entry = match find_route(snap, &rq.facts.host, &parts) {
-            Ok(e) => e,
-            Err(answer) => return Ok(*answer),
-        };
-        *route = Some(entry);
-        if conn.shared.access_log.enabled() {
-            rq.route = Some(entry.name.clone());
-        }
-
-        // 3. Rewrite; the real client address.
-        rewrite(entry, &mut parts)?;
         rq.facts.client =
             forward::real_client_ip(conn.peer.ip(), &parts.headers, &snap.server.trusted_proxies);
         let body = RequestBody::limited(
@@ -142,29 +131,95 @@ fn serve<'a, 's: 'a>(
             snap.server.client_max_body_size,
             snap.server.client_body_timeout,
         );
+        routed(parts, body, conn, snap, rq, route, interim, Lineage::main()).await
+    }
+}
 
-        // 4. Lua rewrite and access handlers (they may answer); 5. rate
-        // limits, after the access phase (so it may refuse or pick first, as
-        // API gateways do); 6. the Lua content handler, which answers instead
-        // of the target.
-        let vm = lua_vm(entry, &conn.worker, snap)?;
-        let held = rq.hold(vm, entry.cache.is_some(), parts, body);
-        if let Some(answer) = lua_access(rq, entry).await? {
-            return Ok(answer);
-        }
-        let pending = limits::start(entry, &rq.facts.vars(&held.head()));
-        let limit_headers = match limits::finish(
-            pending,
-            &conn.worker.redis,
-            rq.facts.client,
-            &mut rq.permits,
-        )
-        .await
-        {
-            Ok(h) => h,
-            Err(refused) => return Ok(*refused),
+/// Steps 2 to 8 for a request whose head passed the checks: a main
+/// request, or a subrequest (`lineage`). After `ngx.exec` they start again
+/// at step 2 with the new URI.
+// Written like `serve` (a function returning its steps as one async
+// block), so that steps 7 and 8 read the same in both shapes.
+#[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
+fn routed<'a, 's: 'a>(
+    mut parts: Parts,
+    mut body: RequestBody,
+    conn: &'a Rc<ConnCtx>,
+    snap: &'s Arc<Snapshot>,
+    rq: &'a mut RequestCtx,
+    route: &'a mut Option<&'s RouteEntry>,
+    interim: Option<&'a Interim>,
+    mut lineage: Lineage,
+) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + 'a {
+    async move {
+        // Rate limits apply once per main request, as nginx's.
+        let mut limits_due = lineage.depth == 0;
+        let mut limit_headers = http::HeaderMap::new();
+        let mut redirects = 0;
+        let (entry, held, lua_response) = loop {
+            // 2. Route.
+            let entry = match find_route(snap, &rq.facts.host, &parts) {
+                Ok(e) => e,
+                Err(answer) => return Ok(*answer),
+            };
+            *route = Some(entry);
+            if conn.shared.access_log.enabled() {
+                rq.route = Some(entry.name.clone());
+            }
+
+            // 3. Rewrite.
+            rewrite(entry, &mut parts)?;
+
+            // 4. Lua rewrite and access handlers (they may answer, or
+            // redirect internally); 5. rate limits, after the access phase
+            // (so it may refuse or pick first, as API gateways do); 6. the
+            // Lua content handler, which answers instead of the target.
+            let vm = lua_vm(entry, &conn.worker, snap)?;
+            let held = rq.hold(vm, entry.cache.is_some(), parts, body, |ctx| {
+                lineage.apply(ctx, conn, snap)
+            });
+            let answer = lua_access(rq, entry).await?;
+            let mut content = None;
+            if answer.is_none() && limits_due {
+                limits_due = false;
+                let pending = limits::start(entry, &rq.facts.vars(&held.head()));
+                limit_headers = match limits::finish(
+                    pending,
+                    &conn.worker.redis,
+                    rq.facts.client,
+                    &mut rq.permits,
+                )
+                .await
+                {
+                    Ok(h) => h,
+                    Err(refused) => return Ok(*refused),
+                };
+            }
+            if answer.is_none() {
+                content = lua_content(rq, entry).await?;
+            }
+            let Some(target) = rq.lua.as_ref().and_then(|l| l.ctx.take_exec()) else {
+                if let Some(answer) = answer {
+                    return Ok(answer);
+                }
+                break (entry, held, content);
+            };
+            // ngx.exec: the request starts again at step 2.
+            redirects += 1;
+            if redirects > subrequest::MAX_INTERNAL_REDIRECTS {
+                tracing::error!(
+                    "rewrite or internal redirection cycle while internally redirecting to \"{target}\""
+                );
+                return Ok(error_page::response(StatusCode::INTERNAL_SERVER_ERROR));
+            }
+            lineage.redirected(rq.lua.as_ref().map(|l| &*l.ctx));
+            (parts, body) = held.release(false);
+            // A target that is not a path matches no route.
+            let Ok(uri) = target.parse::<Uri>() else {
+                return Ok(error_page::response(StatusCode::NOT_FOUND));
+            };
+            parts.uri = uri;
         };
-        let lua_response = lua_content(rq, entry).await?;
         let chosen = target(rq, entry, snap);
         let balancer = chosen.and_then(|(name, _)| lua_balancer(rq.lua.as_ref(), &snap.lua, name));
         // Handlers that run on after this (header_filter, body_filter,
@@ -326,7 +381,7 @@ fn lua_vm(
 }
 
 /// Step 4: the route's Lua rewrite and access handlers; their answer, if
-/// they give one.
+/// they give one. A subrequest skips the access phase, as nginx's do.
 async fn lua_access(
     rq: &RequestCtx,
     entry: &RouteEntry,
@@ -334,7 +389,15 @@ async fn lua_access(
     let Some(lua) = &rq.lua else {
         return Ok(None);
     };
-    let flow = respond::access_phases(&lua.vm, &entry.lua, &lua.ctx).await;
+    let flow = if lua.ctx.subrequest && !entry.lua.access.is_empty() {
+        let rewrite_only = crate::lua::RoutePhases {
+            access: Vec::new(),
+            ..entry.lua.clone()
+        };
+        respond::access_phases(&lua.vm, &rewrite_only, &lua.ctx).await
+    } else {
+        respond::access_phases(&lua.vm, &entry.lua, &lua.ctx).await
+    };
     lua_answer(flow, entry)
 }
 

@@ -13,6 +13,7 @@ mod balancer;
 mod codec;
 mod coroutine;
 mod header;
+mod location;
 mod output;
 mod re;
 mod req;
@@ -167,6 +168,7 @@ pub fn install(
     tasks::install(lua, &ngx, budget)?;
     codec::install(lua, &ngx)?;
     re::install(lua, &ngx)?;
+    location::install(lua, &ngx)?;
     shared::install(lua, &ngx, dicts)?;
     socket::install(lua, &ngx, ssl_trusted)?;
     coroutine::install(lua)?;

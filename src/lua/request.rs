@@ -6,6 +6,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use http::request::Parts;
 
 use super::Phase;
 use super::response_state::{FilterArg, Output};
+use super::subrequest::SubRunner;
 use crate::body::RequestBody;
 use crate::cache::policy::Overrides;
 use crate::cache::step::CacheDecisions;
@@ -65,6 +67,16 @@ pub struct ReqCtx {
     pub balancer: RefCell<super::balancer::BalancerState>,
     /// Cosockets opened by the request's handlers, closed at its end.
     pub sockets: super::api::socket::RequestSockets,
+    /// A subrequest (`ngx.is_subrequest`), set at construction.
+    pub subrequest: bool,
+    /// Reached by an internal redirect (`ngx.req.is_internal`).
+    pub internal: Cell<bool>,
+    /// How deep among subrequests (0 for a main request), set at construction.
+    pub depth: u8,
+    /// Runs `ngx.location.capture`'s subrequests (given by the proxy).
+    pub runner: Option<Rc<dyn SubRunner>>,
+    /// The target of `ngx.exec` (`/path?args`), once called.
+    exec: RefCell<Option<String>>,
 }
 
 impl ReqCtx {
@@ -95,6 +107,11 @@ impl ReqCtx {
             filter_arg: RefCell::new(FilterArg::default()),
             balancer: RefCell::default(),
             sockets: Default::default(),
+            subrequest: false,
+            internal: Cell::new(false),
+            depth: 0,
+            runner: None,
+            exec: RefCell::new(None),
         }
     }
 
@@ -171,6 +188,19 @@ impl ReqCtx {
         if let Some(status) = self.output.sent_status() {
             self.status.set(status);
         }
+    }
+
+    /// Records `ngx.exec(target)`; the handler then ends as with `ngx.exit`.
+    pub fn set_exec(&self, target: String) {
+        *self.exec.borrow_mut() = Some(target);
+        // NGX_DONE, what nginx's handlers return after an internal
+        // redirect: not 0, so no later handler of the phase runs.
+        self.exit.set(Some(-4));
+    }
+
+    /// The target of `ngx.exec`, if a handler called it (taken once).
+    pub fn take_exec(&self) -> Option<String> {
+        self.exec.borrow_mut().take()
     }
 
     /// Forgets an `ngx.exit(ngx.OK)` between phases.

@@ -98,19 +98,39 @@ impl RequestCtx {
         }
     }
 
+    /// A subrequest of a request with `facts` (`ngx.location.capture`).
+    pub fn subrequest(method: Method, facts: RequestFacts) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            method,
+            version: Version::HTTP_11,
+            accept: None,
+            facts,
+            route: None,
+            upstream: None,
+            cache_status: None,
+            permits: Vec::new(),
+            lua: None,
+        }
+    }
+
     /// Starts the route's Lua state when it has handlers (the head and
-    /// body move into it) and says where the request is held.
+    /// body move into it; `setup` fills in where the request stands among
+    /// subrequests and redirects) and says where the request is held.
     pub fn hold(
         &mut self,
         vm: Option<Rc<Vm>>,
         cache_zone: bool,
         parts: Parts,
         body: RequestBody,
+        setup: impl FnOnce(&mut ReqCtx),
     ) -> Held {
         let Some(vm) = vm else {
             return Held::Here(parts, body);
         };
-        let ctx = Rc::new(ReqCtx::new(parts, body, self.facts.clone(), self.started));
+        let mut ctx = ReqCtx::new(parts, body, self.facts.clone(), self.started);
+        setup(&mut ctx);
+        let ctx = Rc::new(ctx);
         ctx.cache_zone.set(cache_zone);
         self.lua = Some(LuaReq {
             vm,

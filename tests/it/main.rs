@@ -22,6 +22,7 @@ mod lua;
 mod lua_response;
 mod lua_balancer;
 mod lua_socket;
+mod lua_subrequest;
 mod ratelimit;
 mod ratelimit_redis;
 mod cache;
