@@ -145,6 +145,7 @@ async fn worker_main(
             }
         }
     }
+    worker.lua.worker().exiting.set(true);
     connections.close();
     connections.wait().await;
 }

@@ -23,6 +23,9 @@ pub struct LuaWorker {
     pub timers: Timers,
     /// The worker's Redis connections (`mg.limit.take` on redis zones).
     pub redis: Rc<RedisConnections>,
+    /// `ngx.worker.exiting()`: set once the worker drains on a graceful
+    /// stop.
+    pub exiting: std::cell::Cell<bool>,
 }
 
 impl LuaWorker {
@@ -33,6 +36,7 @@ impl LuaWorker {
             running: Running::default(),
             timers: Timers::default(),
             redis,
+            exiting: std::cell::Cell::new(false),
         }
     }
 }
