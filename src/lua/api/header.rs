@@ -128,7 +128,10 @@ pub(super) fn headers_table(
         match t.raw_get::<Value>(key.as_ref())? {
             Value::Nil => t.raw_set(key.as_ref(), value)?,
             Value::Table(list) => list.raw_push(value)?,
-            first => t.raw_set(key.as_ref(), lua.create_sequence_from([first, Value::String(value)])?)?,
+            first => t.raw_set(
+                key.as_ref(),
+                lua.create_sequence_from([first, Value::String(value)])?,
+            )?,
         }
     }
     if !raw {
@@ -266,7 +269,10 @@ mod tests {
             &*escape_value(b"value\rfoo:bar\nbar:foo"),
             b"value%0Dfoo:bar%0Abar:foo"
         );
-        assert_eq!(&*escape_value(b"tab\tstays \xc3\xa9"), b"tab\tstays \xc3\xa9");
+        assert_eq!(
+            &*escape_value(b"tab\tstays \xc3\xa9"),
+            b"tab\tstays \xc3\xa9"
+        );
         assert_eq!(
             &*escape_name(b"\rheader: value\rfoo:bar\nbar:foo"),
             b"%0Dheader%3A%20value%0Dfoo%3Abar%0Abar%3Afoo"

@@ -267,8 +267,9 @@ fn body_functions(lua: &Lua, worker: &Rc<LuaWorker>, t: &Table) -> mlua::Result<
             }
             let buffer_size = match size {
                 None => BODY_BUFFER_SIZE,
-                Some(n) => usize::try_from(n)
-                    .map_err(|_| err(format!("bad size argument: {n}")))?,
+                Some(n) => {
+                    usize::try_from(n).map_err(|_| err(format!("bad size argument: {n}")))?
+                }
             };
             *r.new_body.borrow_mut() = Some(NewBody {
                 data: BytesMut::with_capacity(buffer_size.min(BODY_BUFFER_SIZE)),
