@@ -70,10 +70,10 @@ pub struct ReqCtx {
     pub internal: Cell<bool>,
     /// `$request_id`, made on first use (0 until then).
     pub request_id: Cell<u128>,
-    /// The temp file a read body was spooled to when larger than
-    /// [`BODY_BUFFER_SIZE`] (`ngx.req.get_body_file`); removed when the
-    /// request ends (dropped with it).
-    pub body_file: RefCell<Option<tempfile::TempPath>>,
+    /// The file holding the body (`ngx.req.get_body_file`): the temp file
+    /// a read body was spooled to when larger than [`BODY_BUFFER_SIZE`],
+    /// or the one `ngx.req.set_body_file` named.
+    pub body_file: RefCell<Option<BodyFile>>,
     /// The body `ngx.req.init_body` / `append_body` are building.
     pub new_body: RefCell<Option<NewBody>>,
     /// Header names as `ngx.req.set_header` was given them, for
@@ -87,6 +87,16 @@ pub struct ReqCtx {
 /// (`ngx.req.get_body_file`), and `ngx.req.get_body_data` returns nil for
 /// it, as in ngx_lua.
 pub const BODY_BUFFER_SIZE: usize = 16 * 1024;
+
+/// The file a request body is in.
+#[derive(Debug)]
+pub struct BodyFile {
+    /// Its path.
+    pub path: std::path::PathBuf,
+    /// Set when the file goes with the request (a temp file, or
+    /// `set_body_file(path, true)`): removed when this is dropped.
+    pub remove: Option<tempfile::TempPath>,
+}
 
 /// A body being built by `ngx.req.init_body` / `append_body`.
 #[derive(Debug, Default)]

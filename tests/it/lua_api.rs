@@ -404,6 +404,15 @@ ngx.req.set_header("X-Body-File", tostring(ngx.req.get_body_file() ~= nil))
 '''
 
 [[route]]
+path_exact = "/from-file"
+upstream = "echo"
+lua.access_inline = '''
+ngx.req.read_body()
+ngx.req.set_body_file(ngx.var.arg_path, ngx.var.arg_clean == "1")
+ngx.req.set_header("X-Body-File", ngx.req.get_body_file())
+'''
+
+[[route]]
 path_exact = "/unread"
 lua.content_inline = '''
 local ok, e = pcall(ngx.req.init_body)
@@ -470,6 +479,34 @@ ngx.say(tostring(e):find("request body not read yet", 1, true) ~= nil, " ",
         seen["headers"]["x-body-file"][0], "true",
         "over its buffer the built body is in a file"
     );
+
+    // set_body_file: the file's content goes upstream; with auto_clean
+    // the file goes with the request.
+    let files = tempfile::tempdir().expect("temp dir");
+    for (name, clean) in [("kept.txt", "0"), ("cleaned.txt", "1")] {
+        let path = files.path().join(name);
+        std::fs::write(&path, "d".repeat(1234)).expect("write");
+        let url = mg.url(&format!("/from-file?path={}&clean={clean}", path.display()));
+        let seen: serde_json::Value = http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .map(|t| serde_json::from_str(&t).expect("JSON"))
+            .unwrap();
+        assert_eq!(seen["body_len"], 1234);
+        assert_eq!(
+            seen["headers"]["x-body-file"][0],
+            path.display().to_string()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while clean == "1" && path.exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(path.exists(), clean == "0", "{name}");
+    }
 
     let r = http.get(mg.url("/unread")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "true true\n");

@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 use mlua::{Lua, Table, Value};
 
 use crate::body::{RequestBody, RequestBodyError};
-use crate::lua::request::{BODY_BUFFER_SIZE, NewBody, ReqCtx};
+use crate::lua::request::{BODY_BUFFER_SIZE, BodyFile, NewBody, ReqCtx};
 
 use super::METHODS;
 use super::codec::{decode_args, encode_args};
@@ -243,8 +243,11 @@ async fn spool(r: &ReqCtx, data: Bytes) -> mlua::Result<()> {
     })
     .await
     .map_err(err)?;
-    let path = written.map_err(|e| err(format!("fail to write file: {e}")))?;
-    *r.body_file.borrow_mut() = Some(path);
+    let temp = written.map_err(|e| err(format!("fail to write file: {e}")))?;
+    *r.body_file.borrow_mut() = Some(BodyFile {
+        path: temp.to_path_buf(),
+        remove: Some(temp),
+    });
     Ok(())
 }
 
@@ -256,8 +259,32 @@ fn body_functions(lua: &Lua, worker: &Rc<LuaWorker>, t: &Table) -> mlua::Result<
             Ok(r.body_file
                 .borrow()
                 .as_ref()
-                .map(|p| p.to_string_lossy().into_owned()))
+                .map(|f| f.path.to_string_lossy().into_owned()))
         })?,
+    )?;
+    t.set(
+        "set_body_file",
+        lua.create_async_function(
+            |lua, (path, auto_clean): (String, Option<bool>)| async move {
+                let r = req(&lua)?;
+                if r.body_data.borrow().is_none() {
+                    return Err(err("request body not read yet"));
+                }
+                let data = tokio::fs::read(&path)
+                    .await
+                    .map_err(|_| err(format!("open() \"{path}\" failed")))?;
+                let path = std::path::PathBuf::from(path);
+                let remove = if auto_clean.unwrap_or(false) {
+                    Some(tempfile::TempPath::try_from_path(&path).map_err(err)?)
+                } else {
+                    None
+                };
+                *r.body.borrow_mut() = RequestBody::empty();
+                *r.body_file.borrow_mut() = Some(BodyFile { path, remove });
+                *r.body_data.borrow_mut() = Some(Bytes::from(data));
+                Ok(())
+            },
+        )?,
     )?;
     t.set(
         "init_body",
