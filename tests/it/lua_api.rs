@@ -88,6 +88,7 @@ path_exact = "/length"
 lua.content_inline = '''
 ngx.req.read_body()
 ngx.say(ngx.var.request_length)
+ngx.say(ngx.var.request_body)
 '''
 
 [[route]]
@@ -191,7 +192,11 @@ ngx.say(ngx.var.my_note)
     // request_length: the head and the body as received.
     let post = "POST /length HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello world";
     let answer = raw_exchange(addr, post.as_bytes(), Duration::from_secs(5)).await;
-    assert_eq!(bodies(&answer)[0], format!("{}\n", post.len()));
+    assert_eq!(
+        bodies(&answer)[0],
+        format!("{}\nhello world\n", post.len()),
+        "and $request_body"
+    );
 
     // Built-in variables are not changeable, with ngx_lua's message; new
     // names are.
@@ -300,6 +305,7 @@ h = ngx.resp.get_headers()
 ngx.say(h.x_set_case, " ", h["X-OTHER"][2], " ", h["x-bad"])
 local raw = ngx.resp.get_headers(0, true)
 ngx.say(tostring(raw["X-Set-Case"]), " ", tostring(raw["x-set-case"]))
+ngx.say(ngx.var.sent_http_x_other)
 '''
 
 [[route]]
@@ -345,7 +351,10 @@ ngx.print(ngx.req.raw_header(true))
     let r = client().get(mg.url("/resp")).send().await.unwrap();
     let headers = r.headers().clone();
     let body = r.text().await.unwrap();
-    assert_eq!(body, "3 truncated\na 2 value%0D%0AInjected: yes\na nil\n");
+    assert_eq!(
+        body,
+        "3 truncated\na 2 value%0D%0AInjected: yes\na nil\n1, 2\n"
+    );
     assert_eq!(headers["x-bad"], "value%0D%0AInjected: yes");
     assert!(headers.get("injected").is_none());
     assert_eq!(headers["x-bad-name%3a%20x%0d%0a"], "y");

@@ -128,15 +128,19 @@ pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOu
     if let Ok(n) = name.parse::<usize>() {
         return capture(lua, r, n);
     }
+    if name == "request_body" {
+        // In memory only, as nginx's.
+        let data = r.body_data.borrow();
+        return match data.as_ref() {
+            Some(d) if !d.is_empty() && r.body_file.borrow().is_none() => text_or_bytes(lua, d),
+            _ => Ok(Either::Left(None)),
+        };
+    }
     if let Some(text) = connection_var(r, name) {
         return Ok(Either::Left(text));
     }
     if let Some(h) = name.strip_prefix("sent_http_") {
-        let headers = r.resp_headers.borrow();
-        return match request_header(&headers, h) {
-            Some(Some(bytes)) => text_or_bytes(lua, bytes),
-            _ => Ok(Either::Left(None)),
-        };
+        return sent_header(lua, r, h);
     }
     let head = r.head.borrow();
     // The common ones straight from the request head (`$args` is nil
@@ -285,6 +289,25 @@ fn capture(lua: &Lua, r: &ReqCtx, n: usize) -> mlua::Result<VarOut> {
         return Ok(Either::Left(None));
     };
     text_or_bytes(lua, caps.get(n).map_or("", |m| m.as_str()).as_bytes())
+}
+
+/// `$sent_http_NAME`: the response header as set so far (or sent), its
+/// lines joined with ", " as nginx joins them.
+fn sent_header(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOut> {
+    let Ok(name) = http::HeaderName::from_bytes(name.replace('_', "-").as_bytes()) else {
+        return Ok(Either::Left(None));
+    };
+    let headers = r.resp_headers.borrow();
+    let mut values = headers.get_all(&name).iter();
+    let Some(first) = values.next() else {
+        return Ok(Either::Left(None));
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in values {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    text_or_bytes(lua, &joined)
 }
 
 /// `$http_NAME` (`_` for `-`, any case): `Some(None)` when the request
