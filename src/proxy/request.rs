@@ -78,6 +78,9 @@ pub struct RequestCtx {
     /// The size of the response head (`$bytes_sent` counts it), set once
     /// the response is settled when Lua `log` handlers will read it.
     pub head_bytes: u64,
+    /// The client lets the connection stay open (what the response head
+    /// says about it counts in `$bytes_sent`).
+    pub keep_alive: bool,
 }
 
 impl RequestCtx {
@@ -110,6 +113,10 @@ impl RequestCtx {
                 raw_head: conn.raw_head.take(),
             },
             head_bytes: 0,
+            keep_alive: match req.version() {
+                Version::HTTP_10 => crate::forward::connection_has(req.headers(), "keep-alive"),
+                _ => !crate::forward::connection_has(req.headers(), "close"),
+            },
         }
     }
 
@@ -151,7 +158,7 @@ impl RequestCtx {
         let Some(lua) = self.lua.as_ref().filter(|_| log_phase) else {
             return;
         };
-        self.head_bytes = head_size(resp);
+        self.head_bytes = head_size(resp, self.version, self.keep_alive);
         *lua.ctx.resp_headers.borrow_mut() = resp.headers().clone();
     }
 
@@ -269,11 +276,15 @@ impl Held {
     }
 }
 
-/// The size of `resp`'s head as HTTP/1.1 sends it (`$bytes_sent` counts
-/// it): the status line, the headers, the `Date` and `Content-Length` the
-/// connection adds, and the empty line. An estimate the connection does
-/// not confirm (HTTP/2 compresses heads).
-pub fn head_size(resp: &http::Response<crate::body::ResponseBody>) -> u64 {
+/// The size of `resp`'s head as HTTP/1.x sends it (`$bytes_sent` counts
+/// it): the status line, the headers, those the connection adds (`Date`,
+/// the framing, `Connection`) and the empty line. An estimate the
+/// connection does not confirm (HTTP/2 compresses heads).
+pub fn head_size(
+    resp: &http::Response<crate::body::ResponseBody>,
+    version: Version,
+    keep_alive: bool,
+) -> u64 {
     use http_body::Body as _;
     let status = resp.status();
     // "HTTP/1.1 200 OK\r\n"
@@ -285,10 +296,21 @@ pub fn head_size(resp: &http::Response<crate::body::ResponseBody>) -> u64 {
         // "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
         n += 37;
     }
-    if !resp.headers().contains_key(header::CONTENT_LENGTH)
-        && let Some(len) = resp.body().size_hint().exact()
-    {
-        n += "Content-Length: \r\n".len() + len.to_string().len();
+    let exact = resp.body().size_hint().exact();
+    if !resp.headers().contains_key(header::CONTENT_LENGTH) {
+        n += match exact {
+            Some(len) => "Content-Length: \r\n".len() + len.to_string().len(),
+            None if version == Version::HTTP_11 => "Transfer-Encoding: chunked\r\n".len(),
+            None => 0,
+        };
+    }
+    let closes = !keep_alive || (exact.is_none() && version == Version::HTTP_10);
+    if !resp.headers().contains_key(header::CONNECTION) {
+        n += match (version, closes) {
+            (Version::HTTP_11, true) => "Connection: close\r\n".len(),
+            (Version::HTTP_10, false) => "Connection: keep-alive\r\n".len(),
+            _ => 0,
+        };
     }
     (n + 2) as u64
 }
