@@ -153,7 +153,10 @@ pub fn install(
         "get_headers",
         request_fn(lua, worker, move |lua, r, args: (Option<i64>, Value)| {
             let case = |name: &http::HeaderName| header::lua_case(r, name);
-            header::headers_table(lua, &r.resp_headers.borrow(), args, &meta, &case)
+            match header::with_default_type(r) {
+                Some(headers) => header::headers_table(lua, &headers, args, &meta, &case),
+                None => header::headers_table(lua, &r.resp_headers.borrow(), args, &meta, &case),
+            }
         })?,
     )?;
     ngx.set("resp", resp)?;

@@ -303,6 +303,8 @@ ngx.say(h.x_set_case, " ", h["X-OTHER"][2], " ", h["x-bad"])
 local raw = ngx.resp.get_headers(0, true)
 ngx.say(tostring(raw["X-Set-Case"]), " ", tostring(raw["x-set-case"]))
 ngx.say(ngx.var.sent_http_x_other)
+-- The Content-Type the answer will get, as nginx's default_type.
+ngx.say(ngx.resp.get_headers()["Content-Type"])
 '''
 
 [[route]]
@@ -350,7 +352,7 @@ ngx.print(ngx.req.raw_header(true))
     let body = r.text().await.unwrap();
     assert_eq!(
         body,
-        "3 truncated\na 2 value%0D%0AInjected: yes\na nil\n1, 2\n"
+        "3 truncated\na 2 value%0D%0AInjected: yes\na nil\n1, 2\ntext/plain; charset=utf-8\n"
     );
     assert_eq!(headers["x-bad"], "value%0D%0AInjected: yes");
     assert!(headers.get("injected").is_none());

@@ -140,6 +140,38 @@ pub(super) fn headers_table(
     Ok((t, truncated))
 }
 
+/// The response headers with the `Content-Type` the response will get
+/// when a handler answering it set none (nginx's `default_type`, set once
+/// a handler writes a header or output): `ngx.resp.get_headers` counts it
+/// as ngx_lua does. `None` when the headers stand as they are.
+pub(super) fn with_default_type(r: &ReqCtx) -> Option<http::HeaderMap> {
+    use crate::lua::Phase;
+    let answering = matches!(
+        r.phase.get(),
+        Phase::Rewrite | Phase::Access | Phase::Content
+    );
+    let headers = r.resp_headers.borrow();
+    if !answering
+        || headers.contains_key(http::header::CONTENT_TYPE)
+        || (headers.is_empty() && r.out.borrow().is_empty())
+    {
+        return None;
+    }
+    let mut with = http::HeaderMap::with_capacity(headers.len() + 1);
+    with.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(DEFAULT_CONTENT_TYPE),
+    );
+    for (name, value) in headers.iter() {
+        with.append(name, value.clone());
+    }
+    Some(with)
+}
+
+/// What a Lua answer without a `Content-Type` is sent with
+/// ([`crate::lua::respond`]).
+const DEFAULT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
 /// The case a header name was last given in by Lua (`ngx.header`,
 /// `ngx.req.set_header`), for the raw tables.
 pub(super) fn lua_case(r: &ReqCtx, name: &HeaderName) -> Option<String> {

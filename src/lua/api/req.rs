@@ -100,6 +100,13 @@ pub(super) fn req_table(lua: &Lua, worker: &Rc<LuaWorker>) -> mlua::Result<Table
                 let name = request_header_name(r, name.as_bytes())?;
                 let value = match value {
                     mlua::Either::Left(text) => {
+                        if name == http::header::HOST {
+                            // `$host` follows a new Host, as in nginx.
+                            r.vars.borrow_mut().insert(
+                                "host".into(),
+                                host_without_port(&text).to_ascii_lowercase(),
+                            );
+                        }
                         let value = header_value(text.as_bytes())?;
                         let mut head = r.head.borrow_mut();
                         head.headers.insert(name, value);
@@ -338,4 +345,29 @@ fn body_functions(lua: &Lua, worker: &Rc<LuaWorker>, t: &Table) -> mlua::Result<
         })?,
     )?;
     Ok(())
+}
+
+/// `example.com:8080` → `example.com`, `[::1]:80` → `[::1]`.
+fn host_without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!name.contains(':') || name.ends_with(']')) =>
+        {
+            name
+        }
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_without_port() {
+        assert_eq!(super::host_without_port("a.test:8080"), "a.test");
+        assert_eq!(super::host_without_port("a.test"), "a.test");
+        assert_eq!(super::host_without_port("[::1]:80"), "[::1]");
+        assert_eq!(super::host_without_port("[::1]"), "[::1]");
+    }
 }
