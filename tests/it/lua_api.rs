@@ -100,6 +100,8 @@ ngx.var.my_note = "writable"
 ngx.say(tostring(e1):find('variable "query_string" not changeable', 1, true) ~= nil)
 ngx.say(tostring(e2):find('variable "connection" not changeable', 1, true) ~= nil)
 ngx.say(ngx.var.my_note)
+ngx.req.set_header("Host", "New.Example:81")
+ngx.say(ngx.var.host)
 '''
 "#,
     ));
@@ -200,7 +202,10 @@ ngx.say(ngx.var.my_note)
 
     // Built-in variables are not changeable, with ngx_lua's message; new
     // names are.
-    assert_eq!(body(mg.url("/readonly")).await, "true\ntrue\nwritable\n");
+    assert_eq!(
+        body(mg.url("/readonly")).await,
+        "true\ntrue\nwritable\nnew.example\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
