@@ -283,7 +283,9 @@ pub(super) fn header_table(lua: &Lua) -> mlua::Result<Table> {
         lua.create_function(|lua, (_, key, value): (Table, String, Value)| {
             let r = req(lua)?;
             let name = header_name(&key)?;
-            remember_case(&r, key.replace('_', "-").as_bytes());
+            if key.bytes().any(|b| b.is_ascii_uppercase()) {
+                remember_case(&r, key.replace('_', "-").as_bytes());
+            }
             set_header_values(&mut r.resp_headers.borrow_mut(), name, value)
         })?,
     )?;

@@ -121,6 +121,27 @@ pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOu
     if let Some(v) = r.vars.borrow().get(name) {
         return Ok(Either::Left(Some(v.clone())));
     }
+    let head = r.head.borrow();
+    // The common ones straight from the request head (`$args` is nil
+    // without a query, as in nginx).
+    let direct: Option<Option<&[u8]>> = match name {
+        "uri" => Some(Some(head.uri.path().as_bytes())),
+        "host" => Some(Some(r.facts.host.as_bytes())),
+        "request_uri" => Some(Some(r.facts.request_uri().as_bytes())),
+        "request_method" => Some(Some(head.method.as_str().as_bytes())),
+        "scheme" => Some(Some(r.facts.scheme.as_bytes())),
+        "args" | "query_string" => Some(head.uri.query().map(str::as_bytes)),
+        _ => name
+            .strip_prefix("http_")
+            .and_then(|h| request_header(&head.headers, h)),
+    };
+    if let Some(bytes) = direct {
+        return match bytes {
+            Some(b) => text_or_bytes(lua, b),
+            None => Ok(Either::Left(None)),
+        };
+    }
+    // The rarer ones, after the common ones above.
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         // nginx's names are case-insensitive.
         return var_value(lua, r, &name.to_ascii_lowercase());
@@ -141,26 +162,6 @@ pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOu
     }
     if let Some(h) = name.strip_prefix("sent_http_") {
         return sent_header(lua, r, h);
-    }
-    let head = r.head.borrow();
-    // The common ones straight from the request head (`$args` is nil
-    // without a query, as in nginx).
-    let direct: Option<Option<&[u8]>> = match name {
-        "uri" => Some(Some(head.uri.path().as_bytes())),
-        "host" => Some(Some(r.facts.host.as_bytes())),
-        "request_uri" => Some(Some(r.facts.request_uri().as_bytes())),
-        "request_method" => Some(Some(head.method.as_str().as_bytes())),
-        "scheme" => Some(Some(r.facts.scheme.as_bytes())),
-        "args" | "query_string" => Some(head.uri.query().map(str::as_bytes)),
-        _ => name
-            .strip_prefix("http_")
-            .and_then(|h| request_header(&head.headers, h)),
-    };
-    if let Some(bytes) = direct {
-        return match bytes {
-            Some(b) => text_or_bytes(lua, b),
-            None => Ok(Either::Left(None)),
-        };
     }
     let text: Option<String> = match name {
         "binary_remote_addr" => {
