@@ -77,6 +77,10 @@ pub fn serve(
     drop(snap);
     let peer_ip_text = HeaderValue::from_str(&peer.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static(""));
+    let serial = shared
+        .connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
     let ctx = move |scheme| {
         Rc::new(ConnCtx {
             peer,
@@ -85,6 +89,9 @@ pub fn serve(
             scheme,
             shared,
             worker,
+            serial,
+            requests: std::cell::Cell::new(0),
+            raw_head: std::cell::RefCell::default(),
         })
     };
     match tls_config {

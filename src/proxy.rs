@@ -66,6 +66,15 @@ pub struct ConnCtx {
     /// What the worker thread serving the connection owns (its pools, Lua
     /// VMs, …).
     pub worker: Rc<WorkerLocal>,
+    /// Its number among the process's connections (`$connection`).
+    pub serial: u64,
+    /// Requests begun on it so far (`$connection_requests`).
+    pub requests: std::cell::Cell<u64>,
+    /// The HTTP/1 head of the request being served, as received
+    /// (`ngx.req.raw_header`): put here by the connection before the
+    /// request is handed over, taken by the request. It shares the read
+    /// buffer's bytes (no copy).
+    pub raw_head: std::cell::RefCell<bytes::Bytes>,
 }
 
 /// Serves one request (the connection's service function). `interim`
@@ -99,6 +108,7 @@ pub fn handle(
                 .insert(header::SERVER, HeaderValue::from_static(server));
         }
         let status = resp.status().as_u16();
+        rq.response_settled(&resp, entry.is_some_and(|e| !e.lua.log.is_empty()));
         let log = conn.shared.access_log.enabled();
         let hook = rq.into_completion(status, log, entry.map(|e: &RouteEntry| &e.lua));
         if let Some(hook) = hook {
@@ -175,9 +185,7 @@ fn routed<'a, 's: 'a>(
             // (so it may refuse or pick first, as API gateways do); 6. the
             // Lua content handler, which answers instead of the target.
             let vm = lua_vm(entry, &conn.worker, snap)?;
-            let held = rq.hold(vm, entry.cache.is_some(), parts, body, |ctx| {
-                lineage.apply(ctx, conn, snap)
-            });
+            let held = rq.hold(vm, entry, parts, body, |ctx| lineage.apply(ctx, conn, snap));
             let answer = lua_access(rq, entry).await?;
             let mut content = None;
             if answer.is_none() && limits_due {

@@ -157,6 +157,7 @@ async fn worker_main(
             }
         }
     }
+    worker.lua.worker().exiting.set(true);
     // Timers get their premature call while connections drain.
     worker.lua.retire_all();
     tokio::task::yield_now().await;

@@ -185,6 +185,7 @@ fn run(
         reloads: Mutex::new(ReloadStatus::default()),
         node_id: node_id(),
         app_workers: Arc::new(Registry::new()),
+        connections: std::sync::atomic::AtomicU64::new(0),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

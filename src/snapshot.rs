@@ -68,6 +68,10 @@ pub struct RouteEntry {
     pub cache: Option<Arc<cache::Zone>>,
     /// Protocols a client may upgrade to (lowercase, never `h2c`).
     pub upgrade: Vec<String>,
+    /// The route's first exact host (`$server_name`).
+    pub server_name: Option<Arc<str>>,
+    /// The route's `path_regex` (its captures are `ngx.var[N]`).
+    pub path_regex: Option<regex::Regex>,
 }
 
 /// Where a routed request goes.
@@ -227,6 +231,15 @@ pub fn compile(
                 }
             },
         };
+        let server_name = route
+            .hosts
+            .iter()
+            .find(|h| *h != "*" && !h.starts_with("*."))
+            .map(|h| Arc::from(h.to_ascii_lowercase()));
+        let path_regex = match &route.path {
+            PathMatch::Regex(re) => Some(re.clone()),
+            _ => None,
+        };
         specs.push(RouteSpec {
             hosts: route.hosts,
             path: route.path,
@@ -239,6 +252,8 @@ pub fn compile(
                 limits: route_limits,
                 cache: route_cache,
                 upgrade: route.upgrade,
+                server_name,
+                path_regex,
             },
         });
     }

@@ -5,6 +5,7 @@
 //! [`WorkerLocal`](crate::worker_local::WorkerLocal); per-upstream state lives in
 //! the `Arc<Upstream>`s that snapshots share.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -32,6 +33,9 @@ pub struct Shared {
     /// The pools of managed app workers (`[upstream.NAME.workers]`); they
     /// outlive reloads and are stopped with the server.
     pub app_workers: Arc<Registry>,
+    /// Connections accepted so far: each takes the next number
+    /// (`$connection`, unique in the process as nginx's).
+    pub connections: AtomicU64,
 }
 
 /// What `/status` says about reloads.

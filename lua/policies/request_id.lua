@@ -1,9 +1,6 @@
 -- policies.request_id: pass a valid X-Request-Id through, or generate one;
 -- the upstream receives it, and so does the client in the response.
 --   policies = [{ use = "request_id", header = "X-Request-Id" }]
-local random = require "resty.random"
-local str = require "resty.string"
-
 local M = {}
 M.__index = M
 
@@ -19,7 +16,8 @@ function M:rewrite()
     local id = ngx.req.get_headers()[self.header]
     if type(id) == "table" then id = id[1] end
     if not valid(id) then
-        id = str.to_hex(random.bytes(16))
+        -- The request's $request_id: logs and the header agree.
+        id = ngx.var.request_id
     end
     ngx.req.set_header(self.header, id)
     ngx.ctx.request_id = id

@@ -196,6 +196,7 @@ where
         framing,
         keep_alive,
         expect_continue,
+        raw,
         ..
     } = head;
     async move {
@@ -230,6 +231,7 @@ where
         // connections a quarter more upstream connections were opened per
         // request than nginx does (bench/RESULTS.md, issue 12 point 5).
         let req = Request::from_parts(parts, body);
+        ctx.raw_head.replace(raw);
         // Pinned here, where it is made: passed by value, the handler's future
         // (the largest part of an exchange) would be held twice.
         let handler = pin!(proxy::handle(req, ctx.clone(), queue));

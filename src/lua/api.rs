@@ -156,14 +156,24 @@ pub fn install(
     ngx.set("header", header::header_table(lua)?)?;
     ngx.set("arg", arg::arg_table(lua, worker)?)?;
     let resp = lua.create_table()?;
+    let meta = header::headers_meta(lua)?;
     resp.set(
         "get_headers",
-        lua.create_function(|lua, ()| {
-            let r = req(lua)?;
-            header::headers_to_table(lua, &r.resp_headers.borrow())
+        request_fn(lua, worker, move |lua, r, args: (Option<i64>, Value)| {
+            let case = |name: &http::HeaderName| header::lua_case(r, name);
+            match header::with_default_type(r) {
+                Some(headers) => header::headers_table(lua, &headers, args, &meta, &case),
+                None => header::headers_table(lua, &r.resp_headers.borrow(), args, &meta, &case),
+            }
         })?,
     )?;
     ngx.set("resp", resp)?;
+    ngx.set(
+        "quote_sql_str",
+        lua.create_function(|lua, s: mlua::LuaString| {
+            lua.create_string(quote_sql_str(&s.as_bytes()))
+        })?,
+    )?;
     output::output_functions(lua, worker, &ngx)?;
     tasks::install(lua, &ngx, budget)?;
     codec::install(lua, &ngx)?;
@@ -218,14 +228,14 @@ pub fn install(
     w.set("pid", lua.create_function(|_, ()| Ok(std::process::id()))?)?;
     w.set(
         "exiting",
-        lua.create_function(|lua, ()| Ok(tasks::retired(lua)))?,
+        lua.create_function(|lua, ()| Ok(tasks::retired(lua) || worker::of(lua)?.exiting.get()))?,
     )?;
     ngx.set("worker", w)?;
 
     let config = lua.create_table()?;
     config.set("subsystem", "http")?;
     config.set("ngx_lua_version", 10026)?;
-    config.set("nginx_version", 1_022_001)?;
+    config.set("nginx_version", var::NGINX_VERSION.0)?;
     config.set("debug", false)?;
     config.set("is_console", false)?;
     // nginx's prefix ends with a slash.
@@ -235,9 +245,20 @@ pub fn install(
     } else {
         format!("{prefix}/")
     };
+    // What nginx's `./configure` was given; moongate's build has no such
+    // line: this names the prefix and the modules it stands in for.
+    let configure = format!(
+        " --prefix={prefix} --with-http_ssl_module --with-http_v2_module --with-pcre-jit \
+         --add-module=moongate-{}",
+        env!("CARGO_PKG_VERSION")
+    );
     config.set(
         "prefix",
         lua.create_function(move |_, ()| Ok(prefix.clone()))?,
+    )?;
+    config.set(
+        "nginx_configure",
+        lua.create_function(move |_, ()| Ok(configure.clone()))?,
     )?;
     ngx.set("config", config)?;
 
@@ -253,6 +274,7 @@ pub fn install(
             "headers_sent" => Ok(Value::Boolean(
                 req(lua).is_ok_and(|r| r.output.headers_sent()),
             )),
+            "is_subrequest" => Ok(Value::Boolean(req(lua)?.subrequest)),
             _ => Ok(Value::Nil),
         })?,
     )?;
@@ -286,6 +308,31 @@ pub fn install(
     ngx.set_metatable(Some(meta))?;
     lua.globals().set("ngx", ngx)?;
     Ok(())
+}
+
+/// `ngx.quote_sql_str`: `s` as a MySQL string literal (ngx_lua's escapes;
+/// bytes beyond ASCII are left alone).
+fn quote_sql_str(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    out.push(b'\'');
+    for &b in s {
+        let escaped = match b {
+            0 => b'0',
+            0x08 => b'b',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            26 => b'Z',
+            b'\\' | b'\'' | b'"' => b,
+            _ => {
+                out.push(b);
+                continue;
+            }
+        };
+        out.extend_from_slice(&[b'\\', escaped]);
+    }
+    out.push(b'\'');
+    out
 }
 
 fn ctx_table(lua: &Lua) -> mlua::Result<Table> {

@@ -6,10 +6,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http::request::Parts;
 
@@ -77,6 +79,84 @@ pub struct ReqCtx {
     pub runner: Option<Rc<dyn SubRunner>>,
     /// The target of `ngx.exec` (`/path?args`), once called.
     exec: RefCell<Option<String>>,
+    /// What the connection says about the request (`$connection`,
+    /// `$server_addr`, `ngx.req.raw_header`); set by the proxy.
+    pub conn: ConnInfo,
+    /// What the route says (`$server_name`, `ngx.var[N]`); set by the proxy.
+    pub route: RouteInfo,
+    /// `$request_id`, made on first use (0 until then).
+    pub request_id: Cell<u128>,
+    /// The file holding the body (`ngx.req.get_body_file`): the temp file
+    /// a read body was spooled to when larger than [`BODY_BUFFER_SIZE`],
+    /// or the one `ngx.req.set_body_file` named.
+    pub body_file: RefCell<Option<BodyFile>>,
+    /// The body `ngx.req.init_body` / `append_body` are building.
+    pub new_body: RefCell<Option<NewBody>>,
+    /// Header names as `ngx.req.set_header` was given them, for
+    /// `ngx.req.get_headers(_, true)`.
+    pub header_case: RefCell<Vec<String>>,
+}
+
+/// nginx's `client_body_buffer_size` on 64-bit platforms (two pages): a
+/// body read by `ngx.req.read_body` (or built by `ngx.req.init_body`
+/// without a size) larger than this is written to a temp file as well
+/// (`ngx.req.get_body_file`), and `ngx.req.get_body_data` returns nil for
+/// it, as in ngx_lua.
+pub const BODY_BUFFER_SIZE: usize = 16 * 1024;
+
+/// The file a request body is in.
+#[derive(Debug)]
+pub struct BodyFile {
+    /// Its path.
+    pub path: std::path::PathBuf,
+    /// Set when the file goes with the request (a temp file, or
+    /// `set_body_file(path, true)`): removed when this is dropped.
+    pub remove: Option<tempfile::TempPath>,
+}
+
+/// A body being built by `ngx.req.init_body` / `append_body`.
+#[derive(Debug, Default)]
+pub struct NewBody {
+    /// The data so far.
+    pub data: BytesMut,
+    /// The buffer size given to `init_body` (over it, the body goes to a
+    /// temp file when finished).
+    pub buffer_size: usize,
+}
+
+/// What the connection carrying a request tells its Lua code.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The address the request arrived on (`$server_addr`).
+    pub server_addr: IpAddr,
+    /// The connection's number in the process (`$connection`).
+    pub serial: u64,
+    /// Requests on the connection so far, this one included
+    /// (`$connection_requests`).
+    pub requests: u64,
+    /// The HTTP/1 head as received (empty for HTTP/2).
+    pub raw_head: Bytes,
+}
+
+impl Default for ConnInfo {
+    fn default() -> Self {
+        ConnInfo {
+            server_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            serial: 0,
+            requests: 0,
+            raw_head: Bytes::new(),
+        }
+    }
+}
+
+/// What the route serving a request tells its Lua code.
+#[derive(Debug, Clone, Default)]
+pub struct RouteInfo {
+    /// The route's first exact host (`$server_name`; the request's host
+    /// when the route names none).
+    pub server_name: Option<Arc<str>>,
+    /// The route's `path_regex`, whose captures `ngx.var[N]` reads.
+    pub path_regex: Option<regex::Regex>,
 }
 
 impl ReqCtx {
@@ -112,6 +192,12 @@ impl ReqCtx {
             depth: 0,
             runner: None,
             exec: RefCell::new(None),
+            conn: ConnInfo::default(),
+            route: RouteInfo::default(),
+            request_id: Cell::new(0),
+            body_file: RefCell::new(None),
+            new_body: RefCell::new(None),
+            header_case: RefCell::new(Vec::new()),
         }
     }
 
@@ -201,6 +287,29 @@ impl ReqCtx {
     /// The target of `ngx.exec`, if a handler called it (taken once).
     pub fn take_exec(&self) -> Option<String> {
         self.exec.borrow_mut().take()
+    }
+
+    /// Records what was sent to the client (`$bytes_sent`: head and body;
+    /// `$body_bytes_sent`), for the log phase.
+    pub fn set_sent(&self, head: u64, body: u64) {
+        let mut vars = self.vars.borrow_mut();
+        vars.insert("bytes_sent".into(), (head + body).to_string());
+        vars.insert("body_bytes_sent".into(), body.to_string());
+    }
+
+    /// `$request_id`: 32 hex digits, random, made on first use and the
+    /// same for the rest of the request.
+    pub fn request_id(&self) -> String {
+        let mut id = self.request_id.get();
+        while id == 0 {
+            let mut bytes = [0u8; 16];
+            if getrandom::fill(&mut bytes).is_err() {
+                bytes = fastrand::u128(..).to_le_bytes();
+            }
+            id = u128::from_le_bytes(bytes);
+        }
+        self.request_id.set(id);
+        format!("{id:032x}")
     }
 
     /// Forgets an `ngx.exit(ngx.OK)` between phases.

@@ -26,6 +26,9 @@ pub struct LuaWorker {
     pub redis: Rc<RedisConnections>,
     /// Idle cosocket connections (`tcpsock:setkeepalive`).
     pub sockets: SocketPool,
+    /// `ngx.worker.exiting()`: set once the worker drains on a graceful
+    /// stop.
+    pub exiting: std::cell::Cell<bool>,
 }
 
 impl LuaWorker {
@@ -37,6 +40,7 @@ impl LuaWorker {
             timers: Timers::default(),
             redis,
             sockets: SocketPool::default(),
+            exiting: std::cell::Cell::new(false),
         }
     }
 }

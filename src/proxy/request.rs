@@ -26,10 +26,11 @@ use crate::access_log::AccessRecord;
 use crate::body::{ClientBody, OnComplete, RequestBody};
 use crate::cache::step::CacheStatus;
 use crate::limit::Permit;
-use crate::lua::request::ReqCtx;
+use crate::lua::request::{ConnInfo, ReqCtx, RouteInfo};
 use crate::lua::respond::run_log_phase;
 use crate::lua::vm::Vm;
 use crate::lua::{RoutePhases, ScriptId};
+use crate::snapshot::RouteEntry;
 use crate::vars::RequestFacts;
 
 /// What the upstream exchange produced (`$upstream_addr`,
@@ -72,12 +73,22 @@ pub struct RequestCtx {
     pub permits: Vec<Permit>,
     /// The route's Lua state, when it has handlers.
     pub lua: Option<LuaReq>,
+    /// What the connection says about the request, for its Lua code.
+    pub conn: ConnInfo,
+    /// The size of the response head (`$bytes_sent` counts it), set once
+    /// the response is settled when Lua `log` handlers will read it.
+    pub head_bytes: u64,
+    /// The client lets the connection stay open (what the response head
+    /// says about it counts in `$bytes_sent`).
+    pub keep_alive: bool,
 }
 
 impl RequestCtx {
     /// A request as it arrived on `conn`; the host and the real client
     /// address are filled in by the checks.
     pub fn new(req: &Request<ClientBody>, conn: &ConnCtx) -> RequestCtx {
+        let requests = conn.requests.get() + 1;
+        conn.requests.set(requests);
         RequestCtx {
             started: Instant::now(),
             method: req.method().clone(),
@@ -95,6 +106,17 @@ impl RequestCtx {
             cache_status: None,
             permits: Vec::new(),
             lua: None,
+            conn: ConnInfo {
+                server_addr: conn.local.ip(),
+                serial: conn.serial,
+                requests,
+                raw_head: conn.raw_head.take(),
+            },
+            head_bytes: 0,
+            keep_alive: match req.version() {
+                Version::HTTP_10 => crate::forward::connection_has(req.headers(), "keep-alive"),
+                _ => !crate::forward::connection_has(req.headers(), "close"),
+            },
         }
     }
 
@@ -111,6 +133,9 @@ impl RequestCtx {
             cache_status: None,
             permits: Vec::new(),
             lua: None,
+            conn: ConnInfo::default(),
+            head_bytes: 0,
+            keep_alive: true,
         }
     }
 
@@ -120,7 +145,7 @@ impl RequestCtx {
     pub fn hold(
         &mut self,
         vm: Option<Rc<Vm>>,
-        cache_zone: bool,
+        entry: &RouteEntry,
         parts: Parts,
         body: RequestBody,
         setup: impl FnOnce(&mut ReqCtx),
@@ -129,14 +154,35 @@ impl RequestCtx {
             return Held::Here(parts, body);
         };
         let mut ctx = ReqCtx::new(parts, body, self.facts.clone(), self.started);
+        // Cloned, not taken: `ngx.exec` holds the request again.
+        ctx.conn = self.conn.clone();
+        ctx.route = RouteInfo {
+            server_name: entry.server_name.clone(),
+            path_regex: entry.path_regex.clone(),
+        };
         setup(&mut ctx);
         let ctx = Rc::new(ctx);
-        ctx.cache_zone.set(cache_zone);
+        ctx.cache_zone.set(entry.cache.is_some());
         self.lua = Some(LuaReq {
             vm,
             ctx: ctx.clone(),
         });
         Held::Lua(ctx)
+    }
+
+    /// Notes what the log phase reads of the response about to be sent
+    /// (`$bytes_sent`, `ngx.resp.get_headers`, `$sent_http_NAME`), when
+    /// the route has Lua `log` handlers.
+    pub fn response_settled(
+        &mut self,
+        resp: &http::Response<crate::body::ResponseBody>,
+        log_phase: bool,
+    ) {
+        let Some(lua) = self.lua.as_ref().filter(|_| log_phase) else {
+            return;
+        };
+        self.head_bytes = head_size(resp, self.version, self.keep_alive);
+        *lua.ctx.resp_headers.borrow_mut() = resp.headers().clone();
     }
 
     /// The response body's completion hook for a response with `status`:
@@ -156,6 +202,7 @@ impl RequestCtx {
         if !log && self.permits.is_empty() && lua_log.is_none() {
             return None;
         }
+        let head_bytes = self.head_bytes;
         Some(Box::new(Completion {
             record: AccessRecord {
                 enabled: log,
@@ -171,6 +218,7 @@ impl RequestCtx {
             },
             permits: self.permits,
             lua_log,
+            head_bytes,
         }))
     }
 }
@@ -180,6 +228,7 @@ struct Completion {
     record: AccessRecord,
     permits: Vec<Permit>,
     lua_log: Option<(LuaReq, Vec<ScriptId>)>,
+    head_bytes: u64,
 }
 
 impl OnComplete for Completion {
@@ -188,10 +237,12 @@ impl OnComplete for Completion {
             record,
             permits,
             lua_log,
+            head_bytes,
         } = *self;
         drop(permits);
         record.write(bytes, complete);
         if let Some((lua, ids)) = lua_log {
+            lua.ctx.set_sent(head_bytes, bytes);
             run_log_phase(lua.vm, lua.ctx, ids, record.status);
         }
     }
@@ -246,4 +297,43 @@ impl Held {
             Held::Lua(ctx) => ctx.take_request(keep_copy),
         }
     }
+}
+
+/// The size of `resp`'s head as HTTP/1.x sends it (`$bytes_sent` counts
+/// it): the status line, the headers, those the connection adds (`Date`,
+/// the framing, `Connection`) and the empty line. An estimate the
+/// connection does not confirm (HTTP/2 compresses heads).
+pub fn head_size(
+    resp: &http::Response<crate::body::ResponseBody>,
+    version: Version,
+    keep_alive: bool,
+) -> u64 {
+    use http_body::Body as _;
+    let status = resp.status();
+    // "HTTP/1.1 200 OK\r\n"
+    let mut n = 13 + status.canonical_reason().map_or(0, str::len) + 2;
+    for (name, value) in resp.headers() {
+        n += name.as_str().len() + 2 + value.len() + 2;
+    }
+    if !resp.headers().contains_key(header::DATE) {
+        // "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
+        n += 37;
+    }
+    let exact = resp.body().size_hint().exact();
+    if !resp.headers().contains_key(header::CONTENT_LENGTH) {
+        n += match exact {
+            Some(len) => "Content-Length: \r\n".len() + len.to_string().len(),
+            None if version == Version::HTTP_11 => "Transfer-Encoding: chunked\r\n".len(),
+            None => 0,
+        };
+    }
+    let closes = !keep_alive || (exact.is_none() && version == Version::HTTP_10);
+    if !resp.headers().contains_key(header::CONNECTION) {
+        n += match (version, closes) {
+            (Version::HTTP_11, true) => "Connection: close\r\n".len(),
+            (Version::HTTP_10, false) => "Connection: keep-alive\r\n".len(),
+            _ => 0,
+        };
+    }
+    (n + 2) as u64
 }

@@ -227,6 +227,9 @@ fn spawn_refresh(
         scheme: conn.scheme,
         shared: conn.shared.clone(),
         worker: conn.worker.clone(),
+        serial: conn.serial,
+        requests: std::cell::Cell::new(conn.requests.get()),
+        raw_head: std::cell::RefCell::default(),
     };
     tokio::task::spawn_local(async move {
         let to = UpstreamTarget {

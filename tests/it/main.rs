@@ -23,6 +23,7 @@ mod lua_response;
 mod lua_balancer;
 mod lua_socket;
 mod lua_subrequest;
+mod lua_api;
 mod ratelimit;
 mod ratelimit_redis;
 mod cache;

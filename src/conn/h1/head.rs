@@ -43,6 +43,9 @@ pub(crate) struct RequestHead {
     pub keep_alive: bool,
     /// `Expect: 100-continue` on HTTP/1.1.
     pub expect_continue: bool,
+    /// The head as received, request line to the empty line (sharing the
+    /// read buffer's bytes), for `ngx.req.raw_header`.
+    pub raw: Bytes,
 }
 
 /// Why a head cannot be served; answered with `status`, then the connection closes.
@@ -218,6 +221,7 @@ fn take_with<'b>(
             framing,
             keep_alive,
             expect_continue: expect_continue && version == Version::HTTP_11,
+            raw: all.slice(..len),
         },
         len,
     )))

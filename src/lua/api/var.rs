@@ -1,4 +1,5 @@
-//! `ngx.var`: request variables by name.
+//! `ngx.var`: request variables by name, and `ngx.var[N]`, the captures
+//! of the route's `path_regex`.
 
 use mlua::{Either, Lua, Table, Value};
 
@@ -22,7 +23,19 @@ pub(super) fn var_table(lua: &Lua, worker: &Rc<LuaWorker>) -> mlua::Result<Table
         worker,
         |_, r, (name, value): (String, Option<String>)| match name.as_str() {
             "uri" => set_path(r, value.as_deref().unwrap_or("/")),
-            "args" | "query_string" => set_query(r, value.as_deref()),
+            "args" => set_query(r, value.as_deref()),
+            _ if read_only(&name) => Err(err(format!(
+                "variable \"{}\" not changeable",
+                name.to_ascii_lowercase()
+            ))),
+            _ if PREFIXES.iter().any(|p| name.starts_with(p)) => {
+                let name = name.to_ascii_lowercase();
+                Err(err(format!(
+                    "variable \"{name}\" not found for writing; maybe it is a built-in \
+                     variable that is not changeable or you forgot to use \"set ${name} '';\" \
+                     in the config file to define it first"
+                )))
+            }
             _ => {
                 let mut vars = r.vars.borrow_mut();
                 match value {
@@ -59,6 +72,51 @@ fn text_or_bytes(lua: &Lua, bytes: &[u8]) -> mlua::Result<VarOut> {
     }
 }
 
+/// What ngx_lua reports for `ngx.config.nginx_version` and
+/// `$nginx_version`.
+pub(super) const NGINX_VERSION: (i64, &str) = (1_022_001, "1.22.1");
+
+/// Built-in variables a handler may not set (nginx: "not changeable").
+const READ_ONLY: [&str; 29] = [
+    "host",
+    "request_uri",
+    "request_method",
+    "scheme",
+    "remote_addr",
+    "binary_remote_addr",
+    "server_port",
+    "server_addr",
+    "server_name",
+    "server_protocol",
+    "request_time",
+    "status",
+    "query_string",
+    "is_args",
+    "content_type",
+    "content_length",
+    "request_id",
+    "nginx_version",
+    "hostname",
+    "connection",
+    "connection_requests",
+    "request_length",
+    "bytes_sent",
+    "body_bytes_sent",
+    "upstream_addr",
+    "upstream_status",
+    "upstream_response_time",
+    "cache_status",
+    "request_body",
+];
+
+/// The families of variables named by a prefix (nginx has no such
+/// variable to write: "not found for writing").
+const PREFIXES: [&str; 4] = ["http_", "cookie_", "arg_", "sent_http_"];
+
+fn read_only(name: &str) -> bool {
+    READ_ONLY.iter().any(|v| v.eq_ignore_ascii_case(name))
+}
+
 pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOut> {
     if let Some(v) = r.vars.borrow().get(name) {
         return Ok(Either::Left(Some(v.clone())));
@@ -82,6 +140,28 @@ pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOu
             Some(b) => text_or_bytes(lua, b),
             None => Ok(Either::Left(None)),
         };
+    }
+    // The rarer ones, after the common ones above.
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        // nginx's names are case-insensitive.
+        return var_value(lua, r, &name.to_ascii_lowercase());
+    }
+    if let Ok(n) = name.parse::<usize>() {
+        return capture(lua, r, n);
+    }
+    if name == "request_body" {
+        // In memory only, as nginx's.
+        let data = r.body_data.borrow();
+        return match data.as_ref() {
+            Some(d) if !d.is_empty() && r.body_file.borrow().is_none() => text_or_bytes(lua, d),
+            _ => Ok(Either::Left(None)),
+        };
+    }
+    if let Some(text) = connection_var(r, name) {
+        return Ok(Either::Left(text));
+    }
+    if let Some(h) = name.strip_prefix("sent_http_") {
+        return sent_header(lua, r, h);
     }
     let text: Option<String> = match name {
         "binary_remote_addr" => {
@@ -123,6 +203,112 @@ pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOu
         },
     };
     Ok(Either::Left(text))
+}
+
+/// The variables of the connection and the route, and those made on
+/// demand; `None` when `name` is none of them.
+fn connection_var(r: &ReqCtx, name: &str) -> Option<Option<String>> {
+    Some(match name {
+        "request_id" => Some(r.request_id()),
+        "server_addr" => Some(r.conn.server_addr.to_string()),
+        "server_name" => Some(
+            r.route
+                .server_name
+                .as_deref()
+                .unwrap_or(&r.facts.host)
+                .to_string(),
+        ),
+        "nginx_version" => Some(NGINX_VERSION.1.to_string()),
+        "hostname" => nix::unistd::gethostname()
+            .ok()
+            .map(|h| h.to_string_lossy().into_owned()),
+        "connection" => Some(r.conn.serial.to_string()),
+        "connection_requests" => Some(r.conn.requests.to_string()),
+        "request_length" => Some(request_length(r).to_string()),
+        // Known once the response is sent (the log phase).
+        "bytes_sent" | "body_bytes_sent" => Some("0".to_string()),
+        _ => return None,
+    })
+}
+
+/// `$request_length`: the head as received (as HTTP/1.1 would send it,
+/// for HTTP/2) and the body's length.
+fn request_length(r: &ReqCtx) -> usize {
+    let head = r.head.borrow();
+    let head_len = if r.conn.raw_head.is_empty() {
+        raw_head(r, &head).len()
+    } else {
+        r.conn.raw_head.len()
+    };
+    let body_len = match r.body_data.borrow().as_ref() {
+        Some(data) => data.len(),
+        None => head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0),
+    };
+    head_len + body_len
+}
+
+/// The head of the request as received (`ngx.req.raw_header`): the
+/// bytes the client sent for HTTP/1; for HTTP/2, made from the head as
+/// nginx does (request line, then one line per header).
+pub(super) fn raw_head(r: &ReqCtx, head: &http::request::Parts) -> bytes::Bytes {
+    if !r.conn.raw_head.is_empty() {
+        return r.conn.raw_head.clone();
+    }
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(r.facts.request_uri().as_bytes());
+    out.extend_from_slice(b" HTTP/2.0\r\n");
+    if !head.headers.contains_key(http::header::HOST) && !r.facts.host.is_empty() {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(r.facts.host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in &head.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.into()
+}
+
+/// `ngx.var[N]`: capture `N` of the route's `path_regex` on the path the
+/// request was routed by; nil when there is no such capture (0 included,
+/// as in ngx_lua), "" for a group that took no part in the match.
+fn capture(lua: &Lua, r: &ReqCtx, n: usize) -> mlua::Result<VarOut> {
+    let Some(re) = r.route.path_regex.as_ref().filter(|_| n > 0) else {
+        return Ok(Either::Left(None));
+    };
+    let path = r.facts.request_uri.path();
+    let Some(caps) = re.captures(path).filter(|c| n < c.len()) else {
+        return Ok(Either::Left(None));
+    };
+    text_or_bytes(lua, caps.get(n).map_or("", |m| m.as_str()).as_bytes())
+}
+
+/// `$sent_http_NAME`: the response header as set so far (or sent), its
+/// lines joined with ", " as nginx joins them.
+fn sent_header(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOut> {
+    let Ok(name) = http::HeaderName::from_bytes(name.replace('_', "-").as_bytes()) else {
+        return Ok(Either::Left(None));
+    };
+    let headers = r.resp_headers.borrow();
+    let mut values = headers.get_all(&name).iter();
+    let Some(first) = values.next() else {
+        return Ok(Either::Left(None));
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in values {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    text_or_bytes(lua, &joined)
 }
 
 /// `$http_NAME` (`_` for `-`, any case): `Some(None)` when the request
