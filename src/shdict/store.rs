@@ -11,14 +11,53 @@ use bytes::Bytes;
 
 use super::{DictError, Value};
 
-/// Bytes charged for every item on top of its key and value, standing in for
-/// ngx_lua's rbtree node, LRU links and slab rounding, so that a dict of
-/// tiny items still fills up.
-pub(super) const ITEM_OVERHEAD: usize = 64;
+/// ngx_lua's node header before an item's key and value (on 64-bit:
+/// `offsetof(ngx_rbtree_node_t, color)` + `offsetof(shdict_node_t, data)`).
+pub(super) const ITEM_OVERHEAD: usize = 68;
 
-/// Bytes charged for every list element on top of its value (ngx_lua keeps a
-/// queue node per element).
-pub(super) const LIST_NODE_OVERHEAD: usize = 16;
+/// ngx_lua's list node header before an element's value.
+pub(super) const LIST_NODE_OVERHEAD: usize = 21;
+
+/// A list item keeps its queue head (`ngx_queue_t`) as its value.
+const LIST_HEAD: usize = 16;
+
+/// nginx's slab page.
+pub(super) const PAGE: usize = 4096;
+
+/// What nginx's slab allocator gives for a request of `n` bytes: a
+/// power-of-two slot of at least 8 bytes up to half a page, whole pages
+/// above.
+pub(super) fn slot(n: usize) -> usize {
+    if n <= 8 {
+        8
+    } else if n <= PAGE / 2 {
+        n.next_power_of_two()
+    } else {
+        n.div_ceil(PAGE).saturating_mul(PAGE)
+    }
+}
+
+/// The bytes of a `size`-byte zone that items can use, as nginx lays a
+/// slab pool out in it (64-bit): the pool header, slot and stats tables
+/// (664 bytes) and a 24-byte descriptor per page come first, pages start
+/// page-aligned, and the dict's own header and name take two pages. A 1 MiB
+/// dict so has 252 pages (1032192 bytes) free when empty, as in ngx_lua.
+pub(super) fn usable(size: usize) -> usize {
+    const POOL_HEADER: usize = 664;
+    const PAGE_DESC: usize = 24;
+    const DICT_PAGES: usize = 2;
+    if size <= POOL_HEADER {
+        return 0;
+    }
+    let pages = (size - POOL_HEADER) / (PAGE + PAGE_DESC);
+    let start = (POOL_HEADER + pages * PAGE_DESC).div_ceil(PAGE) * PAGE;
+    let pages = pages.min(size.saturating_sub(start) / PAGE);
+    pages.saturating_sub(DICT_PAGES) * PAGE
+}
+
+/// How many least-recently-used items ngx_lua evicts, at most, trying to
+/// fit one item before it answers "no memory".
+const MAX_FORCED: usize = 30;
 
 /// When an item stops being live.
 ///
@@ -62,18 +101,20 @@ pub(super) struct Entry {
 impl Entry {
     /// An item ready for [`Store::put`], its cost computed from `key_len`.
     pub(super) fn new(data: Data, flags: u32, deadline: Option<Deadline>, key_len: usize) -> Self {
-        let data_cost = match &data {
-            Data::Scalar(v) => value_bytes(v),
-            Data::List(l) => l.iter().map(elem_cost).fold(0, usize::saturating_add),
+        let node = ITEM_OVERHEAD.saturating_add(key_len);
+        let cost = match &data {
+            Data::Scalar(v) => slot(node.saturating_add(value_bytes(v))),
+            Data::List(l) => l
+                .iter()
+                .map(elem_cost)
+                .fold(slot(node + LIST_HEAD), usize::saturating_add),
         };
         Entry {
             data,
             flags,
             deadline,
             seq: 0,
-            cost: ITEM_OVERHEAD
-                .saturating_add(key_len)
-                .saturating_add(data_cost),
+            cost,
         }
     }
 
@@ -93,9 +134,9 @@ pub(super) fn value_bytes(v: &Value) -> usize {
     }
 }
 
-/// Bytes one list element is charged.
+/// Bytes one list element is charged: its node's slab slot.
 pub(super) fn elem_cost(v: &Value) -> usize {
-    LIST_NODE_OVERHEAD.saturating_add(value_bytes(v))
+    slot(LIST_NODE_OVERHEAD.saturating_add(value_bytes(v)))
 }
 
 /// The map and its indexes. Invariants: every map entry has exactly one
@@ -126,6 +167,11 @@ impl Store {
         self.used
     }
 
+    /// The bytes items may use.
+    pub(super) fn room(&self) -> usize {
+        self.capacity
+    }
+
     fn free(&self) -> usize {
         self.capacity.saturating_sub(self.used)
     }
@@ -154,7 +200,7 @@ impl Store {
     /// Inserts `entry` under `key` (replacing any old item), first making
     /// room: expired items go first, then, if `evict_live`, the least
     /// recently used live ones. Returns whether live items were evicted.
-    /// On failure the old item, if any, is left as it was.
+    /// On failure the old item, if any, is gone too (as in ngx_lua).
     pub(super) fn put(
         &mut self,
         key: &[u8],
@@ -162,10 +208,28 @@ impl Store {
         now: Instant,
         evict_live: bool,
     ) -> Result<bool, DictError> {
-        if entry.cost > self.capacity {
-            return Err(DictError::NoMemory);
-        }
+        // As ngx_lua, the old item is freed first and stays freed if the
+        // new one does not fit.
         let old = self.remove(key);
+        if entry.cost > self.capacity {
+            while self.pop_expired(now) {}
+            if !evict_live {
+                return Err(DictError::NoMemory);
+            }
+            let mut evicted = 0;
+            while evicted < MAX_FORCED {
+                let Some((_, k)) = self.lru.pop_first() else {
+                    break;
+                };
+                self.remove(&k);
+                evicted += 1;
+            }
+            return Err(if evicted > 0 {
+                DictError::NoMemoryForcible
+            } else {
+                DictError::NoMemory
+            });
+        }
         match self.make_room(entry.cost, now, evict_live) {
             Ok(forcible) => {
                 let k = match old {
@@ -178,12 +242,7 @@ impl Store {
                 self.place(k, entry);
                 Ok(forcible)
             }
-            Err(e) => {
-                if let Some((k, o)) = old {
-                    self.place(k, o);
-                }
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 
