@@ -422,14 +422,15 @@ impl UserData for Context {
     }
 }
 
-fn sealed(lua: &Lua, r: Result<Sealed, Failed>) -> mlua::Result<(Value, Value)> {
+/// The string (or GCM's table) alone, or `nil, err`.
+fn sealed(lua: &Lua, r: Result<Sealed, Failed>) -> mlua::Result<MultiValue> {
     Ok(match r {
-        Ok(Sealed::Plain(v)) => (Value::String(lua.create_string(v)?), Value::Nil),
+        Ok(Sealed::Plain(v)) => MultiValue::from_vec(vec![Value::String(lua.create_string(v)?)]),
         Ok(Sealed::WithTag(v, tag)) => {
             let t = lua.create_sequence_from([lua.create_string(v)?, lua.create_string(tag)?])?;
-            (Value::Table(t), Value::Nil)
+            MultiValue::from_vec(vec![Value::Table(t)])
         }
-        Err(e) => (Value::Nil, Value::String(lua.create_string(e)?)),
+        Err(e) => MultiValue::from_vec(vec![Value::Nil, Value::String(lua.create_string(e)?)]),
     })
 }
 

@@ -29,6 +29,16 @@ fn text(lua: &Lua, s: &str) -> mlua::Result<Value> {
     lua.create_string(s).map(Value::String)
 }
 
+/// A single return value.
+fn one(v: Value) -> mlua::Result<MultiValue> {
+    Ok(MultiValue::from_vec(vec![v]))
+}
+
+/// `nil, message`.
+fn failure(lua: &Lua, message: &str) -> mlua::Result<MultiValue> {
+    Ok(MultiValue::from_vec(vec![Value::Nil, text(lua, message)?]))
+}
+
 /// One header value as ngx_lua writes it (numbers and booleans as text).
 fn header_value(lua: &Lua, v: &Value) -> mlua::Result<HeaderValue> {
     let bad = || mlua::Error::runtime("bad header value");
@@ -73,31 +83,35 @@ fn sys_filter_level() -> i64 {
     }
 }
 
-/// `ngx.errlog.raw_log(level, msg)`: `msg` as is, no `file:line` prefix.
-fn raw_log(_: &Lua, (level, msg): (Value, Value)) -> mlua::Result<()> {
-    let level = match level {
-        Value::Integer(i) => i,
-        Value::Number(n) => n as i64,
-        _ => {
-            return Err(mlua::Error::runtime(
-                "bad argument #1 to 'raw_log' (must be a number)",
-            ));
-        }
-    };
-    let Value::String(msg) = msg else {
-        return Err(mlua::Error::runtime(
-            "bad argument #2 to 'raw_log' (must be a string)",
-        ));
-    };
+/// `ngx.errlog.raw_log(level, msg)`: lua-resty-core's argument errors,
+/// raised as plain strings at the caller, over [`log_raw`].
+const RAW_LOG: &str = r#"
+local log_raw = ...
+return function(level, msg)
+    if type(level) ~= "number" then
+        error("bad argument #1 to 'raw_log' (must be a number)", 2)
+    end
+    if type(msg) ~= "string" then
+        error("bad argument #2 to 'raw_log' (must be a string)", 2)
+    end
+    if not log_raw(level, msg) then
+        error("bad log level", 2)
+    end
+end
+"#;
+
+/// Logs `msg` as is (no `file:line` prefix) at nginx level `level`;
+/// false for a level that does not exist.
+fn log_raw(_: &Lua, (level, msg): (i64, LuaString)) -> mlua::Result<bool> {
     let msg = msg.to_string_lossy();
     match level {
         0..=4 => tracing::error!(target: "moongate::lua", "{msg}"),
         5 => tracing::warn!(target: "moongate::lua", "{msg}"),
         6 | 7 => tracing::info!(target: "moongate::lua", "{msg}"),
         8 => tracing::debug!(target: "moongate::lua", "{msg}"),
-        _ => return Err(mlua::Error::runtime("bad log level")),
+        _ => return Ok(false),
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Registers the modules in `preload`.
@@ -129,11 +143,11 @@ pub(super) fn install(lua: &Lua, preload: &Table) -> mlua::Result<()> {
             )?;
             m.set(
                 "signal_graceful_exit",
-                lua.create_function(|_, ()| -> mlua::Result<()> {
-                    Err(mlua::Error::runtime(
-                        "ngx.process.signal_graceful_exit is not supported in moongate",
-                    ))
-                })?,
+                lua.load(
+                    "return function() error('ngx.process.signal_graceful_exit is not supported in moongate', 2) end",
+                )
+                .set_name("=ngx.process")
+                .call::<mlua::Function>(())?,
             )?;
             m.set(
                 "get_master_pid",
@@ -146,7 +160,11 @@ pub(super) fn install(lua: &Lua, preload: &Table) -> mlua::Result<()> {
         "ngx.errlog",
         lua.create_function(|lua, _: MultiValue| {
             let m = module(lua)?;
-            m.set("raw_log", lua.create_function(raw_log)?)?;
+            let raw_log: mlua::Function = lua
+                .load(RAW_LOG)
+                .set_name("=ngx.errlog")
+                .call(lua.create_function(log_raw)?)?;
+            m.set("raw_log", raw_log)?;
             m.set(
                 "get_sys_filter_level",
                 lua.create_function(|_, ()| Ok(sys_filter_level()))?,
@@ -175,22 +193,19 @@ pub(super) fn install(lua: &Lua, preload: &Table) -> mlua::Result<()> {
             m.set(
                 "encode_base64url",
                 lua.create_function(|lua, s: Value| match s {
-                    Value::String(s) => Ok((
-                        text(lua, &codec::encode_base64url(&s.as_bytes()))?,
-                        Value::Nil,
-                    )),
-                    _ => Ok((Value::Nil, text(lua, "must provide a string")?)),
+                    Value::String(s) => one(text(lua, &codec::encode_base64url(&s.as_bytes()))?),
+                    _ => failure(lua, "must provide a string"),
                 })?,
             )?;
             m.set(
                 "decode_base64url",
                 lua.create_function(|lua, s: Value| {
                     let Value::String(s) = s else {
-                        return Ok((Value::Nil, text(lua, "must provide a string")?));
+                        return failure(lua, "must provide a string");
                     };
                     match codec::decode_base64url(&s.as_bytes()) {
-                        Some(d) => Ok((Value::String(lua.create_string(d)?), Value::Nil)),
-                        None => Ok((Value::Nil, text(lua, "invalid input")?)),
+                        Some(d) => one(Value::String(lua.create_string(d)?)),
+                        None => failure(lua, "invalid input"),
                     }
                 })?,
             )?;

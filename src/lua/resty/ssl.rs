@@ -148,14 +148,16 @@ pub(super) fn install(lua: &Lua, preload: &Table) -> mlua::Result<()> {
                     answer(lua, r)
                 })?,
             )?;
+            // Raised from Lua, so that `pcall` gives the plain message.
+            let raising = lua
+                .load(
+                    "local name = ... return function() \
+                     error('ngx.ssl.' .. name .. ' is not supported in moongate', 2) end",
+                )
+                .set_name("=ngx.ssl")
+                .into_function()?;
             for name in UNSUPPORTED {
-                let msg = format!("ngx.ssl.{name} is not supported in moongate");
-                m.set(
-                    name,
-                    lua.create_function(move |_, _: MultiValue| -> mlua::Result<()> {
-                        Err(mlua::Error::runtime(msg.clone()))
-                    })?,
-                )?;
+                m.set(name, raising.call::<mlua::Function>(name)?)?;
             }
             Ok(m)
         })?,
