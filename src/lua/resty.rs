@@ -4,14 +4,14 @@
 //! modules call nginx's C symbols through FFI and cannot work here) never
 //! shadows them.
 //!
-//! - [`hashes`]: `resty.md5`, `resty.sha*`, `resty.random`, `resty.string`
-//! - [`hmac`]: `resty.hmac` (jkeys089/lua-resty-hmac's API)
-//! - [`aes`]: `resty.aes` (lua-resty-string's API)
-//! - [`core`]: `resty.core` and `resty.core.*` (the `ngx` API they install
+//! - [`hashes`] — `resty.md5`, `resty.sha*`, `resty.random`, `resty.string`
+//! - [`hmac`] — `resty.hmac` (jkeys089/lua-resty-hmac's API)
+//! - [`aes`] — `resty.aes` (lua-resty-string's API)
+//! - [`core`] — `resty.core` and `resty.core.*` (the `ngx` API they install
 //!   through FFI is native already)
-//! - [`semaphore`]: `ngx.semaphore`, per worker
-//! - [`ngx_libs`]: `ngx.resp`, `ngx.process`, `ngx.errlog`, `ngx.base64`
-//! - [`ssl`]: `ngx.ssl` (PEM parsing; the rest needs nginx's TLS)
+//! - [`semaphore`] — `ngx.semaphore`, per worker
+//! - [`ngx_libs`] — `ngx.resp`, `ngx.process`, `ngx.errlog`, `ngx.base64`
+//! - [`ssl`] — `ngx.ssl` (PEM parsing; the rest needs nginx's TLS)
 
 use mlua::{Lua, Table};
 

@@ -284,7 +284,7 @@ fn get_keys_limit_order_and_liveness() {
     }
     d.set(b"gone", Some(Value::Bool(true)), Some(secs(1)), 0, t0)
         .unwrap();
-    d.get(b"k1", t0);
+    let _ = d.get(b"k1", t0);
     let t2 = t0 + secs(2);
     assert_eq!(
         d.get_keys(2, t2),

@@ -284,7 +284,7 @@ impl Context {
         let plain = |v: Vec<u8>| Ok(Sealed::Plain(v));
         match self.mode {
             Mode::Ecb | Mode::Cbc => {
-                if !self.padding && data.len() % 16 != 0 {
+                if !self.padding && !data.len().is_multiple_of(16) {
                     return Err(last);
                 }
                 let out = match (self.mode, encrypt, self.padding) {
