@@ -17,8 +17,11 @@
 //! costs the slot of its node (header, key, 16-byte queue head) plus, per
 //! element, the slot of a 21-byte header and the value. The items of a
 //! dict of `size` bytes share the pages nginx's slab pool would have free
-//! in a zone of that size (see `store::usable`: 252 pages for 1 MiB);
-//! `free_space()` counts whole free pages, as ngx_lua's does.
+//! in a zone of that size (see `store::usable`; less the dict's own header:
+//! 252 pages free for 1 MiB), slots
+//! of one size packed into pages of their own as the slab packs them; an
+//! item fits if its slots fit in its sizes' partly used pages or in free
+//! ones, and `free_space()` counts whole free pages, as ngx_lua's does.
 //!
 //! `store` keeps the map, LRU order, expiry index and accounting under the
 //! dict's lock; this file is the ngx_lua-shaped API over it.
@@ -122,7 +125,11 @@ impl SharedDict {
         SharedDict {
             name: name.to_owned(),
             capacity: capacity_bytes,
-            store: Mutex::new(Store::new(store::usable(capacity_bytes))),
+            store: Mutex::new({
+                let mut s = Store::new(store::usable(capacity_bytes));
+                s.charge_header();
+                s
+            }),
         }
     }
 
@@ -363,8 +370,7 @@ impl SharedDict {
     /// Bytes of whole slab pages not charged to any item (expired items
     /// are charged until freed), as ngx_lua's `free_space()`.
     pub fn free_space(&self) -> usize {
-        let s = self.lock();
-        s.room().saturating_sub(s.used()) / store::PAGE * store::PAGE
+        self.lock().free_pages_bytes()
     }
 
     /// The store, even if a thread panicked while holding it: every

@@ -40,19 +40,18 @@ pub(super) fn slot(n: usize) -> usize {
 /// The bytes of a `size`-byte zone that items can use, as nginx lays a
 /// slab pool out in it (64-bit): the pool header, slot and stats tables
 /// (664 bytes) and a 24-byte descriptor per page come first, pages start
-/// page-aligned, and the dict's own header and name take two pages. A 1 MiB
-/// dict so has 252 pages (1032192 bytes) free when empty, as in ngx_lua.
+/// page-aligned. The dict's own header and log name then take a 128-byte
+/// and a 32-byte slot ([`Store::charge_header`]), so a 1 MiB dict has 252
+/// pages (1032192 bytes) free when empty, as in ngx_lua.
 pub(super) fn usable(size: usize) -> usize {
     const POOL_HEADER: usize = 664;
     const PAGE_DESC: usize = 24;
-    const DICT_PAGES: usize = 2;
     if size <= POOL_HEADER {
         return 0;
     }
     let pages = (size - POOL_HEADER) / (PAGE + PAGE_DESC);
     let start = (POOL_HEADER + pages * PAGE_DESC).div_ceil(PAGE) * PAGE;
-    let pages = pages.min(size.saturating_sub(start) / PAGE);
-    pages.saturating_sub(DICT_PAGES) * PAGE
+    pages.min(size.saturating_sub(start) / PAGE) * PAGE
 }
 
 /// How many least-recently-used items ngx_lua evicts, at most, trying to
@@ -94,20 +93,24 @@ pub(super) struct Entry {
     pub(super) deadline: Option<Deadline>,
     /// Position in the LRU order; larger is more recent.
     seq: u64,
-    /// Bytes charged against the capacity.
+    /// Bytes charged against the capacity (the slots of its node and,
+    /// for a list, of its elements).
     cost: usize,
+    /// The slot of its node.
+    node: usize,
 }
 
 impl Entry {
     /// An item ready for [`Store::put`], its cost computed from `key_len`.
     pub(super) fn new(data: Data, flags: u32, deadline: Option<Deadline>, key_len: usize) -> Self {
-        let node = ITEM_OVERHEAD.saturating_add(key_len);
+        let header = ITEM_OVERHEAD.saturating_add(key_len);
+        let node = match &data {
+            Data::Scalar(v) => slot(header.saturating_add(value_bytes(v))),
+            Data::List(_) => slot(header.saturating_add(LIST_HEAD)),
+        };
         let cost = match &data {
-            Data::Scalar(v) => slot(node.saturating_add(value_bytes(v))),
-            Data::List(l) => l
-                .iter()
-                .map(elem_cost)
-                .fold(slot(node + LIST_HEAD), usize::saturating_add),
+            Data::Scalar(_) => node,
+            Data::List(l) => l.iter().map(elem_cost).fold(node, usize::saturating_add),
         };
         Entry {
             data,
@@ -115,7 +118,17 @@ impl Entry {
             deadline,
             seq: 0,
             cost,
+            node,
         }
+    }
+
+    /// The slab slots it takes: its node's and its list elements'.
+    fn slots(&self) -> impl Iterator<Item = usize> + '_ {
+        let elems = match &self.data {
+            Data::Scalar(_) => None,
+            Data::List(l) => Some(l.iter().map(elem_cost)),
+        };
+        std::iter::once(self.node).chain(elems.into_iter().flatten())
     }
 
     /// Not expired (and not flushed) at `now`.
@@ -139,12 +152,69 @@ pub(super) fn elem_cost(v: &Value) -> usize {
     slot(LIST_NODE_OVERHEAD.saturating_add(value_bytes(v)))
 }
 
+/// Slab pages in use: per slot size up to half a page (8 … 2048 bytes),
+/// how many slots are taken, packed into pages of that size as nginx's
+/// slab does; and whole pages of larger allocations.
+#[derive(Default)]
+struct Pages {
+    small: [usize; 9],
+    large: usize,
+}
+
+impl Pages {
+    fn class(slot: usize) -> usize {
+        (slot.trailing_zeros() as usize).saturating_sub(3).min(8)
+    }
+
+    /// Pages of slot size `slot` holding `n` slots.
+    fn of(slot: usize, n: usize) -> usize {
+        (n * slot).div_ceil(PAGE)
+    }
+
+    fn total(&self) -> usize {
+        (0..9)
+            .map(|c| Self::of(8 << c, self.small[c]))
+            .sum::<usize>()
+            + self.large
+    }
+
+    fn add(&mut self, slot: usize) {
+        if slot <= PAGE / 2 {
+            self.small[Self::class(slot)] += 1;
+        } else {
+            self.large += slot / PAGE;
+        }
+    }
+
+    fn sub(&mut self, slot: usize) {
+        if slot <= PAGE / 2 {
+            let c = Self::class(slot);
+            self.small[c] = self.small[c].saturating_sub(1);
+        } else {
+            self.large = self.large.saturating_sub(slot / PAGE);
+        }
+    }
+
+    /// Pages `slots` more would add.
+    fn extra(&self, slots: &[usize]) -> usize {
+        let mut after = Pages {
+            small: self.small,
+            large: self.large,
+        };
+        for &s in slots {
+            after.add(s);
+        }
+        after.total() - self.total()
+    }
+}
+
 /// The map and its indexes. Invariants: every map entry has exactly one
 /// `lru` slot at its `seq`, one `expiry` slot iff it has a deadline, and
 /// `used` is the sum of the entries' costs.
 pub(super) struct Store {
     capacity: usize,
     used: usize,
+    pages: Pages,
     next_seq: u64,
     map: HashMap<Bytes, Entry>,
     lru: BTreeMap<u64, Bytes>,
@@ -156,6 +226,7 @@ impl Store {
         Store {
             capacity,
             used: 0,
+            pages: Pages::default(),
             next_seq: 0,
             map: HashMap::new(),
             lru: BTreeMap::new(),
@@ -163,17 +234,31 @@ impl Store {
         }
     }
 
+    /// Takes the slots ngx_lua's dict takes for itself: its shared header
+    /// (128-byte slot) and its name for log lines (32-byte slot). Items of
+    /// those sizes share their pages, as in nginx.
+    pub(super) fn charge_header(&mut self) {
+        self.pages.add(128);
+        self.pages.add(32);
+    }
+
+    /// Bytes charged to items (the sum of their slots).
     pub(super) fn used(&self) -> usize {
         self.used
     }
 
-    /// The bytes items may use.
-    pub(super) fn room(&self) -> usize {
-        self.capacity
+    /// Bytes of whole pages no item uses.
+    pub(super) fn free_pages_bytes(&self) -> usize {
+        self.free_pages() * PAGE
     }
 
-    fn free(&self) -> usize {
-        self.capacity.saturating_sub(self.used)
+    fn free_pages(&self) -> usize {
+        (self.capacity / PAGE).saturating_sub(self.pages.total())
+    }
+
+    /// Whether `slots` fit in the pages already used or free ones.
+    fn fits(&self, slots: &[usize]) -> bool {
+        self.pages.extra(slots) <= self.free_pages()
     }
 
     /// The item, live or not, without touching the LRU order.
@@ -211,7 +296,7 @@ impl Store {
         // As ngx_lua, the old item is freed first and stays freed if the
         // new one does not fit.
         let old = self.remove(key);
-        if entry.cost > self.capacity {
+        if entry.cost > self.capacity / PAGE * PAGE {
             while self.pop_expired(now) {}
             if !evict_live {
                 return Err(DictError::NoMemory);
@@ -230,7 +315,8 @@ impl Store {
                 DictError::NoMemory
             });
         }
-        match self.make_room(entry.cost, now, evict_live) {
+        let slots: Vec<usize> = entry.slots().collect();
+        match self.make_room(&slots, now, evict_live) {
             Ok(forcible) => {
                 let k = match old {
                     Some((k, _)) => k,
@@ -249,6 +335,9 @@ impl Store {
     /// Puts an entry into the map and indexes at its own `seq`.
     fn place(&mut self, key: Bytes, entry: Entry) {
         self.used = self.used.saturating_add(entry.cost);
+        for s in entry.slots() {
+            self.pages.add(s);
+        }
         self.lru.insert(entry.seq, key.clone());
         if let Some(d) = entry.deadline {
             self.expiry.insert((d, key.clone()));
@@ -264,22 +353,25 @@ impl Store {
             self.expiry.remove(&(d, k.clone()));
         }
         self.used = self.used.saturating_sub(e.cost);
+        for s in e.slots() {
+            self.pages.sub(s);
+        }
         Some((k, e))
     }
 
-    /// Frees room for `need` more bytes; see [`Store::put`].
+    /// Frees room for slots of `need` bytes; see [`Store::put`].
     fn make_room(
         &mut self,
-        need: usize,
+        need: &[usize],
         now: Instant,
         evict_live: bool,
     ) -> Result<bool, DictError> {
-        if need > self.capacity {
+        if need.iter().sum::<usize>() > self.capacity {
             return Err(DictError::NoMemory);
         }
-        while self.free() < need && self.pop_expired(now) {}
+        while !self.fits(need) && self.pop_expired(now) {}
         let mut forcible = false;
-        while self.free() < need {
+        while !self.fits(need) {
             if !evict_live {
                 return Err(DictError::NoMemory);
             }
@@ -363,7 +455,7 @@ impl Store {
         }
         let extra = elem_cost(&value);
         // The list is live, so freeing expired items cannot take it away.
-        self.make_room(extra, now, false)?;
+        self.make_room(&[extra], now, false)?;
         let Some(e) = self.touch(key, now, false) else {
             return Ok(None);
         };
@@ -378,6 +470,7 @@ impl Store {
         let len = list.len();
         e.cost = e.cost.saturating_add(extra);
         self.used = self.used.saturating_add(extra);
+        self.pages.add(extra);
         Ok(Some(len))
     }
 
@@ -404,6 +497,7 @@ impl Store {
             let freed = elem_cost(v);
             e.cost = e.cost.saturating_sub(freed);
             self.used = self.used.saturating_sub(freed);
+            self.pages.sub(freed);
         }
         if empty {
             self.remove(key);

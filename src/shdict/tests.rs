@@ -21,6 +21,11 @@ fn used(d: &SharedDict) -> usize {
     d.lock().used()
 }
 
+/// A string whose item takes one whole slab page.
+fn page() -> Value {
+    long(3000)
+}
+
 /// A string of `n` bytes.
 fn long(n: usize) -> Value {
     Value::Str(Bytes::from(vec![b'x'; n]))
@@ -37,17 +42,38 @@ fn accounting_follows_nginx_slab() {
     // shdict tests expect 1032192 or 1036288).
     let d = SharedDict::new("d", 1 << 20);
     assert_eq!((d.capacity(), d.free_space()), (1 << 20, 1_032_192));
-    // 32 items of a 128-byte slot fill one page.
+    // Items of a 128-byte slot share the page of the dict's header (32
+    // slots): 31 fit there, the 32nd takes a new page.
     let t0 = Instant::now();
-    for i in 0..32 {
+    for i in 0..31 {
         d.set(format!("k{i:02}").as_bytes(), Some(s(b"v")), None, 0, t0)
             .unwrap();
     }
-    assert_eq!(d.free_space(), 1_032_192 - 4096);
+    assert_eq!(d.free_space(), 1_032_192);
     d.set(b"one more", Some(s(b"v")), None, 0, t0).unwrap();
-    assert_eq!(d.free_space(), 1_032_192 - 2 * 4096);
+    assert_eq!(d.free_space(), 1_032_192 - 4096);
     // A zone too small for nginx's pool holds nothing.
-    assert_eq!(store::usable(8192), 0);
+    assert_eq!(store::usable(4096), 0);
+
+    // Slots of one size share pages; another size needs a page of its own.
+    let d = SharedDict::with_room("d", 2 * store::PAGE);
+    let half = long(1900); // a 2048-byte slot
+    for k in [&b"a"[..], b"b", b"c", b"e"] {
+        assert_eq!(d.safe_set(k, Some(half.clone()), None, 0, t0), Ok(false));
+    }
+    assert_eq!(d.free_space(), 0);
+    assert_eq!(
+        d.safe_set(b"f", Some(s(b"v")), None, 0, t0),
+        Err(DictError::NoMemory)
+    );
+    d.delete(b"a");
+    d.delete(b"b");
+    assert_eq!(d.safe_set(b"f", Some(s(b"v")), None, 0, t0), Ok(false));
+    assert_eq!(d.safe_set(b"g", Some(s(b"v")), None, 0, t0), Ok(false));
+    assert_eq!(
+        d.safe_set(b"a", Some(half.clone()), None, 0, t0),
+        Err(DictError::NoMemory)
+    );
 }
 
 #[test]
@@ -326,36 +352,35 @@ fn capacity_and_free_space_track_items() {
 
 #[test]
 fn full_dict_evicts_least_recently_used() {
-    // Room for exactly three one-byte keys with eight-byte values.
-    let d = SharedDict::with_room("d", 3 * cost(1, 8));
+    // Room for exactly three one-byte keys with one-page values.
+    let d = SharedDict::with_room("d", 3 * cost(1, 3000));
     let t0 = Instant::now();
     for k in [&b"a"[..], b"b", b"c"] {
-        assert_eq!(d.set(k, Some(s(b"12345678")), None, 0, t0), Ok(false));
+        assert_eq!(d.set(k, Some(page()), None, 0, t0), Ok(false));
     }
-    assert_eq!(used(&d), 3 * cost(1, 8));
+    assert_eq!(used(&d), 3 * cost(1, 3000));
     assert!(d.get(b"a", t0).is_ok_and(|v| v.is_some()));
-    assert_eq!(d.set(b"d", Some(s(b"12345678")), None, 0, t0), Ok(true));
+    assert_eq!(d.set(b"d", Some(page()), None, 0, t0), Ok(true));
     assert_eq!(d.get(b"b", t0), Ok(None));
     assert!(d.get(b"a", t0).is_ok_and(|v| v.is_some()));
     assert!(d.get(b"c", t0).is_ok_and(|v| v.is_some()));
     assert!(d.get(b"d", t0).is_ok_and(|v| v.is_some()));
     // Overwriting a key with a bigger value evicts others, never itself.
-    assert_eq!(d.set(b"d", Some(long(100)), None, 0, t0), Ok(true));
-    assert_eq!(d.get(b"d", t0), Ok(Some((long(100), 0))));
+    assert_eq!(d.set(b"d", Some(long(5000)), None, 0, t0), Ok(true));
+    assert_eq!(d.get(b"d", t0), Ok(Some((long(5000), 0))));
     assert_eq!(d.get(b"a", t0), Ok(None));
     assert!(d.get(b"c", t0).is_ok_and(|v| v.is_some()));
 }
 
 #[test]
 fn expired_items_go_before_live_ones() {
-    let d = SharedDict::with_room("d", 3 * cost(1, 8));
+    let d = SharedDict::with_room("d", 3 * cost(1, 3000));
     let t0 = Instant::now();
-    d.set(b"a", Some(s(b"12345678")), None, 0, t0).unwrap();
-    d.set(b"b", Some(s(b"12345678")), None, 0, t0).unwrap();
-    d.set(b"c", Some(s(b"12345678")), Some(secs(1)), 0, t0)
-        .unwrap();
+    d.set(b"a", Some(page()), None, 0, t0).unwrap();
+    d.set(b"b", Some(page()), None, 0, t0).unwrap();
+    d.set(b"c", Some(page()), Some(secs(1)), 0, t0).unwrap();
     let t2 = t0 + secs(2);
-    assert_eq!(d.set(b"d", Some(s(b"12345678")), None, 0, t2), Ok(false));
+    assert_eq!(d.set(b"d", Some(page()), None, 0, t2), Ok(false));
     assert!(d.get(b"a", t2).is_ok_and(|v| v.is_some()));
     assert!(d.get(b"b", t2).is_ok_and(|v| v.is_some()));
     assert_eq!(d.get_stale(b"c", t2), Ok(None));
@@ -365,43 +390,39 @@ fn expired_items_go_before_live_ones() {
 
 #[test]
 fn safe_operations_and_push_never_evict() {
-    let d = SharedDict::with_room("d", 2 * cost(1, 8));
+    let d = SharedDict::with_room("d", 2 * cost(1, 3000));
     let t0 = Instant::now();
-    d.set(b"a", Some(s(b"12345678")), None, 0, t0).unwrap();
-    d.set(b"b", Some(s(b"12345678")), Some(secs(1)), 0, t0)
-        .unwrap();
+    d.set(b"a", Some(page()), None, 0, t0).unwrap();
+    d.set(b"b", Some(page()), Some(secs(1)), 0, t0).unwrap();
     assert_eq!(
-        d.safe_set(b"c", Some(s(b"12345678")), None, 0, t0),
+        d.safe_set(b"c", Some(page()), None, 0, t0),
         Err(DictError::NoMemory)
     );
     assert_eq!(
-        d.safe_add(b"c", Some(s(b"12345678")), None, 0, t0),
+        d.safe_add(b"c", Some(page()), None, 0, t0),
         Err(DictError::NoMemory)
     );
-    assert_eq!(d.rpush(b"c", s(b"1"), t0), Err(DictError::NoMemory));
+    assert_eq!(d.rpush(b"c", page(), t0), Err(DictError::NoMemory));
     assert_eq!(d.get_keys(0, t0).len(), 2);
     // A failed safe_set has freed the old value first, as ngx_lua's does.
     assert_eq!(
-        d.safe_set(b"a", Some(long(100)), None, 0, t0),
+        d.safe_set(b"a", Some(long(5000)), None, 0, t0),
         Err(DictError::NoMemory)
     );
     assert_eq!(d.get(b"a", t0), Ok(None));
-    d.set(b"a", Some(s(b"12345678")), None, 0, t0).unwrap();
+    d.set(b"a", Some(page()), None, 0, t0).unwrap();
     // Expired items are still fair game.
     let t2 = t0 + secs(2);
-    assert_eq!(
-        d.safe_set(b"c", Some(s(b"12345678")), None, 0, t2),
-        Ok(false)
-    );
+    assert_eq!(d.safe_set(b"c", Some(page()), None, 0, t2), Ok(false));
     assert!(d.get(b"a", t2).is_ok_and(|v| v.is_some()));
     assert!(d.get(b"c", t2).is_ok_and(|v| v.is_some()));
 }
 
 #[test]
 fn an_item_larger_than_the_dict_is_refused() {
-    let d = SharedDict::with_room("d", 4 * cost(5, 5));
+    let d = SharedDict::with_room("d", 4 * store::PAGE);
     let t0 = Instant::now();
-    let big = long(1000);
+    let big = long(5 * store::PAGE);
     // Alone in the dict: refused, nothing evicted.
     assert_eq!(
         d.set(b"k", Some(big.clone()), None, 0, t0),
@@ -422,8 +443,11 @@ fn an_item_larger_than_the_dict_is_refused() {
     );
     assert_eq!(d.get(b"k", t0), Ok(None));
     assert_eq!(d.rpush(b"l", big.clone(), t0), Err(DictError::NoMemory));
-    assert_eq!(check_len(&big, 999), Err(DictError::ValueTooLarge));
-    assert_eq!(check_len(&big, 1000), Ok(()));
+    assert_eq!(
+        check_len(&big, 5 * store::PAGE - 1),
+        Err(DictError::ValueTooLarge)
+    );
+    assert_eq!(check_len(&big, 5 * store::PAGE), Ok(()));
 }
 
 #[test]

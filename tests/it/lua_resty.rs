@@ -243,7 +243,8 @@ async fn debug_library(sandbox: bool) {
     let mg = start(
         root,
         &format!(
-            "sandbox = {sandbox}\n{}",
+            "sandbox = {sandbox}\nffi = {}\n{}",
+            !sandbox,
             route(
                 "/t",
                 r#"
@@ -254,6 +255,7 @@ local info = debug.getinfo(1, "Sl")
 ngx.say("getinfo: ", info.currentline > 0, " ", info.what, " ", info.short_src:match("main.toml") ~= nil)
 ngx.say("sethook: ", type(debug.sethook), " debug.debug: ", type(debug.debug))
 ngx.say("getlocal: ", type(debug.getlocal), " setupvalue: ", type(debug.setupvalue), " getregistry: ", type(debug.getregistry))
+ngx.say("ffi: ", (pcall(require, "ffi")), " loadlib: ", tostring((package.loadlib("/lib/x86_64-linux-gnu/libc.so.6", "*"))))
 local t0 = ngx.now()
 "#,
             )
@@ -261,6 +263,7 @@ local t0 = ngx.now()
     );
     let (status, _, body) = get(&mg.url("/t")).await;
     assert_eq!(status, 200, "{body} {:?}", mg.log_lines());
+    let ffi = !sandbox;
     let (present, other) = if sandbox {
         ("nil", "nil")
     } else {
@@ -272,7 +275,8 @@ local t0 = ngx.now()
             "false true true true\n\
              getinfo: true main true\n\
              sethook: nil debug.debug: nil\n\
-             getlocal: {present} setupvalue: {other} getregistry: {other}\n"
+             getlocal: {present} setupvalue: {other} getregistry: {other}\n\
+             ffi: {ffi} loadlib: nil\n"
         )
     );
 }
