@@ -196,6 +196,11 @@ ngx.say("md5: ", hmac:new("Jefe", hmac.ALGOS.MD5):final("what do ya want for not
 -- RFC 4231 test case 1 (20 bytes of 0x0b).
 ngx.say("sha512: ", hmac:new(string.rep("\11", 20), hmac.ALGOS.SHA512):final("Hi There", true):sub(1, 32))
 
+local md5 = require("resty.md5"):new()
+md5:update("hel")
+md5:update("loxxx", 2)
+ngx.say("md5 len: ", str.to_hex(md5:final()))
+
 local aes = require "resty.aes"
 -- printf 'hello world' | openssl enc -aes-128-cbc -md md5 -S 0102030405060708 -pass pass:secret
 local a = aes:new("secret", "\1\2\3\4\5\6\7\8", aes.cipher(128, "cbc"), aes.hash.md5)
@@ -224,6 +229,7 @@ ngx.say("cfb1: ", tostring(aes.cipher(128, "cfb1")))
          sha1: effcdf6ae5eb2fa2d27416d5f184df9c259a7c79\n\
          md5: 750c783e6ab0b503eaa86e310a5db738\n\
          sha512: 87aa7cdea5ef619d4ff0b4241a1d6cb0\n\
+         md5 len: 5d41402abc4b2a76b9719d911017c592\n\
          openssl: 071c941f3544608e7c05eda85a9c9a68\n\
          decrypt: hello world\n\
          default: round trip\n\

@@ -56,10 +56,17 @@ impl Hasher {
 
 impl UserData for Hasher {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method_mut("update", |_, this, data: LuaString| {
-            this.update(&data.as_bytes());
-            Ok(true)
-        });
+        // `resty.md5`'s `update(s, len)` hashes the first `len` bytes
+        // (clamped to the string here: OpenSSL would read past it).
+        methods.add_method_mut(
+            "update",
+            |_, this, (data, len): (LuaString, Option<usize>)| {
+                let data = data.as_bytes();
+                let len = len.map_or(data.len(), |n| n.min(data.len()));
+                this.update(&data[..len]);
+                Ok(true)
+            },
+        );
         methods.add_method_mut("final", |lua, this, ()| lua.create_string(this.finish()));
         methods.add_method_mut("reset", |_, this, ()| {
             this.reset();
