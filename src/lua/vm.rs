@@ -267,14 +267,16 @@ const SHIMS: &str = r#"
 "#;
 
 /// The `debug` library as scripts see it, and no C modules. Never
-/// `debug.sethook` (it would remove the budget's count hook) nor
-/// `debug.debug` (it reads stdin). Under the sandbox (`...` is true) only
-/// introspection that reveals no other function's values: `traceback`,
-/// `getinfo`, `upvalueid`. `package.loadlib` and the C searchers go, as
-/// `mlua::Lua::new_with` does (`cpath` is empty too).
+/// `debug.sethook` (it would remove the budget's count hook), `debug.debug`
+/// (it reads stdin), nor what could break mlua's own state (`getregistry`,
+/// `setmetatable` on its userdata, `upvaluejoin`); under the sandbox (`...`
+/// is true) only introspection that reveals no other function's values:
+/// `traceback`, `getinfo`, `upvalueid`. `package.loadlib` and the C
+/// searchers go, as `mlua::Lua::new_with` does (`cpath` is empty too).
 const DEBUG: &str = r#"
     local sandbox = ...
     debug.sethook, debug.debug = nil, nil
+    debug.getregistry, debug.setmetatable, debug.upvaluejoin = nil, nil, nil
     if sandbox then
         local kept = { traceback = true, getinfo = true, upvalueid = true }
         for name in pairs(debug) do

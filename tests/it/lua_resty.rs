@@ -281,7 +281,7 @@ local t0 = ngx.now()
             "false true true true\n\
              getinfo: true main true\n\
              sethook: nil debug.debug: nil\n\
-             getlocal: {present} setupvalue: {other} getregistry: {other}\n\
+             getlocal: {present} setupvalue: {other} getregistry: nil\n\
              ffi: {ffi} loadlib: nil\n"
         )
     );

@@ -41,15 +41,12 @@ function base.allows_subsystem(...)
     end
     error("unsupported subsystem: " .. subsystem, 2)
 end
--- No nginx request pointer exists here: a truthy token inside a request,
--- nil outside (init, timers), which is what callers test.
-local request_phases = {
-    set = true, rewrite = true, access = true, content = true, balancer = true,
-    header_filter = true, body_filter = true, log = true,
-}
+-- No nginx request pointer exists here: a truthy token wherever ngx_lua
+-- has a (possibly fake) request, i.e. everywhere but `init`, which is what
+-- callers test.
 local token = {}
 function base.get_request()
-    if request_phases[ngx.get_phase()] then
+    if ngx.get_phase() ~= "init" then
         return token
     end
 end
