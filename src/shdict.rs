@@ -19,7 +19,8 @@
 //! dict of `size` bytes share the pages nginx's slab pool would have free
 //! in a zone of that size (see `store::usable`; less the dict's own header:
 //! 252 pages free for 1 MiB), slots
-//! of one size packed into pages of their own as the slab packs them; an
+//! of one size packed into pages of their own as the slab packs them (a
+//! page of 8-, 16- or 32-byte slots loses some to its bitmap); an
 //! item fits if its slots fit in its sizes' partly used pages or in free
 //! ones, and `free_space()` counts whole free pages, as ngx_lua's does.
 //!

@@ -166,9 +166,17 @@ impl Pages {
         (slot.trailing_zeros() as usize).saturating_sub(3).min(8)
     }
 
-    /// Pages of slot size `slot` holding `n` slots.
+    /// Pages of slot size `slot` holding `n` slots. Below 64 bytes nginx
+    /// keeps a page's bitmap in its first slots (at least one), so a page
+    /// holds 504 slots of 8 bytes, 254 of 16, 127 of 32.
     fn of(slot: usize, n: usize) -> usize {
-        (n * slot).div_ceil(PAGE)
+        let slots = PAGE / slot;
+        let per_page = if slot < 64 {
+            slots - (slots / (slot * 8)).max(1)
+        } else {
+            slots
+        };
+        n.div_ceil(per_page)
     }
 
     fn total(&self) -> usize {

@@ -74,6 +74,14 @@ fn accounting_follows_nginx_slab() {
         d.safe_set(b"a", Some(half.clone()), None, 0, t0),
         Err(DictError::NoMemory)
     );
+
+    // A page of 32-byte slots keeps its bitmap in one of them: 127 list
+    // elements of 3 bytes fit (ngx_lua's t/145 "lpush return nil").
+    let d = SharedDict::with_room("d", 2 * store::PAGE);
+    for n in 1..=127 {
+        assert_eq!(d.rpush(b"q", s(b"bar"), t0), Ok(n));
+    }
+    assert_eq!(d.rpush(b"q", s(b"bar"), t0), Err(DictError::NoMemory));
 }
 
 #[test]
