@@ -9,9 +9,20 @@
 //! types other than string, number and boolean, negative TTLs) and turns a
 //! [`DictError`] into `nil, err` with its `Display` string.
 //!
-//! Memory is accounted, not measured: an item costs its key, its value (8
-//! bytes for a number, 1 for a boolean, the length of a string) and 64 bytes
-//! of overhead; a list element costs its value plus 16 bytes.
+//! Memory is accounted, not measured, after nginx's slab allocator so that
+//! `capacity()`/`free_space()` read close to ngx_lua's: an item costs the
+//! slab slot of its node (a 68-byte header, its key and its value: 8 bytes
+//! for a number, 1 for a boolean, the length of a string), where a slot is
+//! a power of two from 8 to 2048 bytes and whole 4 KiB pages above; a list
+//! costs the slot of its node (header, key, 16-byte queue head) plus, per
+//! element, the slot of a 21-byte header and the value. The items of a
+//! dict of `size` bytes share the pages nginx's slab pool would have free
+//! in a zone of that size (see `store::usable`; less the dict's own header:
+//! 252 pages free for 1 MiB), slots
+//! of one size packed into pages of their own as the slab packs them (a
+//! page of 8-, 16- or 32-byte slots loses some to its bitmap); an
+//! item fits if its slots fit in its sizes' partly used pages or in free
+//! ones, and `free_space()` counts whole free pages, as ngx_lua's does.
 //!
 //! `store` keeps the map, LRU order, expiry index and accounting under the
 //! dict's lock; this file is the ngx_lua-shaped API over it.
@@ -45,6 +56,11 @@ pub enum DictError {
     /// `safe_*`/push operation would have had to evict live items.
     #[error("no memory")]
     NoMemory,
+    /// The item is larger than the whole dict: it was refused after
+    /// evicting up to 30 least-recently-used items, as ngx_lua does
+    /// (which then also says `forcible`).
+    #[error("no memory")]
+    NoMemoryForcible,
     /// `add` found a live item under the key.
     #[error("exists")]
     Exists,
@@ -52,6 +68,12 @@ pub enum DictError {
     /// `expire`).
     #[error("not found")]
     NotFound,
+    /// `get` on a list.
+    #[error("value is a list")]
+    IsList,
+    /// `add` or `replace` with a nil value.
+    #[error("attempt to add or replace nil values")]
+    NilValue,
     /// `incr` on a value that is not a number.
     #[error("not a number")]
     NotANumber,
@@ -104,7 +126,21 @@ impl SharedDict {
         SharedDict {
             name: name.to_owned(),
             capacity: capacity_bytes,
-            store: Mutex::new(Store::new(capacity_bytes)),
+            store: Mutex::new({
+                let mut s = Store::new(store::usable(capacity_bytes));
+                s.charge_header();
+                s
+            }),
+        }
+    }
+
+    /// A dict whose items have exactly `room` bytes (unit tests).
+    #[cfg(test)]
+    fn with_room(name: &str, room: usize) -> Self {
+        SharedDict {
+            name: name.to_owned(),
+            capacity: room,
+            store: Mutex::new(Store::new(room)),
         }
     }
 
@@ -113,26 +149,33 @@ impl SharedDict {
         &self.name
     }
 
-    /// The live value and its flags; `None` when absent, expired or a list
-    /// (the Lua layer may check [`SharedDict::llen`] to say "value is a
-    /// list"). Makes the item the most recently used.
-    pub fn get(&self, key: &[u8], now: Instant) -> Option<(Value, u32)> {
+    /// The live value and its flags; `None` when absent or expired,
+    /// `Err(IsList)` for a list. Makes the item the most recently used.
+    pub fn get(&self, key: &[u8], now: Instant) -> Result<Option<(Value, u32)>, DictError> {
         let mut s = self.lock();
-        let e = s.touch(key, now, false)?;
+        let Some(e) = s.touch(key, now, false) else {
+            return Ok(None);
+        };
         match &e.data {
-            Data::Scalar(v) => Some((v.clone(), e.flags)),
-            Data::List(_) => None,
+            Data::Scalar(v) => Ok(Some((v.clone(), e.flags))),
+            Data::List(_) => Err(DictError::IsList),
         }
     }
 
     /// Like [`SharedDict::get`] but also returns items that have expired (or
     /// were flushed) and are not yet freed, with `stale = true`.
-    pub fn get_stale(&self, key: &[u8], now: Instant) -> Option<(Value, u32, bool)> {
+    pub fn get_stale(
+        &self,
+        key: &[u8],
+        now: Instant,
+    ) -> Result<Option<(Value, u32, bool)>, DictError> {
         let mut s = self.lock();
-        let e = s.touch(key, now, true)?;
+        let Some(e) = s.touch(key, now, true) else {
+            return Ok(None);
+        };
         match &e.data {
-            Data::Scalar(v) => Some((v.clone(), e.flags, !e.is_live(now))),
-            Data::List(_) => None,
+            Data::Scalar(v) => Ok(Some((v.clone(), e.flags, !e.is_live(now)))),
+            Data::List(_) => Err(DictError::IsList),
         }
     }
 
@@ -325,9 +368,10 @@ impl SharedDict {
         self.capacity
     }
 
-    /// Bytes not charged to any item, expired ones included.
+    /// Bytes of whole slab pages not charged to any item (expired items
+    /// are charged until freed), as ngx_lua's `free_space()`.
     pub fn free_space(&self) -> usize {
-        self.capacity.saturating_sub(self.lock().used())
+        self.lock().free_pages_bytes()
     }
 
     /// The store, even if a thread panicked while holding it: every
@@ -347,6 +391,9 @@ impl SharedDict {
         flags: u32,
         now: Instant,
     ) -> SetResult {
+        if value.is_none() && matches!(mode, Mode::Add | Mode::Replace) {
+            return Err(DictError::NilValue);
+        }
         let mut s = self.lock();
         let live = s.peek(key).is_some_and(|e| e.is_live(now));
         match mode {

@@ -286,22 +286,28 @@ impl Drop for AbortGuard {
     }
 }
 
-/// A new Lua state with the standard libraries, plus LuaJIT's `ffi` when
-/// `[lua] ffi = true` (OpenResty libraries such as resty.lrucache and
-/// resty.limit.req need it).
+/// A new Lua state with the standard libraries and `debug` (stripped of
+/// what could undo the budget or the sandbox in [`setup`]), plus LuaJIT's
+/// `ffi` when `[lua] ffi = true` (OpenResty libraries such as
+/// resty.lrucache and resty.limit.req need it).
 #[allow(unsafe_code)]
 fn new_state(ffi: bool) -> mlua::Result<Lua> {
     // Finished handler coroutines are kept for reuse (up to this many),
     // so a request does not allocate a new Lua thread per phase.
     let options = LuaOptions::new().thread_pool_size(THREAD_POOL);
-    if !ffi {
-        return Lua::new_with(StdLib::ALL_SAFE, options);
-    }
-    // SAFETY: mlua marks loading `ffi` unsafe because FFI code can break
-    // memory safety; offering it is an explicit operator choice
-    // (`[lua] ffi`, as in OpenResty), and the state is otherwise set up
-    // exactly as `Lua::new_with` does.
-    Ok(unsafe { Lua::unsafe_new_with(StdLib::ALL_SAFE | StdLib::FFI, options) })
+    let libs = if ffi {
+        StdLib::ALL_SAFE | StdLib::DEBUG | StdLib::FFI
+    } else {
+        StdLib::ALL_SAFE | StdLib::DEBUG
+    };
+    // SAFETY: mlua marks loading `debug` and `ffi` unsafe because they can
+    // break memory safety. `debug` is needed by OpenResty libraries
+    // (`debug.traceback`, `debug.getinfo`); `setup` removes its functions
+    // that write into other functions' state (all of them but the
+    // introspection ones under the sandbox, `sethook` always) and C module
+    // loading (what `Lua::new_with` disables). `ffi` is an explicit
+    // operator choice (`[lua] ffi`, as in OpenResty).
+    Ok(unsafe { Lua::unsafe_new_with(libs, options) })
 }
 
 /// JIT off and the budget hook on (so runaway loops can be stopped),
@@ -321,6 +327,7 @@ fn setup(lua: &Lua, worker: &Rc<LuaWorker>, sandbox: bool, package_path: &str) -
     package.set("path", package_path)?;
     package.set("cpath", "")?;
     lua.load(SHIMS).set_name("=moongate").exec()?;
+    lua.load(DEBUG).set_name("=moongate").call::<()>(sandbox)?;
     super::cjson::install(lua)?;
     super::resty::install(lua)?;
     super::policies::install(lua)?;
@@ -330,12 +337,10 @@ fn setup(lua: &Lua, worker: &Rc<LuaWorker>, sandbox: bool, package_path: &str) -
     Ok(())
 }
 
-/// What OpenResty's LuaJIT and lua-resty-core provide that plain LuaJIT
-/// does not: `resty.core` (a no-op here: the API is native already) and
-/// the `table.*` extensions, both as fields and as `require`-able modules.
+/// What OpenResty's LuaJIT provides that plain LuaJIT does not: the
+/// `table.*` extensions, both as fields and as `require`-able modules.
+/// (lua-resty-core's modules are [`super::resty`]'s.)
 const SHIMS: &str = r#"
-    package.preload["resty.core"] = function() return {} end
-    package.preload["resty.core.base"] = function() return { version = "0.1.28" } end
     local ok_new, new_tab = pcall(require, "table.new")
     local ok_clear, clear_tab = pcall(require, "table.clear")
     table.new = ok_new and new_tab or function() return {} end
@@ -364,6 +369,29 @@ const SHIMS: &str = r#"
     end
     for _, name in ipairs({ "nkeys", "isempty", "isarray", "clone" }) do
         package.preload["table." .. name] = function() return table[name] end
+    end
+"#;
+
+/// The `debug` library as scripts see it, and no C modules. Never
+/// `debug.sethook` (it would remove the budget's count hook), `debug.debug`
+/// (it reads stdin), nor what could break mlua's own state (`getregistry`,
+/// `setmetatable` on its userdata, `upvaluejoin`); under the sandbox (`...`
+/// is true) only introspection that reveals no other function's values:
+/// `traceback`, `getinfo`, `upvalueid`. `package.loadlib` and the C
+/// searchers go, as `mlua::Lua::new_with` does (`cpath` is empty too).
+const DEBUG: &str = r#"
+    local sandbox = ...
+    debug.sethook, debug.debug = nil, nil
+    debug.getregistry, debug.setmetatable, debug.upvaluejoin = nil, nil, nil
+    if sandbox then
+        local kept = { traceback = true, getinfo = true, upvalueid = true }
+        for name in pairs(debug) do
+            if not kept[name] then debug[name] = nil end
+        end
+    end
+    package.loadlib = function() return nil, "package.loadlib is disabled", "absent" end
+    for i = #package.loaders, 3, -1 do
+        table.remove(package.loaders, i)
     end
 "#;
 

@@ -1,22 +1,30 @@
-//! `ngx.shared.NAME`: a dict userdata over [`crate::shdict::SharedDict`],
-//! with ngx_lua's methods and return conventions (`ok, err, forcible` from
-//! setters, `nil, err` on failure, flags only when not 0).
+//! `ngx.shared.NAME`, over [`crate::shdict::SharedDict`], shaped as
+//! lua-resty-core makes it: each dict is a table holding its zone at `[1]`
+//! (`type(ngx.shared.d) == "table"`), all dicts share one metatable whose
+//! `__index` holds the methods, and the methods follow lua-resty-core's and
+//! ngx_lua's argument checks, return values and error strings (`ok, err,
+//! forcible` from setters, `nil, err` on failure, flags only when not 0).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mlua::{Lua, MultiValue, Table, UserData, UserDataMethods, Value};
+use mlua::{AnyUserData, FromLuaMulti, IntoLuaMulti, Lua, MultiValue, Table, UserData, Value};
 
 use super::err;
 use crate::shdict::{DictError, SetResult, SharedDict, Value as DictValue};
 
-/// The userdata behind `ngx.shared.NAME`.
+/// The zone of a dict table (its `[1]`).
 struct Dict(Arc<SharedDict>);
+
+impl UserData for Dict {}
 
 /// Longest key ngx_lua accepts.
 const MAX_KEY: usize = 65535;
+
+/// `get_keys()` without a count, as ngx_lua.
+const DEFAULT_KEYS: usize = 1024;
 
 fn values(v: Vec<Value>) -> MultiValue {
     MultiValue::from_vec(v)
@@ -26,22 +34,37 @@ fn text(lua: &Lua, s: &str) -> mlua::Result<Value> {
     lua.create_string(s).map(Value::String)
 }
 
-/// The key's bytes, or the error string ngx_lua gives.
-fn key(v: &Value) -> Result<Vec<u8>, &'static str> {
+fn failure(lua: &Lua, message: &str) -> mlua::Result<MultiValue> {
+    Ok(values(vec![Value::Nil, text(lua, message)?]))
+}
+
+/// The key's bytes (`tostring`ed when not a string, as lua-resty-core
+/// does), or the error string ngx_lua gives.
+fn key(v: &Value) -> mlua::Result<Result<Vec<u8>, &'static str>> {
     let k = match v {
-        Value::Nil => return Err("nil key"),
+        Value::Nil => return Ok(Err("nil key")),
         Value::String(s) => s.as_bytes().to_vec(),
         Value::Integer(i) => i.to_string().into_bytes(),
         Value::Number(n) => super::output::format_number(*n).into_bytes(),
-        _ => return Err("bad key type"),
+        other => other.to_string()?.into_bytes(),
     };
     if k.is_empty() {
-        return Err("empty key");
+        return Ok(Err("empty key"));
     }
     if k.len() > MAX_KEY {
-        return Err("key too long");
+        return Ok(Err("key too long"));
     }
-    Ok(k)
+    Ok(Ok(k))
+}
+
+/// Evaluates to the key's bytes, or returns `nil, err` from the method.
+macro_rules! key_or_fail {
+    ($lua:expr, $k:expr) => {
+        match key(&$k)? {
+            Ok(k) => k,
+            Err(e) => return failure($lua, e),
+        }
+    };
 }
 
 fn to_dict(v: &Value) -> Result<Option<DictValue>, &'static str> {
@@ -63,13 +86,25 @@ fn to_lua(lua: &Lua, v: DictValue) -> mlua::Result<Value> {
     })
 }
 
-fn ttl(secs: Option<f64>) -> mlua::Result<Option<Duration>> {
-    match secs {
-        None => Ok(None),
-        Some(s) if s < 0.0 || !s.is_finite() => Err(err("bad \"exptime\" argument")),
-        Some(0.0) => Ok(None),
-        Some(s) => Ok(Some(Duration::from_secs_f64(s))),
+/// A number argument as lua-resty-core takes it (`tonumber`).
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Integer(i) => Some(*i as f64),
+        Value::Number(n) => Some(*n),
+        Value::String(s) => s.to_str().ok()?.trim().parse().ok(),
+        _ => None,
     }
+}
+
+fn exptime(v: &Value) -> mlua::Result<Option<Duration>> {
+    let secs = match v {
+        Value::Nil => return Ok(None),
+        v => number(v).ok_or_else(|| err("bad \"exptime\" argument"))?,
+    };
+    if secs < 0.0 || !secs.is_finite() {
+        return Err(err("bad \"exptime\" argument"));
+    }
+    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
 }
 
 /// `ok, err, forcible` from a setter.
@@ -83,41 +118,62 @@ fn set_result(lua: &Lua, r: SetResult) -> mlua::Result<MultiValue> {
         Err(e) => values(vec![
             Value::Boolean(false),
             text(lua, &e.to_string())?,
-            Value::Boolean(false),
+            Value::Boolean(e == DictError::NoMemoryForcible),
         ]),
     })
-}
-
-fn failure(lua: &Lua, message: &str) -> mlua::Result<MultiValue> {
-    Ok(values(vec![Value::Nil, text(lua, message)?]))
 }
 
 type Setter =
     fn(&SharedDict, &[u8], Option<DictValue>, Option<Duration>, u32, Instant) -> SetResult;
 
-impl UserData for Dict {
-    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
-        m.add_method("get", |lua, d, k: Value| {
-            let k = match key(&k) {
-                Ok(k) => k,
-                Err(e) => return failure(lua, e),
-            };
-            match d.0.get(&k, Instant::now()) {
-                Some((v, 0)) => Ok(values(vec![to_lua(lua, v)?])),
-                Some((v, flags)) => Ok(values(vec![
+/// A method: `f` gets the dict of the table it is called on (`self`), or
+/// the call fails with lua-resty-core's `bad "zone" argument`.
+fn method<A, R>(
+    lua: &Lua,
+    f: impl Fn(&Lua, &SharedDict, A) -> mlua::Result<R> + 'static,
+) -> mlua::Result<mlua::Function>
+where
+    A: FromLuaMulti,
+    R: IntoLuaMulti,
+{
+    lua.create_function(move |lua, mut args: MultiValue| {
+        let bad = || err("bad \"zone\" argument");
+        let Some(Value::Table(zone)) = args.pop_front() else {
+            return Err(bad());
+        };
+        let zone: AnyUserData = match zone.raw_get(1)? {
+            Value::UserData(u) => u,
+            _ => return Err(bad()),
+        };
+        let dict = zone.borrow::<Dict>().map_err(|_| bad())?;
+        f(lua, &dict.0, A::from_lua_multi(args, lua)?)
+    })
+}
+
+/// The methods every dict shares.
+fn methods(lua: &Lua) -> mlua::Result<Table> {
+    let m = lua.create_table()?;
+    m.set(
+        "get",
+        method(lua, |lua, d, k: Value| {
+            let k = key_or_fail!(lua, k);
+            match d.get(&k, Instant::now()) {
+                Ok(Some((v, 0))) => Ok(values(vec![to_lua(lua, v)?])),
+                Ok(Some((v, flags))) => Ok(values(vec![
                     to_lua(lua, v)?,
                     Value::Integer(i64::from(flags)),
                 ])),
-                None => Ok(values(vec![Value::Nil])),
+                Ok(None) => Ok(values(vec![Value::Nil])),
+                Err(e) => failure(lua, &e.to_string()),
             }
-        });
-        m.add_method("get_stale", |lua, d, k: Value| {
-            let k = match key(&k) {
-                Ok(k) => k,
-                Err(e) => return failure(lua, e),
-            };
-            match d.0.get_stale(&k, Instant::now()) {
-                Some((v, flags, stale)) => {
+        })?,
+    )?;
+    m.set(
+        "get_stale",
+        method(lua, |lua, d, k: Value| {
+            let k = key_or_fail!(lua, k);
+            match d.get_stale(&k, Instant::now()) {
+                Ok(Some((v, flags, stale))) => {
                     let flags = if flags == 0 {
                         Value::Nil
                     } else {
@@ -125,57 +181,81 @@ impl UserData for Dict {
                     };
                     Ok(values(vec![to_lua(lua, v)?, flags, Value::Boolean(stale)]))
                 }
-                None => Ok(values(vec![Value::Nil])),
+                Ok(None) => Ok(values(vec![Value::Nil])),
+                Err(e) => failure(lua, &e.to_string()),
             }
-        });
-        let setters: [(&str, Setter); 5] = [
-            ("set", SharedDict::set),
-            ("safe_set", SharedDict::safe_set),
-            ("add", SharedDict::add),
-            ("safe_add", SharedDict::safe_add),
-            ("replace", SharedDict::replace),
-        ];
-        for (name, setter) in setters {
-            m.add_method(
-                name,
-                move |lua, d, (k, v, exptime, flags): (Value, Value, Option<f64>, Option<u32>)| {
-                    let k = match key(&k) {
-                        Ok(k) => k,
-                        Err(e) => return Ok(values(vec![Value::Boolean(false), text(lua, e)?])),
-                    };
+        })?,
+    )?;
+    let setters: [(&str, Setter); 5] = [
+        ("set", SharedDict::set),
+        ("safe_set", SharedDict::safe_set),
+        ("add", SharedDict::add),
+        ("safe_add", SharedDict::safe_add),
+        ("replace", SharedDict::replace),
+    ];
+    for (name, setter) in setters {
+        m.set(
+            name,
+            method(
+                lua,
+                move |lua, d, (k, v, exp, flags): (Value, Value, Value, Option<u32>)| {
+                    let ttl = exptime(&exp)?;
+                    let k = key_or_fail!(lua, k);
                     let v = match to_dict(&v) {
                         Ok(v) => v,
-                        Err(e) => return Ok(values(vec![Value::Boolean(false), text(lua, e)?])),
+                        Err(e) => return failure(lua, e),
                     };
-                    let r = setter(
-                        &d.0,
-                        &k,
-                        v,
-                        ttl(exptime)?,
-                        flags.unwrap_or(0),
-                        Instant::now(),
-                    );
+                    let r = setter(d, &k, v, ttl, flags.unwrap_or(0), Instant::now());
                     set_result(lua, r)
                 },
-            );
-        }
-        // As lua-resty-core's: `set(key, nil)`, so `true`, or
-        // `false, err` for a bad key.
-        m.add_method("delete", |lua, d, k: Value| match key(&k) {
-            Ok(k) => {
-                d.0.delete(&k);
-                Ok(values(vec![Value::Boolean(true)]))
-            }
-            Err(e) => Ok(values(vec![Value::Boolean(false), text(lua, e)?])),
-        });
-        m.add_method(
-            "incr",
-            |lua, d, (k, by, init, init_ttl): (Value, f64, Option<f64>, Option<f64>)| {
-                let k = match key(&k) {
-                    Ok(k) => k,
-                    Err(e) => return failure(lua, e),
+            )?,
+        )?;
+    }
+    // As lua-resty-core's: `set(key, nil)`.
+    m.set(
+        "delete",
+        method(lua, |lua, d, k: Value| {
+            let k = key_or_fail!(lua, k);
+            d.delete(&k);
+            Ok(values(vec![Value::Boolean(true)]))
+        })?,
+    )?;
+    m.set(
+        "incr",
+        method(
+            lua,
+            |lua, d, (k, by, init, init_ttl): (Value, Value, Value, Value)| {
+                let k = key_or_fail!(lua, k);
+                let by = number(&by).ok_or_else(|| err("cannot convert 'nil' to 'double'"))?;
+                let init = match &init {
+                    Value::Nil | Value::Boolean(false) => None,
+                    v => Some(number(v).ok_or_else(|| {
+                        err(format!(
+                            "bad init arg: number expected, got {}",
+                            v.type_name()
+                        ))
+                    })?),
                 };
-                match d.0.incr(&k, by, init, ttl(init_ttl)?, Instant::now()) {
+                let init_ttl = match &init_ttl {
+                    Value::Nil => None,
+                    v => {
+                        let t = number(v).ok_or_else(|| {
+                            err(format!(
+                                "bad init_ttl arg: number expected, got {}",
+                                v.type_name()
+                            ))
+                        })?;
+                        if t < 0.0 || !t.is_finite() {
+                            return Err(err("bad \"init_ttl\" argument"));
+                        }
+                        if init.is_none() {
+                            return Err(err("must provide \"init\" when providing \"init_ttl\""));
+                        }
+                        (t > 0.0).then(|| Duration::from_secs_f64(t))
+                    }
+                };
+                match d.incr(&k, by, init, init_ttl, Instant::now()) {
+                    Ok((n, _)) if init.is_none() => Ok(values(vec![Value::Number(n)])),
                     Ok((n, forcible)) => Ok(values(vec![
                         Value::Number(n),
                         Value::Nil,
@@ -184,13 +264,13 @@ impl UserData for Dict {
                     Err(e) => failure(lua, &e.to_string()),
                 }
             },
-        );
-        for (name, left) in [("lpush", true), ("rpush", false)] {
-            m.add_method(name, move |lua, d, (k, v): (Value, Value)| {
-                let k = match key(&k) {
-                    Ok(k) => k,
-                    Err(e) => return failure(lua, e),
-                };
+        )?,
+    )?;
+    for (name, left) in [("lpush", true), ("rpush", false)] {
+        m.set(
+            name,
+            method(lua, move |lua, d, (k, v): (Value, Value)| {
+                let k = key_or_fail!(lua, k);
                 let v = match v {
                     Value::String(_) | Value::Integer(_) | Value::Number(_) => to_dict(&v),
                     _ => Err("bad value type"),
@@ -200,96 +280,111 @@ impl UserData for Dict {
                 };
                 let now = Instant::now();
                 let r = if left {
-                    d.0.lpush(&k, v, now)
+                    d.lpush(&k, v, now)
                 } else {
-                    d.0.rpush(&k, v, now)
+                    d.rpush(&k, v, now)
                 };
                 match r {
                     Ok(n) => Ok(values(vec![Value::Integer(n as i64)])),
                     Err(e) => failure(lua, &e.to_string()),
                 }
-            });
-        }
-        for (name, left) in [("lpop", true), ("rpop", false)] {
-            m.add_method(name, move |lua, d, k: Value| {
-                let k = match key(&k) {
-                    Ok(k) => k,
-                    Err(e) => return failure(lua, e),
-                };
+            })?,
+        )?;
+    }
+    for (name, left) in [("lpop", true), ("rpop", false)] {
+        m.set(
+            name,
+            method(lua, move |lua, d, k: Value| {
+                let k = key_or_fail!(lua, k);
                 let now = Instant::now();
                 let r = if left {
-                    d.0.lpop(&k, now)
+                    d.lpop(&k, now)
                 } else {
-                    d.0.rpop(&k, now)
+                    d.rpop(&k, now)
                 };
                 match r {
                     Ok(Some(v)) => Ok(values(vec![to_lua(lua, v)?])),
                     Ok(None) => Ok(values(vec![Value::Nil])),
                     Err(e) => failure(lua, &e.to_string()),
                 }
-            });
-        }
-        m.add_method("llen", |lua, d, k: Value| {
-            let k = match key(&k) {
-                Ok(k) => k,
-                Err(e) => return failure(lua, e),
-            };
-            match d.0.llen(&k, Instant::now()) {
+            })?,
+        )?;
+    }
+    m.set(
+        "llen",
+        method(lua, |lua, d, k: Value| {
+            let k = key_or_fail!(lua, k);
+            match d.llen(&k, Instant::now()) {
                 Ok(n) => Ok(values(vec![Value::Integer(n as i64)])),
                 Err(e) => failure(lua, &e.to_string()),
             }
-        });
-        m.add_method("ttl", |lua, d, k: Value| {
-            let k = match key(&k) {
-                Ok(k) => k,
-                Err(e) => return failure(lua, e),
-            };
-            match d.0.ttl(&k, Instant::now()) {
+        })?,
+    )?;
+    m.set(
+        "ttl",
+        method(lua, |lua, d, k: Value| {
+            let k = key_or_fail!(lua, k);
+            match d.ttl(&k, Instant::now()) {
                 Ok(t) => Ok(values(vec![Value::Number(
                     t.map_or(0.0, |t| t.as_secs_f64()),
                 )])),
                 Err(e) => failure(lua, &e.to_string()),
             }
-        });
-        m.add_method("expire", |lua, d, (k, exptime): (Value, Option<f64>)| {
-            let k = match key(&k) {
-                Ok(k) => k,
-                Err(e) => return failure(lua, e),
-            };
-            match d.0.expire(&k, ttl(exptime)?, Instant::now()) {
+        })?,
+    )?;
+    m.set(
+        "expire",
+        method(lua, |lua, d, (k, exp): (Value, Value)| {
+            let ttl = exptime(&exp)?;
+            let k = key_or_fail!(lua, k);
+            match d.expire(&k, ttl, Instant::now()) {
                 Ok(()) => Ok(values(vec![Value::Boolean(true)])),
-                Err(DictError::NotFound) => failure(lua, "not found"),
                 Err(e) => failure(lua, &e.to_string()),
             }
-        });
-        m.add_method("flush_all", |_, d, ()| {
-            d.0.flush_all();
+        })?,
+    )?;
+    m.set(
+        "flush_all",
+        method(lua, |_, d, ()| {
+            d.flush_all();
             Ok(())
-        });
-        m.add_method("flush_expired", |_, d, max: Option<usize>| {
-            Ok(d.0.flush_expired(max.unwrap_or(0), Instant::now()))
-        });
-        m.add_method("get_keys", |lua, d, max: Option<usize>| {
+        })?,
+    )?;
+    m.set(
+        "flush_expired",
+        method(lua, |_, d, max: Option<usize>| {
+            Ok(d.flush_expired(max.unwrap_or(0), Instant::now()))
+        })?,
+    )?;
+    m.set(
+        "get_keys",
+        method(lua, |lua, d, max: Option<usize>| {
             let t = lua.create_table()?;
-            for k in d.0.get_keys(max.unwrap_or(1024), Instant::now()) {
+            for k in d.get_keys(max.unwrap_or(DEFAULT_KEYS), Instant::now()) {
                 t.push(lua.create_string(&k)?)?;
             }
             Ok(t)
-        });
-        m.add_method("capacity", |_, d, ()| Ok(d.0.capacity()));
-        m.add_method("free_space", |_, d, ()| Ok(d.0.free_space()));
-    }
+        })?,
+    )?;
+    m.set("capacity", method(lua, |_, d, ()| Ok(d.capacity()))?)?;
+    m.set("free_space", method(lua, |_, d, ()| Ok(d.free_space()))?)?;
+    Ok(m)
 }
 
-/// `ngx.shared`: one entry per configured dict.
+/// `ngx.shared`: one table per configured dict.
 pub(super) fn install(
     lua: &Lua,
     ngx: &Table,
     dicts: &BTreeMap<String, Arc<SharedDict>>,
 ) -> mlua::Result<()> {
     let shared = lua.create_table()?;
+    let meta = lua.create_table()?;
+    meta.set("__index", methods(lua)?)?;
     for (name, dict) in dicts {
-        shared.set(name.as_str(), lua.create_userdata(Dict(dict.clone()))?)?;
+        let zone = lua.create_table()?;
+        zone.raw_set(1, lua.create_userdata(Dict(dict.clone()))?)?;
+        zone.set_metatable(Some(meta.clone()))?;
+        shared.set(name.as_str(), zone)?;
     }
     ngx.set("shared", shared)?;
     Ok(())
