@@ -374,15 +374,21 @@ pub(super) fn lua_int(v: &Value) -> Option<i64> {
 pub fn guard_protected_calls(lua: &Lua) -> mlua::Result<()> {
     let stopped: Function =
         lua.create_function(|lua, ()| Ok(worker::of(lua)?.running.timed_out()))?;
+    let message_of = lua.create_function(|_, e: Value| {
+        Ok(match e {
+            Value::Error(e) => error_message(&e),
+            other => other.to_string()?,
+        })
+    })?;
     lua.load(
         r#"
-        local stopped, raw_pcall, raw_xpcall, raw_resume = ...
+        local stopped, raw_pcall, raw_xpcall, raw_resume, message_of = ...
         local function check(ok, ...)
             if stopped() then error("time budget exceeded", 0) end
             -- Errors raised by the Rust side are objects; OpenResty code
             -- expects the message string, as ngx_lua gives it.
             if not ok and type((...)) == "userdata" then
-                return ok, tostring((...)), select(2, ...)
+                return ok, message_of((...)), select(2, ...)
             end
             return ok, ...
         end
@@ -399,5 +405,18 @@ pub fn guard_protected_calls(lua: &Lua) -> mlua::Result<()> {
         lua.globals()
             .get::<Table>("coroutine")?
             .get::<Function>("resume")?,
+        message_of,
     ))
+}
+
+/// What a script sees of an error raised by the Rust side: the message
+/// alone, as ngx_lua's C functions give it (`luaL_error` from C adds no
+/// place), without mlua's "runtime error:" and traceback.
+fn error_message(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::CallbackError { cause, .. } => error_message(cause),
+        mlua::Error::WithContext { cause, .. } => error_message(cause),
+        other => other.to_string(),
+    }
 }

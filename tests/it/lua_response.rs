@@ -377,3 +377,32 @@ print("printed ", ngx.var.uri)
     assert_eq!(origin.hits(), 1);
     mg.wait_log("printed /b", Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_outside_its_phases_is_refused_with_ngx_luas_plain_message() {
+    let origin = Origin::named("origin").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"[[route]]
+path = "/"
+upstream = "app"
+lua.log_inline = '''
+local ok, err = pcall(ngx.say, "late")
+ngx.shared.d:set("log_say", tostring(ok) .. "|" .. err)
+'''
+"#,
+    ));
+    let r = client().get(mg.url("/")).send().await.expect("GET");
+    assert_eq!(r.text().await.expect("body"), "origin");
+    // The message alone, as ngx_lua's C functions raise it: no
+    // "runtime error:" and no traceback.
+    assert_eq!(
+        wait_dict(
+            &mg,
+            "log_say",
+            "false|API disabled in the context of log_by_lua*"
+        )
+        .await,
+        "false|API disabled in the context of log_by_lua*"
+    );
+}
