@@ -166,8 +166,10 @@ fn respond_with(
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = std::mem::take(&mut *ctx.resp_headers.borrow_mut());
-    // An error status with nothing printed gets moongate's own error page.
-    let mut resp = if !printed && sent.is_none() && status.as_u16() >= 300 {
+    // `ngx.exit(status)` with nothing printed gets moongate's own error
+    // page; a handler that set `ngx.status` and returned sends an empty
+    // body, as ngx_lua's does.
+    let mut resp = if !printed && sent.is_none() && (code >= 300 || code == -1) {
         crate::error_page::response(status)
     } else {
         Response::new(body)

@@ -154,6 +154,13 @@ ngx.say(tostring(before), " ", tostring(ok), " ", tostring(after), " ", ngx.stat
 '''
 
 [[route]]
+path_exact = "/status-only"
+lua.content_inline = '''
+ngx.status = 302
+ngx.header["Location"] = "http://example.test/foo"
+'''
+
+[[route]]
 path_exact = "/eof"
 lua.content_inline = '''
 ngx.say("done")
@@ -188,6 +195,20 @@ ngx.shared.d:set("after_eof", tostring(ok) .. " " .. tostring(err))
         "attempt to set ngx.status after sending out response headers",
         Duration::from_secs(5),
     );
+
+    // A handler that sets a status and returns sends an empty body (no
+    // error page: only ngx.exit(status) gets one).
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(mg.url("/status-only"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "http://example.test/foo");
+    assert_eq!(r.text().await.expect("body"), "");
 
     // ngx.eof: the client has its answer while the handler goes on.
     let started = Instant::now();

@@ -269,9 +269,11 @@ async fn backups_serve_before_the_primary_is_tried_again() {
     for i in 0..4 {
         assert_eq!(get(&c, &mg, "/").await, (200, "primary".into()), "{i}");
     }
-    // The backup's pooled connection, then a new one, were reset: it was
-    // marked down and left alone since.
-    assert_eq!(backup.requests(), 10);
+    // The backup's pooled connection (if still pooled: under load it may
+    // have been let go first), then a new one, were reset: it was marked
+    // down and left alone since.
+    let backup_requests = backup.requests();
+    assert!((9..=10).contains(&backup_requests), "{backup_requests}");
     mg.wait_log(REVIVED, Duration::from_secs(5));
     assert_eq!(logged(&mg, REVIVED), 1);
 }
