@@ -23,6 +23,8 @@ pub struct LuaWorker {
     pub timers: Timers,
     /// The worker's Redis connections (`mg.limit.take` on redis zones).
     pub redis: Rc<RedisConnections>,
+    /// `ngx.re`'s compiled patterns and match scratch (no lock: one thread).
+    pub re: crate::ngx::re::Engine,
 }
 
 impl LuaWorker {
@@ -33,6 +35,7 @@ impl LuaWorker {
             running: Running::default(),
             timers: Timers::default(),
             redis,
+            re: Default::default(),
         }
     }
 }
