@@ -19,6 +19,7 @@ mod check_paths;
 mod timeouts;
 mod admin;
 mod lua;
+mod lua_re;
 mod ratelimit;
 mod ratelimit_redis;
 mod cache;
