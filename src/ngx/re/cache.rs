@@ -14,13 +14,15 @@ use super::{Captures, Flags, Hay, Matches, Regex, new_matcher, parse_flags};
 /// ngx_lua's default `lua_regex_cache_max_entries`.
 pub const DEFAULT_CACHE_ENTRIES: usize = 1024;
 
+/// Pattern → its compiled variants, by [`Flags::key`].
+type CacheMap = HashMap<Box<[u8]>, Vec<(u16, Rc<Regex>)>>;
+
 /// One worker's compiled patterns and match scratch. Compiled patterns are
 /// cached by (pattern, options) whether or not `o` is given; when the cache
 /// is full an arbitrary entry makes room. Failed compiles are not cached.
 pub struct Engine {
     capacity: usize,
-    /// Pattern → its compiled variants, by [`Flags::key`].
-    cache: RefCell<HashMap<Box<[u8]>, Vec<(u16, Rc<Regex>)>>>,
+    cache: RefCell<CacheMap>,
     len: Cell<usize>,
     /// Reused by every match (made on first use); taken out while a match
     /// runs, so a nested use (none is expected) makes its own.
