@@ -74,6 +74,7 @@
 // `unsafe` is denied everywhere but two functions: loading LuaJIT's `ffi`
 // (see `lua::vm::new_state`), and setting a worker process's parent-death
 // signal between fork and exec (see `workers::spawn::die_with_parent`);
+// PCRE2's C API for `ngx.re` (the module `ngx::re::pcre`, which says why);
 // and, in the bench build only, the counting allocator (`alloc_count`).
 #![deny(unsafe_code)]
 

@@ -3,7 +3,7 @@
 //! an arbitrary subject. Invariants: no panic; every span lies inside the
 //! subject (on character boundaries under `u`); gmatch ends, moving
 //! forward; the first gmatch match is find's; a match-free gsub returns
-//! the subject; the time is bounded by the backtracking limit.
+//! the subject; the time is bounded by PCRE2's match and heap limits.
 //!
 //! Input: an options byte (bits: i m s x u a D d), then the pattern's and
 //! the template's lengths (one byte each), a start offset byte, then
@@ -12,7 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use moongate::ngx::re::{self, Captures, Regex, Template};
+use moongate::ngx::re::{self, Captures, Engine, Regex, Template};
 
 /// The option letters of the bits in `b`.
 fn letters(b: u8) -> String {
@@ -26,7 +26,7 @@ fn letters(b: u8) -> String {
 
 /// Checks a match's spans against the subject.
 fn check_spans(re: &Regex, caps: &Captures, subject: &[u8]) {
-    let utf8 = re.flags().utf8;
+    let utf8 = re.is_utf();
     let ok = |(s, e): (usize, usize)| {
         let boundary =
             |i: usize| !utf8 || std::str::from_utf8(subject).is_ok_and(|t| t.is_char_boundary(i));
@@ -60,18 +60,21 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(re.pattern(), pattern);
+    let engine = Engine::default();
 
-    // One search may use the whole backtracking budget (PCRE's default
-    // `match_limit`, some seconds here): one such search is enough.
+    // One search may use a whole budget (the match limit, or the heap or
+    // JIT stack limit): one such search is enough.
     let over_budget = |r: &Result<Option<Captures>, String>| {
-        r.as_ref().is_err_and(|e| e == "pcre_exec() failed: -8")
+        r.as_ref().is_err_and(|e| {
+            ["-8", "-21", "-27"].iter().any(|n| e == &format!("pcre_exec() failed: {n}"))
+        })
     };
-    let first = re.find_at(subject, 0);
+    let first = engine.find_at(&re, subject, 0);
     if over_budget(&first) {
         return;
     }
     let start = usize::from(*start) % (subject.len() + 2);
-    let at_start = re.find_at(subject, start);
+    let at_start = engine.find_at(&re, subject, start);
     if over_budget(&at_start) {
         return;
     }
@@ -86,10 +89,10 @@ fuzz_target!(|data: &[u8]| {
 
     let mut count = 0;
     let mut last_end = 0;
-    for (i, m) in re.matches(subject).enumerate() {
+    for (i, m) in engine.matches(&re, subject).enumerate() {
         let caps = match m {
             Ok(caps) => caps,
-            Err(e) if e == "pcre_exec() failed: -8" => return,
+            Err(e) if over_budget(&Err(e.clone())) => return,
             Err(_) => break,
         };
         check_spans(&re, &caps, subject);
@@ -104,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
 
     if let Ok(t) = Template::compile(template) {
         for global in [false, true] {
-            if let Ok((out, n)) = re::sub(&re, subject, &t, global) {
+            if let Ok((out, n)) = re::sub(&engine, &re, subject, &t, global) {
                 if n == 0 {
                     assert_eq!(out, subject);
                 }
@@ -113,7 +116,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let calls = std::cell::Cell::new(0usize);
-    let replaced = re::replace_with(&re, subject, true, |caps| {
+    let replaced = re::replace_with(&engine, &re, subject, true, |caps| {
         calls.set(calls.get() + 1);
         Ok::<_, ()>(caps.bytes(0, subject).unwrap_or_default().to_vec())
     });

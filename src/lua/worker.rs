@@ -29,6 +29,8 @@ pub struct LuaWorker {
     /// `ngx.worker.exiting()`: set once the worker drains on a graceful
     /// stop.
     pub exiting: std::cell::Cell<bool>,
+    /// `ngx.re`'s compiled patterns and match scratch (no lock: one thread).
+    pub re: crate::ngx::re::Engine,
 }
 
 impl LuaWorker {
@@ -41,6 +43,7 @@ impl LuaWorker {
             redis,
             sockets: SocketPool::default(),
             exiting: std::cell::Cell::new(false),
+            re: Default::default(),
         }
     }
 }

@@ -25,6 +25,7 @@ mod lua_socket;
 mod lua_subrequest;
 mod lua_api;
 mod lua_resty;
+mod lua_re;
 mod ratelimit;
 mod ratelimit_redis;
 mod cache;
