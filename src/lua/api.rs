@@ -59,7 +59,7 @@ const LEVELS: [(&str, i64); 9] = [
     ("DEBUG", 8),
 ];
 
-const STATUSES: [(&str, i64); 28] = [
+const STATUSES: [(&str, i64); 36] = [
     ("HTTP_CONTINUE", 100),
     ("HTTP_SWITCHING_PROTOCOLS", 101),
     ("HTTP_OK", 200),
@@ -84,10 +84,18 @@ const STATUSES: [(&str, i64); 28] = [
     ("HTTP_REQUEST_TIMEOUT", 408),
     ("HTTP_CONFLICT", 409),
     ("HTTP_GONE", 410),
+    ("HTTP_UPGRADE_REQUIRED", 426),
     ("HTTP_TOO_MANY_REQUESTS", 429),
+    ("HTTP_CLOSE", 444),
+    ("HTTP_ILLEGAL", 451),
     ("HTTP_INTERNAL_SERVER_ERROR", 500),
+    ("HTTP_METHOD_NOT_IMPLEMENTED", 501),
+    ("HTTP_NOT_IMPLEMENTED", 501),
     ("HTTP_BAD_GATEWAY", 502),
     ("HTTP_SERVICE_UNAVAILABLE", 503),
+    ("HTTP_GATEWAY_TIMEOUT", 504),
+    ("HTTP_VERSION_NOT_SUPPORTED", 505),
+    ("HTTP_INSUFFICIENT_STORAGE", 507),
 ];
 
 /// The request whose Lua code is running on `lua`'s worker.
@@ -97,10 +105,12 @@ pub(super) fn req(lua: &Lua) -> mlua::Result<Rc<ReqCtx>> {
 
 /// The request `worker` is running Lua code for.
 fn current(worker: &LuaWorker) -> mlua::Result<Rc<ReqCtx>> {
-    worker
-        .running
-        .current()
-        .ok_or_else(|| mlua::Error::runtime("API disabled in the context of init"))
+    worker.running.current().ok_or_else(|| {
+        mlua::Error::runtime(format!(
+            "API disabled in the context of {}",
+            worker.timers.phase_outside_requests().context()
+        ))
+    })
 }
 
 /// A function of the request being served: `f` gets the request that

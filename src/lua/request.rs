@@ -129,6 +129,8 @@ pub struct NewBody {
 pub struct ConnInfo {
     /// The address the request arrived on (`$server_addr`).
     pub server_addr: IpAddr,
+    /// The client's port (`$remote_port`).
+    pub remote_port: u16,
     /// The connection's number in the process (`$connection`).
     pub serial: u64,
     /// Requests on the connection so far, this one included
@@ -142,6 +144,7 @@ impl Default for ConnInfo {
     fn default() -> Self {
         ConnInfo {
             server_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            remote_port: 0,
             serial: 0,
             requests: 0,
             raw_head: Bytes::new(),

@@ -125,9 +125,17 @@ pub async fn header_filter(
     let mut outcome = Outcome::Next;
     for id in ids {
         outcome = vm.run(*id, Phase::HeaderFilter, ctx).await;
-        if matches!(outcome, Outcome::Failed(_)) {
+        if matches!(outcome, Outcome::Failed(_) | Outcome::Exit(200..)) {
             break;
         }
+    }
+    if let Outcome::Exit(code @ 200..=999) = outcome {
+        // `ngx.exit(status)` here replaces the response with that status's
+        // own answer, as ngx_lua's filter finalization does.
+        let status = StatusCode::from_u16(code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *resp = crate::error_page::response(status);
+        ctx.resp_headers.borrow_mut().clear();
+        return Ok(());
     }
     *resp.headers_mut() = std::mem::take(&mut *ctx.resp_headers.borrow_mut());
     if let Ok(status) = StatusCode::from_u16(ctx.status.get()) {

@@ -108,6 +108,7 @@ impl RequestCtx {
             lua: None,
             conn: ConnInfo {
                 server_addr: conn.local.ip(),
+                remote_port: conn.peer.port(),
                 serial: conn.serial,
                 requests,
                 raw_head: conn.raw_head.take(),

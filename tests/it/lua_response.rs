@@ -427,3 +427,55 @@ ngx.shared.d:set("log_say", tostring(ok) .. "|" .. err)
         "false|API disabled in the context of log_by_lua*"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_filter_exit_replaces_the_response_and_more_variables_exist() {
+    let origin = Origin::named("origin").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"[[route]]
+path = "/deny"
+upstream = "app"
+lua.header_filter_inline = "return ngx.exit(ngx.HTTP_FORBIDDEN)"
+
+[[route]]
+path = "/redirect-late"
+upstream = "app"
+lua.header_filter_inline = '''
+local ok, err = pcall(ngx.redirect, "/elsewhere")
+ngx.header["X-Redirect"] = tostring(ok) .. "|" .. err
+'''
+
+[[route]]
+path_exact = "/vars"
+lua.content_inline = '''
+local v = ngx.var
+ngx.say(v.remote_port == tostring(tonumber(v.remote_port)), " ", v.https == "",
+    " ", v.pid == tostring(ngx.worker.pid()), " ", v.msec:match("^%d+%.%d%d%d$") ~= nil,
+    " ", v.time_local:match("^%d%d/%a%a%a/%d%d%d%d:%d%d:%d%d:%d%d [+-]%d%d%d%d$") ~= nil,
+    " ", ngx.HTTP_GATEWAY_TIMEOUT, " ", ngx.HTTP_NOT_IMPLEMENTED)
+'''
+"#,
+    ));
+    let r = client().get(mg.url("/deny")).send().await.expect("GET");
+    assert_eq!(r.status(), 403);
+    assert_ne!(r.text().await.expect("body"), "origin");
+
+    let r = client()
+        .get(mg.url("/redirect-late"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-redirect"],
+        "false|API disabled in the context of header_filter_by_lua*"
+    );
+    assert!(r.headers().get("location").is_none());
+
+    let r = client().get(mg.url("/vars")).send().await.expect("GET");
+    assert_eq!(
+        r.text().await.expect("body"),
+        "true true true true true 504 501\n"
+    );
+}

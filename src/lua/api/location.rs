@@ -61,14 +61,14 @@ fn request_in_phase(lua: &Lua) -> mlua::Result<Rc<ReqCtx>> {
         let phase = worker.timers.phase_outside_requests();
         return Err(err(format!(
             "API disabled in the context of {}",
-            phase.name()
+            phase.context()
         )));
     };
     match r.phase.get() {
         Phase::Rewrite | Phase::Access | Phase::Content => Ok(r),
         other => Err(err(format!(
             "API disabled in the context of {}",
-            other.name()
+            other.context()
         ))),
     }
 }

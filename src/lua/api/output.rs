@@ -197,6 +197,7 @@ pub(super) fn output_functions(lua: &Lua, worker: &Rc<LuaWorker>, ngx: &Table) -
         "redirect",
         lua.create_async_function(|lua, (uri, status): (String, Option<i64>)| async move {
             let r = req(&lua)?;
+            output_allowed(&r)?;
             let status = status.unwrap_or(302);
             if ![301, 302, 303, 307, 308].contains(&status) {
                 return Err(err(format!("only ngx.HTTP_MOVED_TEMPORARILY, ngx.HTTP_MOVED_PERMANENTLY, ngx.HTTP_PERMANENT_REDIRECT, ngx.HTTP_SEE_OTHER, and ngx.HTTP_TEMPORARY_REDIRECT are allowed, got {status}")));

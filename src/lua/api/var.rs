@@ -77,8 +77,14 @@ fn text_or_bytes(lua: &Lua, bytes: &[u8]) -> mlua::Result<VarOut> {
 pub(super) const NGINX_VERSION: (i64, &str) = (1_022_001, "1.22.1");
 
 /// Built-in variables a handler may not set (nginx: "not changeable").
-const READ_ONLY: [&str; 29] = [
+const READ_ONLY: [&str; 35] = [
     "host",
+    "remote_port",
+    "https",
+    "pid",
+    "msec",
+    "time_local",
+    "time_iso8601",
     "request_uri",
     "request_method",
     "scheme",
@@ -222,6 +228,17 @@ fn connection_var(r: &ReqCtx, name: &str) -> Option<Option<String>> {
         "hostname" => nix::unistd::gethostname()
             .ok()
             .map(|h| h.to_string_lossy().into_owned()),
+        "remote_port" => Some(r.conn.remote_port.to_string()),
+        "https" => Some(if r.facts.scheme == "https" { "on" } else { "" }.to_string()),
+        "pid" => Some(std::process::id().to_string()),
+        "msec" => Some(format!(
+            "{:.3}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        )),
+        "time_local" => Some(local_now("%d/%b/%Y:%H:%M:%S %z")),
+        "time_iso8601" => Some(local_now("%Y-%m-%dT%H:%M:%S%:z")),
         "connection" => Some(r.conn.serial.to_string()),
         "connection_requests" => Some(r.conn.requests.to_string()),
         "request_length" => Some(request_length(r).to_string()),
@@ -229,6 +246,15 @@ fn connection_var(r: &ReqCtx, name: &str) -> Option<Option<String>> {
         "bytes_sent" | "body_bytes_sent" => Some("0".to_string()),
         _ => return None,
     })
+}
+
+/// The time now in the system's zone, formatted by `strftime` `format`
+/// (`$time_local`, `$time_iso8601`).
+fn local_now(format: &str) -> String {
+    jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::system())
+        .strftime(format)
+        .to_string()
 }
 
 /// `$request_length`: the head as received (as HTTP/1.1 would send it,
