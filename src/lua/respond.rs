@@ -151,9 +151,52 @@ pub async fn header_filter(
 /// Once the headers are out (`ngx.say`, `ngx.send_headers`, ...) their
 /// status stands whatever `code` says, as in nginx.
 fn exit_response(ctx: &ReqCtx, code: i64) -> Response<ResponseBody> {
-    let out = std::mem::take(&mut *ctx.out.borrow_mut());
+    let mut out = std::mem::take(&mut *ctx.out.borrow_mut());
     let printed = !out.is_empty();
-    respond_with(ctx, code, ResponseBody::full(out), printed)
+    // A `Content-Length` the handler set is what goes out, as with
+    // nginx: a longer body is cut to it, a shorter one loses the header.
+    let declared = ctx
+        .resp_headers
+        .borrow()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
+    match declared {
+        Some(n) if n < out.len() => out.truncate(n),
+        Some(n) if n > out.len() => {
+            tracing::error!(target: "moongate::lua", "the handler set Content-Length: {n} and sent {} bytes; the header is dropped", out.len());
+            ctx.resp_headers.borrow_mut().remove(header::CONTENT_LENGTH);
+        }
+        _ => {}
+    }
+    let mut resp = respond_with(ctx, code, ResponseBody::full(out), printed);
+    not_modified(ctx, &mut resp);
+    resp
+}
+
+/// nginx's not-modified filter over a Lua handler's 200: the request's
+/// `If-None-Match` / `If-Modified-Since` against the `ETag` /
+/// `Last-Modified` the handler set answer 304 (or 412 for a failed
+/// `If-Match` / `If-Unmodified-Since`).
+fn not_modified(ctx: &ReqCtx, resp: &mut Response<ResponseBody>) {
+    if resp.status() != StatusCode::OK || ctx.subrequest {
+        return;
+    }
+    let validators = crate::conditional::Validators::of_response(resp.headers());
+    if validators == crate::conditional::Validators::default() {
+        return;
+    }
+    let head = ctx.head.borrow();
+    if head.method != http::Method::GET && head.method != http::Method::HEAD {
+        return;
+    }
+    let status = match crate::conditional::evaluate(&head.headers, &validators) {
+        crate::conditional::Precondition::Proceed => return,
+        crate::conditional::Precondition::NotModified => StatusCode::NOT_MODIFIED,
+        crate::conditional::Precondition::Failed => StatusCode::PRECONDITION_FAILED,
+    };
+    *resp.status_mut() = status;
+    *resp.body_mut() = ResponseBody::empty();
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
 }
 
 /// The response a Lua handler made, with `body`; `printed`: the handler

@@ -479,3 +479,65 @@ ngx.say(v.remote_port == tostring(tonumber(v.remote_port)), " ", v.https == "",
         "true true true true true 504 501\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_headers_follow_nginx_single_fields_lengths_and_validators() {
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"[[route]]
+path_exact = "/short"
+lua.content_inline = '''
+ngx.header.content_length = 3
+ngx.say("Hello")
+'''
+
+[[route]]
+path_exact = "/type"
+lua.content_inline = '''
+ngx.header.content_type = { "a/a", "b/b" }
+ngx.header["X-Many"] = { "1", "2" }
+ngx.say("typed")
+'''
+
+[[route]]
+path_exact = "/dated"
+lua.content_inline = '''
+ngx.header["Last-Modified"] = ngx.http_time(1290079655)
+ngx.header["ETag"] = '"v1"'
+ngx.say("fresh body")
+'''
+"#,
+    ));
+    let r = client().get(mg.url("/short")).send().await.expect("GET");
+    assert_eq!(r.headers()["content-length"], "3");
+    assert_eq!(r.text().await.expect("body"), "Hel");
+
+    let r = client().get(mg.url("/type")).send().await.expect("GET");
+    let types: Vec<_> = r.headers().get_all("content-type").iter().collect();
+    assert_eq!(types, ["b/b"]);
+    let many: Vec<_> = r.headers().get_all("x-many").iter().collect();
+    assert_eq!(many, ["1", "2"]);
+
+    let dated = |h: &'static str, v: &'static str| {
+        let url = mg.url("/dated");
+        async move {
+            let r = client().get(url).header(h, v).send().await.expect("GET");
+            (r.status().as_u16(), r.text().await.expect("body"))
+        }
+    };
+    assert_eq!(
+        dated("if-modified-since", "Thu, 18 Nov 2010 11:27:35 GMT").await,
+        (304, String::new())
+    );
+    assert_eq!(dated("if-none-match", "\"v1\"").await, (304, String::new()));
+    assert_eq!(
+        dated("if-none-match", "\"v2\"").await,
+        (200, "fresh body\n".to_string())
+    );
+    assert_eq!(
+        dated("if-modified-since", "Thu, 18 Nov 2010 11:27:34 GMT").await,
+        (200, "fresh body\n".to_string())
+    );
+    assert_eq!(dated("if-match", "\"v2\"").await, (412, String::new()));
+}

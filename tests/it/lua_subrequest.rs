@@ -392,7 +392,7 @@ async fn bad_capture_arguments_raise_ngx_luas_errors() {
     let (_, headers, _) = get(&f.mg.url("/in-filter")).await;
     let err = headers["x-err"].to_str().expect("text");
     assert!(
-        err.ends_with("API disabled in the context of header_filter"),
+        err.ends_with("API disabled in the context of header_filter_by_lua*"),
         "{err}"
     );
 }

@@ -217,6 +217,25 @@ pub(super) fn header_name(key: &str) -> mlua::Result<HeaderName> {
 
 /// Sets header `name` to `value` (a string, number, boolean, or an array
 /// of them for several lines; nil removes it), escaping the values.
+/// Response fields nginx holds one value of (`ngx.header.content_type =
+/// {"a", "b"}` sends `b`).
+fn single_valued(name: &HeaderName) -> bool {
+    use http::header;
+    [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::LOCATION,
+        header::LAST_MODIFIED,
+        header::ETAG,
+        header::CONTENT_ENCODING,
+        header::SERVER,
+        header::DATE,
+        header::EXPIRES,
+        header::REFRESH,
+    ]
+    .contains(name)
+}
+
 pub(super) fn set_header_values(
     headers: &mut http::HeaderMap,
     name: HeaderName,
@@ -244,6 +263,13 @@ pub(super) fn set_header_values(
     };
     match value {
         Value::Nil => Ok(()),
+        // Fields nginx keeps one of take the last value of a list.
+        Value::Table(list) if single_valued(&name) => {
+            match list.sequence_values::<Value>().last() {
+                Some(v) => add(&v?),
+                None => Ok(()),
+            }
+        }
         Value::Table(list) => {
             for v in list.sequence_values::<Value>() {
                 add(&v?)?;
