@@ -236,6 +236,11 @@ pub fn install(
     w.set("id", lua.create_function(move |_, ()| Ok(info.id))?)?;
     w.set("count", lua.create_function(move |_, ()| Ok(info.count))?)?;
     w.set("pid", lua.create_function(|_, ()| Ok(std::process::id()))?)?;
+    // One process serves every worker thread: its pid is the only one.
+    w.set(
+        "pids",
+        lua.create_function(|_, ()| Ok(vec![std::process::id()]))?,
+    )?;
     w.set(
         "exiting",
         lua.create_function(|lua, ()| Ok(tasks::retired(lua) || worker::of(lua)?.exiting.get()))?,
@@ -247,7 +252,6 @@ pub fn install(
     config.set("ngx_lua_version", 10026)?;
     config.set("nginx_version", var::NGINX_VERSION.0)?;
     config.set("debug", false)?;
-    config.set("is_console", false)?;
     // nginx's prefix ends with a slash.
     let prefix = prefix.display().to_string();
     let prefix = if prefix.ends_with('/') {

@@ -25,7 +25,11 @@ path_exact = "/names"
 lua.content_inline = '''
 local function each(t, f)
   local names = {}
-  for k in pairs(t) do names[#names + 1] = tostring(k) end
+  -- `__index` is metatable plumbing (a table whose methods are its own
+  -- fields), not a name of the API.
+  for k in pairs(t) do
+    if k ~= "__index" then names[#names + 1] = tostring(k) end
+  end
   table.sort(names)
   for _, k in ipairs(names) do f(k) end
 end

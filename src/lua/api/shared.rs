@@ -378,8 +378,10 @@ pub(super) fn install(
     dicts: &BTreeMap<String, Arc<SharedDict>>,
 ) -> mlua::Result<()> {
     let shared = lua.create_table()?;
-    let meta = lua.create_table()?;
-    meta.set("__index", methods(lua)?)?;
+    // lua-resty-core's layout: the methods are the metatable's own fields,
+    // and `__index` is the metatable itself (`ngx.shared.d.__index`).
+    let meta = methods(lua)?;
+    meta.set("__index", meta.clone())?;
     for (name, dict) in dicts {
         let zone = lua.create_table()?;
         zone.raw_set(1, lua.create_userdata(Dict(dict.clone()))?)?;

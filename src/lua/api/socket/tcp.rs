@@ -128,8 +128,10 @@ pub(super) fn constructor(lua: &Lua, tls: Rc<TlsClients>) -> mlua::Result<Functi
     methods.set("settimeout", lua.create_function(settimeout)?)?;
     methods.set("settimeouts", lua.create_function(settimeouts)?)?;
     methods.set("setoption", lua.create_function(setoption)?)?;
-    let meta = lua.create_table()?;
-    meta.set("__index", methods)?;
+    // As in ngx_lua, the methods are the metatable's own fields
+    // (`getmetatable(sock).connect`), reached through `__index` = itself.
+    methods.set("__index", methods.clone())?;
+    let meta = methods;
     lua.create_function(move |lua, ()| {
         let worker = worker::of(lua)?;
         let (owner, req) = Owner::current(&worker)?;

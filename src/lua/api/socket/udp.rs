@@ -79,8 +79,10 @@ pub(super) fn constructor(lua: &Lua) -> mlua::Result<Function> {
             }
         })?,
     )?;
-    let meta = lua.create_table()?;
-    meta.set("__index", methods)?;
+    // As in ngx_lua, the methods are the metatable's own fields
+    // (`getmetatable(sock).connect`), reached through `__index` = itself.
+    methods.set("__index", methods.clone())?;
+    let meta = methods;
     lua.create_function(move |lua, ()| {
         let worker = worker::of(lua)?;
         let (owner, req) = Owner::current(&worker)?;
