@@ -185,7 +185,9 @@ fn routed<'a, 's: 'a>(
             // (so it may refuse or pick first, as API gateways do); 6. the
             // Lua content handler, which answers instead of the target.
             let vm = lua_vm(entry, &conn.worker, snap)?;
-            let held = rq.hold(vm, entry, parts, body, |ctx| lineage.apply(ctx, conn, snap));
+            let held = rq.hold(vm, entry, conn, parts, body, |ctx| {
+                lineage.apply(ctx, conn, snap)
+            });
             let answer = lua_access(rq, entry).await?;
             let mut content = None;
             if answer.is_none() && limits_due {

@@ -73,8 +73,12 @@ pub struct RequestCtx {
     pub permits: Vec<Permit>,
     /// The route's Lua state, when it has handlers.
     pub lua: Option<LuaReq>,
-    /// What the connection says about the request, for its Lua code.
+    /// What the connection says about the request, for its Lua code
+    /// (filled in when a route's Lua state starts: other requests pay
+    /// nothing for it).
     pub conn: ConnInfo,
+    /// `conn` has been filled in.
+    conn_known: bool,
     /// The size of the response head (`$bytes_sent` counts it), set once
     /// the response is settled when Lua `log` handlers will read it.
     pub head_bytes: u64,
@@ -107,17 +111,12 @@ impl RequestCtx {
             permits: Vec::new(),
             lua: None,
             conn: ConnInfo {
-                server_addr: conn.local.ip(),
-                remote_port: conn.peer.port(),
-                serial: conn.serial,
                 requests,
-                raw_head: conn.raw_head.take(),
+                ..ConnInfo::default()
             },
+            conn_known: false,
             head_bytes: 0,
-            keep_alive: match req.version() {
-                Version::HTTP_10 => crate::forward::connection_has(req.headers(), "keep-alive"),
-                _ => !crate::forward::connection_has(req.headers(), "close"),
-            },
+            keep_alive: true,
         }
     }
 
@@ -135,6 +134,7 @@ impl RequestCtx {
             permits: Vec::new(),
             lua: None,
             conn: ConnInfo::default(),
+            conn_known: false,
             head_bytes: 0,
             keep_alive: true,
         }
@@ -143,10 +143,12 @@ impl RequestCtx {
     /// Starts the route's Lua state when it has handlers (the head and
     /// body move into it; `setup` fills in where the request stands among
     /// subrequests and redirects) and says where the request is held.
+    #[allow(clippy::too_many_arguments)]
     pub fn hold(
         &mut self,
         vm: Option<Rc<Vm>>,
         entry: &RouteEntry,
+        conn: &ConnCtx,
         parts: Parts,
         body: RequestBody,
         setup: impl FnOnce(&mut ReqCtx),
@@ -154,6 +156,19 @@ impl RequestCtx {
         let Some(vm) = vm else {
             return Held::Here(parts, body);
         };
+        if !self.conn_known {
+            self.conn_known = true;
+            self.conn.server_addr = conn.local.ip();
+            self.conn.remote_port = conn.peer.port();
+            self.conn.serial = conn.serial;
+            self.conn.raw_head = conn.raw_head.take();
+            // What the response head will say about the connection
+            // (`$bytes_sent` counts it).
+            self.keep_alive = match parts.version {
+                Version::HTTP_10 => crate::forward::connection_has(&parts.headers, "keep-alive"),
+                _ => !crate::forward::connection_has(&parts.headers, "close"),
+            };
+        }
         let mut ctx = ReqCtx::new(parts, body, self.facts.clone(), self.started);
         // Cloned, not taken: `ngx.exec` holds the request again.
         ctx.conn = self.conn.clone();
