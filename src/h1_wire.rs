@@ -16,12 +16,37 @@ pub fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
     }
 }
 
+/// How a response's Lua handlers spelled header names (`X-Foo`,
+/// `cache-Control`): a response extension; HTTP/1 heads write those names
+/// as spelled, as nginx sends what ngx_lua was given, instead of the
+/// lowercase form.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderCase(pub Vec<String>);
+
+/// Appends `name: value\r\n` for every field of `headers`, names spelled
+/// as `case` says where it has them.
+fn write_fields_cased(headers: &HeaderMap, case: &HeaderCase, out: &mut Vec<u8>) {
+    for (name, value) in headers {
+        let spelled = case
+            .0
+            .iter()
+            .find(|s| s.eq_ignore_ascii_case(name.as_str()))
+            .map_or(name.as_str(), String::as_str);
+        out.extend_from_slice(spelled.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Appends a response head: status line in `version` (HTTP/1.0, else
-/// HTTP/1.1), the fields, the blank line.
+/// HTTP/1.1), the fields (names spelled as `case` says, if given), the
+/// blank line.
 pub fn write_response_head(
     version: Version,
     status: StatusCode,
     headers: &HeaderMap,
+    case: Option<&HeaderCase>,
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(if version == Version::HTTP_10 {
@@ -33,7 +58,10 @@ pub fn write_response_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    write_fields(headers, out);
+    match case {
+        Some(case) => write_fields_cased(headers, case, out),
+        None => write_fields(headers, out),
+    }
     out.extend_from_slice(b"\r\n");
 }
 

@@ -60,7 +60,13 @@ impl Interim {
     /// Serializes queued heads as HTTP/1.1 interim responses into `out`.
     pub fn write_h1(&self, out: &mut Vec<u8>) {
         for (status, headers) in self.take() {
-            crate::h1_wire::write_response_head(http::Version::HTTP_11, status, &headers, out);
+            crate::h1_wire::write_response_head(
+                http::Version::HTTP_11,
+                status,
+                &headers,
+                None,
+                out,
+            );
         }
     }
 }

@@ -96,6 +96,9 @@ pub async fn content_phase(
 /// except for the framing and type fields, where the response's win.
 pub fn merge_headers(ctx: &ReqCtx, resp: &mut Response<ResponseBody>) {
     let set = std::mem::take(&mut *ctx.resp_headers.borrow_mut());
+    if !set.is_empty() {
+        keep_header_case(ctx, resp);
+    }
     let mut last = None;
     for (name, value) in set {
         let Some(name) = name.or(last.take()) else {
@@ -141,6 +144,7 @@ pub async fn header_filter(
     if let Ok(status) = StatusCode::from_u16(ctx.status.get()) {
         *resp.status_mut() = status;
     }
+    keep_header_case(ctx, resp);
     match outcome {
         Outcome::Failed(m) => Err(m),
         _ => Ok(()),
@@ -233,7 +237,18 @@ fn respond_with(
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
     }
+    keep_header_case(ctx, &mut resp);
     resp
+}
+
+/// Keeps how the handlers spelled header names (`ngx.header["X-Foo"]`)
+/// with the response, for HTTP/1 heads to write them so.
+fn keep_header_case(ctx: &ReqCtx, resp: &mut Response<ResponseBody>) {
+    let names = ctx.header_case.borrow();
+    if !names.is_empty() {
+        resp.extensions_mut()
+            .insert(crate::h1_wire::HeaderCase(names.clone()));
+    }
 }
 
 /// Runs the route's `log` handlers `ids` for a request whose response

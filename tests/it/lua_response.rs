@@ -541,3 +541,41 @@ ngx.say("fresh body")
     );
     assert_eq!(dated("if-match", "\"v2\"").await, (412, String::new()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_go_out_as_the_handler_spelled_them() {
+    let origin = Origin::named("origin").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"[[route]]
+path_exact = "/cased"
+lua.content_inline = '''
+ngx.header["X-Foo"] = { "a", "bc" }
+ngx.header["cache-Control"] = "private"
+ngx.header.x_plain = "1"
+ngx.say("ok")
+'''
+
+[[route]]
+path = "/proxied"
+upstream = "app"
+lua.access_inline = 'ngx.header["X-RateLimit-Remaining"] = "9"'
+"#,
+    ));
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let raw =
+        crate::support::raw_exchange(mg.http[0], get("/cased").as_bytes(), Duration::from_secs(5))
+            .await;
+    assert!(raw.contains("\r\nX-Foo: a\r\nX-Foo: bc\r\n"), "{raw}");
+    assert!(raw.contains("\r\ncache-Control: private\r\n"), "{raw}");
+    // Names given in lowercase (or with `_`) stay lowercase.
+    assert!(raw.contains("\r\nx-plain: 1\r\n"), "{raw}");
+    let raw = crate::support::raw_exchange(
+        mg.http[0],
+        get("/proxied").as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(raw.contains("\r\nX-RateLimit-Remaining: 9\r\n"), "{raw}");
+    assert!(raw.ends_with("origin"), "{raw}");
+}

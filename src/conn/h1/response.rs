@@ -123,7 +123,8 @@ pub(super) fn encode_head(
         parts.headers.insert(header::DATE, dates.now());
     }
 
-    crate::h1_wire::write_response_head(ex.version, status, &parts.headers, out);
+    let case = parts.extensions.get::<crate::h1_wire::HeaderCase>();
+    crate::h1_wire::write_response_head(ex.version, status, &parts.headers, case, out);
     (encoding, keep_alive)
 }
 
