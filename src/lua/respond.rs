@@ -172,7 +172,20 @@ fn exit_response(ctx: &ReqCtx, code: i64) -> Response<ResponseBody> {
         }
         _ => {}
     }
+    let len = out.len();
     let mut resp = respond_with(ctx, code, ResponseBody::full(out), printed);
+    // The whole body is here: its length is known to header_filter
+    // handlers (`ngx.resp.get_headers()["Content-Length"]`) as to the client.
+    if printed
+        && !matches!(
+            resp.status(),
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        )
+        && !resp.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
     not_modified(ctx, &mut resp);
     resp
 }

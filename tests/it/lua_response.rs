@@ -501,6 +501,11 @@ ngx.say("typed")
 '''
 
 [[route]]
+path_exact = "/len"
+lua.content_inline = 'ngx.say("hi")'
+lua.header_filter_inline = 'ngx.header["X-Len"] = ngx.resp.get_headers()["Content-Length"]'
+
+[[route]]
 path_exact = "/dated"
 lua.content_inline = '''
 ngx.header["Last-Modified"] = ngx.http_time(1290079655)
@@ -512,6 +517,11 @@ ngx.say("fresh body")
     let r = client().get(mg.url("/short")).send().await.expect("GET");
     assert_eq!(r.headers()["content-length"], "3");
     assert_eq!(r.text().await.expect("body"), "Hel");
+
+    // header_filter knows a Lua response's length.
+    let r = client().get(mg.url("/len")).send().await.expect("GET");
+    assert_eq!(r.headers()["x-len"], "3");
+    assert_eq!(r.text().await.expect("body"), "hi\n");
 
     let r = client().get(mg.url("/type")).send().await.expect("GET");
     let types: Vec<_> = r.headers().get_all("content-type").iter().collect();
