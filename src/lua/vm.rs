@@ -225,7 +225,14 @@ impl Vm {
         )
         .await
         {
-            Ran::Done(Ok(())) => Outcome::Next,
+            Ran::Done(Ok(())) => {
+                // Its light threads still running keep the phase going.
+                req.threads_ended().await;
+                match req.exit_status() {
+                    Some(code) => Outcome::Exit(code),
+                    None => Outcome::Next,
+                }
+            }
             Ran::Done(Err(e)) => Outcome::Failed(e.to_string()),
             Ran::Exited => Outcome::Exit(req.exit_status().unwrap_or(0)),
             Ran::TimedOut => Outcome::Failed(format!(

@@ -589,3 +589,50 @@ lua.access_inline = 'ngx.header["X-RateLimit-Remaining"] = "9"'
     assert!(raw.contains("\r\nX-RateLimit-Remaining: 9\r\n"), "{raw}");
     assert!(raw.ends_with("origin"), "{raw}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_threads_run_at_once_and_the_phase_waits_for_them() {
+    let origin = Origin::named("origin").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"[[route]]
+path_exact = "/threads"
+lua.content_inline = '''
+ngx.say("before")
+ngx.thread.spawn(function()
+    ngx.say("in thread")
+    ngx.sleep(0.1)
+    ngx.say("thread done")
+end)
+ngx.say("after")
+'''
+
+[[route]]
+path = "/guarded"
+upstream = "app"
+lua.access_inline = '''
+ngx.thread.spawn(function()
+    ngx.sleep(0.05)
+    if ngx.var.arg_deny then ngx.exit(403) end
+end)
+'''
+"#,
+    ));
+    // The thread runs until it waits, then the entry thread goes on; the
+    // response ends only when the thread has.
+    let r = client().get(mg.url("/threads")).send().await.expect("GET");
+    assert_eq!(
+        r.text().await.expect("body"),
+        "before\nin thread\nafter\nthread done\n"
+    );
+    // The access phase waits for its thread, whose ngx.exit ends the request.
+    let r = client()
+        .get(mg.url("/guarded?deny=1"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 403);
+    let r = client().get(mg.url("/guarded")).send().await.expect("GET");
+    assert_eq!(r.text().await.expect("body"), "origin");
+    assert_eq!(origin.hits(), 1);
+}

@@ -256,13 +256,33 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
     let thread = lua.create_table()?;
     thread.set(
         "spawn",
-        lua.create_function(move |lua, (f, args): (Function, MultiValue)| {
+        lua.create_async_function(move |lua, (f, args): (Function, MultiValue)| async move {
             let fut = lua.create_thread(f)?.into_async::<MultiValue>(args)?;
-            let worker = worker::of(lua)?.clone();
+            let worker = worker::of(&lua)?.clone();
             let req = worker.running.current();
-            let task = tokio::task::spawn_local(async move {
+            let this_req = req.clone();
+            let mut run = Box::pin(async move {
+                let worker = worker;
                 Budgeted::new(&worker.running, fut, req, budget).await
             });
+            // As in ngx_lua, the new thread runs at once, until it first
+            // waits (or ends); then the spawning thread goes on. The rest
+            // runs as a task of its own (which polls it again at once, so
+            // its wake-ups go there from then on).
+            let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
+            let task = match first {
+                Poll::Ready(out) => tokio::task::spawn_local(async move { out }),
+                Poll::Pending => {
+                    // The request's phase waits for it (ngx_lua's entry
+                    // thread does not end the phase before its threads).
+                    let guard = this_req.as_ref().map(|r| r.thread_started());
+                    tokio::task::spawn_local(async move {
+                        let out = run.await;
+                        drop(guard);
+                        out
+                    })
+                }
+            };
             lua.create_userdata(LightThread {
                 task: RefCell::new(Some(task)),
             })
