@@ -106,6 +106,11 @@ impl Phase {
         }
     }
 
+    /// ngx_lua's error for an API the phase may not use.
+    pub fn disabled(self) -> mlua::Error {
+        mlua::Error::runtime(format!("API disabled in the context of {}", self.context()))
+    }
+
     /// How ngx_lua names the phase in "API disabled in the context of
     /// ..." errors.
     pub fn context(self) -> &'static str {

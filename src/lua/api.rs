@@ -105,12 +105,10 @@ pub(super) fn req(lua: &Lua) -> mlua::Result<Rc<ReqCtx>> {
 
 /// The request `worker` is running Lua code for.
 fn current(worker: &LuaWorker) -> mlua::Result<Rc<ReqCtx>> {
-    worker.running.current().ok_or_else(|| {
-        mlua::Error::runtime(format!(
-            "API disabled in the context of {}",
-            worker.timers.phase_outside_requests().context()
-        ))
-    })
+    worker
+        .running
+        .current()
+        .ok_or_else(|| worker.timers.phase_outside_requests().disabled())
 }
 
 /// A function of the request being served: `f` gets the request that

@@ -38,10 +38,7 @@ pub(super) fn arg_table(lua: &Lua, worker: &Rc<LuaWorker>) -> mlua::Result<Table
             worker,
             |_, r, (_, key, value): (Table, Value, Value)| {
                 if r.phase.get() != Phase::BodyFilter {
-                    return Err(err(format!(
-                        "API disabled in the context of {}",
-                        r.phase.get().context()
-                    )));
+                    return Err(r.phase.get().disabled());
                 }
                 let mut arg = r.filter_arg.borrow_mut();
                 match key {

@@ -59,17 +59,11 @@ fn request_in_phase(lua: &Lua) -> mlua::Result<Rc<ReqCtx>> {
     let worker = worker::of(lua)?;
     let Some(r) = worker.running.current() else {
         let phase = worker.timers.phase_outside_requests();
-        return Err(err(format!(
-            "API disabled in the context of {}",
-            phase.context()
-        )));
+        return Err(phase.disabled());
     };
     match r.phase.get() {
         Phase::Rewrite | Phase::Access | Phase::Content => Ok(r),
-        other => Err(err(format!(
-            "API disabled in the context of {}",
-            other.context()
-        ))),
+        other => Err(other.disabled()),
     }
 }
 

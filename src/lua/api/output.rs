@@ -87,10 +87,7 @@ pub(super) fn concat(args: &[Value]) -> mlua::Result<String> {
 fn output_allowed(r: &ReqCtx) -> mlua::Result<()> {
     match r.phase.get() {
         Phase::Rewrite | Phase::Access | Phase::Content => Ok(()),
-        other => Err(err(format!(
-            "API disabled in the context of {}",
-            other.context()
-        ))),
+        other => Err(other.disabled()),
     }
 }
 

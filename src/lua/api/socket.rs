@@ -76,10 +76,7 @@ impl Owner {
         if req.is_none() {
             let phase = worker.timers.phase_outside_requests();
             if phase != Phase::Timer {
-                return Err(err(format!(
-                    "API disabled in the context of {}_by_lua*",
-                    phase.name()
-                )));
+                return Err(phase.disabled());
             }
         }
         Ok((Owner(req.as_ref().map(Rc::downgrade)), req))
