@@ -1,7 +1,8 @@
 //! moongate's own error answers (404, 405, 413, 429, 431, 501, 502, 504,
 //! a Lua `ngx.exit(403)` with nothing printed …) in one format: JSON
 //! `{"error": "...", "status": N}` when the client accepts JSON or says
-//! nothing, a short HTML page when it prefers `text/html` (a browser).
+//! nothing, a short HTML page when it prefers `text/html` (a browser);
+//! `[server] error_format` can pin either.
 //! Whoever produces such an answer marks an empty response with
 //! [`OwnError`] ([`response`]); [`render`] fills in the body once, where
 //! the request's `Accept` is known. Connection-level answers written
@@ -14,6 +15,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::body::ResponseBody;
+use crate::config::model::ErrorFormat;
 
 /// Marks a response as one of moongate's own errors, whose body is still
 /// to be rendered; `message` says what went wrong, in words safe to show
@@ -42,15 +44,25 @@ pub fn with_message(
     resp
 }
 
-/// Gives a marked response its body in the format the client prefers
-/// (`accept`: the request's `Accept` header); unmarked responses are left
-/// alone. `footer` names the server on the HTML page.
-pub fn render(resp: &mut Response<ResponseBody>, accept: Option<&HeaderValue>, footer: &str) {
+/// Gives a marked response its body in `format`, for `Auto` the one the
+/// client prefers (`accept`: the request's `Accept` header); unmarked
+/// responses are left alone. `footer` names the server on the HTML page.
+pub fn render(
+    resp: &mut Response<ResponseBody>,
+    format: ErrorFormat,
+    accept: Option<&HeaderValue>,
+    footer: &str,
+) {
     let Some(own) = resp.extensions_mut().remove::<OwnError>() else {
         return;
     };
     let status = resp.status();
-    let (body, kind) = if prefers_html(accept) {
+    let as_html = match format {
+        ErrorFormat::Auto => prefers_html(accept),
+        ErrorFormat::Json => false,
+        ErrorFormat::Html => true,
+    };
+    let (body, kind) = if as_html {
         (
             html(status, &own.message, footer),
             "text/html; charset=utf-8",
@@ -210,7 +222,7 @@ mod tests {
     #[test]
     fn render_fills_only_marked_responses() {
         let mut resp = response(StatusCode::TOO_MANY_REQUESTS);
-        render(&mut resp, None, "moongate");
+        render(&mut resp, ErrorFormat::Auto, None, "moongate");
         assert_eq!(
             resp.headers()
                 .get(header::CONTENT_TYPE)
@@ -219,7 +231,28 @@ mod tests {
         );
         assert!(resp.extensions().get::<OwnError>().is_none());
         let mut plain = Response::new(ResponseBody::full("hi"));
-        render(&mut plain, None, "moongate");
+        render(&mut plain, ErrorFormat::Html, None, "moongate");
         assert!(plain.headers().get(header::CONTENT_TYPE).is_none());
+    }
+
+    #[test]
+    fn a_pinned_format_ignores_accept() {
+        let kind = |format, accept: Option<&'static str>| {
+            let mut resp = response(StatusCode::FORBIDDEN);
+            let accept = accept.map(HeaderValue::from_static);
+            render(&mut resp, format, accept.as_ref(), "moongate");
+            let kind = resp.headers().get(header::CONTENT_TYPE).cloned();
+            kind.map(|v| v.to_str().unwrap_or_default().to_owned())
+                .unwrap_or_default()
+        };
+        let html = "text/html; charset=utf-8";
+        assert_eq!(kind(ErrorFormat::Html, None), html);
+        assert_eq!(kind(ErrorFormat::Html, Some("application/json")), html);
+        assert_eq!(
+            kind(ErrorFormat::Json, Some("text/html")),
+            "application/json"
+        );
+        assert_eq!(kind(ErrorFormat::Auto, Some("text/html")), html);
+        assert_eq!(kind(ErrorFormat::Auto, None), "application/json");
     }
 }

@@ -102,7 +102,12 @@ pub fn handle(
         } else {
             "moongate"
         };
-        error_page::render(&mut resp, rq.accept.as_ref(), server);
+        error_page::render(
+            &mut resp,
+            snap.server.error_format,
+            rq.accept.as_ref(),
+            server,
+        );
         if !resp.headers().contains_key(header::SERVER) {
             resp.headers_mut()
                 .insert(header::SERVER, HeaderValue::from_static(server));

@@ -183,6 +183,8 @@ pub struct RawServer {
     pub workers: Option<Workers>,
     /// Whether to send the version in `Server:` and error pages.
     pub server_tokens: Option<bool>,
+    /// "auto", "json" or "html": the body of moongate's own error answers.
+    pub error_format: Option<Spanned<String>>,
     /// Time allowed to receive request headers.
     pub client_header_timeout: Option<Dur>,
     /// Time allowed between body reads.
@@ -219,6 +221,7 @@ impl RawServer {
             listen,
             workers,
             server_tokens,
+            error_format,
             client_header_timeout,
             client_body_timeout,
             keepalive_timeout,
@@ -236,6 +239,7 @@ impl RawServer {
         listen.is_some()
             || workers.is_some()
             || server_tokens.is_some()
+            || error_format.is_some()
             || client_header_timeout.is_some()
             || client_body_timeout.is_some()
             || keepalive_timeout.is_some()

@@ -51,6 +51,8 @@ pub struct Server {
     pub workers: Option<usize>,
     /// Whether `Server:` and error pages carry the version.
     pub server_tokens: bool,
+    /// The body format of moongate's own error answers.
+    pub error_format: ErrorFormat,
     /// Time allowed to receive the request head (408 after).
     pub client_header_timeout: Duration,
     /// Time allowed between two reads of the request body.
@@ -87,6 +89,20 @@ pub struct Listen {
     pub addr: SocketAddr,
     /// Where in conf.d it came from.
     pub place: Place,
+}
+
+/// `[server] error_format`: how moongate's own error answers (404, 502,
+/// a Lua `ngx.exit(403)` with nothing printed …) are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorFormat {
+    /// JSON, or a short HTML page when the request's `Accept` prefers
+    /// `text/html` (a browser).
+    #[default]
+    Auto,
+    /// Always JSON `{"error": ..., "status": N}`.
+    Json,
+    /// Always the HTML page, as nginx answers whatever the client accepts.
+    Html,
 }
 
 /// Where access-log lines go.

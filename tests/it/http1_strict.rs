@@ -365,3 +365,47 @@ async fn a_slow_head_gets_a_json_408() {
     assert_eq!(raw_status(&answer), 408, "{answer}");
     assert_eq!(json_of(&answer)["status"], 408);
 }
+
+#[tokio::test]
+async fn error_format_pins_the_error_body_and_follows_reload() {
+    let conf = |format: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\naccess_log = \"off\"\nerror_format = \"{format}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\npath = \"/denied\"\nlua.content_inline = \"return ngx.exit(403)\"\n"
+        )
+    };
+    let mg = Moongate::start(&conf("html"));
+    let http = client();
+    // No Accept at all (as curl -s or an ngx_lua test client sends): HTML, as nginx answers.
+    for path in ["/denied", "/nowhere"] {
+        let resp = http.get(mg.url(path)).send().await.expect("GET");
+        let status = resp.status().as_u16();
+        assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+        let page = resp.text().await.expect("page");
+        let title = if status == 403 {
+            "403 Forbidden"
+        } else {
+            "404 Not Found"
+        };
+        assert!(page.contains(&format!("<title>{title}</title>")), "{page}");
+    }
+    let json_asked = http
+        .get(mg.url("/denied"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        json_asked.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+
+    mg.write_conf("00-test.toml", &conf("json"));
+    assert_eq!(mg.admin_reload().await.0, 200);
+    let browser = http
+        .get(mg.url("/denied"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("GET");
+    assert_json_error(browser, 403).await;
+}

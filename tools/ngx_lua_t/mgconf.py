@@ -57,6 +57,7 @@ def write_conf(plan, root, port, time_budget=None):
         'listen = ["127.0.0.1:%d"]' % port,
         "workers = 1",
         'access_log = "off"',
+        'error_format = "html"',
         "",
     ]
     lua = []

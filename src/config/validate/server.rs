@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::paths::Paths;
 use crate::config::error::{ConfigError, Place, Source};
 use crate::config::file::{RawFile, RawServer};
-use crate::config::model::{AccessLog, Listen, Server};
+use crate::config::model::{AccessLog, ErrorFormat, Listen, Server};
 
 /// The plain-HTTP listener used when `[server]` sets no `listen`.
 pub(super) const DEFAULT_LISTEN: SocketAddr =
@@ -94,7 +94,21 @@ fn server_from(
     let mut trusted_proxies = Vec::new();
     let mut access_log = AccessLog::Stdout;
     let mut pid_file = None;
+    let mut error_format = ErrorFormat::Auto;
     if let Some(src) = src {
+        if let Some(format) = &raw.error_format {
+            error_format = match format.get_ref().as_str() {
+                "auto" => ErrorFormat::Auto,
+                "json" => ErrorFormat::Json,
+                "html" => ErrorFormat::Html,
+                other => {
+                    let message = format!(
+                        "`error_format` must be \"auto\", \"json\" or \"html\", found \"{other}\""
+                    );
+                    return Err(src.err(format.span(), message));
+                }
+            };
+        }
         for entry in raw.trusted_proxies.iter().flatten() {
             trusted_proxies.push(proxy_net(entry.get_ref()).map_err(|m| src.err(entry.span(), m))?);
         }
@@ -123,6 +137,7 @@ fn server_from(
         listen,
         workers: raw.workers.and_then(|w| w.0),
         server_tokens: raw.server_tokens.unwrap_or(false),
+        error_format,
         client_header_timeout: dur(raw.client_header_timeout, 10),
         client_body_timeout: dur(raw.client_body_timeout, 30),
         keepalive_timeout: dur(raw.keepalive_timeout, 75),
@@ -164,6 +179,7 @@ mod tests {
         assert_eq!(s.listen[0].place, Place::whole(DEFAULT_PLACE));
         assert_eq!(s.workers, None);
         assert!(!s.server_tokens);
+        assert_eq!(s.error_format, ErrorFormat::Auto);
         assert_eq!(s.client_header_timeout, Duration::from_secs(10));
         assert_eq!(s.client_body_timeout, Duration::from_secs(30));
         assert_eq!(s.keepalive_timeout, Duration::from_secs(75));
@@ -189,6 +205,7 @@ mod tests {
             listen = ["0.0.0.0:80", "[::1]:8080", "127.0.0.1:0", "127.0.0.2:0"]
             workers = 3
             server_tokens = true
+            error_format = "html"
             client_header_timeout = "2s"
             client_body_timeout = "3s"
             keepalive_timeout = "0"
@@ -213,6 +230,7 @@ mod tests {
         assert_eq!(s.listen[1].place.to_string(), "t.toml:3:37");
         assert_eq!(s.workers, Some(3));
         assert!(s.server_tokens);
+        assert_eq!(s.error_format, ErrorFormat::Html);
         assert_eq!(s.client_header_timeout, Duration::from_secs(2));
         assert_eq!(s.client_body_timeout, Duration::from_secs(3));
         assert_eq!(s.keepalive_timeout, Duration::ZERO);
@@ -236,6 +254,15 @@ mod tests {
                 .access_log,
             AccessLog::Off
         );
+        assert_eq!(
+            load_str("t", "[server]\nerror_format = \"json\"")
+                .unwrap()
+                .server
+                .error_format,
+            ErrorFormat::Json
+        );
+        let e = err("[server]\nerror_format = \"xml\"\n");
+        assert!(e.contains("t.toml:2:16") && e.contains("\"xml\""), "{e}");
     }
 
     #[test]
