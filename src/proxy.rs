@@ -79,22 +79,31 @@ pub struct ConnCtx {
 
 /// Serves one request (the connection's service function). `interim`
 /// takes interim responses (103 Early Hints) for a client that can
-/// receive them. Not an `async fn`, so that the request is not held twice
-/// in the future.
+/// receive them. Not an `async fn`: step 1 runs before the future is
+/// made, so that the request is held once, by [`routed`]'s future, and
+/// that future is not wrapped in one more (each level is a copy of it).
 pub fn handle(
     req: Request<ClientBody>,
     conn: Rc<ConnCtx>,
     interim: Option<Arc<Interim>>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {
     let mut rq = RequestCtx::new(&req, &conn);
+    let snap = conn.shared.snapshot.load_full();
+    let admitted = admit(req, &conn, &snap, &mut rq);
     async move {
-        let snap = conn.shared.snapshot.load_full();
         let mut entry = None;
-        let mut resp = match serve(req, &conn, &snap, &mut rq, &mut entry, interim.as_deref()).await
-        {
-            Ok(r) => r,
-            Err(e) => error_response(&e),
+        let served = match admitted {
+            Ok((parts, body)) => {
+                let interim = interim.as_deref();
+                let main = Lineage::main();
+                routed(
+                    parts, body, &conn, &snap, &mut rq, &mut entry, interim, main,
+                )
+                .await
+            }
+            Err(e) => Err(e),
         };
+        let mut resp = served.unwrap_or_else(|e| error_response(&e));
         // Answer in the client's protocol version, whatever the peer spoke.
         *resp.version_mut() = rq.version;
         let server = if snap.server.server_tokens {
@@ -123,38 +132,31 @@ pub fn handle(
     }
 }
 
-/// The steps, in order (see the module docs). `entry` is set to the route
-/// once found.
-fn serve<'a, 's: 'a>(
+/// Step 1: the request checks and the real client address; the body
+/// gets its size and time limits.
+fn admit(
     req: Request<ClientBody>,
-    conn: &'a Rc<ConnCtx>,
-    snap: &'s Arc<Snapshot>,
-    rq: &'a mut RequestCtx,
-    route: &'a mut Option<&'s RouteEntry>,
-    interim: Option<&'a Interim>,
-) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + 'a {
-    // Taken apart before the future is made (not an `async fn`), so that
-    // the request is not held twice in it.
+    conn: &ConnCtx,
+    snap: &Snapshot,
+    rq: &mut RequestCtx,
+) -> Result<(Parts, RequestBody), ProxyError> {
     let (mut parts, body) = req.into_parts();
-    async move {
-        // 1. Request checks; the real client address.
-        rq.facts.host = checks::check(&mut parts, &snap.server)?;
-        rq.facts.client =
-            forward::real_client_ip(conn.peer.ip(), &parts.headers, &snap.server.trusted_proxies);
-        let body = RequestBody::limited(
-            body,
-            snap.server.client_max_body_size,
-            snap.server.client_body_timeout,
-        );
-        routed(parts, body, conn, snap, rq, route, interim, Lineage::main()).await
-    }
+    rq.facts.host = checks::check(&mut parts, &snap.server)?;
+    rq.facts.client =
+        forward::real_client_ip(conn.peer.ip(), &parts.headers, &snap.server.trusted_proxies);
+    let body = RequestBody::limited(
+        body,
+        snap.server.client_max_body_size,
+        snap.server.client_body_timeout,
+    );
+    Ok((parts, body))
 }
 
 /// Steps 2 to 8 for a request whose head passed the checks: a main
 /// request, or a subrequest (`lineage`). After `ngx.exec` they start again
 /// at step 2 with the new URI.
-// Written like `serve` (a function returning its steps as one async
-// block), so that steps 7 and 8 read the same in both shapes.
+// A function returning its steps as one async block (not an `async fn`),
+// like `handle`.
 #[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
 fn routed<'a, 's: 'a>(
     mut parts: Parts,
