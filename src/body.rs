@@ -88,6 +88,17 @@ impl ResponseBody {
         self.on_complete = Some(hook);
     }
 
+    /// Hides the body's length from the connection, which then sends it
+    /// chunked on HTTP/1.1 (a Lua handler cleared `Content-Length`, as
+    /// nginx then streams). A body already ended keeps its length of 0.
+    pub fn hide_length(&mut self) {
+        if self.is_end_stream() {
+            return;
+        }
+        let kind = std::mem::replace(&mut self.kind, Kind::Empty);
+        self.kind = Kind::Stream(Box::pin(LengthHidden(ResponseBody::from_kind(kind))));
+    }
+
     fn finish(&mut self, complete: bool) {
         if let Some(hook) = self.on_complete.take() {
             hook.complete(self.sent, complete);
@@ -173,6 +184,26 @@ pub enum RequestBodyError {
     /// The client connection failed (or reset its stream).
     #[error("client body: {0}")]
     Client(BoxError),
+}
+
+/// A response body whose length is not told (see
+/// [`ResponseBody::hide_length`]).
+struct LengthHidden(ResponseBody);
+
+impl Body for LengthHidden {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
 }
 
 /// A request body as the client connection delivers it.

@@ -40,6 +40,9 @@ pub struct ReqCtx {
     pub status: Cell<u16>,
     /// `ngx.header`: headers for the response.
     pub resp_headers: RefCell<HeaderMap>,
+    /// A handler set `ngx.header.content_length = nil`: the response goes
+    /// out without a length (chunked), as nginx's then does.
+    pub length_cleared: Cell<bool>,
     /// What `ngx.say` / `ngx.print` produced.
     pub out: RefCell<Vec<u8>>,
     /// Set by `ngx.exit` / `ngx.redirect`.
@@ -197,6 +200,7 @@ impl ReqCtx {
             started_wall,
             status: Cell::new(0),
             resp_headers: RefCell::new(HeaderMap::new()),
+            length_cleared: Cell::new(false),
             out: RefCell::new(Vec::new()),
             exit: Cell::new(None),
             vars: RefCell::new(HashMap::new()),

@@ -125,6 +125,7 @@ pub async fn header_filter(
 ) -> Result<(), String> {
     ctx.status.set(resp.status().as_u16());
     *ctx.resp_headers.borrow_mut() = std::mem::take(resp.headers_mut());
+    ctx.length_cleared.set(false);
     let mut outcome = Outcome::Next;
     for id in ids {
         outcome = vm.run(*id, Phase::HeaderFilter, ctx).await;
@@ -143,6 +144,9 @@ pub async fn header_filter(
     *resp.headers_mut() = std::mem::take(&mut *ctx.resp_headers.borrow_mut());
     if let Ok(status) = StatusCode::from_u16(ctx.status.get()) {
         *resp.status_mut() = status;
+    }
+    if ctx.length_cleared.get() {
+        resp.body_mut().hide_length();
     }
     keep_header_case(ctx, resp);
     match outcome {
@@ -176,7 +180,10 @@ fn exit_response(ctx: &ReqCtx, code: i64) -> Response<ResponseBody> {
     let mut resp = respond_with(ctx, code, ResponseBody::full(out), printed);
     // The whole body is here: its length is known to header_filter
     // handlers (`ngx.resp.get_headers()["Content-Length"]`) as to the client.
-    if printed
+    // Unless the handler cleared the header: then it goes out chunked.
+    if ctx.length_cleared.get() {
+        resp.body_mut().hide_length();
+    } else if printed
         && !matches!(
             resp.status(),
             StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED

@@ -8,7 +8,9 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::support::{Moongate, Origin, client, echo, text};
+use crate::support::{
+    Moongate, Origin, client, echo, raw_content_length, raw_exchange, raw_status, text,
+};
 
 /// A server with a shared dict `d`, an upstream `app` at `origin`, and
 /// `routes`.
@@ -550,6 +552,65 @@ ngx.say("fresh body")
         (200, "fresh body\n".to_string())
     );
     assert_eq!(dated("if-match", "\"v2\"").await, (412, String::new()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleared_content_length_goes_out_chunked_and_a_bad_one_is_refused() {
+    let origin = Origin::start(|_req| async { text(200, "from the origin") }).await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"[[route]]
+path_exact = "/cleared"
+lua.content_inline = '''
+ngx.header.content_length = 3
+ngx.header.content_length = nil
+ngx.say("Hello")
+'''
+
+[[route]]
+path_exact = "/filtered"
+lua.content_inline = 'ngx.header.content_length = 12 ngx.say("hello world")'
+lua.header_filter_inline = 'ngx.header.content_length = nil'
+
+[[route]]
+path_exact = "/proxied"
+upstream = "app"
+lua.header_filter_inline = 'ngx.header["Content-Length"] = nil'
+
+[[route]]
+path_exact = "/bad"
+lua.content_inline = 'ngx.header.content_length = "text/my-plain" ngx.say("Hi")'
+"#,
+    ));
+    let get = |path: &str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let addr = mg.http[0];
+        async move { raw_exchange(addr, req.as_bytes(), Duration::from_secs(5)).await }
+    };
+    for (path, body) in [
+        ("/cleared", "Hello\n"),
+        ("/filtered", "hello world\n"),
+        ("/proxied", "from the origin"),
+    ] {
+        let answer = get(path).await;
+        let (head, rest) = answer.split_once("\r\n\r\n").unwrap_or_default();
+        assert_eq!(raw_status(&answer), 200, "{answer}");
+        assert_eq!(raw_content_length(head), None, "{path}: {head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "{path}: {head}"
+        );
+        let chunk = format!("{:x}\r\n{body}\r\n", body.len());
+        assert!(
+            rest.starts_with(&chunk) && rest.ends_with("0\r\n\r\n"),
+            "{path}: {rest:?}"
+        );
+    }
+    // A length that is not one: the call raises, the request gets a 500.
+    let answer = get("/bad").await;
+    assert_eq!(raw_status(&answer), 500, "{answer}");
+    mg.wait_log("failed to set header", Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

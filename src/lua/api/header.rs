@@ -236,6 +236,24 @@ fn single_valued(name: &HeaderName) -> bool {
     .contains(name)
 }
 
+/// Whether a `Content-Length` value from Lua is a length: digits (a
+/// non-negative integer), as nginx's `ngx_atoof` takes.
+fn is_length(value: &Value) -> bool {
+    match value {
+        Value::Integer(i) => *i >= 0,
+        Value::Number(n) => *n >= 0.0 && n.fract() == 0.0,
+        Value::String(s) => {
+            let b = s.as_bytes();
+            !b.is_empty() && b.iter().all(u8::is_ascii_digit)
+        }
+        Value::Table(t) => t
+            .clone()
+            .sequence_values::<Value>()
+            .all(|v| v.is_ok_and(|v| is_length(&v))),
+        _ => false,
+    }
+}
+
 pub(super) fn set_header_values(
     headers: &mut http::HeaderMap,
     name: HeaderName,
@@ -315,6 +333,14 @@ pub(super) fn header_table(lua: &Lua) -> mlua::Result<Table> {
             let name = header_name(&key)?;
             if key.bytes().any(|b| b.is_ascii_uppercase()) {
                 remember_case(&r, key.replace('_', "-").as_bytes());
+            }
+            if name == http::header::CONTENT_LENGTH {
+                if !value.is_nil() && !is_length(&value) {
+                    // nginx refuses the value (ngx_atoof), and ngx_lua raises.
+                    tracing::error!(target: "moongate::lua", "invalid Content-Length {:?}", value.to_string().unwrap_or_default());
+                    return Err(err("failed to set header"));
+                }
+                r.length_cleared.set(value.is_nil());
             }
             set_header_values(&mut r.resp_headers.borrow_mut(), name, value)
         })?,
