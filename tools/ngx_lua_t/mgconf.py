@@ -38,6 +38,10 @@ def subst(text, port, html, servroot):
     )
 
 
+# The html/index.html Test::Nginx puts in the server root (no newline).
+TEST_NGINX_INDEX = "<html><head><title>It works!</title></head><body>It works!</body></html>"
+
+
 def write_conf(plan, root, port, time_budget=None):
     """Writes root/conf.d/00-test.toml (+ root/html/*, root/lua/*) and returns
     the conf.d path. `port` is the listen port (0: any)."""
@@ -47,6 +51,9 @@ def write_conf(plan, root, port, time_budget=None):
     os.makedirs(html, exist_ok=True)
     os.makedirs(os.path.join(root, "logs"), exist_ok=True)
     S = lambda t: subst(t, port, html, root)  # noqa: E731
+    # Test::Nginx writes this index.html into every server root.
+    with open(os.path.join(html, "index.html"), "w", encoding="utf-8") as f:
+        f.write(TEST_NGINX_INDEX)
     for name, content in plan.user_files:
         p = os.path.join(html, name)
         os.makedirs(os.path.dirname(p), exist_ok=True)
