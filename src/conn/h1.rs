@@ -14,6 +14,15 @@
 //! was not read to its end lingers, reading and dropping what the client
 //! still sends for a moment, so that closing does not reset the answer
 //! away (nginx's `lingering_close`).
+//!
+//! A request whose handler answered without reading its body to the end
+//! (a Lua `ngx.exit`, a 404, a redirect) does not cost the connection:
+//! the rest of the body is read and dropped ([`discard`], nginx's
+//! `ngx_http_discard_request_body`), up to [`DISCARD_BYTES`] and within
+//! `client_body_timeout`, and the next request is read after it. Only a
+//! body that cannot be told apart from what follows it (a decoding error,
+//! a `100 Continue` never sent) or that is larger than the bound closes
+//! the connection, so its bytes are never read as a request.
 
 mod body;
 pub(crate) mod head;
@@ -37,7 +46,7 @@ use super::Limits;
 use super::io::{ClientIo, ReadPhase};
 use crate::body::ClientBody;
 use crate::client_upgrade::{ClientUpgrade, UpgradeSender, Upgraded};
-use crate::h1_framing::{Decoder, Framing};
+use crate::h1_framing::{Decoder, Framing, Step};
 use crate::interim::Interim;
 use crate::proxy::{self, ConnCtx};
 use body::WireBody;
@@ -49,6 +58,14 @@ use wire::Wire;
 const LINGER: Duration = Duration::from_secs(2);
 /// How much a closing connection reads at most while lingering.
 const LINGER_BYTES: usize = 256 * 1024;
+/// How many bytes of a request body its handler left unread (framing
+/// included) the connection reads and drops to stay open. nginx discards
+/// a body of any size; moongate bounds it so that a client cannot keep a
+/// connection reading for as long as it sends. The bound is the lingering
+/// close's: reading that much to keep the connection costs no more than
+/// closing it would, and a body that declares more closes at once (its
+/// response says `Connection: close`).
+const DISCARD_BYTES: usize = LINGER_BYTES;
 
 /// What reading a head ended with. Returned once per request and never
 /// stored, so the head is moved rather than boxed (an allocation each).
@@ -218,7 +235,7 @@ where
             parts.extensions.insert(rx);
             tx
         });
-        let ex = Exchange {
+        let mut ex = Exchange {
             version: parts.version,
             head: parts.method == http::Method::HEAD,
             keep_alive,
@@ -242,6 +259,11 @@ where
 
         // The response body (and its completion hook: the access log, the
         // connection told the exchange is over) is gone once this is done.
+        // A body left unread that cannot be discarded closes the
+        // connection: the response says so.
+        if ex.keep_alive && !wire.borrow().body_done && !may_discard(wire) {
+            ex.keep_alive = false;
+        }
         let (sent, keep_alive, switched) = {
             let (mut parts, body) = resp.into_parts();
             let mut body = pin!(body);
@@ -273,12 +295,78 @@ where
             return upgrade.map_or(Outcome::Gone, Outcome::Switched);
         }
         let body_done = wire.borrow().body_done;
-        if keep_alive && body_done {
+        // A body left unread is read and dropped to keep the connection;
+        // a request whose body was read or absent does not get there.
+        if keep_alive && (body_done || discard(wire, ctx).await) {
             Outcome::KeepAlive
         } else {
             Outcome::Close {
                 read_all: body_done,
             }
+        }
+    }
+}
+
+/// Whether the request body its handler left unread may be discarded
+/// once the response is sent ([`discard`]): its decoder was handed back
+/// and says no more than [`DISCARD_BYTES`] are left, or the body is still
+/// held (by a response still to be sent) and is judged afterwards.
+fn may_discard<S>(wire: &Rc<RefCell<Wire<S>>>) -> bool {
+    match &wire.borrow().unread {
+        Some(d) => d.remaining().is_none_or(|n| n <= DISCARD_BYTES as u64),
+        None => Rc::strong_count(wire) > 1,
+    }
+}
+
+/// Reads and drops the rest of a request body its handler left unread, so
+/// that the next request's head follows in the buffer (nginx's
+/// `ngx_http_discard_request_body`). At most [`DISCARD_BYTES`] are taken
+/// off the connection for it, and each read must come within
+/// `client_body_timeout`. False when the connection must close instead:
+/// no decoder was handed back (the body failed, a `100 Continue` is owed,
+/// or it is still held), the body is larger than the bound or malformed,
+/// the client is slow or gone.
+async fn discard<S>(wire: &Rc<RefCell<Wire<ClientIo<S>>>>, ctx: &ConnCtx) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if Rc::strong_count(wire) > 1 {
+        return false;
+    }
+    let Some(mut decoder) = wire.borrow_mut().unread.take() else {
+        return false;
+    };
+    let timeout = ctx.shared.snapshot.load().server.client_body_timeout;
+    let mut budget = DISCARD_BYTES;
+    loop {
+        {
+            let mut w = wire.borrow_mut();
+            loop {
+                let before = w.buf.len();
+                let step = decoder.decode(&mut w.buf);
+                let Some(left) = budget.checked_sub(before - w.buf.len()) else {
+                    return false;
+                };
+                budget = left;
+                match step {
+                    Ok(Step::Data(_)) => {}
+                    Ok(Step::Done) => {
+                        w.body_done = true;
+                        return true;
+                    }
+                    Ok(Step::NeedMore) => break,
+                    Err(_) => return false,
+                }
+            }
+            // Only this much more may be read for the body.
+            if w.buf.len() >= budget {
+                return false;
+            }
+        }
+        let read = poll_fn(|cx| wire.borrow_mut().poll_fill(cx));
+        match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
         }
     }
 }

@@ -40,5 +40,6 @@ mod examples;
 mod upgrade;
 mod http1_strict;
 mod http1_server;
+mod http1_discard;
 mod h2;
 mod listen;

@@ -3,7 +3,9 @@
 //! [`Wire`]'s buffer as the request's handler asks for them. On its first
 //! read, a request that sent `Expect: 100-continue` gets its `100
 //! Continue` (RFC 9110 §10.1.1): a client that is refused before its body
-//! is read never has to send it.
+//! is read never has to send it. A body dropped before its end leaves its
+//! decoder with the [`Wire`] ([`Wire::unread`]), so that the connection
+//! can read and drop the rest and go on with the next request.
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -16,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::wire::Wire;
 use crate::body::BoxError;
-use crate::h1_framing::{Decoder, Step};
+use crate::h1_framing::{Decoder, Framing, Step};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -26,6 +28,9 @@ pub(crate) struct WireBody<S> {
     decoder: Decoder,
     /// `Some(bytes written)` while a `100 Continue` is owed.
     expect: Option<usize>,
+    /// The body could not be decoded, or the client left mid-body: what
+    /// follows on the connection cannot be told apart from it.
+    failed: bool,
 }
 
 impl<S> WireBody<S> {
@@ -39,6 +44,7 @@ impl<S> WireBody<S> {
             wire,
             decoder,
             expect: expect_continue.then_some(0),
+            failed: false,
         }
     }
 }
@@ -64,7 +70,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Body for WireBody<S> {
         }
         loop {
             match this.decoder.decode(&mut wire.buf) {
-                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                Err(e) => {
+                    this.failed = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
                 Ok(Step::Data(b)) => {
                     wire.body_done = this.decoder.is_done();
                     return Poll::Ready(Some(Ok(Frame::data(b))));
@@ -76,8 +85,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Body for WireBody<S> {
                 Ok(Step::NeedMore) => {}
             }
             match std::task::ready!(wire.poll_fill(cx)) {
-                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                Err(e) => {
+                    this.failed = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
                 Ok(0) => {
+                    this.failed = true;
                     return Poll::Ready(Some(Err(
                         "the client closed the connection before the body was complete".into(),
                     )));
@@ -96,10 +109,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Body for WireBody<S> {
     }
 }
 
+impl<S> Drop for WireBody<S> {
+    /// A body left before its end hands its decoder to the wire, unless it
+    /// failed or a `100 Continue` is still owed (the client may never send
+    /// the body): then nothing is handed over and the connection closes.
+    fn drop(&mut self) {
+        if self.decoder.is_done() || self.failed || self.expect.is_some() {
+            return;
+        }
+        if let Ok(mut w) = self.wire.try_borrow_mut() {
+            w.unread = Some(std::mem::replace(
+                &mut self.decoder,
+                Decoder::new(Framing::Empty),
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::h1_framing::Framing;
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 

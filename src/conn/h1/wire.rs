@@ -16,6 +16,8 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::h1_framing::Decoder;
+
 /// How much a read asks for at least.
 pub(super) const READ_CHUNK: usize = 4096;
 
@@ -28,6 +30,10 @@ pub(crate) struct Wire<S> {
     /// Whether the current request's body was read to its end (or it had
     /// none): only then can the next request's head follow in the buffer.
     pub body_done: bool,
+    /// The decoder of a request body its handler dropped before its end
+    /// (put here by [`super::body::WireBody`]'s `Drop`): the connection
+    /// may read the rest and drop it, then go on with the next request.
+    pub unread: Option<Decoder>,
 }
 
 impl<S: AsyncRead + Unpin> Wire<S> {
@@ -37,6 +43,7 @@ impl<S: AsyncRead + Unpin> Wire<S> {
             io,
             buf: BytesMut::new(),
             body_done: true,
+            unread: None,
         }
     }
 
