@@ -52,7 +52,7 @@ use crate::proxy::{self, ConnCtx};
 use body::WireBody;
 use head::{BodyFraming, RequestHead};
 use response::{Exchange, Sending};
-use wire::Wire;
+use wire::{BodyState, Wire};
 
 /// How long a closing connection keeps reading what the client still sends.
 const LINGER: Duration = Duration::from_secs(2);
@@ -224,7 +224,7 @@ where
         };
         let body = match decoder {
             None => {
-                wire.borrow_mut().body_done = true;
+                wire.borrow_mut().body = BodyState::Done;
                 ClientBody::Empty
             }
             Some(d) => ClientBody::Wire(Box::pin(WireBody::new(wire.clone(), d, expect_continue))),
@@ -261,7 +261,7 @@ where
         // connection told the exchange is over) is gone once this is done.
         // A body left unread that cannot be discarded closes the
         // connection: the response says so.
-        if ex.keep_alive && !wire.borrow().body_done && !may_discard(wire) {
+        if ex.keep_alive && !wire.borrow().body_done() && !may_discard(wire) {
             ex.keep_alive = false;
         }
         let (sent, keep_alive, switched) = {
@@ -294,7 +294,7 @@ where
         if switched {
             return upgrade.map_or(Outcome::Gone, Outcome::Switched);
         }
-        let body_done = wire.borrow().body_done;
+        let body_done = wire.borrow().body_done();
         // A body left unread is read and dropped to keep the connection;
         // a request whose body was read or absent does not get there.
         if keep_alive && (body_done || discard(wire, ctx).await) {
@@ -312,9 +312,9 @@ where
 /// and says no more than [`DISCARD_BYTES`] are left, or the body is still
 /// held (by a response still to be sent) and is judged afterwards.
 fn may_discard<S>(wire: &Rc<RefCell<Wire<S>>>) -> bool {
-    match &wire.borrow().unread {
-        Some(d) => d.remaining().is_none_or(|n| n <= DISCARD_BYTES as u64),
-        None => Rc::strong_count(wire) > 1,
+    match wire.borrow().body {
+        BodyState::Unread(p) => p.remaining().is_none_or(|n| n <= DISCARD_BYTES as u64),
+        _ => Rc::strong_count(wire) > 1,
     }
 }
 
@@ -333,9 +333,10 @@ where
     if Rc::strong_count(wire) > 1 {
         return false;
     }
-    let Some(mut decoder) = wire.borrow_mut().unread.take() else {
+    let BodyState::Unread(parked) = wire.borrow().body else {
         return false;
     };
+    let mut decoder = Decoder::unpark(parked);
     let timeout = ctx.shared.snapshot.load().server.client_body_timeout;
     let mut budget = DISCARD_BYTES;
     loop {
@@ -351,7 +352,7 @@ where
                 match step {
                     Ok(Step::Data(_)) => {}
                     Ok(Step::Done) => {
-                        w.body_done = true;
+                        w.body = BodyState::Done;
                         return true;
                     }
                     Ok(Step::NeedMore) => break,
@@ -401,7 +402,7 @@ where
             // Pending only while the socket is full; polled again then.
             let _ = Pin::new(&mut w.io).poll_flush(cx);
         }
-        while w.body_done && w.buf.len() < max_buf {
+        while w.body_done() && w.buf.len() < max_buf {
             match w.poll_fill(cx) {
                 Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
                 Poll::Ready(Ok(_)) => {}

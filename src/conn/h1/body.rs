@@ -4,8 +4,8 @@
 //! read, a request that sent `Expect: 100-continue` gets its `100
 //! Continue` (RFC 9110 §10.1.1): a client that is refused before its body
 //! is read never has to send it. A body dropped before its end leaves its
-//! decoder with the [`Wire`] ([`Wire::unread`]), so that the connection
-//! can read and drop the rest and go on with the next request.
+//! decoder with the [`Wire`] ([`BodyState::Unread`]), so that the
+//! connection can read and drop the rest and go on with the next request.
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -16,9 +16,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::wire::BodyState;
 use super::wire::Wire;
 use crate::body::BoxError;
-use crate::h1_framing::{Decoder, Framing, Step};
+use crate::h1_framing::{Decoder, Step};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -38,7 +39,7 @@ impl<S> WireBody<S> {
     /// client waits for `100 Continue` before sending it.
     pub fn new(wire: Rc<RefCell<Wire<S>>>, decoder: Decoder, expect_continue: bool) -> Self {
         if let Ok(mut w) = wire.try_borrow_mut() {
-            w.body_done = decoder.is_done();
+            w.body = BodyState::of(&decoder);
         }
         WireBody {
             wire,
@@ -75,11 +76,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Body for WireBody<S> {
                     return Poll::Ready(Some(Err(e.into())));
                 }
                 Ok(Step::Data(b)) => {
-                    wire.body_done = this.decoder.is_done();
+                    wire.body = BodyState::of(&this.decoder);
                     return Poll::Ready(Some(Ok(Frame::data(b))));
                 }
                 Ok(Step::Done) => {
-                    wire.body_done = true;
+                    wire.body = BodyState::Done;
                     return Poll::Ready(None);
                 }
                 Ok(Step::NeedMore) => {}
@@ -117,11 +118,8 @@ impl<S> Drop for WireBody<S> {
         if self.decoder.is_done() || self.failed || self.expect.is_some() {
             return;
         }
-        if let Ok(mut w) = self.wire.try_borrow_mut() {
-            w.unread = Some(std::mem::replace(
-                &mut self.decoder,
-                Decoder::new(Framing::Empty),
-            ));
+        if let (Ok(mut w), Some(parked)) = (self.wire.try_borrow_mut(), self.decoder.park()) {
+            w.body = BodyState::Unread(parked);
         }
     }
 }
@@ -129,6 +127,7 @@ impl<S> Drop for WireBody<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::h1_framing::Framing;
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -152,7 +151,7 @@ mod tests {
     #[tokio::test]
     async fn continue_is_sent_on_the_first_read_then_the_body_is_read() {
         let (b, mut client, wire) = body(Framing::Length(4), true);
-        assert!(!wire.borrow().body_done);
+        assert!(!wire.borrow().body_done());
         let reader = tokio::spawn(async move {
             let mut got = [0u8; CONTINUE.len()];
             client.read_exact(&mut got).await.unwrap();
@@ -163,7 +162,7 @@ mod tests {
         });
         let data = b.collect().await.unwrap().to_bytes();
         assert_eq!(&data[..], b"data");
-        assert!(wire.borrow().body_done);
+        assert!(wire.borrow().body_done());
         drop(reader.await.unwrap());
     }
 
@@ -195,6 +194,6 @@ mod tests {
         drop(client);
         let err = b.collect().await.err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("closed")));
-        assert!(!wire.borrow().body_done);
+        assert!(!wire.borrow().body_done());
     }
 }
