@@ -257,13 +257,13 @@ where
             return Outcome::Gone;
         };
 
-        // The response body (and its completion hook: the access log, the
-        // connection told the exchange is over) is gone once this is done.
         // A body left unread that cannot be discarded closes the
         // connection: the response says so.
         if ex.keep_alive && !wire.borrow().body_done() && !may_discard(wire) {
             ex.keep_alive = false;
         }
+        // The response body (and its completion hook: the access log, the
+        // connection told the exchange is over) is gone once this is done.
         let (sent, keep_alive, switched) = {
             let (mut parts, body) = resp.into_parts();
             let mut body = pin!(body);
