@@ -111,6 +111,10 @@ struct Group {
     prefix: Vec<(String, usize)>,
     /// Auto-redirecting routes by their path without its trailing `/`.
     redirect: HashMap<String, AutoRedirect>,
+    /// Bit `n % 64` set for each key of `redirect` of length `n`: a path
+    /// whose length has no bit set is not looked up (most are not), so
+    /// routing pays no hash for it.
+    redirect_lens: u64,
 }
 
 /// The route a path without its trailing `/` is redirected for: an exact
@@ -156,6 +160,7 @@ impl Group {
         };
         match self.redirect.get_mut(bare) {
             None => {
+                self.redirect_lens |= len_bit(bare);
                 self.redirect.insert(bare.to_owned(), this);
             }
             Some(have) if exact && !have.exact => *have = this,
@@ -166,7 +171,7 @@ impl Group {
     /// The auto-redirecting route for `path`, unless a route has `path`
     /// itself (exact, or a prefix equal to it).
     fn redirect_for(&self, path: &str) -> Option<(&str, usize)> {
-        if self.redirect.is_empty() {
+        if self.redirect_lens & len_bit(path) == 0 {
             return None;
         }
         let found = self.redirect.get(path)?;
@@ -192,6 +197,11 @@ impl Group {
             .map(|&(_, i)| i);
         exact.chain(regex).chain(prefix)
     }
+}
+
+/// `path`'s bit in [`Group::redirect_lens`].
+fn len_bit(path: &str) -> u64 {
+    1 << (path.len() % 64)
 }
 
 /// A host pattern from the config, normalised.
@@ -478,6 +488,9 @@ mod tests {
         assert_eq!(get(&router, "h", "/tx"), RouteMatch::Found(&"regex"));
         assert_eq!(get(&router, "h", "/a"), RouteMatch::Found(&"root"));
         assert_eq!(get(&router, "h", "/a/b/c"), RouteMatch::Found(&"ab"));
+        // A length that shares `/t`'s bit (2 + 64) is looked up, and routes.
+        let long = format!("/t/{}", "x".repeat(63));
+        assert_eq!(get(&router, "h", &long), RouteMatch::Found(&"t"));
     }
 
     #[test]
