@@ -56,6 +56,33 @@ enum State {
     Done,
 }
 
+/// A [`Decoder`] put aside in 8 bytes: where it is in the body and how
+/// many bytes of the current piece are left. Kept by the HTTP/1 server for
+/// a request body its handler did not read, in room every connection
+/// holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parked {
+    at: Piece,
+    left: u32,
+}
+
+impl Parked {
+    /// Bytes still expected, when known (a `Content-Length` body).
+    pub fn remaining(&self) -> Option<u64> {
+        (self.at == Piece::Length).then_some(u64::from(self.left))
+    }
+}
+
+/// The piece of a body a [`Parked`] decoder is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    Length,
+    ChunkSize,
+    ChunkData,
+    ChunkEnd,
+    Trailers,
+}
+
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 4096;
 
@@ -165,6 +192,39 @@ impl Decoder {
                 }
             }
         }
+    }
+
+    /// The decoder's state in 8 bytes ([`Parked`]), for a body left
+    /// unread that the server may still read and drop; `None` when it is
+    /// done, delimited by the peer closing, or when what is left of the
+    /// current piece does not fit in 32 bits (far more than is ever
+    /// dropped).
+    pub fn park(&self) -> Option<Parked> {
+        let (at, left) = match self.state {
+            State::Length(n) => (Piece::Length, n),
+            State::ChunkSize => (Piece::ChunkSize, 0),
+            State::ChunkData(n) => (Piece::ChunkData, n),
+            State::ChunkEnd => (Piece::ChunkEnd, 0),
+            State::Trailers => (Piece::Trailers, 0),
+            State::Close | State::Done => return None,
+        };
+        Some(Parked {
+            at,
+            left: u32::try_from(left).ok()?,
+        })
+    }
+
+    /// A decoder going on from where [`Decoder::park`] left it.
+    pub fn unpark(parked: Parked) -> Decoder {
+        let left = u64::from(parked.left);
+        let state = match parked.at {
+            Piece::Length => State::Length(left),
+            Piece::ChunkSize => State::ChunkSize,
+            Piece::ChunkData => State::ChunkData(left),
+            Piece::ChunkEnd => State::ChunkEnd,
+            Piece::Trailers => State::Trailers,
+        };
+        Decoder { state }
     }
 
     /// The peer closed the connection: fine for a close-delimited body,
@@ -381,5 +441,41 @@ mod tests {
             decode_all(Framing::Chunked, b"ffffffffffffffff\r\n", 32),
             Err(DecodeError::ChunkSize)
         );
+    }
+
+    #[test]
+    fn a_parked_decoder_goes_on_where_it_stopped() {
+        assert_eq!(std::mem::size_of::<Option<Parked>>(), 8);
+        let wire = b"3\r\nabc\r\n4\r\ndefg\r\n0\r\nT: t\r\n\r\nNEXT";
+        // Parked after every byte: the same body, the same rest.
+        for cut in 0..wire.len() - 4 {
+            let mut d = Decoder::new(Framing::Chunked);
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let mut out = Vec::new();
+            while let Ok(Step::Data(b)) = d.decode(&mut buf) {
+                out.extend_from_slice(&b);
+            }
+            let parked = d.park().expect("parked");
+            let mut d = Decoder::unpark(parked);
+            buf.extend_from_slice(&wire[cut..]);
+            loop {
+                match d.decode(&mut buf) {
+                    Ok(Step::Data(b)) => out.extend_from_slice(&b),
+                    Ok(Step::Done) => break,
+                    other => panic!("cut {cut}: {other:?}"),
+                }
+            }
+            assert_eq!(out, b"abcdefg", "cut {cut}");
+            assert_eq!(&buf[..], b"NEXT", "cut {cut}");
+        }
+        let d = Decoder::new(Framing::Length(10));
+        assert_eq!(d.park().and_then(|p| p.remaining()), Some(10));
+        assert_eq!(
+            Decoder::new(Framing::Chunked).park().map(|p| p.remaining()),
+            Some(None)
+        );
+        assert!(Decoder::new(Framing::Length(1 << 33)).park().is_none());
+        assert!(Decoder::new(Framing::Close).park().is_none());
+        assert!(Decoder::new(Framing::Empty).park().is_none());
     }
 }

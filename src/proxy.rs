@@ -4,7 +4,10 @@
 //!
 //! 1. request checks (SPEC §10; `proxy/checks.rs`): framing, head limits, the
 //!    host (authority over `Host`), underscored names, body size
-//! 2. route (host, path, method) → 404 / 405 / a [`RouteEntry`](crate::snapshot::RouteEntry)
+//! 2. route (host, path, method) → 404 / 405 / a [`RouteEntry`](crate::snapshot::RouteEntry),
+//!    or nginx's auto-redirect to a proxied route's path ending in `/`
+//!    (`proxy/auto_redirect.rs`: answered there, through the route's
+//!    header filter and log)
 //! 3. rewrite
 //! 4. Lua `rewrite`, `access` handlers (may answer themselves)
 //! 5. rate limits (`[limit.NAME]` zones; `proxy/limits.rs`): 429 + `Retry-After`,
@@ -20,6 +23,7 @@
 //! moongate's own error answers get their body last, in the format the
 //! client's `Accept` prefers ([`crate::error_page`]).
 
+mod auto_redirect;
 pub(crate) mod checks;
 mod limits;
 mod request;
@@ -106,6 +110,7 @@ pub fn handle(
         let mut resp = served.unwrap_or_else(|e| error_response(&e));
         // Answer in the client's protocol version, whatever the peer spoke.
         *resp.version_mut() = rq.version;
+        auto_redirect::absolute_location(&mut resp, conn.scheme, &rq.facts.host, conn.local);
         let server = if snap.server.server_tokens {
             concat!("moongate/", env!("CARGO_PKG_VERSION"))
         } else {
@@ -175,13 +180,23 @@ fn routed<'a, 's: 'a>(
         let mut redirects = 0;
         let (entry, held, lua_response) = loop {
             // 2. Route.
-            let entry = match find_route(snap, &rq.facts.host, &parts) {
-                Ok(e) => e,
+            let (entry, redirect) = match find_route(snap, &rq.facts.host, &parts) {
+                Ok(found) => found,
                 Err(answer) => return Ok(*answer),
             };
             *route = Some(entry);
             if conn.shared.access_log.enabled() {
                 rq.route = Some(entry.name.clone());
+            }
+            if let Some(to) = redirect {
+                // Answered before the rewrite and access phases, as nginx
+                // does; the route's filters and log run on the answer.
+                let answer = auto_redirect::response(to, &parts);
+                let vm = lua_vm(entry, &conn.worker, snap)?;
+                let held = rq.hold(vm, entry, conn, parts, body, |ctx| {
+                    lineage.apply(ctx, conn, snap)
+                });
+                break (entry, held, Some(answer));
             }
 
             // 3. Rewrite.
@@ -335,15 +350,17 @@ fn routed<'a, 's: 'a>(
     }
 }
 
-/// Step 2: the route for the request, or the answer when there is none
-/// (404, or 405 with `Allow`).
+/// Step 2: the route for the request, and the path it redirects to when
+/// it is nginx's auto-redirect; or the answer when there is none (404, or
+/// 405 with `Allow`).
 fn find_route<'s>(
     snap: &'s Snapshot,
     host: &str,
     parts: &Parts,
-) -> Result<&'s RouteEntry, Box<Response<ResponseBody>>> {
+) -> Result<(&'s RouteEntry, Option<&'s str>), Box<Response<ResponseBody>>> {
     match snap.router.find(host, parts.uri.path(), &parts.method) {
-        RouteMatch::Found(e) => Ok(e),
+        RouteMatch::Found(e) => Ok((e, None)),
+        RouteMatch::Redirect { value, path } => Ok((value, Some(path))),
         RouteMatch::NotFound => Err(Box::new(error_page::response(StatusCode::NOT_FOUND))),
         RouteMatch::MethodNotAllowed { allow } => {
             let mut resp = error_page::response(StatusCode::METHOD_NOT_ALLOWED);

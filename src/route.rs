@@ -1,6 +1,15 @@
 //! The routing table: which route serves a request, chosen nginx-style from
 //! its Host, path and method, plus regex path rewrites.
 //!
+//! nginx's auto-redirect is kept too: a route marked
+//! [`RouteSpec::auto_redirect`] (an exact or prefix path ending in `/`,
+//! proxied) takes a request for its path without the slash and answers it
+//! with a redirect to the path with it ([`RouteMatch::Redirect`]), unless
+//! a route has that path itself (exact, or a prefix equal to it). As in
+//! nginx's `ngx_http_core_find_static_location`, this wins over shorter
+//! prefixes and over regexes (nginx decides it before trying them), and
+//! methods play no part in it (nginx redirects before `limit_except`).
+//!
 //! It owns only the matching rules. It knows nothing of connections, config
 //! files or what a route does: `T` is whatever the caller compiled a route
 //! into, and the caller turns `MethodNotAllowed` / `NotFound` into responses.
@@ -39,6 +48,11 @@ pub struct RouteSpec<T> {
     pub methods: Option<Vec<Method>>,
     /// What the caller wants back when this route is chosen.
     pub value: T,
+    /// The route redirects a request for its path without the trailing
+    /// `/` to the path with it (nginx does so for a location ending in `/`
+    /// handled by `proxy_pass`). Ignored unless the path is exact or a
+    /// prefix, ends in `/`, and is longer than `/`.
+    pub auto_redirect: bool,
 }
 
 /// The result of [`Router::find`].
@@ -54,6 +68,16 @@ pub enum RouteMatch<'a, T> {
     },
     /// No route matched the host and path: answer 404.
     NotFound,
+    /// The path is this route's path without its trailing `/` (see the
+    /// module docs): answer `301` with `Location` set to the route's path
+    /// (the string given, with the query string kept).
+    Redirect {
+        /// The route (its handlers see the redirect, as a location's
+        /// filters do in nginx).
+        value: &'a T,
+        /// The route's path, with its trailing `/`.
+        path: &'a str,
+    },
 }
 
 /// A compiled, immutable routing table; build it once per config snapshot.
@@ -85,15 +109,76 @@ struct Group {
     regex: Vec<(Regex, usize)>,
     /// Prefixes, longest first (config order among equal lengths).
     prefix: Vec<(String, usize)>,
+    /// Auto-redirecting routes by their path without its trailing `/`.
+    redirect: HashMap<String, AutoRedirect>,
+    /// Bit `n % 64` set for each key of `redirect` of length `n`: a path
+    /// whose length has no bit set is not looked up (most are not), so
+    /// routing pays no hash for it.
+    redirect_lens: u64,
+}
+
+/// The route a path without its trailing `/` is redirected for: an exact
+/// route if there is one, else the first prefix route (nginx's location
+/// tree node takes its exact location first).
+#[derive(Debug)]
+struct AutoRedirect {
+    /// The route's path, with the slash.
+    to: String,
+    /// The route.
+    index: usize,
+    /// Whether the route's path is exact.
+    exact: bool,
 }
 
 impl Group {
-    fn add(&mut self, path: &PathMatch, index: usize) {
+    fn add(&mut self, path: &PathMatch, index: usize, auto_redirect: bool) {
+        if auto_redirect {
+            self.add_redirect(path, index);
+        }
         match path {
             PathMatch::Exact(p) => self.exact.entry(p.clone()).or_default().push(index),
             PathMatch::Regex(re) => self.regex.push((re.clone(), index)),
             PathMatch::Prefix(p) => self.prefix.push((p.clone(), index)),
         }
+    }
+
+    /// Registers `path` (an exact path or prefix ending in `/`) as
+    /// redirecting its path without the slash to itself.
+    fn add_redirect(&mut self, path: &PathMatch, index: usize) {
+        let (p, exact) = match path {
+            PathMatch::Exact(p) => (p, true),
+            PathMatch::Prefix(p) => (p, false),
+            PathMatch::Regex(_) => return,
+        };
+        let Some(bare) = p.strip_suffix('/').filter(|b| !b.is_empty()) else {
+            return;
+        };
+        let this = AutoRedirect {
+            to: p.clone(),
+            index,
+            exact,
+        };
+        match self.redirect.get_mut(bare) {
+            None => {
+                self.redirect_lens |= len_bit(bare);
+                self.redirect.insert(bare.to_owned(), this);
+            }
+            Some(have) if exact && !have.exact => *have = this,
+            Some(_) => {}
+        }
+    }
+
+    /// The auto-redirecting route for `path`, unless a route has `path`
+    /// itself (exact, or a prefix equal to it).
+    fn redirect_for(&self, path: &str) -> Option<(&str, usize)> {
+        if self.redirect_lens & len_bit(path) == 0 {
+            return None;
+        }
+        let found = self.redirect.get(path)?;
+        if self.exact.contains_key(path) || self.prefix.iter().any(|(p, _)| p == path) {
+            return None;
+        }
+        Some((found.to.as_str(), found.index))
     }
 
     /// Route indexes whose path matches, in the order they are tried. Lazy,
@@ -112,6 +197,11 @@ impl Group {
             .map(|&(_, i)| i);
         exact.chain(regex).chain(prefix)
     }
+}
+
+/// `path`'s bit in [`Group::redirect_lens`].
+fn len_bit(path: &str) -> u64 {
+    1 << (path.len() % 64)
 }
 
 /// A host pattern from the config, normalised.
@@ -174,7 +264,7 @@ impl<T> Router<T> {
                     }
                     HostPattern::Exact(name) => router.exact_hosts.entry(name).or_default(),
                 };
-                group.add(&spec.path, index);
+                group.add(&spec.path, index, spec.auto_redirect);
             }
             router.routes.push(Route {
                 methods: spec.methods,
@@ -203,6 +293,14 @@ impl<T> Router<T> {
         let Some(group) = self.group_for(&host) else {
             return RouteMatch::NotFound;
         };
+        if let Some((to, index)) = group.redirect_for(path)
+            && let Some(route) = self.routes.get(index)
+        {
+            return RouteMatch::Redirect {
+                value: &route.value,
+                path: to,
+            };
+        }
         let mut path_matched = false;
         for index in group.candidates(path) {
             let Some(route) = self.routes.get(index) else {
@@ -338,6 +436,15 @@ mod tests {
             path,
             methods: None,
             value,
+            auto_redirect: false,
+        }
+    }
+
+    /// A route that redirects its path without the trailing slash.
+    fn redirecting(path: PathMatch, value: &'static str) -> RouteSpec<&'static str> {
+        RouteSpec {
+            auto_redirect: true,
+            ..route("*", path, value)
         }
     }
 
@@ -355,6 +462,72 @@ mod tests {
         path: &str,
     ) -> RouteMatch<'a, &'static str> {
         router.find(host, path, &Method::GET)
+    }
+
+    fn redirect<'a>(value: &'a &'static str, path: &'a str) -> RouteMatch<'a, &'static str> {
+        RouteMatch::Redirect { value, path }
+    }
+
+    #[test]
+    fn a_path_without_the_slash_redirects_over_shorter_prefixes_and_regexes() {
+        let router = Router::new(vec![
+            route("*", prefix("/"), "root"),
+            route("*", PathMatch::Regex(re("^/t($|x)")), "regex"),
+            redirecting(prefix("/t/"), "t"),
+            redirecting(exact("/e/"), "e"),
+            redirecting(prefix("/a/b/"), "ab"),
+        ]);
+        assert_eq!(get(&router, "h", "/t"), redirect(&"t", "/t/"));
+        assert_eq!(get(&router, "h", "/e"), redirect(&"e", "/e/"));
+        assert_eq!(get(&router, "h", "/a/b"), redirect(&"ab", "/a/b/"));
+        // Methods play no part (nginx redirects before `limit_except`).
+        assert_eq!(router.find("h", "/t", &Method::POST), redirect(&"t", "/t/"));
+        // Only the path without the slash: anything else routes as ever.
+        assert_eq!(get(&router, "h", "/t/"), RouteMatch::Found(&"t"));
+        assert_eq!(get(&router, "h", "/t/x"), RouteMatch::Found(&"t"));
+        assert_eq!(get(&router, "h", "/tx"), RouteMatch::Found(&"regex"));
+        assert_eq!(get(&router, "h", "/a"), RouteMatch::Found(&"root"));
+        assert_eq!(get(&router, "h", "/a/b/c"), RouteMatch::Found(&"ab"));
+        // A length that shares `/t`'s bit (2 + 64) is looked up, and routes.
+        let long = format!("/t/{}", "x".repeat(63));
+        assert_eq!(get(&router, "h", &long), RouteMatch::Found(&"t"));
+    }
+
+    #[test]
+    fn a_route_for_the_path_itself_is_not_redirected() {
+        let router = Router::new(vec![
+            redirecting(prefix("/t/"), "t"),
+            route("*", exact("/t"), "exact"),
+            redirecting(prefix("/q/"), "q"),
+            route("*", prefix("/q"), "prefix"),
+            // Unmarked, a regex, or `/` itself: never redirects.
+            route("*", prefix("/plain/"), "plain"),
+            redirecting(PathMatch::Regex(re("^/r/")), "regex"),
+            redirecting(prefix("/"), "root"),
+        ]);
+        assert_eq!(get(&router, "h", "/t"), RouteMatch::Found(&"exact"));
+        assert_eq!(get(&router, "h", "/q"), RouteMatch::Found(&"prefix"));
+        assert_eq!(get(&router, "h", "/plain"), RouteMatch::Found(&"root"));
+        assert_eq!(get(&router, "h", "/r"), RouteMatch::Found(&"root"));
+        assert_eq!(get(&router, "h", ""), RouteMatch::NotFound);
+    }
+
+    #[test]
+    fn an_exact_route_is_redirected_for_before_a_prefix_and_hosts_stay_apart() {
+        let router = Router::new(vec![
+            redirecting(prefix("/t/"), "prefix"),
+            redirecting(exact("/t/"), "exact"),
+            RouteSpec {
+                auto_redirect: true,
+                ..route("a.example", prefix("/only-a/"), "a")
+            },
+        ]);
+        assert_eq!(get(&router, "h", "/t"), redirect(&"exact", "/t/"));
+        assert_eq!(
+            get(&router, "a.example", "/only-a"),
+            redirect(&"a", "/only-a/")
+        );
+        assert_eq!(get(&router, "b.example", "/only-a"), RouteMatch::NotFound);
     }
 
     #[test]
@@ -492,6 +665,7 @@ mod tests {
                 path: prefix("/"),
                 methods: None,
                 value: "shared",
+                auto_redirect: false,
             },
             route("*", prefix("/"), "any"),
         ]);

@@ -240,10 +240,14 @@ pub fn compile(
             PathMatch::Regex(re) => Some(re.clone()),
             _ => None,
         };
+        // nginx redirects a request for a proxied location's path without
+        // its trailing `/` to it (see `crate::route`).
+        let auto_redirect = matches!(target, Target::Upstream { .. });
         specs.push(RouteSpec {
             hosts: route.hosts,
             path: route.path,
             methods: route.methods,
+            auto_redirect,
             value: RouteEntry {
                 name,
                 target,

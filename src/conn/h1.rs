@@ -14,6 +14,15 @@
 //! was not read to its end lingers, reading and dropping what the client
 //! still sends for a moment, so that closing does not reset the answer
 //! away (nginx's `lingering_close`).
+//!
+//! A request whose handler answered without reading its body to the end
+//! (a Lua `ngx.exit`, a 404, a redirect) does not cost the connection:
+//! the rest of the body is read and dropped ([`discard`], nginx's
+//! `ngx_http_discard_request_body`), up to [`DISCARD_BYTES`] and within
+//! `client_body_timeout`, and the next request is read after it. Only a
+//! body that cannot be told apart from what follows it (a decoding error,
+//! a `100 Continue` never sent) or that is larger than the bound closes
+//! the connection, so its bytes are never read as a request.
 
 mod body;
 pub(crate) mod head;
@@ -37,18 +46,26 @@ use super::Limits;
 use super::io::{ClientIo, ReadPhase};
 use crate::body::ClientBody;
 use crate::client_upgrade::{ClientUpgrade, UpgradeSender, Upgraded};
-use crate::h1_framing::{Decoder, Framing};
+use crate::h1_framing::{Decoder, Framing, Step};
 use crate::interim::Interim;
 use crate::proxy::{self, ConnCtx};
 use body::WireBody;
 use head::{BodyFraming, RequestHead};
 use response::{Exchange, Sending};
-use wire::Wire;
+use wire::{BodyState, Wire};
 
 /// How long a closing connection keeps reading what the client still sends.
 const LINGER: Duration = Duration::from_secs(2);
 /// How much a closing connection reads at most while lingering.
 const LINGER_BYTES: usize = 256 * 1024;
+/// How many bytes of a request body its handler left unread (framing
+/// included) the connection reads and drops to stay open. nginx discards
+/// a body of any size; moongate bounds it so that a client cannot keep a
+/// connection reading for as long as it sends. The bound is the lingering
+/// close's: reading that much to keep the connection costs no more than
+/// closing it would, and a body that declares more closes at once (its
+/// response says `Connection: close`).
+const DISCARD_BYTES: usize = LINGER_BYTES;
 
 /// What reading a head ended with. Returned once per request and never
 /// stored, so the head is moved rather than boxed (an allocation each).
@@ -207,7 +224,7 @@ where
         };
         let body = match decoder {
             None => {
-                wire.borrow_mut().body_done = true;
+                wire.borrow_mut().body = BodyState::Done;
                 ClientBody::Empty
             }
             Some(d) => ClientBody::Wire(Box::pin(WireBody::new(wire.clone(), d, expect_continue))),
@@ -218,7 +235,7 @@ where
             parts.extensions.insert(rx);
             tx
         });
-        let ex = Exchange {
+        let mut ex = Exchange {
             version: parts.version,
             head: parts.method == http::Method::HEAD,
             keep_alive,
@@ -240,6 +257,11 @@ where
             return Outcome::Gone;
         };
 
+        // A body left unread that cannot be discarded closes the
+        // connection: the response says so.
+        if ex.keep_alive && !wire.borrow().body_done() && !may_discard(wire) {
+            ex.keep_alive = false;
+        }
         // The response body (and its completion hook: the access log, the
         // connection told the exchange is over) is gone once this is done.
         let (sent, keep_alive, switched) = {
@@ -272,13 +294,80 @@ where
         if switched {
             return upgrade.map_or(Outcome::Gone, Outcome::Switched);
         }
-        let body_done = wire.borrow().body_done;
-        if keep_alive && body_done {
+        let body_done = wire.borrow().body_done();
+        // A body left unread is read and dropped to keep the connection;
+        // a request whose body was read or absent does not get there.
+        if keep_alive && (body_done || discard(wire, ctx).await) {
             Outcome::KeepAlive
         } else {
             Outcome::Close {
                 read_all: body_done,
             }
+        }
+    }
+}
+
+/// Whether the request body its handler left unread may be discarded
+/// once the response is sent ([`discard`]): its decoder was handed back
+/// and says no more than [`DISCARD_BYTES`] are left, or the body is still
+/// held (by a response still to be sent) and is judged afterwards.
+fn may_discard<S>(wire: &Rc<RefCell<Wire<S>>>) -> bool {
+    match wire.borrow().body {
+        BodyState::Unread(p) => p.remaining().is_none_or(|n| n <= DISCARD_BYTES as u64),
+        _ => Rc::strong_count(wire) > 1,
+    }
+}
+
+/// Reads and drops the rest of a request body its handler left unread, so
+/// that the next request's head follows in the buffer (nginx's
+/// `ngx_http_discard_request_body`). At most [`DISCARD_BYTES`] are taken
+/// off the connection for it, and each read must come within
+/// `client_body_timeout`. False when the connection must close instead:
+/// no decoder was handed back (the body failed, a `100 Continue` is owed,
+/// or it is still held), the body is larger than the bound or malformed,
+/// the client is slow or gone.
+async fn discard<S>(wire: &Rc<RefCell<Wire<ClientIo<S>>>>, ctx: &ConnCtx) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if Rc::strong_count(wire) > 1 {
+        return false;
+    }
+    let BodyState::Unread(parked) = wire.borrow().body else {
+        return false;
+    };
+    let mut decoder = Decoder::unpark(parked);
+    let timeout = ctx.shared.snapshot.load().server.client_body_timeout;
+    let mut budget = DISCARD_BYTES;
+    loop {
+        {
+            let mut w = wire.borrow_mut();
+            loop {
+                let before = w.buf.len();
+                let step = decoder.decode(&mut w.buf);
+                let Some(left) = budget.checked_sub(before - w.buf.len()) else {
+                    return false;
+                };
+                budget = left;
+                match step {
+                    Ok(Step::Data(_)) => {}
+                    Ok(Step::Done) => {
+                        w.body = BodyState::Done;
+                        return true;
+                    }
+                    Ok(Step::NeedMore) => break,
+                    Err(_) => return false,
+                }
+            }
+            // Only this much more may be read for the body.
+            if w.buf.len() >= budget {
+                return false;
+            }
+        }
+        let read = poll_fn(|cx| wire.borrow_mut().poll_fill(cx));
+        match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
         }
     }
 }
@@ -313,7 +402,7 @@ where
             // Pending only while the socket is full; polled again then.
             let _ = Pin::new(&mut w.io).poll_flush(cx);
         }
-        while w.body_done && w.buf.len() < max_buf {
+        while w.body_done() && w.buf.len() < max_buf {
             match w.poll_fill(cx) {
                 Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
                 Poll::Ready(Ok(_)) => {}

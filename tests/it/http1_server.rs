@@ -32,7 +32,7 @@ upstream = "o"
 
 /// Reads responses off `s` until `n` whole ones (Content-Length framed)
 /// came, or the connection closed, or [`WAIT`] passed.
-async fn responses(s: &mut TcpStream, n: usize) -> Vec<(String, String)> {
+pub(crate) async fn responses(s: &mut TcpStream, n: usize) -> Vec<(String, String)> {
     let mut buf = Vec::new();
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -72,7 +72,7 @@ fn json(body: &str) -> serde_json::Value {
 }
 
 /// Whether the server closed `s` (EOF within [`WAIT`]).
-async fn closed(s: &mut TcpStream) -> bool {
+pub(crate) async fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 64];
     matches!(
         tokio::time::timeout(WAIT, s.read(&mut b)).await,

@@ -40,5 +40,7 @@ mod examples;
 mod upgrade;
 mod http1_strict;
 mod http1_server;
+mod http1_discard;
+mod route_redirect;
 mod h2;
 mod listen;

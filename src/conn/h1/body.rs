@@ -3,7 +3,9 @@
 //! [`Wire`]'s buffer as the request's handler asks for them. On its first
 //! read, a request that sent `Expect: 100-continue` gets its `100
 //! Continue` (RFC 9110 §10.1.1): a client that is refused before its body
-//! is read never has to send it.
+//! is read never has to send it. A body dropped before its end leaves its
+//! decoder with the [`Wire`] ([`BodyState::Unread`]), so that the
+//! connection can read and drop the rest and go on with the next request.
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -14,6 +16,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::wire::BodyState;
 use super::wire::Wire;
 use crate::body::BoxError;
 use crate::h1_framing::{Decoder, Step};
@@ -26,6 +29,9 @@ pub(crate) struct WireBody<S> {
     decoder: Decoder,
     /// `Some(bytes written)` while a `100 Continue` is owed.
     expect: Option<usize>,
+    /// The body could not be decoded, or the client left mid-body: what
+    /// follows on the connection cannot be told apart from it.
+    failed: bool,
 }
 
 impl<S> WireBody<S> {
@@ -33,12 +39,13 @@ impl<S> WireBody<S> {
     /// client waits for `100 Continue` before sending it.
     pub fn new(wire: Rc<RefCell<Wire<S>>>, decoder: Decoder, expect_continue: bool) -> Self {
         if let Ok(mut w) = wire.try_borrow_mut() {
-            w.body_done = decoder.is_done();
+            w.body = BodyState::of(&decoder);
         }
         WireBody {
             wire,
             decoder,
             expect: expect_continue.then_some(0),
+            failed: false,
         }
     }
 }
@@ -64,20 +71,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Body for WireBody<S> {
         }
         loop {
             match this.decoder.decode(&mut wire.buf) {
-                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                Err(e) => {
+                    this.failed = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
                 Ok(Step::Data(b)) => {
-                    wire.body_done = this.decoder.is_done();
+                    wire.body = BodyState::of(&this.decoder);
                     return Poll::Ready(Some(Ok(Frame::data(b))));
                 }
                 Ok(Step::Done) => {
-                    wire.body_done = true;
+                    wire.body = BodyState::Done;
                     return Poll::Ready(None);
                 }
                 Ok(Step::NeedMore) => {}
             }
             match std::task::ready!(wire.poll_fill(cx)) {
-                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                Err(e) => {
+                    this.failed = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
                 Ok(0) => {
+                    this.failed = true;
                     return Poll::Ready(Some(Err(
                         "the client closed the connection before the body was complete".into(),
                     )));
@@ -93,6 +107,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Body for WireBody<S> {
 
     fn size_hint(&self) -> SizeHint {
         self.decoder.size_hint()
+    }
+}
+
+impl<S> Drop for WireBody<S> {
+    /// A body left before its end hands its decoder to the wire, unless it
+    /// failed or a `100 Continue` is still owed (the client may never send
+    /// the body): then nothing is handed over and the connection closes.
+    fn drop(&mut self) {
+        if self.decoder.is_done() || self.failed || self.expect.is_some() {
+            return;
+        }
+        if let (Ok(mut w), Some(parked)) = (self.wire.try_borrow_mut(), self.decoder.park()) {
+            w.body = BodyState::Unread(parked);
+        }
     }
 }
 
@@ -123,7 +151,7 @@ mod tests {
     #[tokio::test]
     async fn continue_is_sent_on_the_first_read_then_the_body_is_read() {
         let (b, mut client, wire) = body(Framing::Length(4), true);
-        assert!(!wire.borrow().body_done);
+        assert!(!wire.borrow().body_done());
         let reader = tokio::spawn(async move {
             let mut got = [0u8; CONTINUE.len()];
             client.read_exact(&mut got).await.unwrap();
@@ -134,7 +162,7 @@ mod tests {
         });
         let data = b.collect().await.unwrap().to_bytes();
         assert_eq!(&data[..], b"data");
-        assert!(wire.borrow().body_done);
+        assert!(wire.borrow().body_done());
         drop(reader.await.unwrap());
     }
 
@@ -166,6 +194,6 @@ mod tests {
         drop(client);
         let err = b.collect().await.err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("closed")));
-        assert!(!wire.borrow().body_done);
+        assert!(!wire.borrow().body_done());
     }
 }
