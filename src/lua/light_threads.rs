@@ -1,0 +1,529 @@
+//! A request's light threads (`ngx.thread.spawn`), scheduled as ngx_lua
+//! schedules them: the entry thread (the phase handler) and the user
+//! threads it spawns run one at a time, in the order ngx_lua would run
+//! them, and the phase ends when they all have, or at once when any of
+//! them calls `ngx.exit` (or `ngx.exec`, `ngx.redirect`), which aborts the
+//! others.
+//!
+//! ngx_lua's rules, kept here: `spawn` posts the parent to the back of the
+//! run queue and runs the new thread at once until it first waits; a
+//! thread that yields (`coroutine.yield`) or whose wait ends goes to the
+//! back of the queue; a parent waiting (`ngx.thread.wait`) on a thread that
+//! ends runs next. A finished thread whose parent is alive and not
+//! waiting is a "zombie" keeping its results for `wait`; it is dead once
+//! waited, killed, or its parent ends.
+//!
+//! [`drive`] runs a phase handler. Until the handler spawns a thread it
+//! polls the handler directly, with nothing allocated; the first `spawn`
+//! makes the request's [`Scheduler`], and from then on every thread (the
+//! entry one included) is polled with a waker of its own that queues it.
+//! The API side (`ngx.thread.*`, `coroutine.status`) is in
+//! [`crate::lua::api::tasks`] and [`crate::lua::api`]'s coroutine module.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use mlua::{MultiValue, Thread};
+
+use super::budget::Ran;
+use super::request::ReqCtx;
+
+/// The entry thread's id.
+pub const ENTRY: usize = 0;
+
+/// How a user thread ran: what its coroutine's future gives.
+pub type ThreadRun = Ran<mlua::Result<MultiValue>>;
+
+/// A user thread's coroutine, under its time budget.
+pub type ThreadFuture = Pin<Box<dyn Future<Output = ThreadRun>>>;
+
+/// The light-thread state of one request (a field of [`ReqCtx`]): empty,
+/// and free, until a handler spawns a thread.
+#[derive(Default)]
+pub struct LightThreads {
+    /// Set while [`drive`] polls a handler of the request: only then may it
+    /// spawn threads into the request.
+    driving: Cell<bool>,
+    /// Made by the first `spawn` of a phase, dropped when the phase ends.
+    scheduler: RefCell<Option<Rc<Scheduler>>>,
+}
+
+impl LightThreads {
+    /// The scheduler of the running phase, made on first use; `None`
+    /// outside [`drive`] (e.g. in an `ngx.on_abort` callback).
+    pub fn scheduler(&self) -> Option<Rc<Scheduler>> {
+        if !self.driving.get() {
+            return None;
+        }
+        Some(
+            self.scheduler
+                .borrow_mut()
+                .get_or_insert_with(|| Rc::new(Scheduler::new()))
+                .clone(),
+        )
+    }
+
+    /// The scheduler of the running phase, if a thread was spawned in it.
+    pub fn existing(&self) -> Option<Rc<Scheduler>> {
+        self.scheduler.borrow().clone()
+    }
+}
+
+/// What a user thread is.
+enum State {
+    /// Not finished (running, waiting on I/O or posted).
+    Running,
+    /// Finished while its parent is alive and not waiting on it: its
+    /// results wait for `ngx.thread.wait`.
+    Zombie(ThreadRun),
+    /// Waited for, killed, or finished with its parent gone.
+    Dead,
+}
+
+/// One user thread.
+struct Slot {
+    /// Its coroutine (what `spawn` returns; identity for `wait`, `kill`
+    /// and `coroutine.status`).
+    co: Thread,
+    /// The thread that spawned it.
+    parent: usize,
+    /// The coroutine that called `spawn` (only it may wait or kill).
+    parent_co: *const std::ffi::c_void,
+    state: State,
+    /// Its parent is waiting on it.
+    waited: bool,
+    /// Its future; taken out while it is polled.
+    future: Option<ThreadFuture>,
+    waker: Waker,
+}
+
+/// The run queue, shared with the threads' wakers (which must be `Send`).
+struct Queue {
+    ids: VecDeque<usize>,
+    /// The waker of the task driving the phase.
+    driver: Option<Waker>,
+}
+
+/// Queues its thread and wakes the driver.
+struct ThreadWaker {
+    id: usize,
+    queue: Arc<Mutex<Queue>>,
+}
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let driver = {
+            let Ok(mut q) = self.queue.lock() else {
+                return;
+            };
+            if !q.ids.contains(&self.id) {
+                q.ids.push_back(self.id);
+            }
+            q.driver.clone()
+        };
+        if let Some(w) = driver {
+            w.wake();
+        }
+    }
+}
+
+/// A user thread as `wait`, `kill` and `coroutine.status` find it.
+pub struct Found {
+    id: usize,
+    /// Whether the caller is the coroutine that spawned it.
+    pub by_parent: bool,
+}
+
+/// What `coroutine.status` says of a user thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Alive (running, waiting, or posted).
+    Running,
+    /// Finished, results not yet waited for.
+    Zombie,
+    /// Gone.
+    Dead,
+}
+
+/// The threads of one request's running phase.
+pub struct Scheduler {
+    /// User threads by id - 1 (id 0 is the entry thread).
+    slots: RefCell<Vec<Slot>>,
+    queue: Arc<Mutex<Queue>>,
+    /// The thread being polled.
+    current: Cell<usize>,
+    /// The entry thread has not finished.
+    entry_alive: Cell<bool>,
+    entry_waker: Waker,
+}
+
+impl Scheduler {
+    fn new() -> Scheduler {
+        let queue = Arc::new(Mutex::new(Queue {
+            ids: VecDeque::new(),
+            driver: None,
+        }));
+        let entry_waker = Waker::from(Arc::new(ThreadWaker {
+            id: ENTRY,
+            queue: queue.clone(),
+        }));
+        Scheduler {
+            slots: RefCell::default(),
+            queue,
+            current: Cell::new(ENTRY),
+            entry_alive: Cell::new(true),
+            entry_waker,
+        }
+    }
+
+    /// Adds a user thread spawned by the running thread from coroutine
+    /// `parent_co`, posts the running thread, and runs the new one until
+    /// it first waits (ngx_lua's `spawn`).
+    pub fn spawn(&self, co: Thread, parent_co: *const std::ffi::c_void, future: ThreadFuture) {
+        let parent = self.current.get();
+        let id = {
+            let mut slots = self.slots.borrow_mut();
+            let id = slots.len() + 1;
+            slots.push(Slot {
+                co,
+                parent,
+                parent_co,
+                state: State::Running,
+                waited: false,
+                future: Some(future),
+                waker: Waker::from(Arc::new(ThreadWaker {
+                    id,
+                    queue: self.queue.clone(),
+                })),
+            });
+            id
+        };
+        self.post(parent, false);
+        self.resume(id);
+    }
+
+    /// Queues thread `id` (first when `now`).
+    fn post(&self, id: usize, now: bool) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.ids.retain(|&i| i != id);
+            if now {
+                q.ids.push_front(id);
+            } else {
+                q.ids.push_back(id);
+            }
+        }
+    }
+
+    fn pop(&self) -> Option<usize> {
+        self.queue.lock().ok()?.ids.pop_front()
+    }
+
+    /// Polls user thread `id` once, if it is alive.
+    fn resume(&self, id: usize) {
+        let taken = {
+            let mut slots = self.slots.borrow_mut();
+            match slots.get_mut(id - 1) {
+                Some(slot) if matches!(slot.state, State::Running) => {
+                    slot.future.take().map(|f| (f, slot.waker.clone()))
+                }
+                _ => None,
+            }
+        };
+        let Some((mut future, waker)) = taken else {
+            return;
+        };
+        let previous = self.current.replace(id);
+        let polled = future.as_mut().poll(&mut Context::from_waker(&waker));
+        self.current.set(previous);
+        match polled {
+            Poll::Pending => {
+                if let Some(slot) = self.slots.borrow_mut().get_mut(id - 1)
+                    && matches!(slot.state, State::Running)
+                {
+                    slot.future = Some(future);
+                }
+            }
+            Poll::Ready(out) => {
+                drop(future);
+                self.finished(id, Some(out));
+            }
+        }
+    }
+
+    /// Thread `id` ended (`out` is a user thread's result): its zombie
+    /// children die, and it becomes a zombie for its parent (which runs
+    /// next if it waits on it), or dead.
+    fn finished(&self, id: usize, out: Option<ThreadRun>) {
+        let mut slots = self.slots.borrow_mut();
+        for slot in slots.iter_mut().filter(|s| s.parent == id) {
+            if matches!(slot.state, State::Zombie(_)) {
+                slot.state = State::Dead;
+            }
+        }
+        let Some(out) = out else {
+            self.entry_alive.set(false);
+            return;
+        };
+        if let Ran::Done(Err(e)) = &out {
+            tracing::error!(target: "moongate::lua", "lua user thread aborted: {e}");
+        }
+        let alive = |p: usize| {
+            if p == ENTRY {
+                self.entry_alive.get()
+            } else {
+                slots
+                    .get(p - 1)
+                    .is_some_and(|s| matches!(s.state, State::Running))
+            }
+        };
+        let Some(slot) = slots.get(id - 1) else {
+            return;
+        };
+        let (parent, waited) = (slot.parent, slot.waited);
+        let state = if alive(parent) {
+            State::Zombie(out)
+        } else {
+            State::Dead
+        };
+        if let Some(slot) = slots.get_mut(id - 1) {
+            slot.state = state;
+        }
+        drop(slots);
+        if waited {
+            self.post(parent, true);
+        }
+    }
+
+    /// The user thread whose coroutine is `co`, as the coroutine
+    /// `caller` sees it.
+    pub fn find(&self, co: &Thread, caller: *const std::ffi::c_void) -> Option<Found> {
+        let p = co.to_pointer();
+        self.slots
+            .borrow()
+            .iter()
+            .position(|s| s.co.to_pointer() == p)
+            .map(|i| Found {
+                id: i + 1,
+                by_parent: self.slots.borrow()[i].parent_co == caller,
+            })
+    }
+
+    /// What `coroutine.status` says of `co`, if it is a user thread here.
+    pub fn status(&self, co: &Thread) -> Option<Status> {
+        let p = co.to_pointer();
+        self.slots
+            .borrow()
+            .iter()
+            .find(|s| s.co.to_pointer() == p)
+            .map(|s| match s.state {
+                State::Running => Status::Running,
+                State::Zombie(_) => Status::Zombie,
+                State::Dead => Status::Dead,
+            })
+    }
+
+    /// The thread's status.
+    pub fn status_of(&self, t: &Found) -> Status {
+        match self.slots.borrow().get(t.id - 1).map(|s| &s.state) {
+            Some(State::Running) => Status::Running,
+            Some(State::Zombie(_)) => Status::Zombie,
+            _ => Status::Dead,
+        }
+    }
+
+    /// Takes a zombie's results (it is dead after).
+    pub fn reap(&self, t: &Found) -> Option<ThreadRun> {
+        let mut slots = self.slots.borrow_mut();
+        let slot = slots.get_mut(t.id - 1)?;
+        if !matches!(slot.state, State::Zombie(_)) {
+            return None;
+        }
+        slot.waited = false;
+        match std::mem::replace(&mut slot.state, State::Dead) {
+            State::Zombie(out) => Some(out),
+            _ => None,
+        }
+    }
+
+    /// Marks whether the thread's parent waits on it.
+    pub fn set_waited(&self, t: &Found, waited: bool) {
+        if let Some(slot) = self.slots.borrow_mut().get_mut(t.id - 1) {
+            slot.waited = waited;
+        }
+    }
+
+    /// Kills a thread (`ngx.thread.kill`): dead at once, its pending
+    /// operation dropped.
+    pub fn kill(&self, t: &Found) {
+        let future = {
+            let mut slots = self.slots.borrow_mut();
+            let Some(slot) = slots.get_mut(t.id - 1) else {
+                return;
+            };
+            slot.state = State::Dead;
+            slot.future.take()
+        };
+        drop(future);
+        self.finished_children(t.id);
+    }
+
+    /// A killed thread's zombie children die with it.
+    fn finished_children(&self, id: usize) {
+        for slot in self
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter(|s| s.parent == id)
+        {
+            if matches!(slot.state, State::Zombie(_)) {
+                slot.state = State::Dead;
+            }
+        }
+    }
+
+    /// User threads not finished.
+    fn running(&self) -> usize {
+        self.slots
+            .borrow()
+            .iter()
+            .filter(|s| matches!(s.state, State::Running))
+            .count()
+    }
+
+    /// Drops every thread (the phase is over).
+    fn abort_all(&self) {
+        let futures: Vec<_> = self
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|s| {
+                s.state = State::Dead;
+                s.future.take()
+            })
+            .collect();
+        drop(futures);
+    }
+}
+
+/// Runs `entry` (a phase handler of `req`) and the light threads it
+/// spawns until the phase is over: all have finished (the entry thread's
+/// result is returned), one called `ngx.exit` (`Ran::Exited`; the others
+/// are dropped where they wait), or the entry thread failed.
+pub async fn drive<F>(req: &ReqCtx, entry: F) -> Ran<mlua::Result<()>>
+where
+    F: Future<Output = Ran<mlua::Result<()>>>,
+{
+    let mut entry = std::pin::pin!(entry);
+    let mut ended: Option<Ran<mlua::Result<()>>> = None;
+    let light = &req.light;
+    let out = std::future::poll_fn(|cx| {
+        light.driving.set(true);
+        let out = step(req, entry.as_mut(), &mut ended, cx);
+        light.driving.set(false);
+        out
+    })
+    .await;
+    if let Some(s) = light.scheduler.borrow_mut().take() {
+        s.abort_all();
+    }
+    out
+}
+
+/// One poll of [`drive`].
+fn step<F>(
+    req: &ReqCtx,
+    mut entry: Pin<&mut F>,
+    ended: &mut Option<Ran<mlua::Result<()>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Ran<mlua::Result<()>>>
+where
+    F: Future<Output = Ran<mlua::Result<()>>>,
+{
+    let scheduler = req.light.existing();
+    let Some(s) = scheduler else {
+        // No thread spawned yet: the entry thread alone, on the task's waker.
+        if let Poll::Ready(out) = entry.as_mut().poll(cx) {
+            *ended = Some(out);
+        }
+        return match req.light.existing() {
+            Some(s) => {
+                if ended.is_some() {
+                    s.entry_ended();
+                }
+                run(req, &s, entry, ended, cx)
+            }
+            None => ended.take().map_or(Poll::Pending, Poll::Ready),
+        };
+    };
+    run(req, &s, entry, ended, cx)
+}
+
+impl Scheduler {
+    /// The entry thread finished.
+    fn entry_ended(&self) {
+        if self.entry_alive.get() {
+            self.finished(ENTRY, None);
+        }
+    }
+}
+
+/// Runs the queued threads until none is left, then says whether the
+/// phase is over.
+fn run<F>(
+    req: &ReqCtx,
+    s: &Scheduler,
+    mut entry: Pin<&mut F>,
+    ended: &mut Option<Ran<mlua::Result<()>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Ran<mlua::Result<()>>>
+where
+    F: Future<Output = Ran<mlua::Result<()>>>,
+{
+    if let Ok(mut q) = s.queue.lock()
+        && !q.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+    {
+        q.driver = Some(cx.waker().clone());
+    }
+    loop {
+        // ngx.exit (exec, redirect) in any thread, or the entry thread's
+        // failure, ends the phase and aborts every other thread.
+        if req.exit_status().is_some() {
+            s.abort_all();
+            return Poll::Ready(Ran::Exited);
+        }
+        if matches!(ended, Some(Ran::Done(Err(_)) | Ran::TimedOut | Ran::Exited)) {
+            s.abort_all();
+            return ended.take().map_or(Poll::Pending, Poll::Ready);
+        }
+        let Some(id) = s.pop() else { break };
+        if id != ENTRY {
+            s.resume(id);
+            continue;
+        }
+        if ended.is_some() {
+            continue;
+        }
+        let previous = s.current.replace(ENTRY);
+        let polled = entry
+            .as_mut()
+            .poll(&mut Context::from_waker(&s.entry_waker));
+        s.current.set(previous);
+        if let Poll::Ready(out) = polled {
+            *ended = Some(out);
+            s.entry_ended();
+        }
+    }
+    if ended.is_some() && s.running() == 0 {
+        return ended.take().map_or(Poll::Pending, Poll::Ready);
+    }
+    Poll::Pending
+}
