@@ -31,7 +31,6 @@ use std::task::{Context, Poll, Wake, Waker};
 use mlua::{MultiValue, Thread};
 
 use super::budget::Ran;
-use super::request::ReqCtx;
 
 /// The entry thread's id.
 pub const ENTRY: usize = 0;
@@ -42,8 +41,9 @@ pub type ThreadRun = Ran<mlua::Result<MultiValue>>;
 /// A user thread's coroutine, under its time budget.
 pub type ThreadFuture = Pin<Box<dyn Future<Output = ThreadRun>>>;
 
-/// The light-thread state of one request (a field of [`ReqCtx`]): empty,
-/// and free, until a handler spawns a thread.
+/// The light-thread state of one request (a field of its
+/// [`ReqCtx`](super::request::ReqCtx)) or timer callback: empty, and
+/// free, until a handler spawns a thread.
 #[derive(Default)]
 pub struct LightThreads {
     /// Set while [`drive`] polls a handler of the request: only then may it
@@ -51,6 +51,8 @@ pub struct LightThreads {
     driving: Cell<bool>,
     /// Made by the first `spawn` of a phase, dropped when the phase ends.
     scheduler: RefCell<Option<Rc<Scheduler>>>,
+    /// `ngx.exit` in a timer callback (a request keeps its own exit status).
+    exited: Cell<bool>,
 }
 
 impl LightThreads {
@@ -66,6 +68,17 @@ impl LightThreads {
                 .get_or_insert_with(|| Rc::new(Scheduler::new()))
                 .clone(),
         )
+    }
+
+    /// Records `ngx.exit` in a timer callback: the callback and its
+    /// threads end.
+    pub fn exit(&self) {
+        self.exited.set(true);
+    }
+
+    /// Whether a timer callback (or one of its threads) called `ngx.exit`.
+    pub fn exited(&self) -> bool {
+        self.exited.get()
     }
 
     /// The scheduler of the running phase, if a thread was spawned in it.
@@ -414,33 +427,50 @@ impl Scheduler {
     }
 }
 
-/// Runs `entry` (a phase handler of `req`) and the light threads it
-/// spawns until the phase is over: all have finished (the entry thread's
-/// result is returned), one called `ngx.exit` (`Ran::Exited`; the others
-/// are dropped where they wait), or the entry thread failed.
-pub async fn drive<F>(req: &ReqCtx, entry: F) -> Ran<mlua::Result<()>>
+/// Runs `entry` (a phase handler, or a timer callback) and the light
+/// threads it spawns into `light` until it is over: all have finished
+/// (the entry thread's result is returned), one called `ngx.exit`
+/// (`exited()` says so; `Ran::Exited`, the others are dropped where they
+/// wait), or the entry thread failed.
+pub async fn drive<F>(
+    light: &LightThreads,
+    exited: impl Fn() -> bool,
+    entry: F,
+) -> Ran<mlua::Result<()>>
 where
     F: Future<Output = Ran<mlua::Result<()>>>,
 {
+    // Whether the phase ends or is abandoned (the client went away), its
+    // threads go: they hold the request, which holds them.
+    let _threads = Abandon(light);
     let mut entry = std::pin::pin!(entry);
     let mut ended: Option<Ran<mlua::Result<()>>> = None;
-    let light = &req.light;
-    let out = std::future::poll_fn(|cx| {
+    std::future::poll_fn(|cx| {
         light.driving.set(true);
-        let out = step(req, entry.as_mut(), &mut ended, cx);
+        let out = step(light, &exited, entry.as_mut(), &mut ended, cx);
         light.driving.set(false);
         out
     })
-    .await;
-    if let Some(s) = light.scheduler.borrow_mut().take() {
-        s.abort_all();
+    .await
+}
+
+/// Drops the threads of a phase when it ends or is dropped.
+struct Abandon<'l>(&'l LightThreads);
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        self.0.driving.set(false);
+        let scheduler = self.0.scheduler.borrow_mut().take();
+        if let Some(s) = scheduler {
+            s.abort_all();
+        }
     }
-    out
 }
 
 /// One poll of [`drive`].
 fn step<F>(
-    req: &ReqCtx,
+    light: &LightThreads,
+    exited: &impl Fn() -> bool,
     mut entry: Pin<&mut F>,
     ended: &mut Option<Ran<mlua::Result<()>>>,
     cx: &mut Context<'_>,
@@ -448,23 +478,26 @@ fn step<F>(
 where
     F: Future<Output = Ran<mlua::Result<()>>>,
 {
-    let scheduler = req.light.existing();
+    let scheduler = light.existing();
     let Some(s) = scheduler else {
         // No thread spawned yet: the entry thread alone, on the task's waker.
         if let Poll::Ready(out) = entry.as_mut().poll(cx) {
             *ended = Some(out);
         }
-        return match req.light.existing() {
+        if exited() {
+            return Poll::Ready(Ran::Exited);
+        }
+        return match light.existing() {
             Some(s) => {
                 if ended.is_some() {
                     s.entry_ended();
                 }
-                run(req, &s, entry, ended, cx)
+                run(&s, exited, entry, ended, cx)
             }
             None => ended.take().map_or(Poll::Pending, Poll::Ready),
         };
     };
-    run(req, &s, entry, ended, cx)
+    run(&s, exited, entry, ended, cx)
 }
 
 impl Scheduler {
@@ -479,8 +512,8 @@ impl Scheduler {
 /// Runs the queued threads until none is left, then says whether the
 /// phase is over.
 fn run<F>(
-    req: &ReqCtx,
     s: &Scheduler,
+    exited: &impl Fn() -> bool,
     mut entry: Pin<&mut F>,
     ended: &mut Option<Ran<mlua::Result<()>>>,
     cx: &mut Context<'_>,
@@ -496,7 +529,7 @@ where
     loop {
         // ngx.exit (exec, redirect) in any thread, or the entry thread's
         // failure, ends the phase and aborts every other thread.
-        if req.exit_status().is_some() {
+        if exited() {
             s.abort_all();
             return Poll::Ready(Ran::Exited);
         }

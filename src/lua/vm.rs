@@ -226,7 +226,7 @@ impl Vm {
             Some(req.clone()),
             self.program.settings.time_budget,
         );
-        match light_threads::drive(req, entry).await {
+        match light_threads::drive(&req.light, || req.exit_status().is_some(), entry).await {
             Ran::Done(Ok(())) => match req.exit_status() {
                 Some(code) => Outcome::Exit(code),
                 None => Outcome::Next,
@@ -255,8 +255,10 @@ impl Vm {
         let budget = self.program.settings.time_budget;
         tokio::task::spawn_local(async move {
             let run = callback.call_async::<()>(());
-            if let Ran::Done(Err(e)) = Budgeted::new(&worker.running, run, Some(req), budget).await
-            {
+            let run = Budgeted::new(&worker.running, run, Some(req.clone()), budget);
+            // It may spawn light threads, as a phase handler.
+            let exited = || req.exit_status().is_some();
+            if let Ran::Done(Err(e)) = light_threads::drive(&req.light, exited, run).await {
                 tracing::error!(target: "moongate::lua", "ngx.on_abort callback failed: {e}");
             }
         });

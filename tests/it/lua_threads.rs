@@ -254,8 +254,8 @@ ngx.say("done")
     );
 }
 
-/// A timer callback's light threads (outside any request) run as tasks of
-/// their own; `wait` and `kill` work on them.
+/// A timer callback's light threads (outside any request) are scheduled
+/// as a request's: coroutines, waited for and killed the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn light_threads_in_a_timer() {
     let origin = Origin::named("origin").await;
@@ -267,17 +267,32 @@ lua.content_inline = '''
 ngx.timer.at(0, function()
     local a = ngx.thread.spawn(function() ngx.sleep(0.02); return "a" end)
     local b = ngx.thread.spawn(function() ngx.sleep(5) end)
+    local before = type(a) .. " " .. coroutine.status(a)
     local ok, v = ngx.thread.wait(a)
-    _G.timer = tostring(ok) .. " " .. v .. " " .. tostring(ngx.thread.kill(b))
+    _G.timer = table.concat({ before, tostring(ok), v, coroutine.status(a),
+        tostring(ngx.thread.kill(b)), coroutine.status(b) }, " ")
+end)
+-- ngx.exit in a thread ends the callback and its other threads
+ngx.timer.at(0, function()
+    ngx.thread.spawn(function()
+        ngx.sleep(0.02)
+        _G.exited = "exited"
+        ngx.exit(0)
+    end)
+    ngx.sleep(0.1)
+    _G.exited = "the entry thread ran on"
 end)
 ngx.say("armed")
 '''
 
 [[route]]
 path_exact = "/check"
-lua.content_inline = 'ngx.sleep(0.3) ngx.say(tostring(_G.timer))'
+lua.content_inline = 'ngx.sleep(0.3) ngx.say(tostring(_G.timer), "|", tostring(_G.exited))'
 "#,
     ));
     assert_eq!(get(&mg.url("/arm")).await.2, "armed\n");
-    assert_eq!(get(&mg.url("/check")).await.2, "true a 1\n");
+    assert_eq!(
+        get(&mg.url("/check")).await.2,
+        "thread running true a dead 1 dead|exited\n"
+    );
 }

@@ -11,9 +11,10 @@
 //! and `ngx.worker.exiting()` is true there. Requests still in flight on
 //! the old VM finish normally.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::err;
 use crate::lua::Phase;
 use crate::lua::budget::{self, Budgeted, Ran};
+use crate::lua::light_threads::{self, LightThreads};
 use crate::lua::worker::{self, LuaWorker};
 
 mod thread;
@@ -42,6 +44,8 @@ pub struct Timers {
     running: Cell<usize>,
     /// Set while `init_worker` runs.
     init_worker: Cell<bool>,
+    /// The light threads of the timer callback being polled.
+    threads: RefCell<Option<Rc<LightThreads>>>,
 }
 
 /// Set on a VM (as its app data) when a newer configuration's VM replaced
@@ -100,16 +104,27 @@ impl Timers {
     }
 }
 
-/// Marks the wrapped future as timer code of `timers` while it is polled.
-struct TimerScope<'t, F>(&'t Timers, Pin<Box<F>>);
+/// Marks the wrapped future as timer code of `timers`, whose light threads
+/// are those of the given set, while it is polled.
+struct TimerScope<'t, F>(&'t Timers, Rc<LightThreads>, Pin<Box<F>>);
 
 impl<F: Future> Future for TimerScope<'_, F> {
     type Output = F::Output;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let before = self.0.in_timer.replace(true);
-        let out = self.1.as_mut().poll(cx);
-        self.0.in_timer.set(before);
+        let this = &mut *self;
+        let before = this.0.in_timer.replace(true);
+        let threads = this.0.threads.replace(Some(this.1.clone()));
+        let out = this.2.as_mut().poll(cx);
+        *this.0.threads.borrow_mut() = threads;
+        this.0.in_timer.set(before);
         out
+    }
+}
+
+impl Timers {
+    /// The light threads of the timer callback running, if one is.
+    pub(super) fn light_threads(&self) -> Option<Rc<LightThreads>> {
+        self.threads.borrow().clone()
     }
 }
 
@@ -129,20 +144,21 @@ async fn fire(
         .create_thread(callback)
         .and_then(|t| t.into_async::<()>(call));
     match run {
-        Ok(fut) => match TimerScope(
-            timers,
-            Box::pin(Budgeted::new(&worker.running, fut, None, budget)),
-        )
-        .await
-        {
-            Ran::Done(Err(e)) => {
-                tracing::error!(target: "moongate::lua", "timer callback failed: {e}")
+        Ok(fut) => {
+            // A timer's light threads are scheduled as a request's.
+            let threads = Rc::new(LightThreads::default());
+            let entry = Budgeted::new(&worker.running, fut, None, budget);
+            let run = light_threads::drive(&threads, || threads.exited(), entry);
+            match TimerScope(timers, threads.clone(), Box::pin(run)).await {
+                Ran::Done(Err(e)) => {
+                    tracing::error!(target: "moongate::lua", "timer callback failed: {e}")
+                }
+                Ran::TimedOut => {
+                    tracing::error!(target: "moongate::lua", "timer callback stopped: {}", budget::TIMEOUT_MESSAGE)
+                }
+                _ => {}
             }
-            Ran::TimedOut => {
-                tracing::error!(target: "moongate::lua", "timer callback stopped: {}", budget::TIMEOUT_MESSAGE)
-            }
-            _ => {}
-        },
+        }
         Err(e) => tracing::error!(target: "moongate::lua", "timer callback failed: {e}"),
     }
     timers.running.set(timers.running.get().saturating_sub(1));

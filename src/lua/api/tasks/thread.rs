@@ -1,35 +1,18 @@
-//! `ngx.thread.spawn` / `wait` / `kill`. In a request's phase handler a
-//! light thread is a coroutine of the request, scheduled with the entry
+//! `ngx.thread.spawn` / `wait` / `kill`. A light thread is a coroutine of
+//! the request (or timer callback) that spawns it, scheduled with its entry
 //! thread by [`crate::lua::light_threads`]; what `spawn` returns is that
 //! coroutine (`type(t) == "thread"`, `coroutine.status(t)`), as in ngx_lua.
-//! Outside a request (timer callbacks) a light thread runs as a task of
-//! its own and `spawn` returns a handle for `wait` and `kill`.
 
-use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
-use mlua::{
-    AnyUserData, Function, Lua, MultiValue, Table, Thread, UserData, UserDataMethods, Value,
-    Variadic,
-};
-use tokio::task::JoinHandle;
+use mlua::{Function, Lua, MultiValue, Table, Thread, Value, Variadic};
 
 use crate::lua::budget::{self, Budgeted, Ran};
 use crate::lua::light_threads::{Found, Scheduler, Status, ThreadFuture, ThreadRun};
+use crate::lua::request::ReqCtx;
 use crate::lua::worker;
-
-/// A light thread spawned outside a request: its task.
-struct Detached {
-    task: RefCell<Option<JoinHandle<ThreadRun>>>,
-}
-
-impl UserData for Detached {
-    fn add_methods<M: UserDataMethods<Self>>(_: &mut M) {}
-}
 
 /// `nil, message`.
 fn fail(lua: &Lua, message: &str) -> mlua::Result<MultiValue> {
@@ -92,11 +75,32 @@ fn strip_position(m: &str) -> &str {
     m
 }
 
-/// The running request's light-thread scheduler, when the running code
-/// is one of its phase handlers (or their threads).
-fn scheduler(lua: &Lua) -> mlua::Result<Option<Rc<Scheduler>>> {
+/// A scheduler and the request (none for a timer) its threads belong to.
+type Home = (Rc<Scheduler>, Option<Rc<ReqCtx>>);
+
+/// The scheduler of the running request's phase (or timer callback),
+/// made on first use, and that request; `None` where no light thread may
+/// run (`init_worker`, an `ngx.on_abort`... outside its handler).
+fn scheduler(lua: &Lua) -> mlua::Result<Option<Home>> {
     let worker = worker::of(lua)?;
-    Ok(worker.running.current().and_then(|r| r.light.scheduler()))
+    Ok(match worker.running.current() {
+        Some(r) => r.light.scheduler().map(|s| (s, Some(r))),
+        None => worker
+            .timers
+            .light_threads()
+            .and_then(|l| l.scheduler())
+            .map(|s| (s, None)),
+    })
+}
+
+/// The scheduler of the running phase (or timer callback), if it spawned
+/// a thread.
+fn existing(lua: &Lua) -> mlua::Result<Option<Rc<Scheduler>>> {
+    let worker = worker::of(lua)?;
+    Ok(match worker.running.current() {
+        Some(r) => r.light.existing(),
+        None => worker.timers.light_threads().and_then(|l| l.existing()),
+    })
 }
 
 /// The light thread `v` (argument `i` of `name`) of the request.
@@ -114,13 +118,13 @@ fn find(lua: &Lua, s: &Scheduler, v: &Value, i: usize, name: &str) -> mlua::Resu
 /// `coroutine.status` of a light thread of the running request:
 /// "running" (alive), "zombie" or "dead"; nil for any other coroutine.
 pub(in crate::lua::api) fn status(lua: &Lua, co: &Thread) -> mlua::Result<Option<&'static str>> {
-    let worker = worker::of(lua)?;
-    let s = worker.running.current().and_then(|r| r.light.existing());
-    Ok(s.and_then(|s| s.status(co)).map(|st| match st {
-        Status::Running => "running",
-        Status::Zombie => "zombie",
-        Status::Dead => "dead",
-    }))
+    Ok(existing(lua)?
+        .and_then(|s| s.status(co))
+        .map(|st| match st {
+            Status::Running => "running",
+            Status::Zombie => "zombie",
+            Status::Dead => "dead",
+        }))
 }
 
 pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<()> {
@@ -128,17 +132,21 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
     thread.set(
         "spawn",
         lua.create_async_function(move |lua, (f, args): (Function, MultiValue)| async move {
-            let worker = worker::of(&lua)?.clone();
-            let req = worker.running.current();
-            let Some((req, s)) = req.clone().zip(scheduler(&lua)?) else {
-                return spawn_detached(&lua, f, args, budget).await;
+            let Some((s, req)) = scheduler(&lua)? else {
+                let worker = worker::of(&lua)?;
+                let phase = match worker.running.current() {
+                    Some(r) => r.phase.get(),
+                    None => worker.timers.phase_outside_requests(),
+                };
+                return Err(phase.disabled());
             };
+            let worker = worker::of(&lua)?.clone();
             let parent = lua.current_thread().to_pointer();
             let co = lua.create_thread(f)?;
             let fut = co.clone().into_async::<MultiValue>(args)?;
             let run: ThreadFuture = Box::pin(async move {
                 let worker = worker;
-                Budgeted::new(&worker.running, fut, Some(req), budget).await
+                Budgeted::new(&worker.running, fut, req, budget).await
             });
             // Runs the thread until it first waits and posts this one.
             s.spawn(co.clone(), parent, run);
@@ -164,11 +172,10 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
                     "at least one coroutine should be specified",
                 ));
             }
-            if threads.iter().all(|v| matches!(v, Value::UserData(_))) {
-                return wait_detached(&lua, threads).await;
-            }
-            let Some(s) = scheduler(&lua)? else {
-                return Err(mlua::Error::runtime("no request ctx found"));
+            let Some(s) = existing(&lua)? else {
+                return Err(mlua::Error::runtime(
+                    "attempt to wait on a coroutine that is not a user thread",
+                ));
             };
             let mut found = Vec::with_capacity(threads.len());
             for (i, v) in threads.iter().enumerate() {
@@ -207,16 +214,13 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
     thread.set(
         "kill",
         lua.create_function(|lua, t: Value| {
-            if let Value::UserData(ud) = &t {
-                return kill_detached(lua, ud);
-            }
-            let Some(s) = scheduler(lua)? else {
-                return Err(mlua::Error::runtime("no request ctx found"));
-            };
             let Value::Thread(co) = &t else {
                 return Err(mlua::Error::runtime(
                     "bad argument #1 to 'kill' (lua thread expected)",
                 ));
+            };
+            let Some(s) = existing(lua)? else {
+                return fail(lua, "not user thread");
             };
             let Some(found) = s.find(co, lua.current_thread().to_pointer()) else {
                 return fail(lua, "not user thread");
@@ -239,79 +243,6 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
     )?;
     ngx.set("thread", thread)?;
     Ok(())
-}
-
-/// `spawn` outside a request: the thread runs at once until it first
-/// waits, then as a task of its own.
-async fn spawn_detached(
-    lua: &Lua,
-    f: Function,
-    args: MultiValue,
-    budget: Duration,
-) -> mlua::Result<Value> {
-    let fut = lua.create_thread(f)?.into_async::<MultiValue>(args)?;
-    let worker = worker::of(lua)?.clone();
-    let mut run = Box::pin(async move {
-        let worker = worker;
-        Budgeted::new(&worker.running, fut, None, budget).await
-    });
-    let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
-    let task = match first {
-        Poll::Ready(out) => tokio::task::spawn_local(async move { out }),
-        Poll::Pending => tokio::task::spawn_local(run),
-    };
-    Ok(Value::UserData(lua.create_userdata(Detached {
-        task: RefCell::new(Some(task)),
-    })?))
-}
-
-/// `wait` on threads spawned outside a request.
-async fn wait_detached(lua: &Lua, threads: Variadic<Value>) -> mlua::Result<MultiValue> {
-    let handles: Vec<AnyUserData> = threads
-        .into_iter()
-        .filter_map(|v| match v {
-            Value::UserData(ud) => Some(ud),
-            _ => None,
-        })
-        .collect();
-    let ran = std::future::poll_fn(|cx| {
-        for ud in &handles {
-            let Ok(t) = ud.borrow::<Detached>() else {
-                continue;
-            };
-            let mut slot = t.task.borrow_mut();
-            let Some(task) = slot.as_mut() else { continue };
-            if let Poll::Ready(out) = Pin::new(task).poll(cx) {
-                *slot = None;
-                return Poll::Ready(Some(out));
-            }
-        }
-        if handles.iter().all(|ud| {
-            ud.borrow::<Detached>()
-                .map_or(true, |t| t.task.borrow().is_none())
-        }) {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await;
-    match ran {
-        None => fail(lua, "already waited or killed"),
-        Some(Ok(out)) => results(lua, out),
-        Some(Err(e)) => results(lua, Ran::Done(Err(mlua::Error::runtime(e.to_string())))),
-    }
-}
-
-/// `kill` of a thread spawned outside a request.
-fn kill_detached(lua: &Lua, ud: &AnyUserData) -> mlua::Result<MultiValue> {
-    let t = ud.borrow::<Detached>()?;
-    match t.task.borrow_mut().take() {
-        Some(task) => {
-            task.abort();
-            Ok(MultiValue::from_vec(vec![Value::Integer(1)]))
-        }
-        None => fail(lua, "already waited or killed"),
-    }
 }
 
 #[cfg(test)]
