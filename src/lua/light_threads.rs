@@ -560,3 +560,145 @@ where
     }
     Poll::Pending
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::future::Future;
+    use std::rc::Rc;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use mlua::{Lua, MultiValue};
+
+    use super::{LightThreads, Ran, ThreadRun, drive};
+
+    type Log = Rc<RefCell<Vec<&'static str>>>;
+
+    /// Pending once without a wake-up: what `spawn` does to its parent
+    /// (the scheduler posted it).
+    fn posted() -> impl Future<Output = ()> {
+        let mut done = false;
+        std::future::poll_fn(move |_| {
+            if std::mem::replace(&mut done, true) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    /// `spawn` as `ngx.thread.spawn` does it, with `f` as the thread.
+    async fn spawn(light: &LightThreads, lua: &Lua, f: impl Future<Output = ThreadRun> + 'static) {
+        let co = lua
+            .create_thread(lua.create_function(|_, ()| Ok(())).expect("function"))
+            .expect("thread");
+        let s = light.scheduler().expect("spawned while driven");
+        s.spawn(co, std::ptr::null(), Box::pin(f));
+        drop(s);
+        posted().await;
+    }
+
+    fn done() -> ThreadRun {
+        Ran::Done(Ok(MultiValue::new()))
+    }
+
+    /// Sets a flag when dropped (a thread aborted where it waits).
+    struct Dropped(Rc<Cell<bool>>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.set(true);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spawn_runs_the_child_then_the_posted_threads_in_order() {
+        let lua = Lua::new();
+        let light = Rc::new(LightThreads::default());
+        let log: Log = Rc::default();
+        let (l, lg, lu) = (light.clone(), log.clone(), lua.clone());
+        let entry = async move {
+            lg.borrow_mut().push("e1");
+            let (l2, lg2, lu2) = (l.clone(), lg.clone(), lu.clone());
+            spawn(&l, &lu, async move {
+                lg2.borrow_mut().push("a1");
+                let lg3 = lg2.clone();
+                spawn(&l2, &lu2, async move {
+                    lg3.borrow_mut().push("b1");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    lg3.borrow_mut().push("b2");
+                    done()
+                })
+                .await;
+                lg2.borrow_mut().push("a2");
+                done()
+            })
+            .await;
+            lg.borrow_mut().push("e2");
+            Ran::Done(Ok(()))
+        };
+        let out = drive(&light, || false, entry).await;
+        assert!(matches!(out, Ran::Done(Ok(()))));
+        assert_eq!(*log.borrow(), ["e1", "a1", "b1", "e2", "a2", "b2"]);
+        assert!(light.existing().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exit_in_one_thread_ends_the_phase_and_drops_the_others() {
+        let lua = Lua::new();
+        let light = Rc::new(LightThreads::default());
+        let exited = Rc::new(Cell::new(false));
+        let other_dropped = Rc::new(Cell::new(false));
+        let (l, lu, ex, od) = (
+            light.clone(),
+            lua.clone(),
+            exited.clone(),
+            other_dropped.clone(),
+        );
+        let entry = async move {
+            spawn(&l, &lu, async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                ex.set(true);
+                std::future::pending::<ThreadRun>().await
+            })
+            .await;
+            spawn(&l, &lu, async move {
+                let _guard = Dropped(od);
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                done()
+            })
+            .await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ran::Done(Ok(()))
+        };
+        let started = tokio::time::Instant::now();
+        let out = drive(&light, || exited.get(), entry).await;
+        assert!(matches!(out, Ran::Exited));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(other_dropped.get());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_phase_drops_its_threads() {
+        let lua = Lua::new();
+        let light = Rc::new(LightThreads::default());
+        let dropped = Rc::new(Cell::new(false));
+        let (l, lu, d) = (light.clone(), lua.clone(), dropped.clone());
+        let entry = async move {
+            spawn(&l, &lu, async move {
+                let _guard = Dropped(d);
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                done()
+            })
+            .await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ran::Done(Ok(()))
+        };
+        let run = drive(&light, || false, entry);
+        let cut = tokio::time::timeout(Duration::from_millis(10), run).await;
+        assert!(cut.is_err());
+        assert!(dropped.get());
+        assert!(light.existing().is_none());
+    }
+}
