@@ -1,5 +1,6 @@
-//! A request's light threads (`ngx.thread.spawn`), scheduled as ngx_lua
-//! schedules them: the entry thread (the phase handler) and the user
+//! A request's (or timer callback's) light threads (`ngx.thread.spawn`),
+//! scheduled as ngx_lua schedules them: the entry thread (the phase
+//! handler, the timer callback) and the user
 //! threads it spawns run one at a time, in the order ngx_lua would run
 //! them, and the phase ends when they all have, or at once when any of
 //! them calls `ngx.exit` (or `ngx.exec`, `ngx.redirect`), which aborts the
@@ -57,7 +58,7 @@ pub struct LightThreads {
 
 impl LightThreads {
     /// The scheduler of the running phase, made on first use; `None`
-    /// outside [`drive`] (e.g. in an `ngx.on_abort` callback).
+    /// outside [`drive`].
     pub fn scheduler(&self) -> Option<Rc<Scheduler>> {
         if !self.driving.get() {
             return None;
@@ -286,8 +287,16 @@ impl Scheduler {
             self.entry_alive.set(false);
             return;
         };
-        if let Ran::Done(Err(e)) = &out {
-            tracing::error!(target: "moongate::lua", "lua user thread aborted: {e}");
+        match &out {
+            Ran::Done(Err(e)) => {
+                tracing::error!(target: "moongate::lua", "lua user thread aborted: {e}")
+            }
+            Ran::TimedOut => tracing::error!(
+                target: "moongate::lua",
+                "lua user thread aborted: {}",
+                super::budget::TIMEOUT_MESSAGE
+            ),
+            _ => {}
         }
         let alive = |p: usize| {
             if p == ENTRY {
