@@ -1,10 +1,9 @@
 //! A request's (or timer callback's) light threads (`ngx.thread.spawn`),
 //! scheduled as ngx_lua schedules them: the entry thread (the phase
-//! handler, the timer callback) and the user
-//! threads it spawns run one at a time, in the order ngx_lua would run
-//! them, and the phase ends when they all have, or at once when any of
-//! them calls `ngx.exit` (or `ngx.exec`, `ngx.redirect`), which aborts the
-//! others.
+//! handler, the timer callback) and the user threads it spawns run one at
+//! a time, in the order ngx_lua would run them, and the phase ends when
+//! they all have, or at once when any of them calls `ngx.exit` (or
+//! `ngx.exec`, `ngx.redirect`), which aborts the others.
 //!
 //! ngx_lua's rules, kept here: `spawn` posts the parent to the back of the
 //! run queue and runs the new thread at once until it first waits; a
