@@ -42,11 +42,14 @@
 //! [`vm`] (a worker's VMs and running a phase), [`worker`] (what a
 //! worker's VMs share, reached by callbacks through the VM's app data),
 //! [`budget`] (deadlines and the current request of a worker),
-//! [`request`] (per-request state), [`api`] (the `ngx` table), [`balancer`]
-//! (the `balancer` phase as the upstream's per-try hook).
+//! [`light_threads`] (a phase's entry thread and the light threads it
+//! spawns, scheduled as ngx_lua does), [`request`] (per-request state),
+//! [`api`] (the `ngx` table), [`balancer`] (the `balancer` phase as the
+//! upstream's per-try hook).
 
 pub mod program;
 pub mod budget;
+pub mod light_threads;
 pub mod request;
 pub mod subrequest;
 pub mod api;

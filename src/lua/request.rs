@@ -16,6 +16,7 @@ use http::HeaderMap;
 use http::request::Parts;
 
 use super::Phase;
+use super::light_threads::LightThreads;
 use super::response_state::{FilterArg, Output};
 use super::subrequest::SubRunner;
 use crate::body::RequestBody;
@@ -98,27 +99,9 @@ pub struct ReqCtx {
     /// Header names as `ngx.req.set_header` was given them, for
     /// `ngx.req.get_headers(_, true)`.
     pub header_case: RefCell<Vec<String>>,
-    /// Light threads (`ngx.thread.spawn`) of the request still running:
-    /// a phase ends only once they have, as in ngx_lua.
-    threads: Cell<usize>,
-    /// The phase handler waiting for them.
-    threads_waiter: RefCell<Option<std::task::Waker>>,
-}
-
-/// Counts one light thread of a request while it lives (dropped when it
-/// ends, is killed or abandoned).
-pub struct ThreadGuard(std::rc::Rc<ReqCtx>);
-
-impl Drop for ThreadGuard {
-    fn drop(&mut self) {
-        let left = self.0.threads.get().saturating_sub(1);
-        self.0.threads.set(left);
-        if left == 0
-            && let Some(w) = self.0.threads_waiter.borrow_mut().take()
-        {
-            w.wake();
-        }
-    }
+    /// Light threads (`ngx.thread.spawn`) of the running phase: a phase
+    /// ends only once they have, as in ngx_lua.
+    pub light: LightThreads,
 }
 
 /// nginx's `client_body_buffer_size` on 64-bit platforms (two pages): a
@@ -226,26 +209,8 @@ impl ReqCtx {
             body_file: RefCell::new(None),
             new_body: RefCell::new(None),
             header_case: RefCell::new(Vec::new()),
-            threads: Cell::new(0),
-            threads_waiter: RefCell::new(None),
+            light: LightThreads::default(),
         }
-    }
-
-    /// Counts a light thread of this request until the guard drops.
-    pub fn thread_started(self: &std::rc::Rc<Self>) -> ThreadGuard {
-        self.threads.set(self.threads.get() + 1);
-        ThreadGuard(self.clone())
-    }
-
-    /// Waits until the request's light threads have ended.
-    pub fn threads_ended(&self) -> impl std::future::Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.threads.get() == 0 {
-                return std::task::Poll::Ready(());
-            }
-            *self.threads_waiter.borrow_mut() = Some(cx.waker().clone());
-            std::task::Poll::Pending
-        })
     }
 
     /// Records `ngx.exit(status)`.

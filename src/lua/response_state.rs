@@ -20,8 +20,9 @@ pub struct Output {
     sent_status: Cell<Option<u16>>,
     /// `ngx.eof()` was called: the body ends once the output is taken.
     eof: Cell<bool>,
-    /// An `ngx.flush(true)` waiting for the output to be taken.
-    flush_waiter: RefCell<Option<Waker>>,
+    /// The `ngx.flush(true)` calls (one per light thread) waiting for the
+    /// output to be taken.
+    flush_waiters: RefCell<Vec<Waker>>,
     /// `ngx.on_abort(callback)`.
     on_abort: RefCell<Option<Function>>,
     /// `ngx.on_abort` was called (a second call is refused, as ngx_lua does).
@@ -79,14 +80,19 @@ impl Output {
             if out.borrow().is_empty() {
                 return Poll::Ready(());
             }
-            *self.flush_waiter.borrow_mut() = Some(cx.waker().clone());
+            let mut waiters = self.flush_waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
             Poll::Pending
         })
     }
 
-    /// Wakes an `ngx.flush(true)` waiting for the output to be taken.
+    /// Wakes the `ngx.flush(true)` calls (one per light thread) waiting
+    /// for the output to be taken.
     pub fn wake_flush(&self) {
-        if let Some(w) = self.flush_waiter.borrow_mut().take() {
+        let waiters = std::mem::take(&mut *self.flush_waiters.borrow_mut());
+        for w in waiters {
             w.wake();
         }
     }

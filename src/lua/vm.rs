@@ -14,6 +14,7 @@ use super::Phase;
 use super::api;
 use super::api::tasks::Retired;
 use super::budget::{self, Budgeted, Ran};
+use super::light_threads;
 use super::program::{LuaProgram, ScriptId};
 use super::request::ReqCtx;
 use super::worker::LuaWorker;
@@ -217,22 +218,19 @@ impl Vm {
             Ok(started) => started,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        match Budgeted::new(
+        // The handler and the light threads it spawns (the phase ends
+        // when they all have, or one calls ngx.exit).
+        let entry = Budgeted::new(
             &self.worker.running,
             started,
             Some(req.clone()),
             self.program.settings.time_budget,
-        )
-        .await
-        {
-            Ran::Done(Ok(())) => {
-                // Its light threads still running keep the phase going.
-                req.threads_ended().await;
-                match req.exit_status() {
-                    Some(code) => Outcome::Exit(code),
-                    None => Outcome::Next,
-                }
-            }
+        );
+        match light_threads::drive(&req.light, || req.exit_status().is_some(), entry).await {
+            Ran::Done(Ok(())) => match req.exit_status() {
+                Some(code) => Outcome::Exit(code),
+                None => Outcome::Next,
+            },
             Ran::Done(Err(e)) => Outcome::Failed(e.to_string()),
             Ran::Exited => Outcome::Exit(req.exit_status().unwrap_or(0)),
             Ran::TimedOut => Outcome::Failed(format!(
@@ -257,8 +255,10 @@ impl Vm {
         let budget = self.program.settings.time_budget;
         tokio::task::spawn_local(async move {
             let run = callback.call_async::<()>(());
-            if let Ran::Done(Err(e)) = Budgeted::new(&worker.running, run, Some(req), budget).await
-            {
+            let run = Budgeted::new(&worker.running, run, Some(req.clone()), budget);
+            // It may spawn light threads, as a phase handler.
+            let exited = || req.exit_status().is_some();
+            if let Ran::Done(Err(e)) = light_threads::drive(&req.light, exited, run).await {
                 tracing::error!(target: "moongate::lua", "ngx.on_abort callback failed: {e}");
             }
         });

@@ -20,6 +20,7 @@ mod timeouts;
 mod admin;
 mod lua;
 mod lua_response;
+mod lua_threads;
 mod lua_balancer;
 mod lua_socket;
 mod lua_subrequest;

@@ -9,7 +9,7 @@ use mlua::{Function, Lua, Table, Value, Variadic};
 use super::{err, lua_int, req, request_fn};
 use crate::lua::Phase;
 use crate::lua::request::ReqCtx;
-use crate::lua::worker::LuaWorker;
+use crate::lua::worker::{self, LuaWorker};
 
 /// ngx.say/print's rendering of values (tables are arrays of pieces).
 pub(super) fn push_value(v: &Value, out: &mut Vec<u8>) -> mlua::Result<()> {
@@ -182,9 +182,14 @@ pub(super) fn output_functions(lua: &Lua, worker: &Rc<LuaWorker>, ngx: &Table) -
     ngx.set(
         "exit",
         lua.create_async_function(|lua, status: Value| async move {
-            let r = req(&lua)?;
             let code = lua_int(&status).ok_or_else(|| err("ngx.exit takes a status number"))?;
-            r.set_exit(code);
+            let worker = worker::of(&lua)?;
+            match (worker.running.current(), worker.timers.light_threads()) {
+                (Some(r), _) => r.set_exit(code),
+                // In a timer callback it ends the callback and its threads.
+                (None, Some(timer)) => timer.exit(),
+                (None, None) => return Err(worker.timers.phase_outside_requests().disabled()),
+            }
             // The handler ends here: the runner abandons this coroutine.
             std::future::pending::<()>().await;
             Ok(())

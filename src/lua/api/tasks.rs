@@ -1,7 +1,8 @@
 //! `ngx.timer.at` / `ngx.timer.every` (callbacks in the `timer` phase, on
 //! the worker's event loop, outside any request) and `ngx.thread.spawn` /
-//! `wait` / `kill` (light threads sharing their parent's request). Both are
-//! coroutines run as local tasks under the time budget.
+//! `wait` / `kill` (`tasks/thread.rs`: light threads sharing their parent's
+//! request, scheduled with it by [`crate::lua::light_threads`]). Both are
+//! coroutines run under the time budget.
 //!
 //! A VM whose configuration generation was replaced on its worker is
 //! [`Retired`] (nginx's exiting worker, on reload): its pending timers fire
@@ -17,16 +18,17 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use mlua::{
-    AnyUserData, Function, Lua, MultiValue, Table, UserData, UserDataMethods, Value, Variadic,
-};
-use tokio::task::JoinHandle;
+use mlua::{Function, Lua, MultiValue, Table, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::err;
 use crate::lua::Phase;
 use crate::lua::budget::{self, Budgeted, Ran};
+use crate::lua::light_threads::{self, LightThreads};
 use crate::lua::worker::{self, LuaWorker};
+
+mod thread;
+pub(super) use thread::status as thread_status;
 
 /// Most timers pending at once per worker (ngx_lua's lua_max_pending_timers).
 const MAX_PENDING_TIMERS: usize = 1024;
@@ -42,6 +44,8 @@ pub struct Timers {
     running: Cell<usize>,
     /// Set while `init_worker` runs.
     init_worker: Cell<bool>,
+    /// The light threads of the timer callback being polled.
+    threads: RefCell<Option<Rc<LightThreads>>>,
 }
 
 /// Set on a VM (as its app data) when a newer configuration's VM replaced
@@ -100,16 +104,27 @@ impl Timers {
     }
 }
 
-/// Marks the wrapped future as timer code of `timers` while it is polled.
-struct TimerScope<'t, F>(&'t Timers, Pin<Box<F>>);
+/// Marks the wrapped future as timer code of `timers`, whose light threads
+/// are those of the given set, while it is polled.
+struct TimerScope<'t, F>(&'t Timers, Rc<LightThreads>, Pin<Box<F>>);
 
 impl<F: Future> Future for TimerScope<'_, F> {
     type Output = F::Output;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let before = self.0.in_timer.replace(true);
-        let out = self.1.as_mut().poll(cx);
-        self.0.in_timer.set(before);
+        let this = &mut *self;
+        let before = this.0.in_timer.replace(true);
+        let threads = this.0.threads.replace(Some(this.1.clone()));
+        let out = this.2.as_mut().poll(cx);
+        *this.0.threads.borrow_mut() = threads;
+        this.0.in_timer.set(before);
         out
+    }
+}
+
+impl Timers {
+    /// The light threads of the timer callback running, if one is.
+    pub(super) fn light_threads(&self) -> Option<Rc<LightThreads>> {
+        self.threads.borrow().clone()
     }
 }
 
@@ -129,20 +144,21 @@ async fn fire(
         .create_thread(callback)
         .and_then(|t| t.into_async::<()>(call));
     match run {
-        Ok(fut) => match TimerScope(
-            timers,
-            Box::pin(Budgeted::new(&worker.running, fut, None, budget)),
-        )
-        .await
-        {
-            Ran::Done(Err(e)) => {
-                tracing::error!(target: "moongate::lua", "timer callback failed: {e}")
+        Ok(fut) => {
+            // A timer's light threads are scheduled as a request's.
+            let threads = Rc::new(LightThreads::default());
+            let entry = Budgeted::new(&worker.running, fut, None, budget);
+            let run = light_threads::drive(&threads, || threads.exited(), entry);
+            match TimerScope(timers, threads.clone(), Box::pin(run)).await {
+                Ran::Done(Err(e)) => {
+                    tracing::error!(target: "moongate::lua", "timer callback failed: {e}")
+                }
+                Ran::TimedOut => {
+                    tracing::error!(target: "moongate::lua", "timer callback stopped: {}", budget::TIMEOUT_MESSAGE)
+                }
+                _ => {}
             }
-            Ran::TimedOut => {
-                tracing::error!(target: "moongate::lua", "timer callback stopped: {}", budget::TIMEOUT_MESSAGE)
-            }
-            _ => {}
-        },
+        }
         Err(e) => tracing::error!(target: "moongate::lua", "timer callback failed: {e}"),
     }
     timers.running.set(timers.running.get().saturating_sub(1));
@@ -150,15 +166,6 @@ async fn fire(
 
 fn delay(secs: f64) -> mlua::Result<Duration> {
     Duration::try_from_secs_f64(secs).map_err(|_| err("bad delay"))
-}
-
-/// A light thread's task.
-struct LightThread {
-    task: RefCell<Option<JoinHandle<Ran<mlua::Result<MultiValue>>>>>,
-}
-
-impl UserData for LightThread {
-    fn add_methods<M: UserDataMethods<Self>>(_: &mut M) {}
 }
 
 pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<()> {
@@ -253,102 +260,6 @@ pub(super) fn install(lua: &Lua, ngx: &Table, budget: Duration) -> mlua::Result<
     )?;
     ngx.set("timer", timer)?;
 
-    let thread = lua.create_table()?;
-    thread.set(
-        "spawn",
-        lua.create_async_function(move |lua, (f, args): (Function, MultiValue)| async move {
-            let fut = lua.create_thread(f)?.into_async::<MultiValue>(args)?;
-            let worker = worker::of(&lua)?.clone();
-            let req = worker.running.current();
-            let this_req = req.clone();
-            let mut run = Box::pin(async move {
-                let worker = worker;
-                Budgeted::new(&worker.running, fut, req, budget).await
-            });
-            // As in ngx_lua, the new thread runs at once, until it first
-            // waits (or ends); then the spawning thread goes on. The rest
-            // runs as a task of its own (which polls it again at once, so
-            // its wake-ups go there from then on).
-            let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
-            let task = match first {
-                Poll::Ready(out) => tokio::task::spawn_local(async move { out }),
-                Poll::Pending => {
-                    // The request's phase waits for it (ngx_lua's entry
-                    // thread does not end the phase before its threads).
-                    let guard = this_req.as_ref().map(|r| r.thread_started());
-                    tokio::task::spawn_local(async move {
-                        let out = run.await;
-                        drop(guard);
-                        out
-                    })
-                }
-            };
-            lua.create_userdata(LightThread {
-                task: RefCell::new(Some(task)),
-            })
-        })?,
-    )?;
-    thread.set(
-        "wait",
-        lua.create_async_function(|lua, threads: Variadic<AnyUserData>| async move {
-            let handles: Vec<Rc<AnyUserData>> = threads.into_iter().map(Rc::new).collect();
-            let ran = std::future::poll_fn(|cx| {
-                for ud in &handles {
-                    let Ok(t) = ud.borrow::<LightThread>() else {
-                        continue;
-                    };
-                    let mut slot = t.task.borrow_mut();
-                    let Some(task) = slot.as_mut() else { continue };
-                    if let Poll::Ready(out) = Pin::new(task).poll(cx) {
-                        *slot = None;
-                        return Poll::Ready(Some(out));
-                    }
-                }
-                if handles.iter().all(|ud| {
-                    ud.borrow::<LightThread>()
-                        .map_or(true, |t| t.task.borrow().is_none())
-                }) {
-                    return Poll::Ready(None);
-                }
-                Poll::Pending
-            })
-            .await;
-            let fail = |m: String| -> mlua::Result<MultiValue> {
-                Ok(MultiValue::from_vec(vec![
-                    Value::Boolean(false),
-                    Value::String(lua.create_string(m)?),
-                ]))
-            };
-            match ran {
-                None => fail("already waited or killed".into()),
-                Some(Ok(Ran::Done(Ok(values)))) => {
-                    let mut out = MultiValue::from_vec(vec![Value::Boolean(true)]);
-                    out.extend(values);
-                    Ok(out)
-                }
-                Some(Ok(Ran::Done(Err(e)))) => fail(e.to_string()),
-                Some(Ok(Ran::TimedOut)) => fail(budget::TIMEOUT_MESSAGE.into()),
-                Some(Ok(Ran::Exited)) => fail("the thread called ngx.exit".into()),
-                Some(Err(e)) => fail(e.to_string()),
-            }
-        })?,
-    )?;
-    thread.set(
-        "kill",
-        lua.create_function(|lua, t: AnyUserData| {
-            let t = t.borrow::<LightThread>()?;
-            match t.task.borrow_mut().take() {
-                Some(task) => {
-                    task.abort();
-                    Ok((Value::Boolean(true), Value::Nil))
-                }
-                None => Ok((
-                    Value::Nil,
-                    Value::String(lua.create_string("already waited or killed")?),
-                )),
-            }
-        })?,
-    )?;
-    ngx.set("thread", thread)?;
+    thread::install(lua, ngx, budget)?;
     Ok(())
 }
