@@ -132,6 +132,29 @@ pub(super) fn err<E: std::fmt::Display>(e: E) -> mlua::Error {
     mlua::Error::runtime(e.to_string())
 }
 
+/// ngx_lua's (luaL_argerror's) error for argument `pos` of `func` when it
+/// is not the `expected` kind: `bad argument #1 to 'sleep' (number
+/// expected, got string)`; `got` is `None` when the argument is missing.
+pub(super) fn bad_argument(
+    pos: usize,
+    func: &str,
+    expected: &str,
+    got: Option<&Value>,
+) -> mlua::Error {
+    let got = got.map_or("no value", lua_type);
+    err(format!(
+        "bad argument #{pos} to '{func}' ({expected} expected, got {got})"
+    ))
+}
+
+/// Lua's name for the type of `v` (`type(v)`): integers are numbers.
+pub(super) fn lua_type(v: &Value) -> &'static str {
+    match v {
+        Value::Integer(_) => "number",
+        other => other.type_name(),
+    }
+}
+
 /// Installs the `ngx` global; `prefix` is the directory holding conf.d (what relative
 /// paths in it start from, as nginx's prefix), returned by `ngx.config.prefix()`.
 pub fn install(

@@ -537,6 +537,10 @@ ngx.say(ngx.quote_sql_str("it's \"q\" \\ \0\b\n\r\t\26 é"))
 ngx.say(ngx.quote_sql_str(""))
 ngx.say(tostring(ngx.is_subrequest), " ", tostring(ngx.req.is_internal()), " ", tostring(ngx.worker.exiting()))
 ngx.say(ngx.config.nginx_configure():find("--prefix=", 1, true) ~= nil)
+-- Argument errors read as ngx_lua's (luaL_checknumber); numeric strings are numbers.
+ngx.say(select(2, pcall(ngx.sleep, "a")))
+ngx.say(select(2, pcall(ngx.sleep)))
+ngx.say(pcall(ngx.sleep, "0"))
 '''
 
 [[route]]
@@ -557,7 +561,9 @@ ngx.say("exiting ", tostring(ngx.worker.exiting()))
         .unwrap();
     assert_eq!(
         body,
-        "'it\\'s \\\"q\\\" \\\\ \\0\\b\\n\\r\\t\\Z é'\n''\nfalse false false\ntrue\n"
+        "'it\\'s \\\"q\\\" \\\\ \\0\\b\\n\\r\\t\\Z é'\n''\nfalse false false\ntrue\n\
+         bad argument #1 to 'sleep' (number expected, got string)\n\
+         bad argument #1 to 'sleep' (number expected, got no value)\ntrue\n"
     );
 
     // A request in flight when the server stops sees the worker exiting.

@@ -13,7 +13,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Uri};
 use mlua::{Lua, MultiValue, Table, Value, Variadic};
 
-use super::{METHODS, codec, err, lua_int};
+use super::{METHODS, bad_argument, codec, err, lua_int, lua_type};
 use crate::lua::Phase;
 use crate::lua::request::ReqCtx;
 use crate::lua::subrequest::{MAX_DEPTH, SubRequest, SubResponse};
@@ -75,10 +75,7 @@ async fn capture_multi(lua: Lua, args: MultiValue) -> mlua::Result<MultiValue> {
         )));
     }
     let Some(Value::Table(queries)) = args.front() else {
-        let got = args.front().map_or("no value", lua_type);
-        return Err(err(format!(
-            "bad argument #1 to 'capture_multi' (table expected, got {got})"
-        )));
+        return Err(bad_argument(1, "capture_multi", "table", args.front()));
     };
     let n = queries.raw_len();
     if n == 0 {
@@ -249,10 +246,7 @@ fn build(
     let uri = match query.raw_get::<Value>(1)? {
         v @ (Value::String(_) | Value::Integer(_) | Value::Number(_)) => scalar_bytes(&v),
         other => {
-            return Err(err(format!(
-                "bad argument #1 to 'capture' (string expected, got {})",
-                lua_type(&other)
-            )));
+            return Err(bad_argument(1, "capture", "string", Some(&other)));
         }
     };
     let uri = match target_uri(&uri, extra_args.as_deref()) {
@@ -338,14 +332,6 @@ fn vars_option(t: &Table) -> mlua::Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// Lua's name for the type of `v` (`type(v)`): integers are numbers.
-fn lua_type(v: &Value) -> &'static str {
-    match v {
-        Value::Integer(_) => "number",
-        other => other.type_name(),
-    }
-}
-
 fn scalar_bytes(v: &Value) -> Vec<u8> {
     match v {
         Value::String(s) => s.as_bytes().to_vec(),
@@ -425,10 +411,7 @@ fn exec_target(r: &ReqCtx, args: &MultiValue) -> mlua::Result<String> {
     let uri = match args.front() {
         Some(v @ (Value::String(_) | Value::Integer(_) | Value::Number(_))) => scalar_bytes(v),
         other => {
-            return Err(err(format!(
-                "bad argument #1 to 'exec' (string expected, got {})",
-                other.map_or("no value", lua_type)
-            )));
+            return Err(bad_argument(1, "exec", "string", other));
         }
     };
     if uri.is_empty() {

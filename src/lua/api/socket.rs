@@ -32,6 +32,9 @@ use crate::lua::Phase;
 use crate::lua::request::ReqCtx;
 use crate::lua::worker::{self, LuaWorker};
 
+/// What a cosocket's `send` takes (its argument error says so).
+const SEND_EXPECTED: &str = "string, number, boolean, nil, or array table";
+
 /// ngx_lua's `lua_socket_{connect,send,read}_timeout` and
 /// `lua_socket_keepalive_timeout` defaults.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

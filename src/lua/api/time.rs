@@ -2,9 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use mlua::{Lua, Table};
+use mlua::{Lua, MultiValue, Table};
 
-use super::err;
+use super::{bad_argument, err};
 
 pub(super) fn now_secs() -> f64 {
     SystemTime::now()
@@ -24,7 +24,16 @@ pub(super) fn time_functions(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     ngx.set("update_time", lua.create_function(|_, ()| Ok(()))?)?;
     ngx.set(
         "sleep",
-        lua.create_async_function(|_, secs: f64| async move {
+        lua.create_async_function(|lua, args: MultiValue| async move {
+            // luaL_checknumber's rule and message, as ngx_lua's.
+            let arg = args.front();
+            let secs = match arg {
+                Some(v) => lua.coerce_number(v.clone())?,
+                None => None,
+            };
+            let Some(secs) = secs else {
+                return Err(bad_argument(1, "sleep", "number", arg));
+            };
             if secs.is_nan() || secs < 0.0 || !secs.is_finite() {
                 return Err(err("invalid sleep duration"));
             }

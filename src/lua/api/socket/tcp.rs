@@ -16,8 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::pool::{DEFAULT_POOL_SIZE, Ticket};
 use super::stream::Stream;
 use super::tls::TlsClients;
-use super::{Closable, DEFAULT_TIMEOUT, Owner, fail, io_error, timeout_arg};
-use crate::lua::api::{err, lua_int};
+use super::{Closable, DEFAULT_TIMEOUT, Owner, SEND_EXPECTED, fail, io_error, timeout_arg};
+use crate::lua::api::{bad_argument, err, lua_int};
 use crate::lua::worker;
 
 mod connect;
@@ -166,10 +166,7 @@ fn flatten(data: &Value, out: &mut Vec<u8>) -> mlua::Result<()> {
         | Value::Number(_)
         | Value::Boolean(_)
         | Value::Nil => crate::lua::api::output::push_value(data, out),
-        other => Err(err(format!(
-            "bad argument #1 to 'send' (string, number, boolean, nil, or array table expected, got {})",
-            other.type_name()
-        ))),
+        other => Err(bad_argument(1, "send", SEND_EXPECTED, Some(other))),
     }
 }
 

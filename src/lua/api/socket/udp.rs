@@ -9,8 +9,8 @@ use std::time::Duration;
 use mlua::{AnyUserData, Function, Lua, MultiValue, Table, UserData, Value};
 use tokio::net::{UdpSocket, UnixDatagram};
 
-use super::{Closable, DEFAULT_TIMEOUT, Owner, fail, io_error, timeout_arg};
-use crate::lua::api::{err, lua_int};
+use super::{Closable, DEFAULT_TIMEOUT, Owner, SEND_EXPECTED, fail, io_error, timeout_arg};
+use crate::lua::api::{bad_argument, err, lua_int};
 use crate::lua::worker;
 
 /// ngx_lua's largest datagram `receive` returns.
@@ -174,10 +174,7 @@ async fn send(lua: Lua, (sock, data): (Table, Value)) -> mlua::Result<MultiValue
         | Value::Boolean(_)
         | Value::Nil => crate::lua::api::output::push_value(&data, &mut bytes)?,
         other => {
-            return Err(err(format!(
-                "bad argument #1 to 'send' (string, number, boolean, nil, or array table expected, got {})",
-                other.type_name()
-            )));
+            return Err(bad_argument(1, "send", SEND_EXPECTED, Some(other)));
         }
     }
     let Some(d) = udp.sock.borrow().clone() else {

@@ -13,7 +13,7 @@ use super::super::stream::{Plain, Stream};
 use super::super::tls::{self, TlsClients, Verify};
 use super::super::{Closable, fail, io_error};
 use super::{Conn, ok1, this};
-use crate::lua::api::{err, lua_int};
+use crate::lua::api::{bad_argument, err, lua_int};
 use crate::lua::worker;
 
 /// The value `sslhandshake` returns for a session (truthy, as ngx_lua's
@@ -40,12 +40,8 @@ pub(super) async fn connect(
         Some(path) => (Target::Unix(path.to_string()), rest.next()),
         None => {
             let port = rest.next().unwrap_or(Value::Nil);
-            let port = lua_int(&port).ok_or_else(|| {
-                err(format!(
-                    "bad argument #2 to 'connect' (number expected, got {})",
-                    port.type_name()
-                ))
-            })?;
+            let port =
+                lua_int(&port).ok_or_else(|| bad_argument(2, "connect", "number", Some(&port)))?;
             let Ok(port) = u16::try_from(port) else {
                 return fail(&lua, &format!("bad port number: {port}"));
             };
@@ -194,10 +190,7 @@ pub(super) async fn sslhandshake(
         Value::String(s) => Some(s.to_str()?.to_string()),
         Value::Nil => None,
         other => {
-            return Err(err(format!(
-                "bad argument #2 to 'sslhandshake' (string expected, got {})",
-                other.type_name()
-            )));
+            return Err(bad_argument(2, "sslhandshake", "string", Some(other)));
         }
     };
     let verify = if verify.as_boolean().unwrap_or(false) {
