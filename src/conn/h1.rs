@@ -124,9 +124,18 @@ where
             };
             match Box::pin(exchange(conn, head)).await {
                 Outcome::KeepAlive if !stop.is_cancelled() => {
-                    let mut w = wire.borrow_mut();
-                    w.io.set_phase(ReadPhase::Idle);
-                    w.release_if_empty();
+                    let pipelined = {
+                        let mut w = wire.borrow_mut();
+                        w.io.set_phase(ReadPhase::Idle);
+                        w.release_if_empty();
+                        !w.buf.is_empty()
+                    };
+                    // A pipelined request waits for what the last one left
+                    // to run (its Lua `log` handlers) to have a turn, as
+                    // nginx finishes a request before reading the next.
+                    if pipelined {
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Outcome::KeepAlive => break End::Close { read_all: true },
                 Outcome::Close { read_all } => break End::Close { read_all },

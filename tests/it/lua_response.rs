@@ -614,6 +614,35 @@ lua.content_inline = 'ngx.header.content_length = "text/my-plain" ngx.say("Hi")'
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_request_runs_after_the_previous_ones_log_phase() {
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"[[route]]
+path_exact = "/count"
+lua.content_inline = 'ngx.print(ngx.shared.d:get("logged") or 0)'
+lua.log_inline = 'ngx.shared.d:incr("logged", 1, 0)'
+"#,
+    ));
+    // Three requests in one write: each sees the log phases of those
+    // before it, as nginx finishes a request before reading the next.
+    let get = "GET /count HTTP/1.1\r\nHost: t\r\n\r\n";
+    let last = "GET /count HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(
+        mg.http[0],
+        format!("{get}{get}{last}").as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    let bodies: Vec<&str> = answer
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .map(|r| r.split_once("\r\n\r\n").map_or("", |(_, b)| b))
+        .collect();
+    assert_eq!(bodies, ["0", "1", "2"], "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_names_go_out_as_the_handler_spelled_them() {
     let origin = Origin::named("origin").await;
     let mg = Moongate::start(&conf(
