@@ -65,7 +65,9 @@ pub fn render(
     let (body, kind) = if as_html {
         (
             html(status, &own.message, footer),
-            "text/html; charset=utf-8",
+            // Pure ASCII (see `escape`), so it needs no charset: nginx's
+            // pages go out as plain `text/html` too.
+            "text/html",
         )
     } else {
         (json(status, &own.message), "application/json")
@@ -117,6 +119,8 @@ fn html(status: StatusCode, message: &str, footer: &str) -> String {
     )
 }
 
+/// Escapes `text` for the page, non-ASCII characters as numeric
+/// references, so that the page is pure ASCII.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -126,7 +130,8 @@ fn escape(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+            c if c.is_ascii() => out.push(c),
+            c => out.push_str(&format!("&#{};", u32::from(c))),
         }
     }
     out
@@ -207,6 +212,8 @@ mod tests {
         let page = html(StatusCode::FORBIDDEN, "<script>", "moongate");
         assert!(page.contains("<title>403 Forbidden</title>"));
         assert!(page.contains("&lt;script&gt;"));
+        let page = html(StatusCode::NOT_FOUND, "no route for café", "moongate");
+        assert!(page.is_ascii() && page.contains("caf&#233;"), "{page}");
     }
 
     #[test]
@@ -245,7 +252,7 @@ mod tests {
             kind.map(|v| v.to_str().unwrap_or_default().to_owned())
                 .unwrap_or_default()
         };
-        let html = "text/html; charset=utf-8";
+        let html = "text/html";
         assert_eq!(kind(ErrorFormat::Html, None), html);
         assert_eq!(kind(ErrorFormat::Html, Some("application/json")), html);
         assert_eq!(
