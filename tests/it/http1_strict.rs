@@ -394,10 +394,7 @@ async fn error_format_pins_the_error_body_and_follows_reload() {
         .send()
         .await
         .expect("GET");
-    assert_eq!(
-        json_asked.headers()["content-type"],
-        "text/html"
-    );
+    assert_eq!(json_asked.headers()["content-type"], "text/html");
 
     mg.write_conf("00-test.toml", &conf("json"));
     assert_eq!(mg.admin_reload().await.0, 200);

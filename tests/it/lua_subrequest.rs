@@ -63,6 +63,7 @@ ngx.say(ngx.req.get_method(), " ", ngx.var.args, " ", ngx.req.get_body_data(),
 ngx.ctx.from_sub = "set by sub"
 ngx.var.cat = "from sub"
 """
+lua.header_filter_inline = "ngx.header.uid = 'sub'"
 
 [[route]]
 path_exact = "/capture/upstream"
@@ -83,6 +84,8 @@ local res = ngx.location.capture("/echo?a=1", {{
 }})
 ngx.say(res.status, "|", res.body, "|", ctx.from_sub, "|",
         table.concat(res.header["X-Multi"], ","), "|", tostring(ngx.ctx.from_sub))
+-- The subrequest's header filter ran; any spelling finds a header.
+ngx.say(res.header.uid, " ", res.header["content-type"], " ", #res.header.x_multi)
 """
 
 [[route]]
@@ -342,7 +345,8 @@ async fn capture_of_a_lua_route_with_method_body_args_ctx_and_vars() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
-        "201|POST a=1&b=x%20y hello dog=woof foo=nil parent=p\n|set by sub|a,b|nil\n"
+        "201|POST a=1&b=x%20y hello dog=woof foo=nil parent=p\n|set by sub|a,b|nil\n\
+         sub text/plain; charset=utf-8 2\n"
     );
     // Subrequests skip the access phase (nginx's do), not rewrite.
     let (status, _, _) = get(&f.mg.url("/guarded")).await;

@@ -455,7 +455,8 @@ fn exec_target(r: &ReqCtx, args: &MultiValue) -> mlua::Result<String> {
 
 /// `{status=, header=, body=, truncated=}`; a header sent more than once
 /// is an array of its values, in order. Names are in their usual case
-/// (`Content-Type`): hyper keeps them lowercase.
+/// (`Content-Type`): hyper keeps them lowercase; any other spelling finds
+/// them too.
 fn result_table(lua: &Lua, resp: &SubResponse) -> mlua::Result<Table> {
     let t = lua.create_table_with_capacity(0, 4)?;
     t.set("status", resp.status)?;
@@ -475,6 +476,20 @@ fn result_table(lua: &Lua, resp: &SubResponse) -> mlua::Result<Table> {
             headers.set(key, list)?;
         }
     }
+    // Looked up by any spelling (`res.header.content_type`, `["etag"]`),
+    // as `ngx.header` is: keys go to their usual case first.
+    let meta = lua.create_table_with_capacity(0, 1)?;
+    meta.set(
+        "__index",
+        lua.create_function(|_, (t, key): (Table, Value)| match key {
+            Value::String(k) => {
+                let k = k.to_str()?.replace('_', "-");
+                t.raw_get::<Value>(title_case(&k))
+            }
+            _ => Ok(Value::Nil),
+        })?,
+    )?;
+    headers.set_metatable(Some(meta))?;
     t.set("header", headers)?;
     Ok(t)
 }
