@@ -9,7 +9,9 @@
 //! A socket belongs to the request (or timer) that made it: another
 //! request using it gets ngx_lua's "bad request" error, and the request's
 //! end closes what is still open ([`RequestSockets`]). Idle kept-alive
-//! connections live in the worker's [`SocketPool`].
+//! connections live in the worker's [`SocketPool`]. `ngx.req.socket()`
+//! ([`req`]) reads the request body with the same reading methods
+//! ([`reader`]).
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -19,6 +21,8 @@ use std::time::Duration;
 use mlua::{Function, Lua, MultiValue, Table, Value};
 
 mod pool;
+mod reader;
+mod req;
 mod stream;
 mod tcp;
 mod tls;
@@ -143,6 +147,11 @@ fn io_error(e: &std::io::Error) -> String {
         };
     }
     e.to_string()
+}
+
+/// `ngx.req.socket`: a read-only cosocket over the request body ([`req`]).
+pub(super) fn req_socket(lua: &Lua) -> mlua::Result<Function> {
+    req::constructor(lua)
 }
 
 /// Installs `ngx.socket`; `trusted` is `[lua] ssl_trusted_certificate`.
