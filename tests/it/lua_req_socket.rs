@@ -35,6 +35,13 @@ servers = [{{ addr = "{origin}" }}]
     )
 }
 
+/// moongate with `routes` (and an upstream nothing uses).
+async fn start(routes: &str) -> (Origin, Moongate) {
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(origin.addr, routes));
+    (origin, mg)
+}
+
 /// An origin answering with the body it got, and its Content-Length in
 /// `x-got-length`.
 async fn body_origin() -> Origin {
@@ -76,6 +83,11 @@ async fn slow_exchange(addr: SocketAddr, head: &str, parts: &[&str], pause: Dura
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// POSTs `body` to `url` over HTTP/1.1.
+async fn post(url: String, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    client().post(url).body(body).send().await.expect("post")
+}
+
 /// The body of a raw HTTP/1.0-style answer (after the head).
 fn raw_body(answer: &str) -> &str {
     answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
@@ -83,9 +95,7 @@ fn raw_body(answer: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_is_read_in_pieces() {
-    let origin = Origin::named("unused").await;
-    let mg = Moongate::start(&conf(
-        origin.addr,
+    let (_origin, mg) = start(
         r#"[[route]]
 path_exact = "/pieces"
 lua.content_inline = '''
@@ -106,13 +116,13 @@ show("after", sock:receive(1))
 show("line after", sock:receive())
 '''
 "#,
-    ));
-    let resp = client()
-        .post(mg.url("/pieces"))
-        .body("hello world\nsecond line\r\nxyz-the-rest")
-        .send()
-        .await
-        .expect("request");
+    )
+    .await;
+    let resp = post(
+        mg.url("/pieces"),
+        "hello world\nsecond line\r\nxyz-the-rest",
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.text().await.expect("body"),
@@ -224,11 +234,10 @@ fn multipart_body(boundary: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multipart_body_is_split_on_its_boundary() {
-    let origin = Origin::named("unused").await;
     let routes = format!(
         "[[route]]\npath_exact = \"/upload\"\nlua.content_inline = '''{MULTIPART_READER}'''\n"
     );
-    let mg = Moongate::start(&conf(origin.addr, &routes));
+    let (_origin, mg) = start(&routes).await;
     let boundary = "----moongate-b0undary";
     let want = "part: Content-Disposition: form-data; name=\"field\" => [value one] in pieces\n\
                 part: Content-Disposition: form-data; name=\"file\"; filename=\"a.txt\"|Content-Type: text/plain \
@@ -314,9 +323,7 @@ ngx.say("waited ", ngx.now() - start >= 0.5)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_times_out_and_the_socket_reads_on() {
-    let origin = Origin::named("unused").await;
-    let mg = Moongate::start(&conf(
-        origin.addr,
+    let (_origin, mg) = start(
         r#"[[route]]
 path_exact = "/timeout"
 lua.content_inline = '''
@@ -337,7 +344,8 @@ data, err, partial = sock:receive(5)
 ngx.say("3: ", tostring(data), " ", tostring(err))
 '''
 "#,
-    ));
+    )
+    .await;
     for query in ["", "?three=1"] {
         let started = Instant::now();
         let mut s = TcpStream::connect(mg.http[0]).await.expect("connect");
@@ -368,9 +376,7 @@ ngx.say("3: ", tostring(data), " ", tostring(err))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_light_thread_reads_the_body_after_the_entry_thread_returned() {
-    let origin = Origin::named("unused").await;
-    let mg = Moongate::start(&conf(
-        origin.addr,
+    let (_origin, mg) = start(
         r#"[[route]]
 path_exact = "/thread"
 lua.content_inline = '''
@@ -385,7 +391,8 @@ ngx.say("entry: ", tostring(data), " ", tostring(err))
 ngx.say("entry returns")
 '''
 "#,
-    ));
+    )
+    .await;
     let head =
         "POST /thread HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 10\r\n\r\n";
     let answer = slow_exchange(
@@ -429,13 +436,7 @@ ngx.say("again: ", tostring(again), " ", err)
 '''
 "#,
     ));
-    let http = client();
-    let resp = http
-        .post(mg.url("/proxy"))
-        .body("first line\nand the rest of it")
-        .send()
-        .await
-        .expect("request");
+    let resp = post(mg.url("/proxy"), "first line\nand the rest of it").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers().get("x-got-length").map(|v| v.as_bytes()),
@@ -443,12 +444,7 @@ ngx.say("again: ", tostring(again), " ", err)
     );
     assert_eq!(resp.text().await.expect("body"), "and the rest of it");
 
-    let resp = http
-        .post(mg.url("/read-body"))
-        .body(Bytes::from_static(b"headtail"))
-        .send()
-        .await
-        .expect("request");
+    let resp = post(mg.url("/read-body"), Bytes::from_static(b"headtail")).await;
     assert_eq!(
         resp.text().await.expect("body"),
         "socket: head\nread_body: tail\nagain: nil request body already exists\n"
@@ -457,9 +453,7 @@ ngx.say("again: ", tostring(again), " ", err)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_expecting_100_continue_gets_it_when_the_socket_is_taken() {
-    let origin = Origin::named("unused").await;
-    let mg = Moongate::start(&conf(
-        origin.addr,
+    let (_origin, mg) = start(
         r#"[[route]]
 path_exact = "/expect"
 lua.content_inline = '''
@@ -467,7 +461,8 @@ local sock = assert(ngx.req.socket())
 ngx.say("got: ", sock:receive(5))
 '''
 "#,
-    ));
+    )
+    .await;
     let mut s = TcpStream::connect(mg.http[0]).await.expect("connect");
     s.write_all(
         b"POST /expect HTTP/1.1\r\nHost: a\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
@@ -492,9 +487,7 @@ ngx.say("got: ", sock:receive(5))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_errors_ngx_lua_gives() {
-    let origin = Origin::named("unused").await;
-    let mg = Moongate::start(&conf(
-        origin.addr,
+    let (_origin, mg) = start(
         r#"[[route]]
 path_exact = "/errors"
 lua.content_inline = '''
@@ -530,7 +523,8 @@ local ok, e = pcall(ngx.req.socket)
 ngx.header["X-Phase-Error"] = tostring(tostring(e):find("API disabled in the context of header_filter_by_lua*", 1, true) ~= nil)
 '''
 "#,
-    ));
+    )
+    .await;
     let http = client();
     let get = |q: &'static str| {
         let url = mg.url(&format!("/errors?what={q}"));
@@ -548,17 +542,7 @@ ngx.header["X-Phase-Error"] = tostring(tostring(e):find("API disabled in the con
     assert_eq!(get("none").await, "socket: nil no body\n");
     let post = |q: &'static str, body: &'static str| {
         let url = mg.url(&format!("/errors?what={q}"));
-        let http = http.clone();
-        async move {
-            http.post(url)
-                .body(body)
-                .send()
-                .await
-                .expect("post")
-                .text()
-                .await
-                .expect("body")
-        }
+        async move { post(url, body).await.text().await.expect("body") }
     };
     assert_eq!(post("empty", "").await, "socket: nil no body\n");
     assert_eq!(

@@ -102,6 +102,35 @@ impl Owner {
     }
 }
 
+/// The userdata at index 1 of a socket table: the socket's Rust state.
+struct Handle<T>(Rc<T>);
+
+impl<T: 'static> mlua::UserData for Handle<T> {}
+
+/// A socket's state: it knows its owner.
+trait Owned {
+    fn owner(&self) -> &Owner;
+}
+
+/// The state of method receiver `this` (a socket table of sockets of
+/// `kind`), checked to belong to the code running now.
+fn state<T: Owned + 'static>(lua: &Lua, this: &Table, kind: &str) -> mlua::Result<Rc<T>> {
+    let ud: mlua::AnyUserData = this
+        .raw_get(1)
+        .map_err(|_| err(format!("bad argument #1 ({kind} socket expected)")))?;
+    let state = ud.borrow::<Handle<T>>()?.0.clone();
+    state.owner().check(lua)?;
+    Ok(state)
+}
+
+/// A socket table holding `state`, with the methods in `meta`.
+fn socket_table<T: 'static>(lua: &Lua, state: Rc<T>, meta: &Table) -> mlua::Result<Table> {
+    let sock = lua.create_table()?;
+    sock.raw_set(1, lua.create_userdata(Handle(state))?)?;
+    sock.set_metatable(Some(meta.clone()))?;
+    Ok(sock)
+}
+
 /// `nil, message` (ngx_lua's soft error).
 fn fail(lua: &Lua, message: &str) -> mlua::Result<MultiValue> {
     Ok(MultiValue::from_vec(vec![

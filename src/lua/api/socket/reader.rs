@@ -6,11 +6,13 @@
 //! caller's business.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use mlua::{Lua, MultiValue, Table, Value};
 
+use super::fail;
 use super::until::{Step, Until};
 use crate::lua::api::{err, lua_int};
 
@@ -127,10 +129,32 @@ pub(super) async fn receive_any<S: Source>(src: &mut S, max: usize, timeout: Dur
     Ok(buf.split_to(max.min(buf.len())))
 }
 
+/// `sock:receiveuntil(pattern, {inclusive = bool})` for any socket: the
+/// iterator function (or `nil, "pattern is empty"`). Each call of it runs
+/// `read` with the iterator's state and the size it was given (`None`:
+/// up to the pattern).
+pub(super) fn until_iterator<F, Fut>(
+    lua: &Lua,
+    pattern: &[u8],
+    opts: Option<&Table>,
+    read: F,
+) -> mlua::Result<MultiValue>
+where
+    F: Fn(Lua, Rc<RefCell<Until>>, Option<usize>) -> Fut + 'static,
+    Fut: Future<Output = mlua::Result<MultiValue>> + 'static,
+{
+    let Some(until) = until_args(pattern, opts)? else {
+        return fail(lua, "pattern is empty");
+    };
+    let until = Rc::new(RefCell::new(until));
+    let iterator = lua
+        .create_async_function(move |lua, size: Value| read(lua, until.clone(), size_arg(&size)))?;
+    Ok(MultiValue::from_vec(vec![Value::Function(iterator)]))
+}
+
 /// `receiveuntil(pattern, {inclusive = bool})`'s arguments: the iterator's
-/// state, or `None` for an empty pattern (ngx_lua's `nil, "pattern is
-/// empty"`).
-pub(super) fn until_args(pattern: &[u8], opts: Option<&Table>) -> mlua::Result<Option<Until>> {
+/// state, or `None` for an empty pattern.
+fn until_args(pattern: &[u8], opts: Option<&Table>) -> mlua::Result<Option<Until>> {
     if pattern.is_empty() {
         return Ok(None);
     }
@@ -151,7 +175,7 @@ pub(super) fn until_args(pattern: &[u8], opts: Option<&Table>) -> mlua::Result<O
 }
 
 /// The size given to a `receiveuntil` iterator (`None`: up to the pattern).
-pub(super) fn size_arg(size: &Value) -> Option<usize> {
+fn size_arg(size: &Value) -> Option<usize> {
     match lua_int(size) {
         Some(n) if n > 0 => usize::try_from(n).ok(),
         _ => None,

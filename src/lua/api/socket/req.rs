@@ -11,7 +11,7 @@
 //! `ngx.req.socket(true)` (the raw, full-duplex form) is not offered: the
 //! client connection belongs to moongate's HTTP stack.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use http_body::Body;
 use http_body_util::BodyExt;
-use mlua::{AnyUserData, Function, Lua, MultiValue, Table, UserData, Value};
+use mlua::{Function, Lua, MultiValue, Table, Value};
 
 use super::reader::{self, Read, Source};
 use super::{DEFAULT_TIMEOUT, Owner, fail, timeout_arg};
@@ -40,11 +40,6 @@ struct ReqSocket {
     /// A read is waiting (another light thread gets "socket busy reading").
     busy: Cell<bool>,
 }
-
-/// The userdata at index 1 of a socket table.
-struct Handle(Rc<ReqSocket>);
-
-impl UserData for Handle {}
 
 /// The request body taken out of the request for one read; dropping it
 /// (the read ended, or its thread was killed) puts back what was not
@@ -131,12 +126,13 @@ fn body_error(e: &RequestBodyError) -> String {
 
 /// The socket state of method receiver `this` (a socket table).
 fn this(lua: &Lua, this: &Table) -> mlua::Result<Rc<ReqSocket>> {
-    let ud: AnyUserData = this
-        .raw_get(1)
-        .map_err(|_| err("bad argument #1 (tcp socket expected)"))?;
-    let sock = ud.borrow::<Handle>()?.0.clone();
-    sock.owner.check(lua)?;
-    Ok(sock)
+    super::state(lua, this, "tcp")
+}
+
+impl super::Owned for ReqSocket {
+    fn owner(&self) -> &Owner {
+        &self.owner
+    }
 }
 
 /// `ngx.req.socket`: makes request-body socket tables sharing one
@@ -189,10 +185,9 @@ pub(super) fn constructor(lua: &Lua) -> mlua::Result<Function> {
             read_timeout: Cell::new(DEFAULT_TIMEOUT),
             busy: Cell::new(false),
         });
-        let t = lua.create_table()?;
-        t.raw_set(1, lua.create_userdata(Handle(sock))?)?;
-        t.set_metatable(Some(meta.clone()))?;
-        Ok(MultiValue::from_vec(vec![Value::Table(t)]))
+        Ok(MultiValue::from_vec(vec![Value::Table(
+            super::socket_table(lua, sock, &meta)?,
+        )]))
     })
 }
 
@@ -265,27 +260,25 @@ fn receiveuntil(
     (sock, pattern, opts): (Table, mlua::LuaString, Option<Table>),
 ) -> mlua::Result<MultiValue> {
     let sock = this(lua, &sock)?;
-    let Some(until) = reader::until_args(&pattern.as_bytes(), opts.as_ref())? else {
-        return fail(lua, "pattern is empty");
-    };
-    let until = Rc::new(RefCell::new(until));
-    let iterator = lua.create_async_function(move |lua, size: Value| {
-        let sock = sock.clone();
-        let until = until.clone();
-        async move {
-            sock.owner.check(&lua)?;
-            let size = reader::size_arg(&size);
-            let mut body = match BodyReader::take(&lua, &sock)? {
-                Ok(b) => b,
-                Err(e) => return fail(&lua, e),
-            };
-            let timeout = sock.read_timeout.get();
-            let read = reader::receive_until(&mut body, &until, size, timeout).await;
-            drop(body);
-            reader::until_results(&lua, read)
-        }
-    })?;
-    Ok(MultiValue::from_vec(vec![Value::Function(iterator)]))
+    reader::until_iterator(
+        lua,
+        &pattern.as_bytes(),
+        opts.as_ref(),
+        move |lua, until, size| {
+            let sock = sock.clone();
+            async move {
+                sock.owner.check(&lua)?;
+                let mut body = match BodyReader::take(&lua, &sock)? {
+                    Ok(b) => b,
+                    Err(e) => return fail(&lua, e),
+                };
+                let timeout = sock.read_timeout.get();
+                let read = reader::receive_until(&mut body, &until, size, timeout).await;
+                drop(body);
+                reader::until_results(&lua, read)
+            }
+        },
+    )
 }
 
 /// Keeps the timeouts in the socket table's slots 2, 4 and 5 (connect,

@@ -3,8 +3,6 @@
 //! [`reader`](super::super::reader) over the connection. A read timeout
 //! keeps the connection, every other error closes it.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -73,25 +71,23 @@ fn receiveuntil(
     (sock, pattern, opts): (Table, mlua::LuaString, Option<Table>),
 ) -> mlua::Result<MultiValue> {
     let tcp = this(lua, &sock)?;
-    let Some(until) = reader::until_args(&pattern.as_bytes(), opts.as_ref())? else {
-        return fail(lua, "pattern is empty");
-    };
-    let until = Rc::new(RefCell::new(until));
-    let iterator = lua.create_async_function(move |lua, size: Value| {
-        let tcp = tcp.clone();
-        let until = until.clone();
-        async move {
-            tcp.owner.check(&lua)?;
-            let size = reader::size_arg(&size);
-            let (mut conn, generation) = match tcp.take("socket busy reading") {
-                Ok(c) => c,
-                Err(e) => return fail(&lua, e),
-            };
-            let timeout = tcp.read_timeout.get();
-            let read = reader::receive_until(&mut conn, &until, size, timeout).await;
-            give_back(&tcp, conn, generation, &read);
-            reader::until_results(&lua, read)
-        }
-    })?;
-    Ok(MultiValue::from_vec(vec![Value::Function(iterator)]))
+    reader::until_iterator(
+        lua,
+        &pattern.as_bytes(),
+        opts.as_ref(),
+        move |lua, until, size| {
+            let tcp = tcp.clone();
+            async move {
+                tcp.owner.check(&lua)?;
+                let (mut conn, generation) = match tcp.take("socket busy reading") {
+                    Ok(c) => c,
+                    Err(e) => return fail(&lua, e),
+                };
+                let timeout = tcp.read_timeout.get();
+                let read = reader::receive_until(&mut conn, &until, size, timeout).await;
+                give_back(&tcp, conn, generation, &read);
+                reader::until_results(&lua, read)
+            }
+        },
+    )
 }
