@@ -320,6 +320,28 @@ impl RequestBody {
         self.inner.is_none() && self.held.is_none()
     }
 
+    /// Takes the bytes at the front of the body held in memory (put back by
+    /// [`unread`](Self::unread), or a buffered body's), if any.
+    pub fn take_held(&mut self) -> Option<Bytes> {
+        self.held.take()
+    }
+
+    /// Puts `bytes` (read from this body but not used) back at its front:
+    /// they come first when it is read or sent on.
+    pub fn unread(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.held = Some(match self.held.take() {
+            None => bytes,
+            Some(rest) => {
+                let mut both = bytes::BytesMut::from(&bytes[..]);
+                both.extend_from_slice(&rest);
+                both.freeze()
+            }
+        });
+    }
+
     /// Reads the whole body into memory, under the same limits.
     pub async fn read_all(mut self) -> Result<Bytes, RequestBodyError> {
         use http_body_util::BodyExt;

@@ -289,7 +289,8 @@ where
                 pending: bytes::Bytes::new(),
                 body_done: false,
             };
-            let sent = poll_fn(|cx| send.poll_send(cx, &mut wire.borrow_mut().io)).await;
+            let io = || std::cell::RefMut::map(wire.borrow_mut(), |w| &mut w.io);
+            let sent = poll_fn(|cx| send.poll_send(cx, io)).await;
             (
                 sent,
                 keep_alive,

@@ -59,6 +59,9 @@ pub struct ReqCtx {
     pub body: RefCell<RequestBody>,
     /// The body once read (or set) by a handler.
     pub body_data: RefCell<Option<Bytes>>,
+    /// Set once `ngx.req.socket()` handed the body to the script: how many
+    /// of its bytes the script has read (the rest goes on upstream).
+    pub body_socket: Cell<Option<u64>>,
     /// The route has a cache zone (`mg.cache.*` act only then).
     pub cache_zone: Cell<bool>,
     /// `mg.cache.*` decisions from rewrite/access.
@@ -191,6 +194,7 @@ impl ReqCtx {
             upstream: RefCell::new(None),
             body: RefCell::new(body),
             body_data: RefCell::new(None),
+            body_socket: Cell::new(None),
             cache_zone: Cell::new(false),
             cache: RefCell::new(CacheDecisions::default()),
             cache_late: Cell::new(Overrides::default()),
@@ -239,9 +243,32 @@ impl ReqCtx {
                 );
                 RequestBody::buffered(data)
             }
-            None => std::mem::replace(&mut *self.body.borrow_mut(), RequestBody::empty()),
+            None => {
+                if let Some(read) = self.body_socket.get().filter(|&n| n > 0) {
+                    self.shorten_length(read);
+                    self.body_socket.set(Some(0));
+                }
+                std::mem::replace(&mut *self.body.borrow_mut(), RequestBody::empty())
+            }
         };
         (self.take_head(keep_copy), body)
+    }
+
+    /// Takes `read` bytes (read by the script through `ngx.req.socket()`)
+    /// off the request's Content-Length: the upstream gets the rest.
+    fn shorten_length(&self, read: u64) {
+        let mut head = self.head.borrow_mut();
+        let length = head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(length) = length {
+            head.headers.insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(length.saturating_sub(read)),
+            );
+        }
     }
 
     /// Hands the request head back, keeping a copy for later phases

@@ -25,6 +25,7 @@ mod lua_balancer;
 mod lua_socket;
 mod lua_subrequest;
 mod lua_api;
+mod lua_req_socket;
 mod lua_docs;
 mod lua_resty;
 mod lua_re;

@@ -151,12 +151,15 @@ pub(super) struct Sending<'a> {
 }
 
 impl Sending<'_> {
-    /// Drives the write to `io`; `Ready(Ok)` once everything is written
-    /// and flushed.
-    pub fn poll_send<W: AsyncWrite + Unpin>(
+    /// Drives the write to the writer `io` lends; `Ready(Ok)` once
+    /// everything is written and flushed. The writer is borrowed only
+    /// around each write, not while the body is polled: a Lua handler
+    /// making the body may read the request body from the same connection
+    /// (`ngx.req.socket()`, `ngx.req.read_body()` after output).
+    pub fn poll_send<W: AsyncWrite + Unpin, D: std::ops::DerefMut<Target = W>>(
         &mut self,
         cx: &mut Context<'_>,
-        io: &mut W,
+        io: impl Fn() -> D,
     ) -> Poll<Result<(), WriteError>> {
         if self.encoding == Encoding::None {
             self.body_done = true;
@@ -180,7 +183,7 @@ impl Sending<'_> {
                     }
                     Poll::Pending if self.out.len() == self.written => {
                         // Nothing to write: flush what went out and wait.
-                        std::task::ready!(Pin::new(&mut *io).poll_flush(cx))?;
+                        std::task::ready!(Pin::new(&mut *io()).poll_flush(cx))?;
                         return Poll::Pending;
                     }
                     Poll::Pending => {}
@@ -188,13 +191,15 @@ impl Sending<'_> {
             }
             if self.written < self.out.len() {
                 let n = if self.pending.is_empty() {
-                    std::task::ready!(Pin::new(&mut *io).poll_write(cx, &self.out[self.written..]))?
+                    std::task::ready!(
+                        Pin::new(&mut *io()).poll_write(cx, &self.out[self.written..])
+                    )?
                 } else {
                     let slices = [
                         io::IoSlice::new(&self.out[self.written..]),
                         io::IoSlice::new(&self.pending),
                     ];
-                    std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?
+                    std::task::ready!(Pin::new(&mut *io()).poll_write_vectored(cx, &slices))?
                 };
                 if n == 0 {
                     return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
@@ -209,7 +214,7 @@ impl Sending<'_> {
                 continue;
             }
             if !self.pending.is_empty() {
-                let n = std::task::ready!(Pin::new(&mut *io).poll_write(cx, &self.pending))?;
+                let n = std::task::ready!(Pin::new(&mut *io()).poll_write(cx, &self.pending))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
                 }
@@ -217,7 +222,7 @@ impl Sending<'_> {
                 continue;
             }
             if self.body_done {
-                std::task::ready!(Pin::new(&mut *io).poll_flush(cx))?;
+                std::task::ready!(Pin::new(&mut *io()).poll_flush(cx))?;
                 return Poll::Ready(Ok(()));
             }
         }
@@ -306,11 +311,11 @@ mod tests {
             pending: Bytes::new(),
             body_done: false,
         };
-        let mut sink: Vec<u8> = Vec::new();
-        std::future::poll_fn(|cx| send.poll_send(cx, &mut sink))
+        let sink = std::cell::RefCell::new(Vec::<u8>::new());
+        std::future::poll_fn(|cx| send.poll_send(cx, || sink.borrow_mut()))
             .await
             .unwrap();
-        String::from_utf8(sink).unwrap()
+        String::from_utf8(sink.into_inner()).unwrap()
     }
 
     #[tokio::test]

@@ -142,6 +142,7 @@ pub(super) fn req_table(lua: &Lua, worker: &Rc<LuaWorker>) -> mlua::Result<Table
         request_fn(lua, worker, |_, r, ()| Ok(r.internal.get()))?,
     )?;
     body_functions(lua, worker, &t)?;
+    t.set("socket", super::socket::req_socket(lua)?)?;
     // The body streams to the upstream as it arrives unless a handler
     // reads it: then it is held in memory (within client_max_body_size).
     t.set(

@@ -9,7 +9,9 @@
 //! A socket belongs to the request (or timer) that made it: another
 //! request using it gets ngx_lua's "bad request" error, and the request's
 //! end closes what is still open ([`RequestSockets`]). Idle kept-alive
-//! connections live in the worker's [`SocketPool`].
+//! connections live in the worker's [`SocketPool`]. `ngx.req.socket()`
+//! ([`req`]) reads the request body with the same reading methods
+//! ([`reader`]).
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -19,6 +21,8 @@ use std::time::Duration;
 use mlua::{Function, Lua, MultiValue, Table, Value};
 
 mod pool;
+mod reader;
+mod req;
 mod stream;
 mod tcp;
 mod tls;
@@ -101,6 +105,35 @@ impl Owner {
     }
 }
 
+/// The userdata at index 1 of a socket table: the socket's Rust state.
+struct Handle<T>(Rc<T>);
+
+impl<T: 'static> mlua::UserData for Handle<T> {}
+
+/// A socket's state: it knows its owner.
+trait Owned {
+    fn owner(&self) -> &Owner;
+}
+
+/// The state of method receiver `this` (a socket table of sockets of
+/// `kind`), checked to belong to the code running now.
+fn state<T: Owned + 'static>(lua: &Lua, this: &Table, kind: &str) -> mlua::Result<Rc<T>> {
+    let ud: mlua::AnyUserData = this
+        .raw_get(1)
+        .map_err(|_| err(format!("bad argument #1 ({kind} socket expected)")))?;
+    let state = ud.borrow::<Handle<T>>()?.0.clone();
+    state.owner().check(lua)?;
+    Ok(state)
+}
+
+/// A socket table holding `state`, with the methods in `meta`.
+fn socket_table<T: 'static>(lua: &Lua, state: Rc<T>, meta: &Table) -> mlua::Result<Table> {
+    let sock = lua.create_table()?;
+    sock.raw_set(1, lua.create_userdata(Handle(state))?)?;
+    sock.set_metatable(Some(meta.clone()))?;
+    Ok(sock)
+}
+
 /// `nil, message` (ngx_lua's soft error).
 fn fail(lua: &Lua, message: &str) -> mlua::Result<MultiValue> {
     Ok(MultiValue::from_vec(vec![
@@ -146,6 +179,11 @@ fn io_error(e: &std::io::Error) -> String {
         };
     }
     e.to_string()
+}
+
+/// `ngx.req.socket`: a read-only cosocket over the request body ([`req`]).
+pub(super) fn req_socket(lua: &Lua) -> mlua::Result<Function> {
+    req::constructor(lua)
 }
 
 /// Installs `ngx.socket`; `trusted` is `[lua] ssl_trusted_certificate`.

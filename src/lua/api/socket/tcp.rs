@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mlua::{AnyUserData, Function, Lua, MultiValue, Table, UserData, Value};
+use mlua::{Function, Lua, MultiValue, Table, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::pool::{DEFAULT_POOL_SIZE, Ticket};
@@ -54,11 +54,6 @@ pub(super) struct Conn {
     ticket: Option<Ticket>,
 }
 
-/// The userdata at index 1 of a socket table.
-struct Handle(Rc<Tcp>);
-
-impl UserData for Handle {}
-
 impl Closable for Tcp {
     fn force_close(&self) {
         self.generation.set(self.generation.get() + 1);
@@ -100,12 +95,13 @@ impl Tcp {
 
 /// The socket state of method receiver `this` (a socket table).
 fn this(lua: &Lua, this: &Table) -> mlua::Result<Rc<Tcp>> {
-    let ud: AnyUserData = this
-        .raw_get(1)
-        .map_err(|_| err("bad argument #1 (tcp socket expected)"))?;
-    let tcp = ud.borrow::<Handle>()?.0.clone();
-    tcp.owner.check(lua)?;
-    Ok(tcp)
+    super::state(lua, this, "tcp")
+}
+
+impl super::Owned for Tcp {
+    fn owner(&self) -> &Owner {
+        &self.owner
+    }
 }
 
 fn ok1() -> mlua::Result<MultiValue> {
@@ -149,10 +145,7 @@ pub(super) fn constructor(lua: &Lua, tls: Rc<TlsClients>) -> mlua::Result<Functi
             let weak: std::rc::Weak<dyn Closable> = Rc::downgrade(&tcp) as _;
             req.sockets.add(weak);
         }
-        let sock = lua.create_table()?;
-        sock.raw_set(1, lua.create_userdata(Handle(tcp))?)?;
-        sock.set_metatable(Some(meta.clone()))?;
-        Ok(sock)
+        super::socket_table(lua, tcp, &meta)
     })
 }
 

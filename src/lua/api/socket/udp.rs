@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use mlua::{AnyUserData, Function, Lua, MultiValue, Table, UserData, Value};
+use mlua::{Function, Lua, MultiValue, Table, Value};
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::{Closable, DEFAULT_TIMEOUT, Owner, SEND_EXPECTED, fail, io_error, timeout_arg};
@@ -30,10 +30,6 @@ enum Datagram {
     Unix(UnixDatagram),
 }
 
-struct Handle(Rc<Udp>);
-
-impl UserData for Handle {}
-
 impl Closable for Udp {
     fn force_close(&self) {
         if let Ok(mut s) = self.sock.try_borrow_mut() {
@@ -42,13 +38,15 @@ impl Closable for Udp {
     }
 }
 
+/// The socket state of method receiver `this` (a socket table).
 fn this(lua: &Lua, this: &Table) -> mlua::Result<Rc<Udp>> {
-    let ud: AnyUserData = this
-        .raw_get(1)
-        .map_err(|_| err("bad argument #1 (udp socket expected)"))?;
-    let udp = ud.borrow::<Handle>()?.0.clone();
-    udp.owner.check(lua)?;
-    Ok(udp)
+    super::state(lua, this, "udp")
+}
+
+impl super::Owned for Udp {
+    fn owner(&self) -> &Owner {
+        &self.owner
+    }
 }
 
 fn ok1() -> mlua::Result<MultiValue> {
@@ -95,10 +93,7 @@ pub(super) fn constructor(lua: &Lua) -> mlua::Result<Function> {
             let weak: std::rc::Weak<dyn Closable> = Rc::downgrade(&udp) as _;
             req.sockets.add(weak);
         }
-        let sock = lua.create_table()?;
-        sock.raw_set(1, lua.create_userdata(Handle(udp))?)?;
-        sock.set_metatable(Some(meta.clone()))?;
-        Ok(sock)
+        super::socket_table(lua, udp, &meta)
     })
 }
 

@@ -69,10 +69,10 @@ impl Until {
                     data.unsplit(pattern);
                 }
                 self.scanned = 0;
+                // A sized call returns what came before the pattern (even
+                // nothing, as ""), and the next call `nil, nil`, as
+                // ngx_lua's iterator does.
                 if size.is_some() {
-                    if data.is_empty() {
-                        return Step::End;
-                    }
                     self.done = true;
                 }
                 Step::Data(data.freeze())
