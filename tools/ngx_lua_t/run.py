@@ -686,13 +686,8 @@ SIGNATURES = [
      r"no memory|abort at|forcible|^TEST \d+: (lpush return nil|list removed)"),
     ("ngx.shared: type(dict) is a table; add/replace of nil is an error",
      r"type: table|add or replace nil"),
-    ("pipelined requests: the next one runs before the previous one's log phase ends (ngx_lua finishes a request first)",
-     r"^TEST \d+: globals sharing by using _G \(log_by_lua"),
     ("ngx.send_headers does not run header_filter at once (ngx_lua runs it synchronously)",
      r"^TEST \d+: globals sharing by using _G \(header_filter_by_lua"),
-    ("pipelined request after one whose body was not read: moongate closes the connection "
-     "(nginx discards the body and answers the next request)",
-     r"\[req [2-9]\] no response: closed before the response head"),
     ("other ngx.* function missing", r"attempt to (call|index) field '\w+' \(a nil value\)"),
     ("header name/value with CR/LF rejected instead of escaped",
      r"failed to parse header value|invalid header name"),
@@ -700,8 +695,6 @@ SIGNATURES = [
      r"raw headers: .*\(matches ignoring case\)"),
     ("error page: moongate sends JSON, the test expects nginx's HTML page",
      JSON_PAGE),
-    ("nginx's auto-redirect of a location with a trailing slash (301) is not emulated",
-     r"status: expected 301, got 404"),
 ]
 
 FAMILIES = [
