@@ -245,7 +245,7 @@ fn routed<'a, 's: 'a>(
                 return Ok(error_page::response(StatusCode::INTERNAL_SERVER_ERROR));
             }
             lineage.redirected(rq.lua.as_ref().map(|l| &*l.ctx));
-            (parts, body) = held.release(false);
+            (parts, body) = held.release(false, true);
             // A target that is not a path matches no route.
             let Ok(uri) = target.parse::<Uri>() else {
                 return Ok(error_page::response(StatusCode::NOT_FOUND));
@@ -259,7 +259,10 @@ fn routed<'a, 's: 'a>(
         // `ngx.var`: they keep a copy of the head.
         let streaming = rq.lua.as_ref().is_some_and(|l| l.ctx.output.headers_sent());
         let keep_head = entry.lua.runs_after_response() || balancer.is_some() || streaming;
-        let (parts, body) = held.release(keep_head);
+        // A content handler still running (it streams) may read the body
+        // yet (`ngx.req.read_body()` after output): the body stays with it.
+        let take_body = !(streaming && lua_response.is_some());
+        let (parts, body) = held.release(keep_head, take_body);
 
         // 7. Target.
         let mut to_store = None;

@@ -289,6 +289,7 @@ where
                 pending: bytes::Bytes::new(),
                 body_done: false,
             };
+            wire.borrow_mut().io.set_phase(ReadPhase::Responding);
             let io = || std::cell::RefMut::map(wire.borrow_mut(), |w| &mut w.io);
             let sent = poll_fn(|cx| send.poll_send(cx, io)).await;
             (

@@ -60,6 +60,10 @@ pub enum ReadPhase {
     /// Nothing the connection times: a request is served, or the
     /// connection speaks HTTP/2 or tunnels.
     Request,
+    /// As `Request`, once the HTTP/1 response has begun to go out: a
+    /// `100 Continue` still owed for the body is not sent any more (no
+    /// interim response may follow the final one, RFC 9110 §15.2).
+    Responding,
     /// The next keep-alive request: a quiet close at the keep-alive deadline.
     Idle,
 }
@@ -129,8 +133,13 @@ impl<S> ClientIo<S> {
         match phase {
             ReadPhase::Head => self.deadline = after_millis(self.header_ms),
             ReadPhase::Idle => self.deadline = after_millis(self.keepalive_ms),
-            ReadPhase::Request => {}
+            ReadPhase::Request | ReadPhase::Responding => {}
         }
+    }
+
+    /// Whether the response of the request being served has begun.
+    pub fn responding(&self) -> bool {
+        self.phase == ReadPhase::Responding
     }
 
     /// Writes interim responses queued in `interim` ahead of whatever is
@@ -210,7 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let pending = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if pending.is_ready() || self.phase == ReadPhase::Request {
+        if pending.is_ready() || matches!(self.phase, ReadPhase::Request | ReadPhase::Responding) {
             return pending;
         }
         if self.timer.poll_until(cx, self.deadline).is_pending() {

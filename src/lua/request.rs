@@ -231,8 +231,13 @@ impl ReqCtx {
     /// and the body (from memory, with its Content-Length, if a handler
     /// read or replaced it).
     /// `keep_copy`: later phases (header_filter, log) will read `ngx.var`,
-    /// so a copy of the head stays behind.
-    pub fn take_request(&self, keep_copy: bool) -> (Parts, RequestBody) {
+    /// so a copy of the head stays behind. `take_body` false: the body
+    /// stays here (a handler still running may read it) and an empty one
+    /// is returned.
+    pub fn take_request(&self, keep_copy: bool, take_body: bool) -> (Parts, RequestBody) {
+        if !take_body {
+            return (self.take_head(keep_copy), RequestBody::empty());
+        }
         let body = match self.body_data.borrow_mut().take() {
             Some(data) => {
                 let mut head = self.head.borrow_mut();

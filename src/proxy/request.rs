@@ -306,11 +306,12 @@ impl Held {
     /// The request to send on: the head, and the body (from memory if a
     /// handler read or replaced it). `keep_copy`: Lua handlers run after
     /// the response (header_filter, log) and read `ngx.var`, so a copy of
-    /// the head stays with them.
-    pub fn release(self, keep_copy: bool) -> (Parts, RequestBody) {
+    /// the head stays with them. `take_body` false: the body stays with
+    /// the Lua state (an empty one is returned).
+    pub fn release(self, keep_copy: bool, take_body: bool) -> (Parts, RequestBody) {
         match self {
             Held::Here(parts, body) => (parts, body),
-            Held::Lua(ctx) => ctx.take_request(keep_copy),
+            Held::Lua(ctx) => ctx.take_request(keep_copy, take_body),
         }
     }
 }

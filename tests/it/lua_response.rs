@@ -643,6 +643,48 @@ lua.log_inline = 'ngx.shared.d:incr("logged", 1, 0)'
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_100_continue_follows_a_response_that_has_begun() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::named("unused").await;
+    let mg = Moongate::start(&conf(
+        origin.addr,
+        r#"[[route]]
+path_exact = "/late-read"
+lua.content_inline = '''
+ngx.say("head out")
+ngx.flush(true)
+ngx.req.read_body()
+ngx.say("body: ", ngx.req.get_body_data())
+'''
+"#,
+    ));
+    let mut s = tokio::net::TcpStream::connect(mg.http[0])
+        .await
+        .expect("connect");
+    s.write_all(
+        b"POST /late-read HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+          Expect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .await
+    .expect("write head");
+    // The response has begun before the body is read: the client gives up
+    // waiting for 100 and sends the body, as curl does after a second.
+    let mut first = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut first))
+        .await
+        .expect("response begins")
+        .expect("read");
+    let begun = String::from_utf8_lossy(&first[..n]).into_owned();
+    assert!(begun.starts_with("HTTP/1.1 200 "), "{begun}");
+    s.write_all(b"hello").await.expect("write body");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    let answer = begun + &String::from_utf8_lossy(&rest);
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    assert!(answer.contains("body: hello"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_names_go_out_as_the_handler_spelled_them() {
     let origin = Origin::named("origin").await;
     let mg = Moongate::start(&conf(

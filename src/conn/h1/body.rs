@@ -16,8 +16,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::wire::BodyState;
-use super::wire::Wire;
+use super::wire::{BodyState, ResponseStarted, Wire};
 use crate::body::BoxError;
 use crate::h1_framing::{Decoder, Step};
 
@@ -50,7 +49,7 @@ impl<S> WireBody<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Body for WireBody<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + ResponseStarted> Body for WireBody<S> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -64,7 +63,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Body for WireBody<S> {
         };
         if let Some(written) = this.expect.as_mut() {
             // Only while the body has not started arriving anyway.
-            if wire.buf.is_empty() && !this.decoder.is_done() {
+            if wire.buf.is_empty() && !this.decoder.is_done() && !wire.io.response_started() {
                 std::task::ready!(wire.poll_write_all(cx, CONTINUE, written))?;
             }
             this.expect = None;

@@ -57,6 +57,28 @@ impl BodyState {
     }
 }
 
+/// What a request body read from the wire asks of the socket: whether the
+/// response has begun to go out (then a `100 Continue` still owed is not
+/// sent).
+pub(crate) trait ResponseStarted {
+    /// The response of the request being served has begun.
+    fn response_started(&self) -> bool;
+}
+
+impl<T> ResponseStarted for crate::conn::io::ClientIo<T> {
+    fn response_started(&self) -> bool {
+        self.responding()
+    }
+}
+
+/// The body tests' socket: never responding.
+#[cfg(test)]
+impl ResponseStarted for tokio::io::DuplexStream {
+    fn response_started(&self) -> bool {
+        false
+    }
+}
+
 impl<S: AsyncRead + Unpin> Wire<S> {
     /// A wire with an empty buffer.
     pub fn new(io: S) -> Self {
