@@ -210,9 +210,14 @@ fn routed<'a, 's: 'a>(
             let held = rq.hold(vm, entry, conn, parts, body, |ctx| {
                 lineage.apply(ctx, conn, snap)
             });
-            let answer = lua_access(rq, entry).await?;
+            // Each step's future is made only when the route has the step:
+            // a request without Lua or limits copies none of them.
+            let answer = match rq.lua {
+                Some(_) => lua_access(rq, entry).await?,
+                None => None,
+            };
             let mut content = None;
-            if answer.is_none() && limits_due {
+            if answer.is_none() && limits_due && !entry.limits.is_empty() {
                 limits_due = false;
                 let pending = limits::start(entry, &rq.facts.vars(&held.head()));
                 limit_headers = match limits::finish(
@@ -227,7 +232,7 @@ fn routed<'a, 's: 'a>(
                     Err(refused) => return Ok(*refused),
                 };
             }
-            if answer.is_none() {
+            if answer.is_none() && rq.lua.is_some() {
                 content = lua_content(rq, entry).await?;
             }
             let Some(target) = rq.lua.as_ref().and_then(|l| l.ctx.take_exec()) else {

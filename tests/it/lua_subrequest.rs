@@ -236,6 +236,20 @@ local res = ngx.location.capture("/go")
 ngx.print(res.status, " ", res.body)
 """
 
+[limit.once]
+rate = "1/m"
+burst = 1
+
+[[route]]
+path_exact = "/limited"
+limit = "once"
+lua.content_inline = "ngx.say('limited route')"
+
+[[route]]
+path_exact = "/go-limited"
+upstream = "echo"
+lua.rewrite_inline = "return ngx.exec('/limited')"
+
 [[route]]
 path_exact = "/go-named"
 lua.content_inline = "ngx.exec('@foo')"
@@ -469,6 +483,12 @@ async fn exec_routes_the_request_again_with_new_uri_and_args() {
     // A subrequest may redirect too.
     let (_, _, body) = get(&f.mg.url("/capture/exec")).await;
     assert_eq!(body, "200 target /target a=1&b=2 ctx=nil var=k\n");
+
+    // A route without limits that redirects to one with them: its limits
+    // apply (nginx's limit_req runs in the location the request ends in,
+    // once per main request).
+    assert_eq!(get(&f.mg.url("/go-limited")).await.0, 200);
+    assert_eq!(get(&f.mg.url("/go-limited")).await.0, 429);
 
     // Not once the headers are out.
     let (status, _, body) = get(&f.mg.url("/late-exec")).await;
