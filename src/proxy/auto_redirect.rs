@@ -50,7 +50,11 @@ pub(super) fn absolute_location(
     host: &str,
     local: std::net::SocketAddr,
 ) {
-    if resp.extensions_mut().remove::<AbsoluteLocation>().is_none() {
+    // The status first: most responses are not 301s, and their
+    // extensions are not looked through.
+    if resp.status() != StatusCode::MOVED_PERMANENTLY
+        || resp.extensions_mut().remove::<AbsoluteLocation>().is_none()
+    {
         return;
     }
     let Some(location) = resp.headers().get(header::LOCATION) else {
