@@ -354,104 +354,118 @@ async fn uwsgi_down_is_a_502_and_too_many_variables_are_refused() {
     assert!(started.elapsed() < Duration::from_secs(3), "at once");
 }
 
+/// moongate running `[upstream.py]` as a managed pool of two uWSGI
+/// workers (`extra` lines in the upstream table); on drop, after moongate,
+/// any uWSGI it reported that still runs this test's app is killed by PID.
+struct Managed {
+    mg: Option<Moongate>,
+    dir: tempfile::TempDir,
+    seen: std::sync::Mutex<BTreeSet<i32>>,
+}
+
+impl Managed {
+    fn conf(dir: &std::path::Path, extra: &str) -> String {
+        let command = uwsgi_argv("{socket}")
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\naccess_log = \"off\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [upstream.py]\nprotocol = \"uwsgi\"\n{extra}\n\n\
+             [upstream.py.workers]\ncommand = [{command}]\ndir = \"{}\"\ncount = 2\n\
+             ready = \"/healthz\"\nrestart_backoff = \"50ms..1s\"\nstart_timeout = \"15s\"\nstop_timeout = \"2s\"\n\n\
+             [[route]]\npath = \"/\"\nupstream = \"py\"\n",
+            dir.display()
+        )
+    }
+
+    fn start(extra: &str) -> Managed {
+        let dir = app_dir();
+        let mg = tokio::task::block_in_place(|| Moongate::start(&Managed::conf(dir.path(), extra)));
+        Managed {
+            mg: Some(mg),
+            dir,
+            seen: std::sync::Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    fn mg(&self) -> &Moongate {
+        self.mg.as_ref().expect("moongate")
+    }
+
+    /// The pids of pool `py` once it is ok with two ready workers, none of
+    /// them `not`.
+    async fn settled(&self, not: Option<i32>) -> BTreeSet<i32> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pool = self.mg().status().await["workers"]["py"].clone();
+            let workers = pool["workers"].as_array().cloned().unwrap_or_default();
+            let pids: BTreeSet<i32> = workers
+                .iter()
+                .filter_map(|w| w["pid"].as_i64())
+                .map(|p| p as i32)
+                .collect();
+            self.seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(&pids);
+            let ready = pool["state"] == "ok"
+                && workers.len() == 2
+                && workers.iter().all(|w| w["state"] == "ready");
+            if ready && not.is_none_or(|p| !pids.contains(&p)) {
+                return pids;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pool py not settled: {pool:#}\nlog:\n{}",
+                self.mg().log_lines().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the app saw for `GET path`.
+    async fn get(&self, path: &str) -> Value {
+        let resp = client().get(self.mg().url(path)).send().await.expect("GET");
+        seen(resp).await
+    }
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        drop(self.mg.take());
+        for &pid in self.seen.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            if !gone(pid) && cwd == self.dir.path() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 /// Managed pool: `[upstream.py.workers]` runs uWSGI itself on `{socket}`,
-/// probes readiness with a uwsgi request, and replaces a worker killed
-/// with -9 while requests keep being answered.
+/// probes readiness with a uwsgi request (a plain HTTP probe would never
+/// pass), and replaces a worker killed with -9 while requests keep being
+/// answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_uwsgi_pool_survives_kill_9_of_a_worker() {
-    let dir = app_dir();
-    let command = uwsgi_argv("{socket}")
-        .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mg = Moongate::start(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\naccess_log = \"off\"\n\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n\n\
-         [upstream.py]\nprotocol = \"uwsgi\"\n\n\
-         [upstream.py.workers]\ncommand = [{command}]\ndir = \"{}\"\ncount = 2\n\
-         ready = \"/healthz\"\nrestart_backoff = \"50ms..1s\"\nstart_timeout = \"15s\"\nstop_timeout = \"2s\"\n\n\
-         [[route]]\npath = \"/\"\nupstream = \"py\"\n",
-        dir.path().display()
-    ));
-    let mut seen_pids = BTreeSet::new();
-    let result = managed_pool_checks(&mg, &mut seen_pids).await;
-    drop(mg);
-    // Whatever happened, no uWSGI of this test outlives it (by PID, only
-    // processes running this test's app).
-    for pid in seen_pids {
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
-        if !gone(pid) && cwd == dir.path() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-}
-
-/// The pids of pool `py` once it is ok with two ready workers other than
-/// `not`.
-async fn settled_pids(
-    mg: &Moongate,
-    seen: &mut BTreeSet<i32>,
-    not: Option<i32>,
-) -> Result<BTreeSet<i32>, String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let pool = mg.status().await["workers"]["py"].clone();
-        let workers = pool["workers"].as_array().cloned().unwrap_or_default();
-        let pids: BTreeSet<i32> = workers
-            .iter()
-            .filter_map(|w| w["pid"].as_i64())
-            .map(|p| p as i32)
-            .collect();
-        seen.extend(&pids);
-        let ready = pool["state"] == "ok"
-            && workers.len() == 2
-            && workers.iter().all(|w| w["state"] == "ready");
-        if ready && not.is_none_or(|p| !pids.contains(&p)) {
-            return Ok(pids);
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "pool py not settled: {pool:#}\nlog:\n{}",
-                mg.log_lines().join("\n")
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn managed_pool_checks(mg: &Moongate, seen: &mut BTreeSet<i32>) -> Result<(), String> {
-    let first = settled_pids(mg, seen, None).await?;
-    let http = client();
-    let answer = |resp: reqwest::Response| async move {
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| e.to_string())?;
-        if status != 200 {
-            return Err(format!("{status}: {text}"));
-        }
-        let v: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
-        Ok::<i32, String>(v["pid"].as_i64().unwrap_or(-1) as i32)
-    };
+    let pool = Managed::start("");
+    let first = pool.settled(None).await;
     for _ in 0..4 {
-        let resp = http
-            .get(mg.url("/hello"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let pid = answer(resp).await?;
-        if !first.contains(&pid) {
-            return Err(format!("answered by {pid}, not one of {first:?}"));
-        }
+        let pid = pool.get("/hello").await["pid"].as_i64().unwrap_or(-1) as i32;
+        assert!(
+            first.contains(&pid),
+            "answered by {pid}, not one of {first:?}"
+        );
     }
 
     // Clients keep asking while one worker is killed: none fails.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load: Vec<_> = (0..4)
         .map(|_| {
-            let (http, url, stop) = (http.clone(), mg.url("/load"), stop.clone());
+            let (http, url, stop) = (client(), pool.mg().url("/load"), stop.clone());
             tokio::spawn(async move {
                 let mut out = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -469,37 +483,63 @@ async fn managed_pool_checks(mg: &Moongate, seen: &mut BTreeSet<i32>) -> Result<
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let victim = *first.iter().next().ok_or("no worker")?;
-    kill(Pid::from_raw(victim), Signal::SIGKILL).map_err(|e| format!("kill -9: {e}"))?;
-    let after = settled_pids(mg, seen, Some(victim)).await?;
+    let victim = *first.iter().next().expect("a worker");
+    kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill -9 a worker");
+    let after = pool.settled(Some(victim)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut answered = 0;
     for task in load {
-        for r in task.await.map_err(|e| e.to_string())? {
-            r.map_err(|e| format!("a request failed while a worker was replaced: {e}"))?;
+        for r in task.await.expect("load task") {
+            if let Err(e) = r {
+                panic!("a request failed while a worker was replaced: {e}");
+            }
             answered += 1;
         }
     }
-    if answered < 20 {
-        return Err(format!("only {answered} requests during the kill"));
-    }
+    assert!(answered >= 20, "only {answered} requests during the kill");
     let new: Vec<i32> = after.difference(&first).copied().collect();
-    if new.len() != 1 || after.intersection(&first).count() != 1 {
-        return Err(format!("one replacement expected: {first:?} -> {after:?}"));
-    }
+    assert!(
+        new.len() == 1 && after.intersection(&first).count() == 1,
+        "one replacement expected: {first:?} -> {after:?}"
+    );
     // The replacement serves.
+    let mut served = false;
     for _ in 0..20 {
-        let resp = http
-            .get(mg.url("/again"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if answer(resp).await? == new[0] {
-            return Ok(());
+        if pool.get("/again").await["pid"].as_i64() == Some(i64::from(new[0])) {
+            served = true;
+            break;
         }
     }
-    Err(format!("the replacement {} took no request", new[0]))
+    assert!(served, "the replacement {} took no request", new[0]);
+}
+
+/// A reload keeps the uWSGI workers when nothing changed, and when only
+/// `params` did (they are not the workers' business); the new params
+/// apply at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_uwsgi_pool_and_applies_new_params() {
+    let pool = Managed::start("params = { APP_TAG = \"one\" }");
+    let first = pool.settled(None).await;
+    assert_eq!(pool.get("/tag").await["APP_TAG"], "one");
+
+    let (code, body) = pool.mg().admin_reload().await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(pool.settled(None).await, first, "unchanged: same workers");
+
+    pool.mg().write_conf(
+        "00-test.toml",
+        &Managed::conf(pool.dir.path(), "params = { APP_TAG = \"two\" }"),
+    );
+    let (code, body) = pool.mg().admin_reload().await;
+    assert_eq!(code, 200, "{body}");
+    for _ in 0..6 {
+        let env = pool.get("/tag").await;
+        assert_eq!(env["APP_TAG"], "two", "{env:#}");
+        let pid = env["pid"].as_i64().unwrap_or(-1) as i32;
+        assert!(first.contains(&pid), "served by the kept workers: {pid}");
+    }
+    assert_eq!(pool.settled(None).await, first, "params only: same workers");
 }
 
 /// `moongate check` names the line of a protocol it does not speak, and of
