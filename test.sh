@@ -13,6 +13,10 @@ command -v python3 >/dev/null || need_apt+=(python3)
 # 3-master Redis Cluster joined with redis-cli (Debian's redis-tools).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+# A real uWSGI with the python3 plugin for the protocol = "uwsgi" tests
+# (tests/it/upstream_uwsgi.rs start their own on a free port or socket).
+command -v uwsgi >/dev/null || need_apt+=(uwsgi-core)
+[ -e /usr/lib/uwsgi/plugins/python3_plugin.so ] || need_apt+=(uwsgi-plugin-python3)
 apt_install() {
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "$@"

@@ -34,9 +34,9 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, Place};
 pub use model::{
     AccessLog, Admin, Balance, CacheDisk, CacheZone, CertPair, Config, LimitKind, LimitScope,
-    LimitZone, Listen, LuaSettings, OnRedisError, PathMatch, PeerAddr, Policy, RedisSettings,
-    RedisTarget, Rewrite, Route, RouteLua, RouteTarget, Script, ScriptSource, Server, ServerPeer,
-    SharedDictDef, TlsListener, Upstream,
+    LimitZone, Listen, LuaSettings, OnRedisError, PathMatch, PeerAddr, Policy, Protocol,
+    RedisSettings, RedisTarget, Rewrite, Route, RouteLua, RouteTarget, Script, ScriptSource,
+    Server, ServerPeer, SharedDictDef, TlsListener, Upstream,
 };
 pub use units::{parse_duration, parse_size};
 

@@ -74,6 +74,18 @@ pub enum ProxyError {
     /// A Lua `balancer` ended the request with `ngx.exit(status)`.
     #[error("the Lua balancer called ngx.exit({0})")]
     LuaExit(StatusCode),
+    /// The request's uwsgi variables (its headers, mostly) take more than
+    /// the 65535 bytes a uwsgi packet can carry (nginx: "uwsgi request is
+    /// too big").
+    #[error(
+        "uwsgi request is too big for upstream `{upstream}`: {size} bytes of variables, at most 65535"
+    )]
+    UwsgiTooBig {
+        /// The upstream's name.
+        upstream: String,
+        /// The size the variables would take.
+        size: usize,
+    },
 }
 
 impl ProxyError {
@@ -84,7 +96,8 @@ impl ProxyError {
             | ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UpstreamBody(_)
-            | ProxyError::UnaskedUpgrade(_) => StatusCode::BAD_GATEWAY,
+            | ProxyError::UnaskedUpgrade(_)
+            | ProxyError::UwsgiTooBig { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout(_) | ProxyError::ReadTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -101,7 +114,10 @@ impl ProxyError {
     /// Who is at fault.
     pub fn blame(&self) -> Blame {
         match self {
-            ProxyError::NoPeer(_) | ProxyError::Lua(_) | ProxyError::LuaExit(_) => Blame::Internal,
+            ProxyError::NoPeer(_)
+            | ProxyError::Lua(_)
+            | ProxyError::LuaExit(_)
+            | ProxyError::UwsgiTooBig { .. } => Blame::Internal,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout(_)
             | ProxyError::ReadTimeout(_)
@@ -142,7 +158,8 @@ impl ProxyError {
             | ProxyError::HeadTooLarge(_)
             | ProxyError::UnsupportedTransferEncoding
             | ProxyError::Lua(_)
-            | ProxyError::LuaExit(_) => false,
+            | ProxyError::LuaExit(_)
+            | ProxyError::UwsgiTooBig { .. } => false,
         }
     }
 

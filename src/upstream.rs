@@ -7,9 +7,10 @@
 //!
 //! Request order inside this module: [`call::forward`] picks a peer
 //! (balance), takes an idle connection or opens one ([`pool`],
-//! [`connect`]), runs the exchange ([`h1`]), and hands back the response
-//! with an [`UpstreamBody`] that returns the connection to the pool at its
-//! end.
+//! [`connect`]), runs the exchange ([`h1`]; for `protocol = "uwsgi"` a
+//! [`uwsgi`] packet of [`cgi`] variables in place of the request head, on a
+//! connection of its own), and hands back the response with an
+//! [`UpstreamBody`] that returns the connection to the pool at its end.
 
 pub mod balance;
 pub mod balance_hook;
@@ -17,6 +18,8 @@ pub mod peer;
 pub mod pool;
 pub mod connect;
 pub mod h1;
+pub mod cgi;
+pub mod uwsgi;
 pub mod call;
 
 use std::pin::Pin;
@@ -56,6 +59,8 @@ pub struct Upstream {
     successors_expected: AtomicBool,
     /// The `hash` balancer's key.
     pub hash_key: Option<VarTemplate>,
+    /// `params`, compiled (CGI-style protocols only).
+    pub params: Vec<(String, VarTemplate)>,
 }
 
 /// The peers of an upstream at one moment, and the balancer built over them.
@@ -104,8 +109,14 @@ impl Upstream {
             Some(k) => Some(VarTemplate::parse(k)?),
             None => None,
         };
+        let params = def
+            .params
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), VarTemplate::parse(v)?)))
+            .collect::<Result<_, String>>()?;
         let members = ArcSwap::from_pointee(Members::new(def.balance, list));
         Ok(Upstream {
+            params,
             def,
             members,
             changed: Notify::new(),

@@ -315,6 +315,10 @@ pub struct RawUpstream {
     pub workers: Option<Spanned<RawWorkers>>,
     /// `lua.balancer` (a file) or `lua.balancer_inline` (code).
     pub lua: Option<Spanned<RawUpstreamLua>>,
+    /// The protocol spoken to the peers: "http1" (default), "uwsgi".
+    pub protocol: Option<Spanned<String>>,
+    /// CGI variables added or overridden (uwsgi), values `$var` templates.
+    pub params: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
 }
 
 /// The `lua.*` keys of an upstream.

@@ -190,6 +190,33 @@ pub struct Upstream {
     /// the peer (`ngx.balancer`). Not part of the pool's identity: a changed
     /// script keeps the pool (the script runs from the Lua program).
     pub balancer: Option<Script>,
+    /// The protocol spoken to the peers.
+    pub protocol: Protocol,
+    /// `params`: CGI variables added to (or overriding) those built from the
+    /// request, nginx's `uwsgi_param`; values are `$var` templates (checked).
+    /// Only with a CGI-style protocol.
+    pub params: BTreeMap<String, String>,
+}
+
+/// The protocol an upstream's peers speak (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1, pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// uWSGI's binary protocol (nginx's `uwsgi_pass`): CGI variables, the
+    /// body, an HTTP/1.x response; one connection per request.
+    Uwsgi,
+}
+
+impl Protocol {
+    /// The name written in conf.d.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Uwsgi => "uwsgi",
+        }
+    }
 }
 
 /// `[upstream.NAME.workers]`: a pool of app processes moongate spawns,
@@ -223,6 +250,9 @@ pub struct Workers {
     pub backoff_max: Duration,
     /// Time between SIGTERM and SIGKILL when a worker is stopped.
     pub stop_timeout: Duration,
+    /// The upstream's protocol: what the workers listen for on `{socket}`,
+    /// and what the `ready` probe speaks.
+    pub protocol: Protocol,
 }
 
 impl Workers {
@@ -255,6 +285,8 @@ impl PartialEq for Upstream {
             servers,
             workers,
             balancer: _,
+            protocol,
+            params,
         } = self;
         *name == other.name
             && *balance == other.balance
@@ -268,6 +300,8 @@ impl PartialEq for Upstream {
             && *retry_statuses == other.retry_statuses
             && *servers == other.servers
             && *workers == other.workers
+            && *protocol == other.protocol
+            && *params == other.params
     }
 }
 

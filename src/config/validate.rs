@@ -14,6 +14,7 @@ mod listeners;
 mod lua;
 mod matchers;
 pub(crate) mod paths;
+mod protocol;
 mod redis;
 mod route;
 mod route_overlap;

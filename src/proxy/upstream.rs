@@ -17,6 +17,7 @@ use super::request::{LuaReq, UpstreamDone};
 use crate::access_log::AccessRecord;
 use crate::body::{Kind, RequestBody, ResponseBody};
 use crate::cache::step::{CacheDecisions, CacheStatus, Store};
+use crate::config::Protocol;
 use crate::error::ProxyError;
 use crate::forward;
 use crate::interim::Interim;
@@ -26,6 +27,7 @@ use crate::snapshot::{RouteEntry, Snapshot, Target};
 use crate::upstream::balance::PickKey;
 use crate::upstream::balance_hook::TryHook;
 use crate::upstream::call::{self, Outgoing};
+use crate::upstream::cgi::CgiFacts;
 use crate::vars::RequestFacts;
 
 /// Where an upstream-bound request goes, and what it carries from routing.
@@ -92,7 +94,10 @@ pub(super) fn proxy_upstream<'a>(
         // Only protocols the route allows are asked for upstream (websocket by
         // default, never h2c); any other `Upgrade` is dropped with the
         // hop-by-hop fields and the request goes as a plain one.
+        let cgi_style = upstream.def.protocol != Protocol::Http1;
+        // uwsgi tunnels no upgrade (nor does nginx's uwsgi_pass).
         let upgrade = parts.version == Version::HTTP_11
+            && !cgi_style
             && forward::wants_upgrade(&parts.headers)
             && forward::keep_allowed_upgrades(&mut parts.headers, allowed);
         let client_upgrade = upgrade
@@ -147,6 +152,11 @@ pub(super) fn proxy_upstream<'a>(
             interim: interim.is_some().then_some(&mut relay as _),
             pool: &conn.worker.upstream_idle,
             hook,
+            cgi: cgi_style.then(|| CgiFacts {
+                facts,
+                remote_port: (real_ip == conn.peer.ip()).then_some(conn.peer.port()),
+                server_addr: conn.local.ip(),
+            }),
         };
         let exchange = call::forward(upstream, name, &mut out).await?;
         let peer = done.insert(UpstreamDone {

@@ -20,6 +20,11 @@
 //! transparently when the request has no body. Failures feed the peer's
 //! passive health (through the balancer, which spares a sole peer).
 //!
+//! An upstream speaking uwsgi builds its packet of CGI variables once,
+//! before the first try (reading a body of unknown length whole, since
+//! uwsgi needs `CONTENT_LENGTH`), and sends it on a new connection per try
+//! (uwsgi has no keep-alive); the rules above are the same.
+//!
 //! An upstream with a Lua `balancer` ([`TryHook`]) is asked before every
 //! try. When it names a peer, that try goes there (one of the upstream's
 //! peers, with its health and pool, or any other address, pooled by
@@ -36,6 +41,7 @@ use http::{Response, StatusCode};
 
 use super::balance::{PickKey, Tried};
 use super::balance_hook::{LastFailure, Timeouts, TryHook, TryInfo};
+use super::cgi::CgiFacts;
 use super::connect::connect;
 use super::h1::{Conn, ExchangeError, InterimSink, ResponseHead};
 use super::peer::{Peer, PeerConfig};
@@ -64,6 +70,9 @@ pub struct Outgoing<'a> {
     pub pool: &'a Rc<IdlePool>,
     /// Asked before every try (the upstream's Lua `balancer`), if any.
     pub hook: Option<&'a dyn TryHook>,
+    /// What the CGI variables are built from, for an upstream speaking a
+    /// CGI-style protocol (uwsgi); `None` for HTTP/1.
+    pub cgi: Option<CgiFacts<'a>>,
 }
 
 /// A response from a peer.
@@ -100,6 +109,11 @@ pub async fn forward(
     // Borrowed, not moved in: the request stays in the caller's future
     // (moved, it would take room twice in this one's).
     let (idempotent, pool, hook) = (out.idempotent, out.pool, out.hook);
+    let packet = match &out.cgi {
+        None => None,
+        Some(cgi) => Some(uwsgi_packet(up, name, cgi, &out.parts, &mut out.body).await?),
+    };
+    let packet = packet.as_deref();
     // Only a request without a body can be sent a second time.
     let replayable = out.body.is_empty();
     let mut members = up.members();
@@ -198,6 +212,7 @@ pub async fn forward(
             addr,
             &out.parts,
             &mut out.body,
+            packet,
             replayable,
             up,
             &limits,
@@ -258,6 +273,30 @@ pub async fn forward(
                 }
                 return Err(err);
             }
+        }
+    }
+}
+
+/// The uwsgi packet of a request (see [`super::uwsgi::prepare`]); too many
+/// variables fail the request with a 502 and an error line, as in nginx.
+async fn uwsgi_packet(
+    up: &Upstream,
+    name: &str,
+    cgi: &CgiFacts<'_>,
+    parts: &Parts,
+    body: &mut RequestBody,
+) -> Result<Vec<u8>, ProxyError> {
+    use super::uwsgi::{PrepareError, prepare};
+    match prepare(parts, cgi, &up.params, body).await {
+        Ok(packet) => Ok(packet),
+        Err(PrepareError::Body(e)) => Err(request_error(e)),
+        Err(PrepareError::TooBig(size)) => {
+            let err = ProxyError::UwsgiTooBig {
+                upstream: name.to_owned(),
+                size,
+            };
+            tracing::error!(upstream = name, "{err}");
+            Err(err)
         }
     }
 }
@@ -360,22 +399,28 @@ fn respond(
 
 /// One exchange with one peer: on a pooled connection if one is alive (a
 /// connection the peer closed while idle is replaced by a new one when the
-/// request can be sent again), else on a new connection.
+/// request can be sent again), else on a new connection. With a uwsgi
+/// `packet`, always on a new connection, never pooled afterwards.
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
     peer_id: u64,
     addr: &PeerAddr,
     parts: &Parts,
     body: &mut RequestBody,
+    packet: Option<&[u8]>,
     replayable: bool,
     up: &Upstream,
     limits: &Limits,
     pool: &IdlePool,
     interim: &mut Option<InterimSink<'_>>,
 ) -> Result<(ResponseHead, Conn), Failure> {
-    if let Some(mut conn) = pool.checkout(peer_id, up.def.keepalive_timeout) {
+    if let Some(mut conn) = packet
+        .is_none()
+        .then(|| pool.checkout(peer_id, up.def.keepalive_timeout))
+        .flatten()
+    {
         conn.set_send_timeout(limits.send);
-        match run(&mut conn, parts, body, limits.read, interim).await {
+        match run(&mut conn, parts, body, None, limits.read, interim).await {
             Ok(head) => return Ok((head, conn)),
             Err(ExchangeError::Closed | ExchangeError::Io(_))
                 if replayable && !conn.response_began() =>
@@ -388,7 +433,7 @@ async fn exchange(
     let mut conn = connect(addr, limits.connect, limits.send)
         .await
         .map_err(Failure::NotSent)?;
-    match run(&mut conn, parts, body, limits.read, interim).await {
+    match run(&mut conn, parts, body, packet, limits.read, interim).await {
         Ok(head) => Ok((head, conn)),
         Err(e) => Err(failure(e, &conn, addr)),
     }
@@ -404,29 +449,47 @@ fn failure(e: ExchangeError, conn: &Conn, addr: &PeerAddr) -> Failure {
     }
 }
 
+/// Sends the request (its HTTP/1.1 head, or the uwsgi `packet`) and reads
+/// the response head.
 async fn run(
     conn: &mut Conn,
     parts: &Parts,
     body: &mut RequestBody,
+    packet: Option<&[u8]>,
     read_timeout: Duration,
     interim: &mut Option<InterimSink<'_>>,
 ) -> Result<ResponseHead, ExchangeError> {
-    conn.send(parts, body).await?;
+    match packet {
+        None => conn.send(parts, body).await?,
+        Some(packet) => conn.send_packet(packet, body).await?,
+    }
     let sink = interim.as_mut().map(|s| &mut **s as InterimSink<'_>);
-    conn.read_head_with(&parts.method, read_timeout, sink).await
+    let mut head = conn
+        .read_head_with(&parts.method, read_timeout, sink)
+        .await?;
+    // uwsgi has no keep-alive, whatever the app's response says.
+    head.keep_alive &= packet.is_none();
+    Ok(head)
 }
 
 fn to_proxy_error(e: ExchangeError, addr: &PeerAddr) -> ProxyError {
     match e {
-        ExchangeError::Request(RequestBodyError::TooLarge) => ProxyError::BodyTooLarge,
-        ExchangeError::Request(RequestBodyError::Timeout) => ProxyError::ClientBodyTimeout,
-        ExchangeError::Request(RequestBodyError::Client(_)) => {
-            ProxyError::BadRequest("the client's request body was cut off")
-        }
+        ExchangeError::Request(e) => request_error(e),
         ExchangeError::ReadTimeout => ProxyError::ReadTimeout(addr.to_string()),
         source => ProxyError::Upstream {
             addr: addr.to_string(),
             source,
         },
+    }
+}
+
+/// How a failure of the client's body is answered.
+fn request_error(e: RequestBodyError) -> ProxyError {
+    match e {
+        RequestBodyError::TooLarge => ProxyError::BodyTooLarge,
+        RequestBodyError::Timeout => ProxyError::ClientBodyTimeout,
+        RequestBodyError::Client(_) => {
+            ProxyError::BadRequest("the client's request body was cut off")
+        }
     }
 }

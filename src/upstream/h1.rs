@@ -177,6 +177,28 @@ impl Conn {
         let chunked = write_head(&mut self.out, parts, body.is_empty());
         self.heard = false;
         self.io.write_all(&self.out).await?;
+        self.send_body(body, chunked).await
+    }
+
+    /// Writes the start of a request in another protocol (a uwsgi packet)
+    /// and streams the body after it as is; the response is read as an
+    /// HTTP/1.x response.
+    pub async fn send_packet(
+        &mut self,
+        packet: &[u8],
+        body: &mut RequestBody,
+    ) -> Result<(), ExchangeError> {
+        self.heard = false;
+        self.io.write_all(packet).await?;
+        self.send_body(body, false).await
+    }
+
+    /// Streams the request body, in chunks when `chunked`.
+    async fn send_body(
+        &mut self,
+        body: &mut RequestBody,
+        chunked: bool,
+    ) -> Result<(), ExchangeError> {
         if body.is_empty() {
             return Ok(());
         }

@@ -462,6 +462,7 @@ impl Pool {
             key: seq,
             spawned,
             ready: self.def.ready.clone(),
+            protocol: self.def.protocol,
             start_timeout: self.def.start_timeout,
             stop_timeout: self.def.stop_timeout,
             peer,

@@ -49,6 +49,8 @@ pub(super) struct Life {
     pub spawned: Spawned,
     /// `ready` of the definition.
     pub ready: Option<String>,
+    /// What the `ready` probe speaks: the upstream's protocol.
+    pub protocol: crate::config::Protocol,
     /// How long it may take to become ready.
     pub start_timeout: Duration,
     /// Drain limit, and time between SIGTERM and SIGKILL.
@@ -73,6 +75,7 @@ pub(super) async fn run(life: Life) {
         key,
         spawned,
         ready,
+        protocol,
         start_timeout,
         stop_timeout,
         peer,
@@ -91,7 +94,7 @@ pub(super) async fn run(life: Life) {
         biased;
         _ = stop.cancelled() => Start::Stop,
         status = child.wait() => Start::Exited(status),
-        r = ready::wait_ready(&addr, ready.as_deref(), deadline) => Start::Ready(r),
+        r = ready::wait_ready(&addr, ready.as_deref(), protocol, deadline) => Start::Ready(r),
     };
     match start {
         Start::Ready(Ok(())) => {}

@@ -1,7 +1,9 @@
 //! Readiness of a new worker: polled until a deadline. Without a `ready`
 //! path a worker is ready once its socket (or port) accepts a connection;
 //! with one, once `GET {ready}` answers 2xx. The probe is a few lines of
-//! HTTP/1.1 written by hand (`Connection: close`, read the status line).
+//! HTTP/1.1 written by hand (`Connection: close`, read the status line), or
+//! for a pool speaking uwsgi a uwsgi packet asking the same (the answer is
+//! an HTTP/1.x response either way).
 
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
-use crate::config::PeerAddr;
+use crate::config::{PeerAddr, Protocol};
 
 /// Time between two probes.
 const POLL: Duration = Duration::from_millis(50);
@@ -33,6 +35,7 @@ const REST_TIMEOUT: Duration = Duration::from_millis(250);
 pub(super) async fn wait_ready(
     addr: &PeerAddr,
     path: Option<&str>,
+    protocol: Protocol,
     deadline: Instant,
 ) -> Result<(), String> {
     let mut last = String::from("no probe answered");
@@ -42,7 +45,7 @@ pub(super) async fn wait_ready(
             return Err(last);
         }
         let budget = (deadline - now).min(PROBE_TIMEOUT);
-        match tokio::time::timeout(budget, probe(addr, path)).await {
+        match tokio::time::timeout(budget, probe(addr, path, protocol)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => last = e,
             Err(_) => last = "a probe got no answer in time".into(),
@@ -52,19 +55,23 @@ pub(super) async fn wait_ready(
 }
 
 /// One probe.
-pub(super) async fn probe(addr: &PeerAddr, path: Option<&str>) -> Result<(), String> {
+pub(super) async fn probe(
+    addr: &PeerAddr,
+    path: Option<&str>,
+    protocol: Protocol,
+) -> Result<(), String> {
     match addr {
         PeerAddr::Unix(p) => {
             let stream = UnixStream::connect(p)
                 .await
                 .map_err(|e| format!("connect to {}: {e}", p.display()))?;
-            ask(stream, path).await
+            ask(stream, path, protocol).await
         }
         PeerAddr::Tcp(a) => {
             let stream = TcpStream::connect(a)
                 .await
                 .map_err(|e| format!("connect to {a}: {e}"))?;
-            ask(stream, path).await
+            ask(stream, path, protocol).await
         }
     }
 }
@@ -74,13 +81,18 @@ pub(super) async fn probe(addr: &PeerAddr, path: Option<&str>) -> Result<(), Str
 async fn ask<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     path: Option<&str>,
+    protocol: Protocol,
 ) -> Result<(), String> {
     let Some(path) = path else { return Ok(()) };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: moongate-ready\r\nConnection: close\r\n\r\n"
-    );
+    let request = match protocol {
+        Protocol::Http1 => format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: moongate-ready\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes(),
+        Protocol::Uwsgi => crate::upstream::uwsgi::probe_packet(path),
+    };
     stream
-        .write_all(request.as_bytes())
+        .write_all(&request)
         .await
         .map_err(|e| format!("GET {path}: {e}"))?;
     let mut head = Vec::with_capacity(128);
@@ -164,23 +176,28 @@ mod tests {
     #[tokio::test]
     async fn a_2xx_is_ready_and_a_503_is_not() {
         let ok = PeerAddr::Tcp(server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await);
-        assert_eq!(probe(&ok, Some("/healthz")).await, Ok(()));
+        assert_eq!(probe(&ok, Some("/healthz"), Protocol::Http1).await, Ok(()));
         let busy = PeerAddr::Tcp(server(b"HTTP/1.1 503 Busy\r\n\r\n").await);
         assert_eq!(
-            probe(&busy, Some("/healthz")).await,
+            probe(&busy, Some("/healthz"), Protocol::Http1).await,
             Err("GET /healthz answered 503".into())
         );
         // Without a path, accepting is enough.
-        assert_eq!(probe(&busy, None).await, Ok(()));
+        assert_eq!(probe(&busy, None, Protocol::Http1).await, Ok(()));
     }
 
     #[tokio::test]
     async fn nobody_listening_times_out_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let addr = PeerAddr::Unix(dir.path().join("none.sock"));
-        let err = wait_ready(&addr, None, Instant::now() + Duration::from_millis(300))
-            .await
-            .unwrap_err();
+        let err = wait_ready(
+            &addr,
+            None,
+            Protocol::Http1,
+            Instant::now() + Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
         assert!(err.contains("none.sock"), "{err}");
     }
 }

@@ -5,6 +5,7 @@
 mod support;
 mod balance;
 mod upstream_health;
+mod upstream_uwsgi;
 mod proxying;
 mod reload;
 mod shutdown;

@@ -55,8 +55,16 @@ pub(super) fn upstream(
         (None, _) => None,
     };
 
+    let protocol = super::protocol::protocol(src, raw.protocol.as_ref())?;
+    let params = super::protocol::params(src, protocol, raw.params.as_ref())?;
     let workers = match &raw.workers {
-        Some(w) => Some(super::workers::workers(src, name.get_ref(), w, paths)?),
+        Some(w) => Some(super::workers::workers(
+            src,
+            name.get_ref(),
+            w,
+            protocol,
+            paths,
+        )?),
         None => None,
     };
     let servers = match (&raw.servers, &workers) {
@@ -102,6 +110,8 @@ pub(super) fn upstream(
         servers,
         workers,
         balancer: super::lua::upstream_balancer(src, raw.lua.as_ref(), paths)?,
+        protocol,
+        params,
     })
 }
 

@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::paths::Paths;
 use crate::config::error::{ConfigError, Source};
 use crate::config::file::RawWorkers;
-use crate::config::model::Workers;
+use crate::config::model::{Protocol, Workers};
 use crate::config::units::parse_duration;
 
 /// The most workers one pool may run.
@@ -23,6 +23,7 @@ pub(super) fn workers(
     src: &Source<'_>,
     upstream: &str,
     def: &Spanned<RawWorkers>,
+    protocol: Protocol,
     paths: &mut Paths,
 ) -> Result<Workers, ConfigError> {
     let raw = def.get_ref();
@@ -86,6 +87,7 @@ pub(super) fn workers(
         backoff_min,
         backoff_max,
         stop_timeout: dur(&raw.stop_timeout, Duration::from_secs(10)),
+        protocol,
     })
 }
 
