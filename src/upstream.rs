@@ -18,6 +18,7 @@ pub mod pool;
 pub mod connect;
 pub mod h1;
 pub mod call;
+pub mod fastcgi;
 
 use std::pin::Pin;
 use std::rc::Rc;
