@@ -13,6 +13,10 @@ command -v python3 >/dev/null || need_apt+=(python3)
 # 3-master Redis Cluster joined with redis-cli (Debian's redis-tools).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+# PHP-FPM for the FastCGI tests (tests/it/upstream_fastcgi.rs), started by
+# each test on a free port; Debian names its binary by PHP version
+# (/usr/sbin/php-fpm8.2, not on a user's PATH).
+compgen -G '/usr/sbin/php-fpm*' >/dev/null || need_apt+=(php-fpm)
 apt_install() {
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "$@"
