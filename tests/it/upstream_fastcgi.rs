@@ -412,3 +412,26 @@ impl PhpFpm {
             .expect("connect to php-fpm's socket")
     }
 }
+
+/// PHP refuses a body over `post_max_size` (8 MB by default) but still
+/// reads it all off STDIN, so sending it whole before reading the answer
+/// does not stall, and the connection serves on.
+#[tokio::test]
+async fn a_body_over_post_max_size_is_answered_and_the_connection_kept() {
+    let fpm = PhpFpm::start();
+    let big = vec![b'a'; 12 * 1024 * 1024];
+    let params = cgi("POST", "mode=vars", "application/octet-stream", big.len());
+    let opts = options(true);
+    let sent = exchange(fpm.tcp().await, &params, Full::new(Bytes::from(big)), &opts);
+    let (head, mut body) = tokio::time::timeout(Duration::from_secs(30), sent)
+        .await
+        .expect("an answer within 30 s")
+        .expect("FastCGI exchange");
+    assert_eq!(head.status, 200);
+    let text = read_all(&mut body).await;
+    assert!(text.contains("exceeds the limit"), "{text}");
+    let conn = body.take_conn().expect("a reusable connection");
+    let (head, mut body) = get(conn, "mode=vars&after=1", true).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(json(&read_all(&mut body).await)["get"]["after"], "1");
+}

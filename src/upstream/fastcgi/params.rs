@@ -97,9 +97,12 @@ fn take_len(b: &mut &[u8]) -> Result<usize, ParamsError> {
     Ok((u32::from_be_bytes(four) & 0x7fff_ffff) as usize)
 }
 
+/// Decoded name-value pairs.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Decodes the name-value pairs of a PARAMS (or GET_VALUES) stream's
 /// content, all records joined.
-pub fn decode_pairs(mut b: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ParamsError> {
+pub fn decode_pairs(mut b: &[u8]) -> Result<Pairs, ParamsError> {
     let mut pairs = Vec::new();
     while !b.is_empty() {
         let name_len = take_len(&mut b)?;
