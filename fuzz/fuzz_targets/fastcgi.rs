@@ -98,7 +98,10 @@ fn pairs(input: &[u8]) {
         let h = Header::parse(stream[at..at + 8].try_into().expect("8 bytes"));
         let content = &stream[at + 8..at + 8 + usize::from(h.content_length)];
         if pairs.iter().all(|(n, v)| n.len() + v.len() < 65535 - 8) {
-            assert!(params::decode_pairs(content).is_ok(), "a pair cut between records");
+            assert!(
+                params::decode_pairs(content).is_ok(),
+                "a pair cut between records"
+            );
         }
         joined.extend_from_slice(content);
         at += 8 + h.body_len();
@@ -116,7 +119,18 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let whole = run(vec![input]);
-    assert_eq!(run(common::pieces(input, &cuts)), whole, "the reads changed the outcome");
-    assert_eq!(run(input.chunks(1).collect()), whole, "byte-by-byte reads changed the outcome");
-    assert!(whole.body.len() + whole.left.len() <= input.len(), "more out than in");
+    assert_eq!(
+        run(common::pieces(input, &cuts)),
+        whole,
+        "the reads changed the outcome"
+    );
+    assert_eq!(
+        run(input.chunks(1).collect()),
+        whole,
+        "byte-by-byte reads changed the outcome"
+    );
+    assert!(
+        whole.body.len() + whole.left.len() <= input.len(),
+        "more out than in"
+    );
 });
