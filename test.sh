@@ -17,6 +17,10 @@ command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 # (tests/it/upstream_uwsgi.rs start their own on a free port or socket).
 command -v uwsgi >/dev/null || need_apt+=(uwsgi-core)
 [ -e /usr/lib/uwsgi/plugins/python3_plugin.so ] || need_apt+=(uwsgi-plugin-python3)
+# PHP-FPM for the FastCGI tests (tests/it/upstream_fastcgi.rs), started by
+# each test on a free port; Debian names its binary by PHP version
+# (/usr/sbin/php-fpm8.2, not on a user's PATH).
+compgen -G '/usr/sbin/php-fpm*' >/dev/null || need_apt+=(php-fpm)
 apt_install() {
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "$@"

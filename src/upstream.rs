@@ -21,6 +21,7 @@ pub mod h1;
 pub mod cgi;
 pub mod uwsgi;
 pub mod call;
+pub mod fastcgi;
 
 use std::pin::Pin;
 use std::rc::Rc;

@@ -46,4 +46,5 @@ mod http1_server;
 mod http1_discard;
 mod route_redirect;
 mod h2;
+mod upstream_fastcgi;
 mod listen;
