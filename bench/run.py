@@ -113,6 +113,9 @@ class Scenario:
               check sends at least two requests to each server, also without --check
     slow_origin  run.py starts nginx/origin-slow.conf (nginx + ngx_lua, ngx.sleep(@DELAY_S@)
               then proxy to the fast origin) for the scenario, and @ORIGIN@ points at it
+    uwsgi_app  run.py starts a uWSGI app (UWSGI_APP: WSGI, /hello answers the origin's 100 B
+              body) with UWSGI_PROCESSES processes on a free loopback port (@UWSGI@), and
+              stops it by PID afterwards; both servers reach it, so its CPU is nobody's
 
     A var's value may contain @RUN_DIR@ (replaced by the scenario's run directory), e.g.
     CACHE_DIR = "@RUN_DIR@/nginx-cache".
@@ -136,8 +139,24 @@ class Scenario:
     redis: bool = False
     warm_headers: dict[str, str] = field(default_factory=dict)
     slow_origin: bool = False
+    uwsgi_app: bool = False
     h2: bool = False
 
+
+# The uWSGI app of the "uwsgi" scenario: the origin's /hello (the same 100 bytes), as WSGI.
+UWSGI_APP = '''\
+BODY = b"hello from bench-origin: this body is exactly 100 bytes ...........................................\\n"
+
+
+def application(environ, start_response):
+    if environ.get("PATH_INFO") != "/hello":
+        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "0")])
+        return [b""]
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+'''
+UWSGI_PROCESSES = 2                       # the app's worker processes (its CPU is nobody's)
+UWSGI_HINT = "apt-get install -y uwsgi-core uwsgi-plugin-python3"
 
 BENCH_TOKEN = "bench-token-alice"   # -> user "alice", in both servers' token tables
 # the two caches' directories, one per server, in the scenario's run directory
@@ -220,6 +239,17 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
         wrk_script="cache-1000.lua",
         vars=CACHE_VARS,
         warm_headers={"X-Cache-Status": "HIT"},
+    ),
+    Scenario(
+        name="uwsgi",
+        summary="a WSGI app under uWSGI (2 processes) reached over the uwsgi protocol: nginx's "
+                "uwsgi_pass (uwsgi_params) vs moongate's protocol = \"uwsgi\"; GET /hello (100 B body), "
+                "a new upstream connection per request on both sides",
+        nginx="uwsgi.conf",
+        moongate="uwsgi.toml",
+        uwsgi_app=True,
+        needs=("/usr/bin/uwsgi", "/usr/lib/uwsgi/plugins/python3_plugin.so", "/etc/nginx/uwsgi_params"),
+        needs_hint=UWSGI_HINT,
     ),
     Scenario(
         name="proxy-slow",
@@ -1301,7 +1331,26 @@ class Run:
             values["ORIGIN"] = f"{HOST}:{slow.port}"
             log(f"   slow origin: nginx pid {slow.pid} on {HOST}:{slow.port} "
                 f"(+{values['DELAY_S']} s per request, then the origin)")
+        if sc.uwsgi_app:
+            app = self.start_uwsgi(d / "uwsgi")
+            values["UWSGI"] = f"{HOST}:{app.port}"
         return d, values
+
+    def start_uwsgi(self, d: Path) -> Server:
+        """The uWSGI app (UWSGI_APP) for one scenario, in d, on a free loopback
+        port; stop_services() stops it (and its workers) by PID."""
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "app.py").write_text(UWSGI_APP)
+
+        def make(port: int) -> Server:
+            argv = [which("uwsgi") or "uwsgi", "--plugin", "python3", "--socket", f"{HOST}:{port}",
+                    "--wsgi-file", str(d / "app.py"), "--master", "--processes", str(UWSGI_PROCESSES),
+                    "--listen", "1024", "--disable-logging", "--die-on-term"]
+            return Server("uwsgi", argv, d, d / "uwsgi.log", port, False)
+        server = self.start_with_port(make)
+        self.services.append(server)
+        log(f"   uwsgi: app pid {server.pid} on {HOST}:{server.port} ({UWSGI_PROCESSES} processes)")
+        return server
 
     def start_redis(self, d: Path) -> Server:
         """A redis-server for one scenario, in d, on a free loopback port (no
@@ -1318,7 +1367,7 @@ class Run:
         return server
 
     def stop_services(self) -> None:
-        """Stops what prepare() started for a scenario (redis, the slow origin)."""
+        """Stops what prepare() started for a scenario (redis, the slow origin, a uWSGI app)."""
         while self.services:
             self.services.pop().stop()
 
