@@ -50,7 +50,9 @@ pub fn cgi_vars(
             emit(name.as_bytes(), value);
         }
     };
-    let number = |n: &dyn std::fmt::Display| n.to_string().into_bytes();
+    // Numbers and addresses as text on the stack: no `fmt`, no allocation.
+    let mut int = itoa::Buffer::new();
+    let mut ip = [0u8; IP_TEXT];
     put("QUERY_STRING", parts.uri.query().unwrap_or("").as_bytes());
     put("REQUEST_METHOD", parts.method.as_str().as_bytes());
     let content_type = parts.headers.get(header::CONTENT_TYPE);
@@ -59,7 +61,7 @@ pub fn cgi_vars(
         content_type.map_or(&b""[..], |v| v.as_bytes()),
     );
     match content_length {
-        Some(n) => put("CONTENT_LENGTH", &number(&n)),
+        Some(n) => put("CONTENT_LENGTH", int.format(n).as_bytes()),
         None => put("CONTENT_LENGTH", b""),
     }
     put("REQUEST_URI", facts.request_uri().as_bytes());
@@ -71,13 +73,13 @@ pub fn cgi_vars(
     if facts.scheme == "https" {
         put("HTTPS", b"on");
     }
-    put("REMOTE_ADDR", &number(&facts.client));
+    put("REMOTE_ADDR", ip_text(facts.client, &mut ip));
     match cgi.remote_port {
-        Some(port) => put("REMOTE_PORT", &number(&port)),
+        Some(port) => put("REMOTE_PORT", int.format(port).as_bytes()),
         None => put("REMOTE_PORT", b""),
     }
-    put("SERVER_ADDR", &number(&cgi.server_addr));
-    put("SERVER_PORT", &number(&facts.server_port));
+    put("SERVER_ADDR", ip_text(cgi.server_addr, &mut ip));
+    put("SERVER_PORT", int.format(facts.server_port).as_bytes());
     put("SERVER_NAME", facts.host.as_bytes());
 
     let mut name_buf = Vec::with_capacity(32);
@@ -113,6 +115,45 @@ pub fn cgi_vars(
         let vars = facts.vars(parts);
         for (name, value) in params {
             emit(name.as_bytes(), value.render(&vars).as_bytes());
+        }
+    }
+}
+
+/// Room for the longest IP address as text (an IPv6 address with an
+/// embedded IPv4 one: 45 bytes).
+const IP_TEXT: usize = 48;
+
+/// `ip` as text in `buf`: IPv4 digit by digit (every request has two),
+/// IPv6 through its `Display` (into the same buffer, no allocation).
+fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT]) -> &[u8] {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            &buf[..n]
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            // 48 bytes always hold an IPv6 address's text.
+            let _ = write!(cursor, "{v6}");
+            let n = usize::try_from(cursor.position()).unwrap_or(0);
+            &buf[..n]
         }
     }
 }
@@ -306,5 +347,23 @@ mod tests {
         assert_eq!(get(&vars, "REMOTE_PORT"), Some(""));
         assert_eq!(get(&vars, "SERVER_ADDR"), Some("::1"));
         assert_eq!(get(&vars, "QUERY_STRING"), Some(""));
+    }
+
+    #[test]
+    fn addresses_as_text_match_their_display() {
+        let mut buf = [0u8; IP_TEXT];
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:192.168.100.200",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes(), "{text}");
+        }
     }
 }
