@@ -6,6 +6,9 @@ Run behind moongate as a managed pool (conf.d/10-todo.toml) or alone:
     python3 examples/todo/app.py --port 8001 --db var/todo.db
     python3 examples/todo/app.py --unix /tmp/todo.sock
 
+or under a WSGI server: `application` below (examples/todo/uwsgi.toml runs
+it under uWSGI, spoken to over the uwsgi protocol).
+
 Several processes may share one database file: SQLite runs in WAL mode with
 a busy timeout, so readers never wait and writers queue for a moment.
 
@@ -31,6 +34,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
@@ -181,58 +185,10 @@ class Handler(BaseHTTPRequestHandler):
     def dispatch(self, method):
         self.server.begin()
         try:
-            try:
-                body = self.read_body()
-                status, payload, cache = self.route(method, body)
-                headers = {"Cache-Control": cache}
-            except HttpError as e:
-                status, payload = e.status, {"error": e.message}
-                headers = {"Cache-Control": "no-store", **e.headers}
-            except sqlite3.Error as e:
-                self.log_error("database: %s", e)
-                status, payload = 503, {"error": "the database is busy, try again"}
-                headers = {"Cache-Control": "no-store", "Retry-After": "1"}
-            self.answer(method, status, payload, headers)
+            answer = outcome(self.server.store, method, self.path, self.read_body, self.log_error)
+            self.answer(method, *answer)
         finally:
             self.server.end()
-
-    def route(self, method, body):
-        """Returns (status, JSON payload or None, Cache-Control)."""
-        url = urlsplit(self.path)
-        parts = [p for p in url.path.split("/") if p]
-        store = self.server.store
-        if parts == ["healthz"]:
-            self.allow(method, "GET, HEAD")
-            worker = os.environ.get("MOONGATE_WORKER")
-            return 200, {"ok": True, "pid": os.getpid(), "worker": worker}, "no-store"
-        if parts == ["todos"]:
-            self.allow(method, "GET, HEAD, POST")
-            if method == "POST":
-                return 201, store.add(title_of(json_object(body).get("title"))), "no-store"
-            todos, following = store.page(start_of(url.query))
-            return 200, {"todos": todos, "next": following}, LIST_CACHE
-        if len(parts) == 2 and parts[0] == "todos":
-            ident = id_of(parts[1])
-            self.allow(method, "GET, HEAD, PATCH, DELETE")
-            if method == "PATCH":
-                fields = json_object(body)
-                title = title_of(fields["title"]) if "title" in fields else None
-                done = fields.get("done")
-                if done is not None and not isinstance(done, bool):
-                    raise HttpError(400, '"done" must be true or false')
-                if title is None and done is None:
-                    raise HttpError(400, 'give "done" (true or false) and/or "title"')
-                return 200, store.update(ident, title, done), "no-store"
-            if method == "DELETE":
-                store.delete(ident)
-                return 204, None, "no-store"
-            return 200, store.get(ident), LIST_CACHE
-        raise HttpError(404, f"nothing at {url.path}")
-
-    @staticmethod
-    def allow(method, allowed):
-        if method not in [m.strip() for m in allowed.split(",")]:
-            raise HttpError(405, f"{method} is not allowed here", {"Allow": allowed})
 
     def read_body(self):
         """The whole request body (Content-Length or chunked), bounded."""
@@ -299,6 +255,60 @@ class Handler(BaseHTTPRequestHandler):
     def log_request(self, code="-", size="-"):
         if self.server.access_log:
             super().log_request(code, size)
+
+
+def outcome(store, method, target, read_body, log_error):
+    """(status, JSON payload or None, headers) for one request; `read_body()`
+    gives its body or raises HttpError."""
+    try:
+        status, payload, cache = route(store, method, target, read_body())
+        return status, payload, {"Cache-Control": cache}
+    except HttpError as e:
+        return e.status, {"error": e.message}, {"Cache-Control": "no-store", **e.headers}
+    except sqlite3.Error as e:
+        log_error("database: %s", e)
+        payload = {"error": "the database is busy, try again"}
+        return 503, payload, {"Cache-Control": "no-store", "Retry-After": "1"}
+
+
+def route(store, method, target, body):
+    """Answers `method` on `target` (path and query) with the request `body`:
+    (status, JSON payload or None, Cache-Control). Shared by the HTTP server
+    and the WSGI entry point."""
+    url = urlsplit(target)
+    parts = [p for p in url.path.split("/") if p]
+    if parts == ["healthz"]:
+        allow(method, "GET, HEAD")
+        worker = os.environ.get("MOONGATE_WORKER")
+        return 200, {"ok": True, "pid": os.getpid(), "worker": worker}, "no-store"
+    if parts == ["todos"]:
+        allow(method, "GET, HEAD, POST")
+        if method == "POST":
+            return 201, store.add(title_of(json_object(body).get("title"))), "no-store"
+        todos, following = store.page(start_of(url.query))
+        return 200, {"todos": todos, "next": following}, LIST_CACHE
+    if len(parts) == 2 and parts[0] == "todos":
+        ident = id_of(parts[1])
+        allow(method, "GET, HEAD, PATCH, DELETE")
+        if method == "PATCH":
+            fields = json_object(body)
+            title = title_of(fields["title"]) if "title" in fields else None
+            done = fields.get("done")
+            if done is not None and not isinstance(done, bool):
+                raise HttpError(400, '"done" must be true or false')
+            if title is None and done is None:
+                raise HttpError(400, 'give "done" (true or false) and/or "title"')
+            return 200, store.update(ident, title, done), "no-store"
+        if method == "DELETE":
+            store.delete(ident)
+            return 204, None, "no-store"
+        return 200, store.get(ident), LIST_CACHE
+    raise HttpError(404, f"nothing at {url.path}")
+
+
+def allow(method, allowed):
+    if method not in [m.strip() for m in allowed.split(",")]:
+        raise HttpError(405, f"{method} is not allowed here", {"Allow": allowed})
 
 
 def json_object(body):
@@ -370,6 +380,43 @@ class UnixServer(Serving, socketserver.ThreadingMixIn, socketserver.UnixStreamSe
 
 class TcpServer(Serving, socketserver.ThreadingMixIn, socketserver.TCPServer):
     pass
+
+
+WSGI_STORE = []
+WSGI_STORE_LOCK = threading.Lock()
+
+
+def application(environ, start_response):
+    """The same API under a WSGI server, e.g. uWSGI speaking its own protocol
+    to moongate (`uwsgi --plugin python3 --socket ... --wsgi-file app.py`);
+    the data file is $TODO_DB or var/todo.db."""
+    with WSGI_STORE_LOCK:
+        if not WSGI_STORE:
+            WSGI_STORE.append(Store(os.environ.get("TODO_DB", "var/todo.db")))
+    method = environ["REQUEST_METHOD"]
+    target = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")
+
+    def read_body():
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise HttpError(400, "bad Content-Length")
+        if length > MAX_BODY:
+            raise HttpError(413, f"the body is larger than {MAX_BODY} bytes")
+        return environ["wsgi.input"].read(length) if length > 0 else b""
+
+    def log_error(fmt, *args):
+        sys.stderr.write(f"todo: {fmt % args}\n")
+
+    status, payload, headers = outcome(WSGI_STORE[0], method, target, read_body, log_error)
+    data = b"" if payload is None else json.dumps(payload).encode() + b"\n"
+    fields = [(name, value) for name, value in headers.items()]
+    if payload is not None:
+        fields.append(("Content-Type", "application/json"))
+    if status != 204:
+        fields.append(("Content-Length", str(len(data))))
+    start_response(f"{status} {HTTPStatus(status).phrase}", fields)
+    return [b"" if method == "HEAD" else data]
 
 
 def main():

@@ -2,8 +2,9 @@
 //! the default gateway — the repository's own conf.d, only its listen
 //! addresses and data file moved — serving the todo app of examples/todo
 //! as managed workers (API key on writes, per-client rate limit, cached
-//! list), and the Flask app of examples/flask under gunicorn as a managed
-//! pool. Workers are real python3 processes; every pid seen is killed on
+//! list), the same app under uWSGI as a managed pool spoken to over the
+//! uwsgi protocol (examples/todo/uwsgi.toml), and the Flask app of
+//! examples/flask under gunicorn as a managed pool. Workers are real python3 processes; every pid seen is killed on
 //! drop if a supervisor bug left it running.
 
 use std::collections::BTreeSet;
@@ -387,6 +388,69 @@ upstream = "flask"
     assert_eq!(echo.json["you_sent"], json!({"n": 7}));
 
     // Stopping moongate stops the masters and, through them, their workers.
+    let all = seen.pids();
+    stop_and_check_gone(&mut mg, &all).await;
+}
+
+/// examples/todo/uwsgi.toml: the todo app's WSGI entry under uWSGI as a
+/// managed pool, spoken to over the uwsgi protocol, the file used as it
+/// stands (beside a `[server]` file, its data file moved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_todo_app_under_uwsgi_runs_as_a_managed_pool() {
+    let found = std::process::Command::new("uwsgi")
+        .arg("--version")
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "uwsgi is not installed: run ./test.sh (it installs uwsgi-core and uwsgi-plugin-python3)"
+    );
+    let data = tempfile::tempdir().expect("data dir");
+    let db = data.path().join("todo.db");
+    let prefix = tempfile::tempdir().expect("prefix dir");
+    std::os::unix::fs::symlink(repo("examples"), prefix.path().join("examples"))
+        .expect("link examples");
+    let dir = prefix.path().join("conf.d");
+    std::fs::create_dir(&dir).expect("conf dir");
+    let example = std::fs::read_to_string(repo("examples/todo/uwsgi.toml")).expect("example");
+    assert!(example.contains("TODO_DB=var/todo.db"), "{example}");
+    let example = example.replace("TODO_DB=var/todo.db", &format!("TODO_DB={}", db.display()));
+    std::fs::write(dir.join("10-todo.toml"), example).expect("write example");
+    std::fs::write(
+        dir.join("00-server.toml"),
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\naccess_log = \"off\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("write server");
+
+    let seen = Leftovers::default();
+    let mut mg = tokio::task::block_in_place(|| Moongate::start_at(prefix, dir));
+    let pool = wait_ready(&mg, "todo", 2, &seen).await;
+    assert_eq!(pids_of(&pool).len(), 2, "two uWSGI masters: {pool:#}");
+
+    let added = call(
+        &mg,
+        Method::POST,
+        "/todos",
+        None,
+        r#"{"title": "buy milk"}"#,
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{:?}", added.json);
+    let id = added.json["id"].as_i64().expect("id");
+    let list = get(&mg, "/todos").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(titles(&list.json), ["buy milk"]);
+    let path = format!("/todos/{id}");
+    let done = call(&mg, Method::PATCH, &path, None, r#"{"done": true}"#).await;
+    assert_eq!(done.json["done"], true, "{:?}", done.json);
+    let bad = call(&mg, Method::POST, "/todos", None, "not json").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{:?}", bad.json);
+    assert!(bad.json["error"].is_string());
+    let gone_todo = call(&mg, Method::DELETE, &path, None, "").await;
+    assert_eq!(gone_todo.status, StatusCode::NO_CONTENT);
+    assert_eq!(get(&mg, &path).await.status, StatusCode::NOT_FOUND);
+    assert!(db.exists(), "the app wrote its data file");
+
     let all = seen.pids();
     stop_and_check_gone(&mut mg, &all).await;
 }
