@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use mlua::{Lua, MultiValue, Table, Value};
 
-use super::{err, lua_int};
+use super::{bad_argument, err, lua_int};
 use crate::config::PeerAddr;
 use crate::lua::Phase;
 use crate::lua::request::ReqCtx;
@@ -39,12 +39,7 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
             let req = in_request(&lua)?;
             let addr = match addr {
                 Value::String(s) => s.to_str()?.to_string(),
-                other => {
-                    return Err(err(format!(
-                        "bad argument #1 to 'set_current_peer' (string expected, got {})",
-                        other.type_name()
-                    )));
-                }
+                other => return Err(bad_argument(1, "set_current_peer", "string", Some(&other))),
             };
             if req.phase.get() != Phase::Balancer {
                 return fail(&lua, DISABLED);

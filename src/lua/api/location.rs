@@ -476,8 +476,21 @@ fn result_table(lua: &Lua, resp: &SubResponse) -> mlua::Result<Table> {
             headers.set(key, list)?;
         }
     }
-    // Looked up by any spelling (`res.header.content_type`, `["etag"]`),
-    // as `ngx.header` is: keys go to their usual case first.
+    headers.set_metatable(Some(header_meta(lua)?))?;
+    t.set("header", headers)?;
+    Ok(t)
+}
+
+/// Where the VM keeps [`header_meta`]'s table.
+const HEADER_META: &str = "moongate.capture_header_meta";
+
+/// The metatable of every `res.header`, made once per VM: a header is
+/// looked up by any spelling (`res.header.content_type`, `["etag"]`), as
+/// `ngx.header` is; keys go to their usual case first.
+fn header_meta(lua: &Lua) -> mlua::Result<Table> {
+    if let Ok(meta) = lua.named_registry_value::<Table>(HEADER_META) {
+        return Ok(meta);
+    }
     let meta = lua.create_table_with_capacity(0, 1)?;
     meta.set(
         "__index",
@@ -489,9 +502,8 @@ fn result_table(lua: &Lua, resp: &SubResponse) -> mlua::Result<Table> {
             _ => Ok(Value::Nil),
         })?,
     )?;
-    headers.set_metatable(Some(meta))?;
-    t.set("header", headers)?;
-    Ok(t)
+    lua.set_named_registry_value(HEADER_META, &meta)?;
+    Ok(meta)
 }
 
 /// `content-type` → `Content-Type`.
