@@ -95,6 +95,7 @@ pub mod shdict;
 pub mod limit;
 pub mod cluster;
 pub mod forward;
+pub mod grpc;
 pub mod conditional;
 pub mod vars;
 pub mod upstream;

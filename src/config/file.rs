@@ -315,10 +315,12 @@ pub struct RawUpstream {
     pub workers: Option<Spanned<RawWorkers>>,
     /// `lua.balancer` (a file) or `lua.balancer_inline` (code).
     pub lua: Option<Spanned<RawUpstreamLua>>,
-    /// The protocol spoken to the peers: "http1" (default), "uwsgi".
+    /// The protocol spoken to the peers: "http1" (default), "uwsgi", "h2", "grpc".
     pub protocol: Option<Spanned<String>>,
     /// CGI variables added or overridden (uwsgi), values `$var` templates.
     pub params: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// HTTP/2 connections per peer per worker thread (h2, grpc).
+    pub h2_connections: Option<Spanned<usize>>,
 }
 
 /// The `lua.*` keys of an upstream.

@@ -16,13 +16,23 @@ pub async fn connect(
     connect_timeout: Duration,
     send_timeout: Duration,
 ) -> Result<Conn, ProxyError> {
+    let socket = connect_socket(addr, connect_timeout).await?;
+    Ok(Conn::new(socket, send_timeout))
+}
+
+/// Connects to `addr`, handing back the bare socket (for a protocol that
+/// frames the connection itself, as HTTP/2 does).
+pub async fn connect_socket(
+    addr: &PeerAddr,
+    connect_timeout: Duration,
+) -> Result<Box<dyn Socket>, ProxyError> {
     match tokio::time::timeout(connect_timeout, open(addr)).await {
         Err(_) => Err(ProxyError::ConnectTimeout(addr.to_string())),
         Ok(Err(source)) => Err(ProxyError::Connect {
             addr: addr.to_string(),
             source,
         }),
-        Ok(Ok(socket)) => Ok(Conn::new(socket, send_timeout)),
+        Ok(Ok(socket)) => Ok(socket),
     }
 }
 

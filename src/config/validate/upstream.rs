@@ -57,6 +57,8 @@ pub(super) fn upstream(
 
     let protocol = super::protocol::protocol(src, raw.protocol.as_ref())?;
     let params = super::protocol::params(src, protocol, raw.params.as_ref())?;
+    let h2_connections =
+        super::protocol::h2_connections(src, protocol, raw.h2_connections.as_ref())?;
     let workers = match &raw.workers {
         Some(w) => Some(super::workers::workers(
             src,
@@ -112,6 +114,7 @@ pub(super) fn upstream(
         balancer: super::lua::upstream_balancer(src, raw.lua.as_ref(), paths)?,
         protocol,
         params,
+        h2_connections,
     })
 }
 
