@@ -82,6 +82,7 @@ pub mod listener;
 pub mod runtime;
 pub mod worker_local;
 pub mod tls;
+pub mod tls_client;
 pub mod conn;
 pub mod client_upgrade;
 pub mod interim;

@@ -24,6 +24,7 @@ pub mod uwsgi;
 pub mod call;
 pub mod fastcgi;
 pub mod http2;
+pub mod tls;
 
 use std::pin::Pin;
 use std::rc::Rc;
@@ -64,6 +65,8 @@ pub struct Upstream {
     pub hash_key: Option<VarTemplate>,
     /// `params`, compiled (CGI-style protocols only).
     pub params: Vec<(String, VarTemplate)>,
+    /// TLS to the peers, when the definition asks for it.
+    pub tls: Option<tls::PeerTls>,
 }
 
 /// The peers of an upstream at one moment, and the balancer built over them.
@@ -117,8 +120,13 @@ impl Upstream {
             .iter()
             .map(|(k, v)| Ok((k.clone(), VarTemplate::parse(v)?)))
             .collect::<Result<_, String>>()?;
+        let tls = match &def.tls {
+            Some(t) => Some(tls::PeerTls::new(t, def.protocol)?),
+            None => None,
+        };
         let members = ArcSwap::from_pointee(Members::new(def.balance, list));
         Ok(Upstream {
+            tls,
             params,
             def,
             members,

@@ -321,6 +321,20 @@ pub struct RawUpstream {
     pub params: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     /// HTTP/2 connections per peer per worker thread (h2, grpc).
     pub h2_connections: Option<Spanned<usize>>,
+    /// TLS to the peers.
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+}
+
+/// `tls = { ... }` of an upstream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// PEM file of trusted certificates (default: the system's CA bundle).
+    pub ca: Option<Spanned<String>>,
+    /// The name sent (SNI) and checked in the peer's certificate.
+    pub server_name: Option<Spanned<String>>,
+    /// Whether the peer's certificate is checked (default true).
+    pub verify: Option<bool>,
 }
 
 /// The `lua.*` keys of an upstream.

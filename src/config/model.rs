@@ -202,6 +202,21 @@ pub struct Upstream {
     /// `SETTINGS_MAX_CONCURRENT_STREAMS`; past the bound, streams queue on
     /// the least busy connection.
     pub h2_connections: usize,
+    /// `tls = {...}`, or peers written `https://host:port`: TLS to every
+    /// peer (ALPN `h2` for `h2`/`grpc`, `http/1.1` otherwise).
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to an upstream's peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Trusted certificates (PEM); the system's CA bundle when `None`.
+    pub ca: Option<PathBuf>,
+    /// SNI and the name the certificate must be valid for; without it, a
+    /// host name written in `https://host:port`, else the peer's IP.
+    pub server_name: Option<String>,
+    /// Whether the certificate is checked at all (default true).
+    pub verify: bool,
 }
 
 /// The protocol an upstream's peers speak (SPEC §5).
@@ -313,6 +328,7 @@ impl PartialEq for Upstream {
             protocol,
             params,
             h2_connections,
+            tls,
         } = self;
         *name == other.name
             && *balance == other.balance
@@ -329,6 +345,7 @@ impl PartialEq for Upstream {
             && *protocol == other.protocol
             && *params == other.params
             && *h2_connections == other.h2_connections
+            && *tls == other.tls
     }
 }
 

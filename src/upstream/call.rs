@@ -224,7 +224,7 @@ pub async fn forward(
                 grpc,
                 call_deadline,
             };
-            h2_try(addr, out, &opts, pool, replayable).await
+            h2_try(addr, out, &opts, pool, replayable, up.tls.as_ref()).await
         } else {
             exchange(
                 pool_key,
@@ -399,9 +399,10 @@ async fn h2_try(
     opts: &http2::TryOptions,
     pool: &IdlePool,
     replayable: bool,
+    tls: Option<&super::tls::PeerTls>,
 ) -> Result<Answer, Failure> {
     use http2::TryError;
-    match http2::exchange(addr, &out.parts, &mut out.body, opts, &pool.mux).await {
+    match http2::exchange(addr, &out.parts, &mut out.body, opts, (&pool.mux, tls)).await {
         Ok((resp, slot)) => Ok(Answer::H2(resp, slot)),
         Err(TryError::NotSent(e)) => Err(Failure::NotSent(e)),
         Err(TryError::Refused(e)) if replayable => Err(Failure::NotSent(e)),
@@ -512,7 +513,7 @@ async fn exchange(
             Err(e) => return Err(failure(e, &conn, addr)),
         }
     }
-    let mut conn = connect(addr, limits.connect, limits.send)
+    let mut conn = connect(addr, limits.connect, limits.send, up.tls.as_ref())
         .await
         .map_err(Failure::NotSent)?;
     match run(&mut conn, parts, body, packet, limits.read, interim).await {

@@ -1,5 +1,5 @@
-//! HTTP/2 to peers (`protocol = "h2"`, with prior knowledge, and
-//! `protocol = "grpc"`): one try of a request on a stream of a multiplexed
+//! HTTP/2 to peers (`protocol = "h2"` and `protocol = "grpc"`: with prior
+//! knowledge, or over TLS with ALPN `h2` when the upstream has `tls`): one try of a request on a stream of a multiplexed
 //! connection ([`conns`]), the request body sent as the peer's window
 //! allows ([`pump`]) while the response head is awaited, and the response
 //! body with its trailers ([`body`]). Retrying on another peer, health and
@@ -36,6 +36,7 @@ use pump::{Pump, PumpError};
 
 use super::connect::connect_socket;
 use super::h1::ExchangeError;
+use super::tls::PeerTls;
 use crate::body::RequestBody;
 use crate::config::PeerAddr;
 use crate::error::ProxyError;
@@ -84,11 +85,11 @@ pub async fn exchange(
     parts: &Parts,
     body: &mut RequestBody,
     opts: &TryOptions,
-    pool: &Rc<MuxPool>,
+    (pool, tls): (&Rc<MuxPool>, Option<&PeerTls>),
 ) -> Result<(Response<RecvStream>, Slot), TryError> {
     let request = request(parts, addr, opts.grpc);
     let eos = body.is_empty();
-    let (mut send, mut conn_id, mut slot, mut fresh) = stream_handle(addr, opts, pool).await?;
+    let (mut send, mut conn_id, mut slot, mut fresh) = stream_handle(addr, opts, pool, tls).await?;
     let sent = loop {
         let opened = match send.ready().await {
             Ok(mut ready) => ready.send_request(request.clone(), eos),
@@ -101,7 +102,7 @@ pub async fn exchange(
             Err(e) if !fresh => {
                 tracing::debug!(peer = %addr, error = %e, "pooled HTTP/2 connection unusable; taking another");
                 pool.forget(opts.peer_id, conn_id);
-                (send, conn_id, slot, fresh) = stream_handle(addr, opts, pool).await?;
+                (send, conn_id, slot, fresh) = stream_handle(addr, opts, pool, tls).await?;
             }
             Err(e) => {
                 pool.forget(opts.peer_id, conn_id);
@@ -143,12 +144,13 @@ async fn stream_handle(
     addr: &PeerAddr,
     opts: &TryOptions,
     pool: &Rc<MuxPool>,
+    tls: Option<&PeerTls>,
 ) -> Result<(SendRequest<Bytes>, u64, Slot, bool), TryError> {
     let ticket = match pool.checkout(opts.peer_id, opts.bound).await {
         Checkout::Ready(send, id, slot) => return Ok((send, id, slot, false)),
         Checkout::Connect(ticket) => ticket,
     };
-    let socket = connect_socket(addr, opts.connect_timeout)
+    let socket = connect_socket(addr, opts.connect_timeout, tls)
         .await
         .map_err(TryError::NotSent)?;
     let handshake = conns::builder().handshake::<_, Bytes>(socket);

@@ -44,6 +44,11 @@ impl Drop for H2Origin {
 
 impl H2Origin {
     async fn start(max_streams: u32) -> H2Origin {
+        Self::start_with(max_streams, None).await
+    }
+
+    /// Over TLS with `tls` (ALPN h2) when given, else h2c.
+    async fn start_with(max_streams: u32, tls: Option<Arc<rustls::ServerConfig>>) -> H2Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Seen::default());
@@ -52,14 +57,16 @@ impl H2Origin {
             while let Ok((io, _)) = listener.accept().await {
                 counters.connections.fetch_add(1, Ordering::SeqCst);
                 let counters = counters.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let mut b = h2::server::Builder::new();
-                    b.max_concurrent_streams(max_streams);
-                    let Ok(mut conn) = b.handshake::<_, Bytes>(io).await else {
-                        return;
-                    };
-                    while let Some(Ok((req, respond))) = conn.accept().await {
-                        tokio::spawn(stream(req, respond, counters.clone()));
+                    match tls {
+                        None => serve(io, max_streams, counters).await,
+                        Some(config) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                            if let Ok(io) = acceptor.accept(io).await {
+                                serve(io, max_streams, counters).await;
+                            }
+                        }
                     }
                 });
             }
@@ -73,6 +80,20 @@ impl H2Origin {
 
     fn peak(&self) -> usize {
         self.seen.peak.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve<S>(io: S, max_streams: u32, counters: Arc<Seen>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut b = h2::server::Builder::new();
+    b.max_concurrent_streams(max_streams);
+    let Ok(mut conn) = b.handshake::<_, Bytes>(io).await else {
+        return;
+    };
+    while let Some(Ok((req, respond))) = conn.accept().await {
+        tokio::spawn(stream(req, respond, counters.clone()));
     }
 }
 
@@ -309,4 +330,163 @@ async fn a_reload_keeps_an_unchanged_h2_upstreams_connection() {
         assert_eq!(crate::support::get_origin(&c, &mg.url(path)).await.0, 200);
     }
     assert_eq!(origin.connections(), 1, "the reload dropped the connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_peer_picks_h2_by_alpn_and_checks_the_name() {
+    crate::support::install_crypto();
+    let dir = tempfile::tempdir().expect("dir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let ca = dir.path().join("peer.pem");
+    std::fs::write(&ca, ck.cert.pem()).expect("write cert");
+    // A CA the peer's certificate does not come from.
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let other_ca = dir.path().join("other.pem");
+    std::fs::write(&other_ca, stranger.cert.pem()).expect("write cert");
+    let other_ca = other_ca.display();
+    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).expect("key");
+    let mut server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server config");
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let origin = H2Origin::start_with(100, Some(Arc::new(server))).await;
+    let port = origin.addr.port();
+    let ca = ca.display();
+    let text = format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 1
+access_log = "off"
+
+[upstream.checked]
+protocol = "h2"
+servers = [{{ addr = "https://localhost:{port}" }}]
+tls = {{ ca = "{ca}" }}
+
+[upstream.wrong_name]
+protocol = "h2"
+servers = [{{ addr = "127.0.0.1:{port}" }}]
+tls = {{ ca = "{ca}", server_name = "other.example" }}
+
+[upstream.unchecked]
+protocol = "h2"
+servers = [{{ addr = "127.0.0.1:{port}" }}]
+tls = {{ server_name = "other.example", verify = false }}
+
+[upstream.untrusted]
+protocol = "h2"
+servers = [{{ addr = "https://localhost:{port}" }}]
+tls = {{ ca = "{other_ca}" }}
+
+[[route]]
+path = "/checked/"
+upstream = "checked"
+[[route]]
+path = "/wrong/"
+upstream = "wrong_name"
+[[route]]
+path = "/unchecked/"
+upstream = "unchecked"
+[[route]]
+path = "/untrusted/"
+upstream = "untrusted"
+"#
+    );
+    let mg = Moongate::start(&text);
+    let c = client();
+    for (path, want) in [
+        ("/checked/a", 200),
+        ("/wrong/a", 502),
+        ("/unchecked/a", 200),
+        ("/untrusted/a", 502),
+    ] {
+        let resp = c.get(mg.url(path)).send().await.expect("request");
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        assert_eq!(status, want, "{path}: {body}");
+        if want == 200 {
+            assert!(
+                body.starts_with(&format!("GET {path} authority=")),
+                "{body}"
+            );
+        }
+    }
+    let log = mg.log_lines().join("\n");
+    assert!(
+        log.contains("certificate"),
+        "the log says why TLS failed: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_upstream_over_tls_reuses_its_connection() {
+    crate::support::install_crypto();
+    let dir = tempfile::tempdir().expect("dir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let ca = dir.path().join("peer.pem");
+    std::fs::write(&ca, ck.cert.pem()).expect("write cert");
+    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).expect("key");
+    let mut server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server config");
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    // An HTTP/1.1 origin over TLS that counts its connections and says
+    // which ALPN protocol was chosen.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((io, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(io) = acceptor.accept(io).await else {
+                    return;
+                };
+                let alpn = io.get_ref().1.alpn_protocol().map(|p| p.to_vec());
+                let alpn = String::from_utf8_lossy(&alpn.unwrap_or_default()).to_string();
+                let service = hyper::service::service_fn(move |_req| {
+                    let alpn = alpn.clone();
+                    async move { Ok::<_, std::convert::Infallible>(crate::support::text(200, &alpn)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                    .await;
+            });
+        }
+    });
+    let ca = ca.display();
+    let mg = Moongate::start(&format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 1
+access_log = "off"
+[upstream.tls_app]
+servers = [{{ addr = "https://localhost:{port}" }}]
+tls = {{ ca = "{ca}" }}
+[[route]]
+path = "/"
+upstream = "tls_app"
+"#
+    ));
+    let c = client();
+    for _ in 0..5 {
+        let resp = c.get(mg.url("/x")).send().await.expect("request");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap_or_default(), "http/1.1");
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the TLS connection was pooled"
+    );
+    task.abort();
 }
