@@ -113,7 +113,9 @@ pub async fn exchange(
     let (response, tx) = sent;
     let mut pump = (!eos).then(|| Pump::new(std::mem::replace(body, RequestBody::empty()), tx));
     let head = wait_head(response, &mut pump, opts).await;
-    if let Some(pump) = pump {
+    // The rest of the body goes on only to a peer that answered; otherwise
+    // dropping it (and the response future) resets the stream.
+    if let (Some(pump), Ok(_)) = (pump, &head) {
         pump.finish_in_background();
     }
     head.map(|resp| (resp, slot)).map_err(|e| match e {
