@@ -9,7 +9,8 @@
 //! (balance), takes an idle connection or opens one ([`pool`],
 //! [`connect`]), runs the exchange ([`h1`]; for `protocol = "uwsgi"` a
 //! [`uwsgi`] packet of [`cgi`] variables in place of the request head, on a
-//! connection of its own), and hands back the response with an
+//! connection of its own; for `protocol = "fastcgi"` the [`fastcgi`]
+//! engine through [`call::fastcgi`]), and hands back the response with an
 //! [`UpstreamBody`] that returns the connection to the pool at its end.
 
 pub mod balance;
@@ -181,6 +182,9 @@ pub struct UpstreamBody {
     /// When a silent peer fails the body; `None` while data comes.
     deadline: Option<Instant>,
     active: Option<ActiveGuard>,
+    /// A FastCGI response's body, which then is the whole body (the
+    /// fields above hold no connection). Boxed: most bodies are HTTP/1.
+    fastcgi: Option<Box<call::fastcgi::FastcgiBody>>,
 }
 
 impl UpstreamBody {
@@ -199,9 +203,23 @@ impl UpstreamBody {
             read_timeout,
             deadline: None,
             active: Some(active),
+            fastcgi: None,
         };
         body.release_if_done();
         body
+    }
+
+    /// The body of a FastCGI response (it hands its connection back itself).
+    pub fn fastcgi(body: call::fastcgi::FastcgiBody) -> Self {
+        UpstreamBody {
+            conn: None,
+            decoder: Decoder::new(Framing::Empty),
+            back: None,
+            read_timeout: Duration::ZERO,
+            deadline: None,
+            active: None,
+            fastcgi: Some(Box::new(body)),
+        }
     }
 
     fn release_if_done(&mut self) {
@@ -240,6 +258,9 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if let Some(body) = this.fastcgi.as_mut() {
+            return Pin::new(&mut **body).poll_frame(cx);
+        }
         let Some(conn) = this.conn.as_mut() else {
             return Poll::Ready(None);
         };
@@ -272,11 +293,17 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.decoder.is_done()
+        match &self.fastcgi {
+            Some(body) => body.is_end_stream(),
+            None => self.decoder.is_done(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.decoder.size_hint()
+        match &self.fastcgi {
+            Some(body) => body.size_hint(),
+            None => self.decoder.size_hint(),
+        }
     }
 }
 

@@ -315,10 +315,14 @@ pub struct RawUpstream {
     pub workers: Option<Spanned<RawWorkers>>,
     /// `lua.balancer` (a file) or `lua.balancer_inline` (code).
     pub lua: Option<Spanned<RawUpstreamLua>>,
-    /// The protocol spoken to the peers: "http1" (default), "uwsgi".
+    /// The protocol spoken to the peers: "http1" (default), "uwsgi",
+    /// "fastcgi".
     pub protocol: Option<Spanned<String>>,
-    /// CGI variables added or overridden (uwsgi), values `$var` templates.
+    /// CGI variables added or overridden (uwsgi, fastcgi), values `$var`
+    /// templates.
     pub params: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// The scripts' directory on the FastCGI server (fastcgi only).
+    pub root: Option<Spanned<String>>,
 }
 
 /// The `lua.*` keys of an upstream.

@@ -196,6 +196,11 @@ pub struct Upstream {
     /// request, nginx's `uwsgi_param`; values are `$var` templates (checked).
     /// Only with a CGI-style protocol.
     pub params: BTreeMap<String, String>,
+    /// `root` (fastcgi only; absolute): the scripts' directory on the
+    /// FastCGI server, nginx's `root` with `fastcgi_param SCRIPT_FILENAME
+    /// $document_root$fastcgi_script_name`. Without it `params` gives
+    /// `SCRIPT_FILENAME`.
+    pub root: Option<PathBuf>,
 }
 
 /// The protocol an upstream's peers speak (SPEC §5).
@@ -207,6 +212,10 @@ pub enum Protocol {
     /// uWSGI's binary protocol (nginx's `uwsgi_pass`): CGI variables, the
     /// body, an HTTP/1.x response; one connection per request.
     Uwsgi,
+    /// FastCGI (nginx's `fastcgi_pass`, PHP-FPM): CGI variables as PARAMS,
+    /// the body as STDIN, a CGI response on STDOUT; pooled connections
+    /// (`FCGI_KEEP_CONN`).
+    Fastcgi,
 }
 
 impl Protocol {
@@ -215,6 +224,7 @@ impl Protocol {
         match self {
             Protocol::Http1 => "http1",
             Protocol::Uwsgi => "uwsgi",
+            Protocol::Fastcgi => "fastcgi",
         }
     }
 }
@@ -253,6 +263,9 @@ pub struct Workers {
     /// The upstream's protocol: what the workers listen for on `{socket}`,
     /// and what the `ready` probe speaks.
     pub protocol: Protocol,
+    /// The upstream's `root` (fastcgi): the `ready` probe asks for the
+    /// script `root` + `ready`.
+    pub root: Option<PathBuf>,
 }
 
 impl Workers {
@@ -287,6 +300,7 @@ impl PartialEq for Upstream {
             balancer: _,
             protocol,
             params,
+            root,
         } = self;
         *name == other.name
             && *balance == other.balance
@@ -302,6 +316,7 @@ impl PartialEq for Upstream {
             && *workers == other.workers
             && *protocol == other.protocol
             && *params == other.params
+            && *root == other.root
     }
 }
 

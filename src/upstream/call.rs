@@ -25,6 +25,11 @@
 //! uwsgi needs `CONTENT_LENGTH`), and sends it on a new connection per try
 //! (uwsgi has no keep-alive); the rules above are the same.
 //!
+//! An upstream speaking FastCGI builds its CGI variables once the same way
+//! ([`fastcgi::prepare`]) and runs each try through [`fastcgi::exchange`]:
+//! pooled connections (`FCGI_KEEP_CONN`) as for HTTP/1, the same retry
+//! rules, a [`fastcgi::FastcgiBody`] as the response body.
+//!
 //! An upstream with a Lua `balancer` ([`TryHook`]) is asked before every
 //! try. When it names a peer, that try goes there (one of the upstream's
 //! peers, with its health and pool, or any other address, pooled by
@@ -48,9 +53,11 @@ use super::peer::{Peer, PeerConfig};
 use super::pool::IdlePool;
 use super::{Back, Upstream, UpstreamBody};
 use crate::body::{RequestBody, RequestBodyError};
-use crate::config::PeerAddr;
+use crate::config::{PeerAddr, Protocol};
 use crate::error::{Blame, ProxyError};
 use crate::h1_framing::Framing;
+
+pub mod fastcgi;
 
 /// A request prepared for the upstream (headers already rewritten).
 pub struct Outgoing<'a> {
@@ -109,8 +116,13 @@ pub async fn forward(
     // Borrowed, not moved in: the request stays in the caller's future
     // (moved, it would take room twice in this one's).
     let (idempotent, pool, hook) = (out.idempotent, out.pool, out.hook);
+    let mut fcgi = None;
     let packet = match &out.cgi {
         None => None,
+        Some(cgi) if up.def.protocol == Protocol::Fastcgi => {
+            fcgi = Some(fastcgi::prepare(up, cgi, &out.parts, &mut out.body).await?);
+            None
+        }
         Some(cgi) => Some(uwsgi_packet(up, name, cgi, &out.parts, &mut out.body).await?),
     };
     let packet = packet.as_deref();
@@ -207,38 +219,46 @@ pub async fn forward(
                     left > 0 && tried.len() < members.peers.len()
                 }
         };
-        match exchange(
-            pool_key,
-            addr,
-            &out.parts,
-            &mut out.body,
-            packet,
-            replayable,
-            up,
-            &limits,
-            pool,
-            &mut out.interim,
-        )
-        .await
-        {
-            Ok((head, conn)) => {
-                if up.def.retry_statuses.contains(&head.status.as_u16()) {
+        let answer = match &fcgi {
+            Some(params) => {
+                let (body, to) = (&mut out.body, (up, name));
+                fastcgi::exchange(pool_key, addr, params, body, replayable, to, &limits, pool)
+                    .await
+                    .map(Answer::Fastcgi)
+            }
+            None => exchange(
+                pool_key,
+                addr,
+                &out.parts,
+                &mut out.body,
+                packet,
+                replayable,
+                up,
+                &limits,
+                pool,
+                &mut out.interim,
+            )
+            .await
+            .map(|(head, conn)| Answer::Http(head, conn)),
+        };
+        match answer {
+            Ok(answer) => {
+                let status = answer.status();
+                if up.def.retry_statuses.contains(&status.as_u16()) {
                     if health {
                         balancer.record_failure(peer, Instant::now());
                     }
                     if may_retry(retries_left, hooked.extra) {
                         hooked.spend(by_hook, &mut retries_left);
-                        hooked.last = Some(LastFailure::Next(head.status.as_u16()));
-                        tracing::warn!(upstream = name, peer = %addr, status = %head.status, "peer answered with a gateway error; trying the next peer");
+                        hooked.last = Some(LastFailure::Next(status.as_u16()));
+                        tracing::warn!(upstream = name, peer = %addr, status = %status, "peer answered with a gateway error; trying the next peer");
                         continue;
                     }
                 } else if health {
                     peer.record_success(Instant::now());
                 }
                 let back = (pool_key, limits.read);
-                return Ok(respond(
-                    head, conn, peer, addr, up, pool, back, active, started,
-                ));
+                return Ok(respond(answer, peer, addr, up, pool, back, active, started));
             }
             Err(Failure::NotSent(err)) => {
                 if health {
@@ -351,11 +371,28 @@ impl Limits {
     }
 }
 
+/// What one try brought back: a response head and the connection its
+/// body comes on.
+enum Answer {
+    /// An HTTP/1.x response (HTTP/1.1 and uwsgi upstreams).
+    Http(ResponseHead, Conn),
+    /// A FastCGI response.
+    Fastcgi(fastcgi::Answered),
+}
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Answer::Http(head, _) => head.status,
+            Answer::Fastcgi((head, _)) => head.status,
+        }
+    }
+}
+
 /// Turns a response head and its connection into the response.
 #[allow(clippy::too_many_arguments)]
 fn respond(
-    head: ResponseHead,
-    conn: Conn,
+    answer: Answer,
     peer: &super::peer::Peer,
     addr: &PeerAddr,
     up: &Upstream,
@@ -364,6 +401,26 @@ fn respond(
     active: super::peer::ActiveGuard,
     started: Instant,
 ) -> Exchange {
+    let (head, conn) = match answer {
+        Answer::Http(head, conn) => (head, conn),
+        Answer::Fastcgi((head, body)) => {
+            let back = Back {
+                pool: pool.clone(),
+                peer_id: pool_key,
+                max_idle: up.def.keepalive,
+            };
+            let body = fastcgi::FastcgiBody::new(body, Some(back), active);
+            let mut response = Response::new(UpstreamBody::fastcgi(body));
+            *response.status_mut() = head.status;
+            *response.headers_mut() = head.headers;
+            return Exchange {
+                response,
+                peer: peer_name(peer, addr),
+                elapsed: started.elapsed(),
+                upgraded: None,
+            };
+        }
+    };
     let back = head.keep_alive.then(|| Back {
         pool: pool.clone(),
         peer_id: pool_key,
@@ -386,14 +443,19 @@ fn respond(
     *response.headers_mut() = head.headers;
     Exchange {
         response,
-        // Peers are named by their address (formatted once, not per request).
-        peer: if peer.name().is_empty() {
-            addr.to_string()
-        } else {
-            peer.name().to_owned()
-        },
+        peer: peer_name(peer, addr),
         elapsed: started.elapsed(),
         upgraded,
+    }
+}
+
+/// How the peer that answered is named.
+fn peer_name(peer: &super::peer::Peer, addr: &PeerAddr) -> String {
+    // Peers are named by their address (formatted once, not per request).
+    if peer.name().is_empty() {
+        addr.to_string()
+    } else {
+        peer.name().to_owned()
     }
 }
 

@@ -16,13 +16,25 @@ pub async fn connect(
     connect_timeout: Duration,
     send_timeout: Duration,
 ) -> Result<Conn, ProxyError> {
+    Ok(Conn::new(
+        connect_socket(addr, connect_timeout).await?,
+        send_timeout,
+    ))
+}
+
+/// Connects to `addr` and hands back the bare socket (for a protocol that
+/// reads it with its own reader, like FastCGI).
+pub async fn connect_socket(
+    addr: &PeerAddr,
+    connect_timeout: Duration,
+) -> Result<Box<dyn Socket>, ProxyError> {
     match tokio::time::timeout(connect_timeout, open(addr)).await {
         Err(_) => Err(ProxyError::ConnectTimeout(addr.to_string())),
         Ok(Err(source)) => Err(ProxyError::Connect {
             addr: addr.to_string(),
             source,
         }),
-        Ok(Ok(socket)) => Ok(Conn::new(socket, send_timeout)),
+        Ok(Ok(socket)) => Ok(socket),
     }
 }
 

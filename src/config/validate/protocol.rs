@@ -1,8 +1,10 @@
-//! `protocol` and `params` of an `[upstream.NAME]`: which protocol the peers
-//! speak, and the CGI variables a CGI-style protocol (uwsgi) adds to those
-//! built from the request. Nothing here knows how a protocol is spoken.
+//! `protocol`, `params` and `root` of an `[upstream.NAME]`: which protocol
+//! the peers speak, the CGI variables a CGI-style protocol (uwsgi, fastcgi)
+//! adds to those built from the request, and where a FastCGI server finds
+//! the scripts. Nothing here knows how a protocol is spoken.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use toml::Spanned;
 
@@ -21,15 +23,18 @@ pub(super) fn protocol(
     match raw.get_ref().as_str() {
         "http1" => Ok(Protocol::Http1),
         "uwsgi" => Ok(Protocol::Uwsgi),
-        later @ ("h2" | "grpc" | "fastcgi") => Err(src.err(
+        "fastcgi" => Ok(Protocol::Fastcgi),
+        later @ ("h2" | "grpc") => Err(src.err(
             raw.span(),
             format!(
-                "protocol \"{later}\" is not supported yet; this version speaks \"http1\" and \"uwsgi\""
+                "protocol \"{later}\" is not supported yet; this version speaks \"http1\", \"uwsgi\" and \"fastcgi\""
             ),
         )),
         other => Err(src.err(
             raw.span(),
-            format!("unknown protocol \"{other}\"; expected \"http1\" or \"uwsgi\""),
+            format!(
+                "unknown protocol \"{other}\"; expected \"http1\", \"uwsgi\" or \"fastcgi\""
+            ),
         )),
     }
 }
@@ -45,7 +50,7 @@ pub(super) fn params(
         return Ok(BTreeMap::new());
     };
     if protocol == Protocol::Http1 {
-        let message = "`params` are CGI variables for protocol = \"uwsgi\"; an \"http1\" upstream has none (set headers from Lua instead)";
+        let message = "`params` are CGI variables for protocol = \"uwsgi\" or \"fastcgi\"; an \"http1\" upstream has none (set headers from Lua instead)";
         return Err(src.err(raw.span(), message));
     }
     let ok_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
@@ -60,6 +65,52 @@ pub(super) fn params(
         out.insert(name.clone(), value.get_ref().clone());
     }
     Ok(out)
+}
+
+/// `root = "/path"`: only with protocol = "fastcgi", where it (or
+/// `SCRIPT_FILENAME` in `params`) says which script runs. Resolved against
+/// the prefix, not checked on disk: it names a directory on the FastCGI
+/// server, which may be another machine or container.
+pub(super) fn root(
+    src: &Source<'_>,
+    protocol: Protocol,
+    raw: Option<&Spanned<String>>,
+    params: &BTreeMap<String, String>,
+    upstream: &Spanned<String>,
+    prefix: &std::path::Path,
+) -> Result<Option<PathBuf>, ConfigError> {
+    match raw {
+        Some(root) if protocol != Protocol::Fastcgi => {
+            let message = format!(
+                "`root` is where a FastCGI server finds the scripts, for protocol = \"fastcgi\"; this upstream speaks \"{}\"",
+                protocol.as_str()
+            );
+            Err(src.err(root.span(), message))
+        }
+        Some(root) if root.get_ref().is_empty() || root.get_ref().contains('\0') => Err(src.err(
+            root.span(),
+            "`root` must name the directory holding the scripts, like \"/srv/app/public\"",
+        )),
+        Some(root) => {
+            // Without a trailing slash, so root + "/index.php" is one path.
+            let path = prefix.join(root.get_ref());
+            let text = path.to_string_lossy();
+            let trimmed = text.trim_end_matches('/');
+            Ok(Some(PathBuf::from(if trimmed.is_empty() {
+                "/"
+            } else {
+                trimmed
+            })))
+        }
+        None if protocol == Protocol::Fastcgi && !params.contains_key("SCRIPT_FILENAME") => {
+            let message = format!(
+                "[upstream.{}] speaks fastcgi but says no script to run: set `root = \"/srv/app/public\"` (SCRIPT_FILENAME = root + path) or give SCRIPT_FILENAME in `params`",
+                upstream.get_ref()
+            );
+            Err(src.err(upstream.span(), message))
+        }
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -92,17 +143,73 @@ mod tests {
     fn other_protocols_are_refused_at_their_line() {
         assert_eq!(
             err(&format!("[upstream.app]\nprotocol = \"h3\"\n{ONE}")),
-            "t.toml:2:12: unknown protocol \"h3\"; expected \"http1\" or \"uwsgi\""
+            "t.toml:2:12: unknown protocol \"h3\"; expected \"http1\", \"uwsgi\" or \"fastcgi\""
         );
-        for later in ["h2", "grpc", "fastcgi"] {
+        for later in ["h2", "grpc"] {
             let e = err(&format!("[upstream.app]\n{ONE}protocol = \"{later}\"\n"));
             assert_eq!(
                 e,
                 format!(
-                    "t.toml:3:12: protocol \"{later}\" is not supported yet; this version speaks \"http1\" and \"uwsgi\""
+                    "t.toml:3:12: protocol \"{later}\" is not supported yet; this version speaks \"http1\", \"uwsgi\" and \"fastcgi\""
                 )
             );
         }
+    }
+
+    #[test]
+    fn fastcgi_with_a_root_or_a_script_filename_param() {
+        let text = format!("[upstream.php]\nprotocol = \"fastcgi\"\nroot = \"/srv/www/\"\n{ONE}");
+        let config = load_str("t.toml", &text).unwrap();
+        let up = &config.upstreams["php"];
+        assert_eq!(up.protocol, Protocol::Fastcgi);
+        assert_eq!(up.root.as_deref(), Some(std::path::Path::new("/srv/www")));
+        // A relative root is the prefix's (here the working directory).
+        let text = format!("[upstream.php]\nprotocol = \"fastcgi\"\nroot = \"public\"\n{ONE}");
+        let config = load_str("t.toml", &text).unwrap();
+        let root = config.upstreams["php"].root.clone().unwrap();
+        assert!(root.is_absolute() && root.ends_with("public"), "{root:?}");
+        let text = format!(
+            "[upstream.php]\nprotocol = \"fastcgi\"\nparams = {{ SCRIPT_FILENAME = \"/srv/index.php\" }}\n{ONE}"
+        );
+        let config = load_str("t.toml", &text).unwrap();
+        let up = &config.upstreams["php"];
+        assert_eq!(up.root, None);
+        assert_eq!(up.params["SCRIPT_FILENAME"], "/srv/index.php");
+        // Another root is another pool.
+        let other = format!("[upstream.php]\nprotocol = \"fastcgi\"\nroot = \"/srv/b\"\n{ONE}");
+        let a = load_str("t.toml", &other.replace("/srv/b", "/srv/a")).unwrap();
+        let b = load_str("t.toml", &other).unwrap();
+        assert_ne!(a.upstreams["php"], b.upstreams["php"]);
+        assert_eq!(a.upstreams["php"], a.clone().upstreams["php"]);
+    }
+
+    #[test]
+    fn fastcgi_needs_a_script_and_root_needs_fastcgi() {
+        let e = err(&format!("\n[upstream.php]\nprotocol = \"fastcgi\"\n{ONE}"));
+        assert!(
+            e.starts_with(
+                "t.toml:2:11: [upstream.php] speaks fastcgi but says no script to run: set `root"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("SCRIPT_FILENAME in `params`"), "{e}");
+        let e = err(&format!("[upstream.app]\n{ONE}root = \"/srv\"\n"));
+        assert!(
+            e.starts_with("t.toml:3:8: `root` is where a FastCGI server finds the scripts, for protocol = \"fastcgi\"; this upstream speaks \"http1\""),
+            "{e}"
+        );
+        let e = err(&format!(
+            "[upstream.app]\nprotocol = \"uwsgi\"\nroot = \"/srv\"\n{ONE}"
+        ));
+        assert!(e.starts_with("t.toml:3:8: `root`"), "{e}");
+        assert!(e.ends_with("speaks \"uwsgi\""), "{e}");
+        let e = err(&format!(
+            "[upstream.php]\nprotocol = \"fastcgi\"\nroot = \"\"\n{ONE}"
+        ));
+        assert!(
+            e.starts_with("t.toml:3:8: `root` must name the directory"),
+            "{e}"
+        );
     }
 
     #[test]

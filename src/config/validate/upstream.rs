@@ -57,12 +57,20 @@ pub(super) fn upstream(
 
     let protocol = super::protocol::protocol(src, raw.protocol.as_ref())?;
     let params = super::protocol::params(src, protocol, raw.params.as_ref())?;
+    let root = super::protocol::root(
+        src,
+        protocol,
+        raw.root.as_ref(),
+        &params,
+        name,
+        paths.prefix(),
+    )?;
     let workers = match &raw.workers {
         Some(w) => Some(super::workers::workers(
             src,
             name.get_ref(),
             w,
-            protocol,
+            (protocol, root.as_deref()),
             paths,
         )?),
         None => None,
@@ -112,6 +120,7 @@ pub(super) fn upstream(
         balancer: super::lua::upstream_balancer(src, raw.lua.as_ref(), paths)?,
         protocol,
         params,
+        root,
     })
 }
 
