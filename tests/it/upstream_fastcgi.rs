@@ -1,7 +1,11 @@
-//! The FastCGI engine (`moongate::upstream::fastcgi`) against a real
-//! PHP-FPM: php-fpm started in the foreground on a free loopback port and
-//! a unix socket in a temp dir, serving tests/fixtures/fastcgi/app.php,
-//! driven directly through `exchange` over a tokio TcpStream/UnixStream.
+//! FastCGI against a real PHP-FPM (php-fpm started in the foreground on a
+//! free loopback port, or a unix socket in a temp dir). First the engine
+//! (`moongate::upstream::fastcgi`) alone, serving
+//! tests/fixtures/fastcgi/app.php, driven directly through `exchange` over
+//! a tokio TcpStream/UnixStream; then `protocol = "fastcgi"` through
+//! moongate (issue 14, nginx's `fastcgi_pass`): a real HTTP client,
+//! moongate, php-fpm running the script [`INDEX_PHP`] from the upstream's
+//! `root`, each test asserting what PHP really saw and answered.
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;

@@ -7,7 +7,8 @@
 //!   `PATH_INFO`, as nginx's `fastcgi_params`), plus `SCRIPT_NAME`,
 //!   `DOCUMENT_URI`, `GATEWAY_INTERFACE`, `SERVER_SOFTWARE`,
 //!   `REDIRECT_STATUS` and, with `root`, `SCRIPT_FILENAME` (root + path)
-//!   and `DOCUMENT_ROOT`; `params` override any of them. A body of unknown
+//!   and `DOCUMENT_ROOT`; never `HTTP_PROXY` (httpoxy); `params` override
+//!   any of them. A body of unknown
 //!   length is read whole first (PHP reads no more STDIN than
 //!   `CONTENT_LENGTH` says).
 //! - [`exchange`]: one try: a pooled connection of the peer (asked to stay
@@ -127,10 +128,14 @@ pub(super) async fn prepare(
     // runs nothing without it.
     put(&mut out, "REDIRECT_STATUS", b"200");
     // nginx's fastcgi_params send no PATH_INFO (PHP would take the whole
-    // path for it); one in `params` is sent.
-    let keep_path_info = overridden("PATH_INFO");
+    // path for it); one in `params` is sent. A client's `Proxy:` header is
+    // never sent as HTTP_PROXY, which PHP libraries read as the proxy to
+    // use for their own requests ("httpoxy", CVE-2016-5385).
+    let (keep_path_info, keep_proxy) = (overridden("PATH_INFO"), overridden("HTTP_PROXY"));
     cgi_vars(parts, cgi, length, &up.params, &mut |name, value| {
-        if keep_path_info || name != b"PATH_INFO" {
+        let dropped =
+            (name == b"PATH_INFO" && !keep_path_info) || (name == b"HTTP_PROXY" && !keep_proxy);
+        if !dropped {
             out.push(name, value);
         }
     });
@@ -371,7 +376,11 @@ mod tests {
     #[tokio::test]
     async fn root_names_the_script_and_path_info_is_left_out() {
         let up = upstream("root = \"/srv/www/\"");
-        let p = parts("GET", "/app/x%20y.php?a=1", &[("x-a", "1")]);
+        let p = parts(
+            "GET",
+            "/app/x%20y.php?a=1",
+            &[("x-a", "1"), ("proxy", "http://evil:1")],
+        );
         let v = vars(&up, &p, &mut RequestBody::empty()).await.unwrap();
         assert_eq!(text(v.get("SCRIPT_FILENAME")), Some("/srv/www/app/x y.php"));
         assert_eq!(text(v.get("DOCUMENT_ROOT")), Some("/srv/www"));
@@ -382,6 +391,7 @@ mod tests {
         assert_eq!(text(v.get("HTTP_X_A")), Some("1"));
         assert_eq!(text(v.get("CONTENT_LENGTH")), Some(""));
         assert_eq!(v.get("PATH_INFO"), None);
+        assert_eq!(v.get("HTTP_PROXY"), None);
     }
 
     #[tokio::test]
