@@ -513,6 +513,12 @@ case 'slow':
     sleep((int) $_GET['s']);
     echo "late\n";
     break;
+case 'stall':
+    echo "started\n";
+    flush();
+    sleep((int) $_GET['s']);
+    echo "ended\n";
+    break;
 }
 "#;
 
@@ -736,6 +742,7 @@ async fn through_moongate_status_headers_and_a_10_mib_stream() {
     assert_eq!(header(&resp, "location"), "/items/7");
     assert_eq!(resp.text().await.expect("body"), "made item 7\n");
 
+    let before = peak_rss_kib(mg.pid());
     let mut resp = client()
         .get(mg.url("/index.php?mode=big"))
         .send()
@@ -753,6 +760,22 @@ async fn through_moongate_status_headers_and_a_10_mib_stream() {
         let want = format!("{i:03}{}", &pattern[3..]);
         assert!(block == want.as_bytes(), "block {i} differs");
     }
+    // Streamed, not held: moongate's peak memory barely moved.
+    let grew = peak_rss_kib(mg.pid()).saturating_sub(before);
+    assert!(
+        grew < 5 * 1024,
+        "peak RSS grew by {grew} KiB for a 10 MiB body"
+    );
+}
+
+/// The peak resident set of process `pid`, in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -769,6 +792,32 @@ async fn through_moongate_php_stderr_is_logged() {
     let line = mg.wait_log("php says: disk nearly full", Duration::from_secs(5));
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains("php"), "{line}");
+}
+
+/// A peer that refuses connections is passed over for the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_moongate_a_refusing_peer_is_passed_over() {
+    let php = Php::start(2, "");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let conf = fcgi_conf(&php, "").replace(
+        "servers = [{ addr",
+        &format!("servers = [{{ addr = \"{closed}\" }}, {{ addr"),
+    );
+    assert!(
+        conf.contains(&format!("[{{ addr = \"{closed}\" }}, {{ addr")),
+        "{conf}"
+    );
+    let mg = Moongate::start(&conf);
+    for i in 0..4 {
+        let resp = client()
+            .get(mg.url(&format!("/index.php?mode=vars&i={i}")))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(php_vars(resp).await["get"]["i"], i.to_string());
+    }
 }
 
 /// `X-Conn` and `X-Pid` of `n` sequential GETs.
@@ -840,6 +889,20 @@ async fn through_moongate_php_down_is_502_and_slow_is_504() {
         .await
         .expect("GET");
     assert_eq!(ok.status(), 200);
+
+    // Silent past read_timeout in the middle of the body: the body fails
+    // (the client sees it cut off), it does not wait for the script.
+    let started = Instant::now();
+    let resp = client()
+        .get(mg.url("/index.php?mode=stall&s=3"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await;
+    assert!(body.is_err(), "{body:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2900), "{took:?}");
 
     drop(php);
     let resp = client()
@@ -989,4 +1052,129 @@ fn fastcgi_config_errors_name_file_and_line() {
             run.stderr
         );
     }
+}
+
+/// A FastCGI responder written here from raw records, for what PHP-FPM
+/// cannot be made to do on cue: every connection answers its first request
+/// ("conn C req 0", keeping the connection when asked) and, having read a
+/// second one, closes without answering. Counts connections; notes the
+/// BEGIN_REQUEST flags and STDIN of each request.
+struct ClosingResponder {
+    addr: std::net::SocketAddr,
+    conns: Arc<std::sync::atomic::AtomicUsize>,
+    seen: Arc<Mutex<Vec<(u8, Vec<u8>)>>>,
+}
+
+impl ClosingResponder {
+    async fn start() -> ClosingResponder {
+        use moongate::upstream::fastcgi::record::{
+            self, BEGIN_REQUEST, HEADER_LEN, Header, ProtocolStatus, STDIN, STDOUT,
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (count, notes) = (conns.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let c = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let notes = notes.clone();
+                tokio::spawn(async move {
+                    for r in 0.. {
+                        // One request: records up to the empty STDIN.
+                        let (mut flags, mut stdin) = (0u8, Vec::new());
+                        loop {
+                            let mut hb = [0u8; HEADER_LEN];
+                            if s.read_exact(&mut hb).await.is_err() {
+                                return;
+                            }
+                            let h = Header::parse(&hb);
+                            let mut body = vec![0u8; h.body_len()];
+                            if s.read_exact(&mut body).await.is_err() {
+                                return;
+                            }
+                            body.truncate(usize::from(h.content_length));
+                            if h.kind == BEGIN_REQUEST {
+                                flags = body.get(2).copied().unwrap_or(0);
+                            }
+                            if h.kind == STDIN {
+                                if body.is_empty() {
+                                    break;
+                                }
+                                stdin.extend_from_slice(&body);
+                            }
+                        }
+                        notes.lock().unwrap().push((flags, stdin));
+                        if r == 1 {
+                            return; // closes
+                        }
+                        let mut out = Vec::new();
+                        let text = format!("Status: 200\r\nX-Fake: 1\r\n\r\nconn {c} req {r}");
+                        record::put_stream(&mut out, STDOUT, 1, text.as_bytes());
+                        record::put_stream_end(&mut out, STDOUT, 1);
+                        record::put_end_request(&mut out, 1, 0, ProtocolStatus::RequestComplete);
+                        if s.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        ClosingResponder { addr, conns, seen }
+    }
+
+    fn conns(&self) -> usize {
+        self.conns.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A pooled connection the application closes on receiving a request is
+/// replaced once by a new one when the request has no body; a request
+/// with a body is not sent twice (502).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_on_a_request_is_retried_only_without_a_body() {
+    let app = ClosingResponder::start().await;
+    let mg = Moongate::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\naccess_log = \"off\"\n\n\
+         [upstream.app]\nprotocol = \"fastcgi\"\nparams = {{ SCRIPT_FILENAME = \"/srv/index.php\" }}\n\
+         servers = [{{ addr = \"{}\" }}]\n\n\
+         [[route]]\npath = \"/\"\nupstream = \"app\"\n",
+        app.addr
+    ));
+    let get = |path: &'static str| {
+        let url = mg.url(path);
+        async move {
+            let resp = client().get(url).send().await.expect("GET");
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    assert_eq!(get("/a").await, (200, "conn 0 req 0".to_owned()));
+    // Pooled connection 0 closes on this request: sent again on a new one.
+    assert_eq!(get("/b").await, (200, "conn 1 req 0".to_owned()));
+    assert_eq!(app.conns(), 2);
+
+    // Connection 1 is pooled now and closes on this one, which had a body:
+    // not sent twice.
+    let resp = client()
+        .put(mg.url("/c"))
+        .body("payload")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(resp.status(), 502);
+    assert_eq!(app.conns(), 2, "no second try");
+    assert_eq!(get("/d").await, (200, "conn 2 req 0".to_owned()));
+
+    let seen = app.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|(flags, _)| *flags == 1),
+        "FCGI_KEEP_CONN asked: {seen:?}"
+    );
+    assert_eq!(seen[3].1, b"payload");
 }
