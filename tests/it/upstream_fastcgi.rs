@@ -1062,8 +1062,12 @@ fn fastcgi_config_errors_name_file_and_line() {
 struct ClosingResponder {
     addr: std::net::SocketAddr,
     conns: Arc<std::sync::atomic::AtomicUsize>,
-    seen: Arc<Mutex<Vec<(u8, Vec<u8>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
+
+/// What [`ClosingResponder`] read of one request: BEGIN_REQUEST's flags
+/// and the STDIN.
+type Seen = (u8, Vec<u8>);
 
 impl ClosingResponder {
     async fn start() -> ClosingResponder {
