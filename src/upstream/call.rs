@@ -120,7 +120,9 @@ pub async fn forward(
     let packet = match &out.cgi {
         None => None,
         Some(cgi) if up.def.protocol == Protocol::Fastcgi => {
-            fcgi = Some(fastcgi::prepare(up, cgi, &out.parts, &mut out.body).await?);
+            // Boxed, as the try below: the FastCGI futures add nothing
+            // to every HTTP/1 request's.
+            fcgi = Some(Box::pin(fastcgi::prepare(up, cgi, &out.parts, &mut out.body)).await?);
             None
         }
         Some(cgi) => Some(uwsgi_packet(up, name, cgi, &out.parts, &mut out.body).await?),
@@ -222,9 +224,9 @@ pub async fn forward(
         let answer = match &fcgi {
             Some(params) => {
                 let (body, to) = (&mut out.body, (up, name));
-                fastcgi::exchange(pool_key, addr, params, body, replayable, to, &limits, pool)
-                    .await
-                    .map(Answer::Fastcgi)
+                let once =
+                    fastcgi::exchange(pool_key, addr, params, body, replayable, to, &limits, pool);
+                Box::pin(once).await.map(Answer::Fastcgi)
             }
             None => exchange(
                 pool_key,

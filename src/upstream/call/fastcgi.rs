@@ -427,6 +427,30 @@ mod tests {
     }
 
     #[test]
+    fn failures_map_to_statuses_and_retry_kinds() {
+        let addr = PeerAddr::Tcp(([127, 0, 0, 1], 9000).into());
+        let status = |f: &Failure| match f {
+            Failure::NotSent(e) | Failure::NoResponse(e) | Failure::Final(e) => e.status().as_u16(),
+        };
+        let timeout = failure(FcgiError::ReadTimeout, &addr);
+        assert!(matches!(
+            timeout,
+            Failure::NoResponse(ProxyError::ReadTimeout(_))
+        ));
+        assert_eq!(status(&timeout), 504);
+        let closed = failure(FcgiError::Closed, &addr);
+        assert!(matches!(closed, Failure::NoResponse(_)));
+        assert_eq!(status(&closed), 502);
+        let no_head = failure(FcgiError::NoHead, &addr);
+        assert!(matches!(no_head, Failure::Final(_)));
+        assert_eq!(status(&no_head), 502);
+        let big = FcgiError::Request(Box::new(RequestBodyError::TooLarge));
+        let big = failure(big, &addr);
+        assert!(matches!(big, Failure::Final(ProxyError::BodyTooLarge)));
+        assert_eq!(status(&big), 413);
+    }
+
+    #[test]
     fn the_probe_asks_for_the_script_under_root() {
         let vars = probe_params("/ping?full", Some(Path::new("/srv/www")));
         let get = |n: &str| {
