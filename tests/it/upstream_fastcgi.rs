@@ -656,6 +656,17 @@ async fn through_moongate_a_get_runs_the_script_under_root() {
     assert_eq!(v["tag"], "tag-127.0.0.1");
     assert_eq!(v["input"], "");
 
+    // HEAD: the script's head, no body.
+    let resp = client()
+        .head(mg.url("/index.php?mode=vars"))
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "content-type"), "application/json");
+    assert!(!header(&resp, "x-conn").is_empty());
+    assert_eq!(resp.bytes().await.expect("body").len(), 0);
+
     // A script that is not there: php-fpm's own 404.
     let resp = client().get(mg.url("/nope.php")).send().await.expect("GET");
     assert_eq!(resp.status(), 404);
