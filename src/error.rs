@@ -45,6 +45,15 @@ pub enum ProxyError {
         /// What went wrong.
         source: crate::upstream::h1::ExchangeError,
     },
+    /// The FastCGI exchange failed (closed early, an invalid record or
+    /// head, the application refused the request).
+    #[error("{addr}: {source}")]
+    Fastcgi {
+        /// The peer's address.
+        addr: String,
+        /// What went wrong.
+        source: crate::upstream::fastcgi::FcgiError,
+    },
     /// The peer's body failed while it was read whole (to be cached).
     #[error("reading the upstream body: {0}")]
     UpstreamBody(String),
@@ -95,6 +104,7 @@ impl ProxyError {
             ProxyError::NoPeer(_)
             | ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
+            | ProxyError::Fastcgi { .. }
             | ProxyError::UpstreamBody(_)
             | ProxyError::UnaskedUpgrade(_)
             | ProxyError::UwsgiTooBig { .. } => StatusCode::BAD_GATEWAY,
@@ -122,6 +132,7 @@ impl ProxyError {
             | ProxyError::ConnectTimeout(_)
             | ProxyError::ReadTimeout(_)
             | ProxyError::Upstream { .. }
+            | ProxyError::Fastcgi { .. }
             | ProxyError::UpstreamBody(_)
             | ProxyError::UnaskedUpgrade(_) => Blame::Upstream,
             ProxyError::BodyTooLarge
@@ -148,6 +159,10 @@ impl ProxyError {
             | ProxyError::ReadTimeout(_) => true,
             ProxyError::Upstream { source, .. } => {
                 matches!(source, ExchangeError::Closed | ExchangeError::Io(_))
+            }
+            ProxyError::Fastcgi { source, .. } => {
+                use crate::upstream::fastcgi::FcgiError;
+                matches!(source, FcgiError::Closed | FcgiError::Io(_))
             }
             ProxyError::NoPeer(_)
             | ProxyError::UpstreamBody(_)

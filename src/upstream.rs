@@ -9,8 +9,9 @@
 //! (balance), takes an idle connection or opens one ([`pool`],
 //! [`connect`]), runs the exchange ([`h1`]; for `protocol = "uwsgi"` a
 //! [`uwsgi`] packet of [`cgi`] variables in place of the request head, on a
-//! connection of its own; for `h2` and `grpc` a stream on a multiplexed
-//! [`http2`] connection), and hands back the response with an
+//! connection of its own; for `protocol = "fastcgi"` the [`fastcgi`]
+//! engine through [`call::fastcgi`]; for `h2` and `grpc` a stream on a
+//! multiplexed [`http2`] connection), and hands back the response with an
 //! [`UpstreamBody`] that returns the connection to the pool at its end.
 
 pub mod balance;
@@ -194,6 +195,9 @@ pub struct UpstreamBody {
     /// When a silent peer fails the body; `None` while data comes.
     deadline: Option<Instant>,
     active: Option<ActiveGuard>,
+    /// A FastCGI response's body, which then is the whole body (the
+    /// fields above hold no connection). Boxed: most bodies are HTTP/1.
+    fastcgi: Option<Box<call::fastcgi::FastcgiBody>>,
 }
 
 impl UpstreamBody {
@@ -213,6 +217,7 @@ impl UpstreamBody {
             read_timeout,
             deadline: None,
             active: Some(active),
+            fastcgi: None,
         };
         body.release_if_done();
         body
@@ -223,12 +228,27 @@ impl UpstreamBody {
     pub fn h2(body: http2::H2Body, active: ActiveGuard) -> Self {
         UpstreamBody {
             h2: Some(Box::new(body)),
+            fastcgi: None,
             conn: None,
             decoder: Decoder::new(Framing::Empty),
             back: None,
             read_timeout: Duration::ZERO,
             deadline: None,
             active: Some(active),
+        }
+    }
+
+    /// The body of a FastCGI response (it hands its connection back itself).
+    pub fn fastcgi(body: call::fastcgi::FastcgiBody) -> Self {
+        UpstreamBody {
+            h2: None,
+            conn: None,
+            decoder: Decoder::new(Framing::Empty),
+            back: None,
+            read_timeout: Duration::ZERO,
+            deadline: None,
+            active: None,
+            fastcgi: Some(Box::new(body)),
         }
     }
 
@@ -268,6 +288,9 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if let Some(body) = this.fastcgi.as_mut() {
+            return Pin::new(&mut **body).poll_frame(cx);
+        }
         if let Some(h2) = this.h2.as_mut() {
             let polled = Pin::new(h2.as_mut()).poll_frame(cx);
             if matches!(polled, Poll::Ready(None | Some(Err(_)))) || h2.is_end_stream() {
@@ -307,6 +330,9 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if let Some(body) = &self.fastcgi {
+            return body.is_end_stream();
+        }
         match &self.h2 {
             Some(h2) => h2.is_end_stream(),
             None => self.decoder.is_done(),
@@ -314,6 +340,9 @@ impl Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(body) = &self.fastcgi {
+            return body.size_hint();
+        }
         match &self.h2 {
             Some(h2) => h2.size_hint(),
             None => self.decoder.size_hint(),

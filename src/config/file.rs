@@ -315,14 +315,18 @@ pub struct RawUpstream {
     pub workers: Option<Spanned<RawWorkers>>,
     /// `lua.balancer` (a file) or `lua.balancer_inline` (code).
     pub lua: Option<Spanned<RawUpstreamLua>>,
-    /// The protocol spoken to the peers: "http1" (default), "uwsgi", "h2", "grpc".
+    /// The protocol spoken to the peers: "http1" (default), "h2", "grpc",
+    /// "uwsgi", "fastcgi".
     pub protocol: Option<Spanned<String>>,
-    /// CGI variables added or overridden (uwsgi), values `$var` templates.
+    /// CGI variables added or overridden (uwsgi, fastcgi), values `$var`
+    /// templates.
     pub params: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     /// HTTP/2 connections per peer per worker thread (h2, grpc).
     pub h2_connections: Option<Spanned<usize>>,
     /// TLS to the peers.
     pub tls: Option<Spanned<RawUpstreamTls>>,
+    /// The scripts' directory on the FastCGI server (fastcgi only).
+    pub root: Option<Spanned<String>>,
 }
 
 /// `tls = { ... }` of an upstream.

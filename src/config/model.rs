@@ -205,6 +205,11 @@ pub struct Upstream {
     /// `tls = {...}`, or peers written `https://host:port`: TLS to every
     /// peer (ALPN `h2` for `h2`/`grpc`, `http/1.1` otherwise).
     pub tls: Option<UpstreamTls>,
+    /// `root` (fastcgi only; absolute): the scripts' directory on the
+    /// FastCGI server, nginx's `root` with `fastcgi_param SCRIPT_FILENAME
+    /// $document_root$fastcgi_script_name`. Without it `params` gives
+    /// `SCRIPT_FILENAME`.
+    pub root: Option<PathBuf>,
 }
 
 /// TLS to an upstream's peers.
@@ -235,6 +240,10 @@ pub enum Protocol {
     /// sent, `grpc-timeout` honoured, moongate's own errors answered as a
     /// gRPC status).
     Grpc,
+    /// FastCGI (nginx's `fastcgi_pass`, PHP-FPM): CGI variables as PARAMS,
+    /// the body as STDIN, a CGI response on STDOUT; pooled connections
+    /// (`FCGI_KEEP_CONN`).
+    Fastcgi,
 }
 
 impl Protocol {
@@ -245,12 +254,14 @@ impl Protocol {
             Protocol::Uwsgi => "uwsgi",
             Protocol::H2 => "h2",
             Protocol::Grpc => "grpc",
+            Protocol::Fastcgi => "fastcgi",
         }
     }
 
-    /// Whether requests go as CGI variables (uwsgi) rather than HTTP.
+    /// Whether requests go as CGI variables (uwsgi, fastcgi) rather than
+    /// HTTP.
     pub fn is_cgi(self) -> bool {
-        matches!(self, Protocol::Uwsgi)
+        matches!(self, Protocol::Uwsgi | Protocol::Fastcgi)
     }
 
     /// Whether the peers speak HTTP/2 (`h2` and `grpc`).
@@ -293,6 +304,9 @@ pub struct Workers {
     /// The upstream's protocol: what the workers listen for on `{socket}`,
     /// and what the `ready` probe speaks.
     pub protocol: Protocol,
+    /// The upstream's `root` (fastcgi): the `ready` probe asks for the
+    /// script `root` + `ready`.
+    pub root: Option<PathBuf>,
 }
 
 impl Workers {
@@ -329,6 +343,7 @@ impl PartialEq for Upstream {
             params,
             h2_connections,
             tls,
+            root,
         } = self;
         *name == other.name
             && *balance == other.balance
@@ -346,6 +361,7 @@ impl PartialEq for Upstream {
             && *params == other.params
             && *h2_connections == other.h2_connections
             && *tls == other.tls
+            && *root == other.root
     }
 }
 

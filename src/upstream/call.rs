@@ -25,6 +25,11 @@
 //! uwsgi needs `CONTENT_LENGTH`), and sends it on a new connection per try
 //! (uwsgi has no keep-alive); the rules above are the same.
 //!
+//! An upstream speaking FastCGI builds its CGI variables once the same way
+//! ([`fastcgi::prepare`]) and runs each try through [`fastcgi::exchange`]:
+//! pooled connections (`FCGI_KEEP_CONN`) as for HTTP/1, the same retry
+//! rules, a [`fastcgi::FastcgiBody`] as the response body.
+//!
 //! An upstream with a Lua `balancer` ([`TryHook`]) is asked before every
 //! try. When it names a peer, that try goes there (one of the upstream's
 //! peers, with its health and pool, or any other address, pooled by
@@ -52,6 +57,8 @@ use crate::body::{RequestBody, RequestBodyError};
 use crate::config::{PeerAddr, Protocol};
 use crate::error::{Blame, ProxyError};
 use crate::h1_framing::Framing;
+
+pub mod fastcgi;
 
 /// A request prepared for the upstream (headers already rewritten).
 pub struct Outgoing<'a> {
@@ -110,8 +117,15 @@ pub async fn forward(
     // Borrowed, not moved in: the request stays in the caller's future
     // (moved, it would take room twice in this one's).
     let (idempotent, pool, hook) = (out.idempotent, out.pool, out.hook);
+    let mut fcgi = None;
     let packet = match &out.cgi {
         None => None,
+        Some(cgi) if up.def.protocol == Protocol::Fastcgi => {
+            // Boxed, as the try below: the FastCGI futures add nothing
+            // to every HTTP/1 request's.
+            fcgi = Some(Box::pin(fastcgi::prepare(up, cgi, &out.parts, &mut out.body)).await?);
+            None
+        }
         Some(cgi) => Some(uwsgi_packet(up, name, cgi, &out.parts, &mut out.body).await?),
     };
     let packet = packet.as_deref();
@@ -214,19 +228,26 @@ pub async fn forward(
                     left > 0 && tried.len() < members.peers.len()
                 }
         };
-        let answer = if up.def.protocol.is_h2() {
-            let opts = http2::TryOptions {
-                peer_id: pool_key,
-                bound: up.def.h2_connections,
-                connect_timeout: limits.connect,
-                read_timeout: limits.read,
-                idle_timeout: up.def.keepalive_timeout,
-                grpc,
-                call_deadline,
-            };
-            h2_try(addr, out, &opts, pool, replayable, up.tls.as_ref()).await
-        } else {
-            exchange(
+        let answer = match &fcgi {
+            Some(params) => {
+                let (body, to) = (&mut out.body, (up, name));
+                let once =
+                    fastcgi::exchange(pool_key, addr, params, body, replayable, to, &limits, pool);
+                Box::pin(once).await.map(Answer::Fastcgi)
+            }
+            None if up.def.protocol.is_h2() => {
+                let opts = http2::TryOptions {
+                    peer_id: pool_key,
+                    bound: up.def.h2_connections,
+                    connect_timeout: limits.connect,
+                    read_timeout: limits.read,
+                    idle_timeout: up.def.keepalive_timeout,
+                    grpc,
+                    call_deadline,
+                };
+                h2_try(addr, out, &opts, pool, replayable, up.tls.as_ref()).await
+            }
+            None => exchange(
                 pool_key,
                 addr,
                 &out.parts,
@@ -239,7 +260,7 @@ pub async fn forward(
                 &mut out.interim,
             )
             .await
-            .map(|(head, conn)| Answer::H1(head, conn))
+            .map(|(head, conn)| Answer::Http(head, conn)),
         };
         match answer {
             Ok(answer) => {
@@ -374,17 +395,21 @@ impl Limits {
     }
 }
 
-/// A peer's answer: an HTTP/1 head and its connection, or an HTTP/2
-/// response with its stream.
+/// What one try brought back: a response head and what its body comes on.
 enum Answer {
-    H1(ResponseHead, Conn),
+    /// An HTTP/1.x response (HTTP/1.1 and uwsgi upstreams).
+    Http(ResponseHead, Conn),
+    /// A FastCGI response.
+    Fastcgi(fastcgi::Answered),
+    /// An HTTP/2 response, with its stream's place on the connection.
     H2(Response<h2::RecvStream>, http2::conns::Slot),
 }
 
 impl Answer {
     fn status(&self) -> StatusCode {
         match self {
-            Answer::H1(head, _) => head.status,
+            Answer::Http(head, _) => head.status,
+            Answer::Fastcgi((head, _)) => head.status,
             Answer::H2(resp, _) => resp.status(),
         }
     }
@@ -427,13 +452,30 @@ fn respond(
     (grpc, call_deadline): (bool, Option<Instant>),
 ) -> Exchange {
     let (head, conn) = match answer {
-        Answer::H1(head, conn) => (head, conn),
+        Answer::Http(head, conn) => (head, conn),
         Answer::H2(resp, slot) => {
             let (head, recv) = resp.into_parts();
             let deadline = call_deadline.map(tokio::time::Instant::from_std);
             let body = http2::H2Body::new(recv, read_timeout, deadline, grpc, slot);
             let mut response = Response::from_parts(head, UpstreamBody::h2(body, active));
             *response.version_mut() = http::Version::HTTP_11;
+            return Exchange {
+                response,
+                peer: peer_name(peer, addr),
+                elapsed: started.elapsed(),
+                upgraded: None,
+            };
+        }
+        Answer::Fastcgi((head, body)) => {
+            let back = Back {
+                pool: pool.clone(),
+                peer_id: pool_key,
+                max_idle: up.def.keepalive,
+            };
+            let body = fastcgi::FastcgiBody::new(body, Some(back), active);
+            let mut response = Response::new(UpstreamBody::fastcgi(body));
+            *response.status_mut() = head.status;
+            *response.headers_mut() = head.headers;
             return Exchange {
                 response,
                 peer: peer_name(peer, addr),

@@ -1,8 +1,8 @@
 //! The CGI variables of a forwarded request, as nginx's `uwsgi_params` (and
 //! `fastcgi_params`) give them: the request line's parts, the client's and
 //! the server's addresses, every header as `HTTP_NAME`, then the upstream's
-//! `params` over them. Shared by the CGI-style protocols (uwsgi; FastCGI
-//! later); it knows nothing of how they are framed on the wire.
+//! `params` over them. Shared by the CGI-style protocols (uwsgi, FastCGI);
+//! it knows nothing of how they are framed on the wire.
 //!
 //! The variables are handed to a sink one pair at a time, so a protocol
 //! writes them straight into its packet without a list in between.
@@ -14,6 +14,7 @@ use http::header::{self, HeaderName};
 use http::request::Parts;
 use percent_encoding::percent_decode_str;
 
+use crate::body::{RequestBody, RequestBodyError};
 use crate::vars::{RequestFacts, VarTemplate};
 
 /// What the variables are built from besides the forwarded head.
@@ -117,6 +118,34 @@ pub fn cgi_vars(
             emit(name.as_bytes(), value.render(&vars).as_bytes());
         }
     }
+}
+
+/// The body's length for `CONTENT_LENGTH` (which the CGI-style protocols
+/// need): the declared one, none without a body, else that of the body read
+/// whole into memory first (left in `body`, to be sent), within the
+/// body's limits, as nginx reads a chunked body for `uwsgi_pass` and
+/// `fastcgi_pass`.
+pub async fn body_length(
+    parts: &Parts,
+    body: &mut RequestBody,
+) -> Result<Option<u64>, RequestBodyError> {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    Ok(match declared {
+        Some(n) => Some(n),
+        None if body.is_empty() => None,
+        None => {
+            let whole = std::mem::replace(body, RequestBody::empty())
+                .read_all()
+                .await?;
+            let n = whole.len() as u64;
+            *body = RequestBody::buffered(whole);
+            Some(n)
+        }
+    })
 }
 
 /// Room for the longest IP address as text (an IPv6 address with an

@@ -24,7 +24,7 @@ pub async fn connect(
 }
 
 /// Connects to `addr`, handing back the bare socket (for a protocol that
-/// frames the connection itself, as HTTP/2 does).
+/// frames the connection itself, as HTTP/2 and FastCGI do).
 pub async fn connect_socket(
     addr: &PeerAddr,
     connect_timeout: Duration,

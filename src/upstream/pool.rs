@@ -4,19 +4,46 @@
 //! [`WorkerLocal`](crate::worker_local::WorkerLocal). Keyed by peer id, so
 //! a reload that keeps an upstream keeps its connections, and a changed
 //! upstream's old connections simply age out.
+//!
+//! Two kinds of connection are kept: HTTP/1.1 ones ([`Conn`], with their
+//! buffers) and FastCGI ones (the bare socket, [`FcgiSocket`]: the FastCGI
+//! engine brings its own reader). A peer speaks one protocol, so its list
+//! holds one kind; a connection of the other kind found when taking one
+//! (an address a Lua balancer named from upstreams of both protocols) is
+//! closed, never handed to the wrong protocol.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::h1::Conn;
+use super::h1::{Conn, Socket};
 use super::http2::MuxPool;
 use super::peer::{Peer, PeerConfig};
 use crate::config::PeerAddr;
+use crate::write_timed::WriteTimed;
+
+/// An idle FastCGI connection: the socket, its writes timed by
+/// `send_timeout`.
+pub type FcgiSocket = WriteTimed<Box<dyn Socket>>;
+
+/// One idle connection, of either kind.
+enum Kept {
+    Http1(Conn),
+    Fastcgi(FcgiSocket),
+}
+
+impl Kept {
+    fn is_alive(&self) -> bool {
+        match self {
+            Kept::Http1(conn) => conn.is_alive(),
+            Kept::Fastcgi(socket) => socket.get_ref().is_idle_open(),
+        }
+    }
+}
 
 struct Idle {
-    conn: Conn,
+    conn: Kept,
     since: Instant,
 }
 
@@ -49,13 +76,36 @@ impl IdlePool {
     /// Takes the most recently used idle connection to `peer_id` that is
     /// still open and was idle less than `idle_timeout`.
     pub fn checkout(&self, peer_id: u64, idle_timeout: Duration) -> Option<Conn> {
+        match self.take(peer_id, idle_timeout, |k| matches!(k, Kept::Http1(_)))? {
+            Kept::Http1(mut conn) => {
+                conn.reused = true;
+                Some(conn)
+            }
+            Kept::Fastcgi(_) => None,
+        }
+    }
+
+    /// [`IdlePool::checkout`] for a FastCGI connection.
+    pub fn checkout_fastcgi(&self, peer_id: u64, idle_timeout: Duration) -> Option<FcgiSocket> {
+        match self.take(peer_id, idle_timeout, |k| matches!(k, Kept::Fastcgi(_)))? {
+            Kept::Fastcgi(socket) => Some(socket),
+            Kept::Http1(_) => None,
+        }
+    }
+
+    /// The most recent idle connection of the kind `wanted` accepts; the
+    /// stale, closed or other ones met on the way are dropped.
+    fn take(
+        &self,
+        peer_id: u64,
+        idle_timeout: Duration,
+        wanted: impl Fn(&Kept) -> bool,
+    ) -> Option<Kept> {
         let mut pool = self.idle.borrow_mut();
         let list = pool.get_mut(&peer_id)?;
         while let Some(idle) = list.pop() {
-            if idle.since.elapsed() < idle_timeout && idle.conn.is_alive() {
-                let mut conn = idle.conn;
-                conn.reused = true;
-                return Some(conn);
+            if idle.since.elapsed() < idle_timeout && wanted(&idle.conn) && idle.conn.is_alive() {
+                return Some(idle.conn);
             }
         }
         None
@@ -64,7 +114,20 @@ impl IdlePool {
     /// Returns a connection whose exchange completed; dropped (closed) when
     /// the pool for that peer already holds `max_idle`.
     pub fn checkin(&self, peer_id: u64, conn: Conn, max_idle: usize) {
-        if max_idle == 0 || !conn.is_clean() {
+        if !conn.is_clean() {
+            return;
+        }
+        self.put(peer_id, Kept::Http1(conn), max_idle);
+    }
+
+    /// Returns a FastCGI connection whose request ended cleanly (the
+    /// engine's `reusable`); as [`IdlePool::checkin`].
+    pub fn checkin_fastcgi(&self, peer_id: u64, socket: FcgiSocket, max_idle: usize) {
+        self.put(peer_id, Kept::Fastcgi(socket), max_idle);
+    }
+
+    fn put(&self, peer_id: u64, conn: Kept, max_idle: usize) {
+        if max_idle == 0 {
             return;
         }
         let mut pool = self.idle.borrow_mut();

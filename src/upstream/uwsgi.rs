@@ -11,10 +11,9 @@
 //! `uwsgi_pass` (it buffers a chunked body whatever `uwsgi_request_buffering`
 //! says), within `client_max_body_size`.
 
-use http::header;
 use http::request::Parts;
 
-use super::cgi::{CgiFacts, Params, cgi_vars};
+use super::cgi::{CgiFacts, Params, body_length, cgi_vars};
 use crate::body::{RequestBody, RequestBodyError};
 
 /// The most bytes of variables a packet can carry (its size is a u16).
@@ -39,24 +38,7 @@ pub async fn prepare(
     params: &Params,
     body: &mut RequestBody,
 ) -> Result<Vec<u8>, PrepareError> {
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let length = match declared {
-        Some(n) => Some(n),
-        None if body.is_empty() => None,
-        None => {
-            let whole = std::mem::replace(body, RequestBody::empty())
-                .read_all()
-                .await
-                .map_err(PrepareError::Body)?;
-            let n = whole.len() as u64;
-            *body = RequestBody::buffered(whole);
-            Some(n)
-        }
-    };
+    let length = body_length(parts, body).await.map_err(PrepareError::Body)?;
     packet(parts, cgi, length, params)
 }
 

@@ -463,6 +463,7 @@ impl Pool {
             spawned,
             ready: self.def.ready.clone(),
             protocol: self.def.protocol,
+            root: self.def.root.clone(),
             start_timeout: self.def.start_timeout,
             stop_timeout: self.def.stop_timeout,
             peer,

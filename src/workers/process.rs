@@ -51,6 +51,8 @@ pub(super) struct Life {
     pub ready: Option<String>,
     /// What the `ready` probe speaks: the upstream's protocol.
     pub protocol: crate::config::Protocol,
+    /// The upstream's FastCGI `root`: where the `ready` probe's script is.
+    pub root: Option<std::path::PathBuf>,
     /// How long it may take to become ready.
     pub start_timeout: Duration,
     /// Drain limit, and time between SIGTERM and SIGKILL.
@@ -76,6 +78,7 @@ pub(super) async fn run(life: Life) {
         spawned,
         ready,
         protocol,
+        root,
         start_timeout,
         stop_timeout,
         peer,
@@ -94,7 +97,7 @@ pub(super) async fn run(life: Life) {
         biased;
         _ = stop.cancelled() => Start::Stop,
         status = child.wait() => Start::Exited(status),
-        r = ready::wait_ready(&addr, ready.as_deref(), protocol, deadline) => Start::Ready(r),
+        r = ready::wait_ready(&addr, ready.as_deref(), (protocol, root.as_deref()), deadline) => Start::Ready(r),
     };
     match start {
         Start::Ready(Ok(())) => {}

@@ -3,9 +3,12 @@
 //! with one, once `GET {ready}` answers 2xx. The probe is a few lines of
 //! HTTP/1.1 written by hand (`Connection: close`, read the status line), or
 //! for a pool speaking uwsgi a uwsgi packet asking the same (the answer is
-//! an HTTP/1.x response either way); for `h2` and `grpc` pools an HTTP/2
-//! GET with prior knowledge.
+//! an HTTP/1.x response either way), for a pool speaking FastCGI a
+//! FastCGI request for the script `root` + `ready` (the CGI response's
+//! `Status:` must be 2xx; PHP-FPM's own `ping.path` answers it too), and for
+//! `h2` and `grpc` pools an HTTP/2 GET with prior knowledge.
 
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -36,7 +39,7 @@ const REST_TIMEOUT: Duration = Duration::from_millis(250);
 pub(super) async fn wait_ready(
     addr: &PeerAddr,
     path: Option<&str>,
-    protocol: Protocol,
+    (protocol, root): (Protocol, Option<&Path>),
     deadline: Instant,
 ) -> Result<(), String> {
     let mut last = String::from("no probe answered");
@@ -46,7 +49,7 @@ pub(super) async fn wait_ready(
             return Err(last);
         }
         let budget = (deadline - now).min(PROBE_TIMEOUT);
-        match tokio::time::timeout(budget, probe(addr, path, protocol)).await {
+        match tokio::time::timeout(budget, probe(addr, path, (protocol, root))).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => last = e,
             Err(_) => last = "a probe got no answer in time".into(),
@@ -59,21 +62,62 @@ pub(super) async fn wait_ready(
 pub(super) async fn probe(
     addr: &PeerAddr,
     path: Option<&str>,
-    protocol: Protocol,
+    (protocol, root): (Protocol, Option<&Path>),
 ) -> Result<(), String> {
     match addr {
         PeerAddr::Unix(p) => {
             let stream = UnixStream::connect(p)
                 .await
                 .map_err(|e| format!("connect to {}: {e}", p.display()))?;
-            ask(stream, path, protocol).await
+            match (protocol, path) {
+                (Protocol::Fastcgi, Some(path)) => ask_fastcgi(stream, path, root).await,
+                _ => ask(stream, path, protocol).await,
+            }
         }
         PeerAddr::Tcp(a) => {
             let stream = TcpStream::connect(a)
                 .await
                 .map_err(|e| format!("connect to {a}: {e}"))?;
-            ask(stream, path, protocol).await
+            match (protocol, path) {
+                (Protocol::Fastcgi, Some(path)) => ask_fastcgi(stream, path, root).await,
+                _ => ask(stream, path, protocol).await,
+            }
         }
+    }
+}
+
+/// A FastCGI `GET path` (see [`crate::upstream::call::fastcgi::probe_params`]):
+/// ready when the CGI response's status is 2xx. The body is read (briefly)
+/// so the application never writes into a closed socket.
+async fn ask_fastcgi<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    path: &str,
+    root: Option<&Path>,
+) -> Result<(), String> {
+    use crate::upstream::fastcgi::{Options, exchange};
+    use http_body_util::{BodyExt, Empty};
+    let params = crate::upstream::call::fastcgi::probe_params(path, root);
+    let options = Options {
+        keep_conn: false,
+        read_timeout: PROBE_TIMEOUT,
+        upstream: None,
+    };
+    let (head, mut body) = exchange(stream, &params, Empty::<bytes::Bytes>::new(), &options)
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let rest = async {
+        let mut total = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            total += frame.data_ref().map_or(0, |d| d.len());
+            if total >= MAX_REST {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REST_TIMEOUT, rest).await;
+    match head.status.as_u16() {
+        200..=299 => Ok(()),
+        code => Err(format!("GET {path} answered {code}")),
     }
 }
 
@@ -98,6 +142,9 @@ async fn ask<S: AsyncRead + AsyncWrite + Unpin>(
                 Err(e) => Err(format!("GET {path}: {e}")),
             };
         }
+        // Asked by `ask_fastcgi` (never here): a FastCGI pool without a
+        // `ready` path is ready once its socket accepts.
+        Protocol::Fastcgi => return Ok(()),
     };
     stream
         .write_all(&request)
@@ -184,14 +231,17 @@ mod tests {
     #[tokio::test]
     async fn a_2xx_is_ready_and_a_503_is_not() {
         let ok = PeerAddr::Tcp(server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await);
-        assert_eq!(probe(&ok, Some("/healthz"), Protocol::Http1).await, Ok(()));
+        assert_eq!(
+            probe(&ok, Some("/healthz"), (Protocol::Http1, None)).await,
+            Ok(())
+        );
         let busy = PeerAddr::Tcp(server(b"HTTP/1.1 503 Busy\r\n\r\n").await);
         assert_eq!(
-            probe(&busy, Some("/healthz"), Protocol::Http1).await,
+            probe(&busy, Some("/healthz"), (Protocol::Http1, None)).await,
             Err("GET /healthz answered 503".into())
         );
         // Without a path, accepting is enough.
-        assert_eq!(probe(&busy, None, Protocol::Http1).await, Ok(()));
+        assert_eq!(probe(&busy, None, (Protocol::Http1, None)).await, Ok(()));
     }
 
     #[tokio::test]
@@ -201,7 +251,7 @@ mod tests {
         let err = wait_ready(
             &addr,
             None,
-            Protocol::Http1,
+            (Protocol::Http1, None),
             Instant::now() + Duration::from_millis(300),
         )
         .await

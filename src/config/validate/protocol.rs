@@ -1,18 +1,19 @@
-//! `protocol`, `params` and `h2_connections` of an `[upstream.NAME]`: which
-//! protocol the peers speak, the CGI variables a CGI-style protocol (uwsgi)
-//! adds to those built from the request, and how many HTTP/2 connections an
-//! h2 or gRPC upstream opens per peer. Nothing here knows how a protocol is
-//! spoken.
+//! `protocol`, `params`, `root` and `h2_connections` of an
+//! `[upstream.NAME]`: which protocol the peers speak, the CGI variables a
+//! CGI-style protocol (uwsgi, fastcgi) adds to those built from the request,
+//! where a FastCGI server finds the scripts, and how many HTTP/2
+//! connections an h2 or gRPC upstream opens per peer. Nothing here knows
+//! how a protocol is spoken.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use toml::Spanned;
 
 use crate::config::error::{ConfigError, Source};
 use crate::config::model::Protocol;
 
-/// `protocol = "..."`; "http1" when absent. Protocols SPEC §5 names but
-/// moongate does not speak yet are refused, not accepted as a stub.
+/// `protocol = "..."`; "http1" when absent.
 pub(super) fn protocol(
     src: &Source<'_>,
     raw: Option<&Spanned<String>>,
@@ -25,16 +26,11 @@ pub(super) fn protocol(
         "uwsgi" => Ok(Protocol::Uwsgi),
         "h2" => Ok(Protocol::H2),
         "grpc" => Ok(Protocol::Grpc),
-        later @ "fastcgi" => Err(src.err(
-            raw.span(),
-            format!(
-                "protocol \"{later}\" is not supported yet; this version speaks \"http1\", \"h2\", \"grpc\" and \"uwsgi\""
-            ),
-        )),
+        "fastcgi" => Ok(Protocol::Fastcgi),
         other => Err(src.err(
             raw.span(),
             format!(
-                "unknown protocol \"{other}\"; expected \"http1\", \"h2\", \"grpc\" or \"uwsgi\""
+                "unknown protocol \"{other}\"; expected \"http1\", \"h2\", \"grpc\", \"uwsgi\" or \"fastcgi\""
             ),
         )),
     }
@@ -52,7 +48,7 @@ pub(super) fn params(
     };
     if !protocol.is_cgi() {
         let message = format!(
-            "`params` are CGI variables for protocol = \"uwsgi\"; protocol = \"{}\" has none (set headers from Lua instead)",
+            "`params` are CGI variables for protocol = \"uwsgi\" or \"fastcgi\"; protocol = \"{}\" has none (set headers from Lua instead)",
             protocol.as_str()
         );
         return Err(src.err(raw.span(), message));
@@ -94,6 +90,52 @@ pub(super) fn h2_connections(
     }
 }
 
+/// `root = "/path"`: only with protocol = "fastcgi", where it (or
+/// `SCRIPT_FILENAME` in `params`) says which script runs. Resolved against
+/// the prefix, not checked on disk: it names a directory on the FastCGI
+/// server, which may be another machine or container.
+pub(super) fn root(
+    src: &Source<'_>,
+    protocol: Protocol,
+    raw: Option<&Spanned<String>>,
+    params: &BTreeMap<String, String>,
+    upstream: &Spanned<String>,
+    prefix: &std::path::Path,
+) -> Result<Option<PathBuf>, ConfigError> {
+    match raw {
+        Some(root) if protocol != Protocol::Fastcgi => {
+            let message = format!(
+                "`root` is where a FastCGI server finds the scripts, for protocol = \"fastcgi\"; this upstream speaks \"{}\"",
+                protocol.as_str()
+            );
+            Err(src.err(root.span(), message))
+        }
+        Some(root) if root.get_ref().is_empty() || root.get_ref().contains('\0') => Err(src.err(
+            root.span(),
+            "`root` must name the directory holding the scripts, like \"/srv/app/public\"",
+        )),
+        Some(root) => {
+            // Without a trailing slash, so root + "/index.php" is one path.
+            let path = prefix.join(root.get_ref());
+            let text = path.to_string_lossy();
+            let trimmed = text.trim_end_matches('/');
+            Ok(Some(PathBuf::from(if trimmed.is_empty() {
+                "/"
+            } else {
+                trimmed
+            })))
+        }
+        None if protocol == Protocol::Fastcgi && !params.contains_key("SCRIPT_FILENAME") => {
+            let message = format!(
+                "[upstream.{}] speaks fastcgi but says no script to run: set `root = \"/srv/app/public\"` (SCRIPT_FILENAME = root + path) or give SCRIPT_FILENAME in `params`",
+                upstream.get_ref()
+            );
+            Err(src.err(upstream.span(), message))
+        }
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::model::Protocol;
@@ -124,12 +166,7 @@ mod tests {
     fn other_protocols_are_refused_at_their_line() {
         assert_eq!(
             err(&format!("[upstream.app]\nprotocol = \"h3\"\n{ONE}")),
-            "t.toml:2:12: unknown protocol \"h3\"; expected \"http1\", \"h2\", \"grpc\" or \"uwsgi\""
-        );
-        let e = err(&format!("[upstream.app]\n{ONE}protocol = \"fastcgi\"\n"));
-        assert!(
-            e.starts_with("t.toml:3:12: protocol \"fastcgi\" is not supported yet"),
-            "{e}"
+            "t.toml:2:12: unknown protocol \"h3\"; expected \"http1\", \"h2\", \"grpc\", \"uwsgi\" or \"fastcgi\""
         );
     }
 
@@ -161,6 +198,62 @@ mod tests {
             "[upstream.app]\nprotocol = \"grpc\"\nparams = {{ A = \"1\" }}\n{ONE}"
         ));
         assert!(e.contains("protocol = \"grpc\" has none"), "{e}");
+    }
+
+    #[test]
+    fn fastcgi_with_a_root_or_a_script_filename_param() {
+        let text = format!("[upstream.php]\nprotocol = \"fastcgi\"\nroot = \"/srv/www/\"\n{ONE}");
+        let config = load_str("t.toml", &text).unwrap();
+        let up = &config.upstreams["php"];
+        assert_eq!(up.protocol, Protocol::Fastcgi);
+        assert_eq!(up.root.as_deref(), Some(std::path::Path::new("/srv/www")));
+        // A relative root is the prefix's (here the working directory).
+        let text = format!("[upstream.php]\nprotocol = \"fastcgi\"\nroot = \"public\"\n{ONE}");
+        let config = load_str("t.toml", &text).unwrap();
+        let root = config.upstreams["php"].root.clone().unwrap();
+        assert!(root.is_absolute() && root.ends_with("public"), "{root:?}");
+        let text = format!(
+            "[upstream.php]\nprotocol = \"fastcgi\"\nparams = {{ SCRIPT_FILENAME = \"/srv/index.php\" }}\n{ONE}"
+        );
+        let config = load_str("t.toml", &text).unwrap();
+        let up = &config.upstreams["php"];
+        assert_eq!(up.root, None);
+        assert_eq!(up.params["SCRIPT_FILENAME"], "/srv/index.php");
+        // Another root is another pool.
+        let other = format!("[upstream.php]\nprotocol = \"fastcgi\"\nroot = \"/srv/b\"\n{ONE}");
+        let a = load_str("t.toml", &other.replace("/srv/b", "/srv/a")).unwrap();
+        let b = load_str("t.toml", &other).unwrap();
+        assert_ne!(a.upstreams["php"], b.upstreams["php"]);
+        assert_eq!(a.upstreams["php"], a.clone().upstreams["php"]);
+    }
+
+    #[test]
+    fn fastcgi_needs_a_script_and_root_needs_fastcgi() {
+        let e = err(&format!("\n[upstream.php]\nprotocol = \"fastcgi\"\n{ONE}"));
+        assert!(
+            e.starts_with(
+                "t.toml:2:11: [upstream.php] speaks fastcgi but says no script to run: set `root"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("SCRIPT_FILENAME in `params`"), "{e}");
+        let e = err(&format!("[upstream.app]\n{ONE}root = \"/srv\"\n"));
+        assert!(
+            e.starts_with("t.toml:3:8: `root` is where a FastCGI server finds the scripts, for protocol = \"fastcgi\"; this upstream speaks \"http1\""),
+            "{e}"
+        );
+        let e = err(&format!(
+            "[upstream.app]\nprotocol = \"uwsgi\"\nroot = \"/srv\"\n{ONE}"
+        ));
+        assert!(e.starts_with("t.toml:3:8: `root`"), "{e}");
+        assert!(e.ends_with("speaks \"uwsgi\""), "{e}");
+        let e = err(&format!(
+            "[upstream.php]\nprotocol = \"fastcgi\"\nroot = \"\"\n{ONE}"
+        ));
+        assert!(
+            e.starts_with("t.toml:3:8: `root` must name the directory"),
+            "{e}"
+        );
     }
 
     #[test]

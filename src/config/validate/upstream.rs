@@ -60,12 +60,20 @@ pub(super) fn upstream(
     let h2_connections =
         super::protocol::h2_connections(src, protocol, raw.h2_connections.as_ref())?;
     let tls = super::upstream_tls::tls(src, raw, protocol, paths)?;
+    let root = super::protocol::root(
+        src,
+        protocol,
+        raw.root.as_ref(),
+        &params,
+        name,
+        paths.prefix(),
+    )?;
     let workers = match &raw.workers {
         Some(w) => Some(super::workers::workers(
             src,
             name.get_ref(),
             w,
-            protocol,
+            (protocol, root.as_deref()),
             paths,
         )?),
         None => None,
@@ -117,6 +125,7 @@ pub(super) fn upstream(
         params,
         h2_connections,
         tls,
+        root,
     })
 }
 

@@ -18,12 +18,13 @@ use crate::config::units::parse_duration;
 /// The most workers one pool may run.
 const MAX_COUNT: i64 = 1024;
 
-/// Validates one workers table of upstream `upstream`.
+/// Validates one workers table of upstream `upstream`, which speaks
+/// `protocol` (with its FastCGI `root`, if any).
 pub(super) fn workers(
     src: &Source<'_>,
     upstream: &str,
     def: &Spanned<RawWorkers>,
-    protocol: Protocol,
+    (protocol, root): (Protocol, Option<&std::path::Path>),
     paths: &mut Paths,
 ) -> Result<Workers, ConfigError> {
     let raw = def.get_ref();
@@ -88,6 +89,7 @@ pub(super) fn workers(
         backoff_max,
         stop_timeout: dur(&raw.stop_timeout, Duration::from_secs(10)),
         protocol,
+        root: root.map(std::path::Path::to_path_buf),
     })
 }
 
