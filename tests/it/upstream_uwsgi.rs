@@ -542,8 +542,8 @@ async fn a_reload_keeps_the_uwsgi_pool_and_applies_new_params() {
     assert_eq!(pool.settled(None).await, first, "params only: same workers");
 }
 
-/// `moongate check` names the line of a protocol it does not speak, and of
-/// `params` on an HTTP/1 upstream.
+/// `moongate check` names the line of a protocol it does not know, of
+/// `params` on an HTTP/1 upstream, and of `h2_connections` on a uwsgi one.
 #[test]
 fn config_errors_name_file_and_line() {
     let cases = [
@@ -552,8 +552,8 @@ fn config_errors_name_file_and_line() {
             "30-py.toml:3:12: unknown protocol \"h3\"",
         ),
         (
-            "[upstream.py]\nprotocol = \"grpc\"\nservers = [{ addr = \"127.0.0.1:9\" }]\n",
-            "30-py.toml:2:12: protocol \"grpc\" is not supported yet",
+            "[upstream.py]\nprotocol = \"uwsgi\"\nh2_connections = 2\nservers = [{ addr = \"127.0.0.1:9\" }]\n",
+            "30-py.toml:3:18: `h2_connections` is for protocol = \"h2\" or \"grpc\"",
         ),
         (
             "[upstream.py]\nservers = [{ addr = \"127.0.0.1:9\" }]\n\nparams = { SCRIPT_NAME = \"/app\" }\n",

@@ -76,7 +76,7 @@ pub(super) fn h2_connections(
     let Some(raw) = raw else { return Ok(1) };
     if !protocol.is_h2() {
         let message = format!(
-            "`h2_connections` is for protocol = \"h2\" or \"grpc\"; an \"{}\" upstream pools with `keepalive`",
+            "`h2_connections` is for protocol = \"h2\" or \"grpc\"; this upstream speaks \"{}\"",
             protocol.as_str()
         );
         return Err(src.err(raw.span(), message));
