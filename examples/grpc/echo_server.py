@@ -30,7 +30,10 @@ Methods (path /echo.Echo/<Method>):
   Slow          request "<milliseconds>" -> sleeps that long, answers "slept"
   Whoami        answers the caller's address as grpcio reports it
                 (context.peer(), e.g. "ipv4:127.0.0.1:40312"): behind a
-                proxy, each distinct answer is one upstream connection
+                proxy, each distinct answer is one upstream connection. A
+                request "<milliseconds>" waits that long first, so that
+                parallel calls are all in flight at once (anything else:
+                no wait)
   Metadata      answers the request metadata as a JSON object (key -> list of
                 values; -bin values base64), e.g. to see what a proxy added
 
@@ -110,6 +113,9 @@ async def slow(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
 
 
 async def whoami(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    text = _text(request).strip()
+    if text.isdigit():
+        await asyncio.sleep(int(text) / 1000)
     return context.peer().encode()
 
 
