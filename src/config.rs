@@ -36,7 +36,7 @@ pub use model::{
     AccessLog, Admin, Balance, CacheDisk, CacheZone, CertPair, Config, LimitKind, LimitScope,
     LimitZone, Listen, LuaSettings, OnRedisError, PathMatch, PeerAddr, Policy, Protocol,
     RedisSettings, RedisTarget, Rewrite, Route, RouteLua, RouteTarget, Script, ScriptSource,
-    Server, ServerPeer, SharedDictDef, TlsListener, Upstream,
+    Server, ServerPeer, SharedDictDef, TlsListener, Upstream, UpstreamTls,
 };
 pub use units::{parse_duration, parse_size};
 

@@ -47,15 +47,21 @@ pub fn with_message(
 /// Gives a marked response its body in `format`, for `Auto` the one the
 /// client prefers (`accept`: the request's `Accept` header); unmarked
 /// responses are left alone. `footer` names the server on the HTML page.
+/// The answer to a gRPC call (`grpc`) is a gRPC status instead
+/// ([`crate::grpc::own_error`]).
 pub fn render(
     resp: &mut Response<ResponseBody>,
     format: ErrorFormat,
-    accept: Option<&HeaderValue>,
+    (accept, grpc): (Option<&HeaderValue>, bool),
     footer: &str,
 ) {
     let Some(own) = resp.extensions_mut().remove::<OwnError>() else {
         return;
     };
+    if grpc {
+        crate::grpc::own_error(resp, &own.message);
+        return;
+    }
     let status = resp.status();
     let as_html = match format {
         ErrorFormat::Auto => prefers_html(accept),
@@ -229,7 +235,7 @@ mod tests {
     #[test]
     fn render_fills_only_marked_responses() {
         let mut resp = response(StatusCode::TOO_MANY_REQUESTS);
-        render(&mut resp, ErrorFormat::Auto, None, "moongate");
+        render(&mut resp, ErrorFormat::Auto, (None, false), "moongate");
         assert_eq!(
             resp.headers()
                 .get(header::CONTENT_TYPE)
@@ -238,7 +244,7 @@ mod tests {
         );
         assert!(resp.extensions().get::<OwnError>().is_none());
         let mut plain = Response::new(ResponseBody::full("hi"));
-        render(&mut plain, ErrorFormat::Html, None, "moongate");
+        render(&mut plain, ErrorFormat::Html, (None, false), "moongate");
         assert!(plain.headers().get(header::CONTENT_TYPE).is_none());
     }
 
@@ -247,7 +253,7 @@ mod tests {
         let kind = |format, accept: Option<&'static str>| {
             let mut resp = response(StatusCode::FORBIDDEN);
             let accept = accept.map(HeaderValue::from_static);
-            render(&mut resp, format, accept.as_ref(), "moongate");
+            render(&mut resp, format, (accept.as_ref(), false), "moongate");
             let kind = resp.headers().get(header::CONTENT_TYPE).cloned();
             kind.map(|v| v.to_str().unwrap_or_default().to_owned())
                 .unwrap_or_default()

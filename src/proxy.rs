@@ -119,7 +119,7 @@ pub fn handle(
         error_page::render(
             &mut resp,
             snap.server.error_format,
-            rq.accept.as_ref(),
+            (rq.accept.as_ref(), rq.grpc),
             server,
         );
         if !resp.headers().contains_key(header::SERVER) {

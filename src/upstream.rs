@@ -9,7 +9,8 @@
 //! (balance), takes an idle connection or opens one ([`pool`],
 //! [`connect`]), runs the exchange ([`h1`]; for `protocol = "uwsgi"` a
 //! [`uwsgi`] packet of [`cgi`] variables in place of the request head, on a
-//! connection of its own), and hands back the response with an
+//! connection of its own; for `h2` and `grpc` a stream on a multiplexed
+//! [`http2`] connection), and hands back the response with an
 //! [`UpstreamBody`] that returns the connection to the pool at its end.
 
 pub mod balance;
@@ -22,6 +23,8 @@ pub mod cgi;
 pub mod uwsgi;
 pub mod call;
 pub mod fastcgi;
+pub mod http2;
+pub mod tls;
 
 use std::pin::Pin;
 use std::rc::Rc;
@@ -62,6 +65,8 @@ pub struct Upstream {
     pub hash_key: Option<VarTemplate>,
     /// `params`, compiled (CGI-style protocols only).
     pub params: Vec<(String, VarTemplate)>,
+    /// TLS to the peers, when the definition asks for it.
+    pub tls: Option<tls::PeerTls>,
 }
 
 /// The peers of an upstream at one moment, and the balancer built over them.
@@ -115,8 +120,13 @@ impl Upstream {
             .iter()
             .map(|(k, v)| Ok((k.clone(), VarTemplate::parse(v)?)))
             .collect::<Result<_, String>>()?;
+        let tls = match &def.tls {
+            Some(t) => Some(tls::PeerTls::new(t, def.protocol)?),
+            None => None,
+        };
         let members = ArcSwap::from_pointee(Members::new(def.balance, list));
         Ok(Upstream {
+            tls,
             params,
             def,
             members,
@@ -173,6 +183,9 @@ impl Upstream {
 /// complete the connection goes back to this thread's pool (if the
 /// exchange allows reuse), and the peer's in-flight count drops.
 pub struct UpstreamBody {
+    /// The HTTP/2 stream the body comes on (`h2` and `grpc` upstreams);
+    /// `conn` is `None` then.
+    h2: Option<Box<http2::H2Body>>,
     conn: Option<Conn>,
     decoder: Decoder,
     /// Where the connection goes back to, when it may be reused.
@@ -193,6 +206,7 @@ impl UpstreamBody {
         active: ActiveGuard,
     ) -> Self {
         let mut body = UpstreamBody {
+            h2: None,
             conn,
             decoder: Decoder::new(framing),
             back,
@@ -202,6 +216,20 @@ impl UpstreamBody {
         };
         body.release_if_done();
         body
+    }
+
+    /// The body of an HTTP/2 response; the peer's in-flight count drops at
+    /// its end.
+    pub fn h2(body: http2::H2Body, active: ActiveGuard) -> Self {
+        UpstreamBody {
+            h2: Some(Box::new(body)),
+            conn: None,
+            decoder: Decoder::new(Framing::Empty),
+            back: None,
+            read_timeout: Duration::ZERO,
+            deadline: None,
+            active: Some(active),
+        }
     }
 
     fn release_if_done(&mut self) {
@@ -240,6 +268,13 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if let Some(h2) = this.h2.as_mut() {
+            let polled = Pin::new(h2.as_mut()).poll_frame(cx);
+            if matches!(polled, Poll::Ready(None | Some(Err(_)))) || h2.is_end_stream() {
+                this.active = None;
+            }
+            return polled;
+        }
         let Some(conn) = this.conn.as_mut() else {
             return Poll::Ready(None);
         };
@@ -272,11 +307,17 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.decoder.is_done()
+        match &self.h2 {
+            Some(h2) => h2.is_end_stream(),
+            None => self.decoder.is_done(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.decoder.size_hint()
+        match &self.h2 {
+            Some(h2) => h2.size_hint(),
+            None => self.decoder.size_hint(),
+        }
     }
 }
 

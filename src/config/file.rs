@@ -315,10 +315,26 @@ pub struct RawUpstream {
     pub workers: Option<Spanned<RawWorkers>>,
     /// `lua.balancer` (a file) or `lua.balancer_inline` (code).
     pub lua: Option<Spanned<RawUpstreamLua>>,
-    /// The protocol spoken to the peers: "http1" (default), "uwsgi".
+    /// The protocol spoken to the peers: "http1" (default), "uwsgi", "h2", "grpc".
     pub protocol: Option<Spanned<String>>,
     /// CGI variables added or overridden (uwsgi), values `$var` templates.
     pub params: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// HTTP/2 connections per peer per worker thread (h2, grpc).
+    pub h2_connections: Option<Spanned<usize>>,
+    /// TLS to the peers.
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+}
+
+/// `tls = { ... }` of an upstream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// PEM file of trusted certificates (default: the system's CA bundle).
+    pub ca: Option<Spanned<String>>,
+    /// The name sent (SNI) and checked in the peer's certificate.
+    pub server_name: Option<Spanned<String>>,
+    /// Whether the peer's certificate is checked (default true).
+    pub verify: Option<bool>,
 }
 
 /// The `lua.*` keys of an upstream.

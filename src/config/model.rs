@@ -196,6 +196,27 @@ pub struct Upstream {
     /// request, nginx's `uwsgi_param`; values are `$var` templates (checked).
     /// Only with a CGI-style protocol.
     pub params: BTreeMap<String, String>,
+    /// `h2_connections`: HTTP/2 connections per peer per worker thread
+    /// (`h2` and `grpc` only; default 1). Another is opened only while every
+    /// open one has as many streams as the peer's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`; past the bound, streams queue on
+    /// the least busy connection.
+    pub h2_connections: usize,
+    /// `tls = {...}`, or peers written `https://host:port`: TLS to every
+    /// peer (ALPN `h2` for `h2`/`grpc`, `http/1.1` otherwise).
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to an upstream's peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Trusted certificates (PEM); the system's CA bundle when `None`.
+    pub ca: Option<PathBuf>,
+    /// SNI and the name the certificate must be valid for; without it, a
+    /// host name written in `https://host:port`, else the peer's IP.
+    pub server_name: Option<String>,
+    /// Whether the certificate is checked at all (default true).
+    pub verify: bool,
 }
 
 /// The protocol an upstream's peers speak (SPEC §5).
@@ -207,6 +228,13 @@ pub enum Protocol {
     /// uWSGI's binary protocol (nginx's `uwsgi_pass`): CGI variables, the
     /// body, an HTTP/1.x response; one connection per request.
     Uwsgi,
+    /// HTTP/2 with prior knowledge (h2c): streams multiplexed on a few
+    /// connections per peer, trailers carried both ways.
+    H2,
+    /// gRPC: HTTP/2 as [`Protocol::H2`], plus gRPC's rules (`te: trailers`
+    /// sent, `grpc-timeout` honoured, moongate's own errors answered as a
+    /// gRPC status).
+    Grpc,
 }
 
 impl Protocol {
@@ -215,7 +243,19 @@ impl Protocol {
         match self {
             Protocol::Http1 => "http1",
             Protocol::Uwsgi => "uwsgi",
+            Protocol::H2 => "h2",
+            Protocol::Grpc => "grpc",
         }
+    }
+
+    /// Whether requests go as CGI variables (uwsgi) rather than HTTP.
+    pub fn is_cgi(self) -> bool {
+        matches!(self, Protocol::Uwsgi)
+    }
+
+    /// Whether the peers speak HTTP/2 (`h2` and `grpc`).
+    pub fn is_h2(self) -> bool {
+        matches!(self, Protocol::H2 | Protocol::Grpc)
     }
 }
 
@@ -287,6 +327,8 @@ impl PartialEq for Upstream {
             balancer: _,
             protocol,
             params,
+            h2_connections,
+            tls,
         } = self;
         *name == other.name
             && *balance == other.balance
@@ -302,6 +344,8 @@ impl PartialEq for Upstream {
             && *workers == other.workers
             && *protocol == other.protocol
             && *params == other.params
+            && *h2_connections == other.h2_connections
+            && *tls == other.tls
     }
 }
 

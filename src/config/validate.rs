@@ -20,6 +20,7 @@ mod route;
 mod route_overlap;
 mod server;
 mod upstream;
+mod upstream_tls;
 mod workers;
 
 use std::collections::BTreeMap;

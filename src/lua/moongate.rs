@@ -290,7 +290,7 @@ async fn request(lua: &Lua, opts: Table) -> Result<Table, String> {
             .map_err(|e| format!("cannot resolve {}: {e}", authority.host()))?
             .next()
             .ok_or_else(|| format!("{} has no address", authority.host()))?;
-        let mut conn = connect(&PeerAddr::Tcp(addr), timeout, timeout)
+        let mut conn = connect(&PeerAddr::Tcp(addr), timeout, timeout, None)
             .await
             .map_err(|e| e.to_string())?;
         conn.send_full(&head, &body)

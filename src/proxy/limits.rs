@@ -58,6 +58,10 @@ pub(super) async fn finish(
             tracing::info!(zone = %zone, client = %client, "rate limited");
             let mut resp = error_page::response(status);
             resp.headers_mut().extend(headers);
+            // Whatever status the zone answers with, a gRPC client is told
+            // it was rate limited.
+            let code = crate::grpc::Code::ResourceExhausted;
+            resp.extensions_mut().insert(crate::grpc::OwnCode(code));
             Err(Box::new(resp))
         }
     }

@@ -61,6 +61,9 @@ pub struct RequestCtx {
     pub version: Version,
     /// The client's `Accept` (the format of moongate's own errors).
     pub accept: Option<HeaderValue>,
+    /// The request is a gRPC call (moongate's own errors are then answered
+    /// as a gRPC status).
+    pub grpc: bool,
     /// Host, original URI, real client address, scheme, port.
     pub facts: RequestFacts,
     /// The route that serves it (`file:line`), for the access log.
@@ -98,6 +101,7 @@ impl RequestCtx {
             method: req.method().clone(),
             version: req.version(),
             accept: req.headers().get(header::ACCEPT).cloned(),
+            grpc: crate::grpc::is_grpc(req.headers()),
             facts: RequestFacts {
                 host: String::new(),
                 request_uri: req.uri().clone(),
@@ -127,6 +131,7 @@ impl RequestCtx {
             method,
             version: Version::HTTP_11,
             accept: None,
+            grpc: false,
             facts,
             route: None,
             upstream: None,

@@ -17,7 +17,6 @@ use super::request::{LuaReq, UpstreamDone};
 use crate::access_log::AccessRecord;
 use crate::body::{Kind, RequestBody, ResponseBody};
 use crate::cache::step::{CacheDecisions, CacheStatus, Store};
-use crate::config::Protocol;
 use crate::error::ProxyError;
 use crate::forward;
 use crate::interim::Interim;
@@ -94,7 +93,7 @@ pub(super) fn proxy_upstream<'a>(
         // Only protocols the route allows are asked for upstream (websocket by
         // default, never h2c); any other `Upgrade` is dropped with the
         // hop-by-hop fields and the request goes as a plain one.
-        let cgi_style = upstream.def.protocol != Protocol::Http1;
+        let cgi_style = upstream.def.protocol.is_cgi();
         // uwsgi tunnels no upgrade (nor does nginx's uwsgi_pass).
         let upgrade = parts.version == Version::HTTP_11
             && !cgi_style

@@ -44,11 +44,12 @@ use super::balance_hook::{LastFailure, Timeouts, TryHook, TryInfo};
 use super::cgi::CgiFacts;
 use super::connect::connect;
 use super::h1::{Conn, ExchangeError, InterimSink, ResponseHead};
+use super::http2;
 use super::peer::{Peer, PeerConfig};
 use super::pool::IdlePool;
 use super::{Back, Upstream, UpstreamBody};
 use crate::body::{RequestBody, RequestBodyError};
-use crate::config::PeerAddr;
+use crate::config::{PeerAddr, Protocol};
 use crate::error::{Blame, ProxyError};
 use crate::h1_framing::Framing;
 
@@ -116,6 +117,12 @@ pub async fn forward(
     let packet = packet.as_deref();
     // Only a request without a body can be sent a second time.
     let replayable = out.body.is_empty();
+    let grpc = up.def.protocol == Protocol::Grpc;
+    // A gRPC call's deadline runs from its arrival (here, near enough).
+    let call_deadline = grpc
+        .then(|| crate::grpc::timeout(&out.parts.headers))
+        .flatten()
+        .map(|t| started + t);
     let mut members = up.members();
     let mut tried = Tried::new(members.peers.len());
     let mut retries_left = up.def.retries;
@@ -207,37 +214,53 @@ pub async fn forward(
                     left > 0 && tried.len() < members.peers.len()
                 }
         };
-        match exchange(
-            pool_key,
-            addr,
-            &out.parts,
-            &mut out.body,
-            packet,
-            replayable,
-            up,
-            &limits,
-            pool,
-            &mut out.interim,
-        )
-        .await
-        {
-            Ok((head, conn)) => {
-                if up.def.retry_statuses.contains(&head.status.as_u16()) {
+        let answer = if up.def.protocol.is_h2() {
+            let opts = http2::TryOptions {
+                peer_id: pool_key,
+                bound: up.def.h2_connections,
+                connect_timeout: limits.connect,
+                read_timeout: limits.read,
+                idle_timeout: up.def.keepalive_timeout,
+                grpc,
+                call_deadline,
+            };
+            h2_try(addr, out, &opts, pool, replayable, up.tls.as_ref()).await
+        } else {
+            exchange(
+                pool_key,
+                addr,
+                &out.parts,
+                &mut out.body,
+                packet,
+                replayable,
+                up,
+                &limits,
+                pool,
+                &mut out.interim,
+            )
+            .await
+            .map(|(head, conn)| Answer::H1(head, conn))
+        };
+        match answer {
+            Ok(answer) => {
+                let status = answer.status();
+                if up.def.retry_statuses.contains(&status.as_u16()) {
                     if health {
                         balancer.record_failure(peer, Instant::now());
                     }
                     if may_retry(retries_left, hooked.extra) {
                         hooked.spend(by_hook, &mut retries_left);
-                        hooked.last = Some(LastFailure::Next(head.status.as_u16()));
-                        tracing::warn!(upstream = name, peer = %addr, status = %head.status, "peer answered with a gateway error; trying the next peer");
+                        hooked.last = Some(LastFailure::Next(status.as_u16()));
+                        tracing::warn!(upstream = name, peer = %addr, status = %status, "peer answered with a gateway error; trying the next peer");
                         continue;
                     }
                 } else if health {
                     peer.record_success(Instant::now());
                 }
                 let back = (pool_key, limits.read);
+                let call = (grpc, call_deadline);
                 return Ok(respond(
-                    head, conn, peer, addr, up, pool, back, active, started,
+                    answer, peer, addr, up, pool, back, active, started, call,
                 ));
             }
             Err(Failure::NotSent(err)) => {
@@ -351,11 +374,49 @@ impl Limits {
     }
 }
 
-/// Turns a response head and its connection into the response.
+/// A peer's answer: an HTTP/1 head and its connection, or an HTTP/2
+/// response with its stream.
+enum Answer {
+    H1(ResponseHead, Conn),
+    H2(Response<h2::RecvStream>, http2::conns::Slot),
+}
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Answer::H1(head, _) => head.status,
+            Answer::H2(resp, _) => resp.status(),
+        }
+    }
+}
+
+/// One try on an HTTP/2 peer ([`http2::exchange`]), its failure sorted as
+/// an HTTP/1 try's: a stream the peer refused unprocessed is as good as
+/// never sent, when the body can be sent again.
+async fn h2_try(
+    addr: &PeerAddr,
+    out: &mut Outgoing<'_>,
+    opts: &http2::TryOptions,
+    pool: &IdlePool,
+    replayable: bool,
+    tls: Option<&super::tls::PeerTls>,
+) -> Result<Answer, Failure> {
+    use http2::TryError;
+    match http2::exchange(addr, &out.parts, &mut out.body, opts, (&pool.mux, tls)).await {
+        Ok((resp, slot)) => Ok(Answer::H2(resp, slot)),
+        Err(TryError::NotSent(e)) => Err(Failure::NotSent(e)),
+        Err(TryError::Refused(e)) if replayable => Err(Failure::NotSent(e)),
+        Err(TryError::NoResponse(e)) if e.retryable() => Err(Failure::NoResponse(e)),
+        Err(TryError::Refused(e) | TryError::NoResponse(e) | TryError::Final(e)) => {
+            Err(Failure::Final(e))
+        }
+    }
+}
+
+/// Turns a peer's answer into the response.
 #[allow(clippy::too_many_arguments)]
 fn respond(
-    head: ResponseHead,
-    conn: Conn,
+    answer: Answer,
     peer: &super::peer::Peer,
     addr: &PeerAddr,
     up: &Upstream,
@@ -363,7 +424,24 @@ fn respond(
     (pool_key, read_timeout): (u64, Duration),
     active: super::peer::ActiveGuard,
     started: Instant,
+    (grpc, call_deadline): (bool, Option<Instant>),
 ) -> Exchange {
+    let (head, conn) = match answer {
+        Answer::H1(head, conn) => (head, conn),
+        Answer::H2(resp, slot) => {
+            let (head, recv) = resp.into_parts();
+            let deadline = call_deadline.map(tokio::time::Instant::from_std);
+            let body = http2::H2Body::new(recv, read_timeout, deadline, grpc, slot);
+            let mut response = Response::from_parts(head, UpstreamBody::h2(body, active));
+            *response.version_mut() = http::Version::HTTP_11;
+            return Exchange {
+                response,
+                peer: peer_name(peer, addr),
+                elapsed: started.elapsed(),
+                upgraded: None,
+            };
+        }
+    };
     let back = head.keep_alive.then(|| Back {
         pool: pool.clone(),
         peer_id: pool_key,
@@ -386,14 +464,19 @@ fn respond(
     *response.headers_mut() = head.headers;
     Exchange {
         response,
-        // Peers are named by their address (formatted once, not per request).
-        peer: if peer.name().is_empty() {
-            addr.to_string()
-        } else {
-            peer.name().to_owned()
-        },
+        peer: peer_name(peer, addr),
         elapsed: started.elapsed(),
         upgraded,
+    }
+}
+
+/// The name a peer is logged by: its address (formatted once, not per
+/// request).
+fn peer_name(peer: &super::peer::Peer, addr: &PeerAddr) -> String {
+    if peer.name().is_empty() {
+        addr.to_string()
+    } else {
+        peer.name().to_owned()
     }
 }
 
@@ -430,7 +513,7 @@ async fn exchange(
             Err(e) => return Err(failure(e, &conn, addr)),
         }
     }
-    let mut conn = connect(addr, limits.connect, limits.send)
+    let mut conn = connect(addr, limits.connect, limits.send, up.tls.as_ref())
         .await
         .map_err(Failure::NotSent)?;
     match run(&mut conn, parts, body, packet, limits.read, interim).await {
@@ -484,7 +567,7 @@ fn to_proxy_error(e: ExchangeError, addr: &PeerAddr) -> ProxyError {
 }
 
 /// How a failure of the client's body is answered.
-fn request_error(e: RequestBodyError) -> ProxyError {
+pub(super) fn request_error(e: RequestBodyError) -> ProxyError {
     match e {
         RequestBodyError::TooLarge => ProxyError::BodyTooLarge,
         RequestBodyError::Timeout => ProxyError::ClientBodyTimeout,

@@ -1,11 +1,13 @@
 //! Opening a new connection to a peer over TCP (with TCP_NODELAY) or a
-//! unix socket, within `connect_timeout`.
+//! unix socket, and TLS on it for an upstream with `tls`, all within
+//! `connect_timeout`.
 
 use std::time::Duration;
 
 use tokio::net::{TcpStream, UnixStream};
 
 use super::h1::{Conn, Socket};
+use super::tls::PeerTls;
 use crate::config::PeerAddr;
 use crate::error::ProxyError;
 
@@ -15,24 +17,45 @@ pub async fn connect(
     addr: &PeerAddr,
     connect_timeout: Duration,
     send_timeout: Duration,
+    tls: Option<&PeerTls>,
 ) -> Result<Conn, ProxyError> {
-    match tokio::time::timeout(connect_timeout, open(addr)).await {
+    let socket = connect_socket(addr, connect_timeout, tls).await?;
+    Ok(Conn::new(socket, send_timeout))
+}
+
+/// Connects to `addr`, handing back the bare socket (for a protocol that
+/// frames the connection itself, as HTTP/2 does).
+pub async fn connect_socket(
+    addr: &PeerAddr,
+    connect_timeout: Duration,
+    tls: Option<&PeerTls>,
+) -> Result<Box<dyn Socket>, ProxyError> {
+    match tokio::time::timeout(connect_timeout, open(addr, tls)).await {
         Err(_) => Err(ProxyError::ConnectTimeout(addr.to_string())),
         Ok(Err(source)) => Err(ProxyError::Connect {
             addr: addr.to_string(),
             source,
         }),
-        Ok(Ok(socket)) => Ok(Conn::new(socket, send_timeout)),
+        Ok(Ok(socket)) => Ok(socket),
     }
 }
 
-async fn open(addr: &PeerAddr) -> std::io::Result<Box<dyn Socket>> {
+async fn open(addr: &PeerAddr, tls: Option<&PeerTls>) -> std::io::Result<Box<dyn Socket>> {
     match addr {
         PeerAddr::Tcp(sa) => {
             let s = TcpStream::connect(sa).await?;
             s.set_nodelay(true)?;
-            Ok(Box::new(s))
+            match tls {
+                Some(tls) => Ok(Box::new(tls.handshake(s, addr).await?)),
+                None => Ok(Box::new(s)),
+            }
         }
-        PeerAddr::Unix(path) => Ok(Box::new(UnixStream::connect(path).await?)),
+        PeerAddr::Unix(path) => {
+            let s = UnixStream::connect(path).await?;
+            match tls {
+                Some(tls) => Ok(Box::new(tls.handshake(s, addr).await?)),
+                None => Ok(Box::new(s)),
+            }
+        }
     }
 }

@@ -95,6 +95,10 @@ pub enum ExchangeError {
     /// The client's request body failed (too large, too slow, aborted).
     #[error("{0}")]
     Request(#[from] RequestBodyError),
+    /// An HTTP/2 peer reset the stream or the connection, or broke the
+    /// protocol (`protocol = "h2"` or `"grpc"`).
+    #[error("HTTP/2: {0}")]
+    H2(#[from] h2::Error),
 }
 
 /// A response head.

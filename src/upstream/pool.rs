@@ -7,9 +7,11 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::h1::Conn;
+use super::http2::MuxPool;
 use super::peer::{Peer, PeerConfig};
 use crate::config::PeerAddr;
 
@@ -22,6 +24,9 @@ struct Idle {
 #[derive(Default)]
 pub struct IdlePool {
     idle: RefCell<HashMap<u64, Vec<Idle>>>,
+    /// HTTP/2 connections (`h2` and `grpc` upstreams), shared by the
+    /// streams they carry rather than idle between requests.
+    pub mux: Rc<MuxPool>,
     /// Pool keys of addresses a Lua balancer sent tries to outside an
     /// upstream's peers (ids taken from the peers' id sequence, so they
     /// never meet a peer's); forgotten once their pool is empty.
@@ -77,6 +82,7 @@ impl IdlePool {
     /// peer, and pools of peers not in `live` (called periodically by each
     /// worker).
     pub fn sweep(&self, live: &dyn Fn(u64) -> bool, max_age: Duration) {
+        self.mux.sweep(live);
         let mut addresses = self.addresses.borrow_mut();
         let by_address: HashSet<u64> = addresses.values().copied().collect();
         let mut idle = self.idle.borrow_mut();

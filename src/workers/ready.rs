@@ -3,7 +3,8 @@
 //! with one, once `GET {ready}` answers 2xx. The probe is a few lines of
 //! HTTP/1.1 written by hand (`Connection: close`, read the status line), or
 //! for a pool speaking uwsgi a uwsgi packet asking the same (the answer is
-//! an HTTP/1.x response either way).
+//! an HTTP/1.x response either way); for `h2` and `grpc` pools an HTTP/2
+//! GET with prior knowledge.
 
 use std::time::Duration;
 
@@ -90,6 +91,13 @@ async fn ask<S: AsyncRead + AsyncWrite + Unpin>(
         )
         .into_bytes(),
         Protocol::Uwsgi => crate::upstream::uwsgi::probe_packet(path),
+        Protocol::H2 | Protocol::Grpc => {
+            return match crate::upstream::http2::probe(stream, path).await {
+                Ok(code) if (200..300).contains(&code) => Ok(()),
+                Ok(code) => Err(format!("GET {path} answered {code}")),
+                Err(e) => Err(format!("GET {path}: {e}")),
+            };
+        }
     };
     stream
         .write_all(&request)

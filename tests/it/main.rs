@@ -6,6 +6,7 @@ mod support;
 mod balance;
 mod upstream_health;
 mod upstream_uwsgi;
+mod upstream_h2;
 mod proxying;
 mod reload;
 mod shutdown;

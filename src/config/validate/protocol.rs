@@ -1,6 +1,8 @@
-//! `protocol` and `params` of an `[upstream.NAME]`: which protocol the peers
-//! speak, and the CGI variables a CGI-style protocol (uwsgi) adds to those
-//! built from the request. Nothing here knows how a protocol is spoken.
+//! `protocol`, `params` and `h2_connections` of an `[upstream.NAME]`: which
+//! protocol the peers speak, the CGI variables a CGI-style protocol (uwsgi)
+//! adds to those built from the request, and how many HTTP/2 connections an
+//! h2 or gRPC upstream opens per peer. Nothing here knows how a protocol is
+//! spoken.
 
 use std::collections::BTreeMap;
 
@@ -21,15 +23,19 @@ pub(super) fn protocol(
     match raw.get_ref().as_str() {
         "http1" => Ok(Protocol::Http1),
         "uwsgi" => Ok(Protocol::Uwsgi),
-        later @ ("h2" | "grpc" | "fastcgi") => Err(src.err(
+        "h2" => Ok(Protocol::H2),
+        "grpc" => Ok(Protocol::Grpc),
+        later @ "fastcgi" => Err(src.err(
             raw.span(),
             format!(
-                "protocol \"{later}\" is not supported yet; this version speaks \"http1\" and \"uwsgi\""
+                "protocol \"{later}\" is not supported yet; this version speaks \"http1\", \"h2\", \"grpc\" and \"uwsgi\""
             ),
         )),
         other => Err(src.err(
             raw.span(),
-            format!("unknown protocol \"{other}\"; expected \"http1\" or \"uwsgi\""),
+            format!(
+                "unknown protocol \"{other}\"; expected \"http1\", \"h2\", \"grpc\" or \"uwsgi\""
+            ),
         )),
     }
 }
@@ -44,8 +50,11 @@ pub(super) fn params(
     let Some(raw) = raw else {
         return Ok(BTreeMap::new());
     };
-    if protocol == Protocol::Http1 {
-        let message = "`params` are CGI variables for protocol = \"uwsgi\"; an \"http1\" upstream has none (set headers from Lua instead)";
+    if !protocol.is_cgi() {
+        let message = format!(
+            "`params` are CGI variables for protocol = \"uwsgi\"; protocol = \"{}\" has none (set headers from Lua instead)",
+            protocol.as_str()
+        );
         return Err(src.err(raw.span(), message));
     }
     let ok_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
@@ -60,6 +69,29 @@ pub(super) fn params(
         out.insert(name.clone(), value.get_ref().clone());
     }
     Ok(out)
+}
+
+/// `h2_connections = N`: only with an HTTP/2 protocol; 1 to 64, default 1.
+pub(super) fn h2_connections(
+    src: &Source<'_>,
+    protocol: Protocol,
+    raw: Option<&Spanned<usize>>,
+) -> Result<usize, ConfigError> {
+    let Some(raw) = raw else { return Ok(1) };
+    if !protocol.is_h2() {
+        let message = format!(
+            "`h2_connections` is for protocol = \"h2\" or \"grpc\"; an \"{}\" upstream pools with `keepalive`",
+            protocol.as_str()
+        );
+        return Err(src.err(raw.span(), message));
+    }
+    match *raw.get_ref() {
+        n @ 1..=64 => Ok(n),
+        n => Err(src.err(
+            raw.span(),
+            format!("`h2_connections` = {n}: give 1 to 64 connections per peer and worker thread"),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -92,17 +124,43 @@ mod tests {
     fn other_protocols_are_refused_at_their_line() {
         assert_eq!(
             err(&format!("[upstream.app]\nprotocol = \"h3\"\n{ONE}")),
-            "t.toml:2:12: unknown protocol \"h3\"; expected \"http1\" or \"uwsgi\""
+            "t.toml:2:12: unknown protocol \"h3\"; expected \"http1\", \"h2\", \"grpc\" or \"uwsgi\""
         );
-        for later in ["h2", "grpc", "fastcgi"] {
-            let e = err(&format!("[upstream.app]\n{ONE}protocol = \"{later}\"\n"));
-            assert_eq!(
-                e,
-                format!(
-                    "t.toml:3:12: protocol \"{later}\" is not supported yet; this version speaks \"http1\" and \"uwsgi\""
-                )
-            );
+        let e = err(&format!("[upstream.app]\n{ONE}protocol = \"fastcgi\"\n"));
+        assert!(
+            e.starts_with("t.toml:3:12: protocol \"fastcgi\" is not supported yet"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn h2_and_grpc_with_their_connection_bound() {
+        for (name, protocol) in [("h2", Protocol::H2), ("grpc", Protocol::Grpc)] {
+            let text = format!("[upstream.app]\nprotocol = \"{name}\"\n{ONE}");
+            let up = &load_str("t.toml", &text).unwrap().upstreams["app"];
+            assert_eq!((up.protocol, up.h2_connections), (protocol, 1));
         }
+        let text = format!("[upstream.app]\nprotocol = \"h2\"\nh2_connections = 4\n{ONE}");
+        assert_eq!(
+            load_str("t.toml", &text).unwrap().upstreams["app"].h2_connections,
+            4
+        );
+        let e = err(&format!(
+            "[upstream.app]\nprotocol = \"grpc\"\nh2_connections = 0\n{ONE}"
+        ));
+        assert!(
+            e.starts_with("t.toml:3:18: `h2_connections` = 0: give 1 to 64"),
+            "{e}"
+        );
+        let e = err(&format!("[upstream.app]\nh2_connections = 2\n{ONE}"));
+        assert!(
+            e.starts_with("t.toml:2:18: `h2_connections` is for protocol = \"h2\""),
+            "{e}"
+        );
+        let e = err(&format!(
+            "[upstream.app]\nprotocol = \"grpc\"\nparams = {{ A = \"1\" }}\n{ONE}"
+        ));
+        assert!(e.contains("protocol = \"grpc\" has none"), "{e}");
     }
 
     #[test]

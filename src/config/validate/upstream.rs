@@ -57,6 +57,9 @@ pub(super) fn upstream(
 
     let protocol = super::protocol::protocol(src, raw.protocol.as_ref())?;
     let params = super::protocol::params(src, protocol, raw.params.as_ref())?;
+    let h2_connections =
+        super::protocol::h2_connections(src, protocol, raw.h2_connections.as_ref())?;
+    let tls = super::upstream_tls::tls(src, raw, protocol, paths)?;
     let workers = match &raw.workers {
         Some(w) => Some(super::workers::workers(
             src,
@@ -112,6 +115,8 @@ pub(super) fn upstream(
         balancer: super::lua::upstream_balancer(src, raw.lua.as_ref(), paths)?,
         protocol,
         params,
+        h2_connections,
+        tls,
     })
 }
 
@@ -200,7 +205,12 @@ fn server_peer(
     paths: &Paths,
 ) -> Result<ServerPeer, ConfigError> {
     let raw = peer.get_ref();
-    let addr = match peer_addr(raw.addr.get_ref()).map_err(|m| src.err(raw.addr.span(), m))? {
+    // The scheme says TLS (see `upstream_tls`); the address is what follows.
+    let text = raw.addr.get_ref();
+    let text = text
+        .strip_prefix(super::upstream_tls::HTTPS)
+        .unwrap_or(text);
+    let addr = match peer_addr(text).map_err(|m| src.err(raw.addr.span(), m))? {
         // A socket the upstream creates: resolved, not checked (it may come up later).
         PeerAddr::Unix(path) => PeerAddr::Unix(paths.prefix().join(path)),
         tcp => tcp,
