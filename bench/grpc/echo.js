@@ -25,13 +25,21 @@ server.on('stream', (stream, headers) => {
   const chunks = [];
   stream.on('data', (c) => chunks.push(c));
   stream.on('end', () => {
+    // a client that cancelled (a proxy whose own client went away) has
+    // reset the stream by now: nothing to answer
+    if (stream.destroyed || stream.closed) return;
     stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
-    stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+    stream.on('wantTrailers', () => {
+      if (!stream.destroyed) stream.sendTrailers({ 'grpc-status': '0' });
+    });
     stream.end(Buffer.concat(chunks));
   });
   stream.on('error', () => {});
 });
 server.on('sessionError', () => {});
+// Whatever a misbehaving client makes a stream do, the server stays up: the
+// bench would otherwise measure a dead upstream.
+process.on('uncaughtException', (e) => { process.stderr.write(`echo.js: ${e.stack || e}\n`); });
 server.listen(port, host, () => {
   process.stdout.write(`PORT ${server.address().port}\n`);
 });
