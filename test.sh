@@ -40,6 +40,15 @@ if ! python3 -c 'import flask, gunicorn' 2>/dev/null; then
     || apt_install python3-flask python3-gunicorn
   python3 -c 'import flask, gunicorn'
 fi
+# grpcio for the gRPC tests (tests/it) and examples/grpc: the
+# echo service examples/grpc/echo_server.py and the client
+# tests/grpc/echo_client.py, both raw-bytes messages (no protobuf codegen).
+if ! python3 -c 'import grpc' 2>/dev/null; then
+  python3 -m pip install --quiet grpcio 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages grpcio 2>/dev/null \
+    || apt_install python3-grpcio
+  python3 -c 'import grpc'
+fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -116,6 +116,13 @@ class Scenario:
     uwsgi_app  run.py starts a uWSGI app (UWSGI_APP: WSGI, /hello answers the origin's 100 B
               body) with UWSGI_PROCESSES processes on a free loopback port (@UWSGI@), and
               stops it by PID afterwards; both servers reach it, so its CPU is nobody's
+    grpc_app  run.py starts GRPC_PROCESSES gRPC echo servers (bench/grpc/echo.js, Node's
+              http2: echo.Echo/Unary answers its request), each on a free loopback port,
+              and stops them by PID afterwards; the templates get the list as
+              @GRPC_NGINX_SERVERS@ (`server HOST:PORT;` for each, on one line) and @GRPC_MOONGATE_SERVERS@
+              (`{ addr = "HOST:PORT" }, ...`). Their CPU is nobody's
+    body      the request body h2load POSTs (h2load -d; h2 scenarios only), e.g. a
+              gRPC-framed message (grpc_frame)
 
     A var's value may contain @RUN_DIR@ (replaced by the scenario's run directory), e.g.
     CACHE_DIR = "@RUN_DIR@/nginx-cache".
@@ -141,6 +148,8 @@ class Scenario:
     slow_origin: bool = False
     uwsgi_app: bool = False
     h2: bool = False
+    grpc_app: bool = False
+    body: bytes | None = None
 
 
 # The uWSGI app of the "uwsgi" scenario: the origin's /hello (the same 100 bytes), as WSGI.
@@ -157,6 +166,22 @@ def application(environ, start_response):
 '''
 UWSGI_PROCESSES = 2                       # the app's worker processes (its CPU is nobody's)
 UWSGI_HINT = "apt-get install -y uwsgi-core uwsgi-plugin-python3"
+
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """One gRPC length-prefixed message: flag 0 (not compressed), the length
+    as 4 bytes big-endian, the message."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+# The "grpc" scenario's request: one 100-byte message to echo.Echo/Unary,
+# answered with the same bytes (as /hello's 100-byte body in the HTTP scenarios).
+GRPC_MESSAGE = b"hello from bench: a gRPC unary request, its message is exactly 100 bytes ..........................\n"
+assert len(GRPC_MESSAGE) == 100
+GRPC_HEADERS = {"content-type": "application/grpc", "te": "trailers"}
+GRPC_PROCESSES = 2                        # the echo servers (Node, one thread each)
+GRPC_HINT = "apt-get install -y nodejs nghttp2-client"
 
 BENCH_TOKEN = "bench-token-alice"   # -> user "alice", in both servers' token tables
 # the two caches' directories, one per server, in the scenario's run directory
@@ -250,6 +275,23 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
         uwsgi_app=True,
         needs=("/usr/bin/uwsgi", "/usr/lib/uwsgi/plugins/python3_plugin.so", "/etc/nginx/uwsgi_params"),
         needs_hint=UWSGI_HINT,
+    ),
+    Scenario(
+        name="grpc",
+        summary="gRPC unary calls over h2c (h2load, -m 10 streams per connection on "
+                "--connections / 10 connections): POST /echo.Echo/Unary, one 100-byte message "
+                "echoed, grpc-status in trailers; nginx's grpc_pass (keepalive 64) vs moongate's "
+                f"protocol = \"grpc\", to the same {GRPC_PROCESSES} echo servers "
+                "(bench/grpc/echo.js, Node http2)",
+        nginx="grpc.conf",
+        moongate="grpc.toml",
+        path="/echo.Echo/Unary",
+        headers=GRPC_HEADERS,
+        h2=True,
+        grpc_app=True,
+        body=grpc_frame(GRPC_MESSAGE),
+        needs=("/usr/bin/h2load", "/usr/bin/nghttp"),
+        needs_hint=GRPC_HINT,
     ),
     Scenario(
         name="proxy-slow",
@@ -709,6 +751,41 @@ def wrk_argv(args, sc: Scenario, url: str, duration: float,
 H2_STREAMS = 10   # h2load -m: concurrent streams per HTTP/2 connection
 
 
+# Request bodies of h2 scenarios (Scenario.body), each written once to a file
+# in the run directory (Run sets _BODY_DIR) for h2load -d and nghttp -d.
+_BODY_DIR: list[Path] = []
+_BODY_FILES: dict[bytes, Path] = {}
+
+
+def body_file(body: bytes) -> Path:
+    """The file holding body, in the run directory (written on first use)."""
+    path = _BODY_FILES.get(body)
+    if path is None:
+        if not _BODY_DIR:
+            raise BenchError("no run directory for request bodies")
+        path = _BODY_DIR[0] / f"body-{len(_BODY_FILES) + 1}.bin"
+        path.write_bytes(body)
+        os.chmod(path, 0o644)
+        _BODY_FILES[body] = path
+    return path
+
+
+def h2_request_args(sc: Scenario) -> list[str]:
+    """h2load's (and nghttp's) options for sc's request: its headers, and its
+    body (-d FILE: the request becomes a POST) if it has one."""
+    argv = []
+    for k, v in sc.headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    if sc.body is not None:
+        argv += ["-d", str(body_file(sc.body))]
+    return argv
+
+
+def method(sc: Scenario) -> str:
+    """The load's request method: POST with a body (h2load -d), else GET."""
+    return "GET" if sc.body is None else "POST"
+
+
 def h2load_argv(args, sc: Scenario, url: str, duration: float,
                 threads: int | None = None, connections: int | None = None) -> list[str]:
     """h2load's command line for an h2 scenario (h2c with prior knowledge): as
@@ -717,9 +794,7 @@ def h2load_argv(args, sc: Scenario, url: str, duration: float,
     conns = max(1, (connections or args.connections) // H2_STREAMS)
     argv = [which("h2load") or "h2load", f"-t{threads or args.threads}",
             f"-c{conns}", f"-m{H2_STREAMS}", f"-D{duration}"]
-    for k, v in sc.headers.items():
-        argv += ["-H", f"{k}: {v}"]
-    return argv + [url]
+    return argv + h2_request_args(sc) + [url]
 
 
 def parse_h2load(text: str) -> dict:
@@ -774,10 +849,43 @@ def wrk_problems(r: dict, rc: int) -> list[str]:
     return problems
 
 
+def upstream_conns(pids: list[int], ports: set[int]) -> int:
+    """TCP connections that these processes hold open (ESTABLISHED) to these
+    loopback ports: their sockets' inodes, looked up in /proc/net/tcp and tcp6."""
+    inodes = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if (len(f) > 9 and f[3] == "01" and f[9] in inodes
+                    and int(f[2].rsplit(":", 1)[1], 16) in ports):
+                n += 1
+    return n
+
+
 def measure(args, sc: Scenario, server: Server, origin_port: int, origin_pid: int,
-            duration: float, helpers: tuple["Server", ...] = ()) -> dict:
+            duration: float, helpers: tuple["Server", ...] = (),
+            upstream_ports: set[int] = frozenset()) -> dict:
     """One wrk run against server. The CPU of `helpers` (a redis-server only
-    this server uses) counts as the server's: that work is part of its answer."""
+    this server uses) counts as the server's: that work is part of its answer.
+    upstream_ports: the gRPC echo servers' (grpc_app): the server's connections
+    to them still open after the run are counted."""
     make_argv = h2load_argv if sc.h2 else wrk_argv
     argv = make_argv(args, sc, server.url(sc.path), duration)
     o0 = origin_counters(origin_port)
@@ -814,7 +922,9 @@ def measure(args, sc: Scenario, server: Server, origin_port: int, origin_pid: in
         "origin_cpu_s": (oc1 - oc0) / CLK_TCK,
         "helper_cpu_s": (sum(h1) - sum(h0)) / CLK_TCK,
     })
-    if o0 and o1:   # minus this measure()'s own /__stats request and connection
+    if sc.grpc_app:   # the origin takes no part; the echo servers' connections instead
+        r["upstream_conns_open"] = upstream_conns(server.tree(), upstream_ports)
+    elif o0 and o1:   # minus this measure()'s own /__stats request and connection
         r["origin_requests"] = o1["requests"] - o0["requests"] - 1
         r["origin_new_conns"] = o1["accepts"] - o0["accepts"] - 1
     problems = wrk_problems(r, rc)
@@ -969,12 +1079,18 @@ def text_table(sc: Scenario, result: dict, args) -> str:
     rss = s["idle_rss_kb"]
     rows.append(["idle RSS MB (tree)", fmt(rss["nginx"], "mb"), fmt(rss["moongate"], "mb"),
                  f"{rss['ratio']:.2f}x" if rss["ratio"] else "-", ""])
-    for label, key in (("upstream conns opened", "origin_new_conns"), ("origin requests", "origin_requests")):
-        rows.append([label] + [str(sum(r.get(key) or 0 for r in runs[srv]["runs"])) for srv in SERVERS] + ["", ""])
+    if sc.grpc_app:   # no origin: the connections to the echo servers right after each run
+        rows.append(["upstream conns open (max)"] +
+                    [str(max((r.get("upstream_conns_open") or 0 for r in runs[srv]["runs"]), default=0))
+                     for srv in SERVERS] + ["", ""])
+    else:
+        for label, key in (("upstream conns opened", "origin_new_conns"), ("origin requests", "origin_requests")):
+            rows.append([label] + [str(sum(r.get(key) or 0 for r in runs[srv]["runs"])) for srv in SERVERS]
+                        + ["", ""])
     rows.append(["flagged runs", *(f"{s['flagged_runs'][srv]}/{len(runs[srv]['runs'])}" for srv in SERVERS), "", ""])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"== {sc.name}: {sc.summary}",
-             f"   GET {sc.path}  wrk -t{args.threads} -c{result.get('connections', args.connections)} "
+             f"   {method(sc)} {sc.path}  wrk -t{args.threads} -c{result.get('connections', args.connections)} "
              f"-d{args.duration}s, "
              f"{args.rounds} round(s) A B A B (A = nginx {args.nginx_workers} worker(s), "
              f"B = moongate workers={args.moongate_workers})"]
@@ -1161,6 +1277,8 @@ class Run:
         self.origin: Server | None = None
         self.origin_port = 0
         self.services: list[Server] = []   # per scenario (redis), see prepare()
+        self.grpc_ports: set[int] = set()  # the scenario's gRPC echo servers (grpc_app)
+        _BODY_DIR[:] = [self.dir]
 
     # -- pieces -------------------------------------------------------------
 
@@ -1248,13 +1366,13 @@ class Run:
             # nginx 1.22 speaks only HTTP/2 on an `http2` plain listener:
             # h2load itself checks (statuses only; bodies are not compared).
             for srv, server in servers.items():
-                argv = [which("h2load") or "h2load", "-n5", "-c1"]
-                for k, v in sc.headers.items():
-                    argv += ["-H", f"{k}: {v}"]
+                argv = [which("h2load") or "h2load", "-n5", "-c1"] + h2_request_args(sc)
                 out = cmd_output(argv + [server.url(sc.path)], timeout=timeout + 5)
                 r = parse_h2load(out)
                 if r["requests"] != 5 or r["non2xx"]:
-                    problems.append(f"{srv}: h2load GET {sc.path}: {out.strip()[-300:]!r}")
+                    problems.append(f"{srv}: h2load {sc.path}: {out.strip()[-300:]!r}")
+                if sc.grpc_app:
+                    problems += self.grpc_check(sc, srv, server, timeout)
             return problems
         for srv, server in servers.items():
             for i in range(max(5 if thorough else 1, 2 if sc.warm_headers else 1)):
@@ -1291,6 +1409,29 @@ class Run:
         if thorough and len(bodies) == 2 and bodies["nginx"] != bodies["moongate"]:
             problems.append(f"bodies differ: nginx {len(bodies['nginx'])} B {bodies['nginx'][:120]!r} / "
                             f"moongate {len(bodies['moongate'])} B {bodies['moongate'][:120]!r}")
+        return problems
+
+    def grpc_check(self, sc: Scenario, srv: str, server: Server, timeout: float) -> list[str]:
+        """What h2load cannot see, with nghttp: the call's answer is its request
+        (the echo) with grpc-status 0 in the trailers, and an unknown method
+        gets the echo server's grpc-status 12 (a trailers-only answer) through."""
+        problems = []
+        nghttp = which("nghttp") or "nghttp"
+        argv = [nghttp, "-v"] + h2_request_args(sc)
+        try:
+            p = subprocess.run([nghttp] + h2_request_args(sc) + [server.url(sc.path)],
+                               capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout + 5)
+            body = p.stdout
+        except subprocess.TimeoutExpired:
+            body = b"(timed out)"
+        if body != sc.body:
+            problems.append(f"{srv}: {sc.path} answered {body[:120]!r} (want the request echoed)")
+        for path, want in ((sc.path, "0"), ("/echo.Echo/Nope", "12")):
+            out = cmd_output(argv + [server.url(path)], timeout=timeout + 5, ok_codes=(0, 1))
+            got = re.findall(r"recv \(stream_id=\d+\) grpc-status: (\d+)", out)
+            if ":status: 200" not in out or got != [want]:
+                problems.append(f"{srv}: {path}: want HTTP 200 and grpc-status {want}, got "
+                                f"{got or 'none'}: {out.strip()[-300:]!r}")
         return problems
 
     def still_running(self, server: Server, when: str) -> None:
@@ -1334,7 +1475,27 @@ class Run:
         if sc.uwsgi_app:
             app = self.start_uwsgi(d / "uwsgi")
             values["UWSGI"] = f"{HOST}:{app.port}"
+        if sc.grpc_app:
+            ports = self.start_grpc_echo(d / "grpc")
+            values["GRPC_NGINX_SERVERS"] = " ".join(f"server {HOST}:{p};" for p in ports)
+            values["GRPC_MOONGATE_SERVERS"] = ", ".join(f'{{ addr = "{HOST}:{p}" }}' for p in ports)
         return d, values
+
+    def start_grpc_echo(self, d: Path) -> list[int]:
+        """GRPC_PROCESSES gRPC echo servers (bench/grpc/echo.js) for one
+        scenario, each on a free loopback port; stop_services() stops them by PID."""
+        d.mkdir(parents=True, exist_ok=True)
+        ports = []
+        for i in range(GRPC_PROCESSES):
+            def make(port: int, i=i) -> Server:
+                argv = [which("node") or "node", str(BENCH_DIR / "grpc" / "echo.js"), str(port), HOST]
+                return Server(f"grpc-echo-{i}", argv, d, d / f"echo-{i}.log", port, False)
+            server = self.start_with_port(make)
+            self.services.append(server)
+            ports.append(server.port)
+        self.grpc_ports = set(ports)
+        log(f"   grpc: {GRPC_PROCESSES} echo servers (node) on {', '.join(f'{HOST}:{p}' for p in ports)}")
+        return ports
 
     def start_uwsgi(self, d: Path) -> Server:
         """The uWSGI app (UWSGI_APP) for one scenario, in d, on a free loopback
@@ -1370,6 +1531,7 @@ class Run:
         """Stops what prepare() started for a scenario (redis, the slow origin, a uWSGI app)."""
         while self.services:
             self.services.pop().stop()
+        self.grpc_ports = set()
 
     def check_ok(self, sc: Scenario, servers: dict[str, Server], timeout: float = 5) -> None:
         """check(), logged; BenchError if it found anything."""
@@ -1397,7 +1559,8 @@ class Run:
     def warm_up(self, sc: Scenario, servers: dict[str, Server], result: dict) -> None:
         """WARMUP_S of wrk against each server, recorded in result["servers"][srv]["warmup"]."""
         for srv, server in servers.items():
-            w = measure(self.args, sc, server, self.origin_port, self.origin.pid, WARMUP_S)
+            w = measure(self.args, sc, server, self.origin_port, self.origin.pid, WARMUP_S,
+                        upstream_ports=self.grpc_ports)
             self.still_running(server, "warm-up")
             result["servers"][srv]["warmup"] = {k: w.get(k) for k in ("requests", "rps", "problems")}
             if w["flagged"]:
@@ -1433,16 +1596,18 @@ class Run:
                     helpers = (tuple(h for h in self.services if h.label == "redis")
                                if srv == "moongate" else ())
                     r = measure(args, sc, servers[srv], self.origin_port, self.origin.pid,
-                                args.duration, helpers)
+                                args.duration, helpers, self.grpc_ports)
                     r["round"] = rnd
                     result["servers"][srv]["runs"].append(r)
                     self.still_running(servers[srv], f"round {rnd}")
+                    upstream = (f"upstream conns open {r['upstream_conns_open']}"
+                                if "upstream_conns_open" in r else
+                                f"upstream conns +{r.get('origin_new_conns', '?')}")
                     log(f"   round {rnd}/{args.rounds}  {srv:<8}  {fmt(r['rps'], 'int'):>9} req/s  "
                         f"p50 {fmt(r['p50_ms'], 'ms'):>6} ms  p99 {fmt(r['p99_ms'], 'ms'):>6} ms  "
                         f"{fmt(r['rpcs'], 'int'):>9} req/CPU-s  cpu {fmt(r['cpu_cores'], 'f2')} cores  "
                         f"user {fmt(r['user_us'], 'us')} sys {fmt(r['sys_us'], 'us')} µs/req  "
-                        f"upstream conns +{r.get('origin_new_conns', '?')}"
-                        f"{'  FLAGGED' if r['flagged'] else ''}")
+                        f"{upstream}{'  FLAGGED' if r['flagged'] else ''}")
                     if r["flagged"]:
                         warn(f"   !!! FLAGGED {sc.name} round {rnd} {srv}: {'; '.join(r['problems'])}")
 
@@ -1617,7 +1782,7 @@ def parse_args(argv: list[str] | None = None):
     if args.list:
         for sc in SCENARIOS.values():
             print(f"{sc.name:<12} {sc.summary}\n{'':<12} nginx/{sc.nginx}  moongate/{sc.moongate}  "
-                  f"GET {sc.path}{''.join('  -H ' + repr(k + ': ' + v) for k, v in sc.headers.items())}"
+                  f"{method(sc)} {sc.path}{''.join('  -H ' + repr(k + ': ' + v) for k, v in sc.headers.items())}"
                   f"{'  (TLS)' if sc.tls else ''}")
         sys.exit(0)
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -1687,6 +1852,11 @@ def missing_tools(args) -> int:
     if any(sc.redis for sc in args.scenario_list) and which("redis-server") is None:
         warn(f"missing tool: redis-server. Install it with:\n    {REDIS_HINT}")
         return 2
+    if any(sc.grpc_app for sc in args.scenario_list):   # the echo servers and the load, in every mode
+        missing = [t for t in ("node", "h2load", "nghttp") if which(t) is None]
+        if missing:
+            warn(f"missing tool(s): {', '.join(missing)}. Install them with:\n    {GRPC_HINT}")
+            return 2
     for sc in args.scenario_list:   # needs: the nginx side, and the slow origin (in both modes)
         if (args.instructions or args.allocations) and not sc.slow_origin:
             continue

@@ -4,7 +4,9 @@
 //! as managed workers (API key on writes, per-client rate limit, cached
 //! list), the same app under uWSGI as a managed pool spoken to over the
 //! uwsgi protocol (examples/todo/uwsgi.toml), and the Flask app of
-//! examples/flask under gunicorn as a managed pool. Workers are real python3 processes; every pid seen is killed on
+//! examples/flask under gunicorn as a managed pool, and the gRPC echo
+//! service of examples/grpc behind a Lua metadata check, called by a real
+//! gRPC client (grpcio). Workers are real python3 processes; every pid seen is killed on
 //! drop if a supervisor bug left it running.
 
 use std::collections::BTreeSet;
@@ -450,6 +452,149 @@ async fn the_todo_app_under_uwsgi_runs_as_a_managed_pool() {
     assert_eq!(gone_todo.status, StatusCode::NO_CONTENT);
     assert_eq!(get(&mg, &path).await.status, StatusCode::NOT_FOUND);
     assert!(db.exists(), "the app wrote its data file");
+
+    let all = seen.pids();
+    stop_and_check_gone(&mut mg, &all).await;
+}
+
+/// One call by tests/grpc/echo_client.py (grpcio): its JSON line (code,
+/// details, responses, metadata).
+async fn grpc_call(target: &str, method: &str, args: &[&str]) -> Value {
+    let out = tokio::process::Command::new("python3")
+        .arg(repo("tests/grpc/echo_client.py"))
+        .arg(target)
+        .arg(method)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run tests/grpc/echo_client.py");
+    assert!(
+        out.status.success(),
+        "echo_client.py {method} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "echo_client.py {method}: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// examples/grpc/grpc.toml as it stands: the echo.Echo service (grpcio) as
+/// a managed pool behind `protocol = "grpc"`, guarded by check.lua on the
+/// caller's `x-api-key` metadata; every kind of call from a real gRPC
+/// client, over h2c and over TLS (ALPN h2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_echo_service_runs_behind_a_metadata_check() {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import grpc"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "python3 cannot import grpc: run ./test.sh (it installs grpcio)"
+    );
+    let prefix = tempfile::tempdir().expect("prefix dir");
+    std::os::unix::fs::symlink(repo("examples"), prefix.path().join("examples"))
+        .expect("link examples");
+    let dir = prefix.path().join("conf.d");
+    std::fs::create_dir(&dir).expect("conf dir");
+    let ck = rcgen::generate_simple_self_signed(vec!["grpc.test".to_string()])
+        .expect("generate certificate");
+    let (cert, key) = (
+        prefix.path().join("grpc.pem"),
+        prefix.path().join("grpc.key"),
+    );
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    let example = std::fs::read_to_string(repo("examples/grpc/grpc.toml")).expect("example");
+    std::fs::write(dir.join("30-grpc.toml"), example).expect("write example");
+    std::fs::write(
+        dir.join("00-server.toml"),
+        format!(
+            r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 2
+access_log = "off"
+
+[[server.tls]]
+listen = "127.0.0.1:0"
+certs = [{{ cert = "{}", key = "{}" }}]
+alpn = ["h2"]
+
+[admin]
+listen = "127.0.0.1:0"
+"#,
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("write server");
+    let ca = cert.display().to_string();
+
+    let seen = Leftovers::default();
+    let mut mg = tokio::task::block_in_place(|| Moongate::start_at(prefix, dir));
+    let pool = wait_ready(&mg, "echo", 2, &seen).await;
+    assert_eq!(pids_of(&pool).len(), 2, "two echo servers: {pool:#}");
+    let h2c = mg.http[0].to_string();
+    // the key check.lua accepts, plus more arguments
+    let key =
+        |more: &[&'static str]| [&["--metadata", "x-api-key=demo-grpc-key"][..], more].concat();
+
+    // The Lua check: no key is 401 -> UNAUTHENTICATED, a wrong one 403 ->
+    // PERMISSION_DENIED, both as gRPC statuses.
+    let none = grpc_call(&h2c, "Unary", &["--payload", "hi"]).await;
+    assert_eq!(none["code"], "UNAUTHENTICATED", "{none}");
+    let wrong = grpc_call(&h2c, "Unary", &["--metadata", "x-api-key=nope"]).await;
+    assert_eq!(wrong["code"], "PERMISSION_DENIED", "{wrong}");
+
+    // Allowed: the service sees the user check.lua set, not the caller's.
+    let args = key(&["--metadata", "x-user=mallory", "--payload", "hi"]);
+    let unary = grpc_call(&h2c, "Unary", &args).await;
+    assert_eq!(unary["code"], "OK", "{unary}");
+    assert_eq!(unary["responses"], json!(["hi"]));
+    assert_eq!(unary["initial_metadata"]["echo-x-user"], "alice", "{unary}");
+    assert_eq!(unary["initial_metadata"]["echo-x-api-key"], "demo-grpc-key");
+    assert_eq!(unary["trailing_metadata"]["x-trailer"], "done", "{unary}");
+
+    let stream = grpc_call(&h2c, "ServerStream", &key(&["--payload", "3:abc"])).await;
+    assert_eq!(
+        stream["responses"],
+        json!(["abc", "abc", "abc"]),
+        "{stream}"
+    );
+    let upload = grpc_call(&h2c, "ClientStream", &key(&["--messages", "a,bb,ccc"])).await;
+    assert_eq!(upload["responses"], json!(["count=3 bytes=6"]), "{upload}");
+    let bidi = grpc_call(&h2c, "Bidi", &key(&["--messages", "1,2,3,4"])).await;
+    assert_eq!(bidi["responses"], json!(["1", "2", "3", "4"]), "{bidi}");
+    assert_eq!(
+        bidi["interleaved"], true,
+        "each answer before the next message: {bidi}"
+    );
+    let failed = grpc_call(&h2c, "Fail", &key(&["--payload", "5:gone"])).await;
+    assert_eq!(
+        failed["code"], "NOT_FOUND",
+        "the service's status: {failed}"
+    );
+    assert_eq!(failed["details"], "gone");
+
+    // The same over TLS.
+    let tls = mg.https[0].to_string();
+    let secure = ["--tls-ca", ca.as_str(), "--authority", "grpc.test"];
+    let unary = grpc_call(&tls, "Unary", &[&secure[..], &key(&[])[..]].concat()).await;
+    assert_eq!(unary["code"], "OK", "{unary}");
+    assert_eq!(
+        unary["initial_metadata"]["echo-x-forwarded-proto"], "https",
+        "{unary}"
+    );
+    let args = [&secure[..], &key(&["--messages", "x,y"])[..]].concat();
+    let bidi = grpc_call(&tls, "Bidi", &args).await;
+    assert_eq!(bidi["responses"], json!(["x", "y"]), "{bidi}");
+    assert_eq!(bidi["interleaved"], true, "{bidi}");
+    let none = grpc_call(&tls, "Unary", &secure).await;
+    assert_eq!(none["code"], "UNAUTHENTICATED", "{none}");
 
     let all = seen.pids();
     stop_and_check_gone(&mut mg, &all).await;
