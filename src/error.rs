@@ -37,6 +37,10 @@ pub enum ProxyError {
     /// The peer sent no response headers within `read_timeout`.
     #[error("{0} sent no response within read_timeout")]
     ReadTimeout(String),
+    /// A gRPC call's own deadline (`grpc-timeout`) passed before the peer
+    /// answered: the client's choice, not the peer's failure.
+    #[error("the call's grpc-timeout passed before {0} answered")]
+    CallDeadline(String),
     /// The peer broke the HTTP exchange (closed early, invalid response).
     #[error("{addr}: {source}")]
     Upstream {
@@ -108,9 +112,9 @@ impl ProxyError {
             | ProxyError::UpstreamBody(_)
             | ProxyError::UnaskedUpgrade(_)
             | ProxyError::UwsgiTooBig { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::ConnectTimeout(_) | ProxyError::ReadTimeout(_) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::ConnectTimeout(_)
+            | ProxyError::ReadTimeout(_)
+            | ProxyError::CallDeadline(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -136,6 +140,7 @@ impl ProxyError {
             | ProxyError::UpstreamBody(_)
             | ProxyError::UnaskedUpgrade(_) => Blame::Upstream,
             ProxyError::BodyTooLarge
+            | ProxyError::CallDeadline(_)
             | ProxyError::ClientBodyTimeout
             | ProxyError::BadRequest(_)
             | ProxyError::HeadTooLarge(_)
@@ -167,6 +172,7 @@ impl ProxyError {
             ProxyError::NoPeer(_)
             | ProxyError::UpstreamBody(_)
             | ProxyError::UnaskedUpgrade(_)
+            | ProxyError::CallDeadline(_)
             | ProxyError::BodyTooLarge
             | ProxyError::ClientBodyTimeout
             | ProxyError::BadRequest(_)

@@ -120,6 +120,7 @@ pub async fn exchange(
     }
     head.map(|resp| (resp, slot)).map_err(|e| match e {
         HeadError::Timeout => TryError::NoResponse(ProxyError::ReadTimeout(addr.to_string())),
+        HeadError::Deadline => TryError::Final(ProxyError::CallDeadline(addr.to_string())),
         HeadError::Client(e) => TryError::Final(super::call::request_error(e)),
         HeadError::Peer(e) if refused(&e) => TryError::Refused(peer_error(addr, e)),
         HeadError::Peer(e) => TryError::NoResponse(peer_error(addr, e)),
@@ -212,9 +213,10 @@ fn request(parts: &Parts, addr: &PeerAddr, grpc: bool) -> Request<()> {
 
 /// How the wait for a response head ended without one.
 enum HeadError {
-    /// The peer was silent past `read_timeout`, or the call's deadline
-    /// passed.
+    /// The peer was silent past `read_timeout`.
     Timeout,
+    /// The gRPC call's deadline passed.
+    Deadline,
     /// The client's body failed.
     Client(crate::body::RequestBodyError),
     /// The stream or connection failed.
@@ -260,7 +262,15 @@ async fn wait_head(
                 .map_or(silent_until, |d| Instant::from_std(d).min(silent_until));
             match timer.poll_until(cx, deadline) {
                 Poll::Ready(()) if Instant::now() >= deadline => {
-                    return Poll::Ready(Err(HeadError::Timeout));
+                    let call_over = opts
+                        .call_deadline
+                        .is_some_and(|d| Instant::from_std(d) <= Instant::now());
+                    let why = if call_over {
+                        HeadError::Deadline
+                    } else {
+                        HeadError::Timeout
+                    };
+                    return Poll::Ready(Err(why));
                 }
                 // Woken early by a timer set for an earlier deadline.
                 Poll::Ready(()) => continue,

@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Moongate, client, gone, wait_gone};
+use crate::support::{Moongate, client, gone, grpc_call, wait_gone};
 
 const KEY: &str = "demo-key-123";
 
@@ -455,31 +455,6 @@ async fn the_todo_app_under_uwsgi_runs_as_a_managed_pool() {
 
     let all = seen.pids();
     stop_and_check_gone(&mut mg, &all).await;
-}
-
-/// One call by tests/grpc/echo_client.py (grpcio): its JSON line (code,
-/// details, responses, metadata).
-async fn grpc_call(target: &str, method: &str, args: &[&str]) -> Value {
-    let out = tokio::process::Command::new("python3")
-        .arg(repo("tests/grpc/echo_client.py"))
-        .arg(target)
-        .arg(method)
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run tests/grpc/echo_client.py");
-    assert!(
-        out.status.success(),
-        "echo_client.py {method} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "echo_client.py {method}: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
 }
 
 /// examples/grpc/grpc.toml as it stands: the echo.Echo service (grpcio) as

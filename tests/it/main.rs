@@ -7,6 +7,7 @@ mod balance;
 mod upstream_health;
 mod upstream_uwsgi;
 mod upstream_h2;
+mod grpc;
 mod proxying;
 mod reload;
 mod shutdown;

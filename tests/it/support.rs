@@ -916,3 +916,28 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
     let text = String::from_utf8_lossy(&head).into_owned();
     text.split_whitespace().nth(1).map(str::to_owned)
 }
+
+/// One call by tests/grpc/echo_client.py (grpcio) to `target`: its JSON
+/// line (code, details, responses, metadata).
+pub async fn grpc_call(target: &str, method: &str, args: &[&str]) -> serde_json::Value {
+    let out = tokio::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc/echo_client.py"))
+        .arg(target)
+        .arg(method)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run tests/grpc/echo_client.py");
+    assert!(
+        out.status.success(),
+        "echo_client.py {method} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "echo_client.py {method}: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
