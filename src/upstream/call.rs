@@ -245,7 +245,8 @@ pub async fn forward(
                     grpc,
                     call_deadline,
                 };
-                h2_try(addr, out, &opts, pool, replayable, up.tls.as_ref()).await
+                // Boxed, as FastCGI's: an HTTP/1 request's future stays small.
+                Box::pin(h2_try(addr, out, &opts, pool, replayable, up.tls.as_ref())).await
             }
             None => exchange(
                 pool_key,

@@ -193,14 +193,6 @@ impl MuxPool {
             (live(*id) && !p.open.is_empty()) || p.connecting > 0
         });
     }
-
-    /// How many connections to `peer_id` are open (for tests and status).
-    pub fn open_to(&self, peer_id: u64) -> usize {
-        self.peers
-            .borrow()
-            .get(&peer_id)
-            .map_or(0, |p| p.open.iter().filter(|m| m.alive.get()).count())
-    }
 }
 
 /// One stream's place on a connection, counted while the stream is in use
