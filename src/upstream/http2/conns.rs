@@ -27,6 +27,8 @@ const CONN_WINDOW: u32 = 4 * 1024 * 1024;
 const STREAM_WINDOW: u32 = 1024 * 1024;
 /// Request bytes buffered per stream beyond the peer's window.
 const MAX_SEND_BUFFER: usize = 256 * 1024;
+/// Largest response head (decoded) taken from a peer, as for HTTP/1.
+const MAX_HEADER_LIST: u32 = 64 * 1024;
 
 /// One connection: a handle to open streams on, and whether its driver
 /// still runs.
@@ -219,6 +221,7 @@ pub fn builder() -> h2::client::Builder {
     b.initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONN_WINDOW)
         .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_header_list_size(MAX_HEADER_LIST)
         .enable_push(false);
     b
 }
