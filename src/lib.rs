@@ -12,6 +12,7 @@
 //! - [`runtime`]: the worker threads and their accept loops
 //! - [`worker_local`]: what one worker thread owns (pools, Lua VMs, …)
 //! - [`tls`]: rustls, certificates by SNI, ALPN
+//! - [`tls_client`]: rustls client configurations (upstreams, Lua cosockets)
 //! - [`conn`]: one client connection (HTTP/1.1, h2, deadlines, 408)
 //! - [`interim`]: 1xx answers a request queues for its connection to send
 //!   ahead of the response
@@ -27,11 +28,13 @@
 //! - [`limit`]: token buckets and concurrency counters behind rate-limit zones
 //! - [`cluster`]: cluster-wide buckets in Redis (`scope = "redis"` zones)
 //! - [`forward`]: forwarding and hop-by-hop header rules
+//! - [`grpc`]: gRPC's rules at the edge (own errors as gRPC statuses,
+//!   `grpc-timeout`)
 //! - [`conditional`]: validators, conditional requests and byte ranges
 //!   (RFC 9110 §13-14), for answers from a whole representation
 //! - [`vars`]: nginx-style `$variables`
 //! - [`upstream`]: peers, balancers, pooled connections, our HTTP/1.1
-//!   client, retries
+//!   client, HTTP/2 and gRPC, uwsgi, FastCGI, TLS to peers, retries
 //! - [`static_files`]: `root` routes
 //! - [`body`]: request/response body types and their limits
 //! - [`error`]: the request path's error type and its status mapping
