@@ -65,15 +65,15 @@ fn uwsgi_argv(socket: &str) -> Vec<String> {
 }
 
 /// A real uWSGI on a free loopback port; killed by its PID on drop.
-struct Uwsgi {
+pub(crate) struct Uwsgi {
     child: Option<Child>,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl Uwsgi {
     /// Starts the app; waits until the socket accepts.
-    fn start() -> Uwsgi {
+    pub(crate) fn start() -> Uwsgi {
         let installed = Command::new("uwsgi")
             .arg("--version")
             .stdout(Stdio::null())
@@ -112,7 +112,7 @@ impl Uwsgi {
     }
 
     /// Kills it (SIGKILL to its PID) and waits for it to exit.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
