@@ -3,9 +3,10 @@
 //! back after `passes` good checks, `expect` decides, `type = "tcp"`
 //! connects only, every protocol is checked in its own terms (h2 with the
 //! `h2` crate's server, uwsgi against a real uWSGI, FastCGI against a real
-//! php-fpm), one prober per upstream survives an unchanged reload (probes
-//! counted at the origin) and stops with its upstream, and `/status` shows
-//! each peer's state.
+//! php-fpm; TLS peers over TLS, their certificate checked), a managed
+//! worker that hangs (SIGSTOP) is taken out, one prober per upstream
+//! survives an unchanged reload (probes counted at the origin) and stops
+//! with its upstream, and `/status` shows each peer's state.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
@@ -357,14 +358,32 @@ async fn a_reload_keeps_one_prober_and_a_removed_upstreams_prober_stops() {
 /// An HTTP/2 (h2c) origin answering `/healthz` with the status in
 /// `health`, everything else 200; counts `/healthz` streams.
 async fn h2_origin(health: Arc<AtomicU16>, probes: Arc<AtomicUsize>) -> SocketAddr {
+    h2_origin_with(health, probes, None).await
+}
+
+/// [`h2_origin`], over TLS with `tls` when given.
+async fn h2_origin_with(
+    health: Arc<AtomicU16>,
+    probes: Arc<AtomicUsize>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((io, _)) = listener.accept().await {
-            let (health, probes) = (health.clone(), probes.clone());
+            let (health, probes, tls) = (health.clone(), probes.clone(), tls.clone());
             tokio::spawn(async move {
+                let io: Box<dyn Io> = match tls {
+                    None => Box::new(io),
+                    Some(config) => {
+                        match tokio_rustls::TlsAcceptor::from(config).accept(io).await {
+                            Ok(io) => Box::new(io),
+                            Err(_) => return,
+                        }
+                    }
+                };
                 let Ok(mut conn) = h2::server::Builder::new().handshake::<_, Bytes>(io).await
                 else {
                     return;
@@ -385,6 +404,68 @@ async fn h2_origin(health: Arc<AtomicU16>, probes: Arc<AtomicUsize>) -> SocketAd
         }
     });
     addr
+}
+
+/// A socket of the h2 origin, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_speak_tls_to_tls_peers_and_check_the_certificate() {
+    crate::support::install_crypto();
+    let dir = tempfile::tempdir().expect("dir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let ca = dir.path().join("peer.pem");
+    std::fs::write(&ca, ck.cert.pem()).expect("write cert");
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let other_ca = dir.path().join("other.pem");
+    std::fs::write(&other_ca, stranger.cert.pem()).expect("write cert");
+    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).expect("key");
+    let mut server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server config");
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let probes = Arc::new(AtomicUsize::new(0));
+    let addr = h2_origin_with(
+        Arc::new(AtomicU16::new(200)),
+        probes.clone(),
+        Some(Arc::new(server)),
+    )
+    .await;
+    let port = addr.port();
+    let check = "health = { path = \"/healthz\", interval = \"200ms\", timeout = \"500ms\", fails = 1, passes = 1 }";
+    let mg = Moongate::start(&format!(
+        "{SERVER}[upstream.trusted]\nprotocol = \"h2\"\nservers = [{{ addr = \"https://localhost:{port}\" }}]\ntls = {{ ca = \"{}\" }}\n{check}\n\n\
+         [upstream.untrusted]\nprotocol = \"h2\"\nservers = [{{ addr = \"https://localhost:{port}\" }}]\ntls = {{ ca = \"{}\" }}\n{check}\n\n\
+         [[route]]\npath = \"/\"\nupstream = \"trusted\"\n",
+        ca.display(),
+        other_ca.display()
+    ));
+    let peer_addr = mg.status().await["upstreams"]["trusted"]["peers"][0]["addr"]
+        .as_str()
+        .expect("peer addr")
+        .to_owned();
+    let (p, _) = wait_state(&mg, "untrusted", &peer_addr, "down", Duration::from_secs(3)).await;
+    let error = p["check"]["error"].as_str().unwrap_or("");
+    assert!(error.to_lowercase().contains("certificate"), "{p}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let status = mg.status().await;
+        let p = peer(&status, "trusted", &peer_addr);
+        if p["check"]["passes"].as_u64().unwrap_or(0) >= 1 {
+            assert_eq!(p["state"], "up", "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The trusted upstream's checks got through the handshake, over h2.
+    assert!(probes.load(Ordering::SeqCst) >= 1);
+    let (code, _, _) = get(&client(), &mg.url("/")).await;
+    assert_eq!(code, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -511,4 +592,75 @@ async fn fastcgi_peers_are_checked_with_fastcgi_requests() {
     wait_state(&mg, "php", &addr, "up", Duration::from_secs(3)).await;
     let (code, body, _) = get(&client(), &mg.url("/health.php")).await;
     assert_eq!(code, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_worker_that_hangs_is_taken_out_and_comes_back() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    // `path` defaults to the pool's `ready` path (/healthz).
+    let pool = crate::upstream_uwsgi::Managed::start(
+        "health = { interval = \"200ms\", timeout = \"300ms\", fails = 2, passes = 2 }",
+    );
+    let pids = pool.settled(None).await;
+    let peers = |status: &Value| {
+        status["upstreams"]["py"]["peers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    // Both workers pass their checks.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !peers(&pool.mg().status().await)
+        .iter()
+        .all(|p| p["check"]["passes"].as_u64().unwrap_or(0) >= 2)
+    {
+        assert!(Instant::now() < deadline, "{}", pool.mg().status().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One worker stops answering (alive, so the supervisor sees nothing).
+    let stopped = *pids.iter().next().expect("a pid");
+    let other = *pids.iter().nth(1).expect("two pids");
+    kill(Pid::from_raw(stopped), Signal::SIGSTOP).expect("SIGSTOP");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let status = pool.mg().status().await;
+        let down: Vec<Value> = peers(&status)
+            .into_iter()
+            .filter(|p| p["state"] == "down")
+            .collect();
+        if down.len() == 1 {
+            assert_eq!(down[0]["reason"], "active", "{status}");
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = kill(Pid::from_raw(stopped), Signal::SIGCONT);
+            panic!("no worker taken out: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..6 {
+        let start = Instant::now();
+        let pid = pool.get("/x").await["pid"].as_i64().unwrap_or(-1) as i32;
+        assert_eq!(pid, other);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    kill(Pid::from_raw(stopped), Signal::SIGCONT).expect("SIGCONT");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !peers(&pool.mg().status().await)
+        .iter()
+        .all(|p| p["state"] == "up")
+    {
+        assert!(Instant::now() < deadline, "{}", pool.mg().status().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        served.insert(pool.get("/x").await["pid"].as_i64().unwrap_or(-1) as i32);
+    }
+    assert!(served.contains(&stopped), "{served:?} after SIGCONT");
 }
