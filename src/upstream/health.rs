@@ -89,7 +89,8 @@ async fn check(up: &Upstream, health: &Health, addr: &PeerAddr) -> Result<(), St
         addr,
         protocol: up.def.protocol,
         root: up.def.root.as_deref(),
-        tls: up.tls.as_ref(),
+        // `type = "tcp"` connects only: no handshake either.
+        tls: health.request.as_ref().and(up.tls.as_ref()),
         connect_timeout: health.timeout,
         agent: AGENT,
     };
