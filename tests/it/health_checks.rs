@@ -339,6 +339,20 @@ async fn a_reload_keeps_one_prober_and_a_removed_upstreams_prober_stops() {
         "{after} probes after the reload, {first} before: a second prober?"
     );
 
+    // A changed `health`: a new prober at the new pace, the old one gone.
+    mg.write_conf(
+        "00-test.toml",
+        &format!("{SERVER}{}", app.replace("\"100ms\"", "\"300ms\"")),
+    );
+    let (code, body) = mg.admin_reload().await;
+    assert_eq!(code, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slower = window().await;
+    assert!(
+        (3..=7).contains(&slower),
+        "{slower} probes in 1.5 s at 300 ms (the old prober still running?)"
+    );
+
     // Gone: its prober stops.
     mg.write_conf(
         "00-test.toml",

@@ -283,6 +283,15 @@ mod tests {
     }
 
     #[test]
+    fn a_managed_pool_checks_its_ready_path_by_default() {
+        let text = "[upstream.app]\nhealth = { interval = \"1s\" }\n\n[upstream.app.workers]\ncommand = [\"app\", \"{socket}\"]\nready = \"/ready\"\n";
+        let config = load_str("t.toml", text).expect("loads");
+        let up = config.upstreams.into_values().next().expect("one upstream");
+        let request = up.health.and_then(|h| h.request).expect("a GET");
+        assert_eq!(request.path, "/ready");
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let up = "[upstream.app]\nservers = [{ addr = \"127.0.0.1:8001\" }]\n";
         let cases = [
