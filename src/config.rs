@@ -33,10 +33,11 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Place};
 pub use model::{
-    AccessLog, Admin, Balance, CacheDisk, CacheZone, CertPair, Config, LimitKind, LimitScope,
-    LimitZone, Listen, LuaSettings, OnRedisError, PathMatch, PeerAddr, Policy, Protocol,
-    RedisSettings, RedisTarget, Rewrite, Route, RouteLua, RouteTarget, Script, ScriptSource,
-    Server, ServerPeer, SharedDictDef, TlsListener, Upstream, UpstreamTls,
+    AccessLog, Admin, Balance, CacheDisk, CacheZone, CertPair, Config, Health, HealthRequest,
+    LimitKind, LimitScope, LimitZone, Listen, LuaSettings, OnRedisError, PathMatch, PeerAddr,
+    Policy, Protocol, RedisSettings, RedisTarget, Rewrite, Route, RouteLua, RouteTarget, Script,
+    ScriptSource, Server, ServerPeer, SharedDictDef, StatusMatch, TlsListener, Upstream,
+    UpstreamTls,
 };
 pub use units::{parse_duration, parse_size};
 

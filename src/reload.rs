@@ -161,6 +161,7 @@ impl Control {
         let generation = next.generation;
         // Managed upstreams get their ready workers before anyone sees them.
         self.shared.app_workers.apply(&next.upstreams);
+        crate::upstream::health::start(&next.upstreams);
         let lua = next.lua.clone();
         self.shared.snapshot.store(Arc::new(next));
         self.workers.activate_lua(&lua);

@@ -205,6 +205,7 @@ fn run(
         // Workers start on this thread, which lives as long as the server:
         // their parent-death signal is tied to it.
         shared.app_workers.apply(&shared.snapshot.load().upstreams);
+        crate::upstream::health::start(&shared.snapshot.load().upstreams);
         if let Err(e) = control.open().await {
             if let Some(r) = &ready {
                 let _ = r.send(Err(e.clone()));

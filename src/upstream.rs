@@ -26,6 +26,8 @@ pub mod call;
 pub mod fastcgi;
 pub mod http2;
 pub mod tls;
+pub mod probe;
+pub mod health;
 
 use std::pin::Pin;
 use std::rc::Rc;
@@ -68,6 +70,9 @@ pub struct Upstream {
     pub params: Vec<(String, VarTemplate)>,
     /// TLS to the peers, when the definition asks for it.
     pub tls: Option<tls::PeerTls>,
+    /// Set once this upstream's prober was started ([`health::start`]):
+    /// one per `Upstream`, so one per definition per process.
+    prober: AtomicBool,
 }
 
 /// The peers of an upstream at one moment, and the balancer built over them.
@@ -134,6 +139,7 @@ impl Upstream {
             changed: Notify::new(),
             successors_expected: AtomicBool::new(false),
             hash_key,
+            prober: AtomicBool::new(false),
         })
     }
 
@@ -171,6 +177,11 @@ impl Upstream {
             return false;
         }
         tokio::time::timeout(bound, changed).await.is_ok()
+    }
+
+    /// True for the one caller that may start this upstream's prober.
+    fn claim_prober(&self) -> bool {
+        !self.prober.swap(true, Ordering::AcqRel)
     }
 
     /// Whether `peer_id` is one of the peers now.

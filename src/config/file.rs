@@ -327,6 +327,33 @@ pub struct RawUpstream {
     pub tls: Option<Spanned<RawUpstreamTls>>,
     /// The scripts' directory on the FastCGI server (fastcgi only).
     pub root: Option<Spanned<String>>,
+    /// Active health checks.
+    pub health: Option<Spanned<RawHealth>>,
+}
+
+/// `health = { ... }` of an upstream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// "http" (a GET in the upstream's protocol, the default) or "tcp".
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    /// Path (and query) asked.
+    pub path: Option<Spanned<String>>,
+    /// Time between two rounds of checks.
+    pub interval: Option<Spanned<Dur>>,
+    /// Time one check may take.
+    pub timeout: Option<Spanned<Dur>>,
+    /// Failed checks in a row that take a peer out.
+    pub fails: Option<Spanned<u32>>,
+    /// Passed checks in a row that bring it back.
+    pub passes: Option<Spanned<u32>>,
+    /// "2xx", a status, or a list of them.
+    pub expect: Option<Spanned<toml::Value>>,
+    /// The Host asked for.
+    pub host: Option<Spanned<String>>,
+    /// Extra request headers.
+    pub headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
 }
 
 /// `tls = { ... }` of an upstream.

@@ -210,6 +210,77 @@ pub struct Upstream {
     /// $document_root$fastcgi_script_name`. Without it `params` gives
     /// `SCRIPT_FILENAME`.
     pub root: Option<PathBuf>,
+    /// `health = {...}`: active checks of every peer by one prober per
+    /// process (`upstream::health`); `None` = passive health only.
+    pub health: Option<Health>,
+}
+
+/// `health = {...}` of an upstream: how often and how each peer is checked,
+/// and how many checks in a row take it out or bring it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Time from the start of one round of checks to the next.
+    pub interval: Duration,
+    /// A check that has not succeeded within this time fails (a slow peer
+    /// counts as failing).
+    pub timeout: Duration,
+    /// Failed checks in a row that take a peer out.
+    pub fails: u32,
+    /// Passed checks in a row that bring a peer back.
+    pub passes: u32,
+    /// What a check asks; `None` for `type = "tcp"` (a connect only).
+    pub request: Option<HealthRequest>,
+}
+
+/// The request of a check (or of a managed worker's readiness probe): a
+/// `GET path` in the upstream's protocol whose status must match `expect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthRequest {
+    /// Path and query asked (for FastCGI: the script under `root`).
+    pub path: String,
+    /// The `Host` (`:authority` over HTTP/2, `HTTP_HOST` and `SERVER_NAME`
+    /// over uwsgi and FastCGI); "localhost" when `None`.
+    pub host: Option<String>,
+    /// Extra request headers (checked names, lowercase, and values).
+    pub headers: Vec<(String, String)>,
+    /// The statuses that pass; never empty.
+    pub expect: Vec<StatusMatch>,
+}
+
+impl HealthRequest {
+    /// A plain `GET path` expecting 2xx (a managed worker's `ready`).
+    pub fn get(path: &str) -> HealthRequest {
+        HealthRequest {
+            path: path.to_owned(),
+            host: None,
+            headers: Vec::new(),
+            expect: vec![StatusMatch::Class(2)],
+        }
+    }
+
+    /// Whether `status` passes.
+    pub fn accepts(&self, status: u16) -> bool {
+        self.expect.iter().any(|m| m.matches(status))
+    }
+}
+
+/// One entry of `expect`: a class (`"2xx"`) or an exact status (`301`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    /// Every status of the class: 2 for "2xx".
+    Class(u8),
+    /// Exactly this status.
+    Code(u16),
+}
+
+impl StatusMatch {
+    /// Whether `status` is matched.
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusMatch::Class(c) => status / 100 == u16::from(c),
+            StatusMatch::Code(code) => status == code,
+        }
+    }
 }
 
 /// TLS to an upstream's peers.
@@ -344,6 +415,7 @@ impl PartialEq for Upstream {
             h2_connections,
             tls,
             root,
+            health,
         } = self;
         *name == other.name
             && *balance == other.balance
@@ -362,6 +434,7 @@ impl PartialEq for Upstream {
             && *h2_connections == other.h2_connections
             && *tls == other.tls
             && *root == other.root
+            && *health == other.health
     }
 }
 

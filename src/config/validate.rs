@@ -9,6 +9,7 @@
 //! the one rule for relative paths and checks, last, that the files named exist.
 
 mod cache;
+mod health;
 mod limit;
 mod listeners;
 mod lua;

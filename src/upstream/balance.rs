@@ -2,7 +2,9 @@
 //! robin, `least_conn`, `ip_hash`, consistent hash) and "power of two
 //! choices", and nginx's rules around them: backups only when no primary is
 //! available, every peer tried again when all are down, and a sole peer
-//! never marked down by passive health.
+//! never marked down by passive health. Peers taken out by active health
+//! checks are never picked, not even by that revival (nor is a sole peer
+//! spared): the prober, not a request, brings them back.
 //!
 //! A [`Balancer`] is built once per upstream per config snapshot (or per
 //! change of a managed pool's members) and shared by every worker thread.
@@ -233,8 +235,8 @@ impl Balancer {
     /// became spent last. When none is left but some untried peers are only marked
     /// failed, their marks are cleared and the pick is made again (nginx
     /// tries every peer again when all are down, rather than failing every
-    /// request until a mark expires). `None` when every peer is `down` or
-    /// tried.
+    /// request until a mark expires); peers down by active checks stay out.
+    /// `None` when every peer is `down`, taken out by checks, or tried.
     pub fn pick(
         &self,
         peers: &[Arc<Peer>],

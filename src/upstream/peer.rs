@@ -1,5 +1,6 @@
 //! One upstream peer's shared state: its configuration, passive health
-//! (nginx's `max_fails` within `fail_timeout`), its requests in flight and
+//! (nginx's `max_fails` within `fail_timeout`), active health (the marks of
+//! the upstream's prober, `super::health`), its requests in flight and
 //! the requests it was sent (against an optional limit: a managed worker's
 //! `max_requests`).
 //!
@@ -7,10 +8,16 @@
 //! reloads while its definition is unchanged, so health marks survive. It
 //! knows nothing of addresses, sockets or HTTP: the proxy reports outcomes,
 //! and time is passed in as an `Instant` so tests need no sleeps.
+//!
+//! The two marks combine: either takes the peer out. Active checks know
+//! better than a fail_timeout, so they bring a peer back: the check that
+//! ends an active mark clears a passive one too, and a passively marked
+//! peer that passes `passes` checks in a row after its mark is back before
+//! its `fail_timeout` ends.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -65,6 +72,11 @@ pub struct Peer {
     marked: AtomicBool,
     /// Passive health accounting; short critical sections only.
     health: Mutex<Health>,
+    /// Mirrors `check.down`: the prober took the peer out.
+    checked_down: AtomicBool,
+    /// Active health: the prober's results. Never locked together with
+    /// `health` (taken and released first when both are needed).
+    check: Mutex<Check>,
     /// Requests in flight, kept by [`ActiveGuard`].
     active: AtomicU32,
     /// Requests sent to this peer since it was made (tries included).
@@ -90,6 +102,37 @@ struct Health {
     /// ends, until a success proves it healthy: a failure then re-marks it
     /// at once (the failed probe).
     failed_at: Option<Instant>,
+    /// Active checks passed in a row since the mark was (last) set.
+    passes_since_mark: u32,
+}
+
+/// Active health, as the prober found it.
+#[derive(Debug, Default)]
+struct Check {
+    /// Taken out: `fails` checks failed in a row, and since then fewer
+    /// than `passes` passed in a row.
+    down: bool,
+    /// Checks failed in a row (0 after a pass).
+    fails: u32,
+    /// Checks passed in a row (0 after a failure).
+    passes: u32,
+    /// When the last check ended; `None` before the first.
+    last: Option<SystemTime>,
+    /// What the last failed check said, while it is the latest outcome.
+    error: Option<String>,
+}
+
+/// A change of a peer's state that an active check made, to be logged once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// `fails` checks failed in a row: the peer is out; the last failure.
+    Down(String),
+    /// `passes` checks passed in a row: an actively down peer is back
+    /// (any passive mark cleared with it).
+    Up,
+    /// A peer only passively marked passed `passes` checks in a row after
+    /// its mark: the mark is cleared before its `fail_timeout` ends.
+    PassiveCleared,
 }
 
 impl Peer {
@@ -109,6 +152,8 @@ impl Peer {
             name: name.into(),
             marked: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
+            checked_down: AtomicBool::new(false),
+            check: Mutex::new(Check::default()),
             active: AtomicU32::new(0),
             served: AtomicU64::new(0),
             limit: 0,
@@ -136,10 +181,11 @@ impl Peer {
         &self.name
     }
 
-    /// False when the operator marked the peer `down`, or when it was marked
-    /// failed and `fail_timeout` has not yet passed since.
+    /// False when the operator marked the peer `down`, when active checks
+    /// took it out, or when it was marked failed and `fail_timeout` has not
+    /// yet passed since.
     pub fn is_available(&self, now: Instant) -> bool {
-        if self.config.down {
+        if self.config.down || self.checked_down.load(Ordering::Acquire) {
             return false;
         }
         if !self.marked.load(Ordering::Acquire) {
@@ -160,6 +206,7 @@ impl Peer {
         let timeout = self.config.fail_timeout;
         let mut health = self.lock();
         health.fails = health.fails.saturating_add(1);
+        health.passes_since_mark = 0;
         if let Some(failed_at) = health.failed_at {
             if self.is_failed(&health, now) {
                 // Requests that were in flight when it was marked: fresh
@@ -189,10 +236,14 @@ impl Peer {
     /// Clears the failure mark of a peer within its down period, so that it
     /// is tried again at once: what nginx does when every peer of an
     /// upstream is down. Returns true when there was a mark to clear (false
-    /// for a peer that is up, `down` by config, or was cleared meanwhile by
-    /// another thread).
+    /// for a peer that is up, `down` by config, taken out by active checks
+    /// — their mark is never cleared this way: the prober knows better —
+    /// or was cleared meanwhile by another thread).
     pub fn revive(&self, now: Instant) -> bool {
-        if self.config.down || !self.marked.load(Ordering::Acquire) {
+        if self.config.down
+            || self.checked_down.load(Ordering::Acquire)
+            || !self.marked.load(Ordering::Acquire)
+        {
             return false;
         }
         let mut health = self.lock();
@@ -216,6 +267,65 @@ impl Peer {
             *health = Health::default();
             self.marked.store(false, Ordering::Release);
         }
+    }
+
+    /// Counts the outcome of one active check (`Err` says why it failed),
+    /// with the upstream's `fails` and `passes`: `fails` failures in a row
+    /// take the peer out, then `passes` passes in a row bring it back and
+    /// clear its passive mark too. Returns the change to log, if any.
+    pub fn record_check(
+        &self,
+        outcome: Result<(), String>,
+        (fails, passes): (u32, u32),
+        now: Instant,
+    ) -> Option<Transition> {
+        let mut check = self.lock_check();
+        check.last = Some(SystemTime::now());
+        match outcome {
+            Err(error) => {
+                check.passes = 0;
+                check.fails = check.fails.saturating_add(1);
+                check.error = Some(error.clone());
+                if !check.down && check.fails >= fails.max(1) {
+                    check.down = true;
+                    self.checked_down.store(true, Ordering::Release);
+                    return Some(Transition::Down(error));
+                }
+                None
+            }
+            Ok(()) => {
+                check.fails = 0;
+                check.passes = check.passes.saturating_add(1);
+                check.error = None;
+                let up = check.down && check.passes >= passes.max(1);
+                if up {
+                    check.down = false;
+                    self.checked_down.store(false, Ordering::Release);
+                }
+                drop(check);
+                if !self.marked.load(Ordering::Acquire) {
+                    return up.then_some(Transition::Up);
+                }
+                let mut health = self.lock();
+                health.passes_since_mark = health.passes_since_mark.saturating_add(1);
+                let cleared =
+                    health.failed_at.is_some() && (up || health.passes_since_mark >= passes.max(1));
+                if cleared {
+                    let was_failed = self.is_failed(&health, now);
+                    *health = Health::default();
+                    self.marked.store(false, Ordering::Release);
+                    if !up && was_failed {
+                        return Some(Transition::PassiveCleared);
+                    }
+                }
+                up.then_some(Transition::Up)
+            }
+        }
+    }
+
+    /// Whether active checks took the peer out.
+    pub fn is_checked_down(&self) -> bool {
+        self.checked_down.load(Ordering::Acquire)
     }
 
     /// Requests in flight to this peer.
@@ -309,18 +419,33 @@ impl Peer {
             }
             _ => None,
         };
-        let state = if self.config.down {
-            "down"
+        drop(health);
+        let check = self.lock_check();
+        let (state, reason) = if self.config.down {
+            ("down", Some("config"))
+        } else if check.down {
+            ("down", Some("active"))
         } else if failed {
-            "failed"
+            ("failed", Some("passive"))
         } else {
-            "up"
+            ("up", None)
         };
+        let checked = check.last.map(|last| CheckHealth {
+            state: if check.down { "down" } else { "up" },
+            fails: check.fails,
+            passes: check.passes,
+            last_check_unix_ms: last
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            error: check.error.clone(),
+        });
         PeerHealth {
             state,
+            reason,
             fails,
             retry_in_ms: if self.config.down { None } else { retry_in_ms },
             active: self.active(),
+            check: checked,
         }
     }
 
@@ -336,6 +461,11 @@ impl Peer {
     /// take the peer out for good either.
     fn lock(&self) -> MutexGuard<'_, Health> {
         self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// As [`Peer::lock`], for the active health.
+    fn lock_check(&self) -> MutexGuard<'_, Check> {
+        self.check.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -362,14 +492,35 @@ impl Drop for ActiveGuard {
 /// A peer's health as the status page shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PeerHealth {
-    /// `"up"`, `"down"` (taken out by config) or `"failed"` (passive health).
+    /// `"up"`, `"down"` (taken out by config or by active checks) or
+    /// `"failed"` (passive health).
     pub state: &'static str,
+    /// Why it is not up: `"config"`, `"active"` or `"passive"`; `None`
+    /// when up.
+    pub reason: Option<&'static str>,
     /// Failures counted in the current window.
     pub fails: u32,
     /// While failed: milliseconds until requests are let through again.
     pub retry_in_ms: Option<u64>,
     /// Requests in flight.
     pub active: u32,
+    /// Active health, once the peer was checked (an upstream with `health`).
+    pub check: Option<CheckHealth>,
+}
+
+/// A peer's active health as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CheckHealth {
+    /// `"up"` or `"down"` by the checks alone.
+    pub state: &'static str,
+    /// Checks failed in a row.
+    pub fails: u32,
+    /// Checks passed in a row.
+    pub passes: u32,
+    /// When the last check ended (milliseconds since the Unix epoch).
+    pub last_check_unix_ms: u64,
+    /// Why the last check failed, while it is the latest outcome.
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

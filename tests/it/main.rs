@@ -5,6 +5,7 @@
 mod support;
 mod balance;
 mod upstream_health;
+mod health_checks;
 mod upstream_uwsgi;
 mod upstream_h2;
 mod grpc;

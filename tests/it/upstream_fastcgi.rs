@@ -524,13 +524,13 @@ case 'stall':
 
 /// php-fpm serving `root` (holding index.php) on one TCP pool of
 /// `children` static children, with `extra` lines in the pool.
-struct Php {
+pub(crate) struct Php {
     fpm: PhpFpm,
-    root: tempfile::TempDir,
+    pub(crate) root: tempfile::TempDir,
 }
 
 impl Php {
-    fn start(children: usize, extra: &str) -> Php {
+    pub(crate) fn start(children: usize, extra: &str) -> Php {
         let root = tempfile::tempdir().expect("root dir");
         std::fs::write(root.path().join("index.php"), INDEX_PHP).expect("write index.php");
         let fpm = PhpFpm::start_pool(&format!(
@@ -539,7 +539,7 @@ impl Php {
         Php { fpm, root }
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.fpm.port)
     }
 

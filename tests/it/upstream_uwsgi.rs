@@ -65,15 +65,15 @@ fn uwsgi_argv(socket: &str) -> Vec<String> {
 }
 
 /// A real uWSGI on a free loopback port; killed by its PID on drop.
-struct Uwsgi {
+pub(crate) struct Uwsgi {
     child: Option<Child>,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl Uwsgi {
     /// Starts the app; waits until the socket accepts.
-    fn start() -> Uwsgi {
+    pub(crate) fn start() -> Uwsgi {
         let installed = Command::new("uwsgi")
             .arg("--version")
             .stdout(Stdio::null())
@@ -112,7 +112,7 @@ impl Uwsgi {
     }
 
     /// Kills it (SIGKILL to its PID) and waits for it to exit.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -357,7 +357,7 @@ async fn uwsgi_down_is_a_502_and_too_many_variables_are_refused() {
 /// moongate running `[upstream.py]` as a managed pool of two uWSGI
 /// workers (`extra` lines in the upstream table); on drop, after moongate,
 /// any uWSGI it reported that still runs this test's app is killed by PID.
-struct Managed {
+pub(crate) struct Managed {
     mg: Option<Moongate>,
     dir: tempfile::TempDir,
     seen: std::sync::Mutex<BTreeSet<i32>>,
@@ -381,7 +381,7 @@ impl Managed {
         )
     }
 
-    fn start(extra: &str) -> Managed {
+    pub(crate) fn start(extra: &str) -> Managed {
         let dir = app_dir();
         let mg = tokio::task::block_in_place(|| Moongate::start(&Managed::conf(dir.path(), extra)));
         Managed {
@@ -391,13 +391,13 @@ impl Managed {
         }
     }
 
-    fn mg(&self) -> &Moongate {
+    pub(crate) fn mg(&self) -> &Moongate {
         self.mg.as_ref().expect("moongate")
     }
 
     /// The pids of pool `py` once it is ok with two ready workers, none of
     /// them `not`.
-    async fn settled(&self, not: Option<i32>) -> BTreeSet<i32> {
+    pub(crate) async fn settled(&self, not: Option<i32>) -> BTreeSet<i32> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let pool = self.mg().status().await["workers"]["py"].clone();
@@ -427,7 +427,7 @@ impl Managed {
     }
 
     /// What the app saw for `GET path`.
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let resp = client().get(self.mg().url(path)).send().await.expect("GET");
         seen(resp).await
     }

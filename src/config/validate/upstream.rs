@@ -99,6 +99,9 @@ pub(super) fn upstream(
         (Some(list), None) => servers(src, name.get_ref(), list, balance, paths)?,
     };
 
+    let ready = workers.as_ref().and_then(|w| w.ready.as_deref());
+    let health = super::health::health(src, raw.health.as_ref(), protocol, ready)?;
+
     let dur = |v: Option<crate::config::units::Dur>, default: u64| {
         v.map_or(Duration::from_secs(default), |d| d.0)
     };
@@ -126,6 +129,7 @@ pub(super) fn upstream(
         h2_connections,
         tls,
         root,
+        health,
     })
 }
 

@@ -373,3 +373,34 @@ fn random2_prefers_the_idle_peer() {
 }
 
 mod health;
+
+#[test]
+fn actively_down_peers_are_skipped_and_never_revived() {
+    let peers: Vec<Arc<Peer>> = (0..2)
+        .map(|_| Arc::new(Peer::new(PeerConfig::default())))
+        .collect();
+    let b = Balancer::new(Balance::RoundRobin, &peers);
+    let now = Instant::now();
+    let fail = || Err::<(), String>("GET / answered 500".into());
+    peers[1].record_check(fail(), (1, 1), now);
+    for _ in 0..4 {
+        let pick = b.pick(&peers, PickKey::None, &Tried::new(2), now).unwrap();
+        assert_eq!(pick.index, 0);
+    }
+    // The other one only passively failed: revived as before; the actively
+    // down one is not.
+    peers[0].record_failure(now);
+    let pick = b.pick(&peers, PickKey::None, &Tried::new(2), now).unwrap();
+    assert_eq!((pick.index, pick.revived), (0, 1));
+    let mut tried = Tried::new(2);
+    tried.insert(0);
+    assert_eq!(b.pick(&peers, PickKey::None, &tried, now), None);
+
+    // A sole peer down by its checks is not picked either.
+    let sole = vec![Arc::new(Peer::new(PeerConfig::default()))];
+    let b = Balancer::new(Balance::RoundRobin, &sole);
+    sole[0].record_check(fail(), (1, 1), now);
+    assert_eq!(b.pick(&sole, PickKey::None, &Tried::new(1), now), None);
+    sole[0].record_check(Ok(()), (1, 1), now);
+    assert!(b.pick(&sole, PickKey::None, &Tried::new(1), now).is_some());
+}

@@ -130,9 +130,11 @@ fn health_serializes_for_status() {
         h,
         PeerHealth {
             state: "failed",
+            reason: Some("passive"),
             fails: 1,
             retry_in_ms: Some(9000),
-            active: 0
+            active: 0,
+            check: None,
         }
     );
     assert_serialize(&h);
@@ -201,4 +203,92 @@ fn no_limit_is_never_spent() {
     }
     assert!(!p.is_spent());
     assert_eq!(p.served(), 100);
+}
+
+const RULE: (u32, u32) = (2, 2);
+
+fn fail() -> Result<(), String> {
+    Err("GET /healthz answered 500".into())
+}
+
+#[test]
+fn fails_in_a_row_take_the_peer_out_and_passes_in_a_row_bring_it_back() {
+    let p = peer(1, 10 * SEC);
+    let t0 = Instant::now();
+    assert_eq!(p.health(t0).check, None);
+    // A pass between two failures resets the count.
+    assert_eq!(p.record_check(fail(), RULE, t0), None);
+    assert_eq!(p.record_check(Ok(()), RULE, t0), None);
+    assert_eq!(p.record_check(fail(), RULE, t0), None);
+    assert!(p.is_available(t0));
+    assert_eq!(
+        p.record_check(fail(), RULE, t0),
+        Some(Transition::Down("GET /healthz answered 500".into()))
+    );
+    assert!(!p.is_available(t0) && p.is_checked_down());
+    // Logged once: more failures change nothing.
+    assert_eq!(p.record_check(fail(), RULE, t0), None);
+    let h = p.health(t0);
+    assert_eq!((h.state, h.reason), ("down", Some("active")));
+    let c = h.check.unwrap();
+    assert_eq!((c.state, c.fails, c.passes), ("down", 3, 0));
+    assert_eq!(c.error.as_deref(), Some("GET /healthz answered 500"));
+    assert!(c.last_check_unix_ms > 0);
+    // Active marks outlast any fail_timeout.
+    assert!(!p.is_available(t0 + 100 * SEC));
+    assert_eq!(p.record_check(Ok(()), RULE, t0), None);
+    assert!(!p.is_available(t0));
+    assert_eq!(p.record_check(Ok(()), RULE, t0), Some(Transition::Up));
+    assert!(p.is_available(t0));
+    let h = p.health(t0);
+    assert_eq!((h.state, h.reason), ("up", None));
+    assert_eq!(h.check.unwrap().error, None);
+}
+
+#[test]
+fn revival_never_clears_an_active_mark() {
+    let p = peer(1, 10 * SEC);
+    let t0 = Instant::now();
+    p.record_failure(t0);
+    p.record_check(fail(), (1, 1), t0);
+    assert!(!p.revive(t0));
+    assert!(!p.is_available(t0));
+}
+
+#[test]
+fn marks_combine_and_active_recovery_clears_the_passive_mark() {
+    let p = peer(1, 10 * SEC);
+    let t0 = Instant::now();
+    // Passive only: out, although the checks pass...
+    assert!(p.record_failure(t0));
+    assert!(!p.is_available(t0));
+    assert_eq!(p.health(t0).reason, Some("passive"));
+    // ...until `passes` checks in a row after the mark.
+    assert_eq!(p.record_check(Ok(()), RULE, t0), None);
+    assert!(!p.is_available(t0));
+    // A failure on a request starts the count again.
+    p.record_failure(t0);
+    assert_eq!(p.record_check(Ok(()), RULE, t0), None);
+    assert!(!p.is_available(t0));
+    assert_eq!(
+        p.record_check(Ok(()), RULE, t0),
+        Some(Transition::PassiveCleared)
+    );
+    assert!(p.is_available(t0));
+
+    // Both marks: the active recovery clears the passive one with it.
+    let q = peer(1, 10 * SEC);
+    q.record_check(fail(), RULE, t0);
+    q.record_check(fail(), RULE, t0);
+    assert!(q.record_failure(t0));
+    q.record_check(Ok(()), RULE, t0);
+    assert_eq!(q.record_check(Ok(()), RULE, t0), Some(Transition::Up));
+    assert!(q.is_available(t0));
+    assert_eq!(q.health(t0).fails, 0);
+
+    // Active up but passively failed is out too.
+    let r = peer(1, 10 * SEC);
+    r.record_check(Ok(()), RULE, t0);
+    r.record_failure(t0);
+    assert!(!r.is_available(t0));
 }
