@@ -1,5 +1,5 @@
 //! gRPC's rules at the edge, for any request a client sends as gRPC
-//! (`content-type: application/grpc…`): moongate's own errors answered as a
+//! (over HTTP/2, `content-type: application/grpc…`): moongate's own errors answered as a
 //! gRPC status (HTTP 200, `grpc-status` and `grpc-message` in a
 //! trailers-only response, as gRPC clients expect), the HTTP status to gRPC
 //! code mapping, and the `grpc-timeout` header. The proxying itself is

@@ -101,7 +101,8 @@ impl RequestCtx {
             method: req.method().clone(),
             version: req.version(),
             accept: req.headers().get(header::ACCEPT).cloned(),
-            grpc: crate::grpc::is_grpc(req.headers()),
+            // gRPC runs over HTTP/2 only: an HTTP/1 request is never one.
+            grpc: req.version() == Version::HTTP_2 && crate::grpc::is_grpc(req.headers()),
             facts: RequestFacts {
                 host: String::new(),
                 request_uri: req.uri().clone(),

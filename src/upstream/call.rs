@@ -233,7 +233,7 @@ pub async fn forward(
                 let (body, to) = (&mut out.body, (up, name));
                 let once =
                     fastcgi::exchange(pool_key, addr, params, body, replayable, to, &limits, pool);
-                Box::pin(once).await.map(Answer::Fastcgi)
+                Box::pin(once).await.map(|a| Answer::Fastcgi(Box::new(a)))
             }
             None if up.def.protocol.is_h2() => {
                 let opts = http2::TryOptions {
@@ -396,22 +396,27 @@ impl Limits {
     }
 }
 
-/// What one try brought back: a response head and what its body comes on.
+/// What one try brought back: a response head and what its body comes on
+/// (the other protocols' boxed, so that an HTTP/1 answer moves no more
+/// bytes than its own).
+// The HTTP/1 answer is the common one: boxing it instead would cost every
+// request an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Answer {
     /// An HTTP/1.x response (HTTP/1.1 and uwsgi upstreams).
     Http(ResponseHead, Conn),
     /// A FastCGI response.
-    Fastcgi(fastcgi::Answered),
+    Fastcgi(Box<fastcgi::Answered>),
     /// An HTTP/2 response, with its stream's place on the connection.
-    H2(Response<h2::RecvStream>, http2::conns::Slot),
+    H2(Box<(Response<h2::RecvStream>, http2::conns::Slot)>),
 }
 
 impl Answer {
     fn status(&self) -> StatusCode {
         match self {
             Answer::Http(head, _) => head.status,
-            Answer::Fastcgi((head, _)) => head.status,
-            Answer::H2(resp, _) => resp.status(),
+            Answer::Fastcgi(answered) => answered.0.status,
+            Answer::H2(answered) => answered.0.status(),
         }
     }
 }
@@ -429,7 +434,7 @@ async fn h2_try(
 ) -> Result<Answer, Failure> {
     use http2::TryError;
     match http2::exchange(addr, &out.parts, &mut out.body, opts, (&pool.mux, tls)).await {
-        Ok((resp, slot)) => Ok(Answer::H2(resp, slot)),
+        Ok(answered) => Ok(Answer::H2(Box::new(answered))),
         Err(TryError::NotSent(e)) => Err(Failure::NotSent(e)),
         Err(TryError::Refused(e)) if replayable => Err(Failure::NotSent(e)),
         Err(TryError::NoResponse(e)) if e.retryable() => Err(Failure::NoResponse(e)),
@@ -454,7 +459,8 @@ fn respond(
 ) -> Exchange {
     let (head, conn) = match answer {
         Answer::Http(head, conn) => (head, conn),
-        Answer::H2(resp, slot) => {
+        Answer::H2(answered) => {
+            let (resp, slot) = *answered;
             let (head, recv) = resp.into_parts();
             let deadline = call_deadline.map(tokio::time::Instant::from_std);
             let body = http2::H2Body::new(recv, read_timeout, deadline, grpc, slot);
@@ -467,7 +473,8 @@ fn respond(
                 upgraded: None,
             };
         }
-        Answer::Fastcgi((head, body)) => {
+        Answer::Fastcgi(answered) => {
+            let (head, body) = *answered;
             let back = Back {
                 pool: pool.clone(),
                 peer_id: pool_key,
