@@ -98,7 +98,7 @@ pub enum ExchangeError {
     /// An HTTP/2 peer reset the stream or the connection, or broke the
     /// protocol (`protocol = "h2"` or `"grpc"`).
     #[error("HTTP/2: {0}")]
-    H2(#[from] h2::Error),
+    H2(Box<h2::Error>),
 }
 
 /// A response head.

@@ -136,7 +136,7 @@ fn refused(e: &h2::Error) -> bool {
 fn peer_error(addr: &PeerAddr, e: h2::Error) -> ProxyError {
     ProxyError::Upstream {
         addr: addr.to_string(),
-        source: ExchangeError::H2(e),
+        source: ExchangeError::H2(Box::new(e)),
     }
 }
 
