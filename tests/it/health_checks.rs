@@ -426,29 +426,10 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_speak_tls_to_tls_peers_and_check_the_certificate() {
-    crate::support::install_crypto();
-    let dir = tempfile::tempdir().expect("dir");
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let ca = dir.path().join("peer.pem");
-    std::fs::write(&ca, ck.cert.pem()).expect("write cert");
-    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let other_ca = dir.path().join("other.pem");
-    std::fs::write(&other_ca, stranger.cert.pem()).expect("write cert");
-    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
-    let key =
-        rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).expect("key");
-    let mut server = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .expect("server config");
-    server.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = crate::support::tls_peer(&[b"h2"]);
+    let (ca, other_ca, server) = (&tls.ca, &tls.other_ca, tls.server.clone());
     let probes = Arc::new(AtomicUsize::new(0));
-    let addr = h2_origin_with(
-        Arc::new(AtomicU16::new(200)),
-        probes.clone(),
-        Some(Arc::new(server)),
-    )
-    .await;
+    let addr = h2_origin_with(Arc::new(AtomicU16::new(200)), probes.clone(), Some(server)).await;
     let port = addr.port();
     let check = "health = { path = \"/healthz\", interval = \"200ms\", timeout = \"500ms\", fails = 1, passes = 1 }";
     let mg = Moongate::start(&format!(

@@ -941,3 +941,61 @@ pub async fn grpc_call(target: &str, method: &str, args: &[&str]) -> serde_json:
         )
     })
 }
+
+/// A TLS peer's side for tests: a self-signed certificate for `localhost`
+/// served by rustls with the given ALPN protocols, its PEM (`ca`, for a
+/// client to trust) and an unrelated certificate's (`other_ca`), in `dir`.
+pub struct TlsPeer {
+    /// Holds the files for as long as the test runs.
+    pub dir: tempfile::TempDir,
+    /// The peer's certificate (PEM): trusting it trusts the peer.
+    pub ca: PathBuf,
+    /// A certificate the peer's does not come from (PEM).
+    pub other_ca: PathBuf,
+    /// The server configuration to accept with.
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+/// See [`TlsPeer`].
+pub fn tls_peer(alpn: &[&[u8]]) -> TlsPeer {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("dir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let ca = dir.path().join("peer.pem");
+    std::fs::write(&ca, ck.cert.pem()).expect("write cert");
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let other_ca = dir.path().join("other.pem");
+    std::fs::write(&other_ca, stranger.cert.pem()).expect("write cert");
+    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).expect("key");
+    let mut server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server config");
+    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsPeer {
+        dir,
+        ca,
+        other_ca,
+        server: Arc::new(server),
+    }
+}
+
+/// Runs `moongate check` on a conf.d holding `file` with each case's text,
+/// and checks it fails with the case's message at the case's place
+/// (`"FILE:LINE:COL: message start"`).
+pub fn assert_check_errors(file: &str, cases: &[(&str, &str)]) {
+    for (text, want) in cases {
+        let dir = tempfile::tempdir().expect("conf dir");
+        std::fs::write(dir.path().join(file), text).expect("write");
+        let run = moongate_check(dir.path());
+        assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+        let place = format!("{}/{want}", dir.path().display());
+        assert!(
+            run.stderr.starts_with(&place),
+            "wanted {place}, got {}",
+            run.stderr
+        );
+    }
+}

@@ -1051,18 +1051,7 @@ fn fastcgi_config_errors_name_file_and_line() {
             "30-php.toml:3:8: `root` is where a FastCGI server finds the scripts",
         ),
     ];
-    for (text, want) in cases {
-        let dir = tempfile::tempdir().expect("conf dir");
-        std::fs::write(dir.path().join("30-php.toml"), text).expect("write");
-        let run = support::moongate_check(dir.path());
-        assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
-        let place = format!("{}/{want}", dir.path().display());
-        assert!(
-            run.stderr.starts_with(&place),
-            "wanted {place}, got {}",
-            run.stderr
-        );
-    }
+    support::assert_check_errors("30-php.toml", &cases);
 }
 
 /// A FastCGI responder written here from raw records, for what PHP-FPM

@@ -334,25 +334,10 @@ async fn a_reload_keeps_an_unchanged_h2_upstreams_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_the_peer_picks_h2_by_alpn_and_checks_the_name() {
-    crate::support::install_crypto();
-    let dir = tempfile::tempdir().expect("dir");
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let ca = dir.path().join("peer.pem");
-    std::fs::write(&ca, ck.cert.pem()).expect("write cert");
-    // A CA the peer's certificate does not come from.
-    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let other_ca = dir.path().join("other.pem");
-    std::fs::write(&other_ca, stranger.cert.pem()).expect("write cert");
+    let peer = crate::support::tls_peer(&[b"h2"]);
+    let (ca, other_ca, server) = (&peer.ca, &peer.other_ca, peer.server.clone());
     let other_ca = other_ca.display();
-    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
-    let key =
-        rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).expect("key");
-    let mut server = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .expect("server config");
-    server.alpn_protocols = vec![b"h2".to_vec()];
-    let origin = H2Origin::start_with(100, Some(Arc::new(server))).await;
+    let origin = H2Origin::start_with(100, Some(server)).await;
     let port = origin.addr.port();
     let ca = ca.display();
     let text = format!(
@@ -423,20 +408,9 @@ upstream = "untrusted"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http1_upstream_over_tls_reuses_its_connection() {
-    crate::support::install_crypto();
-    let dir = tempfile::tempdir().expect("dir");
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let ca = dir.path().join("peer.pem");
-    std::fs::write(&ca, ck.cert.pem()).expect("write cert");
-    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
-    let key =
-        rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).expect("key");
-    let mut server = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .expect("server config");
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let peer = crate::support::tls_peer(&[b"h2", b"http/1.1"]);
+    let ca = &peer.ca;
+    let acceptor = tokio_rustls::TlsAcceptor::from(peer.server.clone());
     // An HTTP/1.1 origin over TLS that counts its connections and says
     // which ALPN protocol was chosen.
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

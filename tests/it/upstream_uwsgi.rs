@@ -560,16 +560,5 @@ fn config_errors_name_file_and_line() {
             "30-py.toml:4:10: `params` are CGI variables for protocol = \"uwsgi\"",
         ),
     ];
-    for (text, want) in cases {
-        let dir = tempfile::tempdir().expect("conf dir");
-        std::fs::write(dir.path().join("30-py.toml"), text).expect("write");
-        let run = support::moongate_check(dir.path());
-        assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
-        let place = format!("{}/{want}", dir.path().display());
-        assert!(
-            run.stderr.starts_with(&place),
-            "wanted {place}, got {}",
-            run.stderr
-        );
-    }
+    support::assert_check_errors("30-py.toml", &cases);
 }
