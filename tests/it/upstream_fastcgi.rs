@@ -51,38 +51,45 @@ impl PhpFpm {
     /// Starts php-fpm with a TCP pool and a unix-socket pool, each of 2
     /// static workers; returns once both accept connections.
     fn start() -> PhpFpm {
+        let workers = "pm = static\npm.max_children = 2\ncatch_workers_output = yes\n";
+        Self::launch(
+            |port, d| {
+                format!(
+                    "[tcp]\nlisten = 127.0.0.1:{port}\n{workers}[unix]\nlisten = {d}/fpm.sock\n{workers}"
+                )
+            },
+            true,
+        )
+    }
+
+    /// php-fpm with one TCP pool made of `pool` lines; returns once it
+    /// accepts connections.
+    fn start_pool(pool: &str) -> PhpFpm {
+        Self::launch(
+            |port, _| format!("[app]\nlisten = 127.0.0.1:{port}\n{pool}\n"),
+            false,
+        )
+    }
+
+    /// php-fpm with the pools `pools(port, dir)` writes (a free port, its
+    /// own directory), in the foreground; returns once the port (and with
+    /// `unix` the socket `dir/fpm.sock`) accepts connections.
+    fn launch(pools: impl FnOnce(u16, &str) -> String, unix: bool) -> PhpFpm {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
         let dir = tempfile::tempdir().expect("temp dir");
-        let d = dir.path().display();
+        let d = dir.path().display().to_string();
         let conf = format!(
-            "[global]\n\
-             error_log = {d}/fpm.log\n\
-             pid = {d}/fpm.pid\n\
-             daemonize = no\n\
-             [tcp]\n\
-             listen = 127.0.0.1:{port}\n\
-             pm = static\n\
-             pm.max_children = 2\n\
-             catch_workers_output = yes\n\
-             [unix]\n\
-             listen = {d}/fpm.sock\n\
-             pm = static\n\
-             pm.max_children = 2\n\
-             catch_workers_output = yes\n"
+            "[global]\nerror_log = {d}/fpm.log\npid = {d}/fpm.pid\ndaemonize = no\n{}",
+            pools(port, &d)
         );
         std::fs::write(dir.path().join("fpm.conf"), conf).expect("write fpm.conf");
         let mut cmd = Command::new(php_fpm_program());
-        cmd.arg("-F")
-            .arg("-n")
-            .arg("-y")
+        cmd.args(["-F", "-n", "-y"])
             .arg(dir.path().join("fpm.conf"));
-        // php-fpm refuses to run as root unless told it may; /proc/self
-        // belongs to this process's effective user.
-        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-        if root {
+        if is_root() {
             cmd.arg("-R");
         }
         let child = cmd
@@ -98,7 +105,7 @@ impl PhpFpm {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-            || std::os::unix::net::UnixStream::connect(fpm.socket()).is_err()
+            || (unix && std::os::unix::net::UnixStream::connect(fpm.socket()).is_err())
         {
             if let Some(Ok(Some(status))) = fpm.child.as_mut().map(|c| c.try_wait()) {
                 panic!("php-fpm exited ({status}): {}", fpm.log());
@@ -545,54 +552,6 @@ impl Php {
 
     fn root(&self) -> String {
         self.root.path().display().to_string()
-    }
-}
-
-impl PhpFpm {
-    /// php-fpm with one TCP pool made of `pool` lines; returns once it
-    /// accepts connections.
-    fn start_pool(pool: &str) -> PhpFpm {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let d = dir.path().display();
-        let conf = format!(
-            "[global]\nerror_log = {d}/fpm.log\npid = {d}/fpm.pid\ndaemonize = no\n\
-             [app]\nlisten = 127.0.0.1:{port}\n{pool}\n"
-        );
-        std::fs::write(dir.path().join("fpm.conf"), conf).expect("write fpm.conf");
-        let mut cmd = Command::new(php_fpm_program());
-        cmd.args(["-F", "-n", "-y"])
-            .arg(dir.path().join("fpm.conf"));
-        if is_root() {
-            cmd.arg("-R");
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn php-fpm");
-        let mut fpm = PhpFpm {
-            child: Some(child),
-            port,
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(Ok(Some(status))) = fpm.child.as_mut().map(|c| c.try_wait()) {
-                panic!("php-fpm exited ({status}): {}", fpm.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "php-fpm did not listen: {}",
-                fpm.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        fpm
     }
 }
 
