@@ -54,7 +54,8 @@ pub struct Snapshot {
 
 /// What a route leads to, plus its own per-route settings.
 pub struct RouteEntry {
-    /// A readable name for logs and metrics: `file:line`.
+    /// What names the route in logs and metrics: its `name`, else
+    /// `file:line` (see [`config::Route::name`]).
     pub name: String,
     /// Where the request goes.
     pub target: Target,
@@ -182,7 +183,7 @@ pub fn compile(
     )?;
     let mut specs = Vec::with_capacity(config.routes.len());
     for (route, lua_phases) in config.routes.into_iter().zip(phases) {
-        let name = format!("{}:{}", route.place.file.display(), route.place.line);
+        let name = route.name;
         let target = match route.target {
             RouteTarget::Upstream(up_name) => {
                 let Some(upstream) = upstreams.get(&up_name).cloned() else {
