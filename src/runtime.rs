@@ -77,6 +77,7 @@ impl Workers {
                     // Everything the thread owns; dropped after the
                     // `LocalSet` (and the tasks it still holds).
                     let worker = Rc::new(WorkerLocal::new(WorkerInfo { id, count: n }));
+                    shared.metrics.register(worker.metrics.shared());
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&rt, async {
                         worker.run_tasks(true);
@@ -154,6 +155,7 @@ async fn worker_main(
                 let snap = shared.snapshot.load();
                 let live = |id: u64| snap.upstreams.values().any(|u| u.has_peer(id));
                 worker.upstream_idle.sweep(&live, Duration::from_secs(300));
+                worker.metrics.sweep_peers(live);
             }
         }
     }

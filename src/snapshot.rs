@@ -57,6 +57,9 @@ pub struct RouteEntry {
     /// What names the route in logs and metrics: its `name`, else
     /// `file:line` (see [`config::Route::name`]).
     pub name: String,
+    /// Its position among the snapshot's routes (how a worker finds the
+    /// route's counters, see [`crate::metrics::WorkerStats::route`]).
+    pub index: usize,
     /// Where the request goes.
     pub target: Target,
     /// Optional regex rewrite of the path.
@@ -182,7 +185,7 @@ pub fn compile(
         previous.map(|p| p.lua.as_ref()),
     )?;
     let mut specs = Vec::with_capacity(config.routes.len());
-    for (route, lua_phases) in config.routes.into_iter().zip(phases) {
+    for (index, (route, lua_phases)) in config.routes.into_iter().zip(phases).enumerate() {
         let name = route.name;
         let target = match route.target {
             RouteTarget::Upstream(up_name) => {
@@ -251,6 +254,7 @@ pub fn compile(
             auto_redirect,
             value: RouteEntry {
                 name,
+                index,
                 target,
                 rewrite: route.rewrite,
                 lua: lua_phases,
