@@ -23,8 +23,8 @@ pub mod expose;
 mod local;
 
 pub use counters::{
-    DURATION_BUCKETS, HistogramValues, MethodClass, PeerCounters, PeerValues, RouteCounters,
-    RouteValues, WorkerMetrics,
+    ConnCounters, ConnValues, DURATION_BUCKETS, HistogramValues, ListenerKey, MethodClass,
+    OpenConn, PeerCounters, PeerValues, RouteCounters, RouteValues, WorkerMetrics,
 };
 pub use local::WorkerStats;
 
@@ -53,6 +53,8 @@ pub struct Merged {
     pub routes: BTreeMap<Arc<str>, RouteValues>,
     /// By upstream name and peer label.
     pub peers: BTreeMap<(Arc<str>, Arc<str>), PeerValues>,
+    /// Client connections by listener and transport.
+    pub listeners: BTreeMap<ListenerKey, ConnValues>,
 }
 
 impl Registry {
@@ -135,6 +137,10 @@ mod tests {
         // new peer) adds to the same series.
         two.peer(Some(8), label).retry();
         one.peer(None, || ("app", OTHER_PEER.to_owned())).timeout();
+        let a = one.shared().listener("127.0.0.1:80", false).open();
+        let b = two.shared().listener("127.0.0.1:80", false).open();
+        let c = two.shared().listener("127.0.0.1:80", false).open();
+        drop((a, b));
 
         let merged = registry.merged();
         let key = (Arc::from("app"), Arc::from("127.0.0.1:1"));
@@ -144,6 +150,9 @@ mod tests {
         assert_eq!((p.connect_errors, p.retries, p.timeouts), (1, 1, 0));
         let other = &merged.peers[&(Arc::from("app"), Arc::from(OTHER_PEER))];
         assert_eq!(other.timeouts, 1);
+        let conns = merged.listeners[&(Arc::from("127.0.0.1:80"), "tcp")];
+        assert_eq!((conns.accepted, conns.closed), (3, 2));
+        drop(c);
     }
 
     #[test]

@@ -178,11 +178,16 @@ async fn accept_loop(
     worker: Rc<WorkerLocal>,
     connections: TaskTracker,
 ) {
+    use futures_util::FutureExt;
+    let counted = worker.metrics.shared().listener(&key.to_string(), tls);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    connections.spawn_local(crate::conn::serve(stream, peer, key, tls, shared.clone(), worker.clone(), drain.clone()));
+                    // Counted open until the connection's task ends.
+                    let open = counted.open();
+                    let conn = crate::conn::serve(stream, peer, key, tls, shared.clone(), worker.clone(), drain.clone());
+                    connections.spawn_local(conn.map(move |()| drop(open)));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly

@@ -297,6 +297,45 @@ impl PeerValues {
     }
 }
 
+/// One listener's client connections on one worker.
+#[derive(Debug, Default)]
+pub struct ConnCounters {
+    accepted: AtomicU64,
+    closed: AtomicU64,
+}
+
+impl ConnCounters {
+    /// Counts an accepted connection; the guard counts it closed when
+    /// dropped (on the same worker thread: the connection's task ends there).
+    pub fn open(self: &Arc<Self>) -> OpenConn {
+        add(&self.accepted, 1);
+        OpenConn(self.clone())
+    }
+}
+
+/// A client connection counted open until dropped.
+#[derive(Debug)]
+pub struct OpenConn(Arc<ConnCounters>);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        add(&self.0.closed, 1);
+    }
+}
+
+/// A listener's connection counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnValues {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections closed.
+    pub closed: u64,
+}
+
+/// A listener's label values: its configured address and `"tcp"` or
+/// `"tls"`.
+pub type ListenerKey = (Arc<str>, &'static str);
+
 /// Everything one worker thread counts, by label values; the maps are
 /// locked when a worker meets a route or peer the first time (see
 /// [`super::WorkerStats`]) and when a scrape reads them, never per request.
@@ -304,6 +343,7 @@ impl PeerValues {
 pub struct WorkerMetrics {
     routes: Mutex<HashMap<Arc<str>, Arc<RouteCounters>>>,
     peers: Mutex<HashMap<PeerKey, Arc<PeerCounters>>>,
+    listeners: Mutex<HashMap<ListenerKey, Arc<ConnCounters>>>,
 }
 
 /// A peer's label values: its upstream's name and its own.
@@ -328,6 +368,17 @@ impl WorkerMetrics {
         peers.entry(key).or_default().clone()
     }
 
+    /// The connection counters of the listener at `addr` (made on first
+    /// use).
+    pub fn listener(&self, addr: &str, tls: bool) -> Arc<ConnCounters> {
+        let mut map = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = (Arc::from(addr), if tls { "tls" } else { "tcp" });
+        map.entry(key).or_default().clone()
+    }
+
     /// Adds this worker's values to `merged`.
     pub(super) fn add_to(&self, merged: &mut Merged) {
         let routes: Vec<_> = {
@@ -343,6 +394,18 @@ impl WorkerMetrics {
         };
         for (key, c) in peers {
             merged.peers.entry(key).or_default().add(&c.values());
+        }
+        let listeners: Vec<_> = {
+            let map = self
+                .listeners
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        for (key, c) in listeners {
+            let v = merged.listeners.entry(key).or_default();
+            v.accepted += read(&c.accepted);
+            v.closed += read(&c.closed);
         }
     }
 }

@@ -224,6 +224,38 @@ impl Collector for Scrape {
             gauge(&mut m, &l, i64::from(p.reason == "up"))?;
         }
 
+        let per_listener: [(&str, &str, MetricType); 3] = [
+            (
+                "moongate_connections_accepted",
+                "Client connections accepted, by listener and transport (tcp, tls).",
+                MetricType::Counter,
+            ),
+            (
+                "moongate_connections_closed",
+                "Client connections closed, by listener and transport.",
+                MetricType::Counter,
+            ),
+            (
+                "moongate_connections_open",
+                "Client connections open now, by listener and transport.",
+                MetricType::Gauge,
+            ),
+        ];
+        for (i, (name, help, kind)) in per_listener.into_iter().enumerate() {
+            let mut m = enc.encode_descriptor(name, help, None, kind)?;
+            for ((listener, transport), v) in &merged.listeners {
+                let l: Labels<2> = [("listener", listener), ("protocol", transport)];
+                match i {
+                    0 => counter(&mut m, &l, v.accepted)?,
+                    1 => counter(&mut m, &l, v.closed)?,
+                    _ => {
+                        let open = v.accepted.saturating_sub(v.closed);
+                        gauge(&mut m, &l, i64::try_from(open).unwrap_or(i64::MAX))?;
+                    }
+                }
+            }
+        }
+
         let mut m = enc.encode_descriptor(
             "moongate_reloads",
             "Configuration reloads by result.",

@@ -3,7 +3,8 @@
 //! family moved by exactly what was sent, by route and status class, per
 //! upstream peer for HTTP/1, HTTP/2 and uwsgi upstreams; connect errors,
 //! timeouts and retries of a dead or silent peer; a peer taken out by an
-//! active check shown down; reloads and the config generation; no label
+//! active check shown down; client connections accepted, open and
+//! closed; reloads and the config generation; no label
 //! value carrying a request path. The exposition is parsed by a small
 //! parser of the text format here.
 
@@ -281,6 +282,30 @@ async fn requests_are_counted_by_route_and_status_class_across_both_workers() {
         24.0
     );
     assert_eq!(origin.hits(), 24);
+
+    // One connection per request (the client keeps none), on the
+    // configured listener; all closed once the client is done.
+    let listener = [("listener", "127.0.0.1:0"), ("protocol", "tcp")];
+    let sent = (who + 20 + 3 + 1 + 2) as f64;
+    assert_eq!(
+        delta("moongate_connections_accepted_total", &listener),
+        sent
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = scrape(&mg).await;
+        let closed = m.get("moongate_connections_closed_total", &listener);
+        let open = m.get("moongate_connections_open", &listener);
+        if open == 0.0 {
+            assert_eq!(
+                closed,
+                m.get("moongate_connections_accepted_total", &listener)
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "still open: {open}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let version = env!("CARGO_PKG_VERSION");
     assert!(after.has("moongate_build_info", &[("version", version)]));
