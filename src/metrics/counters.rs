@@ -17,6 +17,24 @@ pub const DURATION_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// [`DURATION_BUCKETS`] in nanoseconds: an observation is placed by
+/// comparing integers, without a conversion to seconds.
+const BOUNDS_NS: [u64; 13] = [
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
 /// Buckets with the +Inf one.
 const BUCKETS: usize = DURATION_BUCKETS.len() + 1;
 
@@ -110,19 +128,13 @@ struct Histogram {
 impl Histogram {
     #[inline]
     fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = DURATION_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(DURATION_BUCKETS.len());
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = BOUNDS_NS.partition_point(|b| *b < ns);
         if let Some(b) = self.buckets.get(i) {
             add(b, 1);
         }
         add(&self.count, 1);
-        add(
-            &self.sum_ns,
-            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
-        );
+        add(&self.sum_ns, ns);
     }
 
     fn values(&self) -> HistogramValues {
@@ -422,6 +434,13 @@ mod tests {
         assert_eq!(status_class(404), 3);
         assert_eq!(status_class(599), 4);
         assert_eq!(status_class(999), 4);
+    }
+
+    #[test]
+    fn the_bounds_in_nanoseconds_are_the_bounds_in_seconds() {
+        for (ns, s) in BOUNDS_NS.iter().zip(DURATION_BUCKETS) {
+            assert_eq!(Duration::from_nanos(*ns), Duration::from_secs_f64(s));
+        }
     }
 
     #[test]

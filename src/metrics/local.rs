@@ -6,7 +6,6 @@
 //! series.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{PeerCounters, RouteCounters, UNROUTED, WorkerMetrics};
@@ -22,8 +21,9 @@ pub struct WorkerStats {
     routes: RefCell<Vec<Option<Arc<RouteCounters>>>>,
     /// Requests no route served.
     unrouted: RefCell<Option<Arc<RouteCounters>>>,
-    /// By peer id.
-    peers: RefCell<HashMap<u64, Arc<PeerCounters>>>,
+    /// By peer id: a list, not a hash map, since a worker meets few peers
+    /// (a scan of a few ids costs less than hashing one).
+    peers: RefCell<Vec<(u64, Arc<PeerCounters>)>>,
 }
 
 impl WorkerStats {
@@ -78,18 +78,18 @@ impl WorkerStats {
             return self.shared.peer(upstream, &peer);
         };
         let mut peers = self.peers.borrow_mut();
-        if let Some(c) = peers.get(&id) {
+        if let Some((_, c)) = peers.iter().find(|(known, _)| *known == id) {
             return c.clone();
         }
         let (upstream, peer) = labels();
         let c = self.shared.peer(upstream, &peer);
-        peers.insert(id, c.clone());
+        peers.push((id, c.clone()));
         c
     }
 
     /// Forgets the peers whose id `live` does not know (after reloads and
     /// managed workers' restarts; their counts stay in the totals).
     pub fn sweep_peers(&self, live: impl Fn(u64) -> bool) {
-        self.peers.borrow_mut().retain(|id, _| live(*id));
+        self.peers.borrow_mut().retain(|(id, _)| live(*id));
     }
 }

@@ -292,7 +292,9 @@ pub async fn forward(
         match answer {
             Ok(answer) => {
                 let status = answer.status();
-                counters.answered(status.as_u16(), try_started.elapsed());
+                // One clock read for the try's time and the request's.
+                let now = Instant::now();
+                counters.answered(status.as_u16(), now - try_started);
                 if up.def.retry_statuses.contains(&status.as_u16()) {
                     if health {
                         balancer.record_failure(peer, Instant::now());
@@ -310,7 +312,15 @@ pub async fn forward(
                 let back = (pool_key, limits.read);
                 let call = (grpc, call_deadline);
                 return Ok(respond(
-                    answer, peer, addr, up, pool, back, active, started, call,
+                    answer,
+                    peer,
+                    addr,
+                    up,
+                    pool,
+                    back,
+                    active,
+                    now - started,
+                    call,
                 ));
             }
             Err(Failure::NotSent(err)) => {
@@ -362,10 +372,18 @@ fn count_failure(counters: &PeerCounters, failure: &Failure) {
     ) {
         counters.connect_error();
     }
-    if matches!(
-        err,
-        ProxyError::ConnectTimeout(_) | ProxyError::ReadTimeout(_) | ProxyError::CallDeadline(_)
-    ) {
+    let timed_out = match err {
+        ProxyError::ConnectTimeout(_)
+        | ProxyError::ReadTimeout(_)
+        | ProxyError::CallDeadline(_) => true,
+        // A write stalled past `send_timeout`.
+        ProxyError::Upstream {
+            source: ExchangeError::Io(e),
+            ..
+        } => e.kind() == std::io::ErrorKind::TimedOut,
+        _ => false,
+    };
+    if timed_out {
         counters.timeout();
     }
 }
@@ -497,7 +515,7 @@ fn respond(
     pool: &Rc<IdlePool>,
     (pool_key, read_timeout): (u64, Duration),
     active: super::peer::ActiveGuard,
-    started: Instant,
+    elapsed: Duration,
     (grpc, call_deadline): (bool, Option<Instant>),
 ) -> Exchange {
     let (head, conn) = match answer {
@@ -511,7 +529,7 @@ fn respond(
             return Exchange {
                 response,
                 peer: peer_name(peer, addr),
-                elapsed: started.elapsed(),
+                elapsed,
                 upgraded: None,
             };
         }
@@ -528,7 +546,7 @@ fn respond(
             return Exchange {
                 response,
                 peer: peer_name(peer, addr),
-                elapsed: started.elapsed(),
+                elapsed,
                 upgraded: None,
             };
         }
@@ -556,7 +574,7 @@ fn respond(
     Exchange {
         response,
         peer: peer_name(peer, addr),
-        elapsed: started.elapsed(),
+        elapsed,
         upgraded,
     }
 }
