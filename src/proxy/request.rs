@@ -229,12 +229,19 @@ impl RequestCtx {
             (Some(lua), Some(p)) if !p.log.is_empty() => Some((lua, p.log.clone())),
             _ => None,
         };
-        let head_bytes = self.head_bytes;
         let tally = Tally {
             counters,
             method: MethodClass::of(&self.method),
             request_bytes: self.request_bytes,
+            started: self.started,
+            status,
         };
+        // Only the counting to do: a small hook (the access record's
+        // fields are not moved into it).
+        if !log && self.permits.is_empty() && lua_log.is_none() {
+            return Box::new(tally);
+        }
+        let head_bytes = self.head_bytes;
         Box::new(Completion {
             record: AccessRecord {
                 enabled: log,
@@ -261,6 +268,24 @@ struct Tally {
     counters: Arc<RouteCounters>,
     method: MethodClass,
     request_bytes: u64,
+    started: Instant,
+    status: u16,
+}
+
+impl Tally {
+    /// Counts the request, `bytes` of its body sent.
+    fn record(self, bytes: u64) {
+        let elapsed = self.started.elapsed();
+        let (method, status) = (self.method, self.status);
+        self.counters
+            .record(method, status, elapsed, self.request_bytes, bytes);
+    }
+}
+
+impl OnComplete for Tally {
+    fn complete(self: Box<Self>, bytes: u64, _complete: bool) {
+        self.record(bytes);
+    }
 }
 
 /// What runs when a response body is done; see [`RequestCtx::into_completion`].
@@ -282,13 +307,7 @@ impl OnComplete for Completion {
             tally,
         } = *self;
         drop(permits);
-        let elapsed = record.started.elapsed();
-        let Tally {
-            counters,
-            method,
-            request_bytes,
-        } = tally;
-        counters.record(method, record.status, elapsed, request_bytes, bytes);
+        tally.record(bytes);
         record.write(bytes, complete);
         if let Some((lua, ids)) = lua_log {
             lua.ctx.set_sent(head_bytes, bytes);
