@@ -6,8 +6,8 @@
 //! It owns the idle upstream connections, the Redis connections, the Lua
 //! VMs with what they share (the running request and its deadline, timer
 //! counts), the `Date` header value of HTTP/1 responses, its metrics
-//! counters, and whether the
-//! worker's `LocalSet` still takes tasks. Lua callbacks get no context
+//! counters (see [`crate::metrics`]), and whether the worker's `LocalSet`
+//! still takes tasks. Lua callbacks get no context
 //! argument: they reach the Lua part through their VM's app data (see
 //! [`crate::lua::worker`]).
 //!
