@@ -1,4 +1,5 @@
-//! The admin listener: `GET /status` (JSON: version, uptime, config
+//! The admin listener: `GET /metrics` (Prometheus, see [`crate::metrics`]),
+//! `GET /status` (JSON: version, uptime, config
 //! generation, last reload and its error, listeners, upstream peers with
 //! their health, rate-limit zones with their Redis state and fallback
 //! count, managed worker pools with their processes, cache zones with
@@ -30,7 +31,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::{self, purge::Target};
 use crate::config::LimitScope;
 use crate::fanout;
+use crate::metrics::expose::{self, PeerState, Readings};
 use crate::reload::Control;
+use crate::upstream::call::peer_name;
 
 /// A running admin listener.
 pub struct AdminServer {
@@ -118,6 +121,7 @@ async fn handle(
         (&Method::GET, "/status") => {
             json_response(StatusCode::OK, &with_allocations(status(&control)))
         }
+        (&Method::GET, "/metrics") => metrics(&control),
         (&Method::POST, "/reload") => match control.reload("admin").await {
             Ok(generation) => json_response(
                 StatusCode::OK,
@@ -135,13 +139,13 @@ async fn handle(
         (method, path) if path.starts_with("/workers/") => {
             restart_workers(method, &path["/workers/".len()..], &control)
         }
-        (_, "/status") | (_, "/reload") => json_response(
+        (_, "/status") | (_, "/reload") | (_, "/metrics") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            &json!({"error": "use GET /status or POST /reload"}),
+            &json!({"error": "use GET /status, GET /metrics or POST /reload"}),
         ),
         _ => json_response(
             StatusCode::NOT_FOUND,
-            &json!({"error": "not found; try GET /status"}),
+            &json!({"error": "not found; try GET /status or GET /metrics"}),
         ),
     };
     Ok(resp)
@@ -230,6 +234,48 @@ fn restart_workers(method: &Method, rest: &str, control: &Control) -> Response<F
         None => json_response(
             StatusCode::NOT_FOUND,
             &json!({"error": format!("no managed workers pool `{pool}`"), "pools": registry.names()}),
+        ),
+    }
+}
+
+/// `GET /metrics`: every worker's counters added up, with what is read
+/// now (peer health, reloads), as Prometheus scrapes it.
+fn metrics(control: &Control) -> Response<Full<Bytes>> {
+    let shared = &control.shared;
+    let snap = shared.snapshot.load();
+    let reloads = shared.reload_status();
+    let now = Instant::now();
+    let mut peers = Vec::new();
+    for (name, up) in &snap.upstreams {
+        let members = up.members();
+        for (peer, addr) in members.peers.iter().zip(&members.addrs) {
+            peers.push(PeerState {
+                upstream: name.clone(),
+                peer: peer_name(peer, addr),
+                reason: peer.health(now).reason.unwrap_or("up"),
+            });
+        }
+    }
+    let readings = Readings {
+        generation: snap.generation,
+        // `/status` counts the load at start among them; a reload it is not.
+        reloads_ok: reloads.reloads.saturating_sub(1),
+        reloads_failed: reloads.failures,
+        last_reload: reloads.last.as_ref().map(|l| l.at),
+        peers,
+    };
+    match expose::render(shared.metrics.merged(), readings) {
+        Ok(text) => {
+            let mut resp = Response::new(Full::new(Bytes::from(text)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(expose::CONTENT_TYPE),
+            );
+            resp
+        }
+        Err(_) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": "the metrics could not be encoded"}),
         ),
     }
 }

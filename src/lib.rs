@@ -40,6 +40,8 @@
 //! - [`error`]: the request path's error type and its status mapping
 //! - [`error_page`]: the one format of moongate's own error answers
 //! - [`access_log`]: one JSON line per request
+//! - [`metrics`]: per-worker counters of requests and upstream tries,
+//!   added up for `GET /metrics`
 //! - [`write_timed`]: sockets whose stalled writes time out (clients and peers)
 //! - [`lazy_timer`]: the timer behind those deadlines, registered only when a
 //!   wait starts
@@ -108,6 +110,7 @@ pub mod body;
 pub mod error;
 pub mod error_page;
 pub mod access_log;
+pub mod metrics;
 pub mod write_timed;
 pub mod lazy_timer;
 pub mod h1_wire;

@@ -18,7 +18,8 @@
 //!    route with `cache = "NAME"` the cache is looked up first (a fresh
 //!    hit answers) and the upstream's answer handed to it after
 //! 8. Lua `header_filter`; the Lua `log` handler and the access log run
-//!    when the body has been sent (concurrency places are released then)
+//!    when the body has been sent (concurrency places are released, and
+//!    the request counted in its route's metrics, then)
 //!
 //! moongate's own error answers get their body last, in the format the
 //! client's `Accept` prefers ([`crate::error_page`]).
@@ -129,10 +130,13 @@ pub fn handle(
         let status = resp.status().as_u16();
         rq.response_settled(&resp, entry.is_some_and(|e| !e.lua.log.is_empty()));
         let log = conn.shared.access_log.enabled();
-        let hook = rq.into_completion(status, log, entry.map(|e: &RouteEntry| &e.lua));
-        if let Some(hook) = hook {
-            resp.body_mut().set_on_complete(hook);
-        }
+        let stats = &conn.worker.metrics;
+        let counters = match entry {
+            Some(e) => stats.route(snap.generation, e.index, &e.name),
+            None => stats.unrouted(),
+        };
+        let hook = rq.into_completion(status, log, entry.map(|e: &RouteEntry| &e.lua), counters);
+        resp.body_mut().set_on_complete(hook);
         Ok(resp)
     }
 }

@@ -77,6 +77,7 @@ impl Workers {
                     // Everything the thread owns; dropped after the
                     // `LocalSet` (and the tasks it still holds).
                     let worker = Rc::new(WorkerLocal::new(WorkerInfo { id, count: n }));
+                    shared.metrics.register(worker.metrics.shared());
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&rt, async {
                         worker.run_tasks(true);
@@ -154,6 +155,7 @@ async fn worker_main(
                 let snap = shared.snapshot.load();
                 let live = |id: u64| snap.upstreams.values().any(|u| u.has_peer(id));
                 worker.upstream_idle.sweep(&live, Duration::from_secs(300));
+                worker.metrics.sweep_peers(live);
             }
         }
     }
@@ -176,11 +178,16 @@ async fn accept_loop(
     worker: Rc<WorkerLocal>,
     connections: TaskTracker,
 ) {
+    use futures_util::FutureExt;
+    let counted = worker.metrics.shared().listener(&key.to_string(), tls);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    connections.spawn_local(crate::conn::serve(stream, peer, key, tls, shared.clone(), worker.clone(), drain.clone()));
+                    // Counted open until the connection's task ends.
+                    let open = counted.open();
+                    let conn = crate::conn::serve(stream, peer, key, tls, shared.clone(), worker.clone(), drain.clone());
+                    connections.spawn_local(conn.map(move |()| drop(open)));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly

@@ -186,6 +186,7 @@ fn run(
         node_id: node_id(),
         app_workers: Arc::new(Registry::new()),
         connections: std::sync::atomic::AtomicU64::new(0),
+        metrics: crate::metrics::Registry::default(),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -54,8 +54,12 @@ pub struct Snapshot {
 
 /// What a route leads to, plus its own per-route settings.
 pub struct RouteEntry {
-    /// A readable name for logs and metrics: `file:line`.
+    /// What names the route in logs and metrics: its `name`, else
+    /// `file:line` (see [`config::Route::name`]).
     pub name: String,
+    /// Its position among the snapshot's routes (how a worker finds the
+    /// route's counters, see [`crate::metrics::WorkerStats::route`]).
+    pub index: usize,
     /// Where the request goes.
     pub target: Target,
     /// Optional regex rewrite of the path.
@@ -181,8 +185,8 @@ pub fn compile(
         previous.map(|p| p.lua.as_ref()),
     )?;
     let mut specs = Vec::with_capacity(config.routes.len());
-    for (route, lua_phases) in config.routes.into_iter().zip(phases) {
-        let name = format!("{}:{}", route.place.file.display(), route.place.line);
+    for (index, (route, lua_phases)) in config.routes.into_iter().zip(phases).enumerate() {
+        let name = route.name;
         let target = match route.target {
             RouteTarget::Upstream(up_name) => {
                 let Some(upstream) = upstreams.get(&up_name).cloned() else {
@@ -250,6 +254,7 @@ pub fn compile(
             auto_redirect,
             value: RouteEntry {
                 name,
+                index,
                 target,
                 rewrite: route.rewrite,
                 lua: lua_phases,

@@ -36,6 +36,8 @@ pub struct Shared {
     /// Connections accepted so far: each takes the next number
     /// (`$connection`, unique in the process as nginx's).
     pub connections: AtomicU64,
+    /// Every worker's counters, added up by `GET /metrics`.
+    pub metrics: crate::metrics::Registry,
 }
 
 /// What `/status` says about reloads.

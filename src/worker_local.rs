@@ -5,8 +5,9 @@
 //!
 //! It owns the idle upstream connections, the Redis connections, the Lua
 //! VMs with what they share (the running request and its deadline, timer
-//! counts), the `Date` header value of HTTP/1 responses, and whether the
-//! worker's `LocalSet` still takes tasks. Lua callbacks get no context
+//! counts), the `Date` header value of HTTP/1 responses, its metrics
+//! counters (see [`crate::metrics`]), and whether the worker's `LocalSet`
+//! still takes tasks. Lua callbacks get no context
 //! argument: they reach the Lua part through their VM's app data (see
 //! [`crate::lua::worker`]).
 //!
@@ -23,6 +24,7 @@ use crate::cluster::RedisConnections;
 use crate::h1_wire::DateCache;
 use crate::lua::vm::Vms;
 use crate::lua::worker::LuaWorker;
+use crate::metrics::WorkerStats;
 use crate::upstream::pool::IdlePool;
 
 /// Which worker a thread is, as Lua sees it (`ngx.worker.id()` and
@@ -52,6 +54,8 @@ pub struct WorkerLocal {
     /// The `Date` value of HTTP/1 responses, formatted once a second for
     /// all of the worker's connections (an idle connection holds none).
     pub dates: RefCell<DateCache>,
+    /// The worker's counters (`GET /metrics` adds up every worker's).
+    pub metrics: WorkerStats,
     /// Set while the worker's `LocalSet` runs its tasks, when
     /// `tokio::task::spawn_local` may be called (not while the set's
     /// leftover tasks are dropped at exit).
@@ -69,6 +73,7 @@ impl WorkerLocal {
             lua: Vms::new(LuaWorker::new(info, redis.clone())),
             redis,
             dates: RefCell::default(),
+            metrics: WorkerStats::new(),
             tasks: Cell::new(false),
         }
     }

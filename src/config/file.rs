@@ -430,6 +430,8 @@ pub struct RawPeer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    /// The route's name in metrics and the access log (default `file:line`).
+    pub name: Option<Spanned<String>>,
     /// One host pattern or several.
     pub host: Option<Spanned<OneOrMany>>,
     /// Prefix match.

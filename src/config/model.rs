@@ -577,8 +577,13 @@ impl RouteLua {
 /// One `[[route]]`.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// Where the `[[route]]` table starts: names the route in logs and the status page.
+    /// Where the `[[route]]` table starts.
     pub place: Place,
+    /// What names the route in the access log, metrics and the status
+    /// page: its `name`, else `file:line` of its table; unique in conf.d.
+    pub name: String,
+    /// Where the name was given (the table's place for a default name).
+    pub name_place: Place,
     /// Host patterns, lowercased: `"*"`, `"*.suffix"` or an exact name.
     pub hosts: Vec<String>,
     /// How the path is matched.

@@ -118,6 +118,7 @@ pub(crate) fn validate(
             routes.push(route);
         }
     }
+    route::unique_names(&routes)?;
     route_overlap::check(&routes)?;
     paths.check()?;
 

@@ -4,8 +4,9 @@
 //! cache did, the places held in concurrency zones, the Lua state when the
 //! route has handlers), then turned into the response body's completion
 //! hook ([`RequestCtx::into_completion`]): once the body is sent or
-//! abandoned, the places are released, the access log line written and
-//! the Lua `log` handlers run.
+//! abandoned, the request is counted in its route's metrics, the places
+//! are released, the access log line written and the Lua `log` handlers
+//! run.
 //!
 //! While the phases before the target run, the request head and body are
 //! in [`Held`]: with the Lua request state when the route has handlers
@@ -15,6 +16,7 @@
 use std::cell::Ref;
 use std::ops::Deref;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
@@ -30,6 +32,7 @@ use crate::lua::request::{ConnInfo, ReqCtx, RouteInfo};
 use crate::lua::respond::run_log_phase;
 use crate::lua::vm::Vm;
 use crate::lua::{RoutePhases, ScriptId};
+use crate::metrics::{MethodClass, RouteCounters};
 use crate::snapshot::RouteEntry;
 use crate::vars::RequestFacts;
 
@@ -88,6 +91,9 @@ pub struct RequestCtx {
     /// The client lets the connection stay open (what the response head
     /// says about it counts in `$bytes_sent`).
     pub keep_alive: bool,
+    /// The request body's declared length (`Content-Length`), for the
+    /// route's byte counter; 0 when unknown.
+    pub request_bytes: u64,
 }
 
 impl RequestCtx {
@@ -122,6 +128,7 @@ impl RequestCtx {
             conn_known: false,
             head_bytes: 0,
             keep_alive: true,
+            request_bytes: http_body::Body::size_hint(req.body()).exact().unwrap_or(0),
         }
     }
 
@@ -143,6 +150,7 @@ impl RequestCtx {
             conn_known: false,
             head_bytes: 0,
             keep_alive: true,
+            request_bytes: 0,
         }
     }
 
@@ -208,24 +216,34 @@ impl RequestCtx {
     }
 
     /// The response body's completion hook for a response with `status`:
-    /// releases the concurrency places, writes the access log line (when
-    /// `log` is on) and runs the route's Lua `log` handlers; `None` when
-    /// there is none of these to do.
+    /// counts the request in its route's `counters`, releases the
+    /// concurrency places, writes the access log line (when `log` is on)
+    /// and runs the route's Lua `log` handlers.
     pub fn into_completion(
         self,
         status: u16,
         log: bool,
         phases: Option<&RoutePhases>,
-    ) -> Option<Box<dyn OnComplete>> {
+        counters: Arc<RouteCounters>,
+    ) -> Box<dyn OnComplete> {
         let lua_log = match (self.lua, phases) {
             (Some(lua), Some(p)) if !p.log.is_empty() => Some((lua, p.log.clone())),
             _ => None,
         };
+        let tally = Tally {
+            counters,
+            method: MethodClass::of(&self.method),
+            request_bytes: self.request_bytes,
+            started: self.started,
+            status,
+        };
+        // Only the counting to do: a small hook (the access record's
+        // fields are not moved into it).
         if !log && self.permits.is_empty() && lua_log.is_none() {
-            return None;
+            return Box::new(tally);
         }
         let head_bytes = self.head_bytes;
-        Some(Box::new(Completion {
+        Box::new(Completion {
             record: AccessRecord {
                 enabled: log,
                 started: self.started,
@@ -241,7 +259,33 @@ impl RequestCtx {
             permits: self.permits,
             lua_log,
             head_bytes,
-        }))
+            tally,
+        })
+    }
+}
+
+/// What the route's counters are told when the response is done.
+struct Tally {
+    counters: Arc<RouteCounters>,
+    method: MethodClass,
+    request_bytes: u64,
+    started: Instant,
+    status: u16,
+}
+
+impl Tally {
+    /// Counts the request, `bytes` of its body sent.
+    fn record(self, bytes: u64) {
+        let elapsed = self.started.elapsed();
+        let (method, status) = (self.method, self.status);
+        self.counters
+            .record(method, status, elapsed, self.request_bytes, bytes);
+    }
+}
+
+impl OnComplete for Tally {
+    fn complete(self: Box<Self>, bytes: u64, _complete: bool) {
+        self.record(bytes);
     }
 }
 
@@ -251,6 +295,7 @@ struct Completion {
     permits: Vec<Permit>,
     lua_log: Option<(LuaReq, Vec<ScriptId>)>,
     head_bytes: u64,
+    tally: Tally,
 }
 
 impl OnComplete for Completion {
@@ -260,8 +305,10 @@ impl OnComplete for Completion {
             permits,
             lua_log,
             head_bytes,
+            tally,
         } = *self;
         drop(permits);
+        tally.record(bytes);
         record.write(bytes, complete);
         if let Some((lua, ids)) = lua_log {
             lua.ctx.set_sent(head_bytes, bytes);

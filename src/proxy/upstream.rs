@@ -150,6 +150,7 @@ pub(super) fn proxy_upstream<'a>(
             idempotent,
             interim: interim.is_some().then_some(&mut relay as _),
             pool: &conn.worker.upstream_idle,
+            stats: &conn.worker.metrics,
             hook,
             cgi: cgi_style.then(|| CgiFacts {
                 facts,

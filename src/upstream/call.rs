@@ -57,6 +57,7 @@ use crate::body::{RequestBody, RequestBodyError};
 use crate::config::{PeerAddr, Protocol};
 use crate::error::{Blame, ProxyError};
 use crate::h1_framing::Framing;
+use crate::metrics::{OTHER_PEER, PeerCounters, WorkerStats};
 
 pub mod fastcgi;
 
@@ -76,6 +77,9 @@ pub struct Outgoing<'a> {
     /// This worker's idle connections (taken from, and given back to when
     /// the response body is complete).
     pub pool: &'a Rc<IdlePool>,
+    /// This worker's counters: every try is counted here, whatever the
+    /// protocol.
+    pub stats: &'a WorkerStats,
     /// Asked before every try (the upstream's Lua `balancer`), if any.
     pub hook: Option<&'a dyn TryHook>,
     /// What the CGI variables are built from, for an upstream speaking a
@@ -116,7 +120,7 @@ pub async fn forward(
     let started = Instant::now();
     // Borrowed, not moved in: the request stays in the caller's future
     // (moved, it would take room twice in this one's).
-    let (idempotent, pool, hook) = (out.idempotent, out.pool, out.hook);
+    let (idempotent, pool, hook, stats) = (out.idempotent, out.pool, out.hook, out.stats);
     let mut fcgi = None;
     let packet = match &out.cgi {
         None => None,
@@ -144,6 +148,7 @@ pub async fn forward(
     // Until when a request finding only spent workers waits for a successor.
     let mut wait_until: Option<Instant> = None;
     let mut hooked = Hooked::default();
+    let mut failed_try: Option<Arc<PeerCounters>> = None;
     let no_peer =
         |last: Option<ProxyError>| last.unwrap_or_else(|| ProxyError::NoPeer(name.to_string()));
 
@@ -218,6 +223,24 @@ pub async fn forward(
             (peer, addr, pool_key, by_hook, health) = (p, a, p.id(), false, true);
         }
         hooked.made += 1;
+        // The try that failed before this one is counted as retried.
+        if let Some(failed) = failed_try.take() {
+            failed.retry();
+        }
+        // The first try started with the request (one clock read saved).
+        let try_started = if hooked.made == 1 {
+            started
+        } else {
+            Instant::now()
+        };
+        let counters = stats.peer(health.then(|| peer.id()), || {
+            let label = if health {
+                peer_name(peer, addr)
+            } else {
+                OTHER_PEER.to_owned()
+            };
+            (name, label)
+        });
         let balancer = &members.balancer;
         let may_retry = |left: u32, extra: u32| {
             idempotent
@@ -263,14 +286,21 @@ pub async fn forward(
             .await
             .map(|(head, conn)| Answer::Http(head, conn)),
         };
+        if let Err(failure) = &answer {
+            count_failure(&counters, failure);
+        }
         match answer {
             Ok(answer) => {
                 let status = answer.status();
+                // One clock read for the try's time and the request's.
+                let now = Instant::now();
+                counters.answered(status.as_u16(), now - try_started);
                 if up.def.retry_statuses.contains(&status.as_u16()) {
                     if health {
                         balancer.record_failure(peer, Instant::now());
                     }
                     if may_retry(retries_left, hooked.extra) {
+                        failed_try = Some(counters);
                         hooked.spend(by_hook, &mut retries_left);
                         hooked.last = Some(LastFailure::Next(status.as_u16()));
                         tracing::warn!(upstream = name, peer = %addr, status = %status, "peer answered with a gateway error; trying the next peer");
@@ -282,7 +312,15 @@ pub async fn forward(
                 let back = (pool_key, limits.read);
                 let call = (grpc, call_deadline);
                 return Ok(respond(
-                    answer, peer, addr, up, pool, back, active, started, call,
+                    answer,
+                    peer,
+                    addr,
+                    up,
+                    pool,
+                    back,
+                    active,
+                    now - started,
+                    call,
                 ));
             }
             Err(Failure::NotSent(err)) => {
@@ -296,6 +334,7 @@ pub async fn forward(
                     }
                     hooked.extra -= 1;
                 }
+                failed_try = Some(counters);
                 tracing::warn!(upstream = name, peer = %addr, error = %err, "peer unreachable; trying the next peer");
                 hooked.last = Some(LastFailure::Failed(err.status().as_u16()));
                 last_err = Some(err);
@@ -308,6 +347,7 @@ pub async fn forward(
                     return Err(err);
                 }
                 hooked.spend(by_hook, &mut retries_left);
+                failed_try = Some(counters);
                 tracing::warn!(upstream = name, peer = %addr, error = %err, "peer failed before responding; retrying on the next peer");
                 hooked.last = Some(LastFailure::Failed(err.status().as_u16()));
                 last_err = Some(err);
@@ -319,6 +359,32 @@ pub async fn forward(
                 return Err(err);
             }
         }
+    }
+}
+
+/// Counts a failed try in its peer's counters: a connect error, a
+/// timeout, or both (a connect timeout).
+fn count_failure(counters: &PeerCounters, failure: &Failure) {
+    let (Failure::NotSent(err) | Failure::NoResponse(err) | Failure::Final(err)) = failure;
+    if matches!(
+        err,
+        ProxyError::Connect { .. } | ProxyError::ConnectTimeout(_)
+    ) {
+        counters.connect_error();
+    }
+    let timed_out = match err {
+        ProxyError::ConnectTimeout(_)
+        | ProxyError::ReadTimeout(_)
+        | ProxyError::CallDeadline(_) => true,
+        // A write stalled past `send_timeout`.
+        ProxyError::Upstream {
+            source: ExchangeError::Io(e),
+            ..
+        } => e.kind() == std::io::ErrorKind::TimedOut,
+        _ => false,
+    };
+    if timed_out {
+        counters.timeout();
     }
 }
 
@@ -454,7 +520,7 @@ fn respond(
     pool: &Rc<IdlePool>,
     (pool_key, read_timeout): (u64, Duration),
     active: super::peer::ActiveGuard,
-    started: Instant,
+    elapsed: Duration,
     (grpc, call_deadline): (bool, Option<Instant>),
 ) -> Exchange {
     let (head, conn) = match answer {
@@ -469,7 +535,7 @@ fn respond(
             return Exchange {
                 response,
                 peer: peer_name(peer, addr),
-                elapsed: started.elapsed(),
+                elapsed,
                 upgraded: None,
             };
         }
@@ -487,7 +553,7 @@ fn respond(
             return Exchange {
                 response,
                 peer: peer_name(peer, addr),
-                elapsed: started.elapsed(),
+                elapsed,
                 upgraded: None,
             };
         }
@@ -515,14 +581,14 @@ fn respond(
     Exchange {
         response,
         peer: peer_name(peer, addr),
-        elapsed: started.elapsed(),
+        elapsed,
         upgraded,
     }
 }
 
-/// The name a peer is logged by: its address (formatted once, not per
-/// request).
-fn peer_name(peer: &super::peer::Peer, addr: &PeerAddr) -> String {
+/// The name a peer is logged and labelled by in metrics: its address as
+/// the config gives it (or the managed worker's name).
+pub fn peer_name(peer: &super::peer::Peer, addr: &PeerAddr) -> String {
     if peer.name().is_empty() {
         addr.to_string()
     } else {

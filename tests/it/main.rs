@@ -51,3 +51,4 @@ mod route_redirect;
 mod h2;
 mod upstream_fastcgi;
 mod listen;
+mod metrics;

@@ -30,8 +30,8 @@ struct Seen {
 /// else answers 200 with the method, path and `:authority` in the body,
 /// the `te` field in `x-te`, and trailers: `x-trailer: done` plus the
 /// request's `x-req-trailer` trailer echoed as `x-echo-trailer`.
-struct H2Origin {
-    addr: SocketAddr,
+pub(crate) struct H2Origin {
+    pub(crate) addr: SocketAddr,
     seen: Arc<Seen>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -43,7 +43,7 @@ impl Drop for H2Origin {
 }
 
 impl H2Origin {
-    async fn start(max_streams: u32) -> H2Origin {
+    pub(crate) async fn start(max_streams: u32) -> H2Origin {
         Self::start_with(max_streams, None).await
     }
 

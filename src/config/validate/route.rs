@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::matchers::{check_replacement, compile, host_pattern, method, path_match};
 use super::paths::Paths;
 
-use crate::config::error::{ConfigError, Source};
+use crate::config::error::{ConfigError, Place, Source};
 use crate::config::file::{OneOrMany, RawRoute};
 use crate::config::model::{CacheZone, LimitZone, Rewrite, Route, RouteTarget, Upstream};
 
@@ -26,6 +26,7 @@ pub(super) fn route(
     let raw = def.get_ref();
     let place = src.place(def.span());
     let hosts = hosts(src, raw)?;
+    let (name, name_place) = route_name(src, raw, &place)?;
 
     let given: Vec<(&str, &Spanned<String>)> = [
         ("path", &raw.path),
@@ -144,6 +145,8 @@ pub(super) fn route(
     let upgrade = upgrade_protocols(src, raw)?;
 
     Ok(Route {
+        name,
+        name_place,
         limits,
         cache,
         upgrade,
@@ -156,6 +159,51 @@ pub(super) fn route(
         expires,
         lua,
     })
+}
+
+/// `name = "..."`: what names the route in the access log and metrics
+/// (a label value there, so short and printable); `file:line` of the
+/// `[[route]]` table when absent. Uniqueness is checked over all routes
+/// ([`unique_names`]).
+fn route_name(
+    src: &Source<'_>,
+    raw: &RawRoute,
+    place: &Place,
+) -> Result<(String, Place), ConfigError> {
+    let Some(name) = &raw.name else {
+        let default = format!("{}:{}", place.file.display(), place.line);
+        return Ok((default, place.clone()));
+    };
+    let value = name.get_ref();
+    let message = if value.is_empty() {
+        Some("`name` is empty; give the route a name, or leave `name` out for `file:line`")
+    } else if value.chars().count() > MAX_NAME {
+        Some("`name` is longer than 128 characters")
+    } else if value.chars().any(char::is_control) {
+        Some("`name` contains a control character")
+    } else {
+        None
+    };
+    match message {
+        Some(m) => Err(src.err(name.span(), m)),
+        None => Ok((value.clone(), src.place(name.span()))),
+    }
+}
+
+/// The longest route `name`, in characters.
+const MAX_NAME: usize = 128;
+
+/// Every route's name is its own: a name given twice (or equal to another
+/// route's default `file:line`) is an error naming both places.
+pub(super) fn unique_names(routes: &[Route]) -> Result<(), ConfigError> {
+    let mut seen: BTreeMap<&str, &Place> = BTreeMap::new();
+    for route in routes {
+        if let Some(first) = seen.insert(&route.name, &route.name_place) {
+            let message = format!("route name `{}` is used twice", route.name);
+            return Err(ConfigError::at(&route.name_place, message).also_at(first));
+        }
+    }
+    Ok(())
 }
 
 /// `upgrade = [...]`: the protocols a client may switch to through the
@@ -418,5 +466,65 @@ mod tests {
         );
         let e = err("[[route]]\npath = \"/\"\nupstream = \"app\"\nrewrite = { from = \"^/\" }");
         assert_eq!(e, "t.toml:4:11: the rewrite of a [[route]] is missing `to`");
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use crate::config::load_files;
+    use std::path::PathBuf;
+
+    const APP: &str = "[upstream.app]\nservers = [{ addr = \"127.0.0.1:8001\" }]\n";
+
+    fn load(a: &str, b: &str) -> Result<Vec<String>, String> {
+        let files = [
+            (PathBuf::from("a.toml"), format!("{APP}{a}")),
+            (PathBuf::from("b.toml"), b.to_owned()),
+        ];
+        let config = load_files(&files).map_err(|e| e.to_string())?;
+        Ok(config.routes.into_iter().map(|r| r.name).collect())
+    }
+
+    fn route(path: &str, name: Option<&str>) -> String {
+        let name = name.map_or(String::new(), |n| {
+            format!("name = {}\n", toml::Value::String(n.to_owned()))
+        });
+        format!("[[route]]\n{name}path = {path:?}\nupstream = \"app\"\n")
+    }
+
+    #[test]
+    fn a_route_is_named_by_its_name_or_its_file_and_line() {
+        let names = load(&route("/a", Some("api")), &route("/b", None)).unwrap();
+        assert_eq!(names, ["api", "b.toml:1"]);
+    }
+
+    #[test]
+    fn a_name_used_twice_names_both_places() {
+        let e = load(
+            &route("/a", Some("api")),
+            &format!("\n{}", route("/b", Some("api"))),
+        );
+        assert_eq!(
+            e.unwrap_err(),
+            "b.toml:3:8: route name `api` is used twice (also defined at a.toml:4:8)"
+        );
+        // A name equal to another route's default.
+        let e = load(&route("/a", None), &route("/b", Some("a.toml:3")));
+        assert!(
+            e.unwrap_err()
+                .contains("route name `a.toml:3` is used twice")
+        );
+    }
+
+    #[test]
+    fn a_name_must_be_a_short_printable_label() {
+        for (name, says) in [
+            ("", "`name` is empty"),
+            ("a\u{7}b", "control character"),
+            (&"x".repeat(129), "longer than 128"),
+        ] {
+            let e = load(&route("/a", Some(name)), "").unwrap_err();
+            assert!(e.starts_with("a.toml:4:8: ") && e.contains(says), "{e}");
+        }
     }
 }

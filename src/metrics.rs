@@ -1,0 +1,168 @@
+//! `GET /metrics`: what the proxy counts, and how a scrape adds it up.
+//!
+//! Cost on the request path is the design's first concern (target: ≤ 2 %
+//! of the proxy's instructions per request). So every worker thread counts
+//! into its own [`WorkerMetrics`], plain atomics that only that thread
+//! writes (a load and a store, no locked read-modify-write, and no cache
+//! line shared with another writer); a scrape reads every worker's values
+//! and adds them up ([`Registry::merged`]). Each worker reaches its
+//! counters through [`WorkerStats`], its own cache of them (by route index
+//! and peer id), so a request looks nothing up by name.
+//!
+//! What is read rather than counted (peer health, reloads, the config
+//! generation) is taken from the shared state at scrape time and costs
+//! requests nothing ([`expose`]).
+//!
+//! Label values are bounded: route names (conf.d `name` or `file:line`),
+//! upstream names, peer addresses from the config; never a request path
+//! or a client address. This module knows nothing of HTTP beyond status
+//! and method classes.
+
+mod counters;
+pub mod expose;
+mod local;
+
+pub use counters::{
+    ConnCounters, ConnValues, DURATION_BUCKETS, HistogramValues, ListenerKey, MethodClass,
+    OpenConn, PeerCounters, PeerValues, RouteCounters, RouteValues, WorkerMetrics,
+};
+pub use local::WorkerStats;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The label value of requests no route served (refused by the checks,
+/// 404, 405): route names are never empty.
+pub const UNROUTED: &str = "";
+
+/// The label value of a peer a Lua `balancer` named outside the
+/// upstream's list (any address: not a label value).
+pub const OTHER_PEER: &str = "(balancer)";
+
+/// Every worker's counters, for the scrape. Workers register at start and
+/// stay listed (their counts stay in the totals after they exit).
+#[derive(Debug, Default)]
+pub struct Registry {
+    workers: Mutex<Vec<Arc<WorkerMetrics>>>,
+}
+
+/// The workers' counts added up, by label values.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Merged {
+    /// By route name.
+    pub routes: BTreeMap<Arc<str>, RouteValues>,
+    /// By upstream name and peer label.
+    pub peers: BTreeMap<(Arc<str>, Arc<str>), PeerValues>,
+    /// Client connections by listener and transport.
+    pub listeners: BTreeMap<ListenerKey, ConnValues>,
+}
+
+impl Registry {
+    /// Lists a worker's counters.
+    pub fn register(&self, worker: Arc<WorkerMetrics>) {
+        self.lock().push(worker);
+    }
+
+    /// The sum of every worker's counts.
+    pub fn merged(&self) -> Merged {
+        let workers = self.lock().clone();
+        let mut merged = Merged::default();
+        for w in &workers {
+            w.add_to(&mut merged);
+        }
+        merged
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<WorkerMetrics>>> {
+        self.workers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_scrape_adds_up_every_workers_counts_by_label() {
+        let registry = Registry::default();
+        let (one, two) = (WorkerStats::new(), WorkerStats::new());
+        registry.register(one.shared());
+        registry.register(two.shared());
+        let ms = Duration::from_millis(3);
+        one.route(1, 0, "api")
+            .record(MethodClass::Get, 200, ms, 0, 10);
+        one.route(1, 0, "api")
+            .record(MethodClass::Get, 204, ms, 0, 5);
+        two.route(1, 0, "api")
+            .record(MethodClass::Get, 200, ms, 7, 1);
+        two.route(1, 1, "web")
+            .record(MethodClass::Post, 503, Duration::from_secs(20), 0, 0);
+        one.unrouted().record(MethodClass::Other, 404, ms, 0, 0);
+
+        let merged = registry.merged();
+        let api = &merged.routes[&Arc::from("api")];
+        assert_eq!(api.requests[MethodClass::Get as usize][1], 3);
+        assert_eq!(api.requests.iter().flatten().sum::<u64>(), 3);
+        assert_eq!((api.request_bytes, api.response_bytes), (7, 16));
+        assert_eq!(api.duration.count, 3);
+        assert_eq!(api.duration.sum_ns, 9_000_000);
+        // 3 ms lands in the 5 ms bucket (the first bound it is under).
+        let at = DURATION_BUCKETS.iter().position(|b| *b == 0.005).unwrap();
+        assert_eq!(api.duration.buckets[at], 3);
+        let web = &merged.routes[&Arc::from("web")];
+        assert_eq!(web.requests[MethodClass::Post as usize][4], 1);
+        // Past the last bound: the +Inf bucket.
+        assert_eq!(web.duration.buckets[DURATION_BUCKETS.len()], 1);
+        assert_eq!(
+            merged.routes[&Arc::from(UNROUTED)].requests[MethodClass::Other as usize][3],
+            1
+        );
+    }
+
+    #[test]
+    fn peers_are_counted_per_upstream_and_peer_and_merged_across_workers() {
+        let registry = Registry::default();
+        let (one, two) = (WorkerStats::new(), WorkerStats::new());
+        registry.register(one.shared());
+        registry.register(two.shared());
+        let label = || ("app", "127.0.0.1:1".to_owned());
+        one.peer(Some(7), label)
+            .answered(200, Duration::from_millis(1));
+        two.peer(Some(7), label)
+            .answered(502, Duration::from_millis(1));
+        two.peer(Some(7), label).connect_error();
+        // Another peer id with the same labels (kept across a reload as a
+        // new peer) adds to the same series.
+        two.peer(Some(8), label).retry();
+        one.peer(None, || ("app", OTHER_PEER.to_owned())).timeout();
+        let a = one.shared().listener("127.0.0.1:80", false).open();
+        let b = two.shared().listener("127.0.0.1:80", false).open();
+        let c = two.shared().listener("127.0.0.1:80", false).open();
+        drop((a, b));
+
+        let merged = registry.merged();
+        let key = (Arc::from("app"), Arc::from("127.0.0.1:1"));
+        let p = &merged.peers[&key];
+        assert_eq!(p.responses, [0, 1, 0, 0, 1]);
+        assert_eq!(p.response_time.count, 2);
+        assert_eq!((p.connect_errors, p.retries, p.timeouts), (1, 1, 0));
+        let other = &merged.peers[&(Arc::from("app"), Arc::from(OTHER_PEER))];
+        assert_eq!(other.timeouts, 1);
+        let conns = merged.listeners[&(Arc::from("127.0.0.1:80"), "tcp")];
+        assert_eq!((conns.accepted, conns.closed), (3, 2));
+        drop(c);
+    }
+
+    #[test]
+    fn a_new_generation_finds_the_routes_counters_by_name() {
+        let stats = WorkerStats::new();
+        let before = stats.route(1, 0, "api");
+        before.record(MethodClass::Get, 200, Duration::ZERO, 0, 0);
+        // After a reload the route is at another index: same counters.
+        let after = stats.route(2, 3, "api");
+        assert!(Arc::ptr_eq(&before, &after));
+        assert!(!Arc::ptr_eq(&after, &stats.route(2, 0, "other")));
+    }
+}
