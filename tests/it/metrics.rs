@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::support::{Moongate, Origin, client, text};
+use crate::upstream_fastcgi::Php;
 use crate::upstream_h2::H2Origin;
 use crate::upstream_uwsgi::Uwsgi;
 
@@ -142,6 +143,7 @@ async fn scrape(mg: &Moongate) -> Scrape {
 /// A client that opens a new connection per request, so the kernel
 /// spreads them over both worker threads.
 fn fresh_client() -> reqwest::Client {
+    crate::support::install_crypto();
     reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
@@ -325,22 +327,31 @@ async fn requests_are_counted_by_route_and_status_class_across_both_workers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_tries_are_counted_per_peer_for_http1_h2_and_uwsgi() {
+async fn upstream_tries_are_counted_per_peer_for_http1_h2_uwsgi_and_fastcgi() {
     let (one, two) = (Origin::named("one").await, Origin::named("two").await);
     let (h2a, h2b) = (H2Origin::start(100).await, H2Origin::start(100).await);
     let app = Uwsgi::start();
+    let php = Php::start(2, "");
     let mg = Moongate::start(&format!(
         "{SERVER}[upstream.web]\nservers = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\n\n\
          [upstream.grpcish]\nprotocol = \"h2\"\nservers = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\n\n\
          [upstream.wsgi]\nprotocol = \"uwsgi\"\nservers = [{{ addr = \"{}\" }}]\n\n\
+         [upstream.php]\nprotocol = \"fastcgi\"\nroot = \"{}\"\nservers = [{{ addr = \"{}\" }}]\n\n\
          [[route]]\nname = \"web\"\npath = \"/web/\"\nupstream = \"web\"\n\n\
          [[route]]\nname = \"h2\"\npath = \"/h2/\"\nupstream = \"grpcish\"\n\n\
-         [[route]]\nname = \"wsgi\"\npath = \"/wsgi/\"\nupstream = \"wsgi\"\n",
-        one.addr, two.addr, h2a.addr, h2b.addr, app.addr
+         [[route]]\nname = \"wsgi\"\npath = \"/wsgi/\"\nupstream = \"wsgi\"\n\n\
+         [[route]]\nname = \"php\"\npath_exact = \"/index.php\"\nupstream = \"php\"\n",
+        one.addr,
+        two.addr,
+        h2a.addr,
+        h2b.addr,
+        app.addr,
+        php.root.path().display(),
+        php.addr()
     ));
     let http = fresh_client();
     let before = scrape(&mg).await;
-    for path in ["/web/x", "/h2/x", "/wsgi/x"] {
+    for path in ["/web/x", "/h2/x", "/wsgi/x", "/index.php"] {
         for _ in 0..10 {
             let resp = http.get(mg.url(path)).send().await.unwrap();
             assert_eq!(resp.status(), 200, "{path}");
@@ -364,8 +375,14 @@ async fn upstream_tries_are_counted_per_peer_for_http1_h2_and_uwsgi() {
     assert_eq!(answered("grpcish", &h2a.addr.to_string()), 5.0);
     assert_eq!(answered("grpcish", &h2b.addr.to_string()), 5.0);
     assert_eq!(answered("wsgi", &app.addr.to_string()), 10.0);
-    for (upstream, peer) in [("grpcish", h2a.addr), ("wsgi", app.addr)] {
-        let labels = [("upstream", upstream), ("peer", &peer.to_string())];
+    assert_eq!(answered("php", &php.addr()), 10.0);
+    let peers = [
+        ("grpcish", h2a.addr.to_string()),
+        ("wsgi", app.addr.to_string()),
+        ("php", php.addr()),
+    ];
+    for (upstream, peer) in &peers {
+        let labels = [("upstream", *upstream), ("peer", peer.as_str())];
         assert!(
             after.get("moongate_upstream_response_seconds_count", &labels) >= 5.0,
             "{upstream}"
