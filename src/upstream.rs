@@ -42,6 +42,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::body::BoxError;
 use crate::config::{self, PeerAddr};
 use crate::h1_framing::{Decoder, Framing};
 use crate::vars::VarTemplate;
@@ -190,14 +191,27 @@ impl Upstream {
     }
 }
 
-/// A response body read straight from the peer's connection. Between
+/// A response body read straight from the peer: an HTTP/1.x body off its
+/// connection (HTTP/1.1 and uwsgi), an HTTP/2 stream's, or a FastCGI
+/// response's. The peer's in-flight count drops when it ends.
+pub struct UpstreamBody {
+    source: Source,
+}
+
+/// Where an [`UpstreamBody`] comes from; the others are boxed, as most
+/// bodies are HTTP/1.
+enum Source {
+    H1(H1Body),
+    H2(Box<http2::H2Body>, Option<ActiveGuard>),
+    /// It hands its connection back, and drops its in-flight count, itself.
+    Fastcgi(Box<call::fastcgi::FastcgiBody>),
+}
+
+/// An HTTP/1.x body read from the connection its head came on. Between
 /// reads the peer may stay silent at most `read_timeout`; when the body is
 /// complete the connection goes back to this thread's pool (if the
-/// exchange allows reuse), and the peer's in-flight count drops.
-pub struct UpstreamBody {
-    /// The HTTP/2 stream the body comes on (`h2` and `grpc` upstreams);
-    /// `conn` is `None` then.
-    h2: Option<Box<http2::H2Body>>,
+/// exchange allows reuse).
+struct H1Body {
     conn: Option<Conn>,
     decoder: Decoder,
     /// Where the connection goes back to, when it may be reused.
@@ -206,9 +220,6 @@ pub struct UpstreamBody {
     /// When a silent peer fails the body; `None` while data comes.
     deadline: Option<Instant>,
     active: Option<ActiveGuard>,
-    /// A FastCGI response's body, which then is the whole body (the
-    /// fields above hold no connection). Boxed: most bodies are HTTP/1.
-    fastcgi: Option<Box<call::fastcgi::FastcgiBody>>,
 }
 
 impl UpstreamBody {
@@ -220,49 +231,36 @@ impl UpstreamBody {
         read_timeout: Duration,
         active: ActiveGuard,
     ) -> Self {
-        let mut body = UpstreamBody {
-            h2: None,
+        let mut body = H1Body {
             conn,
             decoder: Decoder::new(framing),
             back,
             read_timeout,
             deadline: None,
             active: Some(active),
-            fastcgi: None,
         };
         body.release_if_done();
-        body
+        UpstreamBody {
+            source: Source::H1(body),
+        }
     }
 
-    /// The body of an HTTP/2 response; the peer's in-flight count drops at
-    /// its end.
+    /// The body of an HTTP/2 response.
     pub fn h2(body: http2::H2Body, active: ActiveGuard) -> Self {
         UpstreamBody {
-            h2: Some(Box::new(body)),
-            fastcgi: None,
-            conn: None,
-            decoder: Decoder::new(Framing::Empty),
-            back: None,
-            read_timeout: Duration::ZERO,
-            deadline: None,
-            active: Some(active),
+            source: Source::H2(Box::new(body), Some(active)),
         }
     }
 
-    /// The body of a FastCGI response (it hands its connection back itself).
+    /// The body of a FastCGI response.
     pub fn fastcgi(body: call::fastcgi::FastcgiBody) -> Self {
         UpstreamBody {
-            h2: None,
-            conn: None,
-            decoder: Decoder::new(Framing::Empty),
-            back: None,
-            read_timeout: Duration::ZERO,
-            deadline: None,
-            active: None,
-            fastcgi: Some(Box::new(body)),
+            source: Source::Fastcgi(Box::new(body)),
         }
     }
+}
 
+impl H1Body {
     fn release_if_done(&mut self) {
         if !self.decoder.is_done() {
             return;
@@ -271,6 +269,44 @@ impl UpstreamBody {
             back.pool.checkin(back.peer_id, conn, back.max_idle);
         }
         self.active = None;
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match conn.poll_body(cx, &mut self.decoder) {
+            Poll::Ready(Some(Ok(data))) => {
+                self.deadline = None;
+                self.release_if_done();
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(None) => {
+                self.release_if_done();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.conn = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Pending => {
+                let timeout = self.read_timeout;
+                let deadline = *self
+                    .deadline
+                    .get_or_insert_with(|| Instant::now() + timeout);
+                if conn.poll_timer(cx, deadline).is_ready() {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err("upstream read timeout in body".into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for H1Body {
+    fn drop(&mut self) {
+        self.release_if_done();
     }
 }
 
@@ -284,79 +320,40 @@ pub struct Back {
     pub max_idle: usize,
 }
 
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        self.release_if_done();
-    }
-}
-
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = crate::body::BoxError;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        if let Some(body) = this.fastcgi.as_mut() {
-            return Pin::new(&mut **body).poll_frame(cx);
-        }
-        if let Some(h2) = this.h2.as_mut() {
-            let polled = Pin::new(h2.as_mut()).poll_frame(cx);
-            if matches!(polled, Poll::Ready(None | Some(Err(_)))) || h2.is_end_stream() {
-                this.active = None;
-            }
-            return polled;
-        }
-        let Some(conn) = this.conn.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match conn.poll_body(cx, &mut this.decoder) {
-            Poll::Ready(Some(Ok(data))) => {
-                this.deadline = None;
-                this.release_if_done();
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
-            Poll::Ready(None) => {
-                this.release_if_done();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.conn = None;
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Pending => {
-                let timeout = this.read_timeout;
-                let deadline = *this
-                    .deadline
-                    .get_or_insert_with(|| Instant::now() + timeout);
-                if conn.poll_timer(cx, deadline).is_ready() {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err("upstream read timeout in body".into())));
+        match &mut self.source {
+            Source::H1(body) => body.poll_frame(cx),
+            Source::H2(body, active) => {
+                let polled = Pin::new(body.as_mut()).poll_frame(cx);
+                if matches!(polled, Poll::Ready(None | Some(Err(_)))) || body.is_end_stream() {
+                    *active = None;
                 }
-                Poll::Pending
+                polled
             }
+            Source::Fastcgi(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        if let Some(body) = &self.fastcgi {
-            return body.is_end_stream();
-        }
-        match &self.h2 {
-            Some(h2) => h2.is_end_stream(),
-            None => self.decoder.is_done(),
+        match &self.source {
+            Source::H1(body) => body.decoder.is_done(),
+            Source::H2(body, _) => body.is_end_stream(),
+            Source::Fastcgi(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        if let Some(body) = &self.fastcgi {
-            return body.size_hint();
-        }
-        match &self.h2 {
-            Some(h2) => h2.size_hint(),
-            None => self.decoder.size_hint(),
+        match &self.source {
+            Source::H1(body) => body.decoder.size_hint(),
+            Source::H2(body, _) => body.size_hint(),
+            Source::Fastcgi(body) => body.size_hint(),
         }
     }
 }
