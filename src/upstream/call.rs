@@ -140,7 +140,7 @@ pub async fn forward(
     let call_deadline = grpc
         .then(|| crate::grpc::timeout(&out.parts.headers))
         .flatten()
-        .map(|t| started + t);
+        .map(|t| tokio::time::Instant::from_std(started + t));
     let mut members = up.members();
     let mut tried = Tried::new(members.peers.len());
     let mut retries_left = up.def.retries;
@@ -521,15 +521,14 @@ fn respond(
     (pool_key, read_timeout): (u64, Duration),
     active: super::peer::ActiveGuard,
     elapsed: Duration,
-    (grpc, call_deadline): (bool, Option<Instant>),
+    (grpc, call_deadline): (bool, Option<tokio::time::Instant>),
 ) -> Exchange {
     let (head, conn) = match answer {
         Answer::Http(head, conn) => (head, conn),
         Answer::H2(answered) => {
             let (resp, slot) = *answered;
             let (head, recv) = resp.into_parts();
-            let deadline = call_deadline.map(tokio::time::Instant::from_std);
-            let body = http2::H2Body::new(recv, read_timeout, deadline, grpc, slot);
+            let body = http2::H2Body::new(recv, read_timeout, call_deadline, grpc, slot);
             let mut response = Response::from_parts(head, UpstreamBody::h2(body, active));
             *response.version_mut() = http::Version::HTTP_11;
             return Exchange {

@@ -57,7 +57,7 @@ pub struct TryOptions {
     /// The request is a gRPC call.
     pub grpc: bool,
     /// The gRPC call's deadline (`grpc-timeout`), if any.
-    pub call_deadline: Option<std::time::Instant>,
+    pub call_deadline: Option<Instant>,
 }
 
 /// How one try failed, which decides whether another may be made.
@@ -259,12 +259,10 @@ async fn wait_head(
             }
             let deadline = opts
                 .call_deadline
-                .map_or(silent_until, |d| Instant::from_std(d).min(silent_until));
+                .map_or(silent_until, |d| d.min(silent_until));
             match timer.poll_until(cx, deadline) {
                 Poll::Ready(()) if Instant::now() >= deadline => {
-                    let call_over = opts
-                        .call_deadline
-                        .is_some_and(|d| Instant::from_std(d) <= Instant::now());
+                    let call_over = opts.call_deadline.is_some_and(|d| d <= Instant::now());
                     let why = if call_over {
                         HeadError::Deadline
                     } else {
