@@ -121,17 +121,18 @@ pub async fn forward(
     // Borrowed, not moved in: the request stays in the caller's future
     // (moved, it would take room twice in this one's).
     let (idempotent, pool, hook, stats) = (out.idempotent, out.pool, out.hook, out.stats);
-    let mut fcgi = None;
-    let packet = match &out.cgi {
-        None => None,
-        Some(cgi) if up.def.protocol == Protocol::Fastcgi => {
+    // What a CGI-style protocol sends in place of the request head, built
+    // once for every try: uwsgi's packet, FastCGI's parameters.
+    let (mut packet, mut fcgi) = (None, None);
+    if let Some(cgi) = &out.cgi {
+        if up.def.protocol == Protocol::Fastcgi {
             // Boxed, as the try below: the FastCGI futures add nothing
             // to every HTTP/1 request's.
             fcgi = Some(Box::pin(fastcgi::prepare(up, cgi, &out.parts, &mut out.body)).await?);
-            None
+        } else {
+            packet = Some(uwsgi_packet(up, name, cgi, &out.parts, &mut out.body).await?);
         }
-        Some(cgi) => Some(uwsgi_packet(up, name, cgi, &out.parts, &mut out.body).await?),
-    };
+    }
     let packet = packet.as_deref();
     // Only a request without a body can be sent a second time.
     let replayable = out.body.is_empty();
