@@ -95,7 +95,7 @@ class Scenario:
 
     nginx     template in bench/nginx/ (@LISTEN@, @ORIGIN@, @CERT@, @KEY@, + vars)
     moongate  template in bench/moongate/, rendered to <conf.d>/00-bench.toml
-              (@LISTEN@, @ORIGIN@, @WORKERS@, @CERT@, @KEY@, + vars)
+              (@LISTEN@, @ORIGIN@, @WORKERS@, @KEEPALIVE@, @CERT@, @KEY@, + vars)
     path, headers, wrk_script   what wrk sends (wrk_script: a Lua file in bench/wrk/, wrk -s)
     tls       serve HTTPS (run.py makes a self-signed cert)
     vars      extra @NAME@ substitutions for both templates (e.g. RL_RATE)
@@ -1453,7 +1453,10 @@ class Run:
             d = self.dir / f"{sc.name}.{i}"
         d.mkdir()
         os.chmod(d, 0o755)
+        # nginx's "keepalive 64" is per worker process; moongate's pool is
+        # one per process: the same idle connections in all.
         values = {"ORIGIN": f"{HOST}:{self.origin_port}", "WORKERS": self.args.moongate_workers_toml,
+                  "KEEPALIVE": str(64 * self.args.nginx_workers),
                   "RUN_DIR": str(d), "BENCH_DIR": str(BENCH_DIR),
                   **{k: v.replace("@RUN_DIR@", str(d)) for k, v in sc.vars.items()}}
         if sc.tls:

@@ -76,7 +76,10 @@ impl Workers {
                 .spawn(move || {
                     // Everything the thread owns; dropped after the
                     // `LocalSet` (and the tasks it still holds).
-                    let worker = Rc::new(WorkerLocal::new(WorkerInfo { id, count: n }));
+                    let worker = Rc::new(WorkerLocal::new(
+                        WorkerInfo { id, count: n },
+                        shared.upstream_pool.clone(),
+                    ));
                     shared.metrics.register(worker.metrics.shared());
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&rt, async {

@@ -187,6 +187,7 @@ fn run(
         app_workers: Arc::new(Registry::new()),
         connections: std::sync::atomic::AtomicU64::new(0),
         metrics: crate::metrics::Registry::default(),
+        upstream_pool: crate::upstream::pool::SharedPool::new(workers),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -38,6 +38,9 @@ pub struct Shared {
     pub connections: AtomicU64,
     /// Every worker's counters, added up by `GET /metrics`.
     pub metrics: crate::metrics::Registry,
+    /// Idle keep-alive connections to upstream peers, shared by every
+    /// worker thread.
+    pub upstream_pool: Arc<crate::upstream::pool::SharedPool>,
 }
 
 /// What `/status` says about reloads.

@@ -18,6 +18,7 @@ pub mod balance;
 pub mod balance_hook;
 pub mod peer;
 pub mod pool;
+pub mod rehome;
 pub mod connect;
 pub mod h1;
 pub mod cgi;

@@ -3,7 +3,8 @@
 //! request path reaches it through its connection's
 //! [`ConnCtx`](crate::proxy::ConnCtx).
 //!
-//! It owns the idle upstream connections, the Redis connections, the Lua
+//! It owns its access to the process's idle upstream connections, the
+//! Redis connections, the Lua
 //! VMs with what they share (the running request and its deadline, timer
 //! counts), the `Date` header value of HTTP/1 responses, its metrics
 //! counters (see [`crate::metrics`]), and whether the worker's `LocalSet`
@@ -11,21 +12,23 @@
 //! argument: they reach the Lua part through their VM's app data (see
 //! [`crate::lua::worker`]).
 //!
-//! Nothing here is shared between threads, so it needs no locks, and two
-//! values never see each other's state (see the tests): there is no
+//! Nothing here but the idle upstream connections (one pool per process,
+//! see [`crate::upstream::pool`]) is shared between threads, so it needs
+//! no locks, and two values never see each other's state (see the tests): there is no
 //! `thread_local!` behind it. Code outside the workers (the control
 //! thread, admin, `moongate check`) needs none of it; a test that does
 //! makes its own with [`WorkerLocal::new`].
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::cluster::RedisConnections;
 use crate::h1_wire::DateCache;
 use crate::lua::vm::Vms;
 use crate::lua::worker::LuaWorker;
 use crate::metrics::WorkerStats;
-use crate::upstream::pool::IdlePool;
+use crate::upstream::pool::{IdlePool, SharedPool};
 
 /// Which worker a thread is, as Lua sees it (`ngx.worker.id()` and
 /// `ngx.worker.count()`).
@@ -41,9 +44,9 @@ pub struct WorkerInfo {
 pub struct WorkerLocal {
     /// Which worker this is.
     pub info: WorkerInfo,
-    /// Idle keep-alive connections to upstream peers. An `Rc` because a
-    /// response body gives its connection back after the request's
-    /// borrows have ended.
+    /// The worker's way into the process's idle keep-alive connections to
+    /// upstream peers. An `Rc` because a response body gives its
+    /// connection back after the request's borrows have ended.
     pub upstream_idle: Rc<IdlePool>,
     /// The connection to each Redis that `scope = "redis"` zones use
     /// (shared with the Lua VMs, for `mg.limit.take`).
@@ -63,13 +66,14 @@ pub struct WorkerLocal {
 }
 
 impl WorkerLocal {
-    /// Empty state for worker `info`; it takes no tasks until
+    /// Empty state for worker `info`, reaching the process's upstream
+    /// connections in `pool`; it takes no tasks until
     /// [`WorkerLocal::run_tasks`] says so.
-    pub fn new(info: WorkerInfo) -> WorkerLocal {
+    pub fn new(info: WorkerInfo, pool: Arc<SharedPool>) -> WorkerLocal {
         let redis = Rc::new(RedisConnections::default());
         WorkerLocal {
             info,
-            upstream_idle: Rc::default(),
+            upstream_idle: Rc::new(IdlePool::new(pool, info.id)),
             lua: Vms::new(LuaWorker::new(info, redis.clone())),
             redis,
             dates: RefCell::default(),
@@ -111,21 +115,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn two_workers_keep_their_own_connections() {
-        let one = WorkerLocal::new(WorkerInfo { id: 0, count: 2 });
-        let two = WorkerLocal::new(WorkerInfo { id: 1, count: 2 });
+    async fn two_workers_share_their_idle_connections() {
+        let pool = SharedPool::new(2);
+        let one = WorkerLocal::new(WorkerInfo { id: 0, count: 2 }, pool.clone());
+        let two = WorkerLocal::new(WorkerInfo { id: 1, count: 2 }, pool);
         let (c, _peer) = conn().await;
         one.upstream_idle.checkin(7, c, 4);
-        assert!(two.upstream_idle.checkout(7, IDLE).is_none());
-        let back = one.upstream_idle.checkout(7, IDLE).expect("pooled");
+        let back = two.upstream_idle.checkout(7, IDLE).expect("pooled");
         assert!(back.reused);
         assert!(one.upstream_idle.checkout(7, IDLE).is_none());
     }
 
     #[test]
     fn one_workers_lua_deadline_does_not_stop_another() {
-        let one = WorkerLocal::new(WorkerInfo { id: 0, count: 2 });
-        let two = WorkerLocal::new(WorkerInfo { id: 1, count: 2 });
+        let one = WorkerLocal::new(WorkerInfo { id: 0, count: 2 }, SharedPool::new(2));
+        let two = WorkerLocal::new(WorkerInfo { id: 1, count: 2 }, SharedPool::new(2));
         let (a, b) = (&one.lua.worker().running, &two.lua.worker().running);
         a.with_deadline(Duration::ZERO, || {
             assert!(a.check().is_err(), "past its deadline");
@@ -138,7 +142,7 @@ mod tests {
 
     #[test]
     fn a_worker_takes_tasks_only_while_told() {
-        let w = WorkerLocal::new(WorkerInfo { id: 0, count: 1 });
+        let w = WorkerLocal::new(WorkerInfo { id: 0, count: 1 }, SharedPool::new(1));
         assert!(!w.takes_tasks());
         w.run_tasks(true);
         assert!(w.takes_tasks());

@@ -75,6 +75,17 @@ impl<S> WriteTimed<S> {
         self.writes.timeout = timeout;
     }
 
+    /// The timeout of writes.
+    pub fn timeout(&self) -> Duration {
+        self.writes.timeout
+    }
+
+    /// The wrapped socket (its timer, made on this thread's runtime, is
+    /// dropped).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     /// The wrapped socket.
     pub fn get_ref(&self) -> &S {
         &self.inner

@@ -295,7 +295,7 @@ pub struct RawUpstream {
     pub balance: Option<Spanned<String>>,
     /// `$var` template hashed by `balance = "hash"`.
     pub key: Option<Spanned<String>>,
-    /// Idle pooled connections per worker thread.
+    /// Idle pooled connections per peer, in the whole process.
     pub keepalive: Option<usize>,
     /// How long a pooled connection may idle.
     pub keepalive_timeout: Option<Dur>,

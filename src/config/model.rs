@@ -161,7 +161,8 @@ pub struct Upstream {
     pub balance: Balance,
     /// The `$var` template hashed when `balance` is [`Balance::Hash`].
     pub key: Option<String>,
-    /// Idle pooled connections per worker thread; 0 = no pooling.
+    /// Idle pooled connections per peer in the whole process (one pool
+    /// shared by every worker thread); 0 = no pooling.
     pub keepalive: usize,
     /// How long a pooled connection may stay idle.
     pub keepalive_timeout: Duration,

@@ -47,7 +47,7 @@ use http::{Response, StatusCode};
 use super::balance::{PickKey, Tried};
 use super::balance_hook::{LastFailure, Timeouts, TryHook, TryInfo};
 use super::cgi::CgiFacts;
-use super::connect::connect;
+use super::connect::connect_socket;
 use super::h1::{Conn, ExchangeError, InterimSink, ResponseHead};
 use super::http2;
 use super::peer::{Peer, PeerConfig};
@@ -629,9 +629,10 @@ async fn exchange(
             Err(e) => return Err(failure(e, &conn, addr)),
         }
     }
-    let mut conn = connect(addr, limits.connect, limits.send, up.tls.as_ref())
+    let socket = connect_socket(addr, limits.connect, up.tls.as_ref())
         .await
         .map_err(Failure::NotSent)?;
+    let mut conn = Conn::new(pool.counted(peer_id, socket), limits.send);
     match run(&mut conn, parts, body, packet, limits.read, interim).await {
         Ok(head) => Ok((head, conn)),
         Err(e) => Err(failure(e, &conn, addr)),

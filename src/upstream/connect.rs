@@ -46,14 +46,18 @@ async fn open(addr: &PeerAddr, tls: Option<&PeerTls>) -> std::io::Result<Box<dyn
             let s = TcpStream::connect(sa).await?;
             s.set_nodelay(true)?;
             match tls {
-                Some(tls) => Ok(Box::new(tls.handshake(s, addr).await?)),
+                Some(tls) => Ok(Box::new(
+                    tls.handshake(Box::new(s) as Box<dyn Socket>, addr).await?,
+                )),
                 None => Ok(Box::new(s)),
             }
         }
         PeerAddr::Unix(path) => {
             let s = UnixStream::connect(path).await?;
             match tls {
-                Some(tls) => Ok(Box::new(tls.handshake(s, addr).await?)),
+                Some(tls) => Ok(Box::new(
+                    tls.handshake(Box::new(s) as Box<dyn Socket>, addr).await?,
+                )),
                 None => Ok(Box::new(s)),
             }
         }

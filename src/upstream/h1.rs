@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
+use super::rehome::Rehome;
 use crate::body::{RequestBody, RequestBodyError};
 use crate::forward::connection_has;
 use crate::h1_framing::{DecodeError, Decoder, Framing, Step};
@@ -41,6 +42,11 @@ pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {
     /// Whether an idle connection is still open with nothing unread: the
     /// peer neither closed it nor sent anything.
     fn is_idle_open(&self) -> bool;
+
+    /// The same socket, registered with the current thread's runtime (an
+    /// idle connection handed to another worker thread: see
+    /// [`super::rehome`]).
+    fn rehome(self: Box<Self>) -> io::Result<Box<dyn Socket>>;
 }
 
 /// The check behind [`Socket::is_idle_open`]: tokio's readiness says
@@ -65,11 +71,19 @@ impl Socket for TcpStream {
     fn is_idle_open(&self) -> bool {
         idle_open!(self)
     }
+
+    fn rehome(self: Box<Self>) -> io::Result<Box<dyn Socket>> {
+        Ok(Box::new((*self).rehome()?))
+    }
 }
 
 impl Socket for UnixStream {
     fn is_idle_open(&self) -> bool {
         idle_open!(self)
+    }
+
+    fn rehome(self: Box<Self>) -> io::Result<Box<dyn Socket>> {
+        Ok(Box::new((*self).rehome()?))
     }
 }
 
@@ -143,6 +157,19 @@ impl Conn {
             heard: false,
             timer: LazyTimer::new(),
         }
+    }
+
+    /// The connection, moved to the current thread's runtime: its socket
+    /// re-registered and its timers dropped (made anew when next used);
+    /// see [`super::rehome`].
+    pub fn rehome(self) -> io::Result<Conn> {
+        let timeout = self.io.timeout();
+        let socket = self.io.into_inner().rehome()?;
+        Ok(Conn {
+            io: WriteTimed::new(socket, timeout),
+            timer: LazyTimer::new(),
+            ..self
+        })
     }
 
     /// Sets the send timeout for the next exchange (a pooled connection

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::h1::Socket;
+use super::rehome::rehome_in_place;
 use crate::config::{PeerAddr, Protocol, UpstreamTls};
 use crate::tls_client::{TlsClients, Verify};
 
@@ -80,14 +80,13 @@ impl PeerTls {
     }
 }
 
-impl Socket for TlsStream<TcpStream> {
+impl Socket for TlsStream<Box<dyn Socket>> {
     fn is_idle_open(&self) -> bool {
         self.get_ref().0.is_idle_open()
     }
-}
 
-impl Socket for TlsStream<UnixStream> {
-    fn is_idle_open(&self) -> bool {
-        self.get_ref().0.is_idle_open()
+    fn rehome(mut self: Box<Self>) -> io::Result<Box<dyn Socket>> {
+        rehome_in_place(self.get_mut().0)?;
+        Ok(self)
     }
 }

@@ -422,10 +422,60 @@ servers = [ {{ addr = "{addr}" }} ]"#
         assert_eq!(resp.text().await.expect("body"), "ok");
     }
     let n = accepted.load(Ordering::SeqCst);
-    // One pool per worker thread (2): a handful at most, not one per request.
+    assert_eq!(n, 1, "{n} upstream connections for 50 requests in a row");
+}
+
+/// One pool for the process: a connection parked by one worker thread
+/// carries the next request another thread serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_reuse_each_others_upstream_connections() {
+    let (addr, accepted) = counting_origin().await;
+    let mg = Moongate::start(&format!(
+        "{}\n[upstream.app]\nkeepalive = 8\nservers = [ {{ addr = \"{addr}\" }} ]\n\n\
+         [[route]]\npath = \"/\"\nupstream = \"app\"\n\
+         lua.header_filter_inline = \"ngx.header['x-worker'] = ngx.worker.id()\"\n",
+        server("")
+    ));
+    // A new client connection per request, so the kernel spreads them over
+    // both workers' listening sockets; one request at a time.
+    crate::support::install_crypto();
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client");
+    let mut served = [0usize; 2];
+    let mut switches = 0;
+    let mut last = None;
+    for _ in 0..400 {
+        let resp = c.get(mg.url("/")).send().await.expect("request");
+        assert_eq!(resp.status(), 200);
+        let worker: usize = resp.headers()["x-worker"]
+            .to_str()
+            .expect("id")
+            .parse()
+            .expect("id");
+        assert_eq!(resp.text().await.expect("body"), "ok");
+        served[worker] += 1;
+        if last.is_some_and(|l| l != worker) {
+            switches += 1;
+        }
+        last = Some(worker);
+        if served[0] >= 10 && served[1] >= 10 && switches >= 10 {
+            break;
+        }
+    }
     assert!(
-        (1..=4).contains(&n),
-        "{n} upstream connections for 50 requests"
+        served[0] >= 10 && served[1] >= 10 && switches >= 10,
+        "both workers should serve, in turns: {served:?}, {switches} switches"
+    );
+    let n = accepted.load(Ordering::SeqCst);
+    assert_eq!(
+        n,
+        1,
+        "{n} upstream connections for {} requests served by both workers in turns",
+        served[0] + served[1]
     );
 }
 

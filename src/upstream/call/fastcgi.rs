@@ -225,7 +225,7 @@ pub(super) async fn exchange(
     let socket = connect_socket(addr, limits.connect, None)
         .await
         .map_err(Failure::NotSent)?;
-    let socket = WriteTimed::new(socket, limits.send);
+    let socket = WriteTimed::new(pool.counted(peer_id, socket), limits.send);
     crate::upstream::fastcgi::exchange(socket, &pairs, &mut *body, &options)
         .await
         .map_err(|e| failure(e, addr))
