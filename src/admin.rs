@@ -60,6 +60,8 @@ impl AdminServer {
         let bound = listener.local_addr()?;
         let stop = CancellationToken::new();
         tracing::info!("admin listening on http://{bound}");
+        // Sampled only while there is an admin listener to show the rates;
+        // a listener moved to another address starts a new minute.
         let history = Arc::new(History::default());
         tokio::spawn(rates::sample(
             history.clone(),

@@ -174,7 +174,8 @@
   async function refresh() {
     try {
       const headers = token ? { Authorization: "Bearer " + token } : {};
-      const resp = await fetch("/status", { headers: headers, cache: "no-store" });
+      // Relative: the page may sit behind a proxy under a path of its own.
+      const resp = await fetch("status", { headers: headers, cache: "no-store" });
       if (!resp.ok) throw new Error("GET /status answered " + resp.status + (resp.status === 401 ? " (open the page with ?token=...)" : ""));
       main.innerHTML = render(await resp.json());
       live.className = "muted";
