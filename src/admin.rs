@@ -375,3 +375,20 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     );
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::query_token;
+
+    #[test]
+    fn the_page_token_is_read_from_the_query_percent_decoded() {
+        assert_eq!(query_token(Some("token=s3cret")).as_deref(), Some("s3cret"));
+        assert_eq!(
+            query_token(Some("x=1&token=a%2Bb%26c")).as_deref(),
+            Some("a+b&c")
+        );
+        assert_eq!(query_token(Some("token=a+b")).as_deref(), Some("a b"));
+        assert_eq!(query_token(Some("notoken=x&tokens=y")), None);
+        assert_eq!(query_token(None), None);
+    }
+}

@@ -308,7 +308,7 @@ fn caches(o: &mut String, r: &Report) {
             z.memory.entries,
             bytes(z.memory.bytes),
             bytes(z.memory.max_bytes),
-            disk,
+            escape(&disk),
             ratio(z.hit_ratio),
             l.hit,
             l.miss,
