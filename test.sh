@@ -21,6 +21,10 @@ command -v uwsgi >/dev/null || need_apt+=(uwsgi-core)
 # each test on a free port; Debian names its binary by PHP version
 # (/usr/sbin/php-fpm8.2, not on a user's PATH).
 compgen -G '/usr/sbin/php-fpm*' >/dev/null || need_apt+=(php-fpm)
+# A real headless browser for the admin status page test
+# (tests/it/status_page.rs drives /usr/bin/chromium through chromedriver).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 apt_install() {
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "$@"

@@ -1,17 +1,25 @@
-//! The admin listener: `GET /metrics` (Prometheus, see [`crate::metrics`]),
-//! `GET /status` (JSON: version, uptime, config
-//! generation, last reload and its error, listeners, upstream peers with
+//! The admin listener: `GET /` (the status page, [`page`]), `GET /status`
+//! (the same [`status::Report`] as JSON: version, uptime, config
+//! generation, last reload and its error, listeners, request and 5xx
+//! rates over the last minute ([`rates`]), routes, upstream peers with
 //! their health, rate-limit zones with their Redis state and fallback
 //! count, managed worker pools with their processes, cache zones with
-//! their figures), `POST /reload`, `DELETE /cache/{zone}?key=..|prefix=..`
+//! their figures), `GET /metrics` (Prometheus, see [`crate::metrics`]),
+//! `POST /reload`, `DELETE /cache/{zone}?key=..|prefix=..`
 //! (a purge: [`crate::cache::purge`] here, [`crate::fanout`] to the other
 //! nodes when `[redis]` is configured) and `POST /workers/{pool}/restart`
 //! (a rolling restart of a managed pool). In the bench build
 //! (`alloc-count`) the status also has the process's allocation counters
 //! under `"allocations"`. It runs on the control thread,
 //! apart from request traffic. When `[admin] token` is set every call needs
-//! `Authorization: Bearer TOKEN`; config validation requires a token when
-//! the admin listener is not on loopback.
+//! `Authorization: Bearer TOKEN`, but for `GET /`, which also takes
+//! `?token=TOKEN` (a browser cannot be made to send the header; the
+//! page's script sends it on to `/status`); config validation requires a
+//! token when the admin listener is not on loopback.
+
+mod page;
+mod rates;
+pub mod status;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,11 +37,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, purge::Target};
-use crate::config::LimitScope;
 use crate::fanout;
 use crate::metrics::expose::{self, PeerState, Readings};
 use crate::reload::Control;
 use crate::upstream::call::peer_name;
+use rates::History;
+use status::Report;
 
 /// A running admin listener.
 pub struct AdminServer {
@@ -51,7 +60,15 @@ impl AdminServer {
         let bound = listener.local_addr()?;
         let stop = CancellationToken::new();
         tracing::info!("admin listening on http://{bound}");
-        tokio::spawn(accept(listener, control, stop.clone()));
+        // Sampled only while there is an admin listener to show the rates;
+        // a listener moved to another address starts a new minute.
+        let history = Arc::new(History::default());
+        tokio::spawn(rates::sample(
+            history.clone(),
+            control.shared.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(accept(listener, control, history, stop.clone()));
         Ok(AdminServer {
             key: addr,
             bound,
@@ -75,14 +92,22 @@ impl AdminServer {
     }
 }
 
-async fn accept(listener: TcpListener, control: Arc<Control>, stop: CancellationToken) {
+async fn accept(
+    listener: TcpListener,
+    control: Arc<Control>,
+    history: Arc<History>,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             r = listener.accept() => {
                 let Ok((stream, _)) = r else { continue };
                 let control = control.clone();
+                let history = history.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, control.clone()));
+                    let service = service_fn(move |req| {
+                        handle(req, control.clone(), history.clone())
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -96,6 +121,7 @@ async fn accept(listener: TcpListener, control: Arc<Control>, stop: Cancellation
 async fn handle(
     req: Request<Incoming>,
     control: Arc<Control>,
+    history: Arc<History>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let token = control
         .shared
@@ -104,23 +130,17 @@ async fn handle(
         .admin
         .as_ref()
         .and_then(|a| a.token.clone());
-    if let Some(token) = token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return Ok(json_response(
-                StatusCode::UNAUTHORIZED,
-                &json!({"error": "admin token required: send Authorization: Bearer <token>"}),
-            ));
-        }
+    if let Some(token) = token
+        && !authorized(&req, &token)
+    {
+        return Ok(json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "admin token required: send Authorization: Bearer <token> (or open GET /?token=<token>)"}),
+        ));
     }
     let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/status") => {
-            json_response(StatusCode::OK, &with_allocations(status(&control)))
-        }
+        (&Method::GET, "/") => status_page(&Report::build(&control, &history)),
+        (&Method::GET, "/status") => status_json(&Report::build(&control, &history)),
         (&Method::GET, "/metrics") => metrics(&control),
         (&Method::POST, "/reload") => match control.reload("admin").await {
             Ok(generation) => json_response(
@@ -139,13 +159,13 @@ async fn handle(
         (method, path) if path.starts_with("/workers/") => {
             restart_workers(method, &path["/workers/".len()..], &control)
         }
-        (_, "/status") | (_, "/reload") | (_, "/metrics") => json_response(
+        (_, "/") | (_, "/status") | (_, "/reload") | (_, "/metrics") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            &json!({"error": "use GET /status, GET /metrics or POST /reload"}),
+            &json!({"error": "use GET /, GET /status, GET /metrics or POST /reload"}),
         ),
         _ => json_response(
             StatusCode::NOT_FOUND,
-            &json!({"error": "not found; try GET /status or GET /metrics"}),
+            &json!({"error": "not found; try GET / (the status page), GET /status or GET /metrics"}),
         ),
     };
     Ok(resp)
@@ -280,82 +300,70 @@ fn metrics(control: &Control) -> Response<Full<Bytes>> {
     }
 }
 
-fn status(control: &Control) -> Value {
-    let shared = &control.shared;
-    let snap = shared.snapshot.load();
-    let now = Instant::now();
-    let upstreams: serde_json::Map<String, Value> = snap
-        .upstreams
-        .iter()
-        .map(|(name, up)| {
-            let members = up.members();
-            let peers: Vec<Value> = members
-                .peers
-                .iter()
-                .zip(&members.addrs)
-                .map(|(peer, addr)| {
-                    let mut v = serde_json::to_value(peer.health(now)).unwrap_or(Value::Null);
-                    if let Value::Object(m) = &mut v {
-                        m.insert("addr".into(), json!(addr.to_string()));
-                        m.insert("weight".into(), json!(peer.config.weight));
-                        m.insert("backup".into(), json!(peer.config.backup));
-                    }
-                    v
-                })
-                .collect();
-            (
-                name.clone(),
-                json!({"balance": up.def.balance.as_str(), "peers": peers}),
-            )
-        })
-        .collect();
-    let limits: serde_json::Map<String, Value> = snap
-        .limits
-        .iter()
-        .map(|(name, zone)| {
-            let v = match (&zone.def.scope, zone.redis_status()) {
-                (LimitScope::Redis { on_error, .. }, Some(redis)) => json!({
-                    "scope": "redis",
-                    "on_redis_error": on_error.as_str(),
-                    "redis": redis,
-                }),
-                _ => json!({"scope": "local"}),
-            };
-            (name.clone(), v)
-        })
-        .collect();
-    let caches: serde_json::Map<String, Value> = snap
-        .caches
-        .iter()
-        .map(|(name, zone)| (name.clone(), zone.stats()))
-        .collect();
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_secs": shared.started.elapsed().as_secs_f64(),
-        "generation": snap.generation,
-        "threads": shared.workers,
-        "files": snap.files,
-        "listeners": control.bound(),
-        "reload": shared.reload_status(),
-        "upstreams": upstreams,
-        "limits": limits,
-        "workers": shared.app_workers.status(),
-        "caches": caches,
-    })
+/// Whether `req` carries the admin token: `Authorization: Bearer TOKEN`,
+/// or on `GET /` (a page a browser opens) `?token=TOKEN`.
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if header == Some(token) {
+        return true;
+    }
+    if req.method() != Method::GET || req.uri().path() != "/" {
+        return false;
+    }
+    query_token(req.uri().query()).is_some_and(|given| given == token)
 }
 
-/// The bench build (`alloc-count`): the status plus the allocation counters,
-/// taken after the rest was built (so a reader's window holds about one
-/// whole status request, which bench/run.py measures and subtracts).
-#[cfg(feature = "alloc-count")]
-fn with_allocations(mut status: Value) -> Value {
-    status["allocations"] = json!(crate::alloc_count::totals());
-    status
+/// The `token` parameter of a query string, percent-decoded.
+fn query_token(query: Option<&str>) -> Option<String> {
+    let value = query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))?;
+    // A `+` is a space in a form-encoded query.
+    let value = value.replace('+', " ");
+    percent_encoding::percent_decode_str(&value)
+        .decode_utf8()
+        .ok()
+        .map(|v| v.into_owned())
 }
 
-#[cfg(not(feature = "alloc-count"))]
-fn with_allocations(status: Value) -> Value {
-    status
+/// `GET /`: the status page.
+fn status_page(report: &Report) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(page::render(report))));
+    let headers = resp.headers_mut();
+    let set = |name, value| (name, header::HeaderValue::from_static(value));
+    for (name, value) in [
+        set(header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        set(header::CACHE_CONTROL, "no-store"),
+        set(header::CONTENT_SECURITY_POLICY, page::CSP),
+        // The page may be opened with ?token=: never pass its URL on.
+        set(header::REFERRER_POLICY, "no-referrer"),
+        set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        headers.insert(name, value);
+    }
+    resp
+}
+
+/// `GET /status`: the report as JSON.
+fn status_json(report: &Report) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(report) {
+        Ok(body) => {
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        Err(_) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": "the status could not be encoded"}),
+        ),
+    }
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
@@ -366,4 +374,21 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_token;
+
+    #[test]
+    fn the_page_token_is_read_from_the_query_percent_decoded() {
+        assert_eq!(query_token(Some("token=s3cret")).as_deref(), Some("s3cret"));
+        assert_eq!(
+            query_token(Some("x=1&token=a%2Bb%26c")).as_deref(),
+            Some("a+b&c")
+        );
+        assert_eq!(query_token(Some("token=a+b")).as_deref(), Some("a b"));
+        assert_eq!(query_token(Some("notoken=x&tokens=y")), None);
+        assert_eq!(query_token(None), None);
+    }
 }

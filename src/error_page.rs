@@ -125,9 +125,10 @@ fn html(status: StatusCode, message: &str, footer: &str) -> String {
     )
 }
 
-/// Escapes `text` for the page, non-ASCII characters as numeric
-/// references, so that the page is pure ASCII.
-fn escape(text: &str) -> String {
+/// Escapes `text` for an HTML page (text or a quoted attribute value),
+/// non-ASCII characters as numeric references, so that the page is pure
+/// ASCII. The admin status page uses it too.
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -24,6 +24,10 @@ use crate::static_files::StaticOptions;
 use crate::throttle::Zone;
 use crate::upstream::Upstream;
 
+mod summary;
+
+pub use summary::RouteSummary;
+
 /// One compiled configuration.
 pub struct Snapshot {
     /// Counts successful loads, starting at 1.
@@ -32,6 +36,8 @@ pub struct Snapshot {
     pub server: config::Server,
     /// The routing table.
     pub router: Router<RouteEntry>,
+    /// Every route as written, in config order, for the status page.
+    pub routes: Vec<RouteSummary>,
     /// Upstreams by name.
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     /// Every listener to keep open.
@@ -185,6 +191,7 @@ pub fn compile(
         previous.map(|p| p.lua.as_ref()),
     )?;
     let mut specs = Vec::with_capacity(config.routes.len());
+    let summaries = config.routes.iter().map(RouteSummary::of).collect();
     for (index, (route, lua_phases)) in config.routes.into_iter().zip(phases).enumerate() {
         let name = route.name;
         let target = match route.target {
@@ -285,6 +292,7 @@ pub fn compile(
         generation,
         server: config.server,
         router: Router::new(specs),
+        routes: summaries,
         upstreams,
         listeners,
         admin: config.admin,

@@ -39,6 +39,7 @@ use tokio::task::JoinHandle;
 
 use crate::upstream::Upstream;
 use pool::{Ctx, PoolShared};
+pub use pool::{PoolStatus, ProcStatus};
 use sockets::SocketDir;
 
 /// Added to the longest stop of a pool before [`Registry::stop_all`] gives
@@ -144,9 +145,9 @@ impl Registry {
 
     /// `/status`'s "workers" object: every pool by name (those whose
     /// upstream is gone too, while they stop).
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> BTreeMap<String, PoolStatus> {
         let inner = lock(&self.inner);
-        let mut map = serde_json::Map::new();
+        let mut map = BTreeMap::new();
         for (name, entry) in &inner.leaving {
             if !entry.task.is_finished() {
                 map.insert(name.clone(), entry.shared.status());
@@ -155,7 +156,7 @@ impl Registry {
         for (name, entry) in &inner.pools {
             map.insert(name.clone(), entry.shared.status());
         }
-        serde_json::Value::Object(map)
+        map
     }
 
     /// Stops every worker: out of the members, drained, SIGTERM to its

@@ -63,7 +63,7 @@ impl Default for DiskOptions {
 }
 
 /// Figures for /status and /metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct DiskStats {
     /// Entries in the index.
     pub entries: usize,

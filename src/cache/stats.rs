@@ -5,8 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use serde_json::{Value, json};
-
+use super::disk::DiskStats;
 use super::step::CacheStatus;
 use super::zone::Zone;
 
@@ -63,46 +62,143 @@ impl Counters {
     }
 }
 
-/// A zone's figures: L1 and L2 entries and bytes (`disk` is null without
-/// an L2), lookups by outcome, stores, store skips, disk write errors.
-pub fn report(zone: &Zone) -> Value {
+/// A zone's figures for `/status` and the status page.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ZoneStats {
+    /// The memory tier (L1).
+    pub memory: TierStats,
+    /// The disk tier (L2); `None` without one.
+    pub disk: Option<DiskStats>,
+    /// Lookups by the `X-Cache-Status` they answered.
+    pub lookups: Lookups,
+    /// HIT, STALE, UPDATING and REVALIDATED over every lookup but BYPASS
+    /// (answers served from the cache among those it could serve); `None`
+    /// before the first such lookup.
+    pub hit_ratio: Option<f64>,
+    /// Responses stored.
+    pub stores: u64,
+    /// Responses not stored, by why.
+    pub store_skips: StoreSkips,
+    /// The disk tier's failed writes (0 without one).
+    pub disk_write_errors: u64,
+}
+
+/// The memory tier's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TierStats {
+    /// Entries held.
+    pub entries: u64,
+    /// Bytes they weigh.
+    pub bytes: u64,
+    /// The zone's `memory` bound.
+    pub max_bytes: u64,
+}
+
+/// Lookups by outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Lookups {
+    /// HIT.
+    pub hit: u64,
+    /// MISS.
+    pub miss: u64,
+    /// EXPIRED.
+    pub expired: u64,
+    /// STALE.
+    pub stale: u64,
+    /// UPDATING.
+    pub updating: u64,
+    /// BYPASS.
+    pub bypass: u64,
+    /// REVALIDATED.
+    pub revalidated: u64,
+}
+
+impl Lookups {
+    /// See [`ZoneStats::hit_ratio`]: a stale or revalidated answer still
+    /// spared the origin a full response, so it counts as served.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let served = self.hit + self.stale + self.updating + self.revalidated;
+        let cacheable = served + self.miss + self.expired;
+        (cacheable > 0).then(|| served as f64 / cacheable as f64)
+    }
+}
+
+/// Responses not stored, by why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StoreSkips {
+    /// Larger than `max_object_size`.
+    pub too_large: u64,
+    /// Refused by the caching rules (or Lua).
+    pub not_storable: u64,
+    /// The body failed upstream or the client left before its end.
+    pub aborted: u64,
+}
+
+/// A zone's figures now.
+pub fn report(zone: &Zone) -> ZoneStats {
     let c = &zone.counters;
     let n = |a: &AtomicU64| a.load(Relaxed);
     let (l1, l2) = zone.tiers();
     // moka applies inserts and evictions lazily: settle them first.
     l1.run_pending_tasks();
     let disk = l2.map(|d| d.stats());
-    json!({
-        "memory": {
-            "entries": l1.entry_count(),
-            "bytes": l1.weighted_size(),
-            "max_bytes": zone.def.memory,
+    let lookups = Lookups {
+        hit: n(&c.hit),
+        miss: n(&c.miss),
+        expired: n(&c.expired),
+        stale: n(&c.stale),
+        updating: n(&c.updating),
+        bypass: n(&c.bypass),
+        revalidated: n(&c.revalidated),
+    };
+    ZoneStats {
+        memory: TierStats {
+            entries: l1.entry_count(),
+            bytes: l1.weighted_size(),
+            max_bytes: zone.def.memory,
         },
-        "disk": disk.map(|d| json!({
-            "entries": d.entries,
-            "bytes": d.bytes,
-            "max_bytes": d.max_bytes,
-            "write_errors": d.write_errors,
-            "dropped_writes": d.dropped_writes,
-            "oversized": d.oversized,
-            "evicted": d.evicted,
-            "corrupt_removed": d.corrupt_removed,
-        })),
-        "lookups": {
-            "hit": n(&c.hit),
-            "miss": n(&c.miss),
-            "expired": n(&c.expired),
-            "stale": n(&c.stale),
-            "updating": n(&c.updating),
-            "bypass": n(&c.bypass),
-            "revalidated": n(&c.revalidated),
+        disk,
+        hit_ratio: lookups.hit_ratio(),
+        lookups,
+        stores: n(&c.stores),
+        store_skips: StoreSkips {
+            too_large: n(&c.too_large),
+            not_storable: n(&c.not_storable),
+            aborted: n(&c.aborted),
         },
-        "stores": n(&c.stores),
-        "store_skips": {
-            "too_large": n(&c.too_large),
-            "not_storable": n(&c.not_storable),
-            "aborted": n(&c.aborted),
-        },
-        "disk_write_errors": disk.map_or(0, |d| d.write_errors),
-    })
+        disk_write_errors: disk.map_or(0, |d| d.write_errors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hit_ratio_counts_answers_from_the_cache_among_cacheable_lookups() {
+        let none = Lookups {
+            hit: 0,
+            miss: 0,
+            expired: 0,
+            stale: 0,
+            updating: 0,
+            bypass: 5,
+            revalidated: 0,
+        };
+        assert_eq!(
+            none.hit_ratio(),
+            None,
+            "bypasses alone are not lookups the cache could serve"
+        );
+        let some = Lookups {
+            hit: 2,
+            miss: 3,
+            expired: 1,
+            stale: 1,
+            updating: 0,
+            bypass: 9,
+            revalidated: 1,
+        };
+        assert_eq!(some.hit_ratio(), Some(0.5));
+    }
 }

@@ -120,7 +120,7 @@ impl Zone {
     }
 
     /// The zone's figures for `/status` ([`super::stats::report`]).
-    pub fn stats(&self) -> serde_json::Value {
+    pub fn stats(&self) -> super::stats::ZoneStats {
         super::stats::report(self)
     }
 

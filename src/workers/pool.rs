@@ -36,6 +36,8 @@ mod events;
 mod recycle;
 mod status;
 
+pub use status::{PoolStatus, ProcStatus};
+
 /// How often the pool looks at its workers (backoff, recycling).
 const TICK: Duration = Duration::from_millis(100);
 
@@ -247,7 +249,7 @@ impl PoolShared {
     }
 
     /// The pool's `/status` entry.
-    pub(super) fn status(&self) -> serde_json::Value {
+    pub(super) fn status(&self) -> PoolStatus {
         lock(&self.pool).status(Instant::now())
     }
 

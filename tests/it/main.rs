@@ -52,3 +52,4 @@ mod h2;
 mod upstream_fastcgi;
 mod listen;
 mod metrics;
+mod status_page;

@@ -1,10 +1,9 @@
-//! A pool's entry in `GET /status`: its command, count, state, last error,
-//! restarts, and every process with its pid, state, generation, uptime,
-//! requests and address.
+//! A pool's entry in `GET /status` and on the status page
+//! ([`PoolStatus`]): its command, count, state, last error, restarts, and
+//! every process with its pid, state, generation, uptime, requests and
+//! address.
 
 use std::time::Instant;
-
-use serde_json::{Value, json};
 
 use super::{Pool, ProcState};
 
@@ -37,10 +36,10 @@ impl Pool {
     }
 
     /// The pool's `/status` entry.
-    pub(super) fn status(&self, now: Instant) -> Value {
+    pub(super) fn status(&self, now: Instant) -> PoolStatus {
         let mut procs: Vec<_> = self.procs.values().collect();
         procs.sort_by_key(|p| (p.slot, p.generation, p.started));
-        let workers: Vec<Value> = procs
+        let workers = procs
             .iter()
             .map(|p| {
                 let restarts = self
@@ -48,26 +47,66 @@ impl Pool {
                     .get(p.slot)
                     .filter(|_| p.generation == self.generation)
                     .map_or(0, |s| s.restarts);
-                json!({
-                    "id": p.slot,
-                    "pid": p.pid,
-                    "state": p.state.as_str(),
-                    "generation": p.generation,
-                    "uptime_secs": now.saturating_duration_since(p.started).as_secs_f64(),
-                    "requests": p.peer.served(),
-                    "restarts": restarts,
-                    "addr": p.addr.to_string(),
-                })
+                ProcStatus {
+                    id: p.slot,
+                    pid: p.pid,
+                    state: p.state.as_str(),
+                    generation: p.generation,
+                    uptime_secs: now.saturating_duration_since(p.started).as_secs_f64(),
+                    requests: p.peer.served(),
+                    restarts,
+                    addr: p.addr.to_string(),
+                }
             })
             .collect();
-        json!({
-            "command": self.def.command,
-            "count": self.def.count,
-            "generation": self.generation,
-            "state": self.state(),
-            "last_error": self.last_error,
-            "restarts": self.restarts,
-            "workers": workers,
-        })
+        PoolStatus {
+            command: self.def.command.clone(),
+            count: self.def.count,
+            generation: self.generation,
+            state: self.state(),
+            last_error: self.last_error.clone(),
+            restarts: self.restarts,
+            workers,
+        }
     }
+}
+
+/// A managed pool as `/status` and the status page show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PoolStatus {
+    /// The argv it runs.
+    pub command: Vec<String>,
+    /// Processes it keeps running.
+    pub count: usize,
+    /// Its definition's generation (a rolling restart adds one).
+    pub generation: u64,
+    /// "ok", "starting", "rolling", "failing" or "stopping".
+    pub state: &'static str,
+    /// The latest failure ("worker N: what happened").
+    pub last_error: Option<String>,
+    /// Replacements after failures, pool total.
+    pub restarts: u64,
+    /// Every process alive, by slot.
+    pub workers: Vec<ProcStatus>,
+}
+
+/// One process of a managed pool.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProcStatus {
+    /// Its slot in the pool.
+    pub id: usize,
+    /// Its process id.
+    pub pid: u32,
+    /// "starting", "ready", "draining" or "stopping".
+    pub state: &'static str,
+    /// The pool generation it was started for.
+    pub generation: u64,
+    /// Seconds since it was started.
+    pub uptime_secs: f64,
+    /// Requests sent to it (tries included).
+    pub requests: u64,
+    /// Replacements of its slot after failures (current generation only).
+    pub restarts: u64,
+    /// Where it listens.
+    pub addr: String,
 }
