@@ -13,7 +13,7 @@
 //! (they read and change them there), else here; every step reads the
 //! head the same way.
 
-use std::cell::Ref;
+use std::cell::{Cell, Ref};
 use std::ops::Deref;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use http::request::Parts;
 use http::{Method, Request, Version};
 
 use super::ConnCtx;
-use crate::access_log::AccessRecord;
+use crate::access_log::{AccessRecord, Field, FieldSet, REQUEST_ID_HEADER, RequestId};
 use crate::body::{ClientBody, OnComplete, RequestBody};
 use crate::cache::step::CacheStatus;
 use crate::limit::Permit;
@@ -37,13 +37,80 @@ use crate::snapshot::RouteEntry;
 use crate::vars::RequestFacts;
 
 /// What the upstream exchange produced (`$upstream_addr`,
+/// `$upstream_status`, `$upstream_connect_time`,
 /// `$upstream_response_time`).
 #[derive(Debug, Clone)]
 pub struct UpstreamDone {
     /// The peer that answered.
     pub addr: String,
+    /// The status it answered with.
+    pub status: u16,
+    /// Time spent connecting to it (zero on a pooled connection).
+    pub connect: Duration,
     /// Time to its response head.
     pub elapsed: Duration,
+}
+
+/// What the access log's chosen fields need of the request that the
+/// steps do not keep: copied when the request arrives, and only for the
+/// fields chosen (a header value's copy shares the received bytes).
+#[derive(Default)]
+pub struct LogCopies {
+    /// `User-Agent`.
+    pub user_agent: Option<HeaderValue>,
+    /// `Referer`.
+    pub referer: Option<HeaderValue>,
+    /// The id header (`X-Request-Id`, or the route's `request_id`
+    /// policy's), as the request carries it to its target.
+    pub request_id: Option<HeaderValue>,
+    /// Bytes of the head as received.
+    pub head_received: u64,
+    /// Bytes of the body read, counted by the body as it is read.
+    pub body_received: Option<Rc<Cell<u64>>>,
+}
+
+impl LogCopies {
+    /// The copies `req` (arrived on `conn`) owes the fields `log`.
+    fn of(req: &Request<ClientBody>, conn: &ConnCtx, log: FieldSet) -> LogCopies {
+        let header = |field, name| {
+            log.has(field)
+                .then(|| req.headers().get(name).cloned())
+                .flatten()
+        };
+        LogCopies {
+            user_agent: header(Field::UserAgent, header::USER_AGENT),
+            referer: header(Field::Referer, header::REFERER),
+            request_id: header(Field::RequestId, REQUEST_ID_HEADER),
+            head_received: if log.has(Field::BytesReceived) {
+                received_head(req, &conn.raw_head.borrow())
+            } else {
+                0
+            },
+            body_received: None,
+        }
+    }
+}
+
+/// The size of `req`'s head as received: `raw`, the bytes of an HTTP/1
+/// head; for HTTP/2 (no such bytes: HPACK) the head as HTTP/1.1 would
+/// send it, as `$request_length` counts it.
+fn received_head(req: &Request<ClientBody>, raw: &[u8]) -> u64 {
+    if !raw.is_empty() {
+        return raw.len() as u64;
+    }
+    let uri = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    // "METHOD URI HTTP/2.0\r\n", the header lines, the empty line.
+    let mut n = req.method().as_str().len() + 1 + uri + 11 + 2;
+    if !req.headers().contains_key(header::HOST) {
+        n += req
+            .uri()
+            .authority()
+            .map_or(0, |a| "host: \r\n".len() + a.as_str().len());
+    }
+    for (name, value) in req.headers() {
+        n += name.as_str().len() + 2 + value.len() + 2;
+    }
+    n as u64
 }
 
 /// The Lua side of a request on a route with handlers.
@@ -69,7 +136,12 @@ pub struct RequestCtx {
     pub grpc: bool,
     /// Host, original URI, real client address, scheme, port.
     pub facts: RequestFacts,
-    /// The route that serves it (`file:line`), for the access log.
+    /// The access log fields chosen when it arrived (empty: the log is
+    /// off, nothing is copied for it).
+    pub log: FieldSet,
+    /// What the chosen fields need copied from the request.
+    pub log_copies: LogCopies,
+    /// The route that serves it (its name), for the access log.
     pub route: Option<String>,
     /// What the upstream exchange produced, if there was one.
     pub upstream: Option<UpstreamDone>,
@@ -102,6 +174,12 @@ impl RequestCtx {
     pub fn new(req: &Request<ClientBody>, conn: &ConnCtx) -> RequestCtx {
         let requests = conn.requests.get() + 1;
         conn.requests.set(requests);
+        let log = conn.shared.access_log.wants();
+        let log_copies = if log.is_empty() {
+            LogCopies::default()
+        } else {
+            LogCopies::of(req, conn, log)
+        };
         RequestCtx {
             started: Instant::now(),
             method: req.method().clone(),
@@ -116,6 +194,8 @@ impl RequestCtx {
                 scheme: conn.scheme,
                 server_port: conn.local.port(),
             },
+            log,
+            log_copies,
             route: None,
             upstream: None,
             cache_status: None,
@@ -141,6 +221,8 @@ impl RequestCtx {
             accept: None,
             grpc: false,
             facts,
+            log: FieldSet::NONE,
+            log_copies: LogCopies::default(),
             route: None,
             upstream: None,
             cache_status: None,
@@ -215,17 +297,34 @@ impl RequestCtx {
         *lua.ctx.resp_headers.borrow_mut() = resp.headers().clone();
     }
 
+    /// Notes the request's id header as the Lua phases left it (a
+    /// `request_id` policy sets it), when the log wants it: `header` is
+    /// the route's id header.
+    pub fn note_request_id(&mut self, head: &Parts, header: &header::HeaderName) {
+        if self.log.has(Field::RequestId) {
+            self.log_copies.request_id = head.headers.get(header).cloned();
+        }
+    }
+
     /// The response body's completion hook for a response with `status`:
     /// counts the request in its route's `counters`, releases the
-    /// concurrency places, writes the access log line (when `log` is on)
-    /// and runs the route's Lua `log` handlers.
+    /// concurrency places, writes the access log line (when the log was
+    /// on as the request arrived; through `conn`'s log) and runs the
+    /// route's Lua `log` handlers.
     pub fn into_completion(
         self,
         status: u16,
-        log: bool,
+        conn: &Rc<ConnCtx>,
         phases: Option<&RoutePhases>,
         counters: Arc<RouteCounters>,
     ) -> Box<dyn OnComplete> {
+        let log = !self.log.is_empty();
+        // The id the Lua code made (`$request_id`) when the request
+        // carried none.
+        let made_id = match (&self.lua, &self.log_copies.request_id) {
+            (Some(lua), None) if log => Some(lua.ctx.request_id.get()).filter(|&id| id != 0),
+            _ => None,
+        };
         let lua_log = match (self.lua, phases) {
             (Some(lua), Some(p)) if !p.log.is_empty() => Some((lua, p.log.clone())),
             _ => None,
@@ -243,19 +342,34 @@ impl RequestCtx {
             return Box::new(tally);
         }
         let head_bytes = self.head_bytes;
+        let copies = self.log_copies;
+        let upstream = self.upstream.as_ref();
         Box::new(Completion {
             record: AccessRecord {
-                enabled: log,
+                fields: self.log,
                 started: self.started,
                 client: self.facts.client,
                 method: self.method,
                 uri: self.facts.request_uri,
+                host: self.facts.host,
+                version: self.version,
                 status,
                 route: self.route,
-                upstream_time: self.upstream.as_ref().map(|u| u.elapsed),
+                upstream_status: upstream.map(|u| u.status),
+                upstream_connect_time: upstream.map(|u| u.connect),
+                upstream_time: upstream.map(|u| u.elapsed),
                 upstream_addr: self.upstream.map(|u| u.addr),
                 cache_status: self.cache_status.map(CacheStatus::as_str),
+                request_id: copies
+                    .request_id
+                    .map(RequestId::Header)
+                    .or(made_id.map(RequestId::Made)),
+                user_agent: copies.user_agent,
+                referer: copies.referer,
+                head_received: copies.head_received,
+                body_received: copies.body_received,
             },
+            conn: conn.clone(),
             permits: self.permits,
             lua_log,
             head_bytes,
@@ -292,6 +406,8 @@ impl OnComplete for Tally {
 /// What runs when a response body is done; see [`RequestCtx::into_completion`].
 struct Completion {
     record: AccessRecord,
+    /// The connection, whose server's log the line goes to.
+    conn: Rc<ConnCtx>,
     permits: Vec<Permit>,
     lua_log: Option<(LuaReq, Vec<ScriptId>)>,
     head_bytes: u64,
@@ -302,6 +418,7 @@ impl OnComplete for Completion {
     fn complete(self: Box<Self>, bytes: u64, complete: bool) {
         let Completion {
             record,
+            conn,
             permits,
             lua_log,
             head_bytes,
@@ -309,7 +426,7 @@ impl OnComplete for Completion {
         } = *self;
         drop(permits);
         tally.record(bytes);
-        record.write(bytes, complete);
+        conn.shared.access_log.write(&record, bytes, complete);
         if let Some((lua, ids)) = lua_log {
             lua.ctx.set_sent(head_bytes, bytes);
             run_log_phase(lua.vm, lua.ctx, ids, record.status);
