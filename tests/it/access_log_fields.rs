@@ -38,7 +38,8 @@ async fn id_origin() -> Origin {
 
 /// One worker (so a second request finds the first one's pooled upstream
 /// connection): a named proxied route, one with the `request_id` policy,
-/// a static route and a Lua route; `server_extra` goes into `[server]`.
+/// a static route, a Lua route and a proxied route whose `header_filter`
+/// changes the status; `server_extra` goes into `[server]`.
 fn fields_conf(origin: SocketAddr, log: &Path, root: &Path, server_extra: &str) -> String {
     format!(
         r#"[server]
@@ -70,6 +71,11 @@ root = "{root}"
 [[route]]
 path_exact = "/lua"
 lua.content_inline = "ngx.print('from lua')"
+
+[[route]]
+path = "/filtered/"
+upstream = "app"
+lua.header_filter_inline = "ngx.status = 203"
 "#,
         log = log.display(),
         root = root.display(),
@@ -115,8 +121,12 @@ async fn a_proxied_request_logs_every_field() {
     let second = "GET /app/again HTTP/1.0\r\nHost: App.Test:8080\r\n\r\n";
     assert_eq!(raw_status(&raw(s.mg.http[0], second.as_bytes()).await), 201);
 
-    let entries = lines(&s.log, 2);
-    assert_eq!(entries.len(), 2, "{entries:?}");
+    // The client gets the status the filter set; the log tells both.
+    let third = "GET /filtered/x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_status(&raw(s.mg.http[0], third.as_bytes()).await), 203);
+
+    let entries = lines(&s.log, 3);
+    assert_eq!(entries.len(), 3, "{entries:?}");
     let e = &entries[0];
     assert_eq!(keys(&lines_text(&s.log)[0]), DEFAULT_ORDER);
     assert_eq!(e["client"], "127.0.0.1");
@@ -149,6 +159,13 @@ async fn a_proxied_request_logs_every_field() {
     for absent in ["request_id", "user_agent", "referer", "cache_status"] {
         assert_eq!(e[absent], Value::Null, "{absent}: {e}");
     }
+
+    let e = &entries[2];
+    assert_eq!(
+        (&e["status"], &e["upstream_status"]),
+        (&203.into(), &201.into()),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
