@@ -27,6 +27,7 @@
 mod auto_redirect;
 pub(crate) mod checks;
 mod limits;
+mod log_copies;
 mod request;
 mod subrequest;
 mod upstream;

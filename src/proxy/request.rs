@@ -13,7 +13,7 @@
 //! (they read and change them there), else here; every step reads the
 //! head the same way.
 
-use std::cell::{Cell, Ref};
+use std::cell::Ref;
 use std::ops::Deref;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -24,7 +24,8 @@ use http::request::Parts;
 use http::{Method, Request, Version};
 
 use super::ConnCtx;
-use crate::access_log::{AccessRecord, Field, FieldSet, REQUEST_ID_HEADER, RequestId};
+use super::log_copies::LogCopies;
+use crate::access_log::{AccessRecord, Field, FieldSet, RequestId};
 use crate::body::{ClientBody, OnComplete, RequestBody};
 use crate::cache::step::CacheStatus;
 use crate::limit::Permit;
@@ -49,68 +50,6 @@ pub struct UpstreamDone {
     pub connect: Duration,
     /// Time to its response head.
     pub elapsed: Duration,
-}
-
-/// What the access log's chosen fields need of the request that the
-/// steps do not keep: copied when the request arrives, and only for the
-/// fields chosen (a header value's copy shares the received bytes).
-#[derive(Default)]
-pub struct LogCopies {
-    /// `User-Agent`.
-    pub user_agent: Option<HeaderValue>,
-    /// `Referer`.
-    pub referer: Option<HeaderValue>,
-    /// The id header (`X-Request-Id`, or the route's `request_id`
-    /// policy's), as the request carries it to its target.
-    pub request_id: Option<HeaderValue>,
-    /// Bytes of the head as received.
-    pub head_received: u64,
-    /// Bytes of the body read, counted by the body as it is read.
-    pub body_received: Option<Rc<Cell<u64>>>,
-}
-
-impl LogCopies {
-    /// The copies `req` (arrived on `conn`) owes the fields `log`.
-    fn of(req: &Request<ClientBody>, conn: &ConnCtx, log: FieldSet) -> LogCopies {
-        let header = |field, name| {
-            log.has(field)
-                .then(|| req.headers().get(name).cloned())
-                .flatten()
-        };
-        LogCopies {
-            user_agent: header(Field::UserAgent, header::USER_AGENT),
-            referer: header(Field::Referer, header::REFERER),
-            request_id: header(Field::RequestId, REQUEST_ID_HEADER),
-            head_received: if log.has(Field::BytesReceived) {
-                received_head(req, &conn.raw_head.borrow())
-            } else {
-                0
-            },
-            body_received: None,
-        }
-    }
-}
-
-/// The size of `req`'s head as received: `raw`, the bytes of an HTTP/1
-/// head; for HTTP/2 (no such bytes: HPACK) the head as HTTP/1.1 would
-/// send it, as `$request_length` counts it.
-fn received_head(req: &Request<ClientBody>, raw: &[u8]) -> u64 {
-    if !raw.is_empty() {
-        return raw.len() as u64;
-    }
-    let uri = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
-    // "METHOD URI HTTP/2.0\r\n", the header lines, the empty line.
-    let mut n = req.method().as_str().len() + 1 + uri + 11 + 2;
-    if !req.headers().contains_key(header::HOST) {
-        n += req
-            .uri()
-            .authority()
-            .map_or(0, |a| "host: \r\n".len() + a.as_str().len());
-    }
-    for (name, value) in req.headers() {
-        n += name.as_str().len() + 2 + value.len() + 2;
-    }
-    n as u64
 }
 
 /// The Lua side of a request on a route with handlers.
