@@ -1,39 +1,66 @@
 //! The access log: one JSON line per request, written when the response
-//! has been sent (or abandoned), with SPEC §8's fields. Lines are tracing
-//! events under the target `moongate::access`; [`AccessLog::layer`] turns
-//! them into JSON lines on the configured sink ("off", "stdout" or a file),
-//! through a non-blocking writer so a slow disk or pipe never stalls a
-//! worker. A reload may change the sink.
+//! has been sent (or abandoned), with the fields `access_log_fields`
+//! chooses in its order (by default every [`Field`], see README). The
+//! line is built here ([`line`]), keys in that order, and handed to a
+//! non-blocking writer, so a slow disk or pipe never stalls a worker. A
+//! reload may change the sink ("off", "stdout" or a file) and the fields.
+//!
+//! A request reads [`AccessLog::wants`] once when it arrives and copies
+//! into its [`AccessRecord`] only what a chosen field needs (a header
+//! value, say); with the log off it copies nothing.
 
-use std::io;
+mod field;
+mod line;
+
+pub use field::{Field, FieldSet};
+
+use std::cell::Cell;
+use std::io::{self, Write as _};
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use http::HeaderValue;
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
-use tracing_subscriber::Layer;
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::registry::LookupSpan;
 
 use crate::config;
 
-/// The tracing target of access log events.
-pub const TARGET: &str = "moongate::access";
+/// The header holding the request's id when no `request_id` policy
+/// names another (the access log's `request_id`).
+pub const REQUEST_ID_HEADER: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
+/// Room for a typical line, so that building it seldom reallocates.
+const LINE_CAPACITY: usize = 512;
+
+/// Where lines go: a non-blocking writer on the configured destination.
 struct Sink {
     writer: NonBlocking,
+    /// Flushes what is queued when the sink is dropped (a reload that
+    /// changes the destination, or the end of the process).
     _guard: WorkerGuard,
     dest: config::AccessLog,
 }
 
-/// The access log's switch and sink, shared by all threads.
+/// The sink and the fields lines are written with now.
+struct Current {
+    sink: Arc<Sink>,
+    fields: Box<[Field]>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The chosen fields as a [`FieldSet`]'s bits; 0 when the log is off.
+    wanted: AtomicU32,
+    current: ArcSwapOption<Current>,
+}
+
+/// The access log's sink and fields, shared by all threads.
 #[derive(Clone, Default)]
 pub struct AccessLog {
-    on: Arc<AtomicBool>,
-    sink: Arc<ArcSwapOption<Sink>>,
+    inner: Arc<Inner>,
 }
 
 impl AccessLog {
@@ -42,79 +69,102 @@ impl AccessLog {
         Self::default()
     }
 
-    /// Whether lines are written.
-    pub fn enabled(&self) -> bool {
-        self.on.load(Ordering::Relaxed)
+    /// The fields a request should gather for its line; empty when the
+    /// log is off.
+    pub fn wants(&self) -> FieldSet {
+        FieldSet::from_bits(self.inner.wanted.load(Ordering::Relaxed))
     }
 
-    /// Points the log at `dest` (a no-op when it is already there).
-    pub fn configure(&self, dest: &config::AccessLog) -> io::Result<()> {
-        if let Some(cur) = self.sink.load().as_ref()
-            && &cur.dest == dest
-        {
-            return Ok(());
-        }
-        let (writer, guard) = match dest {
-            config::AccessLog::Off => {
-                self.on.store(false, Ordering::Relaxed);
-                self.sink.store(None);
+    /// Whether lines are written.
+    pub fn enabled(&self) -> bool {
+        !self.wants().is_empty()
+    }
+
+    /// Points the log at `dest` (the open sink is kept when it is already
+    /// there) and writes `fields` from now on.
+    pub fn configure(&self, dest: &config::AccessLog, fields: &[Field]) -> io::Result<()> {
+        let kept = self
+            .inner
+            .current
+            .load()
+            .as_ref()
+            .filter(|cur| &cur.sink.dest == dest)
+            .map(|cur| cur.sink.clone());
+        let sink = match (kept, dest) {
+            (_, config::AccessLog::Off) => {
+                self.inner.wanted.store(0, Ordering::Relaxed);
+                self.inner.current.store(None);
                 return Ok(());
             }
-            config::AccessLog::Stdout => tracing_appender::non_blocking(io::stdout()),
-            config::AccessLog::File(path) => {
+            (Some(sink), _) => sink,
+            (None, config::AccessLog::Stdout) => Arc::new(Sink::new(io::stdout(), dest)),
+            (None, config::AccessLog::File(path)) => {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)?;
-                tracing_appender::non_blocking(file)
+                Arc::new(Sink::new(file, dest))
             }
         };
-        self.sink.store(Some(Arc::new(Sink {
-            writer,
-            _guard: guard,
-            dest: dest.clone(),
+        self.inner.current.store(Some(Arc::new(Current {
+            sink,
+            fields: fields.into(),
         })));
-        self.on.store(true, Ordering::Relaxed);
+        // A request that read the old set and writes with the new list
+        // logs null for a field it did not gather.
+        self.inner
+            .wanted
+            .store(FieldSet::of(fields).bits(), Ordering::Relaxed);
         Ok(())
     }
 
-    /// The tracing layer that writes access events as JSON lines.
-    pub fn layer<S>(&self) -> impl Layer<S> + Send + Sync + 'static
-    where
-        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-    {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_target(false)
-            .with_level(false)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_writer(SinkWriter { log: self.clone() })
-            .with_filter(Targets::new().with_target(TARGET, tracing::Level::INFO))
+    /// Writes `record`'s line (when the log was on for it): `bytes` of
+    /// body were sent, `complete` is false when the body was abandoned
+    /// before its end.
+    pub fn write(&self, record: &AccessRecord, bytes: u64, complete: bool) {
+        if record.fields.is_empty() {
+            return;
+        }
+        let current = self.inner.current.load();
+        let Some(cur) = current.as_ref() else {
+            return;
+        };
+        let mut out = Vec::with_capacity(LINE_CAPACITY);
+        line::render(&mut out, &cur.fields, record, bytes, complete);
+        // Lossy: when the writer's queue is full the line is dropped
+        // rather than stall the worker.
+        let _ = cur.sink.writer.clone().write_all(&out);
     }
 }
 
-/// Hands tracing the current sink.
-struct SinkWriter {
-    log: AccessLog,
-}
-
-impl<'a> MakeWriter<'a> for SinkWriter {
-    type Writer = Box<dyn io::Write + 'a>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        match self.log.sink.load_full() {
-            Some(sink) => Box::new(sink.writer.clone()),
-            None => Box::new(io::sink()),
+impl Sink {
+    fn new<W: io::Write + Send + 'static>(to: W, dest: &config::AccessLog) -> Sink {
+        let (writer, guard) = tracing_appender::non_blocking(to);
+        Sink {
+            writer,
+            _guard: guard,
+            dest: dest.clone(),
         }
     }
 }
 
+/// The request's id as the log knows it.
+#[derive(Debug, Clone)]
+pub enum RequestId {
+    /// The id header's value (`X-Request-Id`, or the route's `request_id`
+    /// policy's header), as the request carried it to its target.
+    Header(HeaderValue),
+    /// `$request_id`, made by the request's Lua code (32 hex digits).
+    Made(u128),
+}
+
 /// What is logged about one request; written when its body completes.
+/// Optional values are `None` when the request has none (no upstream, no
+/// route, …) or when the field was not chosen; either way the line says
+/// null.
 pub struct AccessRecord {
-    /// Whether to write a line at all.
-    pub enabled: bool,
+    /// The fields chosen when the request arrived (empty: no line).
+    pub fields: FieldSet,
     /// When the request started.
     pub started: Instant,
     /// The client address.
@@ -123,38 +173,34 @@ pub struct AccessRecord {
     pub method: http::Method,
     /// The original request URI.
     pub uri: http::Uri,
+    /// The request's host (empty when the request had none).
+    pub host: String,
+    /// The client's protocol version.
+    pub version: http::Version,
     /// The response status.
     pub status: u16,
-    /// The route that served it (`file:line`).
+    /// The route that served it (its `name`, else `file:line`).
     pub route: Option<String>,
     /// The peer that answered.
     pub upstream_addr: Option<String>,
+    /// The status the peer answered with.
+    pub upstream_status: Option<u16>,
+    /// Time spent connecting to the peer that answered (zero on a pooled
+    /// connection).
+    pub upstream_connect_time: Option<Duration>,
     /// Time to the upstream's response head.
     pub upstream_time: Option<Duration>,
     /// What the route's cache did (`X-Cache-Status`), if it has one.
     pub cache_status: Option<&'static str>,
-}
-
-impl AccessRecord {
-    /// Writes the line (when the log is on): `bytes` of body were sent,
-    /// `complete` is false when the body was abandoned before its end.
-    pub fn write(&self, bytes: u64, complete: bool) {
-        if !self.enabled {
-            return;
-        }
-        tracing::info!(
-            target: TARGET,
-            client = %self.client,
-            method = %self.method,
-            uri = self.uri.path_and_query().map_or("/", |p| p.as_str()),
-            status = self.status,
-            bytes,
-            request_time = self.started.elapsed().as_secs_f64(),
-            upstream_addr = self.upstream_addr.as_deref().unwrap_or(""),
-            upstream_time = self.upstream_time.map(|d| d.as_secs_f64()),
-            cache_status = self.cache_status.unwrap_or(""),
-            route = self.route.as_deref().unwrap_or(""),
-            aborted = !complete,
-        );
-    }
+    /// The request's id, if it has one.
+    pub request_id: Option<RequestId>,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<HeaderValue>,
+    /// The client's `Referer`.
+    pub referer: Option<HeaderValue>,
+    /// Bytes of the request head as received.
+    pub head_received: u64,
+    /// Bytes of the request body read so far (counted by the body as it
+    /// is read), when it has one.
+    pub body_received: Option<Rc<Cell<u64>>>,
 }

@@ -9,7 +9,9 @@
 //! streams (nothing is buffered whole); it ends with a
 //! [`RequestBodyError`] that says which limit was hit.
 
+use std::cell::Cell;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -274,6 +276,9 @@ pub struct RequestBody {
     held: Option<Bytes>,
     limit: u64,
     seen: u64,
+    /// Where `seen` is also kept for the access log (`bytes_received`),
+    /// when it asked.
+    seen_out: Option<Rc<Cell<u64>>>,
     timeout: Duration,
     /// When a silent client fails the body; `None` while data comes.
     deadline: Option<Instant>,
@@ -288,6 +293,7 @@ impl RequestBody {
             held: None,
             limit: u64::MAX,
             seen: 0,
+            seen_out: None,
             timeout: Duration::MAX,
             deadline: None,
             timer: LazyTimer::new(),
@@ -305,6 +311,16 @@ impl RequestBody {
             timeout,
             ..Self::empty()
         }
+    }
+
+    /// A counter of the bytes read from the client's body from now on,
+    /// for the access log; `None` when no byte is to come (only a body
+    /// still to be read pays for the counter).
+    pub fn count_read(&mut self) -> Option<Rc<Cell<u64>>> {
+        self.inner.as_ref()?;
+        let counter = Rc::new(Cell::new(self.seen));
+        self.seen_out = Some(counter.clone());
+        Some(counter)
     }
 
     /// A body held in memory.
@@ -403,6 +419,9 @@ impl Body for RequestBody {
                 this.deadline = None;
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
+                    if let Some(out) = &this.seen_out {
+                        out.set(this.seen);
+                    }
                     if this.seen > this.limit {
                         return this.fail(RequestBodyError::TooLarge);
                     }

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use moongate::access_log::AccessLog;
 use moongate::reload::ConfigSource;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
@@ -72,22 +71,13 @@ fn main() -> ExitCode {
 }
 
 fn run(conf: PathBuf) -> ExitCode {
-    let access = AccessLog::new();
+    // The access log writes its own lines (not tracing events).
     let human = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-            m.target() != moongate::access_log::TARGET
-        }))
         .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
-    tracing_subscriber::registry()
-        .with(human)
-        .with(access.layer())
-        .init();
-    match moongate::Server::from_dir(&conf)
-        .with_access_log(access)
-        .run()
-    {
+    tracing_subscriber::registry().with(human).init();
+    match moongate::Server::from_dir(&conf).run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

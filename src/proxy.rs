@@ -27,6 +27,7 @@
 mod auto_redirect;
 pub(crate) mod checks;
 mod limits;
+mod log_copies;
 mod request;
 mod subrequest;
 mod upstream;
@@ -44,6 +45,7 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri};
 
+use crate::access_log::Field;
 use crate::body::{ClientBody, Kind, RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::error_page;
@@ -129,13 +131,12 @@ pub fn handle(
         }
         let status = resp.status().as_u16();
         rq.response_settled(&resp, entry.is_some_and(|e| !e.lua.log.is_empty()));
-        let log = conn.shared.access_log.enabled();
         let stats = &conn.worker.metrics;
         let counters = match entry {
             Some(e) => stats.route(snap.generation, e.index, &e.name),
             None => stats.unrouted(),
         };
-        let hook = rq.into_completion(status, log, entry.map(|e: &RouteEntry| &e.lua), counters);
+        let hook = rq.into_completion(status, &conn, entry.map(|e: &RouteEntry| &e.lua), counters);
         resp.body_mut().set_on_complete(hook);
         Ok(resp)
     }
@@ -153,11 +154,14 @@ fn admit(
     rq.facts.host = checks::check(&mut parts, &snap.server)?;
     rq.facts.client =
         forward::real_client_ip(conn.peer.ip(), &parts.headers, &snap.server.trusted_proxies);
-    let body = RequestBody::limited(
+    let mut body = RequestBody::limited(
         body,
         snap.server.client_max_body_size,
         snap.server.client_body_timeout,
     );
+    if rq.log.has(Field::BytesReceived) {
+        rq.log_copies.body_received = body.count_read();
+    }
     Ok((parts, body))
 }
 
@@ -189,7 +193,7 @@ fn routed<'a, 's: 'a>(
                 Err(answer) => return Ok(*answer),
             };
             *route = Some(entry);
-            if conn.shared.access_log.enabled() {
+            if rq.log.has(Field::Route) {
                 rq.route = Some(entry.name.clone());
             }
             if let Some(to) = redirect {
@@ -220,6 +224,11 @@ fn routed<'a, 's: 'a>(
                 Some(_) => lua_access(rq, entry).await?,
                 None => None,
             };
+            if rq.lua.is_some() {
+                // The id as the rewrite and access handlers left it (a
+                // `request_id` policy sets it).
+                rq.note_request_id(&held.head(), &entry.request_id_header);
+            }
             let mut content = None;
             if answer.is_none() && limits_due && !entry.limits.is_empty() {
                 limits_due = false;

@@ -112,7 +112,7 @@ impl Control {
         }
         self.shared
             .access_log
-            .configure(&snap.server.access_log)
+            .configure(&snap.server.access_log, &snap.server.access_log_fields)
             .map_err(|e| format!("cannot open the access log: {e}"))?;
         let bound = serving.listeners.bound();
         match self.bound.lock() {

@@ -110,7 +110,8 @@ impl Server {
         }
     }
 
-    /// Uses `log` for access lines (the binary installs its tracing layer).
+    /// Writes access lines through `log` (a handle the embedder may keep,
+    /// e.g. to read [`AccessLog::wants`]).
     pub fn with_access_log(mut self, log: AccessLog) -> Server {
         self.access_log = log;
         self
@@ -176,7 +177,7 @@ fn run(
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let pid_file = snap.server.pid_file.clone();
-    access_log.configure(&snap.server.access_log)?;
+    access_log.configure(&snap.server.access_log, &snap.server.access_log_fields)?;
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snap),
         access_log,

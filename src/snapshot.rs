@@ -82,6 +82,10 @@ pub struct RouteEntry {
     pub server_name: Option<Arc<str>>,
     /// The route's `path_regex` (its captures are `ngx.var[N]`).
     pub path_regex: Option<regex::Regex>,
+    /// The header holding the request's id (the access log's
+    /// `request_id`): the `request_id` policy's `header`, else
+    /// `X-Request-Id`.
+    pub request_id_header: http::HeaderName,
 }
 
 /// Where a routed request goes.
@@ -251,6 +255,7 @@ pub fn compile(
             PathMatch::Regex(re) => Some(re.clone()),
             _ => None,
         };
+        let request_id_header = request_id_header(&route.lua.policies);
         // nginx redirects a request for a proxied location's path without
         // its trailing `/` to it (see `crate::route`).
         let auto_redirect = matches!(target, Target::Upstream { .. });
@@ -270,6 +275,7 @@ pub fn compile(
                 upgrade: route.upgrade,
                 server_name,
                 path_regex,
+                request_id_header,
             },
         });
     }
@@ -305,6 +311,16 @@ pub fn compile(
     })
 }
 
+/// The header a route's `request_id` policy keeps the request's id in
+/// (its `header` option, the policy's own default otherwise).
+fn request_id_header(policies: &[config::Policy]) -> http::HeaderName {
+    policies
+        .iter()
+        .find(|p| p.name == "request_id")
+        .and_then(|p| p.options.get("header")?.as_str())
+        .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+        .unwrap_or(crate::access_log::REQUEST_ID_HEADER)
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -207,6 +207,8 @@ pub struct RawServer {
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     /// "off", "stdout" or a path.
     pub access_log: Option<Spanned<String>>,
+    /// The access log's fields, in the order written.
+    pub access_log_fields: Option<Spanned<Vec<Spanned<String>>>>,
     /// Where to write the pid for `moongate reload`.
     pub pid_file: Option<Spanned<String>>,
     /// `[[server.tls]]`, appended across files.
@@ -233,6 +235,7 @@ impl RawServer {
             shutdown_timeout,
             trusted_proxies,
             access_log,
+            access_log_fields,
             pid_file,
             tls: _,
         } = self;
@@ -251,6 +254,7 @@ impl RawServer {
             || shutdown_timeout.is_some()
             || trusted_proxies.is_some()
             || access_log.is_some()
+            || access_log_fields.is_some()
             || pid_file.is_some()
     }
 }

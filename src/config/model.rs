@@ -78,6 +78,9 @@ pub struct Server {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where access-log lines go.
     pub access_log: AccessLog,
+    /// The access log's fields, in the order written (every field by
+    /// default).
+    pub access_log_fields: Vec<crate::access_log::Field>,
     /// Where to write the pid, so `moongate reload` can signal us (absolute).
     pub pid_file: Option<PathBuf>,
 }

@@ -24,7 +24,8 @@ use http::request::Parts;
 use http::{Method, Request, Version};
 
 use super::ConnCtx;
-use crate::access_log::AccessRecord;
+use super::log_copies::LogCopies;
+use crate::access_log::{AccessRecord, Field, FieldSet, RequestId};
 use crate::body::{ClientBody, OnComplete, RequestBody};
 use crate::cache::step::CacheStatus;
 use crate::limit::Permit;
@@ -37,11 +38,16 @@ use crate::snapshot::RouteEntry;
 use crate::vars::RequestFacts;
 
 /// What the upstream exchange produced (`$upstream_addr`,
+/// `$upstream_status`, `$upstream_connect_time`,
 /// `$upstream_response_time`).
 #[derive(Debug, Clone)]
 pub struct UpstreamDone {
     /// The peer that answered.
     pub addr: String,
+    /// The status it answered with.
+    pub status: u16,
+    /// Time spent connecting to it (zero on a pooled connection).
+    pub connect: Duration,
     /// Time to its response head.
     pub elapsed: Duration,
 }
@@ -69,7 +75,12 @@ pub struct RequestCtx {
     pub grpc: bool,
     /// Host, original URI, real client address, scheme, port.
     pub facts: RequestFacts,
-    /// The route that serves it (`file:line`), for the access log.
+    /// The access log fields chosen when it arrived (empty: the log is
+    /// off, nothing is copied for it).
+    pub log: FieldSet,
+    /// What the chosen fields need copied from the request.
+    pub log_copies: LogCopies,
+    /// The route that serves it (its name), for the access log.
     pub route: Option<String>,
     /// What the upstream exchange produced, if there was one.
     pub upstream: Option<UpstreamDone>,
@@ -102,6 +113,12 @@ impl RequestCtx {
     pub fn new(req: &Request<ClientBody>, conn: &ConnCtx) -> RequestCtx {
         let requests = conn.requests.get() + 1;
         conn.requests.set(requests);
+        let log = conn.shared.access_log.wants();
+        let log_copies = if log.is_empty() {
+            LogCopies::default()
+        } else {
+            LogCopies::of(req, conn, log)
+        };
         RequestCtx {
             started: Instant::now(),
             method: req.method().clone(),
@@ -116,6 +133,8 @@ impl RequestCtx {
                 scheme: conn.scheme,
                 server_port: conn.local.port(),
             },
+            log,
+            log_copies,
             route: None,
             upstream: None,
             cache_status: None,
@@ -141,6 +160,8 @@ impl RequestCtx {
             accept: None,
             grpc: false,
             facts,
+            log: FieldSet::NONE,
+            log_copies: LogCopies::default(),
             route: None,
             upstream: None,
             cache_status: None,
@@ -215,17 +236,34 @@ impl RequestCtx {
         *lua.ctx.resp_headers.borrow_mut() = resp.headers().clone();
     }
 
+    /// Notes the request's id header as the Lua phases left it (a
+    /// `request_id` policy sets it), when the log wants it: `header` is
+    /// the route's id header.
+    pub fn note_request_id(&mut self, head: &Parts, header: &header::HeaderName) {
+        if self.log.has(Field::RequestId) {
+            self.log_copies.request_id = head.headers.get(header).cloned();
+        }
+    }
+
     /// The response body's completion hook for a response with `status`:
     /// counts the request in its route's `counters`, releases the
-    /// concurrency places, writes the access log line (when `log` is on)
-    /// and runs the route's Lua `log` handlers.
+    /// concurrency places, writes the access log line (when the log was
+    /// on as the request arrived; through `conn`'s log) and runs the
+    /// route's Lua `log` handlers.
     pub fn into_completion(
         self,
         status: u16,
-        log: bool,
+        conn: &Rc<ConnCtx>,
         phases: Option<&RoutePhases>,
         counters: Arc<RouteCounters>,
     ) -> Box<dyn OnComplete> {
+        let log = !self.log.is_empty();
+        // The id the Lua code made (`$request_id`) when the request
+        // carried none.
+        let made_id = match (&self.lua, &self.log_copies.request_id) {
+            (Some(lua), None) if log => Some(lua.ctx.request_id.get()).filter(|&id| id != 0),
+            _ => None,
+        };
         let lua_log = match (self.lua, phases) {
             (Some(lua), Some(p)) if !p.log.is_empty() => Some((lua, p.log.clone())),
             _ => None,
@@ -243,19 +281,34 @@ impl RequestCtx {
             return Box::new(tally);
         }
         let head_bytes = self.head_bytes;
+        let copies = self.log_copies;
+        let upstream = self.upstream.as_ref();
         Box::new(Completion {
             record: AccessRecord {
-                enabled: log,
+                fields: self.log,
                 started: self.started,
                 client: self.facts.client,
                 method: self.method,
                 uri: self.facts.request_uri,
+                host: self.facts.host,
+                version: self.version,
                 status,
                 route: self.route,
-                upstream_time: self.upstream.as_ref().map(|u| u.elapsed),
+                upstream_status: upstream.map(|u| u.status),
+                upstream_connect_time: upstream.map(|u| u.connect),
+                upstream_time: upstream.map(|u| u.elapsed),
                 upstream_addr: self.upstream.map(|u| u.addr),
                 cache_status: self.cache_status.map(CacheStatus::as_str),
+                request_id: copies
+                    .request_id
+                    .map(RequestId::Header)
+                    .or(made_id.map(RequestId::Made)),
+                user_agent: copies.user_agent,
+                referer: copies.referer,
+                head_received: copies.head_received,
+                body_received: copies.body_received,
             },
+            conn: conn.clone(),
             permits: self.permits,
             lua_log,
             head_bytes,
@@ -292,6 +345,8 @@ impl OnComplete for Tally {
 /// What runs when a response body is done; see [`RequestCtx::into_completion`].
 struct Completion {
     record: AccessRecord,
+    /// The connection, whose server's log the line goes to.
+    conn: Rc<ConnCtx>,
     permits: Vec<Permit>,
     lua_log: Option<(LuaReq, Vec<ScriptId>)>,
     head_bytes: u64,
@@ -302,6 +357,7 @@ impl OnComplete for Completion {
     fn complete(self: Box<Self>, bytes: u64, complete: bool) {
         let Completion {
             record,
+            conn,
             permits,
             lua_log,
             head_bytes,
@@ -309,7 +365,7 @@ impl OnComplete for Completion {
         } = *self;
         drop(permits);
         tally.record(bytes);
-        record.write(bytes, complete);
+        conn.shared.access_log.write(&record, bytes, complete);
         if let Some((lua, ids)) = lua_log {
             lua.ctx.set_sent(head_bytes, bytes);
             run_log_phase(lua.vm, lua.ctx, ids, record.status);

@@ -161,6 +161,8 @@ pub(super) fn proxy_upstream<'a>(
         let exchange = call::forward(upstream, name, &mut out).await?;
         let peer = done.insert(UpstreamDone {
             addr: exchange.peer,
+            status: exchange.response.status().as_u16(),
+            connect: exchange.connect,
             elapsed: exchange.elapsed,
         });
         let mut resp = exchange.response;
@@ -262,19 +264,31 @@ fn spawn_refresh(
         if let Err(e) = &read {
             tracing::warn!(upstream = %name, "cache refresh failed: {e}");
         }
+        // No client waits on it: nothing of a client's request is logged
+        // (no headers, no bytes received).
         let record = AccessRecord {
-            enabled: conn.shared.access_log.enabled(),
+            fields: conn.shared.access_log.wants(),
             started,
             client: conn.peer.ip(),
             method: Method::GET,
             uri: facts.request_uri,
+            host: facts.host,
+            version: Version::HTTP_11,
             status,
             route,
-            upstream_addr: done.as_ref().map(|d| d.addr.clone()),
-            upstream_time: done.map(|d| d.elapsed),
+            upstream_status: done.as_ref().map(|d| d.status),
+            upstream_connect_time: done.as_ref().map(|d| d.connect),
+            upstream_time: done.as_ref().map(|d| d.elapsed),
+            upstream_addr: done.map(|d| d.addr),
             cache_status: Some("REFRESH"),
+            request_id: None,
+            user_agent: None,
+            referer: None,
+            head_received: 0,
+            body_received: None,
         };
-        record.write(*read.as_ref().unwrap_or(&0), read.is_ok());
+        let (bytes, complete) = (*read.as_ref().unwrap_or(&0), read.is_ok());
+        conn.shared.access_log.write(&record, bytes, complete);
     });
 }
 

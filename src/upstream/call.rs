@@ -95,6 +95,10 @@ pub struct Exchange {
     pub peer: String,
     /// Time from the first try to the response head.
     pub elapsed: Duration,
+    /// Time the answering try spent connecting to the peer (TCP, and TLS
+    /// or the HTTP/2 handshake); zero when it went on a pooled
+    /// connection.
+    pub connect: Duration,
     /// After a 101 response: the peer connection, to be tunnelled.
     pub upgraded: Option<Conn>,
 }
@@ -257,7 +261,9 @@ pub async fn forward(
                 let (body, to) = (&mut out.body, (up, name));
                 let once =
                     fastcgi::exchange(pool_key, addr, params, body, replayable, to, &limits, pool);
-                Box::pin(once).await.map(|a| Answer::Fastcgi(Box::new(a)))
+                Box::pin(once)
+                    .await
+                    .map(|(a, connect)| (Answer::Fastcgi(Box::new(a)), connect))
             }
             None if up.def.protocol.is_h2() => {
                 let opts = http2::TryOptions {
@@ -285,13 +291,13 @@ pub async fn forward(
                 &mut out.interim,
             )
             .await
-            .map(|(head, conn)| Answer::Http(head, conn)),
+            .map(|(head, conn, connect)| (Answer::Http(head, conn), connect)),
         };
         if let Err(failure) = &answer {
             count_failure(&counters, failure);
         }
         match answer {
-            Ok(answer) => {
+            Ok((answer, connect)) => {
                 let status = answer.status();
                 // One clock read for the try's time and the request's.
                 let now = Instant::now();
@@ -320,7 +326,7 @@ pub async fn forward(
                     pool,
                     back,
                     active,
-                    now - started,
+                    (now - started, connect),
                     call,
                 ));
             }
@@ -490,7 +496,8 @@ impl Answer {
 
 /// One try on an HTTP/2 peer ([`http2::exchange`]), its failure sorted as
 /// an HTTP/1 try's: a stream the peer refused unprocessed is as good as
-/// never sent, when the body can be sent again.
+/// never sent, when the body can be sent again. Also says how long
+/// connecting took.
 async fn h2_try(
     addr: &PeerAddr,
     out: &mut Outgoing<'_>,
@@ -498,10 +505,10 @@ async fn h2_try(
     pool: &IdlePool,
     replayable: bool,
     tls: Option<&super::tls::PeerTls>,
-) -> Result<Answer, Failure> {
+) -> Result<(Answer, Duration), Failure> {
     use http2::TryError;
     match http2::exchange(addr, &out.parts, &mut out.body, opts, (&pool.mux, tls)).await {
-        Ok(answered) => Ok(Answer::H2(Box::new(answered))),
+        Ok((resp, slot, connect)) => Ok((Answer::H2(Box::new((resp, slot))), connect)),
         Err(TryError::NotSent(e)) => Err(Failure::NotSent(e)),
         Err(TryError::Refused(e)) if replayable => Err(Failure::NotSent(e)),
         Err(TryError::NoResponse(e)) if e.retryable() => Err(Failure::NoResponse(e)),
@@ -521,7 +528,7 @@ fn respond(
     pool: &Rc<IdlePool>,
     (pool_key, read_timeout): (u64, Duration),
     active: super::peer::ActiveGuard,
-    elapsed: Duration,
+    (elapsed, connect): (Duration, Duration),
     (grpc, call_deadline): (bool, Option<tokio::time::Instant>),
 ) -> Exchange {
     let (head, conn) = match answer {
@@ -536,6 +543,7 @@ fn respond(
                 response,
                 peer: peer_name(peer, addr),
                 elapsed,
+                connect,
                 upgraded: None,
             };
         }
@@ -554,6 +562,7 @@ fn respond(
                 response,
                 peer: peer_name(peer, addr),
                 elapsed,
+                connect,
                 upgraded: None,
             };
         }
@@ -582,6 +591,7 @@ fn respond(
         response,
         peer: peer_name(peer, addr),
         elapsed,
+        connect,
         upgraded,
     }
 }
@@ -599,7 +609,8 @@ pub fn peer_name(peer: &super::peer::Peer, addr: &PeerAddr) -> String {
 /// One exchange with one peer: on a pooled connection if one is alive (a
 /// connection the peer closed while idle is replaced by a new one when the
 /// request can be sent again), else on a new connection. With a uwsgi
-/// `packet`, always on a new connection, never pooled afterwards.
+/// `packet`, always on a new connection, never pooled afterwards. Also
+/// says how long connecting took (zero on a pooled connection).
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
     peer_id: u64,
@@ -612,7 +623,7 @@ async fn exchange(
     limits: &Limits,
     pool: &IdlePool,
     interim: &mut Option<InterimSink<'_>>,
-) -> Result<(ResponseHead, Conn), Failure> {
+) -> Result<(ResponseHead, Conn, Duration), Failure> {
     if let Some(mut conn) = packet
         .is_none()
         .then(|| pool.checkout(peer_id, up.def.keepalive_timeout))
@@ -620,7 +631,7 @@ async fn exchange(
     {
         conn.set_send_timeout(limits.send);
         match run(&mut conn, parts, body, None, limits.read, interim).await {
-            Ok(head) => return Ok((head, conn)),
+            Ok(head) => return Ok((head, conn, Duration::ZERO)),
             Err(ExchangeError::Closed | ExchangeError::Io(_))
                 if replayable && !conn.response_began() =>
             {
@@ -629,12 +640,14 @@ async fn exchange(
             Err(e) => return Err(failure(e, &conn, addr)),
         }
     }
+    let connecting = Instant::now();
     let socket = connect_socket(addr, limits.connect, up.tls.as_ref())
         .await
         .map_err(Failure::NotSent)?;
+    let connect_time = connecting.elapsed();
     let mut conn = Conn::new(pool.counted(peer_id, socket), limits.send);
     match run(&mut conn, parts, body, packet, limits.read, interim).await {
-        Ok(head) => Ok((head, conn)),
+        Ok(head) => Ok((head, conn, connect_time)),
         Err(e) => Err(failure(e, &conn, addr)),
     }
 }

@@ -79,17 +79,19 @@ pub enum TryError {
 /// Sends the request on a stream to the peer at `addr` and waits for the
 /// response head. A body that is not empty is taken from `body` (it cannot
 /// be sent twice anyway) and, when the head comes before its end, sent on
-/// in the background.
+/// in the background. Also says how long connecting took (zero on a
+/// pooled connection).
 pub async fn exchange(
     addr: &PeerAddr,
     parts: &Parts,
     body: &mut RequestBody,
     opts: &TryOptions,
     (pool, tls): (&Rc<MuxPool>, Option<&PeerTls>),
-) -> Result<(Response<RecvStream>, Slot), TryError> {
+) -> Result<(Response<RecvStream>, Slot, Duration), TryError> {
     let request = request(parts, addr, opts.grpc);
     let eos = body.is_empty();
-    let (mut send, mut conn_id, mut slot, mut fresh) = stream_handle(addr, opts, pool, tls).await?;
+    let (mut send, mut conn_id, mut slot, mut connected) =
+        stream_handle(addr, opts, pool, tls).await?;
     let sent = loop {
         let opened = match send.ready().await {
             Ok(mut ready) => ready.send_request(request.clone(), eos),
@@ -99,10 +101,10 @@ pub async fn exchange(
             Ok(sent) => break sent,
             // A pooled connection the peer is closing (GOAWAY) or lost:
             // forget it and use another, once.
-            Err(e) if !fresh => {
+            Err(e) if connected.is_none() => {
                 tracing::debug!(peer = %addr, error = %e, "pooled HTTP/2 connection unusable; taking another");
                 pool.forget(opts.peer_id, conn_id);
-                (send, conn_id, slot, fresh) = stream_handle(addr, opts, pool, tls).await?;
+                (send, conn_id, slot, connected) = stream_handle(addr, opts, pool, tls).await?;
             }
             Err(e) => {
                 pool.forget(opts.peer_id, conn_id);
@@ -118,13 +120,15 @@ pub async fn exchange(
     if let (Some(pump), Ok(_)) = (pump, &head) {
         pump.finish_in_background();
     }
-    head.map(|resp| (resp, slot)).map_err(|e| match e {
-        HeadError::Timeout => TryError::NoResponse(ProxyError::ReadTimeout(addr.to_string())),
-        HeadError::Deadline => TryError::Final(ProxyError::CallDeadline(addr.to_string())),
-        HeadError::Client(e) => TryError::Final(super::call::request_error(e)),
-        HeadError::Peer(e) if refused(&e) => TryError::Refused(peer_error(addr, e)),
-        HeadError::Peer(e) => TryError::NoResponse(peer_error(addr, e)),
-    })
+    let connect_time = connected.unwrap_or_default();
+    head.map(|resp| (resp, slot, connect_time))
+        .map_err(|e| match e {
+            HeadError::Timeout => TryError::NoResponse(ProxyError::ReadTimeout(addr.to_string())),
+            HeadError::Deadline => TryError::Final(ProxyError::CallDeadline(addr.to_string())),
+            HeadError::Client(e) => TryError::Final(super::call::request_error(e)),
+            HeadError::Peer(e) if refused(&e) => TryError::Refused(peer_error(addr, e)),
+            HeadError::Peer(e) => TryError::NoResponse(peer_error(addr, e)),
+        })
 }
 
 /// Whether the peer refused a stream without processing it (RFC 9113
@@ -142,17 +146,19 @@ fn peer_error(addr: &PeerAddr, e: h2::Error) -> ProxyError {
 
 /// A handle to open a stream on: a pooled connection's, or a new
 /// connection's (whose driver then runs on this worker's task set). Also
-/// says which connection, the stream's place on it, and whether it is new.
+/// says which connection, the stream's place on it, and, when it is new,
+/// how long connecting took (the socket, TLS and the HTTP/2 handshake).
 async fn stream_handle(
     addr: &PeerAddr,
     opts: &TryOptions,
     pool: &Rc<MuxPool>,
     tls: Option<&PeerTls>,
-) -> Result<(SendRequest<Bytes>, u64, Slot, bool), TryError> {
+) -> Result<(SendRequest<Bytes>, u64, Slot, Option<Duration>), TryError> {
     let ticket = match pool.checkout(opts.peer_id, opts.bound).await {
-        Checkout::Ready(send, id, slot) => return Ok((send, id, slot, false)),
+        Checkout::Ready(send, id, slot) => return Ok((send, id, slot, None)),
         Checkout::Connect(ticket) => ticket,
     };
+    let connecting = Instant::now();
     let socket = connect_socket(addr, opts.connect_timeout, tls)
         .await
         .map_err(TryError::NotSent)?;
@@ -175,8 +181,9 @@ async fn stream_handle(
         }
         flag.set(false);
     });
+    let connect_time = connecting.elapsed();
     let (id, slot) = pool.register(ticket, &send, alive, opts.idle_timeout);
-    Ok((send, id, slot, true))
+    Ok((send, id, slot, Some(connect_time)))
 }
 
 /// The request as sent: an absolute URI (HTTP/2's `:scheme` and

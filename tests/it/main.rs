@@ -15,6 +15,7 @@ mod shutdown;
 mod websocket;
 mod embed;
 mod access_log;
+mod access_log_fields;
 mod limits;
 mod static_files;
 mod tls;

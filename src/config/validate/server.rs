@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::paths::Paths;
+use crate::access_log::Field;
 use crate::config::error::{ConfigError, Place, Source};
 use crate::config::file::{RawFile, RawServer};
 use crate::config::model::{AccessLog, ErrorFormat, Listen, Server};
@@ -93,6 +94,7 @@ fn server_from(
     };
     let mut trusted_proxies = Vec::new();
     let mut access_log = AccessLog::Stdout;
+    let mut access_log_fields = Field::ALL.to_vec();
     let mut pid_file = None;
     let mut error_format = ErrorFormat::Auto;
     if let Some(src) = src {
@@ -123,6 +125,9 @@ fn server_from(
                 path => AccessLog::File(paths.resolve(path)),
             };
         }
+        if let Some(list) = &raw.access_log_fields {
+            access_log_fields = log_fields(src, list)?;
+        }
         if let Some(pid) = &raw.pid_file {
             if pid.get_ref().is_empty() {
                 return Err(src.err(
@@ -149,8 +154,38 @@ fn server_from(
         shutdown_timeout: dur(raw.shutdown_timeout, 30),
         trusted_proxies,
         access_log,
+        access_log_fields,
         pid_file,
     })
+}
+
+/// `access_log_fields`: known names, each once, at least one.
+fn log_fields(
+    src: &Source<'_>,
+    list: &toml::Spanned<Vec<toml::Spanned<String>>>,
+) -> Result<Vec<Field>, ConfigError> {
+    if list.get_ref().is_empty() {
+        let message =
+            "`access_log_fields` is empty; name at least one field, or write access_log = \"off\"";
+        return Err(src.err(list.span(), message));
+    }
+    let mut fields = Vec::with_capacity(list.get_ref().len());
+    for name in list.get_ref() {
+        let Some(field) = Field::from_name(name.get_ref()) else {
+            let message = format!(
+                "`access_log_fields`: unknown field \"{}\"; the fields are: {}",
+                name.get_ref(),
+                Field::names()
+            );
+            return Err(src.err(name.span(), message));
+        };
+        if fields.contains(&field) {
+            let message = format!("`access_log_fields` names \"{}\" twice", name.get_ref());
+            return Err(src.err(name.span(), message));
+        }
+        fields.push(field);
+    }
+    Ok(fields)
 }
 
 /// A trusted proxy: a CIDR, or a plain IP meaning just that address.
@@ -191,6 +226,7 @@ mod tests {
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
         assert!(s.trusted_proxies.is_empty());
         assert_eq!(s.access_log, AccessLog::Stdout);
+        assert_eq!(s.access_log_fields, Field::ALL);
         assert_eq!(s.pid_file, None);
         assert!(c.tls.is_empty() && c.admin.is_none() && c.upstreams.is_empty());
         assert_eq!(c.files, [std::path::PathBuf::from("t.toml")]);
@@ -217,6 +253,7 @@ mod tests {
             shutdown_timeout = "1m"
             trusted_proxies = ["10.1.2.3/8", "192.168.0.7", "fd00::/8"]
             access_log = "/var/log/moongate/access.log"
+            access_log_fields = ["status", "host", "timestamp"]
             pid_file = "/run/moongate.pid"
             "#,
         )
@@ -245,6 +282,10 @@ mod tests {
         assert_eq!(
             s.access_log,
             AccessLog::File("/var/log/moongate/access.log".into())
+        );
+        assert_eq!(
+            s.access_log_fields,
+            [Field::Status, Field::Host, Field::Timestamp]
         );
         assert_eq!(s.pid_file, Some("/run/moongate.pid".into()));
         assert_eq!(
@@ -292,6 +333,19 @@ mod tests {
         );
         assert!(
             err("[server]\naccess_log = \"\"\n").starts_with("t.toml:2:14: `access_log` is empty")
+        );
+        let e = err("[server]\naccess_log_fields = [\"host\", \"time\"]\n");
+        assert!(
+            e.starts_with("t.toml:2:30: `access_log_fields`: unknown field \"time\"; the fields are: timestamp, client,"),
+            "{e}"
+        );
+        assert!(e.contains("user_agent") && e.ends_with("aborted"), "{e}");
+        let e = err("[server]\naccess_log_fields = [\"host\", \"host\"]\n");
+        assert_eq!(e, "t.toml:2:30: `access_log_fields` names \"host\" twice");
+        let e = err("[server]\naccess_log_fields = []\n");
+        assert!(
+            e.starts_with("t.toml:2:21: `access_log_fields` is empty"),
+            "{e}"
         );
         assert!(err("[server]\npid_file = \"\"\n").starts_with("t.toml:2:12: `pid_file` is empty"));
         let e = err("[server]\nkeepalive_timeout = 75\n");

@@ -25,6 +25,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -194,7 +195,8 @@ pub(super) type Answered = (Head, FcgiBody<FcgiSocket>);
 
 /// One try on one peer: on a pooled connection if one is alive (replaced
 /// by a new one once when the application had closed it and the request
-/// has no body), else on a new connection.
+/// has no body), else on a new connection. Also says how long connecting
+/// took (zero on a pooled connection).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn exchange(
     peer_id: u64,
@@ -205,7 +207,7 @@ pub(super) async fn exchange(
     (up, name): (&Upstream, &str),
     limits: &Limits,
     pool: &IdlePool,
-) -> Result<Answered, Failure> {
+) -> Result<(Answered, Duration), Failure> {
     let pairs = params.slices();
     let options = Options {
         keep_conn: up.def.keepalive > 0,
@@ -215,19 +217,22 @@ pub(super) async fn exchange(
     if let Some(mut socket) = pool.checkout_fastcgi(peer_id, up.def.keepalive_timeout) {
         socket.set_timeout(limits.send);
         match crate::upstream::fastcgi::exchange(socket, &pairs, &mut *body, &options).await {
-            Ok(answered) => return Ok(answered),
+            Ok(answered) => return Ok((answered, Duration::ZERO)),
             Err(FcgiError::Closed | FcgiError::Io(_)) if replayable => {
                 tracing::debug!(peer = %addr, "pooled FastCGI connection was closed by the application; reconnecting");
             }
             Err(e) => return Err(failure(e, addr)),
         }
     }
+    let connecting = Instant::now();
     let socket = connect_socket(addr, limits.connect, None)
         .await
         .map_err(Failure::NotSent)?;
+    let connect_time = connecting.elapsed();
     let socket = WriteTimed::new(pool.counted(peer_id, socket), limits.send);
     crate::upstream::fastcgi::exchange(socket, &pairs, &mut *body, &options)
         .await
+        .map(|answered| (answered, connect_time))
         .map_err(|e| failure(e, addr))
 }
 
