@@ -132,11 +132,14 @@ pub fn handle(
         let log = conn.shared.access_log.enabled();
         let stats = &conn.worker.metrics;
         let counters = match entry {
-            Some(e) => stats.route(snap.generation, e.index, &e.name),
-            None => stats.unrouted(),
+            _ if !snap.metrics => None,
+            Some(e) => Some(stats.route(snap.generation, e.index, &e.name)),
+            None => Some(stats.unrouted()),
         };
         let hook = rq.into_completion(status, log, entry.map(|e: &RouteEntry| &e.lua), counters);
-        resp.body_mut().set_on_complete(hook);
+        if let Some(hook) = hook {
+            resp.body_mut().set_on_complete(hook);
+        }
         Ok(resp)
     }
 }
@@ -226,6 +229,8 @@ fn routed<'a, 's: 'a>(
                 let pending = limits::start(entry, &rq.facts.vars(&held.head()));
                 limit_headers = match limits::finish(
                     pending,
+                    &entry.limits,
+                    snap.metrics.then_some(&conn.worker.metrics),
                     &conn.worker.redis,
                     rq.facts.client,
                     &mut rq.permits,
@@ -288,6 +293,7 @@ fn routed<'a, 's: 'a>(
                         interim,
                         route: rq.route.as_ref(),
                         hook: balancer.as_ref().map(|b| b as _),
+                        stats: snap.metrics.then_some(&conn.worker.metrics),
                     };
                     match &entry.cache {
                         None => proxy_upstream(parts, body, to, conn, &mut rq.upstream).await?,
