@@ -120,7 +120,10 @@ pub fn serve(
 }
 
 /// Runs `serving`, the connection counted open (if it is) until it ends.
-fn counted<F: Future<Output = ()>>(serving: F, open: Option<OpenConn>) -> impl Future<Output = ()> {
+fn while_open<F: Future<Output = ()>>(
+    serving: F,
+    open: Option<OpenConn>,
+) -> impl Future<Output = ()> {
     use futures_util::FutureExt;
     serving.map(move |()| drop(open))
 }
@@ -202,14 +205,14 @@ where
             Some(Ok(true)) if h2_allowed => {
                 io.set_phase(ReadPhase::Request);
                 let serving = h2::serve(io, ctx, stop, h2_settings(limits));
-                Either::Left(Either::Left(Box::pin(counted(
+                Either::Left(Either::Left(Box::pin(while_open(
                     serving,
                     speaks(Protocol::H2),
                 ))))
             }
             Some(Ok(true)) => {
                 tracing::debug!(%peer, "HTTP/2 preface on a connection where ALPN chose HTTP/1.1");
-                let refusing = counted(refuse_h2(io), speaks(Protocol::None));
+                let refusing = while_open(refuse_h2(io), speaks(Protocol::None));
                 Either::Left(Either::Right(refusing))
             }
             Some(Ok(false)) => {
@@ -221,7 +224,7 @@ where
                     Protocol::None
                 };
                 let serving = h1::serve(io, ctx, stop, limits);
-                Either::Right(Either::Left(counted(serving, speaks(protocol))))
+                Either::Right(Either::Left(while_open(serving, speaks(protocol))))
             }
             Some(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "connection ended before a request");

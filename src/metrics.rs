@@ -6,17 +6,28 @@
 //! writes (a load and a store, no locked read-modify-write, and no cache
 //! line shared with another writer); a scrape reads every worker's values
 //! and adds them up ([`Registry::merged`]). Each worker reaches its
-//! counters through [`WorkerStats`], its own cache of them (by route index
-//! and peer id), so a request looks nothing up by name.
+//! counters through [`WorkerStats`], its own cache of them (by route index,
+//! peer id and rate-limit zone id; a Lua VM keeps its scripts' by script
+//! index), so a request looks nothing up by name. With `[admin] metrics =
+//! false` (or no admin listener) the snapshot says so and the request path
+//! skips the counting.
 //!
 //! What is read rather than counted (peer health, reloads, the config
-//! generation) is taken from the shared state at scrape time and costs
-//! requests nothing ([`expose`]).
+//! generation, cache zones, Redis fallbacks, managed worker pools) is
+//! taken from the shared state at scrape time ([`read`]) and costs
+//! requests nothing here.
+//!
+//! Layout: `counters` (routes, peers, and the per-worker maps), `conns`
+//! (client connections by protocol), `steps` (rate-limit zones, Lua
+//! handlers), `histogram` (latency buckets), `local` ([`WorkerStats`]),
+//! [`read`] (the scrape's readings from the shared state) and [`expose`]
+//! (the text format).
 //!
 //! Label values are bounded: route names (conf.d `name` or `file:line`),
-//! upstream names, peer addresses from the config; never a request path
-//! or a client address. This module knows nothing of HTTP beyond status
-//! and method classes.
+//! upstream names, peer addresses from the config, zone, pool and script
+//! names from the config; never a request path or a client address. This
+//! module knows nothing of HTTP beyond status and method classes (but
+//! [`read`], the glue to the shared state).
 
 mod counters;
 mod histogram;
