@@ -24,7 +24,6 @@ pub mod status;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -38,9 +37,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, purge::Target};
 use crate::fanout;
-use crate::metrics::expose::{self, PeerState, Readings};
+use crate::metrics::expose;
 use crate::reload::Control;
-use crate::upstream::call::peer_name;
 use rates::History;
 use status::Report;
 
@@ -259,32 +257,17 @@ fn restart_workers(method: &Method, rest: &str, control: &Control) -> Response<F
 }
 
 /// `GET /metrics`: every worker's counters added up, with what is read
-/// now (peer health, reloads), as Prometheus scrapes it.
+/// now (peer health, reloads, zones, pools), as Prometheus scrapes it;
+/// 404 when `[admin] metrics = false` (nothing is counted then).
 fn metrics(control: &Control) -> Response<Full<Bytes>> {
     let shared = &control.shared;
-    let snap = shared.snapshot.load();
-    let reloads = shared.reload_status();
-    let now = Instant::now();
-    let mut peers = Vec::new();
-    for (name, up) in &snap.upstreams {
-        let members = up.members();
-        for (peer, addr) in members.peers.iter().zip(&members.addrs) {
-            peers.push(PeerState {
-                upstream: name.clone(),
-                peer: peer_name(peer, addr),
-                reason: peer.health(now).reason.unwrap_or("up"),
-            });
-        }
+    if !shared.snapshot.load().metrics {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "metrics are off ([admin] metrics = false)"}),
+        );
     }
-    let readings = Readings {
-        generation: snap.generation,
-        // `/status` counts the load at start among them; a reload it is not.
-        reloads_ok: reloads.reloads.saturating_sub(1),
-        reloads_failed: reloads.failures,
-        last_reload: reloads.last.as_ref().map(|l| l.at),
-        peers,
-    };
-    match expose::render(shared.metrics.merged(), readings) {
+    match crate::metrics::read::scrape(shared) {
         Ok(text) => {
             let mut resp = Response::new(Full::new(Bytes::from(text)));
             resp.headers_mut().insert(

@@ -6,7 +6,8 @@
 //! ([`h1`]), HTTP/2 our glue on the `h2` crate ([`h2`]). Requests go to
 //! [`crate::proxy`].
 //! On graceful stop the connection finishes its in-flight requests and
-//! closes.
+//! closes. While metrics are on it is counted open (with the protocol it
+//! speaks, once known) until its future ends.
 
 pub mod io;
 pub(crate) mod h1;
@@ -22,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{ConnCounters, OpenConn, Protocol};
 use crate::proxy::ConnCtx;
 use crate::state::Shared;
 use crate::worker_local::WorkerLocal;
@@ -39,22 +41,26 @@ struct Limits {
 
 /// Serves one accepted TCP connection until it closes or `stop` fires.
 /// `listener` is the configured address it was accepted on (the key its
-/// TLS settings are found by); `worker` is the state of the worker thread
-/// serving it. Not an `async fn`: what the connection is set up with is
-/// made before its future, which then holds each part once (an idle
-/// connection's memory is mostly this future).
+/// TLS settings are found by), `counted` its connection counters;
+/// `worker` is the state of the worker thread serving it. Not an `async
+/// fn`: what the connection is set up with is made before its future,
+/// which then holds each part once (an idle connection's memory is
+/// mostly this future).
+#[allow(clippy::too_many_arguments)]
 pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     listener: SocketAddr,
     tls: bool,
+    counted: &Arc<ConnCounters>,
     shared: Arc<Shared>,
     worker: Rc<WorkerLocal>,
     stop: CancellationToken,
-) -> impl Future<Output = ()> {
+) -> impl Future<Output = ()> + use<> {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(listener);
     let snap = shared.snapshot.load_full();
+    let open = snap.metrics.then(|| counted.open());
     let limits = Limits {
         timeouts: ConnTimeouts {
             header: snap.server.client_header_timeout,
@@ -103,22 +109,34 @@ pub fn serve(
                 stop,
                 limits,
                 true,
+                open,
             )))
         }
         // Boxed, like the HTTP/2 server: a plain HTTP/1 connection should
         // not carry the TLS session's space (a TLS one holds rustls'
         // buffers anyway).
-        Some(tls) => Either::Right(Box::pin(serve_tls(stream, tls, ctx, stop, limits))),
+        Some(tls) => Either::Right(Box::pin(serve_tls(stream, tls, ctx, stop, limits, open))),
     }
 }
 
-/// The TLS handshake, then the protocol ALPN chose.
+/// Runs `serving`, the connection counted open (if it is) until it ends.
+fn while_open<F: Future<Output = ()>>(
+    serving: F,
+    open: Option<OpenConn>,
+) -> impl Future<Output = ()> {
+    use futures_util::FutureExt;
+    serving.map(move |()| drop(open))
+}
+
+/// The TLS handshake, then the protocol ALPN chose; `open` counts the
+/// connection (a failed handshake closes it as speaking no protocol).
 async fn serve_tls(
     stream: TcpStream,
     tls: Arc<rustls::ServerConfig>,
     ctx: impl FnOnce(&'static str) -> Rc<ConnCtx>,
     stop: CancellationToken,
     limits: Limits,
+    mut open: Option<OpenConn>,
 ) {
     let peer = stream.peer_addr().ok();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -132,11 +150,15 @@ async fn serve_tls(
     let alpn_h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let mut io = ClientIo::new(tls_stream, limits.timeouts);
     if alpn_h2 {
+        if let Some(open) = &mut open {
+            open.speaks(Protocol::H2);
+        }
         // HTTP/2 keeps its own deadlines.
         io.set_phase(ReadPhase::Request);
         Box::pin(h2::serve(io, ctx("https"), stop, h2_settings(limits))).await;
+        drop(open);
     } else {
-        serve_sniffed(io, ctx("https"), stop, limits, false).await;
+        serve_sniffed(io, ctx("https"), stop, limits, false, open).await;
     }
 }
 
@@ -149,7 +171,8 @@ fn h2_settings(limits: Limits) -> h2::Settings {
 
 /// Reads the first bytes: an HTTP/2 preface goes to [`h2::serve`] when
 /// `h2_allowed` (plain listeners: prior knowledge), else is answered 400
-/// and closed (ALPN chose HTTP/1.1); anything else is HTTP/1.
+/// and closed (ALPN chose HTTP/1.1); anything else is HTTP/1. `open`
+/// counts the connection under the protocol chosen.
 ///
 /// Two stages, one after the other in the same space: the sniff (holding
 /// the socket and what the connection is set up with), then the protocol's
@@ -161,6 +184,7 @@ fn serve_sniffed<S>(
     stop: CancellationToken,
     limits: Limits,
     h2_allowed: bool,
+    mut open: Option<OpenConn>,
 ) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -171,21 +195,37 @@ where
     // (a task of 640 bytes instead of 512 for every idle connection).
     Box::pin(sniff(io, stop)).then(move |(mut io, stop, sniffed)| {
         let peer = ctx.peer;
+        let speaks = |protocol| {
+            if let Some(open) = &mut open {
+                open.speaks(protocol);
+            }
+            open
+        };
         match sniffed {
             Some(Ok(true)) if h2_allowed => {
                 io.set_phase(ReadPhase::Request);
-                Either::Left(Either::Left(Box::pin(h2::serve(
-                    io,
-                    ctx,
-                    stop,
-                    h2_settings(limits),
+                let serving = h2::serve(io, ctx, stop, h2_settings(limits));
+                Either::Left(Either::Left(Box::pin(while_open(
+                    serving,
+                    speaks(Protocol::H2),
                 ))))
             }
             Some(Ok(true)) => {
                 tracing::debug!(%peer, "HTTP/2 preface on a connection where ALPN chose HTTP/1.1");
-                Either::Left(Either::Right(refuse_h2(io)))
+                let refusing = while_open(refuse_h2(io), speaks(Protocol::None));
+                Either::Left(Either::Right(refusing))
             }
-            Some(Ok(false)) => Either::Right(Either::Left(h1::serve(io, ctx, stop, limits))),
+            Some(Ok(false)) => {
+                // Closed before its first byte: HTTP/1's server sees the
+                // end, but the connection spoke nothing.
+                let protocol = if io.sniffed_any() {
+                    Protocol::H1
+                } else {
+                    Protocol::None
+                };
+                let serving = h1::serve(io, ctx, stop, limits);
+                Either::Right(Either::Left(while_open(serving, speaks(protocol))))
+            }
             Some(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "connection ended before a request");
                 Either::Right(Either::Right(std::future::ready(())))

@@ -6,27 +6,44 @@
 //! writes (a load and a store, no locked read-modify-write, and no cache
 //! line shared with another writer); a scrape reads every worker's values
 //! and adds them up ([`Registry::merged`]). Each worker reaches its
-//! counters through [`WorkerStats`], its own cache of them (by route index
-//! and peer id), so a request looks nothing up by name.
+//! counters through [`WorkerStats`], its own cache of them (by route index,
+//! peer id and rate-limit zone id; a Lua VM keeps its scripts' by script
+//! index), so a request looks nothing up by name. With `[admin] metrics =
+//! false` (or no admin listener) the snapshot says so and the request path
+//! skips the counting.
 //!
 //! What is read rather than counted (peer health, reloads, the config
-//! generation) is taken from the shared state at scrape time and costs
-//! requests nothing ([`expose`]).
+//! generation, cache zones, Redis fallbacks, managed worker pools) is
+//! taken from the shared state at scrape time ([`read`]) and costs
+//! requests nothing here.
+//!
+//! Layout: `counters` (routes, peers, and the per-worker maps), `conns`
+//! (client connections by protocol), `steps` (rate-limit zones, Lua
+//! handlers), `histogram` (latency buckets), `local` ([`WorkerStats`]),
+//! [`read`] (the scrape's readings from the shared state) and [`expose`]
+//! (the text format).
 //!
 //! Label values are bounded: route names (conf.d `name` or `file:line`),
-//! upstream names, peer addresses from the config; never a request path
-//! or a client address. This module knows nothing of HTTP beyond status
-//! and method classes.
+//! upstream names, peer addresses from the config, zone, pool and script
+//! names from the config; never a request path or a client address. This
+//! module knows nothing of HTTP beyond status and method classes (but
+//! [`read`], the glue to the shared state).
 
 mod counters;
-pub mod expose;
+mod histogram;
+mod conns;
+mod steps;
 mod local;
+pub mod read;
+pub mod expose;
 
+pub use conns::{ConnCounters, ConnValues, ListenerKey, OpenConn, Protocol};
 pub use counters::{
-    ConnCounters, ConnValues, DURATION_BUCKETS, HistogramValues, ListenerKey, MethodClass,
-    OpenConn, PeerCounters, PeerValues, RouteCounters, RouteValues, WorkerMetrics,
+    LuaKey, MethodClass, PeerCounters, PeerValues, RouteCounters, RouteValues, WorkerMetrics,
 };
+pub use histogram::{Buckets, HistogramValues, LATENCY, LUA_PHASE};
 pub use local::WorkerStats;
+pub use steps::{LimitCounters, LimitValues, LuaCounters, LuaEnd, LuaValues};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -53,8 +70,12 @@ pub struct Merged {
     pub routes: BTreeMap<Arc<str>, RouteValues>,
     /// By upstream name and peer label.
     pub peers: BTreeMap<(Arc<str>, Arc<str>), PeerValues>,
-    /// Client connections by listener and transport.
+    /// Client connections by listener and whether it is TLS.
     pub listeners: BTreeMap<ListenerKey, ConnValues>,
+    /// Rate-limit decisions by zone name.
+    pub limits: BTreeMap<Arc<str>, LimitValues>,
+    /// Lua handler runs by script and phase.
+    pub lua: BTreeMap<LuaKey, LuaValues>,
 }
 
 impl Registry {
@@ -109,12 +130,12 @@ mod tests {
         assert_eq!(api.duration.count, 3);
         assert_eq!(api.duration.sum_ns, 9_000_000);
         // 3 ms lands in the 5 ms bucket (the first bound it is under).
-        let at = DURATION_BUCKETS.iter().position(|b| *b == 0.005).unwrap();
+        let at = LATENCY.seconds.iter().position(|b| *b == 0.005).unwrap();
         assert_eq!(api.duration.buckets[at], 3);
         let web = &merged.routes[&Arc::from("web")];
         assert_eq!(web.requests[MethodClass::Post as usize][4], 1);
         // Past the last bound: the +Inf bucket.
-        assert_eq!(web.duration.buckets[DURATION_BUCKETS.len()], 1);
+        assert_eq!(web.duration.buckets[LATENCY.seconds.len()], 1);
         assert_eq!(
             merged.routes[&Arc::from(UNROUTED)].requests[MethodClass::Other as usize][3],
             1
@@ -150,8 +171,9 @@ mod tests {
         assert_eq!((p.connect_errors, p.retries, p.timeouts), (1, 1, 0));
         let other = &merged.peers[&(Arc::from("app"), Arc::from(OTHER_PEER))];
         assert_eq!(other.timeouts, 1);
-        let conns = merged.listeners[&(Arc::from("127.0.0.1:80"), "tcp")];
-        assert_eq!((conns.accepted, conns.closed), (3, 2));
+        let conns = merged.listeners[&(Arc::from("127.0.0.1:80"), false)];
+        assert_eq!((conns.accepted, conns.closed), (3, [2, 0, 0]));
+        assert_eq!(conns.open(Protocol::None), 1);
         drop(c);
     }
 
@@ -164,5 +186,52 @@ mod tests {
         let after = stats.route(2, 3, "api");
         assert!(Arc::ptr_eq(&before, &after));
         assert!(!Arc::ptr_eq(&after, &stats.route(2, 0, "other")));
+    }
+
+    #[test]
+    fn zones_and_scripts_are_counted_per_worker_and_merged_by_name() {
+        let registry = Registry::default();
+        let (one, two) = (WorkerStats::new(), WorkerStats::new());
+        registry.register(one.shared());
+        registry.register(two.shared());
+        one.limit(7, "per_ip", LimitCounters::allowed);
+        one.limit(7, "per_ip", LimitCounters::limited);
+        // A zone rebuilt by a reload (a new id) counts on under its name.
+        two.limit(9, "per_ip", LimitCounters::allowed);
+        let lua = one.shared().lua("lua/auth.lua", "access");
+        lua.ran(LuaEnd::Ok, Duration::from_micros(40));
+        lua.ran(LuaEnd::Error, Duration::from_micros(40));
+        two.shared()
+            .lua("lua/auth.lua", "access")
+            .ran(LuaEnd::Overrun, Duration::from_millis(60));
+        two.shared()
+            .lua("lua/auth.lua", "log")
+            .ran(LuaEnd::Ok, Duration::ZERO);
+
+        let merged = registry.merged();
+        let zone = merged.limits[&Arc::from("per_ip")];
+        assert_eq!((zone.allowed, zone.limited), (2, 1));
+        let access = &merged.lua[&(Arc::from("lua/auth.lua"), "access")];
+        assert_eq!((access.errors, access.overruns), (1, 1));
+        assert_eq!(access.duration.count, 3);
+        let at = LUA_PHASE
+            .seconds
+            .iter()
+            .position(|b| *b == 0.00005)
+            .unwrap();
+        assert_eq!(access.duration.buckets[at], 2, "40 µs: the 50 µs bucket");
+        assert_eq!(merged.lua[&(Arc::from("lua/auth.lua"), "log")].errors, 0);
+    }
+
+    #[test]
+    fn a_worker_finds_a_zones_counters_by_id_and_forgets_the_gone() {
+        let stats = WorkerStats::new();
+        let registry = Registry::default();
+        registry.register(stats.shared());
+        stats.limit(1, "a", LimitCounters::allowed);
+        stats.sweep_limits(|id| id != 1);
+        // Forgotten by id, its counts stay (found again by name).
+        stats.limit(2, "a", LimitCounters::allowed);
+        assert_eq!(registry.merged().limits[&Arc::from("a")].allowed, 2);
     }
 }

@@ -133,11 +133,14 @@ pub fn handle(
         rq.response_settled(&resp, entry.is_some_and(|e| !e.lua.log.is_empty()));
         let stats = &conn.worker.metrics;
         let counters = match entry {
-            Some(e) => stats.route(snap.generation, e.index, &e.name),
-            None => stats.unrouted(),
+            _ if !snap.metrics => None,
+            Some(e) => Some(stats.route(snap.generation, e.index, &e.name)),
+            None => Some(stats.unrouted()),
         };
         let hook = rq.into_completion(status, &conn, entry.map(|e: &RouteEntry| &e.lua), counters);
-        resp.body_mut().set_on_complete(hook);
+        if let Some(hook) = hook {
+            resp.body_mut().set_on_complete(hook);
+        }
         Ok(resp)
     }
 }
@@ -235,6 +238,8 @@ fn routed<'a, 's: 'a>(
                 let pending = limits::start(entry, &rq.facts.vars(&held.head()));
                 limit_headers = match limits::finish(
                     pending,
+                    &entry.limits,
+                    snap.metrics.then_some(&conn.worker.metrics),
                     &conn.worker.redis,
                     rq.facts.client,
                     &mut rq.permits,
@@ -297,6 +302,7 @@ fn routed<'a, 's: 'a>(
                         interim,
                         route: rq.route.as_ref(),
                         hook: balancer.as_ref().map(|b| b as _),
+                        stats: snap.metrics.then_some(&conn.worker.metrics),
                     };
                     match &entry.cache {
                         None => proxy_upstream(parts, body, to, conn, &mut rq.upstream).await?,

@@ -159,6 +159,7 @@ async fn worker_main(
                 let live = |id: u64| snap.upstreams.values().any(|u| u.has_peer(id));
                 worker.upstream_idle.sweep(&live, Duration::from_secs(300));
                 worker.metrics.sweep_peers(live);
+                worker.metrics.sweep_limits(|id| snap.limits.values().any(|z| z.id == id));
             }
         }
     }
@@ -181,16 +182,13 @@ async fn accept_loop(
     worker: Rc<WorkerLocal>,
     connections: TaskTracker,
 ) {
-    use futures_util::FutureExt;
     let counted = worker.metrics.shared().listener(&key.to_string(), tls);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    // Counted open until the connection's task ends.
-                    let open = counted.open();
-                    let conn = crate::conn::serve(stream, peer, key, tls, shared.clone(), worker.clone(), drain.clone());
-                    connections.spawn_local(conn.map(move |()| drop(open)));
+                    let conn = crate::conn::serve(stream, peer, key, tls, &counted, shared.clone(), worker.clone(), drain.clone());
+                    connections.spawn_local(conn);
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly

@@ -44,6 +44,10 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerSpec>,
     /// The admin listener, if any.
     pub admin: Option<config::Admin>,
+    /// Whether requests are counted for `GET /metrics`: there is an admin
+    /// listener to scrape and its `metrics` is not off. Read per request
+    /// (a plain field: when off, the counting costs this one branch).
+    pub metrics: bool,
     /// The files this configuration came from.
     pub files: Vec<PathBuf>,
     /// The directory its relative paths were resolved against (the one holding conf.d).
@@ -185,6 +189,7 @@ pub fn compile(
         caches.insert(name, zone);
     }
 
+    let metrics = config.admin.as_ref().is_some_and(|a| a.metrics);
     let route_lua: Vec<&config::RouteLua> = config.routes.iter().map(|r| &r.lua).collect();
     let (lua, phases) = LuaProgram::compile(
         &config.lua,
@@ -193,6 +198,7 @@ pub fn compile(
         upstreams.keys().cloned().collect(),
         limits.clone(),
         previous.map(|p| p.lua.as_ref()),
+        metrics,
     )?;
     let mut specs = Vec::with_capacity(config.routes.len());
     let summaries = config.routes.iter().map(RouteSummary::of).collect();
@@ -301,6 +307,7 @@ pub fn compile(
         routes: summaries,
         upstreams,
         listeners,
+        metrics,
         admin: config.admin,
         files: config.files,
         prefix: config.prefix,

@@ -5,6 +5,7 @@
 //! itself is [`crate::limit`]'s; building the response is the proxy's.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -27,6 +28,10 @@ pub struct Zone {
     /// The definition it was built from (a reload keeps the zone, and its
     /// state, while this is unchanged).
     pub def: LimitZone,
+    /// Unique in the process, kept with the zone across reloads: how a
+    /// worker finds the zone's counters without hashing its name (see
+    /// [`crate::metrics::WorkerStats::limit`]).
+    pub id: u64,
     key: VarTemplate,
     store: Store,
 }
@@ -53,6 +58,9 @@ struct Remote {
     local: Buckets,
     on_error: OnRedisError,
 }
+
+/// Numbers the zones made in this process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A refused fallback (`on_redis_error = "deny"`) tells the client to come
 /// back after this long, when Redis may answer again.
@@ -118,7 +126,13 @@ impl Zone {
             }
             (LimitKind::Conn { max }, _) => Store::Conn(Arc::new(Concurrency::new(max))),
         };
-        Ok(Zone { def, key, store })
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(Zone {
+            def,
+            id,
+            key,
+            store,
+        })
     }
 
     /// Whether takes from this zone wait for Redis.
@@ -181,6 +195,9 @@ pub enum Verdict {
     Deny {
         /// The zone that refused.
         zone: String,
+        /// Its position among the route's zones (those before it let the
+        /// request through; those after it were not asked).
+        index: usize,
         /// The zone's status.
         status: StatusCode,
         /// `Retry-After` (and `RateLimit-*`) headers.
@@ -211,16 +228,16 @@ pub fn check<'z>(zones: &'z [Arc<Zone>], vars: &RequestVars<'_>) -> Check<'z> {
         return Check::Waits(Pending { zones, keys });
     }
     let mut tally = Tally::default();
-    for zone in zones {
+    for (index, zone) in zones.iter().enumerate() {
         let key = zone.key.render(vars);
         let step = match &zone.store {
-            Store::Conn(c) => tally.conn(zone, c, &key),
+            Store::Conn(c) => tally.conn(c, &key),
             Store::Rate(b) => tally.rate(zone, b.take(key.as_bytes(), 1)),
             // Not reached: routes with a redis zone wait.
             Store::Redis(_) => Ok(()),
         };
-        if let Err(refused) = step {
-            return Check::Done(refused);
+        if let Err(headers) = step {
+            return Check::Done(deny(zone, index, headers));
         }
     }
     Check::Done(tally.pass())
@@ -231,9 +248,9 @@ impl Pending<'_> {
     /// `conns`) where a zone lives there.
     pub async fn verdict(self, conns: &RedisConnections) -> Verdict {
         let mut tally = Tally::default();
-        for (zone, key) in self.zones.iter().zip(&self.keys) {
+        for (index, (zone, key)) in self.zones.iter().zip(&self.keys).enumerate() {
             let step = match &zone.store {
-                Store::Conn(c) => tally.conn(zone, c, key),
+                Store::Conn(c) => tally.conn(c, key),
                 Store::Rate(b) => tally.rate(zone, b.take(key.as_bytes(), 1)),
                 Store::Redis(r) => {
                     // Boxed so a local-only route's future stays small.
@@ -241,8 +258,8 @@ impl Pending<'_> {
                     tally.rate(zone, d)
                 }
             };
-            if let Err(refused) = step {
-                return refused;
+            if let Err(headers) = step {
+                return deny(zone, index, headers);
             }
         }
         tally.pass()
@@ -259,17 +276,20 @@ struct Tally<'z> {
 }
 
 impl<'z> Tally<'z> {
-    fn conn(&mut self, zone: &Zone, c: &Arc<Concurrency>, key: &str) -> Result<(), Verdict> {
+    /// Takes a place in a concurrency zone; `Err` holds the refusal's
+    /// headers.
+    fn conn(&mut self, c: &Arc<Concurrency>, key: &str) -> Result<(), HeaderMap> {
         match c.acquire(key.as_bytes()) {
             Some(p) => {
                 self.permits.push(p);
                 Ok(())
             }
-            None => Err(deny(zone, HeaderMap::new())),
+            None => Err(HeaderMap::new()),
         }
     }
 
-    fn rate(&mut self, zone: &'z Zone, d: Decision) -> Result<(), Verdict> {
+    /// Records a rate zone's decision; `Err` holds the refusal's headers.
+    fn rate(&mut self, zone: &'z Zone, d: Decision) -> Result<(), HeaderMap> {
         match d {
             Decision::Allowed { remaining, .. } => {
                 if zone.def.headers && self.fewest.as_ref().is_none_or(|(r, _, _)| remaining < *r) {
@@ -277,7 +297,7 @@ impl<'z> Tally<'z> {
                 }
                 Ok(())
             }
-            d => Err(deny(zone, headers_for(zone, &d))),
+            d => Err(headers_for(zone, &d)),
         }
     }
 
@@ -292,9 +312,10 @@ impl<'z> Tally<'z> {
     }
 }
 
-fn deny(zone: &Zone, headers: HeaderMap) -> Verdict {
+fn deny(zone: &Zone, index: usize, headers: HeaderMap) -> Verdict {
     Verdict::Deny {
         zone: zone.def.name.clone(),
+        index,
         status: StatusCode::from_u16(zone.def.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
         headers,
     }
@@ -351,8 +372,12 @@ mod tests {
     use crate::vars::RequestFacts;
 
     fn zone(kind: LimitKind, headers: bool) -> Arc<Zone> {
+        named("z", kind, headers)
+    }
+
+    fn named(name: &str, kind: LimitKind, headers: bool) -> Arc<Zone> {
         let def = LimitZone {
-            name: "z".into(),
+            name: name.into(),
             kind,
             key: "$remote_addr".into(),
             status: 429,
@@ -462,5 +487,24 @@ mod tests {
         assert!(matches!(check(&zones, &v), Verdict::Deny { .. }));
         drop(held);
         assert!(matches!(check(&zones, &v), Verdict::Pass { .. }));
+    }
+
+    #[test]
+    fn a_refusal_says_which_zone_of_the_route_refused() {
+        let rate = Rate::parse("1/m").expect("rate");
+        let zones = [
+            named("wide", LimitKind::Rate { rate, burst: 5 }, true),
+            named("narrow", LimitKind::Rate { rate, burst: 1 }, true),
+            named("never", LimitKind::Conn { max: 9 }, true),
+        ];
+        assert_ne!(zones[0].id, zones[1].id, "every zone has its own id");
+        let (parts, ()) = http::Request::new(()).into_parts();
+        let f = facts("10.0.0.1");
+        let v = f.vars(&parts);
+        assert!(matches!(check(&zones, &v), Verdict::Pass { .. }));
+        match check(&zones, &v) {
+            Verdict::Deny { zone, index, .. } => assert_eq!((zone.as_str(), index), ("narrow", 1)),
+            Verdict::Pass { .. } => panic!("not denied"),
+        }
     }
 }

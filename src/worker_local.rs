@@ -71,13 +71,14 @@ impl WorkerLocal {
     /// [`WorkerLocal::run_tasks`] says so.
     pub fn new(info: WorkerInfo, pool: Arc<SharedPool>) -> WorkerLocal {
         let redis = Rc::new(RedisConnections::default());
+        let metrics = WorkerStats::new();
         WorkerLocal {
             info,
             upstream_idle: Rc::new(IdlePool::new(pool, info.id)),
-            lua: Vms::new(LuaWorker::new(info, redis.clone())),
+            lua: Vms::new(LuaWorker::new(info, redis.clone(), metrics.shared())),
             redis,
             dates: RefCell::default(),
-            metrics: WorkerStats::new(),
+            metrics,
             tasks: Cell::new(false),
         }
     }

@@ -39,6 +39,7 @@ use tokio::task::JoinHandle;
 
 use crate::upstream::Upstream;
 use pool::{Ctx, PoolShared};
+pub use pool::{Figures, Recycled, STATES};
 pub use pool::{PoolStatus, ProcStatus};
 use sockets::SocketDir;
 
@@ -141,6 +142,20 @@ impl Registry {
     /// The names of the pools running now.
     pub fn names(&self) -> Vec<String> {
         lock(&self.inner).pools.keys().cloned().collect()
+    }
+
+    /// Every pool's figures for `GET /metrics`, by name (a pool whose
+    /// upstream is gone counts under its name while it stops).
+    pub fn figures(&self) -> BTreeMap<String, Figures> {
+        let inner = lock(&self.inner);
+        let mut out: BTreeMap<String, Figures> = BTreeMap::new();
+        let leaving = inner.leaving.iter().filter(|(_, e)| !e.task.is_finished());
+        for (name, entry) in inner.pools.iter().chain(leaving.map(|(n, e)| (n, e))) {
+            out.entry(name.clone())
+                .or_default()
+                .add(&entry.shared.figures());
+        }
+        out
     }
 
     /// `/status`'s "workers" object: every pool by name (those whose

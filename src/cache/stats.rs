@@ -1,7 +1,12 @@
-//! A zone's figures for the admin API's `/status`: lookups by outcome
-//! (the `X-Cache-Status` answered), stores, and why responses were not
-//! stored; with the tiers' sizes ([`report`]). Counters are relaxed
-//! atomics, one set per zone: figures, never synchronisation.
+//! A zone's figures for the admin API's `/status` and `/metrics`
+//! ([`report`]): lookups by outcome (the `X-Cache-Status`
+//! answered), stores, and why responses were not stored; with the tiers'
+//! sizes. Counters are relaxed atomics, one set per zone: figures, never
+//! synchronisation. `/metrics` reads these rather than counting again per
+//! worker: they are counted for `/status` anyway, and the cache step
+//! around them already shares its zone between threads (moka's lookups,
+//! the lock table), so one more shared add per answer is not what a
+//! cached request costs.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -114,6 +119,23 @@ pub struct Lookups {
 }
 
 impl Lookups {
+    /// The counts labelled by `X-Cache-Status` value, in
+    /// [`CacheStatus::ALL`]'s order (for `/metrics`).
+    pub fn by_status(&self) -> [(&'static str, u64); 7] {
+        CacheStatus::ALL.map(|s| {
+            let n = match s {
+                CacheStatus::Hit => self.hit,
+                CacheStatus::Miss => self.miss,
+                CacheStatus::Expired => self.expired,
+                CacheStatus::Stale => self.stale,
+                CacheStatus::Updating => self.updating,
+                CacheStatus::Bypass => self.bypass,
+                CacheStatus::Revalidated => self.revalidated,
+            };
+            (s.as_str(), n)
+        })
+    }
+
     /// See [`ZoneStats::hit_ratio`]: a stale or revalidated answer still
     /// spared the origin a full response, so it counts as served.
     pub fn hit_ratio(&self) -> Option<f64> {
@@ -132,6 +154,17 @@ pub struct StoreSkips {
     pub not_storable: u64,
     /// The body failed upstream or the client left before its end.
     pub aborted: u64,
+}
+
+impl StoreSkips {
+    /// The counts labelled by reason (for `/metrics`).
+    pub fn by_reason(&self) -> [(&'static str, u64); 3] {
+        [
+            ("too_large", self.too_large),
+            ("not_storable", self.not_storable),
+            ("aborted", self.aborted),
+        ]
+    }
 }
 
 /// A zone's figures now.
@@ -200,5 +233,48 @@ mod tests {
             revalidated: 1,
         };
         assert_eq!(some.hit_ratio(), Some(0.5));
+    }
+}
+
+#[cfg(test)]
+mod zone_tests {
+    use super::*;
+    use crate::cache::entry::{Entry, Stored};
+    use crate::cache::policy::Lifetime;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn figures_count_lookups_by_status_and_weigh_the_memory_tier() {
+        let zone =
+            Zone::new(crate::cache::zone::test_def(), None).unwrap_or_else(|e| panic!("{e}"));
+        let empty = report(&zone);
+        assert_eq!((empty.memory.entries, empty.memory.bytes), (0, 0));
+        assert_eq!(empty.memory.max_bytes, 1 << 20);
+        assert!(empty.disk.is_none());
+        zone.counters.lookup(CacheStatus::Miss);
+        zone.counters.lookup(CacheStatus::Hit);
+        zone.counters.lookup(CacheStatus::Hit);
+        zone.counters.stored();
+        zone.counters.aborted();
+        zone.put(
+            "k".into(),
+            Entry::Response(Stored {
+                status: http::StatusCode::OK,
+                headers: http::HeaderMap::new(),
+                body: bytes::Bytes::from_static(b"body"),
+                lifetime: Lifetime::fresh(Duration::from_secs(60), SystemTime::now()),
+            }),
+        );
+        let f = report(&zone);
+        let by = f.lookups.by_status();
+        assert_eq!(by[0], ("HIT", 2));
+        assert_eq!(by[1], ("MISS", 1));
+        assert_eq!(by.iter().map(|(_, n)| n).sum::<u64>(), 3);
+        assert_eq!(
+            (f.stores, f.store_skips.by_reason()[2]),
+            (1, ("aborted", 1))
+        );
+        assert_eq!(f.memory.entries, 1);
+        assert!(f.memory.bytes >= 5, "{}", f.memory.bytes);
     }
 }

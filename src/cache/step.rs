@@ -102,6 +102,17 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
+    /// Every status.
+    pub const ALL: [CacheStatus; 7] = [
+        CacheStatus::Hit,
+        CacheStatus::Miss,
+        CacheStatus::Expired,
+        CacheStatus::Stale,
+        CacheStatus::Updating,
+        CacheStatus::Revalidated,
+        CacheStatus::Bypass,
+    ];
+
     /// The header value.
     pub fn as_str(self) -> &'static str {
         match self {

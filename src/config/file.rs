@@ -289,6 +289,8 @@ pub struct RawAdmin {
     pub listen: Spanned<String>,
     /// Bearer token; "" = none.
     pub token: Option<String>,
+    /// Whether requests are counted for `GET /metrics` (default true).
+    pub metrics: Option<bool>,
 }
 
 /// `[upstream.NAME]`.

@@ -148,6 +148,10 @@ pub struct Admin {
     pub listen: Listen,
     /// Bearer token required on every admin request; `None` only on loopback.
     pub token: Option<String>,
+    /// `metrics = false` turns the counting for `GET /metrics` off (the
+    /// request path then skips it; `/metrics` answers 404): to measure
+    /// what it costs, or to save it where nothing scrapes.
+    pub metrics: bool,
 }
 
 /// One `[upstream.NAME]`.

@@ -202,6 +202,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
         }
     }
 
+    /// Whether [`ClientIo::sniff_h2`] read any byte (a connection closed
+    /// before its first byte speaks no protocol).
+    pub fn sniffed_any(&self) -> bool {
+        !self.replay.is_empty()
+    }
+
     /// Answers a connection that cannot be served (an HTTP/2 preface where
     /// ALPN chose HTTP/1.1) with `status`, then closes it.
     pub async fn refuse(&mut self, status: StatusCode) {

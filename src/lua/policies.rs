@@ -80,6 +80,12 @@ pub fn handlers(policy: &Policy, id: usize) -> Vec<(Phase, LoadedScript)> {
                 chunk_name: format!("={}", policy.place.file.display()),
                 code,
                 path: None,
+                label: format!(
+                    "policy {} ({}:{})",
+                    policy.name,
+                    policy.place.file.display(),
+                    policy.place.line
+                ),
             };
             (*phase, script)
         })

@@ -27,6 +27,10 @@ pub struct LoadedScript {
     pub code: String,
     /// The file it was read from (watched for changes).
     pub path: Option<PathBuf>,
+    /// What names it in metrics (the `script` label): the file's path, or
+    /// `file:line` of inline code in conf.d, or `policy NAME (file:line)`
+    /// for a bundled policy's handler. Bounded: scripts come from config.
+    pub label: String,
 }
 
 /// The handlers of one route, as script ids, in the order they run
@@ -86,6 +90,9 @@ pub struct LuaProgram {
     /// reload keeps a store (and its data) whose name and size are
     /// unchanged.
     pub dicts: BTreeMap<String, Arc<SharedDict>>,
+    /// Whether handler runs are counted for `GET /metrics` (the
+    /// snapshot's `metrics`).
+    pub metrics: bool,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -123,6 +130,7 @@ impl LuaProgram {
     /// `upstreams` are the names `mg.upstream.set` may choose, `limits`
     /// the zones `mg.limit.take` may take from; shared
     /// dicts unchanged since `previous` are taken over with their data.
+    /// With `metrics`, VMs count their handlers' runs.
     pub fn compile(
         settings: &LuaSettings,
         routes: &[&RouteLua],
@@ -130,6 +138,7 @@ impl LuaProgram {
         upstreams: Vec<String>,
         limits: Arc<BTreeMap<String, Arc<Zone>>>,
         previous: Option<&LuaProgram>,
+        metrics: bool,
     ) -> Result<(Arc<LuaProgram>, Vec<RoutePhases>), ConfigError> {
         let checker = mlua::Lua::new();
         let mut scripts: Vec<LoadedScript> = Vec::new();
@@ -203,6 +212,7 @@ impl LuaProgram {
                     (d.name.clone(), dict)
                 })
                 .collect(),
+            metrics,
         };
         Ok((Arc::new(program), phases))
     }
@@ -221,12 +231,14 @@ fn load(script: &Script) -> Result<LoadedScript, ConfigError> {
                 chunk_name: format!("@{}", path.display()),
                 code,
                 path: Some(path.clone()),
+                label: path.display().to_string(),
             })
         }
         ScriptSource::Inline(code) => Ok(LoadedScript {
             chunk_name: format!("={}", script.place.file.display()),
             code: format!("{}{code}", "\n".repeat(script.place.line.saturating_sub(1))),
             path: None,
+            label: format!("{}:{}", script.place.file.display(), script.place.line),
         }),
     }
 }
@@ -307,6 +319,7 @@ mod tests {
             Vec::new(),
             Default::default(),
             None,
+            false,
         )
         .map(|_| ())
         .unwrap_err();
@@ -335,6 +348,7 @@ mod tests {
             Vec::new(),
             Default::default(),
             None,
+            false,
         )
         .map(|_| ())
         .unwrap_err();
@@ -355,9 +369,11 @@ mod tests {
             Vec::new(),
             Default::default(),
             None,
+            false,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(program.scripts.len(), 2);
+        assert_eq!(program.scripts[0].label, "conf.d/10-x.toml:2");
         assert_eq!(phases[0].rewrite, [0]);
         assert_eq!(phases[0].log, [1]);
         assert!(phases[0].access.is_empty());
@@ -378,6 +394,7 @@ mod tests {
             Vec::new(),
             Default::default(),
             None,
+            false,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(program.init_worker, Some(0));
@@ -386,9 +403,17 @@ mod tests {
             "app".to_string(),
             inline("return = 1", 12).unwrap_or_else(|| unreachable!()),
         )];
-        let e = LuaProgram::compile(&settings(), &[], &bad, Vec::new(), Default::default(), None)
-            .map(|_| ())
-            .unwrap_err();
+        let e = LuaProgram::compile(
+            &settings(),
+            &[],
+            &bad,
+            Vec::new(),
+            Default::default(),
+            None,
+            false,
+        )
+        .map(|_| ())
+        .unwrap_err();
         assert_eq!(e.place.line, 12, "{e}");
     }
 }

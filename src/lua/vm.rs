@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mlua::function::AsyncCallFuture;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib};
@@ -18,6 +19,7 @@ use super::light_threads;
 use super::program::{LuaProgram, ScriptId};
 use super::request::ReqCtx;
 use super::worker::LuaWorker;
+use crate::metrics::{LuaCounters, LuaEnd};
 
 /// VMs kept per worker: the current generation's and the previous one's
 /// (for requests still in flight across a reload).
@@ -112,7 +114,14 @@ pub struct Vm {
     /// Set when a newer generation replaced it (also app data: its timers
     /// watch it).
     retired: Retired,
+    /// This worker's counters of each script's runs, by [`ScriptId`] (a
+    /// VM belongs to one worker and one program, so the script's index
+    /// finds them without a name lookup), with the phase they are for.
+    counters: RefCell<Vec<Option<Counted>>>,
 }
+
+/// A script's counters, and the phase they count it in.
+type Counted = (Phase, Arc<LuaCounters>);
 
 /// How a phase handler ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -155,6 +164,7 @@ impl Vm {
             functions: RefCell::new(Vec::new()),
             worker,
             retired,
+            counters: RefCell::default(),
         };
         if let Some(init) = vm.program.init {
             let f = vm.load(init).map_err(|e| e.to_string())?;
@@ -208,15 +218,48 @@ impl Vm {
         Ok(self.load(id)?.call_async(()))
     }
 
-    /// Runs script `id` as the `phase` handler of `req`.
+    /// Runs script `id` as the `phase` handler of `req` (counted in the
+    /// worker's metrics when the program says so).
     pub async fn run(&self, id: ScriptId, phase: Phase, req: &Rc<ReqCtx>) -> Outcome {
+        if !self.program.metrics {
+            return self.run_once(id, phase, req).await.0;
+        }
+        let started = Instant::now();
+        let (outcome, end) = self.run_once(id, phase, req).await;
+        self.count(id, phase, end, started.elapsed());
+        outcome
+    }
+
+    /// Counts a run of script `id` in `phase`.
+    fn count(&self, id: ScriptId, phase: Phase, end: LuaEnd, elapsed: Duration) {
+        let mut counters = self.counters.borrow_mut();
+        if let Some(Some((known, c))) = counters.get(id)
+            && *known == phase
+        {
+            return c.ran(end, elapsed);
+        }
+        let label = self
+            .program
+            .scripts
+            .get(id)
+            .map_or("", |s| s.label.as_str());
+        let c = self.worker.metrics.lua(label, phase.name());
+        c.ran(end, elapsed);
+        if counters.len() <= id {
+            counters.resize(id + 1, None);
+        }
+        counters[id] = Some((phase, c));
+    }
+
+    /// [`Vm::run`] without the counting: the outcome, and how it counts.
+    async fn run_once(&self, id: ScriptId, phase: Phase, req: &Rc<ReqCtx>) -> (Outcome, LuaEnd) {
         req.phase.set(phase);
         req.clear_exit();
         // `call_async` runs the handler on a coroutine taken from the VM's
         // pool of finished ones (reset and reused), not a new one.
         let started = match self.start(id) {
             Ok(started) => started,
-            Err(e) => return Outcome::Failed(e.to_string()),
+            Err(e) => return (Outcome::Failed(e.to_string()), LuaEnd::Error),
         };
         // The handler and the light threads it spawns (the phase ends
         // when they all have, or one calls ngx.exit).
@@ -228,16 +271,19 @@ impl Vm {
         );
         match light_threads::drive(&req.light, || req.exit_status().is_some(), entry).await {
             Ran::Done(Ok(())) => match req.exit_status() {
-                Some(code) => Outcome::Exit(code),
-                None => Outcome::Next,
+                Some(code) => (Outcome::Exit(code), LuaEnd::Ok),
+                None => (Outcome::Next, LuaEnd::Ok),
             },
-            Ran::Done(Err(e)) => Outcome::Failed(e.to_string()),
-            Ran::Exited => Outcome::Exit(req.exit_status().unwrap_or(0)),
-            Ran::TimedOut => Outcome::Failed(format!(
-                "{} (time_budget = {:?})",
-                budget::TIMEOUT_MESSAGE,
-                self.program.settings.time_budget
-            )),
+            Ran::Done(Err(e)) => (Outcome::Failed(e.to_string()), LuaEnd::Error),
+            Ran::Exited => (Outcome::Exit(req.exit_status().unwrap_or(0)), LuaEnd::Ok),
+            Ran::TimedOut => (
+                Outcome::Failed(format!(
+                    "{} (time_budget = {:?})",
+                    budget::TIMEOUT_MESSAGE,
+                    self.program.settings.time_budget
+                )),
+                LuaEnd::Overrun,
+            ),
         }
     }
 }

@@ -12,6 +12,7 @@ use super::api::socket::SocketPool;
 use super::api::tasks::Timers;
 use super::budget::Running;
 use crate::cluster::RedisConnections;
+use crate::metrics::WorkerMetrics;
 use crate::worker_local::WorkerInfo;
 
 /// The Lua side of one worker thread.
@@ -31,11 +32,19 @@ pub struct LuaWorker {
     pub exiting: std::cell::Cell<bool>,
     /// `ngx.re`'s compiled patterns and match scratch (no lock: one thread).
     pub re: crate::ngx::re::Engine,
+    /// The worker's counters, where its VMs count handler runs (when their
+    /// program says so).
+    pub metrics: std::sync::Arc<WorkerMetrics>,
 }
 
 impl LuaWorker {
-    /// The Lua side of worker `info`, taking from Redis over `redis`.
-    pub fn new(info: WorkerInfo, redis: Rc<RedisConnections>) -> LuaWorker {
+    /// The Lua side of worker `info`, taking from Redis over `redis` and
+    /// counting into `metrics`.
+    pub fn new(
+        info: WorkerInfo,
+        redis: Rc<RedisConnections>,
+        metrics: std::sync::Arc<WorkerMetrics>,
+    ) -> LuaWorker {
         LuaWorker {
             info,
             running: Running::default(),
@@ -44,6 +53,7 @@ impl LuaWorker {
             sockets: SocketPool::default(),
             exiting: std::cell::Cell::new(false),
             re: Default::default(),
+            metrics,
         }
     }
 }

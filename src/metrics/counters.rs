@@ -1,5 +1,6 @@
 //! The counters one worker thread writes ([`WorkerMetrics`]: per route,
-//! per upstream peer) and their values as a scrape reads and adds them
+//! per upstream peer, with the others of [`super::conns`] and
+//! [`super::steps`]) and their values as a scrape reads and adds them
 //! up. Only the owning thread writes a counter, so an increment is a
 //! relaxed load and store ([`add`]): no locked instruction, and a reader
 //! on another thread sees each value whole.
@@ -10,33 +11,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::Merged;
-
-/// Upper bounds (seconds) of the latency histograms' buckets; one more
-/// bucket (+Inf) takes the rest.
-pub const DURATION_BUCKETS: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// [`DURATION_BUCKETS`] in nanoseconds: an observation is placed by
-/// comparing integers, without a conversion to seconds.
-const BOUNDS_NS: [u64; 13] = [
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
-];
-
-/// Buckets with the +Inf one.
-const BUCKETS: usize = DURATION_BUCKETS.len() + 1;
+use super::conns::{ConnCounters, ListenerKey};
+use super::histogram::{Histogram, HistogramValues, LATENCY};
+use super::steps::{LimitCounters, LuaCounters};
 
 /// Status classes counted: 1xx to 5xx.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -44,14 +21,14 @@ pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Adds `n` to a counter only the calling thread writes (see the module
 /// docs).
 #[inline]
-fn add(counter: &AtomicU64, n: u64) {
+pub(super) fn add(counter: &AtomicU64, n: u64) {
     counter.store(
         counter.load(Ordering::Relaxed).wrapping_add(n),
         Ordering::Relaxed,
     );
 }
 
-fn read(counter: &AtomicU64) -> u64 {
+pub(super) fn read(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
@@ -116,58 +93,6 @@ impl MethodClass {
     }
 }
 
-/// A latency histogram with [`DURATION_BUCKETS`].
-#[derive(Debug, Default)]
-struct Histogram {
-    /// Observations per bucket (not cumulative), the last one +Inf.
-    buckets: [AtomicU64; BUCKETS],
-    count: AtomicU64,
-    sum_ns: AtomicU64,
-}
-
-impl Histogram {
-    #[inline]
-    fn observe(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let i = BOUNDS_NS.partition_point(|b| *b < ns);
-        if let Some(b) = self.buckets.get(i) {
-            add(b, 1);
-        }
-        add(&self.count, 1);
-        add(&self.sum_ns, ns);
-    }
-
-    fn values(&self) -> HistogramValues {
-        HistogramValues {
-            buckets: std::array::from_fn(|i| read(&self.buckets[i])),
-            count: read(&self.count),
-            sum_ns: read(&self.sum_ns),
-        }
-    }
-}
-
-/// A histogram's values.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct HistogramValues {
-    /// Observations per bucket of [`DURATION_BUCKETS`] (not cumulative),
-    /// the last one +Inf.
-    pub buckets: [u64; BUCKETS],
-    /// Observations.
-    pub count: u64,
-    /// Their sum in nanoseconds.
-    pub sum_ns: u64,
-}
-
-impl HistogramValues {
-    fn add(&mut self, other: &HistogramValues) {
-        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
-        }
-        self.count += other.count;
-        self.sum_ns += other.sum_ns;
-    }
-}
-
 /// One route's counters on one worker.
 #[derive(Debug, Default)]
 pub struct RouteCounters {
@@ -192,7 +117,7 @@ impl RouteCounters {
     ) {
         let by_method = &self.requests[method as usize];
         add(&by_method[status_class(status)], 1);
-        self.duration.observe(elapsed);
+        self.duration.observe(elapsed, &LATENCY);
         if request_bytes > 0 {
             add(&self.request_bytes, request_bytes);
         }
@@ -253,7 +178,7 @@ impl PeerCounters {
     #[inline]
     pub fn answered(&self, status: u16, elapsed: Duration) {
         add(&self.responses[status_class(status)], 1);
-        self.response_time.observe(elapsed);
+        self.response_time.observe(elapsed, &LATENCY);
     }
 
     /// Connecting to the peer failed or timed out.
@@ -309,62 +234,42 @@ impl PeerValues {
     }
 }
 
-/// One listener's client connections on one worker.
-#[derive(Debug, Default)]
-pub struct ConnCounters {
-    accepted: AtomicU64,
-    closed: AtomicU64,
-}
-
-impl ConnCounters {
-    /// Counts an accepted connection; the guard counts it closed when
-    /// dropped (on the same worker thread: the connection's task ends there).
-    pub fn open(self: &Arc<Self>) -> OpenConn {
-        add(&self.accepted, 1);
-        OpenConn(self.clone())
-    }
-}
-
-/// A client connection counted open until dropped.
-#[derive(Debug)]
-pub struct OpenConn(Arc<ConnCounters>);
-
-impl Drop for OpenConn {
-    fn drop(&mut self) {
-        add(&self.0.closed, 1);
-    }
-}
-
-/// A listener's connection counts.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ConnValues {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Connections closed.
-    pub closed: u64,
-}
-
-/// A listener's label values: its configured address and `"tcp"` or
-/// `"tls"`.
-pub type ListenerKey = (Arc<str>, &'static str);
-
 /// Everything one worker thread counts, by label values; the maps are
-/// locked when a worker meets a route or peer the first time (see
-/// [`super::WorkerStats`]) and when a scrape reads them, never per request.
+/// locked when a worker meets a route, peer, zone or script the first
+/// time (see [`super::WorkerStats`]) and when a scrape reads them, never
+/// per request.
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
     routes: Mutex<HashMap<Arc<str>, Arc<RouteCounters>>>,
     peers: Mutex<HashMap<PeerKey, Arc<PeerCounters>>>,
     listeners: Mutex<HashMap<ListenerKey, Arc<ConnCounters>>>,
+    limits: Mutex<HashMap<Arc<str>, Arc<LimitCounters>>>,
+    lua: Mutex<HashMap<LuaKey, Arc<LuaCounters>>>,
 }
 
 /// A peer's label values: its upstream's name and its own.
 pub type PeerKey = (Arc<str>, Arc<str>);
 
+/// A Lua handler's label values: its script and its phase.
+pub type LuaKey = (Arc<str>, &'static str);
+
+fn lock<K, V>(map: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+    map.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The map's entries, copied out so the lock is not held while they are
+/// read.
+fn entries<K: Clone, V>(map: &Mutex<HashMap<K, Arc<V>>>) -> Vec<(K, Arc<V>)> {
+    lock(map)
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 impl WorkerMetrics {
     /// The counters of the route named `name` (made on first use).
     pub fn route(&self, name: &str) -> Arc<RouteCounters> {
-        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut routes = lock(&self.routes);
         if let Some(c) = routes.get(name) {
             return c.clone();
         }
@@ -375,49 +280,48 @@ impl WorkerMetrics {
 
     /// The counters of `peer` of `upstream` (made on first use).
     pub fn peer(&self, upstream: &str, peer: &str) -> Arc<PeerCounters> {
-        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (Arc::from(upstream), Arc::from(peer));
-        peers.entry(key).or_default().clone()
+        lock(&self.peers).entry(key).or_default().clone()
     }
 
     /// The connection counters of the listener at `addr` (made on first
     /// use).
     pub fn listener(&self, addr: &str, tls: bool) -> Arc<ConnCounters> {
-        let mut map = self
-            .listeners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let key = (Arc::from(addr), if tls { "tls" } else { "tcp" });
-        map.entry(key).or_default().clone()
+        let key = (Arc::from(addr), tls);
+        lock(&self.listeners).entry(key).or_default().clone()
+    }
+
+    /// The counters of the rate-limit zone named `zone` (made on first
+    /// use).
+    pub fn limit(&self, zone: &str) -> Arc<LimitCounters> {
+        lock(&self.limits)
+            .entry(Arc::from(zone))
+            .or_default()
+            .clone()
+    }
+
+    /// The counters of `script`'s runs in `phase` (made on first use).
+    pub fn lua(&self, script: &str, phase: &'static str) -> Arc<LuaCounters> {
+        let key = (Arc::from(script), phase);
+        lock(&self.lua).entry(key).or_default().clone()
     }
 
     /// Adds this worker's values to `merged`.
     pub(super) fn add_to(&self, merged: &mut Merged) {
-        let routes: Vec<_> = {
-            let map = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
-        for (name, c) in routes {
+        for (name, c) in entries(&self.routes) {
             merged.routes.entry(name).or_default().add(&c.values());
         }
-        let peers: Vec<_> = {
-            let map = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
-        for (key, c) in peers {
+        for (key, c) in entries(&self.peers) {
             merged.peers.entry(key).or_default().add(&c.values());
         }
-        let listeners: Vec<_> = {
-            let map = self
-                .listeners
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
-        for (key, c) in listeners {
-            let v = merged.listeners.entry(key).or_default();
-            v.accepted += read(&c.accepted);
-            v.closed += read(&c.closed);
+        for (key, c) in entries(&self.listeners) {
+            merged.listeners.entry(key).or_default().add(&c.values());
+        }
+        for (zone, c) in entries(&self.limits) {
+            merged.limits.entry(zone).or_default().add(&c.values());
+        }
+        for (key, c) in entries(&self.lua) {
+            merged.lua.entry(key).or_default().add(&c.values());
         }
     }
 }
@@ -434,24 +338,5 @@ mod tests {
         assert_eq!(status_class(404), 3);
         assert_eq!(status_class(599), 4);
         assert_eq!(status_class(999), 4);
-    }
-
-    #[test]
-    fn the_bounds_in_nanoseconds_are_the_bounds_in_seconds() {
-        for (ns, s) in BOUNDS_NS.iter().zip(DURATION_BUCKETS) {
-            assert_eq!(Duration::from_nanos(*ns), Duration::from_secs_f64(s));
-        }
-    }
-
-    #[test]
-    fn a_bound_is_inclusive() {
-        let h = Histogram::default();
-        h.observe(Duration::from_millis(1));
-        h.observe(Duration::from_micros(1001));
-        let v = h.values();
-        assert_eq!(v.buckets[0], 1);
-        assert_eq!(v.buckets[1], 1);
-        assert_eq!(v.count, 2);
-        assert_eq!(v.sum_ns, 2_001_000);
     }
 }

@@ -3,17 +3,23 @@
 //! encoded by `prometheus-client` in the OpenMetrics text format (which
 //! Prometheus asks for and parses). A [`Collector`] made per scrape
 //! encodes the values as they are; nothing here is kept between scrapes.
+//! The families are grouped by what they describe: traffic (`traffic`),
+//! the request's steps (`steps`: cache, limits, Lua) and the server's own
+//! state (`control`: reloads, worker pools).
+
+mod traffic;
+mod steps;
+mod control;
 
 use std::fmt;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::exemplar::Exemplar;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
-use super::Merged;
-use super::counters::{DURATION_BUCKETS, HistogramValues, MethodClass, STATUS_CLASSES};
+use super::{Buckets, HistogramValues, Merged};
 
 /// The content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -32,6 +38,12 @@ pub struct Readings {
     pub last_reload: Option<u64>,
     /// Every upstream peer's health now.
     pub peers: Vec<PeerState>,
+    /// Every cache zone's figures.
+    pub caches: Vec<CacheReading>,
+    /// Every `scope = "redis"` rate-limit zone's Redis figures.
+    pub limits: Vec<LimitReading>,
+    /// Every managed worker pool's figures.
+    pub pools: Vec<PoolReading>,
 }
 
 /// One peer's health at the scrape.
@@ -43,6 +55,63 @@ pub struct PeerState {
     pub peer: String,
     /// `"up"`, or why it is out: `"config"`, `"active"`, `"passive"`.
     pub reason: &'static str,
+}
+
+/// A label value with its count.
+pub type Count = (&'static str, u64);
+
+/// One cache zone's figures at the scrape.
+#[derive(Debug, Clone, Default)]
+pub struct CacheReading {
+    /// The zone's name.
+    pub zone: String,
+    /// Answers by `X-Cache-Status` value.
+    pub lookups: Vec<Count>,
+    /// Responses stored.
+    pub stores: u64,
+    /// Responses not stored, by reason.
+    pub store_skips: Vec<Count>,
+    /// Disk tier errors by kind (none without a disk tier).
+    pub disk_errors: Vec<Count>,
+    /// Its tiers (memory, and disk when it has one).
+    pub tiers: Vec<TierReading>,
+}
+
+/// One tier of a cache zone.
+#[derive(Debug, Clone, Default)]
+pub struct TierReading {
+    /// `"memory"` or `"disk"`.
+    pub tier: &'static str,
+    /// Entries held.
+    pub entries: u64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// The bound on `bytes`.
+    pub max_bytes: u64,
+}
+
+/// One `scope = "redis"` rate-limit zone's Redis figures.
+#[derive(Debug, Clone, Default)]
+pub struct LimitReading {
+    /// The zone's name.
+    pub zone: String,
+    /// Takes the fallback answered.
+    pub fallbacks: u64,
+    /// Whether its Redis answered the last take.
+    pub redis_up: bool,
+}
+
+/// One managed worker pool's figures.
+#[derive(Debug, Clone, Default)]
+pub struct PoolReading {
+    /// The pool's (its upstream's) name.
+    pub pool: String,
+    /// Processes alive by state.
+    pub workers: Vec<Count>,
+    /// Replacements after failures.
+    pub restarts: u64,
+    /// Workers recycled, by reason.
+    pub recycles: Vec<Count>,
 }
 
 /// The scrape's text.
@@ -62,29 +131,24 @@ struct Scrape {
 
 type Labels<'a, const N: usize> = [(&'static str, &'a str); N];
 
-fn counter(
-    m: &mut MetricEncoder<'_>,
-    labels: &impl prometheus_client::encoding::EncodeLabelSet,
-    v: u64,
-) -> fmt::Result {
+fn counter(m: &mut MetricEncoder<'_>, labels: &impl EncodeLabelSet, v: u64) -> fmt::Result {
     m.encode_family(labels)?
         .encode_counter::<NoLabelSet, u64, u64>(&v, None::<&Exemplar<NoLabelSet, u64>>)
 }
 
-fn gauge(
-    m: &mut MetricEncoder<'_>,
-    labels: &impl prometheus_client::encoding::EncodeLabelSet,
-    v: i64,
-) -> fmt::Result {
-    m.encode_family(labels)?.encode_gauge(&v)
+fn gauge(m: &mut MetricEncoder<'_>, labels: &impl EncodeLabelSet, v: u64) -> fmt::Result {
+    m.encode_family(labels)?
+        .encode_gauge(&i64::try_from(v).unwrap_or(i64::MAX))
 }
 
 fn histogram(
     m: &mut MetricEncoder<'_>,
-    labels: &impl prometheus_client::encoding::EncodeLabelSet,
+    labels: &impl EncodeLabelSet,
     h: &HistogramValues,
+    bounds: &Buckets,
 ) -> fmt::Result {
-    let buckets: Vec<(f64, u64)> = DURATION_BUCKETS
+    let buckets: Vec<(f64, u64)> = bounds
+        .seconds
         .iter()
         .copied()
         .chain(std::iter::once(f64::INFINITY))
@@ -106,181 +170,14 @@ impl Collector for Scrape {
             MetricType::Info,
         )?
         .encode_info(&version)?;
-
-        let mut m = enc.encode_descriptor(
-            "moongate_requests",
-            "Requests by route, method class and status class.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (route, v) in &merged.routes {
-            for method in MethodClass::ALL {
-                for (s, class) in STATUS_CLASSES.iter().enumerate() {
-                    let n = v.requests[method as usize][s];
-                    if n > 0 {
-                        let l: Labels<3> = [
-                            ("route", route),
-                            ("method_class", method.as_str()),
-                            ("status_class", class),
-                        ];
-                        counter(&mut m, &l, n)?;
-                    }
-                }
-            }
-        }
-        let mut m = enc.encode_descriptor(
-            "moongate_request_duration",
-            "Time from a request's arrival to the end of its response, by route.",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?;
-        for (route, v) in &merged.routes {
-            histogram(&mut m, &[("route", &**route)], &v.duration)?;
-        }
-        let mut m = enc.encode_descriptor(
-            "moongate_request",
-            "Request body bytes received (as declared by Content-Length), by route.",
-            Some(&Unit::Bytes),
-            MetricType::Counter,
-        )?;
-        for (route, v) in &merged.routes {
-            counter(&mut m, &[("route", &**route)], v.request_bytes)?;
-        }
-        let mut m = enc.encode_descriptor(
-            "moongate_response",
-            "Response body bytes sent, by route.",
-            Some(&Unit::Bytes),
-            MetricType::Counter,
-        )?;
-        for (route, v) in &merged.routes {
-            counter(&mut m, &[("route", &**route)], v.response_bytes)?;
-        }
-
-        let mut m = enc.encode_descriptor(
-            "moongate_upstream_requests",
-            "Answers from upstream peers (every try), by status class.",
-            None,
-            MetricType::Counter,
-        )?;
-        for ((upstream, peer), v) in &merged.peers {
-            for (s, class) in STATUS_CLASSES.iter().enumerate() {
-                if v.responses[s] > 0 {
-                    let l: Labels<3> = [
-                        ("upstream", upstream),
-                        ("peer", peer),
-                        ("status_class", class),
-                    ];
-                    counter(&mut m, &l, v.responses[s])?;
-                }
-            }
-        }
-        let mut m = enc.encode_descriptor(
-            "moongate_upstream_response",
-            "Time from the start of a try to the peer's response head.",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?;
-        for ((upstream, peer), v) in &merged.peers {
-            let l: Labels<2> = [("upstream", upstream), ("peer", peer)];
-            histogram(&mut m, &l, &v.response_time)?;
-        }
-        type Field = fn(&super::PeerValues) -> u64;
-        let per_peer: [(&str, &str, Field); 3] = [
-            (
-                "moongate_upstream_connect_errors",
-                "Tries that could not connect to the peer (connect timeouts included).",
-                |v| v.connect_errors,
-            ),
-            (
-                "moongate_upstream_timeouts",
-                "Tries on the peer that timed out (connecting, sending, reading, a gRPC deadline).",
-                |v| v.timeouts,
-            ),
-            (
-                "moongate_upstream_retries",
-                "Failed tries on the peer that the request followed with another try.",
-                |v| v.retries,
-            ),
-        ];
-        for (name, help, field) in per_peer {
-            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for ((upstream, peer), v) in &merged.peers {
-                let l: Labels<2> = [("upstream", upstream), ("peer", peer)];
-                counter(&mut m, &l, field(v))?;
-            }
-        }
-        let mut m = enc.encode_descriptor(
-            "moongate_upstream_peer_up",
-            "1 when the peer takes traffic, 0 when it is out; `reason` says why (config, active, passive).",
-            None,
-            MetricType::Gauge,
-        )?;
-        for p in &readings.peers {
-            let l: Labels<3> = [
-                ("upstream", &p.upstream),
-                ("peer", &p.peer),
-                ("reason", p.reason),
-            ];
-            gauge(&mut m, &l, i64::from(p.reason == "up"))?;
-        }
-
-        let per_listener: [(&str, &str, MetricType); 3] = [
-            (
-                "moongate_connections_accepted",
-                "Client connections accepted, by listener and transport (tcp, tls).",
-                MetricType::Counter,
-            ),
-            (
-                "moongate_connections_closed",
-                "Client connections closed, by listener and transport.",
-                MetricType::Counter,
-            ),
-            (
-                "moongate_connections_open",
-                "Client connections open now, by listener and transport.",
-                MetricType::Gauge,
-            ),
-        ];
-        for (i, (name, help, kind)) in per_listener.into_iter().enumerate() {
-            let mut m = enc.encode_descriptor(name, help, None, kind)?;
-            for ((listener, transport), v) in &merged.listeners {
-                let l: Labels<2> = [("listener", listener), ("protocol", transport)];
-                match i {
-                    0 => counter(&mut m, &l, v.accepted)?,
-                    1 => counter(&mut m, &l, v.closed)?,
-                    _ => {
-                        let open = v.accepted.saturating_sub(v.closed);
-                        gauge(&mut m, &l, i64::try_from(open).unwrap_or(i64::MAX))?;
-                    }
-                }
-            }
-        }
-
-        let mut m = enc.encode_descriptor(
-            "moongate_reloads",
-            "Configuration reloads by result.",
-            None,
-            MetricType::Counter,
-        )?;
-        counter(&mut m, &[("result", "ok")], readings.reloads_ok)?;
-        counter(&mut m, &[("result", "failed")], readings.reloads_failed)?;
-        let mut m = enc.encode_descriptor(
-            "moongate_config_generation",
-            "The generation of the configuration serving (1 at start, one more per successful reload).",
-            None,
-            MetricType::Gauge,
-        )?;
-        m.encode_gauge(&i64::try_from(readings.generation).unwrap_or(i64::MAX))?;
-        if let Some(at) = readings.last_reload {
-            let mut m = enc.encode_descriptor(
-                "moongate_last_reload_timestamp",
-                "When the configuration was last loaded (the start included) or a reload tried.",
-                Some(&Unit::Seconds),
-                MetricType::Gauge,
-            )?;
-            m.encode_gauge(&i64::try_from(at).unwrap_or(i64::MAX))?;
-        }
-        Ok(())
+        traffic::routes(&mut enc, merged)?;
+        traffic::upstreams(&mut enc, merged, readings)?;
+        traffic::connections(&mut enc, merged)?;
+        steps::caches(&mut enc, readings)?;
+        steps::limits(&mut enc, merged, readings)?;
+        steps::lua(&mut enc, merged)?;
+        control::reloads(&mut enc, readings)?;
+        control::pools(&mut enc, readings)
     }
 }
 
@@ -289,7 +186,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::metrics::{RouteValues, UNROUTED};
+    use crate::metrics::counters::MethodClass;
+    use crate::metrics::{LATENCY, RouteValues, UNROUTED};
 
     #[test]
     fn the_text_has_the_families_with_their_units_and_labels() {
@@ -298,7 +196,7 @@ mod tests {
         api.requests[MethodClass::Get as usize][1] = 3;
         api.duration.count = 3;
         api.duration.buckets[0] = 2;
-        api.duration.buckets[DURATION_BUCKETS.len()] = 1;
+        api.duration.buckets[LATENCY.seconds.len()] = 1;
         api.duration.sum_ns = 1_500_000_000;
         merged.routes.insert(Arc::from("api"), api);
         merged
@@ -334,5 +232,75 @@ mod tests {
         }
         // A class with no requests is left out.
         assert!(!text.contains("status_class=\"5xx\""), "{text}");
+    }
+
+    #[test]
+    fn zones_scripts_pools_and_connections_have_their_families() {
+        let mut merged = Merged::default();
+        let lua = crate::metrics::WorkerMetrics::default();
+        lua.lua("lua/auth.lua", "access").ran(
+            crate::metrics::LuaEnd::Error,
+            std::time::Duration::from_micros(30),
+        );
+        lua.limit("per_ip").limited();
+        let conns = lua.listener("127.0.0.1:8443", true);
+        let mut open = conns.open();
+        open.speaks(crate::metrics::Protocol::H2);
+        lua.add_to(&mut merged);
+        let readings = Readings {
+            caches: vec![CacheReading {
+                zone: "pages".into(),
+                lookups: vec![("HIT", 2), ("MISS", 1)],
+                stores: 1,
+                store_skips: vec![("too_large", 0)],
+                disk_errors: vec![("write", 3)],
+                tiers: vec![TierReading {
+                    tier: "memory",
+                    entries: 1,
+                    bytes: 120,
+                    max_bytes: 1024,
+                }],
+            }],
+            limits: vec![LimitReading {
+                zone: "shared".into(),
+                fallbacks: 4,
+                redis_up: false,
+            }],
+            pools: vec![PoolReading {
+                pool: "app".into(),
+                workers: vec![("ready", 2), ("starting", 0)],
+                restarts: 1,
+                recycles: vec![("max_requests", 5)],
+            }],
+            ..Readings::default()
+        };
+        let text = render(merged, readings).unwrap();
+        for line in [
+            "moongate_cache_lookups_total{zone=\"pages\",cache_status=\"HIT\"} 2",
+            "moongate_cache_stores_total{zone=\"pages\"} 1",
+            "moongate_cache_store_skips_total{zone=\"pages\",reason=\"too_large\"} 0",
+            "moongate_cache_disk_errors_total{zone=\"pages\",kind=\"write\"} 3",
+            "moongate_cache_entries{zone=\"pages\",tier=\"memory\"} 1",
+            "moongate_cache_bytes{zone=\"pages\",tier=\"memory\"} 120",
+            "moongate_cache_capacity_bytes{zone=\"pages\",tier=\"memory\"} 1024",
+            "moongate_limit_requests_total{zone=\"per_ip\",result=\"limited\"} 1",
+            "moongate_limit_requests_total{zone=\"per_ip\",result=\"allowed\"} 0",
+            "moongate_limit_redis_fallbacks_total{zone=\"shared\"} 4",
+            "moongate_limit_redis_up{zone=\"shared\"} 0",
+            "moongate_lua_errors_total{script=\"lua/auth.lua\",phase=\"access\"} 1",
+            "moongate_lua_budget_overruns_total{script=\"lua/auth.lua\",phase=\"access\"} 0",
+            "moongate_lua_phase_duration_seconds_bucket{le=\"0.00005\",script=\"lua/auth.lua\",phase=\"access\"} 1",
+            "moongate_lua_phase_duration_seconds_count{script=\"lua/auth.lua\",phase=\"access\"} 1",
+            "moongate_workers{pool=\"app\",state=\"ready\"} 2",
+            "moongate_workers_restarts_total{pool=\"app\"} 1",
+            "moongate_workers_recycles_total{pool=\"app\",reason=\"max_requests\"} 5",
+            "moongate_connections_accepted_total{listener=\"127.0.0.1:8443\",tls=\"true\"} 1",
+            "moongate_connections_open{listener=\"127.0.0.1:8443\",tls=\"true\",protocol=\"h2\"} 1",
+            "moongate_connections_open{listener=\"127.0.0.1:8443\",tls=\"true\",protocol=\"none\"} 0",
+            "moongate_connections_closed_total{listener=\"127.0.0.1:8443\",tls=\"true\",protocol=\"h2\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        drop(open);
     }
 }

@@ -1,14 +1,14 @@
 //! [`WorkerStats`]: how one worker thread reaches its own counters without
 //! looking names up per request: routes by their index in the snapshot
-//! serving (forgotten when another generation serves), peers by their
-//! process-unique id. A miss asks the worker's [`WorkerMetrics`] by label
+//! serving (forgotten when another generation serves), peers and
+//! rate-limit zones by their process-unique ids. A miss asks the worker's [`WorkerMetrics`] by label
 //! values, so a route or peer kept across a reload counts on in the same
 //! series.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use super::{PeerCounters, RouteCounters, UNROUTED, WorkerMetrics};
+use super::{LimitCounters, PeerCounters, RouteCounters, UNROUTED, WorkerMetrics};
 
 /// One worker's way to its counters; part of its
 /// [`WorkerLocal`](crate::worker_local::WorkerLocal).
@@ -24,6 +24,8 @@ pub struct WorkerStats {
     /// By peer id: a list, not a hash map, since a worker meets few peers
     /// (a scan of a few ids costs less than hashing one).
     peers: RefCell<Vec<(u64, Arc<PeerCounters>)>>,
+    /// By rate-limit zone id, a list for the same reason.
+    limits: RefCell<Vec<(u64, Arc<LimitCounters>)>>,
 }
 
 impl WorkerStats {
@@ -91,5 +93,25 @@ impl WorkerStats {
     /// managed workers' restarts; their counts stay in the totals).
     pub fn sweep_peers(&self, live: impl Fn(u64) -> bool) {
         self.peers.borrow_mut().retain(|(id, _)| live(*id));
+    }
+
+    /// Counts with the counters of the rate-limit zone with `id`, named
+    /// `name` (no reference count is taken: a route's zones are counted
+    /// on every limited request).
+    #[inline]
+    pub fn limit(&self, id: u64, name: &str, count: impl FnOnce(&LimitCounters)) {
+        let mut limits = self.limits.borrow_mut();
+        if let Some((_, c)) = limits.iter().find(|(known, _)| *known == id) {
+            return count(c);
+        }
+        let c = self.shared.limit(name);
+        count(&c);
+        limits.push((id, c));
+    }
+
+    /// Forgets the rate-limit zones whose id `live` does not know (after
+    /// reloads; their counts stay in the totals).
+    pub fn sweep_limits(&self, live: impl Fn(u64) -> bool) {
+        self.limits.borrow_mut().retain(|(id, _)| live(*id));
     }
 }

@@ -246,17 +246,18 @@ impl RequestCtx {
     }
 
     /// The response body's completion hook for a response with `status`:
-    /// counts the request in its route's `counters`, releases the
-    /// concurrency places, writes the access log line (when the log was
-    /// on as the request arrived; through `conn`'s log) and runs the
-    /// route's Lua `log` handlers.
+    /// counts the request in its route's `counters` (`None`: metrics are
+    /// off), releases the concurrency places, writes the access log line
+    /// (when the log was on as the request arrived; through `conn`'s log)
+    /// and runs the route's Lua `log` handlers. `None` when there is
+    /// nothing to do.
     pub fn into_completion(
         self,
         status: u16,
         conn: &Rc<ConnCtx>,
         phases: Option<&RoutePhases>,
-        counters: Arc<RouteCounters>,
-    ) -> Box<dyn OnComplete> {
+        counters: Option<Arc<RouteCounters>>,
+    ) -> Option<Box<dyn OnComplete>> {
         let log = !self.log.is_empty();
         // The id the Lua code made (`$request_id`) when the request
         // carried none.
@@ -276,14 +277,17 @@ impl RequestCtx {
             status,
         };
         // Only the counting to do: a small hook (the access record's
-        // fields are not moved into it).
+        // fields are not moved into it), or none.
         if !log && self.permits.is_empty() && lua_log.is_none() {
-            return Box::new(tally);
+            return tally
+                .counters
+                .is_some()
+                .then(|| Box::new(tally) as Box<dyn OnComplete>);
         }
         let head_bytes = self.head_bytes;
         let copies = self.log_copies;
         let upstream = self.upstream.as_ref();
-        Box::new(Completion {
+        Some(Box::new(Completion {
             record: AccessRecord {
                 fields: self.log,
                 started: self.started,
@@ -313,13 +317,13 @@ impl RequestCtx {
             lua_log,
             head_bytes,
             tally,
-        })
+        }))
     }
 }
 
 /// What the route's counters are told when the response is done.
 struct Tally {
-    counters: Arc<RouteCounters>,
+    counters: Option<Arc<RouteCounters>>,
     method: MethodClass,
     request_bytes: u64,
     started: Instant,
@@ -329,10 +333,12 @@ struct Tally {
 impl Tally {
     /// Counts the request, `bytes` of its body sent.
     fn record(self, bytes: u64) {
+        let Some(counters) = self.counters else {
+            return;
+        };
         let elapsed = self.started.elapsed();
         let (method, status) = (self.method, self.status);
-        self.counters
-            .record(method, status, elapsed, self.request_bytes, bytes);
+        counters.record(method, status, elapsed, self.request_bytes, bytes);
     }
 }
 

@@ -22,6 +22,7 @@ use crate::forward;
 use crate::interim::Interim;
 use crate::lua::LuaProgram;
 use crate::lua::balancer::LuaBalancer;
+use crate::metrics::WorkerStats;
 use crate::snapshot::{RouteEntry, Snapshot, Target};
 use crate::upstream::balance::PickKey;
 use crate::upstream::balance_hook::TryHook;
@@ -43,6 +44,8 @@ pub(super) struct UpstreamTarget<'a> {
     pub(super) route: Option<&'a String>,
     /// The upstream's Lua `balancer`, asked before every try.
     pub(super) hook: Option<&'a dyn TryHook>,
+    /// Where the tries are counted (`None`: metrics are off).
+    pub(super) stats: Option<&'a WorkerStats>,
 }
 
 /// Whether the route's upstream has a Lua `balancer` (the request then
@@ -86,6 +89,7 @@ pub(super) fn proxy_upstream<'a>(
         upgrade: allowed,
         interim,
         hook,
+        stats,
         ..
     } = to;
     async move {
@@ -150,7 +154,7 @@ pub(super) fn proxy_upstream<'a>(
             idempotent,
             interim: interim.is_some().then_some(&mut relay as _),
             pool: &conn.worker.upstream_idle,
-            stats: &conn.worker.metrics,
+            stats,
             hook,
             cgi: cgi_style.then(|| CgiFacts {
                 facts,
@@ -243,6 +247,7 @@ fn spawn_refresh(
         requests: std::cell::Cell::new(conn.requests.get()),
         raw_head: std::cell::RefCell::default(),
     };
+    let counted = to.stats.is_some();
     tokio::task::spawn_local(async move {
         let to = UpstreamTarget {
             name: &name,
@@ -252,6 +257,7 @@ fn spawn_refresh(
             interim: None,
             route: None,
             hook: None,
+            stats: counted.then_some(&conn.worker.metrics),
         };
         let started = Instant::now();
         let mut done = None;

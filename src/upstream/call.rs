@@ -78,8 +78,8 @@ pub struct Outgoing<'a> {
     /// the response body is complete).
     pub pool: &'a Rc<IdlePool>,
     /// This worker's counters: every try is counted here, whatever the
-    /// protocol.
-    pub stats: &'a WorkerStats,
+    /// protocol (`None`: metrics are off).
+    pub stats: Option<&'a WorkerStats>,
     /// Asked before every try (the upstream's Lua `balancer`), if any.
     pub hook: Option<&'a dyn TryHook>,
     /// What the CGI variables are built from, for an upstream speaking a
@@ -238,13 +238,15 @@ pub async fn forward(
         } else {
             Instant::now()
         };
-        let counters = stats.peer(health.then(|| peer.id()), || {
-            let label = if health {
-                peer_name(peer, addr)
-            } else {
-                OTHER_PEER.to_owned()
-            };
-            (name, label)
+        let counters = stats.map(|stats| {
+            stats.peer(health.then(|| peer.id()), || {
+                let label = if health {
+                    peer_name(peer, addr)
+                } else {
+                    OTHER_PEER.to_owned()
+                };
+                (name, label)
+            })
         });
         let balancer = &members.balancer;
         let may_retry = |left: u32, extra: u32| {
@@ -293,21 +295,23 @@ pub async fn forward(
             .await
             .map(|(head, conn, connect)| (Answer::Http(head, conn), connect)),
         };
-        if let Err(failure) = &answer {
-            count_failure(&counters, failure);
+        if let (Err(failure), Some(counters)) = (&answer, &counters) {
+            count_failure(counters, failure);
         }
         match answer {
             Ok((answer, connect)) => {
                 let status = answer.status();
                 // One clock read for the try's time and the request's.
                 let now = Instant::now();
-                counters.answered(status.as_u16(), now - try_started);
+                if let Some(counters) = &counters {
+                    counters.answered(status.as_u16(), now - try_started);
+                }
                 if up.def.retry_statuses.contains(&status.as_u16()) {
                     if health {
                         balancer.record_failure(peer, Instant::now());
                     }
                     if may_retry(retries_left, hooked.extra) {
-                        failed_try = Some(counters);
+                        failed_try = counters;
                         hooked.spend(by_hook, &mut retries_left);
                         hooked.last = Some(LastFailure::Next(status.as_u16()));
                         tracing::warn!(upstream = name, peer = %addr, status = %status, "peer answered with a gateway error; trying the next peer");
@@ -341,7 +345,7 @@ pub async fn forward(
                     }
                     hooked.extra -= 1;
                 }
-                failed_try = Some(counters);
+                failed_try = counters;
                 tracing::warn!(upstream = name, peer = %addr, error = %err, "peer unreachable; trying the next peer");
                 hooked.last = Some(LastFailure::Failed(err.status().as_u16()));
                 last_err = Some(err);
@@ -354,7 +358,7 @@ pub async fn forward(
                     return Err(err);
                 }
                 hooked.spend(by_hook, &mut retries_left);
-                failed_try = Some(counters);
+                failed_try = counters;
                 tracing::warn!(upstream = name, peer = %addr, error = %err, "peer failed before responding; retrying on the next peer");
                 hooked.last = Some(LastFailure::Failed(err.status().as_u16()));
                 last_err = Some(err);

@@ -33,9 +33,11 @@ use crate::upstream::Upstream;
 use crate::upstream::peer::{Peer, PeerConfig};
 
 mod events;
+mod figures;
 mod recycle;
 mod status;
 
+pub use figures::{Figures, Recycled, STATES};
 pub use status::{PoolStatus, ProcStatus};
 
 /// How often the pool looks at its workers (backoff, recycling).
@@ -95,6 +97,8 @@ pub(super) struct Pool {
     procs: BTreeMap<u64, Proc>,
     /// Replacements after failures, pool total.
     restarts: u64,
+    /// Workers recycled, pool total, by [`Recycled`] reason.
+    recycles: [u64; 2],
     /// The latest failure, "worker N: what happened".
     last_error: Option<String>,
     /// Whether "failing" was last logged (a change is logged once).
@@ -186,6 +190,7 @@ impl PoolShared {
             previous: Vec::new(),
             procs: BTreeMap::new(),
             restarts: 0,
+            recycles: [0; 2],
             last_error: None,
             failing_logged: false,
             stopping: false,

@@ -218,6 +218,9 @@ async fn a_pool_serves_with_distinct_pids_and_replaces_a_killed_worker() {
         status["last_error"].as_str().unwrap().contains("SIGKILL"),
         "{status}"
     );
+    let figures = &registry.figures()["app"];
+    assert_eq!((figures.restarts, figures.recycles), (1, [0, 0]));
+    assert_eq!(figures.procs[1], 2, "two ready: {figures:?}");
 
     registry.stop_all().await;
     assert!(up.members().addrs.is_empty());

@@ -11,12 +11,13 @@ use reqwest::Version;
 use crate::support::{self, Moongate, Origin};
 
 /// A self-signed certificate's PEMs.
-struct Pem {
-    cert: String,
+pub(crate) struct Pem {
+    pub(crate) cert: String,
     key: String,
 }
 
-fn self_signed(names: &[&str]) -> Pem {
+/// A self-signed certificate for `names`.
+pub(crate) fn self_signed(names: &[&str]) -> Pem {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let ck = rcgen::generate_simple_self_signed(names).expect("generate certificate");
     Pem {
@@ -26,7 +27,7 @@ fn self_signed(names: &[&str]) -> Pem {
 }
 
 /// Writes `name.pem` / `name.key` into `dir`; returns the TOML cert entry.
-fn write_pair(dir: &Path, name: &str, pem: &Pem) -> String {
+pub(crate) fn write_pair(dir: &Path, name: &str, pem: &Pem) -> String {
     let cert = dir.join(format!("{name}.pem"));
     let key = dir.join(format!("{name}.key"));
     std::fs::write(&cert, &pem.cert).expect("write cert");

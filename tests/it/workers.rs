@@ -33,7 +33,7 @@ mod supervise;
 const APP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/workers");
 
 /// A server with an admin listener, then `body` (pools from [`pool`]).
-fn conf(body: &str) -> String {
+pub(crate) fn conf(body: &str) -> String {
     format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\naccess_log = \"off\"\n\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\n{body}"
@@ -43,7 +43,7 @@ fn conf(body: &str) -> String {
 /// `[upstream.NAME]` run as `count` fixture workers on unix sockets, ready
 /// on /healthz, quick backoff and stop, with `extra` lines in the workers
 /// table; routed from `/NAME/`.
-fn pool(name: &str, count: usize, extra: &str) -> String {
+pub(crate) fn pool(name: &str, count: usize, extra: &str) -> String {
     pool_on(
         name,
         "--unix",
@@ -85,13 +85,13 @@ upstream = "{name}"
 /// A running moongate that remembers every worker pid it reported, and on
 /// drop kills moongate, then any of those still running the fixture (so a
 /// supervisor bug cannot leave python processes on the machine).
-struct Gate {
+pub(crate) struct Gate {
     mg: Option<Moongate>,
     seen: Mutex<BTreeSet<i32>>,
 }
 
 impl Gate {
-    fn start(body: &str) -> Gate {
+    pub(crate) fn start(body: &str) -> Gate {
         let mg = tokio::task::block_in_place(|| Moongate::start(&conf(body)));
         Gate {
             mg: Some(mg),
@@ -112,7 +112,7 @@ impl Gate {
     }
 
     /// `/status` → `workers.NAME`.
-    async fn pool(&self, name: &str) -> Value {
+    pub(crate) async fn pool(&self, name: &str) -> Value {
         self.status().await["workers"][name].clone()
     }
 
@@ -140,7 +140,7 @@ impl Gate {
     }
 
     /// Waits until pool `name` is "ok" with `count` workers, all ready.
-    async fn wait_settled(&self, name: &str, count: usize) -> Value {
+    pub(crate) async fn wait_settled(&self, name: &str, count: usize) -> Value {
         let what = format!("ok with {count} ready workers");
         self.wait_pool(name, &what, Duration::from_secs(20), |p| settled(p, count))
             .await
@@ -179,7 +179,7 @@ fn settled(p: &Value, count: usize) -> bool {
 }
 
 /// The pids of a pool's workers (any state).
-fn pids(p: &Value) -> BTreeSet<i32> {
+pub(crate) fn pids(p: &Value) -> BTreeSet<i32> {
     p["workers"]
         .as_array()
         .into_iter()
@@ -191,7 +191,7 @@ fn pids(p: &Value) -> BTreeSet<i32> {
 
 /// What the fixture app answered.
 #[derive(Debug, Clone)]
-struct Answer {
+pub(crate) struct Answer {
     pid: i32,
     version: String,
     worker: String,
@@ -216,7 +216,7 @@ async fn get_app(http: &reqwest::Client, url: &str) -> Result<Answer, String> {
 }
 
 /// `n` GETs in a row; panics on any failure.
-async fn get_n(url: &str, n: usize) -> Vec<Answer> {
+pub(crate) async fn get_n(url: &str, n: usize) -> Vec<Answer> {
     let http = client();
     let mut out = Vec::new();
     for i in 0..n {

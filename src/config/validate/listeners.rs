@@ -140,6 +140,7 @@ pub(super) fn admin(parsed: &[(&Source<'_>, &RawFile)]) -> Result<Option<Admin>,
     let RawAdmin {
         listen: addr,
         token,
+        metrics,
     } = def.get_ref();
     let listen = listen(src, addr)?;
     let token = token.clone().filter(|t| !t.is_empty());
@@ -150,7 +151,11 @@ pub(super) fn admin(parsed: &[(&Source<'_>, &RawFile)]) -> Result<Option<Admin>,
         );
         return Err(ConfigError::at(&listen.place, message));
     }
-    Ok(Some(Admin { listen, token }))
+    Ok(Some(Admin {
+        listen,
+        token,
+        metrics: metrics.unwrap_or(true),
+    }))
 }
 
 #[cfg(test)]
@@ -239,6 +244,15 @@ mod tests {
         assert_eq!(parse_listen("[::]:443"), Ok("[::]:443".parse().unwrap()));
     }
 
+    /// `[admin]` on loopback with `extra` lines.
+    fn admin_of(extra: &str) -> Admin {
+        let text = format!("[admin]\nlisten = \"127.0.0.1:9901\"\n{extra}");
+        load_str("t", &text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .admin
+            .unwrap_or_else(|| panic!("no admin"))
+    }
+
     #[test]
     fn admin_rules() {
         let c = load_str("t", "[admin]\nlisten = \"127.0.0.1:9901\"\ntoken = \"\"\n").unwrap();
@@ -251,6 +265,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.admin.unwrap().token.as_deref(), Some("s3cret"));
+        assert!(admin_of("").metrics, "counting is on by default");
+        assert!(!admin_of("metrics = false\n").metrics);
+        assert_eq!(
+            err("[admin]\nlisten = \"127.0.0.1:9901\"\nmetrics = \"off\"\n"),
+            "t.toml:3:11: `metrics` in [admin] must be true or false, found the string \"off\""
+        );
         assert!(load_str("t", "[admin]\nlisten = \"[::1]:9901\"\n").is_ok());
         assert_eq!(
             err("[admin]\nlisten = \"0.0.0.0:9901\"\n"),

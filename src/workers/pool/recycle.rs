@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use super::{Pool, ProcState, RSS_EVERY, STABLE};
+use super::{Pool, ProcState, RSS_EVERY, Recycled, STABLE};
 use crate::workers::spawn;
 
 impl Pool {
@@ -59,27 +59,34 @@ impl Pool {
             }
             let served = p.peer.served();
             let why = if p.limit.is_some_and(|l| served >= l) {
-                Some(format!(
-                    "served {served} requests (max_requests = {})",
-                    self.def.max_requests
+                Some((
+                    Recycled::MaxRequests,
+                    format!(
+                        "served {served} requests (max_requests = {})",
+                        self.def.max_requests
+                    ),
                 ))
             } else if rss_due
                 && let Some(max) = self.def.max_rss
                 && let Some(rss) = spawn::rss_bytes(p.pid)
                 && rss > max
             {
-                Some(format!(
-                    "resident memory {} KiB is above max_rss ({} KiB)",
-                    rss / 1024,
-                    max / 1024
+                Some((
+                    Recycled::MaxRss,
+                    format!(
+                        "resident memory {} KiB is above max_rss ({} KiB)",
+                        rss / 1024,
+                        max / 1024
+                    ),
                 ))
             } else {
                 None
             };
-            let Some(why) = why else { continue };
+            let Some((reason, why)) = why else { continue };
             tracing::info!(pool = %self.name, worker = p.slot, pid = p.pid, "recycling worker: {why}");
             p.recycle = Some(why);
             let slot = p.slot;
+            self.count_recycle(reason);
             if self.others_serving(key) {
                 self.retire(key);
                 if let Some(s) = self.slots.get_mut(slot)

@@ -36,6 +36,14 @@ async fn a_worker_past_max_requests_is_replaced_after_its_successor_is_ready() {
     let status = registry.status()["app"].clone();
     assert_eq!(status.restarts, 0, "recycling is no failure: {status:?}");
     assert_eq!(status.state, "ok");
+    // The exit may be seen by the pool a moment after it happened.
+    let figures = until("only the successor in the figures", || {
+        let f = registry.figures().remove("app")?;
+        (f.procs == [0, 1, 0, 0]).then_some(f)
+    })
+    .await;
+    assert_eq!(figures.recycles, [1, 0], "one recycle, for max_requests");
+    assert_eq!(figures.restarts, 0);
     registry.stop_all().await;
 }
 
@@ -59,6 +67,12 @@ async fn a_worker_above_max_rss_is_recycled() {
     })
     .await;
     assert_eq!(registry.status()["app"].restarts, 0);
+    let figures = &registry.figures()["app"];
+    assert!(
+        figures.recycles[1] >= 1,
+        "recycled for max_rss: {figures:?}"
+    );
+    assert_eq!(figures.recycles[0], 0);
     registry.stop_all().await;
 }
 
