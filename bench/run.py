@@ -191,9 +191,20 @@ CACHE_VARS = {"CACHE_DIR": "@RUN_DIR@/nginx-cache", "MG_CACHE_DIR": "@RUN_DIR@/m
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario(
         name="proxy",
-        summary="plain reverse proxy to a keep-alive upstream pool (64), GET /hello (100 B body)",
+        summary="plain reverse proxy to a keep-alive upstream pool (64 per nginx worker), GET /hello "
+                "(100 B body); moongate counts for /metrics (an admin listener, metrics = true)",
         nginx="proxy.conf",
         moongate="proxy.toml",
+        vars={"METRICS": "true"},
+    ),
+    Scenario(
+        name="proxy-nometrics",
+        summary="the proxy scenario with moongate's metrics off ([admin] metrics = false): "
+                "what counting for /metrics costs, against proxy",
+        nginx="proxy.conf",
+        moongate="proxy.toml",
+        vars={"METRICS": "false"},
+        baseline="proxy",
     ),
     Scenario(
         name="proxy-tls",
@@ -209,6 +220,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                 "requests in flight as wrk), GET /hello; upstreams stay HTTP/1.1",
         nginx="proxy-h2c.conf",
         moongate="proxy.toml",
+        vars={"METRICS": "true"},
         h2=True,
         needs=("/usr/bin/h2load",),
         needs_hint="apt-get install -y nghttp2-client",

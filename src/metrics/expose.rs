@@ -55,6 +55,20 @@ pub struct PeerState {
     pub peer: String,
     /// `"up"`, or why it is out: `"config"`, `"active"`, `"passive"`.
     pub reason: &'static str,
+    /// Its connections: idle in the shared pool, carrying requests (an
+    /// HTTP/2 connection always counts as active), opened since start.
+    pub conns: PeerConns,
+}
+
+/// One peer's connections at the scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerConns {
+    /// Idle in the process's pool.
+    pub idle: u64,
+    /// Open and carrying a request (HTTP/2 ones always).
+    pub active: u64,
+    /// Opened since start.
+    pub connects: u64,
 }
 
 /// A label value with its count.
@@ -209,6 +223,11 @@ mod tests {
                 upstream: "app".into(),
                 peer: "127.0.0.1:9".into(),
                 reason: "active",
+                conns: PeerConns {
+                    idle: 3,
+                    active: 2,
+                    connects: 7,
+                },
             }],
             ..Readings::default()
         };
@@ -224,6 +243,9 @@ mod tests {
             "# UNIT moongate_request_duration_seconds seconds",
             "moongate_response_bytes_total{route=\"\"} 0",
             "moongate_upstream_peer_up{upstream=\"app\",peer=\"127.0.0.1:9\",reason=\"active\"} 0",
+            "moongate_upstream_connections{upstream=\"app\",peer=\"127.0.0.1:9\",state=\"idle\"} 3",
+            "moongate_upstream_connections{upstream=\"app\",peer=\"127.0.0.1:9\",state=\"active\"} 2",
+            "moongate_upstream_connects_total{upstream=\"app\",peer=\"127.0.0.1:9\"} 7",
             "moongate_reloads_total{result=\"ok\"} 3",
             "moongate_config_generation 4",
             "# EOF",

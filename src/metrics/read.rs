@@ -7,11 +7,12 @@ use std::fmt;
 use std::time::Instant;
 
 use super::expose::{
-    self, CacheReading, LimitReading, PeerState, PoolReading, Readings, TierReading,
+    self, CacheReading, LimitReading, PeerConns, PeerState, PoolReading, Readings, TierReading,
 };
 use crate::cache::stats::{self, ZoneStats};
 use crate::state::Shared;
 use crate::upstream::call::peer_name;
+use crate::upstream::pool::PoolFigures;
 use crate::workers::{Recycled, STATES};
 
 /// The text of `GET /metrics`: every worker's counts added up, with what
@@ -33,6 +34,7 @@ pub fn readings(shared: &Shared) -> Readings {
                 upstream: name.clone(),
                 peer: peer_name(peer, addr),
                 reason: peer.health(now).reason.unwrap_or("up"),
+                conns: conns(shared.upstream_pool.figures(peer.id())),
             });
         }
     }
@@ -77,6 +79,15 @@ pub fn readings(shared: &Shared) -> Readings {
         caches,
         limits,
         pools,
+    }
+}
+
+/// A peer's connections from the pool's figures.
+fn conns(f: PoolFigures) -> PeerConns {
+    PeerConns {
+        idle: f.idle,
+        active: f.active,
+        connects: f.connects,
     }
 }
 

@@ -511,7 +511,15 @@ async fn h2_try(
     tls: Option<&super::tls::PeerTls>,
 ) -> Result<(Answer, Duration), Failure> {
     use http2::TryError;
-    match http2::exchange(addr, &out.parts, &mut out.body, opts, (&pool.mux, tls)).await {
+    match http2::exchange(
+        addr,
+        &out.parts,
+        &mut out.body,
+        opts,
+        (&pool.mux, &|s| pool.counted(opts.peer_id, s), tls),
+    )
+    .await
+    {
         Ok((resp, slot, connect)) => Ok((Answer::H2(Box::new((resp, slot))), connect)),
         Err(TryError::NotSent(e)) => Err(Failure::NotSent(e)),
         Err(TryError::Refused(e)) if replayable => Err(Failure::NotSent(e)),

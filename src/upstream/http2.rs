@@ -35,7 +35,7 @@ use conns::{Checkout, Slot};
 use pump::{Pump, PumpError};
 
 use super::connect::connect_socket;
-use super::h1::ExchangeError;
+use super::h1::{ExchangeError, Socket};
 use super::tls::PeerTls;
 use crate::body::RequestBody;
 use crate::config::PeerAddr;
@@ -76,6 +76,11 @@ pub enum TryError {
     Final(ProxyError),
 }
 
+/// Counts a new connection's socket among its peer's open connections
+/// (the shared pool's [`counted`](super::pool::IdlePool::counted), given
+/// as a function so this module needs nothing of the pool).
+pub type Count<'a> = &'a dyn Fn(Box<dyn Socket>) -> Box<dyn Socket>;
+
 /// Sends the request on a stream to the peer at `addr` and waits for the
 /// response head. A body that is not empty is taken from `body` (it cannot
 /// be sent twice anyway) and, when the head comes before its end, sent on
@@ -86,12 +91,12 @@ pub async fn exchange(
     parts: &Parts,
     body: &mut RequestBody,
     opts: &TryOptions,
-    (pool, tls): (&Rc<MuxPool>, Option<&PeerTls>),
+    (pool, count, tls): (&Rc<MuxPool>, Count<'_>, Option<&PeerTls>),
 ) -> Result<(Response<RecvStream>, Slot, Duration), TryError> {
     let request = request(parts, addr, opts.grpc);
     let eos = body.is_empty();
     let (mut send, mut conn_id, mut slot, mut connected) =
-        stream_handle(addr, opts, pool, tls).await?;
+        stream_handle(addr, opts, (pool, count), tls).await?;
     let sent = loop {
         let opened = match send.ready().await {
             Ok(mut ready) => ready.send_request(request.clone(), eos),
@@ -104,7 +109,8 @@ pub async fn exchange(
             Err(e) if connected.is_none() => {
                 tracing::debug!(peer = %addr, error = %e, "pooled HTTP/2 connection unusable; taking another");
                 pool.forget(opts.peer_id, conn_id);
-                (send, conn_id, slot, connected) = stream_handle(addr, opts, pool, tls).await?;
+                (send, conn_id, slot, connected) =
+                    stream_handle(addr, opts, (pool, count), tls).await?;
             }
             Err(e) => {
                 pool.forget(opts.peer_id, conn_id);
@@ -151,7 +157,7 @@ fn peer_error(addr: &PeerAddr, e: h2::Error) -> ProxyError {
 async fn stream_handle(
     addr: &PeerAddr,
     opts: &TryOptions,
-    pool: &Rc<MuxPool>,
+    (pool, count): (&Rc<MuxPool>, Count<'_>),
     tls: Option<&PeerTls>,
 ) -> Result<(SendRequest<Bytes>, u64, Slot, Option<Duration>), TryError> {
     let ticket = match pool.checkout(opts.peer_id, opts.bound).await {
@@ -162,6 +168,9 @@ async fn stream_handle(
     let socket = connect_socket(addr, opts.connect_timeout, tls)
         .await
         .map_err(TryError::NotSent)?;
+    // Counted among the peer's open connections (all active: an HTTP/2
+    // connection is never idle in the shared pool).
+    let socket = count(socket);
     let handshake = conns::builder().handshake::<_, Bytes>(socket);
     let (send, conn) = match tokio::time::timeout(opts.connect_timeout, handshake).await {
         Ok(Ok(pair)) => pair,

@@ -137,6 +137,32 @@ pub(super) fn upstreams(
         ];
         gauge(&mut m, &l, u64::from(p.reason == "up"))?;
     }
+    let mut m = enc.encode_descriptor(
+        "moongate_upstream_connections",
+        "Connections to the peer open now: idle in the process's pool, or active (carrying a request; HTTP/2 ones always).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for p in &readings.peers {
+        for (state, n) in [("idle", p.conns.idle), ("active", p.conns.active)] {
+            let l: Labels<3> = [
+                ("upstream", &p.upstream),
+                ("peer", &p.peer),
+                ("state", state),
+            ];
+            gauge(&mut m, &l, n)?;
+        }
+    }
+    let mut m = enc.encode_descriptor(
+        "moongate_upstream_connects",
+        "Connections opened to the peer (the rest of its requests reused pooled ones).",
+        None,
+        MetricType::Counter,
+    )?;
+    for p in &readings.peers {
+        let l: Labels<2> = [("upstream", &p.upstream), ("peer", &p.peer)];
+        counter(&mut m, &l, p.conns.connects)?;
+    }
     Ok(())
 }
 

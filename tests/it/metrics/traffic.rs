@@ -252,6 +252,24 @@ async fn upstream_tries_are_counted_per_peer_for_http1_h2_uwsgi_and_fastcgi() {
             0.0
         );
     }
+    // The pool: one kept-alive connection served every request in a row
+    // (whichever worker thread took it), uwsgi connects per request, and
+    // an HTTP/2 connection (one per worker thread at most) stays active.
+    let conns = |upstream: &str, peer: &str| {
+        let p = [("upstream", upstream), ("peer", peer)];
+        let state = |s| after.get("moongate_upstream_connections", &[p[0], p[1], ("state", s)]);
+        (
+            after.get("moongate_upstream_connects_total", &p),
+            state("idle"),
+            state("active"),
+        )
+    };
+    assert_eq!(conns("web", &one.addr.to_string()), (1.0, 1.0, 0.0));
+    assert_eq!(conns("php", &php.addr()), (1.0, 1.0, 0.0));
+    assert_eq!(conns("wsgi", &app.addr.to_string()), (10.0, 0.0, 0.0));
+    let (connects, idle, active) = conns("grpcish", &h2a.addr.to_string());
+    assert!((1.0..=2.0).contains(&connects), "{connects}");
+    assert_eq!((idle, active), (0.0, connects));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
