@@ -32,7 +32,9 @@ const OWN_HEADERS: &[&str] = &[
 ];
 
 /// Validates `health`. `ready` is the managed workers' `ready` path, the
-/// default `path` of their checks.
+/// default `path` of their checks: a managed pool with `ready` and no
+/// `health` is checked on it with the defaults (its ready probe goes on
+/// after the start, as a supervisor's heartbeat would).
 pub(super) fn health(
     src: &Source<'_>,
     raw: Option<&Spanned<RawHealth>>,
@@ -40,7 +42,18 @@ pub(super) fn health(
     ready: Option<&str>,
 ) -> Result<Option<Health>, ConfigError> {
     let Some(spanned) = raw else {
-        return Ok(None);
+        return Ok(ready.map(|path| Health {
+            interval: INTERVAL,
+            timeout: TIMEOUT,
+            fails: IN_A_ROW,
+            passes: IN_A_ROW,
+            request: Some(HealthRequest {
+                path: path.to_owned(),
+                host: None,
+                headers: Vec::new(),
+                expect: vec![StatusMatch::Class(2)],
+            }),
+        }));
     };
     let raw = spanned.get_ref();
     let positive =
@@ -289,6 +302,29 @@ mod tests {
         let up = config.upstreams.into_values().next().expect("one upstream");
         let request = up.health.and_then(|h| h.request).expect("a GET");
         assert_eq!(request.path, "/ready");
+    }
+
+    #[test]
+    fn a_managed_pool_with_ready_is_checked_without_a_health_block() {
+        let pool = "[upstream.app.workers]\ncommand = [\"app\", \"{socket}\"]\n";
+        let with_ready = format!("[upstream.app]\n\n{pool}ready = \"/ready\"\n");
+        let up = load_str("t.toml", &with_ready)
+            .expect("loads")
+            .upstreams
+            .into_values()
+            .next()
+            .expect("one upstream");
+        let health = up.health.expect("checked by default");
+        assert_eq!((health.interval, health.timeout), (INTERVAL, TIMEOUT));
+        assert_eq!(health.request.expect("a GET").path, "/ready");
+        let without = format!("[upstream.app]\n\n{pool}");
+        let up = load_str("t.toml", &without)
+            .expect("loads")
+            .upstreams
+            .into_values()
+            .next()
+            .expect("one upstream");
+        assert!(up.health.is_none(), "no ready probe: nothing to check with");
     }
 
     #[test]
