@@ -163,7 +163,7 @@ pub(super) fn route(
 
 /// `name = "..."`: what names the route in the access log and metrics
 /// (a label value there, so short and printable); `file:line` of the
-/// `[[route]]` table when absent. Uniqueness is checked over all routes
+/// `[[route]]` table when absent (the file's name within conf.d). Uniqueness is checked over all routes
 /// ([`unique_names`]).
 fn route_name(
     src: &Source<'_>,
@@ -171,7 +171,14 @@ fn route_name(
     place: &Place,
 ) -> Result<(String, Place), ConfigError> {
     let Some(name) = &raw.name else {
-        let default = format!("{}:{}", place.file.display(), place.line);
+        // The file's name, not its path: conf.d is one directory, and the
+        // name is a metrics label and a log field, kept short and the same
+        // wherever the directory is deployed.
+        let file = place.file.file_name().map_or_else(
+            || place.file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let default = format!("{file}:{}", place.line);
         return Ok((default, place.clone()));
     };
     let value = name.get_ref();

@@ -102,6 +102,8 @@ async fn requests_are_counted_by_route_and_status_class_across_both_workers() {
         .unwrap_or_else(|| panic!("no route named *{other_suffix}:\n{}", after.text))
         .clone();
     assert_eq!(req(&other, "DELETE", "2xx"), 1.0);
+    // The file's name within conf.d, not its path.
+    assert_eq!(other, other_suffix);
 
     let api = [("route", "api")];
     assert_eq!(delta("moongate_request_duration_seconds_count", &api), 23.0);
