@@ -9,7 +9,7 @@ use prometheus_client::registry::Unit;
 
 use super::{Labels, Readings, counter, gauge, histogram};
 use crate::metrics::counters::{MethodClass, STATUS_CLASSES};
-use crate::metrics::{LATENCY, Merged, PeerValues, Protocol};
+use crate::metrics::{ConnValues, LATENCY, Merged, PeerValues, Protocol};
 
 /// Requests by route: counts, durations, bytes.
 pub(super) fn routes(enc: &mut DescriptorEncoder<'_>, merged: &Merged) -> fmt::Result {
@@ -166,10 +166,27 @@ pub(super) fn upstreams(
     Ok(())
 }
 
+/// Every listener's figures with the labels of each protocol.
+fn by_protocol(merged: &Merged) -> impl Iterator<Item = (Labels<'_, 3>, &ConnValues, Protocol)> {
+    merged.listeners.iter().flat_map(|((listener, t), v)| {
+        Protocol::ALL.into_iter().map(move |p| {
+            let l: Labels<'_, 3> = [
+                ("listener", listener.as_ref()),
+                ("tls", tls(*t)),
+                ("protocol", p.as_str()),
+            ];
+            (l, v, p)
+        })
+    })
+}
+
+fn tls(t: bool) -> &'static str {
+    if t { "true" } else { "false" }
+}
+
 /// Client connections by listener, TLS or not, and the HTTP version they
 /// speak.
 pub(super) fn connections(enc: &mut DescriptorEncoder<'_>, merged: &Merged) -> fmt::Result {
-    let tls = |t: bool| if t { "true" } else { "false" };
     let mut m = enc.encode_descriptor(
         "moongate_connections_accepted",
         "Client connections accepted, by listener and whether it is a TLS one.",
@@ -186,15 +203,8 @@ pub(super) fn connections(enc: &mut DescriptorEncoder<'_>, merged: &Merged) -> f
         None,
         MetricType::Counter,
     )?;
-    for ((listener, t), v) in &merged.listeners {
-        for p in Protocol::ALL {
-            let l: Labels<3> = [
-                ("listener", listener),
-                ("tls", tls(*t)),
-                ("protocol", p.as_str()),
-            ];
-            counter(&mut m, &l, v.closed[p as usize])?;
-        }
+    for (l, v, p) in by_protocol(merged) {
+        counter(&mut m, &l, v.closed[p as usize])?;
     }
     let mut m = enc.encode_descriptor(
         "moongate_connections_open",
@@ -202,15 +212,8 @@ pub(super) fn connections(enc: &mut DescriptorEncoder<'_>, merged: &Merged) -> f
         None,
         MetricType::Gauge,
     )?;
-    for ((listener, t), v) in &merged.listeners {
-        for p in Protocol::ALL {
-            let l: Labels<3> = [
-                ("listener", listener),
-                ("tls", tls(*t)),
-                ("protocol", p.as_str()),
-            ];
-            gauge(&mut m, &l, v.open(p))?;
-        }
+    for (l, v, p) in by_protocol(merged) {
+        gauge(&mut m, &l, v.open(p))?;
     }
     Ok(())
 }
