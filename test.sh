@@ -44,6 +44,14 @@ if ! python3 -c 'import flask, gunicorn' 2>/dev/null; then
     || apt_install python3-flask python3-gunicorn
   python3 -c 'import flask, gunicorn'
 fi
+# prometheus_client: its OpenMetrics parser, the reference reader of
+# GET /metrics in tests/it/metrics/openmetrics.rs.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  python3 -m pip install --quiet prometheus-client 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages prometheus-client 2>/dev/null \
+    || apt_install python3-prometheus-client
+  python3 -c 'import prometheus_client'
+fi
 # grpcio for the gRPC tests (tests/it) and examples/grpc: the
 # echo service examples/grpc/echo_server.py and the client
 # tests/grpc/echo_client.py, both raw-bytes messages (no protobuf codegen).

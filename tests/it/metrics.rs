@@ -19,6 +19,7 @@ use crate::support::{Moongate, client};
 mod traffic;
 mod steps;
 mod control;
+mod openmetrics;
 
 /// `[server]` with two worker threads and an admin listener.
 pub(crate) const SERVER: &str = "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\naccess_log = \"off\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n";
