@@ -19,10 +19,10 @@ use serde_json::Value;
 use crate::support::{Moongate, Origin, client, text};
 
 /// `[server]` with an admin listener.
-const SERVER: &str = "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\naccess_log = \"off\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n";
+pub(crate) const SERVER: &str = "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\naccess_log = \"off\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n";
 
 /// The peer `addr` of upstream `name` in a `/status` document.
-fn peer<'a>(status: &'a Value, name: &str, addr: &str) -> &'a Value {
+pub(crate) fn peer<'a>(status: &'a Value, name: &str, addr: &str) -> &'a Value {
     status["upstreams"][name]["peers"]
         .as_array()
         .and_then(|peers| peers.iter().find(|p| p["addr"] == addr))
@@ -31,7 +31,7 @@ fn peer<'a>(status: &'a Value, name: &str, addr: &str) -> &'a Value {
 
 /// Polls `/status` until the peer's `state` is `want`; the peer's JSON
 /// then, and how long it took. Panics after `within`.
-async fn wait_state(
+pub(crate) async fn wait_state(
     mg: &Moongate,
     name: &str,
     addr: &str,
@@ -57,16 +57,16 @@ async fn wait_state(
 /// everything else with 200 `name`; while `hang` is set, every answer waits
 /// 5 s first. Counts `/healthz` requests in `probes`, and keeps the last
 /// one's Host, X-Check and User-Agent in `seen`.
-struct Peer {
+pub(crate) struct Peer {
     origin: Origin,
     hang: Arc<AtomicBool>,
-    health: Arc<AtomicU16>,
+    pub(crate) health: Arc<AtomicU16>,
     probes: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
 impl Peer {
-    async fn start(name: &'static str) -> Peer {
+    pub(crate) async fn start(name: &'static str) -> Peer {
         let hang = Arc::new(AtomicBool::new(false));
         let health = Arc::new(AtomicU16::new(200));
         let probes = Arc::new(AtomicUsize::new(0));
@@ -104,11 +104,11 @@ impl Peer {
         }
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         self.origin.addr.to_string()
     }
 
-    fn probes(&self) -> usize {
+    pub(crate) fn probes(&self) -> usize {
         self.probes.load(Ordering::SeqCst)
     }
 }

@@ -6,6 +6,7 @@ mod support;
 mod balance;
 mod upstream_health;
 mod health_checks;
+mod health_rotation;
 mod upstream_uwsgi;
 mod upstream_h2;
 mod grpc;
