@@ -24,6 +24,9 @@ compgen -G '/usr/sbin/php-fpm*' >/dev/null || need_apt+=(php-fpm)
 # Apache's htpasswd (Debian's apache2-utils) writes the bcrypt, SHA-crypt,
 # apr1 and {SHA} lines that src/auth/htpasswd/tests.rs verifies.
 command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
+# The openssl CLI generates the RSA keys of src/auth/jwt/tests.rs (ring,
+# which signs the other test keys, cannot generate RSA keys).
+command -v openssl >/dev/null || need_apt+=(openssl)
 # A real headless browser for the admin status page test
 # (tests/it/status_page.rs drives /usr/bin/chromium through chromedriver).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)

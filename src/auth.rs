@@ -4,7 +4,7 @@
 //! index. Nothing here knows HTTP requests, routes or Lua: callers pass
 //! header values and times in and act on the values that come back.
 
-// pub mod jwt;
-// pub mod jwks;
+pub mod jwt;
+pub mod jwks;
 pub mod htpasswd;
 // pub mod consumer;
