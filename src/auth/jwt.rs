@@ -54,7 +54,10 @@ pub struct VerifierConfig {
 /// A verification key from PEM text: an RSA, EC (P-256/P-384) or Ed25519
 /// public key (`PUBLIC KEY` or `RSA PUBLIC KEY`).
 pub fn key_from_pem(pem: &[u8], kid: Option<String>) -> Result<Key, String> {
-    let tries: [(Family, fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>); 3] = [
+    let tries: [(
+        Family,
+        fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>,
+    ); 3] = [
         (Family::Rsa, DecodingKey::from_rsa_pem),
         (Family::Ec, DecodingKey::from_ec_pem),
         (Family::Ed, DecodingKey::from_ed_pem),
@@ -236,7 +239,10 @@ impl Verifier {
             }
         }
         if !self.audiences.is_empty() {
-            let ok = |a: &Value| a.as_str().is_some_and(|a| self.audiences.iter().any(|x| x == a));
+            let ok = |a: &Value| {
+                a.as_str()
+                    .is_some_and(|a| self.audiences.iter().any(|x| x == a))
+            };
             match claims.get("aud") {
                 None => return Err(JwtError::MissingClaim("aud".to_string())),
                 Some(Value::Array(auds)) if auds.iter().any(ok) => {}
@@ -258,4 +264,4 @@ fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Option<T> {
 
 #[cfg(test)]
 #[path = "jwt/tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -87,8 +87,8 @@ fn cache_remembers_only_successes_and_follows_the_stored_hash() {
     assert_eq!(cache.len(), 1);
     // A new hash for the same user and password is a new key: the
     // cached success of the old file does not vouch for it.
-    let other = Htpasswd::parse(&htpasswd_line(&["-B", "-C", "4"], "carol", "pw2"))
-        .expect("second line");
+    let other =
+        Htpasswd::parse(&htpasswd_line(&["-B", "-C", "4"], "carol", "pw2")).expect("second line");
     assert!(!other.verify(&cache, "carol", b"pw1"));
     assert!(other.verify(&cache, "carol", b"pw2"));
     assert_eq!(cache.len(), 2);
@@ -100,8 +100,7 @@ fn cache_remembers_only_successes_and_follows_the_stored_hash() {
 
 #[test]
 fn sha_crypt_rounds_are_clamped_like_glibc() {
-    let h = PasswordHash::parse(&format!("$5$rounds=10$salt${}", "a".repeat(43)))
-        .expect("parses");
+    let h = PasswordHash::parse(&format!("$5$rounds=10$salt${}", "a".repeat(43))).expect("parses");
     assert!(matches!(h, PasswordHash::Sha256Crypt { rounds: 1000, .. }));
     assert!(PasswordHash::parse("$5$salt$tooshort").is_err());
     assert!(PasswordHash::parse("$2y$99$abc").is_err());

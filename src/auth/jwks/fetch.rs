@@ -73,7 +73,9 @@ async fn get(uri: &http::Uri, tls: Option<&PeerTls>, timeout: Duration) -> Resul
     let mut conn = connect(&PeerAddr::Tcp(addr), timeout, timeout, tls)
         .await
         .map_err(|e| e.to_string())?;
-    conn.send_full(&head, &[]).await.map_err(|e| e.to_string())?;
+    conn.send_full(&head, &[])
+        .await
+        .map_err(|e| e.to_string())?;
     let resp = conn
         .read_head(&head.method, timeout)
         .await
@@ -95,7 +97,9 @@ async fn get(uri: &http::Uri, tls: Option<&PeerTls>, timeout: Duration) -> Resul
 /// Refreshes `cache` from `source` every `every` and whenever an early
 /// refresh is granted, forever (the owner aborts the task on reload). A
 /// failed fetch or a bad document keeps the last good set; `on_error`
-/// hears why (for the log), as do skipped keys.
+/// hears why (for the log), as do skipped keys. The future is not `Send`
+/// (moongate's upstream client lives on current-thread runtimes): spawn it
+/// with `spawn_local` on a worker or the control thread.
 pub async fn refresh_loop(
     cache: Arc<JwksCache>,
     source: JwksSource,

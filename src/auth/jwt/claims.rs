@@ -111,11 +111,26 @@ mod tests {
         assert_eq!(c.header_value("admin"), Ok(Some("true".into())));
         assert_eq!(c.header_value("roles"), Ok(Some("a,b,3".into())));
         assert_eq!(c.header_value("absent"), Ok(None));
-        assert_eq!(c.header_value("obj"), Err(ClaimError::NotScalar("obj".into())));
-        assert_eq!(c.header_value("nul"), Err(ClaimError::NotScalar("nul".into())));
-        assert_eq!(c.header_value("arr_obj"), Err(ClaimError::NotScalar("arr_obj".into())));
-        assert_eq!(c.header_value("bad"), Err(ClaimError::ControlCharacter("bad".into())));
-        assert_eq!(c.header_value("tab"), Err(ClaimError::ControlCharacter("tab".into())));
+        assert_eq!(
+            c.header_value("obj"),
+            Err(ClaimError::NotScalar("obj".into()))
+        );
+        assert_eq!(
+            c.header_value("nul"),
+            Err(ClaimError::NotScalar("nul".into()))
+        );
+        assert_eq!(
+            c.header_value("arr_obj"),
+            Err(ClaimError::NotScalar("arr_obj".into()))
+        );
+        assert_eq!(
+            c.header_value("bad"),
+            Err(ClaimError::ControlCharacter("bad".into()))
+        );
+        assert_eq!(
+            c.header_value("tab"),
+            Err(ClaimError::ControlCharacter("tab".into()))
+        );
         assert_eq!(c.str("sub"), Some("u-1"));
         assert_eq!(c.str("n"), None);
     }

@@ -67,7 +67,11 @@ fn push_realm(out: &mut String, realm: Option<&str>) {
     if let Some(realm) = realm {
         out.push_str(" realm=\"");
         // A config value, but quote-safe anyway.
-        out.extend(realm.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()));
+        out.extend(
+            realm
+                .chars()
+                .filter(|c| *c != '"' && *c != '\\' && !c.is_control()),
+        );
         out.push('"');
     }
 }

@@ -74,9 +74,15 @@ mod tests {
 
     #[test]
     fn query_args() {
-        assert_eq!(query_arg("a=1&jwt=abc.d-f.g_h", "jwt").as_deref(), Some("abc.d-f.g_h"));
+        assert_eq!(
+            query_arg("a=1&jwt=abc.d-f.g_h", "jwt").as_deref(),
+            Some("abc.d-f.g_h")
+        );
         assert_eq!(query_arg("jwt=a%2Eb", "jwt").as_deref(), Some("a.b"));
-        assert!(matches!(query_arg("jwt=abc", "jwt"), Some(Cow::Borrowed("abc"))));
+        assert!(matches!(
+            query_arg("jwt=abc", "jwt"),
+            Some(Cow::Borrowed("abc"))
+        ));
         assert_eq!(query_arg("jwt=", "jwt"), None);
         assert_eq!(query_arg("jwtx=1", "jwt"), None);
         assert_eq!(query_arg("jwt=%FF", "jwt"), None);

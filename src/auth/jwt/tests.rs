@@ -28,13 +28,27 @@ pub(crate) fn generate_rsa() -> (String, String) {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run openssl ({e}): test.sh installs it"));
         if let Some(input) = input {
-            child.stdin.take().expect("stdin").write_all(input).expect("write");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input)
+                .expect("write");
         }
         let out = child.wait_with_output().expect("openssl output");
         assert!(out.status.success(), "openssl {args:?}: {out:?}");
         String::from_utf8(out.stdout).expect("PEM text")
     };
-    let private = run(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], None);
+    let private = run(
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ],
+        None,
+    );
     let public = run(&["pkey", "-pubout"], Some(private.as_bytes()));
     (private, public)
 }
@@ -61,19 +75,33 @@ fn each_algorithm_family_verifies_and_rejects_other_keys() {
     let (rsa_priv, rsa_pub) = generate_rsa();
     let claims = json!({"sub": "alice", "exp": NOW + 60});
     let cases = [
-        (Algorithm::HS256, EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
-         key_from_secret(b"0123456789abcdef0123456789abcdef", None)),
-        (Algorithm::ES256, EncodingKey::from_ec_pem(ec_priv.as_bytes()).expect("ec"),
-         key_from_pem(ec_pub.as_bytes(), None).expect("ec pub")),
-        (Algorithm::EdDSA, EncodingKey::from_ed_pem(ed_priv.as_bytes()).expect("ed"),
-         key_from_pem(ed_pub.as_bytes(), None).expect("ed pub")),
-        (Algorithm::RS256, EncodingKey::from_rsa_pem(rsa_priv.as_bytes()).expect("rsa"),
-         key_from_pem(rsa_pub.as_bytes(), None).expect("rsa pub")),
+        (
+            Algorithm::HS256,
+            EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+            key_from_secret(b"0123456789abcdef0123456789abcdef", None),
+        ),
+        (
+            Algorithm::ES256,
+            EncodingKey::from_ec_pem(ec_priv.as_bytes()).expect("ec"),
+            key_from_pem(ec_pub.as_bytes(), None).expect("ec pub"),
+        ),
+        (
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_pem(ed_priv.as_bytes()).expect("ed"),
+            key_from_pem(ed_pub.as_bytes(), None).expect("ed pub"),
+        ),
+        (
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(rsa_priv.as_bytes()).expect("rsa"),
+            key_from_pem(rsa_pub.as_bytes(), None).expect("rsa pub"),
+        ),
     ];
     for (alg, enc, dec) in cases {
         let token = sign(alg, None, &enc, &claims);
         let v = verifier(vec![dec.clone()], &[alg]);
-        let got = v.verify(&token, NOW).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+        let got = v
+            .verify(&token, NOW)
+            .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
         assert_eq!(got.str("sub"), Some("alice"));
         // One byte of the signature changed.
         let mut bad = token.clone().into_bytes();
@@ -85,19 +113,30 @@ fn each_algorithm_family_verifies_and_rejects_other_keys() {
         let parts: Vec<&str> = token.split('.').collect();
         let forged = URL_SAFE_NO_PAD.encode(br#"{"sub":"mallory","exp":1800000000}"#);
         let forged = format!("{}.{forged}.{}", parts[0], parts[2]);
-        assert_eq!(v.verify(&forged, NOW), Err(JwtError::BadSignature), "{alg:?}");
+        assert_eq!(
+            v.verify(&forged, NOW),
+            Err(JwtError::BadSignature),
+            "{alg:?}"
+        );
     }
     // A key of another family is never tried, whatever the token says.
     let rsa_key = key_from_pem(rsa_pub.as_bytes(), None).expect("rsa pub");
     let v = verifier(vec![rsa_key], &[Algorithm::RS256]);
-    let hs = sign(Algorithm::HS256, None, &EncodingKey::from_secret(rsa_pub.as_bytes()), &claims);
+    let hs = sign(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(rsa_pub.as_bytes()),
+        &claims,
+    );
     assert_eq!(v.verify(&hs, NOW), Err(JwtError::AlgorithmNotAllowed));
-    assert!(Verifier::new(VerifierConfig {
-        keys: vec![key_from_pem(ec_pub.as_bytes(), None).expect("ec")],
-        algorithms: vec![Algorithm::HS256],
-        ..VerifierConfig::default()
-    })
-    .is_err_and(|e| e.contains("HS256")));
+    assert!(
+        Verifier::new(VerifierConfig {
+            keys: vec![key_from_pem(ec_pub.as_bytes(), None).expect("ec")],
+            algorithms: vec![Algorithm::HS256],
+            ..VerifierConfig::default()
+        })
+        .is_err_and(|e| e.contains("HS256"))
+    );
 }
 
 #[test]
@@ -141,47 +180,107 @@ fn time_issuer_audience_and_required_claims() {
         c.as_object_mut().expect("object").remove(k);
         sign(Algorithm::HS256, None, &enc, &c)
     };
-    assert!(v.verify(&sign(Algorithm::HS512, None, &enc, &base), NOW).is_ok());
-    assert_eq!(v.verify(&sign(Algorithm::HS384, None, &enc, &base), NOW), Err(JwtError::AlgorithmNotAllowed));
+    assert!(
+        v.verify(&sign(Algorithm::HS512, None, &enc, &base), NOW)
+            .is_ok()
+    );
+    assert_eq!(
+        v.verify(&sign(Algorithm::HS384, None, &enc, &base), NOW),
+        Err(JwtError::AlgorithmNotAllowed)
+    );
     // exp with 30 s leeway: valid until exp + 30, refused from then on.
     assert!(v.verify(&with("exp", json!(NOW - 29)), NOW).is_ok());
-    assert_eq!(v.verify(&with("exp", json!(NOW - 30)), NOW), Err(JwtError::Expired));
-    assert_eq!(v.verify(&with("exp", json!("tomorrow")), NOW), Err(JwtError::Malformed("a time claim is not a number")));
+    assert_eq!(
+        v.verify(&with("exp", json!(NOW - 30)), NOW),
+        Err(JwtError::Expired)
+    );
+    assert_eq!(
+        v.verify(&with("exp", json!("tomorrow")), NOW),
+        Err(JwtError::Malformed("a time claim is not a number"))
+    );
     assert!(v.verify(&with("nbf", json!(NOW + 30)), NOW).is_ok());
-    assert_eq!(v.verify(&with("nbf", json!(NOW + 31)), NOW), Err(JwtError::NotYetValid));
-    assert_eq!(v.verify(&with("iss", json!("https://evil.example")), NOW), Err(JwtError::WrongIssuer));
-    assert_eq!(v.verify(&without("iss"), NOW), Err(JwtError::MissingClaim("iss".into())));
-    assert!(v.verify(&with("aud", json!(["other", "api2"])), NOW).is_ok());
-    assert_eq!(v.verify(&with("aud", json!(["other"])), NOW), Err(JwtError::WrongAudience));
-    assert_eq!(v.verify(&with("aud", json!("apix")), NOW), Err(JwtError::WrongAudience));
-    assert_eq!(v.verify(&without("aud"), NOW), Err(JwtError::MissingClaim("aud".into())));
-    assert_eq!(v.verify(&without("sub"), NOW), Err(JwtError::MissingClaim("sub".into())));
-    assert_eq!(v.verify(&without("exp"), NOW), Err(JwtError::MissingClaim("exp".into())));
+    assert_eq!(
+        v.verify(&with("nbf", json!(NOW + 31)), NOW),
+        Err(JwtError::NotYetValid)
+    );
+    assert_eq!(
+        v.verify(&with("iss", json!("https://evil.example")), NOW),
+        Err(JwtError::WrongIssuer)
+    );
+    assert_eq!(
+        v.verify(&without("iss"), NOW),
+        Err(JwtError::MissingClaim("iss".into()))
+    );
+    assert!(
+        v.verify(&with("aud", json!(["other", "api2"])), NOW)
+            .is_ok()
+    );
+    assert_eq!(
+        v.verify(&with("aud", json!(["other"])), NOW),
+        Err(JwtError::WrongAudience)
+    );
+    assert_eq!(
+        v.verify(&with("aud", json!("apix")), NOW),
+        Err(JwtError::WrongAudience)
+    );
+    assert_eq!(
+        v.verify(&without("aud"), NOW),
+        Err(JwtError::MissingClaim("aud".into()))
+    );
+    assert_eq!(
+        v.verify(&without("sub"), NOW),
+        Err(JwtError::MissingClaim("sub".into()))
+    );
+    assert_eq!(
+        v.verify(&without("exp"), NOW),
+        Err(JwtError::MissingClaim("exp".into()))
+    );
 }
 
 #[test]
 fn malformed_tokens_say_so() {
     let v = verifier(vec![key_from_secret(b"k", None)], &[Algorithm::HS256]);
-    let good = sign(Algorithm::HS256, None, &EncodingKey::from_secret(b"k"), &json!({}));
+    let good = sign(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(b"k"),
+        &json!({}),
+    );
     assert!(v.verify(&good, NOW).is_ok());
     let parts: Vec<&str> = good.split('.').collect();
     let none_hdr = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
     let cases = [
         ("", JwtError::Malformed("not three dot-separated parts")),
         ("a.b", JwtError::Malformed("not three dot-separated parts")),
-        ("a.b.c.d", JwtError::Malformed("not three dot-separated parts")),
+        (
+            "a.b.c.d",
+            JwtError::Malformed("not three dot-separated parts"),
+        ),
         ("!!.b.c", JwtError::Malformed("bad header")),
-        (&format!("{none_hdr}.{}.", parts[1]), JwtError::AlgorithmNotAllowed),
-        (&format!("{}.{}.", parts[0], parts[1]), JwtError::Malformed("signature is not base64url")),
-        (&format!("{}.{}.@@", parts[0], parts[1]), JwtError::Malformed("signature is not base64url")),
+        (
+            &format!("{none_hdr}.{}.", parts[1]),
+            JwtError::AlgorithmNotAllowed,
+        ),
+        (
+            &format!("{}.{}.", parts[0], parts[1]),
+            JwtError::Malformed("signature is not base64url"),
+        ),
+        (
+            &format!("{}.{}.@@", parts[0], parts[1]),
+            JwtError::Malformed("signature is not base64url"),
+        ),
     ];
     for (token, want) in cases {
         assert_eq!(v.verify(token, NOW), Err(want), "{token}");
     }
     // A correctly signed payload that is not an object.
     let msg = format!("{}.{}", parts[0], URL_SAFE_NO_PAD.encode(b"[1]"));
-    let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &EncodingKey::from_secret(b"k"), Algorithm::HS256)
-        .expect("sign");
+    let sig = jsonwebtoken::crypto::sign(
+        msg.as_bytes(),
+        &EncodingKey::from_secret(b"k"),
+        Algorithm::HS256,
+    )
+    .expect("sign");
     assert_eq!(
         v.verify(&format!("{msg}.{sig}"), NOW),
         Err(JwtError::Malformed("claims are not a JSON object"))
@@ -191,17 +290,40 @@ fn malformed_tokens_say_so() {
 #[test]
 fn kid_selects_among_inline_keys() {
     let v = verifier(
-        vec![key_from_secret(b"one", Some("k1".into())), key_from_secret(b"two", Some("k2".into()))],
+        vec![
+            key_from_secret(b"one", Some("k1".into())),
+            key_from_secret(b"two", Some("k2".into())),
+        ],
         &[Algorithm::HS256],
     );
-    let t2 = sign(Algorithm::HS256, Some("k2"), &EncodingKey::from_secret(b"two"), &json!({}));
+    let t2 = sign(
+        Algorithm::HS256,
+        Some("k2"),
+        &EncodingKey::from_secret(b"two"),
+        &json!({}),
+    );
     assert!(v.verify(&t2, NOW).is_ok());
-    let wrong = sign(Algorithm::HS256, Some("k1"), &EncodingKey::from_secret(b"two"), &json!({}));
+    let wrong = sign(
+        Algorithm::HS256,
+        Some("k1"),
+        &EncodingKey::from_secret(b"two"),
+        &json!({}),
+    );
     assert_eq!(v.verify(&wrong, NOW), Err(JwtError::BadSignature));
-    let unknown = sign(Algorithm::HS256, Some("k9"), &EncodingKey::from_secret(b"two"), &json!({}));
+    let unknown = sign(
+        Algorithm::HS256,
+        Some("k9"),
+        &EncodingKey::from_secret(b"two"),
+        &json!({}),
+    );
     assert_eq!(v.verify(&unknown, NOW), Err(JwtError::UnknownKid));
     // Without a kid every key of the family is tried.
-    let bare = sign(Algorithm::HS256, None, &EncodingKey::from_secret(b"two"), &json!({}));
+    let bare = sign(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(b"two"),
+        &json!({}),
+    );
     assert!(v.verify(&bare, NOW).is_ok());
 }
 
