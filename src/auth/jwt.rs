@@ -51,13 +51,12 @@ pub struct VerifierConfig {
     pub required_claims: Vec<String>,
 }
 
+type PemParser = fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>;
+
 /// A verification key from PEM text: an RSA, EC (P-256/P-384) or Ed25519
 /// public key (`PUBLIC KEY` or `RSA PUBLIC KEY`).
 pub fn key_from_pem(pem: &[u8], kid: Option<String>) -> Result<Key, String> {
-    let tries: [(
-        Family,
-        fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>,
-    ); 3] = [
+    let tries: [(Family, PemParser); 3] = [
         (Family::Rsa, DecodingKey::from_rsa_pem),
         (Family::Ec, DecodingKey::from_ec_pem),
         (Family::Ed, DecodingKey::from_ed_pem),
@@ -198,11 +197,10 @@ impl Verifier {
                 continue;
             }
             tried_any = true;
-            match jsonwebtoken::crypto::verify(sig, message, &key.key, alg) {
-                Ok(true) => return Ok(()),
-                // An error is a signature that cannot be decoded for this
-                // key (wrong length): as bad as a mismatch.
-                Ok(false) | Err(_) => {}
+            // An error is a signature that cannot be decoded for this key
+            // (wrong length): as bad as a mismatch.
+            if let Ok(true) = jsonwebtoken::crypto::verify(sig, message, &key.key, alg) {
+                return Ok(());
             }
         }
         if tried_any {
