@@ -7,4 +7,4 @@
 pub mod jwt;
 pub mod jwks;
 pub mod htpasswd;
-// pub mod consumer;
+pub mod consumer;
