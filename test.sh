@@ -21,6 +21,12 @@ command -v uwsgi >/dev/null || need_apt+=(uwsgi-core)
 # each test on a free port; Debian names its binary by PHP version
 # (/usr/sbin/php-fpm8.2, not on a user's PATH).
 compgen -G '/usr/sbin/php-fpm*' >/dev/null || need_apt+=(php-fpm)
+# Apache's htpasswd (Debian's apache2-utils) writes the bcrypt, SHA-crypt,
+# apr1 and {SHA} lines that src/auth/htpasswd/tests.rs verifies.
+command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
+# The openssl CLI generates the RSA keys of src/auth/jwt/tests.rs (ring,
+# which signs the other test keys, cannot generate RSA keys).
+command -v openssl >/dev/null || need_apt+=(openssl)
 # A real headless browser for the admin status page test
 # (tests/it/status_page.rs drives /usr/bin/chromium through chromedriver).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)

@@ -26,6 +26,8 @@
 //! - [`ngx`]: codecs, times and regexes behind that API (no Lua)
 //! - [`shdict`]: the stores behind `ngx.shared.DICT` (kept across reloads)
 //! - [`limit`]: token buckets and concurrency counters behind rate-limit zones
+//! - [`auth`]: JWT and JWKS verification, htpasswd checks and the consumer
+//!   index behind the authentication policies
 //! - [`cluster`]: cluster-wide buckets in Redis (`scope = "redis"` zones)
 //! - [`forward`]: forwarding and hop-by-hop header rules
 //! - [`grpc`]: gRPC's rules at the edge (own errors as gRPC statuses,
@@ -99,6 +101,7 @@ pub mod cache;
 pub mod ngx;
 pub mod shdict;
 pub mod limit;
+pub mod auth;
 pub mod cluster;
 pub mod forward;
 pub mod grpc;
