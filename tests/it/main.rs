@@ -42,6 +42,7 @@ mod cache_purge;
 mod cache_stream;
 mod cache_refresh;
 mod cache_conditional;
+mod compress;
 mod workers;
 mod examples;
 mod upgrade;
