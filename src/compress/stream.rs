@@ -20,6 +20,9 @@ use crate::body::{BoxError, ResponseBody};
 
 /// One encoder writing into memory: writes never wait, so every poll of it
 /// completes at once.
+// One per compressed response, inside the body's one box: boxing brotli's
+// large state again would be a second allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Encoder {
     Gzip(GzipEncoder<Vec<u8>>),
     Br(BrotliEncoder<Vec<u8>>),

@@ -104,7 +104,8 @@ fn identity_still_gets_vary() {
 fn left_alone() {
     let s = Settings::default();
     let big = || ResponseBody::full(vec![b'a'; 4096]);
-    let cases: Vec<(u16, Vec<(&str, &str)>, ResponseBody)> = vec![
+    type Case = (u16, Vec<(&'static str, &'static str)>, ResponseBody);
+    let cases: Vec<Case> = vec![
         (200, vec![("content-type", "image/png")], big()),
         (200, vec![], big()),
         (
