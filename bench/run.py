@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import datetime as dt
+import gzip
 import json
 import os
 import platform
@@ -188,6 +189,18 @@ BENCH_TOKEN = "bench-token-alice"   # -> user "alice", in both servers' token ta
 CACHE_VARS = {"CACHE_DIR": "@RUN_DIR@/nginx-cache", "MG_CACHE_DIR": "@RUN_DIR@/moongate-cache"}
 
 
+# The proxy-gzip scenario's compression, the same on both sides: gzip at
+# level 6 (zlib's default), these types, 1024 bytes at least.
+GZIP_TYPES = ("text/html text/plain text/css text/xml text/javascript application/javascript "
+              "application/json application/xml image/svg+xml")
+GZIP_VARS = {
+    "GZIP_LEVEL": "6",
+    "GZIP_MIN_LENGTH": "1024",
+    "GZIP_TYPES_NGINX": " ".join(t for t in GZIP_TYPES.split() if t != "text/html"),
+    "GZIP_TYPES_MOONGATE": ", ".join(f'"{t}"' for t in GZIP_TYPES.split()),
+}
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario(
         name="proxy",
@@ -224,6 +237,27 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
         h2=True,
         needs=("/usr/bin/h2load",),
         needs_hint="apt-get install -y nghttp2-client",
+    ),
+    Scenario(
+        name="proxy-gzip",
+        summary="the proxy scenario compressing a 10 KB HTML page with gzip on the way out: "
+                "nginx `gzip on` vs moongate `compress = {...}`, level 6, the same types and "
+                "min length; GET /page with Accept-Encoding: gzip",
+        nginx="proxy-gzip.conf",
+        moongate="proxy-gzip.toml",
+        path="/page",
+        headers={"Accept-Encoding": "gzip"},
+        vars=GZIP_VARS,
+        expect_headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+        baseline="proxy-page",
+    ),
+    Scenario(
+        name="proxy-page",
+        summary="proxy-gzip without compression (the client asks for none): its baseline",
+        nginx="proxy-gzip.conf",
+        moongate="proxy-gzip.toml",
+        path="/page",
+        vars=GZIP_VARS,
     ),
     Scenario(
         name="proxy-api",
@@ -402,6 +436,19 @@ def port_open(port: int) -> bool:
 
 
 TEMPLATE_VAR = re.compile(r"@([A-Z][A-Z0-9_]*)@")
+
+
+def page_10k() -> str:
+    """The origin's /page: about 10 KB of HTML, as compressible as a real page
+    (repeated markup, varying numbers); a file the origin serves."""
+    rows, i = [], 0
+    head = "<!doctype html><html><head><title>bench page</title></head><body><table>\n"
+    tail_ = "</table></body></html>\n"
+    while len(head) + sum(map(len, rows)) + len(tail_) < 10_240:
+        rows.append(f"<tr><td class=id>{i}</td><td class=name>widget-{i:04d}</td>"
+                    f"<td class=price>{(i * 37) % 1000 / 10:.2f}</td><td>in stock</td></tr>\n")
+        i += 1
+    return head + "".join(rows) + tail_
 
 
 def render(template: Path, dest: Path, values: dict[str, str]) -> None:
@@ -1360,7 +1407,11 @@ class Run:
 
     def start_origin(self) -> None:
         d = self.dir / "origin"
-        self.origin = self.start_with_port(self.nginx_server("origin", "origin.conf", d, {}, None))
+        # nginx takes no 10 KB string in its config: /page is a file.
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "page.html").write_text(page_10k())
+        values = {"PAGE_FILE": str(d / "page.html")}
+        self.origin = self.start_with_port(self.nginx_server("origin", "origin.conf", d, values, None))
         self.origin_port = self.origin.port
         status, body, _ = http_get(f"http://{HOST}:{self.origin_port}/hello")
         if status != 200 or len(body) != 100:
@@ -1390,7 +1441,11 @@ class Run:
             for i in range(max(5 if thorough else 1, 2 if sc.warm_headers else 1)):
                 try:
                     status, body, hdrs = http_get(server.url(sc.path), sc.headers, timeout)
-                except OSError as e:
+                    # Two gzip encoders need not make the same bytes: the
+                    # content is what must be alike.
+                    if {k.lower(): v for k, v in hdrs.items()}.get("content-encoding") == "gzip":
+                        body = gzip.decompress(body)
+                except (OSError, EOFError) as e:
                     problems.append(f"{srv}: GET {server.url(sc.path)} failed: {e}")
                     break
                 if status != sc.expect_status:

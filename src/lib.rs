@@ -38,6 +38,8 @@
 //! - [`upstream`]: peers, balancers, pooled connections, our HTTP/1.1
 //!   client, HTTP/2 and gRPC, uwsgi, FastCGI, TLS to peers, retries
 //! - [`static_files`]: `root` routes
+//! - [`compress`]: response compression (`compress = {...}`: gzip, br,
+//!   zstd by `Accept-Encoding`, streamed), the last filter on a response
 //! - [`body`]: request/response body types and their limits
 //! - [`error`]: the request path's error type and its status mapping
 //! - [`error_page`]: the one format of moongate's own error answers
@@ -109,6 +111,7 @@ pub mod conditional;
 pub mod vars;
 pub mod upstream;
 pub mod static_files;
+pub mod compress;
 pub mod body;
 pub mod error;
 pub mod error_page;

@@ -20,6 +20,8 @@
 //! 8. Lua `header_filter`; the Lua `log` handler and the access log run
 //!    when the body has been sent (concurrency places are released, and
 //!    the request counted in its route's metrics, then)
+//! 9. response compression (`crate::compress`), over whatever body the
+//!    steps before made
 //!
 //! moongate's own error answers get their body last, in the format the
 //! client's `Accept` prefers ([`crate::error_page`]).
@@ -286,6 +288,13 @@ fn routed<'a, 's: 'a>(
         // yet (`ngx.req.read_body()` after output): the body stays with it.
         let take_body = !(streaming && lua_response.is_some());
         let (parts, body) = held.release(keep_head, take_body);
+        // What compression the request allows, read from its final head;
+        // a subrequest's body goes to Lua, not to a client: never encoded.
+        let compress = entry
+            .compress
+            .as_deref()
+            .filter(|_| lineage.depth == 0)
+            .and_then(|c| Some((c, c.offer(&parts)?)));
 
         // 7. Target.
         let mut to_store = None;
@@ -372,6 +381,11 @@ fn routed<'a, 's: 'a>(
             .filter(|_| !entry.lua.body_filter.is_empty())
         {
             crate::lua::body_filter::filter(&mut resp, &lua.vm, &lua.ctx, &entry.lua.body_filter);
+        }
+        // 9. Compression, last: over what the body filters made, and over
+        // the cache's identity body on a HIT as on a MISS.
+        if let Some((settings, offer)) = compress {
+            settings.apply(offer, &mut resp);
         }
         Ok(resp)
     }

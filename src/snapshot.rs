@@ -82,6 +82,8 @@ pub struct RouteEntry {
     pub cache: Option<Arc<cache::Zone>>,
     /// Protocols a client may upgrade to (lowercase, never `h2c`).
     pub upgrade: Vec<String>,
+    /// Response compression; `None` when off (one check per response).
+    pub compress: Option<Arc<crate::compress::Settings>>,
     /// The route's first exact host (`$server_name`).
     pub server_name: Option<Arc<str>>,
     /// The route's `path_regex` (its captures are `ngx.var[N]`).
@@ -279,6 +281,7 @@ pub fn compile(
                 limits: route_limits,
                 cache: route_cache,
                 upgrade: route.upgrade,
+                compress: route.compress,
                 server_name,
                 path_regex,
                 request_id_header,

@@ -14,6 +14,9 @@ use toml::Spanned;
 
 use super::units::{Dur, Size};
 
+mod compress;
+pub use compress::RawCompress;
+
 /// One conf.d file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,6 +214,8 @@ pub struct RawServer {
     pub access_log_fields: Option<Spanned<Vec<Spanned<String>>>>,
     /// Where to write the pid for `moongate reload`.
     pub pid_file: Option<Spanned<String>>,
+    /// Response compression for every route that sets none of its own.
+    pub compress: Option<Spanned<RawCompress>>,
     /// `[[server.tls]]`, appended across files.
     #[serde(default)]
     pub tls: Vec<Spanned<RawTls>>,
@@ -237,6 +242,7 @@ impl RawServer {
             access_log,
             access_log_fields,
             pid_file,
+            compress,
             tls: _,
         } = self;
         listen.is_some()
@@ -256,6 +262,7 @@ impl RawServer {
             || access_log.is_some()
             || access_log_fields.is_some()
             || pid_file.is_some()
+            || compress.is_some()
     }
 }
 
@@ -467,6 +474,8 @@ pub struct RawRoute {
     pub cache: Option<Spanned<String>>,
     /// Protocols a client may upgrade to through the route (default: websocket).
     pub upgrade: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Response compression; its keys override `[server]`'s.
+    pub compress: Option<Spanned<RawCompress>>,
 }
 
 /// One entry of a route's `policies`: option name → value (`use` among them).

@@ -616,6 +616,9 @@ pub struct Route {
     /// switch to through this route; any other `Upgrade` is not forwarded.
     /// Never `h2c`.
     pub upgrade: Vec<String>,
+    /// Response compression (the route's `compress` keys over
+    /// `[server]`'s); `None` when off.
+    pub compress: Option<std::sync::Arc<crate::compress::Settings>>,
 }
 
 /// `[cache.NAME]`: a two-level proxy cache zone.

@@ -9,6 +9,7 @@
 //! the one rule for relative paths and checks, last, that the files named exist.
 
 mod cache;
+mod compress;
 mod health;
 mod limit;
 mod listeners;
@@ -111,10 +112,18 @@ pub(crate) fn validate(
         }
     }
 
+    // `[server]`'s compress table, checked even when no route uses it.
+    let server_compress = parsed.iter().find_map(|(src, raw)| {
+        let table = raw.server.as_ref()?.get_ref().compress.as_ref()?;
+        Some((*src, table))
+    });
+    compress::settings(server_compress, None)?;
     let mut routes = Vec::new();
     for (src, raw) in &parsed {
         for def in &raw.route {
-            let route = route::route(src, def, &upstreams, &limits, &caches, &mut paths)?;
+            let mut route = route::route(src, def, &upstreams, &limits, &caches, &mut paths)?;
+            let own = def.get_ref().compress.as_ref().map(|t| (*src, t));
+            route.compress = compress::settings(server_compress, own)?;
             routes.push(route);
         }
     }

@@ -7,6 +7,8 @@ use std::path::Path;
 use http::HeaderMap;
 use http::header;
 
+use crate::compress::quality;
+
 /// Files smaller than this are sent as they are: compression would save
 /// little and cost a round of CPU and framing.
 pub(super) const MIN_COMPRESS_LEN: u64 = 256;
@@ -101,34 +103,6 @@ pub(super) fn accepted(headers: &HeaderMap) -> Vec<Encoding> {
     out.into_iter().map(|(_, enc)| enc).collect()
 }
 
-/// The q-value in thousandths from an element's parameters; 1000 when absent,
-/// `None` when malformed.
-fn quality<'a>(params: impl Iterator<Item = &'a str>) -> Option<u16> {
-    let mut q = 1000;
-    for param in params {
-        let (name, value) = param.split_once('=')?;
-        if !name.trim().eq_ignore_ascii_case("q") {
-            continue;
-        }
-        q = parse_qvalue(value.trim())?;
-    }
-    Some(q)
-}
-
-/// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )`
-fn parse_qvalue(text: &str) -> Option<u16> {
-    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let thousandths: u16 = format!("{frac:0<3}").parse().ok()?;
-    match int {
-        "0" => Some(thousandths),
-        "1" if thousandths == 0 => Some(1000),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,16 +130,6 @@ mod tests {
         assert_eq!(acc("identity"), Vec::<Encoding>::new());
         assert_eq!(acc("gzip;q=2, br;q=abc"), Vec::<Encoding>::new());
         assert_eq!(acc(""), Vec::<Encoding>::new());
-    }
-
-    #[test]
-    fn qvalues() {
-        assert_eq!(parse_qvalue("0"), Some(0));
-        assert_eq!(parse_qvalue("0.5"), Some(500));
-        assert_eq!(parse_qvalue("0.125"), Some(125));
-        assert_eq!(parse_qvalue("1.000"), Some(1000));
-        assert_eq!(parse_qvalue("1.5"), None);
-        assert_eq!(parse_qvalue("0.1234"), None);
     }
 
     #[test]

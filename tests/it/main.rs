@@ -43,6 +43,8 @@ mod cache_purge;
 mod cache_stream;
 mod cache_refresh;
 mod cache_conditional;
+mod compress;
+mod compress_config;
 mod workers;
 mod examples;
 mod upgrade;

@@ -150,6 +150,8 @@ pub(super) fn route(
         limits,
         cache,
         upgrade,
+        // Set by the caller, which knows `[server]`'s table.
+        compress: None,
         place,
         hosts,
         path,
