@@ -14,12 +14,24 @@ pub mod schema;
 pub mod api_key;
 pub mod ip;
 pub mod request_id;
+pub mod cors;
+pub mod redirect;
+pub mod request_size;
+pub mod user_agent;
 pub mod docs;
 
 pub use schema::{Kind, OptionSpec};
 
 /// Every bundled policy, in the order the docs list them.
-pub const REGISTRY: &[&Descriptor] = &[&api_key::POLICY, &ip::POLICY, &request_id::POLICY];
+pub const REGISTRY: &[&Descriptor] = &[
+    &api_key::POLICY,
+    &ip::POLICY,
+    &request_id::POLICY,
+    &cors::POLICY,
+    &redirect::POLICY,
+    &request_size::POLICY,
+    &user_agent::POLICY,
+];
 
 /// A phase a policy runs in (the request phases a route's Lua has).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

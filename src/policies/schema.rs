@@ -253,9 +253,16 @@ fn template(text: &str) -> Result<(), String> {
 }
 
 fn regex(pattern: &str) -> Result<(), String> {
-    regex::Regex::new(pattern)
-        .map(|_| ())
-        .map_err(|e| format!("`{pattern}` is not a valid regex: {e}"))
+    regex::Regex::new(pattern).map(|_| ()).map_err(|e| {
+        // The crate's message draws the pattern over several lines; its
+        // last line says what is wrong.
+        let text = e.to_string();
+        let why = text.lines().last().unwrap_or_default();
+        format!(
+            "`{pattern}` is not a valid regex: {}",
+            why.trim_start_matches("error: ")
+        )
+    })
 }
 
 /// Kong's rule: an entry of only URL characters is an exact origin,

@@ -54,3 +54,4 @@ mod upstream_fastcgi;
 mod listen;
 mod metrics;
 mod status_page;
+mod policies_cors;
