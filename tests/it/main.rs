@@ -55,3 +55,6 @@ mod listen;
 mod metrics;
 mod status_page;
 mod policies_cors;
+mod policies_redirect;
+mod policies_request_size;
+mod policies_user_agent;
