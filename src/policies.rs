@@ -18,6 +18,8 @@ pub mod cors;
 pub mod redirect;
 pub mod request_size;
 pub mod user_agent;
+pub mod request_transform;
+pub mod response_transform;
 pub mod docs;
 
 pub use schema::{Kind, OptionSpec};
@@ -31,6 +33,8 @@ pub const REGISTRY: &[&Descriptor] = &[
     &redirect::POLICY,
     &request_size::POLICY,
     &user_agent::POLICY,
+    &request_transform::POLICY,
+    &response_transform::POLICY,
 ];
 
 /// A phase a policy runs in (the request phases a route's Lua has).

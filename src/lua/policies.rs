@@ -11,15 +11,18 @@ use super::program::LoadedScript;
 use crate::config::Policy;
 use crate::policies::{self, Implementation};
 
+/// Lua modules the policies share (`require "policies.NAME"`).
+const HELPERS: [(&str, &str); 1] = [("template", include_str!("../../lua/policies/template.lua"))];
+
 /// Registers `policies.NAME` in `package.preload`, and the per-VM cache
 /// of policy objects the generated handlers use.
 pub fn install(lua: &Lua) -> mlua::Result<()> {
     let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
-    for d in crate::policies::REGISTRY {
-        let Implementation::Lua(source) = d.implementation else {
-            continue;
-        };
-        let name = d.name;
+    let lua_policies = (crate::policies::REGISTRY.iter()).filter_map(|d| match d.implementation {
+        Implementation::Lua(source) => Some((d.name, source)),
+        Implementation::Native(_) => None,
+    });
+    for (name, source) in lua_policies.chain(HELPERS) {
         let chunk = lua
             .load(source)
             .set_name(format!("@lua/policies/{name}.lua"))
@@ -159,6 +162,16 @@ mod tests {
                 .set_name(d.name)
                 .into_function()
                 .unwrap_or_else(|e| panic!("{}: {e}", d.name));
+        }
+        for (name, source) in HELPERS {
+            assert!(
+                crate::policies::find(name).is_none(),
+                "policies.{name} is both a helper and a policy"
+            );
+            lua.load(source)
+                .set_name(name)
+                .into_function()
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 }

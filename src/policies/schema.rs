@@ -47,6 +47,8 @@ pub enum Kind {
     ArgTemplates,
     /// A table of old header name → new header name.
     HeaderRenames,
+    /// A table of old query argument name → new name.
+    ArgRenames,
 }
 
 impl Kind {
@@ -73,6 +75,7 @@ impl Kind {
             Kind::HeaderTemplates => "table: header → `$var` template".into(),
             Kind::ArgTemplates => "table: query arg → `$var` template".into(),
             Kind::HeaderRenames => "table: header → new header name".into(),
+            Kind::ArgRenames => "table: query arg → new name".into(),
         }
     }
 }
@@ -209,19 +212,25 @@ pub fn check_value(spec: &OptionSpec, v: &toml::Value) -> Result<(), String> {
             }
         }),
         Kind::Origins => each_str(v, want, origin),
-        Kind::HeaderTemplates | Kind::ArgTemplates | Kind::HeaderRenames => {
+        Kind::HeaderTemplates | Kind::ArgTemplates | Kind::HeaderRenames | Kind::ArgRenames => {
             let table = v.as_table().ok_or_else(want)?;
+            let headers = matches!(spec.kind, Kind::HeaderTemplates | Kind::HeaderRenames);
             for (name, value) in table {
-                if !matches!(spec.kind, Kind::ArgTemplates) {
+                if headers {
                     header(name)?;
+                } else if name.is_empty() {
+                    return Err("a query argument name is empty".into());
                 }
                 let text = value
                     .as_str()
                     .ok_or_else(|| format!("`{name}`: {}", want()))?;
-                if matches!(spec.kind, Kind::HeaderRenames) {
-                    header(text)?;
-                } else {
-                    template(text).map_err(|e| format!("`{name}`: {e}"))?;
+                match spec.kind {
+                    Kind::HeaderRenames => header(text)?,
+                    Kind::ArgRenames if text.is_empty() => {
+                        return Err(format!("`{name}`: the new name is empty"));
+                    }
+                    Kind::ArgRenames => {}
+                    _ => template(text).map_err(|e| format!("`{name}`: {e}"))?,
                 }
             }
             Ok(())

@@ -57,4 +57,5 @@ mod status_page;
 mod policies_cors;
 mod policies_redirect;
 mod policies_request_size;
+mod policies_transform;
 mod policies_user_agent;
