@@ -93,7 +93,8 @@ function M:access()
 end
 
 function M:header_filter()
-    if ngx.ctx[self] then return end -- the preflight answer has its headers
+    -- A preflight's answer has its headers (ngx.ctx only looked at then).
+    if ngx.req.get_method() == "OPTIONS" and ngx.ctx[self] then return end
     if self.echo then add_vary("Origin") end
     local origin = ngx.var.http_origin
     if not origin or not self:allowed(origin) then return end

@@ -21,7 +21,9 @@ function M:rewrite()
     end
     if ngx.var.scheme == "https" then return end
     local host = ngx.var.host
-    if host:find(":", 1, true) then host = "[" .. host .. "]" end
+    if host:find(":", 1, true) and host:byte(1) ~= 91 then -- IPv6, bare
+        host = "[" .. host .. "]"
+    end
     if self.https_port ~= 443 then host = host .. ":" .. self.https_port end
     return ngx.redirect("https://" .. host .. ngx.var.request_uri, self.status)
 end

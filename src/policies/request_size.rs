@@ -8,7 +8,7 @@ use super::{Descriptor, Implementation, Kind, Native, OptionSpec, Phase};
 /// The descriptor.
 pub const POLICY: Descriptor = Descriptor {
     name: "request_size",
-    phases: &[Phase::Access],
+    phases: &[Phase::Rewrite],
     options: &[OptionSpec::new(
         "max_body_size",
         Kind::Size,
@@ -19,7 +19,7 @@ pub const POLICY: Descriptor = Descriptor {
     docs: "Overrides `[server] client_max_body_size` for the route, lower or higher: a \
 request declaring a larger `Content-Length` gets 413 before anything runs, and a \
 chunked body is cut off with 413 (or its upstream try fails) once it passes the limit. \
-Applied natively as soon as the route is found, before the route's Lua phases.",
+Applied natively as soon as the route is found, before the rewrite phase and any Lua.",
     example: r#"{ use = "request_size", max_body_size = "64KiB" }"#,
     kong: "request-size-limiting",
     apisix: "client-control",

@@ -102,6 +102,59 @@ async fn redirects_to_https_and_to_templates() {
     assert_eq!(origin.hits(), 1);
 }
 
+/// `http_to_https` leaves requests that came over TLS alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_requests_pass() {
+    let origin = Origin::named("origin").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let pem = crate::tls::self_signed(&["shop.test"]);
+    let cert = crate::tls::write_pair(dir.path(), "shop", &pem);
+    let mg = Moongate::start(&format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 1
+access_log = "off"
+
+[[server.tls]]
+listen = "127.0.0.1:0"
+certs = [{cert}]
+
+[upstream.o]
+servers = [{{ addr = "{}" }}]
+
+[[route]]
+path = "/"
+upstream = "o"
+policies = [{{ use = "redirect", http_to_https = true }}]
+"#,
+        origin.addr
+    ));
+    let r = get(&mg, "/a?b=1", &[("host", "shop.test")]).await;
+    assert_eq!(r.status(), 301);
+    assert_eq!(location(&r), "https://shop.test/a?b=1");
+    assert_eq!(origin.hits(), 0);
+
+    crate::support::install_crypto();
+    let addr = mg.https[0];
+    let tls = reqwest::Client::builder()
+        .no_proxy()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.cert.as_bytes()).expect("pem"))
+        .resolve("shop.test", addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("tls client");
+    let r = tls
+        .get(format!("https://shop.test:{}/a?b=1", addr.port()))
+        .send()
+        .await
+        .expect("GET over TLS");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "origin");
+    assert_eq!(origin.hits(), 1);
+}
+
 #[test]
 fn config_errors_name_file_and_line() {
     let route = |entry: &str| {
