@@ -23,6 +23,10 @@ pub enum Kind {
     },
     /// One of the listed integers (e.g. redirect statuses).
     IntOneOf(&'static [i64]),
+    /// One of the listed strings (e.g. an algorithm's name).
+    OneOf(&'static [&'static str]),
+    /// A duration (`"250ms"`, `"30s"`, `"5m"`), as everywhere in conf.d.
+    Duration,
     /// true or false.
     Bool,
     /// A list of strings.
@@ -63,6 +67,14 @@ impl Kind {
                 "one of {}",
                 v.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
             ),
+            Kind::OneOf(v) => format!(
+                "one of {}",
+                v.iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Kind::Duration => "duration (\"30s\")".into(),
             Kind::Bool => "boolean".into(),
             Kind::StrList => "list of strings".into(),
             Kind::Cidrs => "list of IPs / CIDRs".into(),
@@ -188,6 +200,12 @@ pub fn check_value(spec: &OptionSpec, v: &toml::Value) -> Result<(), String> {
             Some(n) if allowed.contains(&n) => Ok(()),
             _ => Err(want()),
         },
+        Kind::OneOf(allowed) => match v.as_str() {
+            Some(s) if allowed.contains(&s) => Ok(()),
+            Some(s) => Err(format!("`{s}` is not {}", spec.kind.describe())),
+            None => Err(want()),
+        },
+        Kind::Duration => crate::config::parse_duration(v.as_str().ok_or_else(want)?).map(|_| ()),
         Kind::Bool => v.as_bool().map(|_| ()).ok_or_else(want),
         Kind::StrList => each_str(v, want, |_| Ok(())),
         Kind::Cidrs => each_str(v, want, |c| {
@@ -301,6 +319,8 @@ mod tests {
         OptionSpec::new("to", Kind::Template, "target").required(),
         OptionSpec::new("nets", Kind::Cidrs, "networks"),
         OptionSpec::new("deny", Kind::Regexes, "patterns"),
+        OptionSpec::new("alg", Kind::OneOf(&["HS256", "RS256"]), "algorithm"),
+        OptionSpec::new("ttl", Kind::Duration, "lifetime"),
     ];
     const TEST: Descriptor = Descriptor {
         name: "t",
@@ -357,6 +377,13 @@ mod tests {
             "{}",
             e.1
         );
+        let e = checked("to = \"/\"\nalg = \"none\"").unwrap_err();
+        assert_eq!(e.1, "`alg`: `none` is not one of \"HS256\", \"RS256\"");
+        assert!(checked("to = \"/\"\nalg = \"RS256\"\nttl = \"5m\"").is_ok());
+        let e = checked("to = \"/\"\nttl = \"5 fortnights\"").unwrap_err();
+        assert!(e.1.starts_with("`ttl`: "), "{}", e.1);
+        let e = checked("to = \"/\"\nttl = 5").unwrap_err();
+        assert_eq!(e.1, "`ttl`: expected duration (\"30s\")");
         let e = checked("to = \"/\"\nname = \"bad header\"").unwrap_err();
         assert_eq!(e.1, "`name`: `bad header` is not a valid header name");
     }
