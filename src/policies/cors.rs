@@ -44,7 +44,8 @@ the upstream; a plain `OPTIONS` goes upstream. Other responses get \
 `Access-Control-Allow-Origin` (and `-Credentials`, `-Expose-Headers`) when their `Origin` \
 is allowed; an origin not allowed gets none of them, so the browser refuses the answer. \
 `Vary: Origin` is added to every answer whose headers depend on the `Origin` (any \
-`origins` but `[\"*\"]` alone, or `credentials`), so a cache keeps one variant per origin.",
+`origins` but `[\"*\"]` alone, or `credentials`), so a cache keeps one variant per origin. The headers are made per request in the header \
+filter, after moongate's own cache: a cached answer gets the asking origin's headers.",
     example: r#"{ use = "cors", origins = ["https://app.example.com", "https://.*\\.example\\.org"], credentials = true, max_age = 600 }"#,
     kong: "cors",
     apisix: "cors",

@@ -186,6 +186,58 @@ async fn actual_requests_get_the_headers_their_origin_allows() {
     assert_eq!(origin.hits(), 4);
 }
 
+/// Behind the route's cache: the CORS headers are made per request by the
+/// header filter, so a hit stored for one origin answers another with its
+/// own (or none), and the upstream is asked once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_get_each_requests_cors_headers() {
+    let origin = Origin::start(|_req| async {
+        Response::builder()
+            .header("cache-control", "public, max-age=60")
+            .body(Full::new(Bytes::from_static(b"cached")))
+            .expect("reply")
+    })
+    .await;
+    let mg = Moongate::start(&format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 1
+access_log = "off"
+
+[upstream.o]
+servers = [{{ addr = "{}" }}]
+
+[cache.pages]
+memory = "1MiB"
+
+[[route]]
+path = "/"
+upstream = "o"
+cache = "pages"
+policies = [{{ use = "cors", origins = ["https://a.test", "https://b.test"] }}]
+"#,
+        origin.addr
+    ));
+    for (from, allowed) in [
+        ("https://a.test", Some("https://a.test")),
+        ("https://b.test", Some("https://b.test")),
+        ("https://evil.test", None),
+        ("https://a.test", Some("https://a.test")),
+    ] {
+        let r = client()
+            .get(mg.url("/page"))
+            .header("origin", from)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "access-control-allow-origin"), allowed, "{from}");
+        assert_eq!(vary(&r), "Origin", "{from}");
+        assert_eq!(r.text().await.expect("body"), "cached");
+    }
+    assert_eq!(origin.hits(), 1, "the later answers came from the cache");
+}
+
 #[test]
 fn config_errors_name_file_and_line() {
     let route = |entry: &str| {
