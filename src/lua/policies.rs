@@ -151,6 +151,52 @@ mod tests {
         assert_eq!(y.get::<i64>("z").ok(), Some(3));
     }
 
+    /// Each Lua policy has a method for every phase its descriptor names
+    /// (the generated handlers call `p:PHASE()`).
+    #[test]
+    fn lua_policies_have_their_descriptors_phase_methods() {
+        let lua = Lua::new();
+        let preload: Table = (lua.globals().get::<Table>("package"))
+            .and_then(|p| p.get("preload"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stub = lua
+            .create_function(|lua, ()| lua.create_table())
+            .unwrap_or_else(|e| panic!("{e}"));
+        preload
+            .set("moongate", stub)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (name, source) in HELPERS {
+            let chunk = lua.load(source).set_name(name).into_function();
+            preload
+                .set(
+                    format!("policies.{name}"),
+                    chunk.unwrap_or_else(|e| panic!("{e}")),
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for d in crate::policies::REGISTRY {
+            let Implementation::Lua(source) = d.implementation else {
+                continue;
+            };
+            let module: Table = (lua.load(source).set_name(d.name).eval())
+                .unwrap_or_else(|e| panic!("{}: {e}", d.name));
+            assert!(
+                module.get::<mlua::Function>("new").is_ok(),
+                "{}: new",
+                d.name
+            );
+            for phase in d.phases {
+                assert!(
+                    module.get::<mlua::Function>(phase.name()).is_ok(),
+                    "{} runs in {} but has no `{}` method",
+                    d.name,
+                    phase.name(),
+                    phase.name()
+                );
+            }
+        }
+    }
+
     #[test]
     fn every_bundled_policy_compiles() {
         let lua = Lua::new();
