@@ -313,6 +313,14 @@ impl RequestBody {
         }
     }
 
+    /// Changes the size limit (a route's own, once it is known); what was
+    /// read so far counts against it.
+    pub fn set_limit(&mut self, limit: u64) {
+        if self.inner.is_some() {
+            self.limit = limit;
+        }
+    }
+
     /// A counter of the bytes read from the client's body from now on,
     /// for the access log; `None` when no byte is to come (only a body
     /// still to be read pays for the counter).

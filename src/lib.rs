@@ -20,6 +20,8 @@
 //! - [`route`]: host/path/method routing table and rewrites
 //! - [`lua`]: ngx_lua-style phase handlers (rewrite, access, content,
 //!   header_filter, log) and the `ngx` API
+//! - [`policies`]: the bundled policies' descriptors (name, phases, option
+//!   schema, docs, implementation) and their registry
 //! - [`throttle`]: a route's rate-limit zones on the request path
 //! - [`cache`]: the two-level proxy cache (`[cache.NAME]` zones: L1 in
 //!   memory, L2 on disk; looked up before the upstream, stored after)
@@ -98,6 +100,7 @@ pub mod interim;
 pub mod proxy;
 pub mod route;
 pub mod lua;
+pub mod policies;
 pub mod throttle;
 pub mod cache;
 pub mod ngx;

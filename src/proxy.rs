@@ -198,6 +198,9 @@ fn routed<'a, 's: 'a>(
                 Err(answer) => return Ok(*answer),
             };
             *route = Some(entry);
+            if let Some(limit) = entry.body_limit {
+                checks::route_body_limit(&parts, &mut body, limit)?;
+            }
             if rq.log.has(Field::Route) {
                 rq.route = Some(entry.name.clone());
             }

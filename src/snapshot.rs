@@ -32,7 +32,9 @@ pub use summary::RouteSummary;
 pub struct Snapshot {
     /// Counts successful loads, starting at 1.
     pub generation: u64,
-    /// `[server]` settings (timeouts, limits, trusted proxies, logging).
+    /// `[server]` settings (timeouts, limits, trusted proxies, logging);
+    /// `client_max_body_size` is the limit applied before routing: the
+    /// largest any route allows (see [`RouteEntry::body_limit`]).
     pub server: config::Server,
     /// The routing table.
     pub router: Router<RouteEntry>,
@@ -92,6 +94,10 @@ pub struct RouteEntry {
     /// `request_id`): the `request_id` policy's `header`, else
     /// `X-Request-Id`.
     pub request_id_header: http::HeaderName,
+    /// The route's own request-body limit (a `request_size` policy, or
+    /// `client_max_body_size` where another route raised the limit applied
+    /// before routing); None: the one applied before routing stands.
+    pub body_limit: Option<u64>,
 }
 
 /// Where a routed request goes.
@@ -202,9 +208,19 @@ pub fn compile(
         previous.map(|p| p.lua.as_ref()),
         metrics,
     )?;
+    // Before routing only the largest limit any route allows can be
+    // applied; routes allowing less apply theirs once found.
+    let route_body_limits: Vec<Option<u64>> = (config.routes.iter())
+        .map(|r| route_body_limit(&r.lua.policies))
+        .collect();
+    let server_body_limit = config.server.client_max_body_size;
+    let before_route =
+        (route_body_limits.iter().flatten().copied()).fold(server_body_limit, u64::max);
     let mut specs = Vec::with_capacity(config.routes.len());
     let summaries = config.routes.iter().map(RouteSummary::of).collect();
     for (index, (route, lua_phases)) in config.routes.into_iter().zip(phases).enumerate() {
+        let body_limit = Some(route_body_limits[index].unwrap_or(server_body_limit))
+            .filter(|l| *l != before_route);
         let name = route.name;
         let target = match route.target {
             RouteTarget::Upstream(up_name) => {
@@ -285,6 +301,7 @@ pub fn compile(
                 server_name,
                 path_regex,
                 request_id_header,
+                body_limit,
             },
         });
     }
@@ -305,7 +322,10 @@ pub fn compile(
 
     Ok(Snapshot {
         generation,
-        server: config.server,
+        server: config::Server {
+            client_max_body_size: before_route,
+            ..config.server
+        },
         router: Router::new(specs),
         routes: summaries,
         upstreams,
@@ -319,6 +339,14 @@ pub fn compile(
         caches,
         redis: config.redis,
     })
+}
+
+/// The body limit of a route's `request_size` policy, if it has one.
+fn route_body_limit(policies: &[config::Policy]) -> Option<u64> {
+    use crate::policies::request_size;
+    (policies.iter().rev())
+        .find(|p| p.name == request_size::POLICY.name)
+        .and_then(|p| request_size::max_body_size(&p.options))
 }
 
 /// The header a route's `request_id` policy keeps the request's id in

@@ -1,6 +1,6 @@
-//! The bundled policies of `lua/policies/` (API key, IP allow/deny,
-//! request id), compiled into the binary so they work wherever moongate
-//! runs, and the handlers generated for a route's `policies = [...]`: each
+//! The Lua side of the bundled policies (`crate::policies`): each Lua
+//! descriptor's module, compiled into the binary so it works wherever
+//! moongate runs, registered as `policies.NAME`; and the handlers generated for a route's `policies = [...]`: each
 //! policy object is built once per VM from its options and its phase
 //! methods run before the route's own handlers.
 
@@ -9,31 +9,20 @@ use mlua::{Lua, Table};
 use super::Phase;
 use super::program::LoadedScript;
 use crate::config::Policy;
+use crate::policies::{self, Implementation};
 
-/// Module name, source, and the phases the policy has methods for.
-const BUNDLED: [(&str, &str, &[Phase]); 3] = [
-    (
-        "api_key",
-        include_str!("../../lua/policies/api_key.lua"),
-        &[Phase::Access],
-    ),
-    (
-        "ip",
-        include_str!("../../lua/policies/ip.lua"),
-        &[Phase::Access],
-    ),
-    (
-        "request_id",
-        include_str!("../../lua/policies/request_id.lua"),
-        &[Phase::Rewrite, Phase::HeaderFilter],
-    ),
-];
+/// Lua modules the policies share (`require "policies.NAME"`).
+const HELPERS: [(&str, &str); 1] = [("template", include_str!("../../lua/policies/template.lua"))];
 
 /// Registers `policies.NAME` in `package.preload`, and the per-VM cache
 /// of policy objects the generated handlers use.
 pub fn install(lua: &Lua) -> mlua::Result<()> {
     let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
-    for (name, source, _) in BUNDLED {
+    let lua_policies = (crate::policies::REGISTRY.iter()).filter_map(|d| match d.implementation {
+        Implementation::Lua(source) => Some((d.name, source)),
+        Implementation::Native(_) => None,
+    });
+    for (name, source) in lua_policies.chain(HELPERS) {
         let chunk = lua
             .load(source)
             .set_name(format!("@lua/policies/{name}.lua"))
@@ -58,19 +47,17 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
 /// The handlers for one configured policy: (phase, script) pairs. `id`
 /// tells the policy's object apart from others in the VM.
 pub fn handlers(policy: &Policy, id: usize) -> Vec<(Phase, LoadedScript)> {
-    let Some((_, _, phases)) = BUNDLED.iter().find(|(n, _, _)| *n == policy.name) else {
+    let Some(d) = crate::policies::find(&policy.name) else {
         return Vec::new();
     };
+    if !matches!(d.implementation, Implementation::Lua(_)) {
+        return Vec::new();
+    }
     let options = lua_literal(&toml::Value::Table(policy.options.clone()));
-    phases
+    d.phases
         .iter()
         .map(|phase| {
-            let method = match phase {
-                Phase::Rewrite => "rewrite",
-                Phase::HeaderFilter => "header_filter",
-                Phase::Log => "log",
-                _ => "access",
-            };
+            let method = phase.name();
             let code = format!(
                 "{pad}local p = __moongate_policies[{id}] or __moongate_policy({id}, {name}, {options})\nreturn p:{method}()\n",
                 pad = "\n".repeat(policy.place.line.saturating_sub(1)),
@@ -87,7 +74,14 @@ pub fn handlers(policy: &Policy, id: usize) -> Vec<(Phase, LoadedScript)> {
                     policy.place.line
                 ),
             };
-            (*phase, script)
+            let phase = match phase {
+                policies::Phase::Rewrite => Phase::Rewrite,
+                policies::Phase::Access => Phase::Access,
+                policies::Phase::HeaderFilter => Phase::HeaderFilter,
+                policies::Phase::BodyFilter => Phase::BodyFilter,
+                policies::Phase::Log => Phase::Log,
+            };
+            (phase, script)
         })
         .collect()
 }
@@ -157,10 +151,69 @@ mod tests {
         assert_eq!(y.get::<i64>("z").ok(), Some(3));
     }
 
+    /// Each Lua policy has a method for every phase its descriptor names
+    /// (the generated handlers call `p:PHASE()`).
+    #[test]
+    fn lua_policies_have_their_descriptors_phase_methods() {
+        let lua = Lua::new();
+        let preload: Table = (lua.globals().get::<Table>("package"))
+            .and_then(|p| p.get("preload"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stub = lua
+            .create_function(|lua, ()| lua.create_table())
+            .unwrap_or_else(|e| panic!("{e}"));
+        preload
+            .set("moongate", stub)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (name, source) in HELPERS {
+            let chunk = lua.load(source).set_name(name).into_function();
+            preload
+                .set(
+                    format!("policies.{name}"),
+                    chunk.unwrap_or_else(|e| panic!("{e}")),
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for d in crate::policies::REGISTRY {
+            let Implementation::Lua(source) = d.implementation else {
+                continue;
+            };
+            let module: Table = (lua.load(source).set_name(d.name).eval())
+                .unwrap_or_else(|e| panic!("{}: {e}", d.name));
+            assert!(
+                module.get::<mlua::Function>("new").is_ok(),
+                "{}: new",
+                d.name
+            );
+            for phase in d.phases {
+                assert!(
+                    module.get::<mlua::Function>(phase.name()).is_ok(),
+                    "{} runs in {} but has no `{}` method",
+                    d.name,
+                    phase.name(),
+                    phase.name()
+                );
+            }
+        }
+    }
+
     #[test]
     fn every_bundled_policy_compiles() {
         let lua = Lua::new();
-        for (name, source, _) in BUNDLED {
+        for d in crate::policies::REGISTRY {
+            let Implementation::Lua(source) = d.implementation else {
+                continue;
+            };
+            lua.load(source)
+                .set_name(d.name)
+                .into_function()
+                .unwrap_or_else(|e| panic!("{}: {e}", d.name));
+        }
+        for (name, source) in HELPERS {
+            assert!(
+                crate::policies::find(name).is_none(),
+                "policies.{name} is both a helper and a policy"
+            );
             lua.load(source)
                 .set_name(name)
                 .into_function()

@@ -13,6 +13,7 @@ use http::Version;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 
+use crate::body::RequestBody;
 use crate::config::Server;
 use crate::error::ProxyError;
 
@@ -53,6 +54,24 @@ pub fn check(parts: &mut Parts, server: &Server) -> Result<String, ProxyError> {
         return Err(ProxyError::BodyTooLarge);
     }
     Ok(host)
+}
+
+/// A route's own body limit (`request_size`), once the route is known: a
+/// declared length over it is refused, and the body is read under it.
+pub fn route_body_limit(
+    parts: &Parts,
+    body: &mut RequestBody,
+    limit: u64,
+) -> Result<(), ProxyError> {
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    body.set_limit(limit);
+    Ok(())
 }
 
 /// What one pass over a request's fields finds (this runs for every

@@ -315,6 +315,48 @@ async fn the_default_gateway_serves_the_todo_app() {
     assert_eq!(put.status, 405);
     assert!(put.header("allow").contains("POST"), "{:?}", put.headers);
 
+    // A web app on another origin: its preflight is answered at the edge
+    // (no API key needed for it), its calls get the CORS headers.
+    let preflight = client()
+        .request(Method::OPTIONS, mg.url("/todos"))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type, x-api-key")
+        .send()
+        .await
+        .expect("OPTIONS");
+    assert_eq!(preflight.status(), 204);
+    let allowed = |r: &reqwest::Response, name: &str| {
+        (r.headers().get(name).and_then(|v| v.to_str().ok())).map(str::to_owned)
+    };
+    assert_eq!(
+        allowed(&preflight, "access-control-allow-origin").as_deref(),
+        Some("http://localhost:3000")
+    );
+    assert_eq!(
+        allowed(&preflight, "access-control-allow-headers").as_deref(),
+        Some("Content-Type, X-Api-Key")
+    );
+    let list = client()
+        .get(mg.url("/todos"))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(list.status(), 200);
+    assert_eq!(
+        allowed(&list, "access-control-allow-origin").as_deref(),
+        Some("http://localhost:3000")
+    );
+    let elsewhere = client()
+        .get(mg.url("/todos"))
+        .header("origin", "https://evil.test")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(elsewhere.status(), 200);
+    assert_eq!(allowed(&elsewhere, "access-control-allow-origin"), None);
+
     // The static site is still there.
     let site = client().get(mg.url("/")).send().await.expect("GET /");
     assert_eq!(site.status(), 200);

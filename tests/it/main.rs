@@ -57,3 +57,8 @@ mod upstream_fastcgi;
 mod listen;
 mod metrics;
 mod status_page;
+mod policies_cors;
+mod policies_redirect;
+mod policies_request_size;
+mod policies_transform;
+mod policies_user_agent;

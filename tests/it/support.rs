@@ -999,3 +999,22 @@ pub fn assert_check_errors(file: &str, cases: &[(&str, &str)]) {
         );
     }
 }
+
+/// Runs `moongate check` on a conf.d of one file, `10-x.toml` holding
+/// `text`, for tests of config errors.
+pub fn check_one(text: &str) -> CheckRun {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("10-x.toml"), text).expect("conf");
+    moongate_check(dir.path())
+}
+
+/// A reqwest client that does not follow redirects.
+pub fn client_no_redirects() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client")
+}

@@ -1,7 +1,8 @@
 //! `[lua]` (one file at most), the `lua.*` keys of a route and an upstream's
 //! `lua.balancer`. Script files, `init`, `init_worker`,
-//! `package_path` templates and policies' file options (`keys_file`: any option named
-//! `*_file`) are resolved against the prefix; the files must exist.
+//! `package_path` templates and policies' file options (options of kind
+//! `policies::Kind::File`, like `keys_file`) are resolved against the prefix; the files
+//! must exist. A policy's options are checked against its descriptor's schema.
 
 use std::time::Duration;
 
@@ -95,23 +96,6 @@ pub(super) fn settings(
     Ok(out)
 }
 
-/// The bundled policies and the options each accepts.
-pub const POLICIES: [(&str, &[&str]); 3] = [
-    (
-        "api_key",
-        &[
-            "header",
-            "query_arg",
-            "keys",
-            "keys_file",
-            "dict",
-            "consumer_header",
-        ],
-    ),
-    ("ip", &["allow", "deny", "status"]),
-    ("request_id", &["header"]),
-];
-
 /// `package_path` with its relative templates resolved; `place` for the error when the
 /// result is not text (a prefix that is not UTF-8).
 fn templates(paths: &Paths, value: &str, place: impl Fn() -> Place) -> Result<String, ConfigError> {
@@ -124,80 +108,65 @@ fn templates(paths: &Paths, value: &str, place: impl Fn() -> Place) -> Result<St
     })
 }
 
-/// A route's `policies = [{ use = "NAME", ... }]`.
+/// A route's `policies = [{ use = "NAME", ... }]`, each checked against
+/// its descriptor's schema (`crate::policies`); file options resolved.
 fn policies(
     src: &Source<'_>,
     raw: Option<&Vec<Spanned<RawPolicy>>>,
     paths: &mut Paths,
 ) -> Result<Vec<Policy>, ConfigError> {
-    let known: Vec<&str> = POLICIES.iter().map(|(n, _)| *n).collect();
     let mut out = Vec::new();
     for entry in raw.into_iter().flatten() {
         let place = src.place(entry.span());
-        let mut options = toml::Table::new();
-        for (key, value) in entry.get_ref() {
-            let value = match value.get_ref() {
-                toml::Value::String(file) if key.ends_with("_file") => {
-                    let at = src.place(value.span());
-                    let path = paths.file(at.clone(), key, file);
-                    let Some(text) = path.to_str() else {
-                        let message = format!("`{key}` {} is not UTF-8 text", path.display());
-                        return Err(ConfigError::at(&at, message));
-                    };
-                    toml::Value::String(text.to_owned())
-                }
-                _ if key.ends_with("_file") => {
-                    let message = format!("`{key}` is a file path, written as a string");
-                    return Err(src.err(value.span(), message));
-                }
-                other => other.clone(),
-            };
-            options.insert(key.clone(), value);
-        }
-        let name = match options.remove("use") {
-            Some(toml::Value::String(n)) => n,
+        let fields = entry.get_ref();
+        let descriptor = match fields.get("use").map(|u| (u, u.get_ref())) {
+            Some((at, toml::Value::String(name))) => {
+                crate::policies::find(name).ok_or_else(|| {
+                    let message = format!(
+                        "unknown policy `{name}`; bundled policies: {}",
+                        crate::policies::names()
+                    );
+                    src.err(at.span(), message)
+                })?
+            }
             _ => {
                 let message = format!(
                     "a policy needs `use = \"NAME\"`, one of {}",
-                    known.join(", ")
+                    crate::policies::names()
                 );
                 return Err(ConfigError::at(&place, message));
             }
         };
-        let Some((_, keys)) = POLICIES.iter().find(|(n, _)| *n == name) else {
-            let message = format!(
-                "unknown policy `{name}`; bundled policies: {}",
-                known.join(", ")
-            );
-            return Err(ConfigError::at(&place, message));
-        };
-        if let Some(key) = options.keys().find(|k| !keys.contains(&k.as_str())) {
-            let message = format!(
-                "unknown option `{key}` for policy `{name}`; expected one of {}",
-                keys.join(", ")
-            );
-            return Err(ConfigError::at(&place, message));
-        }
-        for list in ["allow", "deny"] {
-            let Some(value) = options.get(list) else {
+        let mut options: toml::Table = fields
+            .iter()
+            .filter(|(k, _)| *k != "use")
+            .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+            .collect();
+        crate::policies::schema::check_options(descriptor, &mut options).map_err(|(key, m)| {
+            match key.and_then(|k| fields.get(&k)) {
+                Some(value) => src.err(value.span(), m),
+                None => ConfigError::at(&place, m),
+            }
+        })?;
+        for spec in descriptor.options {
+            if !matches!(spec.kind, crate::policies::Kind::File) {
+                continue;
+            }
+            let (Some(toml::Value::String(file)), Some(at)) =
+                (options.get(spec.key), fields.get(spec.key))
+            else {
                 continue;
             };
-            let cidrs: Option<Vec<&str>> = value
-                .as_array()
-                .and_then(|a| a.iter().map(|v| v.as_str()).collect());
-            let Some(cidrs) = cidrs else {
-                let message = format!("`{list}` is a list of addresses or CIDRs");
-                return Err(ConfigError::at(&place, message));
+            let at = src.place(at.span());
+            let path = paths.file(at.clone(), spec.key, file);
+            let Some(text) = path.to_str() else {
+                let message = format!("`{}` {} is not UTF-8 text", spec.key, path.display());
+                return Err(ConfigError::at(&at, message));
             };
-            if let Some(bad) = cidrs.iter().find(|c| {
-                c.parse::<ipnet::IpNet>().is_err() && c.parse::<std::net::IpAddr>().is_err()
-            }) {
-                let message = format!("`{bad}` in `{list}` is not an IP address or CIDR");
-                return Err(ConfigError::at(&place, message));
-            }
+            options.insert(spec.key.to_owned(), toml::Value::String(text.to_owned()));
         }
         out.push(Policy {
-            name,
+            name: descriptor.name.to_owned(),
             options,
             place,
         });
@@ -425,9 +394,53 @@ mod tests {
             format!("t.toml:5:34: keys_file {at}/../keys.txt: No such file or directory")
         );
         let e = load_in(p.path(), &route("3")).unwrap_err();
+        assert_eq!(e, "t.toml:5:34: `keys_file`: expected file path");
+    }
+
+    #[test]
+    fn policy_options_are_checked_against_their_schema_with_places() {
+        let route = |entry: &str| {
+            format!("[[route]]\npath = \"/\"\nroot = \"lua\"\npolicies = [\n  {entry},\n]\n")
+        };
+        // A value of the wrong type: at the value.
+        let e = err(&route("{ use = \"ip\", allow = \"10.0.0.0/8\" }"));
+        assert_eq!(e, "t.toml:5:25: `allow`: expected list of IPs / CIDRs");
+        // An unknown key: at its value.
+        let e = err(&route("{ use = \"request_id\", heder = \"X-Id\" }"));
         assert_eq!(
             e,
-            "t.toml:5:34: `keys_file` is a file path, written as a string"
+            "t.toml:5:33: unknown option `heder` for policy `request_id`; expected one of header"
+        );
+        // A bad value of the right type.
+        let e = err(&route(
+            "{ use = \"ip\", deny = [\"10.0.0.300\"], status = 200 }",
+        ));
+        assert_eq!(
+            e,
+            "t.toml:5:24: `deny`: `10.0.0.300` is not an IP address or CIDR"
+        );
+        let e = err(&route(
+            "{ use = \"ip\", deny = [\"10.0.0.3\"], status = 200 }",
+        ));
+        assert_eq!(e, "t.toml:5:47: `status`: 200 is outside 400..=599");
+        // Missing what the policy needs: at the entry.
+        let e = err(&route("{ use = \"ip\" }"));
+        assert_eq!(e, "t.toml:5:3: policy `ip`: give `allow`, `deny` or both");
+        // An unknown policy: at its name.
+        let e = err(&route("{ use = \"jwt_magic\" }"));
+        assert!(
+            e.starts_with(
+                "t.toml:5:11: unknown policy `jwt_magic`; bundled policies: api_key, ip,"
+            ),
+            "{e}"
+        );
+        // Defaults are filled in for the implementation.
+        let c = load_str("t.toml", &route("{ use = \"ip\", deny = [\"10.0.0.3\"] }"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let options = &c.routes[0].lua.policies[0].options;
+        assert_eq!(
+            options.get("status").and_then(|s| s.as_integer()),
+            Some(403)
         );
     }
 
