@@ -96,6 +96,9 @@ pub fn handle(
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {
     let mut rq = RequestCtx::new(&req, &conn);
     let snap = conn.shared.snapshot.load_full();
+    if let Some(tracer) = &snap.tracing {
+        rq.trace = Some(tracer.begin(req.headers(), rq.started));
+    }
     let admitted = admit(req, &conn, &snap, &mut rq);
     async move {
         let mut entry = None;
@@ -196,7 +199,7 @@ fn routed<'a, 's: 'a>(
                 Err(answer) => return Ok(*answer),
             };
             *route = Some(entry);
-            if rq.log.has(Field::Route) {
+            if rq.log.has(Field::Route) || rq.trace.is_some() {
                 rq.route = Some(entry.name.clone());
             }
             if let Some(to) = redirect {
@@ -285,7 +288,10 @@ fn routed<'a, 's: 'a>(
         // A content handler still running (it streams) may read the body
         // yet (`ngx.req.read_body()` after output): the body stays with it.
         let take_body = !(streaming && lua_response.is_some());
-        let (parts, body) = held.release(keep_head, take_body);
+        let (mut parts, body) = held.release(keep_head, take_body);
+        if let Some(trace) = &rq.trace {
+            trace.inject(&mut parts.headers);
+        }
 
         // 7. Target.
         let mut to_store = None;
@@ -331,6 +337,9 @@ fn routed<'a, 's: 'a>(
                 None => serve_static(entry, &parts).await?,
             },
         };
+        if let (Some(trace), Some(_)) = (rq.trace.as_mut(), &rq.upstream) {
+            trace.upstream_head = Some(std::time::Instant::now());
+        }
         if !limit_headers.is_empty() {
             resp.headers_mut().extend(limit_headers);
         }

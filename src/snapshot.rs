@@ -60,6 +60,9 @@ pub struct Snapshot {
     pub caches: BTreeMap<String, Arc<cache::Zone>>,
     /// `[redis]`, if configured (purges fan out through it).
     pub redis: Option<config::RedisSettings>,
+    /// `[tracing]`, if configured: read per request (when absent, one
+    /// branch is all a request pays).
+    pub tracing: Option<Arc<crate::otel::Tracer>>,
 }
 
 /// What a route leads to, plus its own per-route settings.
@@ -300,8 +303,24 @@ pub fn compile(
         });
     }
 
+    // An unchanged `[tracing]` keeps its tracer (and export thread and
+    // queue); a changed one starts anew, the old thread ending once the
+    // old snapshot's requests are done.
+    let tracing = match config.tracing {
+        None => None,
+        Some(settings) => match previous.and_then(|p| p.tracing.as_ref()) {
+            Some(t) if t.settings == settings => Some(t.clone()),
+            _ => Some(Arc::new(crate::otel::Tracer::new(settings).map_err(
+                |m| {
+                    let file = config.files.first().cloned().unwrap_or_default();
+                    ConfigError::at(&config::Place::whole(file), m)
+                },
+            )?)),
+        },
+    };
     Ok(Snapshot {
         generation,
+        tracing,
         server: config.server,
         router: Router::new(specs),
         routes: summaries,
