@@ -152,7 +152,8 @@ impl Sender {
 /// Logs drops and failures at most once per [`LOG_EVERY`], with the
 /// counts since the last line.
 struct Throttled {
-    last: Option<Instant>,
+    last_failed: Option<Instant>,
+    last_dropped: Option<Instant>,
     dropped_logged: u64,
     failed: u64,
 }
@@ -160,24 +161,25 @@ struct Throttled {
 impl Throttled {
     fn new() -> Throttled {
         Throttled {
-            last: None,
+            last_failed: None,
+            last_dropped: None,
             dropped_logged: 0,
             failed: 0,
         }
     }
 
-    fn due(&mut self) -> bool {
+    fn due(last: &mut Option<Instant>) -> bool {
         let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+        if last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
             return false;
         }
-        self.last = Some(now);
+        *last = Some(now);
         true
     }
 
     fn failed(&mut self, spans: u64, why: &str, endpoint: &str) {
         self.failed += spans;
-        if self.due() {
+        if Self::due(&mut self.last_failed) {
             tracing::warn!(
                 endpoint,
                 error = why,
@@ -189,7 +191,7 @@ impl Throttled {
     }
 
     fn dropped(&mut self, total: u64) {
-        if total > self.dropped_logged && self.due() {
+        if total > self.dropped_logged && Self::due(&mut self.last_dropped) {
             tracing::warn!(
                 dropped = total - self.dropped_logged,
                 dropped_total = total,
