@@ -313,6 +313,63 @@ async fn a_collector_that_is_down_or_silent_holds_no_request() {
     }
 }
 
+#[tokio::test]
+async fn a_changed_tracing_table_takes_effect_on_reload() {
+    let (origin, seen) = recording_origin().await;
+    let (col, got) = collector().await;
+    let mg = Moongate::start(&conf(&origin, ""));
+    let c = support::client();
+    assert_eq!(
+        c.get(mg.url("/t/")).send().await.expect("req").status(),
+        200
+    );
+    assert_eq!(seen.lock().expect("lock")[0].0, "");
+
+    // [tracing] added (propagation only), then an exporter: each taken by
+    // the watcher's reload.
+    mg.write_conf("00-test.toml", &conf(&origin, "[tracing]\n"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert_eq!(
+            c.get(mg.url("/t/")).send().await.expect("req").status(),
+            200
+        );
+        if !seen
+            .lock()
+            .expect("lock")
+            .last()
+            .expect("seen")
+            .0
+            .is_empty()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "[tracing] not applied by the reload"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(spans(&got).is_empty(), "no exporter configured yet");
+    let exporting = format!(
+        "[tracing]\notlp_endpoint = \"http://{}/v1/traces\"\nbatch_size = 1\n",
+        col.addr
+    );
+    mg.write_conf("00-test.toml", &conf(&origin, &exporting));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while spans(&got).is_empty() {
+        assert_eq!(
+            c.get(mg.url("/t/")).send().await.expect("req").status(),
+            200
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded exporter sent nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[test]
 fn tracing_config_errors_name_file_line_and_column() {
     let cases = [
