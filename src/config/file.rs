@@ -35,11 +35,11 @@ pub struct RawFile {
     pub limit: BTreeMap<Spanned<String>, Spanned<RawLimit>>,
     /// `[redis]`: the Redis shared by every node (scope = "redis" zones).
     pub redis: Option<Spanned<RawRedis>>,
-    /// `[tracing]`: W3C trace context and OTLP span export.
-    pub tracing: Option<Spanned<RawTracing>>,
     /// `[cache.NAME]`: proxy cache zones, keyed by the spanned name.
     #[serde(default)]
     pub cache: BTreeMap<Spanned<String>, Spanned<RawCache>>,
+    /// `[tracing]`: W3C trace context and OTLP span export.
+    pub tracing: Option<Spanned<RawTracing>>,
 }
 
 /// `[cache.NAME]`: a two-level proxy cache zone.
