@@ -96,6 +96,8 @@ pub struct ReqCtx {
     /// The handler runs of a request whose spans are exported (`[tracing]`);
     /// `None` otherwise, and nothing is written down.
     pub phase_runs: crate::otel::PhaseRuns,
+    /// The request's trace id under `[tracing]` (`$trace_id`); 0 without.
+    pub trace_id: Cell<u128>,
     /// The file holding the body (`ngx.req.get_body_file`): the temp file
     /// a read body was spooled to when larger than [`BODY_BUFFER_SIZE`],
     /// or the one `ngx.req.set_body_file` named.
@@ -214,6 +216,7 @@ impl ReqCtx {
             route: RouteInfo::default(),
             request_id: Cell::new(0),
             phase_runs: std::cell::RefCell::new(None),
+            trace_id: Cell::new(0),
             body_file: RefCell::new(None),
             new_body: RefCell::new(None),
             header_case: RefCell::new(Vec::new()),

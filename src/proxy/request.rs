@@ -217,6 +217,10 @@ impl RequestCtx {
             path_regex: entry.path_regex.clone(),
         };
         setup(&mut ctx);
+        if let Some(trace) = &self.trace {
+            ctx.trace_id
+                .set(u128::from_be_bytes(trace.trace_id.to_bytes()));
+        }
         if self.trace.as_ref().is_some_and(|t| t.recording()) {
             // After `ngx.exec` the runs so far carry over.
             let before = self.lua.as_ref().and_then(|l| l.ctx.phase_runs.take());

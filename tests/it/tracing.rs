@@ -16,9 +16,13 @@ const INCOMING: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 const INCOMING_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const INCOMING_PARENT: &str = "00f067aa0ba902b7";
 
-/// An origin that answers 200 and keeps each request's `traceparent` and
-/// `tracestate` (empty string when absent).
-async fn recording_origin() -> (Origin, Arc<Mutex<Vec<(String, String)>>>) {
+/// What the origin saw of a request: `traceparent`, `tracestate` and
+/// `x-trace-id` (the route's Lua sets it from `ngx.var.trace_id`), each
+/// empty when absent.
+type Seen = (String, String, String);
+
+/// An origin that answers 200 and keeps what it saw of each request.
+async fn recording_origin() -> (Origin, Arc<Mutex<Vec<Seen>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let keep = seen.clone();
     let origin = Origin::start(move |req| {
@@ -31,8 +35,8 @@ async fn recording_origin() -> (Origin, Arc<Mutex<Vec<(String, String)>>>) {
                     .unwrap_or("")
                     .to_owned()
             };
-            let pair = (get("traceparent"), get("tracestate"));
-            keep.lock().expect("lock").push(pair);
+            let seen = (get("traceparent"), get("tracestate"), get("x-trace-id"));
+            keep.lock().expect("lock").push(seen);
             support::text(200, "ok")
         }
     })
@@ -124,7 +128,7 @@ servers = [{{ addr = "{}" }}]
 name = "traced"
 path = "/t/"
 upstream = "app"
-lua.access_inline = "ngx.req.set_header('x-seen', '1')"
+lua.access_inline = "ngx.req.set_header('x-trace-id', ngx.var.trace_id or 'none')"
 "#,
         origin.addr
     )
@@ -156,7 +160,8 @@ async fn an_incoming_trace_is_continued_forwarded_and_exported_with_its_parents(
         .await
         .expect("request");
     assert_eq!(resp.status(), 200);
-    let (tp, ts) = seen.lock().expect("lock")[0].clone();
+    let (tp, ts, var) = seen.lock().expect("lock")[0].clone();
+    assert_eq!(var, INCOMING_TRACE, "ngx.var.trace_id");
     let (trace, sent_parent) = ids(&tp);
     assert_eq!(trace, INCOMING_TRACE, "same trace upstream");
     assert_ne!(
@@ -235,8 +240,9 @@ async fn a_missing_or_invalid_traceparent_starts_a_new_trace() {
     let seen = seen.lock().expect("lock").clone();
     assert_eq!(seen.len(), 3);
     let mut traces = Vec::new();
-    for (tp, ts) in &seen {
+    for (tp, ts, var) in &seen {
         let (trace, parent) = ids(tp);
+        assert_eq!(var, &trace, "ngx.var.trace_id is the new trace's");
         assert_eq!(trace.len(), 32);
         assert_eq!(parent.len(), 16);
         assert_ne!(trace, "0".repeat(32));
@@ -266,6 +272,7 @@ async fn without_tracing_the_headers_pass_untouched() {
     assert_eq!(resp.status(), 200);
     let seen = seen.lock().expect("lock").clone();
     assert_eq!(seen[0].0, "", "no traceparent made without [tracing]");
+    assert_eq!(seen[0].2, "none", "no ngx.var.trace_id without [tracing]");
     assert_eq!(seen[1].0, INCOMING, "passed on as received");
 }
 
