@@ -279,6 +279,10 @@ impl RequestCtx {
             (Some(lua), None) if log => Some(lua.ctx.request_id.get()).filter(|&id| id != 0),
             _ => None,
         };
+        let trace_id = match &self.trace {
+            Some(t) if self.log.has(Field::TraceId) => Some(t.trace_id),
+            _ => None,
+        };
         let trace = self.trace.filter(|t| t.recording()).map(|mut t| {
             let method = crate::otel::method_name(&self.method);
             let upstream = self.upstream.as_ref();
@@ -354,6 +358,7 @@ impl RequestCtx {
                     .request_id
                     .map(RequestId::Header)
                     .or(made_id.map(RequestId::Made)),
+                trace_id,
                 user_agent: copies.user_agent,
                 referer: copies.referer,
                 head_received: copies.head_received,

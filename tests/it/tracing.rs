@@ -150,7 +150,16 @@ async fn an_incoming_trace_is_continued_forwarded_and_exported_with_its_parents(
         "[tracing]\notlp_endpoint = \"http://{}/v1/traces\"\nservice_name = \"edge-test\"\nbatch_size = 1\n",
         col.addr
     );
-    let mg = Moongate::start(&conf(&origin, &tracing));
+    let logs = tempfile::tempdir().expect("log dir");
+    let log = logs.path().join("access.log");
+    let logged = conf(&origin, &tracing).replace(
+        "access_log = \"off\"",
+        &format!(
+            "access_log = \"{}\"\naccess_log_fields = [\"route\", \"trace_id\"]",
+            log.display()
+        ),
+    );
+    let mg = Moongate::start(&logged);
     let c = support::client();
     let resp = c
         .get(mg.url("/t/x?q=1"))
@@ -218,6 +227,20 @@ async fn an_incoming_trace_is_continued_forwarded_and_exported_with_its_parents(
         .unwrap_or_else(|| panic!("no Lua access span in {all:?}"));
     assert_eq!(lua["parentSpanId"], server_id.as_str());
     assert_eq!(lua["traceId"], INCOMING_TRACE);
+
+    let line = format!("{{\"route\":\"traced\",\"trace_id\":\"{INCOMING_TRACE}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(&line) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {line} in the access log: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let body = &got.lock().expect("lock")[0];
     let resource = body["resourceSpans"][0]["resource"].to_string();
