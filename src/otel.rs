@@ -14,6 +14,7 @@ pub mod w3c;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,6 +27,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use crate::config::TracingSettings;
 use crate::lua::Phase;
+use crate::lua::request::ReqCtx;
 
 pub use export::LOG_EVERY;
 
@@ -116,6 +118,37 @@ pub struct PhaseRun {
     pub failed: bool,
 }
 
+/// Most handler runs one request's spans record (a bound on what a
+/// looping `ngx.exec` or many handlers can make it hold).
+const MAX_PHASE_RUNS: usize = 64;
+
+/// Writes down one handler run. The `body_filter` runs of a response (one
+/// per chunk) make one span, from the first chunk to the last.
+pub fn note_run(
+    runs: &mut Vec<PhaseRun>,
+    phase: Phase,
+    start: Instant,
+    end: Instant,
+    failed: bool,
+) {
+    if let Some(last) = runs
+        .last_mut()
+        .filter(|l| l.phase == phase && phase == Phase::BodyFilter)
+    {
+        last.end = end;
+        last.failed |= failed;
+        return;
+    }
+    if runs.len() < MAX_PHASE_RUNS {
+        runs.push(PhaseRun {
+            phase,
+            start,
+            end,
+            failed,
+        });
+    }
+}
+
 /// Where a traced request's Lua handler runs are written down
 /// (`ReqCtx::phase_runs`): `None` when the request is not recorded.
 pub type PhaseRuns = RefCell<Option<Vec<PhaseRun>>>;
@@ -155,7 +188,7 @@ pub struct RequestTrace {
 
 /// What the request's spans say, noted when its response is settled.
 pub struct Settled {
-    /// The server span's name and attributes.
+    /// The server span's name.
     pub name: String,
     /// The request method.
     pub method: &'static str,
@@ -165,8 +198,9 @@ pub struct Settled {
     pub status: u16,
     /// The upstream exchange, if there was one.
     pub upstream: Option<UpstreamSpan>,
-    /// The Lua handler runs.
-    pub phases: Vec<PhaseRun>,
+    /// The request's Lua state, whose handler runs (`phase_runs`) are
+    /// read when the body is done (body filters run while it streams).
+    pub lua: Option<Rc<ReqCtx>>,
 }
 
 impl RequestTrace {
@@ -215,7 +249,10 @@ impl RequestTrace {
     }
 
     fn spans(&self, s: Settled, end: Instant, scope: &InstrumentationScope) -> Vec<SpanData> {
-        let mut out = Vec::with_capacity(2 + s.phases.len());
+        let phases = (s.lua.as_ref())
+            .and_then(|l| l.phase_runs.borrow_mut().take())
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(2 + phases.len());
         let error = |failed: bool| {
             if failed {
                 Status::error("")
@@ -265,7 +302,7 @@ impl RequestTrace {
                 error(up.status >= 500),
             ));
         }
-        for run in s.phases {
+        for run in phases {
             let attrs = vec![KeyValue::new("moongate.lua.phase", run.phase.name())];
             out.push(span(
                 new_span_id(),

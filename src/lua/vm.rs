@@ -231,12 +231,8 @@ impl Vm {
             self.count(id, phase, end, started.elapsed());
         }
         if let Some(runs) = req.phase_runs.borrow_mut().as_mut() {
-            runs.push(crate::otel::PhaseRun {
-                phase,
-                start: started,
-                end: Instant::now(),
-                failed: matches!(outcome, Outcome::Failed(_)),
-            });
+            let failed = matches!(outcome, Outcome::Failed(_));
+            crate::otel::note_run(runs, phase, started, Instant::now(), failed);
         }
         outcome
     }

@@ -300,8 +300,6 @@ impl RequestCtx {
                 Some(route) => format!("HTTP {method} {route}"),
                 None => format!("HTTP {method}"),
             };
-            let phases = (self.lua.as_ref())
-                .and_then(|l| l.ctx.phase_runs.borrow_mut().as_mut().map(std::mem::take));
             t.settle(Settled {
                 name,
                 method,
@@ -312,7 +310,7 @@ impl RequestCtx {
                     status: u.status,
                     elapsed: u.elapsed,
                 }),
-                phases: phases.unwrap_or_default(),
+                lua: self.lua.as_ref().map(|l| l.ctx.clone()),
             });
             t
         });

@@ -129,6 +129,8 @@ name = "traced"
 path = "/t/"
 upstream = "app"
 lua.access_inline = "ngx.req.set_header('x-trace-id', ngx.var.trace_id or 'none')"
+lua.header_filter_inline = "ngx.header['x-filtered'] = '1'"
+lua.body_filter_inline = "ngx.arg[1] = ngx.arg[1]"
 "#,
         origin.addr
     )
@@ -180,7 +182,7 @@ async fn an_incoming_trace_is_continued_forwarded_and_exported_with_its_parents(
     assert!(tp.ends_with("-01"), "sampled flag kept: {tp}");
     assert_eq!(ts, "vendor=abc", "tracestate forwarded unchanged");
 
-    let all = wait_spans(&got, 3).await;
+    let all = wait_spans(&got, 5).await;
     let server = all
         .iter()
         .find(|s| s["kind"] == 2 || s["kind"] == "SPAN_KIND_SERVER")
@@ -221,12 +223,15 @@ async fn an_incoming_trace_is_continued_forwarded_and_exported_with_its_parents(
         Some("200")
     );
 
-    let lua = all
-        .iter()
-        .find(|s| s["name"] == "lua access")
-        .unwrap_or_else(|| panic!("no Lua access span in {all:?}"));
-    assert_eq!(lua["parentSpanId"], server_id.as_str());
-    assert_eq!(lua["traceId"], INCOMING_TRACE);
+    for phase in ["access", "header_filter", "body_filter"] {
+        let name = format!("lua {phase}");
+        let lua: Vec<&Value> = all.iter().filter(|s| s["name"] == name.as_str()).collect();
+        assert_eq!(lua.len(), 1, "one {name} span in {all:?}");
+        assert_eq!(lua[0]["parentSpanId"], server_id.as_str());
+        assert_eq!(lua[0]["traceId"], INCOMING_TRACE);
+        assert_eq!(attr(lua[0], "moongate.lua.phase").as_deref(), Some(phase));
+    }
+    assert_eq!(all.len(), 5, "server, client and three Lua spans: {all:?}");
 
     let line = format!("{{\"route\":\"traced\",\"trace_id\":\"{INCOMING_TRACE}\"}}");
     let deadline = Instant::now() + Duration::from_secs(10);
