@@ -426,4 +426,23 @@ mod tests {
             &single.limits["shared"]
         ));
     }
+
+    fn with_tracing(tracing: &str, previous: Option<&Snapshot>) -> Snapshot {
+        let text = format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{tracing}");
+        let config = config::load_str("t.toml", &text).expect("valid");
+        compile(config, previous, previous.map_or(1, |p| p.generation + 1)).expect("compiles")
+    }
+
+    #[test]
+    fn a_reload_keeps_an_unchanged_tracer_and_replaces_a_changed_one() {
+        let first = with_tracing("[tracing]\nsample_ratio = 0.5\n", None);
+        let kept = with_tracing("[tracing]\nsample_ratio = 0.5\n", Some(&first));
+        let (a, b) = (first.tracing.as_ref(), kept.tracing.as_ref());
+        assert!(a.zip(b).is_some_and(|(a, b)| Arc::ptr_eq(a, b)));
+        let changed = with_tracing("[tracing]\nsample_ratio = 0.25\n", Some(&kept));
+        let c = changed.tracing.as_ref().expect("tracer");
+        assert!(!Arc::ptr_eq(c, kept.tracing.as_ref().expect("tracer")));
+        assert_eq!(c.settings.sample_ratio, 0.25);
+        assert!(with_tracing("", Some(&changed)).tracing.is_none());
+    }
 }
