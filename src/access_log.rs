@@ -194,6 +194,8 @@ pub struct AccessRecord {
     pub cache_status: Option<&'static str>,
     /// The request's id, if it has one.
     pub request_id: Option<RequestId>,
+    /// The request's trace id, under `[tracing]`.
+    pub trace_id: Option<opentelemetry::trace::TraceId>,
     /// The client's `User-Agent`.
     pub user_agent: Option<HeaderValue>,
     /// The client's `Referer`.

@@ -119,6 +119,7 @@ pub mod body;
 pub mod error;
 pub mod error_page;
 pub mod access_log;
+pub mod otel;
 pub mod metrics;
 pub mod write_timed;
 pub mod lazy_timer;

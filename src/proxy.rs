@@ -98,6 +98,9 @@ pub fn handle(
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {
     let mut rq = RequestCtx::new(&req, &conn);
     let snap = conn.shared.snapshot.load_full();
+    if let Some(tracer) = &snap.tracing {
+        rq.trace = Some(tracer.begin(req.headers(), rq.started));
+    }
     let admitted = admit(req, &conn, &snap, &mut rq);
     async move {
         let mut entry = None;
@@ -201,7 +204,7 @@ fn routed<'a, 's: 'a>(
             if let Some(limit) = entry.body_limit {
                 checks::route_body_limit(&parts, &mut body, limit)?;
             }
-            if rq.log.has(Field::Route) {
+            if rq.log.has(Field::Route) || rq.trace.is_some() {
                 rq.route = Some(entry.name.clone());
             }
             if let Some(to) = redirect {
@@ -290,7 +293,10 @@ fn routed<'a, 's: 'a>(
         // A content handler still running (it streams) may read the body
         // yet (`ngx.req.read_body()` after output): the body stays with it.
         let take_body = !(streaming && lua_response.is_some());
-        let (parts, body) = held.release(keep_head, take_body);
+        let (mut parts, body) = held.release(keep_head, take_body);
+        if let Some(trace) = &rq.trace {
+            trace.inject(&mut parts.headers);
+        }
         // What compression the request allows, read from its final head;
         // a subrequest's body goes to Lua, not to a client: never encoded.
         let compress = entry
@@ -343,6 +349,9 @@ fn routed<'a, 's: 'a>(
                 None => serve_static(entry, &parts).await?,
             },
         };
+        if let (Some(trace), Some(_)) = (rq.trace.as_mut(), &rq.upstream) {
+            trace.upstream_head = Some(std::time::Instant::now());
+        }
         if !limit_headers.is_empty() {
             resp.headers_mut().extend(limit_headers);
         }

@@ -62,6 +62,9 @@ pub struct Snapshot {
     pub caches: BTreeMap<String, Arc<cache::Zone>>,
     /// `[redis]`, if configured (purges fan out through it).
     pub redis: Option<config::RedisSettings>,
+    /// `[tracing]`, if configured: read per request (when absent, one
+    /// branch is all a request pays).
+    pub tracing: Option<Arc<crate::otel::Tracer>>,
 }
 
 /// What a route leads to, plus its own per-route settings.
@@ -320,8 +323,24 @@ pub fn compile(
         });
     }
 
+    // An unchanged `[tracing]` keeps its tracer (and export thread and
+    // queue); a changed one starts anew, the old thread ending once the
+    // old snapshot's requests are done.
+    let tracing = match config.tracing {
+        None => None,
+        Some(settings) => match previous.and_then(|p| p.tracing.as_ref()) {
+            Some(t) if t.settings == settings => Some(t.clone()),
+            _ => Some(Arc::new(crate::otel::Tracer::new(settings).map_err(
+                |m| {
+                    let file = config.files.first().cloned().unwrap_or_default();
+                    ConfigError::at(&config::Place::whole(file), m)
+                },
+            )?)),
+        },
+    };
     Ok(Snapshot {
         generation,
+        tracing,
         server: config::Server {
             client_max_body_size: before_route,
             ..config.server
@@ -437,5 +456,24 @@ mod tests {
             &grown.limits["shared"],
             &single.limits["shared"]
         ));
+    }
+
+    fn with_tracing(tracing: &str, previous: Option<&Snapshot>) -> Snapshot {
+        let text = format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{tracing}");
+        let config = config::load_str("t.toml", &text).expect("valid");
+        compile(config, previous, previous.map_or(1, |p| p.generation + 1)).expect("compiles")
+    }
+
+    #[test]
+    fn a_reload_keeps_an_unchanged_tracer_and_replaces_a_changed_one() {
+        let first = with_tracing("[tracing]\nsample_ratio = 0.5\n", None);
+        let kept = with_tracing("[tracing]\nsample_ratio = 0.5\n", Some(&first));
+        let (a, b) = (first.tracing.as_ref(), kept.tracing.as_ref());
+        assert!(a.zip(b).is_some_and(|(a, b)| Arc::ptr_eq(a, b)));
+        let changed = with_tracing("[tracing]\nsample_ratio = 0.25\n", Some(&kept));
+        let c = changed.tracing.as_ref().expect("tracer");
+        assert!(!Arc::ptr_eq(c, kept.tracing.as_ref().expect("tracer")));
+        assert_eq!(c.settings.sample_ratio, 0.25);
+        assert!(with_tracing("", Some(&changed)).tracing.is_none());
     }
 }

@@ -46,6 +46,9 @@ pub enum Field {
     Referer,
     /// Whether the response body was abandoned before its end.
     Aborted,
+    /// The request's W3C trace id under `[tracing]` (not in the default
+    /// list).
+    TraceId,
 }
 
 impl Field {
@@ -74,6 +77,10 @@ impl Field {
         Field::Aborted,
     ];
 
+    /// Fields that `access_log_fields` may name but the default line
+    /// leaves out (a log without `[tracing]` would hold only nulls).
+    pub const OPTIONAL: [Field; 1] = [Field::TraceId];
+
     /// The field's name: its key in the JSON line and in `access_log_fields`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -97,18 +104,20 @@ impl Field {
             Field::UserAgent => "user_agent",
             Field::Referer => "referer",
             Field::Aborted => "aborted",
+            Field::TraceId => "trace_id",
         }
     }
 
     /// The field called `name`, if there is one.
     pub fn from_name(name: &str) -> Option<Field> {
-        Field::ALL.into_iter().find(|f| f.name() == name)
+        (Field::ALL.into_iter().chain(Field::OPTIONAL)).find(|f| f.name() == name)
     }
 
     /// Every field's name, comma-separated (for the error naming an
     /// unknown one).
     pub fn names() -> String {
-        Field::ALL.map(Field::name).join(", ")
+        let all = Field::ALL.into_iter().chain(Field::OPTIONAL);
+        all.map(Field::name).collect::<Vec<_>>().join(", ")
     }
 
     const fn bit(self) -> u32 {
@@ -159,7 +168,7 @@ mod tests {
     #[test]
     fn names_round_trip_and_are_distinct() {
         let mut seen = std::collections::HashSet::new();
-        for f in Field::ALL {
+        for f in Field::ALL.into_iter().chain(Field::OPTIONAL) {
             assert_eq!(Field::from_name(f.name()), Some(f));
             assert!(seen.insert(f.name()), "{} twice", f.name());
         }

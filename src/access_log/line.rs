@@ -77,6 +77,12 @@ fn value(out: &mut Vec<u8>, field: Field, r: &AccessRecord, bytes: u64, complete
         Field::UserAgent => opt_bytes(out, r.user_agent.as_ref().map(|v| v.as_bytes())),
         Field::Referer => opt_bytes(out, r.referer.as_ref().map(|v| v.as_bytes())),
         Field::Aborted => out.extend_from_slice(if complete { b"false" } else { b"true" }),
+        Field::TraceId => match r.trace_id {
+            Some(id) => {
+                let _ = write!(out, "\"{id:032x}\"");
+            }
+            None => null(out),
+        },
     }
 }
 
@@ -164,6 +170,7 @@ mod tests {
             upstream_time: Some(Duration::from_millis(5)),
             cache_status: None,
             request_id: Some(RequestId::Made(0xab)),
+            trace_id: None,
             user_agent: Some(HeaderValue::from_static("curl/8")),
             referer: None,
             head_received: 100,

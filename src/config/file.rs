@@ -41,6 +41,8 @@ pub struct RawFile {
     /// `[cache.NAME]`: proxy cache zones, keyed by the spanned name.
     #[serde(default)]
     pub cache: BTreeMap<Spanned<String>, Spanned<RawCache>>,
+    /// `[tracing]`: W3C trace context and OTLP span export.
+    pub tracing: Option<Spanned<RawTracing>>,
 }
 
 /// `[cache.NAME]`: a two-level proxy cache zone.
@@ -82,6 +84,24 @@ pub struct RawCacheDisk {
     pub path: Spanned<String>,
     /// Bound on the bytes its files take.
     pub size: Spanned<Size>,
+}
+
+/// `[tracing]`: W3C trace context propagation and OTLP/HTTP export.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// The collector's OTLP/HTTP traces URL; absent: propagation only.
+    pub otlp_endpoint: Option<Spanned<String>>,
+    /// `service.name` of the exported spans.
+    pub service_name: Option<Spanned<String>>,
+    /// Share of new traces sampled, 0 to 1.
+    pub sample_ratio: Option<Spanned<f64>>,
+    /// Requests' spans waiting for export before more are dropped.
+    pub queue_size: Option<Spanned<i64>>,
+    /// Spans sent per export request, at most.
+    pub batch_size: Option<Spanned<i64>>,
+    /// Time allowed for one export request.
+    pub export_timeout: Option<Spanned<Dur>>,
 }
 
 /// `[redis]`: where state shared by many moongate nodes lives.

@@ -33,6 +33,8 @@ pub struct Config {
     pub limits: BTreeMap<String, LimitZone>,
     /// `[redis]`, if configured.
     pub redis: Option<RedisSettings>,
+    /// `[tracing]`, if configured.
+    pub tracing: Option<TracingSettings>,
     /// `[cache.NAME]` by name.
     pub caches: BTreeMap<String, CacheZone>,
     /// The files read, in merge order (for `check` output and the status page).
@@ -755,6 +757,26 @@ impl OnRedisError {
             OnRedisError::Deny => "deny",
         }
     }
+}
+
+/// `[tracing]`: W3C trace context for every request, and span export
+/// when `otlp_endpoint` is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSettings {
+    /// The collector's OTLP/HTTP traces URL (`http://...`); `None`:
+    /// propagation only, nothing exported.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans (default "moongate").
+    pub service_name: String,
+    /// Share of new traces (no incoming `traceparent`) sampled, 0 to 1
+    /// (default 1); a continued trace follows the caller's flag.
+    pub sample_ratio: f64,
+    /// Requests whose spans may wait for export; more are dropped.
+    pub queue_size: usize,
+    /// Spans per export request, at most.
+    pub batch_size: usize,
+    /// Time allowed for one export request.
+    pub export_timeout: Duration,
 }
 
 /// `[redis]`: the Redis that nodes share state through.

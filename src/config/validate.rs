@@ -21,6 +21,7 @@ mod redis;
 mod route;
 mod route_overlap;
 mod server;
+mod tracing;
 mod upstream;
 mod upstream_tls;
 mod workers;
@@ -74,6 +75,7 @@ pub(crate) fn validate(
 
     let lua = lua::settings(&parsed, &mut paths)?;
     let redis = redis::settings(&parsed)?;
+    let tracing = tracing::settings(&parsed)?;
 
     let mut limits: BTreeMap<String, LimitZone> = BTreeMap::new();
     for (src, raw) in &parsed {
@@ -140,6 +142,7 @@ pub(crate) fn validate(
         lua,
         limits,
         redis,
+        tracing,
         caches,
         files: files.iter().map(|(name, _)| name.clone()).collect(),
         prefix: paths.prefix().to_path_buf(),

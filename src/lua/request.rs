@@ -93,6 +93,11 @@ pub struct ReqCtx {
     pub route: RouteInfo,
     /// `$request_id`, made on first use (0 until then).
     pub request_id: Cell<u128>,
+    /// The handler runs of a request whose spans are exported (`[tracing]`);
+    /// `None` otherwise, and nothing is written down.
+    pub phase_runs: crate::otel::PhaseRuns,
+    /// The request's trace id under `[tracing]` (`$trace_id`); 0 without.
+    pub trace_id: Cell<u128>,
     /// The file holding the body (`ngx.req.get_body_file`): the temp file
     /// a read body was spooled to when larger than [`BODY_BUFFER_SIZE`],
     /// or the one `ngx.req.set_body_file` named.
@@ -210,6 +215,8 @@ impl ReqCtx {
             conn: ConnInfo::default(),
             route: RouteInfo::default(),
             request_id: Cell::new(0),
+            phase_runs: std::cell::RefCell::new(None),
+            trace_id: Cell::new(0),
             body_file: RefCell::new(None),
             new_body: RefCell::new(None),
             header_case: RefCell::new(Vec::new()),

@@ -221,12 +221,19 @@ impl Vm {
     /// Runs script `id` as the `phase` handler of `req` (counted in the
     /// worker's metrics when the program says so).
     pub async fn run(&self, id: ScriptId, phase: Phase, req: &Rc<ReqCtx>) -> Outcome {
-        if !self.program.metrics {
+        let traced = req.phase_runs.borrow().is_some();
+        if !self.program.metrics && !traced {
             return self.run_once(id, phase, req).await.0;
         }
         let started = Instant::now();
         let (outcome, end) = self.run_once(id, phase, req).await;
-        self.count(id, phase, end, started.elapsed());
+        if self.program.metrics {
+            self.count(id, phase, end, started.elapsed());
+        }
+        if let Some(runs) = req.phase_runs.borrow_mut().as_mut() {
+            let failed = matches!(outcome, Outcome::Failed(_));
+            crate::otel::note_run(runs, phase, started, Instant::now(), failed);
+        }
         outcome
     }
 

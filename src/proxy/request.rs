@@ -34,6 +34,7 @@ use crate::lua::respond::run_log_phase;
 use crate::lua::vm::Vm;
 use crate::lua::{RoutePhases, ScriptId};
 use crate::metrics::{MethodClass, RouteCounters};
+use crate::otel::{RequestTrace, Settled, UpstreamSpan};
 use crate::snapshot::RouteEntry;
 use crate::vars::RequestFacts;
 
@@ -105,6 +106,8 @@ pub struct RequestCtx {
     /// The request body's declared length (`Content-Length`), for the
     /// route's byte counter; 0 when unknown.
     pub request_bytes: u64,
+    /// Its trace, when `[tracing]` is configured.
+    pub trace: Option<Box<RequestTrace>>,
 }
 
 impl RequestCtx {
@@ -148,6 +151,7 @@ impl RequestCtx {
             head_bytes: 0,
             keep_alive: true,
             request_bytes: http_body::Body::size_hint(req.body()).exact().unwrap_or(0),
+            trace: None,
         }
     }
 
@@ -172,6 +176,7 @@ impl RequestCtx {
             head_bytes: 0,
             keep_alive: true,
             request_bytes: 0,
+            trace: None,
         }
     }
 
@@ -212,6 +217,15 @@ impl RequestCtx {
             path_regex: entry.path_regex.clone(),
         };
         setup(&mut ctx);
+        if let Some(trace) = &self.trace {
+            ctx.trace_id
+                .set(u128::from_be_bytes(trace.trace_id.to_bytes()));
+        }
+        if self.trace.as_ref().is_some_and(|t| t.recording()) {
+            // After `ngx.exec` the runs so far carry over.
+            let before = self.lua.as_ref().and_then(|l| l.ctx.phase_runs.take());
+            *ctx.phase_runs.get_mut() = Some(before.unwrap_or_default());
+        }
         let ctx = Rc::new(ctx);
         ctx.cache_zone.set(entry.cache.is_some());
         self.lua = Some(LuaReq {
@@ -265,6 +279,41 @@ impl RequestCtx {
             (Some(lua), None) if log => Some(lua.ctx.request_id.get()).filter(|&id| id != 0),
             _ => None,
         };
+        let trace_id = match &self.trace {
+            Some(t) if self.log.has(Field::TraceId) => Some(t.trace_id),
+            _ => None,
+        };
+        let trace = self.trace.filter(|t| t.recording()).map(|mut t| {
+            let method = crate::otel::method_name(&self.method);
+            let upstream = self.upstream.as_ref();
+            let attributes = crate::otel::server_attributes(
+                method,
+                self.facts.request_uri.path(),
+                self.facts.scheme,
+                self.route.as_deref(),
+                &self.facts.host,
+                self.facts.client,
+                status,
+                upstream.map(|u| u.addr.as_str()),
+            );
+            let name = match &self.route {
+                Some(route) => format!("HTTP {method} {route}"),
+                None => format!("HTTP {method}"),
+            };
+            t.settle(Settled {
+                name,
+                method,
+                attributes,
+                status,
+                upstream: upstream.map(|u| UpstreamSpan {
+                    addr: u.addr.clone(),
+                    status: u.status,
+                    elapsed: u.elapsed,
+                }),
+                lua: self.lua.as_ref().map(|l| l.ctx.clone()),
+            });
+            t
+        });
         let lua_log = match (self.lua, phases) {
             (Some(lua), Some(p)) if !p.log.is_empty() => Some((lua, p.log.clone())),
             _ => None,
@@ -278,7 +327,7 @@ impl RequestCtx {
         };
         // Only the counting to do: a small hook (the access record's
         // fields are not moved into it), or none.
-        if !log && self.permits.is_empty() && lua_log.is_none() {
+        if !log && self.permits.is_empty() && lua_log.is_none() && trace.is_none() {
             return tally
                 .counters
                 .is_some()
@@ -307,6 +356,7 @@ impl RequestCtx {
                     .request_id
                     .map(RequestId::Header)
                     .or(made_id.map(RequestId::Made)),
+                trace_id,
                 user_agent: copies.user_agent,
                 referer: copies.referer,
                 head_received: copies.head_received,
@@ -317,6 +367,7 @@ impl RequestCtx {
             lua_log,
             head_bytes,
             tally,
+            trace,
         }))
     }
 }
@@ -357,6 +408,7 @@ struct Completion {
     lua_log: Option<(LuaReq, Vec<ScriptId>)>,
     head_bytes: u64,
     tally: Tally,
+    trace: Option<Box<RequestTrace>>,
 }
 
 impl OnComplete for Completion {
@@ -368,8 +420,12 @@ impl OnComplete for Completion {
             lua_log,
             head_bytes,
             tally,
+            trace,
         } = *self;
         drop(permits);
+        if let Some(trace) = trace {
+            trace.finish();
+        }
         tally.record(bytes);
         conn.shared.access_log.write(&record, bytes, complete);
         if let Some((lua, ids)) = lua_log {

@@ -288,6 +288,7 @@ fn spawn_refresh(
             upstream_addr: done.map(|d| d.addr),
             cache_status: Some("REFRESH"),
             request_id: None,
+            trace_id: None,
             user_agent: None,
             referer: None,
             head_received: 0,

@@ -21,6 +21,7 @@ mod limits;
 mod static_files;
 mod tls;
 mod check;
+mod tracing;
 mod check_paths;
 mod timeouts;
 mod admin;

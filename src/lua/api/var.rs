@@ -77,7 +77,7 @@ fn text_or_bytes(lua: &Lua, bytes: &[u8]) -> mlua::Result<VarOut> {
 pub(super) const NGINX_VERSION: (i64, &str) = (1_022_001, "1.22.1");
 
 /// Built-in variables a handler may not set (nginx: "not changeable").
-const READ_ONLY: [&str; 35] = [
+const READ_ONLY: [&str; 36] = [
     "host",
     "remote_port",
     "https",
@@ -101,6 +101,7 @@ const READ_ONLY: [&str; 35] = [
     "content_type",
     "content_length",
     "request_id",
+    "trace_id",
     "nginx_version",
     "hostname",
     "connection",
@@ -216,6 +217,8 @@ pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOu
 fn connection_var(r: &ReqCtx, name: &str) -> Option<Option<String>> {
     Some(match name {
         "request_id" => Some(r.request_id()),
+        // `[tracing]`'s trace id (32 hex digits); nil without `[tracing]`.
+        "trace_id" => (r.trace_id.get() != 0).then(|| format!("{:032x}", r.trace_id.get())),
         "server_addr" => Some(r.conn.server_addr.to_string()),
         "server_name" => Some(
             r.route
