@@ -32,6 +32,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -291,13 +292,15 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if header == Some(token) {
+    // Compared in constant time: the admin listener may be on a network.
+    let same = |given: &str| bool::from(given.as_bytes().ct_eq(token.as_bytes()));
+    if header.is_some_and(same) {
         return true;
     }
     if req.method() != Method::GET || req.uri().path() != "/" {
         return false;
     }
-    query_token(req.uri().query()).is_some_and(|given| given == token)
+    query_token(req.uri().query()).is_some_and(|given| same(&given))
 }
 
 /// The `token` parameter of a query string, percent-decoded.

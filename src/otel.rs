@@ -62,6 +62,11 @@ impl Tracer {
         })
     }
 
+    /// Whether spans are exported (an `otlp_endpoint` is set).
+    pub fn exports(&self) -> bool {
+        self.queue.is_some()
+    }
+
     /// Spans dropped because the export queue was full (0 without export).
     pub fn dropped(&self) -> u64 {
         self.queue.as_ref().map_or(0, export::Queue::dropped)

@@ -44,6 +44,9 @@ pub struct Readings {
     pub limits: Vec<LimitReading>,
     /// Every managed worker pool's figures.
     pub pools: Vec<PoolReading>,
+    /// Spans the tracing export queue dropped since its exporter started
+    /// (`None` without `[tracing]` export).
+    pub tracing_dropped: Option<u64>,
 }
 
 /// One peer's health at the scrape.

@@ -79,6 +79,11 @@ pub fn readings(shared: &Shared) -> Readings {
         caches,
         limits,
         pools,
+        tracing_dropped: snap
+            .tracing
+            .as_ref()
+            .filter(|t| t.exports())
+            .map(|t| t.dropped()),
     }
 }
 

@@ -325,7 +325,8 @@ async fn a_collector_that_is_down_or_silent_holds_no_request() {
     drop(closed);
     for (collector, drops) in [(silent_addr, true), (closed_addr, false)] {
         let tracing = format!(
-            "[tracing]\notlp_endpoint = \"http://{collector}/v1/traces\"\nqueue_size = 4\nbatch_size = 2\nexport_timeout = \"3s\"\n"
+            "[tracing]\notlp_endpoint = \"http://{collector}/v1/traces\"\nqueue_size = 4\nbatch_size = 2\nexport_timeout = \"3s\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n"
         );
         let mg = Moongate::start(&conf(&origin, &tracing));
         let c = support::client();
@@ -339,6 +340,21 @@ async fn a_collector_that_is_down_or_silent_holds_no_request() {
         if drops {
             let line = mg.wait_log("OTLP span queue full", Duration::from_secs(15));
             assert!(line.contains("dropped"), "{line}");
+            // And counted for /metrics.
+            let text = c
+                .get(mg.admin_url("/metrics"))
+                .send()
+                .await
+                .expect("scrape")
+                .text()
+                .await
+                .expect("text");
+            let dropped: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("moongate_tracing_dropped_spans_total "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no dropped-spans counter:\n{text}"));
+            assert!(dropped > 0.0, "{dropped}");
         } else {
             mg.wait_log("OTLP export failed", Duration::from_secs(15));
         }

@@ -35,6 +35,15 @@ pub(super) fn reloads(enc: &mut DescriptorEncoder<'_>, readings: &Readings) -> f
         )?;
         m.encode_gauge(&i64::try_from(at).unwrap_or(i64::MAX))?;
     }
+    if let Some(dropped) = readings.tracing_dropped {
+        let mut m = enc.encode_descriptor(
+            "moongate_tracing_dropped_spans",
+            "Spans not exported because the export queue was full (the collector down or slow); starts again at 0 when a reload changes [tracing].",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&dropped, None)?;
+    }
     Ok(())
 }
 
