@@ -3,32 +3,19 @@
 
 use super::{Descriptor, Implementation, Kind, OptionSpec, Phase};
 
+/// The header changes `response_transform` offers too.
+const H: [OptionSpec; 5] = super::response_transform::HEADER_CHANGES;
+
 /// The descriptor.
 pub const POLICY: Descriptor = Descriptor {
     name: "request_transform",
     phases: &[Phase::Access],
     options: &[
-        OptionSpec::new("remove_headers", Kind::HeaderList, "headers removed"),
-        OptionSpec::new(
-            "rename_headers",
-            Kind::HeaderRenames,
-            "headers renamed (value kept)",
-        ),
-        OptionSpec::new(
-            "set_headers",
-            Kind::HeaderTemplates,
-            "headers set, replacing any value",
-        ),
-        OptionSpec::new(
-            "add_headers",
-            Kind::HeaderTemplates,
-            "headers set only when absent",
-        ),
-        OptionSpec::new(
-            "append_headers",
-            Kind::HeaderTemplates,
-            "one more value for each header",
-        ),
+        H[0],
+        H[1],
+        H[2],
+        H[3],
+        H[4],
         OptionSpec::new(
             "remove_querystring",
             Kind::StrList,

@@ -93,7 +93,7 @@ impl Kind {
 }
 
 /// One option of a policy.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct OptionSpec {
     /// The key in the policy entry.
     pub key: &'static str,
