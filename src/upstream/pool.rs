@@ -159,28 +159,33 @@ impl IdlePool {
         self.shared.address_key(addr)
     }
 
-    fn peer(&self, peer_id: u64) -> Arc<PeerIdle> {
+    /// Runs `f` on the pool of `peer_id`, lent rather than cloned: an
+    /// `Arc` clone per request would bounce its count's cache line
+    /// between the threads.
+    fn with_peer<R>(&self, peer_id: u64, f: impl FnOnce(&Arc<PeerIdle>) -> R) -> R {
         let mut known = self.known.borrow_mut();
-        if let Some((_, p)) = known.iter().find(|(id, _)| *id == peer_id) {
-            return p.clone();
-        }
-        let p = self.shared.peer(peer_id);
-        known.push((peer_id, p.clone()));
-        p
+        let at = match known.iter().position(|(id, _)| *id == peer_id) {
+            Some(at) => at,
+            None => {
+                known.push((peer_id, self.shared.peer(peer_id)));
+                known.len() - 1
+            }
+        };
+        f(&known[at].1)
     }
 
     /// `socket`, newly connected to `peer_id`, counted among the peer's
     /// open connections while it lives.
     pub fn counted(&self, peer_id: u64, socket: Box<dyn Socket>) -> Box<dyn Socket> {
-        Box::new(Counted::new(socket, self.peer(peer_id)))
+        Box::new(Counted::new(socket, self.with_peer(peer_id, Arc::clone)))
     }
 
     /// Takes the most recently used idle connection to `peer_id` that is
     /// still open and was idle less than `idle_timeout`.
     pub fn checkout(&self, peer_id: u64, idle_timeout: Duration) -> Option<Conn> {
-        let (kept, moved) = self
-            .peer(peer_id)
-            .take(self.home, idle_timeout, |k| matches!(k, Kept::Http1(_)))?;
+        let (kept, moved) = self.with_peer(peer_id, |p| {
+            p.take(self.home, idle_timeout, |k| matches!(k, Kept::Http1(_)))
+        })?;
         let Kept::Http1(conn) = kept else {
             return None;
         };
@@ -191,9 +196,9 @@ impl IdlePool {
 
     /// [`IdlePool::checkout`] for a FastCGI connection.
     pub fn checkout_fastcgi(&self, peer_id: u64, idle_timeout: Duration) -> Option<FcgiSocket> {
-        let (kept, moved) = self
-            .peer(peer_id)
-            .take(self.home, idle_timeout, |k| matches!(k, Kept::Fastcgi(_)))?;
+        let (kept, moved) = self.with_peer(peer_id, |p| {
+            p.take(self.home, idle_timeout, |k| matches!(k, Kept::Fastcgi(_)))
+        })?;
         let Kept::Fastcgi(socket) = kept else {
             return None;
         };
@@ -212,8 +217,7 @@ impl IdlePool {
         if !conn.is_clean() || max_idle == 0 {
             return;
         }
-        self.peer(peer_id)
-            .put(self.home, Kept::Http1(conn), max_idle);
+        self.with_peer(peer_id, |p| p.put(self.home, Kept::Http1(conn), max_idle));
     }
 
     /// Returns a FastCGI connection whose request ended cleanly (the
@@ -222,8 +226,9 @@ impl IdlePool {
         if max_idle == 0 {
             return;
         }
-        self.peer(peer_id)
-            .put(self.home, Kept::Fastcgi(socket), max_idle);
+        self.with_peer(peer_id, |p| {
+            p.put(self.home, Kept::Fastcgi(socket), max_idle)
+        });
     }
 
     /// Closes this worker's idle connections older than `max_age` or
