@@ -28,7 +28,12 @@ impl Recycled {
 }
 
 /// What a pool's processes are doing, in [`Figures::procs`]' order.
-pub const STATES: [&str; 4] = ["starting", "ready", "draining", "stopping"];
+pub const STATES: [&str; 4] = [
+    ProcState::Starting.as_str(),
+    ProcState::Ready.as_str(),
+    ProcState::Draining.as_str(),
+    ProcState::Stopping.as_str(),
+];
 
 /// One pool's figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,13 +70,8 @@ impl Pool {
     pub(super) fn figures(&self) -> Figures {
         let mut procs = [0; 4];
         for p in self.procs.values() {
-            let i = match p.state {
-                ProcState::Starting => 0,
-                ProcState::Ready => 1,
-                ProcState::Draining => 2,
-                ProcState::Stopping => 3,
-            };
-            procs[i] += 1;
+            // The enum's order is STATES' order.
+            procs[p.state as usize] += 1;
         }
         Figures {
             procs,

@@ -8,7 +8,8 @@ use std::time::Instant;
 use super::{Pool, ProcState};
 
 impl ProcState {
-    fn as_str(self) -> &'static str {
+    /// Its name in `/status` and the metrics' `state` label.
+    pub(super) const fn as_str(self) -> &'static str {
         match self {
             ProcState::Starting => "starting",
             ProcState::Ready => "ready",
