@@ -204,7 +204,9 @@ local t0 = ngx.now()
 local res, err, partial = resp.call(sock, "PING")
 ngx.update_time()
 ngx.say(tostring(res), " ", tostring(err), " [", tostring(partial), "]")
-ngx.say("waited ", math.floor((ngx.now() - t0) * 1000 / 100))
+-- In tenths of a second, rounded: ngx.now() has millisecond steps, so
+-- a 300 ms wait may read 299 ms.
+ngx.say("waited ", math.floor((ngx.now() - t0) * 1000 / 100 + 0.5))
 -- A read timeout does not close the socket.
 ngx.say("send after timeout ", tostring(sock:send("")), " ", tostring(sock:getreusedtimes()))
 sock:close()
