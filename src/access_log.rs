@@ -196,6 +196,8 @@ pub struct AccessRecord {
     pub request_id: Option<RequestId>,
     /// The request's trace id, under `[tracing]`.
     pub trace_id: Option<opentelemetry::trace::TraceId>,
+    /// `$consumer`, when an authentication policy recognised one.
+    pub consumer: Option<String>,
     /// The client's `User-Agent`.
     pub user_agent: Option<HeaderValue>,
     /// The client's `Referer`.

@@ -57,6 +57,7 @@ pub mod cjson;
 pub mod moongate;
 pub mod resty;
 pub mod policies;
+pub mod auth;
 pub mod vm;
 pub mod worker;
 pub mod balancer;

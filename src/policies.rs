@@ -7,8 +7,9 @@
 //! `docs/policies.md` all read the same place.
 //!
 //! Adding a policy: a file here with a `pub const POLICY: Descriptor`, and
-//! one line in [`REGISTRY`]. This module knows nothing of Lua VMs, spans
-//! or requests: it describes, and checks option values.
+//! one line in [`REGISTRY`]. This module knows nothing of Lua VMs or
+//! spans: it describes, checks option values, and (for the policies with a
+//! native half, `native`) compiles options and acts on a request head.
 
 pub mod schema;
 pub mod api_key;
@@ -20,6 +21,11 @@ pub mod request_size;
 pub mod user_agent;
 pub mod request_transform;
 pub mod response_transform;
+pub mod jwt;
+pub mod basic_auth;
+pub mod acl;
+pub mod credentials;
+pub mod native;
 pub mod docs;
 
 pub use schema::{Kind, OptionSpec};
@@ -35,6 +41,9 @@ pub const REGISTRY: &[&Descriptor] = &[
     &user_agent::POLICY,
     &request_transform::POLICY,
     &response_transform::POLICY,
+    &jwt::POLICY,
+    &basic_auth::POLICY,
+    &acl::POLICY,
 ];
 
 /// A phase a policy runs in (the request phases a route's Lua has).
@@ -111,6 +120,9 @@ pub struct Descriptor {
     pub apisix: &'static str,
     /// How it runs.
     pub implementation: Implementation,
+    /// Its native half, compiled once per configuration from the options
+    /// (keys, files), which its Lua handler calls into.
+    pub compile: Option<native::Compile>,
 }
 
 impl Descriptor {

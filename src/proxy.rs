@@ -239,6 +239,7 @@ fn routed<'a, 's: 'a>(
                 // The id as the rewrite and access handlers left it (a
                 // `request_id` policy sets it).
                 rq.note_request_id(&held.head(), &entry.request_id_header);
+                rq.note_consumer();
             }
             let mut content = None;
             if answer.is_none() && limits_due && !entry.limits.is_empty() {

@@ -197,18 +197,22 @@ impl Control {
 }
 
 /// Watches a conf.d directory (its `*.toml`) and the directories of the
-/// Lua scripts the configuration uses (their `*.lua`), and reloads after
-/// changes settle (debounced: a burst of writes makes one reload). Script
-/// directories are re-read after every reload, whatever triggered it.
+/// Lua scripts the configuration uses (their `*.lua`) and the data files
+/// it read (consumers, htpasswd, keys: [`Snapshot::data_files`]), and
+/// reloads after changes settle (debounced: a burst of writes makes one
+/// reload). Script directories and data files are re-read after every
+/// reload, whatever triggered it.
 pub fn watch(dir: &Path, control: Arc<Control>) -> notify::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let data_files: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+    let data = data_files.clone();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
+            let data = data.lock().map(|d| d.clone()).unwrap_or_default();
             let relevant = !ev.kind.is_access()
-                && ev
-                    .paths
-                    .iter()
-                    .any(|p| p.extension().is_some_and(|e| e == "toml" || e == "lua"));
+                && ev.paths.iter().any(|p| {
+                    p.extension().is_some_and(|e| e == "toml" || e == "lua") || data.contains(p)
+                });
             if relevant {
                 let _ = tx.send(());
             }
@@ -236,7 +240,13 @@ pub fn watch(dir: &Path, control: Arc<Control>) -> notify::Result<()> {
             let snap = control.shared.snapshot.load();
             if snap.generation != synced {
                 synced = snap.generation;
-                for d in snap.lua.script_dirs() {
+                if let Ok(mut files) = data_files.lock() {
+                    files.clone_from(&snap.data_files);
+                }
+                let data_dirs = (snap.data_files.iter())
+                    .filter_map(|f| f.parent().map(Path::to_path_buf))
+                    .filter(|d| d.is_dir());
+                for d in snap.lua.script_dirs().into_iter().chain(data_dirs) {
                     if !watched.contains(&d)
                         && watcher.watch(&d, RecursiveMode::NonRecursive).is_ok()
                     {

@@ -52,6 +52,10 @@ pub struct Snapshot {
     pub metrics: bool,
     /// The files this configuration came from.
     pub files: Vec<PathBuf>,
+    /// Other files the configuration read (the consumers file, the files
+    /// policies name: htpasswd, keys, JWKS): a change to one reloads, as a
+    /// change to conf.d does.
+    pub data_files: Vec<PathBuf>,
     /// The directory its relative paths were resolved against (the one holding conf.d).
     pub prefix: PathBuf,
     /// Every Lua script of this configuration.
@@ -206,8 +210,11 @@ pub fn compile(
         &config.lua,
         &route_lua,
         &balancers,
-        upstreams.keys().cloned().collect(),
-        limits.clone(),
+        crate::lua::program::References {
+            upstreams: upstreams.keys().cloned().collect(),
+            limits: limits.clone(),
+            consumers: config.consumers.clone(),
+        },
         previous.map(|p| p.lua.as_ref()),
         metrics,
     )?;
@@ -221,6 +228,7 @@ pub fn compile(
         (route_body_limits.iter().flatten().copied()).fold(server_body_limit, u64::max);
     let mut specs = Vec::with_capacity(config.routes.len());
     let summaries = config.routes.iter().map(RouteSummary::of).collect();
+    let data_files = data_files(&config.routes, config.consumers_file.clone());
     for (index, (route, lua_phases)) in config.routes.into_iter().zip(phases).enumerate() {
         let body_limit = Some(route_body_limits[index].unwrap_or(server_body_limit))
             .filter(|l| *l != before_route);
@@ -351,6 +359,7 @@ pub fn compile(
         listeners,
         metrics,
         admin: config.admin,
+        data_files,
         files: config.files,
         prefix: config.prefix,
         lua,
@@ -358,6 +367,26 @@ pub fn compile(
         caches,
         redis: config.redis,
     })
+}
+
+/// The files the routes' policies read (their `File` options) and the
+/// consumers file, each once.
+fn data_files(routes: &[config::Route], consumers: Option<PathBuf>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = consumers.into_iter().collect();
+    for p in routes.iter().flat_map(|r| &r.lua.policies) {
+        let Some(d) = crate::policies::find(&p.name) else {
+            continue;
+        };
+        let files = (d.options.iter())
+            .filter(|o| matches!(o.kind, crate::policies::Kind::File))
+            .filter_map(|o| p.options.get(o.key)?.as_str().map(PathBuf::from));
+        for f in files {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    out
 }
 
 /// The body limit of a route's `request_size` policy, if it has one.

@@ -395,6 +395,7 @@ mod tests {
             client: ip.parse().expect("ip"),
             scheme: "http",
             server_port: 80,
+            consumer: None,
         }
     }
 

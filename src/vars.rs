@@ -33,6 +33,9 @@ pub enum Var {
     Cookie(String),
     /// `$arg_NAME`: a query argument.
     Arg(String),
+    /// `$consumer`: who an authentication policy recognised (empty when
+    /// none did).
+    Consumer,
 }
 
 impl Var {
@@ -47,6 +50,7 @@ impl Var {
             "scheme" => Var::Scheme,
             "request_method" => Var::RequestMethod,
             "server_port" => Var::ServerPort,
+            "consumer" => Var::Consumer,
             _ => {
                 if let Some(h) = name.strip_prefix("http_") {
                     let header = h.replace('_', "-").to_ascii_lowercase();
@@ -60,7 +64,7 @@ impl Var {
                 } else {
                     return Err(format!(
                         "unknown variable `${name}`; known: $remote_addr, $host, $request_uri, $uri, $args, \
-                         $scheme, $request_method, $server_port, $http_NAME, $cookie_NAME, $arg_NAME"
+                         $scheme, $request_method, $server_port, $consumer, $http_NAME, $cookie_NAME, $arg_NAME"
                     ));
                 }
             }
@@ -144,6 +148,8 @@ pub struct RequestFacts {
     pub scheme: &'static str,
     /// The port the request arrived on.
     pub server_port: u16,
+    /// `$consumer`, once the access phase recognised one.
+    pub consumer: Option<String>,
 }
 
 impl RequestFacts {
@@ -200,6 +206,7 @@ impl RequestVars<'_> {
                     out.push_str(v);
                 }
             }
+            Var::Consumer => out.push_str(self.facts.consumer.as_deref().unwrap_or("")),
         }
     }
 }
@@ -252,6 +259,7 @@ mod tests {
             client: "10.0.0.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
             scheme: "https",
             server_port: 8443,
+            consumer: None,
         };
         let vars = facts.vars(&p);
         let t = VarTemplate::parse("$scheme://$host$request_uri|${http_x_api_key}|$cookie_sid|$arg_user|$uri|$remote_addr:$server_port")
@@ -276,6 +284,7 @@ mod tests {
                 client: IpAddr::from([127, 0, 0, 1]),
                 scheme: "http",
                 server_port: 80,
+                consumer: None,
             };
             let vars = facts.vars(&p);
             if let Ok(t) = VarTemplate::parse(&text) {

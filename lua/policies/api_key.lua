@@ -1,9 +1,12 @@
 -- policies.api_key: requests need a known API key (a header, or a query
 -- argument), from `keys`, a `keys_file` (one "KEY [CONSUMER]" per line,
 -- # comments) or a shared dict (`dict`, key -> consumer). No key: 401;
--- an unknown key: 403. The consumer's name goes upstream in a header and
--- the key itself does not.
+-- an unknown key: 403. Keys of `[consumer.NAME]` entries (`keys = [...]`)
+-- are known too. The consumer's name becomes `$consumer` and goes upstream
+-- in a header (and X-Consumer-Username); the key itself does not.
 --   policies = [{ use = "api_key", header = "X-Api-Key", keys_file = "conf.d/keys.txt" }]
+local native = require "policies.native"
+
 local M = {}
 M.__index = M
 
@@ -46,6 +49,7 @@ function M:access()
         local dict = ngx.shared and ngx.shared[self.dict]
         consumer = dict and dict:get(key)
     end
+    consumer = native.api_key(key, consumer)
     if not consumer then
         return ngx.exit(ngx.HTTP_FORBIDDEN)
     end

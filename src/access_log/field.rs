@@ -49,6 +49,9 @@ pub enum Field {
     /// The request's W3C trace id under `[tracing]` (not in the default
     /// list).
     TraceId,
+    /// `$consumer`: who an authentication policy recognised (not in the
+    /// default list).
+    Consumer,
 }
 
 impl Field {
@@ -79,7 +82,7 @@ impl Field {
 
     /// Fields that `access_log_fields` may name but the default line
     /// leaves out (a log without `[tracing]` would hold only nulls).
-    pub const OPTIONAL: [Field; 1] = [Field::TraceId];
+    pub const OPTIONAL: [Field; 2] = [Field::TraceId, Field::Consumer];
 
     /// The field's name: its key in the JSON line and in `access_log_fields`.
     pub const fn name(self) -> &'static str {
@@ -105,6 +108,7 @@ impl Field {
             Field::Referer => "referer",
             Field::Aborted => "aborted",
             Field::TraceId => "trace_id",
+            Field::Consumer => "consumer",
         }
     }
 

@@ -77,6 +77,7 @@ fn value(out: &mut Vec<u8>, field: Field, r: &AccessRecord, bytes: u64, complete
         Field::UserAgent => opt_bytes(out, r.user_agent.as_ref().map(|v| v.as_bytes())),
         Field::Referer => opt_bytes(out, r.referer.as_ref().map(|v| v.as_bytes())),
         Field::Aborted => out.extend_from_slice(if complete { b"false" } else { b"true" }),
+        Field::Consumer => opt_string(out, r.consumer.as_deref()),
         Field::TraceId => match r.trace_id {
             Some(id) => {
                 let _ = write!(out, "\"{id:032x}\"");
@@ -171,6 +172,7 @@ mod tests {
             cache_status: None,
             request_id: Some(RequestId::Made(0xab)),
             trace_id: None,
+            consumer: None,
             user_agent: Some(HeaderValue::from_static("curl/8")),
             referer: None,
             head_received: 100,

@@ -10,30 +10,74 @@ use std::sync::Arc;
 use jsonwebtoken::Algorithm;
 
 use super::htpasswd::PasswordHash;
+use super::jwks::{Family, Key};
+use super::jwt::{key_from_pem, key_from_secret};
 
-/// A JWT credential: tokens whose `key` claim (or `iss`, as the policy
-/// chooses) equals `key` are this consumer's, verified with `secret`.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A JWT credential: tokens whose key claim (the policy's
+/// `key_claim_name`, `iss` by default) equals `key` are this consumer's,
+/// verified with its own key and only with its one algorithm.
+#[derive(Debug, Clone)]
 pub struct JwtCredential {
     /// The claim value that names this consumer.
     pub key: String,
-    /// The HMAC secret or PEM public key that verifies their tokens.
-    #[serde(default)]
-    pub secret: Option<String>,
     /// The one algorithm their tokens use.
-    #[serde(default = "hs256", deserialize_with = "algorithm")]
     pub algorithm: Algorithm,
+    /// The HMAC secret or public key that verifies their tokens.
+    pub verify: Key,
 }
 
-fn hs256() -> Algorithm {
-    Algorithm::HS256
+impl JwtCredential {
+    /// A credential from its parts: an HMAC `secret` or a PEM `public_key`
+    /// (exactly one), and the algorithm (HS256 with a secret, RS256 with a
+    /// public key, when not given), which must fit the key.
+    pub fn new(
+        key: String,
+        secret: Option<&str>,
+        public_key: Option<&[u8]>,
+        algorithm: Option<&str>,
+    ) -> Result<JwtCredential, String> {
+        if key.is_empty() {
+            return Err("jwt.key is empty".to_string());
+        }
+        let mut verify = match (secret, public_key) {
+            (Some(s), None) if !s.is_empty() => key_from_secret(s.as_bytes(), None),
+            (Some(_), None) => return Err("jwt.secret is empty".to_string()),
+            (None, Some(pem)) => {
+                key_from_pem(pem, None).map_err(|e| format!("jwt.public_key: {e}"))?
+            }
+            (Some(_), Some(_)) => {
+                return Err("give jwt.secret or jwt.public_key, not both".to_string());
+            }
+            (None, None) => return Err("jwt needs `secret` or `public_key`".to_string()),
+        };
+        let algorithm = match algorithm {
+            Some(a) => parse_algorithm(a)?,
+            None if verify.family == Family::Hmac => Algorithm::HS256,
+            None => Algorithm::RS256,
+        };
+        if !verify.accepts(algorithm) {
+            return Err(format!(
+                "jwt.algorithm {algorithm:?} cannot be verified with a {:?} key",
+                verify.family
+            ));
+        }
+        verify.alg = Some(algorithm);
+        Ok(JwtCredential {
+            key,
+            algorithm,
+            verify,
+        })
+    }
 }
 
-fn algorithm<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
-    let s: String = serde::Deserialize::deserialize(d)?;
-    s.parse()
-        .map_err(|_| serde::de::Error::custom(format!("unknown algorithm {s:?}")))
+/// A JWT algorithm by its JOSE name (`HS256`, `RS256`, `ES256`, `EdDSA`…).
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    name.parse().map_err(|_| {
+        format!(
+            "unknown algorithm {name:?}; known: HS256, HS384, HS512, RS256, RS384, RS512, \
+             PS256, PS384, PS512, ES256, ES384, EdDSA"
+        )
+    })
 }
 
 /// One consumer.
@@ -90,11 +134,24 @@ struct Line {
     #[serde(default)]
     keys: Vec<String>,
     #[serde(default)]
-    jwt: Option<JwtCredential>,
+    jwt: Option<JwtLine>,
     #[serde(default)]
     basic: Option<BasicLine>,
     #[serde(default)]
     groups: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JwtLine {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    public_key: Option<String>,
+    #[serde(default)]
+    algorithm: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -117,28 +174,41 @@ impl Consumers {
     pub fn build(consumers: Vec<Consumer>) -> Result<Consumers, String> {
         let mut out = Consumers::default();
         for c in consumers {
-            let c = Arc::new(c);
-            if out.by_name.insert(c.name.clone(), c.clone()).is_some() {
-                return Err(format!("consumer {} is defined twice", c.name));
-            }
-            for k in &c.keys {
-                if let Some(other) = out.by_key.insert(k.clone(), c.clone()) {
-                    return Err(format!(
-                        "consumers {} and {} share an API key",
-                        other.name, c.name
-                    ));
-                }
-            }
-            if let Some(j) = &c.jwt
-                && let Some(other) = out.by_jwt_key.insert(j.key.clone(), c.clone())
-            {
-                return Err(format!(
-                    "consumers {} and {} share a jwt key",
-                    other.name, c.name
-                ));
-            }
+            out.insert(c)?;
         }
         Ok(out)
+    }
+
+    /// Adds one consumer, refusing a name, API key or JWT key already taken
+    /// (the index is unchanged then).
+    pub fn insert(&mut self, c: Consumer) -> Result<(), String> {
+        if self.by_name.contains_key(&c.name) {
+            return Err(format!("consumer {} is defined twice", c.name));
+        }
+        for (i, k) in c.keys.iter().enumerate() {
+            let other = (self.by_key.get(k).map(|o| o.name.as_str()))
+                .or_else(|| c.keys[..i].contains(k).then_some(c.name.as_str()));
+            if let Some(other) = other {
+                return Err(format!("consumers {other} and {} share an API key", c.name));
+            }
+        }
+        if let Some(j) = &c.jwt
+            && let Some(other) = self.by_jwt_key.get(&j.key)
+        {
+            return Err(format!(
+                "consumers {} and {} share a jwt key",
+                other.name, c.name
+            ));
+        }
+        let c = Arc::new(c);
+        for k in &c.keys {
+            self.by_key.insert(k.clone(), c.clone());
+        }
+        if let Some(j) = &c.jwt {
+            self.by_jwt_key.insert(j.key.clone(), c.clone());
+        }
+        self.by_name.insert(c.name.clone(), c);
+        Ok(())
     }
 
     /// Parses a consumers file: one JSON object per line
@@ -155,7 +225,17 @@ impl Consumers {
             let at = |e: String| format!("{}:{}: {e}", file.display(), i + 1);
             let l: Line = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
             let basic = l.basic.as_ref().map(|b| b.password_hash.as_str());
-            out.push(Consumer::from_parts(l.name, l.keys, l.jwt, basic, l.groups).map_err(at)?);
+            let jwt = l
+                .jwt
+                .map(|j| {
+                    let key = j.key.unwrap_or_else(|| l.name.clone());
+                    let public_key = j.public_key.as_deref().map(str::as_bytes);
+                    JwtCredential::new(key, j.secret.as_deref(), public_key, j.algorithm.as_deref())
+                        .map_err(|e| format!("consumer {}: {e}", l.name))
+                })
+                .transpose()
+                .map_err(at)?;
+            out.push(Consumer::from_parts(l.name, l.keys, jwt, basic, l.groups).map_err(at)?);
         }
         Ok(out)
     }
@@ -173,6 +253,11 @@ impl Consumers {
     /// The consumer whose JWT credential's key is `key`.
     pub fn by_jwt_key(&self, key: &str) -> Option<&Arc<Consumer>> {
         self.by_jwt_key.get(key)
+    }
+
+    /// Whether any consumer has an API key.
+    pub fn has_api_keys(&self) -> bool {
+        !self.by_key.is_empty()
     }
 
     /// How many consumers there are.
@@ -219,8 +304,11 @@ mod tests {
         let p = Path::new("c.jsonl");
         let e = Consumers::parse_file("{\"name\":\"a\"}\n{\"nam\":\"b\"}\n", p).expect_err("typo");
         assert!(e.starts_with("c.jsonl:2: unknown field `nam`"), "{e}");
-        let e = Consumers::parse_file(r#"{"name":"a","jwt":{"key":"k","algorithm":"XX1"}}"#, p)
-            .expect_err("alg");
+        let e = Consumers::parse_file(
+            r#"{"name":"a","jwt":{"key":"k","secret":"s","algorithm":"XX1"}}"#,
+            p,
+        )
+        .expect_err("alg");
         assert!(
             e.starts_with("c.jsonl:1: ") && e.contains("unknown algorithm"),
             "{e}"

@@ -304,6 +304,23 @@ impl VerifyCache {
         ok
     }
 
+    /// The answer when it needs no slow hashing: a fast scheme checked
+    /// now, or a remembered success; `None` when the slow check must run
+    /// (then [`VerifyCache::remember`] a success).
+    pub fn quick(&self, user: &str, password: &[u8], stored: &PasswordHash) -> Option<bool> {
+        if !stored.is_slow() {
+            return Some(stored.verify(password));
+        }
+        self.ok
+            .contains_key(&self.key(user, password, stored))
+            .then_some(true)
+    }
+
+    /// Remembers that `password` is `user`'s (after a slow check said so).
+    pub fn remember(&self, user: &str, password: &[u8], stored: &PasswordHash) {
+        self.ok.insert(self.key(user, password, stored), ());
+    }
+
     fn key(&self, user: &str, password: &[u8], stored: &PasswordHash) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.salt);

@@ -252,6 +252,16 @@ impl JwksCache {
         granted
     }
 
+    /// TEMPORARY (replaced by the fetcher branch): completed fetches.
+    pub fn fetches(&self) -> u64 {
+        0
+    }
+
+    /// TEMPORARY (replaced by the fetcher branch).
+    pub async fn fetched_since(&self, _seen: u64, _timeout: Duration) -> bool {
+        false
+    }
+
     /// Waits until [`JwksCache::request_refresh`] grants a refresh.
     pub async fn refresh_requested(&self) {
         self.wake.notified().await;

@@ -49,6 +49,9 @@ pub struct VerifierConfig {
     pub audiences: Vec<String>,
     /// Claims that must be present (e.g. `exp`, `sub`).
     pub required_claims: Vec<String>,
+    /// Keys may also come with each call ([`Verifier::verify_with`]: a
+    /// consumer's own key), so a verifier without `keys` or `jwks` is fine.
+    pub keys_per_call: bool,
 }
 
 type PemParser = fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>;
@@ -116,10 +119,11 @@ impl Verifier {
         if cfg.algorithms.is_empty() {
             return Err("no algorithm allowed".to_string());
         }
-        if cfg.keys.is_empty() && cfg.jwks.is_none() {
+        if cfg.keys.is_empty() && cfg.jwks.is_none() && !cfg.keys_per_call {
             return Err("no key and no JWKS".to_string());
         }
         if cfg.jwks.is_none()
+            && !cfg.keys_per_call
             && let Some(alg) = cfg
                 .algorithms
                 .iter()
@@ -141,6 +145,21 @@ impl Verifier {
     /// Verifies `token` at `now` (Unix seconds): signature first, then
     /// `exp`/`nbf` (with leeway), `iss`, `aud` and required claims.
     pub fn verify(&self, token: &str, now: u64) -> Result<Claims, JwtError> {
+        self.verify_inner(token, now, None)
+    }
+
+    /// Verifies `token` with `key` alone (a consumer's own key, which
+    /// states its one algorithm), under the same rules as [`Verifier::verify`].
+    pub fn verify_with(&self, token: &str, now: u64, key: &Key) -> Result<Claims, JwtError> {
+        self.verify_inner(token, now, Some(key))
+    }
+
+    /// Whether the verifier has keys of its own (inline, files or a JWKS).
+    pub fn has_keys(&self) -> bool {
+        !self.keys.keys().is_empty() || self.jwks.is_some()
+    }
+
+    fn verify_inner(&self, token: &str, now: u64, only: Option<&Key>) -> Result<Claims, JwtError> {
         let mut parts = token.split('.');
         let (Some(h64), Some(p64), Some(sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -164,7 +183,19 @@ impl Verifier {
         }
         // Signed message = the first two parts with their dot, as sent.
         let message = &token.as_bytes()[..h64.len() + 1 + p64.len()];
-        self.check_signature(header.kid.as_deref(), alg, message, sig, now)?;
+        match only {
+            Some(key) if key.accepts(alg) => {
+                if !matches!(
+                    jsonwebtoken::crypto::verify(sig, message, &key.key, alg),
+                    Ok(true)
+                ) {
+                    return Err(JwtError::BadSignature);
+                }
+            }
+            // The consumer's key is for another algorithm.
+            Some(_) => return Err(JwtError::AlgorithmNotAllowed),
+            None => self.check_signature(header.kid.as_deref(), alg, message, sig, now)?,
+        }
         let claims: Map<String, Value> =
             decode_json(p64).ok_or(JwtError::Malformed("claims are not a JSON object"))?;
         let claims = Claims::new(claims);
@@ -252,6 +283,17 @@ impl Verifier {
             return Err(JwtError::MissingClaim(missing.clone()));
         }
         Ok(())
+    }
+}
+
+/// The string claim `name` of `token`, read WITHOUT verifying anything:
+/// only to pick the consumer whose key then verifies the token.
+pub fn unverified_claim(token: &str, name: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let claims: Map<String, Value> = decode_json(payload)?;
+    match claims.get(name)? {
+        Value::String(s) => Some(s.clone()),
+        _ => None,
     }
 }
 

@@ -15,7 +15,9 @@ use toml::Spanned;
 use super::units::{Dur, Size};
 
 mod compress;
+mod consumer;
 pub use compress::RawCompress;
+pub use consumer::{RawConsumer, RawConsumerBasic, RawConsumerJwt, RawConsumers};
 
 /// One conf.d file.
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +45,11 @@ pub struct RawFile {
     pub cache: BTreeMap<Spanned<String>, Spanned<RawCache>>,
     /// `[tracing]`: W3C trace context and OTLP span export.
     pub tracing: Option<Spanned<RawTracing>>,
+    /// `[consumer.NAME]`: credentials and groups, keyed by the spanned name.
+    #[serde(default)]
+    pub consumer: BTreeMap<Spanned<String>, Spanned<RawConsumer>>,
+    /// `[consumers]`: a file of more consumers.
+    pub consumers: Option<Spanned<RawConsumers>>,
 }
 
 /// `[cache.NAME]`: a two-level proxy cache zone.

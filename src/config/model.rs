@@ -37,6 +37,10 @@ pub struct Config {
     pub tracing: Option<TracingSettings>,
     /// `[cache.NAME]` by name.
     pub caches: BTreeMap<String, CacheZone>,
+    /// `[consumer.NAME]` and the `[consumers]` file's, indexed by credential.
+    pub consumers: std::sync::Arc<crate::auth::consumer::Consumers>,
+    /// The `[consumers]` file, if any (re-read by every reload, and watched).
+    pub consumers_file: Option<PathBuf>,
     /// The files read, in merge order (for `check` output and the status page).
     pub files: Vec<PathBuf>,
     /// The directory relative paths were resolved against: the one holding conf.d (the

@@ -10,6 +10,7 @@
 
 mod cache;
 mod compress;
+mod consumer;
 mod health;
 mod limit;
 mod listeners;
@@ -74,6 +75,7 @@ pub(crate) fn validate(
     }
 
     let lua = lua::settings(&parsed, &mut paths)?;
+    let (consumers, consumers_file) = consumer::consumers(&parsed, &paths)?;
     let redis = redis::settings(&parsed)?;
     let tracing = tracing::settings(&parsed)?;
 
@@ -144,6 +146,8 @@ pub(crate) fn validate(
         redis,
         tracing,
         caches,
+        consumers,
+        consumers_file,
         files: files.iter().map(|(name, _)| name.clone()).collect(),
         prefix: paths.prefix().to_path_buf(),
     })

@@ -34,7 +34,7 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
         local built = {}
         __moongate_policies = built
         function __moongate_policy(id, name, opts)
-            local p = require("policies." .. name).new(opts)
+            local p = require("policies." .. name).new(opts, id)
             built[id] = p
             return p
         end
@@ -162,9 +162,11 @@ mod tests {
         let stub = lua
             .create_function(|lua, ()| lua.create_table())
             .unwrap_or_else(|e| panic!("{e}"));
-        preload
-            .set("moongate", stub)
-            .unwrap_or_else(|e| panic!("{e}"));
+        for module in ["moongate", "policies.native"] {
+            preload
+                .set(module, stub.clone())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
         for (name, source) in HELPERS {
             let chunk = lua.load(source).set_name(name).into_function();
             preload

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Phase;
+use crate::auth::consumer::Consumers;
 use crate::config::{ConfigError, LuaSettings, Place, RouteLua, Script, ScriptSource};
+use crate::policies::native::{self, Natives};
 use crate::shdict::SharedDict;
 use crate::throttle::Zone;
 
@@ -93,6 +95,21 @@ pub struct LuaProgram {
     /// Whether handler runs are counted for `GET /metrics` (the
     /// snapshot's `metrics`).
     pub metrics: bool,
+    /// The policies' native halves (`jwt`, `basic_auth`, `acl`) and the
+    /// consumers, which `require "policies.native"` reaches.
+    pub natives: Arc<Natives>,
+}
+
+/// What a configuration's scripts and policies may refer to besides their
+/// own code.
+#[derive(Default)]
+pub struct References {
+    /// The upstreams `mg.upstream.set` may choose.
+    pub upstreams: Vec<String>,
+    /// The zones `mg.limit.take` may take from.
+    pub limits: Arc<BTreeMap<String, Arc<Zone>>>,
+    /// The consumers authentication policies recognise.
+    pub consumers: Arc<Consumers>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -127,16 +144,16 @@ impl LuaProgram {
     /// Reads and checks `settings.init`, `init_worker`, every route's
     /// handlers and the upstreams' `balancers` (by upstream name); returns
     /// the program and each route's phases (in route order).
-    /// `upstreams` are the names `mg.upstream.set` may choose, `limits`
-    /// the zones `mg.limit.take` may take from; shared
+    /// `refs` are the upstreams, limit zones and consumers they may name;
+    /// policies with a native half are compiled (an unreadable key file
+    /// is an error at the policy); shared
     /// dicts unchanged since `previous` are taken over with their data.
     /// With `metrics`, VMs count their handlers' runs.
     pub fn compile(
         settings: &LuaSettings,
         routes: &[&RouteLua],
         balancers: &[(String, Script)],
-        upstreams: Vec<String>,
-        limits: Arc<BTreeMap<String, Arc<Zone>>>,
+        refs: References,
         previous: Option<&LuaProgram>,
         metrics: bool,
     ) -> Result<(Arc<LuaProgram>, Vec<RoutePhases>), ConfigError> {
@@ -162,12 +179,28 @@ impl LuaProgram {
             }
         }
         let mut policy_count = 0;
+        let mut natives = Natives {
+            compiled: Vec::new(),
+            consumers: refs.consumers.clone(),
+        };
+        let native_cx = native::Context {
+            consumers: &refs.consumers,
+            trusted_certificate: settings.ssl_trusted_certificate.clone(),
+        };
         let mut phases = Vec::with_capacity(routes.len());
         for r in routes {
             let mut route = RoutePhases::default();
             for policy in &r.policies {
                 let id = policy_count;
                 policy_count += 1;
+                let compile = crate::policies::find(&policy.name).and_then(|d| d.compile);
+                let compiled = compile
+                    .map(|c| c(&policy.options, &native_cx))
+                    .transpose()
+                    .map_err(|e| {
+                        ConfigError::at(&policy.place, format!("policy `{}`: {e}", policy.name))
+                    })?;
+                natives.compiled.push(compiled);
                 for (phase, script) in super::policies::handlers(policy, id) {
                     check_syntax(&checker, &script, &policy.place)?;
                     scripts.push(script);
@@ -198,8 +231,8 @@ impl LuaProgram {
             init,
             init_worker,
             balancers: balancer_ids,
-            upstreams: Arc::new(upstreams),
-            limits,
+            upstreams: Arc::new(refs.upstreams),
+            limits: refs.limits,
             dicts: settings
                 .shared_dicts
                 .iter()
@@ -213,6 +246,7 @@ impl LuaProgram {
                 })
                 .collect(),
             metrics,
+            natives: Arc::new(natives),
         };
         Ok((Arc::new(program), phases))
     }
@@ -316,8 +350,7 @@ mod tests {
             &settings(),
             &[&bad],
             &[],
-            Vec::new(),
-            Default::default(),
+            References::default(),
             None,
             false,
         )
@@ -345,8 +378,7 @@ mod tests {
             &settings(),
             &[&missing],
             &[],
-            Vec::new(),
-            Default::default(),
+            References::default(),
             None,
             false,
         )
@@ -366,8 +398,7 @@ mod tests {
             &settings(),
             &[&good],
             &[],
-            Vec::new(),
-            Default::default(),
+            References::default(),
             None,
             false,
         )
@@ -391,8 +422,7 @@ mod tests {
             &with_worker,
             &[],
             &balancers,
-            Vec::new(),
-            Default::default(),
+            References::default(),
             None,
             false,
         )
@@ -403,17 +433,9 @@ mod tests {
             "app".to_string(),
             inline("return = 1", 12).unwrap_or_else(|| unreachable!()),
         )];
-        let e = LuaProgram::compile(
-            &settings(),
-            &[],
-            &bad,
-            Vec::new(),
-            Default::default(),
-            None,
-            false,
-        )
-        .map(|_| ())
-        .unwrap_err();
+        let e = LuaProgram::compile(&settings(), &[], &bad, References::default(), None, false)
+            .map(|_| ())
+            .unwrap_err();
         assert_eq!(e.place.line, 12, "{e}");
     }
 }

@@ -157,6 +157,7 @@ impl Vm {
         .map_err(|e| e.to_string())?;
         super::moongate::install(&lua, program.upstreams.clone(), program.limits.clone())
             .map_err(|e| e.to_string())?;
+        super::auth::install(&lua, program.natives.clone()).map_err(|e| e.to_string())?;
         api::guard_protected_calls(&lua).map_err(|e| e.to_string())?;
         let vm = Vm {
             lua,

@@ -1,5 +1,6 @@
 //! `api_key`: requests need a known API key.
 
+use super::native::Compiled;
 use super::{Descriptor, Implementation, Kind, OptionSpec, Phase};
 
 /// The descriptor.
@@ -32,21 +33,24 @@ pub const POLICY: Descriptor = Descriptor {
         )
         .default("\"X-Consumer\""),
     ],
-    check: Some(|o| {
-        if ["keys", "keys_file", "dict"]
-            .iter()
-            .any(|k| o.contains_key(*k))
-        {
-            Ok(())
-        } else {
-            Err("give the known keys: `keys`, `keys_file` or `dict`".into())
-        }
-    }),
-    docs: "Requests need a known API key, from a header (or a query argument). \
+    check: None,
+    docs: "Requests need a known API key, from a header (or a query argument): one of \
+`keys`, `keys_file` or `dict`, or a `[consumer.NAME]`'s `keys`. \
 No key: 401 with `WWW-Authenticate: ApiKey header=\"...\"`; an unknown key: 403. \
-The consumer's name goes upstream in `consumer_header`; the key itself does not.",
+The consumer's name becomes `$consumer` and goes upstream in `consumer_header` and \
+`X-Consumer-Username` (with `X-Consumer-Groups`); the key itself does not.",
     example: r#"{ use = "api_key", keys_file = "conf.d/api-keys.txt", query_arg = "key" }"#,
     kong: "key-auth",
     apisix: "key-auth",
     implementation: Implementation::Lua(include_str!("../../lua/policies/api_key.lua")),
+    compile: Some(|o, cx| {
+        let own = ["keys", "keys_file", "dict"]
+            .iter()
+            .any(|k| o.contains_key(*k));
+        if own || cx.consumers.has_api_keys() {
+            Ok(Compiled::Checked)
+        } else {
+            Err("give the known keys: `keys`, `keys_file`, `dict`, or consumers with `keys`".into())
+        }
+    }),
 };

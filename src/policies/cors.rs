@@ -50,4 +50,5 @@ filter, after moongate's own cache: a cached answer gets the asking origin's hea
     kong: "cors",
     apisix: "cors",
     implementation: Implementation::Lua(include_str!("../../lua/policies/cors.lua")),
+    compile: None,
 };

@@ -36,6 +36,10 @@ keys), with the file, line and column of the mistake.\n\n\
 
 fn section(out: &mut String, d: &Descriptor) {
     let how = match d.implementation {
+        Implementation::Lua(_) if d.compile.is_some() => format!(
+            "Lua, `lua/policies/{0}.lua`, calling a native half in `src/policies/{0}.rs`",
+            d.name
+        ),
         Implementation::Lua(_) => format!("Lua, `lua/policies/{}.lua`", d.name),
         Implementation::Native(_) => "native (Rust)".to_owned(),
     };

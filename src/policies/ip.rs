@@ -34,4 +34,5 @@ allow list, gets `status`.",
     kong: "ip-restriction",
     apisix: "ip-restriction",
     implementation: Implementation::Lua(include_str!("../../lua/policies/ip.lua")),
+    compile: None,
 };

@@ -51,4 +51,5 @@ came over HTTPS pass on), or to `location`, a template of `$var`s rendered per r
     kong: "redirect",
     apisix: "redirect",
     implementation: Implementation::Lua(include_str!("../../lua/policies/redirect.lua")),
+    compile: None,
 };

@@ -18,4 +18,5 @@ response, and the access log's `request_id` field agrees.",
     kong: "correlation-id",
     apisix: "request-id",
     implementation: Implementation::Lua(include_str!("../../lua/policies/request_id.lua")),
+    compile: None,
 };

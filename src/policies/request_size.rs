@@ -24,6 +24,7 @@ Applied natively as soon as the route is found, before the rewrite phase and any
     kong: "request-size-limiting",
     apisix: "client-control",
     implementation: Implementation::Native(Native::RequestSize),
+    compile: None,
 };
 
 /// The limit in bytes a route's `request_size` options give.

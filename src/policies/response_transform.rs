@@ -48,4 +48,5 @@ templates rendered per request.",
     kong: "response-transformer",
     apisix: "response-rewrite",
     implementation: Implementation::Lua(include_str!("../../lua/policies/response_transform.lua")),
+    compile: None,
 };

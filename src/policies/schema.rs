@@ -53,6 +53,12 @@ pub enum Kind {
     HeaderRenames,
     /// A table of old query argument name → new name.
     ArgRenames,
+    /// A list of strings, each one of these (e.g. algorithms).
+    OneOfList(&'static [&'static str]),
+    /// A table of claim name → header name (a JWT's claims sent upstream).
+    ClaimHeaders,
+    /// An `http://` or `https://` URL.
+    Url,
 }
 
 impl Kind {
@@ -88,6 +94,15 @@ impl Kind {
             Kind::ArgTemplates => "table: query arg → `$var` template".into(),
             Kind::HeaderRenames => "table: header → new header name".into(),
             Kind::ArgRenames => "table: query arg → new name".into(),
+            Kind::OneOfList(v) => format!(
+                "list, each one of {}",
+                v.iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Kind::ClaimHeaders => "table: claim → header name".into(),
+            Kind::Url => "URL (`http://` or `https://`)".into(),
         }
     }
 }
@@ -230,6 +245,29 @@ pub fn check_value(spec: &OptionSpec, v: &toml::Value) -> Result<(), String> {
             }
         }),
         Kind::Origins => each_str(v, want, origin),
+        Kind::OneOfList(allowed) => each_str(v, want, |s| {
+            if allowed.contains(&s) {
+                Ok(())
+            } else {
+                Err(format!("`{s}` is not {}", Kind::OneOf(allowed).describe()))
+            }
+        }),
+        Kind::ClaimHeaders => {
+            let table = v.as_table().ok_or_else(want)?;
+            for (claim, value) in table {
+                if claim.is_empty() {
+                    return Err("a claim name is empty".into());
+                }
+                header(
+                    value
+                        .as_str()
+                        .ok_or_else(|| format!("`{claim}`: {}", want()))?,
+                )
+                .map_err(|e| format!("`{claim}`: {e}"))?;
+            }
+            Ok(())
+        }
+        Kind::Url => url(v.as_str().ok_or_else(want)?),
         Kind::HeaderTemplates | Kind::ArgTemplates | Kind::HeaderRenames | Kind::ArgRenames => {
             let table = v.as_table().ok_or_else(want)?;
             let headers = matches!(spec.kind, Kind::HeaderTemplates | Kind::HeaderRenames);
@@ -273,6 +311,16 @@ fn header(name: &str) -> Result<(), String> {
     http::HeaderName::from_bytes(name.as_bytes())
         .map(|_| ())
         .map_err(|_| format!("`{name}` is not a valid header name"))
+}
+
+/// An absolute `http://` or `https://` URL with a host.
+pub fn url(text: &str) -> Result<(), String> {
+    let uri: http::Uri = text.parse().map_err(|_| format!("`{text}` is not a URL"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(()),
+        (Some("http" | "https"), _) => Err(format!("`{text}` has no host")),
+        _ => Err(format!("`{text}` is not an http:// or https:// URL")),
+    }
 }
 
 fn template(text: &str) -> Result<(), String> {
@@ -332,6 +380,7 @@ mod tests {
         kong: "",
         apisix: "",
         implementation: Implementation::Lua(""),
+        compile: None,
     };
 
     fn checked(text: &str) -> Result<toml::Table, OptionError> {

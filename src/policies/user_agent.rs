@@ -33,4 +33,5 @@ A request without `User-Agent` is matched as the empty string.",
     kong: "bot-detection",
     apisix: "ua-restriction",
     implementation: Implementation::Lua(include_str!("../../lua/policies/user_agent.lua")),
+    compile: None,
 };

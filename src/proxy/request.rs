@@ -135,6 +135,7 @@ impl RequestCtx {
                 client: conn.peer.ip(),
                 scheme: conn.scheme,
                 server_port: conn.local.port(),
+                consumer: None,
             },
             log,
             log_copies,
@@ -259,6 +260,18 @@ impl RequestCtx {
         }
     }
 
+    /// `$consumer` as the rewrite and access handlers left it (an
+    /// authentication policy, or a script's `ngx.var.consumer = ...`), for
+    /// limit keys and the access log.
+    pub fn note_consumer(&mut self) {
+        if let Some(lua) = &self.lua {
+            let vars = lua.ctx.vars.borrow();
+            if !vars.is_empty() {
+                self.facts.consumer = vars.get(crate::lua::auth::CONSUMER).cloned();
+            }
+        }
+    }
+
     /// The response body's completion hook for a response with `status`:
     /// counts the request in its route's `counters` (`None`: metrics are
     /// off), releases the concurrency places, writes the access log line
@@ -357,6 +370,10 @@ impl RequestCtx {
                     .map(RequestId::Header)
                     .or(made_id.map(RequestId::Made)),
                 trace_id,
+                consumer: self
+                    .facts
+                    .consumer
+                    .filter(|_| self.log.has(Field::Consumer)),
                 user_agent: copies.user_agent,
                 referer: copies.referer,
                 head_received: copies.head_received,

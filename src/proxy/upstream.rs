@@ -289,6 +289,7 @@ fn spawn_refresh(
             cache_status: Some("REFRESH"),
             request_id: None,
             trace_id: None,
+            consumer: None,
             user_agent: None,
             referer: None,
             head_received: 0,

@@ -225,6 +225,7 @@ mod tests {
             client: IpAddr::from([10, 0, 0, 7]),
             scheme,
             server_port: 8443,
+            consumer: None,
         }
     }
 

@@ -109,6 +109,7 @@ mod tests {
             client: IpAddr::from([127, 0, 0, 1]),
             scheme: "http",
             server_port: 80,
+            consumer: None,
         }
     }
 

@@ -14,6 +14,10 @@ pub enum JwtError {
     /// The token names a `kid` no key (nor the JWKS) has.
     #[error("unknown key id")]
     UnknownKid,
+    /// No consumer's credential matches the token's key claim, and the
+    /// policy has no key of its own.
+    #[error("no credential for this token")]
+    NoCredential,
     /// No allowed key verifies the signature.
     #[error("bad signature")]
     BadSignature,

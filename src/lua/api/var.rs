@@ -202,6 +202,7 @@ pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOu
                 let present = match &var {
                     Var::Http(h) => head.headers.contains_key(h),
                     Var::Cookie(_) | Var::Arg(_) => !out.is_empty(),
+                    Var::Consumer => r.facts.consumer.is_some(),
                     _ => true,
                 };
                 present.then_some(out)

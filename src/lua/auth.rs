@@ -1,0 +1,193 @@
+//! `require "policies.native"`: what the `jwt`, `basic_auth`, `acl` and
+//! `api_key` policies' Lua handlers call into. Each function takes the
+//! policy's number, does the whole check natively against the running
+//! request (token or password, consumer, upstream headers, `$consumer`)
+//! and returns nothing to let the request on, or the status (and the
+//! `WWW-Authenticate` value) to refuse it with.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlua::{Lua, Table};
+
+use super::api;
+use super::request::ReqCtx;
+use crate::auth::jwt::JwtError;
+use crate::policies::native::{self, Compiled, Natives, Recognised};
+use crate::policies::{basic_auth::Basic, jwt::Jwt};
+
+/// How long a request waits for a JWKS fetch it asked for (a token named
+/// a `kid` the set does not have yet).
+const JWKS_WAIT: Duration = Duration::from_secs(5);
+
+/// A refusal: the status, and the `WWW-Authenticate` value to send.
+type Refusal = (Option<u16>, Option<String>);
+
+/// Registers `policies.native` for the VM's program.
+pub fn install(lua: &Lua, natives: Arc<Natives>) -> mlua::Result<()> {
+    let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
+    preload.set(
+        "policies.native",
+        lua.create_function(move |lua, ()| module(lua, natives.clone()))?,
+    )
+}
+
+fn module(lua: &Lua, natives: Arc<Natives>) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let n = natives.clone();
+    t.set(
+        "jwt",
+        lua.create_async_function(move |lua, id: usize| {
+            let n = n.clone();
+            async move {
+                let r = api::req(&lua)?;
+                match n.get(id) {
+                    Some(Compiled::Jwt(p)) => Ok(jwt(&r, p).await),
+                    _ => Err(not_a("jwt", id)),
+                }
+            }
+        })?,
+    )?;
+    let n = natives.clone();
+    t.set(
+        "basic",
+        lua.create_async_function(move |lua, id: usize| {
+            let n = n.clone();
+            async move {
+                let r = api::req(&lua)?;
+                match n.get(id) {
+                    Some(Compiled::Basic(p)) => Ok(basic(&r, p).await),
+                    _ => Err(not_a("basic_auth", id)),
+                }
+            }
+        })?,
+    )?;
+    let n = natives.clone();
+    t.set(
+        "acl",
+        lua.create_function(move |lua, id: usize| {
+            let Some(Compiled::Acl(acl)) = n.get(id) else {
+                return Err(not_a("acl", id));
+            };
+            let r = api::req(lua)?;
+            let name = r.vars.borrow().get(CONSUMER).cloned();
+            let Some(name) = name else {
+                return Ok(Some(401));
+            };
+            let groups = n.consumers.by_name(&name).map(|c| c.groups.as_slice());
+            let refused = acl.decide(groups.unwrap_or_default());
+            if refused.is_none() && acl.hide_groups_header {
+                r.head.borrow_mut().headers.remove(&native::CONSUMER_GROUPS);
+            }
+            Ok(refused)
+        })?,
+    )?;
+    let n = natives;
+    t.set(
+        "api_key",
+        lua.create_function(move |lua, (key, local): (String, Option<String>)| {
+            let r = api::req(lua)?;
+            let who = match local {
+                Some(name) => Recognised {
+                    consumer: n.consumers.by_name(&name).cloned(),
+                    credential: name.clone(),
+                    name,
+                },
+                None => match n.consumers.by_api_key(&key) {
+                    Some(c) => Recognised {
+                        name: c.name.clone(),
+                        consumer: Some(c.clone()),
+                        credential: c.name.clone(),
+                    },
+                    None => return Ok(None),
+                },
+            };
+            recognise(&r, &who);
+            Ok(Some(who.name))
+        })?,
+    )?;
+    Ok(t)
+}
+
+/// `$consumer`'s name among a request's variables.
+pub const CONSUMER: &str = "consumer";
+
+fn not_a(what: &str, id: usize) -> mlua::Error {
+    mlua::Error::runtime(format!("policy {id} is not a {what} policy"))
+}
+
+/// Records who the caller is: `$consumer`, and the upstream headers.
+fn recognise(r: &ReqCtx, who: &Recognised) {
+    native::announce(&mut r.head.borrow_mut(), who);
+    r.vars
+        .borrow_mut()
+        .insert(CONSUMER.to_owned(), who.name.clone());
+}
+
+async fn jwt(r: &Rc<ReqCtx>, p: &Jwt) -> Refusal {
+    let found = p.token(&r.head.borrow());
+    let Some((token, from)) = found else {
+        return (Some(401), Some(p.challenge(None)));
+    };
+    let seen = p.jwks.as_ref().map(|c| c.fetches());
+    let now = crate::policies::jwt::now();
+    let mut verified = p.verify(&token, now);
+    // A key the set does not have yet (rotated in, or the first fetch
+    // still under way): wait for the fetch the miss asked for, once.
+    if let (Err(JwtError::UnknownKid | JwtError::NoCredential), Some(cache), Some(seen)) =
+        (&verified, &p.jwks, seen)
+        && cache.fetched_since(seen, JWKS_WAIT).await
+    {
+        verified = p.verify(&token, crate::policies::jwt::now());
+    }
+    match verified {
+        Err(e) => (Some(401), Some(p.challenge(Some(&e)))),
+        Ok(v) => {
+            {
+                let mut head = r.head.borrow_mut();
+                p.apply(&mut head, &v, from);
+                native::clear_consumer_headers(&mut head);
+            }
+            if let Some(who) = &v.who {
+                recognise(r, who);
+            }
+            (None, None)
+        }
+    }
+}
+
+async fn basic(r: &Rc<ReqCtx>, p: &Basic) -> Refusal {
+    let refuse = || (Some(401), Some(p.challenge().to_owned()));
+    let found = p.request_credentials(&r.head.borrow());
+    let Some((user, password)) = found else {
+        return refuse();
+    };
+    let Some(stored) = p.stored(&user) else {
+        return refuse();
+    };
+    let ok = match p.cache.quick(&user, &password, &stored) {
+        Some(ok) => ok,
+        None => {
+            // bcrypt and the crypt schemes take milliseconds: off the
+            // event loop, so other requests on this worker go on.
+            let cache = p.cache.clone();
+            let (user, stored) = (user.clone(), stored.clone());
+            tokio::task::spawn_blocking(move || {
+                let ok = stored.verify(&password);
+                if ok {
+                    cache.remember(&user, &password, &stored);
+                }
+                ok
+            })
+            .await
+            .unwrap_or(false)
+        }
+    };
+    if !ok {
+        return refuse();
+    }
+    p.apply(&mut r.head.borrow_mut());
+    recognise(r, &p.recognised(&user));
+    (None, None)
+}
