@@ -298,8 +298,30 @@ async fn the_default_gateway_serves_the_todo_app() {
 
     // Delete the other one.
     let path = format!("/todos/{second_id}");
-    let deleted = call(&mg, Method::DELETE, &path, Some(KEY), "").await;
-    assert_eq!(deleted.status, 204);
+    // Deleting needs an admin's password (basic_auth + acl), not the key.
+    let with_key = call(&mg, Method::DELETE, &path, Some(KEY), "").await;
+    assert_eq!(with_key.status, 401);
+    assert!(
+        with_key
+            .header("www-authenticate")
+            .starts_with("Basic realm=\"todo admin\""),
+        "{:?}",
+        with_key.headers
+    );
+    let wrong = client()
+        .delete(mg.url(&path))
+        .basic_auth("admin", Some("guess"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(wrong.status(), 401);
+    let deleted = client()
+        .delete(mg.url(&path))
+        .basic_auth("admin", Some("admin-demo-pw"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status(), 204);
     let missing = get(&mg, &path).await;
     assert_eq!(missing.status, 404);
     assert!(missing.json["error"].is_string(), "{:?}", missing.json);
