@@ -367,6 +367,65 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
         slow_origin=True,
     ),
 ]}
+# The proxy-jwt-* scenarios: a token per run, signed here (HS256 with the
+# stdlib, RS256 with the openssl CLI over a key made for the run), valid for
+# a day; moongate's `jwt` policy verifies it on every request.
+JWT_HS256_SECRET = "bench-only-hs256-secret-0123456789abcdef"   # not a secret: bench traffic only
+
+
+def _b64url(data: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt_material(alg: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """A signed token for alg (HS256 or RS256), the templates' JWT_* vars, and the files
+    (the RS256 public key) the scenario writes into its run directory."""
+    import hmac
+    import hashlib
+    header = _b64url(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    claims = {"iss": "bench", "sub": "alice", "exp": int(time.time()) + 86400}
+    signing_input = f"{header}.{_b64url(json.dumps(claims).encode())}".encode()
+    if alg == "HS256":
+        sig = hmac.new(JWT_HS256_SECRET.encode(), signing_input, hashlib.sha256).digest()
+        return (f"{signing_input.decode()}.{_b64url(sig)}",
+                {"JWT_ALG": alg, "JWT_KEY": f'secret = "{JWT_HS256_SECRET}"'}, {})
+    with tempfile.TemporaryDirectory() as tmp:
+        key = Path(tmp) / "key.pem"
+        subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                        "-out", str(key)], check=True, capture_output=True)
+        public = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout"], check=True,
+                                capture_output=True).stdout.decode()
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key)], input=signing_input,
+                             check=True, capture_output=True).stdout
+    return (f"{signing_input.decode()}.{_b64url(sig)}",
+            {"JWT_ALG": alg, "JWT_KEY": 'public_key_file = "@RUN_DIR@/jwt-rs256.pem"'},
+            {"jwt-rs256.pem": public})
+
+
+def with_jwt(sc: Scenario) -> Scenario:
+    """sc with its token, key and vars made, when it is a proxy-jwt-* scenario."""
+    alg = {"proxy-jwt-hs256": "HS256", "proxy-jwt-rs256": "RS256"}.get(sc.name)
+    if alg is None:
+        return sc
+    token, jwt_vars, files = jwt_material(alg)
+    return replace(sc, headers={"Authorization": f"Bearer {token}"}, vars={**sc.vars, **jwt_vars},
+                   files={**sc.files, **files})
+
+
+for _alg in ("hs256", "rs256"):
+    SCENARIOS[f"proxy-jwt-{_alg}"] = Scenario(
+        name=f"proxy-jwt-{_alg}",
+        summary=f"the proxy scenario with moongate's `jwt` policy verifying a {_alg.upper()} bearer "
+                "token on every request (iss checked, sub sent upstream as X-User); nginx runs plain "
+                "proxy.conf (Debian's nginx cannot verify a JWT): read moongate against the proxy "
+                "baseline, the cost of verification",
+        nginx="proxy.conf",
+        moongate="proxy-jwt.toml",
+        vars={"METRICS": "true"},
+        baseline="proxy",
+    )
+
 SCENARIOS["lua-ratelimit"] = replace(
     SCENARIOS["lua-access"],
     name="lua-ratelimit",
@@ -1859,7 +1918,7 @@ def parse_args(argv: list[str] | None = None):
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown or not names:
         p.error(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(SCENARIOS)}")
-    args.scenario_list = [SCENARIOS[n] for n in names]
+    args.scenario_list = [with_jwt(SCENARIOS[n]) for n in names]
     chosen = [m for m, on in (("--instructions", args.instructions), ("--syscalls", args.syscalls),
                               ("--idle-connections", args.idle_connections is not None),
                               ("--allocations", args.allocations)) if on]
