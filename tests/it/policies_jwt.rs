@@ -475,6 +475,10 @@ fn config_errors_name_file_and_line() {
             "`jwks_url`: `ftp://idp/jwks` is not an http:// or https:// URL",
         ),
         (
+            r#"{ use = "acl", allow = ["a"] }, { use = "jwt", secret = "s" }"#,
+            "10-x.toml:5:3: policy `acl` runs before `jwt`, which recognises the consumer it decides by",
+        ),
+        (
             r#"{ use = "jwt", secret = "s", algorithms = ["RS256"], consumers = false }"#,
             "10-x.toml:5:3: policy `jwt`: no configured key can verify RS256",
         ),

@@ -171,7 +171,32 @@ fn policies(
             place,
         });
     }
+    acl_after_authentication(&out)?;
     Ok(out)
+}
+
+/// `acl` decides by the consumer an authentication policy recognised: one
+/// listed after it on the same route would never be seen (policies run in
+/// order), which is a mistake, not a choice.
+fn acl_after_authentication(policies: &[Policy]) -> Result<(), ConfigError> {
+    const AUTHENTICATION: [&str; 3] = ["api_key", "jwt", "basic_auth"];
+    let Some(acl) = policies.iter().position(|p| p.name == "acl") else {
+        return Ok(());
+    };
+    match policies[acl..]
+        .iter()
+        .find(|p| AUTHENTICATION.contains(&p.name.as_str()))
+    {
+        Some(auth) => Err(ConfigError::at(
+            &policies[acl].place,
+            format!(
+                "policy `acl` runs before `{}`, which recognises the consumer it decides by: list `{}` first",
+                auth.name, auth.name
+            ),
+        )
+        .also_at(&auth.place)),
+        None => Ok(()),
+    }
 }
 
 /// The `lua.*` handlers and bundled policies of a route.
