@@ -255,6 +255,11 @@ impl Consumers {
         self.by_jwt_key.get(key)
     }
 
+    /// Whether any consumer has a JWT credential.
+    pub fn has_jwt_credentials(&self) -> bool {
+        !self.by_jwt_key.is_empty()
+    }
+
     /// Whether any consumer has an API key.
     pub fn has_api_keys(&self) -> bool {
         !self.by_key.is_empty()

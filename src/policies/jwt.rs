@@ -171,8 +171,13 @@ No token: 401 with `WWW-Authenticate: Bearer`; a bad, expired or unknown one: 40
 /// A `jwt` policy, compiled.
 pub struct Jwt {
     verifier: Verifier,
-    /// The consumers whose credentials are accepted (`consumers = true`).
+    /// The consumers (`consumers = true`): named by `consumer_claim`, or
+    /// owning the token by its key claim.
     consumers: Option<Arc<Consumers>>,
+    /// Whether a token's key claim may pick a consumer's own key (some
+    /// consumer has a `jwt` credential): saves decoding the claims twice
+    /// when none has.
+    by_key_claim: bool,
     key_claim: String,
     consumer_claim: Option<String>,
     header: HeaderName,
@@ -259,6 +264,7 @@ fn compile(o: &toml::Table, cx: &Context<'_>) -> Result<Compiled, String> {
         (None, None) => None,
     };
     let use_consumers = o.get("consumers").and_then(|v| v.as_bool()).unwrap_or(true);
+    let by_key_claim = use_consumers && cx.consumers.has_jwt_credentials();
     let algorithms: Vec<Algorithm> = match o.get("algorithms") {
         Some(_) => list(o, "algorithms")
             .iter()
@@ -269,10 +275,17 @@ fn compile(o: &toml::Table, cx: &Context<'_>) -> Result<Compiled, String> {
         None => ALGORITHMS
             .iter()
             .filter_map(|a| parse_algorithm(a).ok())
-            .filter(|a| jwks.is_some() || use_consumers || keys.iter().any(|k| k.accepts(*a)))
+            .filter(|a| jwks.is_some() || by_key_claim || keys.iter().any(|k| k.accepts(*a)))
             .collect(),
     };
     let jwks_url = o.contains_key("jwks_url");
+    if keys.is_empty() && jwks.is_none() && !by_key_claim {
+        return Err(
+            "no key: give `secret`, `public_key`, `public_key_file`, `jwks_file` or `jwks_url`, \
+             or define consumers with a `jwt` credential"
+                .into(),
+        );
+    }
     let verifier = Verifier::new(VerifierConfig {
         keys,
         jwks: jwks.clone(),
@@ -281,7 +294,7 @@ fn compile(o: &toml::Table, cx: &Context<'_>) -> Result<Compiled, String> {
         issuers: list(o, "issuers"),
         audiences: list(o, "audiences"),
         required_claims: list(o, "required_claims"),
-        keys_per_call: use_consumers,
+        keys_per_call: by_key_claim,
     })?;
     let header_name = |h: &str| {
         HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("`{h}` is not a header name"))
@@ -297,6 +310,7 @@ fn compile(o: &toml::Table, cx: &Context<'_>) -> Result<Compiled, String> {
     Ok(Compiled::Jwt(Box::new(Jwt {
         verifier,
         consumers: use_consumers.then(|| cx.consumers.clone()),
+        by_key_claim,
         key_claim: str_opt(o, "key_claim_name").unwrap_or_else(|| "iss".into()),
         consumer_claim: str_opt(o, "consumer_claim"),
         header: header_name(&str_opt(o, "header").unwrap_or_else(|| "authorization".into()))?,
@@ -350,7 +364,8 @@ impl Jwt {
     /// Verifies `token` at `now`: with the consumer's own key when its key
     /// claim names a consumer, else with the policy's keys.
     pub fn verify(&self, token: &str, now: u64) -> Result<Verified, JwtError> {
-        if let Some(consumers) = &self.consumers
+        if self.by_key_claim
+            && let Some(consumers) = &self.consumers
             && let Some(key) = jwt::unverified_claim(token, &self.key_claim)
             && let Some(c) = consumers.by_jwt_key(&key)
             && let Some(cred) = &c.jwt

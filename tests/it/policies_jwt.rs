@@ -463,6 +463,10 @@ fn config_errors_name_file_and_line() {
             "10-x.toml:5:3: policy `jwt`: give a key",
         ),
         (
+            r#"{ use = "jwt" }"#,
+            "10-x.toml:5:3: policy `jwt`: no key: give `secret`",
+        ),
+        (
             r#"{ use = "jwt", public_key_file = "/nonexistent/key.pem" }"#,
             "/nonexistent/key.pem",
         ),
