@@ -8,7 +8,7 @@ mod fetch;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -17,7 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
-pub use fetch::{JwksSource, fetch, refresh_loop};
+pub use fetch::{JwksSource, fetch, spawn_refresher, start_refresher};
 
 /// Which kind of key an algorithm needs. A key is only ever used with
 /// algorithms of its own family: an RSA public key fed to HMAC is the
@@ -196,6 +196,12 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
 
 /// A key set that a background task replaces, read per request without a
 /// lock (one `ArcSwap` load).
+///
+/// A request that meets an unknown `kid` (or runs before the first fetch)
+/// can wait for the refresher: [`JwksCache::fetches`], then
+/// [`JwksCache::request_refresh`], then [`JwksCache::fetched_since`]. All
+/// of it is atomics and [`tokio::sync::Notify`], so it works from any
+/// thread and from `!Send` futures, and no lock is held across an await.
 pub struct JwksCache {
     set: ArcSwap<KeySet>,
     /// Unix seconds of the last early refresh granted; `NEVER` before one.
@@ -203,7 +209,21 @@ pub struct JwksCache {
     /// Least time between two early refreshes, so tokens with made-up
     /// `kid`s cannot turn into a flood of fetches.
     min_early: u64,
-    wake: tokio::sync::Notify,
+    /// Wakes the refresher: an early refresh was granted, or the cache is
+    /// gone (its `Drop`). Shared with the refresher, which holds only a
+    /// `Weak` to the cache between fetches.
+    wake: Arc<tokio::sync::Notify>,
+    /// Fetch attempts begun. Read by a request before it waits, so it
+    /// waits for an attempt that began after it looked, not one in flight
+    /// that may have read the document before the key was rotated in.
+    started: AtomicU64,
+    /// Fetch attempts completed (either way); attempts run one at a time,
+    /// so the `n`th completion is the `n`th attempt's.
+    completed: AtomicU64,
+    /// Whether a fetched set was ever stored.
+    loaded: AtomicBool,
+    /// Told after each completed attempt.
+    done: tokio::sync::Notify,
 }
 
 const NEVER: u64 = u64::MAX;
@@ -216,7 +236,11 @@ impl JwksCache {
             set: ArcSwap::from_pointee(initial),
             last_early: AtomicU64::new(NEVER),
             min_early: min_early_interval.as_secs(),
-            wake: tokio::sync::Notify::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            started: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            loaded: AtomicBool::new(false),
+            done: tokio::sync::Notify::new(),
         }
     }
 
@@ -230,7 +254,14 @@ impl JwksCache {
     pub fn refresh_from(&self, bytes: &[u8]) -> Result<Vec<String>, String> {
         let (set, skipped) = KeySet::parse(bytes)?;
         self.set.store(Arc::new(set));
+        self.loaded.store(true, Ordering::Release);
         Ok(skipped)
+    }
+
+    /// Whether a set was ever stored by [`JwksCache::refresh_from`] (the
+    /// refresher's first good fetch).
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
     }
 
     /// Asks the refresher for an early fetch (a token named an unknown
@@ -265,6 +296,68 @@ impl JwksCache {
     /// Waits until [`JwksCache::request_refresh`] grants a refresh.
     pub async fn refresh_requested(&self) {
         self.wake.notified().await;
+    }
+
+    /// A mark for [`JwksCache::fetched_since`]: the number of fetch
+    /// attempts begun so far. Read it before or after the failed lookup
+    /// (either is right), then ask for the refresh.
+    pub fn fetches(&self) -> u64 {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Waits until a fetch attempt begun after `seen` (from
+    /// [`JwksCache::fetches`]) has completed, successfully or not, or
+    /// `timeout` passes; returns whether one did. Needs a tokio timer
+    /// (any runtime); the future is `Send` but need not be.
+    pub async fn fetched_since(&self, seen: u64, timeout: Duration) -> bool {
+        self.completed_reaches(seen.saturating_add(1), timeout)
+            .await
+    }
+
+    /// Waits until the first fetch attempt has completed (it began when
+    /// the refresher started), or `timeout` passes; returns
+    /// [`JwksCache::loaded`]. Returns at once after that first attempt,
+    /// even a failed one, so requests do not queue behind a server that
+    /// is down.
+    pub async fn first_fetch(&self, timeout: Duration) -> bool {
+        self.completed_reaches(1, timeout).await;
+        self.loaded()
+    }
+
+    async fn completed_reaches(&self, target: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let done = self.done.notified();
+            let mut done = std::pin::pin!(done);
+            // Registered before the check, so a completion between the
+            // check and the await still wakes this waiter.
+            done.as_mut().enable();
+            if self.completed.load(Ordering::Acquire) >= target {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                return self.completed.load(Ordering::Acquire) >= target;
+            }
+        }
+    }
+
+    /// The refresher begins an attempt.
+    fn begin_fetch(&self) {
+        self.started.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The refresher completed an attempt (its set, if any, is stored).
+    fn end_fetch(&self) {
+        self.completed.fetch_add(1, Ordering::AcqRel);
+        self.done.notify_waiters();
+    }
+}
+
+impl Drop for JwksCache {
+    fn drop(&mut self) {
+        // The refresher sleeps on `wake` holding only a `Weak`: tell it
+        // now rather than at its next period.
+        self.wake.notify_one();
     }
 }
 

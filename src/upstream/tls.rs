@@ -58,6 +58,20 @@ impl PeerTls {
         })
     }
 
+    /// The client side for a one-off HTTP/1.1 client (a JWKS fetch) over a
+    /// configuration built elsewhere (`TlsClients::config`), sending and
+    /// checking `server_name` (the peer's IP when `None`).
+    pub fn from_config(
+        config: Arc<ClientConfig>,
+        server_name: Option<ServerName<'static>>,
+    ) -> PeerTls {
+        PeerTls {
+            connector: TlsConnector::from(config),
+            server_name,
+            h2: false,
+        }
+    }
+
     /// The TLS handshake on `socket`, connected to `addr`.
     pub async fn handshake<S>(&self, socket: S, addr: &PeerAddr) -> io::Result<TlsStream<S>>
     where

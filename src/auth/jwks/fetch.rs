@@ -1,22 +1,35 @@
-//! Getting a JWKS document: a file read, or an HTTP GET through moongate's
-//! own upstream client (HTTP/1.1, TLS when the caller gives a [`PeerTls`]),
-//! bounded by a timeout; and the background loop that refreshes a
-//! [`JwksCache`] every period and on early requests.
+//! Getting a JWKS document and keeping a [`JwksCache`] fresh: a file read,
+//! or an HTTP GET through moongate's own upstream client (HTTP/1.1, TLS
+//! over a rustls client configuration), bounded by a timeout and a body
+//! size; and the refresher, one `moongate-jwks` thread per cache that
+//! fetches at once, every period, early on a granted request, sooner with
+//! backoff after a failure, and ends when the cache is dropped.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
-use http::header::{ACCEPT, HOST, HeaderValue};
+use http::header::{ACCEPT, CONNECTION, HOST, HeaderValue, USER_AGENT};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::sync::Notify;
 
 use super::JwksCache;
 use crate::config::PeerAddr;
 use crate::h1_framing::Decoder;
+use crate::tls_client::{TlsClients, Verify};
 use crate::upstream::connect::connect;
 use crate::upstream::tls::PeerTls;
 
 /// Largest JWKS document read (real ones are a few kB).
 const MAX_BODY: usize = 1 << 20;
+
+/// The first retry after a failed fetch; each further failure doubles it,
+/// up to the refresh period.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// While fetches keep failing, the failure is logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Where a key set comes from.
 #[derive(Clone)]
@@ -30,6 +43,77 @@ pub enum JwksSource {
         /// TLS to the server (its name and trust roots), for `https://`.
         tls: Option<Arc<PeerTls>>,
     },
+}
+
+impl JwksSource {
+    /// The source for `url`, checked: `http://` or `https://`, a host, no
+    /// user info, a port other than 0. An `https://` URL is fetched over
+    /// `tls` (a `TlsClients::config`), or without it over the system's CA
+    /// bundle, checking the host's name. The error reads as a config error
+    /// once the caller puts file:line before it.
+    pub fn url(url: &str, tls: Option<Arc<ClientConfig>>) -> Result<JwksSource, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("\"{url}\" is not a valid URL: {e}"))?;
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
+                return Err(format!(
+                    "\"{url}\": only http:// and https:// URLs are supported"
+                ));
+            }
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("\"{url}\": the URL has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("\"{url}\": user info in the URL is not supported"));
+        }
+        if bare_host(authority).is_empty() {
+            return Err(format!("\"{url}\": the URL has no host"));
+        }
+        // `Authority::port` hides a port it cannot read (`:99999`), which
+        // would quietly become the scheme's default.
+        let port = authority.as_str()[authority.host().len()..].trim_start_matches(':');
+        if !port.is_empty() && port.parse::<u16>().is_err() {
+            return Err(format!("\"{url}\": {port} is not a port"));
+        }
+        if authority.port_u16() == Some(0) {
+            return Err(format!("\"{url}\": port 0 is not a port to fetch from"));
+        }
+        let tls = if https {
+            let config = match tls {
+                Some(c) => c,
+                None => TlsClients::new(None)
+                    .config(Verify::Chain { name: true })
+                    .map_err(|e| format!("\"{url}\": {e}"))?,
+            };
+            let name = ServerName::try_from(bare_host(authority).to_string())
+                .map_err(|e| format!("\"{url}\": the host is not a TLS server name: {e}"))?;
+            Some(Arc::new(PeerTls::from_config(config, Some(name))))
+        } else {
+            None
+        };
+        Ok(JwksSource::Url { uri, tls })
+    }
+}
+
+impl std::fmt::Display for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwksSource::File(path) => write!(f, "{}", path.display()),
+            JwksSource::Url { uri, .. } => write!(f, "{uri}"),
+        }
+    }
+}
+
+/// The host without an IPv6 literal's brackets.
+fn bare_host(authority: &http::uri::Authority) -> &str {
+    let host = authority.host();
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// The document's bytes, or why it could not be had within `timeout`.
@@ -65,11 +149,17 @@ async fn get(uri: &http::Uri, tls: Option<&PeerTls>, timeout: Duration) -> Resul
     head.headers.insert(HOST, host);
     head.headers
         .insert(ACCEPT, HeaderValue::from_static("application/json"));
-    let addr = tokio::net::lookup_host((authority.host(), port))
+    head.headers
+        .insert(USER_AGENT, HeaderValue::from_static("moongate"));
+    // One request per connection: nothing is pooled between fetches.
+    head.headers
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    let host = bare_host(authority);
+    let addr = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| format!("cannot resolve {}: {e}", authority.host()))?
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .next()
-        .ok_or_else(|| format!("{} has no address", authority.host()))?;
+        .ok_or_else(|| format!("{host} has no address"))?;
     let mut conn = connect(&PeerAddr::Tcp(addr), timeout, timeout, tls)
         .await
         .map_err(|e| e.to_string())?;
@@ -94,30 +184,158 @@ async fn get(uri: &http::Uri, tls: Option<&PeerTls>, timeout: Duration) -> Resul
     Ok(data)
 }
 
-/// Refreshes `cache` from `source` every `every` and whenever an early
-/// refresh is granted, forever (the owner aborts the task on reload). A
-/// failed fetch or a bad document keeps the last good set; `on_error`
-/// hears why (for the log), as do skipped keys. The future is not `Send`
-/// (moongate's upstream client lives on current-thread runtimes): spawn it
-/// with `spawn_local` on a worker or the control thread.
-pub async fn refresh_loop(
-    cache: Arc<JwksCache>,
+/// Checks `url` (see [`JwksSource::url`]) and starts its refresher for
+/// `cache` (see [`start_refresher`]). The error reads as a config error once the
+/// caller puts file:line before it.
+pub fn spawn_refresher(
+    url: &str,
+    cache: &Arc<JwksCache>,
+    every: Duration,
+    timeout: Duration,
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<(), String> {
+    start_refresher(JwksSource::url(url, tls)?, cache, every, timeout).map(drop)
+}
+
+/// Starts the `moongate-jwks` thread that keeps `cache` filled from
+/// `source`: a fetch at once, then every `every`, and at once whenever
+/// [`JwksCache::request_refresh`] grants one. Each fetch is bounded by
+/// `timeout`. A failed fetch or bad document keeps the last good set, is
+/// logged (at most once per [`LOG_EVERY`] while it keeps failing) and is
+/// retried after 1 s, 2 s, 4 s ... up to `every`. The thread holds only a
+/// `Weak` to the cache between fetches and ends as soon as the cache is
+/// dropped (a reload's old generation). A period under 1 s is taken as
+/// 1 s. The handle is for tests; dropping it detaches the thread.
+pub fn start_refresher(
+    source: JwksSource,
+    cache: &Arc<JwksCache>,
+    every: Duration,
+    timeout: Duration,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    // The upstream client's futures are not `Send`: the refresher runs on
+    // a current-thread runtime of its own, off the workers.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the JWKS refresher for {source}: {e}"))?;
+    let weak = Arc::downgrade(cache);
+    let wake = cache.wake.clone();
+    let every = every.max(Duration::from_secs(1));
+    std::thread::Builder::new()
+        .name("moongate-jwks".into())
+        .spawn(move || rt.block_on(refresh(weak, wake, source, every, timeout)))
+        .map_err(|e| format!("cannot start the JWKS refresher thread: {e}"))
+}
+
+/// The wait before the next attempt after `failures` failures in a row.
+fn retry_delay(failures: u32, every: Duration) -> Duration {
+    RETRY_FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(20))
+        .min(every)
+}
+
+async fn refresh(
+    weak: Weak<JwksCache>,
+    wake: Arc<Notify>,
     source: JwksSource,
     every: Duration,
     timeout: Duration,
-    on_error: impl Fn(String),
 ) {
+    let mut log = FetchLog::default();
+    let mut delay = Duration::ZERO;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = cache.refresh_requested() => {}
+        if !delay.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                // A granted early refresh, or the cache dropped.
+                () = wake.notified() => {}
+            }
         }
-        match fetch(&source, timeout).await {
-            Err(e) => on_error(e),
-            Ok(bytes) => match cache.refresh_from(&bytes) {
-                Err(e) => on_error(e),
-                Ok(skipped) => skipped.into_iter().for_each(&on_error),
-            },
+        let Some(cache) = weak.upgrade() else { return };
+        cache.begin_fetch();
+        drop(cache);
+        let mut again = false;
+        let got = {
+            let mut fetching = std::pin::pin!(fetch(&source, timeout));
+            loop {
+                tokio::select! {
+                    got = &mut fetching => break got,
+                    () = wake.notified() => {
+                        if weak.strong_count() == 0 {
+                            return;
+                        }
+                        // Granted to a request that saw this attempt
+                        // begin: it waits for the next one.
+                        again = true;
+                    }
+                }
+            }
+        };
+        let Some(cache) = weak.upgrade() else { return };
+        let stored = got.and_then(|bytes| cache.refresh_from(&bytes));
+        let loaded = cache.loaded();
+        cache.end_fetch();
+        drop(cache);
+        delay = match stored {
+            Ok(skipped) => {
+                log.success(&source, skipped);
+                every
+            }
+            Err(why) => {
+                log.failure(&source, &why, loaded);
+                retry_delay(log.failures, every)
+            }
+        };
+        if again {
+            delay = Duration::ZERO;
         }
     }
 }
+
+/// What the refresher has said, so a source that keeps failing, or keeps
+/// serving a key we skip, is not logged on every attempt.
+#[derive(Default)]
+struct FetchLog {
+    /// Failed attempts in a row.
+    failures: u32,
+    /// When a failure was last logged.
+    logged: Option<Instant>,
+    /// The skipped-key notes last logged.
+    skipped: Vec<String>,
+}
+
+impl FetchLog {
+    fn failure(&mut self, source: &JwksSource, why: &str, loaded: bool) {
+        self.failures = self.failures.saturating_add(1);
+        if self.logged.is_some_and(|at| at.elapsed() < LOG_EVERY) {
+            return;
+        }
+        self.logged = Some(Instant::now());
+        let keeping = if loaded {
+            "the last good key set stays in use"
+        } else {
+            "no key set yet: tokens that need one are refused"
+        };
+        tracing::warn!(jwks = %source, error = %why, failures = self.failures,
+            "cannot refresh the JWKS; {keeping}");
+    }
+
+    fn success(&mut self, source: &JwksSource, skipped: Vec<String>) {
+        if self.failures > 0 {
+            tracing::info!(jwks = %source, failures = self.failures,
+                "JWKS fetched again after failures");
+        }
+        self.failures = 0;
+        self.logged = None;
+        if skipped != self.skipped {
+            for note in &skipped {
+                tracing::warn!(jwks = %source, key = %note, "JWKS key skipped");
+            }
+            self.skipped = skipped;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "fetch/tests.rs"]
+mod tests;

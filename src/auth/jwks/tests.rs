@@ -1,20 +1,17 @@
 //! JWKS documents built from keys generated in the test; rotation through
-//! [`JwksCache`]; the refresher against a file and a 127.0.0.1 server.
-
-use std::sync::Mutex;
-use std::sync::atomic::AtomicUsize;
+//! [`JwksCache`]; waiting for a fetch. The refresher against real servers
+//! is tested in `fetch/tests.rs`.
 
 use jsonwebtoken::EncodingKey;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 use crate::auth::jwt::{JwtError, Verifier, VerifierConfig};
 
-const NOW: u64 = 1_700_000_000;
+pub(super) const NOW: u64 = 1_700_000_000;
 
 /// (signing key, JWK) for a fresh EC P-256 or Ed25519 key named `kid`.
-fn jwk(alg: &'static rcgen::SignatureAlgorithm, kid: &str) -> (EncodingKey, Value) {
+pub(super) fn jwk(alg: &'static rcgen::SignatureAlgorithm, kid: &str) -> (EncodingKey, Value) {
     let kp = rcgen::KeyPair::generate_for(alg).expect("key generation");
     let raw = kp.public_key_raw();
     let pem = kp.serialize_pem();
@@ -32,15 +29,15 @@ fn jwk(alg: &'static rcgen::SignatureAlgorithm, kid: &str) -> (EncodingKey, Valu
     }
 }
 
-fn doc(keys: &[&Value]) -> Vec<u8> {
+pub(super) fn doc(keys: &[&Value]) -> Vec<u8> {
     serde_json::to_vec(&json!({ "keys": keys })).expect("json")
 }
 
-fn token(alg: Algorithm, kid: &str, key: &EncodingKey) -> String {
+pub(super) fn token(alg: Algorithm, kid: &str, key: &EncodingKey) -> String {
     crate::auth::jwt::tests::sign(alg, Some(kid), key, &json!({"sub": kid}))
 }
 
-fn verifier(cache: &Arc<JwksCache>) -> Verifier {
+pub(super) fn verifier(cache: &Arc<JwksCache>) -> Verifier {
     Verifier::new(VerifierConfig {
         jwks: Some(cache.clone()),
         algorithms: vec![Algorithm::ES256, Algorithm::EdDSA],
@@ -112,122 +109,37 @@ fn rotation_is_picked_up_and_unknown_kids_refresh_at_most_once_per_interval() {
     );
 }
 
-/// A 127.0.0.1 server answering every GET with the current `body`.
-async fn serve(body: Arc<Mutex<Vec<u8>>>, hits: Arc<AtomicUsize>) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 4096];
-            let mut got = 0;
-            while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf[got..]).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got += n,
-                }
-            }
-            hits.fetch_add(1, Ordering::SeqCst);
-            let body = body.lock().expect("lock").clone();
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(&body).await;
-        }
+#[tokio::test(start_paused = true)]
+async fn waiting_for_a_fetch_waits_for_one_begun_after_the_mark() {
+    let cache = Arc::new(JwksCache::new(KeySet::default(), Duration::ZERO));
+    assert!(!cache.loaded());
+    // Nothing fetched, nothing begun: the wait runs out.
+    assert!(!cache.first_fetch(Duration::from_secs(1)).await);
+    let seen = cache.fetches();
+    let waiter = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.fetched_since(seen, Duration::from_secs(10)).await }
     });
-    addr
-}
-
-async fn until(what: &str, mut ok: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-#[tokio::test]
-async fn refresher_fetches_by_url_on_early_request_and_keeps_last_good() {
-    let (enc_a, a) = jwk(&rcgen::PKCS_ECDSA_P256_SHA256, "a");
-    let (enc_b, b) = jwk(&rcgen::PKCS_ED25519, "b");
-    let body = Arc::new(Mutex::new(doc(&[&a])));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let addr = serve(body.clone(), hits.clone()).await;
-    let source = JwksSource::Url {
-        uri: format!("http://{addr}/jwks.json").parse().expect("uri"),
-        tls: None,
-    };
-    let first = fetch(&source, Duration::from_secs(5))
-        .await
-        .expect("first fetch");
-    let (set, _) = KeySet::parse(&first).expect("set");
-    let cache = Arc::new(JwksCache::new(set, Duration::from_secs(60)));
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let errs = errors.clone();
-    // A period far beyond the test: only early requests fetch.
-    // The upstream client's futures are not Send: moongate runs them on
-    // current-thread runtimes, and so does this test.
-    let local = tokio::task::LocalSet::new();
-    let task = local.spawn_local(refresh_loop(
-        cache.clone(),
-        source,
-        Duration::from_secs(3600),
-        Duration::from_secs(5),
-        move |e| errs.lock().expect("lock").push(e),
-    ));
-    let v = verifier(&cache);
-    local
-        .run_until(async {
-            assert!(v.verify(&token(Algorithm::ES256, "a", &enc_a), NOW).is_ok());
-            *body.lock().expect("lock") = doc(&[&a, &b]);
-            let tb = token(Algorithm::EdDSA, "b", &enc_b);
-            assert_eq!(v.verify(&tb, NOW), Err(JwtError::UnknownKid));
-            until("the rotated key", || v.verify(&tb, NOW + 1).is_ok()).await;
-            assert_eq!(hits.load(Ordering::SeqCst), 2);
-            // A broken document later: the last good set stays, the error is told.
-            *body.lock().expect("lock") = b"<html>".to_vec();
-            assert!(cache.request_refresh(NOW + 61));
-            until("the error report", || {
-                !errors.lock().expect("lock").is_empty()
-            })
-            .await;
-            assert!(v.verify(&tb, NOW).is_ok());
-        })
-        .await;
-    task.abort();
-}
-
-#[tokio::test]
-async fn file_source_and_fetch_errors() {
+    tokio::task::yield_now().await;
+    cache.begin_fetch();
     let (_, a) = jwk(&rcgen::PKCS_ED25519, "a");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("jwks.json");
-    std::fs::write(&path, doc(&[&a])).expect("write");
-    let got = fetch(&JwksSource::File(path.clone()), Duration::from_secs(1))
-        .await
-        .expect("file");
-    assert!(KeySet::parse(&got).is_ok());
-    let err = fetch(
-        &JwksSource::File(dir.path().join("gone")),
-        Duration::from_secs(1),
-    )
-    .await;
-    assert!(err.is_err_and(|e| e.contains("cannot read")));
-    // Nothing listens on the port a closed listener had.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = closed.local_addr().expect("addr").port();
-    drop(closed);
-    let uri = format!("http://127.0.0.1:{port}/").parse().expect("uri");
-    let err = fetch(&JwksSource::Url { uri, tls: None }, Duration::from_secs(2)).await;
-    assert!(err.is_err_and(|e| e.starts_with("GET http://127.0.0.1")));
-    let uri = "https://127.0.0.1/".parse().expect("uri");
-    let err = fetch(&JwksSource::Url { uri, tls: None }, Duration::from_secs(2)).await;
-    assert!(err.is_err_and(|e| e.contains("needs TLS")));
+    cache.refresh_from(&doc(&[&a])).expect("set");
+    cache.end_fetch();
+    assert!(waiter.await.expect("waiter"));
+    assert!(cache.loaded() && cache.first_fetch(Duration::ZERO).await);
+    // An attempt already in flight when the mark is read does not count:
+    // it may have read the document before the key was rotated in.
+    cache.begin_fetch();
+    let seen = cache.fetches();
+    cache.end_fetch();
+    assert!(!cache.fetched_since(seen, Duration::from_secs(1)).await);
+    cache.begin_fetch();
+    cache.end_fetch();
+    assert!(cache.fetched_since(seen, Duration::from_secs(1)).await);
+    // A failed first attempt ends the first wait too, unloaded.
+    let fresh = JwksCache::new(KeySet::default(), Duration::ZERO);
+    fresh.begin_fetch();
+    fresh.end_fetch();
+    assert!(!fresh.first_fetch(Duration::from_secs(1)).await);
+    assert_eq!(fresh.fetches(), 1);
 }
