@@ -283,14 +283,9 @@ impl JwksCache {
         granted
     }
 
-    /// TEMPORARY (replaced by the fetcher branch): completed fetches.
-    pub fn fetches(&self) -> u64 {
-        0
-    }
-
-    /// TEMPORARY (replaced by the fetcher branch).
-    pub async fn fetched_since(&self, _seen: u64, _timeout: Duration) -> bool {
-        false
+    /// When the last early refresh was granted (Unix seconds), if ever.
+    pub fn early_refresh_at(&self) -> Option<u64> {
+        Some(self.last_early.load(Ordering::Relaxed)).filter(|&t| t != NEVER)
     }
 
     /// Waits until [`JwksCache::request_refresh`] grants a refresh.

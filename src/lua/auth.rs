@@ -133,13 +133,21 @@ async fn jwt(r: &Rc<ReqCtx>, p: &Jwt) -> Refusal {
     let seen = p.jwks.as_ref().map(|c| c.fetches());
     let now = crate::policies::jwt::now();
     let mut verified = p.verify(&token, now);
-    // A key the set does not have yet (rotated in, or the first fetch
-    // still under way): wait for the fetch the miss asked for, once.
-    if let (Err(JwtError::UnknownKid | JwtError::NoCredential), Some(cache), Some(seen)) =
-        (&verified, &p.jwks, seen)
-        && cache.fetched_since(seen, JWKS_WAIT).await
-    {
-        verified = p.verify(&token, crate::policies::jwt::now());
+    // A key the set does not have yet: the first fetch still under way, or
+    // a key rotated in since the last one. Wait once for the fetch the
+    // miss asked for — only when one was granted now (a made-up `kid`
+    // while early fetches are held back waits for nothing).
+    if let (Err(JwtError::UnknownKid), Some(cache), Some(seen)) = (&verified, &p.jwks, seen) {
+        let fetched = if !cache.loaded() {
+            cache.first_fetch(JWKS_WAIT).await
+        } else if cache.early_refresh_at() == Some(now) {
+            cache.fetched_since(seen, JWKS_WAIT).await
+        } else {
+            false
+        };
+        if fetched {
+            verified = p.verify(&token, crate::policies::jwt::now());
+        }
     }
     match verified {
         Err(e) => (Some(401), Some(p.challenge(Some(&e)))),

@@ -57,7 +57,7 @@ pub const POLICY: Descriptor = Descriptor {
         OptionSpec::new(
             "jwks_url",
             Kind::Url,
-            "a JWKS URL fetched in the background, every `jwks_refresh` and early on an unknown `kid`",
+            "a JWKS URL fetched in the background, every `jwks_refresh` and early on an unknown `kid`; a failed fetch keeps the last good keys and is retried after 1 s, 2 s, … up to `jwks_refresh`; https checked against the system's CAs or `[lua] ssl_trusted_certificate`",
         ),
         OptionSpec::new(
             "jwks_refresh",
@@ -323,14 +323,28 @@ fn compile(o: &toml::Table, cx: &Context<'_>) -> Result<Compiled, String> {
     })))
 }
 
-/// Starts the background fetches of a `jwks_url` into `cache`.
+/// Time allowed for one JWKS fetch.
+const JWKS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts the background fetches of a `jwks_url` into `cache` (a thread
+/// that ends when the configuration holding `cache` is replaced).
 fn start_jwks_url(
-    _cache: &Arc<JwksCache>,
+    cache: &Arc<JwksCache>,
     url: &str,
-    _every: Duration,
-    _cx: &Context<'_>,
+    every: Duration,
+    cx: &Context<'_>,
 ) -> Result<(), String> {
-    Err(format!("`jwks_url` {url}: JWKS URLs are being wired"))
+    // The system's roots unless `[lua] ssl_trusted_certificate` says whom
+    // to trust (an in-house IdP).
+    let tls = match &cx.trusted_certificate {
+        Some(path) => Some(
+            crate::tls_client::TlsClients::new(Some(path.clone()))
+                .config(crate::tls_client::Verify::Chain { name: true })?,
+        ),
+        None => None,
+    };
+    crate::auth::jwks::spawn_refresher(url, cache, every, JWKS_TIMEOUT, tls)
+        .map_err(|e| format!("`jwks_url`: {e}"))
 }
 
 /// Unix seconds now.

@@ -519,3 +519,95 @@ fn config_errors_name_file_and_line() {
         assert!(run.stderr.contains(message), "{table}: {}", run.stderr);
     }
 }
+
+/// A JWKS served by a test origin: the first request waits for the first
+/// fetch, a key rotated in is picked up by the first token naming it (an
+/// early fetch, long before `jwks_refresh`), and the origin going away
+/// keeps the keys already fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_url_is_fetched_and_a_rotated_key_picked_up() {
+    use std::sync::{Arc, Mutex};
+
+    let upstream = Origin::start(echo).await;
+    let (k1, _, jwk1) = keypair(&rcgen::PKCS_ECDSA_P256_SHA256, "k1");
+    let (k2, _, jwk2) = keypair(&rcgen::PKCS_ED25519, "k2");
+    let doc = Arc::new(Mutex::new(json!({"keys": [jwk1.clone()]})));
+    let served = doc.clone();
+    let idp = Origin::start(move |req| {
+        let served = served.clone();
+        async move {
+            if req.uri().path() != "/.well-known/jwks.json" {
+                return crate::support::text(404, "no");
+            }
+            let body = served.lock().map(|d| d.to_string()).unwrap_or_default();
+            let mut reply = crate::support::text(200, &body);
+            reply.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
+            reply
+        }
+    })
+    .await;
+    let conf = format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+workers = 2
+access_log = "off"
+
+[upstream.o]
+servers = [{{ addr = "{upstream}" }}]
+
+[[route]]
+path = "/"
+upstream = "o"
+policies = [{{ use = "jwt", jwks_url = "http://{idp}/.well-known/jwks.json", jwks_refresh = "1h", consumers = false }}]
+"#,
+        upstream = upstream.addr,
+        idp = idp.addr
+    );
+    let mg = Moongate::start(&conf);
+    let claims = json!({"sub": "svc", "exp": now() + 60});
+    let token = |alg, kid, key: &EncodingKey| bearer(&sign(alg, Some(kid), key, &claims));
+
+    let (status, challenge, _) = get(
+        &mg,
+        "/x",
+        &[("authorization", &token(Algorithm::ES256, "k1", &k1))],
+    )
+    .await;
+    assert_eq!(status, 200, "{challenge}");
+    let before = idp.hits();
+    assert!(before >= 1, "the JWKS was fetched");
+
+    // k2 is published; its first token is accepted after one early fetch.
+    if let Ok(mut d) = doc.lock() {
+        *d = json!({"keys": [jwk1, jwk2]});
+    }
+    let (status, challenge, _) = get(
+        &mg,
+        "/x",
+        &[("authorization", &token(Algorithm::EdDSA, "k2", &k2))],
+    )
+    .await;
+    assert_eq!(status, 200, "{challenge}");
+    assert_eq!(idp.hits(), before + 1, "one early fetch");
+    // Early fetches are rate-limited: a made-up kid now is refused without
+    // another one.
+    let (status, challenge, _) = get(
+        &mg,
+        "/x",
+        &[("authorization", &token(Algorithm::EdDSA, "k9", &k2))],
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("unknown key id"), "{challenge}");
+    assert_eq!(idp.hits(), before + 1);
+
+    // The IdP gone: the keys fetched still verify.
+    idp.stop();
+    for (alg, kid, key) in [(Algorithm::ES256, "k1", &k1), (Algorithm::EdDSA, "k2", &k2)] {
+        let (status, _, _) = get(&mg, "/x", &[("authorization", &token(alg, kid, key))]).await;
+        assert_eq!(status, 200, "{kid}");
+    }
+}
