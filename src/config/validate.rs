@@ -16,6 +16,7 @@ mod listeners;
 mod lua;
 mod matchers;
 pub(crate) mod paths;
+mod policy;
 mod protocol;
 mod redis;
 mod route;
