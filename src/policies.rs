@@ -26,6 +26,7 @@ pub mod basic_auth;
 pub mod acl;
 pub mod credentials;
 pub mod native;
+pub mod canary;
 pub mod docs;
 
 pub use schema::{Kind, OptionSpec};
@@ -44,6 +45,7 @@ pub const REGISTRY: &[&Descriptor] = &[
     &jwt::POLICY,
     &basic_auth::POLICY,
     &acl::POLICY,
+    &canary::POLICY,
 ];
 
 /// A phase a policy runs in (the request phases a route's Lua has).

@@ -211,7 +211,9 @@ impl RequestVars<'_> {
     }
 }
 
-/// The raw value of cookie `name` from the request's Cookie headers.
+/// The raw value of cookie `name` from the request's Cookie headers; the
+/// name matches in any case, as nginx's `$cookie_NAME` (and ngx.var, which
+/// lowercases a name before looking it up, relies on that).
 pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(http::header::COOKIE)
@@ -220,7 +222,7 @@ pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v)
+            k.eq_ignore_ascii_case(name).then_some(v)
         })
 }
 
@@ -268,6 +270,15 @@ mod tests {
             t.render(&vars),
             "https://example.com/orig?x=1&user=bob|k1|xyz|bob|/a/b|10.0.0.7:8443"
         );
+    }
+
+    #[test]
+    fn cookie_names_match_in_any_case() {
+        let p = parts("/", &[("cookie", "a=1; Canary=always"), ("cookie", "b=2")]);
+        assert_eq!(cookie(&p.headers, "canary"), Some("always"));
+        assert_eq!(cookie(&p.headers, "CANARY"), Some("always"));
+        assert_eq!(cookie(&p.headers, "b"), Some("2"));
+        assert_eq!(cookie(&p.headers, "canar"), None);
     }
 
     proptest::proptest! {

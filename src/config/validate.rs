@@ -17,6 +17,7 @@ mod listeners;
 mod lua;
 mod matchers;
 pub(crate) mod paths;
+mod policy;
 mod protocol;
 mod redis;
 mod route;

@@ -59,6 +59,13 @@ pub enum Kind {
     ClaimHeaders,
     /// An `http://` or `https://` URL.
     Url,
+    /// The name of an `[upstream.NAME]`: `config::validate` checks that
+    /// it is defined (here only that it is a non-empty string).
+    Upstream,
+    /// A cookie name (an RFC 6265 token).
+    Cookie,
+    /// A query argument name.
+    Arg,
 }
 
 impl Kind {
@@ -103,6 +110,9 @@ impl Kind {
             ),
             Kind::ClaimHeaders => "table: claim → header name".into(),
             Kind::Url => "URL (`http://` or `https://`)".into(),
+            Kind::Upstream => "upstream name".into(),
+            Kind::Cookie => "cookie name".into(),
+            Kind::Arg => "query arg name".into(),
         }
     }
 }
@@ -199,7 +209,7 @@ pub fn check_options(d: &Descriptor, options: &mut toml::Table) -> Result<(), Op
 pub fn check_value(spec: &OptionSpec, v: &toml::Value) -> Result<(), String> {
     let want = || format!("expected {}", spec.kind.describe());
     match spec.kind {
-        Kind::Str | Kind::File => match v.as_str() {
+        Kind::Str | Kind::File | Kind::Upstream => match v.as_str() {
             Some(s) if !s.is_empty() => Ok(()),
             Some(_) => Err("must not be empty".into()),
             None => Err(want()),
@@ -268,6 +278,8 @@ pub fn check_value(spec: &OptionSpec, v: &toml::Value) -> Result<(), String> {
             Ok(())
         }
         Kind::Url => url(v.as_str().ok_or_else(want)?),
+        Kind::Cookie => cookie(v.as_str().ok_or_else(want)?),
+        Kind::Arg => arg(v.as_str().ok_or_else(want)?),
         Kind::HeaderTemplates | Kind::ArgTemplates | Kind::HeaderRenames | Kind::ArgRenames => {
             let table = v.as_table().ok_or_else(want)?;
             let headers = matches!(spec.kind, Kind::HeaderTemplates | Kind::HeaderRenames);
@@ -323,6 +335,29 @@ pub fn url(text: &str) -> Result<(), String> {
     }
 }
 
+/// RFC 6265's cookie-name is a token, as a header name is (any case).
+fn cookie(name: &str) -> Result<(), String> {
+    http::HeaderName::from_bytes(name.as_bytes())
+        .map(|_| ())
+        .map_err(|_| format!("`{name}` is not a valid cookie name"))
+}
+
+/// A name that can stand between `&` and `=` in a query as written.
+fn arg(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a query argument name is empty".into());
+    }
+    match name
+        .chars()
+        .find(|c| "&=#".contains(*c) || c.is_whitespace() || c.is_control())
+    {
+        Some(c) => Err(format!(
+            "`{name}` is not a query argument name ({c:?} in it)"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn template(text: &str) -> Result<(), String> {
     crate::vars::VarTemplate::parse(text).map(|_| ())
 }
@@ -369,6 +404,9 @@ mod tests {
         OptionSpec::new("deny", Kind::Regexes, "patterns"),
         OptionSpec::new("alg", Kind::OneOf(&["HS256", "RS256"]), "algorithm"),
         OptionSpec::new("ttl", Kind::Duration, "lifetime"),
+        OptionSpec::new("jar", Kind::Cookie, "a cookie"),
+        OptionSpec::new("q", Kind::Arg, "an argument"),
+        OptionSpec::new("via", Kind::Upstream, "an upstream"),
     ];
     const TEST: Descriptor = Descriptor {
         name: "t",
@@ -435,6 +473,21 @@ mod tests {
         assert_eq!(e.1, "`ttl`: expected duration (\"30s\")");
         let e = checked("to = \"/\"\nname = \"bad header\"").unwrap_err();
         assert_eq!(e.1, "`name`: `bad header` is not a valid header name");
+    }
+
+    #[test]
+    fn cookie_arg_and_upstream_names() {
+        assert!(checked("to = \"/\"\njar = \"Canary_1\"\nq = \"a[]\"\nvia = \"b\"").is_ok());
+        let e = checked("to = \"/\"\njar = \"a b\"").unwrap_err();
+        assert_eq!(e.1, "`jar`: `a b` is not a valid cookie name");
+        let e = checked("to = \"/\"\njar = \"k=v\"").unwrap_err();
+        assert_eq!(e.1, "`jar`: `k=v` is not a valid cookie name");
+        let e = checked("to = \"/\"\nq = \"a&b\"").unwrap_err();
+        assert_eq!(e.1, "`q`: `a&b` is not a query argument name ('&' in it)");
+        let e = checked("to = \"/\"\nq = \"\"").unwrap_err();
+        assert_eq!(e.1, "`q`: a query argument name is empty");
+        let e = checked("to = \"/\"\nvia = 1").unwrap_err();
+        assert_eq!(e.1, "`via`: expected upstream name");
     }
 
     #[test]

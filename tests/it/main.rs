@@ -66,3 +66,4 @@ mod policies_redirect;
 mod policies_request_size;
 mod policies_transform;
 mod policies_user_agent;
+mod policies_canary;

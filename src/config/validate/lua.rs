@@ -1,8 +1,7 @@
 //! `[lua]` (one file at most), the `lua.*` keys of a route and an upstream's
-//! `lua.balancer`. Script files, `init`, `init_worker`,
-//! `package_path` templates and policies' file options (options of kind
-//! `policies::Kind::File`, like `keys_file`) are resolved against the prefix; the files
-//! must exist. A policy's options are checked against its descriptor's schema.
+//! `lua.balancer`. Script files, `init`, `init_worker` and
+//! `package_path` templates are resolved against the prefix; the files
+//! must exist. A route's `policies` are checked in `policy`.
 
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use toml::Spanned;
 use super::Source;
 use super::paths::Paths;
 use crate::config::error::{ConfigError, Place};
-use crate::config::file::{RawFile, RawPolicy, RawRouteLua, RawUpstreamLua};
+use crate::config::file::{RawFile, RawRouteLua, RawUpstreamLua};
 use crate::config::model::{LuaSettings, Policy, RouteLua, Script, ScriptSource, SharedDictDef};
 
 /// The default `require` path: the bundled and the operator's scripts (relative to the
@@ -108,105 +107,14 @@ fn templates(paths: &Paths, value: &str, place: impl Fn() -> Place) -> Result<St
     })
 }
 
-/// A route's `policies = [{ use = "NAME", ... }]`, each checked against
-/// its descriptor's schema (`crate::policies`); file options resolved.
-fn policies(
-    src: &Source<'_>,
-    raw: Option<&Vec<Spanned<RawPolicy>>>,
-    paths: &mut Paths,
-) -> Result<Vec<Policy>, ConfigError> {
-    let mut out = Vec::new();
-    for entry in raw.into_iter().flatten() {
-        let place = src.place(entry.span());
-        let fields = entry.get_ref();
-        let descriptor = match fields.get("use").map(|u| (u, u.get_ref())) {
-            Some((at, toml::Value::String(name))) => {
-                crate::policies::find(name).ok_or_else(|| {
-                    let message = format!(
-                        "unknown policy `{name}`; bundled policies: {}",
-                        crate::policies::names()
-                    );
-                    src.err(at.span(), message)
-                })?
-            }
-            _ => {
-                let message = format!(
-                    "a policy needs `use = \"NAME\"`, one of {}",
-                    crate::policies::names()
-                );
-                return Err(ConfigError::at(&place, message));
-            }
-        };
-        let mut options: toml::Table = fields
-            .iter()
-            .filter(|(k, _)| *k != "use")
-            .map(|(k, v)| (k.clone(), v.get_ref().clone()))
-            .collect();
-        crate::policies::schema::check_options(descriptor, &mut options).map_err(|(key, m)| {
-            match key.and_then(|k| fields.get(&k)) {
-                Some(value) => src.err(value.span(), m),
-                None => ConfigError::at(&place, m),
-            }
-        })?;
-        for spec in descriptor.options {
-            if !matches!(spec.kind, crate::policies::Kind::File) {
-                continue;
-            }
-            let (Some(toml::Value::String(file)), Some(at)) =
-                (options.get(spec.key), fields.get(spec.key))
-            else {
-                continue;
-            };
-            let at = src.place(at.span());
-            let path = paths.file(at.clone(), spec.key, file);
-            let Some(text) = path.to_str() else {
-                let message = format!("`{}` {} is not UTF-8 text", spec.key, path.display());
-                return Err(ConfigError::at(&at, message));
-            };
-            options.insert(spec.key.to_owned(), toml::Value::String(text.to_owned()));
-        }
-        out.push(Policy {
-            name: descriptor.name.to_owned(),
-            options,
-            place,
-        });
-    }
-    acl_after_authentication(&out)?;
-    Ok(out)
-}
-
-/// `acl` decides by the consumer an authentication policy recognised: one
-/// listed after it on the same route would never be seen (policies run in
-/// order), which is a mistake, not a choice.
-fn acl_after_authentication(policies: &[Policy]) -> Result<(), ConfigError> {
-    const AUTHENTICATION: [&str; 3] = ["api_key", "jwt", "basic_auth"];
-    let Some(acl) = policies.iter().position(|p| p.name == "acl") else {
-        return Ok(());
-    };
-    match policies[acl..]
-        .iter()
-        .find(|p| AUTHENTICATION.contains(&p.name.as_str()))
-    {
-        Some(auth) => Err(ConfigError::at(
-            &policies[acl].place,
-            format!(
-                "policy `acl` runs before `{}`, which recognises the consumer it decides by: list `{}` first",
-                auth.name, auth.name
-            ),
-        )
-        .also_at(&auth.place)),
-        None => Ok(()),
-    }
-}
-
-/// The `lua.*` handlers and bundled policies of a route.
+/// The `lua.*` handlers of a route, with its bundled policies (checked
+/// by `policy::policies`).
 pub(super) fn route_lua(
     src: &Source<'_>,
     raw: Option<&Spanned<RawRouteLua>>,
-    raw_policies: Option<&Vec<Spanned<RawPolicy>>>,
+    policies: Vec<Policy>,
     paths: &mut Paths,
 ) -> Result<RouteLua, ConfigError> {
-    let policies = policies(src, raw_policies, paths)?;
     let Some(raw) = raw else {
         return Ok(RouteLua {
             policies,
@@ -393,79 +301,6 @@ mod tests {
         assert_eq!(
             e,
             format!("t.toml:2:27: ssl_trusted_certificate {at}/ca.pem: No such file or directory")
-        );
-    }
-
-    #[test]
-    fn policy_file_options_resolve_and_must_exist() {
-        let p = prefix();
-        let at = p.path().display();
-        let route = |keys_file: &str| {
-            format!(
-                "[[route]]\npath = \"/\"\nroot = \"lua\"\npolicies = [\n  {{ use = \"api_key\", keys_file = {keys_file} }},\n]\n"
-            )
-        };
-        let c = load_in(p.path(), &route("\"keys.txt\"")).unwrap_or_else(|e| panic!("{e}"));
-        let policy = &c.routes[0].lua.policies[0];
-        assert_eq!(
-            policy.options.get("keys_file").and_then(|v| v.as_str()),
-            Some(format!("{at}/keys.txt").as_str())
-        );
-        assert!(!policy.options.contains_key("use"));
-        // Missing: at the value, naming the resolved path and the reason.
-        let e = load_in(p.path(), &route("\"../keys.txt\"")).unwrap_err();
-        assert_eq!(
-            e,
-            format!("t.toml:5:34: keys_file {at}/../keys.txt: No such file or directory")
-        );
-        let e = load_in(p.path(), &route("3")).unwrap_err();
-        assert_eq!(e, "t.toml:5:34: `keys_file`: expected file path");
-    }
-
-    #[test]
-    fn policy_options_are_checked_against_their_schema_with_places() {
-        let route = |entry: &str| {
-            format!("[[route]]\npath = \"/\"\nroot = \"lua\"\npolicies = [\n  {entry},\n]\n")
-        };
-        // A value of the wrong type: at the value.
-        let e = err(&route("{ use = \"ip\", allow = \"10.0.0.0/8\" }"));
-        assert_eq!(e, "t.toml:5:25: `allow`: expected list of IPs / CIDRs");
-        // An unknown key: at its value.
-        let e = err(&route("{ use = \"request_id\", heder = \"X-Id\" }"));
-        assert_eq!(
-            e,
-            "t.toml:5:33: unknown option `heder` for policy `request_id`; expected one of header"
-        );
-        // A bad value of the right type.
-        let e = err(&route(
-            "{ use = \"ip\", deny = [\"10.0.0.300\"], status = 200 }",
-        ));
-        assert_eq!(
-            e,
-            "t.toml:5:24: `deny`: `10.0.0.300` is not an IP address or CIDR"
-        );
-        let e = err(&route(
-            "{ use = \"ip\", deny = [\"10.0.0.3\"], status = 200 }",
-        ));
-        assert_eq!(e, "t.toml:5:47: `status`: 200 is outside 400..=599");
-        // Missing what the policy needs: at the entry.
-        let e = err(&route("{ use = \"ip\" }"));
-        assert_eq!(e, "t.toml:5:3: policy `ip`: give `allow`, `deny` or both");
-        // An unknown policy: at its name.
-        let e = err(&route("{ use = \"jwt_magic\" }"));
-        assert!(
-            e.starts_with(
-                "t.toml:5:11: unknown policy `jwt_magic`; bundled policies: api_key, ip,"
-            ),
-            "{e}"
-        );
-        // Defaults are filled in for the implementation.
-        let c = load_str("t.toml", &route("{ use = \"ip\", deny = [\"10.0.0.3\"] }"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let options = &c.routes[0].lua.policies[0].options;
-        assert_eq!(
-            options.get("status").and_then(|s| s.as_integer()),
-            Some(403)
         );
     }
 

@@ -14,6 +14,15 @@ use crate::config::error::{ConfigError, Place, Source};
 use crate::config::file::{OneOrMany, RawRoute};
 use crate::config::model::{CacheZone, LimitZone, Rewrite, Route, RouteTarget, Upstream};
 
+/// What an error about an undefined upstream adds: the names there are.
+pub(super) fn defined_upstreams(upstreams: &BTreeMap<String, Upstream>) -> String {
+    if upstreams.is_empty() {
+        return "no upstreams are defined".to_owned();
+    }
+    let names: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+    format!("defined upstreams: {}", names.join(", "))
+}
+
 /// Validates one route against the upstreams defined anywhere in conf.d.
 pub(super) fn route(
     src: &Source<'_>,
@@ -70,7 +79,8 @@ pub(super) fn route(
         }
     };
 
-    let lua = super::lua::route_lua(src, raw.lua.as_ref(), raw.policies.as_ref(), paths)?;
+    let policies = super::policy::policies(src, raw.policies.as_ref(), upstreams, paths)?;
+    let lua = super::lua::route_lua(src, raw.lua.as_ref(), policies, paths)?;
     let target = match (&raw.upstream, &raw.root) {
         (Some(_), _) | (_, Some(_)) if lua.content.is_some() => {
             let at = raw
@@ -85,15 +95,10 @@ pub(super) fn route(
         (None, None) if lua.content.is_some() => RouteTarget::Lua,
         (Some(name), None) => {
             if !upstreams.contains_key(name.get_ref()) {
-                let defined = if upstreams.is_empty() {
-                    "no upstreams are defined".to_owned()
-                } else {
-                    let names: Vec<&str> = upstreams.keys().map(String::as_str).collect();
-                    format!("defined upstreams: {}", names.join(", "))
-                };
                 let message = format!(
-                    "route names upstream `{}`, which is not defined ({defined})",
-                    name.get_ref()
+                    "route names upstream `{}`, which is not defined ({})",
+                    name.get_ref(),
+                    defined_upstreams(upstreams)
                 );
                 return Err(src.err(name.span(), message));
             }
