@@ -388,6 +388,14 @@ fn setup(lua: &Lua, worker: &Rc<LuaWorker>, sandbox: bool, package_path: &str) -
     package.set("path", package_path)?;
     package.set("cpath", "")?;
     lua.load(SHIMS).set_name("=moongate").exec()?;
+    // Each VM its own random sequence (LuaJIT starts every state on the
+    // same one: a `canary` split's first draws would match across workers).
+    // A script may still call math.randomseed for a sequence of its own.
+    let mut seed = [0u8; 4];
+    let _ = getrandom::fill(&mut seed);
+    lua.load("math.randomseed(...)")
+        .set_name("=moongate")
+        .call::<()>(u32::from_le_bytes(seed) & 0x7fff_ffff)?;
     lua.load(DEBUG).set_name("=moongate").call::<()>(sandbox)?;
     super::cjson::install(lua)?;
     super::resty::install(lua)?;
