@@ -20,6 +20,7 @@ pub mod request_size;
 pub mod user_agent;
 pub mod request_transform;
 pub mod response_transform;
+pub mod forward_auth;
 pub mod docs;
 
 pub use schema::{Kind, OptionSpec};
@@ -35,6 +36,7 @@ pub const REGISTRY: &[&Descriptor] = &[
     &user_agent::POLICY,
     &request_transform::POLICY,
     &response_transform::POLICY,
+    &forward_auth::POLICY,
 ];
 
 /// A phase a policy runs in (the request phases a route's Lua has).

@@ -37,6 +37,8 @@ pub enum Kind {
     File,
     /// A `$var` template (`https://$host$request_uri`).
     Template,
+    /// An `http://` or `https://` URL with a host (`http://auth:9000/check`).
+    Url,
     /// A list of regular expressions (PCRE-compatible subset).
     Regexes,
     /// A size (`"1MiB"`, `"512KiB"`, bytes as a number of bytes).
@@ -80,6 +82,7 @@ impl Kind {
             Kind::Cidrs => "list of IPs / CIDRs".into(),
             Kind::File => "file path".into(),
             Kind::Template => "`$var` template".into(),
+            Kind::Url => "http:// or https:// URL".into(),
             Kind::Regexes => "list of regexes".into(),
             Kind::Size => "size (\"1MiB\")".into(),
             Kind::Methods => "list of methods".into(),
@@ -216,6 +219,7 @@ pub fn check_value(spec: &OptionSpec, v: &toml::Value) -> Result<(), String> {
             }
         }),
         Kind::Template => template(v.as_str().ok_or_else(want)?),
+        Kind::Url => url(v.as_str().ok_or_else(want)?),
         Kind::Regexes => each_str(v, want, regex),
         Kind::Size => match v {
             toml::Value::String(s) => crate::config::parse_size(s).map(|_| ()),
@@ -275,6 +279,25 @@ fn header(name: &str) -> Result<(), String> {
         .map_err(|_| format!("`{name}` is not a valid header name"))
 }
 
+fn url(text: &str) -> Result<(), String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => {
+            return Err(format!(
+                "`{text}`: {other}:// is not supported; use http:// or https://"
+            ));
+        }
+        None => return Err(format!("`{text}` needs http:// or https://")),
+    }
+    match uri.host() {
+        Some(host) if !host.is_empty() => Ok(()),
+        _ => Err(format!("`{text}` has no host")),
+    }
+}
+
 fn template(text: &str) -> Result<(), String> {
     crate::vars::VarTemplate::parse(text).map(|_| ())
 }
@@ -321,6 +344,7 @@ mod tests {
         OptionSpec::new("deny", Kind::Regexes, "patterns"),
         OptionSpec::new("alg", Kind::OneOf(&["HS256", "RS256"]), "algorithm"),
         OptionSpec::new("ttl", Kind::Duration, "lifetime"),
+        OptionSpec::new("at", Kind::Url, "service"),
     ];
     const TEST: Descriptor = Descriptor {
         name: "t",
@@ -384,6 +408,20 @@ mod tests {
         assert!(e.1.starts_with("`ttl`: "), "{}", e.1);
         let e = checked("to = \"/\"\nttl = 5").unwrap_err();
         assert_eq!(e.1, "`ttl`: expected duration (\"30s\")");
+        assert!(checked("to = \"/\"\nat = \"https://auth.internal:8443/check?x=1\"").is_ok());
+        let e = checked("to = \"/\"\nat = \"ftp://auth/\"").unwrap_err();
+        assert_eq!(
+            e.1,
+            "`at`: `ftp://auth/`: ftp:// is not supported; use http:// or https://"
+        );
+        let e = checked("to = \"/\"\nat = \"/check\"").unwrap_err();
+        assert_eq!(e.1, "`at`: `/check` needs http:// or https://");
+        let e = checked("to = \"/\"\nat = \"http://a b/\"").unwrap_err();
+        assert!(
+            e.1.starts_with("`at`: `http://a b/` is not a URL ("),
+            "{}",
+            e.1
+        );
         let e = checked("to = \"/\"\nname = \"bad header\"").unwrap_err();
         assert_eq!(e.1, "`name`: `bad header` is not a valid header name");
     }

@@ -63,3 +63,4 @@ mod policies_redirect;
 mod policies_request_size;
 mod policies_transform;
 mod policies_user_agent;
+mod policies_forward_auth;
