@@ -27,6 +27,7 @@ pub mod acl;
 pub mod credentials;
 pub mod native;
 pub mod canary;
+pub mod forward_auth;
 pub mod docs;
 
 pub use schema::{Kind, OptionSpec};
@@ -46,6 +47,7 @@ pub const REGISTRY: &[&Descriptor] = &[
     &basic_auth::POLICY,
     &acl::POLICY,
     &canary::POLICY,
+    &forward_auth::POLICY,
 ];
 
 /// A phase a policy runs in (the request phases a route's Lua has).

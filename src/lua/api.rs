@@ -18,6 +18,7 @@ mod output;
 mod re;
 mod req;
 mod shared;
+pub use shared::dict_table;
 pub mod socket;
 pub mod tasks;
 mod time;

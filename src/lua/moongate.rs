@@ -1,42 +1,44 @@
 //! `require "moongate"`: what ngx_lua does through nginx directives.
 //! `mg.upstream.set(name)` picks the upstream for this request;
-//! `mg.http.request{...}` is an HTTP/1.1 call that yields the coroutine
-//! while it waits (it reuses the upstream client).
+//! `mg.http.request{...}` is an HTTP/1.1 call (http:// or https://) that
+//! yields the coroutine while it waits (see [`callout`]).
 //! `mg.limit.take(zone, key, cost)` takes tokens from a `[limit.NAME]`
 //! zone's bucket (yielding while Redis answers for `scope = "redis"`).
 //! `mg.cache.key/bypass/no_store/ttl` record the request's cache decisions.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
 use mlua::{Lua, MultiValue, Table, Value};
 
 use super::worker;
-use crate::config::PeerAddr;
-use crate::h1_framing::Decoder;
 use crate::limit::Decision;
 use crate::throttle::{Taken, Zone};
-use crate::upstream::connect::connect;
+use crate::tls_client::TlsClients;
 
-/// Largest response body `mg.http.request` reads into memory.
-const MAX_BODY: usize = 64 * 1024 * 1024;
-/// `mg.http.request`'s timeout when none is given, in seconds.
-const DEFAULT_TIMEOUT: f64 = 10.0;
+mod callout;
 
 /// Registers the module in `package.preload`; `upstreams` are the names
-/// `mg.upstream.set` accepts, `limits` the zones `mg.limit.take` takes from.
+/// `mg.upstream.set` accepts, `limits` the zones `mg.limit.take` takes from,
+/// `trusted` the CAs `mg.http.request` trusts for https (`[lua]
+/// ssl_trusted_certificate`; the system's bundle without it).
 pub fn install(
     lua: &Lua,
     upstreams: Arc<Vec<String>>,
     limits: Arc<BTreeMap<String, Arc<Zone>>>,
+    trusted: Option<PathBuf>,
 ) -> mlua::Result<()> {
     let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
+    // Made on first https call, kept for the VM's life.
+    let tls = Rc::new(TlsClients::new(trusted));
     preload.set(
         "moongate",
-        lua.create_function(move |lua, ()| module(lua, upstreams.clone(), limits.clone()))?,
+        lua.create_function(move |lua, ()| {
+            module(lua, upstreams.clone(), limits.clone(), tls.clone())
+        })?,
     )?;
     Ok(())
 }
@@ -45,6 +47,7 @@ fn module(
     lua: &Lua,
     upstreams: Arc<Vec<String>>,
     limits: Arc<BTreeMap<String, Arc<Zone>>>,
+    tls: Rc<TlsClients>,
 ) -> mlua::Result<Table> {
     let mg = lua.create_table()?;
     mg.set("limit", limit_table(lua, limits)?)?;
@@ -71,13 +74,16 @@ fn module(
     let http = lua.create_table()?;
     http.set(
         "request",
-        lua.create_async_function(|lua, opts: Table| async move {
-            match request(&lua, opts).await {
-                Ok(res) => Ok(MultiValue::from_vec(vec![Value::Table(res)])),
-                Err(e) => Ok(MultiValue::from_vec(vec![
-                    Value::Nil,
-                    Value::String(lua.create_string(e)?),
-                ])),
+        lua.create_async_function(move |lua, opts: Table| {
+            let tls = tls.clone();
+            async move {
+                match callout::request(&lua, opts, &tls).await {
+                    Ok(res) => Ok(MultiValue::from_vec(vec![Value::Table(res)])),
+                    Err(e) => Ok(MultiValue::from_vec(vec![
+                        Value::Nil,
+                        Value::String(lua.create_string(e)?),
+                    ])),
+                }
             }
         })?,
     )?;
@@ -225,107 +231,6 @@ impl mlua::UserData for IpMatcher {
             Ok(this.0.iter().any(|net| net.contains(&ip)))
         });
     }
-}
-
-/// `mg.http.request{ method, url, headers, body, timeout }`.
-async fn request(lua: &Lua, opts: Table) -> Result<Table, String> {
-    let url: String = opts
-        .get("url")
-        .map_err(|_| "`url` is required".to_string())?;
-    let method: Option<String> = opts.get("method").map_err(|e| e.to_string())?;
-    let method = http::Method::from_bytes(method.as_deref().unwrap_or("GET").as_bytes())
-        .map_err(|_| "invalid method".to_string())?;
-    let timeout: Option<f64> = opts.get("timeout").map_err(|e| e.to_string())?;
-    let timeout = Duration::try_from_secs_f64(timeout.unwrap_or(DEFAULT_TIMEOUT))
-        .map_err(|_| "invalid timeout".to_string())?;
-    let body: Option<mlua::LuaString> = opts.get("body").map_err(|e| e.to_string())?;
-    let body = body
-        .map(|b| Bytes::copy_from_slice(&b.as_bytes()))
-        .unwrap_or_default();
-
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("invalid url {url:?}: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(other) => {
-            return Err(format!(
-                "{other}:// is not supported by mg.http.request yet (http:// only)"
-            ));
-        }
-        None => return Err(format!("url {url:?} needs http://")),
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("url {url:?} has no host"))?
-        .clone();
-    let port = authority.port_u16().unwrap_or(80);
-    let mut head = http::Request::builder()
-        .method(method.clone())
-        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .body(())
-        .map_err(|e| e.to_string())?
-        .into_parts()
-        .0;
-    let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
-    head.headers.insert(http::header::HOST, host);
-    if let Ok(Some(headers)) = opts.get::<Option<Table>>("headers") {
-        for pair in headers.pairs::<String, String>() {
-            let (k, v) = pair.map_err(|e| e.to_string())?;
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("invalid header name {k:?}"))?;
-            let value =
-                HeaderValue::from_str(&v).map_err(|_| format!("invalid value for header {k}"))?;
-            head.headers.insert(name, value);
-        }
-    }
-    if !body.is_empty() {
-        head.headers
-            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    }
-
-    let exchange = async {
-        let addr = tokio::net::lookup_host((authority.host(), port))
-            .await
-            .map_err(|e| format!("cannot resolve {}: {e}", authority.host()))?
-            .next()
-            .ok_or_else(|| format!("{} has no address", authority.host()))?;
-        let mut conn = connect(&PeerAddr::Tcp(addr), timeout, timeout, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        conn.send_full(&head, &body)
-            .await
-            .map_err(|e| e.to_string())?;
-        let resp = conn
-            .read_head(&method, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut decoder = Decoder::new(resp.framing);
-        let mut data = Vec::new();
-        while let Some(piece) = std::future::poll_fn(|cx| conn.poll_body(cx, &mut decoder)).await {
-            data.extend_from_slice(&piece.map_err(|e| e.to_string())?);
-            if data.len() > MAX_BODY {
-                return Err(format!("response body larger than {MAX_BODY} bytes"));
-            }
-        }
-        Ok::<_, String>((resp, data))
-    };
-    let (resp, data) = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| "timeout".to_string())??;
-    let res = lua.create_table().map_err(|e| e.to_string())?;
-    let table = || -> mlua::Result<()> {
-        res.set("status", resp.status.as_u16())?;
-        let headers = lua.create_table()?;
-        for (name, value) in &resp.headers {
-            headers.set(name.as_str(), lua.create_string(value.as_bytes())?)?;
-        }
-        res.set("headers", headers)?;
-        res.set("body", lua.create_string(&data)?)?;
-        Ok(())
-    };
-    table().map_err(|e| e.to_string())?;
-    Ok(res)
 }
 
 /// `mg.limit`: `take(zone, key, cost)` → `true, remaining, 0` when allowed,

@@ -1,15 +1,20 @@
 //! The Lua side of the bundled policies (`crate::policies`): each Lua
 //! descriptor's module, compiled into the binary so it works wherever
-//! moongate runs, registered as `policies.NAME`; and the handlers generated for a route's `policies = [...]`: each
+//! moongate runs, registered as `policies.NAME`; the handlers generated for a route's `policies = [...]`: each
 //! policy object is built once per VM from its options and its phase
-//! methods run before the route's own handlers.
+//! methods run before the route's own handlers; and the stores a policy
+//! may keep answers in across every worker thread ([`PolicyStores`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use mlua::{Lua, Table};
 
 use super::Phase;
 use super::program::LoadedScript;
 use crate::config::Policy;
-use crate::policies::{self, Implementation};
+use crate::policies::{self, Implementation, Kind};
+use crate::shdict::SharedDict;
 
 /// Lua modules the policies share (`require "policies.NAME"`).
 const HELPERS: [(&str, &str); 1] = [("template", include_str!("../../lua/policies/template.lua"))];
@@ -44,6 +49,36 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
     .exec()
 }
 
+/// The stores of one program's policies, by policy id (`new(opts, id)`'s
+/// second argument): each made by the first VM that asks
+/// (`__moongate_policy_store(id, bytes)` from a policy's `new`) and then
+/// shared by every worker thread's VM, as an `ngx.shared` dict is (the
+/// same LRU-evicting, TTL-keeping store, with its methods), but unnamed:
+/// no script reaches another policy's store by name. A reload compiles a
+/// new program, so its policies start with empty stores.
+#[derive(Debug, Default)]
+pub struct PolicyStores(Mutex<BTreeMap<usize, Arc<SharedDict>>>);
+
+impl PolicyStores {
+    /// Policy `id`'s store, made with `bytes` of capacity if it has none.
+    pub fn get(&self, id: usize, bytes: usize) -> Arc<SharedDict> {
+        let mut stores = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        stores
+            .entry(id)
+            .or_insert_with(|| Arc::new(SharedDict::new(&format!("policy#{id}"), bytes)))
+            .clone()
+    }
+}
+
+/// Installs `__moongate_policy_store(id, bytes)` over `stores` (after the
+/// `ngx` API, whose dict methods the store tables share).
+pub fn install_stores(lua: &Lua, stores: Arc<PolicyStores>) -> mlua::Result<()> {
+    let f = lua.create_function(move |lua, (id, bytes): (usize, usize)| {
+        super::api::dict_table(lua, stores.get(id, bytes))
+    })?;
+    lua.globals().set("__moongate_policy_store", f)
+}
+
 /// The handlers for one configured policy: (phase, script) pairs. `id`
 /// tells the policy's object apart from others in the VM.
 pub fn handlers(policy: &Policy, id: usize) -> Vec<(Phase, LoadedScript)> {
@@ -53,7 +88,7 @@ pub fn handlers(policy: &Policy, id: usize) -> Vec<(Phase, LoadedScript)> {
     if !matches!(d.implementation, Implementation::Lua(_)) {
         return Vec::new();
     }
-    let options = lua_literal(&toml::Value::Table(policy.options.clone()));
+    let options = lua_literal(&toml::Value::Table(lua_options(d, &policy.options)));
     d.phases
         .iter()
         .map(|phase| {
@@ -84,6 +119,32 @@ pub fn handlers(policy: &Policy, id: usize) -> Vec<(Phase, LoadedScript)> {
             (phase, script)
         })
         .collect()
+}
+
+/// The options as the Lua implementation gets them: durations in seconds
+/// and sizes in bytes (numbers), the rest as written. Checked values, so a
+/// failed parse cannot happen; it would leave the text as it was.
+fn lua_options(d: &policies::Descriptor, options: &toml::Table) -> toml::Table {
+    let mut out = options.clone();
+    for spec in d.options {
+        let Some(toml::Value::String(text)) = options.get(spec.key) else {
+            continue;
+        };
+        let number = match spec.kind {
+            Kind::Duration => crate::config::parse_duration(text)
+                .ok()
+                .map(|d| toml::Value::Float(d.as_secs_f64())),
+            Kind::Size => crate::config::parse_size(text)
+                .ok()
+                .and_then(|n| i64::try_from(n).ok())
+                .map(toml::Value::Integer),
+            _ => None,
+        };
+        if let Some(n) = number {
+            out.insert(spec.key.to_owned(), n);
+        }
+    }
+    out
 }
 
 /// A TOML value as a Lua literal.
@@ -151,6 +212,23 @@ mod tests {
         assert_eq!(y.get::<i64>("z").ok(), Some(3));
     }
 
+    #[test]
+    fn durations_and_sizes_reach_lua_as_numbers() {
+        let d = crate::policies::find("forward_auth").unwrap_or_else(|| panic!("registered"));
+        let options: toml::Table = toml::from_str(
+            "uri = \"http://a/\"\ntimeout = \"300ms\"\ncache_ttl = \"2m\"\ncache_size = \"1MiB\"",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let out = lua_options(d, &options);
+        assert_eq!(out.get("timeout").and_then(|v| v.as_float()), Some(0.3));
+        assert_eq!(out.get("cache_ttl").and_then(|v| v.as_float()), Some(120.0));
+        assert_eq!(
+            out.get("cache_size").and_then(|v| v.as_integer()),
+            Some(1024 * 1024)
+        );
+        assert_eq!(out.get("uri").and_then(|v| v.as_str()), Some("http://a/"));
+    }
+
     /// Each Lua policy has a method for every phase its descriptor names
     /// (the generated handlers call `p:PHASE()`).
     #[test]
@@ -162,7 +240,7 @@ mod tests {
         let stub = lua
             .create_function(|lua, ()| lua.create_table())
             .unwrap_or_else(|e| panic!("{e}"));
-        for module in ["moongate", "policies.native"] {
+        for module in ["moongate", "policies.native", "cjson.safe"] {
             preload
                 .set(module, stub.clone())
                 .unwrap_or_else(|e| panic!("{e}"));

@@ -92,6 +92,9 @@ pub struct LuaProgram {
     /// reload keeps a store (and its data) whose name and size are
     /// unchanged.
     pub dicts: BTreeMap<String, Arc<SharedDict>>,
+    /// The stores its bundled policies keep answers in (forward_auth's
+    /// cache), shared by every VM of every thread like `dicts`.
+    pub policy_stores: Arc<super::policies::PolicyStores>,
     /// Whether handler runs are counted for `GET /metrics` (the
     /// snapshot's `metrics`).
     pub metrics: bool,
@@ -245,6 +248,7 @@ impl LuaProgram {
                     (d.name.clone(), dict)
                 })
                 .collect(),
+            policy_stores: Arc::default(),
             metrics,
             natives: Arc::new(natives),
         };

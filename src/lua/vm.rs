@@ -155,9 +155,16 @@ impl Vm {
             settings.ssl_trusted_certificate.clone(),
         )
         .map_err(|e| e.to_string())?;
-        super::moongate::install(&lua, program.upstreams.clone(), program.limits.clone())
+        super::policies::install_stores(&lua, program.policy_stores.clone())
             .map_err(|e| e.to_string())?;
         super::auth::install(&lua, program.natives.clone()).map_err(|e| e.to_string())?;
+        super::moongate::install(
+            &lua,
+            program.upstreams.clone(),
+            program.limits.clone(),
+            settings.ssl_trusted_certificate.clone(),
+        )
+        .map_err(|e| e.to_string())?;
         api::guard_protected_calls(&lua).map_err(|e| e.to_string())?;
         let vm = Vm {
             lua,

@@ -37,6 +37,8 @@ pub enum Kind {
     File,
     /// A `$var` template (`https://$host$request_uri`).
     Template,
+    /// An `http://` or `https://` URL with a host (`http://auth:9000/check`).
+    Url,
     /// A list of regular expressions (PCRE-compatible subset).
     Regexes,
     /// A size (`"1MiB"`, `"512KiB"`, bytes as a number of bytes).
@@ -57,8 +59,6 @@ pub enum Kind {
     OneOfList(&'static [&'static str]),
     /// A table of claim name → header name (a JWT's claims sent upstream).
     ClaimHeaders,
-    /// An `http://` or `https://` URL.
-    Url,
     /// The name of an `[upstream.NAME]`: `config::validate` checks that
     /// it is defined (here only that it is a non-empty string).
     Upstream,
@@ -93,6 +93,7 @@ impl Kind {
             Kind::Cidrs => "list of IPs / CIDRs".into(),
             Kind::File => "file path".into(),
             Kind::Template => "`$var` template".into(),
+            Kind::Url => "http:// or https:// URL".into(),
             Kind::Regexes => "list of regexes".into(),
             Kind::Size => "size (\"1MiB\")".into(),
             Kind::Methods => "list of methods".into(),
@@ -109,7 +110,6 @@ impl Kind {
                     .join(", ")
             ),
             Kind::ClaimHeaders => "table: claim → header name".into(),
-            Kind::Url => "URL (`http://` or `https://`)".into(),
             Kind::Upstream => "upstream name".into(),
             Kind::Cookie => "cookie name".into(),
             Kind::Arg => "query arg name".into(),
@@ -325,16 +325,6 @@ fn header(name: &str) -> Result<(), String> {
         .map_err(|_| format!("`{name}` is not a valid header name"))
 }
 
-/// An absolute `http://` or `https://` URL with a host.
-pub fn url(text: &str) -> Result<(), String> {
-    let uri: http::Uri = text.parse().map_err(|_| format!("`{text}` is not a URL"))?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(()),
-        (Some("http" | "https"), _) => Err(format!("`{text}` has no host")),
-        _ => Err(format!("`{text}` is not an http:// or https:// URL")),
-    }
-}
-
 /// RFC 6265's cookie-name is a token, as a header name is (any case).
 fn cookie(name: &str) -> Result<(), String> {
     http::HeaderName::from_bytes(name.as_bytes())
@@ -355,6 +345,26 @@ fn arg(name: &str) -> Result<(), String> {
             "`{name}` is not a query argument name ({c:?} in it)"
         )),
         None => Ok(()),
+    }
+}
+
+/// An absolute `http://` or `https://` URL with a host.
+fn url(text: &str) -> Result<(), String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => {
+            return Err(format!(
+                "`{text}`: {other}:// is not supported; use http:// or https://"
+            ));
+        }
+        None => return Err(format!("`{text}` needs http:// or https://")),
+    }
+    match uri.host() {
+        Some(host) if !host.is_empty() => Ok(()),
+        _ => Err(format!("`{text}` has no host")),
     }
 }
 
@@ -407,6 +417,7 @@ mod tests {
         OptionSpec::new("jar", Kind::Cookie, "a cookie"),
         OptionSpec::new("q", Kind::Arg, "an argument"),
         OptionSpec::new("via", Kind::Upstream, "an upstream"),
+        OptionSpec::new("at", Kind::Url, "service"),
     ];
     const TEST: Descriptor = Descriptor {
         name: "t",
@@ -471,6 +482,20 @@ mod tests {
         assert!(e.1.starts_with("`ttl`: "), "{}", e.1);
         let e = checked("to = \"/\"\nttl = 5").unwrap_err();
         assert_eq!(e.1, "`ttl`: expected duration (\"30s\")");
+        assert!(checked("to = \"/\"\nat = \"https://auth.internal:8443/check?x=1\"").is_ok());
+        let e = checked("to = \"/\"\nat = \"ftp://auth/\"").unwrap_err();
+        assert_eq!(
+            e.1,
+            "`at`: `ftp://auth/`: ftp:// is not supported; use http:// or https://"
+        );
+        let e = checked("to = \"/\"\nat = \"/check\"").unwrap_err();
+        assert_eq!(e.1, "`at`: `/check` needs http:// or https://");
+        let e = checked("to = \"/\"\nat = \"http://a b/\"").unwrap_err();
+        assert!(
+            e.1.starts_with("`at`: `http://a b/` is not a URL ("),
+            "{}",
+            e.1
+        );
         let e = checked("to = \"/\"\nname = \"bad header\"").unwrap_err();
         assert_eq!(e.1, "`name`: `bad header` is not a valid header name");
     }

@@ -502,7 +502,7 @@ local seen = require("cjson").decode(res.body)
 ngx.say(seen.method, "|", seen.uri, "|", seen.headers["x-from"][1], "|", seen.body_len)
 local r2, err2 = mg.http.request{{ url = "http://{}/", timeout = 2 }}
 ngx.say(tostring(r2), "|", tostring(err2 ~= nil))
-local r3, err3 = mg.http.request{{ url = "https://example.invalid/" }}
+local r3, err3 = mg.http.request{{ url = "ftp://example.invalid/" }}
 ngx.say(tostring(r3), "|", err3)
 '''
 "#,
@@ -539,7 +539,7 @@ ngx.say(tostring(r3), "|", err3)
     assert_eq!(lines[2], "nil|true");
     assert_eq!(
         lines[3],
-        "nil|https:// is not supported by mg.http.request yet (http:// only)"
+        "nil|ftp:// is not supported by mg.http.request (http:// and https:// only)"
     );
 }
 

@@ -67,3 +67,4 @@ mod policies_request_size;
 mod policies_transform;
 mod policies_user_agent;
 mod policies_canary;
+mod policies_forward_auth;

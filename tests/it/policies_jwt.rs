@@ -476,7 +476,7 @@ fn config_errors_name_file_and_line() {
         ),
         (
             r#"{ use = "jwt", jwks_url = "ftp://idp/jwks" }"#,
-            "`jwks_url`: `ftp://idp/jwks` is not an http:// or https:// URL",
+            "`jwks_url`: `ftp://idp/jwks`: ftp:// is not supported; use http:// or https://",
         ),
         (
             r#"{ use = "acl", allow = ["a"] }, { use = "jwt", secret = "s" }"#,

@@ -382,12 +382,24 @@ pub(super) fn install(
     // and `__index` is the metatable itself (`ngx.shared.d.__index`).
     let meta = methods(lua)?;
     meta.set("__index", meta.clone())?;
+    lua.set_named_registry_value(META, meta)?;
     for (name, dict) in dicts {
-        let zone = lua.create_table()?;
-        zone.raw_set(1, lua.create_userdata(Dict(dict.clone()))?)?;
-        zone.set_metatable(Some(meta.clone()))?;
-        shared.set(name.as_str(), zone)?;
+        shared.set(name.as_str(), dict_table(lua, dict.clone())?)?;
     }
     ngx.set("shared", shared)?;
     Ok(())
+}
+
+/// Where [`install`] keeps the dicts' metatable.
+const META: &str = "moongate.shared_dict";
+
+/// `dict` as a table with the `ngx.shared.NAME` methods, for a store that
+/// has no name in `ngx.shared` (a bundled policy's own, see
+/// `lua::policies::PolicyStores`). Needs [`install`] first.
+pub fn dict_table(lua: &Lua, dict: Arc<SharedDict>) -> mlua::Result<Table> {
+    let meta: Table = lua.named_registry_value(META)?;
+    let zone = lua.create_table()?;
+    zone.raw_set(1, lua.create_userdata(Dict(dict))?)?;
+    zone.set_metatable(Some(meta))?;
+    Ok(zone)
 }

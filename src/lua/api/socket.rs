@@ -25,7 +25,7 @@ mod reader;
 mod req;
 mod stream;
 mod tcp;
-mod tls;
+pub mod tls;
 mod udp;
 mod until;
 
