@@ -1,8 +1,11 @@
 -- policies.basic_auth: requests need a user and password (htpasswd file or
 -- consumers), checked natively (src/policies/basic_auth.rs through
--- `policies.native`; slow hashes off the event loop).
+-- `policies.native`); a slow hash not yet remembered runs off the event
+-- loop (`basic_wait`).
 --   policies = [{ use = "basic_auth", htpasswd_file = "conf.d/htpasswd" }]
 local native = require "policies.native"
+
+local check, wait, WAIT = native.basic, native.basic_wait, native.WAIT
 
 local M = {}
 M.__index = M
@@ -12,7 +15,10 @@ function M.new(_, id)
 end
 
 function M:access()
-    local status, challenge = native.basic(self.id)
+    local status, challenge = check(self.id)
+    if status == WAIT then
+        status, challenge = wait(self.id)
+    end
     if status then
         ngx.header["WWW-Authenticate"] = challenge
         return ngx.exit(status)

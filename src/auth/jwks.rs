@@ -63,6 +63,33 @@ pub struct Key {
     pub family: Family,
     /// The key itself.
     pub key: DecodingKey,
+    /// An HMAC secret's keys with their pads computed once (one per hash),
+    /// which verification uses instead of `key`.
+    pub hmac: Option<Arc<HmacKeys>>,
+}
+
+/// One HMAC secret as ring keys for HS256, HS384 and HS512.
+pub struct HmacKeys([ring::hmac::Key; 3]);
+
+impl HmacKeys {
+    /// The keys of `secret`.
+    pub fn new(secret: &[u8]) -> HmacKeys {
+        HmacKeys([
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA384, secret),
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA512, secret),
+        ])
+    }
+
+    /// The key for `alg` (`None` for a non-HMAC algorithm).
+    pub fn get(&self, alg: Algorithm) -> Option<&ring::hmac::Key> {
+        match alg {
+            Algorithm::HS256 => Some(&self.0[0]),
+            Algorithm::HS384 => Some(&self.0[1]),
+            Algorithm::HS512 => Some(&self.0[2]),
+            _ => None,
+        }
+    }
 }
 
 impl Key {
@@ -149,6 +176,7 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
     };
     let bad = |e: jsonwebtoken::errors::Error| format!("bad key material: {e}");
     let kty = field(jwk, "kty")?;
+    let mut hmac = None;
     let (family, key, implied) = match kty {
         "RSA" => {
             let key = DecodingKey::from_rsa_components(field(jwk, "n")?, field(jwk, "e")?)
@@ -177,7 +205,9 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
             let secret = URL_SAFE_NO_PAD
                 .decode(field(jwk, "k")?)
                 .map_err(|_| "\"k\" is not base64url".to_string())?;
-            (Family::Hmac, DecodingKey::from_secret(&secret), None)
+            let mut key = crate::auth::jwt::key_from_secret(&secret, None);
+            hmac = key.hmac.take();
+            (Family::Hmac, key.key, None)
         }
         other => return Err(format!("unsupported kty {other:?}")),
     };
@@ -191,6 +221,7 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
         alg: alg.or(implied),
         family,
         key,
+        hmac,
     })
 }
 

@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 pub use claims::{ClaimError, Claims};
 pub use error::{JwtError, challenge};
 
-use super::jwks::{Family, JwksCache, Key, KeySet};
+use super::jwks::{Family, HmacKeys, JwksCache, Key, KeySet};
 
 /// What a [`Verifier`] is built from (the policy's options, resolved).
 #[derive(Default)]
@@ -68,6 +68,7 @@ pub fn key_from_pem(pem: &[u8], kid: Option<String>) -> Result<Key, String> {
         .into_iter()
         .find_map(|(family, parse)| {
             parse(pem).ok().map(|key| Key {
+                hmac: None,
                 kid: kid.clone(),
                 alg: None,
                 family,
@@ -80,6 +81,7 @@ pub fn key_from_pem(pem: &[u8], kid: Option<String>) -> Result<Key, String> {
 /// An HMAC key from its secret bytes.
 pub fn key_from_secret(secret: &[u8], kid: Option<String>) -> Key {
     Key {
+        hmac: Some(Arc::new(HmacKeys::new(secret))),
         kid,
         alg: None,
         family: Family::Hmac,
@@ -185,10 +187,7 @@ impl Verifier {
         let message = &token.as_bytes()[..h64.len() + 1 + p64.len()];
         match only {
             Some(key) if key.accepts(alg) => {
-                if !matches!(
-                    jsonwebtoken::crypto::verify(sig, message, &key.key, alg),
-                    Ok(true)
-                ) {
+                if !signature_ok(key, sig, message, alg) {
                     return Err(JwtError::BadSignature);
                 }
             }
@@ -230,7 +229,7 @@ impl Verifier {
             tried_any = true;
             // An error is a signature that cannot be decoded for this key
             // (wrong length): as bad as a mismatch.
-            if let Ok(true) = jsonwebtoken::crypto::verify(sig, message, &key.key, alg) {
+            if signature_ok(key, sig, message, alg) {
                 return Ok(());
             }
         }
@@ -284,6 +283,25 @@ impl Verifier {
         }
         Ok(())
     }
+}
+
+/// Whether `sig` (base64url) signs `message` with `key` by `alg` (a key
+/// already known to accept `alg`). HMAC goes straight to ring with the
+/// key's precomputed pads; the rest through jsonwebtoken. A signature that
+/// cannot be decoded for the key is as bad as a mismatch.
+fn signature_ok(key: &Key, sig: &str, message: &[u8], alg: Algorithm) -> bool {
+    if let Some(hmac) = key.hmac.as_ref().and_then(|h| h.get(alg)) {
+        // HS512's tag is the longest: 64 bytes.
+        let mut tag = [0u8; 64];
+        return match URL_SAFE_NO_PAD.decode_slice(sig, &mut tag) {
+            Ok(n) => ring::hmac::verify(hmac, message, &tag[..n]).is_ok(),
+            Err(_) => false,
+        };
+    }
+    matches!(
+        jsonwebtoken::crypto::verify(sig, message, &key.key, alg),
+        Ok(true)
+    )
 }
 
 /// The string claim `name` of `token`, read WITHOUT verifying anything:

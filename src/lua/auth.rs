@@ -35,15 +35,28 @@ pub fn install(lua: &Lua, natives: Arc<Natives>) -> mlua::Result<()> {
 
 fn module(lua: &Lua, natives: Arc<Natives>) -> mlua::Result<Table> {
     let t = lua.create_table()?;
+    // Each check has a plain function for the common case and an async one
+    // the handler calls only when the first says WAIT: a call through
+    // mlua's async machinery costs a coroutine and a boxed future.
     let n = natives.clone();
     t.set(
         "jwt",
-        lua.create_async_function(move |lua, id: usize| {
+        lua.create_function(move |lua, id: usize| {
+            let Some(Compiled::Jwt(p)) = n.get(id) else {
+                return Err(not_a("jwt", id));
+            };
+            Ok(jwt_now(&*api::req(lua)?, p))
+        })?,
+    )?;
+    let n = natives.clone();
+    t.set(
+        "jwt_wait",
+        lua.create_async_function(move |lua, (id, seen): (usize, u64)| {
             let n = n.clone();
             async move {
                 let r = api::req(&lua)?;
                 match n.get(id) {
-                    Some(Compiled::Jwt(p)) => Ok(jwt(&r, p).await),
+                    Some(Compiled::Jwt(p)) => Ok(jwt_after_fetch(&r, p, seen).await),
                     _ => Err(not_a("jwt", id)),
                 }
             }
@@ -52,17 +65,28 @@ fn module(lua: &Lua, natives: Arc<Natives>) -> mlua::Result<Table> {
     let n = natives.clone();
     t.set(
         "basic",
+        lua.create_function(move |lua, id: usize| {
+            let Some(Compiled::Basic(p)) = n.get(id) else {
+                return Err(not_a("basic_auth", id));
+            };
+            Ok(basic_now(&*api::req(lua)?, p))
+        })?,
+    )?;
+    let n = natives.clone();
+    t.set(
+        "basic_wait",
         lua.create_async_function(move |lua, id: usize| {
             let n = n.clone();
             async move {
                 let r = api::req(&lua)?;
                 match n.get(id) {
-                    Some(Compiled::Basic(p)) => Ok(basic(&r, p).await),
+                    Some(Compiled::Basic(p)) => Ok(basic_slow(&r, p).await),
                     _ => Err(not_a("basic_auth", id)),
                 }
             }
         })?,
     )?;
+    t.set("WAIT", WAIT)?;
     let n = natives.clone();
     t.set(
         "acl",
@@ -125,30 +149,56 @@ fn recognise(r: &ReqCtx, who: &Recognised) {
         .insert(CONSUMER.to_owned(), who.name.clone());
 }
 
-async fn jwt(r: &Rc<ReqCtx>, p: &Jwt) -> Refusal {
+/// What a plain check answers when the async one must finish the job.
+const WAIT: u16 = 0;
+
+/// Verifies the request's token now; `WAIT` when the key may be in a JWKS
+/// fetch under way (the handler then calls `jwt_wait` with the third
+/// value: the fetches begun before the miss).
+fn jwt_now(r: &ReqCtx, p: &Jwt) -> (Option<u16>, Option<String>, Option<u64>) {
+    let found = p.token(&r.head.borrow());
+    let Some((token, from)) = found else {
+        return (Some(401), Some(p.challenge(None)), None);
+    };
+    let seen = p.jwks.as_ref().map(|c| c.fetches());
+    let now = crate::policies::jwt::now();
+    let verified = p.verify(&token, now);
+    // A key the set does not have yet: the first fetch still under way, or
+    // a key rotated in since the last one, and a fetch was granted now (a
+    // made-up `kid` while early fetches are held back waits for nothing).
+    if let (Err(JwtError::UnknownKid), Some(cache)) = (&verified, &p.jwks)
+        && (!cache.loaded() || cache.early_refresh_at() == Some(now))
+    {
+        return (Some(WAIT), None, seen);
+    }
+    let (status, challenge) = settle_jwt(r, p, verified, from);
+    (status, challenge, None)
+}
+
+/// `jwt_now`'s WAIT: waits (once, bounded) for the JWKS fetch, then
+/// verifies again.
+async fn jwt_after_fetch(r: &Rc<ReqCtx>, p: &Jwt, seen: u64) -> Refusal {
     let found = p.token(&r.head.borrow());
     let Some((token, from)) = found else {
         return (Some(401), Some(p.challenge(None)));
     };
-    let seen = p.jwks.as_ref().map(|c| c.fetches());
-    let now = crate::policies::jwt::now();
-    let mut verified = p.verify(&token, now);
-    // A key the set does not have yet: the first fetch still under way, or
-    // a key rotated in since the last one. Wait once for the fetch the
-    // miss asked for — only when one was granted now (a made-up `kid`
-    // while early fetches are held back waits for nothing).
-    if let (Err(JwtError::UnknownKid), Some(cache), Some(seen)) = (&verified, &p.jwks, seen) {
-        let fetched = if !cache.loaded() {
-            cache.first_fetch(JWKS_WAIT).await
-        } else if cache.early_refresh_at() == Some(now) {
-            cache.fetched_since(seen, JWKS_WAIT).await
+    if let Some(cache) = &p.jwks {
+        if cache.loaded() {
+            cache.fetched_since(seen, JWKS_WAIT).await;
         } else {
-            false
-        };
-        if fetched {
-            verified = p.verify(&token, crate::policies::jwt::now());
+            cache.first_fetch(JWKS_WAIT).await;
         }
     }
+    let verified = p.verify(&token, crate::policies::jwt::now());
+    settle_jwt(r, p, verified, from)
+}
+
+fn settle_jwt(
+    r: &ReqCtx,
+    p: &Jwt,
+    verified: Result<crate::policies::jwt::Verified, JwtError>,
+    from: crate::policies::jwt::From,
+) -> Refusal {
     match verified {
         Err(e) => (Some(401), Some(p.challenge(Some(&e)))),
         Ok(v) => {
@@ -165,7 +215,10 @@ async fn jwt(r: &Rc<ReqCtx>, p: &Jwt) -> Refusal {
     }
 }
 
-async fn basic(r: &Rc<ReqCtx>, p: &Basic) -> Refusal {
+/// Checks the request's password now when that is quick (a fast scheme,
+/// or a success remembered); `WAIT` when a slow hash must run (the
+/// handler then calls `basic_wait`).
+fn basic_now(r: &ReqCtx, p: &Basic) -> Refusal {
     let refuse = || (Some(401), Some(p.challenge().to_owned()));
     let found = p.request_credentials(&r.head.borrow());
     let Some((user, password)) = found else {
@@ -174,24 +227,40 @@ async fn basic(r: &Rc<ReqCtx>, p: &Basic) -> Refusal {
     let Some(stored) = p.stored(&user) else {
         return refuse();
     };
-    let ok = match p.cache.quick(&user, &password, &stored) {
-        Some(ok) => ok,
-        None => {
-            // bcrypt and the crypt schemes take milliseconds: off the
-            // event loop, so other requests on this worker go on.
-            let cache = p.cache.clone();
-            let (user, stored) = (user.clone(), stored.clone());
-            tokio::task::spawn_blocking(move || {
-                let ok = stored.verify(&password);
-                if ok {
-                    cache.remember(&user, &password, &stored);
-                }
-                ok
-            })
-            .await
-            .unwrap_or(false)
+    match p.cache.quick(&user, &password, &stored) {
+        None => (Some(WAIT), None),
+        Some(false) => refuse(),
+        Some(true) => {
+            p.apply(&mut r.head.borrow_mut());
+            recognise(r, &p.recognised(&user));
+            (None, None)
         }
+    }
+}
+
+/// `basic_now`'s WAIT: the slow hash, off the event loop.
+async fn basic_slow(r: &Rc<ReqCtx>, p: &Basic) -> Refusal {
+    let refuse = || (Some(401), Some(p.challenge().to_owned()));
+    let found = p.request_credentials(&r.head.borrow());
+    let Some((user, password)) = found else {
+        return refuse();
     };
+    let Some(stored) = p.stored(&user) else {
+        return refuse();
+    };
+    // bcrypt and the crypt schemes take milliseconds: other requests on
+    // this worker go on meanwhile.
+    let cache = p.cache.clone();
+    let (name, hash) = (user.clone(), stored.clone());
+    let ok = tokio::task::spawn_blocking(move || {
+        let ok = hash.verify(&password);
+        if ok {
+            cache.remember(&name, &password, &hash);
+        }
+        ok
+    })
+    .await
+    .unwrap_or(false);
     if !ok {
         return refuse();
     }

@@ -341,3 +341,25 @@ fn key_files_and_bad_pem() {
     let err = key_from_file(&path, None).expect_err("garbage");
     assert!(err.contains("not a PEM"), "{err}");
 }
+
+#[test]
+fn hmac_tags_of_each_hash_verify_through_the_precomputed_keys() {
+    let secret = b"a secret of some thirty-two bytes";
+    let claims = json!({"sub": "alice", "exp": NOW + 60});
+    for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+        let v = verifier(vec![key_from_secret(secret, None)], &[alg]);
+        let token = sign(alg, None, &EncodingKey::from_secret(secret), &claims);
+        assert_eq!(
+            v.verify(&token, NOW)
+                .ok()
+                .and_then(|c| c.str("sub").map(str::to_owned)),
+            Some("alice".to_owned()),
+            "{alg:?}"
+        );
+        // A truncated tag, and one too long to decode into 64 bytes.
+        let cut = &token[..token.len() - 4];
+        assert_eq!(v.verify(cut, NOW), Err(JwtError::BadSignature), "{alg:?}");
+        let long = format!("{token}{}", "A".repeat(100));
+        assert_eq!(v.verify(&long, NOW), Err(JwtError::BadSignature), "{alg:?}");
+    }
+}
