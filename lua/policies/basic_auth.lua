@@ -4,25 +4,4 @@
 -- loop (`basic_wait`).
 --   policies = [{ use = "basic_auth", htpasswd_file = "conf.d/htpasswd" }]
 local native = require "policies.native"
-
-local check, wait, WAIT = native.basic, native.basic_wait, native.WAIT
-
-local M = {}
-M.__index = M
-
-function M.new(_, id)
-    return setmetatable({ id = id }, M)
-end
-
-function M:access()
-    local status, challenge = check(self.id)
-    if status == WAIT then
-        status, challenge = wait(self.id)
-    end
-    if status then
-        ngx.header["WWW-Authenticate"] = challenge
-        return ngx.exit(status)
-    end
-end
-
-return M
+return require("policies.native_check")(native.basic, native.basic_wait, native.WAIT)

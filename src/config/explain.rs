@@ -266,7 +266,7 @@ mod tests {
     fn unknown_top_level_table() {
         assert_eq!(
             err("\n[proxy]\nx = 1\n"),
-            "t.toml:2:2: unknown top-level table `proxy`; expected one of server, admin, upstream, route, lua, limit, redis, cache, tracing"
+            "t.toml:2:2: unknown top-level table `proxy`; expected one of server, admin, upstream, route, lua, limit, redis, cache, tracing, consumer, consumers"
         );
     }
 
@@ -274,7 +274,7 @@ mod tests {
     fn unknown_top_level_key() {
         assert_eq!(
             err("title = \"x\"\n"),
-            "t.toml:1:1: unknown top-level key `title`; expected one of server, admin, upstream, route, lua, limit, redis, cache, tracing"
+            "t.toml:1:1: unknown top-level key `title`; expected one of server, admin, upstream, route, lua, limit, redis, cache, tracing, consumer, consumers"
         );
     }
 

@@ -5,7 +5,6 @@
 //! and returns nothing to let the request on, or the status (and the
 //! `WWW-Authenticate` value) to refuse it with.
 
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,50 +40,26 @@ fn module(lua: &Lua, natives: Arc<Natives>) -> mlua::Result<Table> {
     let n = natives.clone();
     t.set(
         "jwt",
-        lua.create_function(move |lua, id: usize| {
-            let Some(Compiled::Jwt(p)) = n.get(id) else {
-                return Err(not_a("jwt", id));
-            };
-            Ok(jwt_now(&*api::req(lua)?, p))
-        })?,
+        lua.create_function(move |lua, id: usize| Ok(jwt_now(&*api::req(lua)?, jwt_of(&n, id)?)))?,
     )?;
     let n = natives.clone();
     t.set(
         "jwt_wait",
         lua.create_async_function(move |lua, (id, seen): (usize, u64)| {
-            let n = n.clone();
-            async move {
-                let r = api::req(&lua)?;
-                match n.get(id) {
-                    Some(Compiled::Jwt(p)) => Ok(jwt_after_fetch(&r, p, seen).await),
-                    _ => Err(not_a("jwt", id)),
-                }
-            }
+            jwt_after_fetch(lua, n.clone(), id, seen)
         })?,
     )?;
     let n = natives.clone();
     t.set(
         "basic",
         lua.create_function(move |lua, id: usize| {
-            let Some(Compiled::Basic(p)) = n.get(id) else {
-                return Err(not_a("basic_auth", id));
-            };
-            Ok(basic_now(&*api::req(lua)?, p))
+            Ok(basic_now(&*api::req(lua)?, basic_of(&n, id)?))
         })?,
     )?;
     let n = natives.clone();
     t.set(
         "basic_wait",
-        lua.create_async_function(move |lua, id: usize| {
-            let n = n.clone();
-            async move {
-                let r = api::req(&lua)?;
-                match n.get(id) {
-                    Some(Compiled::Basic(p)) => Ok(basic_slow(&r, p).await),
-                    _ => Err(not_a("basic_auth", id)),
-                }
-            }
-        })?,
+        lua.create_async_function(move |lua, id: usize| basic_slow(lua, n.clone(), id))?,
     )?;
     t.set("WAIT", WAIT)?;
     let n = natives.clone();
@@ -141,6 +116,20 @@ fn not_a(what: &str, id: usize) -> mlua::Error {
     mlua::Error::runtime(format!("policy {id} is not a {what} policy"))
 }
 
+fn jwt_of(n: &Natives, id: usize) -> mlua::Result<&Jwt> {
+    match n.get(id) {
+        Some(Compiled::Jwt(p)) => Ok(p),
+        _ => Err(not_a("jwt", id)),
+    }
+}
+
+fn basic_of(n: &Natives, id: usize) -> mlua::Result<&Basic> {
+    match n.get(id) {
+        Some(Compiled::Basic(p)) => Ok(p),
+        _ => Err(not_a("basic_auth", id)),
+    }
+}
+
 /// Records who the caller is: `$consumer`, and the upstream headers.
 fn recognise(r: &ReqCtx, who: &Recognised) {
     native::announce(&mut r.head.borrow_mut(), who);
@@ -177,10 +166,11 @@ fn jwt_now(r: &ReqCtx, p: &Jwt) -> (Option<u16>, Option<String>, Option<u64>) {
 
 /// `jwt_now`'s WAIT: waits (once, bounded) for the JWKS fetch, then
 /// verifies again.
-async fn jwt_after_fetch(r: &Rc<ReqCtx>, p: &Jwt, seen: u64) -> Refusal {
+async fn jwt_after_fetch(lua: Lua, n: Arc<Natives>, id: usize, seen: u64) -> mlua::Result<Refusal> {
+    let (r, p) = (api::req(&lua)?, jwt_of(&n, id)?);
     let found = p.token(&r.head.borrow());
     let Some((token, from)) = found else {
-        return (Some(401), Some(p.challenge(None)));
+        return Ok((Some(401), Some(p.challenge(None))));
     };
     if let Some(cache) = &p.jwks {
         if cache.loaded() {
@@ -190,7 +180,7 @@ async fn jwt_after_fetch(r: &Rc<ReqCtx>, p: &Jwt, seen: u64) -> Refusal {
         }
     }
     let verified = p.verify(&token, crate::policies::jwt::now());
-    settle_jwt(r, p, verified, from)
+    Ok(settle_jwt(&r, p, verified, from))
 }
 
 fn settle_jwt(
@@ -239,8 +229,9 @@ fn basic_now(r: &ReqCtx, p: &Basic) -> Refusal {
 }
 
 /// `basic_now`'s WAIT: the slow hash, off the event loop.
-async fn basic_slow(r: &Rc<ReqCtx>, p: &Basic) -> Refusal {
-    let refuse = || (Some(401), Some(p.challenge().to_owned()));
+async fn basic_slow(lua: Lua, n: Arc<Natives>, id: usize) -> mlua::Result<Refusal> {
+    let (r, p) = (api::req(&lua)?, basic_of(&n, id)?);
+    let refuse = || Ok((Some(401), Some(p.challenge().to_owned())));
     let found = p.request_credentials(&r.head.borrow());
     let Some((user, password)) = found else {
         return refuse();
@@ -265,6 +256,6 @@ async fn basic_slow(r: &Rc<ReqCtx>, p: &Basic) -> Refusal {
         return refuse();
     }
     p.apply(&mut r.head.borrow_mut());
-    recognise(r, &p.recognised(&user));
-    (None, None)
+    recognise(&r, &p.recognised(&user));
+    Ok((None, None))
 }

@@ -17,7 +17,13 @@ use crate::policies::{self, Implementation, Kind};
 use crate::shdict::SharedDict;
 
 /// Lua modules the policies share (`require "policies.NAME"`).
-const HELPERS: [(&str, &str); 1] = [("template", include_str!("../../lua/policies/template.lua"))];
+const HELPERS: [(&str, &str); 2] = [
+    ("template", include_str!("../../lua/policies/template.lua")),
+    (
+        "native_check",
+        include_str!("../../lua/policies/native_check.lua"),
+    ),
+];
 
 /// Registers `policies.NAME` in `package.preload`, and the per-VM cache
 /// of policy objects the generated handlers use.

@@ -339,7 +339,10 @@ mod tests {
             e.starts_with("t.toml:2:30: `access_log_fields`: unknown field \"time\"; the fields are: timestamp, client,"),
             "{e}"
         );
-        assert!(e.contains("user_agent") && e.ends_with("trace_id"), "{e}");
+        assert!(
+            e.contains("user_agent") && e.ends_with("trace_id, consumer"),
+            "{e}"
+        );
         let e = err("[server]\naccess_log_fields = [\"host\", \"host\"]\n");
         assert_eq!(e, "t.toml:2:30: `access_log_fields` names \"host\" twice");
         let e = err("[server]\naccess_log_fields = []\n");
