@@ -13,6 +13,7 @@ mod grpc;
 mod proxying;
 mod reload;
 mod shutdown;
+mod systemd;
 mod websocket;
 mod embed;
 mod access_log;
