@@ -24,6 +24,8 @@ mod tls;
 mod check;
 mod tracing;
 mod check_paths;
+mod config_docs;
+mod docs;
 mod timeouts;
 mod admin;
 mod lua;
