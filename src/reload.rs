@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -18,6 +18,7 @@ use crate::admin::AdminServer;
 use crate::config::{self, Config, ConfigError};
 use crate::listener::{Bound, Listeners};
 use crate::runtime::Workers;
+use crate::sd_notify::Notifier;
 use crate::snapshot::{self, Snapshot};
 use crate::state::Shared;
 
@@ -59,6 +60,10 @@ pub struct Control {
     workers: Workers,
     serving: tokio::sync::Mutex<Serving>,
     bound: Mutex<Vec<Bound>>,
+    /// systemd's notification socket, once the server is ready (set by
+    /// `moongate run` under a `Type=notify` unit): every reload is then
+    /// bracketed by `RELOADING=1` and `READY=1`.
+    systemd: OnceLock<Arc<Notifier>>,
 }
 
 struct Serving {
@@ -78,7 +83,13 @@ impl Control {
                 admin: None,
             }),
             bound: Mutex::new(Vec::new()),
+            systemd: OnceLock::new(),
         })
+    }
+
+    /// Tells systemd about every reload from now on (see [`Notifier`]).
+    pub fn notify_systemd(&self, notifier: Arc<Notifier>) {
+        let _ = self.systemd.set(notifier);
     }
 
     /// Opens the current snapshot's listeners and admin listener.
@@ -125,6 +136,10 @@ impl Control {
     /// Reloads the configuration; returns the generation now serving.
     pub async fn reload(self: &Arc<Self>, trigger: &str) -> Result<u64, String> {
         let mut serving = self.serving.lock().await;
+        let systemd = self.systemd.get();
+        if let Some(n) = systemd {
+            n.reloading();
+        }
         let result = self.try_reload(&mut serving).await;
         let generation = self.shared.snapshot.load().generation;
         match &result {
@@ -133,6 +148,13 @@ impl Control {
                 trigger,
                 "reload failed; still serving generation {generation}: {e}"
             ),
+        }
+        // Ready either way: a failed reload leaves the old configuration serving.
+        if let Some(n) = systemd {
+            n.ready(&match &result {
+                Ok(g) => format!("serving generation {g}"),
+                Err(e) => format!("reload failed; still serving generation {generation}: {e}"),
+            });
         }
         self.shared.record_reload(trigger, result.clone());
         result

@@ -6,9 +6,11 @@
 //!
 //! Start-up: load + compile generation 1, start the worker threads, bind
 //! listeners and the admin listener, then wait for signals, conf.d changes
-//! and admin calls. Graceful stop: stop accepting, let in-flight requests
-//! finish (up to `shutdown_timeout`), stop the managed app workers (drained,
-//! SIGTERM, SIGKILL after their `stop_timeout`), exit.
+//! and admin calls. Under systemd (`NOTIFY_SOCKET`), `moongate run` says
+//! `READY=1` once the managed worker pools have ready workers too.
+//! Graceful stop: stop accepting, let in-flight requests finish (up to
+//! `shutdown_timeout`), stop the managed app workers (drained, SIGTERM,
+//! SIGKILL after their `stop_timeout`), exit.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -205,6 +207,11 @@ fn run(
             Trigger::Channel(_) => None,
         };
         let control = Control::new(shared.clone(), source.clone(), handles);
+        // Only `moongate run` speaks for a systemd unit, not an embedder.
+        let systemd = match &trigger {
+            Trigger::Signals => crate::sd_notify::Notifier::from_env().map(Arc::new),
+            Trigger::Channel(_) => None,
+        };
         // Workers start on this thread, which lives as long as the server:
         // their parent-death signal is tied to it.
         shared.app_workers.apply(&shared.snapshot.load().upstreams);
@@ -236,6 +243,9 @@ fn run(
         if let Some(r) = &ready {
             let _ = r.send(Ok((control.bound(), control.admin_addr().await)));
         }
+        if let Some(n) = &systemd {
+            tokio::spawn(notify_ready(n.clone(), shared.clone(), control.clone()));
+        }
         match trigger {
             Trigger::Signals => {
                 if let Some(signals) = signals {
@@ -247,6 +257,9 @@ fn run(
             }
         }
         tracing::info!("stopping: no new connections; finishing requests in flight");
+        if let Some(n) = &systemd {
+            n.stopping();
+        }
         control.close().await;
         Ok(())
     });
@@ -281,6 +294,27 @@ fn run(
         let _ = std::fs::remove_file(path);
     }
     result
+}
+
+/// Tells systemd `READY=1` once the managed worker pools have their first
+/// ready workers (listeners are bound already), then lets every reload
+/// tell it `RELOADING=1` / `READY=1`.
+async fn notify_ready(
+    systemd: Arc<crate::sd_notify::Notifier>,
+    shared: Arc<Shared>,
+    control: Arc<Control>,
+) {
+    let started = shared.app_workers.wait_started().await;
+    let generation = shared.snapshot.load().generation;
+    let status = if started {
+        format!("serving generation {generation}")
+    } else {
+        tracing::warn!("managed workers are still starting; telling systemd the server is ready");
+        format!("serving generation {generation}; managed workers still starting")
+    };
+    systemd.ready(&status);
+    tracing::info!("told systemd: ready");
+    control.notify_systemd(systemd);
 }
 
 /// This node's id for purge fan-out: unique per process run.

@@ -47,6 +47,9 @@ use sockets::SocketDir;
 /// up waiting and kills what is left.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// How often [`Registry::wait_started`] looks at the pools.
+const STARTED_POLL: Duration = Duration::from_millis(50);
+
 /// Every pool of managed workers of one server.
 pub struct Registry {
     inner: Mutex<Inner>,
@@ -172,6 +175,31 @@ impl Registry {
             map.insert(name.clone(), entry.shared.status());
         }
         map
+    }
+
+    /// Waits until no pool is still starting its first workers (each has a
+    /// ready worker, or is failing and says so in the log and `/status`),
+    /// at most the longest `start_timeout` and a second; `true` when none
+    /// is left starting. systemd's `READY=1` waits for this, so that a
+    /// started unit means its apps answer too.
+    pub async fn wait_started(&self) -> bool {
+        let starting = || {
+            let inner = lock(&self.inner);
+            let each = inner.pools.values().map(|e| e.shared.starting());
+            each.fold((false, Duration::ZERO), |(any, longest), (s, t)| {
+                (any || s, longest.max(t))
+            })
+        };
+        let deadline = tokio::time::Instant::now() + starting().1 + Duration::from_secs(1);
+        loop {
+            if !starting().0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(STARTED_POLL).await;
+        }
     }
 
     /// Stops every worker: out of the members, drained, SIGTERM to its

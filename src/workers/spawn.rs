@@ -111,6 +111,10 @@ pub(super) fn spawn(
     };
     let mut cmd = Command::new(program);
     cmd.args(args)
+        // systemd's socket is moongate's: an app that notifies (gunicorn
+        // sends READY=1) must not speak for the service (unless `env`
+        // passes it on explicitly).
+        .env_remove(crate::sd_notify::NOTIFY_SOCKET)
         .envs(&def.env)
         .env("MOONGATE_WORKER", who.slot.to_string())
         .stdin(Stdio::null())

@@ -64,12 +64,31 @@ impl Moongate {
     /// runs in `conf` itself, not the repository, so that a path resolved
     /// against the working directory instead of the prefix shows.
     pub fn start_at(dir: tempfile::TempDir, conf: PathBuf) -> Moongate {
+        Self::start_at_env(dir, conf, &[])
+    }
+
+    /// Writes `conf` as conf.d/00-test.toml and starts moongate on it with
+    /// `env` added to its environment.
+    pub fn start_env(conf: &str, env: &[(&str, &std::ffi::OsStr)]) -> Moongate {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("00-test.toml"), conf).expect("write conf");
+        let conf = dir.path().to_path_buf();
+        Self::start_at_env(dir, conf, env)
+    }
+
+    /// [`Moongate::start_at`] with `env` added to moongate's environment.
+    pub fn start_at_env(
+        dir: tempfile::TempDir,
+        conf: PathBuf,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Moongate {
         let mut child = Command::new(env!("CARGO_BIN_EXE_moongate"))
             .arg("run")
             .arg("-c")
             .arg(&conf)
             .current_dir(&conf)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

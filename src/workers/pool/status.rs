@@ -3,9 +3,9 @@
 //! every process with its pid, state, generation, uptime, requests and
 //! address.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{Pool, ProcState};
+use super::{Pool, PoolShared, ProcState, lock};
 
 impl ProcState {
     /// Its name in `/status` and the metrics' `state` label.
@@ -69,6 +69,16 @@ impl Pool {
             restarts: self.restarts,
             workers,
         }
+    }
+}
+
+impl PoolShared {
+    /// Whether the pool is still starting its first workers (none ready
+    /// yet, and not failing), and how long one may take to become ready
+    /// (its `start_timeout`): what `Registry::wait_started` polls.
+    pub(in crate::workers) fn starting(&self) -> (bool, Duration) {
+        let pool = lock(&self.pool);
+        (pool.state() == "starting", pool.def.start_timeout)
     }
 }
 
