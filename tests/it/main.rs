@@ -38,6 +38,7 @@ mod lua_resty;
 mod lua_re;
 mod ratelimit;
 mod ratelimit_redis;
+mod ratelimit_redis_tls;
 mod cache;
 mod cache_lua;
 mod cache_purge;
