@@ -23,6 +23,7 @@ mod tls;
 mod check;
 mod tracing;
 mod check_paths;
+mod cluster_example;
 mod timeouts;
 mod admin;
 mod lua;

@@ -553,7 +553,7 @@ impl TestCa {
 }
 
 /// Panics (naming ./test.sh) when `program` is not installed.
-fn require_installed(program: &str, package: &str) {
+pub fn require_installed(program: &str, package: &str) {
     let installed = Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
