@@ -101,7 +101,7 @@ async def run(args, tmp):
               flush=True)
 
     if "c" in args.parts:
-        c = await measure_master_loss(front, nodes, redis, args.phase)
+        c = await measure_master_loss(nodes, redis, args.phase)
         result["redis_master_killed"] = c
         print("c. Redis master killed and restarted:\n" + json.dumps(c, indent=2), flush=True)
     if "d" in args.parts:

@@ -92,13 +92,15 @@ class Front:
         self.haproxy_port, self.nodes, self.turn = haproxy_port, nodes, 0
 
     async def connect(self):
+        """A new connection, and which node it goes to ("front": haproxy's
+        choice)."""
         if self.haproxy_port:
-            return await Conn.open(self.haproxy_port)
+            return await Conn.open(self.haproxy_port), "front"
         for _ in range(len(self.nodes)):
             node = self.nodes[self.turn % len(self.nodes)]
             self.turn += 1
             try:
-                return await Conn.open(node.port)
+                return await Conn.open(node.port), node.name
             except OSError:
                 continue
         raise ConnectionError("no node accepts connections")
@@ -106,8 +108,9 @@ class Front:
 
 async def offer(front, key, rate, duration, lanes=16, during=None):
     """Offers `rate` r/s of GET /api/ with `x-tenant: key` for `duration` s
-    over `lanes` keep-alive connections. Returns [(t, status | None)] (None:
-    the request failed), t in seconds since the start. `during`, if given,
+    over `lanes` keep-alive connections. Returns [(t, status | None, node)]
+    (None: the request failed; node: where it went, "front" through
+    haproxy), t in seconds since the start. `during`, if given,
     is a coroutine run alongside (it gets the start time)."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -116,7 +119,7 @@ async def offer(front, key, rate, duration, lanes=16, during=None):
     results = []
 
     async def lane():
-        conn = None
+        conn, via = None, None
         for i in nxt:
             delay = t0 + i / rate - loop.time()
             if delay > 0:
@@ -124,12 +127,12 @@ async def offer(front, key, rate, duration, lanes=16, during=None):
             t = loop.time() - t0
             try:
                 if conn is None:
-                    conn = await front.connect()
+                    conn, via = await front.connect()
                 status, _, _ = await conn.request("GET", f"/api/{i}", {"x-tenant": key})
-                results.append((t, status))
+                results.append((t, status, via))
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
                     ConnectionError, ValueError, IndexError):
-                results.append((t, None))
+                results.append((t, None, via))
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -147,7 +150,7 @@ async def offer(front, key, rate, duration, lanes=16, during=None):
 
 def per_second(results, status=200):
     out = {}
-    for t, s in results:
+    for t, s, _ in results:
         out.setdefault(int(t), 0)
         if s == status:
             out[int(t)] += 1
@@ -181,9 +184,9 @@ async def measure_limit(front, nodes, duration, over):
     before = [await metrics(n) for n in nodes]
     res = await offer(front, key, RATE * over, duration)
     after = [await metrics(n) for n in nodes]
-    ok = sum(1 for _, s in res if s == 200)
-    limited = sum(1 for _, s in res if s == 429)
-    failed = sum(1 for _, s in res if s not in (200, 429))
+    ok = sum(1 for _, s, _ in res if s == 200)
+    limited = sum(1 for _, s, _ in res if s == 429)
+    failed = sum(1 for _, s, _ in res if s not in (200, 429))
     span = res[-1][0] - res[0][0]
     expected = BURST + RATE * span
     by_node = [metric(a, "moongate_limit_requests_total", zone=ZONE, result="allowed")
@@ -274,10 +277,12 @@ async def measure_purges(nodes, count):
 # --------------------------------------------------------------------------
 # c. a Redis master killed, then restarted
 
-async def measure_master_loss(front, nodes, redis, phase):
+async def measure_master_loss(nodes, redis, phase):
     """Load on two tenants: one whose bucket lives on the master that is
     killed, one on a surviving master; `phase` s before the kill, with the
-    master down, and after its restart."""
+    master down, and after its restart. Sent to the nodes directly, in
+    turn (not through the front, whose per-connection balance may leave a
+    node without one tenant): every node takes for both."""
     pid = os.getpid()
     down_key = next(f"tenant-c{i}-{pid}" for i in range(1000)
                     if owner_of(redis, f"mg:{{{ZONE}:tenant-c{i}-{pid}}}") is redis[0])
@@ -326,14 +331,15 @@ async def measure_master_loss(front, nodes, redis, phase):
 
     before = [await metrics(n) for n in nodes]
     both = await asyncio.gather(
-        offer(front, down_key, RATE * 3, 3 * phase, during=script),
-        offer(front, live_key, RATE * 3 // 2, 3 * phase, lanes=8),
+        offer(Front(None, nodes), down_key, RATE * 3, 3 * phase, lanes=15, during=script),
+        offer(Front(None, nodes), live_key, RATE * 3 // 2, 3 * phase, lanes=6),
     )
     after = [await metrics(n) for n in nodes]
     down_res, live_res = both
 
-    def rate(res, lo, hi):
-        n = sum(1 for t, s in res if s == 200 and lo <= t < hi)
+    def rate(res, lo, hi, node=None):
+        n = sum(1 for t, s, via in res
+                if s == 200 and lo <= t < hi and node in (None, via))
         return round(n / (hi - lo), 1)
 
     k, r = marks["kill"], marks["restarted"]
@@ -367,9 +373,13 @@ async def measure_master_loss(front, nodes, redis, phase):
         "key_on_live_master_allowed_rps": {
             "before": rate(live_res, 1, k), "down": rate(live_res, k + 1, marks["restart"]),
             "after_recovery": after_recovery(live_res)},
+        "key_on_killed_master_allowed_rps_by_node_while_down": {
+            n.name: rate(down_res, k + 1, marks["restart"], n.name) for n in nodes},
+        "key_on_live_master_allowed_rps_by_node_while_down": {
+            n.name: rate(live_res, k + 1, marks["restart"], n.name) for n in nodes},
         "key_on_killed_master_allowed_per_second": per_second(down_res),
         "purge_while_down": purge_down,
-        "failed_requests": sum(1 for _, s in down_res + live_res if s not in (200, 429)),
+        "failed_requests": sum(1 for _, s, _ in down_res + live_res if s not in (200, 429)),
         "fallbacks": int(sum(metric(a, "moongate_limit_redis_fallbacks_total", zone=ZONE)
                              - metric(b, "moongate_limit_redis_fallbacks_total", zone=ZONE)
                              for a, b in zip(after, before))),
@@ -401,8 +411,8 @@ async def measure_node_loss(front, nodes, duration):
 
     res = await offer(front, key, RATE * 3, duration, during=script)
     k = marks["kill"]
-    failures = [t for t, s in res if s is None or s not in (200, 429)]
-    after = [(t, s) for t, s in res if t >= k + 1]
+    failures = [t for t, s, _ in res if s is None or s not in (200, 429)]
+    after = [(t, s) for t, s, _ in res if t >= k + 1]
     span = (after[-1][0] - after[0][0]) if len(after) > 1 else 0
     return {
         "killed_node": victim.name,
@@ -412,5 +422,5 @@ async def measure_node_loss(front, nodes, duration):
         "last_failure_after_kill_s": round(max(failures) - k, 3) if failures else None,
         "allowed_rps_after_kill": round(sum(1 for _, s in after if s == 200) / span, 1)
         if span else None,
-        "other_statuses": sorted({s for _, s in res if s not in (200, 429, None)}),
+        "other_statuses": sorted({s for _, s, _ in res if s not in (200, 429, None)}),
     }
