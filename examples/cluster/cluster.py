@@ -65,7 +65,8 @@ async def run(args, tmp):
     with open(shared, "w") as f:
         f.write(SHARED.format(
             seeds=", ".join(f'"redis://127.0.0.1:{r.port}"' for r in redis),
-            zone=ZONE, rate=RATE, burst=BURST, origin=origin_port, cache=CACHE))
+            zone=ZONE, rate=RATE, burst=BURST, origin=origin_port, cache=CACHE,
+            redis_timeout=args.redis_timeout))
     nodes = [Node(n, binary, tmp, shared, args.workers) for n in ("A", "B", "C")]
     for n in nodes:
         n.start()
@@ -137,6 +138,8 @@ def main():
                    help="c: seconds before the kill, while down, after the restart")
     p.add_argument("--purges", type=int, default=100)
     p.add_argument("--workers", type=int, default=1, help="worker threads per node")
+    p.add_argument("--redis-timeout", default="100ms",
+                   help="[redis] timeout: past it a take falls back (CI, loaded: longer)")
     p.add_argument("--no-haproxy", action="store_true",
                    help="round-robin in the client even if haproxy is installed")
     p.add_argument("--require-haproxy", action="store_true",

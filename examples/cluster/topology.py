@@ -214,7 +214,7 @@ def owner_of(nodes, key):
 SHARED = """# Shared by every node: each node's conf.d links this file.
 [redis]
 cluster = [{seeds}]
-timeout = "100ms"
+timeout = "{redis_timeout}"
 
 [limit.{zone}]
 rate = "{rate}/s"
