@@ -13,6 +13,10 @@ command -v python3 >/dev/null || need_apt+=(python3)
 # 3-master Redis Cluster joined with redis-cli (Debian's redis-tools).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+# HAProxy as the L4 front of examples/cluster (three nodes on a Redis
+# Cluster), which tests/it/cluster_example.rs runs in its short mode; it
+# starts its own haproxy on a free loopback port (no system service is used).
+command -v haproxy >/dev/null || need_apt+=(haproxy)
 # A real uWSGI with the python3 plugin for the protocol = "uwsgi" tests
 # (tests/it/upstream_uwsgi.rs start their own on a free port or socket).
 command -v uwsgi >/dev/null || need_apt+=(uwsgi-core)

@@ -27,7 +27,8 @@
 //! cross-thread wake-up per take) and die with that runtime, and a stalled
 //! thread cannot stall another's Redis calls. The cost is one connection
 //! per worker thread per Redis node, as nginx workers have. Both kinds sit
-//! behind one `Connection` enum, so the take has one code path. When a
+//! behind one `Connection` enum ([`client`], which also makes them speak
+//! TLS for `rediss://`), so the take has one code path. When a
 //! connection breaks, it reconnects in the background (a cluster
 //! connection also refreshes its slot map when a slot moves); meanwhile
 //! takes fail or time out and the caller falls back.
@@ -41,18 +42,17 @@
 //! Knows Redis and [`crate::limit`]'s `Decision`; it does not know HTTP,
 //! Lua or what a fallback is (the zone decides that).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+pub mod client;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClient, ClusterConfig};
-use redis::cluster_async::ClusterConnection;
-
-use crate::config::{RedisSettings, RedisTarget};
+use crate::config::RedisSettings;
 use crate::limit::{Buckets, Decision};
+use client::Client;
+pub use client::RedisConnections;
+
 /// The take script: GCRA over one key, on the server's clock.
 ///
 /// `KEYS[1]` is the bucket; `ARGV` are the time one token takes to refill
@@ -90,140 +90,12 @@ static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCR
 /// others fall back at once.
 pub const PROBE_EVERY: Duration = Duration::from_millis(250);
 
-/// How long one connection attempt may take (the caller's own timeout
-/// still bounds every take).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How many times the cluster client retries one command on its own
-/// (after a `MOVED`, a refreshed slot map or a reconnect); the caller's
-/// timeout still bounds the whole take.
-const CLUSTER_RETRIES: u32 = 2;
-
-/// The configured Redis, ready to make connections (no connection yet).
-#[derive(Clone)]
-enum Client {
-    /// `[redis] url`: one server.
-    Server(redis::Client),
-    /// `[redis] cluster`: a Redis Cluster, from its seed nodes.
-    Cluster(Box<ClusterClient>),
-}
-
-impl Client {
-    /// The client for `target`; parses, never connects.
-    fn new(target: &RedisTarget) -> Result<Client, String> {
-        match target {
-            RedisTarget::Server(url) => redis::Client::open(url.as_str())
-                .map(Client::Server)
-                .map_err(|e| format!("redis url \"{url}\": {e}")),
-            RedisTarget::Cluster(nodes) => ClusterClient::builder(nodes.iter().map(String::as_str))
-                .retries(CLUSTER_RETRIES)
-                .connection_timeout(CONNECT_TIMEOUT)
-                .build()
-                .map(|c| Client::Cluster(Box::new(c)))
-                .map_err(|e| format!("redis cluster nodes: {e}")),
-        }
-    }
-
-    /// A new connection that connects in the background (the first take
-    /// waits for it, within its timeout). Must run inside a tokio runtime:
-    /// the connection's tasks are spawned on it.
-    fn connect_lazily(&self) -> redis::RedisResult<Connection> {
-        match self {
-            Client::Server(client) => {
-                // No retries inside the manager: a failed take triggers the
-                // next reconnect, and the probe gate paces them.
-                let config = ConnectionManagerConfig::new()
-                    .set_number_of_retries(0)
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT));
-                let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-                // Connect now, in the background, rather than on the first take.
-                let mut warm = conn.clone();
-                tokio::spawn(async move {
-                    let _: redis::RedisResult<()> = redis::cmd("PING").query_async(&mut warm).await;
-                });
-                Ok(Connection::Server(conn))
-            }
-            // Pending: it fetches the slot map and connects to the masters
-            // in the background; it reconnects (and refreshes the slot map)
-            // by itself when a node fails or a slot moves.
-            Client::Cluster(client) => Ok(Connection::Cluster(
-                client.get_pending_async_connection_with_config(
-                    ClusterConfig::new().set_connection_timeout(CONNECT_TIMEOUT),
-                ),
-            )),
-        }
-    }
-}
-
-/// One worker thread's connection to one configured Redis: multiplexed,
-/// cheap to clone (clones share it). The take script runs over either kind
-/// the same way; on a cluster the script's one key picks the master.
-#[derive(Clone)]
-enum Connection {
-    /// To one server; reconnects in the background.
-    Server(ConnectionManager),
-    /// To every master of a Redis Cluster, routed by key slot.
-    Cluster(ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for Connection {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Connection::Server(c) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Connection::Server(c) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Connection::Server(c) => c.get_db(),
-            Connection::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// One worker thread's connection to each configured Redis (see the
-/// module doc), owned by its
-/// [`WorkerLocal`](crate::worker_local::WorkerLocal).
-#[derive(Default)]
-pub struct RedisConnections {
-    by_target: RefCell<HashMap<RedisTarget, Connection>>,
-}
-
-impl RedisConnections {
-    /// The connection to `target`, made (lazily: it connects in the
-    /// background) on first use. Must run inside a tokio runtime.
-    fn get(&self, target: &RedisTarget, client: &Client) -> redis::RedisResult<Connection> {
-        let mut conns = self.by_target.borrow_mut();
-        if let Some(c) = conns.get(target) {
-            return Ok(c.clone());
-        }
-        let conn = client.connect_lazily()?;
-        conns.insert(target.clone(), conn.clone());
-        Ok(conn)
-    }
-}
-
 /// A rate zone's buckets in Redis.
 pub struct RedisBuckets {
-    target: RedisTarget,
+    /// Where the buckets are, and the trust for TLS: what a worker's
+    /// connection is looked up by.
+    settings: RedisSettings,
     client: Client,
-    timeout: Duration,
     /// `mg:{ZONE:`; the key and `}` follow.
     prefix: String,
     /// One token's refill time in microseconds, as the script reads it.
@@ -248,12 +120,11 @@ impl RedisBuckets {
     /// clamping, so a fallback to `local` counts the same way). Does not
     /// connect.
     pub fn new(zone: &str, settings: &RedisSettings, local: &Buckets) -> Result<Self, String> {
-        let client = Client::new(&settings.target)?;
+        let client = Client::new(settings)?;
         let interval_us = local.rate().interval().as_nanos() as f64 / 1000.0;
         Ok(RedisBuckets {
-            target: settings.target.clone(),
+            settings: settings.clone(),
             client,
-            timeout: settings.timeout,
             prefix: format!("mg:{{{zone}:"),
             interval_us: format!("{interval_us}"),
             burst: local.burst(),
@@ -284,11 +155,12 @@ impl RedisBuckets {
                 cost,
             });
         }
-        let answer = match tokio::time::timeout(self.timeout, self.call(conns, key, cost)).await {
-            Ok(Ok(reply)) => self.decode(&reply),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-        };
+        let answer =
+            match tokio::time::timeout(self.settings.timeout, self.call(conns, key, cost)).await {
+                Ok(Ok(reply)) => self.decode(&reply),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {:?}", self.settings.timeout)),
+            };
         match &answer {
             Ok(_) => self.health.answered(),
             Err(e) => self.health.failed(e),
@@ -302,7 +174,7 @@ impl RedisBuckets {
         key: &[u8],
         cost: u32,
     ) -> redis::RedisResult<Vec<i64>> {
-        let mut conn = conns.get(&self.target, &self.client)?;
+        let mut conn = conns.get(&self.settings, &self.client)?;
         let mut bucket = Vec::with_capacity(self.prefix.len() + key.len() + 1);
         bucket.extend_from_slice(self.prefix.as_bytes());
         bucket.extend_from_slice(key);
@@ -437,12 +309,14 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RedisTarget;
     use crate::limit::Rate;
 
     fn buckets(rate: &str, burst: u32) -> RedisBuckets {
         let settings = RedisSettings {
             target: RedisTarget::Server("redis://127.0.0.1:1".into()),
             timeout: Duration::from_millis(50),
+            ca: None,
         };
         let local = Buckets::new(Rate::parse(rate).expect("rate"), burst);
         RedisBuckets::new("z", &settings, &local).expect("buckets")
@@ -456,6 +330,7 @@ mod tests {
                 "redis://127.0.0.1:2".into(),
             ]),
             timeout: Duration::from_millis(50),
+            ca: None,
         };
         let local = Buckets::new(Rate::parse("10/s").expect("rate"), 5);
         let b = RedisBuckets::new("z", &settings, &local).expect("buckets");
@@ -468,6 +343,7 @@ mod tests {
         let settings = RedisSettings {
             target: RedisTarget::Cluster(vec!["redis://127.0.0.1:1".into()]),
             timeout: Duration::from_millis(200),
+            ca: None,
         };
         let local = Buckets::new(Rate::parse("10/s").expect("rate"), 5);
         let b = RedisBuckets::new("z", &settings, &local).expect("buckets");

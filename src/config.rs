@@ -35,9 +35,9 @@ pub use error::{ConfigError, Place};
 pub use model::{
     AccessLog, Admin, Balance, CacheDisk, CacheZone, CertPair, Config, Health, HealthRequest,
     LimitKind, LimitScope, LimitZone, Listen, LuaSettings, OnRedisError, PathMatch, PeerAddr,
-    Policy, Protocol, RedisSettings, RedisTarget, Rewrite, Route, RouteLua, RouteTarget, Script,
-    ScriptSource, Server, ServerPeer, SharedDictDef, StatusMatch, TlsListener, TracingSettings,
-    Upstream, UpstreamTls,
+    Policy, Protocol, RedisCa, RedisSettings, RedisTarget, Rewrite, Route, RouteLua, RouteTarget,
+    Script, ScriptSource, Server, ServerPeer, SharedDictDef, StatusMatch, TlsListener,
+    TracingSettings, Upstream, UpstreamTls,
 };
 pub use units::{parse_duration, parse_size};
 

@@ -10,10 +10,11 @@
 //! `[redis]` (none → idle; changed by a reload → resubscribes), reconnects
 //! with backoff and logs once per transition (subscribed / lost).
 //!
-//! With `cluster = [...]` both go through one seed node over a plain
-//! connection: Redis Cluster forwards a PUBLISH to every node over its
-//! cluster bus, so a subscriber on any node hears every purge. When that
-//! node fails the next one is tried.
+//! Connections speak TLS for `rediss://` URLs, with `[redis] ca`'s trust
+//! ([`client::open`]). With `cluster = [...]` both go through one seed
+//! node over a single-node connection: Redis Cluster forwards a PUBLISH
+//! to every node over its cluster bus, so a subscriber on any node hears
+//! every purge. When that node fails the next one is tried.
 //!
 //! Knows Redis, [`cache::purge`](crate::cache::purge) and the snapshot; not
 //! HTTP.
@@ -24,6 +25,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::cache::purge::{self, Target};
+use crate::cluster::client;
 use crate::config::{RedisSettings, RedisTarget};
 use crate::state::Shared;
 
@@ -66,7 +68,7 @@ pub async fn publish(settings: &RedisSettings, message: &Message) -> Result<i64,
     let payload = serde_json::to_string(message).map_err(|e| e.to_string())?;
     let mut last = String::from("no redis node configured");
     for url in urls(&settings.target) {
-        match publish_to(&url, &payload, settings.timeout).await {
+        match publish_to(settings, &url, &payload).await {
             Ok(n) => return Ok(n),
             Err(e) => last = format!("{url}: {e}"),
         }
@@ -74,14 +76,14 @@ pub async fn publish(settings: &RedisSettings, message: &Message) -> Result<i64,
     Err(last)
 }
 
-async fn publish_to(url: &str, payload: &str, timeout: Duration) -> Result<i64, String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+async fn publish_to(settings: &RedisSettings, url: &str, payload: &str) -> Result<i64, String> {
+    let client = client::open(url, settings.ca.as_ref()).map_err(|e| e.to_string())?;
     let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
         .await
         .map_err(|_| "connect timed out".to_owned())?
         .map_err(|e| e.to_string())?;
     tokio::time::timeout(
-        timeout,
+        settings.timeout,
         redis::cmd("PUBLISH")
             .arg(CHANNEL)
             .arg(payload)
@@ -134,7 +136,7 @@ async fn listen(
     url: &str,
     subscribed: &mut Option<bool>,
 ) -> Result<(), String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let client = client::open(url, settings.ca.as_ref()).map_err(|e| e.to_string())?;
     let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
         .await
         .map_err(|_| "connect timed out".to_owned())?

@@ -117,10 +117,14 @@ pub struct RawTracing {
 pub struct RawRedis {
     /// One server: "redis://host:port[/db]" (or "rediss://", "redis+unix://").
     pub url: Option<Spanned<String>>,
-    /// A Redis Cluster instead: seed nodes, "redis://host:port" each.
+    /// A Redis Cluster instead: seed nodes, "redis://host:port" (or
+    /// "rediss://host:port") each.
     pub cluster: Option<Spanned<Vec<Spanned<String>>>>,
     /// Time allowed for one call before the caller falls back (default 50ms).
     pub timeout: Option<Spanned<Dur>>,
+    /// PEM file of the certificates trusted for "rediss://" (default: the
+    /// system's roots).
+    pub ca: Option<Spanned<String>>,
 }
 
 /// `[limit.NAME]`: a token-bucket zone (`rate`, `burst`) or, with

@@ -790,6 +790,60 @@ pub struct RedisSettings {
     pub target: RedisTarget,
     /// Time allowed for one call; past it the caller falls back.
     pub timeout: Duration,
+    /// `ca`: the certificates trusted for `rediss://` URLs; `None`: the
+    /// system's roots. Part of the settings' identity, so a reload after
+    /// the file changed connects afresh.
+    pub ca: Option<RedisCa>,
+}
+
+/// `ca` of `[redis]`: a PEM file of trusted certificates, read (and
+/// checked to hold usable certificates) when conf.d is loaded. Two are the
+/// same when their contents are (compared by SHA-256, so a per-take lookup
+/// of a worker's connection hashes 32 bytes, not the file).
+#[derive(Clone)]
+pub struct RedisCa {
+    /// The resolved path, for messages.
+    pub path: PathBuf,
+    /// The file's contents as read at load time: what the clients trust.
+    pub pem: std::sync::Arc<[u8]>,
+    /// SHA-256 of `pem`: the identity.
+    pub digest: [u8; 32],
+}
+
+impl RedisCa {
+    /// The trust file at `path` holding `pem`.
+    pub fn new(path: PathBuf, pem: Vec<u8>) -> RedisCa {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(&pem).into();
+        RedisCa {
+            path,
+            pem: pem.into(),
+            digest,
+        }
+    }
+}
+
+impl PartialEq for RedisCa {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for RedisCa {}
+
+impl std::hash::Hash for RedisCa {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.digest.hash(state);
+    }
+}
+
+impl std::fmt::Debug for RedisCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCa")
+            .field("path", &self.path)
+            .field("pem_bytes", &self.pem.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// `url` or `cluster` of `[redis]`: exactly one is written.

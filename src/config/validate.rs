@@ -77,7 +77,7 @@ pub(crate) fn validate(
 
     let lua = lua::settings(&parsed, &mut paths)?;
     let (consumers, consumers_file) = consumer::consumers(&parsed, &paths)?;
-    let redis = redis::settings(&parsed)?;
+    let redis = redis::settings(&parsed, &paths)?;
     let tracing = tracing::settings(&parsed)?;
 
     let mut limits: BTreeMap<String, LimitZone> = BTreeMap::new();

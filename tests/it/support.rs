@@ -522,10 +522,57 @@ pub struct Redis {
     dir: tempfile::TempDir,
     /// Arguments beyond the port, bind address and persistence.
     extra: Vec<String>,
+    /// Speaking only TLS: the CA file clients check it against.
+    tls_ca: Option<PathBuf>,
+}
+
+/// A certificate authority made for a test, and a server certificate it
+/// signed for 127.0.0.1 and localhost, written as PEM files in `dir`.
+pub struct TestCa {
+    /// Holds the files.
+    pub dir: tempfile::TempDir,
+    /// The CA's certificate (what clients trust).
+    pub ca: PathBuf,
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    /// Generates the CA and the server certificate (rcgen).
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "moongate test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        let key = KeyPair::generate().expect("server key");
+        let cert = params.signed_by(&key, &ca).expect("server certificate");
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write PEM");
+            path
+        };
+        TestCa {
+            ca: write("ca.pem", ca.pem()),
+            cert: write("server.pem", cert.pem()),
+            key: write("server.key", key.serialize_pem()),
+            dir,
+        }
+    }
 }
 
 /// Panics (naming ./test.sh) when `program` is not installed.
-fn require_installed(program: &str, package: &str) {
+pub fn require_installed(program: &str, package: &str) {
     let installed = Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
@@ -549,9 +596,35 @@ impl Redis {
         Redis::start_on(port, Vec::new())
     }
 
+    /// Starts redis-server speaking only TLS (`--port 0`, `--tls-port`)
+    /// with `ca`'s server certificate, asking clients for none; panics
+    /// (naming ./test.sh) when redis-server or redis-cli is missing.
+    pub fn start_tls(ca: &TestCa) -> Redis {
+        require_installed("redis-cli", "redis-tools");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut extra = Vec::new();
+        for (flag, path) in [
+            ("--tls-cert-file", &ca.cert),
+            ("--tls-key-file", &ca.key),
+            ("--tls-ca-cert-file", &ca.ca),
+        ] {
+            extra.push(flag.to_string());
+            extra.push(path.display().to_string());
+        }
+        extra.extend(["--tls-auth-clients".to_string(), "no".to_string()]);
+        Redis::start_with(port, extra, Some(ca.ca.clone()))
+    }
+
     /// Starts redis-server on `port` with `extra` arguments (a path in
     /// them may use `{dir}`, the server's temp dir).
     fn start_on(port: u16, extra: Vec<String>) -> Redis {
+        Redis::start_with(port, extra, None)
+    }
+
+    fn start_with(port: u16, extra: Vec<String>, tls_ca: Option<PathBuf>) -> Redis {
         require_installed("redis-server", "redis-server");
         let dir = tempfile::tempdir().expect("temp dir");
         let dir_text = dir.path().display().to_string();
@@ -563,14 +636,20 @@ impl Redis {
                 .map(|a| a.replace("{dir}", &dir_text))
                 .collect(),
             dir,
+            tls_ca,
         };
         redis.restart();
         redis
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls_ca.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server (SIGKILL to its PID) and waits for it to exit.
@@ -586,17 +665,13 @@ impl Redis {
     pub fn restart(&mut self) {
         self.kill();
         let port = self.port.to_string();
+        let ports: &[&str] = match self.tls_ca {
+            Some(_) => &["--port", "0", "--tls-port", &port],
+            None => &["--port", &port],
+        };
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(ports)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.extra)
@@ -637,8 +712,30 @@ impl Redis {
     }
 
     /// Sends one command; returns the raw reply (up to 4 KiB), if any.
+    /// A TLS server is asked through `redis-cli --tls` (which checks its
+    /// certificate against the CA), and the reply given in RESP's first
+    /// line form for the replies tests read: `+PONG`, `:1`.
     pub fn reply(&self, args: &[&str]) -> Option<String> {
         use std::io::{Read, Write};
+        if let Some(ca) = &self.tls_ca {
+            let out = Command::new("redis-cli")
+                .arg("--tls")
+                .arg("--cacert")
+                .arg(ca)
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(args)
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            return match text.as_str() {
+                "" => None,
+                "PONG" | "OK" => Some(format!("+{text}")),
+                t if t.parse::<i64>().is_ok() => Some(format!(":{t}")),
+                t => Some(t.to_owned()),
+            };
+        }
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         let mut req = format!("*{}\r\n", args.len());

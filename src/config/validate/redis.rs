@@ -1,27 +1,34 @@
 //! `[redis]` → [`RedisSettings`]: the Redis that `scope = "redis"` zones
 //! share, either one server (`url`) or a Redis Cluster (`cluster`, its
-//! seed nodes): exactly one of the two. The URLs are parsed here (so a
-//! typo is a config error with its place), never connected to: nodes
-//! connect when they first need it.
+//! seed nodes): exactly one of the two; `rediss://` URLs speak TLS,
+//! trusting `ca` (a PEM file, read here) or the system's roots. The URLs
+//! are parsed here (so a typo is a config error with its place), never
+//! connected to: nodes connect when they first need it.
 
 use std::time::Duration;
 
-use redis::IntoConnectionInfo;
+use redis::{ConnectionAddr, IntoConnectionInfo};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use toml::Spanned;
 
 use crate::config::error::{ConfigError, Source};
 use crate::config::file::RawFile;
-use crate::config::model::{RedisSettings, RedisTarget};
+use crate::config::model::{RedisCa, RedisSettings, RedisTarget};
+
+use super::paths::{Paths, os_reason};
 
 /// Time allowed for one Redis call when `timeout` is not set.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// How a `url` is written, for error messages.
-const URL_EXAMPLE: &str = "\"redis://127.0.0.1:6379\" or \"redis://:password@host:6379/0\"";
+const URL_EXAMPLE: &str = "\"redis://127.0.0.1:6379\", \"redis://:password@host:6379/0\" or, over TLS, \"rediss://host:6379\"";
 
-/// The one `[redis]` table of conf.d, if any file has it.
+/// The one `[redis]` table of conf.d, if any file has it; `ca` is resolved
+/// against the prefix and read.
 pub(super) fn settings(
     parsed: &[(&Source<'_>, &RawFile)],
+    paths: &Paths,
 ) -> Result<Option<RedisSettings>, ConfigError> {
     let Some((src, def)) = super::only_one(parsed, "[redis]", |raw| raw.redis.as_ref())? else {
         return Ok(None);
@@ -46,7 +53,92 @@ pub(super) fn settings(
         }
         Some(t) => t.get_ref().0,
     };
-    Ok(Some(RedisSettings { target, timeout }))
+    let ca = match &raw.ca {
+        None => None,
+        Some(ca) => Some(trust(src, ca, &target, paths)?),
+    };
+    Ok(Some(RedisSettings {
+        target,
+        timeout,
+        ca,
+    }))
+}
+
+/// Whether `url` (already checked to parse) is `rediss://`.
+fn is_tls(url: &str) -> bool {
+    url.into_connection_info()
+        .is_ok_and(|info| matches!(info.addr(), ConnectionAddr::TcpTls { .. }))
+}
+
+/// A `rediss://` URL with `#insecure` (no certificate checks): refused, as
+/// moongate never connects over TLS it does not check. `what` names the key.
+fn refuse_insecure(
+    src: &Source<'_>,
+    what: &str,
+    node: &Spanned<String>,
+    text: &str,
+) -> Result<(), ConfigError> {
+    let insecure = text
+        .into_connection_info()
+        .is_ok_and(|info| matches!(info.addr(), ConnectionAddr::TcpTls { insecure: true, .. }));
+    if insecure {
+        let message = format!(
+            "{what} \"{text}\" turns certificate checks off (#insecure), which moongate does not do; trust the server's certificate authority with `ca = \"path/to/ca.pem\"` in [redis] instead"
+        );
+        return Err(src.err(node.span(), message));
+    }
+    Ok(())
+}
+
+/// `ca`: only with `rediss://` URLs; a readable PEM file of certificates
+/// each usable as a trust anchor.
+fn trust(
+    src: &Source<'_>,
+    ca: &Spanned<String>,
+    target: &RedisTarget,
+    paths: &Paths,
+) -> Result<RedisCa, ConfigError> {
+    let tls = match target {
+        RedisTarget::Server(url) => is_tls(url),
+        RedisTarget::Cluster(nodes) => nodes.iter().any(|n| is_tls(n)),
+    };
+    if !tls {
+        let message = "`ca` in [redis] is for TLS, and the Redis URLs here are plain redis://; write rediss:// URLs to connect over TLS, or remove `ca`";
+        return Err(src.err(ca.span(), message));
+    }
+    let path = paths.resolve(ca.get_ref());
+    let pem = std::fs::read(&path).map_err(|e| {
+        src.err(
+            ca.span(),
+            format!("ca {}: {}", path.display(), os_reason(&e)),
+        )
+    })?;
+    let certs: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            let message = format!("ca {}: not a PEM certificate file ({e})", path.display());
+            src.err(ca.span(), message)
+        })?;
+    if certs.is_empty() {
+        let message = format!(
+            "ca {}: no certificate in it (a PEM file of \"-----BEGIN CERTIFICATE-----\" blocks)",
+            path.display()
+        );
+        return Err(src.err(ca.span(), message));
+    }
+    // What the redis client does with them: each must be a trust anchor.
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, cert) in certs.into_iter().enumerate() {
+        if let Err(e) = roots.add(cert) {
+            let message = format!(
+                "ca {}: certificate {} cannot be trusted as a root ({e})",
+                path.display(),
+                i + 1
+            );
+            return Err(src.err(ca.span(), message));
+        }
+    }
+    Ok(RedisCa::new(path, pem))
 }
 
 /// `url`: one server.
@@ -61,6 +153,7 @@ fn server(src: &Source<'_>, url: &Spanned<String>) -> Result<String, ConfigError
             format!("`url` \"{text}\" is not a Redis URL ({e}); write it like {URL_EXAMPLE}");
         return Err(src.err(url.span(), message));
     }
+    refuse_insecure(src, "`url`", url, text)?;
     Ok(text.to_owned())
 }
 
@@ -100,14 +193,15 @@ fn cluster(
             );
             return Err(src.err(node.span(), message));
         }
+        refuse_insecure(src, "`cluster` node", node, text)?;
         if out.iter().any(|seen| seen == text) {
             let message = format!("`cluster` node \"{text}\" is listed twice");
             return Err(src.err(node.span(), message));
         }
         out.push(text.to_owned());
     }
-    // Unix sockets, mixed credentials or TLS: what the cluster client
-    // itself refuses.
+    // Unix sockets, mixed credentials, some nodes rediss:// and some not:
+    // what the cluster client itself refuses.
     if let Err(e) = redis::cluster::ClusterClient::new(out.iter().map(String::as_str)) {
         let message = format!("`cluster` in [redis] cannot be used: {e}");
         return Err(src.err(nodes.span(), message));
@@ -215,5 +309,102 @@ mod tests {
             "{e}"
         );
         assert!(err("[redis]\ncluster = \"redis://h:7000\"\n").contains("cluster"));
+    }
+
+    /// A file holding `text` in a fresh temp dir (kept alive by the dir).
+    fn file(text: &[u8]) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, text).expect("write");
+        (dir, path.display().to_string())
+    }
+
+    /// A CA certificate in PEM.
+    fn ca_pem() -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).expect("ca").pem().into_bytes()
+    }
+
+    #[test]
+    fn rediss_trusts_a_ca_file_or_the_system_roots() {
+        let pem = ca_pem();
+        let (_dir, path) = file(&pem);
+        let c = load_str(
+            "t",
+            &format!("[redis]\nurl = \"rediss://127.0.0.1:6380\"\nca = \"{path}\"\n"),
+        )
+        .expect("valid");
+        let r = c.redis.expect("[redis]");
+        let ca = r.ca.expect("ca");
+        assert_eq!(ca.path.display().to_string(), path);
+        assert_eq!(&ca.pem[..], &pem[..]);
+        let c = load_str(
+            "t",
+            &format!("[redis]\ncluster = [\"rediss://127.0.0.1:7000\", \"rediss://127.0.0.1:7001\"]\nca = \"{path}\"\n"),
+        )
+        .expect("valid");
+        assert!(c.redis.expect("[redis]").ca.is_some());
+        // No `ca`: the system's roots, decided when connecting.
+        let c = load_str("t", "[redis]\nurl = \"rediss://redis.example:6380\"\n").expect("valid");
+        assert!(c.redis.expect("[redis]").ca.is_none());
+    }
+
+    #[test]
+    fn tls_mistakes_name_their_place() {
+        let (_dir, path) = file(&ca_pem());
+        let e = err(&format!(
+            "[redis]\nurl = \"redis://127.0.0.1:6379\"\nca = \"{path}\"\n"
+        ));
+        assert!(
+            e.starts_with(
+                "t.toml:3:6: `ca` in [redis] is for TLS, and the Redis URLs here are plain redis://"
+            ),
+            "{e}"
+        );
+        let e = err("[redis]\nurl = \"rediss://h:6380\"\nca = \"/nonexistent/ca.pem\"\n");
+        assert_eq!(
+            e,
+            "t.toml:3:6: ca /nonexistent/ca.pem: No such file or directory",
+        );
+        let (_d1, text) = file(b"just text\n");
+        let e = err(&format!(
+            "[redis]\nurl = \"rediss://h:6380\"\nca = \"{text}\"\n"
+        ));
+        assert!(
+            e.starts_with("t.toml:3:6: ca ") && e.contains("no certificate in it"),
+            "{e}"
+        );
+        let (_d2, junk) = file(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        let e = err(&format!(
+            "[redis]\nurl = \"rediss://h:6380\"\nca = \"{junk}\"\n"
+        ));
+        assert!(
+            e.contains("certificate 1 cannot be trusted as a root"),
+            "{e}"
+        );
+        let (_d3, bad) = file(b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n");
+        let e = err(&format!(
+            "[redis]\nurl = \"rediss://h:6380\"\nca = \"{bad}\"\n"
+        ));
+        assert!(e.contains("not a PEM certificate file"), "{e}");
+        let e = err("[redis]\nurl = \"rediss://h:6380/#insecure\"\n");
+        assert!(
+            e.starts_with(
+                "t.toml:2:7: `url` \"rediss://h:6380/#insecure\" turns certificate checks off"
+            ),
+            "{e}"
+        );
+        let e = err("[redis]\ncluster = [\"rediss://h:7000\", \"rediss://h:7001/#insecure\"]\n");
+        assert!(
+            e.starts_with("t.toml:2:31: `cluster` node \"rediss://h:7001/#insecure\" turns certificate checks off"),
+            "{e}"
+        );
+        let e = err("[redis]\ncluster = [\"rediss://h:7000\", \"redis://h:7001\"]\n");
+        assert!(
+            e.starts_with("t.toml:2:11: `cluster` in [redis] cannot be used") && e.contains("TLS"),
+            "{e}"
+        );
     }
 }
