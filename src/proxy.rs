@@ -412,7 +412,11 @@ fn find_route<'s>(
     host: &str,
     parts: &Parts,
 ) -> Result<(&'s RouteEntry, Option<&'s str>), Box<Response<ResponseBody>>> {
-    match snap.router.find(host, parts.uri.path(), &parts.method) {
+    // Matched on the normalized path, as nginx chooses a location; what
+    // goes upstream stays as received (see `rewrite`).
+    let path = crate::route::normalize_path(parts.uri.path())
+        .map_err(|bad| Box::new(error_response(&ProxyError::BadRequest(bad.message()))))?;
+    match snap.router.find(host, &path, &parts.method) {
         RouteMatch::Found(e) => Ok((e, None)),
         RouteMatch::Redirect { value, path } => Ok((value, Some(path))),
         RouteMatch::NotFound => Err(Box::new(error_page::response(StatusCode::NOT_FOUND))),
@@ -432,13 +436,20 @@ fn find_route<'s>(
 }
 
 /// Step 3: the route's `rewrite`, applied to the path (the query stays).
+/// A route with a rewrite sends the normalized path, re-encoded, on (as
+/// nginx's `proxy_pass` with a URI part does), rewritten when `from`
+/// matched it; a route without one leaves the request target as received.
 fn rewrite(entry: &RouteEntry, parts: &mut Parts) -> Result<(), ProxyError> {
-    let Some(new_path) = entry
-        .rewrite
-        .as_ref()
-        .and_then(|r| r.apply(parts.uri.path()))
-    else {
+    let Some(rule) = entry.rewrite.as_ref() else {
         return Ok(());
+    };
+    let normal = crate::route::normalize_path(parts.uri.path())
+        .map_err(|bad| ProxyError::BadRequest(bad.message()))?;
+    let encoded = crate::route::encode_path(&normal);
+    let new_path = match rule.apply(&encoded) {
+        Some(rewritten) => rewritten,
+        None if encoded == parts.uri.path() => return Ok(()),
+        None => encoded.into_owned(),
     };
     let query = parts
         .uri
@@ -543,9 +554,13 @@ async fn serve_static(
             entry.name
         )));
     };
-    let path = parts.uri.path();
-    let rel = path.strip_prefix(prefix.as_str()).unwrap_or(path);
-    let resp = crate::static_files::serve(options, rel, &parts.method, &parts.headers).await;
+    // The prefix the route matched is taken off the normalized path; the
+    // rest goes back to its encoded form, which the file lookup decodes.
+    let path = crate::route::normalize_path(parts.uri.path())
+        .map_err(|bad| ProxyError::BadRequest(bad.message()))?;
+    let rel = path.strip_prefix(prefix.as_str()).unwrap_or(&path);
+    let rel = crate::route::encode_path(rel);
+    let resp = crate::static_files::serve(options, &rel, &parts.method, &parts.headers).await;
     Ok(resp.map(|b| ResponseBody::from_kind(Kind::Static(b))))
 }
 

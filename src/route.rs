@@ -10,6 +10,10 @@
 //! prefixes and over regexes (nginx decides it before trying them), and
 //! methods play no part in it (nginx redirects before `limit_except`).
 //!
+//! Paths are matched once normalized as nginx does ([`normalize_path`]:
+//! decoded, slashes merged, `.` and `..` resolved), so `/%61dmin/` and
+//! `/x/../admin/` reach the `/admin/` route.
+//!
 //! It owns only the matching rules. It knows nothing of connections, config
 //! files or what a route does: `T` is whatever the caller compiled a route
 //! into, and the caller turns `MethodNotAllowed` / `NotFound` into responses.
@@ -19,6 +23,10 @@ use std::collections::HashMap;
 
 use http::Method;
 use regex::Regex;
+
+mod normalize;
+
+pub use normalize::{BadPath, encode_path, normalize_path};
 
 /// How a route matches the request path (the path only, without the query).
 #[derive(Debug, Clone)]
@@ -287,7 +295,7 @@ impl<T> Router<T> {
 
     /// Finds the route for a request. `host` is the Host header as received
     /// (any case, maybe with `:port` or `[v6]:port`); `path` is the URI path
-    /// without the query string.
+    /// without the query string, already through [`normalize_path`].
     pub fn find(&self, host: &str, path: &str, method: &Method) -> RouteMatch<'_, T> {
         let host = normalize_host(host);
         let Some(group) = self.group_for(&host) else {

@@ -184,7 +184,13 @@ impl RequestVars<'_> {
             }
             Var::Host => out.push_str(&self.facts.host),
             Var::RequestUri => out.push_str(self.facts.request_uri()),
-            Var::Uri => out.push_str(self.parts.uri.path()),
+            // nginx's `$uri` is the normalized path; one that cannot be
+            // normalized was refused before any variable is read, or is a
+            // Lua `ngx.req.set_uri` target, shown as set.
+            Var::Uri => {
+                let path = self.parts.uri.path();
+                out.push_str(&crate::route::normalize_path(path).unwrap_or(path.into()));
+            }
             Var::Args => out.push_str(self.parts.uri.query().unwrap_or("")),
             Var::Scheme => out.push_str(self.facts.scheme),
             Var::RequestMethod => out.push_str(self.parts.method.as_str()),

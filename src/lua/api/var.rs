@@ -129,10 +129,15 @@ pub(super) fn var_value(lua: &Lua, r: &ReqCtx, name: &str) -> mlua::Result<VarOu
         return Ok(Either::Left(Some(v.clone())));
     }
     let head = r.head.borrow();
+    if name == "uri" {
+        // nginx's `$uri` is the normalized path (see `route::normalize_path`).
+        let path = head.uri.path();
+        let normal = crate::route::normalize_path(path).unwrap_or(path.into());
+        return text_or_bytes(lua, normal.as_bytes());
+    }
     // The common ones straight from the request head (`$args` is nil
     // without a query, as in nginx).
     let direct: Option<Option<&[u8]>> = match name {
-        "uri" => Some(Some(head.uri.path().as_bytes())),
         "host" => Some(Some(r.facts.host.as_bytes())),
         "request_uri" => Some(Some(r.facts.request_uri().as_bytes())),
         "request_method" => Some(Some(head.method.as_str().as_bytes())),
@@ -315,8 +320,9 @@ fn capture(lua: &Lua, r: &ReqCtx, n: usize) -> mlua::Result<VarOut> {
     let Some(re) = r.route.path_regex.as_ref().filter(|_| n > 0) else {
         return Ok(Either::Left(None));
     };
-    let path = r.facts.request_uri.path();
-    let Some(caps) = re.captures(path).filter(|c| n < c.len()) else {
+    let raw = r.facts.request_uri.path();
+    let path = crate::route::normalize_path(raw).unwrap_or(raw.into());
+    let Some(caps) = re.captures(&path).filter(|c| n < c.len()) else {
         return Ok(Either::Left(None));
     };
     text_or_bytes(lua, caps.get(n).map_or("", |m| m.as_str()).as_bytes())
