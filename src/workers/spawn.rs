@@ -113,6 +113,8 @@ pub(super) fn spawn(
     cmd.args(args)
         .envs(&def.env)
         .env("MOONGATE_WORKER", who.slot.to_string())
+        // Meant for this process alone (when an upgrade started it).
+        .env_remove(crate::upgrade::SOCKET_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

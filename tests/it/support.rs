@@ -64,7 +64,13 @@ impl Moongate {
     /// runs in `conf` itself, not the repository, so that a path resolved
     /// against the working directory instead of the prefix shows.
     pub fn start_at(dir: tempfile::TempDir, conf: PathBuf) -> Moongate {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_moongate"))
+        Self::start_program(Path::new(env!("CARGO_BIN_EXE_moongate")), dir, conf)
+    }
+
+    /// Like [`Moongate::start_at`], running `program` (a link to the
+    /// binary, say) instead of the binary itself.
+    pub fn start_program(program: &Path, dir: tempfile::TempDir, conf: PathBuf) -> Moongate {
+        let mut child = Command::new(program)
             .arg("run")
             .arg("-c")
             .arg(&conf)
