@@ -189,7 +189,6 @@ enum Trigger {
 }
 
 /// How serving ended.
-#[derive(PartialEq, Eq)]
 enum Stop {
     /// Asked to stop (a signal, [`Running::stop`]).
     Asked,

@@ -109,14 +109,19 @@ fn read_pid(pid_file: &Path) -> Option<i32> {
 /// How an upgrade is asked for.
 #[derive(Clone, Copy)]
 enum Ask {
+    /// SIGUSR2 to the serving process.
     Signal,
+    /// `moongate upgrade -c DIR`.
     Command,
+    /// The test asked already.
+    Asked,
 }
 
 /// Asks `old` (the process serving `conf_dir`) to upgrade, waits until the
 /// pid file names another process and `old` has exited; the new pid.
 async fn upgrade(ask: Ask, old: i32, conf_dir: &Path, pid_file: &Path, pids: &Pids) -> i32 {
     match ask {
+        Ask::Asked => {}
         Ask::Signal => kill(Pid::from_raw(old), Signal::SIGUSR2).expect("SIGUSR2"),
         Ask::Command => {
             let out = upgrade_command(conf_dir).await;

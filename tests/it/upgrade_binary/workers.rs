@@ -5,6 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use super::{Ask, Load, Pids, conf_dir, status, upgrade};
 use crate::support::{Moongate, client, wait_gone};
 
@@ -75,7 +78,22 @@ async fn the_new_process_serves_with_its_own_pool() {
     // process's pool is not ready for a second after it starts.
     let load = Load::start(mg.url("/app/"), 4, "\"pid\"");
     load.run_for(Duration::from_millis(300)).await;
-    let new = upgrade(Ask::Signal, old, &conf, &pid_file, &pids).await;
+    let skip = mg.log_lines().len();
+    kill(Pid::from_raw(old), Signal::SIGUSR2).expect("SIGUSR2");
+    mg.wait_log_after(
+        skip,
+        "upgrade: the new process started",
+        Duration::from_secs(10),
+    );
+    // One at a time: a second request while the pool starts is turned down.
+    kill(Pid::from_raw(old), Signal::SIGUSR2).expect("SIGUSR2");
+    mg.wait_log_after(skip, "one is already under way", Duration::from_secs(10));
+    let new = upgrade(Ask::Asked, old, &conf, &pid_file, &pids).await;
+    let started = mg.log_lines()[skip..]
+        .iter()
+        .filter(|l| l.contains("upgrade: the new process started"))
+        .count();
+    assert_eq!(started, 1, "one upgrade, one new process");
     load.run_for(Duration::from_millis(300)).await;
     load.finish(20).await;
 
