@@ -48,13 +48,26 @@ pub struct AdminServer {
     key: SocketAddr,
     bound: SocketAddr,
     stop: CancellationToken,
+    /// A duplicate of the listening socket, for a binary upgrade to pass on.
+    socket: std::net::TcpListener,
 }
 
 impl AdminServer {
-    /// Binds `addr` and starts serving on the current runtime.
-    pub fn bind(addr: SocketAddr, control: Arc<Control>) -> std::io::Result<AdminServer> {
-        crate::listener::ensure_free(addr)?;
-        let socket = crate::listener::bind_one(addr)?;
+    /// Binds `addr` (or serves on `inherited`, the socket a binary upgrade
+    /// handed over for it) and starts serving on the current runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        control: Arc<Control>,
+        inherited: Option<std::net::TcpListener>,
+    ) -> std::io::Result<AdminServer> {
+        let socket = match inherited {
+            Some(socket) => socket,
+            None => {
+                crate::listener::ensure_free(addr)?;
+                crate::listener::bind_one(addr)?
+            }
+        };
+        let kept = socket.try_clone()?;
         let listener = TcpListener::from_std(socket)?;
         let bound = listener.local_addr()?;
         let stop = CancellationToken::new();
@@ -72,6 +85,16 @@ impl AdminServer {
             key: addr,
             bound,
             stop,
+            socket: kept,
+        })
+    }
+
+    /// A duplicate of its socket, for a binary upgrade.
+    pub fn passed(&self) -> std::io::Result<crate::upgrade::Passed> {
+        Ok(crate::upgrade::Passed {
+            kind: crate::upgrade::Kind::Admin,
+            key: self.key,
+            socket: self.socket.try_clone()?,
         })
     }
 
@@ -87,6 +110,14 @@ impl AdminServer {
 
     /// Stops accepting.
     pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for AdminServer {
+    /// A listener dropped unused (a reload or start that failed after it
+    /// was bound) stops accepting too.
+    fn drop(&mut self) {
         self.stop.cancel();
     }
 }

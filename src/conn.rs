@@ -5,9 +5,14 @@
 //! connection's deadlines. HTTP/1.1 is moongate's own server side
 //! ([`h1`]), HTTP/2 our glue on the `h2` crate ([`h2`]). Requests go to
 //! [`crate::proxy`].
-//! On graceful stop the connection finishes its in-flight requests and
-//! closes. While metrics are on it is counted open (with the protocol it
-//! speaks, once known) until its future ends.
+//! On graceful stop (SIGTERM, or a binary upgrade's old process) the
+//! connection finishes its in-flight requests and closes: an HTTP/1
+//! response written after the stop says `Connection: close`, and a
+//! connection between requests (or not yet past its first bytes) waits
+//! [`STOP_GRACE`] for a request the client may already have sent — closing
+//! at once would lose it, and a busy keep-alive client always has one on
+//! the way — answers it, and closes. While metrics are on it is counted
+//! open (with the protocol it speaks, once known) until its future ends.
 
 pub mod io;
 pub(crate) mod h1;
@@ -28,6 +33,12 @@ use crate::proxy::ConnCtx;
 use crate::state::Shared;
 use crate::worker_local::WorkerLocal;
 use io::{ClientIo, ConnTimeouts, ReadPhase};
+
+/// How long a connection idle at a graceful stop still waits for a
+/// request: a client that got its last answer just before the stop sends
+/// the next one within a round trip; one idle longer is closed as by the
+/// keep-alive timeout.
+pub(crate) const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a connection needs to know from the configuration when it starts.
 #[derive(Debug, Clone, Copy)]
@@ -230,14 +241,15 @@ where
                 tracing::debug!(%peer, error = %e, "connection ended before a request");
                 Either::Right(Either::Right(std::future::ready(())))
             }
-            // Stopping: a connection that has sent nothing yet just closes.
+            // Stopping: a connection that sent nothing within the grace closes.
             None => Either::Right(Either::Right(std::future::ready(()))),
         }
     })
 }
 
-/// Waits for the first bytes (or the stop): whether they are HTTP/2's
-/// preface, `None` when stopping; the socket and the token go back.
+/// Waits for the first bytes (after a stop, [`STOP_GRACE`] at most):
+/// whether they are HTTP/2's preface, `None` when none came; the socket
+/// and the token go back.
 // Not `async fn`s: a `mut` argument would be held twice (as the argument
 // and as the local it becomes).
 #[expect(
@@ -260,7 +272,10 @@ where
     async move {
         let sniffed = tokio::select! {
             r = io.sniff_h2() => Some(r),
-            _ = stop.cancelled() => None,
+            _ = stop.cancelled() => {
+                let last_call = tokio::time::timeout(STOP_GRACE, io.sniff_h2());
+                Box::pin(last_call).await.ok()
+            }
         };
         (io, stop, sniffed)
     }

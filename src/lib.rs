@@ -60,11 +60,13 @@
 //! watching conf.d), [`workers`] (the app processes of managed upstreams:
 //! spawned, supervised, recycled, rolled and stopped), [`admin`] (status,
 //! reload, purge and worker restart API), [`fanout`] (purges to and from
-//! other nodes over Redis pub/sub), [`server`] (the embedding API and the
-//! control thread), [`sd_notify`] (systemd's readiness, reload and stop
-//! notifications). With the `fuzzing` feature, `fuzz_api` exposes a
-//! few private parsers to the cargo-fuzz targets in `fuzz/`; with
-//! `alloc-count`, `alloc_count` is the bench build's counting allocator.
+//! other nodes over Redis pub/sub), [`upgrade`] (zero-downtime binary
+//! upgrade: the listening sockets handed to a new process), [`server`]
+//! (the embedding API and the control thread), [`sd_notify`] (systemd's
+//! readiness, reload and stop notifications). With the `fuzzing`
+//! feature, `fuzz_api` exposes a few private parsers to the cargo-fuzz
+//! targets in `fuzz/`; with `alloc-count`, `alloc_count` is the bench
+//! build's counting allocator.
 //!
 //! # Embedding
 //!
@@ -83,9 +85,10 @@
 //! # Ok::<(), moongate::ServerError>(())
 //! ```
 
-// `unsafe` is denied everywhere but two functions: loading LuaJIT's `ffi`
-// (see `lua::vm::new_state`), and setting a worker process's parent-death
-// signal between fork and exec (see `workers::spawn::die_with_parent`);
+// `unsafe` is denied everywhere but three functions: loading LuaJIT's `ffi`
+// (see `lua::vm::new_state`), setting a worker process's parent-death
+// signal between fork and exec (see `workers::spawn::die_with_parent`),
+// and owning a descriptor received over a unix socket (`upgrade::wire::own`);
 // PCRE2's C API for `ngx.re` (the module `ngx::re::pcre`, which says why);
 // and, in the bench build only, the counting allocator (`alloc_count`).
 #![deny(unsafe_code)]
@@ -134,6 +137,7 @@ pub mod reload;
 pub mod workers;
 pub mod admin;
 pub mod fanout;
+pub mod upgrade;
 pub mod server;
 pub mod sd_notify;
 #[cfg(feature = "fuzzing")]

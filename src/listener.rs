@@ -8,6 +8,14 @@
 //! every new address first — if one fails, nothing changes and the reload
 //! fails — then hands the sockets to the workers and stops the listeners
 //! that are gone. Connections already accepted are not touched.
+//!
+//! A process started by a binary upgrade is handed the old one's sockets
+//! first ([`Listeners::inherit`]): an address the old process listened on
+//! (by its configured or its bound address) takes those sockets over
+//! instead of binding — same port, same accept queues, so no connection is
+//! refused while the two processes overlap — and binds more copies if it
+//! has more workers. Each open listener keeps a duplicate of its sockets
+//! for the next upgrade to hand on.
 
 use std::collections::HashMap;
 use std::io;
@@ -18,17 +26,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::runtime::{Command, Workers};
 use crate::snapshot::ListenerSpec;
+use crate::upgrade::{Kind, Passed};
 
 struct Open {
     bound: SocketAddr,
     tls: bool,
     stop: CancellationToken,
+    /// Duplicates of the workers' sockets, for a binary upgrade to pass on.
+    sockets: Vec<std::net::TcpListener>,
 }
 
 /// Addresses being listened on, by configured address.
 #[derive(Default)]
 pub struct Listeners {
     open: HashMap<(SocketAddr, bool), Open>,
+    /// Sockets handed over by the process this one upgrades, until the
+    /// listeners (and the admin listener) that want them take them.
+    inherited: Vec<Passed>,
 }
 
 /// A listener as reported in logs and `/status`.
@@ -53,10 +67,20 @@ impl Listeners {
                 .open
                 .values()
                 .any(|o| o.bound.port() == spec.addr.port());
-            let sockets = bind_all(spec.addr, workers.len(), !ours).map_err(|e| {
+            let kind = if tls { Kind::Https } else { Kind::Http };
+            let adopted = self.take_inherited(spec.addr, kind);
+            let sockets = if adopted.is_empty() {
+                bind_all(spec.addr, workers.len(), !ours)
+            } else {
+                adopt(adopted, workers.len())
+            }
+            .map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", spec.addr))
             })?;
-            fresh.push((spec.addr, tls, sockets));
+            let kept = (sockets.iter())
+                .map(std::net::TcpListener::try_clone)
+                .collect::<io::Result<Vec<_>>>()?;
+            fresh.push((spec.addr, tls, sockets, kept));
         }
         let wanted: Vec<(SocketAddr, bool)> =
             specs.iter().map(|s| (s.addr, s.tls.is_some())).collect();
@@ -68,15 +92,18 @@ impl Listeners {
             }
             keep
         });
-        for (key, tls, sockets) in fresh {
+        let n = workers.len().max(1);
+        for (key, tls, sockets, kept) in fresh {
             let stop = CancellationToken::new();
             let bound = sockets
                 .first()
                 .and_then(|s| s.local_addr().ok())
                 .unwrap_or(key);
+            // More sockets than workers (handed over by a process that had
+            // more): a worker accepts on several.
             for (i, socket) in sockets.into_iter().enumerate() {
                 workers.send(
-                    i,
+                    i % n,
                     Command::Listen {
                         key,
                         tls,
@@ -86,9 +113,80 @@ impl Listeners {
                 );
             }
             tracing::info!("listening on {}://{}", scheme(tls), bound);
-            self.open.insert((key, tls), Open { bound, tls, stop });
+            self.open.insert(
+                (key, tls),
+                Open {
+                    bound,
+                    tls,
+                    stop,
+                    sockets: kept,
+                },
+            );
         }
         Ok(())
+    }
+
+    /// Keeps the sockets a binary upgrade handed over, for [`Listeners::apply`]
+    /// (and the admin listener) to take.
+    pub fn inherit(&mut self, sockets: Vec<Passed>) {
+        self.inherited = sockets;
+    }
+
+    /// Takes the handed-over sockets of a `kind` listener on `addr`: those
+    /// of the same kind the old process had configured on `addr` or had
+    /// bound there; failing that, any bound on `addr` (a fixed port that
+    /// changed kind, say plain to TLS). Port 0 matches only by kind: every
+    /// `127.0.0.1:0` is a different socket.
+    pub fn take_inherited(&mut self, addr: SocketAddr, kind: Kind) -> Vec<std::net::TcpListener> {
+        let bound = |p: &Passed| p.socket.local_addr().ok();
+        let same_kind = |p: &Passed| p.kind == kind && (p.key == addr || bound(p) == Some(addr));
+        let by_kind = self.inherited.iter().any(same_kind);
+        let (mine, rest): (Vec<Passed>, Vec<Passed>) = std::mem::take(&mut self.inherited)
+            .into_iter()
+            .partition(|p| {
+                if by_kind {
+                    same_kind(p)
+                } else {
+                    addr.port() != 0 && bound(p) == Some(addr)
+                }
+            });
+        self.inherited = rest;
+        if let Some(p) = mine.first() {
+            tracing::info!(
+                "took over {} socket(s) of {}://{} from the old process",
+                mine.len(),
+                p.kind.scheme(),
+                p.socket.local_addr().map_or(p.key, |a| a)
+            );
+        }
+        mine.into_iter().map(|p| p.socket).collect()
+    }
+
+    /// Closes the handed-over sockets no listener took (addresses the new
+    /// configuration dropped).
+    pub fn release_inherited(&mut self) {
+        for p in self.inherited.drain(..) {
+            tracing::info!(
+                "closing a handed-over socket of {}://{}: not in this configuration",
+                p.kind.scheme(),
+                p.socket.local_addr().map_or(p.key, |a| a)
+            );
+        }
+    }
+
+    /// Duplicates of every open listener's sockets, for a binary upgrade.
+    pub fn passed(&self) -> io::Result<Vec<Passed>> {
+        let mut out = Vec::new();
+        for (&(key, tls), o) in &self.open {
+            for s in &o.sockets {
+                out.push(Passed {
+                    kind: if tls { Kind::Https } else { Kind::Http },
+                    key,
+                    socket: s.try_clone()?,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// What is open now.
@@ -132,6 +230,22 @@ fn bind_all(addr: SocketAddr, n: usize, probe: bool) -> io::Result<Vec<std::net:
         all.push(bind_one(actual)?);
     }
     Ok(all)
+}
+
+/// Handed-over sockets, and more bound beside them (SO_REUSEPORT, the port
+/// they have) until there is one per worker.
+fn adopt(
+    mut sockets: Vec<std::net::TcpListener>,
+    n: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let bound = match sockets.first() {
+        Some(s) => s.local_addr()?,
+        None => return Ok(sockets),
+    };
+    while sockets.len() < n {
+        sockets.push(bind_one(bound)?);
+    }
+    Ok(sockets)
 }
 
 /// Fails with `AddrInUse` when a socket of another process is bound to

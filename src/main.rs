@@ -1,4 +1,5 @@
-//! The `moongate` command: `run` (the default), `check` and `reload`.
+//! The `moongate` command: `run` (the default), `check`, `reload` and
+//! `upgrade`.
 
 use std::io::{IsTerminal, Read, Write};
 use std::net::TcpStream;
@@ -39,6 +40,13 @@ enum Command {
     Check,
     /// Ask the running instance to reload (admin API, else pid file + SIGHUP).
     Reload,
+    /// Ask the running instance to start its executable anew and hand over (Linux).
+    ///
+    /// Finds it by the pid file (else the admin API's /status), sends it SIGUSR2 and
+    /// waits: the new process takes the listening sockets over, starts its managed
+    /// workers and reports ready, then the old one drains and exits. A new process
+    /// that fails to start leaves the old one serving; exit 1 with the reason.
+    Upgrade,
 }
 
 /// mimalloc: allocation is a visible share of the per-request CPU with
@@ -62,22 +70,29 @@ static GLOBAL: moongate::alloc_count::Counting<std::alloc::System> =
     moongate::alloc_count::Counting(std::alloc::System);
 
 fn main() -> ExitCode {
+    // Before anything else: a relative argv[0] is resolved against the
+    // directory moongate was started in.
+    let relaunch = moongate::upgrade::Relaunch::from_start();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(cli.conf),
+        Command::Run => run(cli.conf, relaunch),
         Command::Check => check(cli.conf),
         Command::Reload => reload(cli.conf),
+        Command::Upgrade => upgrade(cli.conf),
     }
 }
 
-fn run(conf: PathBuf) -> ExitCode {
+fn run(conf: PathBuf, relaunch: moongate::upgrade::Relaunch) -> ExitCode {
     // The access log writes its own lines (not tracing events).
     let human = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     tracing_subscriber::registry().with(human).init();
-    match moongate::Server::from_dir(&conf).run() {
+    match moongate::Server::from_dir(&conf)
+        .with_upgrade(relaunch)
+        .run()
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -152,6 +167,29 @@ fn reload(conf: PathBuf) -> ExitCode {
         "no [admin] listener and no server.pid_file configured: nothing to reach the running server with"
     );
     ExitCode::FAILURE
+}
+
+fn upgrade(conf: PathBuf) -> ExitCode {
+    let config = match ConfigSource::Dir(conf).load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match moongate::upgrade::request(&config) {
+        Ok(done) => {
+            println!(
+                "upgraded: pid {} serves; pid {} drains and exits",
+                done.new, done.old
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// POST /reload with a plain HTTP/1.1 exchange; returns status and body.

@@ -21,6 +21,7 @@ use crate::runtime::Workers;
 use crate::sd_notify::Notifier;
 use crate::snapshot::{self, Snapshot};
 use crate::state::Shared;
+use crate::upgrade::Passed;
 
 /// Where the configuration is read from.
 #[derive(Debug, Clone)]
@@ -92,20 +93,43 @@ impl Control {
         let _ = self.systemd.set(notifier);
     }
 
-    /// Opens the current snapshot's listeners and admin listener.
+    /// Opens the current snapshot's listeners and admin listener (taking
+    /// over the sockets [`Control::inherit`] was given).
     pub async fn open(self: &Arc<Self>) -> Result<(), String> {
         let snap = self.shared.snapshot.load_full();
         let mut serving = self.serving.lock().await;
-        self.apply(&mut serving, &snap).await
+        let opened = self.apply(&mut serving, &snap).await;
+        serving.listeners.release_inherited();
+        opened
+    }
+
+    /// Gives [`Control::open`] the sockets a binary upgrade handed over.
+    pub async fn inherit(&self, sockets: Vec<Passed>) {
+        self.serving.lock().await.listeners.inherit(sockets);
+    }
+
+    /// Holds reloads off until the guard is dropped, so the sockets a
+    /// binary upgrade hands over stay the ones open.
+    pub async fn freeze(&self) -> Frozen<'_> {
+        Frozen {
+            serving: self.serving.lock().await,
+        }
     }
 
     async fn apply(self: &Arc<Self>, serving: &mut Serving, snap: &Snapshot) -> Result<(), String> {
         let admin_addr = snap.admin.as_ref().map(|a| a.listen.addr);
         let new_admin = if serving.admin.as_ref().map(AdminServer::key) != admin_addr {
             match admin_addr {
-                Some(addr) => Some(Some(
-                    AdminServer::bind(addr, self.clone()).map_err(|e| e.to_string())?,
-                )),
+                Some(addr) => {
+                    let inherited = (serving.listeners)
+                        .take_inherited(addr, crate::upgrade::Kind::Admin)
+                        .into_iter()
+                        .next();
+                    Some(Some(
+                        AdminServer::bind(addr, self.clone(), inherited)
+                            .map_err(|e| e.to_string())?,
+                    ))
+                }
                 None => Some(None),
             }
         } else {
@@ -215,6 +239,22 @@ impl Control {
         if let Some(admin) = serving.admin.take() {
             admin.stop();
         }
+    }
+}
+
+/// The listeners held still for a binary upgrade ([`Control::freeze`]).
+pub struct Frozen<'a> {
+    serving: tokio::sync::MutexGuard<'a, Serving>,
+}
+
+impl Frozen<'_> {
+    /// Duplicates of every listening socket, the admin listener's too.
+    pub fn sockets(&self) -> std::io::Result<Vec<Passed>> {
+        let mut all = self.serving.listeners.passed()?;
+        if let Some(admin) = &self.serving.admin {
+            all.push(admin.passed()?);
+        }
+        Ok(all)
     }
 }
 

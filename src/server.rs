@@ -10,7 +10,11 @@
 //! `READY=1` once the managed worker pools have ready workers too.
 //! Graceful stop: stop accepting, let in-flight requests finish (up to
 //! `shutdown_timeout`), stop the managed app workers (drained, SIGTERM,
-//! SIGKILL after their `stop_timeout`), exit.
+//! SIGKILL after their `stop_timeout`), exit. A binary upgrade
+//! ([`crate::upgrade`]) ends the same way once the new process serves, but
+//! leaves the pid file (now the new process's) in place; a process started
+//! by one takes the listening sockets over and waits for its managed
+//! workers before it says it is ready.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -27,6 +31,7 @@ use crate::reload::{self, ConfigSource, Control};
 use crate::runtime::Workers;
 use crate::snapshot;
 use crate::state::{ReloadStatus, Shared};
+use crate::upgrade::{Relaunch, Taking, Upgrader};
 use crate::workers::Registry;
 
 /// Why the server could not start or stopped with an error.
@@ -47,6 +52,7 @@ pub enum ServerError {
 pub struct Server {
     source: ConfigSource,
     access_log: AccessLog,
+    relaunch: Option<Relaunch>,
 }
 
 /// A server started with [`Server::start`].
@@ -109,7 +115,16 @@ impl Server {
         Server {
             source,
             access_log: AccessLog::new(),
+            relaunch: None,
         }
+    }
+
+    /// Lets [`Server::run`] upgrade itself on SIGUSR2 by starting
+    /// `relaunch` (what the `moongate` binary does), and take over from a
+    /// serving process when it was started by such an upgrade.
+    pub fn with_upgrade(mut self, relaunch: Relaunch) -> Server {
+        self.relaunch = Some(relaunch);
+        self
     }
 
     /// Writes access lines through `log` (a handle the embedder may keep,
@@ -125,9 +140,18 @@ impl Server {
     }
 
     /// Serves until SIGTERM/SIGINT (graceful) or SIGQUIT (immediate);
-    /// SIGHUP reloads.
+    /// SIGHUP reloads; with [`Server::with_upgrade`], SIGUSR2 upgrades.
     pub fn run(self) -> Result<(), ServerError> {
-        run(self.source, self.access_log, Trigger::Signals, None)
+        let mut taking = match self.relaunch {
+            Some(_) => Taking::from_env().map_err(ServerError::Start)?,
+            None => None,
+        };
+        let trigger = Trigger::Signals(self.relaunch);
+        let result = run(self.source, self.access_log, trigger, None, taking.as_mut());
+        if let (Some(taking), Err(e)) = (&mut taking, &result) {
+            taking.failed(&e.to_string());
+        }
+        result
     }
 
     /// Serves on background threads; returns once listeners are open.
@@ -138,7 +162,7 @@ impl Server {
         let log = self.access_log;
         let thread = std::thread::Builder::new()
             .name("moongate-control".into())
-            .spawn(move || run(source, log, Trigger::Channel(stop_rx), Some(ready_tx)))?;
+            .spawn(move || run(source, log, Trigger::Channel(stop_rx), Some(ready_tx), None))?;
         match ready_rx.recv() {
             Ok(Ok((listeners, admin))) => Ok(Running {
                 listeners,
@@ -161,8 +185,17 @@ impl Server {
 }
 
 enum Trigger {
-    Signals,
+    /// The process's signals; the binary to start on SIGUSR2, if any.
+    Signals(Option<Relaunch>),
     Channel(oneshot::Receiver<()>),
+}
+
+/// How serving ended.
+enum Stop {
+    /// Asked to stop (a signal, [`Running::stop`]).
+    Asked,
+    /// A new process took over (the pid file is its now): its pid.
+    HandedOver(u32),
 }
 
 type Ready = std::sync::mpsc::Sender<Result<(Vec<Bound>, Option<std::net::SocketAddr>), String>>;
@@ -172,6 +205,7 @@ fn run(
     access_log: AccessLog,
     trigger: Trigger,
     ready: Option<Ready>,
+    mut taking: Option<&mut Taking>,
 ) -> Result<(), ServerError> {
     let snap = snapshot::compile(source.load()?, None, 1)?;
     let workers = snap
@@ -186,6 +220,7 @@ fn run(
         started: Instant::now(),
         workers,
         reloads: Mutex::new(ReloadStatus::default()),
+        upgrades: Default::default(),
         node_id: node_id(),
         app_workers: Arc::new(Registry::new()),
         connections: std::sync::atomic::AtomicU64::new(0),
@@ -203,19 +238,28 @@ fn run(
         // SIGHUP or SIGTERM sent as soon as either appears is handled instead
         // of killing the process (the signals' default action).
         let signals = match &trigger {
-            Trigger::Signals => Some(Signals::register()?),
+            Trigger::Signals(_) => Some(Signals::register()?),
             Trigger::Channel(_) => None,
         };
         let control = Control::new(shared.clone(), source.clone(), handles);
         // Only `moongate run` speaks for a systemd unit, not an embedder.
         let systemd = match &trigger {
-            Trigger::Signals => crate::sd_notify::Notifier::from_env().map(Arc::new),
+            Trigger::Signals(_) => crate::sd_notify::Notifier::from_env().map(Arc::new),
             Trigger::Channel(_) => None,
         };
+        if let Some(taking) = taking.as_deref_mut() {
+            control.inherit(taking.take_sockets()).await;
+        }
         // Workers start on this thread, which lives as long as the server:
         // their parent-death signal is tied to it.
         shared.app_workers.apply(&shared.snapshot.load().upstreams);
         crate::upstream::health::start(&shared.snapshot.load().upstreams);
+        // Taking over: no request is accepted before the pools can serve it.
+        if taking.is_some() {
+            crate::upgrade::pools_ready(&shared.app_workers, &shared.snapshot.load())
+                .await
+                .map_err(ServerError::Start)?;
+        }
         if let Err(e) = control.open().await {
             if let Some(r) = &ready {
                 let _ = r.send(Err(e.clone()));
@@ -240,28 +284,39 @@ fn run(
             "moongate ready (pid {})",
             std::process::id()
         );
+        if let Some(taking) = taking {
+            tracing::info!("took over from pid {}", taking.old_pid());
+            taking.ready();
+        }
         if let Some(r) = &ready {
             let _ = r.send(Ok((control.bound(), control.admin_addr().await)));
         }
         if let Some(n) = &systemd {
             tokio::spawn(notify_ready(n.clone(), shared.clone(), control.clone()));
         }
-        match trigger {
-            Trigger::Signals => {
-                if let Some(signals) = signals {
-                    signals.wait(&control).await;
-                }
-            }
+        let stop = match trigger {
+            Trigger::Signals(relaunch) => match signals {
+                Some(signals) => signals.wait(&control, Upgrader::new(relaunch)).await,
+                None => Stop::Asked,
+            },
             Trigger::Channel(rx) => {
                 let _ = rx.await;
+                Stop::Asked
             }
-        }
+        };
         tracing::info!("stopping: no new connections; finishing requests in flight");
         if let Some(n) = &systemd {
-            n.stopping();
+            match stop {
+                // The service goes on in the new process: systemd follows
+                // it (the unit's NotifyAccess=all lets it speak).
+                Stop::HandedOver(pid) => {
+                    let _ = n.send(&format!("MAINPID={pid}"));
+                }
+                Stop::Asked => n.stopping(),
+            }
         }
         control.close().await;
-        Ok(())
+        Ok(stop)
     });
 
     drain.cancel();
@@ -290,10 +345,13 @@ fn run(
             tracing::warn!(zone = %name, "disk cache writes still queued at exit were lost");
         }
     }
-    if let Some(path) = &pid_file {
+    // Handed over: the pid file names the new process now.
+    if let Some(path) = &pid_file
+        && !matches!(result, Ok(Stop::HandedOver(_)))
+    {
         let _ = std::fs::remove_file(path);
     }
-    result
+    result.map(drop)
 }
 
 /// Tells systemd `READY=1` once the managed worker pools have their first
@@ -343,10 +401,11 @@ async fn forget_idle_keys(shared: Arc<Shared>) {
     }
 }
 
-/// The signals `moongate run` answers: SIGHUP reloads, SIGTERM/SIGINT stop
-/// gracefully, SIGQUIT stops at once.
+/// The signals `moongate run` answers: SIGHUP reloads, SIGUSR2 upgrades,
+/// SIGTERM/SIGINT stop gracefully, SIGQUIT stops at once.
 struct Signals {
     hup: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     quit: tokio::signal::unix::Signal,
@@ -358,19 +417,31 @@ impl Signals {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals {
             hup: signal(SignalKind::hangup())?,
+            usr2: signal(SignalKind::user_defined2())?,
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             quit: signal(SignalKind::quit())?,
         })
     }
 
-    /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
-    async fn wait(mut self, control: &Arc<Control>) {
+    /// Reloads on SIGHUP, upgrades on SIGUSR2; returns on SIGTERM or
+    /// SIGINT, or once an upgrade's new process serves.
+    async fn wait(mut self, control: &Arc<Control>, mut upgrader: Upgrader) -> Stop {
         loop {
             tokio::select! {
                 _ = self.hup.recv() => { let _ = control.reload("signal").await; }
-                _ = self.term.recv() => return,
-                _ = self.int.recv() => return,
+                _ = self.usr2.recv() => upgrader.start(control),
+                done = upgrader.finished() => if let Ok(pid) = done {
+                    return Stop::HandedOver(pid);
+                },
+                _ = self.term.recv() => {
+                    upgrader.abandon();
+                    return Stop::Asked;
+                }
+                _ = self.int.recv() => {
+                    upgrader.abandon();
+                    return Stop::Asked;
+                }
                 _ = self.quit.recv() => {
                     tracing::info!("SIGQUIT: stopping at once");
                     std::process::exit(0);

@@ -27,6 +27,8 @@ pub struct Shared {
     pub workers: usize,
     /// The outcome of reloads, for `/status`.
     pub reloads: Mutex<ReloadStatus>,
+    /// Binary upgrades asked of this process, for `/status`.
+    pub upgrades: crate::upgrade::Tracker,
     /// This process's id among nodes (pid and start time), so a purge it
     /// fans out is not applied twice here.
     pub node_id: String,

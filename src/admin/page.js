@@ -37,7 +37,8 @@
       '<div><dt>5xx share</dt><dd id="errors">' + esc(ratio(r.rates.error_ratio)) + "</dd></div>" +
       "<div><dt>Uptime</dt><dd>" + esc(duration(r.uptime_secs)) + "</dd></div>" +
       "<div><dt>Threads</dt><dd>" + esc(r.threads) + "</dd></div>" +
-      "<div><dt>Version</dt><dd>" + esc(r.version) + "</dd></div></dl>";
+      "<div><dt>Version</dt><dd>" + esc(r.version) + "</dd></div>" +
+      '<div><dt>Pid</dt><dd id="pid">' + esc(r.pid) + "</dd></div></dl>";
     o += '<p id="reload">Last reload: ';
     const last = r.reload.last;
     if (!last) {
@@ -49,7 +50,16 @@
         " failed since start";
       if (last.error) o += '<pre class="error">' + esc(last.error) + "</pre>";
     }
-    o += '</p><p class="muted">Listeners: ' + esc(list(r.listeners.map((l) => l.scheme + "://" + l.addr), "none")) +
+    o += "</p>";
+    const up = r.upgrade.last;
+    if (up) {
+      o += '<p id="upgrade">Last binary upgrade: <span class="' + (up.ok ? "st-up" : "st-down") + '">' +
+        (up.ok ? "handed over" : "failed") + "</span> at " + esc(timestamp(up.at * 1000)) + " (" +
+        esc(ago(r.time_unix_ms, up.at * 1000)) + ")";
+      if (up.error) o += '<pre class="error">' + esc(up.error) + "</pre>";
+      o += "</p>";
+    }
+    o += '<p class="muted">Listeners: ' + esc(list(r.listeners.map((l) => l.scheme + "://" + l.addr), "none")) +
       ". Files: " + esc(list(r.files, "none")) + ".</p></section>";
     return o;
   }

@@ -62,13 +62,15 @@ fn overview(o: &mut String, r: &Report) {
          <div><dt>5xx share</dt><dd id=\"errors\">{}</dd></div>\
          <div><dt>Uptime</dt><dd>{}</dd></div>\
          <div><dt>Threads</dt><dd>{}</dd></div>\
-         <div><dt>Version</dt><dd>{}</dd></div></dl>",
+         <div><dt>Version</dt><dd>{}</dd></div>\
+         <div><dt>Pid</dt><dd id=\"pid\">{}</dd></div></dl>",
         r.generation,
         per_sec(r.rates.requests_per_sec),
         ratio(r.rates.error_ratio),
         duration(r.uptime_secs),
         r.threads,
         escape(r.version),
+        r.pid,
     );
     o.push_str("<p id=\"reload\">Last reload: ");
     match &r.reload.last {
@@ -95,7 +97,25 @@ fn overview(o: &mut String, r: &Report) {
             }
         }
     }
-    o.push_str("</p><p class=\"muted\">Listeners: ");
+    o.push_str("</p>");
+    if let Some(last) = &r.upgrade.last {
+        let (class, word) = if last.ok {
+            ("st-up", "handed over")
+        } else {
+            ("st-down", "failed")
+        };
+        let _ = write!(
+            o,
+            "<p id=\"upgrade\">Last binary upgrade: <span class=\"{class}\">{word}</span> at {} ({})",
+            timestamp(last.at.saturating_mul(1000)),
+            ago(r.time_unix_ms, last.at.saturating_mul(1000)),
+        );
+        if let Some(error) = &last.error {
+            let _ = write!(o, "<pre class=\"error\">{}</pre>", escape(error));
+        }
+        o.push_str("</p>");
+    }
+    o.push_str("<p class=\"muted\">Listeners: ");
     let listeners: Vec<String> = (r.listeners.iter())
         .map(|l| format!("{}://{}", l.scheme, l.addr))
         .collect();

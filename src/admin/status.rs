@@ -31,6 +31,8 @@ use crate::workers::PoolStatus;
 pub struct Report {
     /// moongate's version.
     pub version: &'static str,
+    /// This process's id (after a binary upgrade, the new process's).
+    pub pid: u32,
     /// Seconds since the server started.
     pub uptime_secs: f64,
     /// When this report was made (milliseconds since the Unix epoch): what
@@ -46,6 +48,8 @@ pub struct Report {
     pub listeners: Vec<Bound>,
     /// Reloads so far and the last attempt (with its error).
     pub reload: ReloadStatus,
+    /// Binary upgrades asked of this process and the last one's outcome.
+    pub upgrade: crate::upgrade::UpgradeStatus,
     /// Every request over the last minute.
     pub rates: Rate,
     /// The routes, in config order, each with its rates.
@@ -165,6 +169,7 @@ impl Report {
         #[allow(unused_mut)] // set last in the alloc-count build
         let mut report = Report {
             version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
             uptime_secs: shared.started.elapsed().as_secs_f64(),
             time_unix_ms: unix_ms(SystemTime::now()),
             generation: snap.generation,
@@ -172,6 +177,7 @@ impl Report {
             files: snap.files.iter().map(|f| f.display().to_string()).collect(),
             listeners: control.bound(),
             reload: shared.reload_status(),
+            upgrade: shared.upgrades.status(),
             rates: rates.all,
             routes,
             upstreams: (snap.upstreams.iter())

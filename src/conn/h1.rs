@@ -121,9 +121,12 @@ where
                 ctx: &ctx,
                 interim: &interim,
                 max_buf,
+                stop: &stop,
             };
             match Box::pin(exchange(conn, head)).await {
-                Outcome::KeepAlive if !stop.is_cancelled() => {
+                // A stop after the response went out keep-alive is seen by
+                // `read_head`, which then serves one more request.
+                Outcome::KeepAlive => {
                     let pipelined = {
                         let mut w = wire.borrow_mut();
                         w.io.set_phase(ReadPhase::Idle);
@@ -137,7 +140,6 @@ where
                         tokio::task::yield_now().await;
                     }
                 }
-                Outcome::KeepAlive => break End::Close { read_all: true },
                 Outcome::Close { read_all } => break End::Close { read_all },
                 Outcome::Gone => break End::Quiet,
                 Outcome::Switched(tx) => break End::Switched(tx),
@@ -201,6 +203,8 @@ struct Conn<'a, S> {
     ctx: &'a Rc<ConnCtx>,
     interim: &'a Arc<Interim>,
     max_buf: usize,
+    /// The graceful stop: a response written after it closes the connection.
+    stop: &'a CancellationToken,
 }
 
 /// Serves one request whose head was read: its handler, then its response.
@@ -215,6 +219,7 @@ where
         ctx,
         interim,
         max_buf,
+        stop,
     } = conn;
     let peer = ctx.peer;
     let RequestHead {
@@ -269,6 +274,12 @@ where
         // A body left unread that cannot be discarded closes the
         // connection: the response says so.
         if ex.keep_alive && !wire.borrow().body_done() && !may_discard(wire) {
+            ex.keep_alive = false;
+        }
+        // Stopping: the response says the connection closes after it, so
+        // the client sends its next request elsewhere instead of into a
+        // closing socket.
+        if ex.keep_alive && stop.is_cancelled() {
             ex.keep_alive = false;
         }
         // The response body (and its completion hook: the access log, the
@@ -458,10 +469,18 @@ where
         let idle = wire.borrow().buf.is_empty();
         let read = poll_fn(|cx| wire.borrow_mut().poll_fill(cx));
         let n = if idle {
-            // Stopping: a connection between requests just closes.
+            // Stopping: a connection between requests gets a last moment
+            // for a request already on its way (answered with `Connection:
+            // close`), then closes. Boxed: no room in an idle connection.
             tokio::select! {
                 r = read => r,
-                () = stop.cancelled() => return Next::Close,
+                () = stop.cancelled() => {
+                    let last_call = poll_fn(|cx| wire.borrow_mut().poll_fill(cx));
+                    match Box::pin(tokio::time::timeout(super::STOP_GRACE, last_call)).await {
+                        Ok(r) => r,
+                        Err(_) => return Next::Close,
+                    }
+                }
             }
         } else {
             read.await

@@ -117,6 +117,8 @@ pub(super) fn spawn(
         .env_remove(crate::sd_notify::NOTIFY_SOCKET)
         .envs(&def.env)
         .env("MOONGATE_WORKER", who.slot.to_string())
+        // Meant for this process alone (when an upgrade started it).
+        .env_remove(crate::upgrade::SOCKET_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -54,6 +54,7 @@ mod compress_config;
 mod workers;
 mod examples;
 mod upgrade;
+mod upgrade_binary;
 mod http1_strict;
 mod http1_server;
 mod http1_discard;

@@ -82,7 +82,24 @@ impl Moongate {
         conf: PathBuf,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Moongate {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_moongate"))
+        Self::start_program_env(Path::new(env!("CARGO_BIN_EXE_moongate")), dir, conf, env)
+    }
+
+    /// Like [`Moongate::start_at`], running `program` (a link to the
+    /// binary, say) instead of the binary itself.
+    pub fn start_program(program: &Path, dir: tempfile::TempDir, conf: PathBuf) -> Moongate {
+        Self::start_program_env(program, dir, conf, &[])
+    }
+
+    /// [`Moongate::start_program`] with `env` added to moongate's
+    /// environment.
+    pub fn start_program_env(
+        program: &Path,
+        dir: tempfile::TempDir,
+        conf: PathBuf,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Moongate {
+        let mut child = Command::new(program)
             .arg("run")
             .arg("-c")
             .arg(&conf)

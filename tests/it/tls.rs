@@ -58,7 +58,7 @@ fn conf_with_plain(certs: &[String], alpn: &str, origin: SocketAddr, plain: &str
 }
 
 /// A client that trusts only `root` and sends `host` to `addr`.
-fn tls_client(root: &Pem, host: &str, addr: SocketAddr) -> reqwest::Client {
+pub(crate) fn tls_client(root: &Pem, host: &str, addr: SocketAddr) -> reqwest::Client {
     support::install_crypto();
     reqwest::Client::builder()
         .no_proxy()
@@ -71,7 +71,7 @@ fn tls_client(root: &Pem, host: &str, addr: SocketAddr) -> reqwest::Client {
         .expect("tls client")
 }
 
-fn https(host: &str, addr: SocketAddr, path: &str) -> String {
+pub(crate) fn https(host: &str, addr: SocketAddr, path: &str) -> String {
     format!("https://{host}:{}{path}", addr.port())
 }
 
