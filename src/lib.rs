@@ -61,7 +61,8 @@
 //! spawned, supervised, recycled, rolled and stopped), [`admin`] (status,
 //! reload, purge and worker restart API), [`fanout`] (purges to and from
 //! other nodes over Redis pub/sub), [`server`] (the embedding API and the
-//! control thread). With the `fuzzing` feature, `fuzz_api` exposes a
+//! control thread), [`import`] (`moongate import`: an nginx configuration
+//! translated into conf.d and Lua). With the `fuzzing` feature, `fuzz_api` exposes a
 //! few private parsers to the cargo-fuzz targets in `fuzz/`; with
 //! `alloc-count`, `alloc_count` is the bench build's counting allocator.
 //!
@@ -134,6 +135,7 @@ pub mod workers;
 pub mod admin;
 pub mod fanout;
 pub mod server;
+pub mod import;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz_api;
 #[cfg(feature = "alloc-count")]
