@@ -68,3 +68,4 @@ mod policies_transform;
 mod policies_user_agent;
 mod policies_canary;
 mod policies_forward_auth;
+mod import;

@@ -227,6 +227,19 @@ impl Tx<'_> {
         } else {
             let strips = matches!(path_out, PathOut::Prefix(_));
             self.static_target(&scope, &own, kind, strips, &path, d, &mut keys);
+            let missing = keys
+                .get("root")
+                .and_then(toml::Value::as_str)
+                .is_some_and(|r| !std::path::Path::new(r).is_dir());
+            if missing && compiled.is_some() && own.alias.is_none() {
+                // A location of rewrites only: nginx serves the files of
+                // an inherited root that does not exist here (404s).
+                let why = "its rewrites run as a content handler answering 404 when none applies: \
+                           the root nginx would serve files from does not exist here";
+                self.note_d(d, Severity::Differs, why);
+                keys.keys.retain(|(k, _)| k != "root" && k != "expires");
+                program_is_content = true;
+            }
         }
         if !uri_replace.is_empty() {
             rewrite_pre.push_str("local import_uri = ngx.var.uri\n");
@@ -238,10 +251,13 @@ impl Tx<'_> {
         }
         rewrite_pre.push_str(&uri_replace);
         if program_is_content {
-            let code = compiled
+            let mut code = compiled
                 .as_ref()
                 .map(|c| c.code.clone())
                 .unwrap_or_default();
+            if !terminates {
+                code.push_str("return ngx.exit(404)\n");
+            }
             let from = format!(
                 "the rewrite-module directives of location {} ({})",
                 args.join(" "),

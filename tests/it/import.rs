@@ -1,0 +1,223 @@
+//! `moongate import`: nginx configurations (the bench's anchor configs and
+//! fixtures covering each translated directive) are imported by the real
+//! binary, the conf.d it writes passes `moongate check`, and then Debian's
+//! real nginx on the original and moongate on the import, in front of the
+//! same echo origin, answer the same requests with the same status and body.
+
+mod compare;
+mod nginx;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use compare::{Case, get, same_answers};
+use nginx::{Nginx, free_addr};
+
+use crate::support::{Moongate, Origin};
+
+/// The repository's files.
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Files both servers read: static files, a Lua module.
+fn share() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("share dir");
+    let p = dir.path();
+    for d in ["site/static", "data", "lualib"] {
+        std::fs::create_dir_all(p.join(d)).expect("mkdir");
+    }
+    std::fs::write(p.join("site/static/hello.txt"), "hello, static\n").expect("write");
+    std::fs::write(p.join("site/static/index.html"), "<h1>static index</h1>\n").expect("write");
+    std::fs::write(p.join("data/f.txt"), "aliased file\n").expect("write");
+    std::fs::write(p.join("data/robots.txt"), "User-agent: *\n").expect("write");
+    std::fs::write(
+        p.join("lualib/greet.lua"),
+        "return { hi = function(name) return \"hi \" .. name end }\n",
+    )
+    .expect("write");
+    dir
+}
+
+/// `conf` with its placeholders filled.
+fn render(conf: &str, listen: &str, origin: &Origin, share: &Path, extra: &[(&str, String)]) -> String {
+    let mut out = conf
+        .replace("@LISTEN@", listen)
+        .replace("@ORIGIN_LISTEN@", listen)
+        .replace("@ORIGIN@", &origin.addr.to_string())
+        .replace("@SHARE@", &share.display().to_string());
+    for (k, v) in extra {
+        out = out.replace(k, v);
+    }
+    assert!(!out.contains("@LISTEN@") && !out.contains("@ORIGIN@"), "unrendered: {out}");
+    out
+}
+
+/// `moongate import` (the binary) of `conf` into a fresh conf.d, which
+/// must pass its check; moongate started on it.
+fn import_and_start(conf: &str) -> Moongate {
+    let dir = tempfile::tempdir().expect("import dir");
+    let input = dir.path().join("nginx.conf");
+    std::fs::write(&input, conf).expect("write nginx.conf");
+    let out = Command::new(env!("CARGO_BIN_EXE_moongate"))
+        .arg("import")
+        .arg(&input)
+        .arg("-o")
+        .arg(dir.path().join("conf.d"))
+        .arg("--nginx-prefix")
+        .arg(dir.path())
+        .output()
+        .expect("run moongate import");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("configuration OK"),
+        "import failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let conf_d = dir.path().join("conf.d");
+    Moongate::start_at(dir, conf_d)
+}
+
+/// nginx on `conf` and moongate on its import, both before `origin`.
+fn both(conf: &str, origin: &Origin, share: &Path, extra: &[(&str, String)]) -> (Nginx, Moongate) {
+    let addr = free_addr();
+    let nginx = Nginx::start(&render(conf, &addr.to_string(), origin, share, extra), addr);
+    let mg = import_and_start(&render(conf, "127.0.0.1:0", origin, share, extra));
+    (nginx, mg)
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(repo(&format!("tests/fixtures/import/{name}"))).expect("fixture")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locations_proxy_pass_rewrite_return_and_static_answer_as_nginx() {
+    let origin = Origin::start(compare::echo).await;
+    let share = share();
+    let (nginx, mg) = both(&fixture("locations.conf"), &origin, share.path(), &[]);
+    let cases = [
+        get("/exact", 200),
+        get("/exact/more", 200),
+        get("/prefix/a/b?x=1", 200),
+        get("/prefix", 301).status_only(),
+        get("/one", 200),
+        get("/noslashy?q", 200),
+        get("/caret/x.php", 200),
+        get("/a/b.php", 200),
+        get("/case/Mixed", 200),
+        get("/cap/ab/12", 200),
+        get("/cap/ab/123", 200),
+        get("/static/hello.txt", 200),
+        get("/static/", 200),
+        get("/static/missing.txt", 404).status_only(),
+        get("/files/f.txt", 200),
+        get("/robots.txt", 200),
+        get("/old/x?y=1", 301).status_only(),
+        get("/tmp/a", 302).status_only(),
+        get("/v1/q?z=2", 200),
+        get("/brk/a", 200),
+        get("/args/bob?z=1", 200),
+        get("/gone", 410).status_only(),
+        get("/redir/p?q=1", 301).status_only(),
+        get("/teapot", 418),
+        get("/hdr/x?q=7", 200).header("X-Test-Drop", "from the client"),
+        get("/private/x", 403).status_only(),
+    ];
+    same_answers(nginx.addr, mg.http[0], &cases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_handlers_shared_dicts_and_limit_req_answer_as_openresty() {
+    let origin = Origin::start(compare::echo).await;
+    let share = share();
+    let (nginx, mg) = both(&fixture("lua.conf"), &origin, share.path(), &[]);
+    let cases = [
+        get("/hello?name=x", 200),
+        get("/guarded/a", 403).status_only(),
+        get("/guarded/a", 403).header("X-Token", "wrong").status_only(),
+        get("/guarded/a?b", 200).header("X-Token", "secret"),
+        get("/count", 200),
+        get("/count", 200),
+        get("/module", 200),
+        // burst=2 nodelay: three at once, the fourth refused (503).
+        get("/limited/1", 200),
+        get("/limited/2", 200),
+        get("/limited/3", 200),
+        get("/limited/4", 503).status_only(),
+        get("/rw/a?k=v", 200),
+        get("/filtered/x", 200).compare("x-test-filter"),
+    ];
+    same_answers(nginx.addr, mg.http[0], &cases).await;
+}
+
+/// The bench's anchor configurations (bench/nginx, copied from the
+/// project's anchors), rendered as bench/run.py renders them.
+fn anchor(name: &str) -> String {
+    std::fs::read_to_string(repo(&format!("bench/nginx/{name}.conf"))).expect("anchor")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_and_cache_anchors_answer_as_nginx() {
+    let origin = Origin::start(compare::echo).await;
+    let share = share();
+    let (nginx, mg) = both(&anchor("proxy"), &origin, share.path(), &[]);
+    let cases = [get("/", 200), get("/api/item/1?x=y", 200).header("X-User", "u")];
+    same_answers(nginx.addr, mg.http[0], &cases).await;
+    drop((nginx, mg));
+
+    let cache_dir = tempfile::tempdir().expect("cache dir");
+    let extra = [("@CACHE_DIR@", cache_dir.path().join("c").display().to_string())];
+    let (nginx, mg) = both(&anchor("cache"), &origin, share.path(), &extra);
+    let cases = [
+        get("/cached/1", 200).compare("x-cache-status"),
+        get("/cached/1", 200).compare("x-cache-status"),
+        get("/cached/2?a=b", 200).compare("x-cache-status"),
+    ];
+    same_answers(nginx.addr, mg.http[0], &cases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lua_anchors_answer_as_openresty() {
+    let origin = Origin::start(compare::echo).await;
+    let share = share();
+    let (nginx, mg) = both(&anchor("lua-access"), &origin, share.path(), &[]);
+    let cases = [
+        get("/v1/item", 403).status_only(),
+        get("/v1/item", 403).header("Authorization", "Bearer nobody").status_only(),
+        get("/v1/item?q=1", 200).header("Authorization", "Bearer bench-token-alice"),
+        get("/other", 200).header("Authorization", "Bearer bench-token-bob"),
+    ];
+    same_answers(nginx.addr, mg.http[0], &cases).await;
+    drop((nginx, mg));
+
+    // The anchor's own token bucket in a shared dict: 1 token/s, 2 at once.
+    let extra = [("@RL_RATE@", "1".to_owned()), ("@RL_BURST@", "2".to_owned())];
+    let (nginx, mg) = both(&anchor("lua-ratelimit"), &origin, share.path(), &extra);
+    let alice = ("Authorization", "Bearer bench-token-alice");
+    let cases = [
+        get("/v1/a", 200).header(alice.0, alice.1),
+        get("/v1/b", 200).header(alice.0, alice.1),
+        get("/v1/c", 429).header(alice.0, alice.1).status_only().compare("retry-after"),
+        get("/v1/d", 403).status_only(),
+    ];
+    same_answers(nginx.addr, mg.http[0], &cases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_anchor_answers_as_nginx() {
+    let origin = Origin::start(compare::echo).await;
+    let share = share();
+    let page = share.path().join("page.html");
+    std::fs::write(&page, "<p>a page</p>\n").expect("page");
+    let extra = [("@PAGE_FILE@", page.display().to_string())];
+    let (nginx, mg) = both(&anchor("origin"), &origin, share.path(), &extra);
+    let cases = [
+        get("/hello", 200),
+        get("/api/item/1", 200).header("X-User", "carol").compare("x-origin-user").compare("cache-control"),
+        get("/short/x", 200).compare("cache-control"),
+        get("/page", 200),
+        get("/nothing", 404).status_only(),
+    ];
+    same_answers(nginx.addr, mg.http[0], &cases).await;
+}
