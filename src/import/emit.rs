@@ -138,7 +138,20 @@ fn keys(text: &mut String, table: &Table) {
     for (k, v) in &table.keys {
         match (k.as_str(), v) {
             ("lua", Value::Table(t)) => {
-                for (phase, p) in t {
+                // In the order the phases run.
+                let order = [
+                    "balancer",
+                    "rewrite",
+                    "access",
+                    "content",
+                    "header_filter",
+                    "body_filter",
+                    "log",
+                ];
+                let rank = |k: &str| order.iter().position(|o| *o == k).unwrap_or(order.len());
+                let mut phases: Vec<(&String, &Value)> = t.iter().collect();
+                phases.sort_by_key(|(k, _)| rank(k));
+                for (phase, p) in phases {
                     let _ = writeln!(text, "lua.{} = {}", key(phase), value(p));
                 }
             }

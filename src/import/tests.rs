@@ -6,20 +6,23 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::reload::ConfigSource;
 
+mod robust;
+mod servers;
+
 /// An import of `conf` (written as `nginx.conf` in a temp dir that is
 /// also nginx's prefix) into `conf.d` there.
-struct Run {
-    dir: tempfile::TempDir,
-    done: Imported,
+pub(super) struct Run {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) done: Imported,
 }
 
 impl Run {
-    fn new(conf: &str) -> Run {
+    pub(super) fn new(conf: &str) -> Run {
         let dir = tempfile::tempdir().unwrap();
         Self::in_dir(dir, conf)
     }
 
-    fn in_dir(dir: tempfile::TempDir, conf: &str) -> Run {
+    pub(super) fn in_dir(dir: tempfile::TempDir, conf: &str) -> Run {
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
         let done = import(&ImportOptions {
             input: dir.path().join("nginx.conf"),
@@ -30,16 +33,16 @@ impl Run {
         Run { dir, done }
     }
 
-    fn out(&self) -> PathBuf {
+    pub(super) fn out(&self) -> PathBuf {
         self.dir.path().join("conf.d")
     }
 
-    fn file(&self, rel: &str) -> String {
+    pub(super) fn file(&self, rel: &str) -> String {
         std::fs::read_to_string(self.out().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
     }
 
     /// Every TOML file's text, in name order.
-    fn toml(&self) -> String {
+    pub(super) fn toml(&self) -> String {
         let mut names: Vec<PathBuf> = std::fs::read_dir(self.out())
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -53,14 +56,14 @@ impl Run {
     }
 
     /// `moongate check` on the output must pass.
-    fn check(&self) {
+    pub(super) fn check(&self) {
         if let Err(e) = ConfigSource::Dir(self.out()).check() {
             panic!("check failed: {e}\n{}", self.toml());
         }
     }
 
     /// The printed note for a directive starting with `directive`.
-    fn note(&self, directive: &str) -> &Note {
+    pub(super) fn note(&self, directive: &str) -> &Note {
         self.done
             .report
             .notes
@@ -69,7 +72,7 @@ impl Run {
             .unwrap_or_else(|| panic!("no note for {directive}: {:#?}", self.done.report.notes))
     }
 
-    fn mkdirs(&self, dirs: &[&str]) {
+    pub(super) fn mkdirs(&self, dirs: &[&str]) {
         for d in dirs {
             std::fs::create_dir_all(self.dir.path().join(d)).unwrap();
         }
@@ -77,7 +80,7 @@ impl Run {
 }
 
 /// A self-signed certificate and key written as `certs/site.pem|key`.
-fn cert(dir: &Path) {
+pub(super) fn cert(dir: &Path) {
     let c = rcgen::generate_simple_self_signed(vec!["example.com".to_string()]).unwrap();
     std::fs::create_dir_all(dir.join("certs")).unwrap();
     std::fs::write(dir.join("certs/site.pem"), c.cert.pem()).unwrap();
@@ -372,163 +375,4 @@ fn nginx_dash_t_output_is_imported_file_by_file() {
     assert_eq!(n.pos.to_string(), "/etc/nginx/conf.d/app.conf:5");
     assert_eq!(n.severity, Severity::NotTranslated);
     ConfigSource::Dir(dir.path().join("out")).check().unwrap();
-}
-
-#[test]
-fn a_plain_server_redirecting_to_https_becomes_the_redirect_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    cert(dir.path());
-    let run = Run::in_dir(
-        dir,
-        "http {\n\
-         server { listen 80; server_name example.com; return 301 https://$host$request_uri; }\n\
-         server { listen 8443 ssl; server_name example.com; ssl_certificate certs/site.pem; ssl_certificate_key certs/site.key;\n\
-           location / { proxy_pass http://127.0.0.1:9000; } }\n}\n",
-    );
-    run.check();
-    let all = run.toml();
-    assert!(
-        all.contains(
-            "{ use = \"redirect\", http_to_https = true, https_port = 8443, status_code = 301 }"
-        ),
-        "{all}"
-    );
-    assert!(all.contains("listen = [\"0.0.0.0:80\"]"), "{all}");
-    assert!(
-        !all.contains("server-return"),
-        "the redirect server has no route of its own: {all}"
-    );
-    assert_eq!(run.note("return").severity, Severity::Unneeded);
-}
-
-#[test]
-fn servers_apart_by_port_share_moongate_listeners_and_the_first_route_wins() {
-    let run = Run::new(
-        "http {\n\
-         server { listen 127.0.0.1:8001; location / { return 200 a; } }\n\
-         server { listen 127.0.0.1:8002; location / { return 200 b; } location /b/ { return 200 bb; } }\n}\n",
-    );
-    run.check();
-    let all = run.toml();
-    assert!(
-        all.contains("listen = [\"127.0.0.1:8001\", \"127.0.0.1:8002\"]"),
-        "{all}"
-    );
-    // Both are their port's default server ("*"): the second `/` is dropped.
-    assert_eq!(run.done.routes, 2, "{all}");
-    let n = run
-        .done
-        .report
-        .notes
-        .iter()
-        .find(|n| n.why.contains("not by listen address"))
-        .unwrap();
-    assert!(n.pos.to_string().ends_with("nginx.conf:3"), "{n}");
-    assert!(
-        run.done
-            .report
-            .notes
-            .iter()
-            .any(|n| n.why.contains("also answer on 127.0.0.1:8002"))
-    );
-}
-
-#[test]
-fn server_level_rewrites_run_before_every_route() {
-    let run = Run::new(
-        "http { server { listen 127.0.0.1:8001;\n\
-         rewrite ^/old/(.*)$ /new/$1 last;\n\
-         location /new/ { return 200 \"new $uri\"; }\n\
-         location / { rewrite ^/x$ /new/x break; proxy_pass http://127.0.0.1:9000/base/; } } }\n",
-    );
-    run.check();
-    let root = run.file("lua/s0-root-rewrite.lua");
-    assert!(
-        root.contains("if ngx.var.moongate_import_server_rewrites == nil then"),
-        "{root}"
-    );
-    // The URI part applies only when no rewrite changed the URI (nginx's rule).
-    assert!(root.contains("if ngx.var.uri == import_uri then ngx.req.set_uri(\"/base/\" .. string.sub(import_uri, 2)) end"), "{root}");
-    let all = run.toml();
-    assert!(!all.contains("rewrite = {"), "{all}");
-}
-
-#[test]
-fn an_import_replaces_its_own_files_and_refuses_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("nginx.conf");
-    std::fs::write(&conf, "http { server { listen 127.0.0.1:8001; location /a { return 204; } location /b { return 204; } } }").unwrap();
-    let opts = ImportOptions {
-        input: conf.clone(),
-        out: dir.path().join("conf.d"),
-        nginx_prefix: None,
-    };
-    import(&opts).unwrap();
-    let lua_dir = dir.path().join("conf.d/lua");
-    assert_eq!(std::fs::read_dir(&lua_dir).unwrap().count(), 2);
-    std::fs::write(
-        &conf,
-        "http { server { listen 127.0.0.1:8001; location /a { return 204; } } }",
-    )
-    .unwrap();
-    import(&opts).unwrap();
-    assert_eq!(
-        std::fs::read_dir(&lua_dir).unwrap().count(),
-        1,
-        "the old file for /b is gone"
-    );
-    std::fs::write(dir.path().join("conf.d/50-mine.toml"), "[server]\n").unwrap();
-    let e = import(&opts).unwrap_err();
-    assert!(matches!(e, ImportError::NotOurs(_)), "{e}");
-}
-
-#[test]
-fn syntax_errors_stop_the_import_with_file_and_line() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("nginx.conf"),
-        "http {\n  server {\n    listen 80\n  }\n}\n",
-    )
-    .unwrap();
-    let e = import(&ImportOptions {
-        input: dir.path().join("nginx.conf"),
-        out: dir.path().join("conf.d"),
-        nginx_prefix: None,
-    })
-    .unwrap_err();
-    assert!(
-        e.to_string()
-            .ends_with("nginx.conf:3: directive \"listen\" has no closing \";\""),
-        "{e}"
-    );
-}
-
-#[test]
-fn exact_locations_and_aliases_of_one_file() {
-    let run = Run::new(
-        "http { server { listen 127.0.0.1:8001; root /srv;\n\
-         location = /robots.txt { alias /srv/files/robots.txt; }\n\
-         location = /favicon.ico { }\n\
-         location /img { }\n} }\n",
-    );
-    run.mkdirs(&[]);
-    let all = run.toml();
-    assert!(all.contains("path_exact = \"/robots.txt\"\nroot = \"/srv/files\"\nrewrite = { from = \"^.*$\", to = \"/robots.txt\" }"), "{all}");
-    assert!(
-        all.contains("path_exact = \"/favicon.ico\"\nroot = \"/srv\""),
-        "{all}"
-    );
-    // A prefix without a trailing slash: nginx's /imgX maps to /srv/imgX.
-    assert!(
-        all.contains("path = \"/img\"\nroot = \"/srv/img\""),
-        "{all}"
-    );
-    let n = run
-        .done
-        .report
-        .notes
-        .iter()
-        .find(|n| n.why.contains("without a trailing"))
-        .unwrap();
-    assert_eq!((n.severity, n.pos.line), (Severity::Differs, 1), "{n}");
 }

@@ -140,7 +140,7 @@ pub fn duration(text: &str) -> Result<String, String> {
             .ok_or_else(bad)?;
         rest = rest[unit_len..].trim_start();
     }
-    Ok(if ms % 1000 == 0 {
+    Ok(if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -10,7 +10,7 @@ mod nginx;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use compare::{Case, get, same_answers};
+use compare::{get, same_answers};
 use nginx::{Nginx, free_addr};
 
 use crate::support::{Moongate, Origin};
@@ -40,7 +40,13 @@ fn share() -> tempfile::TempDir {
 }
 
 /// `conf` with its placeholders filled.
-fn render(conf: &str, listen: &str, origin: &Origin, share: &Path, extra: &[(&str, String)]) -> String {
+fn render(
+    conf: &str,
+    listen: &str,
+    origin: &Origin,
+    share: &Path,
+    extra: &[(&str, String)],
+) -> String {
     let mut out = conf
         .replace("@LISTEN@", listen)
         .replace("@ORIGIN_LISTEN@", listen)
@@ -49,14 +55,22 @@ fn render(conf: &str, listen: &str, origin: &Origin, share: &Path, extra: &[(&st
     for (k, v) in extra {
         out = out.replace(k, v);
     }
-    assert!(!out.contains("@LISTEN@") && !out.contains("@ORIGIN@"), "unrendered: {out}");
+    assert!(
+        !out.contains("@LISTEN@") && !out.contains("@ORIGIN@"),
+        "unrendered: {out}"
+    );
     out
 }
 
-/// `moongate import` (the binary) of `conf` into a fresh conf.d, which
-/// must pass its check; moongate started on it.
-fn import_and_start(conf: &str) -> Moongate {
+/// `moongate import` (the binary) of `conf`, with `files` beside it, into
+/// a fresh conf.d, which must pass its check; moongate started on it.
+fn import_and_start(conf: &str, files: &[(String, String)]) -> Moongate {
     let dir = tempfile::tempdir().expect("import dir");
+    for (rel, text) in files {
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write an included file");
+    }
     let input = dir.path().join("nginx.conf");
     std::fs::write(&input, conf).expect("write nginx.conf");
     let out = Command::new(env!("CARGO_BIN_EXE_moongate"))
@@ -81,9 +95,33 @@ fn import_and_start(conf: &str) -> Moongate {
 
 /// nginx on `conf` and moongate on its import, both before `origin`.
 fn both(conf: &str, origin: &Origin, share: &Path, extra: &[(&str, String)]) -> (Nginx, Moongate) {
+    both_with(conf, &[], origin, share, extra)
+}
+
+/// [`both`], with `files` (fixtures, relative paths) beside the configuration.
+fn both_with(
+    conf: &str,
+    files: &[&str],
+    origin: &Origin,
+    share: &Path,
+    extra: &[(&str, String)],
+) -> (Nginx, Moongate) {
     let addr = free_addr();
-    let nginx = Nginx::start(&render(conf, &addr.to_string(), origin, share, extra), addr);
-    let mg = import_and_start(&render(conf, "127.0.0.1:0", origin, share, extra));
+    let rendered = |listen: &str| -> Vec<(String, String)> {
+        files
+            .iter()
+            .map(|rel| {
+                (
+                    (*rel).to_owned(),
+                    render(&fixture(rel), listen, origin, share, extra),
+                )
+            })
+            .collect()
+    };
+    let nginx_conf = render(conf, &addr.to_string(), origin, share, extra);
+    let nginx = Nginx::start(&nginx_conf, &rendered(&addr.to_string()), addr);
+    let mg_conf = render(conf, "127.0.0.1:0", origin, share, extra);
+    let mg = import_and_start(&mg_conf, &rendered("127.0.0.1:0"));
     (nginx, mg)
 }
 
@@ -135,7 +173,9 @@ async fn lua_handlers_shared_dicts_and_limit_req_answer_as_openresty() {
     let cases = [
         get("/hello?name=x", 200),
         get("/guarded/a", 403).status_only(),
-        get("/guarded/a", 403).header("X-Token", "wrong").status_only(),
+        get("/guarded/a", 403)
+            .header("X-Token", "wrong")
+            .status_only(),
         get("/guarded/a?b", 200).header("X-Token", "secret"),
         get("/count", 200),
         get("/count", 200),
@@ -162,12 +202,18 @@ async fn the_proxy_and_cache_anchors_answer_as_nginx() {
     let origin = Origin::start(compare::echo).await;
     let share = share();
     let (nginx, mg) = both(&anchor("proxy"), &origin, share.path(), &[]);
-    let cases = [get("/", 200), get("/api/item/1?x=y", 200).header("X-User", "u")];
+    let cases = [
+        get("/", 200),
+        get("/api/item/1?x=y", 200).header("X-User", "u"),
+    ];
     same_answers(nginx.addr, mg.http[0], &cases).await;
     drop((nginx, mg));
 
     let cache_dir = tempfile::tempdir().expect("cache dir");
-    let extra = [("@CACHE_DIR@", cache_dir.path().join("c").display().to_string())];
+    let extra = [(
+        "@CACHE_DIR@",
+        cache_dir.path().join("c").display().to_string(),
+    )];
     let (nginx, mg) = both(&anchor("cache"), &origin, share.path(), &extra);
     let cases = [
         get("/cached/1", 200).compare("x-cache-status"),
@@ -184,7 +230,9 @@ async fn the_lua_anchors_answer_as_openresty() {
     let (nginx, mg) = both(&anchor("lua-access"), &origin, share.path(), &[]);
     let cases = [
         get("/v1/item", 403).status_only(),
-        get("/v1/item", 403).header("Authorization", "Bearer nobody").status_only(),
+        get("/v1/item", 403)
+            .header("Authorization", "Bearer nobody")
+            .status_only(),
         get("/v1/item?q=1", 200).header("Authorization", "Bearer bench-token-alice"),
         get("/other", 200).header("Authorization", "Bearer bench-token-bob"),
     ];
@@ -192,13 +240,19 @@ async fn the_lua_anchors_answer_as_openresty() {
     drop((nginx, mg));
 
     // The anchor's own token bucket in a shared dict: 1 token/s, 2 at once.
-    let extra = [("@RL_RATE@", "1".to_owned()), ("@RL_BURST@", "2".to_owned())];
+    let extra = [
+        ("@RL_RATE@", "1".to_owned()),
+        ("@RL_BURST@", "2".to_owned()),
+    ];
     let (nginx, mg) = both(&anchor("lua-ratelimit"), &origin, share.path(), &extra);
     let alice = ("Authorization", "Bearer bench-token-alice");
     let cases = [
         get("/v1/a", 200).header(alice.0, alice.1),
         get("/v1/b", 200).header(alice.0, alice.1),
-        get("/v1/c", 429).header(alice.0, alice.1).status_only().compare("retry-after"),
+        get("/v1/c", 429)
+            .header(alice.0, alice.1)
+            .status_only()
+            .compare("retry-after"),
         get("/v1/d", 403).status_only(),
     ];
     same_answers(nginx.addr, mg.http[0], &cases).await;
@@ -214,10 +268,39 @@ async fn the_origin_anchor_answers_as_nginx() {
     let (nginx, mg) = both(&anchor("origin"), &origin, share.path(), &extra);
     let cases = [
         get("/hello", 200),
-        get("/api/item/1", 200).header("X-User", "carol").compare("x-origin-user").compare("cache-control"),
+        get("/api/item/1", 200)
+            .header("X-User", "carol")
+            .compare("x-origin-user")
+            .compare("cache-control"),
         get("/short/x", 200).compare("cache-control"),
         get("/page", 200),
         get("/nothing", 404).status_only(),
+    ];
+    same_answers(nginx.addr, mg.http[0], &cases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_includes_server_rewrites_and_auth_request_answer_as_nginx() {
+    let origin = Origin::start(compare::echo).await;
+    let share = share();
+    let files = ["snippets/upstreams.conf", "snippets/proxy.conf"];
+    let (nginx, mg) = both_with(&fixture("servers.conf"), &files, &origin, share.path(), &[]);
+    let cases = [
+        get("/x?y", 200).header("Host", "a.example"),
+        // Unknown hosts go to the default server.
+        get("/x", 200).header("Host", "unknown.example"),
+        get("/y", 200).header("Host", "b.example"),
+        get("/y", 200).header("Host", "deep.b.example"),
+        get("/legacy/z?q=1", 200).header("Host", "a.example"),
+        get("/legacy/z", 200).header("Host", "b.example"),
+        get("/auth-me/x", 401).status_only(),
+        get("/auth-me/x?k", 200).header("X-Test-Pass", "yes"),
+        // An internal location is not for clients.
+        get("/auth", 404).status_only(),
+        get("/gz", 200)
+            .header("Accept-Encoding", "gzip")
+            .status_only()
+            .compare("content-encoding"),
     ];
     same_answers(nginx.addr, mg.http[0], &cases).await;
 }

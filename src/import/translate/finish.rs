@@ -11,6 +11,9 @@ use super::super::model::{Conf, PathOut, ServerRoutes, Table};
 use super::super::report::{Owner, Severity};
 use super::Tx;
 
+/// (certificate, key) pairs.
+type Certs = Vec<(String, String)>;
+
 impl Tx<'_> {
     pub(super) fn finish(mut self) -> Conf {
         self.upstream_tables();
@@ -47,7 +50,8 @@ impl Tx<'_> {
 
     fn listeners(&mut self) {
         let mut plain: Vec<String> = Vec::new();
-        let mut tls: Vec<(String, Vec<(String, String)>, bool)> = Vec::new();
+        // Per TLS address: its certificate/key pairs, and whether h2 is offered.
+        let mut tls: Vec<(String, Certs, bool)> = Vec::new();
         for s in &self.servers {
             for l in &s.listens {
                 if l.ssl {

@@ -258,18 +258,28 @@ impl Tx<'_> {
         upstream_headers: Vec<Value>,
     ) -> Option<Value> {
         let summary = format!("auth_request {uri}");
-        let target = locations.iter().find_map(|l| {
+        // As nginx finds the location: an exact match, else the longest prefix.
+        let mut target: Option<(bool, String, String)> = None;
+        for l in locations {
             let args: Vec<&str> = l.args.iter().map(|a| a.text.as_str()).collect();
             let (exact, p) = match args.as_slice() {
                 ["=", p] => (true, *p),
                 [p] if p.starts_with("=/") => (true, &p[1..]),
                 ["^~", p] | [p] if p.starts_with('/') => (false, *p),
-                _ => return None,
+                _ => continue,
             };
             let hit = if exact { uri == p } else { uri.starts_with(p) };
-            let proxy = l.children().iter().find(|c| c.name == "proxy_pass")?;
-            hit.then(|| (exact, p.to_owned(), proxy.arg(0).unwrap_or("").to_owned()))
-        });
+            let Some(proxy) = l.children().iter().find(|c| c.name == "proxy_pass") else {
+                continue;
+            };
+            let better = match &target {
+                None => true,
+                Some((t_exact, t_path, _)) => !t_exact && (exact || p.len() > t_path.len()),
+            };
+            if hit && better {
+                target = Some((exact, p.to_owned(), proxy.arg(0).unwrap_or("").to_owned()));
+            }
+        }
         let Some((exact, prefix, url)) = target else {
             let why = "no location of this server proxies that URI: forward_auth needs the auth service's URL";
             self.note(pos, summary, Severity::NotTranslated, why);

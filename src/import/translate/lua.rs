@@ -48,10 +48,10 @@ impl Tx<'_> {
             (LuaSrc::Code { code, .. }, _) => dedent(code),
         };
         let key = format!("{pos}");
-        if prelude.is_none() {
-            if let Some(done) = self.lua_written.get(&key) {
-                return Some(done.clone());
-            }
+        if prelude.is_none()
+            && let Some(done) = self.lua_written.get(&key)
+        {
+            return Some(done.clone());
         }
         let text = match prelude {
             None => format!(

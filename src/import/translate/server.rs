@@ -157,12 +157,11 @@ impl Tx<'_> {
                 return;
             }
         };
-        if let [only] = program {
-            if let Some(code) = https_redirect(only, &def.names) {
-                if def.listens.iter().all(|l| !l.ssl) {
-                    def.to_https = Some((code, only.pos.clone()));
-                }
-            }
+        if let [only] = program
+            && let Some(code) = https_redirect(only, &def.names)
+            && def.listens.iter().all(|l| !l.ssl)
+        {
+            def.to_https = Some((code, only.pos.clone()));
         }
         let mut keys = Table::default();
         let label = format!("s{}-server-return", def.index);

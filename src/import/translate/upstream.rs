@@ -269,10 +269,10 @@ impl Tx<'_> {
             }
             _ => {}
         }
-        if let Some(tries) = scope.next_upstream_tries.filter(|t| *t > 0) {
-            if !matches!(scope.next_upstream, Some(None)) {
-                settings.push(("retries".into(), Value::from(i64::from(tries - 1))));
-            }
+        if let Some(tries) = scope.next_upstream_tries.filter(|t| *t > 0)
+            && !matches!(scope.next_upstream, Some(None))
+        {
+            settings.push(("retries".into(), Value::from(i64::from(tries - 1))));
         }
         if pp.https {
             let mut tls = TomlTable::new();

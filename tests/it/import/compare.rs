@@ -12,8 +12,13 @@ use crate::support::Reply;
 
 /// The test upstream: answers `METHOD URI` and the request's `x-test-*`
 /// and `x-user` headers, one a line, sorted, so two proxies that send the
-/// same request get the same body. Cacheable for a minute.
+/// same request get the same body. Cacheable for a minute. `/auth-check`
+/// is an auth service: 200 with `X-Test-Pass: yes`, else 401.
 pub async fn echo(req: Request<Incoming>) -> Reply {
+    if req.uri().path() == "/auth-check" {
+        let pass = req.headers().get("x-test-pass").is_some_and(|v| v == "yes");
+        return crate::support::text(if pass { 200 } else { 401 }, "auth");
+    }
     let mut body = format!("{} {}\n", req.method(), req.uri());
     let mut headers: Vec<String> = req
         .headers()

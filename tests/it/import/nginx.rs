@@ -41,9 +41,10 @@ fn strip_process_directives(conf: &str) -> String {
 }
 
 impl Nginx {
-    /// Starts nginx on `conf` (which must listen on `addr`) and waits until
-    /// it accepts connections.
-    pub fn start(conf: &str, addr: SocketAddr) -> Nginx {
+    /// Starts nginx on `conf` (which must listen on `addr`), with `files`
+    /// (relative path, text) beside it, and waits until it accepts
+    /// connections.
+    pub fn start(conf: &str, files: &[(String, String)], addr: SocketAddr) -> Nginx {
         assert!(
             Path::new(NGINX).is_file(),
             "{NGINX} is missing: install Debian's nginx and libnginx-mod-http-lua (test.sh does)"
@@ -51,6 +52,13 @@ impl Nginx {
         let prefix = tempfile::tempdir().expect("nginx prefix");
         for d in ["tmp", "logs", "html"] {
             std::fs::create_dir_all(prefix.path().join(d)).expect("prefix dirs");
+        }
+        for (rel, text) in files {
+            let path = prefix.path().join(rel);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).expect("mkdir");
+            }
+            std::fs::write(path, text).expect("write an included file");
         }
         let conf_path = prefix.path().join("nginx.conf");
         std::fs::write(&conf_path, strip_process_directives(conf)).expect("write nginx.conf");
@@ -95,7 +103,10 @@ impl Nginx {
                 let err = log.lock().map(|l| l.clone()).unwrap_or_default();
                 panic!("nginx exited ({status}) before listening on {addr}:\n{err}");
             }
-            assert!(Instant::now() < deadline, "nginx did not listen on {addr} within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen on {addr} within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Nginx {
