@@ -10,7 +10,7 @@ mod nginx;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use compare::{get, same_answers};
+use compare::{get, same_answers, same_answers_at};
 use nginx::{Nginx, free_addr};
 
 use crate::support::{Moongate, Origin};
@@ -303,4 +303,42 @@ async fn servers_includes_server_rewrites_and_auth_request_answer_as_nginx() {
             .compare("content-encoding"),
     ];
     same_answers(nginx.addr, mg.http[0], &cases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_anchor_answers_as_nginx_over_tls_and_h2() {
+    crate::support::install_crypto();
+    let origin = Origin::start(compare::echo).await;
+    let share = share();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let (cert, key) = (share.path().join("site.pem"), share.path().join("site.key"));
+    std::fs::write(&cert, ck.cert.pem()).expect("cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("key");
+    let extra = [
+        ("@CERT@", cert.display().to_string()),
+        ("@KEY@", key.display().to_string()),
+    ];
+    let (nginx, mg) = both(&anchor("proxy-tls"), &origin, share.path(), &extra);
+    let root = reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).expect("root");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
+        // The certificate's name, on 127.0.0.1 (the port comes from the URL).
+        .resolve("localhost", std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(15))
+        .build()
+        .expect("client");
+    let nginx_base = format!("https://localhost:{}", nginx.addr.port());
+    let mg_base = format!("https://localhost:{}", mg.https[0].port());
+    let cases = [get("/", 200), get("/a/b?c=d", 200).header("X-User", "dave")];
+    same_answers_at(&client, &nginx_base, &mg_base, &cases).await;
+    // Both offered h2 (ALPN) and the client took it.
+    let version = |base: String| {
+        let client = client.clone();
+        async move { client.get(base).send().await.expect("h2 request").version() }
+    };
+    assert_eq!(version(nginx_base).await, reqwest::Version::HTTP_2);
+    assert_eq!(version(mg_base).await, reqwest::Version::HTTP_2);
 }

@@ -100,15 +100,15 @@ struct Answer {
     headers: Vec<(String, Option<String>)>,
 }
 
-async fn ask(client: &reqwest::Client, addr: SocketAddr, case: &Case) -> Answer {
-    let mut req = client.get(format!("http://{addr}{}", case.path));
+async fn ask(client: &reqwest::Client, base: &str, case: &Case) -> Answer {
+    let mut req = client.get(format!("{base}{}", case.path));
     for (k, v) in &case.headers {
         req = req.header(*k, *v);
     }
     let resp = req
         .send()
         .await
-        .unwrap_or_else(|e| panic!("GET {} from {addr}: {e}", case.path));
+        .unwrap_or_else(|e| panic!("GET {} from {base}: {e}", case.path));
     let status = resp.status().as_u16();
     let header = |name: &str| {
         resp.headers()
@@ -116,7 +116,7 @@ async fn ask(client: &reqwest::Client, addr: SocketAddr, case: &Case) -> Answer 
             .map(|v| v.to_str().unwrap_or("?").to_owned())
     };
     // Relative redirects are made absolute with each server's own port.
-    let location = header("location").map(|l| l.replace(&format!("http://{addr}"), ""));
+    let location = header("location").map(|l| l.replace(base, ""));
     let headers = case
         .response_headers
         .iter()
@@ -131,13 +131,24 @@ async fn ask(client: &reqwest::Client, addr: SocketAddr, case: &Case) -> Answer 
     }
 }
 
-/// Sends every case to nginx, then to moongate, in order; both must give
-/// the expected status and the same answer.
+/// Sends every case to nginx, then to moongate, in order, over plain
+/// HTTP; both must give the expected status and the same answer.
 pub async fn same_answers(nginx: SocketAddr, moongate: SocketAddr, cases: &[Case]) {
     let client = crate::support::client_no_redirects();
+    let (n, m) = (format!("http://{nginx}"), format!("http://{moongate}"));
+    same_answers_at(&client, &n, &m, cases).await;
+}
+
+/// [`same_answers`] with a client and base URLs of its own (`https://...`).
+pub async fn same_answers_at(
+    client: &reqwest::Client,
+    nginx: &str,
+    moongate: &str,
+    cases: &[Case],
+) {
     for case in cases {
-        let from_nginx = ask(&client, nginx, case).await;
-        let from_moongate = ask(&client, moongate, case).await;
+        let from_nginx = ask(client, nginx, case).await;
+        let from_moongate = ask(client, moongate, case).await;
         assert_eq!(
             from_nginx.status, case.status,
             "nginx answered {} with {from_nginx:?}",
