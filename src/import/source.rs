@@ -122,6 +122,7 @@ impl Reader {
         report: &mut Report,
     ) -> Result<Vec<Directive>, SourceError> {
         let name: Arc<str> = Arc::from(path.display().to_string());
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let tokens = tokenize(text)
             .map_err(|e| SourceError::Syntax(format!("{}:{}: {}", name, e.line, e.message)))?;
         let tree = parse(&name, tokens).map_err(|e| SourceError::Syntax(e.to_string()))?;

@@ -28,6 +28,15 @@ const DEFAULT_HEADERS: &[(&str, &str)] = &[
     ("upgrade", "$http_upgrade"),
 ];
 
+/// A header value as a note shows it: quoted when empty or spaced.
+fn shown(v: &str) -> String {
+    if v.is_empty() || v.contains(char::is_whitespace) {
+        format!("\"{v}\"")
+    } else {
+        v.to_owned()
+    }
+}
+
 fn table(pairs: Vec<(&str, Value)>) -> Value {
     let mut t = TomlTable::new();
     for (k, v) in pairs {
@@ -95,7 +104,7 @@ impl Tx<'_> {
             let mut host_set = false;
             for h in scope.proxy_set_header.get() {
                 let lname = h.name.to_ascii_lowercase();
-                let summary = format!("proxy_set_header {} {}", h.name, h.value);
+                let summary = format!("proxy_set_header {} {}", h.name, shown(&h.value));
                 host_set |= lname == "host";
                 if upstream_headers
                     .iter()
@@ -151,7 +160,7 @@ impl Tx<'_> {
     fn response_headers(&mut self, scope: &Scope, proxied: bool) -> Option<Value> {
         let mut append = TomlTable::new();
         for h in scope.add_header.get() {
-            let summary = format!("add_header {} {}", h.name, h.value);
+            let summary = format!("add_header {} {}", h.name, shown(&h.value));
             if h.name.eq_ignore_ascii_case("x-cache-status") && h.value == "$upstream_cache_status"
             {
                 let why = "moongate sends X-Cache-Status on every cached route";

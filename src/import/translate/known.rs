@@ -246,6 +246,16 @@ pub fn why(name: &str) -> Option<(Severity, &'static str)> {
             (Unneeded, "moongate has fixed behaviour here")
         }
         "ssl" | "http2" | "listen" | "server_name" => (NotTranslated, "not valid here"),
+        "keepalive_timeout"
+        | "client_header_timeout"
+        | "client_body_timeout"
+        | "send_timeout"
+        | "underscores_in_headers"
+        | "access_log"
+        | "log_format" => (
+            NotTranslated,
+            "moongate sets this once for every route, in [server]; only the http block's is translated",
+        ),
         _ => return None,
     })
 }

@@ -306,17 +306,9 @@ impl Tx<'_> {
         for (zone, max, pos) in scope.limit_conn.get().to_vec() {
             limits.extend(self.conn_limit_for(&zone, max, &pos, scope));
         }
+        // nginx's proxy_cache does nothing for a location that does not proxy.
         let cache = match &scope.cache.zone {
             Some(Some(zone)) if proxied => self.cache_for(zone, scope, &d.pos),
-            Some(Some(zone)) => {
-                let why = "moongate caches upstream answers only";
-                self.note_d(
-                    d,
-                    Severity::NotTranslated,
-                    format!("proxy_cache {zone}: {why}"),
-                );
-                None
-            }
             _ => None,
         };
         let compress = self.compress_of(&scope.gzip, Some(&self.http_scope.gzip.clone()));
