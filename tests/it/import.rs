@@ -156,6 +156,7 @@ async fn locations_proxy_pass_rewrite_return_and_static_answer_as_nginx() {
         get("/v1/q?z=2", 200),
         get("/brk/a", 200),
         get("/args/bob?z=1", 200),
+        get("/re/ab/c/d?e=f", 200),
         get("/gone", 410).status_only(),
         get("/redir/p?q=1", 301).status_only(),
         get("/teapot", 418),

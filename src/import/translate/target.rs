@@ -9,7 +9,7 @@ use toml::value::Table as TomlTable;
 use super::super::model::Table;
 use super::super::parse::Directive;
 use super::super::report::Severity;
-use super::super::values::{duration, has_vars, lua_str};
+use super::super::values::{Part, duration, has_vars, lua_str};
 use super::Tx;
 use super::location::Own;
 use super::matching::Kind;
@@ -30,8 +30,7 @@ impl Tx<'_> {
         keys: &mut Table,
     ) -> String {
         if kind == Kind::Regex {
-            let why = "a URI part in a regex location (nginx refuses it outside `if`); the request URI is passed as is";
-            self.note_d(pd, Severity::NotTranslated, why);
+            self.regex_proxy_uri(pd, path, uri, rewrites, keys);
             return String::new();
         }
         if uri == "$request_uri" {
@@ -44,6 +43,9 @@ impl Tx<'_> {
             return String::new();
         }
         let exact = kind == Kind::Exact;
+        if uri == path {
+            return String::new();
+        }
         if rewrites {
             let set = if exact {
                 format!("ngx.req.set_uri({})", lua_str(uri))
@@ -70,6 +72,45 @@ impl Tx<'_> {
         rw.insert("to".into(), Value::from(uri.replace('$', "$$")));
         keys.set("rewrite", Value::Table(rw));
         String::new()
+    }
+
+    /// A regex location's `proxy_pass http://up/x/$1$is_args$args`: the
+    /// URI is the value with the location's captures (nginx's rule for a
+    /// URI with variables), as a route rewrite of the whole path.
+    fn regex_proxy_uri(
+        &mut self,
+        pd: &Directive,
+        regex: &str,
+        uri: &str,
+        rewrites: bool,
+        keys: &mut Table,
+    ) {
+        let (body, keeps_args) = match uri.strip_suffix("$is_args$args") {
+            Some(b) => (b, true),
+            None => (uri, false),
+        };
+        let parts = super::super::values::parts(body);
+        if rewrites || parts.iter().any(|p| matches!(p, Part::Var(_))) {
+            let why = "a URI with variables other than the location's captures (or after rewrites); the request URI is passed as is";
+            self.note_d(pd, Severity::NotTranslated, why);
+            return;
+        }
+        let to: String = parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(s) => s.replace('$', "$$"),
+                Part::Capture(n) => format!("${{{n}}}"),
+                Part::Var(_) => String::new(),
+            })
+            .collect();
+        if !keeps_args {
+            let why = "nginx sends no query string here (the URI has no $is_args$args); moongate keeps the request's";
+            self.note_d(pd, Severity::Differs, why);
+        }
+        let mut rw = TomlTable::new();
+        rw.insert("from".into(), Value::from(format!("^.*?(?:{regex}).*$")));
+        rw.insert("to".into(), Value::from(to));
+        keys.set("rewrite", Value::Table(rw));
     }
 
     /// `strips`: the route is a prefix, which moongate takes off the path.
