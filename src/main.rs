@@ -97,7 +97,6 @@ fn main() -> ExitCode {
 }
 
 fn import(opts: moongate::import::ImportOptions) -> ExitCode {
-    use moongate::import::Severity;
     let done = match moongate::import::import(&opts) {
         Ok(done) => done,
         Err(e) => {
@@ -108,18 +107,14 @@ fn import(opts: moongate::import::ImportOptions) -> ExitCode {
     for note in &done.report.notes {
         println!("{note}");
     }
-    let count = |s| done.report.count(s);
     println!(
-        "moongate import: {} read{}; wrote {} files ({} routes) to {}: {} directives not translated, \
-         {} translated with a difference, {} not needed",
+        "moongate import: {} read{}; wrote {} files ({} routes) to {}; directives: {}",
         opts.input.display(),
         if done.dump { " (nginx -T output)" } else { "" },
         done.files.len(),
         done.routes,
         opts.out.display(),
-        count(Severity::NotTranslated),
-        count(Severity::Differs),
-        count(Severity::Unneeded),
+        done.report.summary(),
     );
     check(opts.out)
 }

@@ -97,6 +97,17 @@ impl Report {
         self.notes.iter().filter(|n| n.severity == severity).count()
     }
 
+    /// The counts by severity, as one line: `2 not translated, 1
+    /// translated with a difference, 5 not needed`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} not translated, {} translated with a difference, {} not needed",
+            self.count(Severity::NotTranslated),
+            self.count(Severity::Differs),
+            self.count(Severity::Unneeded)
+        )
+    }
+
     /// The notes for one generated file, in order.
     pub fn for_owner(&self, owner: Owner) -> impl Iterator<Item = &Note> {
         self.notes.iter().filter(move |n| n.owner == owner)

@@ -95,8 +95,9 @@ struct Tx<'a> {
     caches: BTreeMap<String, CacheDef>,
     /// moongate limit zones made: (nginx zone, burst or max, kind) → name.
     limit_uses: Vec<(String, u64, &'static str, String)>,
-    /// The first location's cache settings per zone: (valid, key, lock, methods).
-    cache_settings: HashMap<String, zones::CacheSettings>,
+    /// Per nginx cache zone: the first location's settings, and the
+    /// moongate zone's name.
+    cache_settings: HashMap<String, (zones::CacheSettings, String)>,
     /// Lua files already written for a handler, by its position.
     lua_written: HashMap<String, String>,
     lua_names: HashSet<String>,
@@ -136,6 +137,24 @@ impl Tx<'_> {
     }
 
     fn main(&mut self, tree: &[Directive]) {
+        let has = |name: &str| tree.iter().any(|d| d.name == name);
+        if !has("http") && (has("server") || has("upstream")) {
+            // A file of the http block's content (conf.d/*.conf,
+            // sites-enabled/*), imported on its own.
+            if let Some(first) = tree.first() {
+                let why = "no http block: the file is read as the inside of one (a conf.d or sites-enabled file)";
+                self.note(&first.pos, "(file)", Severity::Differs, why);
+                let http = Directive {
+                    name: "http".into(),
+                    args: Vec::new(),
+                    block: Some(tree.to_vec()),
+                    lua: None,
+                    pos: first.pos.clone(),
+                };
+                self.http(&http);
+            }
+            return;
+        }
         for d in tree {
             let args: Vec<&str> = d.args.iter().map(|a| a.text.as_str()).collect();
             match (d.name.as_str(), args.as_slice()) {
@@ -300,6 +319,10 @@ impl Tx<'_> {
                 "moongate takes the real client address from X-Forwarded-For, recursively, for trusted_proxies",
             ),
             ("lua_package_path", [path]) => self.lua_package_path(d, path),
+            ("lua_shared_dict", [name, _]) if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                let why = "moongate's dict names are letters, digits and `_` (ngx.shared.NAME): rename it here and in the Lua";
+                self.note_d(d, Severity::NotTranslated, why)
+            }
             ("lua_shared_dict", [name, sz]) => match size(sz) {
                 Ok((s, _)) => self.conf.shared_dicts.push(((*name).to_owned(), s)),
                 Err(e) => self.note_d(d, Severity::NotTranslated, e),

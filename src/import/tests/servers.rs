@@ -226,3 +226,43 @@ fn lua_files_are_referred_to_and_blocks_written_once() {
     );
     assert!(run.file("lua/s0-c-content.lua").contains("Never reached"));
 }
+
+#[test]
+fn a_file_of_server_blocks_is_read_as_the_inside_of_http() {
+    let run = Run::new(
+        "upstream app { server 127.0.0.1:9000; }\n\
+         server { listen 127.0.0.1:8080; location / { proxy_pass http://app; } }\n",
+    );
+    run.check();
+    assert_eq!(run.done.routes, 1);
+    assert_eq!(run.note("(file)").severity, Severity::Differs);
+    assert!(run.toml().contains("[upstream.app]"));
+}
+
+#[test]
+fn names_that_collide_once_made_safe_stay_apart() {
+    let run = Run::new(
+        "http { lua_shared_dict my-dict 1m;\n\
+         proxy_cache_path /tmp/c1 keys_zone=a.b:1m;\n\
+         proxy_cache_path /tmp/c2 keys_zone=a_b:1m;\n\
+         upstream a.b { server 127.0.0.1:1; }\n\
+         upstream a_b { server 127.0.0.1:2; }\n\
+         server { listen 127.0.0.1:8001;\n\
+         location /1 { proxy_pass http://a.b; proxy_cache a.b; }\n\
+         location /2 { proxy_pass http://a_b; proxy_cache a_b; } } }\n",
+    );
+    run.check();
+    let all = run.toml();
+    assert!(
+        all.contains("[cache.a_b]") && all.contains("[cache.a_b-2]"),
+        "{all}"
+    );
+    assert!(
+        all.contains("[upstream.a_b]") && all.contains("[upstream.a_b-2]"),
+        "{all}"
+    );
+    assert_eq!(
+        run.note("lua_shared_dict my-dict").severity,
+        Severity::NotTranslated
+    );
+}

@@ -267,16 +267,25 @@ impl Tx<'_> {
             return None;
         };
         let settings = self.cache_settings_of(scope);
-        let name = super::super::values::safe_name(zone);
         match self.cache_settings.get(zone) {
-            Some(first) if *first != settings => {
-                let why = "moongate sets validity, key, lock and methods per cache zone: the first location's are used";
-                self.note(pos, format!("proxy_cache {zone}"), Severity::Differs, why);
+            Some((first, name)) => {
+                let name = name.clone();
+                if *first != settings {
+                    let why = "moongate sets validity, key, lock and methods per cache zone: the first location's are used";
+                    self.note(pos, format!("proxy_cache {zone}"), Severity::Differs, why);
+                }
+                Some(name)
             }
-            Some(_) => {}
             None => {
+                let base = super::super::values::safe_name(zone);
+                let mut name = base.clone();
+                let mut i = 2;
+                while self.conf.caches.iter().any(|c| c.name == name) {
+                    name = format!("{base}-{i}");
+                    i += 1;
+                }
                 self.cache_settings
-                    .insert(zone.to_owned(), settings.clone());
+                    .insert(zone.to_owned(), (settings.clone(), name.clone()));
                 let mut table = Table::default();
                 table.comment.push(format!(
                     "proxy_cache_path ... keys_zone={zone} ({})",
@@ -314,9 +323,9 @@ impl Tx<'_> {
                     name: name.clone(),
                     table,
                 });
+                Some(name)
             }
         }
-        Some(name)
     }
 
     fn cache_settings_of(&mut self, scope: &Scope) -> CacheSettings {
