@@ -10,9 +10,10 @@ use super::super::model::{PathOut, Route, Table};
 use super::super::parse::{Directive, Pos};
 use super::super::report::Severity;
 use super::Tx;
+use super::lua::{LuaSrc, PHASES, lua_handler};
 use super::matching::{Kind, matcher, slug};
 use super::program::{self, Context};
-use super::scope::{LuaSrc, PHASES, Scope, lua_handler};
+use super::scope::Scope;
 use super::upstream::proxy_pass;
 
 /// A server's routes as they are made.

@@ -1,14 +1,77 @@
-//! Lua handlers as files: `*_by_lua_block` code written under the
+//! Lua handlers: the `PHASE_by_lua_block|_file|` directives read, and
+//! turned into files: `*_by_lua_block` code written under the
 //! output's `lua/` (once per directive, however many routes inherit it),
 //! `*_by_lua_file` paths referred to, and generated code (the rewrite
 //! module's directives) put in front of a handler's own code. Also the
 //! http-level `lua_package_path`, `init_by_lua*` and `init_worker_by_lua*`.
 
 use super::super::model::LuaFile;
-use super::super::parse::Directive;
+use super::super::parse::{Directive, Pos};
 use super::super::report::Severity;
 use super::Tx;
-use super::scope::{LuaSrc, lua_handler};
+
+/// A Lua handler: code from a `*_by_lua_block` / `*_by_lua`, or a file.
+#[derive(Debug, Clone)]
+pub enum LuaSrc {
+    /// Inline code.
+    Code {
+        /// The code.
+        code: String,
+        /// The directive.
+        pos: Pos,
+    },
+    /// `*_by_lua_file PATH`.
+    File {
+        /// The path as written.
+        path: String,
+        /// The directive.
+        pos: Pos,
+    },
+}
+
+impl LuaSrc {
+    /// Where the handler was given.
+    pub fn pos(&self) -> &Pos {
+        match self {
+            LuaSrc::Code { pos, .. } | LuaSrc::File { pos, .. } => pos,
+        }
+    }
+}
+
+/// The Lua phases a route can have, in the order they run.
+pub const PHASES: [&str; 6] = [
+    "rewrite",
+    "access",
+    "content",
+    "header_filter",
+    "body_filter",
+    "log",
+];
+
+/// The phase and handler of a `PHASE_by_lua_block|_file|` directive.
+pub fn lua_handler(d: &Directive) -> Option<(&'static str, Result<LuaSrc, String>)> {
+    let (phase, form) = d.name.split_once("_by_lua")?;
+    let phase = PHASES.iter().find(|p| **p == phase)?;
+    let src = match (form, &d.lua, d.args.as_slice()) {
+        ("_block", Some(code), []) => Ok(LuaSrc::Code {
+            code: code.clone(),
+            pos: d.pos.clone(),
+        }),
+        ("_file", None, [path]) => Ok(LuaSrc::File {
+            path: path.text.clone(),
+            pos: d.pos.clone(),
+        }),
+        ("", None, [code]) => Ok(LuaSrc::Code {
+            code: code.text.clone(),
+            pos: d.pos.clone(),
+        }),
+        ("_block" | "_file" | "", _, _) => {
+            Err(format!("`{}` is not written as ngx_lua takes it", d.name))
+        }
+        _ => return None,
+    };
+    Some((phase, src))
+}
 
 impl Tx<'_> {
     /// The conf.d path of a handler. `prelude` is generated code to run

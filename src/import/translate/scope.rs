@@ -5,6 +5,7 @@
 
 use super::super::parse::{Directive, Pos};
 use super::super::values::{duration, size};
+use super::lua::{LuaSrc, lua_handler};
 
 /// A list directive's items, and whether this level started its own list.
 #[derive(Debug, Clone)]
@@ -60,69 +61,6 @@ pub struct LimitUse {
     pub burst: u64,
     /// The directive.
     pub pos: Pos,
-}
-
-/// A Lua handler: code from a `*_by_lua_block` / `*_by_lua`, or a file.
-#[derive(Debug, Clone)]
-pub enum LuaSrc {
-    /// Inline code.
-    Code {
-        /// The code.
-        code: String,
-        /// The directive.
-        pos: Pos,
-    },
-    /// `*_by_lua_file PATH`.
-    File {
-        /// The path as written.
-        path: String,
-        /// The directive.
-        pos: Pos,
-    },
-}
-
-impl LuaSrc {
-    /// Where the handler was given.
-    pub fn pos(&self) -> &Pos {
-        match self {
-            LuaSrc::Code { pos, .. } | LuaSrc::File { pos, .. } => pos,
-        }
-    }
-}
-
-/// The Lua phases a route can have, in the order they run.
-pub const PHASES: [&str; 6] = [
-    "rewrite",
-    "access",
-    "content",
-    "header_filter",
-    "body_filter",
-    "log",
-];
-
-/// The phase and handler of a `PHASE_by_lua_block|_file|` directive.
-pub fn lua_handler(d: &Directive) -> Option<(&'static str, Result<LuaSrc, String>)> {
-    let (phase, form) = d.name.split_once("_by_lua")?;
-    let phase = PHASES.iter().find(|p| **p == phase)?;
-    let src = match (form, &d.lua, d.args.as_slice()) {
-        ("_block", Some(code), []) => Ok(LuaSrc::Code {
-            code: code.clone(),
-            pos: d.pos.clone(),
-        }),
-        ("_file", None, [path]) => Ok(LuaSrc::File {
-            path: path.text.clone(),
-            pos: d.pos.clone(),
-        }),
-        ("", None, [code]) => Ok(LuaSrc::Code {
-            code: code.text.clone(),
-            pos: d.pos.clone(),
-        }),
-        ("_block" | "_file" | "", _, _) => {
-            Err(format!("`{}` is not written as ngx_lua takes it", d.name))
-        }
-        _ => return None,
-    };
-    Some((phase, src))
 }
 
 /// `gzip` and its settings.

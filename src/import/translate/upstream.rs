@@ -11,7 +11,8 @@ use super::super::parse::{Directive, Pos};
 use super::super::report::Severity;
 use super::super::values::{duration, has_vars, mg_template, safe_name};
 use super::Tx;
-use super::scope::{Scope, lua_handler};
+use super::lua::lua_handler;
+use super::scope::Scope;
 
 /// An nginx upstream, or the address of a `proxy_pass` to no upstream.
 #[derive(Debug, Clone)]
@@ -350,7 +351,7 @@ impl Tx<'_> {
 }
 
 /// `balancer_by_lua*` read like the route phases.
-fn lua_handler_any(d: &Directive) -> Option<(&'static str, Result<super::scope::LuaSrc, String>)> {
+fn lua_handler_any(d: &Directive) -> Option<(&'static str, Result<super::lua::LuaSrc, String>)> {
     let renamed = Directive {
         name: d.name.replacen("balancer", "access", 1),
         ..d.clone()
