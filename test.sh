@@ -31,6 +31,13 @@ command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 # The openssl CLI generates the RSA keys of src/auth/jwt/tests.rs (ring,
 # which signs the other test keys, cannot generate RSA keys).
 command -v openssl >/dev/null || need_apt+=(openssl)
+# Debian's nginx with OpenResty's Lua module for tests/it/import.rs, which
+# runs an nginx configuration under the real nginx and its `moongate import`
+# under moongate side by side (each test starts its own nginx process on a
+# free loopback port, under a temp prefix).
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need_apt+=(libnginx-mod-http-lua)
+[ -f /usr/share/lua/5.1/resty/core.lua ] || need_apt+=(lua-resty-core)
 # A real headless browser for the admin status page test
 # (tests/it/status_page.rs drives /usr/bin/chromium through chromedriver).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)

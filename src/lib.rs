@@ -63,10 +63,11 @@
 //! other nodes over Redis pub/sub), [`upgrade`] (zero-downtime binary
 //! upgrade: the listening sockets handed to a new process), [`server`]
 //! (the embedding API and the control thread), [`sd_notify`] (systemd's
-//! readiness, reload and stop notifications). With the `fuzzing`
-//! feature, `fuzz_api` exposes a few private parsers to the cargo-fuzz
-//! targets in `fuzz/`; with `alloc-count`, `alloc_count` is the bench
-//! build's counting allocator.
+//! readiness, reload and stop notifications), [`import`] (`moongate
+//! import`: an nginx configuration translated into conf.d and Lua). With
+//! the `fuzzing` feature, `fuzz_api` exposes a few private parsers to the
+//! cargo-fuzz targets in `fuzz/`; with `alloc-count`, `alloc_count` is the
+//! bench build's counting allocator.
 //!
 //! # Embedding
 //!
@@ -140,6 +141,7 @@ pub mod fanout;
 pub mod upgrade;
 pub mod server;
 pub mod sd_notify;
+pub mod import;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz_api;
 #[cfg(feature = "alloc-count")]

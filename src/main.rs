@@ -1,5 +1,5 @@
-//! The `moongate` command: `run` (the default), `check`, `reload` and
-//! `upgrade`.
+//! The `moongate` command: `run` (the default), `check`, `reload`,
+//! `upgrade` and `import`.
 
 use std::io::{IsTerminal, Read, Write};
 use std::net::TcpStream;
@@ -47,6 +47,23 @@ enum Command {
     /// workers and reports ready, then the old one drains and exits. A new process
     /// that fails to start leaves the old one serving; exit 1 with the reason.
     Upgrade,
+    /// Translate an nginx/OpenResty configuration into conf.d and Lua files.
+    ///
+    /// Reads the file and what it includes (or saved `nginx -T` output), writes
+    /// conf.d TOML and Lua files into the output directory, prints every directive
+    /// that did not carry over as written (file:line and why), then checks the
+    /// result as `moongate check` does.
+    Import {
+        /// The nginx configuration file, or a file holding `nginx -T` output.
+        file: PathBuf,
+        /// The conf.d directory to write (new, empty, or an earlier import's).
+        #[arg(short = 'o', long = "out", default_value = "conf.d")]
+        out: PathBuf,
+        /// nginx's prefix (its `-p`): relative paths in the configuration
+        /// (root, alias, Lua files) are made absolute against it.
+        #[arg(long = "nginx-prefix")]
+        nginx_prefix: Option<PathBuf>,
+    },
 }
 
 /// mimalloc: allocation is a visible share of the per-request CPU with
@@ -79,7 +96,39 @@ fn main() -> ExitCode {
         Command::Check => check(cli.conf),
         Command::Reload => reload(cli.conf),
         Command::Upgrade => upgrade(cli.conf),
+        Command::Import {
+            file,
+            out,
+            nginx_prefix,
+        } => import(moongate::import::ImportOptions {
+            input: file,
+            out,
+            nginx_prefix,
+        }),
     }
+}
+
+fn import(opts: moongate::import::ImportOptions) -> ExitCode {
+    let done = match moongate::import::import(&opts) {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("moongate import: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for note in &done.report.notes {
+        println!("{note}");
+    }
+    println!(
+        "moongate import: {} read{}; wrote {} files ({} routes) to {}; directives: {}",
+        opts.input.display(),
+        if done.dump { " (nginx -T output)" } else { "" },
+        done.files.len(),
+        done.routes,
+        opts.out.display(),
+        done.report.summary(),
+    );
+    check(opts.out)
 }
 
 fn run(conf: PathBuf, relaunch: moongate::upgrade::Relaunch) -> ExitCode {

@@ -75,3 +75,4 @@ mod policies_user_agent;
 mod policies_canary;
 mod policies_forward_auth;
 mod route_normalize;
+mod import;
