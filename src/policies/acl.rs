@@ -2,6 +2,7 @@
 //! consumer an authentication policy recognised before it.
 
 use super::native::{Compiled, Context};
+use super::schema::str_list;
 use super::{Descriptor, Implementation, Kind, OptionSpec, Phase};
 
 /// The descriptor.
@@ -51,19 +52,9 @@ pub struct Acl {
 }
 
 fn compile(o: &toml::Table, _: &Context<'_>) -> Result<Compiled, String> {
-    let list = |k: &str| -> Vec<String> {
-        o.get(k)
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     Ok(Compiled::Acl(Acl {
-        allow: list("allow"),
-        deny: list("deny"),
+        allow: str_list(o, "allow"),
+        deny: str_list(o, "deny"),
         hide_groups_header: o.get("hide_groups_header").and_then(|v| v.as_bool()) == Some(true),
     }))
 }

@@ -11,6 +11,7 @@ use http::request::Parts;
 use jsonwebtoken::Algorithm;
 
 use super::native::{Compiled, Context, Recognised};
+use super::schema::str_list as list;
 use super::{Descriptor, Implementation, Kind, OptionSpec, Phase};
 use crate::auth::consumer::{Consumers, parse_algorithm};
 use crate::auth::jwks::{JwksCache, KeySet};
@@ -211,17 +212,6 @@ pub struct Verified {
 
 fn str_opt(o: &toml::Table, key: &str) -> Option<String> {
     o.get(key).and_then(|v| v.as_str()).map(str::to_owned)
-}
-
-fn list(o: &toml::Table, key: &str) -> Vec<String> {
-    o.get(key)
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn duration(o: &toml::Table, key: &str) -> Result<Duration, String> {

@@ -166,6 +166,20 @@ impl OptionSpec {
     }
 }
 
+/// The strings of list option `key` (none when absent): for a native
+/// policy's compile step, after [`check_options`] passed.
+pub fn str_list(options: &toml::Table, key: &str) -> Vec<String> {
+    options
+        .get(key)
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A policy entry's problem: the option it is about (None: the entry as a
 /// whole) and the message.
 pub type OptionError = (Option<String>, String);
