@@ -127,6 +127,9 @@ pub struct Descriptor {
     /// Its native half, compiled once per configuration from the options
     /// (keys, files), which its Lua handler calls into.
     pub compile: Option<native::Compile>,
+    /// Whether it recognises the caller (sets `$consumer`): policies that
+    /// decide by the consumer (`acl`) must come after one.
+    pub authenticates: bool,
 }
 
 impl Descriptor {

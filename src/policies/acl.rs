@@ -41,6 +41,7 @@ consumer at all: 401 (put an authentication policy first).",
     apisix: "consumer-restriction",
     implementation: Implementation::Lua(include_str!("../../lua/policies/acl.lua")),
     compile: Some(compile),
+    authenticates: false,
 };
 
 /// An `acl` policy, compiled.

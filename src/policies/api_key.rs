@@ -53,4 +53,5 @@ The consumer's name becomes `$consumer` and goes upstream in `consumer_header` a
             Err("give the known keys: `keys`, `keys_file`, `dict`, or consumers with `keys`".into())
         }
     }),
+    authenticates: true,
 };

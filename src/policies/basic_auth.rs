@@ -60,6 +60,7 @@ when a consumer of that name has groups).",
     apisix: "basic-auth",
     implementation: Implementation::Lua(include_str!("../../lua/policies/basic_auth.lua")),
     compile: Some(compile),
+    authenticates: true,
 };
 
 /// A `basic_auth` policy, compiled.

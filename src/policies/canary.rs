@@ -83,6 +83,7 @@ answers.",
     apisix: "traffic-split",
     implementation: Implementation::Lua(include_str!("../../lua/policies/canary.lua")),
     compile: None,
+    authenticates: false,
 };
 
 /// A `*_value` needs its name; and the entry must send something.

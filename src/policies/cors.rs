@@ -51,4 +51,5 @@ filter, after moongate's own cache: a cached answer gets the asking origin's hea
     apisix: "cors",
     implementation: Implementation::Lua(include_str!("../../lua/policies/cors.lua")),
     compile: None,
+    authenticates: false,
 };

@@ -134,4 +134,5 @@ https:// is supported, the certificate checked against `[lua] ssl_trusted_certif
     apisix: "forward-auth",
     implementation: Implementation::Lua(include_str!("../../lua/policies/forward_auth.lua")),
     compile: None,
+    authenticates: false,
 };

@@ -35,4 +35,5 @@ allow list, gets `status`.",
     apisix: "ip-restriction",
     implementation: Implementation::Lua(include_str!("../../lua/policies/ip.lua")),
     compile: None,
+    authenticates: false,
 };

@@ -167,6 +167,7 @@ No token: 401 with `WWW-Authenticate: Bearer`; a bad, expired or unknown one: 40
     apisix: "jwt-auth",
     implementation: Implementation::Lua(include_str!("../../lua/policies/jwt.lua")),
     compile: Some(compile),
+    authenticates: true,
 };
 
 /// A `jwt` policy, compiled.

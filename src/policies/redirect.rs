@@ -52,4 +52,5 @@ came over HTTPS pass on), or to `location`, a template of `$var`s rendered per r
     apisix: "redirect",
     implementation: Implementation::Lua(include_str!("../../lua/policies/redirect.lua")),
     compile: None,
+    authenticates: false,
 };

@@ -19,4 +19,5 @@ response, and the access log's `request_id` field agrees.",
     apisix: "request-id",
     implementation: Implementation::Lua(include_str!("../../lua/policies/request_id.lua")),
     compile: None,
+    authenticates: false,
 };

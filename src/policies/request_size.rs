@@ -25,6 +25,7 @@ Applied natively as soon as the route is found, before the rewrite phase and any
     apisix: "client-control",
     implementation: Implementation::Native(Native::RequestSize),
     compile: None,
+    authenticates: false,
 };
 
 /// The limit in bytes a route's `request_size` options give.

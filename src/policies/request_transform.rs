@@ -55,4 +55,5 @@ request from the request as it reached the policy, before any of its changes (`$
     apisix: "proxy-rewrite",
     implementation: Implementation::Lua(include_str!("../../lua/policies/request_transform.lua")),
     compile: None,
+    authenticates: false,
 };

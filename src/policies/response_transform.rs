@@ -49,4 +49,5 @@ templates rendered per request.",
     apisix: "response-rewrite",
     implementation: Implementation::Lua(include_str!("../../lua/policies/response_transform.lua")),
     compile: None,
+    authenticates: false,
 };

@@ -444,6 +444,7 @@ mod tests {
         apisix: "",
         implementation: Implementation::Lua(""),
         compile: None,
+        authenticates: false,
     };
 
     fn checked(text: &str) -> Result<toml::Table, OptionError> {

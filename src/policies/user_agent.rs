@@ -34,4 +34,5 @@ A request without `User-Agent` is matched as the empty string.",
     apisix: "ua-restriction",
     implementation: Implementation::Lua(include_str!("../../lua/policies/user_agent.lua")),
     compile: None,
+    authenticates: false,
 };

@@ -101,14 +101,12 @@ pub(super) fn policies(
 /// listed after it on the same route would never be seen (policies run in
 /// order), which is a mistake, not a choice.
 fn acl_after_authentication(policies: &[Policy]) -> Result<(), ConfigError> {
-    const AUTHENTICATION: [&str; 3] = ["api_key", "jwt", "basic_auth"];
+    let authenticates =
+        |p: &Policy| crate::policies::find(&p.name).is_some_and(|d| d.authenticates);
     let Some(acl) = policies.iter().position(|p| p.name == "acl") else {
         return Ok(());
     };
-    match policies[acl..]
-        .iter()
-        .find(|p| AUTHENTICATION.contains(&p.name.as_str()))
-    {
+    match policies[acl..].iter().find(|p| authenticates(p)) {
         Some(auth) => Err(ConfigError::at(
             &policies[acl].place,
             format!(
